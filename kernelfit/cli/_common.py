@@ -1,0 +1,189 @@
+"""Argument groups and output helpers shared by the subcommands."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from typing import Iterable
+
+import numpy as np
+
+from ..errors import InputError
+
+__all__ = ["add_data_arguments", "add_kernel_arguments", "add_solver_arguments",
+           "config_from_args", "print_json", "print_table", "positive_int", "bandwidth_arg",
+           "json_default"]
+
+
+def positive_int(text: str) -> int:
+    import argparse
+
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return v
+
+
+def nonneg_int(text: str) -> int:
+    import argparse
+
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return v
+
+
+def bandwidth_arg(text: str):
+    import argparse
+
+    if text == "median":
+        return "median"
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a positive number or 'median', got {text!r}") from None
+    if not (math.isfinite(v) and v > 0):
+        raise argparse.ArgumentTypeError(f"bandwidth must be positive and finite, got {text!r}")
+    return v
+
+
+def nonneg_float(text: str) -> float:
+    import argparse
+
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+    if not (math.isfinite(v) and v >= 0):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
+    return v
+
+
+def add_data_arguments(p) -> None:
+    g = p.add_argument_group("data")
+    g.add_argument("--dataset", default="digits",
+                   help="mnist, fashion-mnist, cifar10, digits (bundled, no download) or "
+                        "imagefolder:PATH (a train/<class>/*, test/<class>/* tree or .tar.gz)")
+    g.add_argument("--data-dir", default=None,
+                   help="folder holding the dataset files (else $KERNELFIT_DATA, else the "
+                        "per-user cache); missing files are downloaded and verified there")
+    g.add_argument("--n-train", type=positive_int, default=None,
+                   help="number of training points (default: all)")
+    g.add_argument("--n-test", type=nonneg_int, default=None,
+                   help="number of test points (default: all)")
+    g.add_argument("--balanced", action="store_true", help="class-balanced subsets")
+    g.add_argument("--seed", type=int, default=0, help="seed of subsets and random features")
+
+
+def add_kernel_arguments(p) -> None:
+    from ..kernels import KERNEL_NAMES
+
+    g = p.add_argument_group("kernel")
+    g.add_argument("--kernel", default="gaussian", choices=KERNEL_NAMES,
+                   help="gaussian exp(-|x-z|^2/(2 h^2)), laplacian exp(-|x-z|/h), linear <x,z>, "
+                        "polynomial (gamma <x,z> + coef0)^degree, normalized <x/|x|,z/|z|>^degree")
+    g.add_argument("--bandwidth", type=bandwidth_arg, default=5.0,
+                   help="h of the gaussian/laplacian kernels, or 'median' (median pairwise "
+                        "distance of a seeded sample)")
+    g.add_argument("--degree", type=positive_int, default=4,
+                   help="degree of the polynomial and normalized kernels")
+    g.add_argument("--gamma", type=float, default=1.0, help="polynomial kernel scale")
+    g.add_argument("--coef0", type=float, default=1.0, help="polynomial kernel offset")
+
+
+def add_solver_arguments(p) -> None:
+    from ..solvers.exact import DTYPES, SOLVERS
+
+    g = p.add_argument_group("solver")
+    g.add_argument("--solver", default="cholesky", choices=SOLVERS,
+                   help="cholesky: tiled in-place Cholesky (exact, K positive definite); "
+                        "eigh/lstsq: explicit minimum-norm solution for singular K")
+    g.add_argument("--dtype", default="float64", choices=DTYPES,
+                   help="precision in which K is stored and factored")
+    g.add_argument("--ridge", type=nonneg_float, default=0.0,
+                   help="added to K's diagonal (0: exact interpolation)")
+    g.add_argument("--device", default="cpu", choices=("auto", "cpu", "gpu"),
+                   help="auto uses a GPU when CuPy and a CUDA device are usable")
+    g.add_argument("--tile-size", type=positive_int, default=None,
+                   help="tile edge of the blocked Gram/Cholesky (default: automatic)")
+    g.add_argument("--cache-dir", default=None,
+                   help="feature cache folder (else $KERNELFIT_CACHE, else ~/.cache/kernelfit)")
+    g.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def config_from_args(args):
+    from ..pipeline import SolveConfig
+
+    feats, fparams = "raw", {}
+    if getattr(args, "features", None) is not None:
+        from ..features import feature_params_from_args
+
+        feats, fparams = feature_params_from_args(args)
+    if args.n_train is not None and args.n_train < 2 and args.solver == "cholesky":
+        pass
+    return SolveConfig(
+        dataset=args.dataset, data_dir=args.data_dir, n_train=args.n_train, n_test=args.n_test,
+        balanced=args.balanced, seed=args.seed, features=feats, feature_params=fparams,
+        feature_cache=not getattr(args, "no_feature_cache", False),
+        cache_dir=getattr(args, "cache_dir", None),
+        kernel=args.kernel, bandwidth=args.bandwidth, degree=args.degree, gamma=args.gamma,
+        coef0=args.coef0, dtype=args.dtype, solver=args.solver, ridge=args.ridge,
+        device=args.device, tile_size=args.tile_size,
+        show_progress=False if (args.no_progress or getattr(args, "json", False)) else None)
+
+
+def json_default(o):
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, (set, tuple)):
+        return list(o)
+    return str(o)
+
+
+def print_json(obj, file=None) -> None:
+    print(json.dumps(obj, indent=2, default=json_default), file=file or sys.stdout)
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        if v == 0:
+            return "0"
+        if abs(v) < 1e-3 or abs(v) >= 1e6:
+            return f"{v:.3e}"
+        return f"{v:.4g}"
+    return str(v)
+
+
+def print_table(rows: Iterable, title: str = "", file=None) -> None:
+    """Two-column aligned table of (label, value) rows."""
+    rows = [(str(k), _fmt(v)) for k, v in rows]
+    out = file or sys.stdout
+    if title:
+        print(title, file=out)
+    w = max((len(k) for k, _ in rows), default=0)
+    for k, v in rows:
+        print(f"  {k.ljust(w)}  {v}", file=out)
+
+
+def parse_list(text: str, conv=float, name: str = "value") -> list:
+    try:
+        vals = [conv(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise InputError(f"could not parse {name} list {text!r}") from None
+    if not vals:
+        raise InputError(f"empty {name} list")
+    return vals

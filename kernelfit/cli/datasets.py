@@ -1,0 +1,93 @@
+"""``kernelfit datasets``: list the datasets, describe one, or download and verify one."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+HELP = "list, describe or download the datasets"
+DESCRIPTION = ("List the datasets kernelfit knows (list), describe one: shapes, counts per "
+               "class, where it was read from (info), or download and verify its files (fetch). "
+               "Files live in --data-dir, else $KERNELFIT_DATA, else the per-user cache.")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the ``list``, ``info`` and ``fetch`` actions to ``parser``."""
+    sub = parser.add_subparsers(dest="action", metavar="ACTION")
+    sub.required = True
+    p_list = sub.add_parser("list", help="list the dataset names")
+    p_list.add_argument("--json", action="store_true", help="print JSON")
+    for action, text in (("info", "shapes, counts per class and source of a dataset"),
+                         ("fetch", "download (when missing) and verify a dataset's files")):
+        p = sub.add_parser(action, help=text, description=text)
+        p.add_argument("name", help="mnist, fashion-mnist, cifar10, digits or imagefolder:PATH")
+        p.add_argument("--data-dir", default=None,
+                       help="dataset directory (default: $KERNELFIT_DATA, else the user cache)")
+        p.add_argument("--json", action="store_true", help="print JSON")
+        if action == "info":
+            p.add_argument("--no-download", action="store_true",
+                           help="fail instead of downloading missing files")
+
+
+def _describe(raw) -> dict:
+    import numpy as np
+
+    return {
+        "name": raw.name,
+        "source": raw.source,
+        "image_shape": list(raw.image_shape),
+        "n_features": int(np.prod(raw.image_shape)),
+        "n_classes": raw.n_classes,
+        "class_names": list(raw.class_names),
+        "n_train": int(len(raw.y_train)),
+        "n_test": int(len(raw.y_test)),
+        "train_counts": np.bincount(raw.y_train, minlength=raw.n_classes).tolist(),
+        "test_counts": np.bincount(raw.y_test, minlength=raw.n_classes).tolist(),
+    }
+
+
+def _print_info(info: dict, out) -> None:
+    out.write(f"{info['name']}\n")
+    out.write(f"  source       {info['source']}\n")
+    out.write(f"  image shape  {tuple(info['image_shape'])} ({info['n_features']} features)\n")
+    out.write(f"  train        {info['n_train']} examples\n")
+    out.write(f"  test         {info['n_test']} examples\n")
+    width = max(len(str(c)) for c in info["class_names"])
+    out.write(f"  {'class':<{width + 6}} train   test\n")
+    for i, c in enumerate(info["class_names"]):
+        out.write(f"  {i:>2}  {str(c):<{width}}  {info['train_counts'][i]:>6} "
+                  f"{info['test_counts'][i]:>6}\n")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the chosen action; returns the exit code."""
+    from ..datasets import registry
+
+    out = sys.stdout
+    if args.action == "list":
+        from ..datasets import resolve_data_dir
+
+        rows = [{"name": n, "description": registry.DATASET_DESCRIPTIONS[n]}
+                for n in registry.DATASET_NAMES]
+        if args.json:
+            json.dump({"datasets": rows, "data_dir": str(resolve_data_dir())}, out, indent=2)
+            out.write("\n")
+        else:
+            for r in rows:
+                out.write(f"{r['name']:<14} {r['description']}\n")
+        return 0
+    download = not getattr(args, "no_download", False)
+    raw = registry.load_raw(args.name, data_dir=args.data_dir, download=download)
+    info = _describe(raw)
+    if args.action == "fetch":
+        info["verified"] = True
+    if args.json:
+        json.dump(info, out, indent=2)
+        out.write("\n")
+    elif args.action == "fetch":
+        out.write(f"{info['name']}: {info['n_train']} training and {info['n_test']} test "
+                  f"examples, verified, in {info['source']}\n")
+    else:
+        _print_info(info, out)
+    return 0

@@ -1,0 +1,70 @@
+"""``kernelfit solve``: the exact interpolating solution of K alpha = y on a dataset."""
+
+from __future__ import annotations
+
+from ..memory import fmt_bytes
+from ._common import (add_data_arguments, add_kernel_arguments, add_solver_arguments,
+                      config_from_args, print_json, print_table)
+
+HELP = "solve K alpha = y exactly on a dataset and report errors, residual, norm and times"
+DESCRIPTION = (HELP + ". Example: kernelfit solve --dataset mnist --n-train 10000 "
+               "--kernel gaussian --bandwidth 5")
+
+
+def add_arguments(p) -> None:
+    add_data_arguments(p)
+    from ..features import add_feature_arguments
+
+    add_feature_arguments(p)
+    add_kernel_arguments(p)
+    add_solver_arguments(p)
+    o = p.add_argument_group("output")
+    o.add_argument("--json", action="store_true", help="print one JSON object")
+    o.add_argument("--save", default=None, metavar="PATH",
+                   help="store the fitted model (a pickle) for `kernelfit predict`")
+
+
+def render(rec: dict) -> None:
+    t = rec["timings"]
+    kp = ", ".join(f"{k}={v}" for k, v in rec["kernel_params"].items() if k != "name")
+    rows = [
+        ("dataset", f"{rec['dataset']} ({rec['data_source']})"),
+        ("features", rec["features"] + (f" {rec['feature_params']}" if rec["feature_params"]
+                                         else "")),
+        ("kernel", f"{rec['kernel']}" + (f" ({kp})" if kp else "")),
+        ("n_train x d", f"{rec['n_train']} x {rec['n_features']}"),
+        ("n_test", rec["n_test"]),
+        ("solver / dtype / device", f"{rec['solver']} / {rec['dtype']} / {rec['device']}"),
+        ("ridge", rec["ridge"]),
+        ("seed", rec["seed"]),
+        ("train error", _pct(rec["train_error"])),
+        ("test error", _pct(rec["test_error"])),
+        ("relative residual", rec["relative_residual"]),
+        ("RKHS norm", rec["rkhs_norm"]),
+        ("factorization rate", None if rec.get("factor_gflops_per_s") is None
+         else f"{rec['factor_gflops_per_s']:.1f} GFLOP/s"),
+        ("peak memory", fmt_bytes(rec["peak_memory_bytes"])),
+    ]
+    if "rank" in rec:
+        rows.append(("numerical rank", rec["rank"]))
+    print_table(rows, title="kernelfit solve")
+    print_table([(k, f"{v:.3f} s") for k, v in t.items()], title="time per stage")
+    if rec.get("saved_model"):
+        print(f"model saved to {rec['saved_model']}")
+
+
+def _pct(v):
+    return None if v is None else f"{100 * v:.2f}%"
+
+
+def run(args) -> int:
+    from ..pipeline import run_solve
+
+    cfg = config_from_args(args)
+    cfg.save = args.save
+    rec = run_solve(cfg)
+    if args.json:
+        print_json(rec)
+    else:
+        render(rec)
+    return 0

@@ -1,0 +1,285 @@
+"""Feature maps applied before the kernel: Gabor wavelets, random Fourier / ReLU features
+and random convolutional features, each a scikit-learn transformer written against the
+``xp`` array module of :mod:`kernelfit.backend`, streamed over the data in batches, and
+cached on disk (:mod:`kernelfit.features.cache`).
+
+=============  ====================================  =========================================
+name           transformer                           what it computes
+=============  ====================================  =========================================
+``raw``        none                                  the pixels themselves
+``gabor``      :class:`~.gabor.GaborFeatures`        pooled Morlet-wavelet moduli (scattering)
+``rff``        :class:`~.random_fourier.RandomFourierFeatures`  Gaussian-kernel random features
+``relu``       :class:`~.random_fourier.RandomReLUFeatures`     arc-cosine random features
+``random-conv`` :class:`~.random_conv.RandomConvFeatures`       random filters, ReLU, pooling
+=============  ====================================  =========================================
+
+Nothing is imported or computed at import time beyond this module's small tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import time
+from typing import Optional
+
+import numpy as np
+
+from ..errors import InputError
+
+__all__ = [
+    "FEATURE_NAMES",
+    "add_feature_arguments",
+    "feature_params_from_args",
+    "make_feature_map",
+    "apply_features",
+    "GaborFeatures",
+    "RandomFourierFeatures",
+    "RandomReLUFeatures",
+    "RandomConvFeatures",
+]
+
+FEATURE_NAMES = ("raw", "gabor", "rff", "relu", "random-conv")
+
+_CLASSES = {
+    "gabor": ("kernelfit.features.gabor", "GaborFeatures"),
+    "rff": ("kernelfit.features.random_fourier", "RandomFourierFeatures"),
+    "relu": ("kernelfit.features.random_fourier", "RandomReLUFeatures"),
+    "random-conv": ("kernelfit.features.random_conv", "RandomConvFeatures"),
+}
+_BY_CLASS = {cls: name for name, (_, cls) in _CLASSES.items()}
+
+# parameters that change how, not what, is computed (or are keyed separately)
+_NOT_IN_DIGEST = ("seed", "device", "progress", "image_shape", "batch_size", "chunk_size")
+
+# CLI destination -> (feature name, constructor parameter)
+_ARG_MAP = {
+    "gabor_scales": ("gabor", "scales"),
+    "gabor_orientations": ("gabor", "orientations"),
+    "gabor_order": ("gabor", "order"),
+    "gabor_pool": ("gabor", "pool"),
+    "rff_dim": (("rff", "relu"), "n_components"),
+    "rff_bandwidth": ("rff", "bandwidth"),
+    "conv_filters": ("random-conv", "n_filters"),
+    "conv_patch": ("random-conv", "patch_size"),
+    "conv_pool": ("random-conv", "pool"),
+    "conv_threshold": ("random-conv", "threshold"),
+    "conv_filter_init": ("random-conv", "filter_init"),
+    "conv_chunk": ("random-conv", "chunk_size"),
+    "feature_batch": (("gabor", "rff", "relu", "random-conv"), "batch_size"),
+}
+
+
+def __getattr__(name):
+    if name in _BY_CLASS:
+        modname, cls = _CLASSES[_BY_CLASS[name]]
+        return getattr(importlib.import_module(modname), cls)
+    raise AttributeError(f"module 'kernelfit.features' has no attribute {name!r}")
+
+
+def _feature_class(name: str):
+    if name not in FEATURE_NAMES:
+        raise InputError(f"unknown feature map {name!r}; choose one of {', '.join(FEATURE_NAMES)}")
+    modname, cls = _CLASSES[name]
+    return getattr(importlib.import_module(modname), cls)
+
+
+# ---------------------------------------------------------------------------
+# command line
+# ---------------------------------------------------------------------------
+def _bandwidth(text: str):
+    if text == "median":
+        return "median"
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 'median' or a positive number, got {text!r}")
+    if not value > 0 or not np.isfinite(value):
+        raise argparse.ArgumentTypeError(f"bandwidth must be positive, got {text!r}")
+    return value
+
+
+def add_feature_arguments(parser) -> None:
+    """Add ``--features`` and the options of every feature map to ``parser``.
+
+    The cache options are ``--no-feature-cache`` (``args.no_feature_cache``) and
+    ``--feature-cache-dir`` (``args.feature_cache_dir``); they are not map parameters and
+    :func:`feature_params_from_args` leaves them out.
+    """
+    g = parser.add_argument_group("feature maps")
+    g.add_argument("--features", choices=FEATURE_NAMES, default="raw",
+                   help="feature map applied to the inputs before the kernel")
+    g.add_argument("--gabor-scales", type=int, default=2,
+                   help="gabor: number of dyadic wavelet scales J (2^J <= image side)")
+    g.add_argument("--gabor-orientations", type=int, default=8,
+                   help="gabor: number of orientations L in [0, pi)")
+    g.add_argument("--gabor-order", type=int, choices=(1, 2), default=1,
+                   help="gabor: scattering order (2 adds |x*psi1|*psi2 moduli)")
+    g.add_argument("--gabor-pool", type=int, default=8,
+                   help="gabor: side of the average-pooling output grid")
+    g.add_argument("--rff-dim", type=int, default=4096,
+                   help="rff / relu: number of random features D")
+    g.add_argument("--rff-bandwidth", type=_bandwidth, default="median",
+                   help="rff: bandwidth b of exp(-|x-z|^2/(2b^2)), or 'median' (median "
+                        "pairwise training distance)")
+    g.add_argument("--conv-filters", type=int, default=1024,
+                   help="random-conv: number of random filters (2*pool^2 features each)")
+    g.add_argument("--conv-patch", type=int, default=6,
+                   help="random-conv: filter (patch) side in pixels")
+    g.add_argument("--conv-pool", type=int, default=2,
+                   help="random-conv: side of the average-pooling grid")
+    g.add_argument("--conv-threshold", type=float, default=1.0,
+                   help="random-conv: threshold t of ReLU(r - t) and ReLU(-r - t), in units "
+                        "of each filter's response std on training patches")
+    g.add_argument("--conv-filter-init", choices=("zca", "gaussian"), default="zca",
+                   help="random-conv: filters from ZCA-whitened random training patches "
+                        "or from a Gaussian")
+    g.add_argument("--conv-chunk", type=int, default=256,
+                   help="random-conv: filters applied at once (bounds memory)")
+    g.add_argument("--feature-batch", type=int, default=None,
+                   help="images per batch when computing features (default: per map, "
+                        "gabor 128, rff/relu 1024, random-conv 64)")
+    g.add_argument("--feature-cache-dir", default=None,
+                   help="directory of the on-disk feature cache (default: chosen by the "
+                        "command)")
+    g.add_argument("--no-feature-cache", action="store_true",
+                   help="recompute features instead of using the on-disk cache")
+
+
+def feature_params_from_args(args) -> tuple:
+    """``(name, params)`` for the map chosen by ``--features``; only that map's options."""
+    name = getattr(args, "features", "raw") or "raw"
+    if name not in FEATURE_NAMES:
+        raise InputError(f"unknown feature map {name!r}; choose one of {', '.join(FEATURE_NAMES)}")
+    params = {}
+    for dest, (owners, pname) in _ARG_MAP.items():
+        owners = (owners,) if isinstance(owners, str) else owners
+        if name in owners:
+            value = getattr(args, dest, None)
+            if value is not None:
+                params[pname] = value
+    return name, params
+
+
+# ---------------------------------------------------------------------------
+# building and applying
+# ---------------------------------------------------------------------------
+def make_feature_map(name: str, *, image_shape, seed: int = 0, device: str = "cpu",
+                     **params):
+    """The unfitted transformer for ``name`` (``None`` for ``'raw'``), parameters checked.
+
+    Raises :class:`InputError` for an unknown name or parameter, an out-of-range value, or
+    a map that needs images (gabor, random-conv) given ``image_shape=()``.
+    """
+    if name == "raw":
+        return None
+    cls = _feature_class(name)
+    valid = set(cls._get_param_names()) - {"image_shape", "seed", "device"}
+    unknown = sorted(set(params) - valid)
+    if unknown:
+        raise InputError(f"unknown parameter(s) for {name!r} features: {', '.join(unknown)}; "
+                         f"valid: {', '.join(sorted(valid))}")
+    shape = tuple(image_shape) if image_shape is not None else ()
+    est = cls(image_shape=shape, seed=seed, device=device, **params)
+    est.check_params()
+    return est
+
+
+def _fitted_summary(est) -> dict:
+    out = {}
+    for key in ("bandwidth_", "n_features_out_", "n_features_in_", "seed_"):
+        if hasattr(est, key):
+            out[key] = getattr(est, key)
+    return out
+
+
+def apply_features(name: str, params: dict, X_train, X_test, *, image_shape, seed: int = 0,
+                   device: str = "cpu", cache_dir: Optional[str] = None,
+                   cache_key: Optional[str] = None):
+    """Fit the map on ``X_train``, transform both sets; use the on-disk cache when asked.
+
+    Returns ``(F_train, F_test, info)``. With ``cache_dir`` and ``cache_key`` the features
+    are read from / written to memory-mapped ``.npy`` files (returned read-only); the
+    entry is keyed by the map's name, parameters, seed and image shape and validated
+    against fingerprints of ``X_train``/``X_test`` (see :mod:`kernelfit.features.cache`).
+    ``info`` holds ``name``, ``params``, ``seed``, ``n_features``, ``seconds`` (fit plus
+    transform; 0 on a hit), ``images_per_second``, ``cache_hit``, ``cache_path`` and the
+    fitted summary (e.g. the bandwidth chosen by the median heuristic).
+    """
+    params = dict(params or {})
+    t0 = time.perf_counter()
+    if name == "raw":
+        if params:
+            raise InputError(f"'raw' features take no parameters, got {sorted(params)}")
+        Xtr, Xte = np.asarray(X_train), np.asarray(X_test)
+        return Xtr, Xte, {"name": "raw", "params": {}, "seed": int(seed),
+                          "n_features": int(Xtr.shape[1]), "seconds": 0.0,
+                          "images_per_second": None, "cache_hit": False, "cache_path": None}
+    est = make_feature_map(name, image_shape=image_shape, seed=seed, device=device, **params)
+    # validate inputs before anything heavy (and before touching the cache)
+    from ._common import check_array_2d
+
+    width = est._expected_width()
+    X_train = check_array_2d(X_train, who=f"{name} features (train)", n_features=width,
+                             image_shape=image_shape or None)
+    X_test = check_array_2d(X_test, who=f"{name} features (test)",
+                            n_features=X_train.shape[1], image_shape=image_shape or None)
+    n_total = X_train.shape[0] + X_test.shape[0]
+    info = {"name": name, "params": params, "seed": int(seed), "device": str(device),
+            "cache_hit": False, "cache_path": None}
+
+    cache = None
+    if cache_dir is not None and cache_key is not None:
+        from .cache import FeatureCache, array_fingerprint, params_digest
+
+        cache = FeatureCache(cache_dir, cache_key)
+        full_params = {k: v for k, v in est.get_params().items()
+                       if k not in _NOT_IN_DIGEST}
+        digest = params_digest(name, full_params, seed, image_shape)
+        inputs = {"train": array_fingerprint(X_train), "test": array_fingerprint(X_test)}
+        hit = cache.load(name, digest, inputs)
+        info["cache_path"] = cache.entry_dir(name, digest)
+        if hit is not None:
+            man = hit["_manifest"]
+            info.update(cache_hit=True, n_features=int(hit["train"].shape[1]), seconds=0.0,
+                        images_per_second=None,
+                        computed=man.get("info", {}))
+            info.update(man.get("fitted", {}))
+            return hit["train"], hit["test"], info
+
+    D = est._n_features_out()
+    dtype = np.dtype(est.dtype)
+    if cache is None:
+        F_train = est.fit_transform(X_train)
+        t_fit = time.perf_counter()
+        F_test = est.transform(X_test)
+    else:
+        writer = cache.begin(name, digest)
+        try:
+            F_train = writer.allocate("train", (X_train.shape[0], D), dtype)
+            est.fit_transform(X_train, out=F_train)
+            t_fit = time.perf_counter()
+            F_test = writer.allocate("test", (X_test.shape[0], D), dtype)
+            est.transform(X_test, out=F_test)
+        except BaseException:
+            writer.abort()
+            raise
+    t1 = time.perf_counter()
+    seconds = t1 - t0
+    fitted = _fitted_summary(est)
+    info.update(n_features=int(D), seconds=seconds, fit_transform_seconds=t_fit - t0,
+                transform_seconds=t1 - t_fit,
+                images_per_second=n_total / seconds if seconds > 0 else None)
+    info.update(fitted)
+    if cache is not None:
+        computed = {k: info[k] for k in ("seconds", "images_per_second", "device")}
+        writer.commit({"train": F_train, "test": F_test},
+                      {"name": name, "params": full_params, "seed": int(seed),
+                       "image_shape": list(image_shape or ()), "cache_key": cache_key,
+                       "inputs": inputs, "fitted": fitted, "info": computed})
+        del F_train, F_test
+        d = info["cache_path"]
+        F_train = np.load(os.path.join(d, "train.npy"), mmap_mode="r")
+        F_test = np.load(os.path.join(d, "test.npy"), mmap_mode="r")
+    return F_train, F_test, info

@@ -1,0 +1,247 @@
+r"""Gabor (Morlet) wavelet features: a first- or second-order scattering-style transform.
+
+The filter bank
+---------------
+For scale ``j`` in ``0..J-1`` and orientation ``theta_l = pi l / L`` (``l`` in ``0..L-1``) the
+Morlet wavelet on the pixel grid ``u = (u_1, u_2)`` (row, column offsets from the centre) is
+
+.. math::
+
+    g_{j,l}(u) = \exp\!\Big(-\frac{(r_\theta u)_1^2 + s^2 (r_\theta u)_2^2}{2\sigma_j^2}\Big),
+    \qquad \sigma_j = \sigma_0 2^j,\quad \xi_j = \xi_0 2^{-j},
+
+    \psi_{j,l}(u) = \frac{g_{j,l}(u)}{\sum_v g_{j,l}(v)}
+                    \big(e^{i \xi_j (r_\theta u)_1} - \beta_{j,l}\big),
+    \qquad \beta_{j,l} = \frac{\sum_v g_{j,l}(v) e^{i \xi_j (r_\theta v)_1}}{\sum_v g_{j,l}(v)},
+
+with ``r_theta`` the rotation by ``theta`` and ``s`` the slant (``s < 1`` elongates the
+envelope along the wave fronts). ``beta`` makes every wavelet sum to exactly zero on the
+truncated grid (the Morlet correction). The low-pass filter is the normalized Gaussian
+``phi(u) = exp(-|u|^2 / (2 sigma_phi^2)) / sum(...)`` with ``sigma_phi = sigma_0 2^J``.
+All filters share one odd support of ``2 h + 1`` pixels, ``h = ceil(3 max(sigma_{J-1}/s,
+sigma_phi))``.
+
+The transform
+-------------
+Convolutions are linear ('same' size, zero padding): ``(x * f)[p] = sum_u x[p - u] f[u]``
+with ``f`` centred, exactly ``scipy.signal.convolve2d(x, f, mode='same')``, computed by
+FFT on a grid padded to at least ``H + 2h`` (no wrap-around). Per channel ``c`` the
+features are, average-pooled onto a ``pool x pool`` grid (:func:`pooling_matrix`):
+
+* order 0: ``x_c * phi``                                      (1 map)
+* order 1: ``|x_c * psi_{j,l}| * phi``                          (``J L`` maps)
+* order 2: ``||x_c * psi_{j1,l1}| * psi_{j2,l2}| * phi``, ``j2 > j1`` (``L^2 J(J-1)/2`` maps)
+
+so ``n_features_out_ = C (1 + J L [+ L^2 J (J-1)/2]) pool^2``; MNIST with the defaults
+(``J = 2, L = 8, pool = 8``): 1,088 features.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..errors import InputError
+from ._common import FeatureMap, check_float, check_image_shape, check_int, pooling_matrix
+
+__all__ = ["GaborFeatures", "morlet_filter_bank", "fft_convolve_same"]
+
+
+def _rot(theta: float, u1: np.ndarray, u2: np.ndarray):
+    c, s = math.cos(theta), math.sin(theta)
+    return c * u1 + s * u2, -s * u1 + c * u2
+
+
+def morlet_filter_bank(scales: int, orientations: int, *, sigma0: float = 0.8,
+                       xi0: float = 3 * math.pi / 4, slant: float = 0.5):
+    """Spatial Morlet wavelets ``psi`` (``J L x S x S`` complex) and low-pass ``phi`` (``S x S``).
+
+    Wavelet ``k = j L + l`` has scale ``j`` and orientation ``pi l / L``; see the module
+    docstring for the formulas. Every ``psi`` sums to zero, ``phi`` sums to one.
+    """
+    J, L = int(scales), int(orientations)
+    sig_phi = sigma0 * 2.0 ** J
+    h = int(math.ceil(3.0 * max(sigma0 * 2.0 ** (J - 1) / slant, sig_phi)))
+    ax = np.arange(-h, h + 1, dtype=np.float64)
+    u1, u2 = np.meshgrid(ax, ax, indexing="ij")
+    psi = np.empty((J * L, 2 * h + 1, 2 * h + 1), dtype=np.complex128)
+    for j in range(J):
+        sig, xi = sigma0 * 2.0 ** j, xi0 / 2.0 ** j
+        for l in range(L):
+            a, b = _rot(math.pi * l / L, u1, u2)
+            g = np.exp(-(a * a + (slant * b) ** 2) / (2.0 * sig * sig))
+            g /= g.sum()
+            wave = np.exp(1j * xi * a)
+            beta = (g * wave).sum()  # g sums to one
+            psi[j * L + l] = g * (wave - beta)
+    phi = np.exp(-(u1 * u1 + u2 * u2) / (2.0 * sig_phi * sig_phi))
+    phi /= phi.sum()
+    return psi, phi
+
+
+def _fast_len(n: int) -> int:
+    """Smallest 2^a 3^b 5^c >= n (a good FFT length)."""
+    best = 1 << max(0, (n - 1).bit_length())
+    p5 = 1
+    while p5 < best:
+        p35 = p5
+        while p35 < best:
+            m = p35
+            while m < n:
+                m *= 2
+            best = min(best, m)
+            p35 *= 3
+        p5 *= 5
+    return best
+
+
+def _conv_matrix(f1: np.ndarray, n: int) -> np.ndarray:
+    """``T`` (``n x n``) with ``T @ v`` the 'same' convolution of ``v`` by the centred ``f1``.
+
+    ``(v * f1)[p] = sum_q v[q] f1[p - q + h]`` for ``|p - q| <= h``, ``len(f1) = 2h + 1``.
+    """
+    h = len(f1) // 2
+    d = np.arange(n)[:, None] - np.arange(n)[None, :]
+    T = np.zeros((n, n))
+    mask = np.abs(d) <= h
+    T[mask] = f1[d[mask] + h]
+    return T
+
+
+def _padded_filter_fft(f: np.ndarray, size: tuple) -> np.ndarray:
+    """FFT of filters ``f`` (``... x S x S``) zero-padded at the top-left to ``size``."""
+    pad = np.zeros(f.shape[:-2] + tuple(size), dtype=np.complex128)
+    pad[..., : f.shape[-2], : f.shape[-1]] = f
+    return np.fft.fft2(pad)
+
+
+def fft_convolve_same(x, f_hat, support: int, size: tuple, xp=np):
+    """Linear 'same' convolution of real or complex maps ``x`` (``... x H x W``) by FFT.
+
+    ``f_hat`` holds filter FFTs from :func:`_padded_filter_fft` (broadcastable against
+    ``x``'s leading axes); ``support`` is the odd filter width ``S``; ``size`` the padded
+    grid (``>= H + S - 1`` per axis). Equals ``scipy.signal.convolve2d(x, f, 'same')``.
+    """
+    H, W = x.shape[-2], x.shape[-1]
+    c = support // 2
+    full = xp.fft.ifft2(xp.fft.fft2(x, s=size) * f_hat)
+    return full[..., c:c + H, c:c + W]
+
+
+class GaborFeatures(FeatureMap):
+    """Morlet-wavelet (Gabor) modulus features with local average pooling.
+
+    Parameters
+    ----------
+    image_shape : (H, W) or (H, W, C)
+        Shape of one image; rows of ``X`` are images flattened in ``(H, W, C)`` order.
+    scales : int, default 2
+        Number of dyadic scales ``J`` (``>= 1``, ``2^J <= min(H, W)``).
+    orientations : int, default 8
+        Number of orientations ``L`` in ``[0, pi)``.
+    order : {1, 2}, default 1
+        Scattering order; 2 adds ``||x * psi_1| * psi_2| * phi`` for coarser ``psi_2``.
+    pool : int, default 8
+        Side of the output grid after low-pass filtering (average pooling cells).
+    sigma0, xi0, slant : float
+        Envelope width, centre frequency (radians/pixel) and slant of the finest wavelet.
+    batch_size : int, default 128
+        Images per batch moved to the device.
+    dtype : 'float32' or 'float64', default 'float64'
+        Dtype of the features.
+    seed : int, default 0
+        Recorded as ``seed_`` for uniformity; the map is deterministic.
+    device : 'cpu', 'gpu' or 'auto'
+    progress : bool or None
+        Progress bar (``None``: :func:`kernelfit.progress.progress_enabled`).
+
+    Attributes
+    ----------
+    psi_, phi_ : ndarray
+        Spatial filters (see :func:`morlet_filter_bank`).
+    n_features_out_, n_features_in_, seed_ : int
+    """
+
+    _needs_images = True
+    _desc = "gabor features"
+
+    def __init__(self, image_shape=(28, 28), *, scales=2, orientations=8, order=1, pool=8,
+                 sigma0=0.8, xi0=3 * math.pi / 4, slant=0.5, batch_size=128, dtype="float64",
+                 seed=0, device="cpu", progress=None):
+        self.image_shape = image_shape
+        self.scales = scales
+        self.orientations = orientations
+        self.order = order
+        self.pool = pool
+        self.sigma0 = sigma0
+        self.xi0 = xi0
+        self.slant = slant
+        self.batch_size = batch_size
+        self.dtype = dtype
+        self.seed = seed
+        self.device = device
+        self.progress = progress
+
+    def _check_params(self) -> None:
+        H, W, C = check_image_shape(self.image_shape, who="gabor features")
+        J = check_int("scales", self.scales, 1)
+        check_int("orientations", self.orientations, 1, 64)
+        check_int("order", self.order, 1, 2)
+        if int(self.order) == 2 and J < 2:
+            raise InputError("order 2 needs scales >= 2")
+        if 2 ** J > min(H, W):
+            raise InputError(f"scales={J} is too many for {H}x{W} images (need 2^scales <= "
+                             f"{min(H, W)})")
+        check_int("pool", self.pool, 1, min(H, W))
+        check_float("sigma0", self.sigma0, 0.0, strict=True)
+        check_float("xi0", self.xi0, 0.0, strict=True, maximum=math.pi)
+        check_float("slant", self.slant, 0.0, strict=True, maximum=1.0)
+
+    def _fit(self, X) -> None:
+        H, W, C = check_image_shape(self.image_shape, who="gabor features")
+        self.psi_, self.phi_ = morlet_filter_bank(
+            self.scales, self.orientations, sigma0=float(self.sigma0), xi0=float(self.xi0),
+            slant=float(self.slant))
+        S = self.phi_.shape[0]
+        self._size = (_fast_len(H + S - 1), _fast_len(W + S - 1))
+        self.psi_hat_ = _padded_filter_fft(self.psi_, self._size)
+        # phi is separable, phi = f1 f1^T with f1 the normalized 1-D Gaussian, so the
+        # low-pass followed by pooling is M -> (P_r T_r) M (P_c T_c)^T with T the 'same'
+        # convolution (Toeplitz) matrix of f1: exact and far cheaper than an FFT.
+        f1 = self.phi_.sum(axis=1)
+        self.pool_rows_ = pooling_matrix(H, int(self.pool)) @ _conv_matrix(f1, H)
+        self.pool_cols_ = pooling_matrix(W, int(self.pool)) @ _conv_matrix(f1, W)
+
+    def _n_features_out(self) -> int:
+        _, _, C = check_image_shape(self.image_shape, who="gabor features")
+        J, L = int(self.scales), int(self.orientations)
+        maps = 1 + J * L + (L * L * J * (J - 1) // 2 if int(self.order) == 2 else 0)
+        return C * maps * int(self.pool) ** 2
+
+    def _transform_batch(self, xb, xp):
+        H, W, C = check_image_shape(self.image_shape, who="gabor features")
+        J, L = int(self.scales), int(self.orientations)
+        S, size = self.phi_.shape[0], self._size
+        b = xb.shape[0]
+        x = xp.moveaxis(xb.reshape(b, H, W, C), 3, 1)            # b, C, H, W
+        psi_hat = self._on_device("psi_hat_", xp)                  # JL, Hp, Wp
+        pr = self._on_device("pool_rows_", xp, xb.dtype)
+        pc = self._on_device("pool_cols_", xp, xb.dtype)
+
+        def lowpass_pool(m):                                        # (..., H, W) real
+            m = m.astype(xb.dtype, copy=False)
+            return xp.matmul(xp.matmul(pr, m), pc.T)               # (..., g, g)
+
+        parts = [lowpass_pool(x)[:, :, None]]                      # b, C, 1, g, g
+        u1 = xp.abs(fft_convolve_same(x[:, :, None], psi_hat, S, size, xp))  # b,C,JL,H,W
+        parts.append(lowpass_pool(u1))
+        if int(self.order) == 2:
+            u1 = u1.reshape(b, C, J, L, H, W)
+            for j1 in range(J - 1):
+                hat2 = psi_hat[(j1 + 1) * L:]                      # (J-1-j1) L filters
+                u2 = xp.abs(fft_convolve_same(u1[:, :, j1, :, None], hat2, S, size, xp))
+                parts.append(lowpass_pool(u2))                     # b,C,L,(J-1-j1)L,g,g
+        out = xp.concatenate([p.reshape(b, C, -1, int(self.pool), int(self.pool))
+                              for p in parts], axis=2)
+        return out.reshape(b, -1)

@@ -1,0 +1,126 @@
+"""Memory pre-flight: estimate the peak bytes of a request before allocating anything.
+
+Every solver states its plan as named byte counts (:class:`MemoryPlan`); the plan is
+checked against the memory available on the device that will hold it, and a request
+that cannot fit is refused with the figure and the ways out, before any large
+allocation happens.
+"""
+
+from __future__ import annotations
+
+import math
+import resource
+import sys
+from dataclasses import dataclass, field
+from typing import Dict, Optional
+
+import numpy as np
+
+from .errors import MemoryPlanError
+
+__all__ = ["MemoryPlan", "fmt_bytes", "peak_rss_bytes", "plan_exact_solve",
+           "max_n_that_fits"]
+
+#: fraction of the available memory a plan may use (the rest is headroom for the
+#: interpreter, BLAS buffers and allocator fragmentation)
+SAFETY = 0.9
+
+
+def fmt_bytes(n: float) -> str:
+    """Human-readable bytes (binary units)."""
+    n = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1024
+    return f"{n:.1f} TiB"  # pragma: no cover
+
+
+def peak_rss_bytes() -> int:
+    """Peak resident memory of this process so far (bytes)."""
+    ru = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(ru if sys.platform == "darwin" else ru * 1024)
+
+
+@dataclass
+class MemoryPlan:
+    """Named byte counts of a request, and the memory it will be checked against."""
+
+    items: Dict[str, int] = field(default_factory=dict)
+    device: str = "cpu"
+    available: Optional[int] = None
+
+    @property
+    def total(self) -> int:
+        return int(sum(self.items.values()))
+
+    def add(self, name: str, nbytes: float) -> "MemoryPlan":
+        self.items[name] = self.items.get(name, 0) + int(math.ceil(nbytes))
+        return self
+
+    def fits(self) -> bool:
+        return self.available is None or self.total <= SAFETY * self.available
+
+    def describe(self) -> str:
+        parts = ", ".join(f"{k} {fmt_bytes(v)}" for k, v in self.items.items() if v)
+        return f"{fmt_bytes(self.total)} ({parts})"
+
+    def as_dict(self) -> dict:
+        return {"device": self.device, "estimated_peak_bytes": self.total,
+                "available_bytes": self.available, "items": dict(self.items)}
+
+    def check(self, ways_out: str = "") -> None:
+        """Raise :class:`MemoryPlanError` when the plan does not fit."""
+        if self.fits():
+            return
+        where = "GPU memory" if self.device == "gpu" else "memory"
+        msg = (f"this request needs about {self.describe()}, but only "
+               f"{fmt_bytes(self.available)} of {where} is available "
+               f"(kernelfit keeps {int((1 - SAFETY) * 100)}% headroom); nothing was allocated.")
+        if ways_out:
+            msg += " Ways out: " + ways_out
+        raise MemoryPlanError(msg, required_bytes=self.total, available_bytes=self.available or 0)
+
+
+def plan_exact_solve(n: int, d: int, n_outputs: int, *, n_test: int = 0, dtype=np.float64,
+                     tile_size: int = 1024, solver: str = "cholesky", device: str = "cpu",
+                     available: Optional[int] = None) -> MemoryPlan:
+    """Peak memory of an exact solve (data already loaded is counted as resident).
+
+    cholesky: the lower tiles of K in ``dtype`` + a few float64 tile buffers +
+    right-hand sides; eigh/lstsq: a dense n x n K plus eigenvectors / LAPACK workspace.
+    """
+    from .solvers.tiled import TiledSymmetric
+
+    item = np.dtype(dtype).itemsize
+    plan = MemoryPlan(device=device, available=available)
+    plan.add("data", 8.0 * (n + n_test) * d)
+    ts = min(tile_size, n)
+    if solver == "cholesky":
+        plan.add("K tiles", TiledSymmetric.storage_bytes(n, tile_size, dtype))
+        plan.add("tile buffers", 3 * 8.0 * ts * ts)
+    elif solver in ("eigh", "lstsq"):
+        plan.add("dense K", 8.0 * n * n)
+        plan.add("eigenvectors/workspace", 8.0 * n * n + 8.0 * 64 * n)
+    else:
+        plan.add("K tiles", item * n * n / 2)
+    plan.add("targets and coefficients", 4 * 8.0 * n * max(n_outputs, 1))
+    plan.add("predictions", 2 * 8.0 * max(n_test, 0) * max(n_outputs, 1))
+    return plan
+
+
+def max_n_that_fits(available: int, d: int, n_outputs: int, *, dtype=np.float64,
+                    solver: str = "cholesky") -> int:
+    """The largest n whose exact solve fits in ``available`` bytes (bisection)."""
+    lo, hi = 0, 1
+    while plan_exact_solve(hi, d, n_outputs, dtype=dtype, solver=solver,
+                           available=available).fits() and hi < 1 << 26:
+        lo, hi = hi, hi * 2
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if plan_exact_solve(mid, d, n_outputs, dtype=dtype, solver=solver,
+                            available=available).fits():
+            lo = mid
+        else:
+            hi = mid
+    return lo

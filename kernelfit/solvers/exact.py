@@ -1,0 +1,256 @@
+"""Exact solves of K alpha = Y (all right-hand sides at once), with honest diagnostics.
+
+``solver='cholesky'`` (default) builds K in lower tiles and factors it in place with the
+blocked Cholesky of :mod:`kernelfit.solvers.tiled`; no ridge unless asked for. When K is
+not numerically positive definite the error says why (a linear kernel of rank at most d,
+duplicate training points, an indefinite kernel) and points to the explicit minimum-norm
+fallbacks instead of switching silently:
+
+``solver='eigh'``   alpha = V diag(1/lambda) V^T Y over eigenvalues lambda > rcond * max
+                    (the minimum-norm solution for a singular positive semi-definite K);
+``solver='lstsq'``  SciPy's least-squares (gelsd) minimum-norm solution.
+
+Both fallbacks hold a dense K (n x n) and its eigenvectors or workspace.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Dict, Optional
+
+import numpy as np
+
+from ..backend import Backend, available_host_memory, get_backend
+from ..errors import InputError, NotPositiveDefiniteError
+from ..kernels import Kernel
+from ..memory import plan_exact_solve
+from .tiled import (TiledSymmetric, build_gram, cholesky_inplace, cholesky_solve,
+                    default_tile_size)
+
+__all__ = ["SolveOptions", "ExactSolution", "solve_exact", "SOLVERS", "diagnose_not_pd"]
+
+SOLVERS = ("cholesky", "eigh", "lstsq")
+DTYPES = ("float64", "float32")
+
+
+@dataclass
+class SolveOptions:
+    """Options of an exact solve (all have safe defaults)."""
+
+    solver: str = "cholesky"
+    ridge: float = 0.0
+    dtype: str = "float64"
+    tile_size: Optional[int] = None
+    device: str = "cpu"
+    rcond: Optional[float] = None
+    show_progress: Optional[bool] = None
+    check_memory: bool = True
+
+    def validate(self) -> "SolveOptions":
+        if self.solver not in SOLVERS:
+            raise InputError(f"unknown solver {self.solver!r}; choose one of {', '.join(SOLVERS)}")
+        if str(self.dtype) not in DTYPES:
+            raise InputError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        self.dtype = str(self.dtype)
+        try:
+            self.ridge = float(self.ridge)
+        except (TypeError, ValueError):
+            raise InputError(f"ridge must be a number, got {self.ridge!r}") from None
+        if not np.isfinite(self.ridge) or self.ridge < 0:
+            raise InputError(f"ridge must be a non-negative finite number, got {self.ridge!r}")
+        if self.tile_size is not None:
+            if int(self.tile_size) != self.tile_size or self.tile_size < 16:
+                raise InputError(f"tile size must be an integer of at least 16, got "
+                                 f"{self.tile_size!r}")
+            self.tile_size = int(self.tile_size)
+        if self.rcond is not None and not (0 <= float(self.rcond) < 1):
+            raise InputError(f"rcond must be in [0, 1), got {self.rcond!r}")
+        return self
+
+
+@dataclass
+class ExactSolution:
+    """The coefficients of an exact solve and what it took."""
+
+    alpha: object                      # (n, m) array on the solve's backend
+    solver: str
+    dtype: str
+    device: str
+    timings: Dict[str, float] = field(default_factory=dict)
+    memory_plan: dict = field(default_factory=dict)
+    info: dict = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d.pop("alpha")
+        return d
+
+
+def diagnose_not_pd(kernel: Kernel, X, ridge: float = 0.0, index: int = -1) -> str:
+    """Why K = k(X, X) may fail to be numerically positive definite, in words."""
+    n, d = X.shape
+    reasons = []
+    if kernel.name == "linear" and d < n and not ridge:
+        reasons.append(f"the linear kernel K = X X^T has rank at most d = {d} < n = {n}, so "
+                       "it is singular")
+    if kernel.name == "polynomial" and not ridge:
+        # rank of a degree-p polynomial kernel is at most C(d + p, p)
+        from math import comb
+
+        r = comb(d + kernel.degree, kernel.degree)
+        if r < n:
+            reasons.append(f"a degree-{kernel.degree} polynomial kernel in d = {d} dimensions "
+                           f"has rank at most {r} < n = {n}")
+    Xn = np.asarray(X)
+    try:
+        uniq = np.unique(np.ascontiguousarray(Xn).view(
+            np.dtype((np.void, Xn.dtype.itemsize * Xn.shape[1]))).ravel())
+        dup = n - uniq.shape[0]
+    except (TypeError, ValueError):  # pragma: no cover - non-contiguous exotic dtypes
+        dup = 0
+    if dup:
+        reasons.append(f"{dup} training point(s) are exact duplicates of others, which makes "
+                       "rows of K equal")
+    if not reasons:
+        reasons.append("K is too ill-conditioned for this precision (points very close "
+                       "together, a large bandwidth, or float32), or the kernel is not "
+                       "positive definite")
+    where = f" (first failing pivot at row {index})" if index >= 0 else ""
+    return ("K is not numerically positive definite" + where + ": " + "; ".join(reasons) +
+            ". Ways out: --solver eigh (or lstsq) for the explicit minimum-norm solution, "
+            "--ridge R for a regularized solve, removing duplicate points, or --dtype float64.")
+
+
+def _sync(be: Backend):
+    be.synchronize()
+    return time.perf_counter()
+
+
+def solve_exact(kernel: Kernel, X, Y, options: Optional[SolveOptions] = None,
+                backend: Optional[Backend] = None) -> ExactSolution:
+    """Solve k(X, X) alpha = Y exactly.
+
+    ``X`` (n, d) and ``Y`` (n, m) may be NumPy arrays; they are moved to the backend.
+    Returns an :class:`ExactSolution` whose ``alpha`` lives on the backend.
+    """
+    opts = (options or SolveOptions()).validate()
+    be = backend if backend is not None else get_backend(opts.device)
+    xp = be.xp
+    n, d = X.shape
+    if Y.ndim == 1:
+        Y = Y[:, None]
+    if Y.shape[0] != n:
+        raise InputError(f"X has {n} rows but the targets have {Y.shape[0]}")
+    dtype = np.float64 if opts.dtype == "float64" else np.float32
+    tile_size = opts.tile_size or default_tile_size(n, be.device)
+    plan = plan_exact_solve(n, d, Y.shape[1], dtype=dtype, tile_size=tile_size,
+                            solver=opts.solver, device=be.device,
+                            available=be.free_memory() if opts.check_memory else None)
+    if opts.check_memory:
+        plan.items.pop("predictions", None)
+        plan.items.pop("data", None)  # already resident when we get here
+        plan.check(ways_out=_ways_out(opts, n))
+    timings: Dict[str, float] = {}
+    info: dict = {"tile_size": tile_size, "ridge": opts.ridge}
+
+    Xb = xp.asarray(X)
+    Yb = xp.asarray(Y, dtype=xp.float64)
+    if opts.solver == "cholesky":
+        t0 = _sync(be)
+        K = build_gram(kernel, Xb, tile_size=tile_size, dtype=dtype, backend=be,
+                       ridge=opts.ridge, show_progress=opts.show_progress)
+        t1 = _sync(be)
+        timings["gram"] = t1 - t0
+        try:
+            cholesky_inplace(K, show_progress=opts.show_progress)
+        except NotPositiveDefiniteError as exc:
+            K.free()
+            be.free_pool()
+            raise NotPositiveDefiniteError(diagnose_not_pd(kernel, be.to_numpy(Xb),
+                                                           opts.ridge, exc.index),
+                                           index=exc.index) from None
+        t2 = _sync(be)
+        timings["factor"] = t2 - t1
+        alpha = cholesky_solve(K, Yb).astype(xp.float64)
+        if not bool(xp.isfinite(alpha).all()):
+            K.free()
+            raise NotPositiveDefiniteError(diagnose_not_pd(kernel, be.to_numpy(Xb), opts.ridge))
+        t3 = _sync(be)
+        timings["solve"] = t3 - t2
+        info["factor_flops"] = n ** 3 / 3.0
+        info["factor_gflops_per_s"] = n ** 3 / 3.0 / max(timings["factor"], 1e-12) / 1e9
+        K.free()
+        del K
+        be.free_pool()
+    else:
+        t0 = _sync(be)
+        K = build_gram(kernel, Xb, tile_size=tile_size, dtype=np.float64, backend=be,
+                       ridge=opts.ridge, show_progress=opts.show_progress)
+        Kd = _dense_from_tiles(K, be)
+        K.free()
+        del K
+        t1 = _sync(be)
+        timings["gram"] = t1 - t0
+        alpha, rank = _min_norm_solve(Kd, Yb, opts, be)
+        info["rank"] = rank
+        del Kd
+        t2 = _sync(be)
+        timings["factor"] = t2 - t1
+        timings["solve"] = 0.0
+        be.free_pool()
+    return ExactSolution(alpha=alpha, solver=opts.solver, dtype=opts.dtype, device=be.device,
+                         timings=timings, memory_plan=plan.as_dict(), info=info)
+
+
+def _ways_out(opts: SolveOptions, n: int) -> str:
+    out = []
+    if opts.solver != "cholesky":
+        out.append("--solver cholesky (stores only half of K)")
+    if opts.dtype == "float64":
+        out.append("--dtype float32 (halves K)")
+    out.append(f"a smaller --n-train than {n}")
+    out.append("the beyond-memory solvers (mixed precision, out-of-core) where installed")
+    return "; ".join(out) + "."
+
+
+def _dense_from_tiles(T: TiledSymmetric, be: Backend):
+    xp = be.xp
+    K = xp.empty((T.n, T.n), dtype=xp.float64)
+    for i, (si, ei) in enumerate(T.bounds):
+        for j, (sj, ej) in enumerate(T.bounds[: i + 1]):
+            t = T.tiles[i][j]
+            K[si:ei, sj:ej] = t
+            if i != j:
+                K[sj:ej, si:ei] = t.T
+        T.tiles[i] = [None] * (i + 1)
+    return K
+
+
+def _min_norm_solve(K, Y, opts: SolveOptions, be: Backend):
+    """Minimum-norm solution of K alpha = Y for a symmetric, possibly singular K."""
+    xp = be.xp
+    n = K.shape[0]
+    if opts.solver == "eigh":
+        if be.device == "cpu":
+            from scipy.linalg import eigh
+
+            w, V = eigh(K, overwrite_a=True, check_finite=False, driver="evd")
+        else:
+            w, V = xp.linalg.eigh(K)
+        wmax = float(xp.abs(w).max()) if n else 0.0
+        rcond = opts.rcond if opts.rcond is not None else n * np.finfo(np.float64).eps
+        keep = w > rcond * wmax
+        rank = int(keep.sum())
+        inv = xp.where(keep, 1.0 / xp.where(keep, w, 1.0), 0.0)
+        alpha = V @ (inv[:, None] * (V.T @ Y))
+        return alpha, rank
+    if be.device == "cpu":
+        from scipy.linalg import lstsq
+
+        rcond = opts.rcond if opts.rcond is not None else None
+        alpha, _res, rank, _sv = lstsq(K, be.to_numpy(Y), cond=rcond, overwrite_a=True,
+                                       check_finite=False, lapack_driver="gelsd")
+        return alpha, int(rank)
+    alpha, _res, rank, _sv = xp.linalg.lstsq(K, Y, rcond=opts.rcond)
+    return alpha, int(rank)

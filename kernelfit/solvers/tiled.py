@@ -1,0 +1,319 @@
+"""Tile storage of a symmetric matrix and the blocked (tiled) Cholesky factorization.
+
+A symmetric n x n matrix is stored as its lower triangle of square tiles: tile (i, j),
+i >= j, is its own Fortran-ordered array of shape (b_i, b_j). Only T(T+1)/2 tiles exist
+(about half the memory of a dense matrix) and every LAPACK/BLAS call works in place on
+whole tiles, so no call ever sees a matrix larger than one tile. This keeps kernelfit
+clear of the OpenBLAS crashes that hit one huge multithreaded syrk/potrf (bundled with
+numpy 2.4 / scipy 1.17 on some CPUs, from n of about 16,000), and makes tiles the unit of
+later out-of-core storage, GPU streaming and Dask chunks.
+
+Right-looking tiled Cholesky, lower convention (A = L L^T), for k = 0 .. T-1::
+
+    A[k][k] <- potrf(A[k][k])
+    A[i][k] <- A[i][k] inv(L[k][k])^T                   i > k        (trsm)
+    A[i][i] <- A[i][i] - A[i][k] A[i][k]^T              i > k        (syrk)
+    A[i][j] <- A[i][j] - A[i][k] A[j][k]^T              i > j > k    (gemm)
+
+The same tile loop serves the CPU (SciPy LAPACK/BLAS) and the GPU (cuSOLVER/cuBLAS)
+through :mod:`kernelfit.backend`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, List, Optional
+
+import numpy as np
+
+from ..backend import Backend, get_backend
+from ..errors import InputError, NotPositiveDefiniteError
+from ..kernels import Kernel
+from ..progress import progress
+
+__all__ = ["TiledSymmetric", "default_tile_size", "build_gram", "cholesky_inplace",
+           "cholesky_solve", "kernel_matvec", "cross_kernel_matmul"]
+
+
+def default_tile_size(n: int, device: str = "cpu") -> int:
+    """A tile size that keeps BLAS calls efficient and safely small.
+
+    CPU: tiles of about 1,024 rows (an 8 MiB float64 tile) make DGEMM run at full speed
+    (measured: 101 GFLOP/s at n = 8,000 against 99 for LAPACK's dpotrf on one matrix)
+    while keeping every call far below the sizes where OpenBLAS misbehaves; small
+    problems use a single tile. GPU: larger tiles (8,192) keep the device busy.
+    """
+    if device == "gpu":
+        target = 8192
+    else:
+        target = 1024
+    if n <= target:
+        return max(int(n), 1)
+    n_tiles = math.ceil(n / target)
+    return int(math.ceil(n / n_tiles))
+
+
+def tile_bounds(n: int, tile_size: int) -> List[tuple]:
+    if tile_size < 1:
+        raise InputError(f"tile size must be at least 1, got {tile_size}")
+    return [(s, min(s + tile_size, n)) for s in range(0, n, tile_size)]
+
+
+class TiledSymmetric:
+    """Lower-triangular tile storage of a symmetric (or lower-triangular) n x n matrix."""
+
+    def __init__(self, n: int, tile_size: int, dtype=np.float64, backend: Backend = None):
+        if n < 1:
+            raise InputError(f"matrix size must be at least 1, got {n}")
+        self.n = int(n)
+        self.tile_size = int(tile_size)
+        self.dtype = np.dtype(dtype)
+        if self.dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
+            raise InputError(f"dtype must be float32 or float64, got {self.dtype}")
+        self.backend = backend if backend is not None else get_backend("cpu")
+        self.bounds = tile_bounds(self.n, self.tile_size)
+        self.tiles: List[List[Optional[object]]] = [[None] * (i + 1)
+                                                    for i in range(len(self.bounds))]
+        self.factored = False
+
+    # -------------------------------------------------------------- sizes
+    @property
+    def n_tiles(self) -> int:
+        return len(self.bounds)
+
+    @staticmethod
+    def storage_bytes(n: int, tile_size: int, dtype=np.float64) -> int:
+        """Bytes held by the tiles of an n x n matrix (lower triangle of tiles)."""
+        item = np.dtype(dtype).itemsize
+        bounds = tile_bounds(n, tile_size)
+        sizes = [e - s for s, e in bounds]
+        total = 0
+        for i, bi in enumerate(sizes):
+            total += bi * sum(sizes[: i + 1])
+        return total * item
+
+    @property
+    def nbytes(self) -> int:
+        return self.storage_bytes(self.n, self.tile_size, self.dtype)
+
+    def block_sizes(self) -> List[int]:
+        return [e - s for s, e in self.bounds]
+
+    # -------------------------------------------------------------- access
+    def to_dense(self, lower_only: bool = False) -> np.ndarray:
+        """Assemble a dense NumPy array (tests and small problems only)."""
+        be = self.backend
+        A = np.zeros((self.n, self.n), dtype=self.dtype)
+        for i, (si, ei) in enumerate(self.bounds):
+            for j, (sj, ej) in enumerate(self.bounds[: i + 1]):
+                t = be.to_numpy(self.tiles[i][j])
+                if i == j:
+                    t = np.tril(t)
+                A[si:ei, sj:ej] = t
+        if not (lower_only or self.factored):
+            A = A + np.tril(A, -1).T
+        return A
+
+    @classmethod
+    def from_dense(cls, A, tile_size: int, backend: Backend = None, dtype=None):
+        """Tile a dense symmetric matrix (its lower triangle is read; ``A`` is copied)."""
+        A = np.asarray(A)
+        if A.ndim != 2 or A.shape[0] != A.shape[1]:
+            raise InputError(f"expected a square matrix, got shape {A.shape}")
+        be = backend if backend is not None else get_backend("cpu")
+        T = cls(A.shape[0], tile_size, dtype or A.dtype, be)
+        xp = be.xp
+        for i, (si, ei) in enumerate(T.bounds):
+            for j, (sj, ej) in enumerate(T.bounds[: i + 1]):
+                T.tiles[i][j] = xp.asarray(np.array(A[si:ei, sj:ej], dtype=T.dtype, order="F",
+                                                    copy=True))
+        return T
+
+    def free(self) -> None:
+        """Drop every tile (the memory returns to the allocator)."""
+        for row in self.tiles:
+            for j in range(len(row)):
+                row[j] = None
+
+
+# ---------------------------------------------------------------- building
+def build_gram(kernel: Kernel, X, *, tile_size: Optional[int] = None, dtype=np.float64,
+               backend: Backend = None, ridge: float = 0.0, show_progress=None,
+               stats=None) -> TiledSymmetric:
+    """The kernel Gram matrix K = k(X, X) (+ ridge I) as lower tiles.
+
+    ``X`` must live on ``backend`` already. Each tile is computed in float64 and stored
+    in ``dtype``; peak extra memory is one float64 tile.
+    """
+    be = backend if backend is not None else get_backend("cpu")
+    xp = be.xp
+    n = X.shape[0]
+    tile_size = tile_size or default_tile_size(n, be.device)
+    T = TiledSymmetric(n, tile_size, dtype, be)
+    if stats is None:
+        stats = kernel.prepare(X)
+    nt = T.n_tiles
+    bar = progress(total=nt * (nt + 1) // 2, desc="gram", enabled=show_progress, unit="tile")
+    try:
+        for i, (si, ei) in enumerate(T.bounds):
+            Xi = X[si:ei]
+            si_stats = None if stats is None else stats[si:ei]
+            for j, (sj, ej) in enumerate(T.bounds[: i + 1]):
+                Xj = X[sj:ej]
+                sj_stats = None if stats is None else stats[sj:ej]
+                # k(X_j, X_i) in C order is k(X_i, X_j) in Fortran order: no copy.
+                G = kernel.block(Xj, Xi, a_stats=sj_stats, b_stats=si_stats, same=(i == j))
+                tile = G.T
+                if tile.dtype != T.dtype:
+                    tile = xp.asfortranarray(tile.astype(T.dtype))
+                if i == j and ridge:
+                    k = ei - si
+                    tile[xp.arange(k), xp.arange(k)] += ridge
+                T.tiles[i][j] = tile
+                del G
+                bar.update(1)
+    finally:
+        bar.close()
+    return T
+
+
+# ---------------------------------------------------------------- factoring
+def cholesky_inplace(T: TiledSymmetric, *, show_progress=None,
+                     on_panel: Optional[Callable[[int], None]] = None) -> TiledSymmetric:
+    """Factor ``T`` = L L^T in place (tiles of L replace tiles of A).
+
+    Raises :class:`NotPositiveDefiniteError` with the global index of the first
+    non-positive pivot; ``T`` is then partly overwritten and must be rebuilt.
+    ``on_panel(k)`` is called after panel ``k`` is finished (checkpoints, progress).
+    """
+    if T.factored:
+        raise InputError("matrix is already factored")
+    be = T.backend
+    tiles = T.tiles
+    nt = T.n_tiles
+    # work per panel ~ (nt - k)^2, for an honest progress bar
+    weights = [(nt - k) ** 2 for k in range(nt)]
+    bar = progress(total=sum(weights), desc="cholesky", enabled=show_progress, unit="w")
+    try:
+        for k in range(nt):
+            info = be.potrf(tiles[k][k])
+            if info != 0:
+                glob = T.bounds[k][0] + info - 1
+                raise NotPositiveDefiniteError(
+                    f"K is not numerically positive definite: the Cholesky pivot at row {glob} "
+                    f"(of {T.n}) is not positive", index=glob)
+            Lkk = tiles[k][k]
+            for i in range(k + 1, nt):
+                be.trsm_rlt(Lkk, tiles[i][k])
+            for i in range(k + 1, nt):
+                Aik = tiles[i][k]
+                for j in range(k + 1, i):
+                    be.gemm_nt_sub(Aik, tiles[j][k], tiles[i][j])
+                be.syrk_sub(Aik, tiles[i][i])
+            if on_panel is not None:
+                on_panel(k)
+            bar.update(weights[k])
+    finally:
+        bar.close()
+    T.factored = True
+    return T
+
+
+def cholesky_solve(T: TiledSymmetric, B) -> object:
+    """Solve (L L^T) X = B with the tiled factor; ``B`` is (n, m), returns a new array."""
+    if not T.factored:
+        raise InputError("factor the matrix first (cholesky_inplace)")
+    be = T.backend
+    xp = be.xp
+    B = xp.asarray(B)
+    if B.ndim == 1:
+        return cholesky_solve(T, B[:, None])[:, 0]
+    if B.shape[0] != T.n:
+        raise InputError(f"right-hand side has {B.shape[0]} rows, matrix has {T.n}")
+    Y = [xp.asfortranarray(B[s:e].astype(T.dtype)) for s, e in T.bounds]
+    nt = T.n_tiles
+    tiles = T.tiles
+    # forward: L Y = B
+    for i in range(nt):
+        for j in range(i):
+            be.gemm_acc(tiles[i][j], Y[j], Y[i], alpha=-1.0)
+        be.trsm_left(tiles[i][i], Y[i], trans=False)
+    # backward: L^T X = Y
+    for i in reversed(range(nt)):
+        for j in range(i + 1, nt):
+            be.gemm_acc(tiles[j][i], Y[j], Y[i], trans_a=True, alpha=-1.0)
+        be.trsm_left(tiles[i][i], Y[i], trans=True)
+    return xp.concatenate(Y, axis=0)
+
+
+# ---------------------------------------------------------------- products
+def kernel_matvec(kernel: Kernel, X, V, *, tile_size: Optional[int] = None,
+                  backend: Backend = None, stats=None, show_progress=None,
+                  out_dtype=np.float64):
+    """K V with K = k(X, X) recomputed tile by tile in float64 (K is never stored).
+
+    Uses symmetry: each off-diagonal tile contributes to two row blocks, so the cost is
+    half a Gram matrix. Memory: one tile plus the result.
+    """
+    be = backend if backend is not None else get_backend("cpu")
+    xp = be.xp
+    n = X.shape[0]
+    V = xp.asarray(V, dtype=xp.float64)
+    squeeze = V.ndim == 1
+    if squeeze:
+        V = V[:, None]
+    tile_size = tile_size or default_tile_size(n, be.device)
+    bounds = tile_bounds(n, tile_size)
+    if stats is None:
+        stats = kernel.prepare(X)
+    R = xp.zeros((n, V.shape[1]), dtype=xp.float64)
+    nt = len(bounds)
+    bar = progress(total=nt * (nt + 1) // 2, desc="K @ v", enabled=show_progress, unit="tile")
+    try:
+        for i, (si, ei) in enumerate(bounds):
+            for j, (sj, ej) in enumerate(bounds[: i + 1]):
+                G = kernel.block(X[si:ei], X[sj:ej],
+                                 a_stats=None if stats is None else stats[si:ei],
+                                 b_stats=None if stats is None else stats[sj:ej],
+                                 same=(i == j))
+                R[si:ei] += G @ V[sj:ej]
+                if i != j:
+                    R[sj:ej] += G.T @ V[si:ei]
+                del G
+                bar.update(1)
+    finally:
+        bar.close()
+    R = R.astype(out_dtype, copy=False)
+    return R[:, 0] if squeeze else R
+
+
+def cross_kernel_matmul(kernel: Kernel, A, B, V, *, tile_size: Optional[int] = None,
+                        backend: Backend = None, b_stats=None, show_progress=None,
+                        desc: str = "predict"):
+    """k(A, B) @ V computed in tiles (A: queries, B: training points, V: coefficients)."""
+    be = backend if backend is not None else get_backend("cpu")
+    xp = be.xp
+    V = xp.asarray(V, dtype=xp.float64)
+    squeeze = V.ndim == 1
+    if squeeze:
+        V = V[:, None]
+    ts = tile_size or default_tile_size(max(A.shape[0], B.shape[0]), be.device)
+    ab = tile_bounds(A.shape[0], ts)
+    bb = tile_bounds(B.shape[0], ts)
+    if b_stats is None:
+        b_stats = kernel.prepare(B)
+    a_stats = kernel.prepare(A)
+    P = xp.zeros((A.shape[0], V.shape[1]), dtype=xp.float64)
+    bar = progress(total=len(ab) * len(bb), desc=desc, enabled=show_progress, unit="tile")
+    try:
+        for si, ei in ab:
+            for sj, ej in bb:
+                G = kernel.block(A[si:ei], B[sj:ej],
+                                 a_stats=None if a_stats is None else a_stats[si:ei],
+                                 b_stats=None if b_stats is None else b_stats[sj:ej])
+                P[si:ei] += G @ V[sj:ej]
+                del G
+                bar.update(1)
+    finally:
+        bar.close()
+    return P[:, 0] if squeeze else P

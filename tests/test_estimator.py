@@ -1,0 +1,124 @@
+"""KernelInterpolator: exactness, scikit-learn compatibility, fallbacks and bad input."""
+
+import numpy as np
+import pytest
+from sklearn.base import clone
+from sklearn.datasets import load_digits
+from sklearn.model_selection import cross_val_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import MinMaxScaler
+
+from kernelfit import KernelInterpolator
+from kernelfit.errors import InputError, MemoryPlanError, NotPositiveDefiniteError
+
+
+@pytest.fixture(scope="module")
+def digits():
+    X, y = load_digits(return_X_y=True)
+    return X / 16.0, y
+
+
+def test_interpolates_exactly_and_generalizes(digits):
+    X, y = digits
+    m = KernelInterpolator(kernel="gaussian", bandwidth=2.0, tile_size=200).fit(X[:1200], y[:1200])
+    assert m.train_error_ == 0.0
+    assert m.relative_residual_ < 1e-10
+    assert m.rkhs_norm_ > 0
+    assert m.score(X[1200:], y[1200:]) > 0.95
+    assert m.alpha_.shape == (1200, 10)
+    assert set(m.timings_) >= {"gram", "factor", "solve", "residual"}
+    # the solve really satisfies K alpha = Y
+    K = m.kernel_(X[:1200])
+    Y = np.eye(10)[y[:1200]]
+    assert np.linalg.norm(K @ m.alpha_ - Y) / np.linalg.norm(Y) < 1e-10
+
+
+def test_matches_dense_solve(digits):
+    X, y = digits
+    X, y = X[:300], y[:300]
+    m = KernelInterpolator(kernel="laplacian", bandwidth=3.0, tile_size=64).fit(X, y)
+    K = m.kernel_(X)
+    alpha_ref = np.linalg.solve(K, np.eye(10)[y])
+    np.testing.assert_allclose(m.alpha_, alpha_ref, rtol=1e-8, atol=1e-8)
+
+
+def test_string_labels_and_regression(digits):
+    X, y = digits
+    labels = np.array(["even", "odd"])[y[:200] % 2]
+    m = KernelInterpolator(bandwidth=2.0).fit(X[:200], labels)
+    assert set(m.predict(X[200:220])) <= {"even", "odd"}
+    target = X[:200, 10] * 3 - 1
+    r = KernelInterpolator(bandwidth=2.0).fit(X[:200], target)
+    assert r.task_ == "regression" and r.predict(X[:5]).shape == (5,)
+    np.testing.assert_allclose(r.predict(X[:200]), target, atol=1e-8)
+
+
+def test_sklearn_pipeline_clone_and_cv(digits):
+    X, y = digits
+    pipe = make_pipeline(MinMaxScaler(), KernelInterpolator(bandwidth=2.5))
+    scores = cross_val_score(pipe, X[:600], y[:600], cv=3)
+    assert scores.mean() > 0.9
+    c = clone(KernelInterpolator(kernel="normalized", degree=3))
+    assert c.get_params()["degree"] == 3 and not hasattr(c, "alpha_")
+
+
+def test_float32_storage(digits):
+    X, y = digits
+    m = KernelInterpolator(bandwidth=2.0, dtype="float32").fit(X[:500], y[:500])
+    assert m.train_error_ == 0.0 and m.relative_residual_ < 1e-3
+
+
+def test_singular_kernel_error_and_fallbacks(digits):
+    X, y = digits
+    with pytest.raises(NotPositiveDefiniteError, match="rank at most d = 64"):
+        KernelInterpolator(kernel="linear").fit(X[:300], y[:300])
+    for solver in ("eigh", "lstsq"):
+        m = KernelInterpolator(kernel="linear", solver=solver).fit(X[:300], y[:300])
+        assert m.fit_info_["rank"] <= 64
+        # minimum-norm solution: alpha lies in the range of K
+        assert np.isfinite(m.rkhs_norm_)
+
+
+def test_duplicate_points_are_named(digits):
+    X, y = digits
+    Xd = np.vstack([X[:50], X[:1]])
+    yd = np.concatenate([y[:50], [(y[0] + 1) % 10]])
+    with pytest.raises(NotPositiveDefiniteError, match="duplicates"):
+        KernelInterpolator(bandwidth=2.0).fit(Xd, yd)
+
+
+def test_median_bandwidth(digits):
+    X, y = digits
+    m = KernelInterpolator(bandwidth="median").fit(X[:300], y[:300])
+    assert 1.0 < m.kernel_.bandwidth < 10.0
+
+
+@pytest.mark.parametrize("kwargs,X,y,match", [
+    ({}, np.array([[1.0, np.nan], [0.0, 1.0]]), [0, 1], "NaN"),
+    ({}, np.ones((3, 2)), [0, 1], "rows"),
+    ({"kernel": "bogus"}, np.eye(3), [0, 1, 2], "unknown kernel"),
+    ({"solver": "qr"}, np.eye(3), [0, 1, 2], "unknown solver"),
+    ({"dtype": "float16"}, np.eye(3), [0, 1, 2], "dtype"),
+    ({"ridge": -1.0}, np.eye(3), [0, 1, 2], "ridge"),
+    ({"bandwidth": "wide"}, np.eye(3), [0, 1, 2], "bandwidth"),
+    ({"device": "tpu"}, np.eye(3), [0, 1, 2], "unknown device"),
+    ({"kernel": "normalized"}, np.array([[0.0, 0.0], [1.0, 0.0]]), [0, 1], "all zeros"),
+])
+def test_bad_input(kwargs, X, y, match):
+    with pytest.raises(InputError, match=match):
+        KernelInterpolator(**kwargs).fit(X, y)
+
+
+def test_predict_checks_features(digits):
+    X, y = digits
+    m = KernelInterpolator(bandwidth=2.0).fit(X[:100], y[:100])
+    with pytest.raises(InputError, match="features"):
+        m.predict(X[:5, :10])
+
+
+def test_memory_refusal(monkeypatch, digits):
+    X, y = digits
+    monkeypatch.setenv("KERNELFIT_MEMORY_LIMIT", str(200_000))
+    with pytest.raises(MemoryPlanError, match="available") as err:
+        KernelInterpolator(bandwidth=2.0).fit(X[:1000], y[:1000])
+    assert err.value.required_bytes > err.value.available_bytes

@@ -1,0 +1,127 @@
+"""The blocked (tiled) Cholesky against LAPACK, in place, and its solves and products."""
+
+import numpy as np
+import pytest
+from scipy.linalg import cho_factor, cho_solve
+from hypothesis import given, settings, strategies as st
+
+from kernelfit.errors import InputError, NotPositiveDefiniteError
+from kernelfit.kernels import get_kernel
+from kernelfit.solvers.tiled import (TiledSymmetric, build_gram, cholesky_inplace,
+                                     cholesky_solve, cross_kernel_matmul, default_tile_size,
+                                     kernel_matvec)
+
+
+def _spd(n, seed=0, dtype=np.float64):
+    rng = np.random.default_rng(seed)
+    A = rng.standard_normal((n, n // 2 + 3))
+    return (A @ A.T + n * np.eye(n)).astype(dtype)
+
+
+@pytest.mark.parametrize("n,tile", [(1, 1), (7, 3), (64, 64), (100, 32), (257, 50), (300, 299)])
+def test_tiled_cholesky_equals_lapack(n, tile):
+    A = _spd(n, seed=n)
+    T = TiledSymmetric.from_dense(A, tile)
+    cholesky_inplace(T)
+    L = T.to_dense(lower_only=True)
+    L_ref = np.linalg.cholesky(A)
+    np.testing.assert_allclose(L, L_ref, rtol=1e-10, atol=1e-10)
+
+
+def test_factorization_is_in_place():
+    A = _spd(90)
+    T = TiledSymmetric.from_dense(A, 30)
+    ids = [[id(t) for t in row] for row in T.tiles]
+    ptrs = [[t.ctypes.data for t in row] for row in T.tiles]
+    cholesky_inplace(T)
+    assert ids == [[id(t) for t in row] for row in T.tiles]
+    assert ptrs == [[t.ctypes.data for t in row] for row in T.tiles]
+    assert T.factored
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(2, 60), st.integers(1, 25), st.integers(1, 4), st.integers(0, 10_000))
+def test_solve_matches_cho_solve(n, tile, m, seed):
+    A = _spd(n, seed)
+    B = np.random.default_rng(seed + 1).standard_normal((n, m))
+    T = TiledSymmetric.from_dense(A, tile)
+    cholesky_inplace(T)
+    X = cholesky_solve(T, B)
+    np.testing.assert_allclose(X, cho_solve(cho_factor(A, lower=True), B), rtol=1e-8, atol=1e-10)
+
+
+def test_float32_tiles():
+    A = _spd(120, dtype=np.float32)
+    T = TiledSymmetric.from_dense(A, 40)
+    cholesky_inplace(T)
+    assert T.tiles[1][0].dtype == np.float32
+    x = cholesky_solve(T, np.ones(120))
+    assert np.linalg.norm(A.astype(np.float64) @ x - 1) / np.sqrt(120) < 1e-4
+
+
+def test_not_positive_definite_reports_global_row():
+    A = _spd(50)
+    A[37, 37] = -5.0  # breaks the pivot in the second tile
+    T = TiledSymmetric.from_dense(A, 20)
+    with pytest.raises(NotPositiveDefiniteError) as err:
+        cholesky_inplace(T)
+    assert 20 <= err.value.index <= 37
+
+
+def test_storage_is_lower_triangle_only():
+    n, t = 1000, 250
+    assert TiledSymmetric.storage_bytes(n, t) == 8 * 250 * 250 * 10
+    assert TiledSymmetric.storage_bytes(n, t) < 8 * n * n * 0.65
+
+
+@pytest.mark.parametrize("kname", ["gaussian", "normalized", "laplacian"])
+def test_build_gram_and_products(kname):
+    rng = np.random.default_rng(5)
+    X = rng.random((103, 9))
+    k = get_kernel(kname, bandwidth=1.3, degree=3)
+    T = build_gram(k, X, tile_size=25)
+    K = k(X)
+    np.testing.assert_allclose(T.to_dense(), K, rtol=1e-13, atol=1e-14)
+    V = rng.standard_normal((103, 3))
+    np.testing.assert_allclose(kernel_matvec(k, X, V, tile_size=25), K @ V, rtol=1e-12)
+    Q = rng.random((31, 9))
+    np.testing.assert_allclose(cross_kernel_matmul(k, Q, X, V, tile_size=25), k(Q, X) @ V,
+                               rtol=1e-12)
+
+
+def test_build_gram_float32_and_ridge():
+    X = np.random.default_rng(0).random((40, 3))
+    k = get_kernel("gaussian", bandwidth=1.0)
+    T = build_gram(k, X, tile_size=16, dtype=np.float32, ridge=0.5)
+    assert all(t.dtype == np.float32 and t.flags.f_contiguous for row in T.tiles for t in row)
+    np.testing.assert_allclose(T.to_dense(), k(X) + 0.5 * np.eye(40), rtol=1e-6)
+
+
+def test_default_tile_size():
+    assert default_tile_size(500) == 500
+    ts = default_tile_size(20_000)
+    assert ts <= 1024 and ts * int(np.ceil(20_000 / ts)) >= 20_000
+    assert default_tile_size(20_000, "gpu") >= 8192 or default_tile_size(20_000, "gpu") > 1024
+
+
+def test_misuse():
+    with pytest.raises(InputError):
+        TiledSymmetric(0, 4)
+    with pytest.raises(InputError):
+        TiledSymmetric(4, 0)
+    T = TiledSymmetric.from_dense(_spd(10), 4)
+    with pytest.raises(InputError, match="factor"):
+        cholesky_solve(T, np.ones(10))
+    cholesky_inplace(T)
+    with pytest.raises(InputError, match="rows"):
+        cholesky_solve(T, np.ones(9))
+    with pytest.raises(InputError, match="already"):
+        cholesky_inplace(T)
+
+
+def test_from_dense_never_aliases_the_input():
+    A = _spd(5)
+    before = A.copy()
+    T = TiledSymmetric.from_dense(A, 5)
+    cholesky_inplace(T)
+    np.testing.assert_array_equal(A, before)
