@@ -54,16 +54,19 @@ class KernelInterpolator(BaseEstimator):
     compute_residual : bool, default True
         Recompute K alpha after the solve (half a Gram matrix of work) to report the
         relative residual, the training error and the RKHS norm.
+    estimate_condition : bool, default False
+        Estimate cond(K) from the factor (power and inverse iteration);
+        sets ``condition_number_``.
     random_state : int
-        Seed of the sample used by ``bandwidth='median'``.
+        Seed of the sample used by ``bandwidth='median'`` and of the condition estimate.
     show_progress : bool or None
         Progress bars (None: only on a terminal).
     """
 
     def __init__(self, kernel="gaussian", bandwidth=5.0, degree=4, gamma=1.0, coef0=1.0,
                  ridge=0.0, solver="cholesky", dtype="float64", device="cpu",
-                 tile_size=None, task="auto", compute_residual=True, random_state=0,
-                 show_progress=None):
+                 tile_size=None, task="auto", compute_residual=True, estimate_condition=False,
+                 random_state=0, show_progress=None):
         self.kernel = kernel
         self.bandwidth = bandwidth
         self.degree = degree
@@ -76,6 +79,7 @@ class KernelInterpolator(BaseEstimator):
         self.tile_size = tile_size
         self.task = task
         self.compute_residual = compute_residual
+        self.estimate_condition = estimate_condition
         self.random_state = random_state
         self.show_progress = show_progress
 
@@ -127,7 +131,8 @@ class KernelInterpolator(BaseEstimator):
         Xf = np.ascontiguousarray(X, dtype=np.float64) if be.device == "cpu" else X
         opts = SolveOptions(solver=self.solver, ridge=self.ridge, dtype=self.dtype,
                             tile_size=self.tile_size, device=be.device,
-                            show_progress=self.show_progress)
+                            show_progress=self.show_progress,
+                            estimate_condition=self.estimate_condition)
         sol = solve_exact(kernel, Xf, Y, opts, backend=be)
         xp = be.xp
         Xb = xp.asarray(Xf)
@@ -143,6 +148,8 @@ class KernelInterpolator(BaseEstimator):
         self.memory_plan_ = sol.memory_plan
         self.fit_info_ = sol.info
         self.X_fit_ = Xb
+        cond = sol.info.get("condition")
+        self.condition_number_ = None if cond is None else cond["condition_number"]
         self.alpha_ = sol.alpha
         self.relative_residual_ = None
         self.rkhs_norm_ = None

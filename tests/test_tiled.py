@@ -125,3 +125,18 @@ def test_from_dense_never_aliases_the_input():
     T = TiledSymmetric.from_dense(A, 5)
     cholesky_inplace(T)
     np.testing.assert_array_equal(A, before)
+
+
+def test_condition_estimate_close_to_exact():
+    from kernelfit.solvers.tiled import estimate_condition, factor_matvec
+
+    rng = np.random.default_rng(2)
+    X = rng.random((150, 4))
+    K = get_kernel("gaussian", bandwidth=0.7)(X)
+    T = TiledSymmetric.from_dense(K, 40)
+    cholesky_inplace(T)
+    V = rng.standard_normal((150, 2))
+    np.testing.assert_allclose(factor_matvec(T, V), K @ V, rtol=1e-9, atol=1e-10)
+    est = estimate_condition(T, iters=60)
+    exact = np.linalg.cond(K)
+    assert 0.5 * exact <= est["condition_number"] <= 1.01 * exact

@@ -26,7 +26,7 @@ from ..errors import InputError, NotPositiveDefiniteError
 from ..kernels import Kernel
 from ..memory import plan_exact_solve
 from .tiled import (TiledSymmetric, build_gram, cholesky_inplace, cholesky_solve,
-                    default_tile_size)
+                    default_tile_size, estimate_condition)
 
 __all__ = ["SolveOptions", "ExactSolution", "solve_exact", "SOLVERS", "diagnose_not_pd"]
 
@@ -46,6 +46,7 @@ class SolveOptions:
     rcond: Optional[float] = None
     show_progress: Optional[bool] = None
     check_memory: bool = True
+    estimate_condition: bool = False
 
     def validate(self) -> "SolveOptions":
         if self.solver not in SOLVERS:
@@ -178,6 +179,9 @@ def solve_exact(kernel: Kernel, X, Y, options: Optional[SolveOptions] = None,
             raise NotPositiveDefiniteError(diagnose_not_pd(kernel, be.to_numpy(Xb), opts.ridge))
         t3 = _sync(be)
         timings["solve"] = t3 - t2
+        if opts.estimate_condition:
+            info["condition"] = estimate_condition(K)
+            timings["condition"] = _sync(be) - t3
         info["factor_flops"] = n ** 3 / 3.0
         info["factor_gflops_per_s"] = n ** 3 / 3.0 / max(timings["factor"], 1e-12) / 1e9
         K.free()
@@ -192,8 +196,13 @@ def solve_exact(kernel: Kernel, X, Y, options: Optional[SolveOptions] = None,
         del K
         t1 = _sync(be)
         timings["gram"] = t1 - t0
-        alpha, rank = _min_norm_solve(Kd, Yb, opts, be)
+        alpha, rank, evals = _min_norm_solve(Kd, Yb, opts, be)
         info["rank"] = rank
+        if opts.estimate_condition and evals is not None:
+            lo, hi = float(evals[0]), float(evals[-1])
+            info["condition"] = {"lambda_max": hi, "lambda_min": lo,
+                                 "condition_number": hi / lo if lo > 0 else float("inf"),
+                                 "method": "eigh"}
         del Kd
         t2 = _sync(be)
         timings["factor"] = t2 - t1
@@ -244,13 +253,13 @@ def _min_norm_solve(K, Y, opts: SolveOptions, be: Backend):
         rank = int(keep.sum())
         inv = xp.where(keep, 1.0 / xp.where(keep, w, 1.0), 0.0)
         alpha = V @ (inv[:, None] * (V.T @ Y))
-        return alpha, rank
+        return alpha, rank, be.to_numpy(w)
     if be.device == "cpu":
         from scipy.linalg import lstsq
 
         rcond = opts.rcond if opts.rcond is not None else None
         alpha, _res, rank, _sv = lstsq(K, be.to_numpy(Y), cond=rcond, overwrite_a=True,
                                        check_finite=False, lapack_driver="gelsd")
-        return alpha, int(rank)
+        return alpha, int(rank), None
     alpha, _res, rank, _sv = xp.linalg.lstsq(K, Y, rcond=opts.rcond)
-    return alpha, int(rank)
+    return alpha, int(rank), None

@@ -1,0 +1,50 @@
+"""Checks of the claims of Zhang et al. (ICLR 2017), one module per claim.
+
+Each module defines ``NAME``, ``TITLE``, ``STATEMENT`` (with the formula), ``check(...)``
+returning a :class:`proofs._common.CheckResult` (numeric check, symbolic check where feasible,
+figures) and ``plot(result, out_dir)`` writing PNGs. Check functions take their inputs as
+parameters, so a test can feed a wrong construction and watch the check fail.
+
+``kernelfit verify`` imports this package from the source checkout (the directory next to the
+installed ``kernelfit`` package); the reusable code lives in :mod:`kernelfit.theory`.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+__all__ = ["REGISTRY", "names", "get", "run"]
+
+#: check name -> module (run in this order)
+REGISTRY = {
+    "theorem1": "proofs.theorem1",
+    "theorem1_deep": "proofs.theorem1_deep",
+    "sgd_min_norm": "proofs.sgd_min_norm",
+    "kernel_trick": "proofs.kernel_trick",
+    "curvature": "proofs.curvature",
+    "norm": "proofs.norm",
+}
+
+
+def names():
+    return list(REGISTRY)
+
+
+def get(name):
+    """The module of check ``name`` (``KeyError`` with the known names otherwise)."""
+    if name not in REGISTRY:
+        raise KeyError(f"unknown check {name!r}; known: {', '.join(REGISTRY)}")
+    return importlib.import_module(REGISTRY[name])
+
+
+def run(name, *, out_dir=None, **kwargs):
+    """Run one check (and its plot when ``out_dir`` is given); return the result."""
+    import time
+
+    mod = get(name)
+    t0 = time.perf_counter()
+    res = mod.check(**kwargs)
+    if out_dir is not None and res.status in ("passed", "failed"):
+        res.plots = list(mod.plot(res, out_dir) or [])
+    res.seconds = time.perf_counter() - t0
+    return res

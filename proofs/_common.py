@@ -1,0 +1,107 @@
+"""Shared pieces of the checks: the result record, matplotlib (Agg) and cached MNIST."""
+
+from __future__ import annotations
+
+import functools
+import time
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+
+__all__ = ["CheckResult", "pyplot", "mnist_or_none", "Timer", "random_grid_points"]
+
+
+@dataclass
+class CheckResult:
+    """Outcome of one claim's check.
+
+    ``status`` is ``'passed'``, ``'failed'``, ``'skipped'`` (a prerequisite such as MNIST is
+    missing) or ``'waiting'`` (code of another part of kernelfit is not there yet); ``passed``
+    is ``True``/``False`` for the first two and ``None`` otherwise. ``figures`` holds the
+    measured numbers, ``criteria`` each pass condition by name, ``plots`` written PNG paths.
+    """
+
+    name: str
+    title: str
+    statement: str
+    status: str = "failed"
+    figures: dict = field(default_factory=dict)
+    criteria: dict = field(default_factory=dict)
+    notes: list = field(default_factory=list)
+    plots: list = field(default_factory=list)
+    seconds: float = 0.0
+    data: dict = field(default_factory=dict, repr=False)  # arrays for the plot, not reported
+
+    @property
+    def passed(self) -> Optional[bool]:
+        return {"passed": True, "failed": False}.get(self.status)
+
+    def decide(self):
+        """Set ``status`` from ``criteria`` (all must hold)."""
+        self.status = "passed" if self.criteria and all(self.criteria.values()) else "failed"
+        return self
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "title": self.title, "statement": self.statement,
+                "status": self.status, "passed": self.passed, "figures": _plain(self.figures),
+                "criteria": {k: bool(v) for k, v in self.criteria.items()},
+                "notes": list(self.notes), "plots": [str(p) for p in self.plots],
+                "seconds": round(self.seconds, 3)}
+
+
+def _plain(obj):
+    if isinstance(obj, dict):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _plain(obj.tolist())
+    if isinstance(obj, (np.floating,)):
+        return float(obj)
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (np.bool_,)):
+        return bool(obj)
+    if isinstance(obj, float) and not np.isfinite(obj):
+        return str(obj)
+    return obj
+
+
+def pyplot():
+    """``matplotlib.pyplot`` on the non-interactive Agg backend."""
+    import matplotlib
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+    return plt
+
+
+class Timer:
+    def __enter__(self):
+        self.t0 = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        self.seconds = time.perf_counter() - self.t0
+
+
+@functools.lru_cache(maxsize=4)
+def _mnist(data_dir, integer):
+    from kernelfit.theory.data import load_mnist
+    return load_mnist(data_dir, integer=integer)
+
+
+def mnist_or_none(data_dir=None, integer=False):
+    """MNIST arrays, or ``None`` when the data cannot be found."""
+    from kernelfit.theory.data import find_data_dir
+    d = find_data_dir(data_dir)
+    if d is None:
+        return None
+    return _mnist(str(d), integer)
+
+
+def random_grid_points(n, d, seed=0):
+    """``n`` distinct random points with integer coordinates 0..255 (synthetic stand-in)."""
+    rng = np.random.default_rng(seed)
+    X = rng.integers(0, 256, size=(n, d), dtype=np.int64)
+    return X

@@ -1,0 +1,273 @@
+"""Correctness of the feature maps against direct formulas."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import scipy.signal
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sklearn.base import clone
+
+from kernelfit.errors import InputError
+from kernelfit.features import make_feature_map
+from kernelfit.features._common import pooling_matrix
+from kernelfit.features.gabor import (GaborFeatures, _conv_matrix, _fast_len,
+                                      _padded_filter_fft, fft_convolve_same,
+                                      morlet_filter_bank)
+from kernelfit.features.random_conv import RandomConvFeatures, extract_patches
+from kernelfit.features.random_fourier import (RandomFourierFeatures, RandomReLUFeatures,
+                                               arccos1_kernel, median_heuristic)
+
+
+def _imgs(n, shape, seed=0):
+    return np.random.default_rng(seed).random((n, int(np.prod(shape))))
+
+
+# ---------------------------------------------------------------- Gabor
+def test_morlet_bank_zero_mean_and_normalized_lowpass():
+    psi, phi = morlet_filter_bank(3, 6)
+    assert psi.shape[0] == 18 and psi.shape[1] == psi.shape[2] == phi.shape[0]
+    np.testing.assert_allclose(psi.sum(axis=(1, 2)), 0, atol=1e-12)
+    assert phi.sum() == pytest.approx(1.0)
+    # phi is separable: outer product of its marginal
+    f1 = phi.sum(axis=1)
+    np.testing.assert_allclose(np.outer(f1, f1), phi, atol=1e-15)
+    # orientation l rotates the wave vector by pi l / L: the filter's Fourier peak moves
+    S = psi.shape[1]
+    peaks = [np.unravel_index(np.argmax(np.abs(np.fft.fft2(psi[k], s=(64, 64)))), (64, 64))
+             for k in (0, 3)]
+    assert peaks[0] != peaks[1]
+    assert S % 2 == 1
+
+
+def test_fft_convolution_equals_direct_convolution():
+    rng = np.random.default_rng(1)
+    x = rng.random((2, 11, 9))
+    psi, phi = morlet_filter_bank(2, 4)
+    S = psi.shape[1]
+    size = (_fast_len(11 + S - 1), _fast_len(9 + S - 1))
+    got = fft_convolve_same(x[:, None], _padded_filter_fft(psi, size), S, size)
+    for b in range(2):
+        for k in range(len(psi)):
+            want = scipy.signal.convolve2d(x[b], psi[k], mode="same")
+            np.testing.assert_allclose(got[b, k], want, atol=1e-12)
+
+
+def test_gabor_features_equal_direct_pipeline():
+    H, W = 12, 10
+    X = _imgs(3, (H, W))
+    g = GaborFeatures((H, W), scales=2, orientations=4, pool=3, order=2).fit(X)
+    F = g.transform(X)
+    assert F.shape == (3, g.n_features_out_) == (3, (1 + 8 + 16) * 9)
+    psi, phi = g.psi_, g.phi_
+    Pr, Pc = pooling_matrix(H, 3), pooling_matrix(W, 3)
+
+    def low(m):
+        return Pr @ scipy.signal.convolve2d(m, phi, mode="same") @ Pc.T
+
+    img = X[1].reshape(H, W)
+    u1 = [np.abs(scipy.signal.convolve2d(img, p, mode="same")) for p in psi]
+    maps = [low(img)] + [low(u) for u in u1]
+    for l1 in range(4):                       # j1 = 0, then j2 = 1 (all l2)
+        for l2 in range(4):
+            maps.append(low(np.abs(scipy.signal.convolve2d(u1[l1], psi[4 + l2], "same"))))
+    np.testing.assert_allclose(F[1], np.concatenate([m.ravel() for m in maps]), atol=1e-10)
+
+
+def test_gabor_mnist_default_dimension_and_colour():
+    g = GaborFeatures((28, 28)).fit(_imgs(2, (28, 28)))
+    assert g.n_features_out_ == 1088
+    g3 = GaborFeatures((16, 16, 3), pool=4).fit(_imgs(2, (16, 16, 3)))
+    F = g3.transform(_imgs(2, (16, 16, 3)))
+    assert F.shape == (2, 3 * 17 * 16)
+
+
+def test_gabor_dtype_float32_close_to_float64():
+    X = _imgs(4, (16, 16))
+    a = GaborFeatures((16, 16), pool=4).fit_transform(X)
+    b = GaborFeatures((16, 16), pool=4, dtype="float32").fit_transform(X)
+    assert b.dtype == np.float32
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_batching_does_not_change_gabor():
+    X = _imgs(7, (16, 16))
+    a = GaborFeatures((16, 16), pool=4, batch_size=3).fit_transform(X)
+    b = GaborFeatures((16, 16), pool=4, batch_size=100).fit_transform(X)
+    np.testing.assert_allclose(a, b, atol=1e-13)
+
+
+@settings(max_examples=30, deadline=None)
+@given(n_in=st.integers(1, 40), n_out=st.integers(1, 40))
+def test_pooling_matrix_property(n_in, n_out):
+    """Rows average (sum to 1, nonnegative); pooling a constant gives the constant; every
+    pixel's total weight is n_out / n_in (mass is conserved)."""
+    P = pooling_matrix(n_in, n_out)
+    assert P.shape == (n_out, n_in) and (P >= 0).all()
+    np.testing.assert_allclose(P.sum(axis=1), 1.0, atol=1e-12)
+    np.testing.assert_allclose(P.sum(axis=0), n_out / n_in, atol=1e-12)
+
+
+@settings(max_examples=25, deadline=None)
+@given(n=st.integers(3, 30), h=st.integers(0, 6), seed=st.integers(0, 1000))
+def test_conv_matrix_matches_numpy_convolve(n, h, seed):
+    rng = np.random.default_rng(seed)
+    f1, v = rng.standard_normal(2 * h + 1), rng.standard_normal(n)
+    full = np.convolve(v, f1, mode="full")
+    np.testing.assert_allclose(_conv_matrix(f1, n) @ v, full[h:h + n], atol=1e-12)
+
+
+# ---------------------------------------------------------------- RFF / ReLU
+def _gauss(X, Z, bw):
+    d2 = ((X[:, None, :] - Z[None, :, :]) ** 2).sum(-1)
+    return np.exp(-d2 / (2 * bw * bw))
+
+
+def test_rff_approaches_gaussian_kernel_as_D_grows():
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((40, 5))
+    K = _gauss(X, X, 2.0)
+    errs = []
+    for D in (64, 1024, 16384):
+        F = RandomFourierFeatures(D, bandwidth=2.0, seed=3).fit_transform(X)
+        errs.append(np.abs(F @ F.T - K).max())
+        # Hoeffding + union bound over the 40*41/2 pairs, delta = 1e-3 overall
+        bound = 2 * math.sqrt(math.log(2 * 820 / 1e-3) / (2 * D))
+        assert errs[-1] <= bound
+    assert errs[0] > errs[1] > errs[2]
+    assert errs[2] < 0.05
+
+
+def test_relu_features_approach_arccos_kernel():
+    X = np.random.default_rng(2).standard_normal((30, 4))
+    K = arccos1_kernel(X, X)
+    F = RandomReLUFeatures(40000, seed=1).fit_transform(X)
+    rel = np.abs(F @ F.T - K).max() / np.abs(K).max()
+    assert rel < 0.05
+    assert (F >= 0).all()
+
+
+def test_median_heuristic_and_seeds():
+    X = np.random.default_rng(0).standard_normal((300, 3))
+    rff = RandomFourierFeatures(16, seed=5).fit(X)
+    d = np.sqrt(((X[:, None] - X[None]) ** 2).sum(-1))[np.triu_indices(300, 1)]
+    assert rff.bandwidth_ == pytest.approx(np.median(d))
+    assert median_heuristic(X) == pytest.approx(np.median(d))
+    a = RandomFourierFeatures(16, seed=5).fit_transform(X)
+    b = RandomFourierFeatures(16, seed=5).fit_transform(X)
+    c = RandomFourierFeatures(16, seed=6).fit_transform(X)
+    assert np.array_equal(a, b) and not np.allclose(a, c)
+    assert rff.seed_ == 5
+
+
+# ---------------------------------------------------------------- random conv
+def test_extract_patches_and_conv_equal_direct_correlation():
+    rng = np.random.default_rng(3)
+    imgs = rng.random((2, 7, 8, 3))
+    P = extract_patches(imgs, 3)
+    assert P.shape == (2, 5 * 6, 27)
+    np.testing.assert_array_equal(P[1, 2 * 6 + 4], imgs[1, 2:5, 4:7, :].ravel())
+    f = rng.standard_normal((3, 3, 3))
+    want = sum(scipy.signal.correlate2d(imgs[0, :, :, c], f[:, :, c], mode="valid")
+               for c in range(3))
+    np.testing.assert_allclose((P[0] @ f.ravel()).reshape(5, 6), want, atol=1e-12)
+
+
+def _conv(**kw):
+    base = dict(image_shape=(10, 10, 3), n_filters=37, patch_size=3, pool=2, n_patches=500,
+                dtype="float64")
+    base.update(kw)
+    return RandomConvFeatures(**base)
+
+
+@pytest.mark.parametrize("init", ["zca", "gaussian"])
+def test_random_conv_chunked_equals_unchunked_and_direct(init):
+    X = _imgs(9, (10, 10, 3), seed=4)
+    a = _conv(filter_init=init, chunk_size=5, batch_size=2, standardize=False).fit(X)
+    b = _conv(filter_init=init, chunk_size=1000, batch_size=100, standardize=False).fit(X)
+    np.testing.assert_array_equal(a.filters_, b.filters_)
+    Fa, Fb = a.transform(X), b.transform(X)
+    np.testing.assert_allclose(Fa, Fb, atol=1e-12)
+    # direct formula for one image, one filter
+    img = X[3].reshape(10, 10, 3)
+    r = np.array([[img[i:i + 3, j:j + 3].ravel() @ a.filters_[11] + a.biases_[11]
+                   for j in range(8)] for i in range(8)])
+    P = pooling_matrix(8, 2)
+    pos = P @ np.maximum(r - 1.0, 0) @ P.T
+    neg = P @ np.maximum(-r - 1.0, 0) @ P.T
+    np.testing.assert_allclose(Fa[3, 11 * 8:12 * 8], np.concatenate([pos.ravel(), neg.ravel()]),
+                               atol=1e-12)
+
+
+def test_random_conv_calibration_and_zca():
+    X = _imgs(30, (10, 10, 3), seed=5)
+    m = _conv(n_patches=2000).fit(X)
+    # whitening: Z Sigma Z ~ I up to the regularization (eigenvalues lam/(lam+eps))
+    P = m._sample_patches(X, 2000, np.random.default_rng([0, 0]))
+    Pc = P - m.patch_mean_
+    assert np.allclose(m.patch_mean_, P.mean(0))
+    ev = np.linalg.eigvalsh(m.whitening_ @ (Pc.T @ Pc / 1999) @ m.whitening_)
+    assert ev.max() <= 1.0 + 1e-9
+    # responses are calibrated to mean 0, std 1 on the sample patches
+    resp = P @ m.filters_.T + m.biases_
+    np.testing.assert_allclose(resp.mean(0), 0, atol=1e-9)
+    np.testing.assert_allclose(resp.std(0), 1, atol=1e-9)
+
+
+def test_random_conv_prefix_and_seeds_and_standardize():
+    X = _imgs(12, (10, 10, 3), seed=6)
+    small = _conv(n_filters=130, standardize=False).fit(X)
+    big = _conv(n_filters=300, standardize=False).fit(X)
+    np.testing.assert_array_equal(big.filters_[:130], small.filters_)
+    np.testing.assert_allclose(big.transform(X)[:, :130 * 8], small.transform(X), atol=1e-12)
+    other = _conv(n_filters=130, standardize=False, seed=1).fit(X)
+    assert not np.allclose(other.filters_, small.filters_)
+    again = _conv(n_filters=130, standardize=False).fit(X)
+    np.testing.assert_array_equal(again.filters_, small.filters_)
+    # standardized: fit_transform (one pass) == fit then transform; train stats 0/1
+    s = _conv(n_filters=20)
+    F1 = s.fit_transform(X)
+    F2 = _conv(n_filters=20).fit(X).transform(X)
+    np.testing.assert_allclose(F1, F2, atol=1e-10)
+    live = s.feature_scale_ != 1.0
+    np.testing.assert_allclose(F1.mean(0), 0, atol=1e-9)
+    np.testing.assert_allclose(F1.std(0)[live], 1, atol=1e-7)
+
+
+# ---------------------------------------------------------------- sklearn API
+@pytest.mark.parametrize("est", [
+    GaborFeatures((12, 12), pool=3),
+    RandomFourierFeatures(8, bandwidth=1.5),
+    RandomReLUFeatures(8),
+    RandomConvFeatures((10, 10, 3), n_filters=4, patch_size=3, n_patches=100),
+])
+def test_sklearn_api(est):
+    params = est.get_params()
+    c = clone(est)
+    assert c.get_params() == params
+    c.set_params(seed=3)
+    assert c.seed == 3 and est.seed == 0
+    width = 144 if isinstance(est, GaborFeatures) else 300
+    X = _imgs(6, (width,))
+    F = c.fit(X).transform(X)
+    assert F.shape == (6, c.n_features_out_)
+    assert c.seed_ == 3 and c.n_features_in_ == width
+    assert not hasattr(est, "seed_")  # clone did not fit the original
+    with pytest.raises(Exception, match="not fitted"):
+        clone(est).transform(X)
+    np.testing.assert_allclose(c.fit_transform(X), F, atol=1e-6)
+
+
+def test_make_feature_map_names():
+    assert make_feature_map("raw", image_shape=(28, 28)) is None
+    g = make_feature_map("gabor", image_shape=(28, 28), seed=2, scales=3)
+    assert isinstance(g, GaborFeatures) and g.scales == 3 and g.seed == 2
+    r = make_feature_map("rff", image_shape=(), n_components=5)
+    assert isinstance(r, RandomFourierFeatures)
+    with pytest.raises(InputError, match="unknown parameter"):
+        make_feature_map("rff", image_shape=(), scales=3)
+    with pytest.raises(InputError, match="unknown feature map"):
+        make_feature_map("sift", image_shape=(28, 28))
