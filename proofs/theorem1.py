@@ -102,12 +102,14 @@ def _data(n, d_synth, data_dir, X_int, seed):
 
 
 def check(quick=False, data_dir=None, seed=0, n=None, X_int=None, labels=None, corrupt=None,
-          scaling_sizes=None, symbolic_n=6, **_):
+          scaling_sizes=None, symbolic_n=None, **_):
     """Run the Theorem 1 check. ``corrupt(net)`` may alter the exact network before it is
     verified (a test uses it to show the check can fail); ``labels`` overrides the labels."""
     res = CheckResult(NAME, TITLE, STATEMENT)
     if n is None and quick:
         n = 2000
+    if symbolic_n is None:
+        symbolic_n = 4 if quick else 6
     X_int, q, source = _data(n, 784 if not quick else 64, data_dir, X_int, seed)
     n, d = X_int.shape
     rng = np.random.default_rng(seed)

@@ -16,7 +16,7 @@ from kernelfit.datasets._subset import balanced_quota
 from kernelfit.datasets.idx import encode_idx, parse_idx, read_idx
 from kernelfit.errors import ChecksumError, DataError, DownloadError, InputError
 
-from test_datasets_support import (IDX_NAMES, make_idx_arrays, register_sources, sha256,
+from test_datasets_support import (IDX_NAMES, make_idx_arrays, register_sources,
                                    write_idx_dataset)
 
 

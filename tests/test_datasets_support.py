@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import io
 import pickle
 import tarfile
 from pathlib import Path

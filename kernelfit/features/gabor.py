@@ -24,8 +24,11 @@ sigma_phi))``.
 The transform
 -------------
 Convolutions are linear ('same' size, zero padding): ``(x * f)[p] = sum_u x[p - u] f[u]``
-with ``f`` centred, exactly ``scipy.signal.convolve2d(x, f, mode='same')``, computed by
-FFT on a grid padded to at least ``H + 2h`` (no wrap-around). Per channel ``c`` the
+with ``f`` centred, exactly ``scipy.signal.convolve2d(x, f, mode='same')``. Wavelet
+convolutions are computed by FFT on a grid padded to at least ``H + 2h`` (no
+wrap-around, ``fft_shape_``); the low-pass ``phi = f_1 f_1^T`` is separable, so low-pass
+plus pooling is two small matrix products ``(P T) M (P T)^T`` (``T`` the Toeplitz matrix
+of ``f_1``). Per channel ``c`` the
 features are, average-pooled onto a ``pool x pool`` grid (:func:`pooling_matrix`):
 
 * order 0: ``x_c * phi``                                      (1 map)
@@ -160,6 +163,10 @@ class GaborFeatures(FeatureMap):
     ----------
     psi_, phi_ : ndarray
         Spatial filters (see :func:`morlet_filter_bank`).
+    psi_hat_ : ndarray
+        FFTs of the wavelets on the padded grid ``fft_shape_``.
+    pool_rows_, pool_cols_ : ndarray
+        Low-pass-and-pool matrices ``P T`` (``pool x H`` and ``pool x W``).
     n_features_out_, n_features_in_, seed_ : int
     """
 
@@ -204,8 +211,8 @@ class GaborFeatures(FeatureMap):
             self.scales, self.orientations, sigma0=float(self.sigma0), xi0=float(self.xi0),
             slant=float(self.slant))
         S = self.phi_.shape[0]
-        self._size = (_fast_len(H + S - 1), _fast_len(W + S - 1))
-        self.psi_hat_ = _padded_filter_fft(self.psi_, self._size)
+        self.fft_shape_ = (_fast_len(H + S - 1), _fast_len(W + S - 1))
+        self.psi_hat_ = _padded_filter_fft(self.psi_, self.fft_shape_)
         # phi is separable, phi = f1 f1^T with f1 the normalized 1-D Gaussian, so the
         # low-pass followed by pooling is M -> (P_r T_r) M (P_c T_c)^T with T the 'same'
         # convolution (Toeplitz) matrix of f1: exact and far cheaper than an FFT.
@@ -222,7 +229,7 @@ class GaborFeatures(FeatureMap):
     def _transform_batch(self, xb, xp):
         H, W, C = check_image_shape(self.image_shape, who="gabor features")
         J, L = int(self.scales), int(self.orientations)
-        S, size = self.phi_.shape[0], self._size
+        S, size = self.phi_.shape[0], self.fft_shape_
         b = xb.shape[0]
         x = xp.moveaxis(xb.reshape(b, H, W, C), 3, 1)            # b, C, H, W
         psi_hat = self._on_device("psi_hat_", xp)                  # JL, Hp, Wp

@@ -220,8 +220,8 @@ class RandomConvFeatures(FeatureMap):
         s2 = np.zeros(D)
         n = X.shape[0]
         bs = max(1, int(self.batch_size))
-        # stream in blocks of rows; keep the block in `out` when there is one
-        step = bs * 16
+        # stream in blocks of rows (about 64 MiB of float64 features per block)
+        step = max(bs, (64 << 20) // (8 * D) // bs * bs)
         for start in range(0, n, step):
             stop = min(n, start + step)
             blockX = X[start:stop]

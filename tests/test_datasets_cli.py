@@ -1,0 +1,78 @@
+"""Tests of ``kernelfit datasets`` (list, info, fetch) through kernelfit.cli.main."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import kernelfit.cli as cli
+
+from test_datasets_support import register_sources, write_idx_dataset
+
+
+@pytest.fixture(autouse=True)
+def _only_datasets_command(isolated_data_env, monkeypatch):
+    # Only this subcommand: the others belong to other modules and are tested there.
+    monkeypatch.setattr(cli, "SUBCOMMANDS", {"datasets": "kernelfit.cli.datasets"})
+
+
+def test_list(capsys):
+    assert cli.main(["datasets", "list"]) == 0
+    out = capsys.readouterr().out
+    for name in ("mnist", "fashion-mnist", "cifar10", "digits", "imagefolder"):
+        assert name in out
+
+
+def test_list_json(capsys, isolated_data_env):
+    assert cli.main(["datasets", "list", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert [d["name"] for d in doc["datasets"]][:2] == ["mnist", "fashion-mnist"]
+    assert doc["data_dir"] == str(isolated_data_env)
+
+
+def test_info_digits(capsys):
+    assert cli.main(["datasets", "info", "digits"]) == 0
+    out = capsys.readouterr().out
+    assert "1438" in out and "(8, 8)" in out
+
+
+def test_info_json_with_data_dir(tmp_path, monkeypatch, capsys):
+    stored = write_idx_dataset(tmp_path)
+    register_sources(monkeypatch, "mnist", stored)
+    assert cli.main(["datasets", "info", "mnist", "--data-dir", str(tmp_path), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["n_train"] == 40 and doc["n_test"] == 20 and doc["image_shape"] == [6, 5]
+    assert doc["train_counts"] == [4] * 10 and doc["source"] == str(tmp_path / "mnist")
+
+
+def test_fetch_downloads_and_verifies(tmp_path, monkeypatch, capsys, isolated_data_env):
+    stored = write_idx_dataset(tmp_path / "server")
+    names = {"train_images": "train-images-idx3-ubyte.gz",
+             "train_labels": "train-labels-idx1-ubyte.gz",
+             "test_images": "t10k-images-idx3-ubyte.gz",
+             "test_labels": "t10k-labels-idx1-ubyte.gz"}
+    urls = {r: ((tmp_path / "server" / "mnist" / n).as_uri(),) for r, n in names.items()}
+    register_sources(monkeypatch, "mnist", stored, urls=urls)
+    assert cli.main(["datasets", "fetch", "mnist", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["verified"] is True
+    assert sorted(p.name for p in (isolated_data_env / "mnist").iterdir()) == sorted(names.values())
+    assert cli.main(["datasets", "fetch", "mnist"]) == 0
+    assert "verified" in capsys.readouterr().out
+
+
+def test_errors_are_one_line_with_exit_codes(tmp_path, capsys):
+    assert cli.main(["datasets", "info", "nosuch"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown dataset" in err and "Traceback" not in err
+    assert cli.main(["datasets", "info", "mnist", "--data-dir", str(tmp_path),
+                     "--no-download"]) == 3
+    err = capsys.readouterr().err
+    assert "KERNELFIT_DATA" in err and len(err.strip().splitlines()) == 1
+
+
+def test_missing_action_is_usage_error(capsys):
+    with pytest.raises(SystemExit) as info:
+        cli.main(["datasets"])
+    assert info.value.code == 2
