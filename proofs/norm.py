@@ -83,16 +83,16 @@ def check(quick=False, data_dir=None, seed=0, n=None, n_test=None, bandwidth=5.0
     res.figures["gabor_n_features"] = int(np.asarray(Ftr).shape[1])
     for name, (A, B) in (("raw", (Xtr, Xte)), ("gabor", (Ftr, Fte))):
         A, B = np.asarray(A, float), np.asarray(B, float)
-        # same kernel shape: bandwidth scaled by the typical distance ratio to raw pixels
-        bw = bandwidth if name == "raw" else bandwidth * out["raw"]["scale_ratio_ref"] / \
-            np.sqrt(np.mean(np.var(A, axis=0)) * A.shape[1])
+        # same kernel shape: the bandwidth follows the data's spread (rms distance scale)
+        scale = float(np.sqrt(np.mean(np.var(A, axis=0)) * A.shape[1]))
+        bw = bandwidth if name == "raw" else bandwidth * scale / out["raw"]["data_scale"]
         with Timer() as t:
             alpha, pred, how = _solve(A, Y, B, bw)
         norm = float(np.sqrt(np.sum(alpha * Y)))
         err = float(np.mean(np.argmax(pred, 1) != yte))
         out[name] = {"rkhs_norm": norm, "test_error": err, "bandwidth": float(bw),
                      "solver": how, "seconds": t.seconds,
-                     "scale_ratio_ref": float(np.sqrt(np.mean(np.var(A, axis=0)) * A.shape[1]))}
+                     "data_scale": scale}
     res.figures.update(n=n, n_test=n_test, seed=seed, raw=out["raw"], gabor=out["gabor"],
                        paper={"raw_norm": 220, "gabor_norm": 390})
     res.criteria["Gabor norm > raw norm"] = out["gabor"]["rkhs_norm"] > out["raw"]["rkhs_norm"]

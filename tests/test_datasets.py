@@ -305,7 +305,8 @@ def test_unknown_names(name):
 
 
 def test_dataset_names():
-    assert set(DATASET_NAMES) == {"mnist", "fashion-mnist", "cifar10", "digits", "imagefolder"}
+    assert set(DATASET_NAMES) == {"mnist", "fashion-mnist", "cifar10", "digits", "imagefolder",
+                                  "npz"}
 
 
 # ------------------------------------------------------------------ digits

@@ -16,7 +16,7 @@ __all__ = ["DATASET_NAMES", "DATASET_DESCRIPTIONS", "parse_name", "load_raw", "l
            "fetch_dataset"]
 
 #: the dataset names; ``imagefolder`` is used as ``imagefolder:PATH``
-DATASET_NAMES = ("mnist", "fashion-mnist", "cifar10", "digits", "imagefolder")
+DATASET_NAMES = ("mnist", "fashion-mnist", "cifar10", "digits", "imagefolder", "npz")
 
 DATASET_DESCRIPTIONS: Dict[str, str] = {
     "mnist": "MNIST handwritten digits, 60,000 + 10,000 images of 28x28 (IDX files)",
@@ -25,6 +25,8 @@ DATASET_DESCRIPTIONS: Dict[str, str] = {
     "digits": "scikit-learn's bundled 8x8 digits, 1,438 + 359 images (no download)",
     "imagefolder": "imagefolder:PATH, a train/<class>/ + test/<class>/ tree of images or a "
                    "tar archive of one",
+    "npz": "npz:PATH, your own arrays: X_train, y_train (and X_test, y_test, image_shape) "
+           "saved with numpy.savez; values are used as given",
 }
 
 #: share of scikit-learn's digits kept for testing (the last examples)
@@ -42,13 +44,13 @@ def parse_name(name: str):
         kind = "fashion-mnist"
     if kind in ("cifar-10",):
         kind = "cifar10"
-    if kind == "imagefolder":
+    if kind in ("imagefolder", "npz"):
         if not sep or not arg.strip():
-            raise InputError("imagefolder needs a path: imagefolder:PATH")
+            raise InputError(f"{kind} needs a path: {kind}:PATH")
         return kind, arg.strip()
     if kind not in DATASET_NAMES or sep:
-        raise InputError(f"unknown dataset {name!r}; known: {', '.join(DATASET_NAMES[:-1])}, "
-                         f"imagefolder:PATH")
+        raise InputError(f"unknown dataset {name!r}; known: {', '.join(DATASET_NAMES[:-2])}, "
+                         f"imagefolder:PATH, npz:PATH")
     return kind, None
 
 
@@ -76,6 +78,10 @@ def load_raw(name: str, *, data_dir: Optional[PathLike] = None, download: bool =
     kind, arg = parse_name(name)
     if kind == "digits":
         return _load_digits()
+    if kind == "npz":
+        from .userarrays import load_npz
+
+        return load_npz(arg)
     directory = resolve_data_dir(data_dir)
     if kind in ("mnist", "fashion-mnist"):
         from .mnist import load_idx_dataset

@@ -1,0 +1,135 @@
+"""``kernelfit verify``: run the checks of the paper's claims in ``proofs/``.
+
+The checks live in the top-level ``proofs/`` package of the source checkout (readable code, one
+module per claim); the reusable constructions are in :mod:`kernelfit.theory`. This command
+imports ``proofs`` when it is importable, else from the directory next to the installed
+``kernelfit`` package (``Path(kernelfit.__file__).parent.parent / "proofs"``); an installation
+without the source tree gets a clear error.
+
+Output: each claim's verdict and figures on standard output (or one JSON object with
+``--json``), and a report (``report.json``, ``report.md``, PNGs) in ``--out``. Exit code 1
+when any check fails; skipped or waiting checks do not fail the run.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+import time
+from pathlib import Path
+
+from ..errors import InputError, KernelfitError
+
+HELP = "check the paper's theoretical claims numerically and symbolically"
+DESCRIPTION = ("Run the checks in proofs/ (Theorem 1 and its depth-k variant, SGD to the "
+               "min-norm solution, the kernel-trick identity, curvature, the norm observation).")
+
+
+def add_arguments(parser):
+    parser.add_argument("checks", nargs="*", metavar="CHECK",
+                        help="checks to run (default: all); see --list")
+    parser.add_argument("--list", action="store_true", help="list the checks and exit")
+    parser.add_argument("--quick", action="store_true", help="small sizes (seconds, for tests)")
+    parser.add_argument("--out", default="kernelfit-verify", help="report directory")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--data-dir", default=None,
+                        help="directory holding mnist/ (else $KERNELFIT_DATA, ../shared/data)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed of every check")
+
+
+def load_proofs():
+    """Import the ``proofs`` package (see the module notes)."""
+    _proofs_here()
+    try:
+        return importlib.import_module("proofs")
+    except ImportError:
+        pass
+    raise KernelfitError("the checks live in the source checkout's proofs/ directory, which "
+                         "was not found next to the installed kernelfit package; run from a "
+                         "source checkout (git clone) or `pip install -e .`")
+
+
+def _proofs_here():
+    root = Path(__file__).resolve().parents[2]
+    if (root / "proofs" / "__init__.py").is_file():
+        if str(root) not in sys.path:
+            sys.path.insert(0, str(root))
+        return True
+    return False
+
+
+def _fmt(v):
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{k}: {_fmt(x)}" for k, x in v.items()) + "}"
+    if isinstance(v, list):
+        return "[" + ", ".join(_fmt(x) for x in v[:8]) + (", ..." if len(v) > 8 else "") + "]"
+    return str(v)
+
+
+def _markdown(results, meta):
+    lines = ["# kernelfit verify", "", f"- date: {meta['date']}", f"- quick: {meta['quick']}",
+             f"- seed: {meta['seed']}", f"- total seconds: {meta['seconds']:.1f}", ""]
+    for r in results:
+        lines += [f"## {r['name']}: {r['status'].upper()}", "", f"**{r['title']}**", "",
+                  f"Statement: `{r['statement']}`", ""]
+        for k, ok in r["criteria"].items():
+            lines.append(f"- [{'x' if ok else ' '}] {k}")
+        lines += ["", "| figure | value |", "|---|---|"]
+        for k, v in r["figures"].items():
+            lines.append(f"| {k} | {_fmt(v).replace('|', '/')} |")
+        for note in r["notes"]:
+            lines += ["", f"> {note}"]
+        for p in r["plots"]:
+            lines += ["", f"![{Path(p).name}]({Path(p).name})"]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def run(args) -> int:
+    proofs = load_proofs()
+    if args.list:
+        for name in proofs.names():
+            print(f"{name:15s} {proofs.get(name).TITLE}")
+        return 0
+    names = args.checks or proofs.names()
+    unknown = [n for n in names if n not in proofs.names()]
+    if unknown:
+        raise InputError(f"unknown check(s) {', '.join(unknown)}; known: "
+                         f"{', '.join(proofs.names())}")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    results = []
+    for name in names:
+        res = proofs.run(name, out_dir=out, quick=args.quick, data_dir=args.data_dir,
+                         seed=args.seed)
+        d = res.to_dict()
+        results.append(d)
+        if not args.json:
+            print(f"[{d['status'].upper():7s}] {name}: {d['title']}  ({d['seconds']:.1f} s)")
+            print(f"    claim: {d['statement']}")
+            for k, ok in d["criteria"].items():
+                print(f"    {'ok  ' if ok else 'FAIL'} {k}")
+            for k, v in d["figures"].items():
+                print(f"      {k} = {_fmt(v)}")
+            for note in d["notes"]:
+                print(f"    note: {note}")
+            for p in d["plots"]:
+                print(f"    figure: {p}")
+    meta = {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "quick": bool(args.quick),
+            "seed": args.seed, "seconds": time.perf_counter() - t0}
+    any_failed = any(d["status"] == "failed" for d in results)
+    report = dict(meta, passed=not any_failed, checks=results)
+    (out / "report.json").write_text(json.dumps(report, indent=1))
+    (out / "report.md").write_text(_markdown(results, meta))
+    if args.json:
+        print(json.dumps(report))
+    else:
+        print(f"{sum(d['status'] == 'passed' for d in results)} passed, "
+              f"{sum(d['status'] == 'failed' for d in results)} failed, "
+              f"{sum(d['status'] in ('skipped', 'waiting') for d in results)} skipped/waiting "
+              f"in {meta['seconds']:.1f} s; report in {out}/report.md")
+    return 1 if any_failed else 0

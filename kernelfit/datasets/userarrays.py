@@ -1,0 +1,72 @@
+"""``npz:PATH``: a user's own arrays as a dataset.
+
+The ``.npz`` file (``numpy.savez``) holds ``X_train`` (n, d) and ``y_train`` (n,), and
+optionally ``X_test``/``y_test`` and ``image_shape`` (for image feature maps and pixel
+randomization). Values are used as given (no scaling); labels may be any integers or
+strings and are mapped to ``0 .. k-1`` in sorted order.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import DataError, InputError
+from ._types import RawData
+
+__all__ = ["load_npz"]
+
+
+def load_npz(path: str) -> RawData:
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise InputError(f"npz:{path}: no such file")
+    try:
+        with np.load(p, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+        raise DataError(f"npz:{path}: not a readable .npz file ({exc})") from None
+    for key in ("X_train", "y_train"):
+        if key not in arrays:
+            raise InputError(f"npz:{path}: missing array {key!r} (found: "
+                             f"{', '.join(sorted(arrays)) or 'none'})")
+    X_train = arrays["X_train"]
+    y_train = arrays["y_train"]
+    X_test = arrays.get("X_test")
+    y_test = arrays.get("y_test")
+    if (X_test is None) != (y_test is None):
+        raise InputError(f"npz:{path}: give both X_test and y_test, or neither")
+    if X_test is None:
+        X_test = X_train[:0]
+        y_test = y_train[:0]
+    for name, X in (("X_train", X_train), ("X_test", X_test)):
+        if X.ndim != 2:
+            raise InputError(f"npz:{path}: {name} must be 2-D (n, d), got shape {X.shape}")
+        if X.dtype.kind not in "fiub":
+            raise InputError(f"npz:{path}: {name} must be numeric, got {X.dtype}")
+        if X.dtype.kind == "f" and not np.isfinite(X).all():
+            raise InputError(f"npz:{path}: {name} contains "
+                             f"{int((~np.isfinite(X)).sum())} NaN or infinite value(s)")
+    if X_test.shape[0] and X_test.shape[1] != X_train.shape[1]:
+        raise InputError(f"npz:{path}: X_test has {X_test.shape[1]} columns, X_train has "
+                         f"{X_train.shape[1]}")
+    for name, X, y in (("train", X_train, y_train), ("test", X_test, y_test)):
+        if y.ndim != 1 or y.shape[0] != X.shape[0]:
+            raise InputError(f"npz:{path}: y_{name} must be 1-D with {X.shape[0]} labels, "
+                             f"got shape {y.shape}")
+    if X_train.shape[0] == 0:
+        raise InputError(f"npz:{path}: X_train is empty")
+    classes, codes = np.unique(np.concatenate([y_train, y_test]), return_inverse=True)
+    image_shape = ()
+    if "image_shape" in arrays:
+        image_shape = tuple(int(v) for v in np.atleast_1d(arrays["image_shape"]))
+        if int(np.prod(image_shape)) != X_train.shape[1]:
+            raise InputError(f"npz:{path}: image_shape {image_shape} does not match "
+                             f"{X_train.shape[1]} columns")
+    n = X_train.shape[0]
+    return RawData(name=f"npz:{p.name}", X_train=np.asarray(X_train, dtype=np.float64),
+                   y_train=codes[:n].astype(np.int64), X_test=np.asarray(X_test, np.float64),
+                   y_test=codes[n:].astype(np.int64), image_shape=image_shape,
+                   class_names=[str(c) for c in classes], source=str(p.resolve()), scale=1.0)

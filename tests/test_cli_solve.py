@@ -1,0 +1,152 @@
+"""`kernelfit solve` and `kernelfit predict` end to end, and every foreseeable mistake."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from kernelfit.cli import main
+
+REQUIRED = {"dataset", "features", "kernel", "n_train", "n_test", "dtype", "device", "seed",
+            "train_error", "test_error", "relative_residual", "rkhs_norm", "timings",
+            "peak_memory_bytes"}
+
+
+def _json(capsys, argv):
+    code = main(argv)
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    return json.loads(out)
+
+
+def test_solve_digits_json(capsys):
+    rec = _json(capsys, ["solve", "--dataset", "digits", "--bandwidth", "2", "--json"])
+    assert REQUIRED <= set(rec)
+    assert rec["train_error"] == 0.0
+    assert rec["test_error"] < 0.05
+    assert rec["relative_residual"] < 1e-10
+    assert {"load", "features", "gram", "factor", "solve", "predict", "total"} <= set(rec["timings"])
+    assert rec["peak_memory_bytes"] > 0 and rec["seed"] == 0 and rec["device"] == "cpu"
+
+
+def test_solve_table_output(capsys):
+    assert main(["solve", "--dataset", "digits", "--n-train", "300", "--n-test", "100",
+                 "--kernel", "normalized", "--degree", "4"]) == 0
+    out = capsys.readouterr().out
+    assert "test error" in out and "relative residual" in out and "time per stage" in out
+
+
+def test_save_and_predict_roundtrip(tmp_path, capsys):
+    model = tmp_path / "m.pkl"
+    rec = _json(capsys, ["solve", "--dataset", "digits", "--n-train", "400", "--bandwidth", "2",
+                         "--save", str(model), "--json"])
+    assert model.is_file()
+    pred = _json(capsys, ["predict", "--model", str(model), "--json"])
+    assert abs(pred["test_error"] - rec["test_error"]) < 1e-12
+    # predict on a user array, labels written atomically
+    X = np.random.default_rng(0).random((5, 64))
+    np.save(tmp_path / "x.npy", X)
+    _json(capsys, ["predict", "--model", str(model), "--input", str(tmp_path / "x.npy"),
+                   "--output", str(tmp_path / "p.npy"), "--json"])
+    assert np.load(tmp_path / "p.npy").shape == (5,)
+
+
+def test_user_arrays_npz(tmp_path, capsys):
+    rng = np.random.default_rng(1)
+    X = rng.random((120, 5))
+    y = (X[:, 0] > 0.5).astype(int)
+    np.savez(tmp_path / "d.npz", X_train=X[:100], y_train=y[:100], X_test=X[100:], y_test=y[100:])
+    rec = _json(capsys, ["solve", "--dataset", f"npz:{tmp_path / 'd.npz'}", "--bandwidth", "0.5",
+                         "--json"])
+    assert rec["n_train"] == 100 and rec["train_error"] == 0.0
+
+
+def _bad(capsys, argv, code=None, match=None):
+    rc = main(argv)
+    out, err = capsys.readouterr()
+    assert rc != 0
+    if code is not None:
+        assert rc == code
+    assert "Traceback" not in err
+    if match:
+        assert match in err, err
+    return err
+
+
+@pytest.mark.parametrize("argv,match", [
+    (["solve", "--dataset", "nope"], "unknown dataset"),
+    (["solve", "--dataset", "digits", "--n-train", "5000"], "n_train"),
+    (["solve", "--dataset", "digits", "--kernel", "linear"], "not numerically positive definite"),
+    (["solve", "--dataset", "digits", "--save", "/nonexistent-dir/m.pkl"], "does not exist"),
+    (["predict", "--model", "/nonexistent/model.pkl"], "does not exist"),
+])
+def test_bad_input_messages(capsys, argv, match):
+    _bad(capsys, argv, match=match)
+
+
+@pytest.mark.parametrize("argv", [
+    ["solve", "--kernel", "bogus"], ["solve", "--bandwidth", "-1"], ["solve", "--bandwidth", "x"],
+    ["solve", "--n-train", "0"], ["solve", "--dtype", "float16"], ["solve", "--ridge", "nan"],
+    ["solve", "--solver", "qr"], ["solve", "--device", "tpu"],
+])
+def test_bad_option_values_exit_2(capsys, argv):
+    with pytest.raises(SystemExit) as ex:
+        main(argv)
+    assert ex.value.code == 2
+    assert "error" in capsys.readouterr().err
+
+
+def test_memory_refusal_writes_nothing(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("KERNELFIT_MEMORY_LIMIT", "1000000")
+    model = tmp_path / "m.pkl"
+    err = _bad(capsys, ["solve", "--dataset", "digits", "--save", str(model)], code=4,
+               match="Ways out")
+    assert "--dtype float32" in err and "--n-train" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_nan_in_user_array(tmp_path, capsys):
+    X = np.ones((4, 2))
+    X[1, 1] = np.nan
+    np.savez(tmp_path / "d.npz", X_train=X, y_train=np.arange(4))
+    _bad(capsys, ["solve", "--dataset", f"npz:{tmp_path / 'd.npz'}"], match="NaN")
+
+
+def test_shape_mismatch_in_user_array(tmp_path, capsys):
+    np.savez(tmp_path / "d.npz", X_train=np.eye(4), y_train=np.arange(3))
+    _bad(capsys, ["solve", "--dataset", f"npz:{tmp_path / 'd.npz'}"], match="labels")
+
+
+def test_zero_rows_with_normalized_kernel(tmp_path, capsys):
+    X = np.eye(4)
+    X[2] = 0
+    np.savez(tmp_path / "d.npz", X_train=X, y_train=np.arange(4))
+    _bad(capsys, ["solve", "--dataset", f"npz:{tmp_path / 'd.npz'}", "--kernel", "normalized"],
+         match="all zeros")
+
+
+def test_corrupt_model_file(tmp_path, capsys):
+    bad = tmp_path / "bad.pkl"
+    bad.write_bytes(b"not a pickle at all")
+    _bad(capsys, ["predict", "--model", str(bad)], match="not a readable kernelfit model")
+
+
+def test_console_script_and_module_entry_points():
+    r = subprocess.run([sys.executable, "-m", "kernelfit", "--version"], capture_output=True,
+                       text=True)
+    assert r.returncode == 0 and "kernelfit" in r.stdout
+    r = subprocess.run([sys.executable, "-m", "kernelfit", "solve", "--dataset", "nope"],
+                       capture_output=True, text=True)
+    assert r.returncode != 0 and "Traceback" not in r.stderr and "unknown dataset" in r.stderr
+
+
+@pytest.mark.data
+def test_real_mnist_subset(shared_data_dir, capsys):
+    rec = _json(capsys, ["solve", "--dataset", "mnist", "--data-dir", str(shared_data_dir),
+                         "--n-train", "1000", "--n-test", "500", "--json"])
+    assert rec["n_train"] == 1000 and rec["train_error"] == 0.0
+    assert rec["test_error"] < 0.12
+    assert rec["relative_residual"] < 1e-10

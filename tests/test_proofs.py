@@ -1,0 +1,94 @@
+"""Every check passes on correct input and fails on a deliberately wrong one; CLI output."""
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import proofs  # noqa: E402
+from proofs import curvature, kernel_trick, sgd_min_norm, theorem1, theorem1_deep  # noqa: E402
+
+SMALL = np.random.default_rng(0).integers(0, 256, size=(400, 30))
+
+
+def test_theorem1_passes_and_fails():
+    assert theorem1.check(quick=True, X_int=SMALL, symbolic_n=3).passed is True
+
+    def corrupt(net):
+        net.W[len(net.W) // 2] += 1 << (net.precision_bits - 20)
+    assert theorem1.check(quick=True, X_int=SMALL, symbolic_n=3, corrupt=corrupt).passed is False
+
+
+def test_theorem1_symbolic_needs_ordering():
+    assert theorem1.symbolic_check(3) is True
+    assert theorem1.symbolic_check(3, assume_interleaved=False) is False
+
+
+def test_theorem1_deep_passes_and_fails():
+    assert theorem1_deep.check(quick=True, X_int=SMALL, k=3).passed is True
+
+    def corrupt(deep):
+        deep.groups = deep.groups[:-1]  # drop the last layer
+    assert theorem1_deep.check(quick=True, X_int=SMALL, k=3, corrupt=corrupt).passed is False
+
+
+def test_sgd_passes_and_fails():
+    assert sgd_min_norm.check(quick=True, kernel_n=60).passed is True
+    bad = sgd_min_norm.check(quick=True, kernel_n=60, w0=np.full(250, 0.1))  # claimed zero
+    assert bad.passed is False
+
+
+def test_kernel_trick_passes_and_fails():
+    assert kernel_trick.check(quick=True, n=60).passed is True
+    assert kernel_trick.check(quick=True, n=60, null_perturbation=1e-3).passed is False
+
+
+def test_curvature_passes_and_fails():
+    assert curvature.check(quick=True).passed is True
+
+    def quartic(w, X, y):  # loss + sum w^4: curvature depends on w
+        return X.T @ (X @ w - y) / X.shape[0] + 4 * w ** 3
+    assert curvature.check(quick=True, grad=quartic).passed is False
+
+
+def test_norm_waiting_without_features(monkeypatch):
+    from proofs import norm
+    monkeypatch.setattr(norm, "_gabor", lambda: None)
+    r = norm.check(quick=True)
+    assert r.status == "waiting" and r.passed is None
+
+
+def test_norm_skipped_without_data(tmp_path, monkeypatch):
+    from proofs import norm
+    monkeypatch.setattr(norm, "_gabor", lambda: (None, None))
+    monkeypatch.delenv("KERNELFIT_DATA", raising=False)
+    import kernelfit.theory.data as D
+    monkeypatch.setattr(D, "_candidates", lambda d: iter([tmp_path]))
+    r = norm.check(quick=True, data_dir=str(tmp_path))
+    assert r.status == "skipped" and r.passed is None
+
+
+def test_cli_json_one_check(tmp_path, capsys):
+    from kernelfit.cli import main
+    rc = main(["verify", "curvature", "--quick", "--json", "--out", str(tmp_path)])
+    out = json.loads(capsys.readouterr().out)
+    assert rc == 0
+    assert [c["name"] for c in out["checks"]] == ["curvature"]
+    c = out["checks"][0]
+    assert c["passed"] is True and "max_pairwise_rel_diff" in c["figures"]
+    assert (tmp_path / "report.md").is_file() and (tmp_path / "curvature.png").is_file()
+
+
+def test_cli_unknown_check(tmp_path, capsys):
+    from kernelfit.cli import main
+    assert main(["verify", "nope", "--out", str(tmp_path)]) != 0
+    assert "unknown check" in capsys.readouterr().err
+
+
+def test_registry_names():
+    assert proofs.names()[:2] == ["theorem1", "theorem1_deep"]
