@@ -14,6 +14,7 @@ here check for that and fail loudly instead of silently losing the in-place upda
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 from dataclasses import dataclass
@@ -223,136 +224,316 @@ class GPUBackend(Backend):
 
     ``cupy.linalg.cholesky`` and ``cupyx.lapack.posv`` copy their input (twice the memory
     of K) and CuPy ignores linear-algebra errors by default, so the factorization calls go
-    straight to the cuSOLVER/cuBLAS bindings that CuPy ships, on Fortran-ordered tiles,
-    and check ``devInfo`` themselves.
+    straight to the cuSOLVER/cuBLAS bindings that CuPy ships
+    (``cupy_backends.cuda.libs.cusolver`` / ``cublas``, semi-private: checked against
+    CuPy 13.6 and 14.2, see :data:`SUPPORTED_CUPY`), on Fortran-ordered tiles, and check
+    ``devInfo`` themselves.
+
+    Every call takes the cuBLAS/cuSOLVER handle of the calling thread and current device
+    (CuPy keeps them per thread), binds it to CuPy's current stream, and runs cuBLAS with
+    host scalars (``CUBLAS_POINTER_MODE_HOST``) and ``CUBLAS_DEFAULT_MATH``, restoring the
+    handle's previous modes afterwards. Nothing here enables TF32: kernel blocks and
+    distances are float64 (TF32 never applies to them), and the float32 tile kernels run
+    in the default math mode even when another library switched the shared handle to
+    ``CUBLAS_TF32_TENSOR_OP_MATH``.
     """
 
     name = "cupy"
     device = "gpu"
+
+    #: tiles with this many elements or more are refused (32-bit index limits: 46,341^2).
+    MAX_TILE_ELEMENTS = 2 ** 31 - 1
 
     def __init__(self):
         cp = _import_cupy()
         self.cp = cp
         self.xp = cp
         from cupy.cuda import device as _dev
-
-        self._device = _dev.Device()
-        self._cusolver_handle = _dev.get_cusolver_handle()
-        self._cublas_handle = _dev.get_cublas_handle()
         from cupy_backends.cuda.libs import cublas, cusolver
 
+        self._dev = _dev
         self._cublas = cublas
         self._cusolver = cusolver
-        self._peak = 0
+        self._device_id = int(cp.cuda.runtime.getDevice())
+        self._peak_pool = 0
+        self._peak_device = 0
 
     # ---- arrays -------------------------------------------------------------
     def to_numpy(self, x) -> np.ndarray:
-        if isinstance(x, np.ndarray):
-            return x
-        return self.cp.asnumpy(x)
+        if isinstance(x, self.cp.ndarray):
+            return self.cp.asnumpy(x)
+        return np.asarray(x)
 
     def is_backend_array(self, x) -> bool:
         return isinstance(x, self.cp.ndarray)
 
     def synchronize(self) -> None:
-        self.cp.cuda.Stream.null.synchronize()
+        """Wait for all work on the device (any stream); also samples the memory peak."""
+        self.cp.cuda.runtime.deviceSynchronize()
+        self._sample_memory()
+
+    # ---- memory -------------------------------------------------------------
+    def _sample_memory(self) -> None:
+        pool = self.cp.get_default_memory_pool()
+        self._peak_pool = max(self._peak_pool, int(pool.total_bytes()))
+        free, total = self.cp.cuda.runtime.memGetInfo()
+        self._peak_device = max(self._peak_device, int(total) - int(free))
 
     def free_pool(self) -> None:
+        """Return the memory pool's cached blocks to the device (after sampling the peak).
+
+        CuPy's pool only grows between ``free_all_blocks`` calls, so its total just before
+        the release is the peak footprint of the stage that ended.
+        """
         self.synchronize()
-        self._peak = max(self._peak, int(self.cp.get_default_memory_pool().total_bytes()))
         self.cp.get_default_memory_pool().free_all_blocks()
         self.cp.get_default_pinned_memory_pool().free_all_blocks()
 
     def free_memory(self) -> int:
+        """Bytes a new allocation can use: free device memory plus the pool's cached blocks."""
         free, _total = self.cp.cuda.runtime.memGetInfo()
-        pool = self.cp.get_default_memory_pool()
-        return int(free + pool.free_bytes())
+        return int(free) + int(self.cp.get_default_memory_pool().free_bytes())
 
     def peak_memory(self) -> int:
+        """Peak bytes held by CuPy's memory pool, sampled at every synchronize/free_pool.
+
+        The pool grows monotonically between releases, so sampling at the end of each
+        stage sees its maximum unless CuPy itself flushed the pool on an allocation
+        failure. Library workspaces outside the pool are in :meth:`memory_stats`.
+        """
+        self._sample_memory()
+        return self._peak_pool
+
+    def reset_peak(self) -> None:
+        """Start a new peak measurement from the current footprint (benchmarks)."""
+        self._peak_pool = 0
+        self._peak_device = 0
+        self._sample_memory()
+
+    def memory_stats(self) -> dict:
         pool = self.cp.get_default_memory_pool()
-        self._peak = max(self._peak, int(pool.total_bytes()))
-        return self._peak
+        free, total = self.cp.cuda.runtime.memGetInfo()
+        self._sample_memory()
+        return {"pool_used_bytes": int(pool.used_bytes()),
+                "pool_total_bytes": int(pool.total_bytes()),
+                "device_free_bytes": int(free), "device_total_bytes": int(total),
+                "peak_pool_bytes": self._peak_pool,
+                "peak_device_used_bytes": self._peak_device}
 
     def describe(self) -> dict:
-        props = self.cp.cuda.runtime.getDeviceProperties(self._device.id)
+        rt = self.cp.cuda.runtime
+        props = rt.getDeviceProperties(self._device_id)
         name = props.get("name", b"")
         if isinstance(name, bytes):
             name = name.decode(errors="replace")
-        _free, total = self.cp.cuda.runtime.memGetInfo()
-        return {"device": "gpu", "backend": self.name, "gpu_name": name,
-                "gpu_memory_bytes": int(total), "cupy_version": self.cp.__version__}
+        _free, total = rt.memGetInfo()
+        out = {"device": "gpu", "backend": self.name, "gpu_name": name,
+               "gpu_index": self._device_id, "gpu_memory_bytes": int(total),
+               "compute_capability": f"{props.get('major', '?')}.{props.get('minor', '?')}",
+               "cupy_version": self.cp.__version__,
+               "cuda_runtime_version": _cuda_version(rt.runtimeGetVersion()),
+               "cuda_driver_version": _cuda_version(rt.driverGetVersion()),
+               "cublas_math_mode": "CUBLAS_DEFAULT_MATH (no TF32)",
+               "env_CUPY_TF32": os.environ.get("CUPY_TF32"),
+               "env_NVIDIA_TF32_OVERRIDE": os.environ.get("NVIDIA_TF32_OVERRIDE")}
+        return out
 
-    # ---- tile kernels -------------------------------------------------------
-    def _check(self, a):
+    # ---- handles ------------------------------------------------------------
+    def _stream_ptr(self) -> int:
+        return int(self.cp.cuda.get_current_stream().ptr)
+
+    @contextlib.contextmanager
+    def _cublas_handle(self):
+        """The calling thread's cuBLAS handle on the current stream, host scalars, no TF32."""
+        cb = self._cublas
+        h = self._dev.get_cublas_handle()
+        cb.setStream(h, self._stream_ptr())
+        pmode = cb.getPointerMode(h)
+        mmode = cb.getMathMode(h)
+        if pmode != cb.CUBLAS_POINTER_MODE_HOST:
+            cb.setPointerMode(h, cb.CUBLAS_POINTER_MODE_HOST)
+        if mmode != cb.CUBLAS_DEFAULT_MATH:
+            cb.setMathMode(h, cb.CUBLAS_DEFAULT_MATH)
+        try:
+            yield h
+        finally:
+            if pmode != cb.CUBLAS_POINTER_MODE_HOST:
+                cb.setPointerMode(h, pmode)
+            if mmode != cb.CUBLAS_DEFAULT_MATH:
+                cb.setMathMode(h, mmode)
+
+    def _cusolver_handle(self) -> int:
+        h = self._dev.get_cusolver_handle()
+        self._cusolver.setStream(h, self._stream_ptr())
+        return h
+
+    # ---- argument checks ----------------------------------------------------
+    def _target(self, a, name: str):
+        """Check an array updated in place: CuPy, float32/64, Fortran order, small enough."""
+        if not isinstance(a, self.cp.ndarray):
+            raise InputError(f"GPU tile kernels need CuPy arrays; {name} is {type(a).__name__}")
+        if a.ndim != 2:
+            raise InputError(f"GPU tile kernels need 2-D tiles; {name} has shape {a.shape}")
         if a.dtype.char not in ("d", "f"):
             raise InputError(f"tile kernels need float32 or float64 arrays, got {a.dtype}")
         if not a.flags.f_contiguous:
-            raise InputError("GPU tile kernels need Fortran-ordered tiles")
-        return a.dtype.char == "d"
+            raise InputError(f"GPU tile kernels update tiles in place and need Fortran-ordered "
+                             f"(column-major) tiles; {name} is not (use empty_tile or "
+                             f"cupy.asfortranarray)")
+        if a.size >= self.MAX_TILE_ELEMENTS:
+            raise InputError(f"tile {name} of shape {a.shape} has 2^31 elements or more; "
+                             "use a tile size of at most 46,340")
+        if a.device.id != self._device_id:
+            raise InputError(f"{name} lives on GPU {a.device.id}, the backend on GPU "
+                             f"{self._device_id}")
+        return a
 
+    def _operand(self, a, dtype, name: str):
+        """A read-only operand as a Fortran-ordered CuPy array of ``dtype`` (copied if not)."""
+        if not isinstance(a, self.cp.ndarray):
+            raise InputError(f"GPU tile kernels need CuPy arrays; {name} is {type(a).__name__}")
+        if a.ndim != 2:
+            raise InputError(f"GPU tile kernels need 2-D operands; {name} has shape {a.shape}")
+        if a.dtype != dtype:
+            raise InputError(f"{name} is {a.dtype} but the updated tile is {dtype}")
+        if not a.flags.f_contiguous:
+            a = self.cp.asfortranarray(a)
+        return self._target(a, name)
+
+    @staticmethod
+    def _ld(a) -> int:
+        """Leading dimension of a Fortran-ordered 2-D array (at least 1, as BLAS demands)."""
+        return max(int(a.shape[0]), 1)
+
+    def _scalars(self, dtype, *values):
+        return [np.array(v, dtype=dtype) for v in values]
+
+    # ---- tile kernels (all in place, lower-triangular convention) ----------
     def potrf(self, a) -> int:
-        dbl = self._check(a)
+        """Cholesky of the square tile ``a`` in place (lower). Returns LAPACK-style info.
+
+        0 on success; ``i > 0`` when the leading minor of order ``i`` (1-based, within the
+        tile) is not positive definite, as cuSOLVER's ``devInfo`` and LAPACK report it.
+        """
+        self._target(a, "a")
         n = a.shape[0]
+        if a.shape[1] != n:
+            raise InputError(f"potrf needs a square tile, got shape {a.shape}")
+        if n == 0:
+            return 0
         cs = self._cusolver
         lower = self._cublas.CUBLAS_FILL_MODE_LOWER
-        if dbl:
-            lwork = cs.dpotrf_bufferSize(self._cusolver_handle, lower, n, a.data.ptr, n)
-        else:
-            lwork = cs.spotrf_bufferSize(self._cusolver_handle, lower, n, a.data.ptr, n)
-        work = self.cp.empty(max(int(lwork), 1), dtype=a.dtype)
+        dbl = a.dtype.char == "d"
+        h = self._cusolver_handle()
+        size_fn = cs.dpotrf_bufferSize if dbl else cs.spotrf_bufferSize
+        lwork = int(size_fn(h, lower, n, a.data.ptr, n))
+        work = self.cp.empty(max(lwork, 1), dtype=a.dtype)
         info = self.cp.zeros(1, dtype=np.int32)
         fn = cs.dpotrf if dbl else cs.spotrf
-        fn(self._cusolver_handle, lower, n, a.data.ptr, n, work.data.ptr, int(lwork),
-           info.data.ptr)
-        return int(info.get()[0])
-
-    def _scalar(self, value, dtype):
-        return np.array(value, dtype=dtype)
+        fn(h, lower, n, a.data.ptr, n, work.data.ptr, lwork, info.data.ptr)
+        code = int(info.get()[0])  # waits for the factorization on the current stream
+        if code < 0:
+            raise RuntimeError(f"cuSOLVER potrf rejected argument {-code} (a kernelfit bug)")
+        return code
 
     def trsm_rlt(self, l, b) -> None:
-        dbl = self._check(b)
-        cb = self._cublas
+        """``b <- b @ inv(l).T`` with ``l`` lower triangular (the panel update)."""
+        self._target(b, "b")
+        l = self._operand(l, b.dtype, "l")
         m, n = b.shape
-        one = self._scalar(1.0, b.dtype)
-        fn = cb.dtrsm if dbl else cb.strsm
-        fn(self._cublas_handle, cb.CUBLAS_SIDE_RIGHT, cb.CUBLAS_FILL_MODE_LOWER, cb.CUBLAS_OP_T,
-           cb.CUBLAS_DIAG_NON_UNIT, m, n, one.ctypes.data, l.data.ptr, l.shape[0], b.data.ptr, m)
+        if l.shape != (n, n):
+            raise InputError(f"trsm: l has shape {l.shape}, expected {(n, n)}")
+        if m == 0 or n == 0:
+            return
+        cb = self._cublas
+        (one,) = self._scalars(b.dtype, 1.0)
+        fn = cb.dtrsm if b.dtype.char == "d" else cb.strsm
+        with self._cublas_handle() as h:
+            fn(h, cb.CUBLAS_SIDE_RIGHT, cb.CUBLAS_FILL_MODE_LOWER, cb.CUBLAS_OP_T,
+               cb.CUBLAS_DIAG_NON_UNIT, m, n, one.ctypes.data, l.data.ptr, self._ld(l),
+               b.data.ptr, self._ld(b))
 
     def trsm_left(self, l, b, trans: bool) -> None:
-        dbl = self._check(b)
-        cb = self._cublas
+        """``b <- inv(l) @ b`` (or ``inv(l).T @ b``) with ``l`` lower triangular."""
+        self._target(b, "b")
+        l = self._operand(l, b.dtype, "l")
         m, n = b.shape
-        one = self._scalar(1.0, b.dtype)
-        fn = cb.dtrsm if dbl else cb.strsm
-        fn(self._cublas_handle, cb.CUBLAS_SIDE_LEFT, cb.CUBLAS_FILL_MODE_LOWER,
-           cb.CUBLAS_OP_T if trans else cb.CUBLAS_OP_N, cb.CUBLAS_DIAG_NON_UNIT, m, n,
-           one.ctypes.data, l.data.ptr, l.shape[0], b.data.ptr, m)
+        if l.shape != (m, m):
+            raise InputError(f"trsm: l has shape {l.shape}, expected {(m, m)}")
+        if m == 0 or n == 0:
+            return
+        cb = self._cublas
+        (one,) = self._scalars(b.dtype, 1.0)
+        fn = cb.dtrsm if b.dtype.char == "d" else cb.strsm
+        with self._cublas_handle() as h:
+            fn(h, cb.CUBLAS_SIDE_LEFT, cb.CUBLAS_FILL_MODE_LOWER,
+               cb.CUBLAS_OP_T if trans else cb.CUBLAS_OP_N, cb.CUBLAS_DIAG_NON_UNIT, m, n,
+               one.ctypes.data, l.data.ptr, self._ld(l), b.data.ptr, self._ld(b))
 
     def syrk_sub(self, a, c) -> None:
-        dbl = self._check(c)
-        cb = self._cublas
+        """``c <- c - a @ a.T`` on the lower triangle of ``c``."""
+        self._target(c, "c")
+        a = self._operand(a, c.dtype, "a")
         n, k = a.shape
-        alpha = self._scalar(-1.0, c.dtype)
-        beta = self._scalar(1.0, c.dtype)
-        fn = cb.dsyrk if dbl else cb.ssyrk
-        fn(self._cublas_handle, cb.CUBLAS_FILL_MODE_LOWER, cb.CUBLAS_OP_N, n, k,
-           alpha.ctypes.data, a.data.ptr, n, beta.ctypes.data, c.data.ptr, n)
+        if c.shape != (n, n):
+            raise InputError(f"syrk: c has shape {c.shape}, expected {(n, n)}")
+        if n == 0 or k == 0:
+            return
+        cb = self._cublas
+        alpha, beta = self._scalars(c.dtype, -1.0, 1.0)
+        fn = cb.dsyrk if c.dtype.char == "d" else cb.ssyrk
+        with self._cublas_handle() as h:
+            fn(h, cb.CUBLAS_FILL_MODE_LOWER, cb.CUBLAS_OP_N, n, k, alpha.ctypes.data,
+               a.data.ptr, self._ld(a), beta.ctypes.data, c.data.ptr, self._ld(c))
 
     def gemm_nt_sub(self, a, b, c) -> None:
-        dbl = self._check(c)
-        cb = self._cublas
+        """``c <- c - a @ b.T``."""
+        self._target(c, "c")
+        a = self._operand(a, c.dtype, "a")
+        b = self._operand(b, c.dtype, "b")
         m, k = a.shape
         n = b.shape[0]
-        alpha = self._scalar(-1.0, c.dtype)
-        beta = self._scalar(1.0, c.dtype)
-        fn = cb.dgemm if dbl else cb.sgemm
-        fn(self._cublas_handle, cb.CUBLAS_OP_N, cb.CUBLAS_OP_T, m, n, k, alpha.ctypes.data,
-           a.data.ptr, m, b.data.ptr, n, beta.ctypes.data, c.data.ptr, m)
+        if b.shape[1] != k or c.shape != (m, n):
+            raise InputError(f"gemm: shapes {a.shape} x {b.shape}^T do not give {c.shape}")
+        if m == 0 or n == 0 or k == 0:
+            return
+        cb = self._cublas
+        alpha, beta = self._scalars(c.dtype, -1.0, 1.0)
+        fn = cb.dgemm if c.dtype.char == "d" else cb.sgemm
+        with self._cublas_handle() as h:
+            fn(h, cb.CUBLAS_OP_N, cb.CUBLAS_OP_T, m, n, k, alpha.ctypes.data,
+               a.data.ptr, self._ld(a), b.data.ptr, self._ld(b), beta.ctypes.data,
+               c.data.ptr, self._ld(c))
 
     def gemm_acc(self, a, b, c, trans_a: bool = False, alpha: float = 1.0) -> None:
-        self._check(c)
-        opa = a.T if trans_a else a
-        c += alpha * (opa @ b)
+        """``c <- c + alpha * op(a) @ b`` with ``op`` the transpose when ``trans_a``."""
+        self._target(c, "c")
+        a = self._operand(a, c.dtype, "a")
+        b = self._operand(b, c.dtype, "b")
+        m, n = c.shape
+        k = b.shape[0]
+        opa_shape = a.shape[::-1] if trans_a else a.shape
+        if opa_shape != (m, k) or b.shape != (k, n):
+            raise InputError(f"gemm: op(a) {opa_shape} x b {b.shape} does not give {c.shape}")
+        if m == 0 or n == 0 or k == 0:
+            return
+        cb = self._cublas
+        al, beta = self._scalars(c.dtype, alpha, 1.0)
+        fn = cb.dgemm if c.dtype.char == "d" else cb.sgemm
+        with self._cublas_handle() as h:
+            fn(h, cb.CUBLAS_OP_T if trans_a else cb.CUBLAS_OP_N, cb.CUBLAS_OP_N, m, n, k,
+               al.ctypes.data, a.data.ptr, self._ld(a), b.data.ptr, self._ld(b),
+               beta.ctypes.data, c.data.ptr, self._ld(c))
+
+
+def _cuda_version(v: int) -> str:
+    """CUDA's integer version (12040) as text ('12.4')."""
+    v = int(v)
+    return f"{v // 1000}.{(v % 1000) // 10}"
+
+
+#: CuPy releases whose cuBLAS/cuSOLVER binding signatures GPUBackend was checked against.
+SUPPORTED_CUPY = (13, 14)
 
 
 def _import_cupy():
@@ -369,7 +550,26 @@ def _import_cupy():
         raise
     except Exception as exc:
         raise BackendUnavailableError(f"CuPy is installed but CUDA is not usable: {exc}") from None
+    major = _major_version(getattr(cupy, "__version__", ""))
+    if major is not None and major < SUPPORTED_CUPY[0]:
+        raise BackendUnavailableError(
+            f"the GPU backend needs CuPy {SUPPORTED_CUPY[0]} or newer (its cuBLAS/cuSOLVER "
+            f"bindings), found {cupy.__version__}: pip install -U 'kernelfit[cuda12]'")
+    if major is not None and major > SUPPORTED_CUPY[-1]:
+        import warnings
+
+        warnings.warn(f"kernelfit's GPU backend was checked against CuPy "
+                      f"{SUPPORTED_CUPY[0]}-{SUPPORTED_CUPY[-1]}; CuPy {cupy.__version__} may "
+                      "have changed the cuBLAS/cuSOLVER bindings it uses", RuntimeWarning,
+                      stacklevel=3)
     return cupy
+
+
+def _major_version(text: str):
+    try:
+        return int(str(text).split(".")[0])
+    except ValueError:
+        return None
 
 
 @functools.lru_cache(maxsize=1)

@@ -70,15 +70,16 @@ def nonneg_float(text: str) -> float:
 def add_data_arguments(p) -> None:
     g = p.add_argument_group("data")
     g.add_argument("--dataset", default="digits",
-                   help="mnist, fashion-mnist, cifar10, digits (bundled, no download) or "
-                        "imagefolder:PATH (a train/<class>/*, test/<class>/* tree or .tar.gz)")
+                   help="mnist, fashion-mnist, cifar10, digits (bundled, no download), "
+                        "imagefolder:PATH (a train/<class>/*, test/<class>/* tree or .tar.gz) "
+                        "or npz:PATH (your arrays X_train, y_train[, X_test, y_test])")
     g.add_argument("--data-dir", default=None,
                    help="folder holding the dataset files (else $KERNELFIT_DATA, else the "
                         "per-user cache); missing files are downloaded and verified there")
     g.add_argument("--n-train", type=positive_int, default=None,
-                   help="number of training points (default: all)")
+                   help="number of training points (None: all)")
     g.add_argument("--n-test", type=nonneg_int, default=None,
-                   help="number of test points (default: all)")
+                   help="number of test points (None: all)")
     g.add_argument("--balanced", action="store_true", help="class-balanced subsets")
     g.add_argument("--seed", type=int, default=0, help="seed of subsets and random features")
 
@@ -114,8 +115,6 @@ def add_solver_arguments(p) -> None:
                    help="auto uses a GPU when CuPy and a CUDA device are usable")
     g.add_argument("--tile-size", type=positive_int, default=None,
                    help="tile edge of the blocked Gram/Cholesky (default: automatic)")
-    g.add_argument("--cache-dir", default=None,
-                   help="feature cache folder (else $KERNELFIT_CACHE, else ~/.cache/kernelfit)")
     g.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -127,13 +126,11 @@ def config_from_args(args):
         from ..features import feature_params_from_args
 
         feats, fparams = feature_params_from_args(args)
-    if args.n_train is not None and args.n_train < 2 and args.solver == "cholesky":
-        pass
     return SolveConfig(
         dataset=args.dataset, data_dir=args.data_dir, n_train=args.n_train, n_test=args.n_test,
         balanced=args.balanced, seed=args.seed, features=feats, feature_params=fparams,
         feature_cache=not getattr(args, "no_feature_cache", False),
-        cache_dir=getattr(args, "cache_dir", None),
+        cache_dir=getattr(args, "feature_cache_dir", None),
         kernel=args.kernel, bandwidth=args.bandwidth, degree=args.degree, gamma=args.gamma,
         coef0=args.coef0, dtype=args.dtype, solver=args.solver, ridge=args.ridge,
         device=args.device, tile_size=args.tile_size,

@@ -47,6 +47,15 @@ class SolveOptions:
     show_progress: Optional[bool] = None
     check_memory: bool = True
     estimate_condition: bool = False
+    # beyond memory (kernelfit.solvers.mixed / ooc / distributed)
+    precision: str = "auto"            # 'auto' | 'float64' | 'float32' | 'mixed'
+    tol: float = 1e-10                 # relative residual target of mixed-precision refinement
+    max_iter: Optional[int] = None     # refinement steps (None: 30)
+    refinement: str = "cg"             # 'cg' (preconditioned CG) | 'ir' (iterative refinement)
+    ooc_dir: Optional[str] = None      # out-of-core: tiles and checkpoints in this folder
+    resume: bool = False               # continue an interrupted out-of-core run
+    scheduler: Optional[str] = None    # Dask scheduler address
+    distributed: Optional[str] = None  # 'local': a local Dask cluster
 
     def validate(self) -> "SolveOptions":
         if self.solver not in SOLVERS:
@@ -67,6 +76,9 @@ class SolveOptions:
             self.tile_size = int(self.tile_size)
         if self.rcond is not None and not (0 <= float(self.rcond) < 1):
             raise InputError(f"rcond must be in [0, 1), got {self.rcond!r}")
+        from .mixed import validate_beyond_memory
+
+        validate_beyond_memory(self)
         return self
 
 
@@ -137,6 +149,11 @@ def solve_exact(kernel: Kernel, X, Y, options: Optional[SolveOptions] = None,
     """
     opts = (options or SolveOptions()).validate()
     be = backend if backend is not None else get_backend(opts.device)
+    from .mixed import dispatch_beyond_memory  # mixed precision, out-of-core, Dask
+
+    routed = dispatch_beyond_memory(kernel, X, Y, opts, be)
+    if routed is not None:
+        return routed
     xp = be.xp
     n, d = X.shape
     if Y.ndim == 1:
