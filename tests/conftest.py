@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -9,10 +10,29 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_caches(tmp_path_factory):
+    """Keep the suite out of the user's caches: per-session XDG cache, no progress bars."""
+    saved = {k: os.environ.get(k) for k in ("XDG_CACHE_HOME", "KERNELFIT_PROGRESS",
+                                            "KERNELFIT_CACHE", "MPLBACKEND")}
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("xdg-cache"))
+    os.environ["KERNELFIT_PROGRESS"] = "0"
+    os.environ.pop("KERNELFIT_CACHE", None)
+    os.environ["MPLBACKEND"] = "Agg"
+    yield
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
 @pytest.fixture(scope="session")
 def shared_data_dir() -> Path:
-    """The shared real datasets (``../shared/data`` next to the repository); skip when absent."""
-    path = (REPO_ROOT / ".." / "shared" / "data").resolve()
+    """The real datasets: ``$KERNELFIT_TEST_DATA``, else ``../shared/data`` next to the
+    repository; the test is skipped when neither exists."""
+    env = os.environ.get("KERNELFIT_TEST_DATA")
+    path = Path(env) if env else (REPO_ROOT / ".." / "shared" / "data").resolve()
     if not path.is_dir():
         pytest.skip(f"shared data directory {path} is not available")
     return path

@@ -1,0 +1,424 @@
+"""A whole benchmark run: kernelfit (CPU, GPU) and its peers at growing n, side by side.
+
+:func:`run_bench` describes the machine, measures its GEMM peaks (in a child process),
+then for each n (ascending) and each implementation runs one child
+(:func:`kernelfit.bench.runner.run_child`), after two checks that skip a run with the
+reason instead of starting it:
+
+- memory pre-flight: kernelfit's own plan (:func:`kernelfit.memory.plan_exact_solve`), a
+  peer's dense n x n needs (:func:`kernelfit.bench.runner.dense_bytes_needed`), against
+  the memory available now; an implementation that does not fit at n is not tried at
+  larger n either;
+- time budget: the run's wall time so far plus the projected time of this run (the
+  previous n's time scaled by (n / n_prev)^3) must stay within ``budget_s``.
+
+An implementation that timed out or ran out of memory is not tried at larger n; one that
+crashed is (crashes are quick and size dependent). Finally the factorization times are
+fitted by a power law and by c n^3 (:func:`fit_power_law`) to predict the time at the
+largest n that fits in memory.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import math
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Dict, List, Optional, Sequence
+
+import numpy as np
+
+from ..errors import InputError
+from .runner import IMPLEMENTATIONS, PEERS, dense_bytes_needed, peer_unavailable_reason, \
+    run_child
+
+__all__ = ["BenchConfig", "parse_peers", "parse_devices", "fit_power_law", "run_bench",
+           "SCHEMA", "largest_fitting_n", "STAGES"]
+
+SCHEMA = "kernelfit-bench/1"
+#: stages whose median times a record reports
+STAGES = ("gram", "factor", "solve", "residual", "predict", "fit", "total")
+DEFAULT_N = (2000, 5000, 10000, 20000)
+
+
+def parse_peers(text) -> tuple:
+    """``'sklearn,scipy'`` -> ('sklearn', 'scipy'); ``'none'`` or '' -> (). Unknown names
+    raise :class:`InputError` (before anything runs)."""
+    if text is None:
+        return PEERS
+    items = text if isinstance(text, (list, tuple)) else str(text).split(",")
+    names = [str(t).strip().lower() for t in items if str(t).strip()]
+    if names in (["none"], []):
+        return ()
+    aliases = {"scikit-learn": "sklearn", "kernelridge": "sklearn"}
+    names = [aliases.get(n, n) for n in names]
+    bad = [n for n in names if n not in PEERS]
+    if bad:
+        raise InputError(f"unknown peer(s) {', '.join(map(repr, bad))}; known peers: "
+                         f"{', '.join(PEERS)} (or 'none')")
+    return tuple(dict.fromkeys(names))
+
+
+def parse_devices(text: str) -> tuple:
+    """``cpu`` / ``gpu`` / ``all`` -> the kernelfit devices to measure."""
+    if text == "all":
+        return ("cpu", "gpu")
+    if text in ("cpu", "gpu"):
+        return (text,)
+    raise InputError(f"device must be cpu, gpu or all, got {text!r}")
+
+
+@dataclass
+class BenchConfig:
+    """What a benchmark run measures (defaults: a complete run in about 10 minutes on a
+    2-core workstation)."""
+
+    n_list: Sequence[int] = DEFAULT_N
+    kernel: str = "gaussian"
+    bandwidth: float = 5.0
+    degree: int = 4
+    gamma: float = 1.0
+    coef0: float = 1.0
+    dtype: str = "float64"
+    devices: Sequence[str] = ("cpu", "gpu")
+    peers: Sequence[str] = PEERS
+    repeats: int = 3
+    peer_repeats: int = 1
+    timeout_s: float = 600.0
+    budget_s: float = 600.0
+    dataset: str = "random"
+    data_dir: Optional[str] = None
+    d: int = 784
+    n_test: int = 1000
+    seed: int = 0
+    tile_size: Optional[int] = None
+    sklearn_alpha: float = 1e-10
+    measure_peaks: bool = True
+    peak_size: int = 4096
+    peak_repeats: int = 3
+    peer_env: Dict[str, str] = field(default_factory=dict)
+    memory_guard: bool = True
+
+    def validate(self) -> "BenchConfig":
+        from ..kernels import Kernel
+
+        ns = [int(n) for n in self.n_list]
+        if not ns or any(n < 2 for n in ns):
+            raise InputError(f"every n must be an integer of at least 2, got {list(self.n_list)}")
+        self.n_list = sorted(set(ns))
+        Kernel(self.kernel, bandwidth=self.bandwidth, degree=self.degree, gamma=self.gamma,
+               coef0=self.coef0)  # raises InputError on a bad kernel
+        if self.dtype not in ("float64", "float32"):
+            raise InputError(f"dtype must be float64 or float32, got {self.dtype!r}")
+        self.devices = tuple(self.devices)
+        for dev in self.devices:
+            if dev not in ("cpu", "gpu"):
+                raise InputError(f"unknown device {dev!r}")
+        self.peers = parse_peers(list(self.peers))
+        if self.repeats < 1 or self.peer_repeats < 1:
+            raise InputError("repeats must be at least 1")
+        if self.timeout_s <= 0:
+            raise InputError("timeout must be positive")
+        if self.n_test < 0 or self.d < 1:
+            raise InputError("n_test must be >= 0 and d >= 1")
+        return self
+
+    def implementations(self) -> List[dict]:
+        """The (label, impl, device) rows of the run, kernelfit first."""
+        rows = [{"label": f"kernelfit-{dev}", "impl": "kernelfit", "device": dev}
+                for dev in self.devices]
+        rows += [{"label": p, "impl": p, "device": "cpu"} for p in self.peers]
+        return rows
+
+
+# ---------------------------------------------------------------- n^3 fit
+def fit_power_law(ns: Sequence[float], ts: Sequence[float]) -> dict:
+    """Fit t = c n^p (least squares on log t vs log n) and t = c3 n^3 (least squares on t).
+
+    Returns ``exponent``, ``coef`` (of the power law; None with fewer than two distinct n),
+    ``cubic_coef`` and ``points``. Non-positive or missing times are ignored.
+    """
+    pts = [(float(n), float(t)) for n, t in zip(ns, ts)
+           if t is not None and n and t > 0 and math.isfinite(t)]
+    out = {"points": len(pts), "exponent": None, "coef": None, "cubic_coef": None}
+    if not pts:
+        return out
+    n = np.array([p[0] for p in pts])
+    t = np.array([p[1] for p in pts])
+    out["cubic_coef"] = float(np.sum(t * n ** 3) / np.sum(n ** 6))
+    if len(set(n.tolist())) >= 2:
+        slope, intercept = np.polyfit(np.log(n), np.log(t), 1)
+        out["exponent"] = float(slope)
+        out["coef"] = float(math.exp(intercept))
+    return out
+
+
+def predict_time(fit: dict, n: float, cubic: bool = False) -> Optional[float]:
+    """The time a :func:`fit_power_law` fit predicts at n (the c n^3 fit when ``cubic``)."""
+    if cubic or fit.get("exponent") is None:
+        c = fit.get("cubic_coef")
+        return None if c is None else float(c * float(n) ** 3)
+    return float(fit["coef"] * float(n) ** fit["exponent"])
+
+
+def largest_fitting_n(impl: str, available: int, *, d: int, n_test: int,
+                      dtype="float64") -> int:
+    """The largest n whose run of ``impl`` fits in ``available`` bytes (with kernelfit's
+    10% headroom), by bisection over :func:`dense_bytes_needed`."""
+    from ..memory import SAFETY
+
+    def fits(n):
+        return dense_bytes_needed(impl, n, d, n_test, dtype=np.dtype(dtype)) <= SAFETY * available
+
+    lo, hi = 1, 2
+    while fits(hi) and hi < (1 << 24):
+        lo, hi = hi, hi * 2
+    if not fits(lo):
+        return 0
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if fits(mid):
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
+# ---------------------------------------------------------------- records
+def _median(vals) -> Optional[float]:
+    vals = [v for v in vals if v is not None]
+    return float(statistics.median(vals)) if vals else None
+
+
+def _peak_rate(machine: dict, device: str, dtype: str) -> Optional[float]:
+    peaks = machine.get("peaks") or {}
+    if device == "gpu":
+        g = peaks.get("gpu") or {}
+        return g.get("fp64_gflops" if dtype == "float64" else "fp32_gflops")
+    c = peaks.get("cpu") or {}
+    return c.get("dgemm_gflops" if dtype == "float64" else "sgemm_gflops")
+
+
+def _record(row: dict, n: int, cfg: BenchConfig, machine: dict, child: Optional[dict] = None,
+            status: Optional[str] = None, reason: Optional[str] = None) -> dict:
+    rec = {"label": row["label"], "impl": row["impl"], "device": row["device"], "n": int(n),
+           "n_test": cfg.n_test, "d": cfg.d, "dataset": cfg.dataset, "kernel": cfg.kernel,
+           "dtype": cfg.dtype, "status": status, "reason": reason}
+    for s in STAGES:
+        rec[s] = None
+    rec.update({"repeats": 0, "factor_gflops": None, "fraction_of_peak": None,
+                "peak_rss_bytes": None, "relative_residual": None, "test_error": None,
+                "wall_s": None})
+    if child is None:
+        return rec
+    rec["status"] = child["status"]
+    rec["reason"] = child.get("reason")
+    rec["wall_s"] = child.get("wall_s")
+    rec["returncode"] = child.get("returncode")
+    rec["signal"] = child.get("signal")
+    rec["peak_rss_bytes"] = child.get("max_rss_bytes") or None
+    res = child.get("result") or {}
+    reps = res.get("repeats") or []
+    if reps:
+        rec["repeats"] = len(reps)
+        for s in STAGES:
+            rec[s] = _median(r.get(s) for r in reps)
+        rec["times"] = {s: [r.get(s) for r in reps] for s in STAGES}
+        rec["relative_residual"] = _median(r.get("relative_residual") for r in reps)
+        rec["test_error"] = _median(r.get("test_error") for r in reps)
+        gpu = [r["peak_gpu_bytes"] for r in reps if r.get("peak_gpu_bytes")]
+        if gpu:
+            rec["peak_gpu_bytes"] = max(gpu)
+        rec["baseline_rss_bytes"] = res.get("baseline_rss_bytes")
+        rec["load_s"] = res.get("load_s")
+    if rec["factor"]:
+        flops = float(n) ** 3 / 3.0
+        rec["factor_gflops"] = flops / rec["factor"] / 1e9
+        peak = _peak_rate(machine, row["device"], cfg.dtype)
+        if peak:
+            rec["fraction_of_peak"] = rec["factor_gflops"] / peak
+    if rec["status"] != "ok":
+        rec["stderr_tail"] = (child.get("stderr_tail") or "")[-1500:]
+        if res.get("traceback"):
+            rec["traceback"] = res["traceback"]
+    return rec
+
+
+# ---------------------------------------------------------------- the run
+def _gpu_info(cfg: BenchConfig, peaks_child: Optional[dict]) -> dict:
+    if "gpu" not in cfg.devices:
+        return {"available": False, "reason": "not requested (--device cpu)"}
+    res = (peaks_child or {}).get("result") or {}
+    if "gpu" in res:
+        return res["gpu"]
+    if peaks_child is not None and peaks_child.get("status") != "ok":
+        return {"available": False, "reason": f"GPU probe failed: {peaks_child.get('reason')}"}
+    return {"available": False, "reason": "GPU status unknown"}
+
+
+def run_bench(cfg: BenchConfig, on_event: Optional[Callable[[str, dict], None]] = None,
+              show_progress: Optional[bool] = None) -> dict:
+    """Run the benchmark described by ``cfg``; returns the JSON-ready results.
+
+    ``on_event(kind, payload)`` is called with ``('machine', machine)`` once and
+    ``('record', record)`` after every run or skip (for live output).
+    """
+    from ..backend import available_host_memory
+    from ..memory import SAFETY, fmt_bytes
+    from ..progress import progress
+    from .machine import describe_machine
+
+    cfg.validate()
+    emit = on_event or (lambda kind, payload: None)
+    t_start = time.perf_counter()
+    machine = describe_machine()
+    # peaks (and the GPU probe) in a child: the parent never initializes CUDA
+    want_gpu = "gpu" in cfg.devices
+    peaks_child = None
+    if cfg.measure_peaks or want_gpu:
+        spec = {"task": "peaks", "cpu": bool(cfg.measure_peaks), "gpu": want_gpu,
+                "size": cfg.peak_size, "repeats": cfg.peak_repeats,
+                "gpu_size": 8192 if cfg.measure_peaks else 256}
+        peaks_child = run_child(spec, timeout=max(cfg.timeout_s, 120.0))
+    peaks = {"cpu": None, "gpu": _gpu_info(cfg, peaks_child)}
+    if cfg.measure_peaks:
+        res = (peaks_child or {}).get("result") or {}
+        peaks["cpu"] = res.get("cpu") or {"error": (peaks_child or {}).get("reason")}
+    machine["peaks"] = peaks
+    emit("machine", machine)
+
+    rows = cfg.implementations()
+    records: List[dict] = []
+    blocked: Dict[str, str] = {}          # label -> why larger n are not tried
+    last_ok: Dict[str, dict] = {}         # label -> last completed record
+    gpu_mem = peaks["gpu"].get("gpu_memory_bytes") if peaks["gpu"].get("available") else None
+    bar = progress(total=len(cfg.n_list) * len(rows), desc="bench", enabled=show_progress,
+                   unit="run")
+    try:
+        for n in cfg.n_list:
+            for row in rows:
+                label, impl, dev = row["label"], row["impl"], row["device"]
+                bar.set_description(f"{label} n={n}")
+                rec = None
+                if impl == "kernelfit" and dev == "gpu" and not peaks["gpu"].get("available"):
+                    rec = _record(row, n, cfg, machine, status="unavailable",
+                                  reason=peaks["gpu"].get("reason"))
+                elif impl != "kernelfit" and peer_unavailable_reason(impl, cfg.kernel):
+                    rec = _record(row, n, cfg, machine, status="unavailable",
+                                  reason=peer_unavailable_reason(impl, cfg.kernel))
+                elif label in blocked:
+                    rec = _record(row, n, cfg, machine, status="skipped", reason=blocked[label])
+                if rec is None:
+                    avail = gpu_mem if dev == "gpu" else available_host_memory()
+                    need = dense_bytes_needed(impl, n, cfg.d, cfg.n_test,
+                                              dtype=np.dtype(cfg.dtype),
+                                              tile_size=cfg.tile_size)
+                    if avail is not None and need > SAFETY * avail:
+                        why = (f"memory: needs about {fmt_bytes(need)}, "
+                               f"{fmt_bytes(avail)} available (90% usable)")
+                        rec = _record(row, n, cfg, machine, status="skipped", reason=why)
+                        blocked[label] = f"memory: n = {n} already did not fit"
+                if rec is None and cfg.budget_s and label in last_ok:
+                    prev = last_ok[label]
+                    projected = prev["wall_s"] * (n / prev["n"]) ** 3
+                    elapsed = time.perf_counter() - t_start
+                    if elapsed + projected > cfg.budget_s:
+                        rec = _record(row, n, cfg, machine, status="skipped",
+                                      reason=f"time budget: projected {projected:.0f} s after "
+                                             f"{elapsed:.0f} s of a {cfg.budget_s:.0f} s budget")
+                if rec is None:
+                    spec = {"task": "solve", "impl": impl, "device": dev, "n": n,
+                            "n_test": cfg.n_test, "d": cfg.d, "dataset": cfg.dataset,
+                            "data_dir": cfg.data_dir, "seed": cfg.seed, "kernel": cfg.kernel,
+                            "bandwidth": cfg.bandwidth, "degree": cfg.degree,
+                            "gamma": cfg.gamma, "coef0": cfg.coef0, "dtype": cfg.dtype,
+                            "tile_size": cfg.tile_size, "sklearn_alpha": cfg.sklearn_alpha,
+                            "repeats": cfg.repeats if impl == "kernelfit" else cfg.peer_repeats}
+                    guard = None
+                    if cfg.memory_guard and dev == "cpu":
+                        guard = int(0.98 * available_host_memory())
+                    child = run_child(spec, timeout=cfg.timeout_s,
+                                      env=cfg.peer_env if impl != "kernelfit" else None,
+                                      memory_limit=guard)
+                    rec = _record(row, n, cfg, machine, child=child)
+                    if rec["status"] == "ok":
+                        last_ok[label] = rec
+                    elif rec["status"] in ("timeout", "memory"):
+                        blocked[label] = f"{rec['status']} at n = {n}"
+                records.append(rec)
+                emit("record", rec)
+                bar.update(1)
+    finally:
+        bar.close()
+
+    results = {
+        "schema": SCHEMA,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "config": asdict(cfg),
+        "machine": machine,
+        "records": records,
+    }
+    results["comparisons"] = comparisons(records)
+    results["extrapolation"] = extrapolate(records, cfg, machine)
+    results["skipped"] = [{"label": r["label"], "n": r["n"], "status": r["status"],
+                           "reason": r["reason"]} for r in records if r["status"] != "ok"]
+    results["elapsed_s"] = time.perf_counter() - t_start
+    return results
+
+
+def comparisons(records: List[dict]) -> List[dict]:
+    """kernelfit vs the peers at equal n: factor-rate ratio to scipy's dpotrf, and
+    end-to-end time and peak-memory ratios to every completed peer."""
+    by = {(r["label"], r["n"]): r for r in records}
+    out = []
+    for n in sorted({r["n"] for r in records}):
+        kf = by.get(("kernelfit-cpu", n))
+        if not kf or kf["status"] != "ok":
+            continue
+        row = {"n": n}
+        sp = by.get(("scipy", n))
+        if sp and sp["status"] == "ok" and sp.get("factor_gflops") and kf.get("factor_gflops"):
+            row["factor_rate_vs_scipy"] = kf["factor_gflops"] / sp["factor_gflops"]
+        for peer in PEERS:
+            p = by.get((peer, n))
+            if not p:
+                continue
+            if p["status"] != "ok":
+                row[f"{peer}_status"] = p["status"]
+                continue
+            if p.get("total") and kf.get("total"):
+                row[f"time_vs_{peer}"] = kf["total"] / p["total"]
+            if p.get("peak_rss_bytes") and kf.get("peak_rss_bytes"):
+                row[f"memory_vs_{peer}"] = kf["peak_rss_bytes"] / p["peak_rss_bytes"]
+        out.append(row)
+    return out
+
+
+def extrapolate(records: List[dict], cfg: BenchConfig, machine: dict) -> Dict[str, dict]:
+    """Per implementation: the n^3 fits of the factor (or fit, for scikit-learn) and total
+    times, and the predicted times at the largest n that fits in memory now."""
+    from ..backend import available_host_memory
+
+    out = {}
+    avail = available_host_memory()
+    gpu = (machine.get("peaks") or {}).get("gpu") or {}
+    for row in cfg.implementations():
+        ok = [r for r in records if r["label"] == row["label"] and r["status"] == "ok"]
+        if not ok:
+            continue
+        key = "factor" if any(r.get("factor") for r in ok) else "fit"
+        ns = [r["n"] for r in ok]
+        fit_f = fit_power_law(ns, [r.get(key) for r in ok])
+        fit_t = fit_power_law(ns, [r.get("total") for r in ok])
+        mem = gpu.get("gpu_memory_bytes") if row["device"] == "gpu" else avail
+        n_max = largest_fitting_n(row["impl"], mem or 0, d=cfg.d, n_test=cfg.n_test,
+                                  dtype=cfg.dtype) if mem else None
+        entry = {"stage": key, "stage_fit": fit_f, "total_fit": fit_t, "n_max_fits": n_max,
+                 "available_bytes": mem}
+        if n_max:
+            entry["predicted_stage_s"] = predict_time(fit_f, n_max)
+            entry["predicted_stage_s_cubic"] = predict_time(fit_f, n_max, cubic=True)
+            entry["predicted_total_s"] = predict_time(fit_t, n_max)
+        out[row["label"]] = entry
+    return out

@@ -1,0 +1,236 @@
+"""The same test bodies on the NumPy backend and on the CuPy backend.
+
+Every test takes the ``be`` fixture, parametrized over ``cpu`` and ``gpu``. The ``gpu``
+cases are skipped, with the reason, where CuPy or a CUDA device is missing; where they
+run, each asserts that its results really are CuPy arrays and that they agree with the
+CPU/NumPy reference within the tolerances below.
+
+Tolerances (float64): tile kernels and Gram blocks ``rtol=1e-12``; Cholesky factors and
+solves of well-conditioned matrices ``rtol=1e-10``; estimator predictions/decision values
+``rtol=1e-8`` (the solve amplifies rounding differences by cond(K)).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from kernelfit.backend import CPUBackend, get_backend, gpu_available
+from kernelfit.errors import InputError, MemoryPlanError, NotPositiveDefiniteError
+from kernelfit.estimator import KernelInterpolator
+from kernelfit.kernels import get_kernel
+from kernelfit.solvers.exact import SolveOptions, solve_exact
+from kernelfit.solvers.tiled import (TiledSymmetric, build_gram, cholesky_inplace,
+                                     cholesky_solve, cross_kernel_matmul, kernel_matvec)
+
+RTOL_BLOCK = 1e-12
+RTOL_SOLVE = 1e-10
+RTOL_PREDICT = 1e-8
+
+_GPU_REASON = "needs CuPy and a usable CUDA device (pip install 'kernelfit[cuda12]')"
+
+
+@pytest.fixture(params=["cpu", pytest.param("gpu", marks=pytest.mark.gpu)])
+def be(request):
+    if request.param == "gpu" and not gpu_available():
+        pytest.skip(_GPU_REASON)
+    backend = get_backend(request.param)
+    yield backend
+    backend.free_pool()
+
+
+def _on(be, x):
+    """Move a NumPy array to the backend and check it arrived as the backend's type."""
+    y = be.asarray(x)
+    assert be.is_backend_array(y)
+    return y
+
+
+def _host(be, y):
+    """Back to NumPy, asserting the result was produced as the backend's own array."""
+    assert be.is_backend_array(y), f"expected a {be.name} array, got {type(y).__name__}"
+    return be.to_numpy(y)
+
+
+def _spd(n, seed=0):
+    rng = np.random.default_rng(seed)
+    A = rng.standard_normal((n, n // 2 + 3))
+    return A @ A.T + n * np.eye(n)
+
+
+def _data(n=80, d=6, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((n, d))
+
+
+# ---------------------------------------------------------------- kernels and Gram
+@pytest.mark.parametrize("name,params", [("gaussian", {"bandwidth": 2.0}),
+                                         ("laplacian", {"bandwidth": 3.0}),
+                                         ("normalized", {"degree": 4})])
+def test_kernel_blocks_match_numpy(be, name, params):
+    X = _data(50, 7, seed=1)
+    Z = _data(30, 7, seed=2)
+    k = get_kernel(name, **params)
+    ref = k.block(X, Z, a_stats=k.prepare(X), b_stats=k.prepare(Z))
+    Xb, Zb = _on(be, X), _on(be, Z)
+    got = k.block(Xb, Zb, a_stats=k.prepare(Xb), b_stats=k.prepare(Zb))
+    assert got.dtype == np.float64
+    np.testing.assert_allclose(_host(be, got), ref, rtol=RTOL_BLOCK, atol=1e-14)
+
+
+@pytest.mark.parametrize("tile", [16, 33, 100])
+def test_build_gram_matches_numpy(be, tile):
+    X = _data(100, 5, seed=3)
+    k = get_kernel("gaussian", bandwidth=2.0)
+    ref = k.block(X, X, a_stats=k.prepare(X), b_stats=k.prepare(X), same=True)
+    T = build_gram(k, _on(be, X), tile_size=tile, backend=be)
+    for row in T.tiles:
+        for t in row:
+            assert be.is_backend_array(t) and t.flags.f_contiguous and t.dtype == np.float64
+    np.testing.assert_allclose(T.to_dense(), ref, rtol=RTOL_BLOCK, atol=1e-14)
+
+
+def test_cross_kernel_and_matvec_match_numpy(be):
+    X = _data(70, 4, seed=4)
+    Q = _data(25, 4, seed=5)
+    V = np.random.default_rng(6).standard_normal((70, 3))
+    k = get_kernel("gaussian", bandwidth=1.5)
+    K = k.block(X, X, a_stats=k.prepare(X), b_stats=k.prepare(X), same=True)
+    KQ = k.block(Q, X, a_stats=k.prepare(Q), b_stats=k.prepare(X))
+    got_mv = kernel_matvec(k, _on(be, X), _on(be, V), tile_size=20, backend=be)
+    got_cross = cross_kernel_matmul(k, _on(be, Q), _on(be, X), _on(be, V), tile_size=20,
+                                    backend=be)
+    np.testing.assert_allclose(_host(be, got_mv), K @ V, rtol=RTOL_BLOCK, atol=1e-12)
+    np.testing.assert_allclose(_host(be, got_cross), KQ @ V, rtol=RTOL_BLOCK, atol=1e-12)
+
+
+# ---------------------------------------------------------------- factorization
+@pytest.mark.parametrize("n,tile", [(1, 1), (7, 3), (64, 64), (130, 32), (257, 50)])
+def test_cholesky_inplace_and_solve_match_numpy(be, n, tile):
+    A = _spd(n, seed=n)
+    B = np.random.default_rng(n + 1).standard_normal((n, 3))
+    T = TiledSymmetric.from_dense(A, tile, backend=be)
+    ptrs = [[_ptr(be, t) for t in row] for row in T.tiles]
+    cholesky_inplace(T)
+    assert ptrs == [[_ptr(be, t) for t in row] for row in T.tiles], "factor was not in place"
+    np.testing.assert_allclose(T.to_dense(lower_only=True), np.linalg.cholesky(A),
+                               rtol=RTOL_SOLVE, atol=1e-12)
+    X = cholesky_solve(T, _on(be, B))
+    np.testing.assert_allclose(_host(be, X), np.linalg.solve(A, B), rtol=RTOL_SOLVE,
+                               atol=1e-12)
+
+
+def test_float32_factor(be):
+    A = _spd(96, seed=7).astype(np.float32)
+    T = TiledSymmetric.from_dense(A, 40, backend=be)
+    cholesky_inplace(T)
+    assert T.tiles[1][0].dtype == np.float32
+    x = _host(be, cholesky_solve(T, _on(be, np.ones(96))))
+    assert np.linalg.norm(A.astype(np.float64) @ x - 1) / np.sqrt(96) < 1e-4
+
+
+@pytest.mark.parametrize("bad_row", [0, 5, 47])
+def test_not_positive_definite_reports_the_global_row(be, bad_row):
+    n, tile = 60, 16
+    A = _spd(n, seed=3)
+    # the Schur complement of the leading (bad_row x bad_row) block at row bad_row is -1:
+    # the pivot there is negative and every earlier one positive
+    c = np.zeros(n)
+    c[:bad_row] = np.random.default_rng(1).standard_normal(bad_row)
+    v = A @ c
+    A[bad_row, :] = v
+    A[:, bad_row] = v
+    A[bad_row, bad_row] = c @ v - 1.0
+    T = TiledSymmetric.from_dense(A, tile, backend=be)
+    with pytest.raises(NotPositiveDefiniteError) as info:
+        cholesky_inplace(T)
+    assert info.value.index == bad_row
+    assert f"row {bad_row} " in str(info.value)
+
+
+def test_potrf_returns_lapack_info(be):
+    A = np.asfortranarray(np.diag([4.0, 1.0, -1.0, 2.0]))
+    a = be.asarray(A)
+    assert be.potrf(a) == 3
+    b = be.asarray(np.asfortranarray(np.diag([4.0, 9.0])))
+    assert be.potrf(b) == 0
+    np.testing.assert_allclose(np.diag(be.to_numpy(b)), [2.0, 3.0])
+
+
+def _ptr(be, t):
+    return t.data.ptr if be.device == "gpu" else t.ctypes.data
+
+
+# ---------------------------------------------------------------- solves and estimator
+def test_solve_exact_and_estimator_agree_with_cpu(be):
+    X = _data(120, 5, seed=8)
+    y = (X[:, 0] + X[:, 1] ** 2 > 1).astype(int) + (X[:, 2] > 0.5)
+    Q = _data(40, 5, seed=9)
+    k = get_kernel("gaussian", bandwidth=2.0)
+    Y = np.eye(3)[y]
+    ref = solve_exact(k, X, Y, SolveOptions(device="cpu", tile_size=32))
+    got = solve_exact(k, X, Y, SolveOptions(device=be.device, tile_size=32), backend=be)
+    assert got.device == be.device
+    np.testing.assert_allclose(_host(be, got.alpha), ref.alpha, rtol=RTOL_SOLVE * 100,
+                               atol=1e-10)
+
+    est_ref = KernelInterpolator(kernel="gaussian", bandwidth=2.0, device="cpu",
+                                 tile_size=32).fit(X, y)
+    est = KernelInterpolator(kernel="gaussian", bandwidth=2.0, device=be.device,
+                             tile_size=32).fit(X, y)
+    assert est.device_ == be.device
+    assert be.is_backend_array(est.alpha_)
+    np.testing.assert_allclose(est.decision_function(Q), est_ref.decision_function(Q),
+                               rtol=RTOL_PREDICT, atol=1e-10)
+    np.testing.assert_array_equal(est.predict(Q), est_ref.predict(Q))
+    assert est.relative_residual_ < 1e-8
+
+
+def test_memory_queries_have_the_right_types(be):
+    free = be.free_memory()
+    assert isinstance(free, int) and free > 0
+    peak = be.peak_memory()
+    if be.device == "cpu":
+        assert peak is None
+    else:
+        x = be.xp.ones((1024, 1024))
+        be.synchronize()
+        assert isinstance(peak, int)
+        assert be.peak_memory() >= x.nbytes
+        stats = be.memory_stats()
+        assert stats["peak_pool_bytes"] >= x.nbytes
+        del x
+        be.free_pool()
+        assert be.peak_memory() >= 1024 * 1024 * 8  # the peak survives the release
+    desc = be.describe()
+    assert desc["device"] == be.device
+
+
+def test_memory_refusal(be, monkeypatch):
+    X = _data(200, 3)
+    monkeypatch.setattr(be, "free_memory", lambda: 10_000)
+    with pytest.raises(MemoryPlanError):
+        solve_exact(get_kernel("gaussian", bandwidth=1.0), X, np.ones(200),
+                    SolveOptions(device=be.device), backend=be)
+
+
+def test_auto_reports_the_device_it_used():
+    be = get_backend("auto")
+    assert be.device == ("gpu" if gpu_available() else "cpu")
+    est = KernelInterpolator(kernel="gaussian", bandwidth=1.0, device="auto").fit(
+        _data(30, 3), np.arange(30) % 2)
+    assert est.device_ == be.device
+
+
+# ---------------------------------------------------------------- GPU-only checks
+def test_gpu_refuses_c_ordered_tiles():
+    if not gpu_available():
+        pytest.skip(_GPU_REASON)
+    be = get_backend("gpu")
+    c = be.xp.asarray(np.ascontiguousarray(_spd(8)))
+    assert not c.flags.f_contiguous
+    with pytest.raises(InputError, match="Fortran"):
+        be.potrf(c)
+    with pytest.raises(InputError, match="CuPy arrays"):
+        be.potrf(np.asfortranarray(_spd(8)))
+
