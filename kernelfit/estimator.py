@@ -61,12 +61,45 @@ class KernelInterpolator(BaseEstimator):
         Seed of the sample used by ``bandwidth='median'`` and of the condition estimate.
     show_progress : bool or None
         Progress bars (None: only on a terminal).
+    precision : {'auto', 'float64', 'float32', 'mixed'}, default 'auto'
+        'mixed' stores and factors K in float32 and refines the solution to float64
+        accuracy (preconditioned CG or iterative refinement against float64 kernel products
+        recomputed from X); 'auto' picks float64 when its memory plan fits, else mixed
+        (an explicit ``dtype='float32'`` keeps the plain float32 solve).
+    tol : float, default 1e-10
+        Relative residual ||Y - K alpha|| / ||Y|| at which refinement stops.
+    max_iter : int or None
+        Refinement steps at most (None: 30).
+    refinement : {'cg', 'ir'}
+        Preconditioned conjugate gradients or classic iterative refinement.
+    ooc_dir : str or None
+        Out-of-core Cholesky: K's tiles and checkpoints live in this folder.
+    resume : bool
+        Continue an interrupted out-of-core run in ``ooc_dir`` (same data and parameters).
+    scheduler : str or None
+        Address of a Dask scheduler to run the tiled work on.
+    distributed : {None, 'local'}
+        'local' starts a local Dask cluster.
+
+    Fitted attributes of the beyond-memory solvers: ``precision_`` (what was used),
+    ``refinement_history_`` (relative residual after each pass over K),
+    ``refinement_iterations_`` and ``fit_info_`` (shift, checkpoint state, cluster).
     """
 
     def __init__(self, kernel="gaussian", bandwidth=5.0, degree=4, gamma=1.0, coef0=1.0,
                  ridge=0.0, solver="cholesky", dtype="float64", device="cpu",
                  tile_size=None, task="auto", compute_residual=True, estimate_condition=False,
-                 random_state=0, show_progress=None):
+                 random_state=0, show_progress=None, precision="auto", tol=1e-10,
+                 max_iter=None, refinement="cg", ooc_dir=None, resume=False, scheduler=None,
+                 distributed=None):
+        self.precision = precision
+        self.tol = tol
+        self.max_iter = max_iter
+        self.refinement = refinement
+        self.ooc_dir = ooc_dir
+        self.resume = resume
+        self.scheduler = scheduler
+        self.distributed = distributed
         self.kernel = kernel
         self.bandwidth = bandwidth
         self.degree = degree
@@ -132,7 +165,11 @@ class KernelInterpolator(BaseEstimator):
         opts = SolveOptions(solver=self.solver, ridge=self.ridge, dtype=self.dtype,
                             tile_size=self.tile_size, device=be.device,
                             show_progress=self.show_progress,
-                            estimate_condition=self.estimate_condition)
+                            estimate_condition=self.estimate_condition,
+                            precision=self.precision, tol=self.tol, max_iter=self.max_iter,
+                            refinement=self.refinement, ooc_dir=self.ooc_dir,
+                            resume=self.resume, scheduler=self.scheduler,
+                            distributed=self.distributed)
         sol = solve_exact(kernel, Xf, Y, opts, backend=be)
         xp = be.xp
         Xb = xp.asarray(Xf)
@@ -151,13 +188,18 @@ class KernelInterpolator(BaseEstimator):
         cond = sol.info.get("condition")
         self.condition_number_ = None if cond is None else cond["condition_number"]
         self.alpha_ = sol.alpha
+        self.precision_ = sol.info.get("precision", sol.dtype)
+        self.refinement_history_ = sol.info.get("refinement_history")
+        self.refinement_iterations_ = sol.info.get("iterations")
         self.relative_residual_ = None
         self.rkhs_norm_ = None
         self.train_error_ = None
         if self.compute_residual:
             t0 = time.perf_counter()
-            KA = kernel_matvec(kernel, Xb, sol.alpha, tile_size=sol.info.get("tile_size"),
-                               backend=be, show_progress=self.show_progress)
+            KA = getattr(sol, "K_alpha", None)  # refinement already formed K alpha in float64
+            if KA is None:
+                KA = kernel_matvec(kernel, Xb, sol.alpha, tile_size=sol.info.get("tile_size"),
+                                   backend=be, show_progress=self.show_progress)
             be.synchronize()
             Yb = xp.asarray(Y)
             self.relative_residual_ = float(xp.linalg.norm(KA - Yb) / xp.linalg.norm(Yb))

@@ -54,6 +54,14 @@ class SolveConfig:
     tile_size: Optional[int] = None
     show_progress: Optional[bool] = None
     save: Optional[str] = None
+    precision: str = "auto"
+    tol: float = 1e-10
+    max_iter: Optional[int] = None
+    refinement: str = "cg"
+    ooc_dir: Optional[str] = None
+    resume: bool = False
+    scheduler: Optional[str] = None
+    distributed: Optional[str] = None
 
 
 def _versions() -> dict:
@@ -74,7 +82,10 @@ def _estimator(cfg: SolveConfig):
                               gamma=cfg.gamma, coef0=cfg.coef0, ridge=cfg.ridge,
                               solver=cfg.solver, dtype=cfg.dtype, device=cfg.device,
                               tile_size=cfg.tile_size, random_state=cfg.seed,
-                              show_progress=cfg.show_progress)
+                              show_progress=cfg.show_progress, precision=cfg.precision,
+                              tol=cfg.tol, max_iter=cfg.max_iter, refinement=cfg.refinement,
+                              ooc_dir=cfg.ooc_dir, resume=cfg.resume, scheduler=cfg.scheduler,
+                              distributed=cfg.distributed)
 
 
 def preflight(cfg: SolveConfig, n: int, d: int, n_classes: int, n_test: int) -> dict:
@@ -84,6 +95,11 @@ def preflight(cfg: SolveConfig, n: int, d: int, n_classes: int, n_test: int) -> 
 
     be = get_backend(cfg.device)
     ts = cfg.tile_size or default_tile_size(n, be.device)
+    from .solvers.mixed import preflight_beyond_memory
+
+    beyond = preflight_beyond_memory(cfg, n, d, n_classes, n_test, be, ts)
+    if beyond is not None:  # mixed precision, out-of-core or Dask: their own plan
+        return beyond
     plan = plan_exact_solve(n, d, n_classes, n_test=n_test, dtype=np.dtype(cfg.dtype),
                             tile_size=ts, solver=cfg.solver, device=be.device,
                             available=be.free_memory())
@@ -156,6 +172,12 @@ def solve_arrays(X_train, y_train, X_test=None, y_test=None, cfg: Optional[Solve
     }
     if "rank" in est.fit_info_:
         rec["rank"] = est.fit_info_["rank"]
+    for key in ("precision", "precision_reason", "refinement", "tol", "iterations", "matvecs",
+                "refinement_history", "converged", "shift", "preconditioner_only", "note",
+                "checkpoint", "out_of_core", "distributed"):
+        if key in est.fit_info_:
+            rec["solve_" + key if key in ("tol", "iterations", "note") else key] = \
+                est.fit_info_[key]
     rec["timings"] = timings
     if on_fitted is not None:
         on_fitted(est)

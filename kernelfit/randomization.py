@@ -36,7 +36,10 @@ every record. A ``'median'`` bandwidth is resolved once on the clean (featurized
 set, so every record uses the same kernel.
 
 Level 0 of every mode is the clean problem; it is solved once and the record is shared
-(``clean_reused`` is true on the copies) unless ``reuse_clean=False``.
+(``clean_reused`` is true on the copies) unless ``reuse_clean=False``. Label corruption
+leaves ``K`` unchanged, so cond(K) of the clean ``K`` is estimated once and shared by the
+``labels`` records (``condition_shared`` is true on those; the estimate is deterministic,
+so it equals what a separate estimate would give).
 
 Failures: a solve that fails with a :class:`~kernelfit.errors.NotPositiveDefiniteError`
 (e.g. duplicated corrupted images) is kept as a record with ``status='failed'`` and the
@@ -513,6 +516,8 @@ def run_randomization(cfg=None, modes="labels", levels=DEFAULT_LEVELS, repeats: 
     jobs = [(m, lv, r) for m in modes for lv in levels for r in range(repeats)]
     records: List[dict] = []
     clean: Optional[dict] = None
+    # labels leave K unchanged: its condition number is estimated once and shared
+    clean_cond: Dict[str, Optional[float]] = {}
     bar = progress(total=len(jobs), desc="randomize", enabled=show_progress, unit="solve")
     try:
         for mode, level, rep in jobs:
@@ -525,10 +530,18 @@ def run_randomization(cfg=None, modes="labels", levels=DEFAULT_LEVELS, repeats: 
                 rec.update(base)
                 rec["clean_reused"] = True
             else:
+                shared_cond = (estimate_condition and (mode == "labels" or level == 0.0)
+                               and "value" in clean_cond)
                 rec = _one_record(cfg, base, mode, level, seed, X_train, y_train, X_test,
                                   y_test, F_train, F_test, ds.image_shape, n_classes,
-                                  float(bandwidth), estimate_condition, corrupt_test,
-                                  pixel_mean, pixel_std, on_error)
+                                  float(bandwidth), estimate_condition and not shared_cond,
+                                  corrupt_test, pixel_mean, pixel_std, on_error)
+                if rec["status"] == "ok" and estimate_condition:
+                    if shared_cond:
+                        rec["condition_number"] = clean_cond["value"]
+                        rec["condition_shared"] = True
+                    elif mode == "labels" or level == 0.0:
+                        clean_cond["value"] = rec["condition_number"]
                 if level == 0.0 and rec["status"] == "ok":
                     clean = rec
             records.append(rec)
@@ -610,7 +623,7 @@ def _one_record(cfg, base, mode, level, seed, X_train, y_train, X_test, y_test, 
         Ftr, Fte, _ = _featurize(cfg, Xtr, Xte, image_shape)
     t_feat = time.perf_counter() - t0
     rec.update(n_train=int(Ftr.shape[0]), n_test=int(Fte.shape[0]),
-               n_features=int(Ftr.shape[1]), clean_reused=False)
+               n_features=int(Ftr.shape[1]), clean_reused=False, condition_shared=False)
     try:
         out = _solve_one(cfg, bandwidth, Ftr, ytr, Fte, y_test, estimate_condition, seed)
     except NotPositiveDefiniteError as exc:

@@ -92,3 +92,21 @@ def test_cli_unknown_check(tmp_path, capsys):
 
 def test_registry_names():
     assert proofs.names()[:2] == ["theorem1", "theorem1_deep"]
+
+
+def test_cli_exit_code_is_nonzero_when_a_check_fails(tmp_path, capsys, monkeypatch):
+    """A failing check (a criterion injected to fail) makes the command exit with 1."""
+    from kernelfit.cli import main
+    mod = proofs.get("curvature")
+    real = mod.check
+
+    def wrong(**kw):
+        res = real(**kw)
+        res.criteria["injected failure"] = False
+        return res.decide()
+
+    monkeypatch.setattr(mod, "check", wrong)
+    rc = main(["verify", "curvature", "--quick", "--json", "--out", str(tmp_path)])
+    out = json.loads(capsys.readouterr().out)
+    assert rc == 1
+    assert out["checks"][0]["passed"] is False

@@ -116,6 +116,26 @@ def add_solver_arguments(p) -> None:
     g.add_argument("--tile-size", type=positive_int, default=None,
                    help="tile edge of the blocked Gram/Cholesky (default: automatic)")
     g.add_argument("--no-progress", action="store_true", help="no progress bars")
+    b = p.add_argument_group("beyond memory")
+    b.add_argument("--precision", default="auto", choices=("auto", "float64", "float32", "mixed"),
+                   help="mixed: K stored/factored in float32, solution refined to float64 "
+                        "accuracy against float64 kernel products; auto: float64 when it fits "
+                        "in memory, else mixed")
+    b.add_argument("--tol", type=float, default=1e-10,
+                   help="relative residual at which mixed-precision refinement stops")
+    b.add_argument("--max-iter", type=positive_int, default=None,
+                   help="refinement steps at most (default 30)")
+    b.add_argument("--refine", dest="refinement", default="cg", choices=("cg", "ir"),
+                   help="cg: CG preconditioned by the low-precision factor; ir: iterative "
+                        "refinement")
+    b.add_argument("--out-of-core", dest="ooc_dir", default=None, metavar="DIR",
+                   help="out-of-core Cholesky: tiles and checkpoints in DIR")
+    b.add_argument("--resume", action="store_true",
+                   help="continue an interrupted out-of-core run in DIR")
+    b.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                   help="run the tiled work on the Dask scheduler at ADDRESS")
+    b.add_argument("--distributed", default=None, choices=("local",),
+                   help="local: run the tiled work on a local Dask cluster")
 
 
 def config_from_args(args):
@@ -134,6 +154,11 @@ def config_from_args(args):
         kernel=args.kernel, bandwidth=args.bandwidth, degree=args.degree, gamma=args.gamma,
         coef0=args.coef0, dtype=args.dtype, solver=args.solver, ridge=args.ridge,
         device=args.device, tile_size=args.tile_size,
+        precision=getattr(args, "precision", "auto"), tol=getattr(args, "tol", 1e-10),
+        max_iter=getattr(args, "max_iter", None), refinement=getattr(args, "refinement", "cg"),
+        ooc_dir=getattr(args, "ooc_dir", None), resume=getattr(args, "resume", False),
+        scheduler=getattr(args, "scheduler", None),
+        distributed=getattr(args, "distributed", None),
         show_progress=False if (args.no_progress or getattr(args, "json", False)) else None)
 
 

@@ -203,8 +203,9 @@ class RandomConvFeatures(FeatureMap):
             biases[lo:hi] = -(mu @ f.T + m_f) / s_f
         self.filters_ = filters
         self.biases_ = biases
-        self.pool_rows_ = pooling_matrix(Ho, int(self.pool))
-        self.pool_cols_ = pooling_matrix(Wo, int(self.pool))
+        # pooled[g, f] = sum_{h, w} P_r[g, h] act[h, w] P_c[f, w] = kron(P_r, P_c) @ vec(act)
+        self.pool_weights_ = np.kron(pooling_matrix(Ho, int(self.pool)),
+                                     pooling_matrix(Wo, int(self.pool)))
 
     def _fit_standardization(self, X, out):
         """Per-feature mean and std over the training images (one streaming pass).
@@ -261,29 +262,35 @@ class RandomConvFeatures(FeatureMap):
 
     # -- transform ----------------------------------------------------------------
     def _transform_batch(self, xb, xp):
+        """Features of one batch: for each chunk of ``k`` filters, one GEMM of the patches
+        (with a column of ones) against ``[[e, -e], [a - t, -a - t]]`` gives ``r - t`` and
+        ``-r - t`` together; ReLU in place; one GEMM with the ``pool^2 x positions``
+        pooling weights ``kron(P_rows, P_cols)`` averages them."""
         H, W, C, s, Ho, Wo = self._geometry
         b = xb.shape[0]
-        g = int(self.pool)
+        g2 = int(self.pool) ** 2
         t = float(self.threshold)
+        n = int(self.n_filters)
         patches = extract_patches(xb.reshape(b, H, W, C), s, xp)   # b, P, d
+        ones = xp.ones(patches.shape[:2] + (1,), dtype=xb.dtype)
+        patches = xp.concatenate([patches, ones], axis=2)          # b, P, d + 1
         E = self._on_device("filters_", xp, xb.dtype)
         a = self._on_device("biases_", xp, xb.dtype)
-        pr = self._on_device("pool_rows_", xp, xb.dtype)
-        pc = self._on_device("pool_cols_", xp, xb.dtype)
-        out = xp.empty((b, int(self.n_filters), 2, g, g), dtype=xb.dtype)
+        pool = self._on_device("pool_weights_", xp, xb.dtype)      # g^2, P
+        out = xp.empty((b, n, 2, g2), dtype=xb.dtype)
         cs = int(self.chunk_size)
-        for lo in range(0, int(self.n_filters), cs):
-            hi = min(int(self.n_filters), lo + cs)
-            r = xp.matmul(patches, E[lo:hi].T)                     # b, P, k
-            r += a[lo:hi]
-            r = r.reshape(b, Ho, Wo, hi - lo)
-            for sign in (0, 1):
-                act = xp.maximum((r if sign == 0 else -r) - t, 0)
-                # pooled[b, k, g, f] = sum_hw pr[g, h] act[b, h, w, k] pc[f, w]
-                tmp = xp.matmul(pr, act.reshape(b, Ho, Wo * (hi - lo)))  # b, g, Wo*k
-                tmp = tmp.reshape(b, g, Wo, hi - lo)
-                pooled = xp.einsum("bgwk,fw->bkgf", tmp, pc)
-                out[:, lo:hi, sign] = pooled
+        for lo in range(0, n, cs):
+            hi = min(n, lo + cs)
+            k = hi - lo
+            A = xp.empty((E.shape[1] + 1, 2 * k), dtype=xb.dtype)
+            A[:-1, :k] = E[lo:hi].T
+            A[:-1, k:] = -E[lo:hi].T
+            A[-1, :k] = a[lo:hi] - t
+            A[-1, k:] = -a[lo:hi] - t
+            act = xp.matmul(patches, A)                            # b, P, 2k
+            xp.maximum(act, 0, out=act)
+            pooled = xp.matmul(pool, act)                          # b, g^2, 2k
+            out[:, lo:hi] = pooled.reshape(b, g2, 2, k).transpose(0, 3, 2, 1)
         out = out.reshape(b, -1)
         if self.feature_mean_ is not None:
             out -= self._on_device("feature_mean_", xp, xb.dtype)

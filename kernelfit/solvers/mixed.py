@@ -570,8 +570,11 @@ def dispatch_beyond_memory(kernel: Kernel, X, Y, opts, be: Backend):
                                    solver="cholesky", device=be.device, available=available)
             p64.items.pop("predictions", None)
             p64.items.pop("data", None)
-            if p64.fits():
+            pm = plan_mixed(n, d, Y.shape[1], ts, device=be.device, available=available)
+            if p64.fits() or not pm.fits():
                 precision, reason = "float64", "auto: the float64 plan fits in memory"
+                if not p64.fits():
+                    reason = "auto: neither float64 nor mixed fits (float64 pre-flight refuses)"
             else:
                 precision = "mixed"
                 reason = (f"auto: the float64 plan ({p64.describe()}) does not fit in the "
@@ -596,3 +599,40 @@ def dispatch_beyond_memory(kernel: Kernel, X, Y, opts, be: Backend):
     sol.info["precision"] = precision
     sol.info["precision_reason"] = reason
     return sol
+
+
+def preflight_beyond_memory(cfg, n, d, n_classes, n_test, be, tile_size):
+    """The pipeline's pre-flight for mixed / out-of-core / Dask solves (None: plain path).
+
+    Returns the plan dict after checking it (raises MemoryPlanError when even the
+    mixed-precision plan does not fit).
+    """
+    from ..memory import plan_exact_solve
+
+    if cfg.solver != "cholesky":
+        return None
+    avail = be.free_memory()
+    if cfg.ooc_dir or cfg.scheduler or cfg.distributed:
+        plan = plan_mixed(n, d, n_classes, min(tile_size, n), device=be.device,
+                          available=avail)
+        plan.items.pop("K tiles (float32)", None)  # on disk / on the workers
+        out = plan.as_dict()
+        out["note"] = "K tiles live on disk or on the Dask workers"
+        return out
+    if cfg.precision == "mixed" or (cfg.precision == "auto" and cfg.dtype == "float64"):
+        if cfg.precision == "auto":
+            p64 = plan_exact_solve(n, d, n_classes, n_test=n_test, dtype=np.float64,
+                                   tile_size=tile_size, device=be.device, available=avail)
+            p64.items.pop("data", None)
+            if p64.fits():
+                return None
+        plan = plan_mixed(n, d, n_classes, tile_size, device=be.device, available=avail)
+        plan.add("predictions", 2 * 8.0 * max(n_test, 0) * max(n_classes, 1))
+        if cfg.precision == "auto" and not plan.fits():
+            return None  # neither fits: the plain pre-flight refuses with every way out
+        plan.check(ways_out=f"--out-of-core DIR (tiles on disk), a smaller --n-train than {n}, "
+                            "or a Dask cluster (--scheduler ADDRESS).")
+        out = plan.as_dict()
+        out["precision"] = "mixed"
+        return out
+    return None

@@ -1,0 +1,366 @@
+"""Reports of a benchmark run: JSON (comparable across machines), markdown and plots.
+
+Every file is written atomically (a temporary file, then a rename), so an interrupted
+run never leaves a half-written report. Plots use Matplotlib's Agg backend (no display).
+
+Files for a run on host ``H`` (stem ``bench_H``)::
+
+    bench_H.json        machine block + one record per (implementation, n) + fits
+    bench_H.md          the same as tables
+    bench_H_time.png    time vs n (log-log) with the n^3 slope and the extrapolation
+    bench_H_peak.png    factorization rate as a fraction of the measured GEMM peak vs n
+    bench_H_peers.png   kernelfit vs peers: end-to-end time and peak memory per n
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Dict, List, Optional
+
+__all__ = ["write_json", "render_markdown", "plot_time", "plot_peak", "plot_peers",
+           "write_report", "fmt_seconds", "machine_lines"]
+
+_COLORS = {"kernelfit-cpu": "tab:blue", "kernelfit-gpu": "tab:purple", "sklearn": "tab:orange",
+           "scipy": "tab:green"}
+
+
+def _json_default(o):
+    import numpy as np
+
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.floating):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, (set, tuple)):
+        return list(o)
+    return str(o)
+
+
+def write_json(results: dict, path) -> Path:
+    """Write ``results`` as indented JSON, atomically."""
+    from .._io import atomic_write_text
+
+    path = Path(path)
+    atomic_write_text(path, json.dumps(results, indent=2, default=_json_default) + "\n")
+    return path
+
+
+def fmt_seconds(v: Optional[float]) -> str:
+    if v is None:
+        return "-"
+    if v < 1e-2:
+        return f"{v * 1e3:.2f} ms"
+    if v < 100:
+        return f"{v:.3g} s"
+    return f"{v:.0f} s"
+
+
+def _fmt_bytes(v) -> str:
+    from ..memory import fmt_bytes
+
+    return "-" if not v else fmt_bytes(v)
+
+
+def _pct(v, digits=1) -> str:
+    return "-" if v is None else f"{100 * v:.{digits}f}%"
+
+
+def _num(v, fmt="{:.3g}") -> str:
+    return "-" if v is None else fmt.format(v)
+
+
+def machine_lines(machine: dict) -> List[str]:
+    """A few human lines describing the machine and its measured peaks."""
+    cpu = machine.get("cpu", {})
+    mem = machine.get("memory", {})
+    blas = machine.get("blas", {})
+    lines = [f"CPU: {cpu.get('model')} ({cpu.get('arch')}), {cpu.get('usable')} usable cores "
+             f"({cpu.get('logical')} logical, {cpu.get('physical')} physical)",
+             f"memory: {_fmt_bytes(mem.get('total_bytes'))} total, "
+             f"{_fmt_bytes(mem.get('available_bytes'))} available at start",
+             f"BLAS/LAPACK: {blas.get('library')} {blas.get('version') or ''} "
+             f"({blas.get('architecture') or '?'}, {blas.get('num_threads')} threads)"]
+    if machine.get("blas_env"):
+        lines.append("BLAS environment: " + ", ".join(f"{k}={v}" for k, v in
+                                                    machine["blas_env"].items()))
+    gpus = machine.get("gpus") or []
+    for g in gpus:
+        lines.append(f"GPU: {g.get('name')}, {_fmt_bytes(g.get('memory_bytes'))} "
+                     f"(driver {g.get('driver')})")
+    peaks = machine.get("peaks") or {}
+    c = peaks.get("cpu") or {}
+    if c.get("dgemm_gflops"):
+        lines.append(f"CPU peaks (GEMM {c['dgemm']['size']}^2, best of {c['dgemm']['repeats']}): "
+                     f"DGEMM {c['dgemm_gflops']:.1f} GFLOP/s, SGEMM {c['sgemm_gflops']:.1f} "
+                     f"GFLOP/s")
+    g = peaks.get("gpu") or {}
+    if g.get("available"):
+        lines.append(f"GPU peaks ({g.get('gpu_name')}): FP64 {_num(g.get('fp64_gflops'), '{:.0f}')}"
+                     f" GFLOP/s, FP32 {_num(g.get('fp32_gflops'), '{:.0f}')} GFLOP/s")
+    else:
+        lines.append(f"GPU: unavailable ({g.get('reason')})")
+    v = machine.get("versions", {})
+    lines.append("versions: " + ", ".join(f"{k} {val}" for k, val in v.items() if val))
+    return lines
+
+
+def render_markdown(results: dict, figures: Optional[Dict[str, str]] = None) -> str:
+    """The run as markdown: machine, configuration, one table row per record, ratios,
+    extrapolation, skipped runs, figures."""
+    cfg = results.get("config", {})
+    out = io.StringIO()
+    w = out.write
+    host = results["machine"].get("host")
+    w(f"# kernelfit bench on {host}\n\n")
+    w(f"{results.get('created')}, {results.get('elapsed_s', 0):.0f} s in all.\n\n")
+    w("## Machine\n\n")
+    for line in machine_lines(results["machine"]):
+        w(f"- {line}\n")
+    w("\n## Configuration\n\n")
+    kp = cfg.get("kernel")
+    if kp in ("gaussian", "laplacian"):
+        kp += f" (bandwidth {cfg.get('bandwidth')})"
+    elif kp in ("polynomial", "normalized"):
+        kp += f" (degree {cfg.get('degree')})"
+    w(f"- data: {cfg.get('dataset')}, d = {cfg.get('d')}, {cfg.get('n_test')} test points, "
+      f"seed {cfg.get('seed')}\n- kernel: {kp}, {cfg.get('dtype')}\n"
+      f"- repeats: kernelfit {cfg.get('repeats')}, peers {cfg.get('peer_repeats')} "
+      f"(medians); timeout {cfg.get('timeout_s')} s per run; budget {cfg.get('budget_s')} s\n"
+      f"- peers: {', '.join(cfg.get('peers') or []) or 'none'}"
+      f" (scikit-learn KernelRidge alpha = {cfg.get('sklearn_alpha')}; scipy cho_factor/"
+      f"cho_solve on a dense K)\n")
+    if cfg.get("peer_env"):
+        w(f"- peer environment: {cfg['peer_env']}\n")
+    w("\n## Results\n\n")
+    w("Times are medians. Factor rate: n^3/3 flops over the factorization time; % peak: of "
+      "the measured GEMM peak. Peak memory: the child process's maximum resident set.\n\n")
+    head = ["n", "implementation", "status", "Gram", "factor", "solve", "residual",
+            "predict", "total", "factor GFLOP/s", "% peak", "peak memory", "rel. residual",
+            "test error"]
+    w("| " + " | ".join(head) + " |\n|" + "|".join("---" for _ in head) + "|\n")
+    for r in results["records"]:
+        status = r["status"]
+        if status != "ok":
+            status = f"{status}: {r.get('reason') or ''}".replace("|", "/")
+        cells = [str(r["n"]), r["label"], status] + [fmt_seconds(r.get(s)) for s in
+                                                     ("gram", "factor", "solve", "residual",
+                                                      "predict", "total")]
+        cells += [_num(r.get("factor_gflops"), "{:.1f}"), _pct(r.get("fraction_of_peak")),
+                  _fmt_bytes(r.get("peak_rss_bytes")), _num(r.get("relative_residual"),
+                                                            "{:.1e}"),
+                  _pct(r.get("test_error"), 2)]
+        w("| " + " | ".join(cells) + " |\n")
+    w("\nscikit-learn's fit (Gram + solve) is in the total; its stages are not separable. "
+      "The peers' residual is checked outside their timed total.\n")
+    comps = results.get("comparisons") or []
+    if comps:
+        w("\n## kernelfit (CPU) vs peers at equal n\n\n")
+        w("| n | factor rate / scipy dpotrf | time / scikit-learn | memory / scikit-learn | "
+          "time / scipy | memory / scipy |\n|---|---|---|---|---|---|\n")
+        for c in comps:
+            def cell(key, peer):
+                if key in c:
+                    return f"{c[key]:.2f}"
+                return c.get(f"{peer}_status", "-")
+
+            w(f"| {c['n']} | {cell('factor_rate_vs_scipy', 'scipy')} | "
+              f"{cell('time_vs_sklearn', 'sklearn')} | {cell('memory_vs_sklearn', 'sklearn')} | "
+              f"{cell('time_vs_scipy', 'scipy')} | {cell('memory_vs_scipy', 'scipy')} |\n")
+    ext = results.get("extrapolation") or {}
+    if ext:
+        w("\n## n^3 extrapolation\n\n")
+        w("| implementation | stage | fitted exponent | c n^3 (s) at n = 10,000 | largest n "
+          "that fits | predicted stage time there | predicted total there |\n"
+          "|---|---|---|---|---|---|---|\n")
+        for label, e in ext.items():
+            f = e["stage_fit"]
+            c3 = f.get("cubic_coef")
+            w(f"| {label} | {e['stage']} | {_num(f.get('exponent'), '{:.2f}')} | "
+              f"{_num(None if c3 is None else c3 * 1e12, '{:.3g}')} | "
+              f"{e.get('n_max_fits') or '-'} | {fmt_seconds(e.get('predicted_stage_s'))} | "
+              f"{fmt_seconds(e.get('predicted_total_s'))} |\n")
+    skipped = results.get("skipped") or []
+    if skipped:
+        w("\n## Not measured\n\n")
+        for s in skipped:
+            w(f"- {s['label']} at n = {s['n']}: {s['status']} ({s['reason']})\n")
+    if figures:
+        w("\n## Figures\n\n")
+        for title, name in figures.items():
+            w(f"![{title}]({name})\n\n")
+    return out.getvalue()
+
+
+# ---------------------------------------------------------------- plots
+def _save(fig, path: Path) -> None:
+    from .._io import atomic_writer
+
+    with atomic_writer(path, "wb") as fh:
+        fig.savefig(fh, format="png", dpi=120, bbox_inches="tight")
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _labels(results) -> List[str]:
+    seen = []
+    for r in results["records"]:
+        if r["label"] not in seen:
+            seen.append(r["label"])
+    return seen
+
+
+def plot_time(results: dict, path) -> Path:
+    """Factor (solid) and total (dashed) time vs n, log-log, with an n^3 reference slope,
+    crashes/timeouts marked with x, and the extrapolated time at the largest n that fits."""
+    plt = _plt()
+    path = Path(path)
+    fig, ax = plt.subplots(figsize=(7, 5))
+    ext = results.get("extrapolation") or {}
+    anchor = None
+    for label in _labels(results):
+        recs = [r for r in results["records"] if r["label"] == label]
+        ok = [r for r in recs if r["status"] == "ok"]
+        col = _COLORS.get(label)
+        key = "factor" if any(r.get("factor") for r in ok) else "fit"
+        pts = [(r["n"], r[key]) for r in ok if r.get(key)]
+        if pts:
+            ax.plot(*zip(*pts), "o-", color=col, label=f"{label} {key}")
+            if label == "kernelfit-cpu" or anchor is None:
+                anchor = pts[-1]
+        tot = [(r["n"], r["total"]) for r in ok if r.get("total")]
+        if tot:
+            ax.plot(*zip(*tot), "s--", color=col, alpha=0.6, label=f"{label} total")
+        bad = [r for r in recs if r["status"] in ("crashed", "timeout", "memory")]
+        for r in bad:
+            y = r.get("wall_s") or 1.0
+            ax.plot([r["n"]], [y], "x", color=col, markersize=10, mew=2)
+            ax.annotate(r["status"] + (f" ({r['signal']})" if r.get("signal") else ""),
+                        (r["n"], y), textcoords="offset points", xytext=(4, 4), fontsize=7,
+                        color=col)
+        e = ext.get(label) or {}
+        if e.get("predicted_stage_s") and e.get("n_max_fits"):
+            ax.plot([e["n_max_fits"]], [e["predicted_stage_s"]], "*", color=col, markersize=12,
+                    label=f"{label}: predicted {key} at n = {e['n_max_fits']}")
+    if anchor is not None:
+        ns = [r["n"] for r in results["records"]]
+        n_lo = min(ns)
+        n_hi = max([max(ns)] + [e.get("n_max_fits") or 0 for e in ext.values()])
+        import numpy as np
+
+        xs = np.geomspace(n_lo, n_hi, 20)
+        ax.plot(xs, anchor[1] * (xs / anchor[0]) ** 3, ":", color="gray", label="n^3 slope")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("n (training points)")
+    ax.set_ylabel("time (s)")
+    ax.set_title(f"Exact solve time vs n ({results['machine'].get('host')})")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7)
+    _save(fig, path)
+    plt.close(fig)
+    return path
+
+
+def plot_peak(results: dict, path) -> Path:
+    """Achieved factorization rate as a fraction of the measured GEMM peak, vs n."""
+    plt = _plt()
+    path = Path(path)
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    any_pts = False
+    for label in _labels(results):
+        pts = [(r["n"], r["fraction_of_peak"]) for r in results["records"]
+               if r["label"] == label and r.get("fraction_of_peak")]
+        if pts:
+            any_pts = True
+            ax.plot(*zip(*pts), "o-", color=_COLORS.get(label), label=label)
+    ax.axhline(1.0, color="gray", lw=0.8)
+    ax.set_xscale("log")
+    ax.set_ylim(bottom=0)
+    ax.set_xlabel("n (training points)")
+    ax.set_ylabel("factor GFLOP/s / GEMM peak")
+    peaks = (results["machine"].get("peaks") or {}).get("cpu") or {}
+    sub = f"DGEMM peak {peaks['dgemm_gflops']:.0f} GFLOP/s" if peaks.get("dgemm_gflops") else \
+        "peak not measured"
+    ax.set_title(f"Cholesky rate as a fraction of peak ({sub})")
+    ax.grid(True, which="both", alpha=0.3)
+    if any_pts:
+        ax.legend(fontsize=8)
+    else:
+        ax.text(0.5, 0.5, "no factorization rates (peaks not measured?)",
+                transform=ax.transAxes, ha="center")
+    _save(fig, path)
+    plt.close(fig)
+    return path
+
+
+def plot_peers(results: dict, path) -> Path:
+    """kernelfit vs peers per n: end-to-end time and peak memory (grouped bars; runs that
+    did not complete are labelled with their status)."""
+    plt = _plt()
+    import numpy as np
+
+    path = Path(path)
+    labels = _labels(results)
+    ns = sorted({r["n"] for r in results["records"]})
+    by = {(r["label"], r["n"]): r for r in results["records"]}
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
+    width = 0.8 / max(len(labels), 1)
+    x = np.arange(len(ns))
+    for ax, key, ylabel, scale in ((axes[0], "total", "end-to-end time (s)", 1.0),
+                                   (axes[1], "peak_rss_bytes", "peak memory (GiB)", 2.0 ** -30)):
+        for i, label in enumerate(labels):
+            vals, notes = [], []
+            for n in ns:
+                r = by.get((label, n))
+                v = r.get(key) if r else None
+                vals.append((v or 0) * scale if (r and r["status"] == "ok") else 0)
+                notes.append(None if (r and r["status"] == "ok") else (r["status"] if r
+                                                                        else "-"))
+            xs = x + (i - (len(labels) - 1) / 2) * width
+            ax.bar(xs, vals, width, color=_COLORS.get(label), label=label)
+            for xi, note in zip(xs, notes):
+                if note:
+                    ax.text(xi, 0, note, rotation=90, ha="center", va="bottom", fontsize=7)
+        ax.set_xticks(x)
+        ax.set_xticklabels([str(n) for n in ns])
+        ax.set_xlabel("n")
+        ax.set_ylabel(ylabel)
+        ax.grid(True, axis="y", alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.suptitle("kernelfit vs peers")
+    _save(fig, path)
+    plt.close(fig)
+    return path
+
+
+def write_report(results: dict, out_dir, stem: Optional[str] = None) -> Dict[str, Path]:
+    """Write JSON, markdown and the three plots into ``out_dir``; returns their paths."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = stem or f"bench_{results['machine'].get('host_tag', 'host')}"
+    paths = {"json": out / f"{stem}.json", "markdown": out / f"{stem}.md",
+             "time_plot": out / f"{stem}_time.png", "peak_plot": out / f"{stem}_peak.png",
+             "peers_plot": out / f"{stem}_peers.png"}
+    plot_time(results, paths["time_plot"])
+    plot_peak(results, paths["peak_plot"])
+    plot_peers(results, paths["peers_plot"])
+    results = dict(results)
+    results["files"] = {k: p.name for k, p in paths.items()}
+    write_json(results, paths["json"])
+    figs = {"time vs n": paths["time_plot"].name, "fraction of peak": paths["peak_plot"].name,
+            "kernelfit vs peers": paths["peers_plot"].name}
+    from .._io import atomic_write_text
+
+    atomic_write_text(paths["markdown"], render_markdown(results, figs))
+    return paths

@@ -1,0 +1,173 @@
+"""``kernelfit bench``: time kernelfit's exact solve on this machine, with its peers.
+
+Example (the default run: about 10 minutes on a 2-core workstation)::
+
+    kernelfit bench --out bench-results
+    kernelfit bench --n 2000,5000,10000 --peers sklearn --device cpu --repeats 3
+    kernelfit bench --dataset mnist --data-dir ~/data --n 5000,10000,20000
+
+Describes the machine and measures its GEMM peaks, then runs kernelfit (CPU, and GPU when
+usable) and the peers (scikit-learn KernelRidge, SciPy cho_factor on a dense K) at each n,
+each run in its own process with a timeout. Crashes, timeouts and memory blow-ups are
+recorded, not fatal. Writes ``bench_<host>.json``, ``.md`` and three PNG plots to ``--out``.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from ..errors import InputError
+from ._common import bandwidth_arg, positive_int
+
+HELP = "benchmark exact solves on this machine: kernelfit (CPU/GPU) vs scikit-learn and SciPy"
+DESCRIPTION = (
+    HELP + ". Each run goes in its own process with a timeout; crashes (e.g. OpenBLAS "
+    "segfaults) and memory blow-ups are recorded. Writes bench_<host>.json/.md and plots "
+    "(time vs n with the n^3 slope, fraction of GEMM peak, kernelfit vs peers) to --out.")
+
+
+def _n_list(text: str):
+    import argparse
+
+    try:
+        vals = [int(float(t)) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a comma-separated list of n, got {text!r}"
+                                         ) from None
+    if not vals or any(v < 2 for v in vals):
+        raise argparse.ArgumentTypeError(f"every n must be an integer >= 2, got {text!r}")
+    return vals
+
+
+def _env_pair(text: str):
+    import argparse
+
+    key, sep, val = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key.strip(), val
+
+
+def add_arguments(p) -> None:
+    from ..bench.suite import DEFAULT_N
+    from ..kernels import KERNEL_NAMES
+
+    g = p.add_argument_group("what to run")
+    g.add_argument("--n", type=_n_list, default=list(DEFAULT_N), metavar="N1,N2,...",
+                   help="training-set sizes, run in increasing order; sizes that do not fit "
+                        "in memory (or in the time budget) are skipped with the reason")
+    g.add_argument("--device", default="all", choices=("cpu", "gpu", "all"),
+                   help="kernelfit devices; an unusable GPU is reported as unavailable")
+    g.add_argument("--peers", default="sklearn,scipy",
+                   help="comma-separated peers: sklearn (KernelRidge, alpha near 0), scipy "
+                        "(cho_factor/cho_solve on a dense K), or none")
+    g.add_argument("--repeats", type=positive_int, default=3,
+                   help="repetitions of each kernelfit run (medians are reported)")
+    g.add_argument("--peer-repeats", type=positive_int, default=1,
+                   help="repetitions of each peer run")
+    g.add_argument("--timeout", type=float, default=600.0, metavar="S",
+                   help="seconds before one run (all its repetitions) is killed")
+    g.add_argument("--budget", type=float, default=600.0, metavar="S",
+                   help="skip runs whose projected time (n^3 scaling of the previous n) "
+                        "would end the whole benchmark after S seconds (0: no budget)")
+    g.add_argument("--peer-env", type=_env_pair, action="append", default=[],
+                   metavar="KEY=VALUE",
+                   help="environment for the peers' processes, e.g. "
+                        "OPENBLAS_CORETYPE=Haswell (repeatable)")
+    d = p.add_argument_group("data and kernel")
+    d.add_argument("--dataset", default="random",
+                   help="random (seeded, uniform in [0,1], --d features, 10 classes) or a "
+                        "kernelfit dataset name such as mnist")
+    d.add_argument("--data-dir", default=None, help="folder of the dataset files")
+    d.add_argument("--d", type=positive_int, default=784, help="features of random data")
+    d.add_argument("--n-test", type=int, default=1000, help="test points (predict time)")
+    d.add_argument("--seed", type=int, default=0, help="seed of the data")
+    d.add_argument("--kernel", default="gaussian", choices=KERNEL_NAMES)
+    d.add_argument("--bandwidth", type=bandwidth_arg, default=5.0)
+    d.add_argument("--degree", type=positive_int, default=4)
+    d.add_argument("--dtype", default="float64", choices=("float64", "float32"))
+    d.add_argument("--tile-size", type=positive_int, default=None)
+    d.add_argument("--sklearn-alpha", type=float, default=1e-10,
+                   help="KernelRidge alpha (near 0: interpolation)")
+    m = p.add_argument_group("peaks and output")
+    m.add_argument("--peak-size", type=positive_int, default=4096,
+                   help="matrix size of the GEMM peak measurement")
+    m.add_argument("--no-peaks", action="store_true",
+                   help="skip the GEMM peak measurement (no fraction-of-peak figures)")
+    m.add_argument("--out", default="kernelfit-bench", metavar="DIR",
+                   help="folder for bench_<host>.json, .md and the PNG plots")
+    m.add_argument("--json", action="store_true", help="also print the results as JSON")
+    m.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _config(args):
+    from ..bench.suite import BenchConfig, parse_devices, parse_peers
+
+    if args.bandwidth == "median":
+        raise InputError("bench needs a numeric --bandwidth")
+    if args.n_test < 0:
+        raise InputError("--n-test must be >= 0")
+    return BenchConfig(
+        n_list=args.n, kernel=args.kernel, bandwidth=float(args.bandwidth), degree=args.degree,
+        dtype=args.dtype, devices=parse_devices(args.device), peers=parse_peers(args.peers),
+        repeats=args.repeats, peer_repeats=args.peer_repeats, timeout_s=args.timeout,
+        budget_s=args.budget, dataset=args.dataset, data_dir=args.data_dir, d=args.d,
+        n_test=args.n_test, seed=args.seed, tile_size=args.tile_size,
+        sklearn_alpha=args.sklearn_alpha, measure_peaks=not args.no_peaks,
+        peak_size=args.peak_size, peer_env=dict(args.peer_env)).validate()
+
+
+def _line(rec: dict) -> str:
+    from ..bench.report import fmt_seconds
+    from ..memory import fmt_bytes
+
+    head = f"{rec['label']:>14}  n={rec['n']:<7}"
+    if rec["status"] != "ok":
+        return f"{head} {rec['status'].upper()}: {rec.get('reason')}"
+    rate = ""
+    if rec.get("factor_gflops"):
+        rate = f"  factor {fmt_seconds(rec['factor'])} = {rec['factor_gflops']:.1f} GFLOP/s"
+        if rec.get("fraction_of_peak"):
+            rate += f" ({100 * rec['fraction_of_peak']:.0f}% of peak)"
+    mem = fmt_bytes(rec["peak_rss_bytes"]) if rec.get("peak_rss_bytes") else "-"
+    res = rec.get("relative_residual")
+    return (f"{head} total {fmt_seconds(rec['total'])}{rate}  peak {mem}"
+            + (f"  residual {res:.1e}" if res is not None else ""))
+
+
+def run(args) -> int:
+    from tqdm.auto import tqdm
+
+    from ..bench.report import machine_lines, write_report
+    from ..bench.suite import run_bench
+    from ._common import print_json
+
+    cfg = _config(args)  # bad input (unknown peer, bad n) fails here, before anything runs
+
+    def on_event(kind, payload):
+        if kind == "machine":
+            for line in machine_lines(payload):
+                tqdm.write(line, file=sys.stderr)
+        elif kind == "record":
+            tqdm.write(_line(payload), file=sys.stderr)
+
+    results = run_bench(cfg, on_event=on_event,
+                        show_progress=False if args.no_progress else None)
+    paths = write_report(results, args.out)
+    for c in results.get("comparisons", []):
+        bits = [f"n={c['n']}"]
+        if "factor_rate_vs_scipy" in c:
+            bits.append(f"factor rate / scipy dpotrf {c['factor_rate_vs_scipy']:.2f}")
+        for peer in ("sklearn", "scipy"):
+            if f"time_vs_{peer}" in c:
+                bits.append(f"time / {peer} {c[f'time_vs_{peer}']:.2f}")
+        print("  ".join(bits))
+    skipped = results.get("skipped") or []
+    if skipped:
+        print(f"{len(skipped)} run(s) not measured (see the report): " +
+              "; ".join(f"{s['label']} n={s['n']} {s['status']}" for s in skipped))
+    for kind, path in paths.items():
+        print(f"{kind}: {path}")
+    if args.json:
+        print_json(results)
+    return 0
