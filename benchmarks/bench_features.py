@@ -236,6 +236,10 @@ def main(argv=None):
         t0 = time.perf_counter()
         (bench_mnist if part == "mnist" else bench_cifar)(args, results)
         results[part]["wall_seconds"] = time.perf_counter() - t0
+        try:
+            results[part]["load_average_at_end"] = list(os.getloadavg())
+        except OSError:
+            pass
         path = os.path.join(args.out, f"features_{part}.json")
         with open(path + ".tmp", "w") as fh:
             json.dump({k: v for k, v in results.items() if k not in

@@ -108,6 +108,19 @@ def machine_lines(machine: dict) -> List[str]:
     return lines
 
 
+def _summary_cell(r: Optional[dict]) -> str:
+    if r is None:
+        return "-"
+    if r["status"] != "ok":
+        extra = f" ({r['signal']})" if r.get("signal") and r["status"] == "crashed" else ""
+        return r["status"] + extra
+    cell = fmt_seconds(r.get("total"))
+    if r.get("factor_gflops"):
+        cell += f" ({r['factor_gflops']:.3g} GFLOP/s"
+        cell += f", {_pct(r.get('fraction_of_peak'), 0)})" if r.get("fraction_of_peak") else ")"
+    return cell
+
+
 def render_markdown(results: dict, figures: Optional[Dict[str, str]] = None) -> str:
     """The run as markdown: machine, configuration, one table row per record, ratios,
     extrapolation, skipped runs, figures."""
@@ -135,7 +148,16 @@ def render_markdown(results: dict, figures: Optional[Dict[str, str]] = None) -> 
       f"cho_solve on a dense K)\n")
     if cfg.get("peer_env"):
         w(f"- peer environment: {cfg['peer_env']}\n")
-    w("\n## Results\n\n")
+    w("\n## Summary\n\n")
+    w("End-to-end time (fit + predict; kernelfit includes its residual check), median; "
+      "in brackets the factorization rate and its fraction of the measured GEMM peak.\n\n")
+    labels = _labels(results)
+    by = {(r["label"], r["n"]): r for r in results["records"]}
+    w("| n | " + " | ".join(labels) + " |\n|---|" + "|".join("---" for _ in labels) + "|\n")
+    for n in sorted({r["n"] for r in results["records"]}):
+        cells = [_summary_cell(by.get((lab, n))) for lab in labels]
+        w(f"| {n} | " + " | ".join(cells) + " |\n")
+    w("\n## Details\n\n")
     w("Times are medians. Factor rate: n^3/3 flops over the factorization time; % peak: of "
       "the measured GEMM peak. Peak memory: the child process's maximum resident set.\n\n")
     head = ["n", "implementation", "status", "Gram", "factor", "solve", "residual",
@@ -143,13 +165,15 @@ def render_markdown(results: dict, figures: Optional[Dict[str, str]] = None) -> 
             "test error"]
     w("| " + " | ".join(head) + " |\n|" + "|".join("---" for _ in head) + "|\n")
     for r in results["records"]:
+        if r["status"] in ("unavailable", "skipped"):
+            continue
         status = r["status"]
         if status != "ok":
             status = f"{status}: {r.get('reason') or ''}".replace("|", "/")
         cells = [str(r["n"]), r["label"], status] + [fmt_seconds(r.get(s)) for s in
                                                      ("gram", "factor", "solve", "residual",
                                                       "predict", "total")]
-        cells += [_num(r.get("factor_gflops"), "{:.1f}"), _pct(r.get("fraction_of_peak")),
+        cells += [_num(r.get("factor_gflops"), "{:.3g}"), _pct(r.get("fraction_of_peak")),
                   _fmt_bytes(r.get("peak_rss_bytes")), _num(r.get("relative_residual"),
                                                             "{:.1e}"),
                   _pct(r.get("test_error"), 2)]
@@ -173,7 +197,11 @@ def render_markdown(results: dict, figures: Optional[Dict[str, str]] = None) -> 
     ext = results.get("extrapolation") or {}
     if ext:
         w("\n## n^3 extrapolation\n\n")
-        w("| implementation | stage | fitted exponent | c n^3 (s) at n = 10,000 | largest n "
+        w("Fitted on the completed runs: t = c n^3 (least squares, dominated by the largest "
+          "n) predicts the time at the largest n that fits in the memory available now; the "
+          "free exponent of log t vs log n is shown as a check (3 when the n^3 work "
+          "dominates).\n\n")
+        w("| implementation | stage | fitted exponent | c n^3 at n = 10,000 | largest n "
           "that fits | predicted stage time there | predicted total there |\n"
           "|---|---|---|---|---|---|---|\n")
         for label, e in ext.items():
@@ -186,8 +214,11 @@ def render_markdown(results: dict, figures: Optional[Dict[str, str]] = None) -> 
     skipped = results.get("skipped") or []
     if skipped:
         w("\n## Not measured\n\n")
-        for s in skipped:
-            w(f"- {s['label']} at n = {s['n']}: {s['status']} ({s['reason']})\n")
+        groups: Dict[tuple, list] = {}
+        for sk in skipped:
+            groups.setdefault((sk["label"], sk["status"], sk["reason"]), []).append(sk["n"])
+        for (label, status, reason), ns in groups.items():
+            w(f"- {label} at n = {', '.join(map(str, ns))}: {status} ({reason})\n")
     if figures:
         w("\n## Figures\n\n")
         for title, name in figures.items():
@@ -249,9 +280,11 @@ def plot_time(results: dict, path) -> Path:
                         (r["n"], y), textcoords="offset points", xytext=(4, 4), fontsize=7,
                         color=col)
         e = ext.get(label) or {}
-        if e.get("predicted_stage_s") and e.get("n_max_fits"):
+        if e.get("predicted_stage_s") and e.get("n_max_fits") and pts:
+            ax.plot([pts[-1][0], e["n_max_fits"]], [pts[-1][1], e["predicted_stage_s"]], ":",
+                    color=col, alpha=0.7)
             ax.plot([e["n_max_fits"]], [e["predicted_stage_s"]], "*", color=col, markersize=12,
-                    label=f"{label}: predicted {key} at n = {e['n_max_fits']}")
+                    label=f"{label}: c n^3 prediction at n = {e['n_max_fits']} (fits in memory)")
     if anchor is not None:
         ns = [r["n"] for r in results["records"]]
         n_lo = min(ns)

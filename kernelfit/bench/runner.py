@@ -417,18 +417,21 @@ def run_child(spec: dict, *, timeout: float = 600.0, env: Optional[dict] = None,
               python: Optional[str] = None) -> dict:
     """Run one measurement in a child process; never raises for the child's failures.
 
-    ``env`` entries are added to the child's environment (e.g. ``OPENBLAS_CORETYPE``).
+    ``env`` entries are added to the child's environment (e.g. ``OPENBLAS_CORETYPE``); an
+    entry whose value is None removes that variable.
     ``memory_limit`` (bytes of resident memory) arms the memory guard. Returns a dict with
     ``status`` (see the module docstring), ``reason``, ``returncode``, ``signal``,
     ``wall_s``, ``max_rss_bytes`` (the child's ru_maxrss), ``result`` (the child's JSON,
     or None) and ``stderr_tail``.
     """
     child_env = dict(os.environ)
-    child_env.setdefault("KERNELFIT_PROGRESS", "0")
     child_env["KERNELFIT_PROGRESS"] = "0"
     child_env["PYTHONUNBUFFERED"] = "1"
-    if env:
-        child_env.update({str(k): str(v) for k, v in env.items()})
+    for key, val in (env or {}).items():
+        if val is None:
+            child_env.pop(str(key), None)
+        else:
+            child_env[str(key)] = str(val)
     cmd = [python or sys.executable, "-m", "kernelfit.bench.runner", "--spec",
            json.dumps(spec, default=_json_default)]
     t0 = time.perf_counter()

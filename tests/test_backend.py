@@ -1,0 +1,421 @@
+"""Backends: lazy CuPy, device selection and errors, the CPU kernels' in-place guarantee,
+and GPUBackend's cuBLAS/cuSOLVER calls checked against a host emulation of those APIs.
+
+The emulation (``_FakeCuda``) stands in for ``cupy`` and ``cupy_backends``: its arrays
+are NumPy arrays whose ``data.ptr`` is the host address, and its cuBLAS/cuSOLVER
+functions take the same arguments as CuPy's bindings (signatures read from CuPy 13.6
+and 14.2: ``dtrsm(handle, side, uplo, trans, diag, m, n, alpha, A, lda, B, ldb)``, ...),
+read and write column-major memory through those pointers with the reference BLAS/LAPACK
+semantics, and insist on host scalars and the default math mode. So argument order,
+fill modes, transposes, leading dimensions, in-place updates, stream binding and the
+handle's modes are all checked here without a GPU. Real-GPU runs are in test_gpu.py.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import subprocess
+import sys
+import textwrap
+import types
+
+import numpy as np
+import pytest
+from scipy.linalg import solve_triangular
+
+import kernelfit.backend as backend
+from kernelfit.backend import CPUBackend, GPUBackend, get_backend
+from kernelfit.errors import BackendUnavailableError, InputError, NotPositiveDefiniteError
+from kernelfit.solvers.tiled import TiledSymmetric, cholesky_inplace, cholesky_solve
+
+
+def _spd(n, seed=0, dtype=np.float64):
+    rng = np.random.default_rng(seed)
+    A = rng.standard_normal((n, n // 2 + 3))
+    return (A @ A.T + n * np.eye(n)).astype(dtype)
+
+
+@pytest.fixture
+def fresh_backends(monkeypatch):
+    """Forget cached backends and the cached GPU probe (restored afterwards)."""
+    monkeypatch.setattr(backend, "_cache", backend._Cache())
+    backend.gpu_available.cache_clear()
+    yield
+    backend.gpu_available.cache_clear()
+
+
+# ---------------------------------------------------------------- lazy CuPy
+def test_cpu_solve_never_imports_cupy():
+    code = textwrap.dedent("""
+        import sys
+        import numpy as np
+        import kernelfit, kernelfit.cli
+        from kernelfit.estimator import KernelInterpolator
+        X = np.random.default_rng(0).standard_normal((40, 3))
+        est = KernelInterpolator(kernel="gaussian", bandwidth=1.0, device="cpu").fit(X, X[:, 0] > 0)
+        est.predict(X)
+        bad = sorted(m for m in sys.modules if m.split(".")[0] in ("cupy", "cupyx", "cupy_backends"))
+        assert not bad, bad
+        print("ok")
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"
+
+
+class _Poisoned(types.ModuleType):
+    def __getattr__(self, name):
+        raise AssertionError(f"the CPU path touched cupy.{name}")
+
+
+def test_cpu_path_never_touches_cupy(monkeypatch, fresh_backends):
+    monkeypatch.setitem(sys.modules, "cupy", _Poisoned("cupy"))
+    from kernelfit.estimator import KernelInterpolator
+
+    X = np.random.default_rng(1).standard_normal((50, 4))
+    est = KernelInterpolator(kernel="gaussian", bandwidth=2.0, device="cpu").fit(X, X[:, 1] > 0)
+    assert est.device_ == "cpu"
+    est.predict(X)
+    # 'auto' probes CuPy; a broken CuPy means the CPU, not a crash
+    assert get_backend("auto").device == "cpu"
+
+
+def test_gpu_without_cupy_is_a_clear_error(monkeypatch, fresh_backends):
+    monkeypatch.setitem(sys.modules, "cupy", None)  # makes `import cupy` fail
+    with pytest.raises(BackendUnavailableError, match=r"needs CuPy.*kernelfit\[cuda12\]"):
+        get_backend("gpu")
+    assert backend.gpu_available() is False
+    assert get_backend("auto").device == "cpu"
+
+
+def test_cli_device_gpu_without_cupy_exits_with_one_line(monkeypatch, fresh_backends, capsys):
+    monkeypatch.setitem(sys.modules, "cupy", None)
+    from kernelfit.cli import main
+
+    code = main(["solve", "--dataset", "mnist", "--n-train", "10", "--device", "gpu",
+                 "--no-progress"])
+    err = capsys.readouterr().err.strip()
+    assert code != 0
+    assert len(err.splitlines()) == 1, err
+    assert "CuPy" in err and "Traceback" not in err
+
+
+def test_unknown_device_is_refused():
+    with pytest.raises(InputError, match="unknown device"):
+        get_backend("tpu")
+
+
+# ---------------------------------------------------------------- CPU in place
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_cpu_tile_kernels_work_in_place(dtype):
+    be = CPUBackend()
+    rng = np.random.default_rng(2)
+    A = np.asfortranarray(_spd(12, dtype=dtype))
+    ref_L = np.linalg.cholesky(A.astype(np.float64))
+    a = A.copy(order="F")
+    ptr = a.ctypes.data
+    assert be.potrf(a) == 0
+    assert a.ctypes.data == ptr
+    rtol = 1e-12 if dtype == np.float64 else 1e-5
+    np.testing.assert_allclose(np.tril(a), ref_L, rtol=rtol, atol=rtol)
+    L = np.tril(a)
+
+    b = np.asfortranarray(rng.standard_normal((5, 12)).astype(dtype))
+    b0 = b.astype(np.float64)
+    be.trsm_rlt(a, b)
+    np.testing.assert_allclose(b, b0 @ np.linalg.inv(ref_L).T, rtol=1e3 * rtol, atol=rtol)
+
+    for trans in (False, True):
+        y = np.asfortranarray(rng.standard_normal((12, 3)).astype(dtype))
+        y0 = y.astype(np.float64)
+        be.trsm_left(a, y, trans=trans)
+        op = L.T if trans else L
+        np.testing.assert_allclose(y, np.linalg.solve(op.astype(np.float64), y0),
+                                   rtol=1e3 * rtol, atol=rtol)
+
+    c = np.asfortranarray(_spd(5, seed=3, dtype=dtype))
+    c0 = c.astype(np.float64)
+    x = np.asfortranarray(rng.standard_normal((5, 4)).astype(dtype))
+    be.syrk_sub(x, c)
+    np.testing.assert_allclose(np.tril(c), np.tril(c0 - x.astype(np.float64) @ x.T),
+                               rtol=1e3 * rtol, atol=10 * rtol)
+    np.testing.assert_array_equal(np.triu(c, 1), np.triu(c0, 1).astype(dtype))  # untouched
+
+    g = np.asfortranarray(rng.standard_normal((5, 6)).astype(dtype))
+    g0 = g.astype(np.float64)
+    p = np.asfortranarray(rng.standard_normal((6, 4)).astype(dtype))
+    be.gemm_nt_sub(x, p, g)
+    np.testing.assert_allclose(g, g0 - x.astype(np.float64) @ p.T, rtol=1e3 * rtol,
+                               atol=10 * rtol)
+    h = np.asfortranarray(rng.standard_normal((4, 6)).astype(dtype))
+    h0 = h.astype(np.float64)
+    be.gemm_acc(x, g, h, trans_a=True, alpha=-0.5)
+    np.testing.assert_allclose(h, h0 - 0.5 * x.astype(np.float64).T @ g, rtol=1e3 * rtol,
+                               atol=10 * rtol)
+
+
+def test_cpu_c_ordered_tiles_are_handled_correctly():
+    """SciPy copies a C-ordered tile; the CPU backend writes the result back."""
+    be = CPUBackend()
+    A = _spd(9)
+    a = A.copy(order="C")
+    assert be.potrf(a) == 0
+    np.testing.assert_allclose(np.tril(a), np.linalg.cholesky(A), rtol=1e-12)
+    c = np.ascontiguousarray(_spd(6, seed=1))
+    c0 = c.copy()
+    x = np.ascontiguousarray(np.random.default_rng(0).standard_normal((6, 2)))
+    be.syrk_sub(x, c)
+    np.testing.assert_allclose(np.tril(c), np.tril(c0 - x @ x.T), rtol=1e-12)
+
+
+def test_cpu_potrf_reports_lapack_info():
+    be = CPUBackend()
+    a = np.asfortranarray(np.diag([1.0, 2.0, -3.0]))
+    assert be.potrf(a) == 3
+
+
+# ---------------------------------------------------------------- GPUBackend, emulated
+_LOWER, _UPPER = 0, 1          # cublasFillMode_t
+_LEFT, _RIGHT = 0, 1           # cublasSideMode_t
+_OP_N, _OP_T = 0, 1            # cublasOperation_t
+_HOST, _DEVICE = 0, 1          # cublasPointerMode_t
+_DEFAULT_MATH, _TF32_MATH = 0, 3
+
+
+class _FakeArray(np.ndarray):
+    """A NumPy array that answers CuPy's ``data.ptr`` / ``device.id`` / ``get()``."""
+
+    @property
+    def data(self):  # noqa: D401 - mimics cupy.ndarray.data (a MemoryPointer)
+        return types.SimpleNamespace(ptr=self.ctypes.data)
+
+    @property
+    def device(self):
+        return types.SimpleNamespace(id=0)
+
+    def get(self):
+        return np.array(self)
+
+
+def _mat(ptr, rows, cols, ld, dtype):
+    """Column-major ``rows x cols`` view of the memory at ``ptr`` with leading dimension ld."""
+    assert ld >= max(rows, 1)
+    dtype = np.dtype(dtype)
+    n_items = ld * (cols - 1) + rows if cols else 0
+    buf = (ctypes.c_char * (n_items * dtype.itemsize)).from_address(ptr)
+    flat = np.frombuffer(buf, dtype=dtype)
+    return np.lib.stride_tricks.as_strided(flat, shape=(rows, cols),
+                                           strides=(dtype.itemsize, ld * dtype.itemsize))
+
+
+def _scalar(ptr, dtype):
+    return float(np.frombuffer((ctypes.c_char * np.dtype(dtype).itemsize).from_address(ptr),
+                               dtype=dtype)[0])
+
+
+class _FakeCuda:
+    """cupy + cupy_backends.cuda.libs.{cublas,cusolver} emulated on the host."""
+
+    def __init__(self):
+        self.calls = []
+        self.stream = 0
+        self.handle = {"stream": None, "pointer": _DEVICE, "math": _TF32_MATH}
+        self.solver_stream = None
+
+        cp = types.ModuleType("cupy")
+        cp.__version__ = "14.2.0"
+        cp.ndarray = _FakeArray
+        cp.float64, cp.float32 = np.float64, np.float32
+        wrap = lambda f: (lambda *a, **k: np.asarray(f(*a, **k)).view(_FakeArray))  # noqa
+        cp.asarray = wrap(np.asarray)
+        cp.empty = wrap(np.empty)
+        cp.zeros = wrap(np.zeros)
+        cp.asfortranarray = wrap(np.asfortranarray)
+        cp.ascontiguousarray = wrap(np.ascontiguousarray)
+        cp.concatenate = wrap(np.concatenate)
+        cp.asnumpy = np.array
+        runtime = types.SimpleNamespace(getDeviceCount=lambda: 1, getDevice=lambda: 0,
+                                        deviceSynchronize=lambda: None)
+        cp.cuda = types.SimpleNamespace(
+            runtime=runtime,
+            get_current_stream=lambda: types.SimpleNamespace(ptr=self.stream))
+        device_mod = types.ModuleType("cupy.cuda.device")
+        device_mod.get_cublas_handle = lambda: 11
+        device_mod.get_cusolver_handle = lambda: 22
+        cuda_mod = types.ModuleType("cupy.cuda")
+        cuda_mod.device = device_mod
+        cuda_mod.runtime = runtime
+        cuda_mod.get_current_stream = cp.cuda.get_current_stream
+        cp.cuda = cuda_mod
+
+        cb = types.ModuleType("cupy_backends.cuda.libs.cublas")
+        cb.CUBLAS_FILL_MODE_LOWER, cb.CUBLAS_FILL_MODE_UPPER = _LOWER, _UPPER
+        cb.CUBLAS_SIDE_LEFT, cb.CUBLAS_SIDE_RIGHT = _LEFT, _RIGHT
+        cb.CUBLAS_OP_N, cb.CUBLAS_OP_T = _OP_N, _OP_T
+        cb.CUBLAS_DIAG_NON_UNIT, cb.CUBLAS_DIAG_UNIT = 0, 1
+        cb.CUBLAS_POINTER_MODE_HOST, cb.CUBLAS_POINTER_MODE_DEVICE = _HOST, _DEVICE
+        cb.CUBLAS_DEFAULT_MATH, cb.CUBLAS_TF32_TENSOR_OP_MATH = _DEFAULT_MATH, _TF32_MATH
+        cb.setStream = self._cublas_set_stream
+        cb.getPointerMode = lambda h: self.handle["pointer"]
+        cb.setPointerMode = lambda h, m: self.handle.__setitem__("pointer", m)
+        cb.getMathMode = lambda h: self.handle["math"]
+        cb.setMathMode = lambda h, m: self.handle.__setitem__("math", m)
+        for ch, dt in (("d", np.float64), ("s", np.float32)):
+            setattr(cb, ch + "trsm", self._trsm(dt))
+            setattr(cb, ch + "syrk", self._syrk(dt))
+            setattr(cb, ch + "gemm", self._gemm(dt))
+
+        cs = types.ModuleType("cupy_backends.cuda.libs.cusolver")
+        cs.setStream = lambda h, s: setattr(self, "solver_stream", (h, s))
+        for ch, dt in (("d", np.float64), ("s", np.float32)):
+            setattr(cs, ch + "potrf_bufferSize", lambda h, uplo, n, a, lda: 3)
+            setattr(cs, ch + "potrf", self._potrf(dt))
+
+        libs = types.ModuleType("cupy_backends.cuda.libs")
+        libs.cublas, libs.cusolver = cb, cs
+        self.modules = {
+            "cupy": cp, "cupy.cuda": cuda_mod, "cupy.cuda.device": device_mod,
+            "cupy_backends": types.ModuleType("cupy_backends"),
+            "cupy_backends.cuda": types.ModuleType("cupy_backends.cuda"),
+            "cupy_backends.cuda.libs": libs,
+            "cupy_backends.cuda.libs.cublas": cb, "cupy_backends.cuda.libs.cusolver": cs}
+
+    # -- cuBLAS semantics (column-major, host scalars) --
+    def _blas_entry(self, h, name):
+        assert h == 11
+        assert self.handle["pointer"] == _HOST, f"{name} called with device pointer mode"
+        assert self.handle["math"] == _DEFAULT_MATH, f"{name} called with TF32 math mode"
+        assert self.handle["stream"] == self.stream, f"{name} not on the current stream"
+        self.calls.append(name)
+
+    def _cublas_set_stream(self, h, s):
+        self.handle["stream"] = s
+
+    def _trsm(self, dt):
+        def trsm(h, side, uplo, trans, diag, m, n, alpha, A, lda, B, ldb):
+            self._blas_entry(h, "trsm")
+            k = m if side == _LEFT else n
+            T = _mat(A, k, k, lda, dt).astype(np.float64)
+            T = np.tril(T) if uplo == _LOWER else np.triu(T)
+            op = T.T if trans == _OP_T else T
+            Bm = _mat(B, m, n, ldb, dt)
+            a = _scalar(alpha, dt)
+            if side == _LEFT:
+                X = solve_triangular(op, a * Bm, lower=np.allclose(op, np.tril(op)))
+            else:  # X op = a B  <=>  op^T X^T = a B^T
+                X = solve_triangular(op.T, a * Bm.T, lower=np.allclose(op.T, np.tril(op.T))).T
+            Bm[...] = X
+        return trsm
+
+    def _syrk(self, dt):
+        def syrk(h, uplo, trans, n, k, alpha, A, lda, beta, C, ldc):
+            self._blas_entry(h, "syrk")
+            Am = _mat(A, n, k, lda, dt) if trans == _OP_N else _mat(A, k, n, lda, dt).T
+            Cm = _mat(C, n, n, ldc, dt)
+            full = _scalar(alpha, dt) * (Am @ Am.T) + _scalar(beta, dt) * Cm
+            mask = np.tril(np.ones((n, n), bool)) if uplo == _LOWER else np.triu(np.ones((n, n), bool))
+            Cm[mask] = full[mask]  # the other triangle is not referenced
+        return syrk
+
+    def _gemm(self, dt):
+        def gemm(h, ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc):
+            self._blas_entry(h, "gemm")
+            opA = _mat(A, m, k, lda, dt) if ta == _OP_N else _mat(A, k, m, lda, dt).T
+            opB = _mat(B, k, n, ldb, dt) if tb == _OP_N else _mat(B, n, k, ldb, dt).T
+            Cm = _mat(C, m, n, ldc, dt)
+            Cm[...] = _scalar(alpha, dt) * (opA @ opB) + _scalar(beta, dt) * Cm
+        return gemm
+
+    def _potrf(self, dt):
+        def potrf(h, uplo, n, A, lda, work, lwork, info):
+            assert h == 22 and uplo == _LOWER and lwork == 3
+            assert self.solver_stream == (22, self.stream)
+            self.calls.append("potrf")
+            Am = _mat(A, n, n, lda, dt)
+            from scipy.linalg import lapack
+
+            c, code = (lapack.dpotrf if dt == np.float64 else lapack.spotrf)(
+                np.array(Am, order="F"), lower=1, clean=0)
+            Am[...] = c
+            _mat(info, 1, 1, 1, np.int32)[0, 0] = code
+        return potrf
+
+
+@pytest.fixture
+def fake_gpu(monkeypatch, fresh_backends):
+    fake = _FakeCuda()
+    for name, mod in fake.modules.items():
+        monkeypatch.setitem(sys.modules, name, mod)
+    fake.stream = 4242  # a non-default current stream: calls must follow it
+    return fake, GPUBackend()
+
+
+@pytest.mark.parametrize("n,tile", [(5, 5), (37, 8), (64, 20)])
+def test_gpu_backend_calls_match_blas_semantics(fake_gpu, n, tile):
+    fake, be = fake_gpu
+    A = _spd(n, seed=n)
+    B = np.random.default_rng(n).standard_normal((n, 2))
+    T = TiledSymmetric.from_dense(A, tile, backend=be)
+    ptrs = [[t.data.ptr for t in row] for row in T.tiles]
+    cholesky_inplace(T)
+    assert ptrs == [[t.data.ptr for t in row] for row in T.tiles]
+    np.testing.assert_allclose(T.to_dense(lower_only=True), np.linalg.cholesky(A),
+                               rtol=1e-10, atol=1e-12)
+    X = cholesky_solve(T, be.asarray(B))
+    np.testing.assert_allclose(np.asarray(X), np.linalg.solve(A, B), rtol=1e-10, atol=1e-12)
+    assert "potrf" in fake.calls and "trsm" in fake.calls
+    if T.n_tiles > 1:
+        assert "syrk" in fake.calls and "gemm" in fake.calls
+    # the handle's own modes come back as they were
+    assert fake.handle["pointer"] == _DEVICE and fake.handle["math"] == _TF32_MATH
+
+
+def test_gpu_backend_float32_and_rectangular_tiles(fake_gpu):
+    fake, be = fake_gpu
+    rng = np.random.default_rng(5)
+    L = np.linalg.cholesky(_spd(6)).astype(np.float32)
+    b = be.asarray(np.asfortranarray(rng.standard_normal((4, 6)).astype(np.float32)))
+    b0 = np.array(b, dtype=np.float64)
+    be.trsm_rlt(be.asarray(np.asfortranarray(L)), b)
+    np.testing.assert_allclose(np.asarray(b), b0 @ np.linalg.inv(L.astype(np.float64)).T,
+                               rtol=1e-4, atol=1e-5)
+    a = be.asarray(np.asfortranarray(rng.standard_normal((4, 3))))
+    p = be.asarray(np.asfortranarray(rng.standard_normal((5, 3))))
+    c = be.asarray(np.asfortranarray(rng.standard_normal((4, 5))))
+    c0 = np.array(c)
+    be.gemm_nt_sub(a, p, c)
+    np.testing.assert_allclose(np.asarray(c), c0 - np.asarray(a) @ np.asarray(p).T, rtol=1e-12)
+    y = be.asarray(np.asfortranarray(rng.standard_normal((3, 5))))
+    y0 = np.array(y)
+    be.gemm_acc(a, c, y, trans_a=True, alpha=-2.0)
+    np.testing.assert_allclose(np.asarray(y), y0 - 2.0 * np.asarray(a).T @ np.asarray(c),
+                               rtol=1e-12)
+
+
+def test_gpu_backend_potrf_info_and_not_pd(fake_gpu):
+    _fake, be = fake_gpu
+    a = be.asarray(np.asfortranarray(np.diag([4.0, 1.0, -1.0])))
+    assert be.potrf(a) == 3
+    A = _spd(30)
+    A[17, 17] = -5.0
+    A[17, :17] = A[:17, 17] = 0.0
+    T = TiledSymmetric.from_dense(A, 8, backend=be)
+    with pytest.raises(NotPositiveDefiniteError) as info:
+        cholesky_inplace(T)
+    assert info.value.index == 17
+
+
+def test_gpu_backend_refuses_bad_tiles(fake_gpu):
+    _fake, be = fake_gpu
+    c_order = be.asarray(np.ascontiguousarray(_spd(6)))
+    with pytest.raises(InputError, match="Fortran"):
+        be.potrf(c_order)
+    with pytest.raises(InputError, match="CuPy arrays"):
+        be.potrf(np.asfortranarray(_spd(6)))
+    f64 = be.asarray(np.asfortranarray(_spd(6)))
+    f32 = be.asarray(np.asfortranarray(np.ones((2, 6), np.float32)))
+    with pytest.raises(InputError, match="float"):
+        be.trsm_rlt(f64, f32)
+    with pytest.raises(InputError, match="shape"):
+        be.syrk_sub(be.asarray(np.asfortranarray(np.ones((5, 2)))), f64)

@@ -1,0 +1,216 @@
+"""Tests of the benchmark package and ``kernelfit bench`` (tiny sizes, < 60 s in all)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from kernelfit.bench import machine, report, runner, suite
+from kernelfit.errors import InputError
+
+
+@pytest.fixture(autouse=True)
+def _quiet(monkeypatch):
+    monkeypatch.setenv("KERNELFIT_PROGRESS", "0")
+
+
+def test_machine_description_keys():
+    m = machine.describe_machine()
+    for key in ("host", "host_tag", "os", "cpu", "memory", "blas", "lapack", "gpus",
+                "versions"):
+        assert key in m
+    assert m["cpu"]["model"]
+    assert m["cpu"]["logical"] >= 1
+    assert m["memory"]["total_bytes"] > 0 and m["memory"]["available_bytes"] > 0
+    assert "library" in m["blas"]
+    for lib in ("kernelfit", "python", "numpy", "scipy", "scikit-learn"):
+        assert m["versions"][lib]
+    json.dumps(m)  # JSON-ready
+
+
+def test_cpu_peaks_small():
+    p = machine.measure_cpu_peaks(size=128, repeats=2)
+    assert p["dgemm_gflops"] > 0 and p["sgemm_gflops"] > 0
+    assert p["dgemm"]["repeats"] == 2
+
+
+def test_runner_records_segfault_as_crash():
+    rec = runner.run_child({"task": "selftest", "mode": "segv"}, timeout=60)
+    assert rec["status"] == "crashed"
+    assert rec["signal"] == "SIGSEGV"
+    assert rec["returncode"] < 0
+    assert "SIGSEGV" in rec["reason"]
+    assert rec["max_rss_bytes"] > 0
+
+
+def test_runner_records_timeout():
+    rec = runner.run_child({"task": "selftest", "mode": "sleep", "seconds": 30}, timeout=1.0)
+    assert rec["status"] == "timeout"
+    assert rec["wall_s"] < 20
+
+
+def test_runner_memory_guard():
+    rec = runner.run_child({"task": "selftest", "mode": "alloc", "bytes": 400 << 20,
+                            "seconds": 5}, timeout=60, memory_limit=150 << 20)
+    assert rec["status"] == "memory"
+    assert "guard" in rec["reason"]
+
+
+def test_runner_ok_error_and_exit():
+    assert runner.run_child({"task": "selftest", "mode": "ok"})["status"] == "ok"
+    err = runner.run_child({"task": "selftest", "mode": "raise"})
+    assert err["status"] == "error" and "selftest error" in err["reason"]
+    ex = runner.run_child({"task": "selftest", "mode": "exit", "code": 3})
+    assert ex["status"] == "error" and ex["returncode"] == 3
+
+
+def test_runner_solve_task_all_implementations():
+    for impl in runner.IMPLEMENTATIONS:
+        rec = runner.run_child({"task": "solve", "impl": impl, "n": 150, "n_test": 40, "d": 20,
+                                "repeats": 1}, timeout=120)
+        assert rec["status"] == "ok", rec
+        rep = rec["result"]["repeats"][0]
+        assert rep["total"] > 0
+        assert rep["relative_residual"] < 1e-6
+        assert 0 <= rep["test_error"] <= 1
+
+
+def test_unknown_peer_is_an_error():
+    with pytest.raises(InputError, match="unknown peer"):
+        suite.parse_peers("sklearn,torch")
+    assert suite.parse_peers("none") == ()
+    assert suite.parse_peers("scikit-learn,scipy") == ("sklearn", "scipy")
+
+
+def test_unknown_peer_cli_fails_before_running(capsys, tmp_path):
+    from kernelfit.cli import main
+
+    rc = main(["bench", "--n", "100", "--peers", "nope", "--out", str(tmp_path)])
+    assert rc != 0
+    assert "unknown peer" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
+
+
+def test_missing_peer_is_unavailable(monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "sklearn" else real(name, *a))
+    reason = runner.peer_unavailable_reason("sklearn")
+    assert reason and "not installed" in reason
+
+
+def test_power_law_fit_on_synthetic_timings():
+    ns = [1000, 2000, 4000, 8000]
+    ts = [2e-10 * n ** 3 for n in ns]
+    fit = suite.fit_power_law(ns, ts)
+    assert fit["exponent"] == pytest.approx(3.0, abs=1e-9)
+    assert fit["coef"] == pytest.approx(2e-10, rel=1e-6)
+    assert fit["cubic_coef"] == pytest.approx(2e-10, rel=1e-9)
+    assert suite.predict_time(fit, 16000) == pytest.approx(2e-10 * 16000 ** 3, rel=1e-6)
+    # noisy small-n overhead: the c n^3 fit follows the largest n
+    ts2 = [t + 0.05 for t in ts]
+    fit2 = suite.fit_power_law(ns, ts2)
+    assert fit2["exponent"] < 3.0
+    assert suite.predict_time(fit2, 16000, cubic=True) == pytest.approx(
+        2e-10 * 16000 ** 3, rel=0.01)
+    one = suite.fit_power_law([500], [1.0])
+    assert one["exponent"] is None and one["cubic_coef"] == pytest.approx(1.0 / 500 ** 3)
+    assert suite.fit_power_law([], [])["cubic_coef"] is None
+
+
+def test_largest_fitting_n_monotone():
+    small = suite.largest_fitting_n("kernelfit", 1 << 30, d=784, n_test=1000)
+    big = suite.largest_fitting_n("kernelfit", 8 << 30, d=784, n_test=1000)
+    sk = suite.largest_fitting_n("sklearn", 8 << 30, d=784, n_test=1000)
+    assert 0 < small < big
+    assert sk < big  # two dense n x n matrices against half of one
+
+
+def test_skipped_n_when_memory_is_limited(monkeypatch):
+    monkeypatch.setenv("KERNELFIT_MEMORY_LIMIT", str(400 << 20))
+    cfg = suite.BenchConfig(n_list=[100, 20000, 40000], devices=("cpu",), peers=("scipy",),
+                            repeats=1, d=10, n_test=10, measure_peaks=False, timeout_s=120,
+                            budget_s=0)
+    res = suite.run_bench(cfg, show_progress=False)
+    recs = {(r["label"], r["n"]): r for r in res["records"]}
+    assert recs[("kernelfit-cpu", 100)]["status"] == "ok"
+    big = recs[("kernelfit-cpu", 20000)]
+    assert big["status"] == "skipped" and big["reason"].startswith("memory: needs about")
+    assert recs[("kernelfit-cpu", 40000)]["status"] == "skipped"
+    assert recs[("scipy", 20000)]["status"] == "skipped"
+    assert any(s["n"] == 20000 for s in res["skipped"])
+    assert "kernelfit-cpu" in res["extrapolation"]
+    md = report.render_markdown(res)
+    assert "Not measured" in md and "memory: needs about" in md
+
+
+def test_cli_end_to_end_tiny(tmp_path, capsys):
+    from kernelfit.cli import main
+
+    out = tmp_path / "res"
+    rc = main(["bench", "--n", "200,400", "--repeats", "1", "--out", str(out), "--d", "30",
+               "--n-test", "50", "--peak-size", "128", "--device", "all", "--no-progress"])
+    assert rc == 0
+    files = sorted(p.name for p in out.iterdir())
+    tag = machine.host_tag()
+    for suffix in (".json", ".md", "_time.png", "_peak.png", "_peers.png"):
+        assert f"bench_{tag}{suffix}" in files
+    assert not any(f.endswith(".tmp") for f in files)
+    data = json.loads((out / f"bench_{tag}.json").read_text())
+    assert data["schema"] == suite.SCHEMA
+    assert data["machine"]["peaks"]["cpu"]["dgemm_gflops"] > 0
+    labels = {r["label"] for r in data["records"]}
+    assert labels == {"kernelfit-cpu", "kernelfit-gpu", "sklearn", "scipy"}
+    for r in data["records"]:
+        if r["label"] == "kernelfit-gpu" and r["status"] != "ok":
+            assert r["status"] == "unavailable" and r["reason"]
+        elif r["label"] != "kernelfit-gpu":
+            assert r["status"] == "ok", r
+            assert r["total"] > 0 and r["peak_rss_bytes"] > 0
+    kf = [r for r in data["records"] if r["label"] == "kernelfit-cpu"]
+    assert all(r["factor_gflops"] > 0 and r["fraction_of_peak"] > 0 for r in kf)
+    assert data["comparisons"] and "factor_rate_vs_scipy" in data["comparisons"][0]
+    md = (out / f"bench_{tag}.md").read_text()
+    assert "| n | kernelfit-cpu" in md and "kernelfit-gpu" in md
+    assert (out / f"bench_{tag}_time.png").read_bytes()[:4] == b"\x89PNG"
+    assert "json:" in capsys.readouterr().out
+
+
+def test_report_from_synthetic_results_with_crash(tmp_path):
+    m = {"host": "h", "host_tag": "h", "cpu": {}, "memory": {}, "blas": {},
+         "peaks": {"cpu": {"dgemm_gflops": 100.0, "sgemm_gflops": 200.0,
+                           "dgemm": {"size": 4096, "repeats": 3}},
+                   "gpu": {"available": False, "reason": "no CuPy"}}}
+    cfg = suite.BenchConfig(n_list=[1000, 2000], devices=("cpu",), peers=("scipy",))
+    recs = []
+    for n in (1000, 2000):
+        row = {"label": "kernelfit-cpu", "impl": "kernelfit", "device": "cpu"}
+        child = {"status": "ok", "wall_s": 1.0, "max_rss_bytes": 1 << 28,
+                 "result": {"repeats": [{"factor": 1e-10 * n ** 3, "total": 2e-10 * n ** 3,
+                                         "relative_residual": 1e-14}]}}
+        recs.append(suite._record(row, n, cfg, m, child=child))
+    row = {"label": "scipy", "impl": "scipy", "device": "cpu"}
+    recs.append(suite._record(row, 2000, cfg, m, child={
+        "status": "crashed", "signal": "SIGSEGV", "returncode": -11, "wall_s": 3.0,
+        "max_rss_bytes": 1 << 29, "reason": "crashed with SIGSEGV", "result": None,
+        "stderr_tail": "Fatal Python error: Segmentation fault"}))
+    assert recs[0]["factor_gflops"] == pytest.approx(1000 ** 3 / 3 / (1e-10 * 1000 ** 3) / 1e9)
+    assert recs[0]["fraction_of_peak"] == pytest.approx(recs[0]["factor_gflops"] / 100.0)
+    res = {"schema": suite.SCHEMA, "created": "now", "config": {}, "machine": m,
+           "records": recs, "comparisons": suite.comparisons(recs),
+           "extrapolation": suite.extrapolate(recs, cfg, m),
+           "skipped": [{"label": "scipy", "n": 2000, "status": "crashed",
+                        "reason": "crashed with SIGSEGV"}], "elapsed_s": 1.0}
+    assert res["comparisons"][1]["scipy_status"] == "crashed"
+    e = res["extrapolation"]["kernelfit-cpu"]
+    assert e["stage_fit"]["exponent"] == pytest.approx(3.0)
+    assert e["predicted_stage_s"] == pytest.approx(1e-10 * e["n_max_fits"] ** 3, rel=1e-6)
+    paths = report.write_report(res, tmp_path)
+    md = paths["markdown"].read_text()
+    assert "crashed (SIGSEGV)" in md
+    assert all(p.exists() for p in paths.values())
+    assert not math.isnan(json.loads(paths["json"].read_text())["records"][0]["factor"])

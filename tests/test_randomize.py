@@ -1,0 +1,339 @@
+"""Randomization tests (kernelfit.randomization and ``kernelfit randomize``)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from kernelfit import randomization as rz
+from kernelfit.cli import main
+from kernelfit.datasets import Dataset
+from kernelfit.errors import InputError, NotPositiveDefiniteError
+from kernelfit.pipeline import SolveConfig
+
+REQUIRED = ("mode", "level", "repeat", "train_error", "test_error", "rkhs_norm",
+            "relative_residual", "solve_seconds", "seed", "condition_number", "n_train",
+            "n_test", "status", "error")
+
+
+@pytest.fixture(autouse=True)
+def _quiet(monkeypatch):
+    monkeypatch.setenv("KERNELFIT_PROGRESS", "0")
+
+
+def _cfg(**kw):
+    base = dict(dataset="digits", n_train=240, n_test=80, show_progress=False)
+    base.update(kw)
+    return SolveConfig(**base)
+
+
+def _images(n, shape, seed=0):
+    rng = np.random.default_rng(seed)
+    # distinct values in every image so that permutations can be recovered
+    return rng.random((n, int(np.prod(shape))))
+
+
+# ------------------------------------------------------------------ arguments
+def test_parse_modes():
+    assert rz.parse_modes("all") == rz.MODES
+    assert rz.parse_modes("labels, random_pixels") == ("labels", "random-pixels")
+    assert rz.parse_modes(["gaussian", "gaussian", "labels"]) == ("gaussian", "labels")
+    for bad in ("foo", "labels,pixels", "", ","):
+        with pytest.raises(InputError):
+            rz.parse_modes(bad)
+
+
+def test_parse_levels():
+    assert rz.parse_levels("1,0,0.5,0.5") == (0.0, 0.5, 1.0)
+    assert rz.parse_levels([0, 1]) == (0.0, 1.0)
+    for bad in ("1.5", "-0.1", "nan", "a", "", "0,2", [0.1, float("inf")]):
+        with pytest.raises(InputError):
+            rz.parse_levels(bad)
+
+
+def test_derive_seed_deterministic_and_distinct():
+    s = rz.derive_seed(0, "labels", 0.2, 0)
+    assert s == rz.derive_seed(0, "labels", 0.2, 0)
+    assert 0 <= s < 2 ** 63
+    others = {rz.derive_seed(1, "labels", 0.2, 0), rz.derive_seed(0, "gaussian", 0.2, 0),
+              rz.derive_seed(0, "labels", 0.4, 0), rz.derive_seed(0, "labels", 0.2, 1)}
+    assert s not in others and len(others) == 4
+    # pinned: a change of the derivation would silently change published figures
+    assert rz.derive_seed(0, "labels", 1.0, 0) == 502614401423034121
+
+
+# ------------------------------------------------------------------ corruptions
+@pytest.mark.parametrize("level", [0.0, 0.1, 0.37, 0.5, 1.0])
+def test_corrupt_labels_counts(level):
+    y = np.arange(1000) % 10
+    y_new, info = rz.corrupt_labels(y, level, 10, np.random.default_rng(3))
+    k = int(round(level * y.size))
+    idx = info["indices"]
+    assert info["n_labels_resampled"] == k == idx.size == np.unique(idx).size
+    untouched = np.setdiff1d(np.arange(y.size), idx)
+    assert np.array_equal(y_new[untouched], y[untouched])
+    assert info["n_labels_changed"] == np.count_nonzero(y_new != y)
+    assert y_new.min() >= 0 and y_new.max() < 10 and y_new.dtype == y.dtype
+    assert np.array_equal(y, np.arange(1000) % 10)  # input not modified
+    if level == 0:
+        assert np.array_equal(y_new, y)
+
+
+def test_corrupt_labels_uniform_classes():
+    y = np.zeros(20000, dtype=np.int64)
+    y_new, info = rz.corrupt_labels(y, 1.0, 10, np.random.default_rng(0))
+    counts = np.bincount(y_new, minlength=10)
+    assert np.all(np.abs(counts - 2000) < 200)
+    assert abs(info["n_labels_changed"] / y.size - 0.9) < 0.01
+
+
+def test_shuffle_pixels_one_permutation_for_all_images_including_test():
+    shape = (4, 5, 3)
+    Xtr, Xte = _images(30, shape, 1), _images(12, shape, 2)
+    Ytr, Yte, info = rz.shuffle_pixels(Xtr, Xte, 1.0, shape, np.random.default_rng(0))
+    perm = info["permutation"]
+    assert sorted(perm) == list(range(20)) and not np.array_equal(perm, np.arange(20))
+    for X, Y in ((Xtr, Ytr), (Xte, Yte)):
+        expect = X.reshape(len(X), 20, 3)[:, perm, :].reshape(len(X), -1)
+        assert np.array_equal(Y, expect)  # channels move together
+    assert info["n_corrupted_train"] == 30 and info["n_corrupted_test"] == 12
+
+
+def test_shuffle_pixels_partial_and_train_only():
+    shape = (6, 6)
+    Xtr, Xte = _images(50, shape, 1), _images(20, shape, 2)
+    Ytr, Yte, info = rz.shuffle_pixels(Xtr, Xte, 0.3, shape, np.random.default_rng(5))
+    changed = np.flatnonzero(np.any(Ytr != Xtr, axis=1))
+    assert np.array_equal(changed, info["train_indices"]) and changed.size == 15
+    assert np.flatnonzero(np.any(Yte != Xte, axis=1)).size == 6
+    assert np.array_equal(Ytr[changed], Xtr[changed][:, info["permutation"]])
+    Ytr, Yte, info = rz.shuffle_pixels(Xtr, Xte, 0.3, shape, np.random.default_rng(5),
+                                       corrupt_test=False)
+    assert np.array_equal(Yte, Xte) and info["n_corrupted_test"] == 0
+    Ytr, Yte, _ = rz.shuffle_pixels(Xtr, Xte, 0.0, shape, np.random.default_rng(5))
+    assert np.array_equal(Ytr, Xtr) and np.array_equal(Yte, Xte)
+
+
+def test_random_pixels_independent_and_multiset_preserving():
+    shape = (5, 5, 2)
+    Xtr, Xte = _images(40, shape, 3), _images(10, shape, 4)
+    Ytr, Yte, info = rz.randomize_pixels(Xtr, Xte, 1.0, shape, np.random.default_rng(1))
+    perms = set()
+    for X, Y in ((Xtr, Ytr), (Xte, Yte)):
+        P, Q = X.reshape(len(X), 25, 2), Y.reshape(len(Y), 25, 2)
+        for p, q in zip(P, Q):
+            assert np.array_equal(np.sort(p[:, 0]), np.sort(q[:, 0]))  # same pixel multiset
+            order = np.argsort(p[:, 0])
+            perm = order[np.searchsorted(p[order, 0], q[:, 0])]
+            assert np.array_equal(q, p[perm])  # channels moved together
+            perms.add(tuple(perm))
+    assert len(perms) == 50  # one independent permutation per image
+    Ytr, Yte, info = rz.randomize_pixels(Xtr, Xte, 0.5, shape, np.random.default_rng(1))
+    assert np.flatnonzero(np.any(Ytr != Xtr, axis=1)).tolist() == info["train_indices"].tolist()
+    assert info["n_corrupted_train"] == 20 and info["n_corrupted_test"] == 5
+    Ytr, Yte, _ = rz.randomize_pixels(Xtr, Xte, 0.0, shape, np.random.default_rng(1))
+    assert np.array_equal(Ytr, Xtr) and np.array_equal(Yte, Xte)
+
+
+def test_gaussian_matches_mean_and_variance():
+    rng = np.random.default_rng(0)
+    Xtr = (rng.random((400, 64)) < 0.2).astype(float)  # mean 0.2, var 0.16
+    Xte = (rng.random((100, 64)) < 0.2).astype(float)
+    Ytr, Yte, info = rz.gaussian_inputs(Xtr, Xte, 1.0, np.random.default_rng(1))
+    assert info["mean"] == pytest.approx(Xtr.mean()) and info["std"] == pytest.approx(Xtr.std())
+    for Y in (Ytr, Yte):
+        assert Y.mean() == pytest.approx(Xtr.mean(), abs=0.01)
+        assert Y.var() == pytest.approx(Xtr.var(), rel=0.03)
+    Ytr, Yte, info = rz.gaussian_inputs(Xtr, Xte, 0.25, np.random.default_rng(1))
+    same = np.all(Ytr == Xtr, axis=1)
+    assert np.flatnonzero(~same).tolist() == info["train_indices"].tolist()
+    assert info["n_corrupted_train"] == 100 and info["n_corrupted_test"] == 25
+
+
+def test_corrupt_is_reproducible_from_seed():
+    X = _images(30, (4, 4))
+    y = np.arange(30) % 3
+    for mode in rz.MODES:
+        a = rz.corrupt(mode, 0.5, X, y, X[:5], image_shape=(4, 4), n_classes=3, seed=7)
+        b = rz.corrupt(mode, 0.5, X, y, X[:5], image_shape=(4, 4), n_classes=3, seed=7)
+        c = rz.corrupt(mode, 0.5, X, y, X[:5], image_shape=(4, 4), n_classes=3, seed=8)
+        for u, v in zip(a[:3], b[:3]):
+            assert np.array_equal(u, v)
+        assert any(not np.array_equal(u, v) for u, v in zip(a[:3], c[:3]))
+
+
+def test_pixel_modes_need_images():
+    X = np.random.default_rng(0).random((10, 6))
+    with pytest.raises(InputError, match="image"):
+        rz.shuffle_pixels(X, X, 0.5, (), 0)
+    with pytest.raises(InputError):
+        rz.randomize_pixels(X, X, 0.5, (4, 4), 0)  # wrong width
+
+
+# ------------------------------------------------------------------ the experiment
+def test_run_records_train_error_zero_and_seeds():
+    levels = (0.0, 0.5, 1.0)
+    res = rz.run_randomization(_cfg(), "all", levels, 1, estimate_condition=False)
+    recs = res["records"]
+    assert len(recs) == 4 * 3
+    for r in recs:
+        assert all(k in r for k in REQUIRED)
+        assert r["status"] == "ok" and r["error"] is None
+        assert r["train_error"] == 0.0
+        assert r["relative_residual"] < 1e-6 and r["rkhs_norm"] > 0
+        assert r["seed"] == rz.derive_seed(0, r["mode"], r["level"], r["repeat"])
+        assert r["n_train"] == 240 and r["n_test"] == 80
+    assert res["all_train_errors_zero"] and res["n_failed"] == 0
+    by = {(r["mode"], r["level"]): r for r in recs}
+    clean = by[("labels", 0.0)]
+    assert by[("gaussian", 0.0)]["clean_reused"] and not clean["clean_reused"]
+    assert by[("gaussian", 0.0)]["test_error"] == clean["test_error"]
+    # random labels: test error near chance; the norm grows with label noise
+    assert by[("labels", 1.0)]["test_error"] > 0.6 > clean["test_error"]
+    assert by[("labels", 1.0)]["rkhs_norm"] > by[("labels", 0.5)]["rkhs_norm"] > clean["rkhs_norm"]
+    # the Gaussian kernel is invariant under one fixed permutation of all images
+    assert by[("shuffled-pixels", 1.0)]["test_error"] == pytest.approx(clean["test_error"])
+    assert by[("labels", 0.5)]["n_labels_resampled"] == 120
+    summ = {(s["mode"], s["level"]): s for s in res["summary"]}
+    assert set(summ) == set(by)
+    assert summ[("labels", 1.0)]["test_error"]["mean"] == by[("labels", 1.0)]["test_error"]
+    json.dumps(res)  # JSON-ready
+
+
+def test_run_repeats_spread_and_reproducible():
+    kw = dict(estimate_condition=False)
+    a = rz.run_randomization(_cfg(n_train=150, n_test=60), "labels", (0.0, 0.6), 3, **kw)
+    b = rz.run_randomization(_cfg(n_train=150, n_test=60), "labels", (0.6,), 2, **kw)
+    ra = {(r["level"], r["repeat"]): r for r in a["records"]}
+    for r in b["records"]:  # a record depends on (base seed, mode, level, repeat) only
+        assert r["test_error"] == ra[(r["level"], r["repeat"])]["test_error"]
+        assert r["rkhs_norm"] == pytest.approx(ra[(r["level"], r["repeat"])]["rkhs_norm"])
+    s = {x["level"]: x for x in a["summary"]}
+    assert s[0.6]["n_repeats"] == 3 and s[0.6]["rkhs_norm"]["std"] > 0
+    assert s[0.0]["test_error"]["std"] == 0.0  # clean data: nothing random
+
+
+def test_condition_number_and_shared_for_labels():
+    res = rz.run_randomization(_cfg(n_train=150, n_test=40), "labels,gaussian", (0.0, 1.0), 1)
+    by = {(r["mode"], r["level"]): r for r in res["records"]}
+    c = by[("labels", 0.0)]["condition_number"]
+    assert c > 1
+    assert by[("labels", 1.0)]["condition_number"] == c and by[("labels", 1.0)]["condition_shared"]
+    assert by[("gaussian", 1.0)]["condition_number"] < c  # noise makes K better conditioned
+
+
+def test_condition_endpoints_policy():
+    res = rz.run_randomization(_cfg(n_train=120, n_test=30), "gaussian", (0.0, 0.5, 1.0), 1,
+                               estimate_condition="endpoints")
+    cond = {r["level"]: r["condition_number"] for r in res["records"]}
+    assert cond[0.0] > 1 and cond[1.0] > 1 and cond[0.5] is None
+    with pytest.raises(InputError):
+        rz.run_randomization(_cfg(), "labels", (0.0,), 1, estimate_condition="some")
+
+
+def test_pixel_mode_on_non_image_data_fails_before_any_solve(monkeypatch):
+    def boom(*a, **k):
+        raise AssertionError("solved")
+
+    monkeypatch.setattr(rz, "_solve_one", boom)
+    rng = np.random.default_rng(0)
+    ds = Dataset("flat", rng.random((20, 5)), np.arange(20) % 2, rng.random((5, 5)),
+                 np.arange(5) % 2, (), 2, ["a", "b"], "test")
+    with pytest.raises(InputError, match="image"):
+        rz.run_randomization(_cfg(), "labels,random-pixels", (0.5,), 1, dataset=ds)
+    for bad in [dict(levels=(1.5,)), dict(repeats=0), dict(modes="nope")]:
+        kw = dict(modes="labels", levels=(0.5,), repeats=1)
+        kw.update(bad)
+        with pytest.raises(InputError):
+            rz.run_randomization(_cfg(), kw["modes"], kw["levels"], kw["repeats"], dataset=ds)
+
+
+def test_failed_solve_recorded_or_raised(monkeypatch):
+    real = rz._solve_one
+
+    def flaky(cfg, bw, Xtr, ytr, *a, **k):
+        if not np.array_equal(Xtr[0], Xtr[0].round(6)):  # gaussian noise: fail
+            raise NotPositiveDefiniteError("K is not numerically positive definite (test)")
+        return real(cfg, bw, Xtr, ytr, *a, **k)
+
+    monkeypatch.setattr(rz, "_solve_one", flaky)
+    res = rz.run_randomization(_cfg(n_train=100, n_test=30), "gaussian", (0.0, 1.0), 1,
+                               estimate_condition=False)
+    bad = [r for r in res["records"] if r["status"] == "failed"]
+    assert len(bad) == 1 and "positive definite" in bad[0]["error"]
+    assert bad[0]["train_error"] is None and res["n_failed"] == 1
+    assert "failed" in rz.failure_message(res)
+    assert "Failed solves" in rz.render_markdown(res)
+    with pytest.raises(NotPositiveDefiniteError, match="gaussian level 1"):
+        rz.run_randomization(_cfg(n_train=100, n_test=30), "gaussian", (1.0,), 1,
+                             estimate_condition=False, on_error="raise")
+
+
+# ------------------------------------------------------------------ command line
+def test_cli_json_and_out(tmp_path, capsys):
+    out = tmp_path / "res" / "sub"
+    code = main(["randomize", "--dataset", "digits", "--n-train", "200", "--n-test", "60",
+                 "--mode", "labels,random-pixels", "--levels", "0,1", "--repeats", "2",
+                 "--json", "--out", str(out), "--note", "digits test"])
+    assert code == 0
+    obj = json.loads(capsys.readouterr().out)
+    assert len(obj["records"]) == 2 * 2 * 2
+    for r in obj["records"]:
+        assert all(k in r for k in REQUIRED) and r["train_error"] == 0
+    assert {(s["mode"], s["level"]) for s in obj["summary"]} == {
+        ("labels", 0.0), ("labels", 1.0), ("random-pixels", 0.0), ("random-pixels", 1.0)}
+    names = sorted(p.name for p in out.iterdir())
+    assert names == sorted(["randomize_records.json", "randomize_table.md",
+                            "randomize_overview.png", "randomize_test_error.png",
+                            "randomize_rkhs_norm.png", "randomize_solve_seconds.png"])
+    saved = json.loads((out / "randomize_records.json").read_text())
+    assert saved["records"] == obj["records"] and saved["note"] == "digits test"
+    assert "| labels | 1 |" in (out / "randomize_table.md").read_text()
+    assert (out / "randomize_overview.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_cli_text_output(capsys):
+    code = main(["randomize", "--dataset", "digits", "--n-train", "120", "--n-test", "30",
+                 "--levels", "0,1", "--no-condition"])
+    assert code == 0
+    text = capsys.readouterr().out
+    assert "labels" in text and "test error" in text
+
+
+@pytest.mark.parametrize("args,msg", [
+    (["--levels", "0,1.5"], "[0, 1]"),
+    (["--levels", "-0.2"], "[0, 1]"),
+    (["--levels", "x"], "level"),
+    (["--mode", "labels,pixels"], "unknown mode"),
+    (["--mode", ""], "mode"),
+    (["--repeats", "0"], "repeats"),
+    (["--dataset", "nosuch"], "unknown dataset"),
+])
+def test_cli_bad_input(tmp_path, capsys, args, msg):
+    out = tmp_path / "out"
+    code = main(["randomize", "--out", str(out)] + args)
+    err = capsys.readouterr().err.strip()
+    assert code != 0
+    assert msg in err and len(err.splitlines()) == 1 and "Traceback" not in err
+    assert not out.exists()
+
+
+def test_cli_out_is_a_file(tmp_path, capsys):
+    f = tmp_path / "file"
+    f.write_text("x")
+    assert main(["randomize", "--out", str(f), "--levels", "0"]) != 0
+    assert "not a folder" in capsys.readouterr().err
+    assert f.read_text() == "x"
+
+
+def test_cli_subprocess_one_line_error(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "kernelfit", "randomize", "--levels", "2",
+                           "--out", str(tmp_path / "o")], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode != 0
+    assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+    assert not (tmp_path / "o").exists()
