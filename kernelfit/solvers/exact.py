@@ -160,6 +160,10 @@ def solve_exact(kernel: Kernel, X, Y, options: Optional[SolveOptions] = None,
         Y = Y[:, None]
     if Y.shape[0] != n:
         raise InputError(f"X has {n} rows but the targets have {Y.shape[0]}")
+    if be.device == "gpu" and opts.solver != "cholesky" and n * n >= 2 ** 31:
+        raise InputError(f"--solver {opts.solver} on the GPU builds a dense n x n K, and at "
+                         f"n = {n} that exceeds the 2^31 elements cuSOLVER's 32-bit workspace "
+                         "sizes allow; use --solver cholesky, or --device cpu")
     dtype = np.float64 if opts.dtype == "float64" else np.float32
     tile_size = opts.tile_size or default_tile_size(n, be.device)
     plan = plan_exact_solve(n, d, Y.shape[1], dtype=dtype, tile_size=tile_size,
