@@ -156,6 +156,12 @@ class CPUBackend(Backend):
     device = "cpu"
     xp = np
 
+    def __init__(self):
+        # resolve the LAPACK/BLAS wrappers now, so that importing SciPy's linear algebra
+        # is not counted in the first factorization's time
+        self._funcs("d")
+        self._funcs("f")
+
     @staticmethod
     @functools.lru_cache(maxsize=None)
     def _funcs(dtype_char: str):

@@ -210,6 +210,9 @@ def corrupt_labels(y, level: float, n_classes: int, rng=None) -> Tuple[np.ndarra
         raise InputError(f"labels must be 1-D, got shape {y.shape}")
     if int(n_classes) < 1:
         raise InputError(f"n_classes must be at least 1, got {n_classes}")
+    if not np.issubdtype(y.dtype, np.integer):
+        raise InputError(f"labels must be integer class codes 0 .. n_classes - 1, got dtype "
+                         f"{y.dtype}")
     rng = _rng(rng)
     n = y.shape[0]
     k = _count(level, n)
@@ -376,13 +379,12 @@ def _check_modes_for_data(modes: Sequence[str], image_shape) -> None:
 
 def _solve_one(cfg, bandwidth, X_train, y_train, X_test, y_test, estimate_condition: bool,
                seed: int) -> dict:
-    from .estimator import KernelInterpolator
+    from .pipeline import _estimator
 
-    est = KernelInterpolator(kernel=cfg.kernel, bandwidth=bandwidth, degree=cfg.degree,
-                             gamma=cfg.gamma, coef0=cfg.coef0, ridge=cfg.ridge,
-                             solver=cfg.solver, dtype=cfg.dtype, device=cfg.device,
-                             tile_size=cfg.tile_size, estimate_condition=estimate_condition,
-                             random_state=seed, show_progress=False)
+    # the same estimator as `kernelfit solve` (every solver option of cfg), with the
+    # bandwidth fixed on the clean data and the condition estimate switched as asked
+    est = _estimator(cfg).set_params(bandwidth=bandwidth, estimate_condition=estimate_condition,
+                                     random_state=seed, show_progress=False)
     est.fit(X_train, y_train)
     t = dict(est.timings_)
     t0 = time.perf_counter()
@@ -397,6 +399,7 @@ def _solve_one(cfg, bandwidth, X_train, y_train, X_test, y_test, estimate_condit
             "solve_seconds": float(solve_seconds),
             "condition_number": est.condition_number_,
             "factor_gflops_per_s": est.fit_info_.get("factor_gflops_per_s"),
+            "precision": est.fit_info_.get("precision", cfg.dtype),
             "timings": {k: float(v) for k, v in t.items()}}
 
 
@@ -801,12 +804,20 @@ def _draw(ax, result: dict, metric: str, label: str, scale: str) -> None:
     ax.grid(True, alpha=0.3)
 
 
-def _title(result: dict, note: Optional[str]) -> str:
+def _title(result: dict, note: Optional[str], width: int = 90) -> str:
+    import os
+    import textwrap
+
     kp = result["kernel_params"]
     kdesc = result["kernel"] + (f" h={kp['bandwidth']:.3g}" if "bandwidth" in kp else "")
-    t = (f"{result['dataset']}: n={result['n_train']}, {kdesc}, features={result['features']}"
-         f", repeats={result['repeats']}")
-    return t + (f"\n{note}" if note else "")
+    name = result["dataset"]
+    if name.startswith("imagefolder:"):
+        name = "imagefolder:" + os.path.basename(name.split(":", 1)[1].rstrip("/\\"))
+    t = (f"Randomization test, {name}: n_train={result['n_train']}, n_test={result['n_test']}, "
+         f"{kdesc}, features={result['features']}, repeats={result['repeats']}")
+    if note:
+        t += ". " + note
+    return "\n".join(textwrap.wrap(t, width))
 
 
 def plot_results(result: dict, note: Optional[str] = None) -> Dict[str, object]:
@@ -821,14 +832,14 @@ def plot_results(result: dict, note: Optional[str] = None) -> Dict[str, object]:
     for ax, (metric, label, scale) in zip(axes, _PANELS):
         _draw(ax, result, metric, label, scale)
     axes[0].legend(fontsize=8)
-    fig.suptitle(_title(result, note), fontsize=10)
+    fig.suptitle(_title(result, note, width=120), fontsize=9)
     figs["overview"] = fig
     for metric, label, scale in _PANELS[:3]:
         f = Figure(figsize=(6, 4.2), layout="constrained")
         ax = f.subplots()
         _draw(ax, result, metric, label, scale)
         ax.legend(fontsize=8)
-        f.suptitle(_title(result, note), fontsize=8)
+        f.suptitle(_title(result, note, width=85), fontsize=7)
         figs[metric] = f
     return figs
 

@@ -337,3 +337,21 @@ def test_cli_subprocess_one_line_error(tmp_path):
     assert proc.returncode != 0
     assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_solver_options_and_features_pass_through():
+    cfg = _cfg(n_train=100, n_test=30, solver="eigh", features="rff",
+               feature_params={"n_components": 64})
+    res = rz.run_randomization(cfg, "labels,random-pixels", (0.0, 1.0), 1,
+                               estimate_condition=False)
+    assert res["n_features"] == 64 and res["solver"] == "eigh"
+    for r in res["records"]:
+        assert r["status"] == "ok" and r["n_features"] == 64 and r["train_error"] == 0
+    by = {(r["mode"], r["level"]): r for r in res["records"]}
+    # features are recomputed from the corrupted pixels
+    assert by[("random-pixels", 1.0)]["rkhs_norm"] != by[("labels", 0.0)]["rkhs_norm"]
+
+
+def test_labels_must_be_integer_codes():
+    with pytest.raises(InputError, match="integer"):
+        rz.corrupt_labels(np.array(["a", "b"]), 0.5, 2, 0)

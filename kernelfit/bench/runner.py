@@ -173,8 +173,12 @@ def _residual(kernel, X, alpha, Y) -> float:
 
 # ====================================================================== solve task
 def _repeat_kernelfit(spec, kernel, X, y, Xt, yt) -> dict:
+    from ..backend import get_backend
     from ..estimator import KernelInterpolator
 
+    be = get_backend(spec.get("device", "cpu"))
+    if hasattr(be, "reset_peak"):
+        be.reset_peak()  # GPU: peak of this repetition only
     est = KernelInterpolator(kernel=kernel.name, bandwidth=kernel.bandwidth,
                              degree=kernel.degree, gamma=kernel.gamma, coef0=kernel.coef0,
                              dtype=spec.get("dtype", "float64"),
@@ -191,9 +195,6 @@ def _repeat_kernelfit(spec, kernel, X, y, Xt, yt) -> dict:
            "tile_size": est.fit_info_.get("tile_size")}
     rec["total"] = rec["fit"] + rec["predict"]
     rec["test_error"] = float(np.mean(pred != yt)) if yt.shape[0] else None
-    from ..backend import get_backend
-
-    be = get_backend(est.device_)
     gpu_peak = be.peak_memory()
     if gpu_peak is not None:
         rec["peak_gpu_bytes"] = int(gpu_peak)

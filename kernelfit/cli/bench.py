@@ -143,6 +143,11 @@ def run(args) -> int:
     from ._common import print_json
 
     cfg = _config(args)  # bad input (unknown peer, bad n) fails here, before anything runs
+    if cfg.dataset != "random":
+        from ..datasets import load_dataset
+
+        # a missing or corrupt dataset fails once, here, not in every child
+        load_dataset(cfg.dataset, data_dir=cfg.data_dir, n_train=10, n_test=min(cfg.n_test, 10))
 
     def on_event(kind, payload):
         if kind == "machine":

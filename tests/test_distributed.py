@@ -1,0 +1,58 @@
+"""Dask: a LocalCluster of 2 workers gives the single-machine answer; bad schedulers fail fast."""
+
+import time
+
+import numpy as np
+import pytest
+
+pytest.importorskip("distributed")
+
+from kernelfit.errors import InputError  # noqa: E402
+from kernelfit.kernels import get_kernel  # noqa: E402
+from kernelfit.solvers.distributed import connect, distributed_predict  # noqa: E402
+from kernelfit.solvers.exact import SolveOptions, solve_exact  # noqa: E402
+from kernelfit.solvers.tiled import cross_kernel_matmul  # noqa: E402
+
+
+def _problem(n=240, d=6, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.random((n, d)), np.eye(3)[rng.integers(0, 3, n)]
+
+
+@pytest.mark.parametrize("precision", ["float64", "mixed"])
+def test_local_cluster_equals_single_machine(precision):
+    X, Y = _problem()
+    k = get_kernel("gaussian", bandwidth=0.5)
+    ref = solve_exact(k, X, Y, SolveOptions(precision="float64"))
+    sol = solve_exact(k, X, Y, SolveOptions(precision=precision, tile_size=64,
+                                            distributed="local"))
+    assert sol.info["distributed"]["n_workers"] == 2
+    assert sol.info["relative_residual"] <= 1e-10 and sol.info["precision"] == precision
+    np.testing.assert_allclose(sol.alpha, ref.alpha, atol=1e-7 * np.abs(ref.alpha).max())
+
+
+def test_distributed_predict_and_breakdown_shift():
+    rng = np.random.default_rng(0)
+    X = rng.random((200, 3))
+    Y = np.stack([np.sin(3 * X.sum(1)), np.cos(2 * X[:, 0])], 1)
+    k = get_kernel("gaussian", bandwidth=0.3)
+    sol = solve_exact(k, X, Y, SolveOptions(precision="mixed", tile_size=64, max_iter=400,
+                                            distributed="local"))
+    assert sol.info["preconditioner_only"] and sol.info["relative_residual"] <= 1e-10
+    client, cluster = connect(local=True)
+    try:
+        Xt = rng.random((50, 3))
+        P = distributed_predict(client, k, Xt, X, sol.alpha, tile_size=32)
+    finally:
+        client.close()
+        cluster.close()
+    np.testing.assert_allclose(P, cross_kernel_matmul(k, Xt, X, sol.alpha), rtol=1e-9, atol=1e-9)
+
+
+def test_unreachable_scheduler_fails_fast(monkeypatch):
+    monkeypatch.setenv("KERNELFIT_DASK_TIMEOUT", "1")
+    X, Y = _problem(n=50)
+    t0 = time.perf_counter()
+    with pytest.raises(InputError, match="could not reach the Dask scheduler"):
+        solve_exact(get_kernel("gaussian"), X, Y, SolveOptions(scheduler="tcp://127.0.0.1:9"))
+    assert time.perf_counter() - t0 < 15

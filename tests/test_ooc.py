@@ -1,0 +1,115 @@
+"""Out-of-core Cholesky: equals in-core, resumes after a hard kill, refuses bad checkpoints."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from collections import namedtuple
+
+import numpy as np
+import pytest
+
+from kernelfit.errors import InputError
+from kernelfit.kernels import get_kernel
+from kernelfit.solvers.exact import SolveOptions, solve_exact
+
+
+def _problem(n=300, d=6, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.random((n, d)), np.eye(3)[rng.integers(0, 3, n)]
+
+
+K = get_kernel("gaussian", bandwidth=0.5)
+
+
+@pytest.mark.parametrize("precision,panel", [("float64", "1"), ("mixed", "2"), ("mixed", "")])
+def test_ooc_equals_in_core(tmp_path, monkeypatch, precision, panel):
+    X, Y = _problem()
+    if panel:
+        monkeypatch.setenv("KERNELFIT_OOC_PANEL_TILES", panel)
+    ref = solve_exact(K, X, Y, SolveOptions(precision="float64"))
+    sol = solve_exact(K, X, Y, SolveOptions(precision=precision, tile_size=40,
+                                            ooc_dir=str(tmp_path / "ck")))
+    ck = sol.info["checkpoint"]
+    assert sol.info["out_of_core"] and ck["panels_done"] == ck["n_panels"] == 8
+    assert sol.info["relative_residual"] <= 1e-10
+    np.testing.assert_allclose(sol.alpha, ref.alpha, atol=1e-7 * np.abs(ref.alpha).max())
+    man = json.loads((tmp_path / "ck" / "manifest.json").read_text())
+    assert man["state"]["factored"] and man["fingerprint"]["n"] == 300
+    assert not list((tmp_path / "ck").glob("A_*.npy"))  # A tiles go once factored
+    json.dumps(sol.as_dict())
+
+
+SCRIPT = textwrap.dedent("""
+    import sys, numpy as np
+    from kernelfit.kernels import get_kernel
+    from kernelfit.solvers.exact import SolveOptions, solve_exact
+    rng = np.random.default_rng(0)
+    X = rng.random((300, 6)); Y = np.eye(3)[rng.integers(0, 3, 300)]
+    solve_exact(get_kernel("gaussian", bandwidth=0.5), X, Y,
+                SolveOptions(precision="mixed", tile_size=40, ooc_dir=sys.argv[1]))
+""")
+
+
+def test_killed_run_resumes_without_redoing_panels(tmp_path):
+    d = tmp_path / "ck"
+    env = dict(os.environ, KERNELFIT_OOC_KILL_AFTER_PANELS="3", KERNELFIT_OOC_PANEL_TILES="1",
+               KERNELFIT_PROGRESS="0")
+    proc = subprocess.run([sys.executable, "-c", SCRIPT, str(d)], env=env, timeout=120)
+    assert proc.returncode == -9  # SIGKILL: a hard interruption after 3 panels
+    man = json.loads((d / "manifest.json").read_text())
+    assert man["state"]["panels_done"] == 3 and not man["state"]["factored"]
+    done = {p.name: p.stat().st_mtime_ns for p in d.glob("L_*_[012].npy")}
+    assert len(done) == 8 + 7 + 6
+    X, Y = _problem()
+    opts = SolveOptions(precision="mixed", tile_size=40, ooc_dir=str(d))
+    with pytest.raises(InputError, match="--resume"):
+        solve_exact(K, X, Y, opts)  # an existing checkpoint is not overwritten silently
+    opts.resume = True
+    sol = solve_exact(K, X, Y, opts)
+    ck = sol.info["checkpoint"]
+    assert ck["resumed_from_panel"] == 3 and ck["panels_computed_this_run"] == 5
+    assert {p: (d / p).stat().st_mtime_ns for p in done} == done  # finished panels untouched
+    ref = solve_exact(K, X, Y, SolveOptions(precision="mixed", tile_size=40,
+                                            ooc_dir=str(tmp_path / "fresh")))
+    np.testing.assert_allclose(sol.alpha, ref.alpha, rtol=1e-9, atol=1e-9 * abs(ref.alpha).max())
+    # resuming a finished run does no factor work at all
+    again = solve_exact(K, X, Y, opts)
+    assert again.info["checkpoint"]["panels_computed_this_run"] == 0
+
+
+def test_mismatched_checkpoint_is_refused(tmp_path):
+    X, Y = _problem(n=120)
+    d = tmp_path / "ck"
+    solve_exact(K, X, Y, SolveOptions(tile_size=40, ooc_dir=str(d)))
+    before = (d / "manifest.json").read_text()
+    X2 = X.copy()
+    X2[0, 0] += 1e-3
+    for Xb, kern, ts, what in [(X2, K, 40, "X_sha256"), (X, get_kernel("gaussian", bandwidth=0.7),
+                                                           40, "kernel"), (X, K, 30, "tile_size")]:
+        with pytest.raises(InputError, match=what):
+            solve_exact(kern, Xb, Y, SolveOptions(tile_size=ts, ooc_dir=str(d), resume=True))
+    assert (d / "manifest.json").read_text() == before
+
+
+def test_no_disk_room_is_refused_before_writing(tmp_path, monkeypatch):
+    import shutil
+
+    Usage = namedtuple("Usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: Usage(10 ** 9, 10 ** 9 - 1000, 1000))
+    X, Y = _problem(n=120)
+    d = tmp_path / "ck"
+    with pytest.raises(InputError, match="disk space"):
+        solve_exact(K, X, Y, SolveOptions(tile_size=40, ooc_dir=str(d)))
+    assert not list(d.glob("*.npy")) and not (d / "manifest.json").exists()
+
+
+def test_bad_folders(tmp_path):
+    X, Y = _problem(n=60)
+    f = tmp_path / "file"
+    f.write_text("x")
+    with pytest.raises(InputError, match="not a folder"):
+        solve_exact(K, X, Y, SolveOptions(ooc_dir=str(f)))
+    with pytest.raises(InputError, match="does not exist"):
+        solve_exact(K, X, Y, SolveOptions(ooc_dir=str(tmp_path / "no" / "such")))
