@@ -156,7 +156,7 @@ def bench_cifar(args, results):
     params = {"n_filters": filters[-1], "filter_init": args.conv_init}
     Ftr, Fte, info = apply_features("random-conv", params, ds.X_train, ds.X_test,
                                     image_shape=ds.image_shape, seed=0)
-    out["random_conv_params"] = dict(params, patch_size=6, pool=2, threshold=1.0,
+    out["random_conv_params"] = dict(params, patch_size=6, pool=2, threshold=0.5,
                                      standardize=True, dtype="float32")
     out["feature_seconds"] = info["seconds"]
     out["feature_images_per_second"] = info["images_per_second"]
@@ -171,6 +171,33 @@ def bench_cifar(args, results):
         print(f"random-conv {k}: error {r['test_error']:.4f} bw {r['bandwidth']:.2f}",
               flush=True)
     results["cifar"] = out
+
+
+def bench_throughput(args, results):
+    """Feature throughput (images/s, transform only, after fit) on random images."""
+    from kernelfit.features import make_feature_map
+
+    rng = np.random.default_rng(0)
+    cases = [("gabor", (28, 28), {}), ("gabor", (28, 28), {"order": 2}),
+             ("gabor", (32, 32, 3), {}), ("rff", (28, 28), {"n_components": 4096}),
+             ("relu", (28, 28), {"n_components": 4096}),
+             ("random-conv", (32, 32, 3), {"n_filters": 256}),
+             ("random-conv", (32, 32, 3), {"n_filters": 1024})]
+    out = []
+    for name, shape, params in cases:
+        n = args.throughput_n
+        X = rng.random((n, int(np.prod(shape))))
+        est = make_feature_map(name, image_shape=shape, seed=0, **params).fit(X[:256])
+        t0 = time.perf_counter()
+        est.transform(X)
+        dt = time.perf_counter() - t0
+        row = {"name": name, "image_shape": list(shape), "params": params, "n_images": n,
+               "n_features": int(est.n_features_out_), "seconds": dt,
+               "images_per_second": n / dt, "load_average": list(os.getloadavg())}
+        out.append(row)
+        print(f"{name} {shape} {params}: {n / dt:.1f} img/s (load {row['load_average'][0]:.1f})",
+              flush=True)
+    results["throughput"] = {"device": "cpu", "rows": out}
 
 
 def plots(results, outdir):
@@ -213,7 +240,8 @@ def plots(results, outdir):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--data-dir", required=True)
-    p.add_argument("--part", choices=("mnist", "cifar", "all"), default="all")
+    p.add_argument("--part", choices=("mnist", "cifar", "throughput", "all"), default="all")
+    p.add_argument("--throughput-n", type=int, default=512)
     p.add_argument("--mnist-n", type=int, default=10000)
     p.add_argument("--mnist-test", type=int, default=10000)
     p.add_argument("--gabor-variants", action="store_true",
@@ -231,10 +259,11 @@ def main(argv=None):
                "gpu_runs": {"status": "not yet done",
                             "planned": "random-conv with 32,000 filters on all 50,000 CIFAR-10 "
                                        "training images on an H100 (no GPU on this machine)"}}
-    parts = ("mnist", "cifar") if args.part == "all" else (args.part,)
+    parts = ("mnist", "cifar", "throughput") if args.part == "all" else (args.part,)
+    runners = {"mnist": bench_mnist, "cifar": bench_cifar, "throughput": bench_throughput}
     for part in parts:
         t0 = time.perf_counter()
-        (bench_mnist if part == "mnist" else bench_cifar)(args, results)
+        runners[part](args, results)
         results[part]["wall_seconds"] = time.perf_counter() - t0
         try:
             results[part]["load_average_at_end"] = list(os.getloadavg())
@@ -243,7 +272,7 @@ def main(argv=None):
         path = os.path.join(args.out, f"features_{part}.json")
         with open(path + ".tmp", "w") as fh:
             json.dump({k: v for k, v in results.items() if k not in
-                       [q for q in ("mnist", "cifar") if q != part]}, fh, indent=1)
+                       [q for q in runners if q != part]}, fh, indent=1)
         os.replace(path + ".tmp", path)
     plots(results, args.out)
     return 0

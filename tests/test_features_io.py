@@ -262,3 +262,11 @@ def test_no_import_time_work():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     assert out.stdout.startswith("False"), out.stdout + out.stderr
+
+
+def test_progress_bar_on_stderr(capsys):
+    X = np.random.default_rng(2).random((9, 64))
+    F = GaborFeatures((8, 8), pool=2, batch_size=4, progress=True).fit_transform(X)
+    assert F.shape == (9, 68)
+    err = capsys.readouterr().err
+    assert "gabor features" in err

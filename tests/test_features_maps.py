@@ -196,8 +196,9 @@ def test_random_conv_chunked_equals_unchunked_and_direct(init):
     r = np.array([[img[i:i + 3, j:j + 3].ravel() @ a.filters_[11] + a.biases_[11]
                    for j in range(8)] for i in range(8)])
     P = pooling_matrix(8, 2)
-    pos = P @ np.maximum(r - 1.0, 0) @ P.T
-    neg = P @ np.maximum(-r - 1.0, 0) @ P.T
+    t = a.threshold
+    pos = P @ np.maximum(r - t, 0) @ P.T
+    neg = P @ np.maximum(-r - t, 0) @ P.T
     np.testing.assert_allclose(Fa[3, 11 * 8:12 * 8], np.concatenate([pos.ravel(), neg.ravel()]),
                                atol=1e-12)
 

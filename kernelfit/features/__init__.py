@@ -129,7 +129,7 @@ def add_feature_arguments(parser) -> None:
                    help="random-conv: filter (patch) side in pixels")
     g.add_argument("--conv-pool", type=int, default=2,
                    help="random-conv: side of the average-pooling grid")
-    g.add_argument("--conv-threshold", type=float, default=1.0,
+    g.add_argument("--conv-threshold", type=float, default=0.5,
                    help="random-conv: threshold t of ReLU(r - t) and ReLU(-r - t), in units "
                         "of each filter's response std on training patches")
     g.add_argument("--conv-filter-init", choices=("zca", "gaussian"), default="zca",

@@ -70,8 +70,9 @@ class RandomConvFeatures(FeatureMap):
         Filter side ``s`` (``<= min(H, W)``).
     pool : int, default 2
         Side of the pooling grid; ``2 pool^2`` features per filter.
-    threshold : float, default 1.0
-        ``t`` in ``max(0, r - t)``, ``max(0, -r - t)`` (calibrated response units).
+    threshold : float, default 0.5
+        ``t`` in ``max(0, r - t)``, ``max(0, -r - t)`` (calibrated response units; 0.5
+        beat 0.25, 1.0 and 1.5 on CIFAR-10 JPEG, n = 2,000, 256 ZCA filters).
     filter_init : {'zca', 'gaussian'}, default 'zca'
     zca_eps : float, default 0.1
         Regularization of the whitening, relative to the mean eigenvalue.
@@ -100,7 +101,7 @@ class RandomConvFeatures(FeatureMap):
     _desc = "random-conv features"
 
     def __init__(self, image_shape=(32, 32, 3), *, n_filters=1024, patch_size=6, pool=2,
-                 threshold=1.0, filter_init="zca", zca_eps=0.1, n_patches=20000,
+                 threshold=0.5, filter_init="zca", zca_eps=0.1, n_patches=20000,
                  chunk_size=256, standardize=True, batch_size=64, dtype="float32", seed=0,
                  device="cpu", progress=None):
         self.image_shape = image_shape
