@@ -141,7 +141,8 @@ def check_targets(result: dict, clean_target: float = 0.027) -> dict:
 
 
 def replot(out: str) -> int:
-    """Rewrite every ``randomize_*_records.json`` in ``out``'s tables and PNGs."""
+    """Recompute the summaries and rewrite the tables and PNGs of every
+    ``randomize_*_records.json`` in ``out`` (no solve)."""
     import glob
 
     paths = sorted(glob.glob(os.path.join(out, "randomize_*_records.json")))
@@ -149,6 +150,7 @@ def replot(out: str) -> int:
         with open(path) as fh:
             res = json.load(fh)
         prefix = os.path.basename(path)[:-len("records.json")]
+        res["summary"] = rz.summarize(res["records"])
         rz.write_outputs(res, out, prefix=prefix, note=res.get("note"))
         print(f"[bench_randomize] redrew {prefix}*", file=sys.stderr)
     return 0 if paths else 1

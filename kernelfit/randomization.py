@@ -659,7 +659,11 @@ def _stats(values: List[float]) -> dict:
     if not vals:
         return {"mean": None, "std": None, "min": None, "max": None, "n": 0}
     a = np.asarray(vals)
-    return {"mean": float(a.mean()), "std": float(a.std(ddof=1)) if a.size > 1 else None,
+    std = None
+    if a.size > 1:  # identical values (shared clean records): exactly 0, not rounding noise
+        std = 0.0 if a.min() == a.max() else float(a.std(ddof=1))
+    mean = float(a[0]) if a.min() == a.max() else float(a.mean())
+    return {"mean": mean, "std": std,
             "min": float(a.min()), "max": float(a.max()), "n": int(a.size)}
 
 

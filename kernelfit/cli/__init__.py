@@ -29,6 +29,17 @@ SUBCOMMANDS = {
 }
 
 
+class _HelpFormatter(argparse.HelpFormatter):
+    """Shows an option's default when it says something (not None/False, not already given)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if ("default" in text or action.default in (None, False, argparse.SUPPRESS)
+                or not action.option_strings):
+            return text
+        return text + " (default: %(default)s)"
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with errors routed through kernelfit's one-line error format."""
 
@@ -61,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, modname in _available_subcommands():
         mod = importlib.import_module(modname)
         p = sub.add_parser(name, help=mod.HELP, description=getattr(mod, "DESCRIPTION", mod.HELP),
-                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                           formatter_class=_HelpFormatter)
         mod.add_arguments(p)
         p.set_defaults(_run=mod.run)
     return parser
