@@ -77,9 +77,9 @@ def add_data_arguments(p) -> None:
                    help="folder holding the dataset files (else $KERNELFIT_DATA, else the "
                         "per-user cache); missing files are downloaded and verified there")
     g.add_argument("--n-train", type=positive_int, default=None,
-                   help="number of training points (None: all)")
+                   help="number of training points (default: all)")
     g.add_argument("--n-test", type=nonneg_int, default=None,
-                   help="number of test points (None: all)")
+                   help="number of test points (default: all)")
     g.add_argument("--balanced", action="store_true", help="class-balanced subsets")
     g.add_argument("--seed", type=int, default=0, help="seed of subsets and random features")
 
