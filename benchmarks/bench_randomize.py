@@ -92,7 +92,8 @@ def parts(data_dir: str, quick: bool) -> dict:
     f = 5 if quick else 1
     lv = (0.0, 0.5, 1.0) if quick else LEVELS
     mnist = dict(dataset="mnist", data_dir=data_dir, kernel="gaussian", bandwidth=5.0)
-    cifar = dict(dataset=f"imagefolder:{os.path.join(data_dir, 'cifar10-jpeg', 'cifar10-jpeg.tar.gz')}",
+    tar = os.path.join(data_dir, "cifar10-jpeg", "cifar10-jpeg.tar.gz")
+    cifar = dict(dataset=f"imagefolder:{tar}",
                  data_dir=data_dir, kernel="gaussian", bandwidth="median", balanced=True)
     return {
         "mnist": (SolveConfig(n_train=10000 // f, **mnist), "all", lv, 1, None,
@@ -140,6 +141,28 @@ def check_targets(result: dict, clean_target: float = 0.027) -> dict:
     return out
 
 
+def report_markdown(report: dict, results: dict) -> str:
+    """The benchmark's markdown: machine, then per part its setup, table and targets."""
+    m = report["machine"]
+    md = ["# Randomization tests on exact kernel interpolation: benchmark", "",
+          f"Machine: {m['cpu']}, {m['cores']} cores, load average at start "
+          f"{m['load_average_at_start']} (shared machine: timings indicative). "
+          f"Total wall time {report.get('seconds', 0):.0f} s.", ""]
+    for name, part in report["parts"].items():
+        res = results[name]
+        note = part.get("note")
+        md += [f"## {name}", ""] + ([f"**{note}**", ""] if note else [])
+        md += [rz.describe(res), "", f"Wall time {part['seconds']:.0f} s; load average "
+               f"after {part.get('load_average_after')}. Level meaning: see "
+               f"`{part.get('prefix', '')}table.md`.", ""]
+        rows = rz.table_rows(res)
+        md.append("| " + " | ".join(rows[0]) + " |")
+        md.append("|" + "|".join("---" for _ in rows[0]) + "|")
+        md += ["| " + " | ".join(r) + " |" for r in rows[1:]]
+        md += ["", "Targets: `" + json.dumps(part["targets"], default=str) + "`", ""]
+    return "\n".join(md) + "\n"
+
+
 def replot(out: str) -> int:
     """Recompute the summaries and rewrite the tables and PNGs of every
     ``randomize_*_records.json`` in ``out`` (no solve)."""
@@ -153,6 +176,23 @@ def replot(out: str) -> int:
         res["summary"] = rz.summarize(res["records"])
         rz.write_outputs(res, out, prefix=prefix, note=res.get("note"))
         print(f"[bench_randomize] redrew {prefix}*", file=sys.stderr)
+    from kernelfit._io import atomic_write_text
+
+    for tag in ("", "_quick"):
+        bpath = os.path.join(out, f"randomize_benchmark{tag}.json")
+        if not os.path.exists(bpath):
+            continue
+        with open(bpath) as fh:
+            report = json.load(fh)
+        results = {}
+        for name, part in report["parts"].items():
+            prefix = part.get("prefix") or f"randomize_{name.replace('-', '_')}{tag}_"
+            part["prefix"] = prefix
+            with open(os.path.join(out, f"{prefix}records.json")) as fh:
+                results[name] = json.load(fh)
+            results[name]["summary"] = rz.summarize(results[name]["records"])
+        atomic_write_text(os.path.join(out, f"randomize_benchmark{tag}.md"),
+                          report_markdown(report, results))
     return 0 if paths else 1
 
 
@@ -180,10 +220,7 @@ def main(argv=None) -> int:
     os.makedirs(args.out, exist_ok=True)
     report = {"benchmark": "randomize", "machine": machine(), "quick": args.quick,
               "parts": {}}
-    md = ["# Randomization tests on exact kernel interpolation: benchmark", "",
-          f"Machine: {report['machine']['cpu']}, {report['machine']['cores']} cores, "
-          f"load average at start {report['machine']['load_average_at_start']} "
-          "(shared machine: timings indicative).", ""]
+    results = {}
     t_all = time.perf_counter()
     for name in wanted:
         cfg, modes, levels, repeats, note, cond_default = table[name]
@@ -201,14 +238,8 @@ def main(argv=None) -> int:
                                  "targets": targets, "note": note,
                                  "load_average_after": _load(),
                                  "setup": rz.describe(res)}
-        md += [f"## {name}", ""] + ([f"**{note}**", ""] if note else [])
-        md += [rz.describe(res), "", f"Wall time {time.perf_counter() - t0:.0f} s; load "
-               f"average after {_load()}.", ""]
-        rows = rz.table_rows(res)
-        md.append("| " + " | ".join(rows[0]) + " |")
-        md.append("|" + "|".join("---" for _ in rows[0]) + "|")
-        md += ["| " + " | ".join(r) + " |" for r in rows[1:]]
-        md += ["", "Targets: `" + json.dumps(targets, default=str) + "`", ""]
+        report["parts"][name]["prefix"] = prefix
+        results[name] = res
         print(rz.render_text(res), file=sys.stderr, flush=True)
     report["seconds"] = time.perf_counter() - t_all
     tag = "_quick" if args.quick else ""
@@ -217,7 +248,7 @@ def main(argv=None) -> int:
     atomic_write_text(os.path.join(args.out, f"randomize_benchmark{tag}.json"),
                       json.dumps(report, indent=2, default=str) + "\n")
     atomic_write_text(os.path.join(args.out, f"randomize_benchmark{tag}.md"),
-                      "\n".join(md) + "\n")
+                      report_markdown(report, results))
     return 0
 
 

@@ -742,7 +742,8 @@ def render_markdown(result: dict, note: Optional[str] = None) -> str:
         lines.append(f"  - `{m}`: {text}")
     lines += ["- Values: mean ± sample std over repeats (std omitted for one repeat); "
               "solve s = Gram + factorization + triangular solves.",
-              f"- All training errors exactly 0: {'yes' if result['all_train_errors_zero'] else 'NO'}"
+              "- All training errors exactly 0: "
+              f"{'yes' if result['all_train_errors_zero'] else 'NO'}"
               f"; failed solves: {result['n_failed']}; total time {result['seconds']:.1f} s.", ""]
     rows = table_rows(result)
     lines.append("| " + " | ".join(rows[0]) + " |")
@@ -795,8 +796,12 @@ def _draw(ax, result: dict, metric: str, label: str, scale: str) -> None:
             continue
         if metric == "test_error":
             y, e = 100 * y, 100 * e
+        n_levels = sum(1 for s in result["summary"] if s["mode"] == mode)
+        # levels without a value (e.g. cond(K) estimated only at the endpoints): markers
+        # only, so that no line suggests values that were not measured
+        ls = "-" if x.size == n_levels else "none"
         ax.errorbar(x, y, yerr=e if e.any() else None, color=color, marker=marker,
-                    capsize=3, label=mode)
+                    capsize=3, label=mode, linestyle=ls)
     if metric == "test_error":
         chance = 100 * (1 - 1 / max(result["n_classes"], 1))
         ax.axhline(chance, color="gray", ls=":", lw=1, label=f"chance ({chance:.0f}%)")

@@ -270,3 +270,28 @@ def test_progress_bar_on_stderr(capsys):
     assert F.shape == (9, 68)
     err = capsys.readouterr().err
     assert "gabor features" in err
+
+
+@pytest.mark.parametrize("name,params", [("gabor", {"pool": 2}), ("random-conv", CONV),
+                                         ("rff", {"n_components": 5})])
+def test_fitted_transformer_returned_and_restored_from_cache(tmp_path, data, name, params):
+    Xtr, Xte = data
+    kw = dict(image_shape=(8, 8), seed=3, cache_dir=str(tmp_path), cache_key="k1")
+    _, Fte, i1 = apply_features(name, params, Xtr, Xte, **kw)
+    _, _, i2 = apply_features(name, params, Xtr, Xte, **kw)
+    assert i2["cache_hit"] is True
+    for info in (i1, i2):
+        est = info["transformer"]
+        assert est.seed_ == 3
+        np.testing.assert_allclose(est.transform(Xte), Fte, atol=1e-6)
+    # a corrupt pickled transformer is a miss and the entry is rebuilt
+    pkl = os.path.join(i2["cache_path"], "transformer.pkl")
+    with open(pkl, "r+b") as fh:
+        fh.seek(10)
+        fh.write(b"\x00garbage")
+    _, _, i3 = apply_features(name, params, Xtr, Xte, **kw)
+    assert i3["cache_hit"] is False and i3["transformer"] is not None
+    _, _, i4 = apply_features(name, params, Xtr, Xte, **kw)
+    assert i4["cache_hit"] is True
+    _, _, raw = apply_features("raw", {}, Xtr, Xte, image_shape=(8, 8))
+    assert raw["transformer"] is None

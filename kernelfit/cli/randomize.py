@@ -77,9 +77,9 @@ def run(args) -> int:
         if "/" in args.prefix or "\\" in args.prefix:
             raise InputError(f"--prefix must be a file-name prefix, got {args.prefix!r}")
     cfg = config_from_args(args)
+    condition = {"all": True, "endpoints": "endpoints", "none": False}[args.condition]
     result = run_randomization(
-        cfg, modes, levels, args.repeats, estimate_condition={"all": True, "endpoints": "endpoints",
-                                                "none": False}[args.condition],
+        cfg, modes, levels, args.repeats, estimate_condition=condition,
         corrupt_test=not args.train_only,
         on_error="raise" if args.stop_on_error else "record",
         show_progress=cfg.show_progress)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import pickle
 import time
 from typing import Optional
 
@@ -205,7 +206,9 @@ def apply_features(name: str, params: dict, X_train, X_test, *, image_shape, see
     against fingerprints of ``X_train``/``X_test`` (see :mod:`kernelfit.features.cache`).
     ``info`` holds ``name``, ``params``, ``seed``, ``n_features``, ``seconds`` (fit plus
     transform; 0 on a hit), ``images_per_second``, ``cache_hit``, ``cache_path`` and the
-    fitted summary (e.g. the bandwidth chosen by the median heuristic).
+    fitted summary (e.g. the bandwidth chosen by the median heuristic), and
+    ``transformer``: the fitted map (restored from the cache on a hit), to transform new
+    data later (``None`` for ``'raw'``).
     """
     params = dict(params or {})
     t0 = time.perf_counter()
@@ -215,7 +218,8 @@ def apply_features(name: str, params: dict, X_train, X_test, *, image_shape, see
         Xtr, Xte = np.asarray(X_train), np.asarray(X_test)
         return Xtr, Xte, {"name": "raw", "params": {}, "seed": int(seed),
                           "n_features": int(Xtr.shape[1]), "seconds": 0.0,
-                          "images_per_second": None, "cache_hit": False, "cache_path": None}
+                          "images_per_second": None, "cache_hit": False, "cache_path": None,
+                          "transformer": None}
     est = make_feature_map(name, image_shape=image_shape, seed=seed, device=device, **params)
     # validate inputs before anything heavy (and before touching the cache)
     from ._common import check_array_2d
@@ -241,6 +245,14 @@ def apply_features(name: str, params: dict, X_train, X_test, *, image_shape, see
         hit = cache.load(name, digest, inputs)
         info["cache_path"] = cache.entry_dir(name, digest)
         if hit is not None:
+            try:
+                fitted_est = pickle.loads(hit["transformer.pkl"])
+            except Exception:  # missing or unreadable: rebuild the entry
+                fitted_est = None
+            if not isinstance(fitted_est, type(est)):
+                hit = None
+        if hit is not None:
+            info["transformer"] = fitted_est
             man = hit["_manifest"]
             info.update(cache_hit=True, n_features=int(hit["train"].shape[1]), seconds=0.0,
                         images_per_second=None,
@@ -272,12 +284,14 @@ def apply_features(name: str, params: dict, X_train, X_test, *, image_shape, see
                 transform_seconds=t1 - t_fit,
                 images_per_second=n_total / seconds if seconds > 0 else None)
     info.update(fitted)
+    info["transformer"] = est
     if cache is not None:
         computed = {k: info[k] for k in ("seconds", "images_per_second", "device")}
-        writer.commit({"train": F_train, "test": F_test},
-                      {"name": name, "params": full_params, "seed": int(seed),
-                       "image_shape": list(image_shape or ()), "cache_key": cache_key,
-                       "inputs": inputs, "fitted": fitted, "info": computed})
+        manifest = {"name": name, "params": full_params, "seed": int(seed),
+                    "image_shape": list(image_shape or ()), "cache_key": cache_key,
+                    "inputs": inputs, "fitted": fitted, "info": computed}
+        writer.commit({"train": F_train, "test": F_test}, manifest,
+                      files={"transformer.pkl": pickle.dumps(est, protocol=4)})
         del F_train, F_test
         d = info["cache_path"]
         F_train = np.load(os.path.join(d, "train.npy"), mmap_mode="r")

@@ -203,6 +203,12 @@ class FeatureMap(TransformerMixin, BaseEstimator):
             return h * w * c
         return None
 
+    def __getstate__(self):
+        # device copies of the fitted arrays (possibly CuPy) are not pickled
+        state = super().__getstate__()
+        state.pop("_device_cache", None)
+        return state
+
     def fit(self, X, y=None):
         """Validate parameters and ``X``, then build the map from ``seed``."""
         self.check_params()

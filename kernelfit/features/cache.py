@@ -5,7 +5,9 @@ Layout: ``<cache_dir>/<cache_key>/<name>-<digest>/`` holds ``train.npy``, ``test
 canonical JSON of ``{name, params, seed, image_shape, format}``. The manifest records
 that JSON, fingerprints of the input arrays (shape, dtype and SHA-256 of their bytes) and
 of each output file (shape, dtype, size in bytes, SHA-256 of the file, or of 16 sampled
-1 MiB blocks for files over 256 MiB).
+1 MiB blocks for files over 256 MiB). The fitted transformer is stored next to the
+features as ``transformer.pkl`` (checksummed the same way) so a cache hit can still
+transform new data (``kernelfit predict``); like any pickle, only load caches you wrote.
 
 An entry is used only when its manifest parses and every recorded item matches: same
 parameters, same inputs, files present with the recorded size, header, shape, dtype and
@@ -121,6 +123,12 @@ class FeatureCache:
                 if list(arr.shape) != meta["shape"] or arr.dtype.str != meta["dtype"]:
                     return None
                 arrays[part] = arr
+            for fname, meta in man.get("files", {}).items():
+                path = os.path.join(d, fname)
+                if os.path.getsize(path) != meta["bytes"] or _file_checksum(path) != meta["checksum"]:
+                    return None
+                with open(path, "rb") as fh:
+                    arrays[fname] = fh.read()
             arrays["_manifest"] = man
             return arrays
         except (OSError, ValueError, KeyError, TypeError, json.JSONDecodeError):
@@ -148,8 +156,18 @@ class _Writer:
         self.tmp[part] = tmp
         return np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=tuple(shape))
 
-    def commit(self, arrays: dict, manifest: dict) -> dict:
-        """Flush, move the files into place, then write the manifest; returns it."""
+    def commit(self, arrays: dict, manifest: dict, files: Optional[dict] = None) -> dict:
+        """Flush, move the arrays (and the byte strings in ``files``, by name) into place,
+        then write the manifest; returns it."""
+        extra = {}
+        for fname, data in (files or {}).items():
+            final = os.path.join(self.dir, fname)
+            tmp = os.path.join(self.dir, f".{fname}.tmp-{os.getpid()}")
+            self.tmp[fname] = tmp
+            with open(tmp, "wb") as fh:
+                fh.write(data)
+            os.replace(tmp, final)
+            extra[fname] = {"bytes": os.path.getsize(final), "checksum": _file_checksum(final)}
         outputs = {}
         for part, arr in arrays.items():
             if isinstance(arr, np.memmap):
@@ -159,7 +177,8 @@ class _Writer:
             outputs[part] = {"shape": list(arr.shape), "dtype": arr.dtype.str,
                              "bytes": os.path.getsize(final),
                              "checksum": _file_checksum(final)}
-        man = dict(manifest, format=FORMAT_VERSION, digest=self.digest, outputs=outputs)
+        man = dict(manifest, format=FORMAT_VERSION, digest=self.digest, outputs=outputs,
+                   files=extra)
         tmp = os.path.join(self.dir, f".manifest.json.tmp-{os.getpid()}")
         with open(tmp, "w") as fh:
             json.dump(man, fh, indent=1, sort_keys=True, default=str)
