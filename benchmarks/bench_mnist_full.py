@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -27,7 +26,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from kernelfit.backend import blas_info, get_backend  # noqa: E402
+from kernelfit.backend import get_backend  # noqa: E402
 from kernelfit.memory import fmt_bytes, peak_rss_bytes  # noqa: E402
 
 TARGETS = {"relative_residual": 1e-10, "peak_rss_bytes": 10 * 2 ** 30, "wall_seconds": 480,
@@ -35,35 +34,10 @@ TARGETS = {"relative_residual": 1e-10, "peak_rss_bytes": 10 * 2 ** 30, "wall_sec
 
 
 def machine() -> dict:
-    import psutil
+    """The machine, described by kernelfit's benchmark module (CPU, memory, BLAS, versions)."""
+    from kernelfit.bench.machine import describe_machine
 
-    cpu = platform.processor()
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    others = []
-    me = os.getpid()
-    for p in psutil.process_iter(["pid", "name", "cpu_percent", "memory_info", "username"]):
-        try:
-            if p.pid != me and p.info["memory_info"] and \
-                    p.info["memory_info"].rss > 500 * 2 ** 20:
-                others.append({"name": p.info["name"], "rss": p.info["memory_info"].rss})
-        except Exception:
-            pass
-    vm = psutil.virtual_memory()
-    return {"cpu": cpu, "cores": os.cpu_count(),
-            "affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-            else None,
-            "ram_bytes": vm.total, "ram_available_at_start": vm.available,
-            "load_average_at_start": os.getloadavg(), "blas": blas_info(),
-            "python": platform.python_version(), "numpy": np.__version__,
-            "big_processes_at_start": others[:20],
-            "shared": bool(others) or os.getloadavg()[0] > 1.5}
+    return describe_machine()
 
 
 def main(argv=None) -> int:

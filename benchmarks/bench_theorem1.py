@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -24,24 +22,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def machine():
-    import scipy
-    import sympy
-    cpu = platform.processor()
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    try:
-        ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2 ** 30
-    except (ValueError, OSError):
-        ram = None
-    return {"cpu": cpu, "cores": os.cpu_count(), "ram_gib": ram, "python": sys.version.split()[0],
-            "numpy": np.__version__, "scipy": scipy.__version__, "sympy": sympy.__version__,
-            "platform": platform.platform()}
+def machine() -> dict:
+    """The machine, described by kernelfit's benchmark module (CPU, memory, BLAS, versions)."""
+    from kernelfit.bench.machine import describe_machine
+
+    return describe_machine()
 
 
 def main(argv=None):

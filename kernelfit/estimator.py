@@ -13,7 +13,6 @@ each stage. The estimator works in scikit-learn pipelines, ``clone`` and cross-v
 from __future__ import annotations
 
 import time
-from typing import Optional
 
 import numpy as np
 from sklearn.base import BaseEstimator

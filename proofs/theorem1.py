@@ -28,7 +28,6 @@ running-sum recurrence equals forward substitution.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np

@@ -1,7 +1,6 @@
 """`kernelfit solve` and `kernelfit predict` end to end, and every foreseeable mistake."""
 
 import json
-import os
 import subprocess
 import sys
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from kernelfit.backend import CPUBackend, get_backend, gpu_available
+from kernelfit.backend import get_backend, gpu_available
 from kernelfit.errors import InputError, MemoryPlanError, NotPositiveDefiniteError
 from kernelfit.estimator import KernelInterpolator
 from kernelfit.kernels import get_kernel

@@ -224,7 +224,16 @@ def describe_machine() -> dict:
                      if k in os.environ},
         "gpus": nvidia_smi_gpus(),
         "versions": library_versions(),
+        "load_average": _load_average(),
     }
+
+
+def _load_average():
+    """1, 5 and 15 minute load averages (other work running on the machine), if known."""
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except (OSError, AttributeError):
+        return None
 
 
 # ------------------------------------------------------------------- peaks

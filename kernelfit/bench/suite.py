@@ -30,7 +30,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 import numpy as np
 
 from ..errors import InputError
-from .runner import IMPLEMENTATIONS, PEERS, dense_bytes_needed, peer_unavailable_reason, \
+from .runner import PEERS, dense_bytes_needed, peer_unavailable_reason, \
     run_child
 
 __all__ = ["BenchConfig", "parse_peers", "parse_devices", "fit_power_law", "run_bench",

@@ -21,7 +21,7 @@ from typing import Dict, Optional
 
 import numpy as np
 
-from ..backend import Backend, available_host_memory, get_backend
+from ..backend import Backend, get_backend
 from ..errors import InputError, NotPositiveDefiniteError
 from ..kernels import Kernel
 from ..memory import plan_exact_solve

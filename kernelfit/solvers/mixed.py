@@ -29,7 +29,7 @@ import math
 import os
 import time
 import warnings
-from typing import Callable, Dict, List, Optional
+from typing import Callable, List, Optional
 
 import numpy as np
 
@@ -37,7 +37,7 @@ from ..backend import Backend, get_backend
 from ..errors import InputError, NotPositiveDefiniteError
 from ..kernels import Kernel, row_norms_sq
 from ..progress import progress
-from .tiled import (TiledSymmetric, cholesky_inplace, cholesky_solve, default_tile_size,
+from .tiled import (TiledSymmetric, cholesky_inplace, default_tile_size,
                     kernel_matvec, tile_bounds)
 
 __all__ = ["solve_mixed", "refine", "factor_with_shift", "fast_kernel_matvec",
