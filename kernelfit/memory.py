@@ -83,15 +83,17 @@ class MemoryPlan:
 
 
 def plan_exact_solve(n: int, d: int, n_outputs: int, *, n_test: int = 0, dtype=np.float64,
-                     tile_size: int = 1024, solver: str = "cholesky", device: str = "cpu",
+                     tile_size: Optional[int] = None, solver: str = "cholesky",
+                     device: str = "cpu",
                      available: Optional[int] = None) -> MemoryPlan:
     """Peak memory of an exact solve (data already loaded is counted as resident).
 
     cholesky: the lower tiles of K in ``dtype`` + a few float64 tile buffers +
     right-hand sides; eigh/lstsq: a dense n x n K plus eigenvectors / LAPACK workspace.
     """
-    from .solvers.tiled import TiledSymmetric
+    from .solvers.tiled import TiledSymmetric, default_tile_size
 
+    tile_size = tile_size or default_tile_size(max(int(n), 1), device)
     item = np.dtype(dtype).itemsize
     plan = MemoryPlan(device=device, available=available)
     plan.add("data", 8.0 * (n + n_test) * d)

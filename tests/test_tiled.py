@@ -100,7 +100,7 @@ def test_build_gram_float32_and_ridge():
 def test_default_tile_size():
     assert default_tile_size(500) == 500
     ts = default_tile_size(20_000)
-    assert ts <= 1024 and ts * int(np.ceil(20_000 / ts)) >= 20_000
+    assert ts <= 4096 and ts * int(np.ceil(20_000 / ts)) >= 20_000
     assert default_tile_size(20_000, "gpu") >= 8192 or default_tile_size(20_000, "gpu") > 1024
 
 
