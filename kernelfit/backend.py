@@ -148,6 +148,11 @@ class Backend:
     def describe(self) -> dict:
         return {"device": self.device, "backend": self.name}
 
+    def trmm_lower(self, l, b, trans: bool = False):
+        """``tril(l) @ b`` (or ``tril(l).T @ b``) as a new array (generic: one tile copy)."""
+        t = self.xp.tril(l).astype(b.dtype, copy=False)
+        return (t.T if trans else t) @ b
+
 
 class CPUBackend(Backend):
     """NumPy arrays, SciPy's LAPACK/BLAS wrappers applied in place to whole tiles."""
@@ -174,6 +179,7 @@ class CPUBackend(Backend):
             "syrk": getattr(blas, p + "syrk"),
             "gemm": getattr(blas, p + "gemm"),
             "gemv": getattr(blas, p + "gemv"),
+            "trmm": getattr(blas, p + "trmm"),
         }
 
     def _f(self, a, name):
@@ -217,6 +223,11 @@ class CPUBackend(Backend):
         """``c <- c - a @ b.T``."""
         out = self._f(c, "gemm")(-1.0, a, b, beta=1.0, c=c, trans_b=1, overwrite_c=1)
         self._check_inplace(out, c, "gemm")
+
+    def trmm_lower(self, l, b, trans: bool = False):
+        """``tril(l) @ b`` (or ``tril(l).T @ b``) as a new array; ``l``'s upper part is ignored."""
+        lf = l if l.dtype == b.dtype else l.astype(b.dtype)
+        return self._f(b, "trmm")(1.0, lf, b, side=0, lower=1, trans_a=1 if trans else 0)
 
     def gemm_acc(self, a, b, c, trans_a: bool = False, alpha: float = 1.0) -> None:
         """``c <- c + alpha * op(a) @ b`` with ``op`` the transpose when ``trans_a``."""

@@ -322,31 +322,30 @@ def cross_kernel_matmul(kernel: Kernel, A, B, V, *, tile_size: Optional[int] = N
 
 
 def factor_matvec(T: TiledSymmetric, V):
-    """K V = L (L^T V) from the tiled factor L (used for eigenvalue estimates)."""
+    """K V = L (L^T V) from the tiled factor L (used for eigenvalue estimates).
+
+    Diagonal tiles are applied as triangular products (their upper parts hold stale data),
+    off-diagonal tiles as plain products; nothing is copied.
+    """
     if not T.factored:
         raise InputError("factor the matrix first (cholesky_inplace)")
     be = T.backend
     xp = be.xp
-    V = xp.asarray(V, dtype=xp.float64)
+    V = xp.asfortranarray(xp.asarray(V, dtype=xp.float64))
     nt = T.n_tiles
     tiles = T.tiles
     W = []
     for j, (sj, ej) in enumerate(T.bounds):  # W = L^T V
-        acc = xp.zeros((ej - sj, V.shape[1]))
-        for i in range(j, nt):
+        acc = be.trmm_lower(tiles[j][j], V[sj:ej], trans=True)
+        for i in range(j + 1, nt):
             si, ei = T.bounds[i]
-            t = tiles[i][j]
-            if i == j:
-                t = xp.tril(t)
-            acc += t.T.astype(xp.float64) @ V[si:ei]
-        W.append(acc)
+            acc += tiles[i][j].T.astype(xp.float64, copy=False) @ V[si:ei]
+        W.append(xp.asfortranarray(acc))
     out = xp.zeros_like(V)
     for i, (si, ei) in enumerate(T.bounds):  # out = L W
-        for j in range(i + 1):
-            t = tiles[i][j]
-            if i == j:
-                t = xp.tril(t)
-            out[si:ei] += t.astype(xp.float64) @ W[j]
+        out[si:ei] = be.trmm_lower(tiles[i][i], W[i], trans=False)
+        for j in range(i):
+            out[si:ei] += tiles[i][j].astype(xp.float64, copy=False) @ W[j]
     return out
 
 
