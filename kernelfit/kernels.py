@@ -180,49 +180,64 @@ class Kernel:
         ``same=True`` when ``A`` and ``B`` are the same rows (exact diagonal).
         ``out`` is an optional float64 C-ordered buffer of the right shape. The result is
         float64 unless ``dtype`` asks for another type (the cast happens last).
+
+        One float64 GEMM gives the inner products; every element-wise step after it
+        (distance expansion, clamp, scaling, exp or power) runs on row chunks of about
+        2 MiB on the CPU, so the block is read from cache rather than memory each time.
         """
         xp = _xp_of(A)
         A64 = A.astype(xp.float64, copy=False)
         B64 = B.astype(xp.float64, copy=False)
-        name = self.name
-        if name in ("gaussian", "laplacian"):
+        if self.needs_sq_norms:
             if a_stats is None:
-                a_stats = row_norms_sq(A64)
+                a_stats = self.prepare(A64)
             if b_stats is None:
-                b_stats = row_norms_sq(B64)
-            D = squared_distances(A64, B64, a_sq=a_stats, b_sq=b_stats, same=same, out=out)
-            if name == "gaussian":
-                D *= -1.0 / (2.0 * self.bandwidth ** 2)
-            else:
-                xp.sqrt(D, out=D)
-                D *= -1.0 / self.bandwidth
-            xp.exp(D, out=D)
-            K = D
-        else:
-            K = xp.matmul(A64, B64.T, out=out)
-            if name == "normalized":
-                if a_stats is None:
-                    a_stats = self.prepare(A64)
-                if b_stats is None:
-                    b_stats = self.prepare(B64)
-                K *= (1.0 / xp.sqrt(a_stats))[:, None]
-                K *= (1.0 / xp.sqrt(b_stats))[None, :]
-                xp.clip(K, -1.0, 1.0, out=K)
-                if same:
-                    k = min(K.shape)
-                    K[xp.arange(k), xp.arange(k)] = 1.0
-                if self.degree != 1:
-                    _int_power_inplace(K, self.degree, xp)
-            elif name == "polynomial":
-                if self.gamma != 1.0:
-                    K *= self.gamma
-                if self.coef0 != 0.0:
-                    K += self.coef0
-                if self.degree != 1:
-                    _int_power_inplace(K, self.degree, xp)
+                b_stats = self.prepare(B64)
+        K = xp.matmul(A64, B64.T, out=out)
+        m, ncols = K.shape
+        rows = m if xp is not np else max(1, (1 << 18) // max(ncols, 1))
+        for s in range(0, m, rows):
+            e = min(s + rows, m)
+            self._finish(K[s:e], None if a_stats is None else a_stats[s:e], b_stats, xp)
+        if same and m:
+            k = min(K.shape)
+            idx = xp.arange(k)
+            if self.diagonal_value is not None:
+                K[idx, idx] = self.diagonal_value  # distance exactly 0 / cosine exactly 1
+            elif self.name == "linear":
+                K[idx, idx] = row_norms_sq(A64[:k])
         if dtype is not None and K.dtype != dtype:
             K = K.astype(dtype)
         return K
+
+    def _finish(self, S, a_sq, b_sq, xp) -> None:
+        """Turn inner products S = <a, b> into kernel values, in place."""
+        name = self.name
+        if name in ("gaussian", "laplacian"):
+            # |a - b|^2 = |a|^2 + |b|^2 - 2 <a, b>, clamped at zero
+            S *= -2.0
+            S += a_sq[:, None]
+            S += b_sq[None, :]
+            xp.maximum(S, 0.0, out=S)
+            if name == "gaussian":
+                S *= -1.0 / (2.0 * self.bandwidth ** 2)
+            else:
+                xp.sqrt(S, out=S)
+                S *= -1.0 / self.bandwidth
+            xp.exp(S, out=S)
+        elif name == "normalized":
+            S *= (1.0 / xp.sqrt(a_sq))[:, None]
+            S *= (1.0 / xp.sqrt(b_sq))[None, :]
+            xp.clip(S, -1.0, 1.0, out=S)
+            if self.degree != 1:
+                _int_power_inplace(S, self.degree, xp)
+        elif name == "polynomial":
+            if self.gamma != 1.0:
+                S *= self.gamma
+            if self.coef0 != 0.0:
+                S += self.coef0
+            if self.degree != 1:
+                _int_power_inplace(S, self.degree, xp)
 
     def __call__(self, A, B=None):
         """The full kernel matrix k(A, B) (small inputs; use tiles for large ones)."""
