@@ -55,7 +55,8 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="cpu", choices=("cpu", "gpu"))
     p.add_argument("--out-of-core", default=None, metavar="DIR")
     p.add_argument("--tag", default="")
-    p.add_argument("--out", default=None)
+    p.add_argument("--out", default=None,
+                   help="result file, or a folder (default: benchmarks/results/)")
     args = p.parse_args(argv)
 
     from kernelfit import KernelInterpolator
@@ -103,8 +104,10 @@ def main(argv=None) -> int:
     }
     if args.kernel == "normalized":
         rec["meets_targets"]["test_error"] = rec["test_error"] <= TARGETS["normalized_test_error"]
-    out = Path(args.out) if args.out else \
-        HERE / "results" / f"mnist_full_{args.kernel}{'_' + args.tag if args.tag else ''}.json"
+    name = f"mnist_full_{args.kernel}{'_' + args.tag if args.tag else ''}.json"
+    out = Path(args.out) if args.out else HERE / "results"
+    if out.is_dir() or not out.suffix:
+        out = out / name  # --out names a folder
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(rec, indent=2, default=str))
     print(json.dumps({k: rec[k] for k in ("kernel", "n_train", "precision", "relative_residual",

@@ -147,12 +147,14 @@ def fast_kernel_matvec(kernel: Kernel, X, V, *, tile_size: Optional[int] = None,
 
     def work(t, part):
         R = np.zeros((n, V.shape[1]), dtype=np.float64)
+        buf = np.empty(ts * ts, dtype=np.float64)  # reused: no page faults per block
         for i, j in part:
             si, ei = bounds[i]
             sj, ej = bounds[j]
             G = kernel.block(X[si:ei], X[sj:ej],
                              a_stats=None if stats is None else stats[si:ei],
-                             b_stats=None if stats is None else stats[sj:ej], same=(i == j))
+                             b_stats=None if stats is None else stats[sj:ej], same=(i == j),
+                             out=buf[: (ei - si) * (ej - sj)].reshape(ei - si, ej - sj))
             R[si:ei] += G @ V[sj:ej]
             if i != j:
                 R[sj:ej] += G.T @ V[si:ei]

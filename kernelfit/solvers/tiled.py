@@ -249,6 +249,20 @@ def cholesky_solve(T: TiledSymmetric, B) -> object:
 
 
 # ---------------------------------------------------------------- products
+class _BlockBuffer:
+    """One reusable float64 buffer for kernel blocks that are used and dropped.
+
+    Fresh large arrays cost page faults on first touch (much of a block's time on some
+    virtual machines); the products below reuse one C-ordered buffer instead.
+    """
+
+    def __init__(self, xp, rows: int, cols: int):
+        self.flat = xp.empty(max(rows * cols, 1), dtype=xp.float64)
+
+    def view(self, rows: int, cols: int):
+        return self.flat[: rows * cols].reshape(rows, cols)
+
+
 def kernel_matvec(kernel: Kernel, X, V, *, tile_size: Optional[int] = None,
                   backend: Backend = None, stats=None, show_progress=None,
                   out_dtype=np.float64):
@@ -270,6 +284,7 @@ def kernel_matvec(kernel: Kernel, X, V, *, tile_size: Optional[int] = None,
         stats = kernel.prepare(X)
     R = xp.zeros((n, V.shape[1]), dtype=xp.float64)
     nt = len(bounds)
+    buf = _BlockBuffer(xp, tile_size, tile_size)
     bar = progress(total=nt * (nt + 1) // 2, desc="K @ v", enabled=show_progress, unit="tile")
     try:
         for i, (si, ei) in enumerate(bounds):
@@ -277,7 +292,7 @@ def kernel_matvec(kernel: Kernel, X, V, *, tile_size: Optional[int] = None,
                 G = kernel.block(X[si:ei], X[sj:ej],
                                  a_stats=None if stats is None else stats[si:ei],
                                  b_stats=None if stats is None else stats[sj:ej],
-                                 same=(i == j))
+                                 same=(i == j), out=buf.view(ei - si, ej - sj))
                 R[si:ei] += G @ V[sj:ej]
                 if i != j:
                     R[sj:ej] += G.T @ V[si:ei]
@@ -306,13 +321,15 @@ def cross_kernel_matmul(kernel: Kernel, A, B, V, *, tile_size: Optional[int] = N
         b_stats = kernel.prepare(B)
     a_stats = kernel.prepare(A)
     P = xp.zeros((A.shape[0], V.shape[1]), dtype=xp.float64)
+    buf = _BlockBuffer(xp, ts, ts)
     bar = progress(total=len(ab) * len(bb), desc=desc, enabled=show_progress, unit="tile")
     try:
         for si, ei in ab:
             for sj, ej in bb:
                 G = kernel.block(A[si:ei], B[sj:ej],
                                  a_stats=None if a_stats is None else a_stats[si:ei],
-                                 b_stats=None if b_stats is None else b_stats[sj:ej])
+                                 b_stats=None if b_stats is None else b_stats[sj:ej],
+                                 out=buf.view(ei - si, ej - sj))
                 P[si:ei] += G @ V[sj:ej]
                 del G
                 bar.update(1)
