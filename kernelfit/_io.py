@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["atomic_writer", "atomic_save_npy", "atomic_write_text"]
+__all__ = ["atomic_writer", "atomic_save_npy", "atomic_write_text", "json_default"]
 
 
 @contextlib.contextmanager
@@ -46,3 +46,18 @@ def atomic_save_npy(path, array) -> None:
 def atomic_write_text(path, text: str) -> None:
     with atomic_writer(path, "w") as fh:
         fh.write(text)
+
+
+def json_default(o):
+    """``json.dumps(default=...)`` for NumPy scalars and arrays, sets and tuples."""
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.floating):
+        return float(o)
+    if isinstance(o, np.bool_):
+        return bool(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, (set, tuple)):
+        return list(o)
+    return str(o)

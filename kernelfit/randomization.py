@@ -59,6 +59,7 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ._io import json_default as _json_default
 from .errors import InputError, NotPositiveDefiniteError
 
 __all__ = [
@@ -900,18 +901,6 @@ def write_outputs(result: dict, out_dir, prefix: str = "randomize_",
                 fig.savefig(fh, format="png", dpi=110)
             written.append(str(path))
     return written
-
-
-def _json_default(o):
-    if isinstance(o, np.integer):
-        return int(o)
-    if isinstance(o, np.floating):
-        return float(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, (set, tuple)):
-        return list(o)
-    return str(o)
 
 
 def failure_message(result: dict) -> Optional[str]:

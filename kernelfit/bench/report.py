@@ -19,25 +19,13 @@ import json
 from pathlib import Path
 from typing import Dict, List, Optional
 
+from .._io import json_default as _json_default
+
 __all__ = ["write_json", "render_markdown", "plot_time", "plot_peak", "plot_peers",
            "write_report", "fmt_seconds", "machine_lines"]
 
 _COLORS = {"kernelfit-cpu": "tab:blue", "kernelfit-gpu": "tab:purple", "sklearn": "tab:orange",
            "scipy": "tab:green"}
-
-
-def _json_default(o):
-    import numpy as np
-
-    if isinstance(o, np.integer):
-        return int(o)
-    if isinstance(o, np.floating):
-        return float(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, (set, tuple)):
-        return list(o)
-    return str(o)
 
 
 def write_json(results: dict, path) -> Path:

@@ -43,6 +43,8 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from .._io import json_default as _json_default
+
 __all__ = ["RESULT_PREFIX", "IMPLEMENTATIONS", "PEERS", "run_child", "child_main",
            "run_solve_task", "sklearn_kernel_params", "peer_unavailable_reason",
            "dense_bytes_needed", "make_random_data"]
@@ -378,16 +380,6 @@ def child_main(argv=None) -> int:
     sys.stdout.write(RESULT_PREFIX + json.dumps(result, default=_json_default) + "\n")
     sys.stdout.flush()
     return 0
-
-
-def _json_default(o):
-    if isinstance(o, np.integer):
-        return int(o)
-    if isinstance(o, np.floating):
-        return float(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    return str(o)
 
 
 # ====================================================================== parent side

@@ -7,8 +7,8 @@ import math
 import sys
 from typing import Iterable
 
-import numpy as np
 
+from .._io import json_default
 from ..errors import InputError
 
 __all__ = ["add_data_arguments", "add_kernel_arguments", "add_solver_arguments",
@@ -160,18 +160,6 @@ def config_from_args(args):
         scheduler=getattr(args, "scheduler", None),
         distributed=getattr(args, "distributed", None),
         show_progress=False if (args.no_progress or getattr(args, "json", False)) else None)
-
-
-def json_default(o):
-    if isinstance(o, (np.integer,)):
-        return int(o)
-    if isinstance(o, (np.floating,)):
-        return float(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, (set, tuple)):
-        return list(o)
-    return str(o)
 
 
 def print_json(obj, file=None) -> None:
