@@ -38,18 +38,19 @@ __all__ = ["TiledSymmetric", "default_tile_size", "build_gram", "cholesky_inplac
 def default_tile_size(n: int, device: str = "cpu") -> int:
     """A tile size that keeps BLAS calls efficient and safely small.
 
-    CPU: tiles of at most 4,096 rows (a 128 MiB float64 tile). Measured on a 2-core AVX-512
-    machine with OpenBLAS 0.3.31's default kernels: 140 GFLOP/s at n = 8,000 (LAPACK's dpotrf
-    on one matrix: 148) and 170 GFLOP/s at n = 20,000, where LAPACK's dpotrf segfaults;
-    1,024-row tiles reached only 122 and 148. Every BLAS/LAPACK call stays at or below one
-    tile, far from the sizes (n of about 16,000) where multithreaded OpenBLAS crashes.
-    Problems of at most 4,096 rows use a single tile.
+    CPU: up to n = 8,192 one tile, i.e. one LAPACK potrf call (the machine's own rate;
+    potrf is safe here up to n of at least 12,000). Beyond, tiles of at most 4,096 rows
+    (a 128 MiB float64 tile): measured on a 2-core AVX-512 machine with OpenBLAS 0.3.31's
+    default kernels, 140 GFLOP/s at n = 8,000 (LAPACK's dpotrf on one matrix: 148) and
+    164-170 GFLOP/s at n = 20,000, where LAPACK's dpotrf segfaults; 1,024-row tiles reached
+    only 122 and 148. Every BLAS/LAPACK call stays at or below one tile, far from the sizes
+    (n of about 16,000) where multithreaded OpenBLAS crashes.
     """
     if device == "gpu":
-        target = 8192
+        target = single = 8192
     else:
-        target = 4096
-    if n <= target:
+        target, single = 4096, 8192
+    if n <= single:
         return max(int(n), 1)
     n_tiles = math.ceil(n / target)
     return int(math.ceil(n / n_tiles))
