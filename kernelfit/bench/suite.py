@@ -84,7 +84,7 @@ class BenchConfig:
     devices: Sequence[str] = ("cpu", "gpu")
     peers: Sequence[str] = PEERS
     repeats: int = 3
-    peer_repeats: int = 1
+    peer_repeats: int = 3
     timeout_s: float = 600.0
     budget_s: float = 600.0
     dataset: str = "random"

@@ -63,8 +63,9 @@ def add_arguments(p) -> None:
                         "(cho_factor/cho_solve on a dense K), or none")
     g.add_argument("--repeats", type=positive_int, default=3,
                    help="repetitions of each kernelfit run (medians are reported)")
-    g.add_argument("--peer-repeats", type=positive_int, default=1,
-                   help="repetitions of each peer run")
+    g.add_argument("--peer-repeats", type=positive_int, default=3,
+                   help="repetitions of each peer run (medians; equal to --repeats keeps the "
+                        "ratios fair at small n, where single runs are noisy)")
     g.add_argument("--timeout", type=float, default=600.0, metavar="S",
                    help="seconds before one run (all its repetitions) is killed")
     g.add_argument("--budget", type=float, default=600.0, metavar="S",
