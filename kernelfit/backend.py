@@ -455,37 +455,29 @@ class GPUBackend(Backend):
 
     def trsm_rlt(self, l, b) -> None:
         """``b <- b @ inv(l).T`` with ``l`` lower triangular (the panel update)."""
-        self._target(b, "b")
-        l = self._operand(l, b.dtype, "l")
-        m, n = b.shape
-        if l.shape != (n, n):
-            raise InputError(f"trsm: l has shape {l.shape}, expected {(n, n)}")
-        if m == 0 or n == 0:
-            return
-        cb = self._cublas
-        (one,) = self._scalars(b.dtype, 1.0)
-        fn = cb.dtrsm if b.dtype.char == "d" else cb.strsm
-        with self._cublas_handle() as h:
-            fn(h, cb.CUBLAS_SIDE_RIGHT, cb.CUBLAS_FILL_MODE_LOWER, cb.CUBLAS_OP_T,
-               cb.CUBLAS_DIAG_NON_UNIT, m, n, one.ctypes.data, l.data.ptr, self._ld(l),
-               b.data.ptr, self._ld(b))
+        self._trsm(l, b, left=False, trans=True)
 
     def trsm_left(self, l, b, trans: bool) -> None:
         """``b <- inv(l) @ b`` (or ``inv(l).T @ b``) with ``l`` lower triangular."""
+        self._trsm(l, b, left=True, trans=trans)
+
+    def _trsm(self, l, b, *, left: bool, trans: bool) -> None:
         self._target(b, "b")
         l = self._operand(l, b.dtype, "l")
         m, n = b.shape
-        if l.shape != (m, m):
-            raise InputError(f"trsm: l has shape {l.shape}, expected {(m, m)}")
+        k = m if left else n
+        if l.shape != (k, k):
+            raise InputError(f"trsm: l has shape {l.shape}, expected {(k, k)}")
         if m == 0 or n == 0:
             return
         cb = self._cublas
         (one,) = self._scalars(b.dtype, 1.0)
         fn = cb.dtrsm if b.dtype.char == "d" else cb.strsm
         with self._cublas_handle() as h:
-            fn(h, cb.CUBLAS_SIDE_LEFT, cb.CUBLAS_FILL_MODE_LOWER,
-               cb.CUBLAS_OP_T if trans else cb.CUBLAS_OP_N, cb.CUBLAS_DIAG_NON_UNIT, m, n,
-               one.ctypes.data, l.data.ptr, self._ld(l), b.data.ptr, self._ld(b))
+            fn(h, cb.CUBLAS_SIDE_LEFT if left else cb.CUBLAS_SIDE_RIGHT,
+               cb.CUBLAS_FILL_MODE_LOWER, cb.CUBLAS_OP_T if trans else cb.CUBLAS_OP_N,
+               cb.CUBLAS_DIAG_NON_UNIT, m, n, one.ctypes.data, l.data.ptr, self._ld(l),
+               b.data.ptr, self._ld(b))
 
     def syrk_sub(self, a, c) -> None:
         """``c <- c - a @ a.T`` on the lower triangle of ``c``."""

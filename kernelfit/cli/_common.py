@@ -16,55 +16,36 @@ __all__ = ["add_data_arguments", "add_kernel_arguments", "add_solver_arguments",
            "json_default"]
 
 
-def positive_int(text: str) -> int:
+def _parse(text: str, conv, ok, what: str):
+    """Parse an option value with ``conv`` and check it with ``ok``; argparse-style errors."""
     import argparse
 
     try:
-        v = int(text)
+        v = conv(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+    if not ok(v):
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
     return v
+
+
+def positive_int(text: str) -> int:
+    return _parse(text, int, lambda v: v >= 1, "a positive integer")
 
 
 def nonneg_int(text: str) -> int:
-    import argparse
-
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
-    return v
-
-
-def bandwidth_arg(text: str):
-    import argparse
-
-    if text == "median":
-        return "median"
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected a positive number or 'median', got {text!r}") from None
-    if not (math.isfinite(v) and v > 0):
-        raise argparse.ArgumentTypeError(f"bandwidth must be positive and finite, got {text!r}")
-    return v
+    return _parse(text, int, lambda v: v >= 0, "an integer >= 0")
 
 
 def nonneg_float(text: str) -> float:
-    import argparse
+    return _parse(text, float, lambda v: math.isfinite(v) and v >= 0, "a finite number >= 0")
 
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
-    if not (math.isfinite(v) and v >= 0):
-        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
-    return v
+
+def bandwidth_arg(text: str):
+    if text == "median":
+        return "median"
+    return _parse(text, float, lambda v: math.isfinite(v) and v > 0,
+                  "a positive finite number or 'median'")
 
 
 def add_data_arguments(p) -> None:
