@@ -104,18 +104,20 @@ def preflight(cfg: SolveConfig, n: int, d: int, n_classes: int, n_test: int) -> 
                             tile_size=ts, solver=cfg.solver, device=be.device,
                             available=be.free_memory())
     plan.items.pop("data", None)
-    from .memory import max_n_that_fits
+    if not plan.fits():
+        from .memory import max_n_that_fits
 
-    n_max = max_n_that_fits(plan.available, d, n_classes, dtype=np.dtype(cfg.dtype),
-                            solver=cfg.solver)
-    ways = []
-    if cfg.dtype == "float64":
-        ways.append("--dtype float32 (halves K)")
-    ways.append(f"--n-train {n_max} or less (fits now)")
-    if cfg.solver != "cholesky":
-        ways.append("--solver cholesky (stores half of K)")
-    ways.append("the mixed-precision and out-of-core solvers for full-size problems")
-    plan.check("; ".join(ways) + ".")
+        n_max = max_n_that_fits(plan.available, d, n_classes, dtype=np.dtype(cfg.dtype),
+                                solver=cfg.solver)
+        ways = []
+        if cfg.dtype == "float64":
+            ways.append("--dtype float32 (halves K)")
+        ways.append(f"--n-train {n_max} or less (fits now)")
+        if cfg.solver != "cholesky":
+            ways.append("--solver cholesky (stores half of K)")
+        ways.append("--precision mixed (float32 K, float64-accurate solution) or "
+                    "--out-of-core DIR (tiles on disk)")
+        plan.check("; ".join(ways) + ".")
     return plan.as_dict()
 
 

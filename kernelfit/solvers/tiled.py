@@ -87,12 +87,14 @@ class TiledSymmetric:
     @staticmethod
     def storage_bytes(n: int, tile_size: int, dtype=np.float64) -> int:
         """Bytes held by the tiles of an n x n matrix (lower triangle of tiles)."""
+        if tile_size < 1:
+            raise InputError(f"tile size must be at least 1, got {tile_size}")
         item = np.dtype(dtype).itemsize
-        bounds = tile_bounds(n, tile_size)
-        sizes = [e - s for s, e in bounds]
-        total = 0
-        for i, bi in enumerate(sizes):
-            total += bi * sum(sizes[: i + 1])
+        full, rest = divmod(int(n), int(tile_size))
+        # row block i holds i full tiles to its left plus its diagonal tile
+        total = tile_size * tile_size * full * (full + 1) // 2
+        if rest:
+            total += rest * (full * tile_size + rest)
         return total * item
 
     @property
