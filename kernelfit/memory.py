@@ -76,7 +76,7 @@ class MemoryPlan:
         where = "GPU memory" if self.device == "gpu" else "memory"
         msg = (f"this request needs about {self.describe()}, but only "
                f"{fmt_bytes(self.available)} of {where} is available "
-               f"(kernelfit keeps {int((1 - SAFETY) * 100)}% headroom); nothing was allocated.")
+               f"(kernelfit keeps {round((1 - SAFETY) * 100)}% headroom); nothing was allocated.")
         if ways_out:
             msg += " Ways out: " + ways_out
         raise MemoryPlanError(msg, required_bytes=self.total, available_bytes=self.available or 0)
