@@ -77,7 +77,8 @@ def test_cifar_download_from_file_url(tmp_path, monkeypatch):
                      urls={"archive": (archive.as_uri(),)})
     with pytest.raises(ChecksumError):
         load_dataset("cifar10", data_dir=tmp_path / "e")
-    assert list((tmp_path / "e" / "cifar10").iterdir()) == []
+    # nothing is left behind: not a partial file, not even the folder the download created
+    assert not (tmp_path / "e" / "cifar10").exists()
 
 
 def test_cifar_missing_offline(tmp_path):

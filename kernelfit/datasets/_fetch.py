@@ -166,6 +166,7 @@ def download(remote: RemoteFile, directory: Path, dataset: str) -> Path:
     """
     directory = Path(directory)
     dest = directory / remote.filename
+    created = not directory.exists()
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -198,6 +199,11 @@ def download(remote: RemoteFile, directory: Path, dataset: str) -> Path:
         finally:
             _remove_quietly(tmp_path)
     detail = "; ".join(failures) if failures else "no download location known"
+    if created:  # leave no empty folder behind in the cache
+        try:
+            directory.rmdir()
+        except OSError:
+            pass
     if bad_checksum:
         raise ChecksumError(f"{dataset}: could not download a verified {remote.filename} "
                             f"into {directory}: {detail}")
