@@ -91,7 +91,7 @@ def plan_exact_solve(n: int, d: int, n_outputs: int, *, n_test: int = 0, dtype=n
     cholesky: the lower tiles of K in ``dtype`` + a few float64 tile buffers +
     right-hand sides; eigh/lstsq: a dense n x n K plus eigenvectors / LAPACK workspace.
     """
-    from .solvers.tiled import TiledSymmetric, default_tile_size
+    from .solvers.tiled import TiledSymmetric, default_tile_size, n_threads_default
 
     tile_size = tile_size or default_tile_size(max(int(n), 1), device)
     item = np.dtype(dtype).itemsize
@@ -100,7 +100,8 @@ def plan_exact_solve(n: int, d: int, n_outputs: int, *, n_test: int = 0, dtype=n
     ts = min(tile_size, n)
     if solver == "cholesky":
         plan.add("K tiles", TiledSymmetric.storage_bytes(n, tile_size, dtype))
-        plan.add("tile buffers", 3 * 8.0 * ts * ts)
+        in_flight = 1 if device == "gpu" else n_threads_default()  # one block per thread
+        plan.add("tile buffers", (in_flight + 1) * 8.0 * ts * ts)
     elif solver in ("eigh", "lstsq"):
         plan.add("dense K", 8.0 * n * n)
         plan.add("eigenvectors/workspace", 8.0 * n * n + 8.0 * 64 * n)

@@ -29,9 +29,9 @@ import numpy as np
 from ..backend import Backend, get_backend
 from ..errors import InputError, NotPositiveDefiniteError
 from ..kernels import Kernel
-from .mixed import (SHIFT_GROWTH, SHIFT_MAX_TRIES, SHIFT_START, gram_tile, kernel_diagonal,
-                    refine, refinement_info)
-from .tiled import default_tile_size, tile_bounds
+from .mixed import (SHIFT_GROWTH, SHIFT_MAX_TRIES, SHIFT_START, kernel_diagonal, refine,
+                    refinement_info)
+from .tiled import default_tile_size, gram_tile, tile_bounds
 
 __all__ = ["solve_distributed", "connect", "distributed_predict", "DistributedFactor"]
 

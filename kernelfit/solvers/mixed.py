@@ -26,7 +26,6 @@ factorization succeeds; the shifted factor is then only a preconditioner of the
 from __future__ import annotations
 
 import math
-import os
 import time
 import warnings
 from typing import Callable, List, Optional
@@ -36,25 +35,16 @@ import numpy as np
 from ..backend import Backend, get_backend
 from ..errors import InputError, NotPositiveDefiniteError
 from ..kernels import Kernel, row_norms_sq
-from ..progress import progress
-from .tiled import (TiledSymmetric, cholesky_inplace, default_tile_size,
-                    kernel_matvec, tile_bounds)
+from .tiled import (TiledSymmetric, build_gram, cholesky_inplace, default_tile_size,
+                    kernel_matvec, n_threads_default)
 
-__all__ = ["solve_mixed", "refine", "factor_with_shift", "fast_kernel_matvec",
-           "build_gram_fast", "kernel_diagonal", "REFINEMENTS"]
+__all__ = ["solve_mixed", "refine", "factor_with_shift", "kernel_diagonal", "REFINEMENTS"]
 
 REFINEMENTS = ("cg", "ir")
 #: shifts tried after a float32 breakdown, as multiples of mean(diag K)
 SHIFT_START = 1e-6
 SHIFT_GROWTH = 10.0
 SHIFT_MAX_TRIES = 7
-
-
-def n_threads_default() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover
-        return max(1, os.cpu_count() or 1)
 
 
 # ---------------------------------------------------------------- kernel helpers
@@ -72,153 +62,6 @@ def kernel_diagonal(kernel: Kernel, X) -> np.ndarray:
     # generic fallback: one row at a time (any kernel added later)
     return xp.asarray([float(kernel.block(X[i:i + 1], X[i:i + 1], same=True)[0, 0])
                        for i in range(n)])
-
-
-class _BlasOneThread:
-    """Limit BLAS to one thread while our own threads run tiles in parallel."""
-
-    def __init__(self, active: bool):
-        self.active = active
-        self._ctx = None
-
-    def __enter__(self):
-        if self.active:
-            try:
-                from threadpoolctl import threadpool_limits
-
-                self._ctx = threadpool_limits(limits=1, user_api="blas")
-            except Exception:  # pragma: no cover - threadpoolctl comes with scikit-learn
-                self._ctx = None
-        return self
-
-    def __exit__(self, *exc):
-        if self._ctx is not None:
-            self._ctx.restore_original_limits()
-        return False
-
-
-def _parallel(parts: List[list], work: Callable[[int, list], None], n_threads: int) -> None:
-    """Run ``work(t, parts[t])`` for every part, in threads when more than one."""
-    if n_threads <= 1 or len(parts) <= 1:
-        for t, p in enumerate(parts):
-            work(t, p)
-        return
-    from concurrent.futures import ThreadPoolExecutor
-
-    with _BlasOneThread(True), ThreadPoolExecutor(max_workers=len(parts)) as ex:
-        futs = [ex.submit(work, t, p) for t, p in enumerate(parts)]
-        for f in futs:
-            f.result()
-
-
-def _split(tasks: list, k: int) -> List[list]:
-    """Deal tasks round-robin into k lists (tiles cost about the same)."""
-    k = max(1, min(k, len(tasks)))
-    return [tasks[t::k] for t in range(k)]
-
-
-def fast_kernel_matvec(kernel: Kernel, X, V, *, tile_size: Optional[int] = None,
-                       backend: Backend = None, stats=None, n_threads: Optional[int] = None,
-                       show_progress=None):
-    """K V in float64 with K recomputed tile by tile (half a Gram: symmetric tiles).
-
-    CPU: tiles are dealt to ``n_threads`` Python threads running single-threaded BLAS,
-    so the exp/elementwise work of one tile overlaps the GEMM of another (NumPy releases
-    the GIL); each thread accumulates into its own result. GPU: :func:`kernel_matvec`.
-    """
-    be = backend if backend is not None else get_backend("cpu")
-    if be.device != "cpu":
-        return kernel_matvec(kernel, X, V, tile_size=tile_size, backend=be, stats=stats,
-                             show_progress=show_progress)
-    n = X.shape[0]
-    V = np.asarray(V, dtype=np.float64)
-    squeeze = V.ndim == 1
-    if squeeze:
-        V = V[:, None]
-    ts = tile_size or default_tile_size(n, "cpu")
-    bounds = tile_bounds(n, ts)
-    if stats is None:
-        stats = kernel.prepare(X)
-    nth = n_threads or n_threads_default()
-    tasks = [(i, j) for i in range(len(bounds)) for j in range(i + 1)]
-    parts = _split(tasks, nth)
-    results = [None] * len(parts)
-    bar = progress(total=len(tasks), desc="K @ v (float64)", enabled=show_progress, unit="tile")
-
-    def work(t, part):
-        R = np.zeros((n, V.shape[1]), dtype=np.float64)
-        buf = np.empty(ts * ts, dtype=np.float64)  # reused: no page faults per block
-        for i, j in part:
-            si, ei = bounds[i]
-            sj, ej = bounds[j]
-            G = kernel.block(X[si:ei], X[sj:ej],
-                             a_stats=None if stats is None else stats[si:ei],
-                             b_stats=None if stats is None else stats[sj:ej], same=(i == j),
-                             out=buf[: (ei - si) * (ej - sj)].reshape(ei - si, ej - sj))
-            R[si:ei] += G @ V[sj:ej]
-            if i != j:
-                R[sj:ej] += G.T @ V[si:ei]
-            bar.update(1)
-        results[t] = R
-
-    try:
-        _parallel(parts, work, nth)
-    finally:
-        bar.close()
-    R = results[0]
-    for other in results[1:]:
-        R += other
-    return R[:, 0] if squeeze else R
-
-
-def build_gram_fast(kernel: Kernel, X, *, tile_size: Optional[int] = None, dtype=np.float32,
-                    backend: Backend = None, shift: float = 0.0, stats=None,
-                    n_threads: Optional[int] = None, show_progress=None) -> TiledSymmetric:
-    """K + shift I as lower tiles in ``dtype`` (each tile computed in float64, then cast).
-
-    Same result as :func:`kernelfit.solvers.tiled.build_gram`; on the CPU the tiles are
-    computed by several threads (BLAS single-threaded in each).
-    """
-    from .tiled import build_gram
-
-    be = backend if backend is not None else get_backend("cpu")
-    n = X.shape[0]
-    ts = tile_size or default_tile_size(n, be.device)
-    if be.device != "cpu":
-        return build_gram(kernel, X, tile_size=ts, dtype=dtype, backend=be, ridge=shift,
-                          show_progress=show_progress, stats=stats)
-    T = TiledSymmetric(n, ts, dtype, be)
-    if stats is None:
-        stats = kernel.prepare(X)
-    nth = n_threads or n_threads_default()
-    tasks = [(i, j) for i in range(T.n_tiles) for j in range(i + 1)]
-    bar = progress(total=len(tasks), desc="gram", enabled=show_progress, unit="tile")
-
-    def work(_t, part):
-        for i, j in part:
-            T.tiles[i][j] = gram_tile(kernel, X, stats, T.bounds, i, j, T.dtype, shift)
-            bar.update(1)
-
-    try:
-        _parallel(_split(tasks, nth), work, nth)
-    finally:
-        bar.close()
-    return T
-
-
-def gram_tile(kernel: Kernel, X, stats, bounds, i: int, j: int, dtype, shift: float = 0.0):
-    """Tile (i, j) of K + shift I, Fortran-ordered, in ``dtype`` (computed in float64)."""
-    si, ei = bounds[i]
-    sj, ej = bounds[j]
-    G = kernel.block(X[sj:ej], X[si:ei], a_stats=None if stats is None else stats[sj:ej],
-                     b_stats=None if stats is None else stats[si:ei], same=(i == j))
-    tile = G.T  # Fortran view of k(X_i, X_j)
-    if i == j and shift:
-        k = ei - si
-        tile[np.arange(k), np.arange(k)] += shift
-    if tile.dtype != np.dtype(dtype):
-        tile = np.asfortranarray(tile.astype(dtype))
-    return tile
 
 
 # ---------------------------------------------------------------- factor (with shift)
@@ -239,9 +82,9 @@ def factor_with_shift(kernel: Kernel, X, *, tile_size: int, dtype=np.float32,
     timings = {"gram": 0.0, "factor": 0.0}
     for attempt in range(SHIFT_MAX_TRIES + 1):
         t0 = time.perf_counter()
-        T = build_gram_fast(kernel, X, tile_size=tile_size, dtype=dtype, backend=be,
-                            shift=ridge + shift, stats=stats, n_threads=n_threads,
-                            show_progress=show_progress)
+        T = build_gram(kernel, X, tile_size=tile_size, dtype=dtype, backend=be,
+                       ridge=ridge + shift, stats=stats, n_threads=n_threads,
+                       show_progress=show_progress)
         be.synchronize()
         t1 = time.perf_counter()
         timings["gram"] += t1 - t0
@@ -420,8 +263,8 @@ def solve_mixed(kernel: Kernel, X, Y, opts, backend: Optional[Backend] = None,
         return be.to_numpy(cholesky_solve_f64(T, xp.asarray(R)))
 
     def matvec(V):
-        KV = fast_kernel_matvec(kernel, Xb, xp.asarray(V), tile_size=tile_size, backend=be,
-                                stats=stats, show_progress=opts.show_progress)
+        KV = kernel_matvec(kernel, Xb, xp.asarray(V), tile_size=tile_size, backend=be,
+                           stats=stats, show_progress=opts.show_progress)
         KV = be.to_numpy(KV)
         if opts.ridge:
             KV = KV + opts.ridge * np.asarray(V)

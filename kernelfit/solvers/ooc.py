@@ -43,10 +43,10 @@ from ..errors import InputError, NotPositiveDefiniteError
 from ..kernels import Kernel
 from ..memory import fmt_bytes
 from ..progress import progress
-from .mixed import (SHIFT_GROWTH, SHIFT_MAX_TRIES, SHIFT_START, _parallel, _split,
-                    cholesky_solve_f64, fast_kernel_matvec, gram_tile, kernel_diagonal,
-                    n_threads_default, refine, refinement_info)
-from .tiled import TiledSymmetric, default_tile_size, tile_bounds
+from .mixed import (SHIFT_GROWTH, SHIFT_MAX_TRIES, SHIFT_START, cholesky_solve_f64,
+                    kernel_diagonal, refine, refinement_info)
+from .tiled import (TiledSymmetric, _parallel, _split, default_tile_size, gram_tile,
+                    kernel_matvec, n_threads_default, tile_bounds)
 
 __all__ = ["solve_ooc", "ooc_factor", "fingerprint_X", "MANIFEST", "OOC_FORMAT"]
 
@@ -381,9 +381,9 @@ def solve_ooc(kernel: Kernel, X, Y, opts, be: Optional[Backend] = None):
     stats = kernel.prepare(Xb)
 
     def matvec(V):
-        KV = be.to_numpy(fast_kernel_matvec(kernel, Xb, xp.asarray(V), tile_size=ts,
-                                            backend=be, stats=stats,
-                                            show_progress=opts.show_progress))
+        KV = be.to_numpy(kernel_matvec(kernel, Xb, xp.asarray(V), tile_size=ts,
+                                       backend=be, stats=stats,
+                                       show_progress=opts.show_progress))
         return KV + opts.ridge * np.asarray(V) if opts.ridge else KV
 
     def precond(R):
