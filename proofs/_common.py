@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import time
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -74,6 +75,17 @@ def pyplot():
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
     return plt
+
+
+def save_figure(fig, out_dir, name: str) -> list:
+    """Lay out ``fig``, write it to ``out_dir/name`` (folder created), close it; ``[path]``."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    path = out_dir / name
+    fig.savefig(path, dpi=100)
+    pyplot().close(fig)
+    return [path]
 
 
 class Timer:

@@ -14,13 +14,12 @@ most n; also equal to :math:`X^\top X/n`.
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 
 from kernelfit.theory.sgd import min_norm_solution, null_projection
 
-from ._common import CheckResult, pyplot
+from ._common import CheckResult, pyplot, save_figure
 
 NAME = "curvature"
 TITLE = "Curvature: the Hessian is the same at every global minimum of a linear model"
@@ -84,8 +83,6 @@ def check(quick=False, seed=0, n=None, d=None, n_minima=4, grad=None, **_):
 
 def plot(res, out_dir):
     plt = pyplot()
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     fig, ax = plt.subplots(1, 2, figsize=(10, 4))
     for H, nm in zip(res.data["Hs"], res.data["norms"]):
         ev = np.sort(np.linalg.eigvalsh(H))[::-1]
@@ -95,8 +92,4 @@ def plot(res, out_dir):
     ax[0].legend(fontsize=7)
     ax[1].bar(range(len(res.data["norms"])), res.data["norms"])
     ax[1].set_title("norms of the minima (first = min-norm)")
-    fig.tight_layout()
-    p = out_dir / "curvature.png"
-    fig.savefig(p, dpi=100)
-    plt.close(fig)
-    return [p]
+    return save_figure(fig, out_dir, "curvature.png")

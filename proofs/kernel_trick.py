@@ -19,11 +19,10 @@ four Moore-Penrose conditions (sympy).
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 
-from ._common import CheckResult, Timer, mnist_or_none, pyplot
+from ._common import CheckResult, Timer, mnist_or_none, pyplot, save_figure
 
 NAME = "kernel_trick"
 TITLE = "Min-norm solution = Phi^T (Phi Phi^T)^{-1} y; predictions = kernel solution's"
@@ -87,15 +86,9 @@ def check(quick=False, data_dir=None, seed=0, n=None, D=None, null_perturbation=
 
 def plot(res, out_dir):
     plt = pyplot()
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     fig, ax = plt.subplots(figsize=(5, 4))
     ax.plot(res.data["pred_k"], res.data["pred_w"], ".", ms=3)
     ax.set_xlabel("kernel prediction k(x,.)^T K^-1 y")
     ax.set_ylabel("feature prediction phi(x)^T Phi^+ y")
     ax.set_title(f"rel. diff {res.figures['rel_diff_predictions']:.1e}")
-    fig.tight_layout()
-    p = out_dir / "kernel_trick.png"
-    fig.savefig(p, dpi=100)
-    plt.close(fig)
-    return [p]
+    return save_figure(fig, out_dir, "kernel_trick.png")

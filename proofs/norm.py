@@ -15,12 +15,11 @@ Passes when the Gabor solution has the larger norm and the smaller test error. S
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 
 
-from ._common import CheckResult, Timer, mnist_or_none, pyplot
+from ._common import CheckResult, Timer, mnist_or_none, pyplot, save_figure
 
 NAME = "norm"
 TITLE = "Norm observation: Gabor features give lower error yet larger min-norm solution"
@@ -92,16 +91,10 @@ def check(quick=False, data_dir=None, seed=0, n=None, n_test=None, bandwidth="me
 
 def plot(res, out_dir):
     plt = pyplot()
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     fig, ax = plt.subplots(1, 2, figsize=(9, 4))
     names = ["raw", "gabor"]
     ax[0].bar(names, [res.data[k]["rkhs_norm"] for k in names])
     ax[0].set_title("RKHS norm of the min-norm interpolant")
     ax[1].bar(names, [100 * res.data[k]["test_error"] for k in names])
     ax[1].set_title("test error (%)")
-    fig.tight_layout()
-    p = out_dir / "norm.png"
-    fig.savefig(p, dpi=100)
-    plt.close(fig)
-    return [p]
+    return save_figure(fig, out_dir, "norm.png")

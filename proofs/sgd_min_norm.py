@@ -20,13 +20,12 @@ for several step sizes vs the bound. Kernel SGD (cyclic, = SOR sweep) on an MNIS
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 
 from kernelfit.theory import sgd as S
 
-from ._common import CheckResult, Timer, mnist_or_none, pyplot
+from ._common import CheckResult, Timer, mnist_or_none, pyplot, save_figure
 
 NAME = "sgd_min_norm"
 TITLE = "SGD from zero converges to the minimum-norm solution X^+ y"
@@ -131,8 +130,6 @@ def check(quick=False, data_dir=None, seed=0, n=None, d=None, w0=None, X=None, y
 
 def plot(res, out_dir):
     plt = pyplot()
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     fig, ax = plt.subplots(1, 2, figsize=(11, 4))
     for f, e in res.data["curves"].items():
         ax[0].semilogy(np.maximum(e, 1e-17), label=f"eta = {f}/R^2")
@@ -144,8 +141,4 @@ def plot(res, out_dir):
     ax[1].set_xlabel("epoch (cyclic)")
     ax[1].set_ylabel("||alpha_t - K^-1 y|| / ||K^-1 y||")
     ax[1].set_title(f"kernel SGD, lambda_min(K) = {res.figures['kernel_lambda_min']:.2e}")
-    fig.tight_layout()
-    p = out_dir / "sgd_min_norm.png"
-    fig.savefig(p, dpi=100)
-    plt.close(fig)
-    return [p]
+    return save_figure(fig, out_dir, "sgd_min_norm.png")

@@ -28,14 +28,14 @@ running-sum recurrence equals forward substitution.
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 
 from kernelfit.errors import InputError
 from kernelfit.theory import construction as C
 
-from ._common import CheckResult, Timer, mnist_or_none, pyplot, random_grid_points
+from ._common import (CheckResult, Timer, mnist_or_none, pyplot, random_grid_points,
+                      save_figure)
 
 NAME = "theorem1"
 TITLE = "Theorem 1: a 2n+d ReLU network fits any labels on n distinct points"
@@ -201,8 +201,6 @@ def check(quick=False, data_dir=None, seed=0, n=None, X_int=None, labels=None, c
 def plot(res, out_dir):
     """Float64 figures vs n (plain vs improved) and the fitted function along ``a``."""
     plt = pyplot()
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     sc = res.data["scaling"]
     fig, ax = plt.subplots(1, 3, figsize=(14, 4))
     for key, style in (("plain", "o-"), ("improved", "s-")):
@@ -220,8 +218,4 @@ def plot(res, out_dir):
     f = res.figures
     fig.suptitle(f"Theorem 1 on {f['data']}: exact rel. residual {f['exact_rel_residual_all']:.1e}"
                  f" ({f['exact_total_seconds']:.1f} s)")
-    fig.tight_layout()
-    p = out_dir / "theorem1_float64_scaling.png"
-    fig.savefig(p, dpi=100)
-    plt.close(fig)
-    return [p]
+    return save_figure(fig, out_dir, "theorem1_float64_scaling.png")

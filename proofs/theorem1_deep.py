@@ -18,13 +18,12 @@ point (blocks by prefix sums) and term by term on a random subset: relative resi
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 
 from kernelfit.theory import construction as C
 
-from ._common import CheckResult, Timer, pyplot
+from ._common import CheckResult, Timer, pyplot, save_figure
 from .theorem1 import _data
 
 NAME = "theorem1_deep"
@@ -95,15 +94,9 @@ def check(quick=False, data_dir=None, seed=0, n=None, k=None, X_int=None, corrup
 
 def plot(res, out_dir):
     plt = pyplot()
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     fig, ax = plt.subplots(figsize=(5, 4))
     ax.plot(res.data["y"], res.data["out_deep"], ".", ms=3)
     ax.set_xlabel("label y_i")
     ax.set_ylabel(f"depth-{res.figures['k']} network output (float64)")
     ax.set_title(f"depth-k fit, exact rel. residual {res.figures['exact_rel_residual_all']:.1e}")
-    fig.tight_layout()
-    p = out_dir / "theorem1_deep_fit.png"
-    fig.savefig(p, dpi=100)
-    plt.close(fig)
-    return [p]
+    return save_figure(fig, out_dir, "theorem1_deep_fit.png")
