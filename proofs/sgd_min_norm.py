@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from kernelfit.kernels import get_kernel
 from kernelfit.theory import sgd as S
 
 from ._common import CheckResult, Timer, mnist_or_none, pyplot, save_figure
@@ -112,7 +113,7 @@ def check(quick=False, data_dir=None, seed=0, n=None, d=None, w0=None, X=None, y
         Xk = rng.random((kn, 784))
         yk = rng.integers(0, 10, kn).astype(float)
         src = f"synthetic uniform [0,1]^{784}, n={kn}"
-    K = S.gaussian_kernel(Xk, bandwidth=5.0)
+    K = get_kernel("gaussian", bandwidth=5.0)(Xk)
     ak = np.linalg.solve(K, yk)
     lam = np.linalg.eigvalsh(K)
     with Timer() as tk:

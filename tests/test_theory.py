@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from kernelfit.errors import InputError
+from kernelfit.kernels import get_kernel
 from kernelfit.theory import construction as C
 from kernelfit.theory import sgd as S
 
@@ -81,7 +82,7 @@ def test_sgd_min_norm_and_row_space():
 def test_kernel_sgd_sweep_equals_loop():
     rng = np.random.default_rng(0)
     A = rng.random((40, 30))
-    K = S.gaussian_kernel(A, bandwidth=1.0)
+    K = get_kernel("gaussian", bandwidth=1.0)(A)
     y = rng.standard_normal(40)
     a1, _ = S.kernel_sgd(K, y, eta=0.7, epochs=3)
     a2 = S.kernel_sgd_loop(K, y, eta=0.7, epochs=3)

@@ -28,7 +28,7 @@ import numpy as np
 from ..errors import InputError
 
 __all__ = ["least_squares_sgd", "row_space_distance", "min_norm_solution", "null_projection",
-           "kernel_sgd", "kernel_sgd_loop", "sgd_rate_bound", "gaussian_kernel"]
+           "kernel_sgd", "kernel_sgd_loop", "sgd_rate_bound"]
 
 
 def _check_problem(X, y):
@@ -117,15 +117,6 @@ def least_squares_sgd(X, y, *, eta=None, epochs=100, w0=None, seed=0, record_eve
                     break
     return w, {"W": np.array(snaps).T, "rel_err": np.array(errs), "eta": eta,
                "epochs": epochs_done, "seed": seed}
-
-
-def gaussian_kernel(A, B=None, bandwidth=5.0):
-    r""":math:`k(x,z) = \exp(-\|x-z\|^2 / (2\sigma^2))`, squared distances in float64."""
-    A = np.asarray(A, dtype=np.float64)
-    B = A if B is None else np.asarray(B, dtype=np.float64)
-    sq = (A * A).sum(1)[:, None] + (B * B).sum(1)[None, :] - 2.0 * (A @ B.T)
-    np.maximum(sq, 0.0, out=sq)
-    return np.exp(-sq / (2.0 * bandwidth ** 2))
 
 
 def kernel_sgd(K, y, *, eta=1.0, epochs=100, alpha0=None, target=None, tol=0.0):
