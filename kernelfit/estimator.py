@@ -21,7 +21,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from .backend import get_backend
 from .errors import InputError
-from .kernels import check_array, get_kernel
+from .kernels import check_array, get_kernel, median_distance
 from .solvers.exact import SolveOptions, solve_exact
 from .solvers.tiled import cross_kernel_matmul, kernel_matvec
 
@@ -121,7 +121,7 @@ class KernelInterpolator(BaseEstimator):
         if isinstance(bw, str):
             if bw != "median":
                 raise InputError(f"bandwidth must be a positive number or 'median', got {bw!r}")
-            bw = median_bandwidth(X, seed=self.random_state)
+            bw = median_distance(X, seed=self.random_state)
         params = {"bandwidth": bw, "degree": self.degree, "gamma": self.gamma,
                   "coef0": self.coef0}
         name = self.kernel
@@ -251,20 +251,3 @@ class KernelInterpolator(BaseEstimator):
         tags = super().__sklearn_tags__()
         tags.non_deterministic = False
         return tags
-
-
-def median_bandwidth(X, *, sample: int = 1000, seed: int = 0) -> float:
-    """Median pairwise Euclidean distance of a seeded sample of rows (the median heuristic)."""
-    from .kernels import squared_distances
-
-    X = np.asarray(X, dtype=np.float64)
-    rng = np.random.default_rng(seed)
-    idx = rng.choice(X.shape[0], size=min(sample, X.shape[0]), replace=False)
-    S = X[np.sort(idx)]
-    D = squared_distances(S, S, same=True)
-    iu = np.triu_indices(S.shape[0], k=1)
-    vals = np.sqrt(D[iu])
-    vals = vals[vals > 0]
-    if vals.size == 0:
-        raise InputError("cannot choose a bandwidth: all sampled points are identical")
-    return float(np.median(vals))

@@ -30,7 +30,7 @@ import numpy as np
 from .errors import InputError
 
 __all__ = ["Kernel", "KERNEL_NAMES", "get_kernel", "row_norms_sq", "squared_distances",
-           "check_array"]
+           "check_array", "median_distance"]
 
 KERNEL_NAMES = ("linear", "polynomial", "normalized", "gaussian", "laplacian")
 
@@ -102,6 +102,28 @@ def squared_distances(A, B, *, a_sq=None, b_sq=None, same: bool = False, out=Non
         k = min(D.shape)
         D[xp.arange(k), xp.arange(k)] = 0.0
     return D
+
+
+def median_distance(X, *, sample: int = 1000, seed: int = 0, rng=None) -> float:
+    """Median Euclidean distance between distinct points of a seeded sample of ``X``.
+
+    The median heuristic for a bandwidth. At most ``sample`` rows are used, drawn by
+    ``rng`` (default: ``numpy.random.default_rng(seed)``); distances as in
+    :func:`squared_distances`.
+    """
+    X = np.asarray(X, dtype=np.float64)
+    n = X.shape[0]
+    if n < 2:
+        raise InputError("the median heuristic needs at least two rows")
+    rng = np.random.default_rng(seed) if rng is None else rng
+    idx = np.sort(rng.choice(n, size=min(n, int(sample)), replace=False))
+    S = X[idx]
+    D = squared_distances(S, S, same=True)
+    dist = np.sqrt(D[np.triu_indices(S.shape[0], k=1)])
+    dist = dist[dist > 0]  # exact duplicates are not distinct points
+    if dist.size == 0:
+        raise InputError("cannot choose a bandwidth: all sampled points are identical")
+    return float(np.median(dist))
 
 
 @dataclass(frozen=True)

@@ -512,9 +512,9 @@ def run_randomization(cfg=None, modes="labels", levels=DEFAULT_LEVELS, repeats: 
         if bandwidth != "median":
             raise InputError(f"bandwidth must be a positive number or 'median', got "
                              f"{bandwidth!r}")
-        from .estimator import median_bandwidth
+        from .kernels import median_distance
 
-        bandwidth = median_bandwidth(F_train, seed=cfg.seed)
+        bandwidth = median_distance(F_train, seed=cfg.seed)
         bandwidth_rule = "median pairwise distance of the clean training set (seeded sample)"
     from .kernels import get_kernel
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import InputError
+from ..kernels import median_distance
 from ._common import FeatureMap, check_float, check_int, rng_for
 
 __all__ = ["RandomFourierFeatures", "RandomReLUFeatures", "median_heuristic",
@@ -34,24 +35,9 @@ _MAX_DIM = 1 << 24
 
 
 def median_heuristic(X, *, n_sample: int = 1000, seed: int = 0) -> float:
-    """Median Euclidean distance between distinct rows of a seeded sample of ``X``.
-
-    Uses at most ``n_sample`` rows; distances are computed in float64 as
-    ``sqrt(max(|x|^2 + |z|^2 - 2 x.z, 0))``.
-    """
-    X = np.asarray(X)
-    n = X.shape[0]
-    if n < 2:
-        raise InputError("the median heuristic needs at least two rows")
-    idx = np.sort(rng_for(seed, 7).choice(n, size=min(n, int(n_sample)), replace=False))
-    S = np.asarray(X[idx], dtype=np.float64)
-    sq = np.einsum("ij,ij->i", S, S)
-    d2 = sq[:, None] + sq[None, :] - 2.0 * (S @ S.T)
-    iu = np.triu_indices(len(idx), k=1)
-    med = float(np.median(np.sqrt(np.maximum(d2[iu], 0.0))))
-    if not med > 0.0:
-        raise InputError("the median heuristic found a zero median distance (duplicate rows?)")
-    return med
+    """The median heuristic on this module's own random stream ``(seed, 7)``, independent
+    of the streams that draw the features (see :func:`kernelfit.kernels.median_distance`)."""
+    return median_distance(X, sample=n_sample, rng=rng_for(seed, 7))
 
 
 def arccos1_kernel(X, Z) -> np.ndarray:
