@@ -13,6 +13,7 @@ when the caller passes one as ``out``).
 from __future__ import annotations
 
 import numbers
+from abc import ABCMeta, abstractmethod
 from typing import Optional, Sequence
 
 import numpy as np
@@ -157,7 +158,7 @@ def _numpy_dtype(name) -> np.dtype:
 # ---------------------------------------------------------------------------
 # the transformer base class
 # ---------------------------------------------------------------------------
-class FeatureMap(TransformerMixin, BaseEstimator):
+class FeatureMap(TransformerMixin, BaseEstimator, metaclass=ABCMeta):
     """Base class: parameter checking, batching and streaming over ``xp``.
 
     Subclasses implement ``_check_params()`` (returns nothing, raises
@@ -169,18 +170,22 @@ class FeatureMap(TransformerMixin, BaseEstimator):
     _needs_images = False
     _desc = "features"
 
-    # -- hooks ---------------------------------------------------------------
-    def _check_params(self) -> None:  # pragma: no cover - abstract
-        raise NotImplementedError
+    # -- hooks (every map implements all four) --------------------------------
+    @abstractmethod
+    def _check_params(self) -> None:
+        """Raise :class:`InputError` for out-of-range parameters."""
 
-    def _fit(self, X: np.ndarray) -> None:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abstractmethod
+    def _fit(self, X: np.ndarray) -> None:
+        """Set the fitted attributes (host arrays)."""
 
-    def _transform_batch(self, xb, xp):  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abstractmethod
+    def _transform_batch(self, xb, xp):
+        """Features of one batch, on the device of ``xp``."""
 
-    def _n_features_out(self) -> int:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abstractmethod
+    def _n_features_out(self) -> int:
+        """Number of output features."""
 
     # -- common machinery ----------------------------------------------------
     def check_params(self) -> "FeatureMap":
