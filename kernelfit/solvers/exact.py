@@ -154,6 +154,11 @@ def solve_exact(kernel: Kernel, X, Y, options: Optional[SolveOptions] = None,
     routed = dispatch_beyond_memory(kernel, X, Y, opts, be)
     if routed is not None:
         return routed
+    return solve_in_core(kernel, X, Y, opts, be)
+
+
+def solve_in_core(kernel: Kernel, X, Y, opts: SolveOptions, be: Backend) -> ExactSolution:
+    """The in-memory solve with K stored in ``opts.dtype`` (validated options)."""
     xp = be.xp
     n, d = X.shape
     if Y.ndim == 1:

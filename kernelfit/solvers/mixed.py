@@ -383,9 +383,8 @@ def plan_mixed(n: int, d: int, m: int, tile_size: int, *, device="cpu", availabl
 
 
 def dispatch_beyond_memory(kernel: Kernel, X, Y, opts, be: Backend):
-    """Route a solve to the mixed / out-of-core / Dask solvers; None for the plain path."""
-    if getattr(opts, "_routed", False):
-        return None
+    """Route a Cholesky solve by precision and placement (in core, mixed, out-of-core, Dask);
+    None for the eigh/lstsq fallbacks, which ``solve_exact`` runs in core."""
     if opts.solver != "cholesky":
         return None
     if Y.ndim == 1:
@@ -435,12 +434,11 @@ def dispatch_beyond_memory(kernel: Kernel, X, Y, opts, be: Backend):
     # plain float64 / float32 path of solve_exact
     import copy
 
-    from .exact import solve_exact
+    from .exact import solve_in_core
 
     sub = copy.copy(opts)
     sub.dtype = precision
-    sub._routed = True
-    sol = solve_exact(kernel, X, Y, sub, backend=be)
+    sol = solve_in_core(kernel, X, Y, sub, be)
     sol.info["precision"] = precision
     sol.info["precision_reason"] = reason
     return sol
