@@ -35,8 +35,8 @@ import numpy as np
 from ..backend import Backend, get_backend
 from ..errors import InputError, NotPositiveDefiniteError
 from ..kernels import Kernel, row_norms_sq
-from .tiled import (TiledSymmetric, build_gram, cholesky_inplace, default_tile_size,
-                    kernel_matvec, n_threads_default)
+from .tiled import (TiledSymmetric, build_gram, cholesky_inplace, cholesky_solve,
+                    default_tile_size, kernel_matvec, n_threads_default)
 
 __all__ = ["solve_mixed", "refine", "factor_with_shift", "kernel_diagonal", "REFINEMENTS"]
 
@@ -113,39 +113,6 @@ def factor_with_shift(kernel: Kernel, X, *, tile_size: int, dtype=np.float32,
         f"the {np.dtype(dtype).name} factorization failed even with a diagonal shift of "
         f"{shift:.3e} ({SHIFT_MAX_TRIES} tries): the kernel matrix is probably not positive "
         "definite (duplicate points, a low-rank kernel); use --solver eigh or --ridge")
-
-
-def cholesky_solve_f64(T: TiledSymmetric, B):
-    """(L L^T)^-1 B in float64 arithmetic from a factor stored in float32 (or float64).
-
-    Each tile is upcast when used (one float64 tile of scratch), so the preconditioner
-    is a fixed symmetric positive definite linear operator to float64 rounding; solving
-    in float32 arithmetic instead perturbs every application by about cond(K) * 6e-8
-    relative, which stalls CG on ill-conditioned kernels.
-    """
-    be = T.backend
-    xp = be.xp
-    B = xp.asarray(B, dtype=xp.float64)
-    if B.ndim == 1:
-        return cholesky_solve_f64(T, B[:, None])[:, 0]
-    if B.shape[0] != T.n:
-        raise InputError(f"right-hand side has {B.shape[0]} rows, matrix has {T.n}")
-    Yb = [xp.asfortranarray(B[s:e]) for s, e in T.bounds]
-    nt = T.n_tiles
-    tiles = T.tiles
-
-    def up(t):
-        return xp.asfortranarray(xp.asarray(t, dtype=xp.float64))
-
-    for i in range(nt):
-        for j in range(i):
-            be.gemm_acc(up(tiles[i][j]), Yb[j], Yb[i], alpha=-1.0)
-        be.trsm_left(up(tiles[i][i]), Yb[i], trans=False)
-    for i in reversed(range(nt)):
-        for j in range(i + 1, nt):
-            be.gemm_acc(up(tiles[j][i]), Yb[j], Yb[i], trans_a=True, alpha=-1.0)
-        be.trsm_left(up(tiles[i][i]), Yb[i], trans=True)
-    return xp.concatenate(Yb, axis=0)
 
 
 # ---------------------------------------------------------------- refinement
@@ -260,7 +227,7 @@ def solve_mixed(kernel: Kernel, X, Y, opts, backend: Optional[Backend] = None,
     stats = kernel.prepare(Xb)
 
     def precond(R):
-        return be.to_numpy(cholesky_solve_f64(T, xp.asarray(R)))
+        return be.to_numpy(cholesky_solve(T, xp.asarray(R), np.float64))
 
     def matvec(V):
         KV = kernel_matvec(kernel, Xb, xp.asarray(V), tile_size=tile_size, backend=be,

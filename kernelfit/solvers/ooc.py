@@ -43,10 +43,10 @@ from ..errors import InputError, NotPositiveDefiniteError
 from ..kernels import Kernel
 from ..memory import fmt_bytes
 from ..progress import progress
-from .mixed import (SHIFT_GROWTH, SHIFT_MAX_TRIES, SHIFT_START, cholesky_solve_f64,
-                    kernel_diagonal, refine, refinement_info)
-from .tiled import (TiledSymmetric, _parallel, _split, default_tile_size, gram_tile,
-                    kernel_matvec, n_threads_default, tile_bounds)
+from .mixed import (SHIFT_GROWTH, SHIFT_MAX_TRIES, SHIFT_START, kernel_diagonal, refine,
+                    refinement_info)
+from .tiled import (TiledSymmetric, _parallel, _split, cholesky_solve, default_tile_size,
+                    gram_tile, kernel_matvec, n_threads_default, tile_bounds)
 
 __all__ = ["solve_ooc", "ooc_factor", "fingerprint_X", "MANIFEST", "OOC_FORMAT"]
 
@@ -387,7 +387,7 @@ def solve_ooc(kernel: Kernel, X, Y, opts, be: Optional[Backend] = None):
         return KV + opts.ridge * np.asarray(V) if opts.ridge else KV
 
     def precond(R):
-        return cholesky_solve_f64(T, R)
+        return cholesky_solve(T, R, np.float64)
 
     t0 = time.perf_counter()
     max_iter = 0 if precision == "float32" else opts.max_iter

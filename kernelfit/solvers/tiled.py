@@ -298,30 +298,42 @@ def cholesky_inplace(T: TiledSymmetric, *, show_progress=None,
     return T
 
 
-def cholesky_solve(T: TiledSymmetric, B) -> object:
-    """Solve (L L^T) X = B with the tiled factor; ``B`` is (n, m), returns a new array."""
+def cholesky_solve(T: TiledSymmetric, B, work_dtype=None) -> object:
+    """Solve (L L^T) X = B with the tiled factor; ``B`` is (n, m), returns a new array.
+
+    The triangular solves run in ``work_dtype`` (default: the factor's dtype). With a
+    float32 factor and ``work_dtype=float64`` each tile is upcast when used (one tile of
+    scratch), so the solve is a fixed symmetric positive definite operator to float64
+    rounding: the preconditioner of mixed-precision CG, which stalls when applied in float32
+    (every application is then perturbed by about cond(K) * 6e-8 relative).
+    """
     if not T.factored:
         raise InputError("factor the matrix first (cholesky_inplace)")
     be = T.backend
     xp = be.xp
+    wd = np.dtype(work_dtype or T.dtype)
     B = xp.asarray(B)
     if B.ndim == 1:
-        return cholesky_solve(T, B[:, None])[:, 0]
+        return cholesky_solve(T, B[:, None], work_dtype)[:, 0]
     if B.shape[0] != T.n:
         raise InputError(f"right-hand side has {B.shape[0]} rows, matrix has {T.n}")
-    Y = [xp.asfortranarray(B[s:e].astype(T.dtype)) for s, e in T.bounds]
+    Y = [xp.asfortranarray(B[s:e].astype(wd)) for s, e in T.bounds]
     nt = T.n_tiles
-    tiles = T.tiles
+
+    def tile(i, j):
+        t = T.tiles[i][j]
+        return t if t.dtype == wd else xp.asfortranarray(t.astype(wd))
+
     # forward: L Y = B
     for i in range(nt):
         for j in range(i):
-            be.gemm_acc(tiles[i][j], Y[j], Y[i], alpha=-1.0)
-        be.trsm_left(tiles[i][i], Y[i], trans=False)
+            be.gemm_acc(tile(i, j), Y[j], Y[i], alpha=-1.0)
+        be.trsm_left(tile(i, i), Y[i], trans=False)
     # backward: L^T X = Y
     for i in reversed(range(nt)):
         for j in range(i + 1, nt):
-            be.gemm_acc(tiles[j][i], Y[j], Y[i], trans_a=True, alpha=-1.0)
-        be.trsm_left(tiles[i][i], Y[i], trans=True)
+            be.gemm_acc(tile(j, i), Y[j], Y[i], trans_a=True, alpha=-1.0)
+        be.trsm_left(tile(i, i), Y[i], trans=True)
     return xp.concatenate(Y, axis=0)
 
 
