@@ -28,11 +28,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 
-import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -49,34 +47,10 @@ CLEAN_TARGETS = {"mnist": 0.027}
 
 
 def machine() -> dict:
-    """CPU, cores, memory, BLAS, versions and the load average (the machine is shared)."""
-    from kernelfit.backend import blas_info
+    """The machine, described by kernelfit's benchmark module (with the load average)."""
+    from kernelfit.bench.machine import describe_machine
 
-    cpu = "unknown"
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    mem = None
-    try:
-        with open("/proc/meminfo") as fh:
-            for line in fh:
-                if line.startswith("MemTotal:"):
-                    mem = int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    import scipy
-
-    return {"cpu": cpu, "cores": os.cpu_count(), "ram_bytes": mem,
-            "python": platform.python_version(), "numpy": np.__version__,
-            "scipy": scipy.__version__, "blas": blas_info(), "platform": platform.platform(),
-            "load_average_at_start": _load(),
-            "note": "shared 2-core machine: other engineers' jobs ran at the same time, so "
-                    "timings are indicative (and slower than on an idle machine)"}
+    return describe_machine()
 
 
 def _load():
