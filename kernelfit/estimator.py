@@ -21,7 +21,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from .backend import get_backend
 from .errors import InputError
-from .kernels import check_array, get_kernel, median_distance
+from .kernels import active_columns, check_array, get_kernel, median_distance
 from .solvers.exact import SolveOptions, solve_exact
 from .solvers.tiled import cross_kernel_matmul, kernel_matvec
 
@@ -51,8 +51,10 @@ class KernelInterpolator(BaseEstimator):
     task : {'auto', 'classification', 'regression'}
         'auto' treats integer/string labels as classes (one-hot targets).
     compute_residual : bool, default True
-        Recompute K alpha after the solve (half a Gram matrix of work) to report the
-        relative residual, the training error and the RKHS norm.
+        Form K alpha after the solve to report the relative residual, the training error
+        and the RKHS norm. The float64 Cholesky on the CPU keeps a copy of K through the
+        factorization when memory allows (K alpha then costs one pass over memory);
+        otherwise K alpha is recomputed tile by tile (half a Gram matrix of work).
     estimate_condition : bool, default False
         Estimate cond(K) from the factor (power and inverse iteration);
         sets ``condition_number_``.
@@ -79,6 +81,12 @@ class KernelInterpolator(BaseEstimator):
         Address of a Dask scheduler to run the tiled work on.
     distributed : {None, 'local'}
         'local' starts a local Dask cluster.
+
+    Fitted attributes: ``alpha_`` (coefficients, one column per class or target),
+    ``X_fit_`` (the training inputs restricted to ``support_``, the columns that are
+    non-zero in some training row; ``support_`` is None when that is all of them),
+    ``relative_residual_``, ``rkhs_norm_``, ``train_error_``, ``timings_``,
+    ``classes_``, ``kernel_`` and ``n_features_in_``.
 
     Fitted attributes of the beyond-memory solvers: ``precision_`` (what was used),
     ``refinement_history_`` (relative residual after each pass over K),
@@ -168,10 +176,14 @@ class KernelInterpolator(BaseEstimator):
                             precision=self.precision, tol=self.tol, max_iter=self.max_iter,
                             refinement=self.refinement, ooc_dir=self.ooc_dir,
                             resume=self.resume, scheduler=self.scheduler,
-                            distributed=self.distributed)
-        sol = solve_exact(kernel, Xf, Y, opts, backend=be)
+                            distributed=self.distributed, residual=self.compute_residual)
         xp = be.xp
         Xb = xp.asarray(Xf)
+        # columns that are zero in every training row add nothing to any kernel value
+        support = active_columns(Xb)
+        if support is not None:
+            Xb = xp.ascontiguousarray(Xb[:, support])
+        sol = solve_exact(kernel, Xb, Y, opts, backend=be)
         timings = dict(sol.timings)
         self.kernel_ = kernel
         self.task_ = task
@@ -184,6 +196,7 @@ class KernelInterpolator(BaseEstimator):
         self.memory_plan_ = sol.memory_plan
         self.fit_info_ = sol.info
         self.X_fit_ = Xb
+        self.support_ = None if support is None else be.to_numpy(support)
         cond = sol.info.get("condition")
         self.condition_number_ = None if cond is None else cond["condition_number"]
         self.alpha_ = sol.alpha
@@ -195,7 +208,7 @@ class KernelInterpolator(BaseEstimator):
         self.train_error_ = None
         if self.compute_residual:
             t0 = time.perf_counter()
-            KA = getattr(sol, "K_alpha", None)  # refinement already formed K alpha in float64
+            KA = sol.K_alpha  # formed by the solver (kept copy of K, or refinement), float64
             if KA is None:
                 KA = kernel_matvec(kernel, Xb, sol.alpha, tile_size=sol.info.get("tile_size"),
                                    backend=be, show_progress=self.show_progress)
@@ -210,7 +223,7 @@ class KernelInterpolator(BaseEstimator):
                 self.train_error_ = float(np.mean(pred != true))
             else:
                 self.train_error_ = float(xp.sqrt(xp.mean((KA - Yb) ** 2)))
-            timings["residual"] = time.perf_counter() - t0
+            timings["residual"] = timings.get("residual", 0.0) + time.perf_counter() - t0
             del KA
         timings["fit_total"] = time.perf_counter() - t_start
         self.timings_ = timings
@@ -224,10 +237,15 @@ class KernelInterpolator(BaseEstimator):
         if X.shape[1] != self.n_features_in_:
             raise InputError(f"X has {X.shape[1]} features, the model was fitted with "
                              f"{self.n_features_in_}")
-        Xb = be.xp.asarray(X, dtype=be.xp.float64)
+        xp = be.xp
+        Xb = xp.asarray(X, dtype=xp.float64)
+        a_stats = self.kernel_.prepare(Xb)  # norms over all of the query's columns
+        support = getattr(self, "support_", None)
+        if support is not None:
+            Xb = xp.ascontiguousarray(Xb[:, xp.asarray(support)])
         P = cross_kernel_matmul(self.kernel_, Xb, self.X_fit_, self.alpha_,
                                 tile_size=self.fit_info_.get("tile_size"), backend=be,
-                                show_progress=self.show_progress)
+                                show_progress=self.show_progress, a_stats=a_stats)
         return be.to_numpy(P)
 
     def predict(self, X):

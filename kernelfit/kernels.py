@@ -195,7 +195,7 @@ class Kernel:
         return sq
 
     def block(self, A, B, *, a_stats=None, b_stats=None, same: bool = False, out=None,
-              dtype=None):
+              dtype=None, times=None):
         """The kernel block k(A_i, B_j) as a C-ordered array of shape (len(A), len(B)).
 
         ``a_stats``/``b_stats`` come from :meth:`prepare` (computed when omitted).
@@ -206,7 +206,13 @@ class Kernel:
         One float64 GEMM gives the inner products; every element-wise step after it
         (distance expansion, clamp, scaling, exp or power) runs on row chunks of about
         2 MiB on the CPU, so the block is read from cache rather than memory each time.
+
+        ``times=(V, acc)`` also adds ``block @ V`` to ``acc`` (float64, ``len(A)`` rows),
+        chunk by chunk while each chunk is still in cache: a prediction then never reads
+        the finished block back from memory (not with ``same=True``).
         """
+        if times is not None and same:
+            raise InputError("block(times=...) needs same=False")
         xp = _xp_of(A)
         A64 = A.astype(xp.float64, copy=False)
         B64 = B.astype(xp.float64, copy=False)
@@ -221,6 +227,8 @@ class Kernel:
         for s in range(0, m, rows):
             e = min(s + rows, m)
             self._finish(K[s:e], None if a_stats is None else a_stats[s:e], b_stats, xp)
+            if times is not None:
+                times[1][s:e] += K[s:e] @ times[0]
         if same and m:
             k = min(K.shape)
             idx = xp.arange(k)
@@ -278,6 +286,24 @@ def _int_power_inplace(K, p: int, xp) -> None:
         xp.multiply(K, K, out=K)
         return
     xp.power(K, p, out=K)
+
+
+def active_columns(X):
+    """Indices of the columns of ``X`` that are non-zero in at least one row (None: all).
+
+    Every kernel here depends on the data only through inner products <a, b> and squared
+    norms |a|^2, and a column that is zero in every training row adds nothing to any
+    <a, b> with a training point. So the Gram matrix, and k(x, X_train) for any query x
+    whose norm is taken over all its columns, can be formed from these columns alone
+    (exactly, up to the order of summation). On MNIST 13% of the pixels are zero in every
+    one of 10,000 training images: 13% fewer flops in every GEMM over the data.
+    """
+    xp = _xp_of(X)
+    nz = xp.any(X != 0, axis=0)
+    k = int(nz.sum())
+    if k == X.shape[1] or k == 0:
+        return None
+    return xp.flatnonzero(nz)
 
 
 def get_kernel(name: str = "gaussian", **params) -> Kernel:

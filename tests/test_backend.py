@@ -419,3 +419,45 @@ def test_gpu_backend_refuses_bad_tiles(fake_gpu):
         be.trsm_rlt(f64, f32)
     with pytest.raises(InputError, match="shape"):
         be.syrk_sub(be.asarray(np.asfortranarray(np.ones((5, 2)))), f64)
+
+
+# ----------------------------------------------------------------- host buffers
+@pytest.mark.parametrize("shape,order", [((3, 5), "C"), ((1200, 1100), "F"),
+                                         ((1100, 1200), "C"), (700_000, "C")])
+def test_host_empty_gives_writable_arrays_of_the_asked_layout(shape, order, monkeypatch):
+    monkeypatch.delenv("KERNELFIT_HUGEPAGES", raising=False)
+    a = backend.host_empty(shape, np.float64, order)
+    assert a.shape == (shape if isinstance(shape, tuple) else (shape,))
+    assert a.dtype == np.float64 and a.flags.writeable
+    assert a.flags.f_contiguous if order == "F" else a.flags.c_contiguous
+    a[...] = 2.0
+    assert float(a.sum()) == 2.0 * a.size
+    big = a.nbytes >= backend._HOST_MAP_MIN_BYTES
+    # large buffers are their own mapping (no transparent huge pages), small ones NumPy's
+    root = a
+    while isinstance(root, np.ndarray) and root.base is not None:
+        root = root.base
+    if isinstance(root, memoryview):
+        root = root.obj
+    assert (type(root).__name__ == "mmap") == (big and sys.platform.startswith("linux"))
+
+
+def test_host_empty_hugepages_setting(monkeypatch):
+    monkeypatch.setenv("KERNELFIT_HUGEPAGES", "1")
+    a = backend.host_empty((1200, 1100))
+    assert a.base is None  # plain NumPy allocation
+    monkeypatch.setenv("KERNELFIT_HUGEPAGES", "maybe")
+    with pytest.raises(InputError, match="KERNELFIT_HUGEPAGES"):
+        backend.host_empty((1200, 1100))
+    assert CPUBackend().empty((2, 2), np.float32).dtype == np.float32
+
+
+def test_symm_upper_reads_only_the_upper_triangle():
+    rng = np.random.default_rng(0)
+    S = rng.standard_normal((40, 40))
+    S = S + S.T
+    A = np.asfortranarray(np.triu(S) + np.tril(rng.standard_normal((40, 40)), -1))
+    B = rng.standard_normal((40, 3))
+    for be in (CPUBackend(), backend.Backend()):
+        np.testing.assert_allclose(be.symm_upper(A, np.asfortranarray(B)), S @ B, rtol=1e-12,
+                                   atol=1e-12)

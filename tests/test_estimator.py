@@ -70,7 +70,10 @@ def test_float32_storage(digits):
 
 def test_singular_kernel_error_and_fallbacks(digits):
     X, y = digits
-    with pytest.raises(NotPositiveDefiniteError, match="rank at most d = 64"):
+    # 9 of the 64 pixel columns are zero in every one of these 300 images
+    with pytest.raises(NotPositiveDefiniteError,
+                       match=r"rank at most d = 55 \(the columns of X that are not zero in "
+                             r"every row\) < n = 300"):
         KernelInterpolator(kernel="linear").fit(X[:300], y[:300])
     for solver in ("eigh", "lstsq"):
         m = KernelInterpolator(kernel="linear", solver=solver).fit(X[:300], y[:300])
@@ -122,3 +125,52 @@ def test_memory_refusal(monkeypatch, digits):
     with pytest.raises(MemoryPlanError, match="available") as err:
         KernelInterpolator(bandwidth=2.0).fit(X[:1000], y[:1000])
     assert err.value.required_bytes > err.value.available_bytes
+
+
+def test_zero_columns_are_dropped_exactly():
+    """Columns zero in every training row are left out of the GEMMs; predictions on
+    queries that are non-zero there still use their full norms."""
+    rng = np.random.default_rng(4)
+    X = rng.random((120, 8))
+    X[:, [0, 5, 6]] = 0.0
+    y = rng.integers(0, 3, 120)
+    Q = rng.random((30, 8))
+    for kname in ("gaussian", "normalized", "laplacian", "polynomial"):
+        m = KernelInterpolator(kernel=kname, bandwidth=1.5, degree=2, ridge=1e-3).fit(X, y)
+        np.testing.assert_array_equal(m.support_, [1, 2, 3, 4, 7])
+        assert m.X_fit_.shape == (120, 5) and m.n_features_in_ == 8
+        k = m.kernel_
+        alpha = np.linalg.solve(k(X) + 1e-3 * np.eye(120), np.eye(3)[y])
+        np.testing.assert_allclose(m.decision_function(Q), k(Q, X) @ alpha, rtol=1e-7,
+                                   atol=1e-9)
+    m = KernelInterpolator().fit(rng.random((20, 3)), rng.integers(0, 2, 20))
+    assert m.support_ is None
+
+
+def test_residual_from_kept_copy_and_fallback(monkeypatch):
+    """K alpha comes from the copy of K kept through the factorization when it fits, and
+    is recomputed otherwise; both give the same residual."""
+    rng = np.random.default_rng(2)
+    X, y = rng.random((300, 6)), rng.integers(0, 4, 300)
+    kept = KernelInterpolator(bandwidth=0.8, tile_size=128).fit(X, y)
+    assert kept.fit_info_["kept_k_for_residual"] is True
+    assert "K copy (residual)" in kept.memory_plan_["items"]
+    # memory for the tiles and the solve, but not for the extra copy
+    from kernelfit.memory import plan_exact_solve
+
+    plan = plan_exact_solve(300, 6, 4, tile_size=128)
+    plan.items.pop("predictions")
+    plan.items.pop("data")
+    monkeypatch.setenv("KERNELFIT_MEMORY_LIMIT", str(int(plan.total / 0.9) + 1000))
+    redone = KernelInterpolator(bandwidth=0.8, tile_size=128).fit(X, y)
+    assert redone.fit_info_["kept_k_for_residual"] is False
+    assert "K copy (residual)" not in redone.memory_plan_["items"]
+    assert kept.relative_residual_ < 1e-10 and redone.relative_residual_ < 1e-10
+    np.testing.assert_allclose(kept.relative_residual_, redone.relative_residual_, rtol=0.2,
+                               atol=1e-15)
+    np.testing.assert_allclose(kept.rkhs_norm_, redone.rkhs_norm_, rtol=1e-10)
+    assert kept.train_error_ == redone.train_error_ == 0.0
+    monkeypatch.delenv("KERNELFIT_MEMORY_LIMIT")
+    no_res = KernelInterpolator(bandwidth=0.8, compute_residual=False).fit(X, y)
+    assert no_res.fit_info_["kept_k_for_residual"] is False
+    assert no_res.relative_residual_ is None

@@ -6,7 +6,8 @@ from hypothesis import given, settings, strategies as st
 from hypothesis.extra.numpy import arrays
 
 from kernelfit.errors import InputError
-from kernelfit.kernels import KERNEL_NAMES, Kernel, check_array, get_kernel, squared_distances
+from kernelfit.kernels import (KERNEL_NAMES, Kernel, active_columns, check_array, get_kernel,
+                               squared_distances)
 
 
 def _direct(name, A, B, **p):
@@ -123,3 +124,24 @@ def test_all_kernel_names_construct():
     for name in KERNEL_NAMES:
         assert get_kernel(name).name == name
     assert get_kernel("rbf").name == "gaussian"
+
+
+def test_block_times_accumulates_the_product():
+    rng = np.random.default_rng(0)
+    A, B, V = rng.random((700, 5)), rng.random((90, 5)), rng.standard_normal((90, 3))
+    k = get_kernel("gaussian", bandwidth=0.6)
+    acc = np.ones((700, 3))
+    K = k.block(A, B, times=(V, acc))
+    np.testing.assert_allclose(acc, 1.0 + k(A, B) @ V, rtol=1e-13)
+    np.testing.assert_array_equal(K, k(A, B))
+    with pytest.raises(InputError, match="same=False"):
+        k.block(A, A, same=True, times=(np.ones((700, 1)), np.zeros((700, 1))))
+
+
+def test_active_columns():
+    X = np.zeros((4, 5))
+    X[1, 2] = 3.0
+    X[3, 0] = -1.0
+    np.testing.assert_array_equal(active_columns(X), [0, 2])
+    assert active_columns(np.ones((3, 4))) is None
+    assert active_columns(np.zeros((3, 4))) is None  # nothing to gain, nothing to drop

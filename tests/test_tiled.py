@@ -7,9 +7,10 @@ from hypothesis import given, settings, strategies as st
 
 from kernelfit.errors import InputError, NotPositiveDefiniteError
 from kernelfit.kernels import get_kernel
-from kernelfit.solvers.tiled import (TiledSymmetric, build_gram, cholesky_inplace,
+from kernelfit.solvers.tiled import (TiledSymmetric, _run_tiles, build_gram, cholesky_inplace,
                                      cholesky_solve, cross_kernel_matmul, default_tile_size,
-                                     kernel_matvec)
+                                     kept_copy_bytes, kernel_matvec, stored_kernel_matvec)
+from kernelfit.backend import get_backend
 
 
 def _spd(n, seed=0, dtype=np.float64):
@@ -140,3 +141,92 @@ def test_condition_estimate_close_to_exact():
     est = estimate_condition(T, iters=60)
     exact = np.linalg.cond(K)
     assert 0.5 * exact <= est["condition_number"] <= 1.01 * exact
+
+
+# ------------------------------------------------- K kept through the factorization
+@settings(max_examples=30, deadline=None)
+@given(st.integers(1, 70), st.integers(1, 30), st.sampled_from([0.0, 0.3]),
+       st.sampled_from(["gaussian", "laplacian", "linear", "normalized"]),
+       st.integers(0, 10_000))
+def test_stored_matvec_equals_k_before_and_after_factoring(n, tile, ridge, kname, seed):
+    rng = np.random.default_rng(seed)
+    X = rng.random((n, 4)) + 0.1
+    k = get_kernel(kname, bandwidth=0.7, degree=2)
+    if kname in ("linear", "normalized"):  # rank-deficient in 4 dimensions: needs a ridge
+        ridge = 1.0
+    T = build_gram(k, X, tile_size=tile, ridge=ridge, keep_copy=True)
+    K = k(X)
+    V = rng.standard_normal((n, 3))
+    np.testing.assert_allclose(stored_kernel_matvec(T, V), K @ V, rtol=1e-12, atol=1e-12)
+    # the factored matrix is K + ridge I; the kept copy is K itself
+    np.testing.assert_allclose(T.to_dense(), K + ridge * np.eye(n), rtol=1e-13, atol=1e-14)
+    cholesky_inplace(T)
+    np.testing.assert_allclose(stored_kernel_matvec(T, V), K @ V, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(stored_kernel_matvec(T, V[:, 0]), K @ V[:, 0], rtol=1e-12,
+                               atol=1e-12)
+    # the factor itself is untouched by the kept copy
+    np.testing.assert_allclose(T.to_dense() @ T.to_dense().T, K + ridge * np.eye(n),
+                               rtol=1e-10, atol=1e-10)
+
+
+def test_kept_copy_bytes_and_refusals():
+    X = np.random.default_rng(1).random((50, 3))
+    k = get_kernel("gaussian", bandwidth=1.0)
+    T = build_gram(k, X, tile_size=20, keep_copy=True)
+    held = sum(c.nbytes for c in T.kept.values()) + sum(d.nbytes for d in T.kept_diag)
+    assert held == kept_copy_bytes(50, 20)
+    assert kept_copy_bytes(50, 50) == 8 * 50  # one tile: only the diagonal is extra
+    T.free()
+    assert T.kept is None
+    with pytest.raises(InputError, match="keep_copy"):
+        stored_kernel_matvec(build_gram(k, X, tile_size=20), np.ones(50))
+    with pytest.raises(InputError, match="float64"):
+        build_gram(k, X, tile_size=20, dtype=np.float32, keep_copy=True)
+    with pytest.raises(InputError, match="rows"):
+        stored_kernel_matvec(build_gram(k, X, keep_copy=True), np.ones(49))
+
+
+@pytest.mark.parametrize("n_threads", [1, 2, 3, 5])
+def test_threads_take_every_task_exactly_once(n_threads):
+    import threading
+
+    seen, lock = [], threading.Lock()
+    tasks = list(range(37))
+
+    def work(t, part):
+        for task in part:
+            with lock:
+                seen.append((t, task))
+
+    used = _run_tiles(tasks, work, get_backend("cpu"), n_threads)
+    assert sorted(task for _, task in seen) == tasks
+    assert used == min(n_threads, len(tasks))
+    assert {t for t, _ in seen} <= set(range(used))
+
+
+@pytest.mark.parametrize("n_threads", [1, 2, 3])
+@pytest.mark.parametrize("n_query", [1, 7, 250, 601])
+def test_cross_products_any_split(n_threads, n_query):
+    rng = np.random.default_rng(n_query)
+    X, Q, V = rng.random((90, 5)), rng.random((n_query, 5)), rng.standard_normal((90, 2))
+    k = get_kernel("gaussian", bandwidth=0.8)
+    for ts in (None, 16, 64):
+        np.testing.assert_allclose(cross_kernel_matmul(k, Q, X, V, tile_size=ts,
+                                                       n_threads=n_threads), k(Q, X) @ V,
+                                   rtol=1e-12, atol=1e-13)
+
+
+def test_cross_products_with_statistics_from_other_columns():
+    """Queries' norms from all their columns, inner products over the training support."""
+    rng = np.random.default_rng(3)
+    X = rng.random((60, 6))
+    X[:, [1, 4]] = 0.0
+    Q = rng.random((20, 6))  # non-zero where the training points are zero
+    V = rng.standard_normal((60, 2))
+    keep = [0, 2, 3, 5]
+    for kname in ("gaussian", "laplacian", "normalized", "linear", "polynomial"):
+        k = get_kernel(kname, bandwidth=0.9, degree=3)
+        got = cross_kernel_matmul(k, np.ascontiguousarray(Q[:, keep]),
+                                  np.ascontiguousarray(X[:, keep]), V, tile_size=16,
+                                  a_stats=k.prepare(Q))
+        np.testing.assert_allclose(got, k(Q, X) @ V, rtol=1e-12, atol=1e-13)

@@ -26,7 +26,8 @@ from ..errors import InputError, NotPositiveDefiniteError
 from ..kernels import Kernel
 from ..memory import plan_exact_solve
 from .tiled import (TiledSymmetric, build_gram, cholesky_inplace, cholesky_solve,
-                    default_tile_size, estimate_condition)
+                    default_tile_size, estimate_condition, kept_copy_bytes,
+                    stored_kernel_matvec)
 
 __all__ = ["SolveOptions", "ExactSolution", "solve_exact", "SOLVERS", "diagnose_not_pd"]
 
@@ -47,6 +48,9 @@ class SolveOptions:
     show_progress: Optional[bool] = None
     check_memory: bool = True
     estimate_condition: bool = False
+    # also form K alpha (for the residual): on the CPU from a copy of K kept through the
+    # factorization when memory allows (kernelfit.solvers.tiled.stored_kernel_matvec)
+    residual: bool = False
     # beyond memory (kernelfit.solvers.mixed / ooc / distributed)
     precision: str = "auto"            # 'auto' | 'float64' | 'float32' | 'mixed'
     tol: float = 1e-10                 # relative residual target of mixed-precision refinement
@@ -93,19 +97,25 @@ class ExactSolution:
     timings: Dict[str, float] = field(default_factory=dict)
     memory_plan: dict = field(default_factory=dict)
     info: dict = field(default_factory=dict)
+    K_alpha: object = None             # K alpha in float64 when the solver formed it
 
     def as_dict(self) -> dict:
         d = asdict(self)
         d.pop("alpha")
+        d.pop("K_alpha")
         return d
 
 
 def diagnose_not_pd(kernel: Kernel, X, ridge: float = 0.0, index: int = -1) -> str:
     """Why K = k(X, X) may fail to be numerically positive definite, in words."""
-    n, d = X.shape
+    n, _ = X.shape
+    Xn = np.asarray(X)
+    # the data span at most as many dimensions as X has columns that are not all zero
+    d = int(np.any(Xn != 0, axis=0).sum())
+    dims = f"d = {d} (the columns of X that are not zero in every row)"
     reasons = []
     if kernel.name == "linear" and d < n and not ridge:
-        reasons.append(f"the linear kernel K = X X^T has rank at most d = {d} < n = {n}, so "
+        reasons.append(f"the linear kernel K = X X^T has rank at most {dims} < n = {n}, so "
                        "it is singular")
     if kernel.name == "polynomial" and not ridge:
         # rank of a degree-p polynomial kernel is at most C(d + p, p)
@@ -113,9 +123,8 @@ def diagnose_not_pd(kernel: Kernel, X, ridge: float = 0.0, index: int = -1) -> s
 
         r = comb(d + kernel.degree, kernel.degree)
         if r < n:
-            reasons.append(f"a degree-{kernel.degree} polynomial kernel in d = {d} dimensions "
+            reasons.append(f"a degree-{kernel.degree} polynomial kernel in {dims} "
                            f"has rank at most {r} < n = {n}")
-    Xn = np.asarray(X)
     try:
         uniq = np.unique(np.ascontiguousarray(Xn).view(
             np.dtype((np.void, Xn.dtype.itemsize * Xn.shape[1]))).ravel())
@@ -178,15 +187,25 @@ def solve_in_core(kernel: Kernel, X, Y, opts: SolveOptions, be: Backend) -> Exac
         plan.items.pop("predictions", None)
         plan.items.pop("data", None)  # already resident when we get here
         plan.check(ways_out=_ways_out(opts, n))
+    # K alpha for the residual: from a copy of K kept through the factorization (memory
+    # speed) where that copy fits, else recomputed tile by tile by the caller. On the GPU
+    # recomputing is fast and device memory is the scarce resource, so K is not kept.
+    keep = bool(opts.residual and opts.solver == "cholesky" and be.device == "cpu"
+                and dtype == np.float64)
+    if keep:
+        plan.add("K copy (residual)", kept_copy_bytes(n, tile_size))
+        keep = plan.fits() if opts.check_memory else True
+        if not keep:
+            plan.items.pop("K copy (residual)")
     timings: Dict[str, float] = {}
-    info: dict = {"tile_size": tile_size, "ridge": opts.ridge}
+    info: dict = {"tile_size": tile_size, "ridge": opts.ridge, "kept_k_for_residual": keep}
 
     Xb = xp.asarray(X)
     Yb = xp.asarray(Y, dtype=xp.float64)
     if opts.solver == "cholesky":
         t0 = _sync(be)
         K = build_gram(kernel, Xb, tile_size=tile_size, dtype=dtype, backend=be,
-                       ridge=opts.ridge, show_progress=opts.show_progress)
+                       ridge=opts.ridge, show_progress=opts.show_progress, keep_copy=keep)
         t1 = _sync(be)
         timings["gram"] = t1 - t0
         try:
@@ -210,6 +229,11 @@ def solve_in_core(kernel: Kernel, X, Y, opts: SolveOptions, be: Backend) -> Exac
             timings["condition"] = _sync(be) - t3
         info["factor_flops"] = n ** 3 / 3.0
         info["factor_gflops_per_s"] = n ** 3 / 3.0 / max(timings["factor"], 1e-12) / 1e9
+        K_alpha = None
+        if keep:
+            t4 = _sync(be)
+            K_alpha = stored_kernel_matvec(K, alpha)
+            timings["residual"] = _sync(be) - t4
         K.free()
         del K
         be.free_pool()
@@ -234,8 +258,10 @@ def solve_in_core(kernel: Kernel, X, Y, opts: SolveOptions, be: Backend) -> Exac
         timings["factor"] = t2 - t1
         timings["solve"] = 0.0
         be.free_pool()
+        K_alpha = None
     return ExactSolution(alpha=alpha, solver=opts.solver, dtype=opts.dtype, device=be.device,
-                         timings=timings, memory_plan=plan.as_dict(), info=info)
+                         timings=timings, memory_plan=plan.as_dict(), info=info,
+                         K_alpha=K_alpha)
 
 
 def _ways_out(opts: SolveOptions, n: int) -> str:

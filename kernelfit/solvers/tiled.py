@@ -33,7 +33,8 @@ from ..kernels import Kernel, _xp_of
 from ..progress import progress
 
 __all__ = ["TiledSymmetric", "default_tile_size", "build_gram", "gram_tile", "cholesky_inplace",
-           "cholesky_solve", "kernel_matvec", "cross_kernel_matmul", "n_threads_default"]
+           "cholesky_solve", "kernel_matvec", "cross_kernel_matmul", "n_threads_default",
+           "stored_kernel_matvec", "kept_copy_bytes"]
 
 
 def default_tile_size(n: int, device: str = "cpu") -> int:
@@ -79,6 +80,10 @@ class TiledSymmetric:
         self.tiles: List[List[Optional[object]]] = [[None] * (i + 1)
                                                     for i in range(len(self.bounds))]
         self.factored = False
+        # build_gram(keep_copy=True): off-diagonal tiles of K and its diagonal, kept
+        # through the factorization for an exact K alpha (stored_kernel_matvec)
+        self.kept: Optional[dict] = None
+        self.kept_diag: Optional[list] = None
 
     # -------------------------------------------------------------- sizes
     @property
@@ -140,6 +145,8 @@ class TiledSymmetric:
         for row in self.tiles:
             for j in range(len(row)):
                 row[j] = None
+        self.kept = None
+        self.kept_diag = None
 
 
 # ---------------------------------------------------------------- tile loops
@@ -194,59 +201,131 @@ def _parallel(parts: List[list], work: Callable[[int, list], None], n_threads: i
             f.result()
 
 
+class _TaskQueue:
+    """Tasks handed out one at a time to whichever thread is free (first come, first served).
+
+    Iterating over it inside ``work(t, part)`` gives each thread the next task not yet
+    taken, so threads that draw cheap tiles (or run faster) simply take more of them.
+    """
+
+    def __init__(self, tasks: list):
+        import threading
+
+        self._tasks = list(tasks)
+        self._next = 0
+        self._lock = threading.Lock()
+
+    def __iter__(self):
+        while True:
+            with self._lock:
+                if self._next >= len(self._tasks):
+                    return
+                task = self._tasks[self._next]
+                self._next += 1
+            yield task
+
+
 def _run_tiles(tasks: list, work: Callable[[int, list], None], be: Backend,
                n_threads: Optional[int]) -> int:
-    """Deal ``tasks`` to threads and run them; returns the number of parts used.
+    """Run ``work(t, tasks_of_t)`` on threads that share ``tasks``; returns the thread count.
 
     CPU: one thread per core, each running single-threaded BLAS, so the element-wise work
-    of one tile overlaps the GEMM of another (NumPy releases the GIL). Measured at
-    n = 20,000 on 2 cores: Gram 2.1 s against 2.9 s with one thread and 2-thread BLAS.
-    GPU: one stream of work (the device is parallel already).
+    of one tile overlaps the GEMM of another (NumPy releases the GIL); the threads draw
+    tasks from one queue, so uneven task counts or costs do not leave a core idle.
+    Measured at n = 20,000 on 2 cores: Gram 2.1 s against 2.9 s with one thread and
+    2-thread BLAS. GPU: one stream of work (the device is parallel already).
     """
     nth = 1 if be.device != "cpu" else (n_threads or n_threads_default())
-    parts = _split(tasks, nth)
-    _parallel(parts, work, nth)
-    return len(parts)
+    nth = max(1, min(nth, len(tasks)))
+    if nth == 1:
+        work(0, list(tasks))
+        return 1
+    queue = _TaskQueue(tasks)
+    _parallel([queue] * nth, work, nth)
+    return nth
 
 
 # ---------------------------------------------------------------- building
-def gram_tile(kernel: Kernel, X, stats, bounds, i: int, j: int, dtype, shift: float = 0.0):
-    """Tile (i, j) of K + shift I, Fortran-ordered, in ``dtype`` (computed in float64)."""
+def gram_tile(kernel: Kernel, X, stats, bounds, i: int, j: int, dtype, shift: float = 0.0,
+              *, backend: Optional[Backend] = None, scratch=None):
+    """Tile (i, j) of K + shift I, Fortran-ordered, in ``dtype`` (computed in float64).
+
+    With a ``backend`` the tile is allocated by it (on the CPU: without transparent huge
+    pages, see :func:`kernelfit.backend.host_empty`). A float32 tile is computed in the
+    float64 ``scratch`` block (a :class:`_BlockBuffer`) when one is given, then cast.
+    """
     xp = _xp_of(X)
     si, ei = bounds[i]
     sj, ej = bounds[j]
+    dtype = np.dtype(dtype)
+    out = None
+    if dtype == np.float64 and backend is not None:
+        out = backend.empty((ej - sj, ei - si), np.float64)
+    elif dtype != np.float64 and scratch is not None:
+        out = scratch.view(ej - sj, ei - si)
     # k(X_j, X_i) in C order is k(X_i, X_j) in Fortran order: no copy.
     G = kernel.block(X[sj:ej], X[si:ei], a_stats=None if stats is None else stats[sj:ej],
-                     b_stats=None if stats is None else stats[si:ei], same=(i == j))
+                     b_stats=None if stats is None else stats[si:ei], same=(i == j), out=out)
     tile = G.T
     if i == j and shift:
         k = ei - si
         tile[xp.arange(k), xp.arange(k)] += shift
-    if tile.dtype != np.dtype(dtype):
-        tile = xp.asfortranarray(tile.astype(dtype))
+    if tile.dtype != dtype:
+        cast = (backend.empty_tile(ei - si, ej - sj, dtype) if backend is not None
+                else xp.empty((ei - si, ej - sj), dtype=dtype, order="F"))
+        cast[...] = tile
+        tile = cast
     return tile
 
 
 def build_gram(kernel: Kernel, X, *, tile_size: Optional[int] = None, dtype=np.float64,
                backend: Backend = None, ridge: float = 0.0, show_progress=None,
-               stats=None, n_threads: Optional[int] = None) -> TiledSymmetric:
+               stats=None, n_threads: Optional[int] = None,
+               keep_copy: bool = False) -> TiledSymmetric:
     """The kernel Gram matrix K = k(X, X) (+ ridge I) as lower tiles.
 
     ``X`` must live on ``backend`` already. Each tile is computed in float64 and stored
     in ``dtype``; peak extra memory is one float64 tile per thread.
+
+    ``keep_copy=True`` also keeps what the factorization would destroy: a copy of every
+    off-diagonal tile and the diagonal of K (without the ridge). A diagonal tile's strict
+    upper triangle survives the in-place Cholesky (potrf reads only the lower one), so
+    together they hold all of K after factoring, in about the memory of one dense n x n
+    matrix, and :func:`stored_kernel_matvec` forms K alpha exactly from them, at
+    memory speed instead of recomputing K.
     """
     be = backend if backend is not None else get_backend("cpu")
     n = X.shape[0]
     tile_size = tile_size or default_tile_size(n, be.device)
     T = TiledSymmetric(n, tile_size, dtype, be)
+    if keep_copy and T.dtype != np.float64:
+        raise InputError("keep_copy needs float64 tiles")
     if stats is None:
         stats = kernel.prepare(X)
     tasks = [(i, j) for i in range(T.n_tiles) for j in range(i + 1)]
     bar = progress(total=len(tasks), desc="gram", enabled=show_progress, unit="tile")
+    xp = be.xp
+    if keep_copy:
+        T.kept = {}
+        T.kept_diag = [None] * T.n_tiles
 
     def work(_t, part):
+        scratch = None if T.dtype == np.float64 else _BlockBuffer(be, tile_size, tile_size)
         for i, j in part:
-            T.tiles[i][j] = gram_tile(kernel, X, stats, T.bounds, i, j, T.dtype, ridge)
+            shift = 0.0 if keep_copy else ridge
+            tile = gram_tile(kernel, X, stats, T.bounds, i, j, T.dtype, shift, backend=be,
+                             scratch=scratch)
+            if keep_copy:
+                if i == j:
+                    T.kept_diag[i] = xp.diagonal(tile).copy()
+                    if ridge:
+                        k = tile.shape[0]
+                        tile[xp.arange(k), xp.arange(k)] += ridge
+                else:
+                    copy = be.empty_tile(*tile.shape, tile.dtype)
+                    copy[...] = tile
+                    T.kept[(i, j)] = copy
+            T.tiles[i][j] = tile
             bar.update(1)
 
     try:
@@ -254,6 +333,12 @@ def build_gram(kernel: Kernel, X, *, tile_size: Optional[int] = None, dtype=np.f
     finally:
         bar.close()
     return T
+
+
+def kept_copy_bytes(n: int, tile_size: int) -> int:
+    """Extra bytes that ``build_gram(keep_copy=True)`` holds: off-diagonal tiles + diagonal."""
+    diag_tiles = sum((e - s) ** 2 for s, e in tile_bounds(n, tile_size))
+    return 8 * (TiledSymmetric.storage_bytes(n, tile_size, np.float64) // 8 - diag_tiles + n)
 
 
 # ---------------------------------------------------------------- factoring
@@ -345,8 +430,8 @@ class _BlockBuffer:
     virtual machines); the products below reuse one C-ordered buffer instead.
     """
 
-    def __init__(self, xp, rows: int, cols: int):
-        self.flat = xp.empty(max(rows * cols, 1), dtype=xp.float64)
+    def __init__(self, be: Backend, rows: int, cols: int):
+        self.flat = be.empty(max(rows * cols, 1), np.float64)
 
     def view(self, rows: int, cols: int):
         return self.flat[: rows * cols].reshape(rows, cols)
@@ -377,7 +462,7 @@ def kernel_matvec(kernel: Kernel, X, V, *, tile_size: Optional[int] = None,
 
     def work(t, part):
         R = xp.zeros((n, V.shape[1]), dtype=xp.float64)
-        buf = _BlockBuffer(xp, tile_size, tile_size)
+        buf = _BlockBuffer(be, tile_size, tile_size)
         for i, j in part:
             si, ei = bounds[i]
             sj, ej = bounds[j]
@@ -413,8 +498,14 @@ def _sum_parts(results: dict, empty):
 
 def cross_kernel_matmul(kernel: Kernel, A, B, V, *, tile_size: Optional[int] = None,
                         backend: Backend = None, b_stats=None, show_progress=None,
-                        desc: str = "predict", n_threads: Optional[int] = None):
-    """k(A, B) @ V computed in tiles (A: queries, B: training points, V: coefficients)."""
+                        desc: str = "predict", n_threads: Optional[int] = None,
+                        a_stats=None):
+    """k(A, B) @ V computed in tiles (A: queries, B: training points, V: coefficients).
+
+    ``a_stats``/``b_stats``: the rows' :meth:`Kernel.prepare` statistics when they must
+    come from other columns than those of ``A``/``B`` (see :func:`kernelfit.kernels.
+    active_columns`); computed from ``A``/``B`` when omitted.
+    """
     be = backend if backend is not None else get_backend("cpu")
     xp = be.xp
     V = xp.asarray(V, dtype=xp.float64)
@@ -422,24 +513,32 @@ def cross_kernel_matmul(kernel: Kernel, A, B, V, *, tile_size: Optional[int] = N
     if squeeze:
         V = V[:, None]
     ts = tile_size or default_tile_size(max(A.shape[0], B.shape[0]), be.device)
-    ab = tile_bounds(A.shape[0], ts)
     bb = tile_bounds(B.shape[0], ts)
+    # query rows in blocks small enough that the threads get several tasks each (at least
+    # 8 per thread on the CPU, where a 5-to-4 split of 9 tiles left a core idle a tenth of
+    # the time), but never beyond the tile size that bounds the block buffer
+    nth = 1 if be.device != "cpu" else (n_threads or n_threads_default())
+    a_blocks = max(math.ceil(A.shape[0] / ts), math.ceil(8 * nth / len(bb)) if bb else 1)
+    a_rows = max(min(ts, math.ceil(A.shape[0] / a_blocks), A.shape[0]), 1)
+    if nth > 1:
+        a_rows = min(ts, max(a_rows, 256))
+    ab = tile_bounds(A.shape[0], a_rows) if A.shape[0] else []
     if b_stats is None:
         b_stats = kernel.prepare(B)
-    a_stats = kernel.prepare(A)
+    if a_stats is None:
+        a_stats = kernel.prepare(A)
     tasks = [(a, b) for a in ab for b in bb]
     results = {}
     bar = progress(total=len(tasks), desc=desc, enabled=show_progress, unit="tile")
 
     def work(t, part):
         P = xp.zeros((A.shape[0], V.shape[1]), dtype=xp.float64)
-        buf = _BlockBuffer(xp, ts, ts)
+        buf = _BlockBuffer(be, ts, ts)
         for (si, ei), (sj, ej) in part:
-            G = kernel.block(A[si:ei], B[sj:ej],
-                             a_stats=None if a_stats is None else a_stats[si:ei],
-                             b_stats=None if b_stats is None else b_stats[sj:ej],
-                             out=buf.view(ei - si, ej - sj))
-            P[si:ei] += G @ V[sj:ej]
+            kernel.block(A[si:ei], B[sj:ej],
+                         a_stats=None if a_stats is None else a_stats[si:ei],
+                         b_stats=None if b_stats is None else b_stats[sj:ej],
+                         out=buf.view(ei - si, ej - sj), times=(V[sj:ej], P[si:ei]))
             bar.update(1)
         results[t] = P
 
@@ -449,6 +548,40 @@ def cross_kernel_matmul(kernel: Kernel, A, B, V, *, tile_size: Optional[int] = N
         bar.close()
     P = _sum_parts(results, xp.zeros((A.shape[0], V.shape[1]), dtype=xp.float64))
     return P[:, 0] if squeeze else P
+
+
+def stored_kernel_matvec(T: TiledSymmetric, V):
+    """K V from the copy of K kept through the factorization (``build_gram(keep_copy=True)``).
+
+    Off-diagonal tile (i, j) of K contributes K_ij V_j to row block i and K_ij^T V_i to
+    row block j. A factored diagonal tile holds L in its lower triangle and K in its strict
+    upper one, so a symmetric product that reads the upper triangle gives K_ii V_i once
+    its diagonal (L's) is replaced by K's: ``symm_upper(T_ii) V_i + (diag K - diag L) V_i``.
+    The values are exactly those that were factored; no kernel entry is recomputed. K is
+    the kernel matrix without any ridge (the ridge sits only on the factored diagonal).
+    """
+    if T.kept is None or T.kept_diag is None:
+        raise InputError("this Gram matrix was built without keep_copy=True")
+    be = T.backend
+    xp = be.xp
+    V = xp.asarray(V, dtype=xp.float64)
+    squeeze = V.ndim == 1
+    if squeeze:
+        V = V[:, None]
+    if V.shape[0] != T.n:
+        raise InputError(f"V has {V.shape[0]} rows, the matrix has {T.n}")
+    blocks = [xp.asfortranarray(V[s:e]) for s, e in T.bounds]
+    out = [xp.zeros((e - s, V.shape[1]), dtype=xp.float64) for s, e in T.bounds]
+    for i in range(T.n_tiles):
+        tile = T.tiles[i][i]  # its diagonal: L's, or K + ridge before factoring
+        delta = T.kept_diag[i] - xp.diagonal(tile)
+        out[i] += be.symm_upper(tile, blocks[i]) + delta[:, None] * blocks[i]
+        for j in range(i):
+            C = T.kept[(i, j)]
+            be.gemm_acc(C, blocks[j], out[i])
+            be.gemm_acc(C, blocks[i], out[j], trans_a=True)
+    R = xp.concatenate(out, axis=0)
+    return R[:, 0] if squeeze else R
 
 
 def factor_matvec(T: TiledSymmetric, V):
