@@ -195,11 +195,13 @@ class Kernel:
         return sq
 
     def block(self, A, B, *, a_stats=None, b_stats=None, same: bool = False, out=None,
-              dtype=None, times=None):
+              dtype=None, times=None, times_t=None, diag_offset: int = 0):
         """The kernel block k(A_i, B_j) as a C-ordered array of shape (len(A), len(B)).
 
         ``a_stats``/``b_stats`` come from :meth:`prepare` (computed when omitted).
-        ``same=True`` when ``A`` and ``B`` are the same rows (exact diagonal).
+        ``same=True`` when ``A`` and ``B`` are the same rows (exact diagonal); with
+        ``diag_offset=r``, ``A`` is rows ``r, r + 1, ...`` of ``B``, so the exact diagonal
+        entries are ``(t, r + t)`` (a horizontal slice of a diagonal tile).
         ``out`` is an optional float64 C-ordered buffer of the right shape. The result is
         float64 unless ``dtype`` asks for another type (the cast happens last).
 
@@ -207,12 +209,11 @@ class Kernel:
         (distance expansion, clamp, scaling, exp or power) runs on row chunks of about
         2 MiB on the CPU, so the block is read from cache rather than memory each time.
 
-        ``times=(V, acc)`` also adds ``block @ V`` to ``acc`` (float64, ``len(A)`` rows),
-        chunk by chunk while each chunk is still in cache: a prediction then never reads
-        the finished block back from memory (not with ``same=True``).
+        ``times=(V, acc)`` also adds ``block @ V`` to ``acc`` (float64, ``len(A)`` rows)
+        and ``times_t=(W, acc_t)`` adds ``block.T @ W`` to ``acc_t`` (``len(B)`` rows),
+        chunk by chunk while each chunk is still in cache: a kernel product then never
+        reads the finished block back from memory.
         """
-        if times is not None and same:
-            raise InputError("block(times=...) needs same=False")
         xp = _xp_of(A)
         A64 = A.astype(xp.float64, copy=False)
         B64 = B.astype(xp.float64, copy=False)
@@ -224,18 +225,24 @@ class Kernel:
         K = xp.matmul(A64, B64.T, out=out)
         m, ncols = K.shape
         rows = m if xp is not np else max(1, (1 << 18) // max(ncols, 1))
+        fix_diagonal = same and (self.diagonal_value is not None or self.name == "linear")
         for s in range(0, m, rows):
             e = min(s + rows, m)
-            self._finish(K[s:e], None if a_stats is None else a_stats[s:e], b_stats, xp)
+            chunk = K[s:e]
+            self._finish(chunk, None if a_stats is None else a_stats[s:e], b_stats, xp)
+            if fix_diagonal:  # entries (t, diag_offset + t) of this chunk's rows
+                stop = max(min(e, ncols - diag_offset), s)
+                if stop > s:
+                    idx = xp.arange(s, stop)
+                    if self.diagonal_value is not None:
+                        # distance exactly 0 / cosine exactly 1
+                        K[idx, idx + diag_offset] = self.diagonal_value
+                    else:
+                        K[idx, idx + diag_offset] = row_norms_sq(A64[s:stop])
             if times is not None:
-                times[1][s:e] += K[s:e] @ times[0]
-        if same and m:
-            k = min(K.shape)
-            idx = xp.arange(k)
-            if self.diagonal_value is not None:
-                K[idx, idx] = self.diagonal_value  # distance exactly 0 / cosine exactly 1
-            elif self.name == "linear":
-                K[idx, idx] = row_norms_sq(A64[:k])
+                times[1][s:e] += chunk @ times[0]
+            if times_t is not None:
+                times_t[1][...] += chunk.T @ times_t[0][s:e]
         if dtype is not None and K.dtype != dtype:
             K = K.astype(dtype)
         return K

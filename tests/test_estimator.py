@@ -148,28 +148,35 @@ def test_zero_columns_are_dropped_exactly():
 
 
 def test_residual_from_kept_copy_and_fallback(monkeypatch):
-    """K alpha comes from the copy of K kept through the factorization when it fits, and
-    is recomputed otherwise; both give the same residual."""
+    """K alpha comes from the copy of K kept through the factorization when it fits (the
+    diagonal tiles alone when only they fit), and is recomputed otherwise; all give the
+    same residual."""
     rng = np.random.default_rng(2)
     X, y = rng.random((300, 6)), rng.integers(0, 4, 300)
     kept = KernelInterpolator(bandwidth=0.8, tile_size=128).fit(X, y)
     assert kept.fit_info_["kept_k_for_residual"] is True
+    assert kept.fit_info_["kept_off_diagonal_tiles"] == 3
     assert "K copy (residual)" in kept.memory_plan_["items"]
-    # memory for the tiles and the solve, but not for the extra copy
+    # memory for the tiles and the solve: plus n floats, or not even that
     from kernelfit.memory import plan_exact_solve
 
     plan = plan_exact_solve(300, 6, 4, tile_size=128)
     plan.items.pop("predictions")
     plan.items.pop("data")
+    monkeypatch.setenv("KERNELFIT_MEMORY_LIMIT", str(int(plan.total / 0.9) + 5000))
+    diag = KernelInterpolator(bandwidth=0.8, tile_size=128).fit(X, y)
+    assert diag.fit_info_["kept_k_for_residual"] is True
+    assert diag.fit_info_["kept_off_diagonal_tiles"] == 0
+    assert diag.memory_plan_["items"]["K copy (residual)"] == 8 * 300
     monkeypatch.setenv("KERNELFIT_MEMORY_LIMIT", str(int(plan.total / 0.9) + 1000))
     redone = KernelInterpolator(bandwidth=0.8, tile_size=128).fit(X, y)
     assert redone.fit_info_["kept_k_for_residual"] is False
     assert "K copy (residual)" not in redone.memory_plan_["items"]
-    assert kept.relative_residual_ < 1e-10 and redone.relative_residual_ < 1e-10
-    np.testing.assert_allclose(kept.relative_residual_, redone.relative_residual_, rtol=0.2,
-                               atol=1e-15)
-    np.testing.assert_allclose(kept.rkhs_norm_, redone.rkhs_norm_, rtol=1e-10)
-    assert kept.train_error_ == redone.train_error_ == 0.0
+    for m in (kept, diag, redone):
+        assert m.relative_residual_ < 1e-10 and m.train_error_ == 0.0
+        np.testing.assert_allclose(m.relative_residual_, kept.relative_residual_, rtol=0.2,
+                                   atol=1e-15)
+        np.testing.assert_allclose(m.rkhs_norm_, kept.rkhs_norm_, rtol=1e-10)
     monkeypatch.delenv("KERNELFIT_MEMORY_LIMIT")
     no_res = KernelInterpolator(bandwidth=0.8, compute_residual=False).fit(X, y)
     assert no_res.fit_info_["kept_k_for_residual"] is False

@@ -134,8 +134,16 @@ def test_block_times_accumulates_the_product():
     K = k.block(A, B, times=(V, acc))
     np.testing.assert_allclose(acc, 1.0 + k(A, B) @ V, rtol=1e-13)
     np.testing.assert_array_equal(K, k(A, B))
-    with pytest.raises(InputError, match="same=False"):
-        k.block(A, A, same=True, times=(np.ones((700, 1)), np.zeros((700, 1))))
+    W = rng.standard_normal((700, 2))
+    acc_t = np.zeros((90, 2))
+    k.block(A, B, times_t=(W, acc_t))
+    np.testing.assert_allclose(acc_t, k(A, B).T @ W, rtol=1e-12)
+    # a diagonal block: the products see the exact diagonal
+    acc, acc_t = np.zeros((700, 3)), np.zeros((700, 3))
+    V2 = rng.standard_normal((700, 3))
+    k.block(A, A, same=True, times=(V2, acc), times_t=(V2, acc_t))
+    np.testing.assert_allclose(acc, k(A) @ V2, rtol=1e-12)
+    np.testing.assert_allclose(acc_t, k(A).T @ V2, rtol=1e-12)
 
 
 def test_active_columns():
@@ -145,3 +153,16 @@ def test_active_columns():
     np.testing.assert_array_equal(active_columns(X), [0, 2])
     assert active_columns(np.ones((3, 4))) is None
     assert active_columns(np.zeros((3, 4))) is None  # nothing to gain, nothing to drop
+
+
+@pytest.mark.parametrize("kname", ["gaussian", "linear", "normalized", "laplacian"])
+def test_block_slices_of_a_diagonal_block_have_the_exact_diagonal(kname):
+    rng = np.random.default_rng(1)
+    B = rng.random((50, 4))
+    k = get_kernel(kname, bandwidth=0.5)
+    full = k.block(B, B, same=True)
+    for r0, r1 in ((0, 17), (17, 50), (40, 50), (49, 50)):
+        part = k.block(B[r0:r1], B, same=True, diag_offset=r0)
+        np.testing.assert_allclose(part, full[r0:r1], rtol=1e-14, atol=1e-15)
+        idx = np.arange(r1 - r0)
+        np.testing.assert_array_equal(part[idx, idx + r0], np.diagonal(full)[r0:r1])

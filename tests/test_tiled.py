@@ -9,7 +9,8 @@ from kernelfit.errors import InputError, NotPositiveDefiniteError
 from kernelfit.kernels import get_kernel
 from kernelfit.solvers.tiled import (TiledSymmetric, _run_tiles, build_gram, cholesky_inplace,
                                      cholesky_solve, cross_kernel_matmul, default_tile_size,
-                                     kept_copy_bytes, kernel_matvec, stored_kernel_matvec)
+                                     kept_copy_bytes, kept_pairs, kernel_matvec,
+                                     stored_kernel_matvec)
 from kernelfit.backend import get_backend
 
 
@@ -186,6 +187,24 @@ def test_kept_copy_bytes_and_refusals():
         stored_kernel_matvec(build_gram(k, X, keep_copy=True), np.ones(49))
 
 
+@pytest.mark.parametrize("budget", [0, 8 * 20 * 20, 8 * 20 * 20 * 2 + 7, None])
+def test_kept_copy_within_a_budget_recomputes_the_rest(budget):
+    rng = np.random.default_rng(7)
+    X, V = rng.random((73, 3)), rng.standard_normal((73, 2))
+    k = get_kernel("laplacian", bandwidth=0.6)
+    T = build_gram(k, X, tile_size=20, keep_copy=True, keep_budget=budget, ridge=0.1)
+    want = {0: 0, 8 * 20 * 20: 1, 8 * 20 * 20 * 2 + 7: 2, None: 6}[budget]
+    assert len(T.kept) == want and sorted(T.kept) == kept_pairs(73, 20, budget)
+    assert kept_copy_bytes(73, 20, budget) == (sum(c.nbytes for c in T.kept.values())
+                                               + 8 * 73)
+    cholesky_inplace(T)
+    if want < 6:
+        with pytest.raises(InputError, match="not kept"):
+            stored_kernel_matvec(T, V)
+    np.testing.assert_allclose(stored_kernel_matvec(T, V, kernel=k, X=X, n_threads=2),
+                               k(X) @ V, rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.parametrize("n_threads", [1, 2, 3, 5])
 def test_threads_take_every_task_exactly_once(n_threads):
     import threading
@@ -230,3 +249,19 @@ def test_cross_products_with_statistics_from_other_columns():
                                   np.ascontiguousarray(X[:, keep]), V, tile_size=16,
                                   a_stats=k.prepare(Q))
         np.testing.assert_allclose(got, k(Q, X) @ V, rtol=1e-12, atol=1e-13)
+
+
+@pytest.mark.parametrize("n_threads", [1, 2, 3])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_gram_in_row_pieces_equals_the_kernel(n_threads, dtype):
+    rng = np.random.default_rng(n_threads)
+    X = rng.random((613, 7))
+    k = get_kernel("gaussian", bandwidth=0.9)
+    K = k(X)
+    for ts in (613, 300, 100):
+        T = build_gram(k, X, tile_size=ts, dtype=dtype, ridge=0.25, n_threads=n_threads)
+        tol = 1e-15 if dtype == np.float64 else 1e-7
+        np.testing.assert_allclose(T.to_dense(), K + 0.25 * np.eye(613), rtol=tol, atol=tol)
+        V = rng.standard_normal((613, 2))
+        np.testing.assert_allclose(kernel_matvec(k, X, V, tile_size=ts, n_threads=n_threads),
+                                   K @ V, rtol=1e-12)

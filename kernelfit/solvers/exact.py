@@ -26,12 +26,23 @@ from ..errors import InputError, NotPositiveDefiniteError
 from ..kernels import Kernel
 from ..memory import plan_exact_solve
 from .tiled import (TiledSymmetric, build_gram, cholesky_inplace, cholesky_solve,
-                    default_tile_size, estimate_condition, kept_copy_bytes,
+                    default_tile_size, estimate_condition, kept_copy_bytes, kept_pairs,
                     stored_kernel_matvec)
 
 __all__ = ["SolveOptions", "ExactSolution", "solve_exact", "SOLVERS", "diagnose_not_pd"]
 
 SOLVERS = ("cholesky", "eigh", "lstsq")
+
+# The most bytes of off-diagonal tiles copied through the factorization for the residual
+# (the diagonal tiles keep K in their upper triangles at no cost; tiles beyond the budget
+# are recomputed). A kept tile turns its share of the residual check from recomputation
+# into one pass over memory, but the copy is fresh memory, and first writes to fresh
+# memory can cost more than the recomputation. Measured on a 2-core VM: at n = 10,000 a
+# 0.27 GB copy took the residual from 0.74 s to 0.06 s; at n = 20,000 copying all 1.3 GB
+# slowed the Gram build from 2.5-3.5 s to 4.8-5.8 s, about what it saved: past the memory
+# the VM's guest freed in the last seconds (1.2-1.7 GB in these runs), fresh pages cost
+# 3.5-3.7 s/GB instead of 0.47 s/GB, against about 1.2 s/GB of kernel tiles recomputed.
+KEEP_COPY_MAX_BYTES = 256 << 20
 DTYPES = ("float64", "float32")
 
 
@@ -188,24 +199,31 @@ def solve_in_core(kernel: Kernel, X, Y, opts: SolveOptions, be: Backend) -> Exac
         plan.items.pop("data", None)  # already resident when we get here
         plan.check(ways_out=_ways_out(opts, n))
     # K alpha for the residual: from a copy of K kept through the factorization (memory
-    # speed) where that copy fits, else recomputed tile by tile by the caller. On the GPU
-    # recomputing is fast and device memory is the scarce resource, so K is not kept.
+    # speed) where that copy is small and fits, else recomputed tile by tile by the
+    # caller. On the GPU recomputing is fast and device memory is the scarce resource.
     keep = bool(opts.residual and opts.solver == "cholesky" and be.device == "cpu"
                 and dtype == np.float64)
+    budget = KEEP_COPY_MAX_BYTES
     if keep:
-        plan.add("K copy (residual)", kept_copy_bytes(n, tile_size))
-        keep = plan.fits() if opts.check_memory else True
-        if not keep:
-            plan.items.pop("K copy (residual)")
+        plan.add("K copy (residual)", kept_copy_bytes(n, tile_size, budget))
+        if opts.check_memory and not plan.fits():
+            budget = 0  # the diagonal alone: the diagonal tiles still count, for n floats
+            plan.items["K copy (residual)"] = kept_copy_bytes(n, tile_size, budget)
+            if not plan.fits():
+                keep = False
+                plan.items.pop("K copy (residual)")
     timings: Dict[str, float] = {}
     info: dict = {"tile_size": tile_size, "ridge": opts.ridge, "kept_k_for_residual": keep}
+    if keep:
+        info["kept_off_diagonal_tiles"] = len(kept_pairs(n, tile_size, budget))
 
     Xb = xp.asarray(X)
     Yb = xp.asarray(Y, dtype=xp.float64)
     if opts.solver == "cholesky":
         t0 = _sync(be)
         K = build_gram(kernel, Xb, tile_size=tile_size, dtype=dtype, backend=be,
-                       ridge=opts.ridge, show_progress=opts.show_progress, keep_copy=keep)
+                       ridge=opts.ridge, show_progress=opts.show_progress, keep_copy=keep,
+                       keep_budget=budget)
         t1 = _sync(be)
         timings["gram"] = t1 - t0
         try:
@@ -232,7 +250,7 @@ def solve_in_core(kernel: Kernel, X, Y, opts: SolveOptions, be: Backend) -> Exac
         K_alpha = None
         if keep:
             t4 = _sync(be)
-            K_alpha = stored_kernel_matvec(K, alpha)
+            K_alpha = stored_kernel_matvec(K, alpha, kernel=kernel, X=Xb)
             timings["residual"] = _sync(be) - t4
         K.free()
         del K

@@ -34,7 +34,7 @@ from ..progress import progress
 
 __all__ = ["TiledSymmetric", "default_tile_size", "build_gram", "gram_tile", "cholesky_inplace",
            "cholesky_solve", "kernel_matvec", "cross_kernel_matmul", "n_threads_default",
-           "stored_kernel_matvec", "kept_copy_bytes"]
+           "stored_kernel_matvec", "kept_copy_bytes", "kept_pairs"]
 
 
 def default_tile_size(n: int, device: str = "cpu") -> int:
@@ -246,55 +246,95 @@ def _run_tiles(tasks: list, work: Callable[[int, list], None], be: Backend,
 
 
 # ---------------------------------------------------------------- building
+def _fill_gram_rows(kernel: Kernel, X, stats, bounds, i: int, j: int, r0: int, r1: int,
+                    tile, shift: float, scratch) -> None:
+    """Columns r0:r1 of tile (i, j) of K + shift I, written into ``tile`` (Fortran order).
+
+    They are rows r0:r1 of the C-ordered block k(X_j, X_i), i.e. of ``tile.T``: float64
+    tiles are written directly, other dtypes through the float64 ``scratch`` block.
+    """
+    si, ei = bounds[i]
+    sj, _ = bounds[j]
+    rows = slice(sj + r0, sj + r1)
+    f64 = tile.dtype == np.float64
+    out = tile.T[r0:r1] if f64 else scratch.view(r1 - r0, ei - si)
+    kernel.block(X[rows], X[si:ei], a_stats=None if stats is None else stats[rows],
+                 b_stats=None if stats is None else stats[si:ei], same=(i == j),
+                 diag_offset=r0, out=out)
+    if i == j and shift:
+        idx = _xp_of(X).arange(r1 - r0)
+        out[idx, idx + r0] += shift
+    if not f64:
+        tile.T[r0:r1] = out
+
+
+def _new_tile(be: Optional[Backend], xp, rows: int, cols: int, dtype):
+    if be is not None:
+        return be.empty_tile(rows, cols, dtype)
+    return xp.empty((rows, cols), dtype=dtype, order="F")
+
+
 def gram_tile(kernel: Kernel, X, stats, bounds, i: int, j: int, dtype, shift: float = 0.0,
               *, backend: Optional[Backend] = None, scratch=None):
     """Tile (i, j) of K + shift I, Fortran-ordered, in ``dtype`` (computed in float64).
 
     With a ``backend`` the tile is allocated by it (on the CPU: without transparent huge
-    pages, see :func:`kernelfit.backend.host_empty`). A float32 tile is computed in the
-    float64 ``scratch`` block (a :class:`_BlockBuffer`) when one is given, then cast.
+    pages, see :func:`kernelfit.backend.host_empty`). A float32 tile is computed in a
+    float64 ``scratch`` block (a :class:`_BlockBuffer`, made when not given), then cast.
     """
     xp = _xp_of(X)
     si, ei = bounds[i]
     sj, ej = bounds[j]
     dtype = np.dtype(dtype)
-    out = None
-    if dtype == np.float64 and backend is not None:
-        out = backend.empty((ej - sj, ei - si), np.float64)
-    elif dtype != np.float64 and scratch is not None:
-        out = scratch.view(ej - sj, ei - si)
-    # k(X_j, X_i) in C order is k(X_i, X_j) in Fortran order: no copy.
-    G = kernel.block(X[sj:ej], X[si:ei], a_stats=None if stats is None else stats[sj:ej],
-                     b_stats=None if stats is None else stats[si:ei], same=(i == j), out=out)
-    tile = G.T
-    if i == j and shift:
-        k = ei - si
-        tile[xp.arange(k), xp.arange(k)] += shift
-    if tile.dtype != dtype:
-        cast = (backend.empty_tile(ei - si, ej - sj, dtype) if backend is not None
-                else xp.empty((ei - si, ej - sj), dtype=dtype, order="F"))
-        cast[...] = tile
-        tile = cast
+    tile = _new_tile(backend, xp, ei - si, ej - sj, dtype)
+    if dtype != np.float64 and scratch is None:
+        scratch = _BlockBuffer(backend, ej - sj, ei - si, xp=xp)
+    _fill_gram_rows(kernel, X, stats, bounds, i, j, 0, ej - sj, tile, shift, scratch)
     return tile
+
+
+def _row_pieces(size: int, pieces: int) -> List[tuple]:
+    """``pieces`` near-equal (start, stop) ranges covering 0..size."""
+    pieces = max(1, min(pieces, size))
+    step = math.ceil(size / pieces)
+    return [(r, min(r + step, size)) for r in range(0, size, step)]
+
+
+def _pieces_per_tile(n_tile_tasks: int, tile_size: int, be: Backend,
+                     n_threads: Optional[int]) -> int:
+    """Split tiles into row pieces so that each CPU thread gets about 8 tasks.
+
+    With a handful of equal tiles on 2 threads (6 at n = 10,000, 15 at 20,000) one thread
+    is left alone with the last tile; pieces of at least 256 rows keep GEMMs efficient.
+    """
+    nth = 1 if be.device != "cpu" else (n_threads or n_threads_default())
+    if nth <= 1 or n_tile_tasks <= 0:
+        return 1
+    return max(1, min(math.ceil(8 * nth / n_tile_tasks), tile_size // 256))
 
 
 def build_gram(kernel: Kernel, X, *, tile_size: Optional[int] = None, dtype=np.float64,
                backend: Backend = None, ridge: float = 0.0, show_progress=None,
                stats=None, n_threads: Optional[int] = None,
-               keep_copy: bool = False) -> TiledSymmetric:
+               keep_copy: bool = False,
+               keep_budget: Optional[int] = None) -> TiledSymmetric:
     """The kernel Gram matrix K = k(X, X) (+ ridge I) as lower tiles.
 
     ``X`` must live on ``backend`` already. Each tile is computed in float64 and stored
-    in ``dtype``; peak extra memory is one float64 tile per thread.
+    in ``dtype``; peak extra memory is one float64 tile per thread (float32 tiles only).
+    On the CPU, tiles are filled in row pieces by one thread per core.
 
     ``keep_copy=True`` also keeps what the factorization would destroy: a copy of every
     off-diagonal tile and the diagonal of K (without the ridge). A diagonal tile's strict
     upper triangle survives the in-place Cholesky (potrf reads only the lower one), so
     together they hold all of K after factoring, in about the memory of one dense n x n
     matrix, and :func:`stored_kernel_matvec` forms K alpha exactly from them, at
-    memory speed instead of recomputing K.
+    memory speed instead of recomputing K. ``keep_budget`` (bytes) caps the off-diagonal
+    copies: tiles beyond it are not kept and get recomputed by the product instead (the
+    diagonal tiles, which survive the factorization anyway, are always used).
     """
     be = backend if backend is not None else get_backend("cpu")
+    xp = be.xp
     n = X.shape[0]
     tile_size = tile_size or default_tile_size(n, be.device)
     T = TiledSymmetric(n, tile_size, dtype, be)
@@ -302,43 +342,65 @@ def build_gram(kernel: Kernel, X, *, tile_size: Optional[int] = None, dtype=np.f
         raise InputError("keep_copy needs float64 tiles")
     if stats is None:
         stats = kernel.prepare(X)
-    tasks = [(i, j) for i in range(T.n_tiles) for j in range(i + 1)]
-    bar = progress(total=len(tasks), desc="gram", enabled=show_progress, unit="tile")
-    xp = be.xp
+    sizes = T.block_sizes()
+    pairs = [(i, j) for i in range(T.n_tiles) for j in range(i + 1)]
+    per_tile = _pieces_per_tile(len(pairs), tile_size, be, n_threads)
+    tasks = [(i, j, r0, r1) for i, j in pairs for r0, r1 in _row_pieces(sizes[j], per_tile)]
+    # tiles are allocated up front (nothing is touched until a piece is written)
+    for i, j in pairs:
+        T.tiles[i][j] = _new_tile(be, xp, sizes[i], sizes[j], T.dtype)
     if keep_copy:
         T.kept = {}
-        T.kept_diag = [None] * T.n_tiles
+        for i, j in kept_pairs(T.n, tile_size, keep_budget):
+            T.kept[(i, j)] = be.empty_tile(sizes[i], sizes[j], T.dtype)
+    shift = 0.0 if keep_copy else ridge  # with a copy: the ridge goes on after it is taken
+    bar = progress(total=len(tasks), desc="gram", enabled=show_progress, unit="block")
 
     def work(_t, part):
         scratch = None if T.dtype == np.float64 else _BlockBuffer(be, tile_size, tile_size)
-        for i, j in part:
-            shift = 0.0 if keep_copy else ridge
-            tile = gram_tile(kernel, X, stats, T.bounds, i, j, T.dtype, shift, backend=be,
-                             scratch=scratch)
-            if keep_copy:
-                if i == j:
-                    T.kept_diag[i] = xp.diagonal(tile).copy()
-                    if ridge:
-                        k = tile.shape[0]
-                        tile[xp.arange(k), xp.arange(k)] += ridge
-                else:
-                    copy = be.empty_tile(*tile.shape, tile.dtype)
-                    copy[...] = tile
-                    T.kept[(i, j)] = copy
-            T.tiles[i][j] = tile
+        for i, j, r0, r1 in part:
+            tile = T.tiles[i][j]
+            _fill_gram_rows(kernel, X, stats, T.bounds, i, j, r0, r1, tile, shift, scratch)
+            if keep_copy and (i, j) in T.kept:
+                T.kept[(i, j)].T[r0:r1] = tile.T[r0:r1]
             bar.update(1)
 
     try:
         _run_tiles(tasks, work, be, n_threads)
     finally:
         bar.close()
+    if keep_copy:
+        T.kept_diag = [xp.diagonal(T.tiles[i][i]).copy() for i in range(T.n_tiles)]
+        if ridge:
+            for i in range(T.n_tiles):
+                k = sizes[i]
+                T.tiles[i][i][xp.arange(k), xp.arange(k)] += ridge
     return T
 
 
-def kept_copy_bytes(n: int, tile_size: int) -> int:
-    """Extra bytes that ``build_gram(keep_copy=True)`` holds: off-diagonal tiles + diagonal."""
-    diag_tiles = sum((e - s) ** 2 for s, e in tile_bounds(n, tile_size))
-    return 8 * (TiledSymmetric.storage_bytes(n, tile_size, np.float64) // 8 - diag_tiles + n)
+def kept_pairs(n: int, tile_size: int, budget: Optional[int] = None) -> List[tuple]:
+    """The off-diagonal tiles (i, j) that ``build_gram(keep_copy=True)`` copies.
+
+    In order, as many as fit in ``budget`` bytes (all when None).
+    """
+    bounds = tile_bounds(n, tile_size)
+    out, used = [], 0
+    for i in range(len(bounds)):
+        for j in range(i):
+            size = 8 * (bounds[i][1] - bounds[i][0]) * (bounds[j][1] - bounds[j][0])
+            if budget is not None and used + size > budget:
+                return out
+            out.append((i, j))
+            used += size
+    return out
+
+
+def kept_copy_bytes(n: int, tile_size: int, budget: Optional[int] = None) -> int:
+    """Extra bytes that ``build_gram(keep_copy=True)`` holds: kept tiles + the diagonal."""
+    bounds = tile_bounds(n, tile_size)
+    tiles = sum(8 * (bounds[i][1] - bounds[i][0]) * (bounds[j][1] - bounds[j][0])
+                for i, j in kept_pairs(n, tile_size, budget))
+    return tiles + 8 * n
 
 
 # ---------------------------------------------------------------- factoring
@@ -430,8 +492,10 @@ class _BlockBuffer:
     virtual machines); the products below reuse one C-ordered buffer instead.
     """
 
-    def __init__(self, be: Backend, rows: int, cols: int):
-        self.flat = be.empty(max(rows * cols, 1), np.float64)
+    def __init__(self, be: Optional[Backend], rows: int, cols: int, xp=np):
+        size = max(rows * cols, 1)
+        self.flat = (be.empty(size, np.float64) if be is not None
+                     else xp.empty(size, dtype=xp.float64))
 
     def view(self, rows: int, cols: int):
         return self.flat[: rows * cols].reshape(rows, cols)
@@ -439,11 +503,13 @@ class _BlockBuffer:
 
 def kernel_matvec(kernel: Kernel, X, V, *, tile_size: Optional[int] = None,
                   backend: Backend = None, stats=None, show_progress=None,
-                  out_dtype=np.float64, n_threads: Optional[int] = None):
+                  out_dtype=np.float64, n_threads: Optional[int] = None,
+                  pairs: Optional[List[tuple]] = None):
     """K V with K = k(X, X) recomputed tile by tile in float64 (K is never stored).
 
     Uses symmetry: each off-diagonal tile contributes to two row blocks, so the cost is
-    half a Gram matrix. Memory: one tile buffer and one result per thread.
+    half a Gram matrix. Memory: one tile buffer and one result per thread. ``pairs``
+    restricts the sum to these lower tiles (i, j), i >= j (default: all of them).
     """
     be = backend if backend is not None else get_backend("cpu")
     xp = be.xp
@@ -456,23 +522,27 @@ def kernel_matvec(kernel: Kernel, X, V, *, tile_size: Optional[int] = None,
     bounds = tile_bounds(n, tile_size)
     if stats is None:
         stats = kernel.prepare(X)
-    tasks = [(i, j) for i in range(len(bounds)) for j in range(i + 1)]
+    if pairs is None:
+        pairs = [(i, j) for i in range(len(bounds)) for j in range(i + 1)]
+    per_tile = _pieces_per_tile(len(pairs), tile_size, be, n_threads)
+    tasks = [(i, j, r0, r1) for i, j in pairs
+             for r0, r1 in _row_pieces(bounds[i][1] - bounds[i][0], per_tile)]
     results = {}
-    bar = progress(total=len(tasks), desc="K @ v", enabled=show_progress, unit="tile")
+    bar = progress(total=len(tasks), desc="K @ v", enabled=show_progress, unit="block")
 
     def work(t, part):
         R = xp.zeros((n, V.shape[1]), dtype=xp.float64)
         buf = _BlockBuffer(be, tile_size, tile_size)
-        for i, j in part:
-            si, ei = bounds[i]
+        for i, j, r0, r1 in part:
+            si, _ = bounds[i]
             sj, ej = bounds[j]
-            G = kernel.block(X[si:ei], X[sj:ej],
-                             a_stats=None if stats is None else stats[si:ei],
-                             b_stats=None if stats is None else stats[sj:ej],
-                             same=(i == j), out=buf.view(ei - si, ej - sj))
-            R[si:ei] += G @ V[sj:ej]
-            if i != j:
-                R[sj:ej] += G.T @ V[si:ei]
+            rows = slice(si + r0, si + r1)
+            # both products are formed chunk by chunk while the block is in cache
+            kernel.block(X[rows], X[sj:ej], a_stats=None if stats is None else stats[rows],
+                         b_stats=None if stats is None else stats[sj:ej], same=(i == j),
+                         diag_offset=r0, out=buf.view(r1 - r0, ej - sj),
+                         times=(V[sj:ej], R[rows]),
+                         times_t=None if i == j else (V[rows], R[sj:ej]))
             bar.update(1)
         results[t] = R
 
@@ -550,14 +620,16 @@ def cross_kernel_matmul(kernel: Kernel, A, B, V, *, tile_size: Optional[int] = N
     return P[:, 0] if squeeze else P
 
 
-def stored_kernel_matvec(T: TiledSymmetric, V):
-    """K V from the copy of K kept through the factorization (``build_gram(keep_copy=True)``).
+def stored_kernel_matvec(T: TiledSymmetric, V, *, kernel: Optional[Kernel] = None, X=None,
+                         stats=None, n_threads: Optional[int] = None):
+    """K V from what ``build_gram(keep_copy=True)`` kept through the factorization.
 
     Off-diagonal tile (i, j) of K contributes K_ij V_j to row block i and K_ij^T V_i to
     row block j. A factored diagonal tile holds L in its lower triangle and K in its strict
     upper one, so a symmetric product that reads the upper triangle gives K_ii V_i once
     its diagonal (L's) is replaced by K's: ``symm_upper(T_ii) V_i + (diag K - diag L) V_i``.
-    The values are exactly those that were factored; no kernel entry is recomputed. K is
+    The values are exactly those that were factored. Off-diagonal tiles that were not kept
+    (a ``keep_budget``) are recomputed from ``kernel`` and ``X`` (and their ``stats``). K is
     the kernel matrix without any ridge (the ridge sits only on the factored diagonal).
     """
     if T.kept is None or T.kept_diag is None:
@@ -570,6 +642,10 @@ def stored_kernel_matvec(T: TiledSymmetric, V):
         V = V[:, None]
     if V.shape[0] != T.n:
         raise InputError(f"V has {V.shape[0]} rows, the matrix has {T.n}")
+    missing = [(i, j) for i in range(T.n_tiles) for j in range(i) if (i, j) not in T.kept]
+    if missing and (kernel is None or X is None):
+        raise InputError(f"{len(missing)} off-diagonal tiles were not kept; pass the kernel "
+                         "and X to recompute them")
     blocks = [xp.asfortranarray(V[s:e]) for s, e in T.bounds]
     out = [xp.zeros((e - s, V.shape[1]), dtype=xp.float64) for s, e in T.bounds]
     for i in range(T.n_tiles):
@@ -577,10 +653,14 @@ def stored_kernel_matvec(T: TiledSymmetric, V):
         delta = T.kept_diag[i] - xp.diagonal(tile)
         out[i] += be.symm_upper(tile, blocks[i]) + delta[:, None] * blocks[i]
         for j in range(i):
-            C = T.kept[(i, j)]
-            be.gemm_acc(C, blocks[j], out[i])
-            be.gemm_acc(C, blocks[i], out[j], trans_a=True)
+            C = T.kept.get((i, j))
+            if C is not None:
+                be.gemm_acc(C, blocks[j], out[i])
+                be.gemm_acc(C, blocks[i], out[j], trans_a=True)
     R = xp.concatenate(out, axis=0)
+    if missing:
+        R += kernel_matvec(kernel, X, V, tile_size=T.tile_size, backend=be, stats=stats,
+                           n_threads=n_threads, pairs=missing)
     return R[:, 0] if squeeze else R
 
 
