@@ -195,13 +195,11 @@ class Kernel:
         return sq
 
     def block(self, A, B, *, a_stats=None, b_stats=None, same: bool = False, out=None,
-              dtype=None, times=None, times_t=None, diag_offset: int = 0):
+              dtype=None, times=None, times_t=None):
         """The kernel block k(A_i, B_j) as a C-ordered array of shape (len(A), len(B)).
 
         ``a_stats``/``b_stats`` come from :meth:`prepare` (computed when omitted).
-        ``same=True`` when ``A`` and ``B`` are the same rows (exact diagonal); with
-        ``diag_offset=r``, ``A`` is rows ``r, r + 1, ...`` of ``B``, so the exact diagonal
-        entries are ``(t, r + t)`` (a horizontal slice of a diagonal tile).
+        ``same=True`` when ``A`` and ``B`` are the same rows (exact diagonal).
         ``out`` is an optional float64 C-ordered buffer of the right shape. The result is
         float64 unless ``dtype`` asks for another type (the cast happens last).
 
@@ -230,15 +228,15 @@ class Kernel:
             e = min(s + rows, m)
             chunk = K[s:e]
             self._finish(chunk, None if a_stats is None else a_stats[s:e], b_stats, xp)
-            if fix_diagonal:  # entries (t, diag_offset + t) of this chunk's rows
-                stop = max(min(e, ncols - diag_offset), s)
+            if fix_diagonal:  # the diagonal entries (t, t) of this chunk's rows
+                stop = min(e, ncols)
                 if stop > s:
                     idx = xp.arange(s, stop)
                     if self.diagonal_value is not None:
                         # distance exactly 0 / cosine exactly 1
-                        K[idx, idx + diag_offset] = self.diagonal_value
+                        K[idx, idx] = self.diagonal_value
                     else:
-                        K[idx, idx + diag_offset] = row_norms_sq(A64[s:stop])
+                        K[idx, idx] = row_norms_sq(A64[s:stop])
             if times is not None:
                 times[1][s:e] += chunk @ times[0]
             if times_t is not None:

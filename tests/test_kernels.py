@@ -153,16 +153,3 @@ def test_active_columns():
     np.testing.assert_array_equal(active_columns(X), [0, 2])
     assert active_columns(np.ones((3, 4))) is None
     assert active_columns(np.zeros((3, 4))) is None  # nothing to gain, nothing to drop
-
-
-@pytest.mark.parametrize("kname", ["gaussian", "linear", "normalized", "laplacian"])
-def test_block_slices_of_a_diagonal_block_have_the_exact_diagonal(kname):
-    rng = np.random.default_rng(1)
-    B = rng.random((50, 4))
-    k = get_kernel(kname, bandwidth=0.5)
-    full = k.block(B, B, same=True)
-    for r0, r1 in ((0, 17), (17, 50), (40, 50), (49, 50)):
-        part = k.block(B[r0:r1], B, same=True, diag_offset=r0)
-        np.testing.assert_allclose(part, full[r0:r1], rtol=1e-14, atol=1e-15)
-        idx = np.arange(r1 - r0)
-        np.testing.assert_array_equal(part[idx, idx + r0], np.diagonal(full)[r0:r1])

@@ -253,7 +253,7 @@ def test_cross_products_with_statistics_from_other_columns():
 
 @pytest.mark.parametrize("n_threads", [1, 2, 3])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_gram_in_row_pieces_equals_the_kernel(n_threads, dtype):
+def test_gram_on_threads_equals_the_kernel(n_threads, dtype):
     rng = np.random.default_rng(n_threads)
     X = rng.random((613, 7))
     k = get_kernel("gaussian", bandwidth=0.9)

@@ -246,28 +246,6 @@ def _run_tiles(tasks: list, work: Callable[[int, list], None], be: Backend,
 
 
 # ---------------------------------------------------------------- building
-def _fill_gram_rows(kernel: Kernel, X, stats, bounds, i: int, j: int, r0: int, r1: int,
-                    tile, shift: float, scratch) -> None:
-    """Columns r0:r1 of tile (i, j) of K + shift I, written into ``tile`` (Fortran order).
-
-    They are rows r0:r1 of the C-ordered block k(X_j, X_i), i.e. of ``tile.T``: float64
-    tiles are written directly, other dtypes through the float64 ``scratch`` block.
-    """
-    si, ei = bounds[i]
-    sj, _ = bounds[j]
-    rows = slice(sj + r0, sj + r1)
-    f64 = tile.dtype == np.float64
-    out = tile.T[r0:r1] if f64 else scratch.view(r1 - r0, ei - si)
-    kernel.block(X[rows], X[si:ei], a_stats=None if stats is None else stats[rows],
-                 b_stats=None if stats is None else stats[si:ei], same=(i == j),
-                 diag_offset=r0, out=out)
-    if i == j and shift:
-        idx = _xp_of(X).arange(r1 - r0)
-        out[idx, idx + r0] += shift
-    if not f64:
-        tile.T[r0:r1] = out
-
-
 def _new_tile(be: Optional[Backend], xp, rows: int, cols: int, dtype):
     if be is not None:
         return be.empty_tile(rows, cols, dtype)
@@ -287,30 +265,19 @@ def gram_tile(kernel: Kernel, X, stats, bounds, i: int, j: int, dtype, shift: fl
     sj, ej = bounds[j]
     dtype = np.dtype(dtype)
     tile = _new_tile(backend, xp, ei - si, ej - sj, dtype)
-    if dtype != np.float64 and scratch is None:
+    f64 = dtype == np.float64
+    if not f64 and scratch is None:
         scratch = _BlockBuffer(backend, ej - sj, ei - si, xp=xp)
-    _fill_gram_rows(kernel, X, stats, bounds, i, j, 0, ej - sj, tile, shift, scratch)
+    # k(X_j, X_i) in C order is tile (i, j) in Fortran order: written in place
+    out = tile.T if f64 else scratch.view(ej - sj, ei - si)
+    kernel.block(X[sj:ej], X[si:ei], a_stats=None if stats is None else stats[sj:ej],
+                 b_stats=None if stats is None else stats[si:ei], same=(i == j), out=out)
+    if i == j and shift:
+        idx = xp.arange(ej - sj)
+        out[idx, idx] += shift
+    if not f64:
+        tile.T[...] = out
     return tile
-
-
-def _row_pieces(size: int, pieces: int) -> List[tuple]:
-    """``pieces`` near-equal (start, stop) ranges covering 0..size."""
-    pieces = max(1, min(pieces, size))
-    step = math.ceil(size / pieces)
-    return [(r, min(r + step, size)) for r in range(0, size, step)]
-
-
-def _pieces_per_tile(n_tile_tasks: int, tile_size: int, be: Backend,
-                     n_threads: Optional[int]) -> int:
-    """Split tiles into row pieces so that each CPU thread gets about 8 tasks.
-
-    With a handful of equal tiles on 2 threads (6 at n = 10,000, 15 at 20,000) one thread
-    is left alone with the last tile; pieces of at least 256 rows keep GEMMs efficient.
-    """
-    nth = 1 if be.device != "cpu" else (n_threads or n_threads_default())
-    if nth <= 1 or n_tile_tasks <= 0:
-        return 1
-    return max(1, min(math.ceil(8 * nth / n_tile_tasks), tile_size // 256))
 
 
 def build_gram(kernel: Kernel, X, *, tile_size: Optional[int] = None, dtype=np.float64,
@@ -322,7 +289,7 @@ def build_gram(kernel: Kernel, X, *, tile_size: Optional[int] = None, dtype=np.f
 
     ``X`` must live on ``backend`` already. Each tile is computed in float64 and stored
     in ``dtype``; peak extra memory is one float64 tile per thread (float32 tiles only).
-    On the CPU, tiles are filled in row pieces by one thread per core.
+    On the CPU, one thread per core computes tiles.
 
     ``keep_copy=True`` also keeps what the factorization would destroy: a copy of every
     off-diagonal tile and the diagonal of K (without the ridge). A diagonal tile's strict
@@ -343,26 +310,22 @@ def build_gram(kernel: Kernel, X, *, tile_size: Optional[int] = None, dtype=np.f
     if stats is None:
         stats = kernel.prepare(X)
     sizes = T.block_sizes()
-    pairs = [(i, j) for i in range(T.n_tiles) for j in range(i + 1)]
-    per_tile = _pieces_per_tile(len(pairs), tile_size, be, n_threads)
-    tasks = [(i, j, r0, r1) for i, j in pairs for r0, r1 in _row_pieces(sizes[j], per_tile)]
-    # tiles are allocated up front (nothing is touched until a piece is written)
-    for i, j in pairs:
-        T.tiles[i][j] = _new_tile(be, xp, sizes[i], sizes[j], T.dtype)
+    tasks = [(i, j) for i in range(T.n_tiles) for j in range(i + 1)]
     if keep_copy:
         T.kept = {}
         for i, j in kept_pairs(T.n, tile_size, keep_budget):
             T.kept[(i, j)] = be.empty_tile(sizes[i], sizes[j], T.dtype)
     shift = 0.0 if keep_copy else ridge  # with a copy: the ridge goes on after it is taken
-    bar = progress(total=len(tasks), desc="gram", enabled=show_progress, unit="block")
+    bar = progress(total=len(tasks), desc="gram", enabled=show_progress, unit="tile")
 
     def work(_t, part):
         scratch = None if T.dtype == np.float64 else _BlockBuffer(be, tile_size, tile_size)
-        for i, j, r0, r1 in part:
-            tile = T.tiles[i][j]
-            _fill_gram_rows(kernel, X, stats, T.bounds, i, j, r0, r1, tile, shift, scratch)
+        for i, j in part:
+            tile = gram_tile(kernel, X, stats, T.bounds, i, j, T.dtype, shift, backend=be,
+                             scratch=scratch)
             if keep_copy and (i, j) in T.kept:
-                T.kept[(i, j)].T[r0:r1] = tile.T[r0:r1]
+                T.kept[(i, j)][...] = tile
+            T.tiles[i][j] = tile
             bar.update(1)
 
     try:
@@ -522,27 +485,22 @@ def kernel_matvec(kernel: Kernel, X, V, *, tile_size: Optional[int] = None,
     bounds = tile_bounds(n, tile_size)
     if stats is None:
         stats = kernel.prepare(X)
-    if pairs is None:
-        pairs = [(i, j) for i in range(len(bounds)) for j in range(i + 1)]
-    per_tile = _pieces_per_tile(len(pairs), tile_size, be, n_threads)
-    tasks = [(i, j, r0, r1) for i, j in pairs
-             for r0, r1 in _row_pieces(bounds[i][1] - bounds[i][0], per_tile)]
+    tasks = pairs if pairs is not None else [(i, j) for i in range(len(bounds))
+                                             for j in range(i + 1)]
     results = {}
-    bar = progress(total=len(tasks), desc="K @ v", enabled=show_progress, unit="block")
+    bar = progress(total=len(tasks), desc="K @ v", enabled=show_progress, unit="tile")
 
     def work(t, part):
         R = xp.zeros((n, V.shape[1]), dtype=xp.float64)
         buf = _BlockBuffer(be, tile_size, tile_size)
-        for i, j, r0, r1 in part:
-            si, _ = bounds[i]
+        for i, j in part:
+            si, ei = bounds[i]
             sj, ej = bounds[j]
-            rows = slice(si + r0, si + r1)
             # both products are formed chunk by chunk while the block is in cache
-            kernel.block(X[rows], X[sj:ej], a_stats=None if stats is None else stats[rows],
+            kernel.block(X[si:ei], X[sj:ej], a_stats=None if stats is None else stats[si:ei],
                          b_stats=None if stats is None else stats[sj:ej], same=(i == j),
-                         diag_offset=r0, out=buf.view(r1 - r0, ej - sj),
-                         times=(V[sj:ej], R[rows]),
-                         times_t=None if i == j else (V[rows], R[sj:ej]))
+                         out=buf.view(ei - si, ej - sj), times=(V[sj:ej], R[si:ei]),
+                         times_t=None if i == j else (V[si:ei], R[sj:ej]))
             bar.update(1)
         results[t] = R
 
