@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -196,9 +197,7 @@ def host_empty(shape, dtype=np.float64, order: str = "C") -> np.ndarray:
     (worth trying on a bare-metal machine with plenty of free memory).
     """
     dtype = np.dtype(dtype)
-    count = 1
-    for s in (shape if isinstance(shape, tuple) else (shape,)):
-        count *= int(s)
+    count = math.prod(shape) if isinstance(shape, tuple) else int(shape)
     nbytes = count * dtype.itemsize
     if nbytes < _HOST_MAP_MIN_BYTES or _huge_pages_wanted():
         return np.empty(shape, dtype=dtype, order=order)

@@ -45,8 +45,8 @@ from ..memory import fmt_bytes
 from ..progress import progress
 from .mixed import (SHIFT_GROWTH, SHIFT_MAX_TRIES, SHIFT_START, kernel_diagonal, refine,
                     refinement_info)
-from .tiled import (TiledSymmetric, _parallel, _split, cholesky_solve, default_tile_size,
-                    gram_tile, kernel_matvec, n_threads_default, tile_bounds)
+from .tiled import (TiledSymmetric, _run_tiles, cholesky_solve, default_tile_size, gram_tile,
+                    kernel_matvec, tile_bounds)
 
 __all__ = ["solve_ooc", "ooc_factor", "fingerprint_X", "MANIFEST", "OOC_FORMAT"]
 
@@ -241,7 +241,6 @@ def ooc_factor(kernel: Kernel, X, directory, *, tile_size: int, dtype=np.float32
                     if not store.exists("A", i, j)]
             bar = progress(total=len(todo), desc="gram (to disk)", enabled=show_progress,
                            unit="tile")
-            nth = n_threads_default()
 
             def work(_t, part):
                 for i, j in part:
@@ -250,7 +249,7 @@ def ooc_factor(kernel: Kernel, X, directory, *, tile_size: int, dtype=np.float32
                     bar.update(1)
 
             try:
-                _parallel(_split(todo, nth), work, nth)
+                _run_tiles(todo, work, get_backend("cpu"), None)  # tiles come from host X
             finally:
                 bar.close()
             state["gram_done"] = True

@@ -181,12 +181,6 @@ class _BlasOneThread:
         return False
 
 
-def _split(tasks: list, k: int) -> List[list]:
-    """Deal tasks round-robin into k lists (tiles cost about the same)."""
-    k = max(1, min(k, len(tasks)))
-    return [tasks[t::k] for t in range(k)]
-
-
 def _parallel(parts: List[list], work: Callable[[int, list], None], n_threads: int) -> None:
     """Run ``work(t, parts[t])`` for every part, in threads when more than one."""
     if n_threads <= 1 or len(parts) <= 1:
@@ -246,12 +240,6 @@ def _run_tiles(tasks: list, work: Callable[[int, list], None], be: Backend,
 
 
 # ---------------------------------------------------------------- building
-def _new_tile(be: Optional[Backend], xp, rows: int, cols: int, dtype):
-    if be is not None:
-        return be.empty_tile(rows, cols, dtype)
-    return xp.empty((rows, cols), dtype=dtype, order="F")
-
-
 def gram_tile(kernel: Kernel, X, stats, bounds, i: int, j: int, dtype, shift: float = 0.0,
               *, backend: Optional[Backend] = None, scratch=None):
     """Tile (i, j) of K + shift I, Fortran-ordered, in ``dtype`` (computed in float64).
@@ -264,7 +252,8 @@ def gram_tile(kernel: Kernel, X, stats, bounds, i: int, j: int, dtype, shift: fl
     si, ei = bounds[i]
     sj, ej = bounds[j]
     dtype = np.dtype(dtype)
-    tile = _new_tile(backend, xp, ei - si, ej - sj, dtype)
+    tile = (backend.empty_tile(ei - si, ej - sj, dtype) if backend is not None
+            else xp.empty((ei - si, ej - sj), dtype=dtype, order="F"))
     f64 = dtype == np.float64
     if not f64 and scratch is None:
         scratch = _BlockBuffer(backend, ej - sj, ei - si, xp=xp)
@@ -346,6 +335,11 @@ def kept_pairs(n: int, tile_size: int, budget: Optional[int] = None) -> List[tup
 
     In order, as many as fit in ``budget`` bytes (all when None).
     """
+    return [(i, j) for i, j, _ in _kept_tiles(n, tile_size, budget)]
+
+
+def _kept_tiles(n: int, tile_size: int, budget: Optional[int]):
+    """(i, j, bytes) of the off-diagonal float64 tiles kept within ``budget``, in order."""
     bounds = tile_bounds(n, tile_size)
     out, used = [], 0
     for i in range(len(bounds)):
@@ -353,17 +347,14 @@ def kept_pairs(n: int, tile_size: int, budget: Optional[int] = None) -> List[tup
             size = 8 * (bounds[i][1] - bounds[i][0]) * (bounds[j][1] - bounds[j][0])
             if budget is not None and used + size > budget:
                 return out
-            out.append((i, j))
+            out.append((i, j, size))
             used += size
     return out
 
 
 def kept_copy_bytes(n: int, tile_size: int, budget: Optional[int] = None) -> int:
     """Extra bytes that ``build_gram(keep_copy=True)`` holds: kept tiles + the diagonal."""
-    bounds = tile_bounds(n, tile_size)
-    tiles = sum(8 * (bounds[i][1] - bounds[i][0]) * (bounds[j][1] - bounds[j][0])
-                for i, j in kept_pairs(n, tile_size, budget))
-    return tiles + 8 * n
+    return sum(size for _, _, size in _kept_tiles(n, tile_size, budget)) + 8 * n
 
 
 # ---------------------------------------------------------------- factoring
