@@ -19,7 +19,7 @@ import numpy as np
 from . import __version__
 from .errors import InputError
 from .kernels import check_array
-from .memory import fmt_bytes, peak_rss_bytes, plan_exact_solve
+from .memory import fmt_bytes, peak_rss_bytes
 
 __all__ = ["SolveConfig", "run_solve", "solve_arrays", "save_model", "load_model",
            "MODEL_FORMAT"]
@@ -90,35 +90,9 @@ def _estimator(cfg: SolveConfig):
 
 def preflight(cfg: SolveConfig, n: int, d: int, n_classes: int, n_test: int) -> dict:
     """Check the memory plan of the solve before building anything large."""
-    from .backend import get_backend
-    from .solvers.tiled import default_tile_size
+    from .solvers.plan import preflight as plan_preflight
 
-    be = get_backend(cfg.device)
-    ts = cfg.tile_size or default_tile_size(n, be.device)
-    from .solvers.mixed import preflight_beyond_memory
-
-    beyond = preflight_beyond_memory(cfg, n, d, n_classes, n_test, be, ts)
-    if beyond is not None:  # mixed precision, out-of-core or Dask: their own plan
-        return beyond
-    plan = plan_exact_solve(n, d, n_classes, n_test=n_test, dtype=np.dtype(cfg.dtype),
-                            tile_size=ts, solver=cfg.solver, device=be.device,
-                            available=be.free_memory())
-    plan.items.pop("data", None)
-    if not plan.fits():
-        from .memory import max_n_that_fits
-
-        n_max = max_n_that_fits(plan.available, d, n_classes, dtype=np.dtype(cfg.dtype),
-                                solver=cfg.solver)
-        ways = []
-        if cfg.dtype == "float64":
-            ways.append("--dtype float32 (halves K)")
-        ways.append(f"--n-train {n_max} or less (fits now)")
-        if cfg.solver != "cholesky":
-            ways.append("--solver cholesky (stores half of K)")
-        ways.append("--precision mixed (float32 K, float64-accurate solution) or "
-                    "--out-of-core DIR (tiles on disk)")
-        plan.check("; ".join(ways) + ".")
-    return plan.as_dict()
+    return plan_preflight(cfg, n, d, n_classes, n_test)
 
 
 def solve_arrays(X_train, y_train, X_test=None, y_test=None, cfg: Optional[SolveConfig] = None,

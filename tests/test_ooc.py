@@ -42,9 +42,17 @@ def test_ooc_equals_in_core(tmp_path, monkeypatch, precision, panel):
 
 
 SCRIPT = textwrap.dedent("""
-    import sys, numpy as np
+    import os, signal, sys, numpy as np
     from kernelfit.kernels import get_kernel
+    from kernelfit.solvers import ooc
     from kernelfit.solvers.exact import SolveOptions, solve_exact
+
+    def kill(panels_done):  # a hard interruption once 3 tile columns are on disk
+        if panels_done >= 3:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    factor = ooc.ooc_factor
+    ooc.ooc_factor = lambda *a, **kw: factor(*a, on_panel=kill, **kw)
     rng = np.random.default_rng(0)
     X = rng.random((300, 6)); Y = np.eye(3)[rng.integers(0, 3, 300)]
     solve_exact(get_kernel("gaussian", bandwidth=0.5), X, Y,
@@ -54,8 +62,7 @@ SCRIPT = textwrap.dedent("""
 
 def test_killed_run_resumes_without_redoing_panels(tmp_path):
     d = tmp_path / "ck"
-    env = dict(os.environ, KERNELFIT_OOC_KILL_AFTER_PANELS="3", KERNELFIT_OOC_PANEL_TILES="1",
-               KERNELFIT_PROGRESS="0")
+    env = dict(os.environ, KERNELFIT_OOC_PANEL_TILES="1", KERNELFIT_PROGRESS="0")
     proc = subprocess.run([sys.executable, "-c", SCRIPT, str(d)], env=env, timeout=120)
     assert proc.returncode == -9  # SIGKILL: a hard interruption after 3 panels
     man = json.loads((d / "manifest.json").read_text())

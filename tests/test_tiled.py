@@ -181,10 +181,28 @@ def test_kept_copy_bytes_and_refusals():
     assert T.kept is None
     with pytest.raises(InputError, match="keep_copy"):
         stored_kernel_matvec(build_gram(k, X, tile_size=20), np.ones(50))
-    with pytest.raises(InputError, match="float64"):
-        build_gram(k, X, tile_size=20, dtype=np.float32, keep_copy=True)
     with pytest.raises(InputError, match="rows"):
         stored_kernel_matvec(build_gram(k, X, keep_copy=True), np.ones(49))
+
+
+@pytest.mark.parametrize("budget", [0, 8 * 20 * 20 * 4, 8 * 20 * 20 * 5 + 7, None])
+def test_float32_tiles_keep_float64_tiles_for_exact_products(budget):
+    # mixed precision: float64 copies of diagonal tiles first, then off-diagonal ones;
+    # the products from them equal K V in float64 after the float32 factorization
+    rng = np.random.default_rng(3)
+    X, V = rng.random((73, 3)), rng.standard_normal((73, 2))
+    k = get_kernel("gaussian", bandwidth=0.8)
+    T = build_gram(k, X, tile_size=20, dtype=np.float32, keep_copy=True, keep_budget=budget,
+                   ridge=0.05)
+    pairs = kept_pairs(73, 20, budget, diagonal=True)
+    assert sorted(T.kept) == sorted(pairs) and T.kept_diag is None
+    assert all(T.kept[p].dtype == np.float64 for p in pairs)
+    assert [p for p in pairs[:4]] == [(i, i) for i in range(min(4, len(pairs)))]
+    assert kept_copy_bytes(73, 20, budget, diagonal=True) == sum(
+        c.nbytes for c in T.kept.values())
+    cholesky_inplace(T)
+    got = stored_kernel_matvec(T, V, kernel=k, X=X)
+    np.testing.assert_allclose(got, k(X) @ V, rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("budget", [0, 8 * 20 * 20, 8 * 20 * 20 * 2 + 7, None])

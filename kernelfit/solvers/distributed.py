@@ -12,10 +12,12 @@ machine. The work is expressed as tasks on tiles:
   tiles from X;
 * prediction: :func:`distributed_predict`, one task per block of test rows.
 
-Only n x m vectors travel to the client. In mixed precision (default) the factor is float32
-and the solution is refined to float64 accuracy with the same CG / iterative refinement as
-:mod:`kernelfit.solvers.mixed`; ``precision='float64'`` factors in float64 (refinement then
-just verifies the residual).
+The factorization and the substitutions are the single tile loops of
+:mod:`kernelfit.solvers.cholesky`, run through :class:`DaskTileOps` (each tile operation a
+task returning a new tile future). Only n x m vectors travel to the client. In mixed
+precision (default) the factor is float32 and the solution is refined to float64 accuracy
+by :mod:`kernelfit.solvers.refine`; ``precision='float64'`` factors in float64 (refinement
+then just verifies the residual).
 """
 
 from __future__ import annotations
@@ -29,11 +31,13 @@ import numpy as np
 from ..backend import Backend, get_backend
 from ..errors import InputError, NotPositiveDefiniteError
 from ..kernels import Kernel
-from .mixed import (SHIFT_GROWTH, SHIFT_MAX_TRIES, SHIFT_START, kernel_diagonal, refine,
-                    refinement_info)
-from .tiled import default_tile_size, gram_tile, tile_bounds
+from .cholesky import backward_row, factor_columns, forward_row, substitute
+from .products import cross_kernel_matmul, gram_tile, kernel_diagonal
+from .refine import ExactSolution, refine, refined_solution, retry_with_shift
+from .tiles import default_tile_size, tile_bounds
 
-__all__ = ["solve_distributed", "connect", "distributed_predict", "DistributedFactor"]
+__all__ = ["solve_distributed", "connect", "distributed_predict", "DistributedFactor",
+           "DaskTileOps"]
 
 CONNECT_TIMEOUT_ENV = "KERNELFIT_DASK_TIMEOUT"
 
@@ -105,19 +109,13 @@ def _up(t):
 def _t_forward(Lii, B, Ls, Ys):
     """Y_i = inv(L_ii) (B_i - sum_j L_ij Y_j), float64 arithmetic."""
     Y = np.array(B, dtype=np.float64, order="F", copy=True)
-    for L, Yj in zip(Ls, Ys):
-        _cpu().gemm_acc(_up(L), Yj, Y, alpha=-1.0)
-    _cpu().trsm_left(_up(Lii), Y, trans=False)
-    return Y
+    return forward_row(_cpu(), Lii, Y, Ls, Ys, _up)
 
 
 def _t_backward(Lii, Yi, Ls, Xs):
     """X_i = inv(L_ii)^T (Y_i - sum_j L_ji^T X_j)."""
     Y = np.array(Yi, dtype=np.float64, order="F", copy=True)
-    for L, Xj in zip(Ls, Xs):
-        _cpu().gemm_acc(_up(L), Xj, Y, trans_a=True, alpha=-1.0)
-    _cpu().trsm_left(_up(Lii), Y, trans=True)
-    return Y
+    return backward_row(_cpu(), Lii, Y, Ls, Xs, _up)
 
 
 def _t_rows_matvec(kernel, X, bounds, i, V):
@@ -132,12 +130,39 @@ def _t_rows_matvec(kernel, X, bounds, i, V):
 
 
 def _t_cross(kernel, A, B, V, tile_size):
-    from .tiled import cross_kernel_matmul
-
     return cross_kernel_matmul(kernel, A, B, V, tile_size=tile_size, show_progress=False)
 
 
 # ---------------------------------------------------------------- the factor on the cluster
+class DaskTileOps:
+    """Tile operations as tasks: every tile is a future and each operation a new one."""
+
+    def __init__(self, client, A, bounds):
+        self.c, self.A, self.bounds = client, A, bounds
+
+    def potrf(self, k: int) -> int:
+        self.A[k][k] = self.c.submit(_t_potrf, self.A[k][k], self.bounds[k][0], pure=False)
+        return 0  # a failing pivot surfaces when the factor is gathered
+
+    def trsm(self, i: int, k: int) -> None:
+        A = self.A
+        A[i][k] = self.c.submit(_t_trsm, A[k][k], A[i][k], pure=False)
+
+    def update(self, i: int, c: int, k: int) -> None:
+        A = self.A
+        other = None if i == c else A[c][k]
+        A[i][c] = self.c.submit(_t_update, A[i][c], A[i][k], other, pure=False)
+
+    def forward(self, i: int, Bi, Ys):
+        L = self.A
+        return self.c.submit(_t_forward, L[i][i], Bi, L[i][:i], list(Ys), pure=False)
+
+    def backward(self, i: int, Yi, Xs):
+        L = self.A
+        Ls = [L[j][i] for j in range(i + 1, len(self.bounds))]
+        return self.c.submit(_t_backward, L[i][i], Yi, Ls, list(Xs), pure=False)
+
+
 class DistributedFactor:
     """Lower tiles (futures) of K + shift I and its Cholesky factor on a Dask cluster."""
 
@@ -156,14 +181,7 @@ class DistributedFactor:
         nt = len(self.bounds)
         A = [[c.submit(_t_gram, self.kernel, self.X, self.bounds, i, j, self.dtype, shift,
                        pure=False) for j in range(i + 1)] for i in range(nt)]
-        for k in range(nt):
-            A[k][k] = c.submit(_t_potrf, A[k][k], self.bounds[k][0], pure=False)
-            for i in range(k + 1, nt):
-                A[i][k] = c.submit(_t_trsm, A[k][k], A[i][k], pure=False)
-            for i in range(k + 1, nt):
-                for j in range(k + 1, i):
-                    A[i][j] = c.submit(_t_update, A[i][j], A[i][k], A[j][k], pure=False)
-                A[i][i] = c.submit(_t_update, A[i][i], A[i][k], pure=False)
+        factor_columns(DaskTileOps(c, A, self.bounds), self.bounds)
         # wait for the whole factor (raises NotPositiveDefiniteError from a worker)
         c.gather([A[i][i] for i in range(nt)])
         self.L = A
@@ -171,17 +189,8 @@ class DistributedFactor:
     def solve(self, R) -> np.ndarray:
         """(L L^T)^-1 R, substitutions as tasks (float64 arithmetic)."""
         c = self.client
-        L = self.L
-        nt = len(self.bounds)
         B = [c.scatter(np.asfortranarray(R[s:e], dtype=np.float64)) for s, e in self.bounds]
-        Y = []
-        for i in range(nt):
-            Y.append(c.submit(_t_forward, L[i][i], B[i], [L[i][j] for j in range(i)],
-                              Y[:i], pure=False))
-        Xs = [None] * nt
-        for i in reversed(range(nt)):
-            Xs[i] = c.submit(_t_backward, L[i][i], Y[i], [L[j][i] for j in range(i + 1, nt)],
-                             [Xs[j] for j in range(i + 1, nt)], pure=False)
+        Xs = substitute(DaskTileOps(c, self.L, self.bounds), len(self.bounds), B)
         return np.concatenate(c.gather(Xs), axis=0)
 
     def matvec(self, V) -> np.ndarray:
@@ -210,10 +219,9 @@ def distributed_predict(client, kernel: Kernel, X_test, X_train, alpha, *,
     return np.concatenate(client.gather(parts), axis=0)
 
 
-def solve_distributed(kernel: Kernel, X, Y, opts, be: Optional[Backend] = None):
+def solve_distributed(kernel: Kernel, X, Y, opts, be: Optional[Backend] = None,
+                      splan=None) -> ExactSolution:
     """Exact solve with Gram, factorization, substitutions and K products on Dask."""
-    from .exact import ExactSolution
-
     be = be if be is not None else get_backend(opts.device)
     Xh = np.ascontiguousarray(be.to_numpy(X), dtype=np.float64)
     Yh = np.asarray(be.to_numpy(Y), dtype=np.float64)
@@ -222,33 +230,37 @@ def solve_distributed(kernel: Kernel, X, Y, opts, be: Optional[Backend] = None):
     n = Xh.shape[0]
     precision = "mixed" if opts.precision == "auto" else opts.precision
     dtype = np.float64 if precision == "float64" else np.float32
-    ts = opts.tile_size or default_tile_size(n, "cpu")
+    ts = splan.tile_size if splan is not None else (opts.tile_size
+                                                    or default_tile_size(n, "cpu"))
     t_start = time.perf_counter()
     client, cluster = connect(opts.scheduler, local=opts.distributed == "local")
     timings = {"connect": time.perf_counter() - t_start}
-    log = []
+    log: list = []
     try:
         workers = list(client.scheduler_info().get("workers", {}))
         Xf = client.scatter(Xh, broadcast=True)
         F = DistributedFactor(client, kernel, Xf, n, ts, dtype)
-        shift, attempts = 0.0, []
-        t0 = time.perf_counter()
-        for attempt in range(SHIFT_MAX_TRIES + 1):
+
+        def attempt(shift):
             try:
                 F.factor(opts.ridge + shift)
-                attempts.append({"shift": shift, "ok": True})
-                break
-            except NotPositiveDefiniteError as exc:
-                attempts.append({"shift": shift, "ok": False, "pivot": exc.index})
+            except NotPositiveDefiniteError:
                 F.release()
-                if precision == "float64" or attempt == SHIFT_MAX_TRIES:
-                    raise NotPositiveDefiniteError(
-                        f"K is not numerically positive definite in {np.dtype(dtype).name} "
-                        f"(Dask factorization: {exc}); try --solver eigh or --ridge",
-                        index=exc.index) from None
-                base = float(np.mean(kernel_diagonal(kernel, Xh))) + opts.ridge
-                shift = SHIFT_START * base if shift == 0.0 else shift * SHIFT_GROWTH
-                log.append(f"float32 Cholesky broke down; retrying with shift {shift:.3e}")
+                raise
+
+        def mean_diagonal():
+            return float(np.mean(kernel_diagonal(kernel, Xh))) + opts.ridge
+
+        t0 = time.perf_counter()
+        try:
+            _, shift, attempts = retry_with_shift(attempt, mean_diagonal,
+                                                  allow_shift=precision != "float64",
+                                                  dtype_name=np.dtype(dtype).name, log=log)
+        except NotPositiveDefiniteError as exc:
+            raise NotPositiveDefiniteError(
+                f"K is not numerically positive definite in {np.dtype(dtype).name} "
+                f"(Dask factorization: {exc}); try --solver eigh or --ridge",
+                index=exc.index) from None
         timings["gram_and_factor"] = time.perf_counter() - t0
 
         def matvec(V):
@@ -265,13 +277,8 @@ def solve_distributed(kernel: Kernel, X, Y, opts, be: Optional[Backend] = None):
         client.close()
         if cluster is not None:
             cluster.close()
-    info = refinement_info(out, opts, shift=shift, attempts=attempts, log=log)
-    info.update({"tile_size": ts, "ridge": opts.ridge, "precision": precision,
-                 "storage_dtype": np.dtype(dtype).name,
-                 "distributed": {"scheduler": opts.scheduler or "local",
-                                 "n_workers": len(workers), "workers": workers}})
-    xp = be.xp
-    sol = ExactSolution(alpha=xp.asarray(out["alpha"]), solver="cholesky", dtype=precision,
-                        device=be.device, timings=timings, memory_plan={}, info=info)
-    sol.K_alpha = xp.asarray(out["K_alpha"])
-    return sol
+    dist = {"scheduler": opts.scheduler or "local", "n_workers": len(workers),
+            "workers": workers}
+    return refined_solution(out, opts, be, n=n, precision=precision, storage_dtype=dtype,
+                            tile_size=ts, timings=timings, shift=shift, attempts=attempts,
+                            log=log, extra={"distributed": dist})

@@ -1,7 +1,7 @@
 """Exact solves of K alpha = Y (all right-hand sides at once), with honest diagnostics.
 
 ``solver='cholesky'`` (default) builds K in lower tiles and factors it in place with the
-blocked Cholesky of :mod:`kernelfit.solvers.tiled`; no ridge unless asked for. When K is
+blocked Cholesky of :mod:`kernelfit.solvers.cholesky`; no ridge unless asked for. When K is
 not numerically positive definite the error says why (a linear kernel of rank at most d,
 duplicate training points, an indefinite kernel) and points to the explicit minimum-norm
 fallbacks instead of switching silently:
@@ -15,8 +15,9 @@ Both fallbacks hold a dense K (n x n) and its eigenvectors or workspace.
 
 from __future__ import annotations
 
+import copy
+import logging
 import time
-from dataclasses import asdict, dataclass, field
 from typing import Dict, Optional
 
 import numpy as np
@@ -24,97 +25,20 @@ import numpy as np
 from ..backend import Backend, get_backend
 from ..errors import InputError, NotPositiveDefiniteError
 from ..kernels import Kernel
-from ..memory import plan_exact_solve
-from .tiled import (TiledSymmetric, build_gram, cholesky_inplace, cholesky_solve,
-                    default_tile_size, estimate_condition, kept_copy_bytes, kept_pairs,
-                    stored_kernel_matvec)
+from .cholesky import cholesky_inplace, cholesky_solve, estimate_condition
+from .distributed import solve_distributed
+from .mixed import Fallback, solve_mixed
+from .ooc import solve_ooc
+from .options import DTYPES, SOLVERS, SolveOptions
+from .plan import SolvePlan, check, plan_solve
+from .products import build_gram, kept_pairs, stored_kernel_matvec
+from .refine import ExactSolution
+from .tiles import TiledSymmetric
 
-__all__ = ["SolveOptions", "ExactSolution", "solve_exact", "SOLVERS", "diagnose_not_pd"]
+__all__ = ["SolveOptions", "ExactSolution", "solve_exact", "solve_in_core", "SOLVERS",
+           "DTYPES", "diagnose_not_pd"]
 
-SOLVERS = ("cholesky", "eigh", "lstsq")
-
-# The most bytes of off-diagonal tiles copied through the factorization for the residual
-# (the diagonal tiles keep K in their upper triangles at no cost; tiles beyond the budget
-# are recomputed). A kept tile turns its share of the residual check from recomputation
-# into one pass over memory, but the copy is fresh memory, and first writes to fresh
-# memory can cost more than the recomputation. Measured on a 2-core VM: at n = 10,000 a
-# 0.27 GB copy took the residual from 0.74 s to 0.06 s; at n = 20,000 copying all 1.3 GB
-# slowed the Gram build from 2.5-3.5 s to 4.8-5.8 s, about what it saved: past the memory
-# the VM's guest freed in the last seconds (1.2-1.7 GB in these runs), fresh pages cost
-# 3.5-3.7 s/GB instead of 0.47 s/GB, against about 1.2 s/GB of kernel tiles recomputed.
-KEEP_COPY_MAX_BYTES = 256 << 20
-DTYPES = ("float64", "float32")
-
-
-@dataclass
-class SolveOptions:
-    """Options of an exact solve (all have safe defaults)."""
-
-    solver: str = "cholesky"
-    ridge: float = 0.0
-    dtype: str = "float64"
-    tile_size: Optional[int] = None
-    device: str = "cpu"
-    rcond: Optional[float] = None
-    show_progress: Optional[bool] = None
-    check_memory: bool = True
-    estimate_condition: bool = False
-    # also form K alpha (for the residual): on the CPU from a copy of K kept through the
-    # factorization when memory allows (kernelfit.solvers.tiled.stored_kernel_matvec)
-    residual: bool = False
-    # beyond memory (kernelfit.solvers.mixed / ooc / distributed)
-    precision: str = "auto"            # 'auto' | 'float64' | 'float32' | 'mixed'
-    tol: float = 1e-10                 # relative residual target of mixed-precision refinement
-    max_iter: Optional[int] = None     # refinement steps (None: 30)
-    refinement: str = "cg"             # 'cg' (preconditioned CG) | 'ir' (iterative refinement)
-    ooc_dir: Optional[str] = None      # out-of-core: tiles and checkpoints in this folder
-    resume: bool = False               # continue an interrupted out-of-core run
-    scheduler: Optional[str] = None    # Dask scheduler address
-    distributed: Optional[str] = None  # 'local': a local Dask cluster
-
-    def validate(self) -> "SolveOptions":
-        if self.solver not in SOLVERS:
-            raise InputError(f"unknown solver {self.solver!r}; choose one of {', '.join(SOLVERS)}")
-        if str(self.dtype) not in DTYPES:
-            raise InputError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
-        self.dtype = str(self.dtype)
-        try:
-            self.ridge = float(self.ridge)
-        except (TypeError, ValueError):
-            raise InputError(f"ridge must be a number, got {self.ridge!r}") from None
-        if not np.isfinite(self.ridge) or self.ridge < 0:
-            raise InputError(f"ridge must be a non-negative finite number, got {self.ridge!r}")
-        if self.tile_size is not None:
-            if int(self.tile_size) != self.tile_size or self.tile_size < 16:
-                raise InputError(f"tile size must be an integer of at least 16, got "
-                                 f"{self.tile_size!r}")
-            self.tile_size = int(self.tile_size)
-        if self.rcond is not None and not (0 <= float(self.rcond) < 1):
-            raise InputError(f"rcond must be in [0, 1), got {self.rcond!r}")
-        from .mixed import validate_beyond_memory
-
-        validate_beyond_memory(self)
-        return self
-
-
-@dataclass
-class ExactSolution:
-    """The coefficients of an exact solve and what it took."""
-
-    alpha: object                      # (n, m) array on the solve's backend
-    solver: str
-    dtype: str
-    device: str
-    timings: Dict[str, float] = field(default_factory=dict)
-    memory_plan: dict = field(default_factory=dict)
-    info: dict = field(default_factory=dict)
-    K_alpha: object = None             # K alpha in float64 when the solver formed it
-
-    def as_dict(self) -> dict:
-        d = asdict(self)
-        d.pop("alpha")
-        d.pop("K_alpha")
-        return d
+log = logging.getLogger(__name__)
 
 
 def diagnose_not_pd(kernel: Kernel, X, ridge: float = 0.0, index: int = -1) -> str:
@@ -165,58 +89,77 @@ def solve_exact(kernel: Kernel, X, Y, options: Optional[SolveOptions] = None,
     """Solve k(X, X) alpha = Y exactly.
 
     ``X`` (n, d) and ``Y`` (n, m) may be NumPy arrays; they are moved to the backend.
-    Returns an :class:`ExactSolution` whose ``alpha`` lives on the backend.
+    Returns an :class:`ExactSolution` whose ``alpha`` lives on the backend. The route
+    (in core, mixed precision, out of core, Dask) and the memory are planned once, by
+    :func:`kernelfit.solvers.plan.plan_solve`.
     """
     opts = (options or SolveOptions()).validate()
     be = backend if backend is not None else get_backend(opts.device)
-    from .mixed import dispatch_beyond_memory  # mixed precision, out-of-core, Dask
+    if Y.ndim == 1:
+        Y = Y[:, None]
+    n, d = X.shape
+    if Y.shape[0] != n:
+        raise InputError(f"X has {n} rows but the targets have {Y.shape[0]}")
+    splan = _plan(n, d, Y.shape[1], opts, be)
+    if splan.route == "dask":
+        sol = solve_distributed(kernel, X, Y, opts, be, splan)
+    elif splan.route == "ooc":
+        sol = solve_ooc(kernel, X, Y, opts, be, splan)
+    elif splan.route == "mixed":
+        try:
+            sol = solve_mixed(kernel, X, Y, opts, be, splan)
+        except Fallback as fb:
+            log.warning("precision auto: falling back to a float64 factorization: %s",
+                        fb.reason)
+            sub = copy.copy(opts)
+            sub.precision = "float64"
+            sol = solve_in_core(kernel, X, Y, sub, be, _plan(n, d, Y.shape[1], sub, be))
+            sol.info["precision_reason"] = (f"{splan.reason}; fell back to float64: "
+                                            f"{fb.reason}")
+            sol.info["precision_fallback"] = {"reason": fb.reason,
+                                              "mixed_timings": dict(fb.timings)}
+            splan = None
+    else:
+        sol = solve_in_core(kernel, X, Y, opts, be, splan)
+    if splan is not None and opts.solver == "cholesky":
+        sol.info["precision"] = sol.info.get("precision", splan.precision)
+        sol.info["precision_reason"] = splan.reason
+    if splan is not None:
+        sol.info["plan_choice"] = splan.choice
+    return sol
 
-    routed = dispatch_beyond_memory(kernel, X, Y, opts, be)
-    if routed is not None:
-        return routed
-    return solve_in_core(kernel, X, Y, opts, be)
+
+def _plan(n: int, d: int, m: int, opts: SolveOptions, be: Backend) -> SolvePlan:
+    splan = plan_solve(n, d, m, opts, device=be.device, available=be.free_memory(),
+                       check=opts.check_memory, backend=be)
+    if opts.check_memory:
+        check(splan, opts, n, d, m)
+    return splan
 
 
-def solve_in_core(kernel: Kernel, X, Y, opts: SolveOptions, be: Backend) -> ExactSolution:
-    """The in-memory solve with K stored in ``opts.dtype`` (validated options)."""
+def solve_in_core(kernel: Kernel, X, Y, opts: SolveOptions, be: Backend,
+                  splan: SolvePlan) -> ExactSolution:
+    """The in-memory solve with K stored in the plan's precision (validated options)."""
     xp = be.xp
     n, d = X.shape
     if Y.ndim == 1:
         Y = Y[:, None]
-    if Y.shape[0] != n:
-        raise InputError(f"X has {n} rows but the targets have {Y.shape[0]}")
     if be.device == "gpu" and opts.solver != "cholesky" and n * n >= 2 ** 31:
         raise InputError(f"--solver {opts.solver} on the GPU builds a dense n x n K, and at "
                          f"n = {n} that exceeds the 2^31 elements cuSOLVER's 32-bit workspace "
                          "sizes allow; use --solver cholesky, or --device cpu")
-    dtype = np.float64 if opts.dtype == "float64" else np.float32
-    tile_size = opts.tile_size or default_tile_size(n, be.device)
-    plan = plan_exact_solve(n, d, Y.shape[1], dtype=dtype, tile_size=tile_size,
-                            solver=opts.solver, device=be.device,
-                            available=be.free_memory() if opts.check_memory else None)
-    if opts.check_memory:
-        plan.items.pop("predictions", None)
-        plan.items.pop("data", None)  # already resident when we get here
-        plan.check(ways_out=_ways_out(opts, n))
+    precision = splan.precision if opts.solver == "cholesky" else opts.dtype
+    dtype = np.float64 if precision == "float64" else np.float32
+    tile_size = splan.tile_size
+    plan = splan.memory
     # K alpha for the residual: from a copy of K kept through the factorization (memory
-    # speed) where that copy is small and fits, else recomputed tile by tile by the
-    # caller. On the GPU recomputing is fast and device memory is the scarce resource.
-    keep = bool(opts.residual and opts.solver == "cholesky" and be.device == "cpu"
-                and dtype == np.float64)
-    budget = KEEP_COPY_MAX_BYTES
-    if keep:
-        plan.add("K copy (residual)", kept_copy_bytes(n, tile_size, budget))
-        if opts.check_memory and not plan.fits():
-            budget = 0  # the diagonal alone: the diagonal tiles still count, for n floats
-            plan.items["K copy (residual)"] = kept_copy_bytes(n, tile_size, budget)
-            if not plan.fits():
-                keep = False
-                plan.items.pop("K copy (residual)")
+    # speed) where the plan made room for it, else recomputed tile by tile by the caller.
+    keep = splan.keep_budget is not None
+    budget = splan.keep_budget
     timings: Dict[str, float] = {}
     info: dict = {"tile_size": tile_size, "ridge": opts.ridge, "kept_k_for_residual": keep}
     if keep:
         info["kept_off_diagonal_tiles"] = len(kept_pairs(n, tile_size, budget))
-
     Xb = xp.asarray(X)
     Yb = xp.asarray(Y, dtype=xp.float64)
     if opts.solver == "cholesky":
@@ -277,20 +220,9 @@ def solve_in_core(kernel: Kernel, X, Y, opts: SolveOptions, be: Backend) -> Exac
         timings["solve"] = 0.0
         be.free_pool()
         K_alpha = None
-    return ExactSolution(alpha=alpha, solver=opts.solver, dtype=opts.dtype, device=be.device,
+    return ExactSolution(alpha=alpha, solver=opts.solver, dtype=precision, device=be.device,
                          timings=timings, memory_plan=plan.as_dict(), info=info,
                          K_alpha=K_alpha)
-
-
-def _ways_out(opts: SolveOptions, n: int) -> str:
-    out = []
-    if opts.solver != "cholesky":
-        out.append("--solver cholesky (stores only half of K)")
-    if opts.dtype == "float64":
-        out.append("--dtype float32 (halves K)")
-    out.append(f"a smaller --n-train than {n}")
-    out.append("the beyond-memory solvers (mixed precision, out-of-core) where installed")
-    return "; ".join(out) + "."
 
 
 def _dense_from_tiles(T: TiledSymmetric, be: Backend):

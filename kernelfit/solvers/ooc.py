@@ -10,18 +10,18 @@ Left-looking blocked Cholesky by panels of ``w`` tile columns (``w`` chosen from
 memory available, or ``KERNELFIT_OOC_PANEL_TILES``). For panel [k0, k1):
 
 1. read the panel's A tiles (rows >= k0) into memory;
-2. stream every finished factor column j < k0 (its L tiles, memory-mapped) and subtract
-   L_ij L_cj^T from the panel (syrk/gemm through the backend: CPU, or the GPU when present);
-3. factor the panel in memory (potrf, trsm, in-panel updates);
-4. write its L tiles (each atomically: temporary file + rename), then the manifest
+2. factor the window [k0, k1) with :func:`kernelfit.solvers.cholesky.factor_columns`: it
+   first streams every finished factor column j < k0 (its L tiles, memory-mapped) and
+   subtracts L_ij L_cj^T from the panel, then factors the panel in memory (syrk/gemm,
+   potrf, trsm through the backend: CPU, or the GPU when present);
+3. write its L tiles (each atomically: temporary file + rename), then the manifest
    (atomically) with ``panels_done = k1``, then delete the panel's A tiles.
 
 A tile file exists only when complete and A tiles are never modified, so an interruption
 at any point loses at most the panel in progress: ``--resume`` checks the fingerprint,
 skips the Gram tiles already on disk and the finished panels, and continues. The factor
 is then used (memory-mapped) for the solve; in mixed precision (float32 tiles, the
-default) the solution is refined to float64 accuracy exactly as in
-:mod:`kernelfit.solvers.mixed`.
+default) the solution is refined to float64 accuracy by :mod:`kernelfit.solvers.refine`.
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ import hashlib
 import json
 import os
 import shutil
-import signal
 import time
 from pathlib import Path
 from typing import Callable, Optional
@@ -38,23 +37,21 @@ from typing import Callable, Optional
 import numpy as np
 
 from .._io import atomic_write_text, atomic_writer
-from ..backend import Backend, get_backend
+from ..backend import Backend, available_host_memory, get_backend
 from ..errors import InputError, NotPositiveDefiniteError
 from ..kernels import Kernel
 from ..memory import fmt_bytes
 from ..progress import progress
-from .mixed import (SHIFT_GROWTH, SHIFT_MAX_TRIES, SHIFT_START, kernel_diagonal, refine,
-                    refinement_info)
-from .tiled import (TiledSymmetric, _run_tiles, cholesky_solve, default_tile_size, gram_tile,
-                    kernel_matvec, tile_bounds)
+from .cholesky import cholesky_solve, factor_columns
+from .products import gram_tile, kernel_diagonal, kernel_matvec
+from .refine import ExactSolution, refine, refined_solution, retry_with_shift
+from .tiles import DiskTiles, TiledSymmetric, default_tile_size, run_tiles
 
 __all__ = ["solve_ooc", "ooc_factor", "fingerprint_X", "MANIFEST", "OOC_FORMAT"]
 
 MANIFEST = "manifest.json"
 OOC_FORMAT = "kernelfit-ooc"
 OOC_VERSION = 1
-#: test hook: SIGKILL this process after this many panels (simulates an interruption)
-KILL_ENV = "KERNELFIT_OOC_KILL_AFTER_PANELS"
 PANEL_ENV = "KERNELFIT_OOC_PANEL_TILES"
 
 
@@ -70,52 +67,7 @@ def fingerprint_X(X) -> str:
     return h.hexdigest()
 
 
-class _Store:
-    def __init__(self, directory: Path, n: int, tile_size: int, dtype):
-        self.dir = directory
-        self.n = n
-        self.tile_size = tile_size
-        self.dtype = np.dtype(dtype)
-        self.bounds = tile_bounds(n, tile_size)
-
-    @property
-    def nt(self) -> int:
-        return len(self.bounds)
-
-    def path(self, kind: str, i: int, j: int) -> Path:
-        return self.dir / f"{kind}_{i}_{j}.npy"
-
-    def exists(self, kind, i, j) -> bool:
-        return self.path(kind, i, j).is_file()
-
-    def write(self, kind, i, j, arr) -> None:
-        arr = np.asfortranarray(arr, dtype=self.dtype)
-        with atomic_writer(self.path(kind, i, j), "wb") as fh:
-            np.save(fh, arr, allow_pickle=False)
-
-    def mmap(self, kind, i, j):
-        a = np.load(self.path(kind, i, j), mmap_mode="r", allow_pickle=False)
-        if not a.flags.f_contiguous:  # pragma: no cover - we only write Fortran tiles
-            a = np.asfortranarray(a)
-        return a
-
-    def remove(self, kind, i, j) -> None:
-        try:
-            self.path(kind, i, j).unlink()
-        except FileNotFoundError:
-            pass
-
-    def clear(self) -> None:
-        for p in self.dir.glob("[AL]_*_*.npy"):
-            p.unlink()
-        for p in self.dir.glob(".[AL]_*.tmp"):
-            p.unlink()
-
-    def bytes_on_disk(self) -> int:
-        return sum(p.stat().st_size for p in self.dir.glob("[AL]_*_*.npy"))
-
-
-def _panel_tiles(store: _Store, k0: int, budget: float) -> int:
+def _panel_tiles(store: DiskTiles, k0: int, budget: float) -> int:
     env = os.environ.get(PANEL_ENV)
     if env:
         try:
@@ -181,7 +133,7 @@ def ooc_factor(kernel: Kernel, X, directory, *, tile_size: int, dtype=np.float32
     fp = {"X_sha256": fingerprint_X(X), "n": int(n), "d": int(d),
           "kernel": kernel.params(), "tile_size": int(tile_size), "dtype": dtype.name,
           "ridge": float(ridge)}
-    store = _Store(directory, n, tile_size, dtype)
+    store = DiskTiles(directory, n, tile_size, dtype)
     nt = store.nt
     manifest = _read_manifest(directory)
     resumed_from = None
@@ -208,8 +160,6 @@ def ooc_factor(kernel: Kernel, X, directory, *, tile_size: int, dtype=np.float32
     # disk pre-flight: K's tiles + one panel of L written before its A tiles go away
     total = TiledSymmetric.storage_bytes(n, tile_size, dtype)
     if memory_budget is None:
-        from ..backend import available_host_memory
-
         memory_budget = 0.5 * available_host_memory()
     w0 = _panel_tiles(store, state["panels_done"] if state["panels_done"] < nt else 0,
                       memory_budget)
@@ -224,125 +174,123 @@ def ooc_factor(kernel: Kernel, X, directory, *, tile_size: int, dtype=np.float32
     if manifest is None:
         _write_manifest(directory, fp, state)
     stats = kernel.prepare(X)
-    log = []
+    log: list = []
     timings = {"gram": 0.0, "factor": 0.0}
-    computed = 0
-    kill_after = os.environ.get(KILL_ENV)
-    kill_after = int(kill_after) if kill_after else None
-    mean_diag = None
-    tries = 0
-    while not state.get("factored"):
-        shift = float(state.get("shift", 0.0))
-        total_shift = float(ridge) + shift
-        # ---- Gram tiles not yet on disk (tile columns >= panels_done)
+    computed = [0]
+
+    def attempt(shift):
+        if shift != float(state.get("shift", 0.0)):  # a breakdown: start over, shifted
+            store.clear()
+            state.update({"panels_done": 0, "gram_done": False, "shift": shift})
+            _write_manifest(directory, fp, state)
+        if state.get("factored"):
+            return None
         t0 = time.perf_counter()
         if not state.get("gram_done"):
-            todo = [(i, j) for j in range(state["panels_done"], nt) for i in range(j, nt)
-                    if not store.exists("A", i, j)]
-            bar = progress(total=len(todo), desc="gram (to disk)", enabled=show_progress,
-                           unit="tile")
-
-            def work(_t, part):
-                for i, j in part:
-                    store.write("A", i, j, gram_tile(kernel, X, stats, store.bounds, i, j,
-                                                     dtype, total_shift))
-                    bar.update(1)
-
-            try:
-                _run_tiles(todo, work, get_backend("cpu"), None)  # tiles come from host X
-            finally:
-                bar.close()
+            _gram_to_disk(kernel, X, stats, store, state, float(ridge) + shift,
+                          show_progress)
             state["gram_done"] = True
             _write_manifest(directory, fp, state)
-        timings["gram"] += time.perf_counter() - t0
-        # ---- panels
         t1 = time.perf_counter()
+        timings["gram"] += t1 - t0
         try:
-            computed += _factor_panels(store, state, fp, be, memory_budget, show_progress,
-                                       on_panel, kill_after, computed)
-        except NotPositiveDefiniteError as exc:
+            computed[0] += _factor_panels(store, state, fp, be, memory_budget, show_progress,
+                                          on_panel)
+        finally:
             timings["factor"] += time.perf_counter() - t1
-            if not allow_shift or tries >= SHIFT_MAX_TRIES:
-                raise
-            tries += 1
-            if mean_diag is None:
-                mean_diag = float(np.mean(kernel_diagonal(kernel, X))) + ridge
-            new = SHIFT_START * mean_diag if shift == 0.0 else shift * SHIFT_GROWTH
-            log.append(f"{dtype.name} Cholesky broke down at row {exc.index}; restarting "
-                       f"out of core with diagonal shift {new:.3e}")
-            store.clear()
-            state.update({"panels_done": 0, "gram_done": False, "shift": new})
-            _write_manifest(directory, fp, state)
-            continue
-        timings["factor"] += time.perf_counter() - t1
         state["factored"] = True
         _write_manifest(directory, fp, state)
-    # ---- the factor, memory-mapped
-    cpu = get_backend("cpu")
-    T = TiledSymmetric(n, tile_size, dtype, cpu)
-    for i in range(nt):
-        for j in range(i + 1):
-            T.tiles[i][j] = store.mmap("L", i, j)
-    T.factored = True
+        return None
+
+    def mean_diagonal():
+        return float(np.mean(kernel_diagonal(kernel, X))) + ridge
+
+    _, shift, _ = retry_with_shift(attempt, mean_diagonal, allow_shift=allow_shift,
+                                   dtype_name=dtype.name, start=float(state.get("shift", 0.0)),
+                                   log=log)
+    T = store.factor_in_memory_maps(get_backend("cpu"))
     info = {"directory": str(directory), "n_panels": nt, "panels_done": state["panels_done"],
-            "resumed_from_panel": resumed_from, "panels_computed_this_run": computed,
+            "resumed_from_panel": resumed_from, "panels_computed_this_run": computed[0],
             "shift": float(state.get("shift", 0.0)), "bytes_on_disk": store.bytes_on_disk(),
             "manifest": str(directory / MANIFEST), "fingerprint": fp, "log": log,
             "timings": timings}
     return T, info
 
 
-def _factor_panels(store: _Store, state: dict, fp: dict, be: Backend, budget: float,
-                   show_progress, on_panel, kill_after, already: int) -> int:
-    xp = be.xp
+def _gram_to_disk(kernel, X, stats, store: DiskTiles, state: dict, shift: float,
+                  show_progress) -> None:
+    """Write the Gram tiles not yet on disk (tile columns >= panels_done)."""
     nt = store.nt
-    dtype = store.dtype
+    todo = [(i, j) for j in range(state["panels_done"], nt) for i in range(j, nt)
+            if not store.exists("A", i, j)]
+    bar = progress(total=len(todo), desc="gram (to disk)", enabled=show_progress, unit="tile")
+
+    def work(_t, part):
+        for i, j in part:
+            store.write("A", i, j, gram_tile(kernel, X, stats, store.bounds, i, j,
+                                             store.dtype, shift))
+            bar.update(1)
+
+    try:
+        run_tiles(todo, work, get_backend("cpu"), None)  # tiles come from host X
+    finally:
+        bar.close()
+
+
+class _PanelOps:
+    """Tile operations of one panel: its tiles in memory, finished columns from disk."""
+
+    def __init__(self, store: DiskTiles, be: Backend, k0: int, k1: int):
+        self.store, self.be, self.k0 = store, be, k0
+        self.P = {(i, c): self._dev(store.mmap("A", i, c), copy=True)
+                  for c in range(k0, k1) for i in range(c, store.nt)}
+        self._col = (None, {})
+
+    def _dev(self, a, copy=False):
+        if self.be.device == "cpu":
+            return np.array(a, dtype=self.store.dtype, order="F", copy=True) if copy else a
+        xp = self.be.xp
+        return xp.asfortranarray(xp.asarray(np.asarray(a)))
+
+    def _L(self, i: int, k: int):
+        if k >= self.k0:
+            return self.P[(i, k)]
+        if self._col[0] != k:  # stream one finished column of L at a time
+            self._col = (k, {r: self._dev(self.store.mmap("L", r, k))
+                             for r in range(self.k0, self.store.nt)})
+        return self._col[1][i]
+
+    def potrf(self, k: int) -> int:
+        return self.be.potrf(self.P[(k, k)])
+
+    def trsm(self, i: int, k: int) -> None:
+        self.be.trsm_rlt(self.P[(k, k)], self.P[(i, k)])
+
+    def update(self, i: int, c: int, k: int) -> None:
+        if i == c:
+            self.be.syrk_sub(self._L(i, k), self.P[(i, i)])
+        else:
+            self.be.gemm_nt_sub(self._L(i, k), self._L(c, k), self.P[(i, c)])
+
+
+def _factor_panels(store: DiskTiles, state: dict, fp: dict, be: Backend, budget: float,
+                   show_progress, on_panel) -> int:
+    nt = store.nt
     done_here = 0
     bar = progress(total=nt, desc="cholesky (out of core)", enabled=show_progress,
                    unit="col")
     bar.update(state["panels_done"])
-
-    def dev(a, copy=False):
-        if be.device == "cpu":
-            return np.array(a, dtype=dtype, order="F", copy=True) if copy else a
-        return xp.asfortranarray(xp.asarray(np.asarray(a)))
-
     try:
         while state["panels_done"] < nt:
             k0 = state["panels_done"]
             k1 = min(nt, k0 + _panel_tiles(store, k0, budget))
-            P = {(i, c): dev(store.mmap("A", i, c), copy=True)
-                 for c in range(k0, k1) for i in range(c, nt)}
-            # left-looking: updates from every finished column
-            for j in range(k0):
-                Lcol = {i: dev(store.mmap("L", i, j)) for i in range(k0, nt)}
-                for c in range(k0, k1):
-                    for i in range(c, nt):
-                        if i == c:
-                            be.syrk_sub(Lcol[c], P[(c, c)])
-                        else:
-                            be.gemm_nt_sub(Lcol[i], Lcol[c], P[(i, c)])
-                del Lcol
-            # factor the panel in memory
-            for c in range(k0, k1):
-                info = be.potrf(P[(c, c)])
-                if info != 0:
-                    glob = store.bounds[c][0] + info - 1
-                    raise NotPositiveDefiniteError(
-                        f"K is not numerically positive definite in {dtype.name}: pivot at "
-                        f"row {glob}", index=glob)
-                for i in range(c + 1, nt):
-                    be.trsm_rlt(P[(c, c)], P[(i, c)])
-                for c2 in range(c + 1, k1):
-                    for i in range(c2, nt):
-                        if i == c2:
-                            be.syrk_sub(P[(i, c)], P[(c2, c2)])
-                        else:
-                            be.gemm_nt_sub(P[(i, c)], P[(c2, c)], P[(i, c2)])
+            ops = _PanelOps(store, be, k0, k1)
+            factor_columns(ops, store.bounds, k0, k1,
+                           what=f"K (in {store.dtype.name})")
             be.synchronize()
-            for (i, c), t in P.items():
+            for (i, c), t in ops.P.items():
                 store.write("L", i, c, be.to_numpy(t))
-            del P
+            del ops
             state["panels_done"] = k1
             _write_manifest(store.dir, fp, state)
             for c in range(k0, k1):
@@ -352,24 +300,22 @@ def _factor_panels(store: _Store, state: dict, fp: dict, be: Backend, budget: fl
             bar.update(k1 - k0)
             if on_panel is not None:
                 on_panel(k1)
-            if kill_after is not None and already + done_here >= kill_after:
-                os.kill(os.getpid(), signal.SIGKILL)  # test hook: a hard interruption
     finally:
         bar.close()
     return done_here
 
 
-def solve_ooc(kernel: Kernel, X, Y, opts, be: Optional[Backend] = None):
+def solve_ooc(kernel: Kernel, X, Y, opts, be: Optional[Backend] = None,
+              splan=None) -> ExactSolution:
     """Out-of-core exact solve (float32 tiles + float64 refinement unless float64 asked)."""
-    from .exact import ExactSolution
-
     be = be if be is not None else get_backend(opts.device)
     n = X.shape[0]
     if Y.ndim == 1:
         Y = Y[:, None]
     precision = "mixed" if opts.precision == "auto" else opts.precision
     dtype = np.float64 if precision == "float64" else np.float32
-    ts = opts.tile_size or default_tile_size(n, be.device)
+    ts = splan.tile_size if splan is not None else (opts.tile_size
+                                                    or default_tile_size(n, be.device))
     Xh = np.ascontiguousarray(be.to_numpy(X), dtype=np.float64)
     Yh = np.asarray(be.to_numpy(Y), dtype=np.float64)
     T, ck = ooc_factor(kernel, Xh, opts.ooc_dir, tile_size=ts, dtype=dtype, ridge=opts.ridge,
@@ -394,16 +340,8 @@ def solve_ooc(kernel: Kernel, X, Y, opts, be: Optional[Backend] = None):
                  method=opts.refinement, show_progress=opts.show_progress)
     timings = dict(ck.pop("timings"))
     timings["solve"] = time.perf_counter() - t0
-    info = refinement_info(out, opts, shift=ck["shift"], log=ck.pop("log"))
-    info.update({"tile_size": ts, "ridge": opts.ridge, "precision": precision,
-                 "storage_dtype": np.dtype(dtype).name, "out_of_core": True,
-                 "checkpoint": ck,
-                 "factor_flops": n ** 3 / 3.0,
-                 "factor_gflops_per_s": n ** 3 / 3.0 / max(timings["factor"], 1e-12) / 1e9})
-    if precision == "float32":
-        info["note_precision"] = "float32: no refinement (the residual is reported)"
     T.free()
-    sol = ExactSolution(alpha=xp.asarray(out["alpha"]), solver="cholesky", dtype=precision,
-                        device=be.device, timings=timings, memory_plan={}, info=info)
-    sol.K_alpha = xp.asarray(out["K_alpha"])
-    return sol
+    return refined_solution(out, opts, be, n=n, precision=precision, storage_dtype=dtype,
+                            tile_size=ts, timings=timings, shift=ck["shift"],
+                            log=ck.pop("log"),
+                            extra={"out_of_core": True, "checkpoint": ck})

@@ -1,0 +1,154 @@
+"""What the solvers need to know about the machine: cores, caches, BLAS, GEMM rates.
+
+Nothing here is tuned on one CPU: the tile size follows from the cache sizes the kernel
+reports, the thread count from the cores this process may run on, and the expected-time
+model of ``--precision auto`` from GEMM rates measured in this process (a few
+milliseconds, once). Every choice is returned as data so that results can record it.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from functools import lru_cache
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+__all__ = ["n_threads_default", "cache_sizes", "choose_tile_size", "tile_choice",
+           "gemm_rates", "blas_threads"]
+
+#: every BLAS/LAPACK call stays at or below one tile of this many rows: far from the
+#: sizes (n of about 16,000) where multithreaded OpenBLAS dsyrk/dpotrf crashed
+MAX_TILE = 8192
+#: tiles are never smaller than this (below it per-call overheads dominate)
+MIN_TILE = 512
+#: one tile edge is this many "BLAS cache blocks" (sqrt(L2 / 8 bytes)): GEMM on a tile
+#: then runs many full register/cache blocks per call and reaches the library's rate
+BLOCKS_PER_TILE = 8
+
+
+def n_threads_default() -> int:
+    """Cores this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+@lru_cache(maxsize=1)
+def cache_sizes() -> dict:
+    """Data/unified cache sizes in bytes by level ({'L1': .., 'L2': .., 'L3': ..})."""
+    out = {}
+    base = Path("/sys/devices/system/cpu/cpu0/cache")
+    try:
+        entries = sorted(base.glob("index*"))
+    except OSError:  # pragma: no cover - no sysfs
+        entries = []
+    for e in entries:
+        try:
+            if (e / "type").read_text().strip() == "Instruction":
+                continue
+            level = int((e / "level").read_text())
+            text = (e / "size").read_text().strip().upper()
+        except (OSError, ValueError):
+            continue
+        mult = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(text[-1:], 1)
+        try:
+            size = int(text.rstrip("KMG")) * mult
+        except ValueError:
+            continue
+        out[f"L{level}"] = max(out.get(f"L{level}", 0), size)
+    return out
+
+
+def _round_to(x: float, step: int) -> int:
+    return int(max(step, step * round(x / step)))
+
+
+@lru_cache(maxsize=4)
+def choose_tile_size(device: str = "cpu") -> tuple:
+    """(target tile edge, largest n kept as one tile) for ``device`` on this machine.
+
+    CPU: the tile edge is ``BLOCKS_PER_TILE`` times the edge of a float64 block that fills
+    the per-core L2 cache (sqrt(L2 / 8)), rounded to 256 and kept in [MIN_TILE, MAX_TILE /
+    2]; matrices up to MAX_TILE rows stay one tile. GPU: MAX_TILE for both (the device is
+    parallel within one tile; fewer, larger calls).
+    """
+    if device == "gpu":
+        return MAX_TILE, MAX_TILE
+    l2 = cache_sizes().get("L2") or (1 << 20)
+    edge = BLOCKS_PER_TILE * math.sqrt(l2 / 8.0)
+    target = min(max(_round_to(edge, 256), MIN_TILE), MAX_TILE // 2)
+    return target, MAX_TILE
+
+
+def blas_threads() -> dict:
+    """The BLAS library threadpoolctl sees: API, kernel (architecture), threads, version."""
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
+        return {}
+    for lib in threadpool_info():
+        if lib.get("user_api") == "blas":
+            return {"internal_api": lib.get("internal_api"), "version": lib.get("version"),
+                    "architecture": lib.get("architecture"),
+                    "num_threads": lib.get("num_threads")}
+    return {}
+
+
+def tile_choice(n: int, tile_size: int, device: str) -> dict:
+    """The JSON record of how tiles and threads were chosen for this solve."""
+    target, single = choose_tile_size(device)
+    return {"tile_size": int(tile_size), "n": int(n), "device": device,
+            "target_tile": int(target), "single_tile_up_to": int(single),
+            "cache_bytes": cache_sizes() if device == "cpu" else {},
+            "tile_threads": n_threads_default() if device == "cpu" else 1,
+            "blas": blas_threads() if device == "cpu" else {},
+            "rule": ("one tile up to single_tile_up_to rows, else equal tiles of at most "
+                     "target_tile rows; target = 8 * sqrt(L2 / 8 B) rounded to 256")}
+
+
+_RATES: dict = {}
+
+
+def gemm_rates(backend, size: Optional[int] = None, repeats: int = 3) -> dict:
+    """Measured GEMM rates of this process (FLOP/s) in float64 and float32, cached.
+
+    One ``size``^3 product per precision and repeat, best of ``repeats`` (a few
+    milliseconds on a CPU). Returns {'float64': .., 'float32': .., 'memory_bytes_per_s': .., 'size': ..}.
+    """
+    key = (backend.device, size)
+    if key in _RATES:
+        return _RATES[key]
+    xp = backend.xp
+    size = size or (768 if backend.device == "cpu" else 4096)
+    rng = np.random.default_rng(0)
+    out = {"size": size}
+    for name, dt in (("float64", np.float64), ("float32", np.float32)):
+        A = xp.asarray(rng.standard_normal((size, size)).astype(dt))
+        B = xp.asarray(rng.standard_normal((size, size)).astype(dt))
+        A @ B  # warm up (thread pools, GPU handles)
+        backend.synchronize()
+        best = math.inf
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            A @ B
+            backend.synchronize()
+            best = min(best, time.perf_counter() - t0)
+        out[name] = 2.0 * size ** 3 / max(best, 1e-9)
+    # memory: a 32 MiB copy (read + write), best of ``repeats``
+    src = xp.ones(4 << 20, dtype=xp.float64)
+    dst = xp.empty_like(src)
+    xp.copyto(dst, src)
+    best = math.inf
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        xp.copyto(dst, src)
+        backend.synchronize()
+        best = min(best, time.perf_counter() - t0)
+    out["memory_bytes_per_s"] = 2.0 * src.nbytes / max(best, 1e-9)
+    _RATES[key] = out
+    return out

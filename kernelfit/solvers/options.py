@@ -1,0 +1,112 @@
+"""The options of an exact solve, validated in one place."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+
+from ..errors import InputError
+
+__all__ = ["SolveOptions", "SOLVERS", "DTYPES", "PRECISIONS", "REFINEMENTS",
+           "DEFAULT_MAX_ITER"]
+
+SOLVERS = ("cholesky", "eigh", "lstsq")
+DTYPES = ("float64", "float32")
+PRECISIONS = ("auto", "float64", "float32", "mixed")
+REFINEMENTS = ("cg", "ir")
+DEFAULT_MAX_ITER = 30
+
+
+@dataclass
+class SolveOptions:
+    """Options of an exact solve (all have safe defaults)."""
+
+    solver: str = "cholesky"
+    ridge: float = 0.0
+    dtype: str = "float64"
+    tile_size: Optional[int] = None
+    device: str = "cpu"
+    rcond: Optional[float] = None
+    show_progress: Optional[bool] = None
+    check_memory: bool = True
+    estimate_condition: bool = False
+    # also form K alpha (for the residual): on the CPU from a copy of K kept through the
+    # factorization when memory allows (kernelfit.solvers.products.stored_kernel_matvec)
+    residual: bool = False
+    # precision and placement (kernelfit.solvers.plan picks the route)
+    precision: str = "auto"            # 'auto' | 'float64' | 'float32' | 'mixed'
+    tol: float = 1e-10                 # relative residual target of mixed-precision refinement
+    max_iter: Optional[int] = None     # refinement steps (None: 30)
+    refinement: str = "cg"             # 'cg' (preconditioned CG) | 'ir' (iterative refinement)
+    ooc_dir: Optional[str] = None      # out-of-core: tiles and checkpoints in this folder
+    resume: bool = False               # continue an interrupted out-of-core run
+    scheduler: Optional[str] = None    # Dask scheduler address
+    distributed: Optional[str] = None  # 'local': a local Dask cluster
+
+    def validate(self) -> "SolveOptions":
+        if self.solver not in SOLVERS:
+            raise InputError(f"unknown solver {self.solver!r}; choose one of {', '.join(SOLVERS)}")
+        if str(self.dtype) not in DTYPES:
+            raise InputError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        self.dtype = str(self.dtype)
+        try:
+            self.ridge = float(self.ridge)
+        except (TypeError, ValueError):
+            raise InputError(f"ridge must be a number, got {self.ridge!r}") from None
+        if not np.isfinite(self.ridge) or self.ridge < 0:
+            raise InputError(f"ridge must be a non-negative finite number, got {self.ridge!r}")
+        if self.tile_size is not None:
+            if int(self.tile_size) != self.tile_size or self.tile_size < 16:
+                raise InputError(f"tile size must be an integer of at least 16, got "
+                                 f"{self.tile_size!r}")
+            self.tile_size = int(self.tile_size)
+        if self.rcond is not None and not (0 <= float(self.rcond) < 1):
+            raise InputError(f"rcond must be in [0, 1), got {self.rcond!r}")
+        _validate_beyond_memory(self)
+        return self
+
+
+
+def _validate_beyond_memory(opts) -> None:
+    """Check the beyond-memory fields of :class:`SolveOptions` (raises InputError)."""
+    if opts.precision not in PRECISIONS:
+        raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got "
+                         f"{opts.precision!r}")
+    try:
+        tol = float(opts.tol)
+    except (TypeError, ValueError):
+        raise InputError(f"tol must be a number, got {opts.tol!r}") from None
+    if not (math.isfinite(tol) and 1e-15 <= tol < 1):
+        raise InputError(f"tol must be a relative residual in [1e-15, 1), got {opts.tol!r} "
+                         "(float64 cannot resolve residuals much below 1e-15)")
+    opts.tol = tol
+    if opts.max_iter is None:
+        opts.max_iter = DEFAULT_MAX_ITER
+    if isinstance(opts.max_iter, bool) or int(opts.max_iter) != opts.max_iter or \
+            not (1 <= int(opts.max_iter) <= 100_000):
+        raise InputError(f"max_iter must be a positive integer, got {opts.max_iter!r}")
+    opts.max_iter = int(opts.max_iter)
+    if opts.refinement not in REFINEMENTS:
+        raise InputError(f"refinement must be one of {', '.join(REFINEMENTS)}, got "
+                         f"{opts.refinement!r}")
+    if opts.resume and not opts.ooc_dir:
+        raise InputError("--resume continues an out-of-core run: give its folder with "
+                         "--out-of-core DIR")
+    if opts.ooc_dir is not None and not str(opts.ooc_dir).strip():
+        raise InputError("the out-of-core folder is empty")
+    if opts.distributed not in (None, "local"):
+        raise InputError(f"distributed must be 'local' (or give --scheduler ADDRESS), got "
+                         f"{opts.distributed!r}")
+    if opts.scheduler is not None and (not isinstance(opts.scheduler, str) or
+                                       not opts.scheduler.strip()):
+        raise InputError(f"scheduler must be an address such as tcp://host:8786, got "
+                         f"{opts.scheduler!r}")
+    if opts.scheduler and opts.distributed:
+        raise InputError("give either --scheduler ADDRESS or --distributed local, not both")
+    special = opts.precision == "mixed" or opts.ooc_dir or opts.scheduler or opts.distributed
+    if special and opts.solver != "cholesky":
+        raise InputError(f"mixed precision, out-of-core and Dask solves use the Cholesky "
+                         f"solver, not {opts.solver!r}")

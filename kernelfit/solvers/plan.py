@@ -1,0 +1,264 @@
+"""One memory plan and one route per solve: in core, mixed precision, out of core or Dask.
+
+:func:`plan_solve` is the only place that decides where and in which precision a solve
+runs, and the only memory plan of it; :func:`kernelfit.solvers.exact.solve_exact` runs
+what it decided, and the pipeline's pre-flight checks the same plan before any data is
+featurized. The plan is data: named byte counts, the route, the precision and the reason,
+the expected-time model behind ``precision='auto'``, and the budget of the float64 copy
+of K kept for the residual or the refinement products.
+
+``precision='auto'`` (the default) picks by expected time: mixed precision (a float32
+factorization, refined in float64 to the float64 residual target) whenever its plan fits
+and it is expected to be faster than a float64 factorization; float64 otherwise. The
+expected times come from flop and byte counts over rates measured in this process
+(:func:`kernelfit.solvers.machine.gemm_rates`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+
+from ..backend import get_backend
+from ..memory import MemoryPlan, max_n_that_fits, plan_exact_solve
+from .machine import gemm_rates, n_threads_default, tile_choice
+from .options import SolveOptions
+from .products import kept_copy_bytes
+from .tiles import TiledSymmetric, default_tile_size
+
+__all__ = ["SolvePlan", "plan_solve", "plan_mixed", "preflight", "expected_times", "check",
+           "KEEP_COPY_MAX_BYTES", "KEEP_F64_SHARE", "AUTO_TOL", "EXPECTED_PASSES"]
+
+# The most bytes of off-diagonal tiles copied through a float64 factorization for the
+# residual (the diagonal tiles keep K in their upper triangles at no cost; tiles beyond
+# the budget are recomputed). The copy is fresh memory, and first writes to fresh memory
+# can cost about as much as recomputing the tiles on a virtual machine short of memory.
+KEEP_COPY_MAX_BYTES = 256 << 20
+#: mixed precision keeps float64 tiles of K for the refinement products while the whole
+#: plan stays within this share of the available memory (the rest is recomputed)
+KEEP_F64_SHARE = 0.5
+#: relative residual target of precision='auto' when it picks mixed precision: what a
+#: float64 factorization reaches on the kernels the README quotes
+AUTO_TOL = 1e-12
+#: the rate probe (kernelfit.solvers.machine.gemm_rates) costs about this many flops; auto
+#: measures only when the float64 factorization is at least MEASURE_MIN_RATIO times that
+RATE_PROBE_FLOPS = 4 * 2.0 * 768 ** 3
+MEASURE_MIN_RATIO = 20
+#: passes over K (products) expected of a refinement to AUTO_TOL, for the time model
+EXPECTED_PASSES = 6
+
+
+@dataclass
+class SolvePlan:
+    """Where and how a solve runs, and the memory it needs."""
+
+    route: str                    # 'in_core' | 'mixed' | 'ooc' | 'dask'
+    precision: str                # 'float64' | 'float32' | 'mixed'
+    reason: str
+    tile_size: int
+    memory: MemoryPlan
+    keep_budget: Optional[int] = None   # bytes of float64 tiles kept (None: no copy)
+    tol: Optional[float] = None         # refinement target (mixed, ooc, dask)
+    choice: dict = field(default_factory=dict)
+
+    def record(self) -> dict:
+        """The JSON record of the plan (the memory plan, plus the route where special)."""
+        out = self.memory.as_dict()
+        if self.route in ("ooc", "dask"):
+            out["note"] = "K tiles live on disk or on the Dask workers"
+        elif self.route == "mixed":
+            out["precision"] = "mixed"
+        return out
+
+
+def plan_mixed(n: int, d: int, m: int, tile_size: int, *, device="cpu", available=None,
+               n_threads: Optional[int] = None) -> MemoryPlan:
+    """Memory plan of a mixed-precision solve (float32 tiles + float64 vectors).
+
+    CPU: one float64 tile buffer and one partial product per thread; GPU: one stream of
+    work, so one of each.
+    """
+    nth = 1 if device == "gpu" else (n_threads or n_threads_default())
+    ts = min(tile_size, n)
+    plan = MemoryPlan(device=device, available=available)
+    plan.add("K tiles (float32)", TiledSymmetric.storage_bytes(n, tile_size, np.float32))
+    plan.add("tile buffers", (nth + 2) * 8.0 * ts * ts)
+    plan.add("refinement vectors", 8.0 * n * m * (14 + 2 * nth))
+    return plan
+
+
+def _in_core(n, d, m, n_test, dtype, ts, solver, device, available) -> MemoryPlan:
+    plan = plan_exact_solve(n, d, m, n_test=n_test, dtype=dtype, tile_size=ts,
+                            solver=solver, device=device, available=available)
+    plan.items.pop("data", None)  # already resident when the plan is made
+    return plan
+
+
+def _add_predictions(plan: MemoryPlan, n_test: int, m: int) -> MemoryPlan:
+    if n_test:
+        plan.add("predictions", 2 * 8.0 * n_test * max(m, 1))
+    return plan
+
+
+def expected_times(n: int, d: int, m: int, ts: int, rates: dict, keep_fraction: float,
+                   f64_keep_fraction: float) -> dict:
+    """Expected seconds of the parts that differ between a float64 and a mixed solve.
+
+    float64: the factorization (n^3/3 flop at the float64 GEMM rate) and one K product
+    for the residual; mixed: the factorization at the float32 rate, ``EXPECTED_PASSES``
+    K products and preconditioner solves, and writing the kept float64 tiles. A K product
+    reads kept float64 tiles (4 n^2 bytes for all of them) at memory speed and recomputes
+    the others (n^2 d flop for all of them) at the float64 GEMM rate; a preconditioner
+    solve reads the float32 factor and upcasts each tile (about 10 n^2 bytes).
+    """
+    r64, r32 = rates["float64"], rates["float32"]
+    bw = rates.get("memory_bytes_per_s") or r64 / 4.0
+
+    def product(kept):
+        return kept * 4.0 * n * n / bw + (1.0 - kept) * n * n * max(d, 1) / r64
+
+    t64 = n ** 3 / 3.0 / r64 + product(f64_keep_fraction)
+    tm = (n ** 3 / 3.0 / r32 + EXPECTED_PASSES * (product(keep_fraction) + 10.0 * n * n / bw)
+          + keep_fraction * 4.0 * n * n / bw)
+    return {"float64_s": t64, "mixed_s": tm, "passes_assumed": EXPECTED_PASSES,
+            "gemm_flops_per_s": {"float64": r64, "float32": r32},
+            "memory_bytes_per_s": bw, "kept_fraction": keep_fraction}
+
+
+def _f64_keep(opts, n, ts, device, plan: MemoryPlan, check: bool):
+    """The float64 path's copy of K for the residual: (budget or None, fraction kept)."""
+    if not (opts.residual and opts.solver == "cholesky" and device == "cpu"):
+        return None, 0.0
+    budget = KEEP_COPY_MAX_BYTES
+    plan.add("K copy (residual)", kept_copy_bytes(n, ts, budget))
+    if check and not plan.fits():
+        budget = 0  # the diagonal alone: the diagonal tiles still count, for n floats
+        plan.items["K copy (residual)"] = kept_copy_bytes(n, ts, budget)
+        if not plan.fits():
+            plan.items.pop("K copy (residual)")
+            return None, 0.0
+    full = kept_copy_bytes(n, ts, None) - 8 * n
+    return budget, (min(budget, full) / full if full > 0 else 1.0)
+
+
+def _mixed_keep(n, ts, plan: MemoryPlan, available):
+    """The float64 tiles mixed precision keeps for its refinement products."""
+    full = kept_copy_bytes(n, ts, None, diagonal=True)
+    if available is None:
+        budget = full
+    else:
+        budget = int(max(0.0, min(KEEP_F64_SHARE * available - plan.total, full)))
+    kept = kept_copy_bytes(n, ts, budget, diagonal=True)
+    if kept:
+        plan.add("K tiles (float64, refinement)", kept)
+    return budget, (kept / full if full else 1.0)
+
+
+def plan_solve(n: int, d: int, m: int, opts: SolveOptions, *, device: str,
+               available: Optional[int], check: bool = True, n_test: int = 0,
+               backend=None) -> SolvePlan:
+    """Plan a solve of validated ``opts``: the route, the precision, the memory."""
+    ts = opts.tile_size or default_tile_size(n, device)
+    avail = available if check else None
+    choice = {"tiles": tile_choice(n, ts, device)}
+    if opts.solver != "cholesky":
+        plan = _in_core(n, d, m, n_test, np.float64, ts, opts.solver, device, avail)
+        return SolvePlan("in_core", opts.dtype, f"--solver {opts.solver}", ts, plan,
+                         choice=choice)
+    if opts.scheduler or opts.distributed or opts.ooc_dir:
+        route = "dask" if (opts.scheduler or opts.distributed) else "ooc"
+        precision = "mixed" if opts.precision == "auto" else opts.precision
+        plan = plan_mixed(n, d, m, min(ts, n), device=device, available=avail)
+        plan.items.pop("K tiles (float32)", None)  # on disk / on the workers
+        return SolvePlan(route, precision, f"{route}: --precision {opts.precision}", ts,
+                         _add_predictions(plan, n_test, m), tol=opts.tol, choice=choice)
+    precision, reason = opts.precision, f"asked for --precision {opts.precision}"
+    if precision == "auto" and opts.dtype == "float32":
+        precision, reason = "float32", "auto: --dtype float32 asked for"
+    elif precision == "auto":
+        precision, reason = _auto(n, d, m, n_test, ts, opts, device, avail, backend, choice)
+    if precision == "mixed":
+        plan = _add_predictions(plan_mixed(n, d, m, ts, device=device, available=avail),
+                                n_test, m)
+        budget, _ = _mixed_keep(n, ts, plan, available)
+        tol = min(opts.tol, AUTO_TOL) if opts.precision == "auto" else opts.tol
+        return SolvePlan("mixed", "mixed", reason, ts, plan, keep_budget=budget, tol=tol,
+                         choice=choice)
+    plan = _in_core(n, d, m, n_test, np.dtype(precision), ts, "cholesky", device, avail)
+    budget = None
+    if precision == "float64":
+        budget, _ = _f64_keep(opts, n, ts, device, plan, check)
+    return SolvePlan("in_core", precision, reason, ts, plan, keep_budget=budget,
+                     choice=choice)
+
+
+def _auto(n, d, m, n_test, ts, opts, device, avail, backend, choice):
+    """precision='auto': mixed when its plan fits and it is expected to be faster."""
+    p64 = _in_core(n, d, m, n_test, np.float64, ts, "cholesky", device, avail)
+    pm = _add_predictions(plan_mixed(n, d, m, ts, device=device, available=avail),
+                          n_test, m)
+    if not pm.fits():
+        if p64.fits():
+            return "float64", "auto: the float64 plan fits in memory, the mixed one does not"
+        return "float64", "auto: neither float64 nor mixed fits (float64 pre-flight refuses)"
+    if not p64.fits():
+        return "mixed", (f"auto: the float64 plan ({p64.describe()}) does not fit in the "
+                         f"available memory, float32 storage + float64 refinement does")
+    if backend is None:
+        return "float64", "auto: both fit; no backend to measure rates on"
+    if n ** 3 / 3.0 < MEASURE_MIN_RATIO * RATE_PROBE_FLOPS:
+        return "float64", ("auto: both fit; the float64 factorization is too small for "
+                           "mixed precision to pay for measuring the machine's rates")
+    _, f64_kept = _f64_keep(opts, n, ts, device, p64, avail is not None)
+    _, kept = _mixed_keep(n, ts, pm, avail if avail is not None else backend.free_memory())
+    times = expected_times(n, d, m, ts, gemm_rates(backend), kept, f64_kept)
+    choice["expected_time"] = times
+    if times["mixed_s"] < times["float64_s"]:
+        return "mixed", (f"auto: mixed precision expected faster ({times['mixed_s']:.3g} s "
+                         f"against {times['float64_s']:.3g} s for a float64 factorization)")
+    return "float64", (f"auto: a float64 factorization expected faster "
+                       f"({times['float64_s']:.3g} s against {times['mixed_s']:.3g} s mixed)")
+
+
+def ways_out(splan: SolvePlan, opts, n: int, d: int, m: int) -> str:
+    """What a refused plan can do instead (flag names; the CLI's words)."""
+    if splan.route == "mixed":
+        return (f"--out-of-core DIR (tiles on disk), a smaller --n-train than {n}, or a Dask "
+                "cluster (--scheduler ADDRESS).")
+    ways = []
+    if splan.precision == "float64" and opts.solver == "cholesky":
+        ways.append("--dtype float32 (halves K)")
+    if splan.memory.available:
+        n_max = max_n_that_fits(splan.memory.available, d, m,
+                                dtype=np.dtype("float64" if opts.solver != "cholesky"
+                                               else splan.precision), solver=opts.solver)
+        ways.append(f"--n-train {n_max} or less (fits now)")
+    if opts.solver != "cholesky":
+        ways.append("--solver cholesky (stores half of K)")
+    ways.append("--precision mixed (float32 K, float64-accurate solution) or "
+                "--out-of-core DIR (tiles on disk)")
+    return "; ".join(ways) + "."
+
+
+def check(splan: SolvePlan, opts, n: int, d: int, m: int) -> None:
+    """Raise :class:`~kernelfit.errors.MemoryPlanError` (with the ways out) when the plan does not fit."""
+    if splan.route in ("ooc", "dask"):
+        return  # K lives on disk or on the workers; their own checks refuse
+    splan.memory.check(ways_out=ways_out(splan, opts, n, d, m))
+
+
+def preflight(cfg, n: int, d: int, n_classes: int, n_test: int) -> dict:
+    """The pipeline's memory pre-flight: the same plan the solve will make, checked."""
+    be = get_backend(cfg.device)
+    opts = SolveOptions(solver=cfg.solver, ridge=cfg.ridge, dtype=cfg.dtype,
+                        tile_size=cfg.tile_size, device=be.device, precision=cfg.precision,
+                        tol=cfg.tol, max_iter=cfg.max_iter, refinement=cfg.refinement,
+                        ooc_dir=cfg.ooc_dir, resume=cfg.resume, scheduler=cfg.scheduler,
+                        distributed=cfg.distributed, residual=True).validate()
+    splan = plan_solve(n, d, n_classes, opts, device=be.device, available=be.free_memory(),
+                       n_test=n_test, backend=be)
+    check(splan, opts, n, d, n_classes)
+    return splan.record()
+

@@ -1,0 +1,334 @@
+"""Kernel products over tiles: the Gram matrix K = k(X, X) as lower tiles, K V with the
+tiles recomputed (or read from a kept copy), and the cross-kernel product k(A, B) V.
+
+Every kernel value is computed in float64 (a float32 tile is a float64 block cast last);
+the work runs on one thread per core, each thread with single-threaded BLAS
+(:func:`kernelfit.solvers.tiles.run_tiles`).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import List, Optional
+
+import numpy as np
+
+from ..backend import Backend, get_backend
+from ..errors import InputError
+from ..kernels import Kernel, _xp_of, row_norms_sq
+from ..progress import progress
+from .machine import n_threads_default
+from .tiles import BlockBuffer, TiledSymmetric, default_tile_size, run_tiles, tile_bounds
+
+__all__ = ["gram_tile", "build_gram", "kept_pairs", "kept_copy_bytes", "kernel_matvec",
+           "cross_kernel_matmul", "stored_kernel_matvec", "kernel_diagonal"]
+
+
+def gram_tile(kernel: Kernel, X, stats, bounds, i: int, j: int, dtype, shift: float = 0.0,
+              *, backend: Optional[Backend] = None, scratch=None, keep=None):
+    """Tile (i, j) of K + shift I, Fortran-ordered, in ``dtype`` (computed in float64).
+
+    With a ``backend`` the tile is allocated by it (on the CPU: without transparent huge
+    pages, see :func:`kernelfit.backend.host_empty`). A float32 tile is computed in a
+    float64 ``scratch`` block (a :class:`BlockBuffer`, made when not given), then cast.
+    ``keep``: a float64 Fortran tile that receives the float64 values of K (no shift).
+    """
+    xp = _xp_of(X)
+    si, ei = bounds[i]
+    sj, ej = bounds[j]
+    dtype = np.dtype(dtype)
+    tile = (backend.empty_tile(ei - si, ej - sj, dtype) if backend is not None
+            else xp.empty((ei - si, ej - sj), dtype=dtype, order="F"))
+    f64 = dtype == np.float64
+    if not f64 and scratch is None:
+        scratch = BlockBuffer(backend, ej - sj, ei - si, xp=xp)
+    # k(X_j, X_i) in C order is tile (i, j) in Fortran order: written in place
+    out = tile.T if f64 else scratch.view(ej - sj, ei - si)
+    kernel.block(X[sj:ej], X[si:ei], a_stats=None if stats is None else stats[sj:ej],
+                 b_stats=None if stats is None else stats[si:ei], same=(i == j), out=out)
+    if keep is not None:
+        keep.T[...] = out
+    if i == j and shift:
+        idx = xp.arange(ej - sj)
+        out[idx, idx] += shift
+    if not f64:
+        tile.T[...] = out
+    return tile
+
+
+def build_gram(kernel: Kernel, X, *, tile_size: Optional[int] = None, dtype=np.float64,
+               backend: Backend = None, ridge: float = 0.0, show_progress=None,
+               stats=None, n_threads: Optional[int] = None,
+               keep_copy: bool = False,
+               keep_budget: Optional[int] = None) -> TiledSymmetric:
+    """The kernel Gram matrix K = k(X, X) (+ ridge I) as lower tiles.
+
+    ``X`` must live on ``backend`` already. Each tile is computed in float64 and stored
+    in ``dtype``; peak extra memory is one float64 tile per thread (float32 tiles only).
+    On the CPU, one thread per core computes tiles.
+
+    ``keep_copy=True`` also keeps, in float64, what the factorization would destroy.
+    Float64 tiles: a copy of every off-diagonal tile and the diagonal of K (without the
+    ridge); a diagonal tile's strict upper triangle survives the in-place Cholesky (potrf
+    reads only the lower one), so together they hold all of K after factoring. Float32
+    tiles (mixed precision): float64 copies of the diagonal tiles, then of the off-diagonal
+    ones. :func:`stored_kernel_matvec` forms K V exactly from them, at memory speed instead
+    of recomputing K. ``keep_budget`` (bytes) caps the copies: tiles beyond it are not kept
+    and get recomputed by the product instead.
+    """
+    be = backend if backend is not None else get_backend("cpu")
+    xp = be.xp
+    n = X.shape[0]
+    tile_size = tile_size or default_tile_size(n, be.device)
+    T = TiledSymmetric(n, tile_size, dtype, be)
+    f64 = T.dtype == np.float64
+    if stats is None:
+        stats = kernel.prepare(X)
+    sizes = T.block_sizes()
+    tasks = [(i, j) for i in range(T.n_tiles) for j in range(i + 1)]
+    if keep_copy:
+        T.kept = {}
+        for i, j in kept_pairs(T.n, tile_size, keep_budget, diagonal=not f64):
+            T.kept[(i, j)] = be.empty_tile(sizes[i], sizes[j], np.float64)
+    # float64 copies: the ridge goes on after they are taken
+    shift = 0.0 if keep_copy and f64 else ridge
+    bar = progress(total=len(tasks), desc="gram", enabled=show_progress, unit="tile")
+
+    def work(_t, part):
+        scratch = None if T.dtype == np.float64 else BlockBuffer(be, tile_size, tile_size)
+        for i, j in part:
+            keep = T.kept.get((i, j)) if keep_copy and not f64 else None
+            tile = gram_tile(kernel, X, stats, T.bounds, i, j, T.dtype, shift, backend=be,
+                             scratch=scratch, keep=keep)
+            if keep_copy and f64 and (i, j) in T.kept:
+                T.kept[(i, j)][...] = tile
+            T.tiles[i][j] = tile
+            bar.update(1)
+
+    try:
+        run_tiles(tasks, work, be, n_threads)
+    finally:
+        bar.close()
+    if keep_copy and f64:
+        T.kept_diag = [xp.diagonal(T.tiles[i][i]).copy() for i in range(T.n_tiles)]
+        if ridge:
+            for i in range(T.n_tiles):
+                k = sizes[i]
+                T.tiles[i][i][xp.arange(k), xp.arange(k)] += ridge
+    return T
+
+
+def kept_pairs(n: int, tile_size: int, budget: Optional[int] = None, *,
+               diagonal: bool = False) -> List[tuple]:
+    """The tiles (i, j) that ``build_gram(keep_copy=True)`` copies in float64.
+
+    Off-diagonal tiles (and first the diagonal ones when ``diagonal``), in order, as many
+    as fit in ``budget`` bytes (all when None).
+    """
+    return [(i, j) for i, j, _ in _kept_tiles(n, tile_size, budget, diagonal)]
+
+
+def _kept_tiles(n: int, tile_size: int, budget: Optional[int], diagonal: bool = False):
+    """(i, j, bytes) of the float64 tiles kept within ``budget``, in order."""
+    bounds = tile_bounds(n, tile_size)
+    order = [(i, i) for i in range(len(bounds))] if diagonal else []
+    order += [(i, j) for i in range(len(bounds)) for j in range(i)]
+    out, used = [], 0
+    for i, j in order:
+        size = 8 * (bounds[i][1] - bounds[i][0]) * (bounds[j][1] - bounds[j][0])
+        if budget is not None and used + size > budget:
+            return out
+        out.append((i, j, size))
+        used += size
+    return out
+
+
+def kept_copy_bytes(n: int, tile_size: int, budget: Optional[int] = None, *,
+                    diagonal: bool = False) -> int:
+    """Extra bytes that ``build_gram(keep_copy=True)`` holds: the kept tiles (+ the
+    float64 diagonal of K when the diagonal tiles themselves are not copied)."""
+    kept = sum(size for _, _, size in _kept_tiles(n, tile_size, budget, diagonal))
+    return kept + (0 if diagonal else 8 * n)
+
+
+def kernel_matvec(kernel: Kernel, X, V, *, tile_size: Optional[int] = None,
+                  backend: Backend = None, stats=None, show_progress=None,
+                  out_dtype=np.float64, n_threads: Optional[int] = None,
+                  pairs: Optional[List[tuple]] = None):
+    """K V with K = k(X, X) recomputed tile by tile in float64 (K is never stored).
+
+    Uses symmetry: each off-diagonal tile contributes to two row blocks, so the cost is
+    half a Gram matrix. Memory: one tile buffer and one result per thread. ``pairs``
+    restricts the sum to these lower tiles (i, j), i >= j (default: all of them).
+    """
+    be = backend if backend is not None else get_backend("cpu")
+    xp = be.xp
+    n = X.shape[0]
+    V = xp.asarray(V, dtype=xp.float64)
+    squeeze = V.ndim == 1
+    if squeeze:
+        V = V[:, None]
+    tile_size = tile_size or default_tile_size(n, be.device)
+    bounds = tile_bounds(n, tile_size)
+    if stats is None:
+        stats = kernel.prepare(X)
+    tasks = pairs if pairs is not None else [(i, j) for i in range(len(bounds))
+                                             for j in range(i + 1)]
+    bar = progress(total=len(tasks), desc="K @ v", enabled=show_progress, unit="tile")
+
+    def product(task, buf, R):
+        i, j = task
+        si, ei = bounds[i]
+        sj, ej = bounds[j]
+        # both products are formed chunk by chunk while the block is in cache
+        kernel.block(X[si:ei], X[sj:ej], a_stats=None if stats is None else stats[si:ei],
+                     b_stats=None if stats is None else stats[sj:ej], same=(i == j),
+                     out=buf.view(ei - si, ej - sj), times=(V[sj:ej], R[si:ei]),
+                     times_t=None if i == j else (V[si:ei], R[sj:ej]))
+
+    R = _summed_products(tasks, product, (n, V.shape[1]), be, tile_size, n_threads, bar)
+    R = R.astype(out_dtype, copy=False)
+    return R[:, 0] if squeeze else R
+
+
+def _summed_products(tasks: list, product, shape: tuple, be: Backend, edge: int,
+                     n_threads: Optional[int], bar):
+    """Run ``product(task, buffer, acc)`` over ``tasks`` on the tile threads, each thread
+    adding into its own float64 ``acc`` of ``shape`` with its own block buffer; the sum."""
+    xp = be.xp
+    results = {}
+
+    def work(t, part):
+        acc = xp.zeros(shape, dtype=xp.float64)
+        buf = BlockBuffer(be, edge, edge)
+        for task in part:
+            product(task, buf, acc)
+            bar.update(1)
+        results[t] = acc
+
+    try:
+        run_tiles(tasks, work, be, n_threads)
+    finally:
+        bar.close()
+    parts = [results[t] for t in sorted(results)]
+    if not parts:
+        return xp.zeros(shape, dtype=xp.float64)
+    total = parts[0]
+    for other in parts[1:]:
+        total += other
+    return total
+
+
+def cross_kernel_matmul(kernel: Kernel, A, B, V, *, tile_size: Optional[int] = None,
+                        backend: Backend = None, b_stats=None, show_progress=None,
+                        desc: str = "predict", n_threads: Optional[int] = None,
+                        a_stats=None):
+    """k(A, B) @ V computed in tiles (A: queries, B: training points, V: coefficients).
+
+    ``a_stats``/``b_stats``: the rows' :meth:`Kernel.prepare` statistics when they must
+    come from other columns than those of ``A``/``B`` (see :func:`kernelfit.kernels.
+    active_columns`); computed from ``A``/``B`` when omitted.
+    """
+    be = backend if backend is not None else get_backend("cpu")
+    xp = be.xp
+    V = xp.asarray(V, dtype=xp.float64)
+    squeeze = V.ndim == 1
+    if squeeze:
+        V = V[:, None]
+    ts = tile_size or default_tile_size(max(A.shape[0], B.shape[0]), be.device)
+    bb = tile_bounds(B.shape[0], ts)
+    # query rows in blocks small enough that the threads get several tasks each (at least
+    # 8 per thread on the CPU, where a 5-to-4 split of 9 tiles left a core idle a tenth of
+    # the time), but never beyond the tile size that bounds the block buffer
+    nth = 1 if be.device != "cpu" else (n_threads or n_threads_default())
+    a_blocks = max(math.ceil(A.shape[0] / ts), math.ceil(8 * nth / len(bb)) if bb else 1)
+    a_rows = max(min(ts, math.ceil(A.shape[0] / a_blocks), A.shape[0]), 1)
+    if nth > 1:
+        a_rows = min(ts, max(a_rows, 256))
+    ab = tile_bounds(A.shape[0], a_rows) if A.shape[0] else []
+    if b_stats is None:
+        b_stats = kernel.prepare(B)
+    if a_stats is None:
+        a_stats = kernel.prepare(A)
+    tasks = [(a, b) for a in ab for b in bb]
+    bar = progress(total=len(tasks), desc=desc, enabled=show_progress, unit="tile")
+
+    def product(task, buf, P):
+        (si, ei), (sj, ej) = task
+        kernel.block(A[si:ei], B[sj:ej],
+                     a_stats=None if a_stats is None else a_stats[si:ei],
+                     b_stats=None if b_stats is None else b_stats[sj:ej],
+                     out=buf.view(ei - si, ej - sj), times=(V[sj:ej], P[si:ei]))
+
+    P = _summed_products(tasks, product, (A.shape[0], V.shape[1]), be, ts, n_threads, bar)
+    return P[:, 0] if squeeze else P
+
+
+def stored_kernel_matvec(T: TiledSymmetric, V, *, kernel: Optional[Kernel] = None, X=None,
+                         stats=None, n_threads: Optional[int] = None):
+    """K V from what ``build_gram(keep_copy=True)`` kept through the factorization.
+
+    Off-diagonal tile (i, j) of K contributes K_ij V_j to row block i and K_ij^T V_i to
+    row block j. A factored diagonal tile holds L in its lower triangle and K in its strict
+    upper one, so a symmetric product that reads the upper triangle gives K_ii V_i once
+    its diagonal (L's) is replaced by K's: ``symm_upper(T_ii) V_i + (diag K - diag L) V_i``.
+    The values are exactly those that were factored. Off-diagonal tiles that were not kept
+    (a ``keep_budget``) are recomputed from ``kernel`` and ``X`` (and their ``stats``). K is
+    the kernel matrix without any ridge (the ridge sits only on the factored diagonal).
+    Float32 storage (mixed precision): float64 diagonal tiles are kept like the others.
+    """
+    if T.kept is None:
+        raise InputError("this Gram matrix was built without keep_copy=True")
+    be = T.backend
+    xp = be.xp
+    V = xp.asarray(V, dtype=xp.float64)
+    squeeze = V.ndim == 1
+    if squeeze:
+        V = V[:, None]
+    if V.shape[0] != T.n:
+        raise InputError(f"V has {V.shape[0]} rows, the matrix has {T.n}")
+    # float64 storage: the diagonal tiles hold K in their upper triangles (kept_diag);
+    # float32 storage: float64 diagonal tiles are kept like the others, or recomputed
+    own_diag = T.kept_diag is not None
+    missing = [(i, j) for i in range(T.n_tiles) for j in range(i + 1)
+               if (i, j) not in T.kept and not (i == j and own_diag)]
+    if missing and (kernel is None or X is None):
+        raise InputError(f"{len(missing)} tiles were not kept; pass the kernel "
+                         "and X to recompute them")
+    blocks = [xp.asfortranarray(V[s:e]) for s, e in T.bounds]
+    out = [xp.zeros((e - s, V.shape[1]), dtype=xp.float64) for s, e in T.bounds]
+    for i in range(T.n_tiles):
+        if own_diag:
+            tile = T.tiles[i][i]  # its diagonal: L's, or K + ridge before factoring
+            delta = T.kept_diag[i] - xp.diagonal(tile)
+            out[i] += be.symm_upper(tile, blocks[i]) + delta[:, None] * blocks[i]
+        elif (i, i) in T.kept:
+            be.gemm_acc(T.kept[(i, i)], blocks[i], out[i])
+        for j in range(i):
+            C = T.kept.get((i, j))
+            if C is not None:
+                be.gemm_acc(C, blocks[j], out[i])
+                be.gemm_acc(C, blocks[i], out[j], trans_a=True)
+    R = xp.concatenate(out, axis=0)
+    if missing:
+        R += kernel_matvec(kernel, X, V, tile_size=T.tile_size, backend=be, stats=stats,
+                           n_threads=n_threads, pairs=missing)
+    return R[:, 0] if squeeze else R
+
+
+
+
+def kernel_diagonal(kernel: Kernel, X) -> np.ndarray:
+    """diag k(X, X) in float64 (without forming any tile)."""
+    xp = _xp_of(X)
+    n = X.shape[0]
+    if kernel.diagonal_value is not None:
+        return xp.full(n, float(kernel.diagonal_value))
+    sq = row_norms_sq(X)
+    if kernel.name == "linear":
+        return sq
+    if kernel.name == "polynomial":
+        return (kernel.gamma * sq + kernel.coef0) ** kernel.degree
+    # generic fallback: one row at a time (any kernel added later)
+    return xp.asarray([float(kernel.block(X[i:i + 1], X[i:i + 1], same=True)[0, 0])
+                       for i in range(n)])

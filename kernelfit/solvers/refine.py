@@ -1,0 +1,249 @@
+"""Refinement to a float64 residual, the diagonal-shift retry, and the solution record.
+
+A factorization in low precision (float32), out of core or on a cluster gives a
+preconditioner M = L L^T; the float64 system K alpha = Y is then solved by
+
+``refinement='cg'`` (default)  preconditioned conjugate gradients, one independent CG
+                               recurrence per right-hand side sharing every K product;
+``refinement='ir'``            classic iterative refinement alpha += M^-1 (Y - K alpha)
+                               (LAPACK's dsposv scheme).
+
+Each pass over K multiplies several columns at once: the search directions of all
+classes *and* the current iterate, so the residual of every iterate is formed from
+freshly computed float64 products (residual replacement: the reported residual is
+``Y - (K x_k + a_k K p_k)``, one rounding away from ``Y - K x_{k+1}``, never a
+recurrence that drifts). The iteration stops at a relative residual
+``||Y - K alpha||_F / ||Y||_F <= tol``.
+
+When a factorization breaks down (K too ill-conditioned for its precision),
+:func:`retry_with_shift` rebuilds it with a diagonal shift that grows from
+``1e-6 * mean(diag K)`` until it succeeds; the shifted factor is then only a
+preconditioner of the *unshifted* system, and the solution info says so.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Dict, List, Optional
+
+import numpy as np
+
+from ..backend import Backend
+from ..errors import InputError, NotPositiveDefiniteError
+from .options import REFINEMENTS
+
+__all__ = ["ExactSolution", "refine", "refinement_info", "retry_with_shift",
+           "refined_solution", "SHIFT_START", "SHIFT_GROWTH", "SHIFT_MAX_TRIES"]
+
+#: shifts tried after a breakdown, as multiples of mean(diag K)
+SHIFT_START = 1e-6
+SHIFT_GROWTH = 10.0
+SHIFT_MAX_TRIES = 7
+RECOMPUTED = ("float64 K products recomputed from X tile by tile (K never stored in "
+              "float64), residual replaced each pass")
+
+
+@dataclass
+class ExactSolution:
+    """The coefficients of an exact solve and what it took."""
+
+    alpha: object                      # (n, m) array on the solve's backend
+    solver: str
+    dtype: str
+    device: str
+    timings: Dict[str, float] = field(default_factory=dict)
+    memory_plan: dict = field(default_factory=dict)
+    info: dict = field(default_factory=dict)
+    K_alpha: object = None             # K alpha in float64 when the solver formed it
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d.pop("alpha")
+        d.pop("K_alpha")
+        return d
+
+
+def _rel(R, ynorm: float) -> float:
+    return float(np.linalg.norm(R) / ynorm) if ynorm > 0 else float(np.linalg.norm(R))
+
+
+def refine(matvec: Callable, precond: Callable, Y, *, tol: float = 1e-10,
+           max_iter: int = 30, method: str = "cg", x0=None, show_progress=None,
+           log: Optional[list] = None, give_up_slow: bool = False) -> dict:
+    """Solve K X = Y to ``||Y - K X||_F <= tol ||Y||_F`` with K products from ``matvec``.
+
+    ``matvec(V)`` returns K V in float64 (V is (n, c)); ``precond(R)`` applies M^-1 (the
+    float32 or float64 Cholesky solve). Returns a dict with ``alpha``, ``K_alpha``,
+    ``history`` (relative residual after each pass), ``iterations`` (updates of alpha
+    after the initial solve), ``matvecs`` (passes over K), ``converged``.
+    ``give_up_slow``: stop as soon as the last three steps' rate of decrease cannot reach
+    ``tol`` within ``max_iter`` steps (the caller then has a better way).
+    """
+    if method not in REFINEMENTS:
+        raise InputError(f"refinement must be one of {', '.join(REFINEMENTS)}, got {method!r}")
+    Y = np.asarray(Y, dtype=np.float64)
+    m = Y.shape[1]
+    ynorm = float(np.linalg.norm(Y))
+    history: List[float] = []
+    times: List[float] = []
+    t0 = time.perf_counter()
+    x = precond(Y) if x0 is None else np.array(x0, dtype=np.float64)
+    KX = matvec(x)
+    matvecs = 1
+    R = Y - KX
+    history.append(_rel(R, ynorm))
+    times.append(time.perf_counter() - t0)
+    iterations = 0
+    converged = history[-1] <= tol
+    stalled = 0
+    best = (history[-1], x, KX)
+    fresh = True  # KX is a direct product of x
+    if not converged and method == "cg":
+        Z = precond(R)
+        P = Z.copy()
+        rz = np.einsum("ij,ij->j", R, Z)
+    while not converged and iterations < max_iter:
+        t1 = time.perf_counter()
+        if method == "cg":
+            if fresh:
+                KP = matvec(P)
+            else:  # refresh K x in the same pass (nearly free: the tiles are the cost)
+                both = matvec(np.concatenate([P, x], axis=1))
+                KP, KX = both[:, :m], both[:, m:]
+            matvecs += 1
+            pKp = np.einsum("ij,ij->j", P, KP)
+            a = np.where(pKp > 0, rz / np.where(pKp > 0, pKp, 1.0), 0.0)
+            x = x + P * a
+            KX = KX + KP * a
+            fresh = False
+            R = Y - KX
+        else:
+            D = precond(R)
+            if fresh:
+                KD = matvec(D)
+            else:
+                both = matvec(np.concatenate([D, x], axis=1))
+                KD, KX = both[:, :m], both[:, m:]
+            matvecs += 1
+            x = x + D
+            KX = KX + KD
+            fresh = False
+            R = Y - KX
+        iterations += 1
+        history.append(_rel(R, ynorm))
+        times.append(time.perf_counter() - t1)
+        if log is not None:
+            log.append(f"{method} step {iterations}: relative residual {history[-1]:.3e}")
+        if history[-1] < best[0]:
+            best = (history[-1], x, KX)
+            stalled = 0
+        else:
+            stalled += 1
+        converged = history[-1] <= tol
+        if give_up_slow and not converged and iterations >= 3:
+            rate = (history[-1] / max(history[-4], 1e-300)) ** (1.0 / 3.0)
+            if rate >= 1.0 or math.log(tol / history[-1]) / math.log(rate) > \
+                    max_iter - iterations:
+                stalled = 10 if method == "cg" else 3
+                break
+        # CG minimizes the K-norm of the error, so its residual may rise for a few steps
+        if converged or stalled >= (10 if method == "cg" else 3):
+            break
+        if method == "cg":
+            Z = precond(R)
+            rz_new = np.einsum("ij,ij->j", R, Z)
+            beta = np.where(rz > 0, rz_new / np.where(rz > 0, rz, 1.0), 0.0)
+            P = Z + P * beta
+            rz = rz_new
+    res, x, KX = best
+    return {"alpha": x, "K_alpha": KX, "history": history, "step_seconds": times,
+            "iterations": iterations, "matvecs": matvecs, "converged": bool(res <= tol),
+            "relative_residual": res, "stalled": stalled >= (10 if method == "cg" else 3) and res > tol}
+
+
+def refinement_info(out: dict, opts, *, shift: float = 0.0, attempts=None, log=None,
+                    residual_method: str = RECOMPUTED) -> dict:
+    """The JSON-ready part of a refinement result."""
+    info = {
+        "refinement": opts.refinement,
+        "tol": opts.tol,
+        "max_iter": opts.max_iter,
+        "iterations": out["iterations"],
+        "matvecs": out["matvecs"],
+        "refinement_history": [float(h) for h in out["history"]],
+        "refinement_step_seconds": [float(s) for s in out["step_seconds"]],
+        "relative_residual": float(out["relative_residual"]),
+        "converged": out["converged"],
+        "shift": float(shift),
+        "preconditioner_only": bool(shift > 0),
+        "factor_attempts": attempts or [],
+        "residual_method": residual_method,
+    }
+    if shift > 0:
+        info["note"] = (f"float32 Cholesky broke down; K + {shift:.3e} I was factored and used "
+                        f"only as a preconditioner of the unshifted system")
+    if out.get("stalled"):
+        info["note_stalled"] = "residual stopped decreasing; the best iterate was kept"
+    if log:
+        info["log"] = list(log)
+    return info
+
+
+def retry_with_shift(attempt: Callable[[float], object], mean_diagonal: Callable[[], float],
+                     *, allow_shift: bool = True, dtype_name: str = "float32",
+                     start: float = 0.0, log: Optional[list] = None):
+    """Run ``attempt(shift)`` until it factors; after a breakdown grow the diagonal shift.
+
+    Returns ``(result, shift, attempts)``; ``attempts`` lists each try (shift, ok, pivot).
+    Without ``allow_shift`` the first breakdown is raised as is.
+    """
+    shift = float(start)
+    attempts: list = []
+    mean = None
+    for _ in range(SHIFT_MAX_TRIES + 1):
+        try:
+            result = attempt(shift)
+        except NotPositiveDefiniteError as exc:
+            attempts.append({"shift": shift, "ok": False, "pivot": exc.index})
+            if not allow_shift:
+                raise
+            if mean is None:
+                mean = float(mean_diagonal())
+                if not (mean > 0 and math.isfinite(mean)):
+                    raise
+            shift = SHIFT_START * mean if shift == 0.0 else shift * SHIFT_GROWTH
+            if log is not None:
+                log.append(f"{dtype_name} Cholesky broke down at row {exc.index}; "
+                           f"retrying with diagonal shift {shift:.3e}")
+            continue
+        attempts.append({"shift": shift, "ok": True})
+        return result, shift, attempts
+    raise NotPositiveDefiniteError(
+        f"the {dtype_name} factorization failed even with a diagonal shift of "
+        f"{shift:.3e} ({SHIFT_MAX_TRIES} tries): the kernel matrix is probably not positive "
+        "definite (duplicate points, a low-rank kernel); use --solver eigh or --ridge",
+        index=attempts[-1].get("pivot", -1))
+
+
+def refined_solution(out: dict, opts, be: Backend, *, n: int, precision: str,
+                     storage_dtype, tile_size: int, timings: dict, shift: float = 0.0,
+                     attempts=None, log=None, memory_plan: Optional[dict] = None,
+                     residual_method: str = RECOMPUTED,
+                     extra: Optional[dict] = None) -> ExactSolution:
+    """The solution record of a refined solve (mixed precision, out of core, Dask)."""
+    info = refinement_info(out, opts, shift=shift, attempts=attempts, log=log,
+                           residual_method=residual_method)
+    info.update({"tile_size": tile_size, "ridge": opts.ridge, "precision": precision,
+                 "storage_dtype": np.dtype(storage_dtype).name})
+    if "factor" in timings:
+        info["factor_flops"] = n ** 3 / 3.0
+        info["factor_gflops_per_s"] = n ** 3 / 3.0 / max(timings["factor"], 1e-12) / 1e9
+    if precision == "float32":
+        info["note_precision"] = "float32: no refinement (the residual is reported)"
+    info.update(extra or {})
+    xp = be.xp
+    return ExactSolution(alpha=xp.asarray(out["alpha"]), solver="cholesky", dtype=precision,
+                         device=be.device, timings=timings, memory_plan=memory_plan or {},
+                         info=info, K_alpha=xp.asarray(out["K_alpha"]))
