@@ -101,3 +101,111 @@ def test_cli_flags_reach_the_record(capsys):
     rec = json.loads(capsys.readouterr().out)
     assert rec["precision"] == "mixed" and rec["refinement"] == "ir"
     assert rec["relative_residual"] <= 1e-11 and rec["refinement_history"]
+
+
+# ---------------------------------------------------------------- precision='auto' by time
+def _fast_float32(monkeypatch, ratio=2.0):
+    """Make auto measure nothing and see float32 GEMM ``ratio`` times faster."""
+    from kernelfit.solvers import plan
+
+    monkeypatch.setattr(plan, "MEASURE_MIN_RATIO", 0)
+    monkeypatch.setattr(plan, "gemm_rates", lambda be: {"float64": 1e9, "float32": ratio * 1e9,
+                                                        "memory_bytes_per_s": 1e10})
+
+
+def test_auto_picks_mixed_when_expected_faster_and_keeps_float64_tiles(monkeypatch):
+    _fast_float32(monkeypatch)
+    X, Y = _problem(n=300)
+    k = get_kernel("gaussian", bandwidth=0.8)
+    sol = solve_exact(k, X, Y, SolveOptions(tile_size=64))
+    info = sol.info
+    assert info["precision"] == "mixed" and "expected faster" in info["precision_reason"]
+    times = info["plan_choice"]["expected_time"]
+    assert times["mixed_s"] < times["float64_s"]
+    # the float64 target of auto, reached with every float64 tile of K kept in memory:
+    # 1e-12, or what float64 arithmetic allows on this cond ~ 1e7 kernel
+    ref = solve_exact(k, X, Y, SolveOptions(precision="float64", tile_size=64, residual=True))
+    K = k(X)
+    res64 = np.linalg.norm(K @ ref.alpha - Y) / np.linalg.norm(Y)
+    assert info["tol"] == 1e-12 and info["converged"]
+    assert info["relative_residual"] <= max(1e-12, 3 * res64)
+    assert info["kept_float64_tiles"] == info["n_tiles_lower"] == 15
+    assert "kept in memory" in info["residual_method"]
+    assert np.linalg.norm(K @ sol.alpha - Y) / np.linalg.norm(Y) <= max(1e-12, 3 * res64)
+    assert info["plan_choice"]["tiles"]["tile_size"] == 64
+    json.dumps(sol.as_dict())
+
+
+def test_auto_picks_float64_when_float32_is_not_faster(monkeypatch):
+    _fast_float32(monkeypatch, ratio=1.0)  # e.g. a GPU with equal float32/float64 rates
+    X, Y = _problem(n=300)
+    sol = solve_exact(get_kernel("gaussian", bandwidth=0.8), X, Y, SolveOptions(tile_size=64))
+    assert sol.info["precision"] == "float64"
+    assert "float64 factorization expected faster" in sol.info["precision_reason"]
+
+
+def test_auto_falls_back_to_float64_with_one_line(monkeypatch, caplog):
+    _fast_float32(monkeypatch)
+    rng = np.random.default_rng(0)
+    X = rng.random((300, 3))
+    Y = np.stack([np.sin(3 * X.sum(1)), np.cos(2 * X[:, 0])], 1)
+    k = get_kernel("gaussian", bandwidth=0.3)  # cond ~ 5e10: too much for float32
+    ref = solve_exact(k, X, Y, SolveOptions(precision="float64", tile_size=64))
+    with caplog.at_level("WARNING", logger="kernelfit"):
+        sol = solve_exact(k, X, Y, SolveOptions(tile_size=64))
+    lines = [r for r in caplog.records if "falling back" in r.getMessage()]
+    assert len(lines) == 1 and "float32" in lines[0].getMessage()
+    assert sol.info["precision"] == "float64" and sol.dtype == "float64"
+    assert "fell back to float64" in sol.info["precision_reason"]
+    assert sol.info["precision_fallback"]["reason"]
+    np.testing.assert_array_equal(sol.alpha, ref.alpha)
+
+
+def test_refinement_that_stalls_falls_back(monkeypatch):
+    _fast_float32(monkeypatch)
+    from kernelfit.solvers import mixed
+
+    real = mixed.refine
+
+    def slow(*a, **kw):  # a refinement that gains nothing: cond * u32 too large
+        kw["max_iter"] = 0
+        out = real(*a, **kw)
+        out["converged"] = False
+        return out
+
+    monkeypatch.setattr(mixed, "refine", slow)
+    X, Y = _problem(n=200)
+    sol = solve_exact(get_kernel("gaussian", bandwidth=0.8), X, Y, SolveOptions(tile_size=64))
+    assert sol.info["precision"] == "float64"
+    assert "refinement stopped" in sol.info["precision_fallback"]["reason"]
+
+
+def test_full_mnist_plan_stays_within_10_gib(monkeypatch):
+    from kernelfit.solvers.plan import plan_solve
+
+    _fast_float32(monkeypatch)
+    from kernelfit.backend import get_backend
+
+    opts = SolveOptions(residual=True).validate()
+    sp = plan_solve(60000, 784, 10, opts, device="cpu", available=22 << 30, n_test=10000,
+                    backend=get_backend("cpu"))
+    assert sp.route == "mixed" and sp.tol == 1e-12
+    # float32 lower tiles (7.2 GB) + as many float64 tiles as the share allows
+    assert 7.2e9 <= sp.memory.items["K tiles (float32)"] <= 7.7e9
+    assert 0 < sp.memory.items["K tiles (float64, refinement)"] < 14.4e9
+    assert sp.memory.total <= 10 * 2 ** 30
+    # at n = 10,000 every float64 tile is kept (about 0.5 GB)
+    from kernelfit.solvers.tiles import TiledSymmetric
+
+    sp = plan_solve(10000, 784, 10, opts, device="cpu", available=22 << 30,
+                    backend=get_backend("cpu"))
+    assert sp.memory.items["K tiles (float64, refinement)"] == TiledSymmetric.storage_bytes(
+        10000, sp.tile_size, np.float64)
+
+
+def test_gpu_mixed_plan_has_no_per_cpu_thread_buffers():
+    from kernelfit.solvers.plan import plan_mixed
+
+    cpu = plan_mixed(20000, 784, 10, 4096, device="cpu", n_threads=16)
+    gpu = plan_mixed(20000, 784, 10, 4096, device="gpu", n_threads=16)
+    assert gpu.items["tile buffers"] == 3 * 8 * 4096 ** 2 < cpu.items["tile buffers"]

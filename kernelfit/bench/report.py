@@ -168,19 +168,41 @@ def render_markdown(results: dict, figures: Optional[Dict[str, str]] = None) -> 
         w("| " + " | ".join(cells) + " |\n")
     w("\nscikit-learn's fit (Gram + solve) is in the total; its stages are not separable. "
       "The peers' residual is checked outside their timed total.\n")
+    rated = [r for r in results["records"] if r.get("stage_rates")]
+    if rated:
+        w("\n## Stage rates\n\n")
+        w("Each stage's achieved rate (its GEMM flop count over its median time) and its "
+          "fraction of the GEMM peak measured in this run (the factor against the float32 "
+          "peak when it ran in float32 or mixed precision). Limit: all stages' flops at "
+          "peak.\n\n")
+        w("| n | implementation | precision | Gram | factor | predict | limit | total |\n"
+          "|---|---|---|---|---|---|---|---|\n")
+        for r in rated:
+            cells = [str(r["n"]), r["label"], r.get("precision") or "-"]
+            for st in ("gram", "factor", "predict"):
+                sr = r["stage_rates"].get(st)
+                cells.append("-" if not sr else f"{sr['gflops']:.3g} GFLOP/s "
+                                                 f"({_pct(sr.get('fraction_of_peak'), 0)})")
+            cells += [fmt_seconds(r.get("limit_s")), fmt_seconds(r.get("total"))]
+            w("| " + " | ".join(cells) + " |\n")
     comps = results.get("comparisons") or []
     if comps:
         w("\n## kernelfit (CPU) vs peers at equal n\n\n")
-        w("| n | factor rate / scipy dpotrf | time / scikit-learn | memory / scikit-learn | "
-          "time / scipy | memory / scipy |\n|---|---|---|---|---|---|\n")
+        w("Runs alternated between the implementations, medians. Limit: kernelfit's flop "
+          "count over the measured GEMM peak (and as a fraction of scikit-learn's time).\n\n")
+        w("| n | kernelfit | limit | time / scikit-learn | limit / scikit-learn | memory / "
+          "scikit-learn | factor rate / scipy dpotrf | time / scipy | memory / scipy |\n"
+          "|---|---|---|---|---|---|---|---|---|\n")
         for c in comps:
             def cell(key, peer):
                 if key in c:
                     return f"{c[key]:.2f}"
                 return c.get(f"{peer}_status", "-")
 
-            w(f"| {c['n']} | {cell('factor_rate_vs_scipy', 'scipy')} | "
-              f"{cell('time_vs_sklearn', 'sklearn')} | {cell('memory_vs_sklearn', 'sklearn')} | "
+            w(f"| {c['n']} | {fmt_seconds(c.get('kernelfit_s'))} | "
+              f"{fmt_seconds(c.get('limit_s'))} | {cell('time_vs_sklearn', 'sklearn')} | "
+              f"{cell('limit_vs_sklearn', 'sklearn')} | {cell('memory_vs_sklearn', 'sklearn')} | "
+              f"{cell('factor_rate_vs_scipy', 'scipy')} | "
               f"{cell('time_vs_scipy', 'scipy')} | {cell('memory_vs_scipy', 'scipy')} |\n")
     ext = results.get("extrapolation") or {}
     if ext:

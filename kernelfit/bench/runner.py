@@ -194,7 +194,10 @@ def _repeat_kernelfit(spec, kernel, X, y, Xt, yt) -> dict:
     rec = {"gram": t.get("gram"), "factor": t.get("factor"), "solve": t.get("solve"),
            "residual": t.get("residual"), "fit": t.get("fit_total"), "predict": t["predict"],
            "relative_residual": est.relative_residual_, "train_error": est.train_error_,
-           "tile_size": est.fit_info_.get("tile_size")}
+           "tile_size": est.fit_info_.get("tile_size"),
+           "precision": est.fit_info_.get("precision"),
+           "precision_reason": est.fit_info_.get("precision_reason"),
+           "plan_choice": est.fit_info_.get("plan_choice")}
     rec["total"] = rec["fit"] + rec["predict"]
     rec["test_error"] = float(np.mean(pred != yt)) if yt.shape[0] else None
     gpu_peak = be.peak_memory()

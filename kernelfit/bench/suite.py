@@ -1,8 +1,10 @@
 """A whole benchmark run: kernelfit (CPU, GPU) and its peers at growing n, side by side.
 
 :func:`run_bench` describes the machine, measures its GEMM peaks (in a child process),
-then for each n (ascending) and each implementation runs one child
-(:func:`kernelfit.bench.runner.run_child`), after two checks that skip a run with the
+then for each n (ascending) runs the implementations alternately, one child
+(:func:`kernelfit.bench.runner.run_child`) per run, ``repeats`` rounds (kernelfit,
+scikit-learn, scipy, kernelfit, ...), so that a slow spell of a shared machine falls on
+all of them alike; medians are reported. Two checks skip an implementation at n with the
 reason instead of starting it:
 
 - memory pre-flight: kernelfit's own plan (:func:`kernelfit.memory.plan_exact_solve`), a
@@ -34,12 +36,14 @@ from .runner import PEERS, dense_bytes_needed, peer_unavailable_reason, \
     run_child
 
 __all__ = ["BenchConfig", "parse_peers", "parse_devices", "fit_power_law", "run_bench",
-           "SCHEMA", "largest_fitting_n", "STAGES"]
+           "SCHEMA", "largest_fitting_n", "STAGES", "stage_flops", "limit_seconds"]
 
 SCHEMA = "kernelfit-bench/1"
 #: stages whose median times a record reports
 STAGES = ("gram", "factor", "solve", "residual", "predict", "fit", "total")
-DEFAULT_N = (2000, 5000, 10000, 20000)
+DEFAULT_N = (5000, 10000, 20000)
+#: stages whose flop counts give an achieved rate against the measured GEMM peak
+RATED_STAGES = ("gram", "factor", "predict")
 
 
 def parse_peers(text) -> tuple:
@@ -200,6 +204,46 @@ def _peak_rate(machine: dict, device: str, dtype: str) -> Optional[float]:
     return c.get("dgemm_gflops" if dtype == "float64" else "sgemm_gflops")
 
 
+def stage_flops(impl: str, n: int, d: int, n_test: int) -> Dict[str, float]:
+    """Flop counts of the GEMM-bound stages of one solve.
+
+    Gram: the inner products of the lower half of K (n^2 d for kernelfit, which uses
+    symmetry; 2 n^2 d for a dense K); factor: n^3 / 3; predict: 2 n_test n d (the
+    cross-kernel inner products).
+    """
+    gram = float(n) * n * d * (1.0 if impl == "kernelfit" else 2.0)
+    return {"gram": gram, "factor": float(n) ** 3 / 3.0,
+            "predict": 2.0 * float(n_test) * n * d}
+
+
+def limit_seconds(impl: str, n: int, d: int, n_test: int, machine: dict, device: str = "cpu",
+                  precision: str = "float64") -> Optional[float]:
+    """The 'limit': the stages' flop counts over the measured GEMM peak (the factor at the
+    float32 peak when it ran in float32 or mixed precision)."""
+    flops = stage_flops(impl, n, d, n_test)
+    p64 = _peak_rate(machine, device, "float64")
+    pf = _peak_rate(machine, device, "float64" if precision == "float64" else "float32")
+    if not p64 or not pf:
+        return None
+    return (flops["gram"] + flops["predict"]) / (p64 * 1e9) + flops["factor"] / (pf * 1e9)
+
+
+def _stage_rates(rec: dict, row: dict, cfg: BenchConfig, machine: dict,
+                 precision: str) -> Dict[str, dict]:
+    flops = stage_flops(row["impl"], rec["n"], cfg.d, cfg.n_test)
+    out = {}
+    for s in RATED_STAGES:
+        t = rec.get(s)
+        if not t:
+            continue
+        dt = precision if s == "factor" and precision in ("float32", "mixed") else "float64"
+        peak = _peak_rate(machine, row["device"], "float32" if dt == "mixed" else dt)
+        gf = flops[s] / t / 1e9
+        out[s] = {"flops": flops[s], "gflops": gf, "peak_gflops": peak,
+                  "fraction_of_peak": gf / peak if peak else None}
+    return out
+
+
 def _record(row: dict, n: int, cfg: BenchConfig, machine: dict, child: Optional[dict] = None,
             status: Optional[str] = None, reason: Optional[str] = None) -> dict:
     rec = {"label": row["label"], "impl": row["impl"], "device": row["device"], "n": int(n),
@@ -232,12 +276,21 @@ def _record(row: dict, n: int, cfg: BenchConfig, machine: dict, child: Optional[
             rec["peak_gpu_bytes"] = max(gpu)
         rec["baseline_rss_bytes"] = res.get("baseline_rss_bytes")
         rec["load_s"] = res.get("load_s")
+        for key in ("precision", "precision_reason", "plan_choice"):
+            if reps[-1].get(key) is not None:
+                rec[key] = reps[-1][key]
+    precision = rec.get("precision") or cfg.dtype
     if rec["factor"]:
         flops = float(n) ** 3 / 3.0
         rec["factor_gflops"] = flops / rec["factor"] / 1e9
-        peak = _peak_rate(machine, row["device"], cfg.dtype)
+        peak = _peak_rate(machine, row["device"],
+                          "float64" if precision == "float64" else "float32")
         if peak:
             rec["fraction_of_peak"] = rec["factor_gflops"] / peak
+    if reps:
+        rec["stage_rates"] = _stage_rates(rec, row, cfg, machine, precision)
+        rec["limit_s"] = limit_seconds(row["impl"], n, cfg.d, cfg.n_test, machine,
+                                       row["device"], precision)
     if rec["status"] != "ok":
         rec["stderr_tail"] = (child.get("stderr_tail") or "")[-1500:]
         if res.get("traceback"):
@@ -295,8 +348,18 @@ def run_bench(cfg: BenchConfig, on_event: Optional[Callable[[str, dict], None]] 
     gpu_mem = peaks["gpu"].get("gpu_memory_bytes") if peaks["gpu"].get("available") else None
     bar = progress(total=len(cfg.n_list) * len(rows), desc="bench", enabled=show_progress,
                    unit="run")
+    order = {row["label"]: k for k, row in enumerate(rows)}
+    this_n: List[dict] = []
+
+    def finish(rec):
+        this_n.append(rec)
+        emit("record", rec)
+        bar.update(1)
+
     try:
         for n in cfg.n_list:
+            this_n.clear()
+            active = []
             for row in rows:
                 label, impl, dev = row["label"], row["impl"], row["device"]
                 bar.set_description(f"{label} n={n}")
@@ -327,28 +390,41 @@ def run_bench(cfg: BenchConfig, on_event: Optional[Callable[[str, dict], None]] 
                         rec = _record(row, n, cfg, machine, status="skipped",
                                       reason=f"time budget: projected {projected:.0f} s after "
                                              f"{elapsed:.0f} s of a {cfg.budget_s:.0f} s budget")
-                if rec is None:
-                    spec = {"task": "solve", "impl": impl, "device": dev, "n": n,
-                            "n_test": cfg.n_test, "d": cfg.d, "dataset": cfg.dataset,
-                            "data_dir": cfg.data_dir, "seed": cfg.seed, "kernel": cfg.kernel,
-                            "bandwidth": cfg.bandwidth, "degree": cfg.degree,
-                            "gamma": cfg.gamma, "coef0": cfg.coef0, "dtype": cfg.dtype,
-                            "tile_size": cfg.tile_size, "sklearn_alpha": cfg.sklearn_alpha,
-                            "repeats": cfg.repeats if impl == "kernelfit" else cfg.peer_repeats}
+                if rec is not None:
+                    finish(rec)
+                    continue
+                spec = {"task": "solve", "impl": impl, "device": dev, "n": n,
+                        "n_test": cfg.n_test, "d": cfg.d, "dataset": cfg.dataset,
+                        "data_dir": cfg.data_dir, "seed": cfg.seed, "kernel": cfg.kernel,
+                        "bandwidth": cfg.bandwidth, "degree": cfg.degree,
+                        "gamma": cfg.gamma, "coef0": cfg.coef0, "dtype": cfg.dtype,
+                        "tile_size": cfg.tile_size, "sklearn_alpha": cfg.sklearn_alpha,
+                        "repeats": 1}
+                active.append((row, spec, cfg.repeats if impl == "kernelfit"
+                               else cfg.peer_repeats))
+            # alternate: one run of each implementation per round, medians afterwards
+            children: Dict[str, list] = {row["label"]: [] for row, _, _ in active}
+            for rnd in range(max((w for _, _, w in active), default=0)):
+                for row, spec, wanted in active:
+                    got = children[row["label"]]
+                    if rnd >= wanted or (got and got[-1]["status"] != "ok"):
+                        continue
+                    bar.set_description(f"{row['label']} n={n} ({rnd + 1}/{wanted})")
                     guard = None
-                    if cfg.memory_guard and dev == "cpu":
+                    if cfg.memory_guard and row["device"] == "cpu":
                         guard = int(0.98 * available_host_memory())
-                    child = run_child(spec, timeout=cfg.timeout_s,
-                                      env=cfg.peer_env if impl != "kernelfit" else None,
-                                      memory_limit=guard)
-                    rec = _record(row, n, cfg, machine, child=child)
-                    if rec["status"] == "ok":
-                        last_ok[label] = rec
-                    elif rec["status"] in ("timeout", "memory"):
-                        blocked[label] = f"{rec['status']} at n = {n}"
-                records.append(rec)
-                emit("record", rec)
-                bar.update(1)
+                    got.append(run_child(spec, timeout=cfg.timeout_s,
+                                         env=cfg.peer_env if row["impl"] != "kernelfit"
+                                         else None, memory_limit=guard))
+            for row, _, _ in active:
+                label = row["label"]
+                rec = _record(row, n, cfg, machine, child=_merge_children(children[label]))
+                if rec["status"] == "ok":
+                    last_ok[label] = rec
+                elif rec["status"] in ("timeout", "memory"):
+                    blocked[label] = f"{rec['status']} at n = {n}"
+                finish(rec)
+            records.extend(sorted(this_n, key=lambda r: order[r["label"]]))
     finally:
         bar.close()
 
@@ -367,16 +443,34 @@ def run_bench(cfg: BenchConfig, on_event: Optional[Callable[[str, dict], None]] 
     return results
 
 
+def _merge_children(children: List[dict]) -> dict:
+    """One child record from alternating runs: the repeats of the runs that went well, the
+    failure when the last one failed, their wall times summed and the largest peak memory."""
+    last = children[-1]
+    merged = dict(last)
+    ok = [c for c in children if c["status"] == "ok"]
+    result = dict((ok[-1] if ok else last).get("result") or {})
+    result["repeats"] = [r for c in ok for r in ((c.get("result") or {}).get("repeats") or [])]
+    merged["result"] = result
+    merged["wall_s"] = sum(c.get("wall_s") or 0.0 for c in children)
+    merged["max_rss_bytes"] = max((c.get("max_rss_bytes") or 0) for c in children) or None
+    merged["runs"] = len(children)
+    return merged
+
+
 def comparisons(records: List[dict]) -> List[dict]:
-    """kernelfit vs the peers at equal n: factor-rate ratio to scipy's dpotrf, and
-    end-to-end time and peak-memory ratios to every completed peer."""
+    """kernelfit vs the peers at equal n: factor-rate ratio to scipy's dpotrf, end-to-end
+    time and peak-memory ratios to every completed peer (runs alternated, medians), and
+    the 'limit': kernelfit's flop count over the measured GEMM peak, alone and as a ratio
+    to each peer's time."""
     by = {(r["label"], r["n"]): r for r in records}
     out = []
     for n in sorted({r["n"] for r in records}):
         kf = by.get(("kernelfit-cpu", n))
         if not kf or kf["status"] != "ok":
             continue
-        row = {"n": n}
+        row = {"n": n, "kernelfit_s": kf.get("total"), "limit_s": kf.get("limit_s"),
+               "precision": kf.get("precision")}
         sp = by.get(("scipy", n))
         if sp and sp["status"] == "ok" and sp.get("factor_gflops") and kf.get("factor_gflops"):
             row["factor_rate_vs_scipy"] = kf["factor_gflops"] / sp["factor_gflops"]
@@ -389,6 +483,9 @@ def comparisons(records: List[dict]) -> List[dict]:
                 continue
             if p.get("total") and kf.get("total"):
                 row[f"time_vs_{peer}"] = kf["total"] / p["total"]
+                row[f"{peer}_s"] = p["total"]
+                if kf.get("limit_s"):
+                    row[f"limit_vs_{peer}"] = kf["limit_s"] / p["total"]
             if p.get("peak_rss_bytes") and kf.get("peak_rss_bytes"):
                 row[f"memory_vs_{peer}"] = kf["peak_rss_bytes"] / p["peak_rss_bytes"]
         out.append(row)

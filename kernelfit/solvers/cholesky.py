@@ -30,9 +30,11 @@ import numpy as np
 from ..backend import Backend
 from ..errors import InputError, NotPositiveDefiniteError
 from ..progress import progress
-from .tiles import TiledSymmetric
+from .machine import cache_block_edge
+from .tiles import BlasOneThread, BlockBuffer, TiledSymmetric
 
 __all__ = ["factor_columns", "substitute", "forward_row", "backward_row", "MemoryTileOps",
+           "UpcastTileOps",
            "cholesky_inplace", "cholesky_solve", "factor_matvec",
            "estimate_condition"]
 
@@ -102,18 +104,28 @@ def backward_row(be: Backend, Lii, Yi, Ls, Xs, cast: Callable = lambda t: t):
 class MemoryTileOps:
     """Tile operations in place on the tiles of a :class:`TiledSymmetric`.
 
-    ``work_dtype``: the substitutions' arithmetic type; a float32 tile is upcast when used
-    (one tile of scratch) so that a float32 factor applied in float64 is a fixed
-    symmetric positive definite operator (the preconditioner of mixed precision).
+    ``work_dtype``: the substitutions' arithmetic type; a float32 tile is upcast into one
+    float64 tile of scratch kept with ``T`` (written again at each use, never allocated
+    again) so that a float32 factor applied in float64 is a fixed symmetric positive
+    definite operator (the preconditioner of mixed precision).
     """
 
     def __init__(self, T: TiledSymmetric, work_dtype=None):
         self.T = T
         self.be = T.backend
         self.wd = np.dtype(work_dtype or T.dtype)
+        self.bounds = T.bounds
 
     def _cast(self, t):
-        return t if t.dtype == self.wd else self.be.xp.asfortranarray(t.astype(self.wd))
+        if t.dtype == self.wd:
+            return t
+        if self.wd != np.float64:
+            return self.be.xp.asfortranarray(t.astype(self.wd))
+        if self.T.scratch is None:
+            self.T.scratch = BlockBuffer(self.be, self.T.tile_size, self.T.tile_size)
+        out = self.T.scratch.fortran_view(*t.shape)
+        out[...] = t
+        return out
 
     def potrf(self, k: int) -> int:
         return self.be.potrf(self.T.tiles[k][k])
@@ -136,6 +148,40 @@ class MemoryTileOps:
         t = self.T.tiles
         Ls = [t[j][i] for j in range(i + 1, self.T.n_tiles)]
         return backward_row(self.be, t[i][i], Yi, Ls, Xs, self._cast)
+
+
+class UpcastTileOps:
+    """The substitutions of a float32 factor in float64, by cache-sized blocks.
+
+    Each tile is visited in sub-blocks of ``edge`` rows and columns, each upcast into one
+    float64 buffer that stays in cache, so a preconditioner solve reads the float32 factor
+    once per sweep and writes no float64 copy of it to memory.
+    """
+
+    def __init__(self, T: TiledSymmetric, edge: int):
+        self.T = T
+        self.be = T.backend
+        self.parts = []  # (tile, first row in it, end row in it)
+        self.bounds = []
+        for t, (s, e) in enumerate(T.bounds):
+            for a in range(s, e, edge):
+                self.parts.append((t, a - s, min(a + edge, e) - s))
+                self.bounds.append((a, min(a + edge, e)))
+        self.buf = BlockBuffer(self.be, edge, edge)
+
+    def _block(self, ij):
+        ti, ai, bi = self.parts[ij[0]]
+        tj, aj, bj = self.parts[ij[1]]
+        out = self.buf.fortran_view(bi - ai, bj - aj)
+        out[...] = self.T.tiles[ti][tj][ai:bi, aj:bj]
+        return out
+
+    def forward(self, i: int, Bi, Ys):
+        return forward_row(self.be, (i, i), Bi, [(i, j) for j in range(i)], Ys, self._block)
+
+    def backward(self, i: int, Yi, Xs):
+        Ls = [(j, i) for j in range(i + 1, len(self.parts))]
+        return backward_row(self.be, (i, i), Yi, Ls, Xs, self._block)
 
 
 # ---------------------------------------------------------------- in memory
@@ -185,8 +231,15 @@ def cholesky_solve(T: TiledSymmetric, B, work_dtype=None) -> object:
         return cholesky_solve(T, B[:, None], work_dtype)[:, 0]
     if B.shape[0] != T.n:
         raise InputError(f"right-hand side has {B.shape[0]} rows, matrix has {T.n}")
-    blocks = [xp.asfortranarray(B[s:e].astype(wd)) for s, e in T.bounds]
-    return xp.concatenate(substitute(MemoryTileOps(T, wd), T.n_tiles, blocks), axis=0)
+    ops = MemoryTileOps(T, wd)
+    upcast = wd != T.dtype and wd == np.float64 and T.backend.device == "cpu"
+    if upcast:
+        ops = UpcastTileOps(T, cache_block_edge())
+    blocks = [xp.asfortranarray(B[s:e].astype(wd)) for s, e in ops.bounds]
+    # cache-sized blocks with a few right-hand sides: BLAS threads only add waiting
+    with BlasOneThread(upcast):
+        X = substitute(ops, len(blocks), blocks)
+    return xp.concatenate(X, axis=0)
 
 
 # ---------------------------------------------------------------- from the factor

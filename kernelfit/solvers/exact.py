@@ -114,6 +114,7 @@ def solve_exact(kernel: Kernel, X, Y, options: Optional[SolveOptions] = None,
             sub = copy.copy(opts)
             sub.precision = "float64"
             sol = solve_in_core(kernel, X, Y, sub, be, _plan(n, d, Y.shape[1], sub, be))
+            sol.info["precision"] = "float64"
             sol.info["precision_reason"] = (f"{splan.reason}; fell back to float64: "
                                             f"{fb.reason}")
             sol.info["precision_fallback"] = {"reason": fb.reason,

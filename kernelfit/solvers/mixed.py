@@ -10,9 +10,11 @@ recomputed from X for the rest; K itself is never rounded to float32 in a produc
 ``precision='mixed'``: when float32 potrf breaks down (K too ill-conditioned for single
 precision) the Gram tiles are rebuilt with a growing diagonal shift
 (:func:`kernelfit.solvers.refine.retry_with_shift`); the shifted factor is then only a
-preconditioner of the *unshifted* system. ``precision='auto'``: a breakdown, or a
-refinement that stalls (cond(K) times the float32 rounding unit too large), raises
-:class:`Fallback` instead, and the caller factors in float64.
+preconditioner of the *unshifted* system. ``precision='auto'``: the target is
+:data:`kernelfit.solvers.plan.AUTO_TOL`, or the float64 backward-error bound
+u * trace(K) * |alpha| / |Y| where that is larger (no float64 solve does better); a
+breakdown, or a refinement that stalls above both (cond(K) times the float32 rounding
+unit too large), raises :class:`Fallback` instead, and the caller factors in float64.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ from .products import build_gram, kernel_diagonal, kernel_matvec, stored_kernel_
 from .refine import ExactSolution, refine, refined_solution, retry_with_shift
 
 __all__ = ["solve_mixed", "Fallback"]
+
+F64_EPS = float(np.finfo(np.float64).eps)
 
 
 class Fallback(Exception):
@@ -110,6 +114,15 @@ def solve_mixed(kernel: Kernel, X, Y, opts, be: Backend, splan) -> ExactSolution
     T.free()
     del T
     be.free_pool()
+    floor = None
+    if auto and not out["converged"]:
+        # a residual as small as float64 arithmetic allows: within the backward-error bound
+        # of a float64 solve, u * trace(K) * ||alpha|| / ||Y|| (trace(K) >= ||K||_2)
+        trace = float(np.sum(be.to_numpy(kernel_diagonal(kernel, Xb)))) + n * opts.ridge
+        ynorm = float(np.linalg.norm(Yh))
+        floor = F64_EPS * trace * float(np.linalg.norm(out["alpha"])) / max(ynorm, 1e-300)
+        if out["relative_residual"] <= floor:
+            out["converged"] = True
     if not out["converged"]:
         why = (f"mixed-precision refinement stopped at relative residual "
                f"{out['relative_residual']:.3e} > tol {splan.tol:g} after "
@@ -127,6 +140,11 @@ def solve_mixed(kernel: Kernel, X, Y, opts, be: Backend, splan) -> ExactSolution
         method = None
     extra = {"tol": splan.tol, "kept_float64_tiles": kept,
              "n_tiles_lower": nt * (nt + 1) // 2}
+    if floor is not None:
+        extra["float64_floor"] = floor
+        extra["note_target"] = ("the refinement stopped below tol's reach but within the "
+                                "float64 backward-error bound u * trace(K) * |alpha| / |Y| "
+                                "(what a float64 factorization reaches at best)")
     kw = {"residual_method": method} if method else {}
     return refined_solution(out, opts, be, n=n, precision="mixed", storage_dtype=np.float32,
                             tile_size=ts, timings=timings, shift=shift, attempts=attempts,

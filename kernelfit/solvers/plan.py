@@ -38,7 +38,7 @@ __all__ = ["SolvePlan", "plan_solve", "plan_mixed", "preflight", "expected_times
 KEEP_COPY_MAX_BYTES = 256 << 20
 #: mixed precision keeps float64 tiles of K for the refinement products while the whole
 #: plan stays within this share of the available memory (the rest is recomputed)
-KEEP_F64_SHARE = 0.5
+KEEP_F64_SHARE = 0.4
 #: relative residual target of precision='auto' when it picks mixed precision: what a
 #: float64 factorization reaches on the kernels the README quotes
 AUTO_TOL = 1e-12

@@ -40,19 +40,20 @@ def gram_tile(kernel: Kernel, X, stats, bounds, i: int, j: int, dtype, shift: fl
     tile = (backend.empty_tile(ei - si, ej - sj, dtype) if backend is not None
             else xp.empty((ei - si, ej - sj), dtype=dtype, order="F"))
     f64 = dtype == np.float64
-    if not f64 and scratch is None:
+    if not f64 and scratch is None and keep is None:
         scratch = BlockBuffer(backend, ej - sj, ei - si, xp=xp)
-    # k(X_j, X_i) in C order is tile (i, j) in Fortran order: written in place
-    out = tile.T if f64 else scratch.view(ej - sj, ei - si)
+    # k(X_j, X_i) in C order is tile (i, j) in Fortran order: written in place (into the
+    # kept float64 copy when there is one, then cast)
+    out = tile.T if f64 else (keep.T if keep is not None else scratch.view(ej - sj, ei - si))
     kernel.block(X[sj:ej], X[si:ei], a_stats=None if stats is None else stats[sj:ej],
                  b_stats=None if stats is None else stats[si:ei], same=(i == j), out=out)
-    if keep is not None:
+    if keep is not None and f64:
         keep.T[...] = out
-    if i == j and shift:
-        idx = xp.arange(ej - sj)
-        out[idx, idx] += shift
     if not f64:
         tile.T[...] = out
+    if i == j and shift:
+        idx = xp.arange(ej - sj)
+        tile[idx, idx] += shift
     return tile
 
 

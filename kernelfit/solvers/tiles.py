@@ -33,7 +33,7 @@ from ..errors import InputError
 from .machine import choose_tile_size, n_threads_default
 
 __all__ = ["TiledSymmetric", "DiskTiles", "default_tile_size", "tile_bounds",
-           "n_threads_default", "run_tiles", "BlockBuffer"]
+           "n_threads_default", "run_tiles", "BlockBuffer", "BlasOneThread"]
 
 
 def default_tile_size(n: int, device: str = "cpu") -> int:
@@ -78,6 +78,8 @@ class TiledSymmetric:
         # through the factorization for an exact K alpha (stored_kernel_matvec)
         self.kept: Optional[dict] = None
         self.kept_diag: Optional[list] = None
+        # one reusable tile of scratch for upcasting tiles in the triangular solves
+        self.scratch: Optional[BlockBuffer] = None
 
     # -------------------------------------------------------------- sizes
     @property
@@ -141,6 +143,7 @@ class TiledSymmetric:
                 row[j] = None
         self.kept = None
         self.kept_diag = None
+        self.scratch = None
 
 
 
@@ -206,7 +209,7 @@ class DiskTiles:
 
 
 # ---------------------------------------------------------------- the tile work loop
-class _BlasOneThread:
+class BlasOneThread:
     """Limit BLAS to one thread while our own threads run tiles in parallel."""
 
     def __init__(self, active: bool):
@@ -237,7 +240,7 @@ def _parallel(parts: List[list], work: Callable[[int, list], None], n_threads: i
         return
     from concurrent.futures import ThreadPoolExecutor
 
-    with _BlasOneThread(True), ThreadPoolExecutor(max_workers=len(parts)) as ex:
+    with BlasOneThread(True), ThreadPoolExecutor(max_workers=len(parts)) as ex:
         futs = [ex.submit(work, t, p) for t, p in enumerate(parts)]
         for f in futs:
             f.result()
@@ -295,6 +298,10 @@ class BlockBuffer:
         size = max(rows * cols, 1)
         self.flat = (be.empty(size, np.float64) if be is not None
                      else xp.empty(size, dtype=xp.float64))
+
+    def fortran_view(self, rows: int, cols: int):
+        """A Fortran-ordered (rows, cols) view of the buffer."""
+        return self.flat[: rows * cols].reshape(cols, rows).T
 
     def view(self, rows: int, cols: int):
         return self.flat[: rows * cols].reshape(rows, cols)
