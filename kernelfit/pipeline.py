@@ -150,7 +150,8 @@ def solve_arrays(X_train, y_train, X_test=None, y_test=None, cfg: Optional[Solve
         rec["rank"] = est.fit_info_["rank"]
     for key in ("precision", "precision_reason", "refinement", "tol", "iterations", "matvecs",
                 "refinement_history", "converged", "shift", "preconditioner_only", "note",
-                "checkpoint", "out_of_core", "distributed"):
+                "checkpoint", "out_of_core", "distributed", "precision_fallback",
+                "plan_choice"):
         if key in est.fit_info_:
             rec["solve_" + key if key in ("tol", "iterations", "note") else key] = \
                 est.fit_info_[key]

@@ -100,8 +100,9 @@ def add_solver_arguments(p) -> None:
     b = p.add_argument_group("beyond memory")
     b.add_argument("--precision", default="auto", choices=("auto", "float64", "float32", "mixed"),
                    help="mixed: K stored/factored in float32, solution refined to float64 "
-                        "accuracy against float64 kernel products; auto: float64 when it fits "
-                        "in memory, else mixed")
+                        "accuracy against float64 kernel products; auto: mixed when it fits "
+                        "and is expected faster (falls back to float64 when it cannot reach "
+                        "the float64 residual), else float64")
     b.add_argument("--tol", type=float, default=1e-10,
                    help="relative residual at which mixed-precision refinement stops")
     b.add_argument("--max-iter", type=positive_int, default=None,
