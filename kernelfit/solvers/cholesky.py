@@ -231,15 +231,16 @@ def cholesky_solve(T: TiledSymmetric, B, work_dtype=None) -> object:
         return cholesky_solve(T, B[:, None], work_dtype)[:, 0]
     if B.shape[0] != T.n:
         raise InputError(f"right-hand side has {B.shape[0]} rows, matrix has {T.n}")
-    ops = MemoryTileOps(T, wd)
-    upcast = wd != T.dtype and wd == np.float64 and T.backend.device == "cpu"
-    if upcast:
-        ops = UpcastTileOps(T, cache_block_edge())
-    blocks = [xp.asfortranarray(B[s:e].astype(wd)) for s, e in ops.bounds]
-    # cache-sized blocks with a few right-hand sides: BLAS threads only add waiting
-    with BlasOneThread(upcast):
+    if not (wd != T.dtype and wd == np.float64 and T.backend.device == "cpu"):
+        blocks = [xp.asfortranarray(B[s:e].astype(wd)) for s, e in T.bounds]
+        return xp.concatenate(substitute(MemoryTileOps(T, wd), T.n_tiles, blocks), axis=0)
+    # a float32 factor applied in float64 on the CPU: cache-sized upcast blocks; the solve
+    # reads the factor once, at memory speed, where more BLAS threads only add waiting
+    ops = UpcastTileOps(T, cache_block_edge())
+    blocks = [np.asfortranarray(B[s:e], dtype=np.float64) for s, e in ops.bounds]
+    with BlasOneThread(True):
         X = substitute(ops, len(blocks), blocks)
-    return xp.concatenate(X, axis=0)
+    return np.concatenate(X, axis=0)
 
 
 # ---------------------------------------------------------------- from the factor

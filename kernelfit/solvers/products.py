@@ -297,19 +297,34 @@ def stored_kernel_matvec(T: TiledSymmetric, V, *, kernel: Optional[Kernel] = Non
         raise InputError(f"{len(missing)} tiles were not kept; pass the kernel "
                          "and X to recompute them")
     blocks = [xp.asfortranarray(V[s:e]) for s, e in T.bounds]
-    out = [xp.zeros((e - s, V.shape[1]), dtype=xp.float64) for s, e in T.bounds]
-    for i in range(T.n_tiles):
-        if own_diag:
-            tile = T.tiles[i][i]  # its diagonal: L's, or K + ridge before factoring
-            delta = T.kept_diag[i] - xp.diagonal(tile)
-            out[i] += be.symm_upper(tile, blocks[i]) + delta[:, None] * blocks[i]
-        elif (i, i) in T.kept:
-            be.gemm_acc(T.kept[(i, i)], blocks[i], out[i])
-        for j in range(i):
-            C = T.kept.get((i, j))
-            if C is not None:
+    m = V.shape[1]
+    tasks = [(i, i) for i in range(T.n_tiles) if own_diag or (i, i) in T.kept]
+    tasks += [(i, j) for i in range(T.n_tiles) for j in range(i) if (i, j) in T.kept]
+    results = {}
+
+    def work(t, part):
+        out = [xp.zeros((e - s, m), dtype=xp.float64, order="F") for s, e in T.bounds]
+        for i, j in part:
+            if i != j:
+                C = T.kept[(i, j)]
                 be.gemm_acc(C, blocks[j], out[i])
                 be.gemm_acc(C, blocks[i], out[j], trans_a=True)
+            elif own_diag:
+                tile = T.tiles[i][i]  # its diagonal: L's, or K + ridge before factoring
+                delta = T.kept_diag[i] - xp.diagonal(tile)
+                out[i] += be.symm_upper(tile, blocks[i]) + delta[:, None] * blocks[i]
+            else:
+                be.gemm_acc(T.kept[(i, i)], blocks[i], out[i])
+        results[t] = out
+
+    # memory-bound products with a few columns: one thread per core, each with
+    # single-threaded BLAS, each streaming its own tiles
+    run_tiles(tasks, work, be, n_threads)
+    parts = [results[t] for t in sorted(results)]
+    out = parts[0] if parts else [xp.zeros((e - s, m)) for s, e in T.bounds]
+    for other in parts[1:]:
+        for k in range(len(out)):
+            out[k] += other[k]
     R = xp.concatenate(out, axis=0)
     if missing:
         R += kernel_matvec(kernel, X, V, tile_size=T.tile_size, backend=be, stats=stats,
