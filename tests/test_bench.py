@@ -214,3 +214,54 @@ def test_report_from_synthetic_results_with_crash(tmp_path):
     assert "crashed (SIGSEGV)" in md
     assert all(p.exists() for p in paths.values())
     assert not math.isnan(json.loads(paths["json"].read_text())["records"][0]["factor"])
+
+
+def test_stage_flops_and_limit_use_the_precisions_peak():
+    m = {"peaks": {"cpu": {"dgemm_gflops": 100.0, "sgemm_gflops": 200.0}}}
+    f = suite.stage_flops("kernelfit", 1000, 50, 200)
+    assert f == {"gram": 1000 * 1000 * 50, "factor": 1000 ** 3 / 3, "predict": 2 * 200 * 1000 * 50}
+    assert suite.stage_flops("sklearn", 1000, 50, 200)["gram"] == 2 * f["gram"]
+    f64 = suite.limit_seconds("kernelfit", 1000, 50, 200, m, precision="float64")
+    mixed = suite.limit_seconds("kernelfit", 1000, 50, 200, m, precision="mixed")
+    other = (f["gram"] + f["predict"]) / 100e9
+    assert f64 == pytest.approx(other + f["factor"] / 100e9)
+    assert mixed == pytest.approx(other + f["factor"] / 200e9)
+    assert suite.limit_seconds("kernelfit", 1000, 50, 200, {}) is None
+
+
+def test_runs_alternate_and_report_medians_stage_rates_and_limit(monkeypatch):
+    calls = []
+
+    def fake_child(spec, timeout=None, env=None, memory_limit=None):
+        if spec["task"] == "peaks":
+            return {"status": "ok", "result": {"cpu": {
+                "dgemm_gflops": 100.0, "sgemm_gflops": 200.0,
+                "dgemm": {"size": 64, "repeats": 1}}}}
+        calls.append((spec["impl"], spec["n"], spec["repeats"]))
+        k = sum(1 for c in calls if c[:2] == (spec["impl"], spec["n"]))
+        t = float(k)  # 1, 2, 3 s: median 2 s
+        rep = {"gram": t, "factor": t, "predict": t, "total": 3 * t, "fit": 2 * t,
+               "relative_residual": 1e-14, "test_error": 0.0, "precision": "mixed"}
+        return {"status": "ok", "wall_s": 3 * t, "max_rss_bytes": k << 20,
+                "result": {"repeats": [rep]}}
+
+    monkeypatch.setattr(suite, "run_child", fake_child)
+    cfg = suite.BenchConfig(n_list=[300], devices=("cpu",), peers=("sklearn", "scipy"),
+                            repeats=3, peer_repeats=3, d=10, n_test=20, budget_s=0)
+    res = suite.run_bench(cfg, show_progress=False)
+    # one run of each per round, round after round
+    assert calls == [("kernelfit", 300, 1), ("sklearn", 300, 1), ("scipy", 300, 1)] * 3
+    kf = next(r for r in res["records"] if r["label"] == "kernelfit-cpu")
+    assert kf["repeats"] == 3 and kf["total"] == 6.0 and kf["peak_rss_bytes"] == 3 << 20
+    assert kf["precision"] == "mixed"
+    rates = kf["stage_rates"]
+    assert rates["factor"]["gflops"] == pytest.approx(300 ** 3 / 3 / 2.0 / 1e9)
+    assert rates["factor"]["peak_gflops"] == 200.0 and rates["gram"]["peak_gflops"] == 100.0
+    assert kf["limit_s"] == pytest.approx(suite.limit_seconds("kernelfit", 300, 10, 20,
+                                                              res["machine"],
+                                                              precision="mixed"))
+    comp = res["comparisons"][0]
+    assert comp["time_vs_sklearn"] == pytest.approx(1.0)
+    assert comp["limit_vs_sklearn"] == pytest.approx(kf["limit_s"] / 6.0)
+    md = report.render_markdown(res)
+    assert "## Stage rates" in md and "limit / scikit-learn" in md

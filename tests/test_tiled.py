@@ -283,3 +283,24 @@ def test_gram_on_threads_equals_the_kernel(n_threads, dtype):
         V = rng.standard_normal((613, 2))
         np.testing.assert_allclose(kernel_matvec(k, X, V, tile_size=ts, n_threads=n_threads),
                                    K @ V, rtol=1e-12)
+
+
+@pytest.mark.parametrize("l2,target", [(2 << 20, 4096), (512 << 10, 2048), (256 << 10, 1024),
+                                       (32 << 20, 4096), (16 << 10, 512)])
+def test_tile_size_follows_the_l2_cache(monkeypatch, l2, target):
+    from kernelfit.solvers import machine
+    from kernelfit.solvers.tiles import default_tile_size
+
+    monkeypatch.setattr(machine, "cache_sizes", lambda: {"L2": l2})
+    machine.choose_tile_size.cache_clear()
+    try:
+        assert machine.choose_tile_size("cpu") == (target, 8192)
+        assert default_tile_size(8192) == 8192  # one tile: one LAPACK call
+        n = 20000
+        ts = default_tile_size(n)
+        assert ts <= target and -(-n // ts) == -(-n // target)
+        rec = machine.tile_choice(n, ts, "cpu")
+        assert rec["target_tile"] == target and rec["tile_threads"] >= 1
+        assert machine.choose_tile_size("gpu") == (8192, 8192)
+    finally:
+        machine.choose_tile_size.cache_clear()
