@@ -113,12 +113,16 @@ def solve_exact(kernel: Kernel, X, Y, options: Optional[SolveOptions] = None,
                         fb.reason)
             sub = copy.copy(opts)
             sub.precision = "float64"
-            sol = solve_in_core(kernel, X, Y, sub, be, _plan(n, d, Y.shape[1], sub, be))
+            if fb.gram is not None:  # K in float64 tiles already: factor those
+                sub.check_memory = False
+            sol = solve_in_core(kernel, X, Y, sub, be, _plan(n, d, Y.shape[1], sub, be),
+                                gram=fb.gram)
             sol.info["precision"] = "float64"
             sol.info["precision_reason"] = (f"{splan.reason}; fell back to float64: "
                                             f"{fb.reason}")
             sol.info["precision_fallback"] = {"reason": fb.reason,
-                                              "mixed_timings": dict(fb.timings)}
+                                              "mixed_timings": dict(fb.timings),
+                                              "reused_float64_tiles": fb.gram is not None}
             splan = None
     else:
         sol = solve_in_core(kernel, X, Y, opts, be, splan)
@@ -139,8 +143,12 @@ def _plan(n: int, d: int, m: int, opts: SolveOptions, be: Backend) -> SolvePlan:
 
 
 def solve_in_core(kernel: Kernel, X, Y, opts: SolveOptions, be: Backend,
-                  splan: SolvePlan) -> ExactSolution:
-    """The in-memory solve with K stored in the plan's precision (validated options)."""
+                  splan: SolvePlan, gram: Optional[TiledSymmetric] = None) -> ExactSolution:
+    """The in-memory solve with K stored in the plan's precision (validated options).
+
+    ``gram``: K + ridge I already built in float64 tiles (factored in place; no copy is
+    kept for the residual then).
+    """
     xp = be.xp
     n, d = X.shape
     if Y.ndim == 1:
@@ -155,7 +163,7 @@ def solve_in_core(kernel: Kernel, X, Y, opts: SolveOptions, be: Backend,
     plan = splan.memory
     # K alpha for the residual: from a copy of K kept through the factorization (memory
     # speed) where the plan made room for it, else recomputed tile by tile by the caller.
-    keep = splan.keep_budget is not None
+    keep = splan.keep_budget is not None and gram is None
     budget = splan.keep_budget
     timings: Dict[str, float] = {}
     info: dict = {"tile_size": tile_size, "ridge": opts.ridge, "kept_k_for_residual": keep}
@@ -165,9 +173,9 @@ def solve_in_core(kernel: Kernel, X, Y, opts: SolveOptions, be: Backend,
     Yb = xp.asarray(Y, dtype=xp.float64)
     if opts.solver == "cholesky":
         t0 = _sync(be)
-        K = build_gram(kernel, Xb, tile_size=tile_size, dtype=dtype, backend=be,
-                       ridge=opts.ridge, show_progress=opts.show_progress, keep_copy=keep,
-                       keep_budget=budget)
+        K = gram if gram is not None else build_gram(
+            kernel, Xb, tile_size=tile_size, dtype=dtype, backend=be, ridge=opts.ridge,
+            show_progress=opts.show_progress, keep_copy=keep, keep_budget=budget)
         t1 = _sync(be)
         timings["gram"] = t1 - t0
         try:

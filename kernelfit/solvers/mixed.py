@@ -31,6 +31,7 @@ from ..kernels import Kernel
 from .cholesky import cholesky_inplace, cholesky_solve
 from .products import build_gram, kernel_diagonal, kernel_matvec, stored_kernel_matvec
 from .refine import ExactSolution, refine, refined_solution, retry_with_shift
+from .tiles import TiledSymmetric
 
 __all__ = ["solve_mixed", "Fallback"]
 
@@ -40,10 +41,26 @@ F64_EPS = float(np.finfo(np.float64).eps)
 class Fallback(Exception):
     """precision='auto' gave up on mixed precision; ``reason`` says why (one line)."""
 
-    def __init__(self, reason: str, timings: dict):
+    def __init__(self, reason: str, timings: dict, gram=None):
         super().__init__(reason)
         self.reason = reason
         self.timings = timings
+        self.gram = gram  # K + ridge I in float64 tiles, when every tile was kept
+
+
+def _float64_gram(T, ridge: float):
+    """K + ridge I as float64 tiles made of the kept copies (None unless all were kept)."""
+    nt = T.n_tiles
+    if not T.kept or len(T.kept) != nt * (nt + 1) // 2:
+        return None
+    G = TiledSymmetric(T.n, T.tile_size, np.float64, T.backend)
+    xp = T.backend.xp
+    for (i, j), tile in T.kept.items():
+        G.tiles[i][j] = tile
+        if i == j and ridge:
+            k = tile.shape[0]
+            tile[xp.arange(k), xp.arange(k)] += ridge
+    return G
 
 
 def solve_mixed(kernel: Kernel, X, Y, opts, be: Backend, splan) -> ExactSolution:
@@ -71,9 +88,13 @@ def solve_mixed(kernel: Kernel, X, Y, opts, be: Backend, splan) -> ExactSolution
         timings["gram"] += t1 - t0
         try:
             cholesky_inplace(T, show_progress=opts.show_progress)
-        except NotPositiveDefiniteError:
+        except NotPositiveDefiniteError as exc:
+            gram = _float64_gram(T, opts.ridge) if auto else None
             T.free()
             be.free_pool()
+            if auto:
+                raise Fallback(f"the float32 Cholesky broke down at row {exc.index} (K is too "
+                               "ill-conditioned for float32)", timings, gram) from None
             raise
         finally:
             be.synchronize()
@@ -83,14 +104,8 @@ def solve_mixed(kernel: Kernel, X, Y, opts, be: Backend, splan) -> ExactSolution
     def mean_diagonal():
         return float(np.mean(be.to_numpy(kernel_diagonal(kernel, Xb)))) + opts.ridge
 
-    try:
-        T, shift, attempts = retry_with_shift(attempt, mean_diagonal, allow_shift=not auto,
-                                              dtype_name="float32", log=log)
-    except NotPositiveDefiniteError as exc:
-        if auto:
-            raise Fallback(f"the float32 Cholesky broke down at row {exc.index} (K is too "
-                           "ill-conditioned for float32)", timings) from None
-        raise
+    T, shift, attempts = retry_with_shift(attempt, mean_diagonal, allow_shift=not auto,
+                                          dtype_name="float32", log=log)
 
     def precond(R):
         return be.to_numpy(cholesky_solve(T, xp.asarray(R), np.float64))
@@ -111,9 +126,6 @@ def solve_mixed(kernel: Kernel, X, Y, opts, be: Backend, splan) -> ExactSolution
     timings["solve"] = time.perf_counter() - t0
     nt = T.n_tiles
     kept = len(T.kept) if T.kept else 0
-    T.free()
-    del T
-    be.free_pool()
     floor = None
     if auto and not out["converged"]:
         # a residual as small as float64 arithmetic allows: within the backward-error bound
@@ -123,13 +135,17 @@ def solve_mixed(kernel: Kernel, X, Y, opts, be: Backend, splan) -> ExactSolution
         floor = F64_EPS * trace * float(np.linalg.norm(out["alpha"])) / max(ynorm, 1e-300)
         if out["relative_residual"] <= floor:
             out["converged"] = True
+    gram = _float64_gram(T, opts.ridge) if auto and not out["converged"] else None
+    T.free()
+    del T
+    be.free_pool()
     if not out["converged"]:
         why = (f"mixed-precision refinement stopped at relative residual "
                f"{out['relative_residual']:.3e} > tol {splan.tol:g} after "
                f"{out['iterations']} steps")
         if auto:
             raise Fallback(why + " (cond(K) times the float32 rounding unit is too large)",
-                           timings)
+                           timings, gram)
         warnings.warn(why, RuntimeWarning, stacklevel=2)
     if kept == nt * (nt + 1) // 2:
         method = "float64 K kept in memory (all tiles), residual replaced each pass"
