@@ -58,11 +58,9 @@ def _pct(v):
 
 
 def run(args) -> int:
-    from ..pipeline import run_solve
+    from ..run import run_solve
 
-    cfg = config_from_args(args)
-    cfg.save = args.save
-    rec = run_solve(cfg)
+    rec = run_solve(config_from_args(args))  # --save is part of the options
     if args.json:
         print_json(rec)
     else:
