@@ -225,18 +225,18 @@ class RunOptions:
         _set(self, "seed", int(self.seed))
 
     @classmethod
+    def flat_names(cls) -> Tuple[str, ...]:
+        """Every flat option name (the leaves of the tree)."""
+        return sum((part.flat_names() for _, part in cls._PARTS), ()) + ("seed", "save")
+
+    @classmethod
     def from_flat(cls, **flat) -> "RunOptions":
         """The tree from flat names (``dataset=..., kernel=..., dtype=..., ooc_dir=...``);
         unknown names raise :class:`InputError`."""
-        known = {"seed", "save"}
-        parts = {}
-        for name, part in cls._PARTS:
-            names = part.flat_names()
-            known.update(names)
-            parts[name] = part.from_params({k: v for k, v in flat.items() if k in names})
-        unknown = sorted(set(flat) - known)
+        unknown = sorted(set(flat) - set(cls.flat_names()))
         if unknown:
             raise InputError(f"unknown option(s): {', '.join(unknown)}")
+        parts = {name: part.from_params(flat) for name, part in cls._PARTS}
         return cls(**parts, seed=flat.get("seed", 0), save=flat.get("save"))
 
     def to_flat(self) -> Dict[str, Any]:
@@ -247,7 +247,7 @@ class RunOptions:
         out.update(seed=self.seed, save=self.save)
         return out
 
-    def replace(self, **flat) -> "RunOptions":
+    def updated(self, **flat) -> "RunOptions":
         """A copy with some flat options changed (validated again)."""
         return RunOptions.from_flat(**{**self.to_flat(), **flat})
 

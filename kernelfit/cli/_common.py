@@ -124,7 +124,8 @@ def config_from_args(args):
     destinations carry the options' flat names)."""
     from ..options import RunOptions
 
-    flat = {k: v for k, v in vars(args).items() if k in _flat_names()}
+    names = RunOptions.flat_names()
+    flat = {k: v for k, v in vars(args).items() if k in names}
     if getattr(args, "features", None) is not None:
         from ..features import feature_params_from_args
 
@@ -138,37 +139,19 @@ def config_from_args(args):
     return RunOptions.from_flat(**flat)
 
 
-def _flat_names() -> set:
-    from ..options import RunOptions
-
-    return set(RunOptions().to_flat())
-
-
 def print_json(obj, file=None) -> None:
     print(json.dumps(obj, indent=2, default=json_default), file=file or sys.stdout)
 
 
-def _fmt(v) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, float):
-        if v == 0:
-            return "0"
-        if abs(v) < 1e-3 or abs(v) >= 1e6:
-            return f"{v:.3e}"
-        return f"{v:.4g}"
-    return str(v)
-
-
 def print_table(rows: Iterable, title: str = "", file=None) -> None:
     """Two-column aligned table of (label, value) rows."""
-    rows = [(str(k), _fmt(v)) for k, v in rows]
+    from ..report import two_column
+
     out = file or sys.stdout
     if title:
         print(title, file=out)
-    w = max((len(k) for k, _ in rows), default=0)
-    for k, v in rows:
-        print(f"  {k.ljust(w)}  {v}", file=out)
+    for line in two_column(rows):
+        print(line, file=out)
 
 
 def parse_list(text: str, conv=float, name: str = "value") -> list:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..memory import fmt_bytes
+from ..report import fmt_pct as _pct
 from ._common import (add_data_arguments, add_kernel_arguments, add_solver_arguments,
                       config_from_args, print_json, print_table)
 
@@ -51,10 +52,6 @@ def render(rec: dict) -> None:
     print_table([(k, f"{v:.3f} s") for k, v in t.items()], title="time per stage")
     if rec.get("saved_model"):
         print(f"model saved to {rec['saved_model']}")
-
-
-def _pct(v):
-    return None if v is None else f"{100 * v:.2f}%"
 
 
 def run(args) -> int:
