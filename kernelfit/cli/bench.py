@@ -1,6 +1,6 @@
 """``kernelfit bench``: time kernelfit's exact solve on this machine, with its peers.
 
-Example (the default run: about 10 minutes on a 2-core workstation)::
+Examples (the default run skips sizes whose projected time would pass --budget, 600 s)::
 
     kernelfit bench --out bench-results
     kernelfit bench --n 2000,5000,10000 --peers sklearn --device cpu --repeats 3
