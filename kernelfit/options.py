@@ -15,11 +15,12 @@ values (a resolved device, a fixed bandwidth) are new instances made with
 :func:`dataclasses.replace`.
 
 The tree is built in three places, each from its own source of names: the command line
-(``kernelfit.cli._common.options_from_args``), the estimator (its scikit-learn parameters,
-:meth:`SolverOptions.from_params`) and the benchmark (``BenchConfig``). The names of the
-leaves are the flat names the command line, the estimator and the JSON records use
-(``kernel``, ``bandwidth``, ``dtype``, ``ooc_dir`` ...): :meth:`RunOptions.from_flat` and
-:meth:`RunOptions.to_flat` translate, so no option is spelled out twice.
+(``kernelfit.cli._common.config_from_args``), the estimator (its scikit-learn parameters,
+:meth:`SolverOptions.from_params`) and the benchmark (``BenchConfig.run_options``). The
+leaves carry the flat names that the command line's destinations, the estimator's
+parameters and the JSON records use (``kernel``, ``bandwidth``, ``dtype``, ``ooc_dir`` ...);
+:meth:`RunOptions.from_flat` and :meth:`RunOptions.to_flat` translate by those names, so
+none of the three lists the options again.
 """
 
 from __future__ import annotations
@@ -73,10 +74,15 @@ class DataOptions(_Flat):
             raise InputError(f"dataset must be a name, got {self.dataset!r}")
         for name, low in (("n_train", 1), ("n_test", 0)):
             v = getattr(self, name)
-            if v is not None and (isinstance(v, bool) or int(v) != v or v < low):
+            if v is None:
+                continue
+            try:
+                ok = not isinstance(v, bool) and int(v) == v and v >= low
+            except (TypeError, ValueError):
+                ok = False
+            if not ok:
                 raise InputError(f"{name} must be an integer >= {low}, got {v!r}")
-            if v is not None:
-                _set(self, name, int(v))
+            _set(self, name, int(v))
         _set(self, "balanced", bool(self.balanced))
 
 

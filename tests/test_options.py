@@ -28,6 +28,7 @@ from kernelfit.options import (DataOptions, FeatureOptions, KernelOptions, RunOp
     (lambda: SolverOptions(scheduler="tcp://x:1", distributed="local"), "either"),
     (lambda: DataOptions(n_train=0), "n_train"),
     (lambda: DataOptions(n_test=-1), "n_test"),
+    (lambda: DataOptions(n_train="many"), "n_train"),
     (lambda: FeatureOptions(name="pixels"), "unknown feature map"),
     (lambda: RunOptions(seed="one"), "seed"),
     (lambda: RunOptions.from_flat(bandwith=2.0), "unknown option"),
