@@ -2,7 +2,7 @@
 
 The paper shows that networks which generalize can also fit noise. Kernel machines do the
 same (Belkin, Ma and Mandal, 2018): an exact interpolant ``K alpha = y`` reaches zero
-training error on any labels and any distinct inputs. This module corrupts a dataset step
+training error on any labels and any distinct inputs. This package corrupts a dataset step
 by step, solves exactly at every step and records what changes: the test error, the RKHS
 norm of the interpolant, the solve time and the condition number of ``K``.
 
