@@ -2,7 +2,7 @@
 
 :func:`plan_solve` is the only place that decides where and in which precision a solve
 runs, and the only memory plan of it; :func:`kernelfit.solvers.exact.solve_exact` runs
-what it decided, and the pipeline's pre-flight checks the same plan before any data is
+what it decided, and the run layer's pre-flight checks the same plan before any data is
 featurized. The plan is data: named byte counts, the route, the precision and the reason,
 the expected-time model behind ``precision='auto'``, and the budget of the float64 copy
 of K kept for the residual or the refinement products.
@@ -250,7 +250,7 @@ def check(splan: SolvePlan, opts, n: int, d: int, m: int) -> None:
 
 
 def preflight(cfg, n: int, d: int, n_classes: int, n_test: int) -> dict:
-    """The pipeline's memory pre-flight: the same plan the solve will make, checked."""
+    """The run layer's memory pre-flight: the same plan the solve will make, checked."""
     be = get_backend(cfg.device)
     opts = SolveOptions(solver=cfg.solver, ridge=cfg.ridge, dtype=cfg.dtype,
                         tile_size=cfg.tile_size, device=be.device, precision=cfg.precision,
