@@ -124,6 +124,7 @@ def expected_times(n: int, d: int, m: int, ts: int, rates: dict, keep_fraction: 
           + keep_fraction * 4.0 * n * n / bw)
     return {"float64_s": t64, "mixed_s": tm, "passes_assumed": EXPECTED_PASSES,
             "gemm_flops_per_s": {"float64": r64, "float32": r32},
+            "float32_rate": rates.get("float32_source", "given"),
             "memory_bytes_per_s": bw, "kept_fraction": keep_fraction}
 
 
