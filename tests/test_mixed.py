@@ -212,3 +212,15 @@ def test_gpu_mixed_plan_has_no_per_cpu_thread_buffers():
     cpu = plan_mixed(20000, 784, 10, 4096, device="cpu", n_threads=16)
     gpu = plan_mixed(20000, 784, 10, 4096, device="gpu", n_threads=16)
     assert gpu.items["tile buffers"] == 3 * 8 * 4096 ** 2 < cpu.items["tile buffers"]
+
+
+def test_auto_mixed_by_memory_does_not_fall_back(monkeypatch):
+    # only mixed fits: a breakdown shifts (no float64 plan to fall back to)
+    rng = np.random.default_rng(0)
+    X = rng.random((400, 3))
+    Y = np.stack([np.sin(3 * X.sum(1)), np.cos(2 * X[:, 0])], 1)
+    monkeypatch.setenv("KERNELFIT_MEMORY_LIMIT", str(800_000))
+    sol = solve_exact(get_kernel("gaussian", bandwidth=0.3), X, Y,
+                      SolveOptions(tile_size=50, max_iter=400))
+    assert sol.info["precision"] == "mixed" and "does not fit" in sol.info["precision_reason"]
+    assert sol.info["shift"] > 0 and "precision_fallback" not in sol.info

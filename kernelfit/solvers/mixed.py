@@ -70,7 +70,8 @@ def solve_mixed(kernel: Kernel, X, Y, opts, be: Backend, splan) -> ExactSolution
     if Y.ndim == 1:
         Y = Y[:, None]
     ts = splan.tile_size
-    auto = opts.precision == "auto"
+    # auto chose mixed by time (a float64 solve fits): give up early and fall back
+    auto = opts.precision == "auto" and splan.may_fall_back
     Xb = xp.asarray(X)
     Yh = np.asarray(be.to_numpy(Y), dtype=np.float64)
     stats = kernel.prepare(Xb)
@@ -127,7 +128,7 @@ def solve_mixed(kernel: Kernel, X, Y, opts, be: Backend, splan) -> ExactSolution
     nt = T.n_tiles
     kept = len(T.kept) if T.kept else 0
     floor = None
-    if auto and not out["converged"]:
+    if opts.precision == "auto" and not out["converged"]:
         # a residual as small as float64 arithmetic allows: within the backward-error bound
         # of a float64 solve, u * trace(K) * ||alpha|| / ||Y|| (trace(K) >= ||K||_2)
         trace = float(np.sum(be.to_numpy(kernel_diagonal(kernel, Xb)))) + n * opts.ridge

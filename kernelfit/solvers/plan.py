@@ -62,6 +62,8 @@ class SolvePlan:
     keep_budget: Optional[int] = None   # bytes of float64 tiles kept (None: no copy)
     tol: Optional[float] = None         # refinement target (mixed, ooc, dask)
     choice: dict = field(default_factory=dict)
+    # precision='auto' chose mixed by time: a float64 solve fits, so mixed may fall back
+    may_fall_back: bool = False
 
     def record(self) -> dict:
         """The JSON record of the plan (the memory plan, plus the route where special)."""
@@ -186,7 +188,7 @@ def plan_solve(n: int, d: int, m: int, opts: SolveOptions, *, device: str,
         budget, _ = _mixed_keep(n, ts, plan, available)
         tol = min(opts.tol, AUTO_TOL) if opts.precision == "auto" else opts.tol
         return SolvePlan("mixed", "mixed", reason, ts, plan, keep_budget=budget, tol=tol,
-                         choice=choice)
+                         choice=choice, may_fall_back="expected_time" in choice)
     plan = _in_core(n, d, m, n_test, np.dtype(precision), ts, "cholesky", device, avail)
     budget = None
     if precision == "float64":
