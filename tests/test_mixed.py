@@ -214,6 +214,7 @@ def test_gpu_mixed_plan_has_no_per_cpu_thread_buffers():
     assert gpu.items["tile buffers"] == 3 * 8 * 4096 ** 2 < cpu.items["tile buffers"]
 
 
+@pytest.mark.filterwarnings("ignore:mixed-precision refinement stopped")
 def test_auto_mixed_by_memory_does_not_fall_back(monkeypatch):
     # only mixed fits: a breakdown shifts (no float64 plan to fall back to)
     rng = np.random.default_rng(0)
