@@ -271,7 +271,11 @@ class _FakeCuda:
         self.free_bytes, self.total_bytes = 80 << 30, 96 << 30
         runtime = types.SimpleNamespace(getDeviceCount=lambda: 1, getDevice=lambda: 0,
                                         deviceSynchronize=lambda: None,
-                                        memGetInfo=lambda: (self.free_bytes, self.total_bytes))
+                                        memGetInfo=lambda: (self.free_bytes, self.total_bytes),
+                                        getDeviceProperties=lambda i: {
+                                            "name": b"Emulated GPU", "major": 9, "minor": 0},
+                                        runtimeGetVersion=lambda: 13000,
+                                        driverGetVersion=lambda: 13000)
         pool = types.SimpleNamespace(free_bytes=lambda: 0, total_bytes=lambda: 0,
                                      used_bytes=lambda: 0, free_all_blocks=lambda: None)
         cp.get_default_memory_pool = lambda: pool
@@ -855,3 +859,41 @@ def test_cuda_extras_pull_the_cuda_libraries():
     extras = meta["project"]["optional-dependencies"]
     assert any(r.startswith("cupy-cuda12x[ctk]") for r in extras["cuda12"])
     assert any(r.startswith("cupy-cuda13x[ctk]") for r in extras["cuda13"])
+
+
+def test_bench_gpu_warms_every_tile_operation_and_keeps_the_pool(fake_gpu, monkeypatch,
+                                                                  tmp_path):
+    """Issue 16 item 5: the warm-up ran one tile (trsm/syrk/gemm first ran inside the timed
+    factorization) and the pool was freed right before the timed run."""
+    import importlib.util
+
+    from kernelfit.estimator import KernelInterpolator
+
+    fake, be = fake_gpu
+    monkeypatch.setattr(backend._cache, "gpu", be)
+    spec = importlib.util.spec_from_file_location(
+        "bench_gpu", Path(__file__).parent.parent / "benchmarks" / "bench_gpu.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    events = []
+    real_fit = KernelInterpolator.fit
+
+    def fit(self, X, y):
+        events.append(("fit", X.shape[0], set(fake.calls)))
+        return real_fit(self, X, y)
+    monkeypatch.setattr(KernelInterpolator, "fit", fit)
+    pool = types.SimpleNamespace(free_bytes=lambda: 0, total_bytes=lambda: 0,
+                                 used_bytes=lambda: 0,
+                                 free_all_blocks=lambda: events.append(("free",)))
+    monkeypatch.setattr(sys.modules["cupy"], "get_default_memory_pool", lambda: pool)
+    code = bench.main(["--dataset", "digits", "--n", "240", "--n-test", "40", "--warmup-n",
+                       "90", "--kernels", "gaussian", "--skip-cpu", "--repeats", "2",
+                       "--out", str(tmp_path / "r.json")])
+    assert code == 0
+    timed = [i for i, e in enumerate(events) if e[0] == "fit" and e[1] == 240]
+    assert len(timed) == 2
+    first = timed[0]
+    assert {"potrf", "trsm", "syrk", "gemm"} <= events[first][2]  # all warmed before timing
+    assert events[first - 1][0] != "free" and ("free",) not in events[timed[0]:]
+    rec = json.loads((tmp_path / "r.json").read_text())
+    assert len(rec["runs"]["gaussian"]["gpu_repeats"]) == 2

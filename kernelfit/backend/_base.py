@@ -10,6 +10,7 @@ queries. The solvers are written once against this interface.
 from __future__ import annotations
 
 import abc
+import contextlib
 from typing import Any
 
 import numpy as np
@@ -57,6 +58,11 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def free_memory(self) -> int:
         """Bytes a new allocation on this backend can use."""
+
+    @contextlib.contextmanager
+    def pool_kept(self):
+        """Keep cached device memory across solves inside this block (no-op on the CPU)."""
+        yield self
 
     def peak_memory(self) -> int | None:
         """Peak bytes held since :meth:`reset_peak` (None where not measured)."""

@@ -123,6 +123,7 @@ class GPUBackend(Backend):
         self._peak_pool = 0
         self._peak_device = 0
         self._pending = []  # (tag, devInfo array) of potrf calls not yet checked
+        self._keep_pool = False
 
     # ---- arrays -------------------------------------------------------------
     def to_numpy(self, x) -> np.ndarray:
@@ -186,8 +187,21 @@ class GPUBackend(Backend):
         the release is the peak footprint of the stage that ended.
         """
         self.synchronize()
+        if self._keep_pool:
+            return
         self.cp.get_default_memory_pool().free_all_blocks()
         self.cp.get_default_pinned_memory_pool().free_all_blocks()
+
+    @contextlib.contextmanager
+    def pool_kept(self):
+        """Within this block :meth:`free_pool` only synchronizes and samples the peak: the
+        cached blocks stay for the next solve (benchmarks timing warm runs, where releasing
+        them would time cudaMalloc calls)."""
+        before, self._keep_pool = self._keep_pool, True
+        try:
+            yield self
+        finally:
+            self._keep_pool = before
 
     def free_memory(self) -> int:
         """Bytes a new allocation can use: free device memory plus the pool's cached blocks."""
