@@ -764,7 +764,7 @@ def test_dense_single_call_rule():
     assert not backend.dense_single_call(60_000, 8, free)[0]
     assert not backend.dense_single_call(40_000, 8, 40 << 30)[0]  # no room to spare
     assert not backend.dense_single_call(1000, 8, None)[0]  # memory unknown: tiles
-    from kernelfit.backend._gpu import gpu_tile_size as rule
+    from kernelfit.backend._rules import gpu_tile_size as rule
     assert rule(40_000, 8, free) == 40_000
     ts = rule(60_000, 8, free)
     assert ts <= backend.GPU_TILE and ts * ts <= backend.LEGACY_MAX_ELEMENTS

@@ -24,9 +24,9 @@ import numpy as np
 from ..errors import BackendUnavailableError, InputError
 from ._base import Backend
 from ._cpu import CPUBackend
-from ._gpu import (DENSE_MAX_FRACTION, FUSED_FINISH, GPU_TILE, LEGACY_MAX_ELEMENTS,
-                   SUPPORTED_CUPY, GPUBackend, _import_cupy, dense_single_call, probe_gpu)
-from ._gpu import gpu_tile_size as _gpu_tile_size
+from ._gpu import FUSED_FINISH, SUPPORTED_CUPY, GPUBackend, _import_cupy, probe_gpu
+from ._rules import DENSE_MAX_FRACTION, GPU_TILE, LEGACY_MAX_ELEMENTS, dense_single_call
+from ._rules import gpu_tile_size as _gpu_tile_size
 from ._host import _HOST_MAP_MIN_BYTES, available_host_memory, blas_info, host_empty
 
 __all__ = [

@@ -1,8 +1,8 @@
 """The GPU backend: CuPy arrays, cuSOLVER potrf and cuBLAS trsm/syrk/gemm applied in place.
 
 The only module of kernelfit that imports CuPy, and only lazily (inside functions), so a
-CPU-only install never needs it. It also holds the availability probe, the dense/tiles
-rule and the fused element-wise kernel finishes.
+CPU-only install never needs it. It also holds the availability probe and the fused
+element-wise kernel finishes; the dense/tiles rule is in ``_rules.py``.
 """
 
 from __future__ import annotations
@@ -17,27 +17,12 @@ import numpy as np
 
 from ..errors import BackendUnavailableError, InputError, MemoryPlanError
 from ._base import Backend
+from ._rules import LEGACY_MAX_ELEMENTS
 
-__all__ = ["GPUBackend", "probe_gpu", "gpu_tile_size", "dense_single_call", "SUPPORTED_CUPY",
-           "LEGACY_MAX_ELEMENTS", "DENSE_MAX_FRACTION", "GPU_TILE"]
+__all__ = ["GPUBackend", "probe_gpu", "SUPPORTED_CUPY", "FUSED_FINISH"]
 
 #: CuPy releases whose cuBLAS/cuSOLVER binding signatures GPUBackend was checked against.
 SUPPORTED_CUPY = (13, 14)
-
-#: The legacy cuSOLVER/cuBLAS entry points (cusolverDnDpotrf, cublasDtrsm, ...) take ``int``
-#: sizes and leading dimensions. Matrices with n * lda >= 2^31 elements are where 32-bit
-#: index arithmetic overflows (cupy#9393: the legacy getrf fails on a 50,000 x 50,000
-#: float64 matrix on an H200; CuPy's own LU kernels overflow at 46,341). CuPy has no binding
-#: of the 64-bit cusolverDnXpotrf (only Xsyevd/Xgeev/Xgesvdj, checked in the 14.2 wheels),
-#: so every tile and every dense matrix handed to these calls stays below this size.
-LEGACY_MAX_ELEMENTS = 2 ** 31 - 1
-
-#: A dense single-call factorization is used only when the whole matrix and one product
-#: block of the same size take at most this fraction of the free device memory.
-DENSE_MAX_FRACTION = 0.5
-
-#: Tile edge of the tiled GPU path (n larger than the dense rule allows).
-GPU_TILE = 8192
 
 _INSTALL = ("pip install 'kernelfit[cuda12]' (CUDA 12 driver) or 'kernelfit[cuda13]' "
             "(CUDA 13 driver)")
@@ -46,43 +31,6 @@ _INSTALL = ("pip install 'kernelfit[cuda12]' (CUDA 12 driver) or 'kernelfit[cuda
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
-
-
-def dense_single_call(n: int, itemsize: int = 8, free_bytes=None) -> tuple:
-    """The dense/tiles rule of the GPU path: ``(dense, reason)``.
-
-    Dense (the whole n x n matrix is one tile: one in-place potrf, one trsm per solve)
-    when both hold:
-
-    1. ``n * n <= LEGACY_MAX_ELEMENTS``: the legacy 32-bit cuSOLVER/cuBLAS calls are safe
-       (n <= 46,340; see :data:`LEGACY_MAX_ELEMENTS`);
-    2. ``2 * n * n * itemsize <= DENSE_MAX_FRACTION * free_bytes``: the matrix and one
-       product block of its size fit in half the free device memory.
-
-    Otherwise tiles of about :data:`GPU_TILE` rows (lower tiles only: half the memory).
-    ``free_bytes=None`` (device memory unknown) means tiles.
-    """
-    n = int(n)
-    if n * n > LEGACY_MAX_ELEMENTS:
-        return False, (f"n^2 = {n * n:,} elements reaches 2^31: the legacy 32-bit cuSOLVER "
-                       "potrf is not safe there and CuPy has no 64-bit Xpotrf binding")
-    if free_bytes is None:
-        return False, "free device memory unknown"
-    need = 2 * n * n * int(itemsize)
-    if need > DENSE_MAX_FRACTION * free_bytes:
-        return False, (f"the dense matrix and one product block ({need / 2**30:.1f} GiB) "
-                       f"exceed {DENSE_MAX_FRACTION:.0%} of the free device memory "
-                       f"({free_bytes / 2**30:.1f} GiB)")
-    return True, "the whole matrix fits with room to spare and below 2^31 elements"
-
-
-def gpu_tile_size(n: int, itemsize: int = 8, free_bytes=None) -> int:
-    """Tile size of a GPU solve of n points: ``n`` (dense single call) by
-    :func:`dense_single_call`, else tiles of at most :data:`GPU_TILE` rows of equal size."""
-    n = max(int(n), 1)
-    if dense_single_call(n, itemsize, free_bytes)[0] or n <= GPU_TILE:
-        return n
-    return int(math.ceil(n / math.ceil(n / GPU_TILE)))
 
 
 class GPUBackend(Backend):
