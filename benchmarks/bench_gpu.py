@@ -59,6 +59,8 @@ def _parse(argv=None):
     p.add_argument("--tile-size", type=int, default=None,
                    help="default: the backend's dense/tiles rule (dense up to n = 46,340)")
     p.add_argument("--repeats", type=int, default=2, help="timed runs per kernel")
+    p.add_argument("--device", default="gpu", choices=("gpu", "cpu"),
+                   help="cpu: a dry run of this script's plumbing (device_check.sh DEV=cpu)")
     p.add_argument("--cpu-n", type=int, nargs="+", default=[5000, 10000, 20000, 30000],
                    help="sizes tried for the CPU peers; the largest that fits is kept")
     p.add_argument("--skip-cpu", action="store_true", help="GPU figures only")
@@ -84,7 +86,7 @@ def _gpu_run(be, ds, kcfg, tile_size) -> dict:
     X = xp.asarray(np.asarray(ds.X_train, dtype=np.float64))
     Xt = xp.asarray(np.asarray(ds.X_test, dtype=np.float64))
     be.synchronize()
-    est = KernelInterpolator(**kcfg, device="gpu", dtype="float64", tile_size=tile_size,
+    est = KernelInterpolator(**kcfg, device=be.device, dtype="float64", tile_size=tile_size,
                              compute_residual=False, show_progress=False)
     t0 = time.perf_counter()
     est.fit(X, ds.y_train)
@@ -100,7 +102,7 @@ def _gpu_run(be, ds, kcfg, tile_size) -> dict:
            "fit_s": t1 - t0, "predict_s": t2 - t1, "end_to_end_s": t2 - t0,
            "factor_tflops": n ** 3 / 3.0 / max(t.get("factor") or 0.0, 1e-12) / 1e12,
            "test_error": float(np.mean(pred != np.asarray(ds.y_test)))}
-    rec["peak_gpu_memory_bytes"] = int(be.peak_memory())
+    rec["peak_gpu_memory_bytes"] = int(be.peak_memory() or 0)
     rec["memory"] = be.memory_stats()
     # residual after the timings: K alpha recomputed tile by tile (half a Gram matrix)
     from kernelfit.solvers.tiled import kernel_matvec
@@ -125,7 +127,7 @@ def _warmup(be, small, kcfg, tile_size, n) -> list:
     from kernelfit.solvers.tiled import default_tile_size
 
     n_w = small.X_train.shape[0]
-    ts = tile_size or default_tile_size(n, "gpu")
+    ts = tile_size or default_tile_size(n, be.device)
     tiles = [max(16, min(ts, n_w // 3))]
     if ts >= n:
         tiles.append(n_w)
@@ -170,7 +172,7 @@ def main(argv=None) -> int:
     from kernelfit.errors import BackendUnavailableError
 
     try:
-        be = get_backend("gpu")
+        be = get_backend(args.device)
     except BackendUnavailableError as exc:
         print(f"bench_gpu: no usable GPU here: {exc}", file=sys.stderr)
         return 2
@@ -180,8 +182,9 @@ def main(argv=None) -> int:
     record = {"benchmark": "bench_gpu", "date": _dt.datetime.now().isoformat(timespec="seconds"),
               "device": device, "machine": describe_machine(), "targets": TARGETS,
               "dtype": "float64", "dataset": args.dataset, "runs": {}}
-    print(f"GPU: {device['gpu_name']} ({device['gpu_memory_bytes'] / 2**30:.0f} GiB), "
-          f"CUDA {device['cuda_runtime_version']}, CuPy {device['cupy_version']}")
+    if be.device == "gpu":
+        print(f"GPU: {device['gpu_name']} ({device['gpu_memory_bytes'] / 2**30:.0f} GiB), "
+              f"CUDA {device['cuda_runtime_version']}, CuPy {device['cupy_version']}")
     ds = _load(args, args.n)
     small = _load(args, min(args.warmup_n, args.n))
     for name in args.kernels:
@@ -212,7 +215,8 @@ def main(argv=None) -> int:
         record["runs"][name] = run
         _print_run(name, run)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    tag = "".join(c if c.isalnum() else "-" for c in device["gpu_name"]).strip("-")[:40]
+    tag = "".join(c if c.isalnum() else "-"
+                  for c in device.get("gpu_name", "cpu")).strip("-")[:40]
     out = Path(args.out) if args.out else RESULTS / (
         f"gpu_{tag}_{_dt.datetime.now():%Y%m%d-%H%M%S}.json")
     out.write_text(json.dumps(record, indent=2, default=_json_default))
