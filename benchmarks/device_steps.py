@@ -326,18 +326,12 @@ def main(argv=None) -> int:
     rec["step_seconds"] = time.perf_counter() - t0
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(a.out).with_suffix(".tmp")
+    from bench_gpu import _json_default  # benchmarks/ is this script's folder
+
     tmp.write_text(json.dumps(rec, indent=1, default=_json_default))
     tmp.replace(a.out)
     print(f"{a.step}: {rec['status']} ({rec['step_seconds']:.1f} s)")
     return code if rec["status"] != "failed" else 1
-
-
-def _json_default(o):
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    return str(o)
 
 
 if __name__ == "__main__":

@@ -272,15 +272,22 @@ def _ran_on(be, before_peak=None):
 
 
 # ---------------------------------------------------------------- beyond memory
-@pytest.mark.parametrize("refinement", ["cg", "ir"])
-def test_mixed_precision_agrees_with_float64(be, refinement):
-    X = _data(150, 5, seed=11)
-    Y = np.eye(3)[np.arange(150) % 3]
+def _against_float64(be, n, classes, *, seed, **options):
+    """(the CPU float64 in-core solution, the solution with ``options`` on ``be``)."""
+    X = _data(n, 5, seed=seed)
+    Y = np.eye(classes)[np.arange(n) % classes]
     k = get_kernel("gaussian", bandwidth=2.0)
     ref = solve_exact(k, X, Y, SolveOptions(device="cpu", precision="float64", tile_size=40))
     be.reset_peak()
-    sol = solve_exact(k, _on(be, X), _on(be, Y), SolveOptions(
-        device=be.device, precision="mixed", refinement=refinement, tile_size=40), backend=be)
+    sol = solve_exact(k, _on(be, X), _on(be, Y),
+                      SolveOptions(device=be.device, tile_size=40, **options), backend=be)
+    return ref, sol
+
+
+@pytest.mark.parametrize("refinement", ["cg", "ir"])
+def test_mixed_precision_agrees_with_float64(be, refinement):
+    ref, sol = _against_float64(be, 150, 3, seed=11, precision="mixed",
+                                refinement=refinement)
     assert sol.device == be.device and sol.info["precision"] == "mixed"
     assert sol.info["relative_residual"] <= 1e-10
     np.testing.assert_allclose(_host(be, sol.alpha), ref.alpha, rtol=1e-6, atol=1e-8)
@@ -288,14 +295,8 @@ def test_mixed_precision_agrees_with_float64(be, refinement):
 
 
 def test_out_of_core_agrees_with_in_core(be, tmp_path):
-    X = _data(120, 4, seed=12)
-    Y = np.eye(2)[np.arange(120) % 2]
-    k = get_kernel("gaussian", bandwidth=2.0)
-    ref = solve_exact(k, X, Y, SolveOptions(device="cpu", precision="float64", tile_size=40))
-    be.reset_peak()
-    sol = solve_exact(k, _on(be, X), _on(be, Y), SolveOptions(
-        device=be.device, precision="float64", tile_size=40, ooc_dir=str(tmp_path / "ooc")),
-        backend=be)
+    ref, sol = _against_float64(be, 120, 2, seed=12, precision="float64",
+                                ooc_dir=str(tmp_path / "ooc"))
     assert sol.device == be.device
     got = be.to_numpy(sol.alpha)
     assert np.linalg.norm(got - ref.alpha) <= 1e-7 * np.linalg.norm(ref.alpha)
