@@ -277,7 +277,8 @@ class _FakeCuda:
                                         runtimeGetVersion=lambda: 13000,
                                         driverGetVersion=lambda: 13000)
         pool = types.SimpleNamespace(free_bytes=lambda: 0, total_bytes=lambda: 0,
-                                     used_bytes=lambda: 0, free_all_blocks=lambda: None)
+                                     used_bytes=lambda: 0, free_all_blocks=lambda: None,
+                                     malloc=lambda nbytes: None)
         cp.get_default_memory_pool = lambda: pool
         cp.get_default_pinned_memory_pool = lambda: pool
         self.finishes = []
@@ -295,6 +296,8 @@ class _FakeCuda:
         memory_mod = types.ModuleType("cupy.cuda.memory")
         memory_mod.OutOfMemoryError = type("OutOfMemoryError", (MemoryError,), {})
         cuda_mod.memory = memory_mod
+        self.allocator = None
+        cuda_mod.set_allocator = lambda f: setattr(self, "allocator", f)
         cp.cuda = cuda_mod
 
         cb = types.ModuleType("cupy_backends.cuda.libs.cublas")
@@ -752,6 +755,23 @@ def test_gpu_out_of_memory_is_a_memory_error_with_figures(fake_gpu):
     assert "8.00 GiB" in msg and "3.00 GiB free" in msg and "out-of-core" in msg
     assert info.value.required_bytes == 8 << 30 and info.value.available_bytes == 3 << 30
     assert "--" not in msg  # the library speaks in data; the CLI names flags
+
+
+def test_every_gpu_allocation_reports_out_of_memory_with_figures(fake_gpu, monkeypatch):
+    """Any CuPy allocation of a solve (temporaries too) goes through kernelfit's allocator."""
+    fake, be = fake_gpu
+    assert fake.allocator is not None
+    oom = sys.modules["cupy"].cuda.memory.OutOfMemoryError
+
+    def refuse(nbytes):
+        raise oom(f"Out of memory allocating {nbytes:,} bytes")
+    pool = sys.modules["cupy"].get_default_memory_pool()
+    monkeypatch.setattr(pool, "malloc", refuse, raising=False)
+    fake.free_bytes = 1 << 30
+    with pytest.raises(MemoryPlanError, match=r"2\.00 GiB.*1\.00 GiB free") as info:
+        fake.allocator(2 << 30)
+    assert isinstance(info.value, oom)  # code catching CuPy's error still catches it
+    assert info.value.required_bytes == 2 << 30
 
 
 # ------------------------------------------------------------ dense / tiles rule

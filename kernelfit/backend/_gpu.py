@@ -72,6 +72,7 @@ class GPUBackend(Backend):
         self._peak_device = 0
         self._pending = []  # (tag, devInfo array) of potrf calls not yet checked
         self._keep_pool = False
+        self._install_allocator()
 
     # ---- arrays -------------------------------------------------------------
     def to_numpy(self, x) -> np.ndarray:
@@ -95,23 +96,46 @@ class GPUBackend(Backend):
     def out_of_memory_guard(self, nbytes=None, what: str = "GPU work"):
         """Turn CuPy's OutOfMemoryError into :class:`MemoryPlanError` with the figures
         (bytes asked, bytes free on the device) and the ways out, never a CuPy traceback."""
-        oom = oom_types()
         try:
             yield
-        except oom as exc:
+        except oom_types() as exc:
+            if isinstance(exc, MemoryPlanError):  # already translated by the allocator
+                raise
+            raise self._oom_error(nbytes, what, exc) from None
+
+    def _oom_error(self, nbytes, what: str, exc) -> MemoryPlanError:
+        try:
+            free = self.free_memory()
+            _f, total = self.cp.cuda.runtime.memGetInfo()
+        except Exception:  # pragma: no cover - the device is in a bad state
+            free, total = 0, 0
+        asked = f"{nbytes / 2**30:.2f} GiB" if nbytes else "memory"
+        return _gpu_oom_class()(
+            f"the GPU ran out of memory allocating {asked} for {what} "
+            f"({free / 2**30:.2f} GiB free of {total / 2**30:.1f} GiB on the device; "
+            f"CuPy: {_first_line(exc)}); solve fewer points, store the matrix in float32 "
+            "with float64 refinement (mixed precision), keep the tiles on the host "
+            "(out-of-core), or run on the CPU",
+            required_bytes=int(nbytes or 0), available_bytes=int(free))
+
+    def _install_allocator(self) -> None:
+        """Route every CuPy allocation through the default pool and a translator, so an
+        out-of-memory error anywhere in a solve (kernel blocks, temporaries, workspaces)
+        becomes a :class:`MemoryPlanError` with the figures; the error class also derives
+        from CuPy's OutOfMemoryError, so code that catches that still does."""
+        cp = self.cp
+        pool = cp.get_default_memory_pool()
+        set_allocator = getattr(cp.cuda, "set_allocator", None)
+        if set_allocator is None or not hasattr(pool, "malloc"):
+            return
+        oom, be = oom_types(), self
+
+        def malloc(nbytes):
             try:
-                free = self.free_memory()
-                _f, total = self.cp.cuda.runtime.memGetInfo()
-            except Exception:  # pragma: no cover - the device is in a bad state
-                free, total = 0, 0
-            asked = f"{nbytes / 2**30:.2f} GiB" if nbytes else "memory"
-            raise MemoryPlanError(
-                f"the GPU ran out of memory allocating {asked} for {what} "
-                f"({free / 2**30:.2f} GiB free of {total / 2**30:.1f} GiB on the device; "
-                f"CuPy: {_first_line(exc)}); solve fewer points, store the matrix in float32 "
-                "with float64 refinement (mixed precision), keep the tiles on the host "
-                "(out-of-core), or run on the CPU",
-                required_bytes=int(nbytes or 0), available_bytes=int(free)) from None
+                return pool.malloc(nbytes)
+            except oom as exc:
+                raise be._oom_error(nbytes, "a GPU allocation", exc) from None
+        set_allocator(malloc)
 
     def is_backend_array(self, x) -> bool:
         return isinstance(x, self.cp.ndarray)
@@ -319,7 +343,7 @@ class GPUBackend(Backend):
         h = self._cusolver_handle()
         size_fn = cs.dpotrf_bufferSize if dbl else cs.spotrf_bufferSize
         lwork = int(size_fn(h, lower, n, a.data.ptr, n))
-        work = self.cp.empty(max(lwork, 1), dtype=a.dtype)
+        work = self.empty(max(lwork, 1), dtype=a.dtype)
         info = self.cp.zeros(1, dtype=np.int32)
         fn = cs.dpotrf if dbl else cs.spotrf
         fn(h, lower, n, a.data.ptr, n, work.data.ptr, lwork, info.data.ptr)
@@ -542,6 +566,25 @@ def _fused_kernel(kernel_name: str):
 
     return cupy.ElementwiseKernel("float64 a, float64 b, float64 scale", "float64 s", body,
                                   f"kernelfit_{kernel_name}_finish")
+
+
+def _gpu_oom_class():
+    """MemoryPlanError that is also CuPy's OutOfMemoryError (when CuPy is imported)."""
+    return _oom_class_for(oom_types())
+
+
+@functools.lru_cache(maxsize=None)
+def _oom_class_for(cupy_oom: tuple):
+
+    def __init__(self, message, required_bytes=0, available_bytes=0):
+        Exception.__init__(self, message)
+        self.required_bytes = int(required_bytes)
+        self.available_bytes = int(available_bytes)
+        self._size, self._total, self._limit = self.required_bytes, 0, 0  # CuPy's fields
+
+    return type("GPUOutOfMemoryError", (MemoryPlanError,) + cupy_oom,
+                {"__init__": __init__, "__reduce__": Exception.__reduce__,
+                 "__module__": __name__})
 
 
 def oom_types():
