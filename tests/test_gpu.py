@@ -290,7 +290,10 @@ def test_mixed_precision_agrees_with_float64(be, refinement):
                                 refinement=refinement)
     assert sol.device == be.device and sol.info["precision"] == "mixed"
     assert sol.info["relative_residual"] <= 1e-10
-    np.testing.assert_allclose(_host(be, sol.alpha), ref.alpha, rtol=1e-6, atol=1e-8)
+    # both solutions have relative residual <= 1e-10 and cond(K) is about 1e6 here, so
+    # they may differ by up to about 1e-4 relative; a wrong GPU path differs by O(1)
+    got = _host(be, sol.alpha)
+    assert np.linalg.norm(got - ref.alpha) <= 1e-5 * np.linalg.norm(ref.alpha)
     _ran_on(be)
 
 
