@@ -10,7 +10,7 @@ import os
 import platform
 import pickle
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -43,7 +43,7 @@ class SolveConfig:
     feature_cache: bool = True
     cache_dir: Optional[str] = None
     kernel: str = "gaussian"
-    bandwidth: object = 5.0
+    bandwidth: object = None  # None: chosen for the features (kernel_defaults)
     degree: int = 4
     gamma: float = 1.0
     coef0: float = 1.0
@@ -139,6 +139,10 @@ def solve_arrays(X_train, y_train, X_test=None, y_test=None, cfg: Optional[Solve
         if y_test is None or np.asarray(y_test).shape[0] != X_test.shape[0]:
             raise InputError("y_test must have one label per row of X_test")
     n_classes = int(np.unique(y_train).shape[0])
+    from .kernel_defaults import choose_bandwidth, exactness
+
+    bw, bw_rule = choose_bandwidth(cfg.kernel, cfg.features, cfg.bandwidth, X_train, seed=cfg.seed)
+    cfg = replace(cfg, bandwidth=bw)
     plan = preflight(cfg, X_train.shape[0], X_train.shape[1], n_classes,
                      0 if X_test is None else X_test.shape[0])
     est = _estimator(cfg)
@@ -181,6 +185,10 @@ def solve_arrays(X_train, y_train, X_test=None, y_test=None, cfg: Optional[Solve
             rec["solve_" + key if key in ("tol", "iterations", "note") else key] = \
                 est.fit_info_[key]
     rec["timings"] = timings
+    if bw_rule is not None:
+        rec["bandwidth_rule"] = bw_rule
+    rec.update(exactness(rec["relative_residual"], kernel_params=rec["kernel_params"],
+                         bandwidth_rule=bw_rule, condition_number=est.condition_number_))
     if on_fitted is not None:
         on_fitted(est)
     return rec

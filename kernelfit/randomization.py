@@ -508,6 +508,11 @@ def run_randomization(cfg=None, modes="labels", levels=DEFAULT_LEVELS, repeats: 
     plan = preflight(cfg, F_train.shape[0], F_train.shape[1], n_classes, F_test.shape[0])
     bandwidth = cfg.bandwidth
     bandwidth_rule = "given"
+    if bandwidth is None:  # the default for the features (kernelfit.kernel_defaults)
+        from .kernel_defaults import choose_bandwidth
+
+        bandwidth, rule = choose_bandwidth(cfg.kernel, cfg.features, None, F_train, seed=cfg.seed)
+        bandwidth_rule = rule["why"] if rule else "not used by this kernel"
     if isinstance(bandwidth, str):
         if bandwidth != "median":
             raise InputError(f"bandwidth must be a positive number or 'median', got "
