@@ -256,7 +256,7 @@ def test_conv_kernel_solve_matches_direct():
     K = np.exp(-D ** 2 / (2 * h * h))
     np.testing.assert_allclose(G, K, atol=1e-5)
     Y = np.eye(4)[rng.integers(0, 4, 700)]
-    sol = solve_stored(G.copy(), Y)
+    sol = solve_stored(G.copy(), Y, block=128)  # several tiles
     assert sol["relative_residual"] <= 1e-8
     stored = G.astype(np.float64)
     assert np.linalg.norm(stored @ sol["alpha"] - Y) / np.linalg.norm(Y) <= 1e-8
@@ -266,3 +266,20 @@ def test_conv_kernel_solve_matches_direct():
                     / (2 * h * h)) @ sol["alpha"]
     np.testing.assert_allclose(predict_stored(Kc, sol["alpha"]), direct,
                                atol=1e-4 * np.abs(direct).max())
+
+
+def test_tiled_cholesky_keeps_the_kernel_and_refuses_singular():
+    from kernelfit.errors import NotPositiveDefiniteError
+    from kernelfit.reproduce.conv_kernel import cholesky_lower_tiles
+
+    rng = np.random.default_rng(2)
+    A = rng.standard_normal((150, 200))
+    K = (A @ A.T / 200 + 0.05 * np.eye(150)).astype(np.float32)
+    F = K.copy()
+    cholesky_lower_tiles(F, block=40)
+    L = np.tril(F.astype(np.float64))
+    np.testing.assert_allclose(L @ L.T, K, atol=1e-5)
+    assert np.array_equal(np.triu(F, 1), np.triu(K, 1))
+    B = rng.standard_normal((150, 5))
+    with pytest.raises(NotPositiveDefiniteError):
+        cholesky_lower_tiles((B @ B.T - np.eye(150)).astype(np.float32), block=40)

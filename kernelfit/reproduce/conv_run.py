@@ -22,7 +22,7 @@ from ..errors import MemoryPlanError
 
 __all__ = ["run_conv_curve", "conv_memory_bytes"]
 
-_CHUNK_BUDGET = 1 << 29  # bytes of one chunk of features (all images)
+_CHUNK_BUDGET = 1 << 30  # bytes of one chunk of features (all images)
 
 
 def conv_memory_bytes(n: int, m: int) -> dict:
