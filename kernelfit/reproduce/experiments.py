@@ -195,7 +195,8 @@ def run_randomization_exp(ctx) -> dict:
 EXPERIMENTS = {e.name: e for e in (
     Experiment("mnist-raw", ("mnist",), "MNIST n = 60,000, raw pixels: Gaussian and "
                "normalized quartic kernels, exact (paper 1.2%)", run_mnist_raw,
-               "about 15 min (two mixed-precision solves of about 6 min each)"),
+               "about 13 min (two mixed-precision solves, measured 6 min each in "
+               "benchmarks/results/mnist_full_*.json)"),
     Experiment("mnist-gabor", ("mnist",), "MNIST n = 60,000, Gabor features, Gaussian "
                "kernel, exact (paper 0.6%)", run_mnist_gabor,
                "about 10 min (features about 1 min, solve 6-8 min)"),
@@ -207,7 +208,8 @@ EXPERIMENTS = {e.name: e for e in (
                "about 8 min (12 solves at n = 10,000)"),
     Experiment("cifar-pixels", ("cifar",), "CIFAR-10 n = 50,000, Gaussian kernel on pixels, "
                "exact (paper 46%)", run_cifar_pixels,
-               "about 15 min (loading the JPEG set about 2 min, Gram with d = 3,072, solve)"),
+               "20-40 min (decoding the JPEG set once, float32 tiles of K, float64 refinement "
+               "products with d = 3,072)"),
     Experiment("cifar-random-conv", ("cifar",), "CIFAR-10 n = 50,000, random-conv features "
                "up to 32,000 filters (Gram accumulated over filter chunks), error against "
                "filters (paper 17%)", run_cifar_random_conv,
