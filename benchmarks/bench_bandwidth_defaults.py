@@ -38,7 +38,8 @@ def main(argv=None) -> int:
     from kernelfit.datasets import load_dataset
     from kernelfit.features import apply_features
     from kernelfit.kernels import median_distance
-    from kernelfit.pipeline import SolveConfig, solve_arrays
+    from kernelfit.options import RunOptions
+    from kernelfit.run import solve_arrays
 
     t_start = time.perf_counter()
     n_all = args.n_fit + args.n_holdout
@@ -58,7 +59,8 @@ def main(argv=None) -> int:
         med = median_distance(Xf, seed=0)
         choices = [("fixed 5", 5.0)] + [(f"{f:g} x median", f * med) for f in factors]
         for label, h in choices:
-            cfg = SolveConfig(kernel="gaussian", bandwidth=float(h), show_progress=False)
+            cfg = RunOptions.from_flat(kernel="gaussian", bandwidth=float(h),
+                                       show_progress=False)
             t0 = time.perf_counter()
             rec = solve_arrays(Xf, ya[: args.n_fit], Xh, ya[args.n_fit:], cfg)
             row = {"features": name, "rule": label, "bandwidth": float(h),

@@ -1,7 +1,7 @@
 """Defaults that depend on the representation, and the exactness verdict of a solve.
 
-Two small, self-contained helpers the run layer calls (kept out of the pipeline so they can
-move with it):
+Two small, self-contained helpers, called from the run layer (:func:`kernelfit.run.solve_arrays`)
+and kept in their own module:
 
 * :func:`choose_bandwidth`: the Gaussian/Laplacian bandwidth when the user gave none, chosen
   for the feature map in use, with the rule and the reason recorded (``bandwidth_rule``).

@@ -26,7 +26,7 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from ..pipeline import load_model
+    from ..modelfile import load_model
 
     payload = load_model(args.model)
     est = payload["estimator"]

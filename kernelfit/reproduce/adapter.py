@@ -1,9 +1,10 @@
 """The one seam between ``kernelfit reproduce`` and the run layer.
 
-Everything reproduce asks of the pipeline goes through :func:`solve` (one solve described by
-a plain dict, answered by the pipeline's JSON-ready record) and :func:`config` (the same
-dict as the run layer's options object, for the randomization runner). When the run layer
-moves (``kernelfit/run.py``, ``options.py``), only this module changes.
+Everything reproduce asks of the run layer (:mod:`kernelfit.run`) goes through
+:func:`solve` (one solve described by a plain dict of flat option names, answered by the
+run layer's JSON-ready record), :func:`config` (the same dict as a
+:class:`~kernelfit.options.RunOptions` tree, for the randomization runner) and :func:`plan`
+(the memory pre-flight). When the run layer changes, only this module changes.
 """
 
 from __future__ import annotations
@@ -19,20 +20,20 @@ SPEC_KEYS = ("dataset", "data_dir", "n_train", "n_test", "balanced", "seed", "fe
 
 
 def config(spec: dict):
-    """The run layer's options for ``spec`` (today :class:`kernelfit.pipeline.SolveConfig`)."""
+    """The run layer's options for ``spec`` (a :class:`kernelfit.options.RunOptions`)."""
     from ..errors import InputError
-    from ..pipeline import SolveConfig
+    from ..options import RunOptions
 
     unknown = sorted(set(spec) - set(SPEC_KEYS))
     if unknown:
         raise InputError(f"unknown solve spec keys {unknown}")
     kw = {k: v for k, v in spec.items() if v is not None or k == "bandwidth"}
-    return SolveConfig(**kw)
+    return RunOptions.from_flat(**kw)
 
 
 def solve(spec: dict) -> dict:
     """Load, featurize, solve exactly and evaluate ``spec``; the run layer's record."""
-    from ..pipeline import run_solve
+    from ..run import run_solve
 
     return run_solve(config(spec))
 
@@ -40,9 +41,9 @@ def solve(spec: dict) -> dict:
 def plan(spec: dict, n: int, d: int, n_classes: int, n_test: int) -> dict:
     """The run layer's memory pre-flight for ``spec`` at these sizes (raises
     :class:`~kernelfit.errors.MemoryPlanError` when it cannot fit), before any work."""
-    from ..pipeline import preflight
+    from ..run import preflight
 
-    return preflight(config(spec), int(n), int(d), int(n_classes), int(n_test))
+    return preflight(config(spec).solver, int(n), int(d), int(n_classes), int(n_test))
 
 
 def available_memory(device: Optional[str] = "cpu") -> int:
