@@ -283,3 +283,46 @@ def test_tiled_cholesky_keeps_the_kernel_and_refuses_singular():
     B = rng.standard_normal((150, 5))
     with pytest.raises(NotPositiveDefiniteError):
         cholesky_lower_tiles((B @ B.T - np.eye(150)).astype(np.float32), block=40)
+
+
+def test_random_conv_curve_resumes_from_its_saved_point(tmp_path, monkeypatch):
+    data = _fake_data(tmp_path, monkeypatch, mnist=False)
+    out = tmp_path / "out"
+    import kernelfit.features.random_conv as rc_mod
+    import kernelfit.reproduce.conv_run as conv_run
+
+    real_solve = conv_run._solve_point
+    calls = []
+
+    def dying(ctx, st, *a, **k):
+        calls.append(int(st["n_done"]))
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # killed after the 16-filter point was saved
+        return real_solve(ctx, st, *a, **k)
+
+    monkeypatch.setattr(conv_run, "_solve_point", dying)
+    from kernelfit.reproduce import run_reproduce
+
+    with pytest.raises(KeyboardInterrupt):
+        run_reproduce(["cifar-random-conv"], quick=True, data_dir=data, out_dir=out,
+                      progress=False)
+    parts = out / "parts" / "cifar-random-conv"
+    assert sorted(p.name for p in parts.glob("*.json")) == ["filters-8.json"]
+    saved = sorted(p.name for p in (out / "work" / "cifar-random-conv").iterdir())
+    assert saved == ["gram-000016"]  # the older resume point was removed
+    real_acc = rc_mod.accumulate_gram
+    starts = []
+
+    def acc(*a, **k):
+        starts.append(None if k.get("start_from") is None else k["start_from"]["n_done"])
+        return real_acc(*a, **k)
+
+    monkeypatch.setattr(rc_mod, "accumulate_gram", acc)
+    monkeypatch.setattr(conv_run, "_solve_point", real_solve)
+    report = run_reproduce(["cifar-random-conv"], quick=True, data_dir=data, out_dir=out,
+                           progress=False)
+    assert report["experiments"]["cifar-random-conv"]["status"] == "done"
+    assert starts == [16]  # resumed from the saved 16-filter Gram, not from 0
+    assert sorted(p.name for p in parts.glob("*.json")) == [
+        "filters-16.json", "filters-32.json", "filters-8.json"]
+    assert not (out / "work" / "cifar-random-conv").exists()

@@ -3,9 +3,10 @@
 One pass over the filters (:func:`kernelfit.features.random_conv.accumulate_gram`) serves
 the whole curve: filters are drawn in independent blocks, so the Gram after the first ``k``
 filters is the Gram of a ``k``-filter map. At each curve point the accumulated matrices are
-saved (a folder written under a temporary name, then renamed), which is also the resume
-point of the pass; each point is then solved exactly (:mod:`.conv_kernel`) from its saved
-matrices, and its record is stored as soon as it is done.
+saved (a folder written under a temporary name, then renamed: the resume point of the pass,
+the older one is then removed), solved exactly in place (:mod:`.conv_kernel`; its record is
+stored at once), and read back from the saved copy before the pass goes on. So memory holds
+one set of matrices and the disk at most two.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import os
 import shutil
 import time
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
@@ -38,23 +40,40 @@ def _ckpt_dir(work: Path, k: int) -> Path:
 
 def _save_ckpt(work: Path, k: int, st: dict) -> None:
     final = _ckpt_dir(work, k)
-    if final.is_dir():
-        return
-    tmp = work / f".tmp-gram-{k:06d}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    for key in ("G", "sq", "C", "sq_test"):
-        np.save(tmp / f"{key}.npy", st[key])
-    (tmp / "meta.json").write_text(json.dumps({"n_done": st["n_done"],
-                                               "stages": st["stages"]}))
-    os.replace(tmp, final)
+    if not final.is_dir():
+        tmp = work / f".tmp-gram-{k:06d}-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        for key in ("G", "sq", "C", "sq_test"):
+            np.save(tmp / f"{key}.npy", st[key])
+        (tmp / "meta.json").write_text(json.dumps({"n_done": st["n_done"],
+                                                   "stages": st["stages"]}))
+        os.replace(tmp, final)
+    for old in work.glob("gram-*"):  # older resume points are no longer needed
+        if old != final:
+            shutil.rmtree(old, ignore_errors=True)
 
 
-def _load_ckpt(work: Path, k: int) -> dict:
+def _load_ckpt(work: Path, k: int, into: Optional[dict] = None) -> dict:
+    """The saved state of curve point ``k``; with ``into``, copied into its arrays in row
+    blocks (no second copy in memory)."""
     d = _ckpt_dir(work, k)
-    st = {key: np.load(d / f"{key}.npy") for key in ("G", "sq", "C", "sq_test")}
-    st.update(json.loads((d / "meta.json").read_text()))
-    return st
+    meta = json.loads((d / "meta.json").read_text())
+    if into is None:
+        st = {key: np.load(d / f"{key}.npy") for key in ("G", "sq", "C", "sq_test")}
+        st.update(meta)
+        return st
+    for key in ("G", "sq", "C", "sq_test"):
+        src = np.load(d / f"{key}.npy", mmap_mode="r")
+        for r0 in range(0, src.shape[0], 2048):
+            into[key][r0:r0 + 2048] = src[r0:r0 + 2048]
+    into.update(meta)
+    return into
+
+
+def _latest_ckpt(work: Path) -> Optional[int]:
+    ks = sorted(int(p.name.split("-")[1]) for p in work.glob("gram-*") if p.is_dir())
+    return ks[-1] if ks else None
 
 
 def _stage_rates(stages: dict, sgemm_gflops) -> dict:
@@ -67,13 +86,51 @@ def _stage_rates(stages: dict, sgemm_gflops) -> dict:
     return out
 
 
+def _solve_point(ctx, st: dict, ds, note, name, t_load, peaks) -> dict:
+    """Solve the curve point held in ``st`` (its G and C are overwritten); its record."""
+    from ..kernel_defaults import FEATURE_MEDIAN_FACTOR, exactness
+    from ..memory import peak_rss_bytes
+    from ..features.random_conv import symmetrize_lower
+    from .conv_kernel import gaussian_in_place, median_from_gram, predict_stored, solve_stored
+
+    t0 = time.perf_counter()
+    k = int(st["n_done"])
+    G, sq = st["G"], st["sq"]
+    n, m = G.shape[0], st["C"].shape[0]
+    symmetrize_lower(G)
+    h = FEATURE_MEDIAN_FACTOR * median_from_gram(G, sq, seed=0)
+    gaussian_in_place(G, sq, sq, h, same=True)
+    classes = np.unique(ds.y_train)
+    Y = (ds.y_train[:, None] == classes[None, :]).astype(np.float64)
+    sol = solve_stored(G, Y)
+    Kc = st["C"]
+    gaussian_in_place(Kc, st["sq_test"], sq, h)
+    pred = classes[np.argmax(predict_stored(Kc, sol["alpha"]), axis=1)]
+    rec = {"n_train": n, "n_test": m, "n_filters": k, "features_dim": 8 * k,
+           "dataset": name, "data_note": note, "bandwidth": h,
+           "bandwidth_rule": f"{FEATURE_MEDIAN_FACTOR:g} x median (kernelfit.kernel_defaults)",
+           "test_error": float(np.mean(pred != ds.y_test)),
+           "train_error": float(np.mean(classes[np.argmax(sol["K_alpha"], axis=1)]
+                                        != ds.y_train)),
+           "relative_residual": sol["relative_residual"],
+           "residual_against": "the stored float32 kernel matrix (float64 products)",
+           "rkhs_norm": sol["rkhs_norm"], "refinement_history": sol["refinement_history"],
+           "stages": _stage_rates(st["stages"], peaks.get("sgemm_gflops")),
+           "solve_seconds": time.perf_counter() - t0,
+           "factor_seconds": sol["factor_seconds"], "refine_seconds": sol["refine_seconds"],
+           "factor_gflops_per_s": sol["factor_gflops_per_s"], "load_seconds": t_load,
+           "peak_memory_bytes": peak_rss_bytes(), "sgemm_peak": peaks}
+    rec["seconds"] = (sum(s["seconds"] for s in st["stages"].values()) + rec["solve_seconds"]
+                      + t_load)
+    rec.update(exactness(rec["relative_residual"]))
+    return rec
+
+
 def run_conv_curve(ctx, sizes, filters) -> dict:
     from ..datasets import load_dataset
-    from ..features.random_conv import RandomConvFeatures, accumulate_gram, symmetrize_lower
-    from ..kernel_defaults import FEATURE_MEDIAN_FACTOR, exactness
-    from ..memory import fmt_bytes, peak_rss_bytes
+    from ..features.random_conv import RandomConvFeatures, accumulate_gram
+    from ..memory import fmt_bytes
     from .adapter import available_memory
-    from .conv_kernel import gaussian_in_place, median_from_gram, predict_stored, solve_stored
     from .rows import row
 
     name, note = ctx.cifar()
@@ -96,57 +153,37 @@ def run_conv_curve(ctx, sizes, filters) -> dict:
                               required_bytes=2 * ckpt_bytes, available_bytes=disk)
     parts = {k: ctx.part("cifar-random-conv", f"filters-{k}") for k in filters}
     todo = [k for k in filters if parts[k] is None]
-    t_load = time.perf_counter()
-    ds = load_dataset(name, data_dir=ctx.data_dir, n_train=n, n_test=m, seed=0,
-                      download=False, dtype=np.float32)
-    t_load = time.perf_counter() - t_load
-    fmap = RandomConvFeatures((32, 32, 3), n_filters=max(filters), standardize=False,
-                              dtype="float32", seed=0, progress=ctx.progress)
-    fmap.fit(ds.X_train)
-    fmap.standardize = True  # applied per filter chunk by accumulate_gram
-    peaks = ctx.sgemm_peak()
-    missing = [k for k in todo if not _ckpt_dir(work, k).is_dir()]
-    if missing:
-        have = [k for k in filters if _ckpt_dir(work, k).is_dir() and k < missing[0]]
-        start = _load_ckpt(work, have[-1]) if have else None
-        accumulate_gram(fmap, ds.X_train, ds.X_test, memory_budget=_CHUNK_BUDGET,
-                        stop_at=missing, start_from=start, progress=ctx.progress,
-                        on_checkpoint=lambda k, st: _save_ckpt(work, k, st))
-    classes = np.unique(ds.y_train)
-    Y = (ds.y_train[:, None] == classes[None, :]).astype(np.float64)
-    for k in todo:
-        t0 = time.perf_counter()
-        st = _load_ckpt(work, k)
-        G, sq = st["G"], st["sq"]
-        symmetrize_lower(G)
-        h = FEATURE_MEDIAN_FACTOR * median_from_gram(G, sq, seed=0)
-        gaussian_in_place(G, sq, sq, h, same=True)
-        sol = solve_stored(G, Y)
-        del G
-        Kc = st["C"]
-        gaussian_in_place(Kc, st["sq_test"], sq, h)
-        pred = classes[np.argmax(predict_stored(Kc, sol["alpha"]), axis=1)]
-        test_error = float(np.mean(pred != ds.y_test))
-        train_error = float(np.mean(classes[np.argmax(sol["K_alpha"], axis=1)] != ds.y_train))
-        rec = {"n_train": n, "n_test": m, "n_filters": k, "features_dim": 8 * k,
-               "dataset": name, "data_note": note, "bandwidth": h,
-               "bandwidth_rule": f"{FEATURE_MEDIAN_FACTOR:g} x median (kernelfit.kernel_defaults)",
-               "test_error": test_error, "train_error": train_error,
-               "relative_residual": sol["relative_residual"],
-               "residual_against": "the stored float32 kernel matrix (float64 products)",
-               "rkhs_norm": sol["rkhs_norm"], "refinement_history": sol["refinement_history"],
-               "stages": _stage_rates(st["stages"], peaks.get("sgemm_gflops")),
-               "solve_seconds": time.perf_counter() - t0,
-               "factor_gflops_per_s": sol["factor_gflops_per_s"], "load_seconds": t_load,
-               "peak_memory_bytes": peak_rss_bytes(), "sgemm_peak": peaks}
-        rec["seconds"] = (sum(s["seconds"] for s in st["stages"].values()) + rec["solve_seconds"]
-                          + t_load)
-        rec.update(exactness(rec["relative_residual"]))
-        del st, Kc
-        ctx.store_part("cifar-random-conv", f"filters-{k}", rec)
-        parts[k] = rec
-        if k != filters[-1]:
-            shutil.rmtree(_ckpt_dir(work, k), ignore_errors=True)
+    if todo:
+        t_load = time.perf_counter()
+        ds = load_dataset(name, data_dir=ctx.data_dir, n_train=n, n_test=m, seed=0,
+                          download=False, dtype=np.float32)
+        t_load = time.perf_counter() - t_load
+        fmap = RandomConvFeatures((32, 32, 3), n_filters=max(filters), standardize=False,
+                                  dtype="float32", seed=0, progress=ctx.progress)
+        fmap.fit(ds.X_train)
+        fmap.standardize = True  # applied per filter chunk by accumulate_gram
+        peaks = ctx.sgemm_peak()
+
+        def point(k, st):
+            _save_ckpt(work, k, st)  # the resume point, before the solve overwrites G, C
+            if parts.get(k) is None:
+                rec = _solve_point(ctx, st, ds, note, name, t_load, peaks)
+                ctx.store_part("cifar-random-conv", f"filters-{k}", rec)
+                parts[k] = rec
+            if k != filters[-1]:
+                _load_ckpt(work, k, into=st)
+
+        start = None
+        last = _latest_ckpt(work)
+        if last is not None and last in filters:
+            start = _load_ckpt(work, last)
+            if parts[last] is None:  # killed between saving and storing: solve it now
+                point(last, start)
+        if start is None or start["n_done"] < filters[-1]:
+            accumulate_gram(fmap, ds.X_train, ds.X_test, memory_budget=_CHUNK_BUDGET,
+                            stop_at=[k for k in filters if parts[k] is None],
+                            start_from=start, progress=ctx.progress, on_checkpoint=point)
+        del start
     shutil.rmtree(work, ignore_errors=True)  # every point is stored
     recs = [parts[k] for k in filters]
     top = recs[-1]
