@@ -214,7 +214,7 @@ EXPERIMENTS = {e.name: e for e in (
                "up to 32,000 filters (Gram accumulated over filter chunks), error against "
                "filters (paper 17%)", run_cifar_random_conv,
                "5-7 hours on 2 cores (about 3e14 flop of convolution, 9e14 of Gram products, "
-               "6 solves at n = 50,000); needs about 13 GiB of memory and 60 GB of disk"),
+               "6 solves at n = 50,000); needs about 14 GiB of memory and 25 GB of disk"),
     Experiment("randomization", ("mnist",), "random labels and random pixels, MNIST "
                "n = 10,000: exact fits at every corruption level", run_randomization_exp,
                "about 8 min (12 solves at n = 10,000)"),
