@@ -210,12 +210,15 @@ EXPERIMENTS = {e.name: e for e in (
                "exact (paper 46%)", run_cifar_pixels,
                "20-40 min (decoding the JPEG set once, float32 tiles of K, float64 refinement "
                "products with d = 3,072)"),
-    Experiment("cifar-random-conv", ("cifar",), "CIFAR-10 n = 50,000, random-conv features "
-               "up to 32,000 filters (Gram accumulated over filter chunks), error against "
-               "filters (paper 17%)", run_cifar_random_conv,
-               "5-7 hours on 2 cores (about 3e14 flop of convolution, 9e14 of Gram products, "
-               "6 solves at n = 50,000); needs about 14 GiB of memory and 25 GB of disk"),
     Experiment("randomization", ("mnist",), "random labels and random pixels, MNIST "
                "n = 10,000: exact fits at every corruption level", run_randomization_exp,
                "about 8 min (12 solves at n = 10,000)"),
+    Experiment("cifar-random-conv", ("cifar",), "CIFAR-10 n = 50,000, random-conv features "
+               "up to 32,000 filters (Gram accumulated over filter chunks), error against "
+               "filters (paper 17%)", run_cifar_random_conv,
+               "5-7 hours on 2 unshared cores (3.3e14 flop of convolution at about 30 "
+               "GFLOP/s, 9e14 of Gram products at about 80, 6 solves at n = 50,000); up to "
+               "about 20 hours at the rates measured under load "
+               "(benchmarks/results/random_conv_gram_throughput.json); needs about 14 GiB of "
+               "memory and 25 GB of disk"),
 )}
