@@ -310,6 +310,7 @@ def test_random_conv_curve_resumes_from_its_saved_point(tmp_path, monkeypatch):
     assert sorted(p.name for p in parts.glob("*.json")) == ["filters-8.json"]
     saved = sorted(p.name for p in (out / "work" / "cifar-random-conv").iterdir())
     assert saved == ["gram-000016"]  # the older resume point was removed
+    (out / "work" / "cifar-random-conv" / ".tmp-gram-000032-1").mkdir()  # killed mid-write
     real_acc = rc_mod.accumulate_gram
     starts = []
 
@@ -326,3 +327,4 @@ def test_random_conv_curve_resumes_from_its_saved_point(tmp_path, monkeypatch):
     assert sorted(p.name for p in parts.glob("*.json")) == [
         "filters-16.json", "filters-32.json", "filters-8.json"]
     assert not (out / "work" / "cifar-random-conv").exists()
+    assert _no_tmp_files(out)

@@ -145,6 +145,8 @@ def run_conv_curve(ctx, sizes, filters) -> dict:
             f"{fmt_bytes(avail)} is free; run it on a machine with more memory or alone",
             required_bytes=total, available_bytes=avail)
     work = ctx.work_dir("cifar-random-conv")
+    for stale in work.glob(".tmp-gram-*"):  # a resume point killed while being written
+        shutil.rmtree(stale, ignore_errors=True)
     disk = shutil.disk_usage(work).free
     ckpt_bytes = need["gram n x n float32"] + need["cross m x n float32"]
     if disk < 2 * ckpt_bytes:
