@@ -27,7 +27,8 @@ gabor      2 x median    1.08%              8.1e-09
 So raw pixels keep h = 5 (pixels in [0, 1]); every feature map gets 0.75 x the median
 pairwise distance of a seeded sample of its training features: the best held-out error
 (tied with the median within one image of 5,000) and a 7x smaller residual than the median,
-which matters more as n grows.
+which matters more as n grows. On random-conv features (CIFAR-10 JPEG set, 2,000 fitted, 500
+held-out training images) 0.5 to 1 x the median were within noise and 1.5 to 2 x worse.
 """
 
 from __future__ import annotations
