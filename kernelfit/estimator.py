@@ -20,7 +20,7 @@ from sklearn.base import BaseEstimator
 from sklearn.utils.multiclass import type_of_target
 from sklearn.utils.validation import check_is_fitted
 
-from .backend import get_backend
+from .backend import get_backend, is_device_array, to_host
 from .errors import InputError
 from .kernels import active_columns, check_array
 from .options import KernelOptions, SolverOptions
@@ -158,7 +158,8 @@ class KernelInterpolator(BaseEstimator):
     def fit(self, X, y):
         """Solve K alpha = Y exactly on the training data."""
         t_start = time.perf_counter()
-        X = check_array(np.asarray(X) if not hasattr(X, "__cuda_array_interface__") else X,
+        y = to_host(y)  # CuPy forbids np.asarray on its arrays; the targets live on the host
+        X = check_array(X if is_device_array(X) else np.asarray(X),
                         "X")
         if X.shape[0] != np.asarray(y).shape[0]:
             raise InputError(f"X has {X.shape[0]} rows but y has {np.asarray(y).shape[0]}")

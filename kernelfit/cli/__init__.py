@@ -9,10 +9,12 @@ error with a non-zero exit code, never as a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import importlib.util
 import os
 import sys
+import warnings
 from typing import Optional, Sequence
 
 from ..errors import KernelfitError
@@ -27,6 +29,7 @@ SUBCOMMANDS = {
     "randomize": "kernelfit.cli.randomize",
     "bench": "kernelfit.cli.bench",
     "datasets": "kernelfit.cli.datasets",
+    "reproduce": "kernelfit.cli.reproduce",
 }
 
 
@@ -79,6 +82,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@contextlib.contextmanager
+def _device_fallback_said_in_one_line(command: str):
+    """``--device auto`` without a usable GPU: the library's DeviceFallbackWarning is
+    printed as one line (``kernelfit solve: warning: no usable GPU, running on the CPU: ...``)."""
+    from ..backend import DeviceFallbackWarning
+
+    shown = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, DeviceFallbackWarning):
+            print(f"kernelfit {command}: warning: {message}", file=sys.stderr)
+        else:
+            shown(message, category, filename, lineno, file, line)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", DeviceFallbackWarning)
+        warnings.showwarning = show
+        yield
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -86,7 +109,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parser.print_help(sys.stderr)
         return 2
     try:
-        return int(args._run(args) or 0)
+        with _device_fallback_said_in_one_line(args.command):
+            return int(args._run(args) or 0)
     except KernelfitError as exc:
         print(f"kernelfit {args.command}: error: {exc}", file=sys.stderr)
         return exc.exit_code

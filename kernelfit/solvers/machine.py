@@ -113,7 +113,8 @@ def tile_choice(n: int, tile_size: int, device: str) -> dict:
             "tile_threads": n_threads_default() if device == "cpu" else 1,
             "blas": blas_threads() if device == "cpu" else {},
             "rule": ("one tile up to single_tile_up_to rows, else equal tiles of at most "
-                     "target_tile rows; target = 8 * sqrt(L2 / 8 B) rounded to 256")}
+                     "target_tile rows; target = 8 * sqrt(L2 / 8 B) rounded to 256"
+                     if device == "cpu" else "the GPU backend's dense/tiles rule")}
 
 
 _RATES: dict = {}

@@ -13,9 +13,9 @@ from typing import List, Optional
 
 import numpy as np
 
-from ..backend import Backend, get_backend
+from ..backend import Backend, array_namespace, get_backend
 from ..errors import InputError
-from ..kernels import Kernel, _xp_of, row_norms_sq
+from ..kernels import Kernel, row_norms_sq
 from ..progress import progress
 from .machine import n_threads_default
 from .tiles import BlockBuffer, TiledSymmetric, default_tile_size, run_tiles, tile_bounds
@@ -33,7 +33,7 @@ def gram_tile(kernel: Kernel, X, stats, bounds, i: int, j: int, dtype, shift: fl
     float64 ``scratch`` block (a :class:`BlockBuffer`, made when not given), then cast.
     ``keep``: a float64 Fortran tile that receives the float64 values of K (no shift).
     """
-    xp = _xp_of(X)
+    xp = array_namespace(X)
     si, ei = bounds[i]
     sj, ej = bounds[j]
     dtype = np.dtype(dtype)
@@ -336,7 +336,7 @@ def stored_kernel_matvec(T: TiledSymmetric, V, *, kernel: Optional[Kernel] = Non
 
 def kernel_diagonal(kernel: Kernel, X) -> np.ndarray:
     """diag k(X, X) in float64 (without forming any tile)."""
-    xp = _xp_of(X)
+    xp = array_namespace(X)
     n = X.shape[0]
     if kernel.diagonal_value is not None:
         return xp.full(n, float(kernel.diagonal_value))

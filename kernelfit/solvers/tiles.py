@@ -28,7 +28,7 @@ from typing import Callable, List, Optional
 import numpy as np
 
 from .._io import atomic_writer
-from ..backend import Backend, get_backend
+from ..backend import Backend, get_backend, gpu_tile_size
 from ..errors import InputError
 from .machine import choose_tile_size, n_threads_default
 
@@ -39,12 +39,15 @@ __all__ = ["TiledSymmetric", "DiskTiles", "default_tile_size", "tile_bounds",
 def default_tile_size(n: int, device: str = "cpu") -> int:
     """The tile edge for an n x n matrix on ``device``, chosen for this machine.
 
-    Small matrices are one tile (one LAPACK call at the library's own rate). Larger ones
+    GPU: :func:`kernelfit.backend.gpu_tile_size` (one dense call when it fits). CPU: small
+    matrices are one tile (one LAPACK call at the library's own rate). Larger ones
     are split into equal tiles no larger than :func:`kernelfit.solvers.machine.
     choose_tile_size` gives for this machine's caches and cores; every BLAS/LAPACK call
     then stays at or below one tile, far from the sizes (n of about 16,000) where
     multithreaded OpenBLAS has crashed.
     """
+    if device == "gpu":  # the backend's dense/tiles rule (dense single call when it fits)
+        return gpu_tile_size(n)
     target, single = choose_tile_size(device)
     if n <= single:
         return max(int(n), 1)
