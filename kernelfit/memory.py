@@ -19,7 +19,7 @@ import numpy as np
 from .errors import MemoryPlanError
 
 __all__ = ["MemoryPlan", "fmt_bytes", "peak_rss_bytes", "plan_exact_solve",
-           "max_n_that_fits"]
+           "plan_mixed_solve", "plan_request", "would_fit", "max_n_that_fits"]
 
 #: fraction of the available memory a plan may use (the rest is headroom for the
 #: interpreter, BLAS buffers and allocator fragmentation)
@@ -69,17 +69,21 @@ class MemoryPlan:
         return {"device": self.device, "estimated_peak_bytes": self.total,
                 "available_bytes": self.available, "items": dict(self.items)}
 
-    def check(self, ways_out: str = "") -> None:
-        """Raise :class:`MemoryPlanError` when the plan does not fit."""
+    def check(self, request: Optional[dict] = None) -> None:
+        """Raise :class:`MemoryPlanError` when the plan does not fit.
+
+        ``request`` describes what was planned (see :func:`plan_request`); the error carries
+        it so that a caller (the command line) can look for a configuration that fits.
+        """
         if self.fits():
             return
         where = "GPU memory" if self.device == "gpu" else "memory"
         msg = (f"this request needs about {self.describe()}, but only "
                f"{fmt_bytes(self.available)} of {where} is available "
-               f"(kernelfit keeps {round((1 - SAFETY) * 100)}% headroom); nothing was allocated.")
-        if ways_out:
-            msg += " Ways out: " + ways_out
-        raise MemoryPlanError(msg, required_bytes=self.total, available_bytes=self.available or 0)
+               f"(kernelfit keeps {round((1 - SAFETY) * 100)}% headroom); nothing was allocated")
+        raise MemoryPlanError(msg, required_bytes=self.total, available_bytes=self.available or 0,
+                              request=dict(request or {}, device=self.device),
+                              items=dict(self.items))
 
 
 def plan_exact_solve(n: int, d: int, n_outputs: int, *, n_test: int = 0, dtype=np.float64,
@@ -112,17 +116,93 @@ def plan_exact_solve(n: int, d: int, n_outputs: int, *, n_test: int = 0, dtype=n
     return plan
 
 
+def plan_mixed_solve(n: int, d: int, m: int, tile_size: int, *, device: str = "cpu",
+                     available: Optional[int] = None,
+                     n_threads: Optional[int] = None) -> MemoryPlan:
+    """Memory plan of a mixed-precision solve (float32 tiles + float64 vectors)."""
+    from .solvers.tiled import TiledSymmetric, n_threads_default
+
+    nth = n_threads or n_threads_default()
+    ts = min(tile_size, n)
+    plan = MemoryPlan(device=device, available=available)
+    plan.add("K tiles (float32)", TiledSymmetric.storage_bytes(n, tile_size, np.float32))
+    plan.add("tile buffers", (nth + 2) * 8.0 * ts * ts)
+    plan.add("refinement vectors", 8.0 * n * m * (14 + 2 * nth))
+    return plan
+
+
+def plan_request(request: dict, available: Optional[int]) -> MemoryPlan:
+    """The plan the solve pre-flight checks for ``request``; a pure function.
+
+    ``request`` keys: ``n``, ``d``, ``n_outputs``, ``n_test`` (0), ``dtype`` ('float64'),
+    ``precision`` ('auto'), ``solver`` ('cholesky'), ``device`` ('cpu'), ``tile_size``
+    (None: automatic) and ``placement``: 'memory' (default), 'disk' (out-of-core: K's
+    tiles on disk) or 'dask' (K's tiles on the workers). ``precision`` 'float64' or
+    'float32' overrides ``dtype``; 'auto' uses float64 when it fits, else mixed precision
+    (an explicit float32 ``dtype`` keeps the plain float32 solve).
+    """
+    from .solvers.tiled import default_tile_size
+
+    n, d = int(request["n"]), int(request.get("d", 0))
+    m = max(int(request.get("n_outputs", 1)), 1)
+    n_test = int(request.get("n_test", 0) or 0)
+    solver = request.get("solver") or "cholesky"
+    precision = request.get("precision") or "auto"
+    dtype = str(request.get("dtype") or "float64")
+    if precision in ("float64", "float32"):
+        dtype = precision
+    device = request.get("device") or "cpu"
+    ts = request.get("tile_size") or default_tile_size(max(n, 1), device)
+    placement = request.get("placement") or "memory"
+    predictions = 2 * 8.0 * max(n_test, 0) * m
+    if solver == "cholesky" and placement != "memory":
+        plan = plan_mixed_solve(n, d, m, min(ts, max(n, 1)), device=device, available=available)
+        plan.items.pop("K tiles (float32)", None)  # on disk / on the workers
+        return plan
+    if solver == "cholesky" and (precision == "mixed" or (precision == "auto"
+                                                          and dtype == "float64")):
+        if precision == "auto":
+            p64 = plan_exact_solve(n, d, m, n_test=n_test, dtype=np.float64, tile_size=ts,
+                                   device=device, available=available)
+            p64.items.pop("data", None)
+            if p64.fits():
+                return p64
+        plan = plan_mixed_solve(n, d, m, ts, device=device, available=available)
+        plan.add("predictions", predictions)
+        if precision == "mixed" or plan.fits():
+            return plan
+    plan = plan_exact_solve(n, d, m, n_test=n_test, dtype=np.dtype(dtype), tile_size=ts,
+                            solver=solver, device=device, available=available)
+    plan.items.pop("data", None)
+    return plan
+
+
+def would_fit(request: dict, available: Optional[int]) -> bool:
+    """Whether ``request`` (see :func:`plan_request`) passes the memory pre-flight."""
+    if int(request.get("n", 0)) < 1:
+        return False
+    return plan_request(request, available).fits()
+
+
 def max_n_that_fits(available: int, d: int, n_outputs: int, *, dtype=np.float64,
-                    solver: str = "cholesky") -> int:
-    """The largest n whose exact solve fits in ``available`` bytes (bisection)."""
+                    solver: str = "cholesky", request: Optional[dict] = None) -> int:
+    """The largest n whose solve fits in ``available`` bytes (bisection; 0 when none does).
+
+    With ``request`` the whole request is planned (:func:`plan_request`) with n varied;
+    otherwise a plain exact solve in ``dtype`` with ``solver``.
+    """
+    def fits(n: int) -> bool:
+        if request is not None:
+            return would_fit(dict(request, n=n), available)
+        return plan_exact_solve(n, d, n_outputs, dtype=dtype, solver=solver,
+                                available=available).fits()
+
     lo, hi = 0, 1
-    while plan_exact_solve(hi, d, n_outputs, dtype=dtype, solver=solver,
-                           available=available).fits() and hi < 1 << 26:
+    while fits(hi) and hi < 1 << 26:
         lo, hi = hi, hi * 2
     while hi - lo > 1:
         mid = (lo + hi) // 2
-        if plan_exact_solve(mid, d, n_outputs, dtype=dtype, solver=solver,
-                            available=available).fits():
+        if fits(mid):
             lo = mid
         else:
             hi = mid

@@ -104,20 +104,9 @@ def preflight(cfg: SolveConfig, n: int, d: int, n_classes: int, n_test: int) -> 
                             tile_size=ts, solver=cfg.solver, device=be.device,
                             available=be.free_memory())
     plan.items.pop("data", None)
-    if not plan.fits():
-        from .memory import max_n_that_fits
-
-        n_max = max_n_that_fits(plan.available, d, n_classes, dtype=np.dtype(cfg.dtype),
-                                solver=cfg.solver)
-        ways = []
-        if cfg.dtype == "float64":
-            ways.append("--dtype float32 (halves K)")
-        ways.append(f"--n-train {n_max} or less (fits now)")
-        if cfg.solver != "cholesky":
-            ways.append("--solver cholesky (stores half of K)")
-        ways.append("--precision mixed (float32 K, float64-accurate solution) or "
-                    "--out-of-core DIR (tiles on disk)")
-        plan.check("; ".join(ways) + ".")
+    plan.check(request={"n": n, "d": d, "n_outputs": n_classes, "n_test": n_test,
+                        "dtype": cfg.dtype, "precision": cfg.precision, "solver": cfg.solver,
+                        "tile_size": cfg.tile_size})
     return plan.as_dict()
 
 
@@ -269,14 +258,23 @@ def _jsonable(v) -> bool:
 
 # ---------------------------------------------------------------- model files
 def _check_save_path(path) -> None:
-    p = Path(path)
+    check_writable_file(path, param="save")
+
+
+def check_writable_file(path, param: str = "path") -> None:
+    """Raise :class:`InputError` unless a file can be written at ``path`` (nothing is
+    created); ``param`` names the parameter in the error's facts."""
+    p = Path(path).expanduser()
     parent = p.parent if str(p.parent) else Path(".")
+    facts = {"param": param, "path": str(path)}
     if p.is_dir():
-        raise InputError(f"--save {path}: is a directory; give a file name")
+        raise InputError(f"{path} is a directory; give a file name", **facts)
     if not parent.exists():
-        raise InputError(f"--save {path}: folder {parent} does not exist")
-    if not os.access(parent, os.W_OK):
-        raise InputError(f"--save {path}: folder {parent} is not writable")
+        raise InputError(f"cannot write {path}: folder {parent} does not exist", **facts)
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise InputError(f"cannot write {path}: folder {parent} is not writable", **facts)
+    if p.exists() and not os.access(p, os.W_OK) and not os.access(parent, os.W_OK):
+        raise InputError(f"cannot write {path}: the file is read-only", **facts)
 
 
 def save_model(path, estimator, *, feature_map=None, meta: Optional[dict] = None) -> None:

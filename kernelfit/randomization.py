@@ -153,7 +153,8 @@ def parse_levels(levels) -> Tuple[float, ...]:
         except (TypeError, ValueError):
             raise InputError(f"levels must be numbers in [0, 1], got {levels!r}") from None
     if not vals:
-        raise InputError("no level given; e.g. --levels 0,0.2,0.4,0.6,0.8,1.0")
+        raise InputError("no level given; e.g. levels 0, 0.2, 0.4, 0.6, 0.8, 1.0",
+                         param="levels")
     bad = [v for v in vals if not (math.isfinite(v) and 0.0 <= v <= 1.0)]
     if bad:
         raise InputError(f"levels must lie in [0, 1] (fractions of the data corrupted), got "
@@ -374,8 +375,8 @@ def _check_modes_for_data(modes: Sequence[str], image_shape) -> None:
     bad = [m for m in modes if m in PIXEL_MODES]
     if bad and len(shape) not in (2, 3):
         raise InputError(f"mode(s) {', '.join(bad)} permute pixels and need image data; this "
-                         f"dataset has no image shape (image_shape={shape}). Use --mode labels "
-                         "or gaussian")
+                         f"dataset has no image shape (image_shape={shape}). Use the modes "
+                         "'labels' or 'gaussian'", param="modes")
 
 
 def _solve_one(cfg, bandwidth, X_train, y_train, X_test, y_test, estimate_condition: bool,
@@ -861,14 +862,16 @@ def check_out_dir(out_dir) -> Path:
 
     p = Path(out_dir).expanduser()
     if p.exists() and not p.is_dir():
-        raise InputError(f"--out {out_dir}: exists and is not a folder")
+        raise InputError(f"output folder {out_dir} exists and is not a folder", param="out",
+                         path=str(out_dir))
     anc = p
     while not anc.exists():
         if anc.parent == anc:
             break
         anc = anc.parent
     if not anc.is_dir() or not os.access(anc, os.W_OK | os.X_OK):
-        raise InputError(f"--out {out_dir}: {anc} is not a writable folder")
+        raise InputError(f"output folder {out_dir}: {anc} is not a writable folder",
+                         param="out", path=str(out_dir))
     return p
 
 

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import sys
 
+from ._types import positive_int
 from ._common import (add_data_arguments, add_kernel_arguments, add_solver_arguments,
-                      config_from_args, print_json)
+                      check_output_paths, config_from_args, print_json)
 
 HELP = ("randomization tests: corrupt labels or pixels at several levels, interpolate "
         "exactly, report train/test error, RKHS norm, time and cond(K)")
@@ -30,7 +31,7 @@ def add_arguments(p) -> None:
     r.add_argument("--levels", default="0,0.2,0.4,0.6,0.8,1.0",
                    help="comma-separated corruption levels in [0, 1] (fraction of labels or "
                         "of images corrupted; 0 = clean)")
-    r.add_argument("--repeats", type=int, default=1,
+    r.add_argument("--repeats", type=positive_int, default=1,
                    help="independent corruptions per mode and level (seeds derived from "
                         "--seed, mode, level and repeat)")
     r.add_argument("--train-only", action="store_true",
@@ -46,7 +47,7 @@ def add_arguments(p) -> None:
                    help="stop at the first failed solve (default: record it as a failed "
                         "record with its message, finish, and exit with code 5)")
     add_data_arguments(p)
-    from ..features import add_feature_arguments
+    from ._features import add_feature_arguments
 
     add_feature_arguments(p)
     add_kernel_arguments(p)
@@ -76,6 +77,7 @@ def run(args) -> int:
         check_out_dir(args.out)
         if "/" in args.prefix or "\\" in args.prefix:
             raise InputError(f"--prefix must be a file-name prefix, got {args.prefix!r}")
+    check_output_paths(args)
     cfg = config_from_args(args)
     condition = {"all": True, "endpoints": "endpoints", "none": False}[args.condition]
     result = run_randomization(
@@ -98,4 +100,6 @@ def run(args) -> int:
     warn = failure_message(result)
     if warn:
         print(f"kernelfit randomize: warning: {warn}", file=sys.stderr)
-    return NotPositiveDefiniteError.exit_code if result["n_failed"] else 0
+    from . import exit_code_for
+
+    return exit_code_for(NotPositiveDefiniteError()) if result["n_failed"] else 0

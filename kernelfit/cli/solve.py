@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..memory import fmt_bytes
 from ._common import (add_data_arguments, add_kernel_arguments, add_solver_arguments,
-                      config_from_args, print_json, print_table)
+                      check_output_paths, config_from_args, print_json, print_table)
 
 HELP = "solve K alpha = y exactly on a dataset and report errors, residual, norm and times"
 DESCRIPTION = (HELP + ". Example: kernelfit solve --dataset mnist --n-train 10000 "
@@ -13,7 +13,7 @@ DESCRIPTION = (HELP + ". Example: kernelfit solve --dataset mnist --n-train 1000
 
 def add_arguments(p) -> None:
     add_data_arguments(p)
-    from ..features import add_feature_arguments
+    from ._features import add_feature_arguments
 
     add_feature_arguments(p)
     add_kernel_arguments(p)
@@ -60,6 +60,7 @@ def _pct(v):
 def run(args) -> int:
     from ..pipeline import run_solve
 
+    check_output_paths(args)
     cfg = config_from_args(args)
     cfg.save = args.save
     rec = run_solve(cfg)

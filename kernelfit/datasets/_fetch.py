@@ -124,10 +124,13 @@ def verify_file(path: Path, remote: Optional[RemoteFile]) -> None:
 def missing_files_error(dataset: str, directory: Path, filenames: Iterable[str],
                         reason: str) -> DownloadError:
     """A DownloadError saying where kernelfit looked and how to supply the files."""
+    filenames = list(filenames)
     names = ", ".join(filenames)
     return DownloadError(
         f"{dataset}: missing {names} in {directory} ({reason}); put the files in {directory}, "
-        f"or point --data-dir or ${ENV_VAR} at a directory holding {dataset}/ with them")
+        f"or point data_dir or ${ENV_VAR} at a directory holding {dataset}/ with them",
+        missing=filenames, directory=str(directory), dataset=dataset, reason=reason,
+        param="data_dir")
 
 
 def _remove_quietly(path: Path) -> None:

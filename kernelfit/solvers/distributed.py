@@ -59,7 +59,8 @@ def connect(scheduler: Optional[str] = None, local: bool = False, *, n_workers: 
     except (OSError, TimeoutError) as exc:
         raise InputError(f"could not reach the Dask scheduler at {scheduler} within "
                          f"{timeout:g} s ({exc.__class__.__name__}: {exc}). Is it running "
-                         "and reachable? (--distributed local starts a cluster here)") from None
+                         "and reachable? (distributed='local' starts a cluster here)",
+                         param="scheduler") from None
     except ValueError as exc:
         raise InputError(f"bad Dask scheduler address {scheduler!r}: {exc}") from None
     return client, None
@@ -244,8 +245,9 @@ def solve_distributed(kernel: Kernel, X, Y, opts, be: Optional[Backend] = None):
                 if precision == "float64" or attempt == SHIFT_MAX_TRIES:
                     raise NotPositiveDefiniteError(
                         f"K is not numerically positive definite in {np.dtype(dtype).name} "
-                        f"(Dask factorization: {exc}); try --solver eigh or --ridge",
-                        index=exc.index) from None
+                        f"(Dask factorization: {exc}); a ridge > 0 regularizes the solve",
+                        index=exc.index, causes=["ill_conditioned"],
+                        dtype=np.dtype(dtype).name, ridge=float(opts.ridge)) from None
                 base = float(np.mean(kernel_diagonal(kernel, Xh))) + opts.ridge
                 shift = SHIFT_START * base if shift == 0.0 else shift * SHIFT_GROWTH
                 log.append(f"float32 Cholesky broke down; retrying with shift {shift:.3e}")

@@ -112,7 +112,9 @@ def factor_with_shift(kernel: Kernel, X, *, tile_size: int, dtype=np.float32,
     raise NotPositiveDefiniteError(
         f"the {np.dtype(dtype).name} factorization failed even with a diagonal shift of "
         f"{shift:.3e} ({SHIFT_MAX_TRIES} tries): the kernel matrix is probably not positive "
-        "definite (duplicate points, a low-rank kernel); use --solver eigh or --ridge")
+        "definite (duplicate points, a low-rank kernel)", index=-1, causes=["shift_failed"],
+        dtype=np.dtype(dtype).name, ridge=float(ridge), n=int(X.shape[0]),
+        d=int(X.shape[1]), max_diagonal=float(mean_diag or 0.0), kernel=kernel.name)
 
 
 # ---------------------------------------------------------------- refinement
@@ -316,19 +318,20 @@ def validate_beyond_memory(opts) -> None:
         raise InputError(f"refinement must be one of {', '.join(REFINEMENTS)}, got "
                          f"{opts.refinement!r}")
     if opts.resume and not opts.ooc_dir:
-        raise InputError("--resume continues an out-of-core run: give its folder with "
-                         "--out-of-core DIR")
+        raise InputError("resume continues an out-of-core run: give its folder (ooc_dir)",
+                         param="resume")
     if opts.ooc_dir is not None and not str(opts.ooc_dir).strip():
         raise InputError("the out-of-core folder is empty")
     if opts.distributed not in (None, "local"):
-        raise InputError(f"distributed must be 'local' (or give --scheduler ADDRESS), got "
-                         f"{opts.distributed!r}")
+        raise InputError(f"distributed must be 'local' (or give a scheduler address), got "
+                         f"{opts.distributed!r}", param="distributed")
     if opts.scheduler is not None and (not isinstance(opts.scheduler, str) or
                                        not opts.scheduler.strip()):
         raise InputError(f"scheduler must be an address such as tcp://host:8786, got "
                          f"{opts.scheduler!r}")
     if opts.scheduler and opts.distributed:
-        raise InputError("give either --scheduler ADDRESS or --distributed local, not both")
+        raise InputError("give either a Dask scheduler address or distributed='local', not both",
+                         param="scheduler")
     special = opts.precision == "mixed" or opts.ooc_dir or opts.scheduler or opts.distributed
     if special and opts.solver != "cholesky":
         raise InputError(f"mixed precision, out-of-core and Dask solves use the Cholesky "
@@ -338,15 +341,10 @@ def validate_beyond_memory(opts) -> None:
 def plan_mixed(n: int, d: int, m: int, tile_size: int, *, device="cpu", available=None,
                n_threads: Optional[int] = None):
     """Memory plan of a mixed-precision solve (float32 tiles + float64 vectors)."""
-    from ..memory import MemoryPlan
+    from ..memory import plan_mixed_solve
 
-    nth = n_threads or n_threads_default()
-    ts = min(tile_size, n)
-    plan = MemoryPlan(device=device, available=available)
-    plan.add("K tiles (float32)", TiledSymmetric.storage_bytes(n, tile_size, np.float32))
-    plan.add("tile buffers", (nth + 2) * 8.0 * ts * ts)
-    plan.add("refinement vectors", 8.0 * n * m * (14 + 2 * nth))
-    return plan
+    return plan_mixed_solve(n, d, m, tile_size, device=device, available=available,
+                            n_threads=n_threads)
 
 
 def dispatch_beyond_memory(kernel: Kernel, X, Y, opts, be: Backend):
@@ -371,11 +369,11 @@ def dispatch_beyond_memory(kernel: Kernel, X, Y, opts, be: Backend):
 
     ts = opts.tile_size or default_tile_size(n, be.device)
     precision = opts.precision
-    reason = f"asked for --precision {precision}"
+    reason = f"asked for precision {precision}"
     available = be.free_memory() if opts.check_memory else None
     if precision == "auto":
         if opts.dtype == "float32":
-            precision, reason = "float32", "auto: --dtype float32 asked for"
+            precision, reason = "float32", "auto: dtype float32 asked for"
         else:
             p64 = plan_exact_solve(n, d, Y.shape[1], dtype=np.float64, tile_size=ts,
                                    solver="cholesky", device=be.device, available=available)
@@ -393,8 +391,8 @@ def dispatch_beyond_memory(kernel: Kernel, X, Y, opts, be: Backend):
     if precision == "mixed":
         plan = plan_mixed(n, d, Y.shape[1], ts, device=be.device, available=available)
         if opts.check_memory:
-            plan.check(ways_out=f"--out-of-core DIR (tiles on disk), a smaller --n-train than "
-                                f"{n}, or a Dask cluster (--scheduler ADDRESS).")
+            plan.check(request={"n": n, "d": d, "n_outputs": Y.shape[1], "solver": "cholesky",
+                                "precision": "mixed", "tile_size": opts.tile_size})
         sol = solve_mixed(kernel, X, Y, opts, be, plan=plan)
         sol.info["precision_reason"] = reason
         return sol
@@ -440,8 +438,9 @@ def preflight_beyond_memory(cfg, n, d, n_classes, n_test, be, tile_size):
         plan.add("predictions", 2 * 8.0 * max(n_test, 0) * max(n_classes, 1))
         if cfg.precision == "auto" and not plan.fits():
             return None  # neither fits: the plain pre-flight refuses with every way out
-        plan.check(ways_out=f"--out-of-core DIR (tiles on disk), a smaller --n-train than {n}, "
-                            "or a Dask cluster (--scheduler ADDRESS).")
+        plan.check(request={"n": n, "d": d, "n_outputs": n_classes, "n_test": n_test,
+                            "solver": "cholesky", "precision": cfg.precision,
+                            "dtype": cfg.dtype, "tile_size": cfg.tile_size})
         out = plan.as_dict()
         out["precision"] = "mixed"
         return out

@@ -171,13 +171,15 @@ def ooc_factor(kernel: Kernel, X, directory, *, tile_size: int, dtype=np.float32
     dtype = np.dtype(dtype)
     directory = Path(directory).expanduser()
     if directory.exists() and not directory.is_dir():
-        raise InputError(f"--out-of-core {directory}: exists and is not a folder")
+        raise InputError(f"out-of-core folder {directory} exists and is not a folder",
+                         param="ooc_dir", path=str(directory))
     if not directory.parent.exists():
-        raise InputError(f"--out-of-core {directory}: parent folder {directory.parent} does not "
-                         "exist")
+        raise InputError(f"out-of-core folder {directory}: parent folder {directory.parent} "
+                         "does not exist", param="ooc_dir", path=str(directory))
+    if not os.access(directory if directory.exists() else directory.parent, os.W_OK | os.X_OK):
+        raise InputError(f"out-of-core folder {directory} is not writable",
+                         param="ooc_dir", path=str(directory))
     directory.mkdir(exist_ok=True)
-    if not os.access(directory, os.W_OK):
-        raise InputError(f"--out-of-core {directory}: folder is not writable")
     fp = {"X_sha256": fingerprint_X(X), "n": int(n), "d": int(d),
           "kernel": kernel.params(), "tile_size": int(tile_size), "dtype": dtype.name,
           "ridge": float(ridge)}
@@ -190,7 +192,8 @@ def ooc_factor(kernel: Kernel, X, directory, *, tile_size: int, dtype=np.float32
             raise InputError(f"{directory} already holds an out-of-core checkpoint "
                              f"({manifest['state'].get('panels_done', 0)} of "
                              f"{manifest['state'].get('n_panels', '?')} tile columns done); "
-                             "pass --resume to continue it, or choose an empty folder")
+                             "resume it, or choose an empty folder", param="ooc_dir",
+                             path=str(directory), checkpoint=True)
         old = manifest.get("fingerprint", {})
         diff = sorted(k for k in set(fp) | set(old) if fp.get(k) != old.get(k))
         if diff:
@@ -219,8 +222,10 @@ def ooc_factor(kernel: Kernel, X, directory, *, tile_size: int, dtype=np.float32
     if not state.get("factored") and need > free:
         raise InputError(f"not enough disk space in {directory}: the out-of-core factor needs "
                          f"about {fmt_bytes(need)} more, {fmt_bytes(free)} is free; nothing "
-                         "was written. Free space, choose another folder, or use "
-                         "--precision mixed (float32 tiles, half the disk)")
+                         "was written. Free space, choose another folder, or store the tiles "
+                         "in float32 (mixed precision: half the disk)", param="ooc_dir",
+                         path=str(directory), required_bytes=int(need),
+                         available_bytes=int(free))
     if manifest is None:
         _write_manifest(directory, fp, state)
     stats = kernel.prepare(X)

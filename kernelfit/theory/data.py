@@ -61,7 +61,8 @@ def load_mnist(data_dir: Optional[str] = None, integer: bool = False):
     """
     d = find_data_dir(data_dir)
     if d is None:
-        raise DataError("MNIST not found (give --data-dir or set KERNELFIT_DATA)")
+        raise DataError("MNIST not found (give data_dir or set KERNELFIT_DATA)",
+                        param="data_dir")
     if not integer:
         try:
             from ..datasets import load_dataset  # the shared loader, once it exists
