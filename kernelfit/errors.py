@@ -19,6 +19,7 @@ import numpy as np
 __all__ = [
     "KernelfitError",
     "InputError",
+    "InputTypeError",
     "DataError",
     "DownloadError",
     "ChecksumError",
@@ -54,6 +55,11 @@ class InputError(KernelfitError, ValueError):
     def __init__(self, message: str = "", param: Optional[str] = None, **facts):
         super().__init__(message, param=param, **facts)
         self.param = param
+
+
+class InputTypeError(InputError, TypeError):
+    """An input of the wrong type (sparse where dense is required, objects that are not
+    numbers): both an :class:`InputError` and a ``TypeError``, as scikit-learn expects."""
 
 
 class DataError(KernelfitError):
