@@ -219,7 +219,7 @@ def explain(exc: KernelfitError, args=None) -> str:
     param = exc.facts.get("param")
     flag = FLAGS.get(param) if param else None
     if isinstance(exc, InputError) and exc.facts.get("checkpoint"):
-        msg += " (add --resume to continue it)"
+        msg = msg.replace("continue it with resume=True", "add --resume to continue it")
     if flag and msg.startswith(f"{param} "):
         msg = flag + msg[len(param):]
     elif flag and not msg.startswith(flag):

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import sys
 
-from ._types import positive_int
 from ._common import (add_data_arguments, add_kernel_arguments, add_solver_arguments,
                       check_output_paths, config_from_args, print_json)
 
@@ -31,7 +30,7 @@ def add_arguments(p) -> None:
     r.add_argument("--levels", default="0,0.2,0.4,0.6,0.8,1.0",
                    help="comma-separated corruption levels in [0, 1] (fraction of labels or "
                         "of images corrupted; 0 = clean)")
-    r.add_argument("--repeats", type=positive_int, default=1,
+    r.add_argument("--repeats", type=int, default=1,
                    help="independent corruptions per mode and level (seeds derived from "
                         "--seed, mode, level and repeat)")
     r.add_argument("--train-only", action="store_true",

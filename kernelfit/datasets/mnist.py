@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -71,25 +71,25 @@ def _check_other_dataset(name: str, role: str, path: Path, content: bytes) -> No
 
 
 def _read_checked(path: Path, role: str, remote, expect_magic: int,
-                  name: str = "") -> np.ndarray:
+                  name: str = "", unverified: Optional[list] = None) -> np.ndarray:
     stored, content = read_idx_bytes(path)
     uncompressed = content is None
     verify_bytes(stored, remote, str(path), content, uncompressed_copy=uncompressed)
     if uncompressed and remote is not None and remote.content_sha256 is None:
         # only the .gz has a published checksum: this copy can be checked for structure only
         _check_other_dataset(name, role, path, stored)
-        warnings.warn(f"{path} is uncompressed and {name} publishes checksums of its .gz "
-                      f"files only, so this copy cannot be verified; use the published "
-                      f"{remote.filename} to have it checked", UserWarning, stacklevel=3)
+        if unverified is not None:
+            unverified.append(path.name)
     return parse_idx(stored if uncompressed else content, str(path), expect_magic=expect_magic)
 
 
-def _read_split(paths: Dict[str, Path], split: str, remotes, n_classes: int, name: str = ""):
+def _read_split(paths: Dict[str, Path], split: str, remotes, n_classes: int, name: str = "",
+                unverified: Optional[list] = None):
     img_path, lab_path = paths[f"{split}_images"], paths[f"{split}_labels"]
     images = _read_checked(img_path, f"{split}_images", remotes.get(f"{split}_images"),
-                           IMAGES_MAGIC, name)
+                           IMAGES_MAGIC, name, unverified)
     labels = _read_checked(lab_path, f"{split}_labels", remotes.get(f"{split}_labels"),
-                           LABELS_MAGIC, name)
+                           LABELS_MAGIC, name, unverified)
     if images.shape[0] != labels.shape[0]:
         raise DataError(f"{img_path} holds {images.shape[0]} images but {lab_path} holds "
                         f"{labels.shape[0]} labels")
@@ -106,8 +106,14 @@ def load_idx_dataset(name: str, data_dir: Path, *, download_missing: bool = True
     classes = IDX_DATASETS[name]
     paths = locate_idx_files(name, data_dir, download_missing=download_missing)
     remotes = sources.SOURCES[name]
-    X_train, y_train = _read_split(paths, "train", remotes, len(classes), name)
-    X_test, y_test = _read_split(paths, "test", remotes, len(classes), name)
+    unverified: List[str] = []
+    X_train, y_train = _read_split(paths, "train", remotes, len(classes), name, unverified)
+    X_test, y_test = _read_split(paths, "test", remotes, len(classes), name, unverified)
+    if unverified:
+        warnings.warn(f"{name}: {', '.join(unverified)} in {Path(data_dir) / name} are "
+                      f"uncompressed and {name} publishes checksums of its .gz files only, so "
+                      "they are checked for structure but cannot be verified; use the "
+                      "published .gz files to have them checked", UserWarning, stacklevel=3)
     if X_train.shape[1:] != X_test.shape[1:]:
         raise DataError(f"{name}: training images are {X_train.shape[1:]} but test images are "
                         f"{X_test.shape[1:]}")

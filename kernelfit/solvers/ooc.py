@@ -192,7 +192,8 @@ def ooc_factor(kernel: Kernel, X, directory, *, tile_size: int, dtype=np.float32
             raise InputError(f"{directory} already holds an out-of-core checkpoint "
                              f"({manifest['state'].get('panels_done', 0)} of "
                              f"{manifest['state'].get('n_panels', '?')} tile columns done); "
-                             "resume it, or choose an empty folder", param="ooc_dir",
+                             "continue it with resume=True, or choose an empty folder",
+                             param="ooc_dir",
                              path=str(directory), checkpoint=True)
         old = manifest.get("fingerprint", {})
         diff = sorted(k for k in set(fp) | set(old) if fp.get(k) != old.get(k))
