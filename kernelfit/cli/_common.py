@@ -110,7 +110,7 @@ def check_output_paths(args) -> None:
         check_writable_file(args.save, param="save")
     if getattr(args, "output", None):
         check_writable_file(args.output, param="output")
-    folders = [("ooc_dir", getattr(args, "ooc_dir", None))]
+    folders = [("ooc_dir", getattr(args, "ooc_dir", None)), ("out", getattr(args, "out", None))]
     if getattr(args, "feature_cache_dir", None) and not getattr(args, "no_feature_cache", False) \
             and getattr(args, "features", "raw") != "raw":
         folders.append(("cache_dir", args.feature_cache_dir))
