@@ -258,23 +258,9 @@ def _jsonable(v) -> bool:
 
 # ---------------------------------------------------------------- model files
 def _check_save_path(path) -> None:
+    from ._io import check_writable_file
+
     check_writable_file(path, param="save")
-
-
-def check_writable_file(path, param: str = "path") -> None:
-    """Raise :class:`InputError` unless a file can be written at ``path`` (nothing is
-    created); ``param`` names the parameter in the error's facts."""
-    p = Path(path).expanduser()
-    parent = p.parent if str(p.parent) else Path(".")
-    facts = {"param": param, "path": str(path)}
-    if p.is_dir():
-        raise InputError(f"{path} is a directory; give a file name", **facts)
-    if not parent.exists():
-        raise InputError(f"cannot write {path}: folder {parent} does not exist", **facts)
-    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
-        raise InputError(f"cannot write {path}: folder {parent} is not writable", **facts)
-    if p.exists() and not os.access(p, os.W_OK) and not os.access(parent, os.W_OK):
-        raise InputError(f"cannot write {path}: the file is read-only", **facts)
 
 
 def save_model(path, estimator, *, feature_map=None, meta: Optional[dict] = None) -> None:

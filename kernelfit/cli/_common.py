@@ -101,31 +101,18 @@ def storage_dtype(args) -> str:
 
 def check_output_paths(args) -> None:
     """Refuse unwritable output paths before any work (nothing is created)."""
-    import os
-    from pathlib import Path
+    from .._io import check_writable_file, check_writable_folder
 
-    from ..pipeline import check_writable_file
-
-    if getattr(args, "save", None):
-        check_writable_file(args.save, param="save")
-    if getattr(args, "output", None):
-        check_writable_file(args.output, param="output")
+    for param in ("save", "output"):
+        if getattr(args, param, None):
+            check_writable_file(getattr(args, param), param=param)
     folders = [("ooc_dir", getattr(args, "ooc_dir", None)), ("out", getattr(args, "out", None))]
     if getattr(args, "feature_cache_dir", None) and not getattr(args, "no_feature_cache", False) \
             and getattr(args, "features", "raw") != "raw":
         folders.append(("cache_dir", args.feature_cache_dir))
     for param, folder in folders:
-        if not folder:
-            continue
-        p = Path(folder).expanduser()
-        if p.exists() and not p.is_dir():
-            raise InputError(f"{folder} exists and is not a folder", param=param)
-        anc = p
-        while not anc.exists() and anc.parent != anc:
-            anc = anc.parent
-        if not anc.is_dir() or not os.access(anc, os.W_OK | os.X_OK):
-            raise InputError(f"cannot write in {folder}: {anc} is not a writable folder; "
-                             "choose a folder you can write to", param=param)
+        if folder:
+            check_writable_folder(folder, param=param)
 
 
 def config_from_args(args):
