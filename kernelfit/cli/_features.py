@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from ..errors import InputError
 from ..features import FEATURE_NAMES
-from ._types import bandwidth_arg, positive_int
+from ._types import bandwidth_arg, finite_float, positive_int
 
 __all__ = ["add_feature_arguments", "feature_params_from_args"]
 
@@ -60,7 +60,7 @@ def add_feature_arguments(parser) -> None:
                    help="random-conv: filter (patch) side in pixels")
     g.add_argument("--conv-pool", type=positive_int, default=2,
                    help="random-conv: side of the average-pooling grid")
-    g.add_argument("--conv-threshold", type=float, default=0.5,
+    g.add_argument("--conv-threshold", type=finite_float, default=0.5,
                    help="random-conv: threshold t of ReLU(r - t) and ReLU(-r - t), in units "
                         "of each filter's response std on training patches")
     g.add_argument("--conv-filter-init", choices=("zca", "gaussian"), default="zca",
