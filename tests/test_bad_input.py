@@ -492,3 +492,19 @@ def test_interrupted_download_leaves_no_empty_dataset_folder(tmp_path, monkeypat
     code = cli.main(["datasets", "fetch", "mnist", "--data-dir", str(tmp_path)])
     assert code == 130
     assert not (tmp_path / "mnist").exists()
+
+
+def test_any_os_error_is_one_clear_line(capsys, monkeypatch):
+    """The catch-all: an OSError no specific check foresaw is one line with exit code 6."""
+    import errno
+
+    from kernelfit.cli import solve
+
+    def refused(args):
+        raise PermissionError(errno.EACCES, "Permission denied", "/some/where")
+
+    monkeypatch.setattr(solve, "run", refused)
+    code = cli.main(["solve"])
+    err = capsys.readouterr().err
+    assert code == 6 and len(err.strip().splitlines()) == 1
+    assert "/some/where" in err and "Permission denied" in err and "Way out" in err
