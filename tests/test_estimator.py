@@ -48,7 +48,8 @@ def test_string_labels_and_regression(digits):
     m = KernelInterpolator(bandwidth=2.0).fit(X[:200], labels)
     assert set(m.predict(X[200:220])) <= {"even", "odd"}
     target = X[:200, 10] * 3 - 1
-    r = KernelInterpolator(bandwidth=2.0).fit(X[:200], target)
+    with pytest.warns(UserWarning, match="continuous"):
+        r = KernelInterpolator(bandwidth=2.0).fit(X[:200], target)
     assert r.task_ == "regression" and r.predict(X[:5]).shape == (5,)
     np.testing.assert_allclose(r.predict(X[:200]), target, atol=1e-8)
 
