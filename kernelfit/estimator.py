@@ -51,7 +51,10 @@ class KernelInterpolator(BaseEstimator):
     tile_size : int or None
         Tile edge of the blocked Gram matrix and factorization (None: automatic).
     task : {'auto', 'classification', 'regression'}
-        'auto' treats integer/string labels as classes (one-hot targets).
+        'auto' follows kernelfit's one label rule (:mod:`kernelfit.labels`): integer,
+        boolean, string and whole-number float labels are classes (one-hot targets);
+        floats with a fractional part are fitted as a regression, with a warning
+        ('regression' says so and silences it).
     compute_residual : bool, default True
         Form K alpha after the solve to report the relative residual, the training error
         and the RKHS norm. The float64 Cholesky on the CPU keeps a copy of K through the
