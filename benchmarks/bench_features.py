@@ -31,7 +31,8 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from kernelfit.features import apply_features  # noqa: E402
+from kernelfit import run  # noqa: E402
+from kernelfit.options import FeatureOptions, RunOptions  # noqa: E402
 from kernelfit.features.random_fourier import median_heuristic  # noqa: E402
 
 
@@ -43,31 +44,28 @@ def machine() -> dict:
 
 
 def gaussian_interpolation(F_train, y_train, F_test, y_test, *, bandwidth=None, seed=0):
-    """Exact Gaussian-kernel interpolation with kernelfit's solver (tiled Cholesky, float64)."""
-    from kernelfit.estimator import KernelInterpolator
-
+    """Exact Gaussian-kernel interpolation through kernelfit's run layer (tiled Cholesky,
+    float64)."""
     if bandwidth is None:
         bandwidth = median_heuristic(F_train, seed=seed)
+    opts = RunOptions.from_flat(kernel="gaussian", bandwidth=float(bandwidth), seed=seed,
+                                show_progress=False)
     t0 = time.perf_counter()
-    est = KernelInterpolator(kernel="gaussian", bandwidth=float(bandwidth), random_state=seed,
-                             show_progress=False).fit(F_train, y_train)
+    est = run.fit(opts, F_train, y_train)
     t1 = time.perf_counter()
-    pred = est.predict(F_test)
-    t2 = time.perf_counter()
-    return {"test_error": float(np.mean(pred != y_test)), "bandwidth": float(bandwidth),
+    test_error, predict_s = run.evaluate(est, F_test, y_test)
+    return {"test_error": test_error, "bandwidth": float(bandwidth),
             "n_train": int(len(y_train)), "n_test": int(len(y_test)),
             "feature_dim": int(F_train.shape[1]), "train_error": est.train_error_,
             "relative_residual": est.relative_residual_, "fit_seconds": t1 - t0,
             "gram_seconds": est.timings_.get("gram"), "solve_seconds":
             est.timings_.get("factor", 0.0) + est.timings_.get("solve", 0.0),
-            "predict_seconds": t2 - t1}
+            "predict_seconds": predict_s}
 
 
 def bench_mnist(args, results):
-    from kernelfit.datasets import load_dataset
-
-    ds = load_dataset("mnist", data_dir=args.data_dir, n_train=args.mnist_n,
-                      n_test=args.mnist_test, seed=0)
+    ds = run.load(RunOptions.from_flat(dataset="mnist", data_dir=args.data_dir,
+                                       n_train=args.mnist_n, n_test=args.mnist_test, seed=0))
     out = {"dataset": "mnist (original IDX files)", "n_train": args.mnist_n,
            "n_test": args.mnist_test, "subset_seed": 0}
     r = gaussian_interpolation(ds.X_train, ds.y_train, ds.X_test, ds.y_test)
@@ -79,8 +77,8 @@ def bench_mnist(args, results):
                      ("gabor", {"scales": 3, "pool": 7})]
     out["gabor"] = []
     for name, params in variants:
-        Ftr, Fte, info = apply_features(name, params, ds.X_train, ds.X_test,
-                                        image_shape=ds.image_shape, seed=0)
+        Ftr, Fte, info, _ = run.featurize(FeatureOptions(name, params), ds.X_train,
+                                          ds.X_test, ds.image_shape, seed=0)
         r = gaussian_interpolation(Ftr, ds.y_train, Fte, ds.y_test)
         r["params"] = params
         r["feature_seconds"] = info["seconds"]
@@ -95,11 +93,9 @@ def bench_mnist(args, results):
 
 
 def bench_cifar(args, results):
-    from kernelfit.datasets import load_dataset
-
     path = os.path.join(args.data_dir, "cifar10-jpeg", "cifar10-jpeg.tar.gz")
-    ds = load_dataset("imagefolder:" + path, n_train=args.cifar_n, n_test=args.cifar_test,
-                      seed=0, balanced=True)
+    ds = run.load(RunOptions.from_flat(dataset="imagefolder:" + path, n_train=args.cifar_n,
+                                       n_test=args.cifar_test, seed=0, balanced=True))
     note = ("CIFAR-10 from a third party's LOSSY JPEG re-encoding "
             "(cifar10-jpeg.tar.gz), not the official files: errors approximate, and do not "
             "equal, results on official CIFAR-10")
@@ -110,8 +106,8 @@ def bench_cifar(args, results):
     print(f"cifar raw: error {r['test_error']:.4f} bw {r['bandwidth']:.3f}", flush=True)
     filters = sorted(int(f) for f in args.filters.split(","))
     params = {"n_filters": filters[-1], "filter_init": args.conv_init}
-    Ftr, Fte, info = apply_features("random-conv", params, ds.X_train, ds.X_test,
-                                    image_shape=ds.image_shape, seed=0)
+    Ftr, Fte, info, _ = run.featurize(FeatureOptions("random-conv", params), ds.X_train,
+                                      ds.X_test, ds.image_shape, seed=0)
     out["random_conv_params"] = dict(params, patch_size=6, pool=2, threshold=0.5,
                                      standardize=True, dtype="float32")
     out["feature_seconds"] = info["seconds"]

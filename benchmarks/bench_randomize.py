@@ -36,7 +36,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from kernelfit import randomization as rz  # noqa: E402
-from kernelfit.pipeline import SolveConfig  # noqa: E402
+from kernelfit.options import RunOptions  # noqa: E402
 
 CIFAR_NOTE = ("CIFAR-10 here is a third party's LOSSY JPEG re-encoding "
               "(cifar10-jpeg.tar.gz), not the official files: figures approximate, and do "
@@ -61,7 +61,7 @@ def _load():
 
 
 def parts(data_dir: str, quick: bool) -> dict:
-    """name -> (SolveConfig, modes, levels, repeats, note, condition policy).
+    """name -> (RunOptions, modes, levels, repeats, note, condition policy).
 
     cond(K) is estimated at every level (labels share the clean K's value). Under heavy load
     the estimate (60 one-vector tiled triangular solves) took ~4x the solve at n = 10,000;
@@ -73,10 +73,10 @@ def parts(data_dir: str, quick: bool) -> dict:
     cifar = dict(dataset=f"imagefolder:{tar}",
                  data_dir=data_dir, kernel="gaussian", bandwidth="median", balanced=True)
     return {
-        "mnist": (SolveConfig(n_train=10000 // f, **mnist), "all", lv, 1, None, True),
-        "mnist-repeats": (SolveConfig(n_train=2000 // f, n_test=10000 // f, **mnist), "all",
+        "mnist": (RunOptions.from_flat(n_train=10000 // f, **mnist), "all", lv, 1, None, True),
+        "mnist-repeats": (RunOptions.from_flat(n_train=2000 // f, n_test=10000 // f, **mnist), "all",
                           lv, 3, None, True),
-        "cifar": (SolveConfig(n_train=5000 // f, n_test=2000 // f, **cifar), "all", lv, 1,
+        "cifar": (RunOptions.from_flat(n_train=5000 // f, n_test=2000 // f, **cifar), "all", lv, 1,
                   CIFAR_NOTE, True),
     }
 
@@ -203,7 +203,8 @@ def main(argv=None) -> int:
     t_all = time.perf_counter()
     for name in wanted:
         cfg, modes, levels, repeats, note, cond_default = table[name]
-        print(f"[bench_randomize] {name}: {cfg.dataset} n_train={cfg.n_train} modes={modes} "
+        print(f"[bench_randomize] {name}: {cfg.data.dataset} n_train={cfg.data.n_train} "
+              f"modes={modes} "
               f"levels={levels} repeats={repeats}", file=sys.stderr, flush=True)
         t0 = time.perf_counter()
         cond = {"all": True, "endpoints": "endpoints", "none": False}.get(args.condition,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 import warnings
+from dataclasses import replace
 
 import numpy as np
 from sklearn.base import BaseEstimator
@@ -22,9 +23,10 @@ from sklearn.utils.validation import check_is_fitted
 
 from .backend import get_backend
 from .errors import InputError, InputTypeError
+from .kernels import active_columns, check_array
 from .labels import continuous_summary, label_kind
-from .kernels import active_columns, check_array, get_kernel, median_distance
-from .solvers.exact import SolveOptions, solve_exact
+from .options import KernelOptions, SolverOptions
+from .solvers.exact import solve_exact
 from .solvers.tiled import cross_kernel_matmul, kernel_matvec
 
 __all__ = ["KernelInterpolator", "sklearn_expected_failed_checks", "EXPECTED_FAILED_CHECKS"]
@@ -129,16 +131,10 @@ class KernelInterpolator(BaseEstimator):
         self.show_progress = show_progress
 
     # ------------------------------------------------------------ helpers
-    def _make_kernel(self, X):
-        bw = self.bandwidth
-        if isinstance(bw, str):
-            if bw != "median":
-                raise InputError(f"bandwidth must be a positive number or 'median', got {bw!r}")
-            bw = median_distance(X, seed=self.random_state)
-        params = {"bandwidth": bw, "degree": self.degree, "gamma": self.gamma,
-                  "coef0": self.coef0}
-        name = self.kernel
-        return get_kernel(name, **params)
+    def _options(self):
+        """The kernel and solver options of these parameters (validated once, here)."""
+        params = self.get_params(deep=False)
+        return KernelOptions.from_params(params), SolverOptions.from_params(params)
 
     def _targets(self, y):
         y = np.asarray(y)
@@ -189,17 +185,12 @@ class KernelInterpolator(BaseEstimator):
         if X.shape[0] != np.asarray(y).shape[0]:
             raise InputError(f"X has {X.shape[0]} rows but y has {np.asarray(y).shape[0]}")
         task, classes, Y = self._targets(y)
-        kernel = self._make_kernel(X)
+        kernel_opts, solver_opts = self._options()
+        kernel = kernel_opts.resolve(X, seed=self.random_state)
         be = get_backend(self.device)
         Xf = np.ascontiguousarray(X, dtype=np.float64) if be.device == "cpu" else X
-        opts = SolveOptions(solver=self.solver, ridge=self.ridge, dtype=self.dtype,
-                            tile_size=self.tile_size, device=be.device,
-                            show_progress=self.show_progress,
-                            estimate_condition=self.estimate_condition,
-                            precision=self.precision, tol=self.tol, max_iter=self.max_iter,
-                            refinement=self.refinement, ooc_dir=self.ooc_dir,
-                            resume=self.resume, scheduler=self.scheduler,
-                            distributed=self.distributed, residual=self.compute_residual)
+        opts = replace(solver_opts, device=be.device).solve_options(
+            estimate_condition=self.estimate_condition, residual=self.compute_residual)
         xp = be.xp
         Xb = xp.asarray(Xf)
         # columns that are zero in every training row add nothing to any kernel value

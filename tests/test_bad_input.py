@@ -95,7 +95,7 @@ CASES = [
       "no such file", "npz:"),
     C("solve-dataset-imagefolder-missing", "solve --dataset imagefolder:/nonexistent", 2,
       "does not exist", "imagefolder"),
-    C("solve-dataset-empty", ["solve", "--dataset", ""], 2, "dataset", "non-empty"),
+    C("solve-dataset-empty", ["solve", "--dataset", ""], 2, "dataset", ("non-empty", "such as")),
     C("solve-dataset-mnist-colon", "solve --dataset mnist:x", 2, "unknown dataset", "known:"),
     C("solve-n-train-too-many", "solve --dataset digits --n-train 5000", 2, "n_train",
       ("at most", "available", "1438")),

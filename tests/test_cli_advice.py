@@ -1,7 +1,7 @@
 """Every way out the command line offers really gets past the check that refused.
 
 Memory: over random requests that do not fit (hypothesis), each offered change passes the
-solve's real pre-flight (``kernelfit.pipeline.preflight``) on the same memory, and nothing
+solve's real pre-flight (``kernelfit.run.preflight``) on the same memory, and nothing
 already in use is offered. Not positive definite: for each diagnosis (duplicates, a
 low-rank linear or polynomial kernel, an ill-conditioned float64 or float32 K), each
 offered way out, applied to the same command, solves.
@@ -22,7 +22,8 @@ from kernelfit.cli import main
 from kernelfit.cli._advice import memory_ways_out, ridge_that_factors
 from kernelfit.errors import MemoryPlanError
 from kernelfit.memory import would_fit
-from kernelfit.pipeline import SolveConfig, preflight
+from kernelfit.options import SolverOptions
+from kernelfit.run import preflight
 
 GiB = 1 << 30
 
@@ -30,7 +31,7 @@ GiB = 1 << 30
 def _preflight(req: dict, available: int) -> None:
     """The solve's own pre-flight for ``req`` with ``available`` bytes of memory."""
     placement = req.get("placement")
-    cfg = SolveConfig(dtype=req.get("dtype", "float64"), precision=req.get("precision", "auto"),
+    cfg = SolverOptions(dtype=req.get("dtype", "float64"), precision=req.get("precision", "auto"),
                       solver=req.get("solver", "cholesky"), tile_size=req.get("tile_size"),
                       ooc_dir="/nonexistent/ooc" if placement == "disk" else None,
                       scheduler="tcp://nowhere:1" if placement == "dask" else None)

@@ -1,16 +1,11 @@
 """Every check passes on correct input and fails on a deliberately wrong one; CLI output."""
 
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-import proofs  # noqa: E402
-from proofs import curvature, kernel_trick, sgd_min_norm, theorem1, theorem1_deep  # noqa: E402
+from kernelfit import proofs
+from kernelfit.proofs import curvature, kernel_trick, sgd_min_norm, theorem1, theorem1_deep
 
 SMALL = np.random.default_rng(0).integers(0, 256, size=(400, 30))
 
@@ -56,14 +51,14 @@ def test_curvature_passes_and_fails():
 
 
 def test_norm_waiting_without_features(monkeypatch):
-    from proofs import norm
+    from kernelfit.proofs import norm
     monkeypatch.setattr(norm, "_gabor", lambda: None)
     r = norm.check(quick=True)
     assert r.status == "waiting" and r.passed is None
 
 
 def test_norm_skipped_without_data(tmp_path, monkeypatch):
-    from proofs import norm
+    from kernelfit.proofs import norm
     monkeypatch.setattr(norm, "_gabor", lambda: (None, None))
     monkeypatch.delenv("KERNELFIT_DATA", raising=False)
     import kernelfit.theory.data as D
@@ -109,3 +104,11 @@ def test_cli_exit_code_is_nonzero_when_a_check_fails(tmp_path, capsys, monkeypat
     out = json.loads(capsys.readouterr().out)
     assert rc == 1
     assert out["checks"][0]["passed"] is False
+
+
+def test_top_level_readme_lists_every_check():
+    from pathlib import Path
+    readme = Path(__file__).resolve().parents[1] / "proofs" / "README.md"
+    text = readme.read_text()
+    for name in proofs.names():
+        assert f"`{name}`" in text and f"kernelfit/proofs/{name}.py" in text

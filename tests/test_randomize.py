@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 
 from kernelfit import randomization as rz
+from kernelfit.randomization import experiment
 from kernelfit.cli import main
 from kernelfit.datasets import Dataset
 from kernelfit.errors import InputError, NotPositiveDefiniteError
-from kernelfit.pipeline import SolveConfig
+from kernelfit.options import RunOptions
 
 REQUIRED = ("mode", "level", "repeat", "train_error", "test_error", "rkhs_norm",
             "relative_residual", "solve_seconds", "seed", "condition_number", "n_train",
@@ -28,7 +29,7 @@ def _quiet(monkeypatch):
 def _cfg(**kw):
     base = dict(dataset="digits", n_train=240, n_test=80, show_progress=False)
     base.update(kw)
-    return SolveConfig(**base)
+    return RunOptions.from_flat(**base)
 
 
 def _images(n, shape, seed=0):
@@ -239,7 +240,7 @@ def test_pixel_mode_on_non_image_data_fails_before_any_solve(monkeypatch):
     def boom(*a, **k):
         raise AssertionError("solved")
 
-    monkeypatch.setattr(rz, "_solve_one", boom)
+    monkeypatch.setattr(experiment, "_solve_one", boom)
     rng = np.random.default_rng(0)
     ds = Dataset("flat", rng.random((20, 5)), np.arange(20) % 2, rng.random((5, 5)),
                  np.arange(5) % 2, (), 2, ["a", "b"], "test")
@@ -253,14 +254,14 @@ def test_pixel_mode_on_non_image_data_fails_before_any_solve(monkeypatch):
 
 
 def test_failed_solve_recorded_or_raised(monkeypatch):
-    real = rz._solve_one
+    real = experiment._solve_one
 
-    def flaky(cfg, bw, Xtr, ytr, *a, **k):
+    def flaky(cfg, Xtr, ytr, *a, **k):
         if not np.array_equal(Xtr[0], Xtr[0].round(6)):  # gaussian noise: fail
             raise NotPositiveDefiniteError("K is not numerically positive definite (test)")
-        return real(cfg, bw, Xtr, ytr, *a, **k)
+        return real(cfg, Xtr, ytr, *a, **k)
 
-    monkeypatch.setattr(rz, "_solve_one", flaky)
+    monkeypatch.setattr(experiment, "_solve_one", flaky)
     res = rz.run_randomization(_cfg(n_train=100, n_test=30), "gaussian", (0.0, 1.0), 1,
                                estimate_condition=False)
     bad = [r for r in res["records"] if r["status"] == "failed"]

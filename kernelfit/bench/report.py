@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 from .._io import json_default as _json_default
+from ..report import fmt_num as _num
+from ..report import fmt_pct, fmt_seconds, markdown_table
 
 __all__ = ["write_json", "render_markdown", "plot_time", "plot_peak", "plot_peers",
            "write_report", "fmt_seconds", "machine_lines"]
@@ -37,16 +39,6 @@ def write_json(results: dict, path) -> Path:
     return path
 
 
-def fmt_seconds(v: Optional[float]) -> str:
-    if v is None:
-        return "-"
-    if v < 1e-2:
-        return f"{v * 1e3:.2f} ms"
-    if v < 100:
-        return f"{v:.3g} s"
-    return f"{v:.0f} s"
-
-
 def _fmt_bytes(v) -> str:
     from ..memory import fmt_bytes
 
@@ -54,11 +46,7 @@ def _fmt_bytes(v) -> str:
 
 
 def _pct(v, digits=1) -> str:
-    return "-" if v is None else f"{100 * v:.{digits}f}%"
-
-
-def _num(v, fmt="{:.3g}") -> str:
-    return "-" if v is None else fmt.format(v)
+    return fmt_pct(v, digits)
 
 
 def machine_lines(machine: dict) -> List[str]:
@@ -141,17 +129,17 @@ def render_markdown(results: dict, figures: Optional[Dict[str, str]] = None) -> 
       "in brackets the factorization rate and its fraction of the measured GEMM peak.\n\n")
     labels = _labels(results)
     by = {(r["label"], r["n"]): r for r in results["records"]}
-    w("| n | " + " | ".join(labels) + " |\n|---|" + "|".join("---" for _ in labels) + "|\n")
+    rows = [["n"] + labels]
     for n in sorted({r["n"] for r in results["records"]}):
-        cells = [_summary_cell(by.get((lab, n))) for lab in labels]
-        w(f"| {n} | " + " | ".join(cells) + " |\n")
+        rows.append([str(n)] + [_summary_cell(by.get((lab, n))) for lab in labels])
+    w("\n".join(markdown_table(rows)) + "\n")
     w("\n## Details\n\n")
     w("Times are medians. Factor rate: n^3/3 flops over the factorization time; % peak: of "
       "the measured GEMM peak. Peak memory: the child process's maximum resident set.\n\n")
     head = ["n", "implementation", "status", "Gram", "factor", "solve", "residual",
             "predict", "total", "factor GFLOP/s", "% peak", "peak memory", "rel. residual",
             "test error"]
-    w("| " + " | ".join(head) + " |\n|" + "|".join("---" for _ in head) + "|\n")
+    rows = [head]
     for r in results["records"]:
         if r["status"] in ("unavailable", "skipped"):
             continue
@@ -165,7 +153,8 @@ def render_markdown(results: dict, figures: Optional[Dict[str, str]] = None) -> 
                   _fmt_bytes(r.get("peak_rss_bytes")), _num(r.get("relative_residual"),
                                                             "{:.1e}"),
                   _pct(r.get("test_error"), 2)]
-        w("| " + " | ".join(cells) + " |\n")
+        rows.append(cells)
+    w("\n".join(markdown_table(rows)) + "\n")
     w("\nscikit-learn's fit (Gram + solve) is in the total; its stages are not separable. "
       "The peers' residual is checked outside their timed total.\n")
     comps = results.get("comparisons") or []

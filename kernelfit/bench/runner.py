@@ -143,68 +143,58 @@ def _one_hot(y, n_classes: int):
     return Y
 
 
-def _load(spec: dict):
-    n, n_test = int(spec["n"]), int(spec.get("n_test", 1000))
-    name = spec.get("dataset", "random")
-    if name == "random":
-        X, y, Xt, yt = make_random_data(n, n_test, int(spec.get("d", 784)),
-                                        int(spec.get("seed", 0)))
-        return X, y, Xt, yt, {"dataset": "random", "source": "numpy default_rng seeded uniform"}
-    from ..datasets import load_dataset
+def _options(spec: dict):
+    """The run options of a solve spec (its flat names; ``n`` is the training size)."""
+    from ..options import RunOptions
 
-    ds = load_dataset(name, data_dir=spec.get("data_dir"), n_train=n, n_test=n_test,
-                      seed=int(spec.get("seed", 0)))
+    flat = {k: v for k, v in spec.items() if k in RunOptions.flat_names()}
+    flat.update(n_train=int(spec["n"]), n_test=int(spec.get("n_test", 1000)),
+                show_progress=False)
+    flat.setdefault("dataset", "random")
+    return RunOptions.from_flat(**flat)
+
+
+def _load(spec: dict, opts):
+    if opts.data.dataset == "random":
+        X, y, Xt, yt = make_random_data(opts.data.n_train, opts.data.n_test,
+                                        int(spec.get("d", 784)), opts.seed)
+        return X, y, Xt, yt, {"dataset": "random", "source": "numpy default_rng seeded uniform"}
+    from ..run import load
+
+    ds = load(opts)
     return ds.X_train, ds.y_train, ds.X_test, ds.y_test, {"dataset": ds.name,
                                                           "source": ds.source}
 
 
-def _kernel(spec: dict):
-    from ..kernels import get_kernel
-
-    return get_kernel(spec.get("kernel", "gaussian"), bandwidth=float(spec.get("bandwidth", 5.0)),
-                      degree=int(spec.get("degree", 4)), gamma=float(spec.get("gamma", 1.0)),
-                      coef0=float(spec.get("coef0", 1.0)))
-
-
-def _residual(kernel, X, alpha, Y) -> float:
-    from ..solvers.tiled import kernel_matvec
-
-    KA = kernel_matvec(kernel, X, alpha, show_progress=False)
-    return float(np.linalg.norm(KA - Y) / np.linalg.norm(Y))
-
-
 # ====================================================================== solve task
-def _repeat_kernelfit(spec, kernel, X, y, Xt, yt) -> dict:
+def _repeat_kernelfit(opts, kernel, X, y, Xt, yt) -> dict:
+    from .. import run
     from ..backend import get_backend
-    from ..estimator import KernelInterpolator
 
-    be = get_backend(spec.get("device", "cpu"))
+    be = get_backend(opts.solver.device)
     if hasattr(be, "reset_peak"):
         be.reset_peak()  # GPU: peak of this repetition only
-    est = KernelInterpolator(kernel=kernel.name, bandwidth=kernel.bandwidth,
-                             degree=kernel.degree, gamma=kernel.gamma, coef0=kernel.coef0,
-                             dtype=spec.get("dtype", "float64"),
-                             device=spec.get("device", "cpu"), tile_size=spec.get("tile_size"),
-                             compute_residual=True, show_progress=False)
-    est.fit(X, y)
+    est = run.fit(opts, X, y, compute_residual=True)
     t = dict(est.timings_)
-    t0 = time.perf_counter()
-    pred = est.predict(Xt) if Xt.shape[0] else np.empty(0)
-    t["predict"] = time.perf_counter() - t0
+    test_error, t["predict"] = run.evaluate(est, Xt, yt)
     rec = {"gram": t.get("gram"), "factor": t.get("factor"), "solve": t.get("solve"),
            "residual": t.get("residual"), "fit": t.get("fit_total"), "predict": t["predict"],
            "relative_residual": est.relative_residual_, "train_error": est.train_error_,
            "tile_size": est.fit_info_.get("tile_size")}
     rec["total"] = rec["fit"] + rec["predict"]
-    rec["test_error"] = float(np.mean(pred != yt)) if yt.shape[0] else None
+    rec["test_error"] = test_error
     gpu_peak = be.peak_memory()
     if gpu_peak is not None:
         rec["peak_gpu_bytes"] = int(gpu_peak)
     return rec
 
 
-def _repeat_sklearn(spec, kernel, X, y, Xt, yt) -> dict:
+def _repeat_sklearn(opts, kernel, X, y, Xt, yt, sklearn_alpha: float = 1e-10,
+                    residual: bool = True) -> dict:
     from sklearn.kernel_ridge import KernelRidge
+
+    from ..run import relative_residual
+
 
     params = sklearn_kernel_params(kernel.name, kernel.bandwidth, kernel.degree, kernel.gamma,
                                    kernel.coef0)
@@ -212,26 +202,28 @@ def _repeat_sklearn(spec, kernel, X, y, Xt, yt) -> dict:
     Y = _one_hot(y, int(max(y.max(), yt.max() if yt.shape[0] else 0)) + 1)
     t0 = time.perf_counter()
     Xf = X / np.linalg.norm(X, axis=1, keepdims=True) if normalize else X
-    model = KernelRidge(alpha=float(spec.get("sklearn_alpha", 1e-10)), **params)
+    model = KernelRidge(alpha=float(sklearn_alpha), **params)
     model.fit(Xf, Y)
     t1 = time.perf_counter()
     Xtf = Xt / np.linalg.norm(Xt, axis=1, keepdims=True) if (normalize and Xt.shape[0]) else Xt
     P = model.predict(Xtf) if Xt.shape[0] else np.empty((0, Y.shape[1]))
     t2 = time.perf_counter()
     rec = {"gram": None, "factor": None, "solve": None, "fit": t1 - t0, "predict": t2 - t1,
-           "total": t2 - t0, "sklearn_alpha": float(spec.get("sklearn_alpha", 1e-10))}
+           "total": t2 - t0, "sklearn_alpha": float(sklearn_alpha)}
     rec["test_error"] = float(np.mean(np.argmax(P, axis=1) != yt)) if yt.shape[0] else None
-    if spec.get("residual", True):
+    if residual:
         t3 = time.perf_counter()
-        rec["relative_residual"] = _residual(kernel, X, model.dual_coef_, Y)
+        rec["relative_residual"] = relative_residual(kernel, X, model.dual_coef_, Y)
         rec["residual_check_s"] = time.perf_counter() - t3  # not part of "total"
     return rec
 
 
-def _repeat_scipy(spec, kernel, X, y, Xt, yt) -> dict:
+def _repeat_scipy(opts, kernel, X, y, Xt, yt, residual: bool = True) -> dict:
     from scipy.linalg import cho_factor, cho_solve
 
-    dtype = np.dtype(spec.get("dtype", "float64"))
+    from ..run import relative_residual
+
+    dtype = np.dtype(opts.solver.dtype)
     Y = _one_hot(y, int(max(y.max(), yt.max() if yt.shape[0] else 0)) + 1)
     t0 = time.perf_counter()
     K = kernel(X)                      # one dense n x n block (X @ X.T inside)
@@ -255,9 +247,9 @@ def _repeat_scipy(spec, kernel, X, y, Xt, yt) -> dict:
     rec["test_error"] = float(np.mean(np.argmax(P, axis=1) != yt)) if yt.shape[0] else None
     if not np.isfinite(alpha).all():
         raise np.linalg.LinAlgError("cho_solve returned non-finite coefficients")
-    if spec.get("residual", True):
+    if residual:
         t5 = time.perf_counter()
-        rec["relative_residual"] = _residual(kernel, X, alpha, Y)
+        rec["relative_residual"] = relative_residual(kernel, X, alpha, Y)
         rec["residual_check_s"] = time.perf_counter() - t5
     return rec
 
@@ -283,10 +275,14 @@ def run_solve_task(spec: dict, on_repeat: Optional[Callable[[dict], None]] = Non
         from ..backend import get_backend
 
         get_backend("gpu")  # BackendUnavailableError -> 'unavailable' with the reason
+    opts = _options(spec)
     t0 = time.perf_counter()
-    X, y, Xt, yt, data_info = _load(spec)
+    X, y, Xt, yt, data_info = _load(spec, opts)
     load_s = time.perf_counter() - t0
-    kernel = _kernel(spec)
+    kernel = opts.kernel.resolve(X)
+    extra = {} if impl == "kernelfit" else {"residual": bool(spec.get("residual", True))}
+    if impl == "sklearn":
+        extra["sklearn_alpha"] = float(spec.get("sklearn_alpha", 1e-10))
     # imports every implementation pays once per session stay out of the timings
     import scipy.linalg  # noqa: F401
     import scipy.linalg.blas  # noqa: F401
@@ -297,7 +293,7 @@ def run_solve_task(spec: dict, on_repeat: Optional[Callable[[dict], None]] = Non
     baseline = peak_rss_bytes()
     reps = []
     for _ in range(max(int(spec.get("repeats", 1)), 1)):
-        rec = _REPEATERS[impl](spec, kernel, X, y, Xt, yt)
+        rec = _REPEATERS[impl](opts, kernel, X, y, Xt, yt, **extra)
         reps.append(rec)
         if on_repeat is not None:
             on_repeat(rec)

@@ -71,8 +71,8 @@ def parse_devices(text: str) -> tuple:
 
 @dataclass
 class BenchConfig:
-    """What a benchmark run measures (defaults: a complete run in about 10 minutes on a
-    2-core workstation)."""
+    """What a benchmark run measures (the defaults: n up to 20,000, CPU and GPU, both peers,
+    three repeats; ``timeout_s`` per run, and sizes projected past ``budget_s`` skipped)."""
 
     n_list: Sequence[int] = DEFAULT_N
     kernel: str = "gaussian"
@@ -100,17 +100,21 @@ class BenchConfig:
     peer_env: Dict[str, str] = field(default_factory=dict)
     memory_guard: bool = True
 
-    def validate(self) -> "BenchConfig":
-        from ..kernels import Kernel
+    def run_options(self, n: int, device: str = "cpu"):
+        """The :class:`~kernelfit.options.RunOptions` of kernelfit's run at ``n``."""
+        from ..options import RunOptions
 
+        flat = {k: v for k, v in asdict(self).items() if k in RunOptions.flat_names()}
+        return RunOptions.from_flat(**flat, n_train=int(n), device=device)
+
+    def validate(self) -> "BenchConfig":
         ns = [int(n) for n in self.n_list]
         if not ns or any(n < 2 for n in ns):
             raise InputError(f"every n must be an integer of at least 2, got {list(self.n_list)}")
         self.n_list = sorted(set(ns))
-        Kernel(self.kernel, bandwidth=self.bandwidth, degree=self.degree, gamma=self.gamma,
-               coef0=self.coef0)  # raises InputError on a bad kernel
-        if self.dtype not in ("float64", "float32"):
-            raise InputError(f"dtype must be float64 or float32, got {self.dtype!r}")
+        if self.n_test < 0 or self.d < 1:
+            raise InputError("n_test must be >= 0 and d >= 1")
+        self.run_options(ns[0])  # kernel, dtype, tile size: the options tree's checks
         self.devices = tuple(self.devices)
         for dev in self.devices:
             if dev not in ("cpu", "gpu"):
@@ -120,8 +124,6 @@ class BenchConfig:
             raise InputError("repeats must be at least 1")
         if self.timeout_s <= 0:
             raise InputError("timeout must be positive")
-        if self.n_test < 0 or self.d < 1:
-            raise InputError("n_test must be >= 0 and d >= 1")
         return self
 
     def implementations(self) -> List[dict]:
@@ -328,13 +330,10 @@ def run_bench(cfg: BenchConfig, on_event: Optional[Callable[[str, dict], None]] 
                                       reason=f"time budget: projected {projected:.0f} s after "
                                              f"{elapsed:.0f} s of a {cfg.budget_s:.0f} s budget")
                 if rec is None:
-                    spec = {"task": "solve", "impl": impl, "device": dev, "n": n,
-                            "n_test": cfg.n_test, "d": cfg.d, "dataset": cfg.dataset,
-                            "data_dir": cfg.data_dir, "seed": cfg.seed, "kernel": cfg.kernel,
-                            "bandwidth": cfg.bandwidth, "degree": cfg.degree,
-                            "gamma": cfg.gamma, "coef0": cfg.coef0, "dtype": cfg.dtype,
-                            "tile_size": cfg.tile_size, "sklearn_alpha": cfg.sklearn_alpha,
-                            "repeats": cfg.repeats if impl == "kernelfit" else cfg.peer_repeats}
+                    spec = {"task": "solve", "impl": impl, "n": n, "d": cfg.d,
+                            "sklearn_alpha": cfg.sklearn_alpha,
+                            "repeats": cfg.repeats if impl == "kernelfit" else cfg.peer_repeats,
+                            **cfg.run_options(n, dev).to_flat()}
                     guard = None
                     if cfg.memory_guard and dev == "cpu":
                         guard = int(0.98 * available_host_memory())

@@ -116,54 +116,40 @@ def check_output_paths(args) -> None:
 
 
 def config_from_args(args):
-    from ..pipeline import SolveConfig
+    """The :class:`~kernelfit.options.RunOptions` tree of the parsed arguments (argparse
+    destinations carry the options' flat names)."""
+    from ..options import RunOptions
 
-    feats, fparams = "raw", {}
+    names = RunOptions.flat_names()
+    flat = {k: v for k, v in vars(args).items() if k in names}
     if getattr(args, "features", None) is not None:
         from ._features import feature_params_from_args
 
-        feats, fparams = feature_params_from_args(args)
-    return SolveConfig(
-        dataset=args.dataset, data_dir=args.data_dir, n_train=args.n_train, n_test=args.n_test,
-        balanced=args.balanced, seed=args.seed, features=feats, feature_params=fparams,
-        feature_cache=not getattr(args, "no_feature_cache", False),
-        cache_dir=getattr(args, "feature_cache_dir", None),
-        kernel=args.kernel, bandwidth=args.bandwidth, degree=args.degree, gamma=args.gamma,
-        coef0=args.coef0, dtype=storage_dtype(args), solver=args.solver, ridge=args.ridge,
-        device=args.device, tile_size=args.tile_size,
-        precision=getattr(args, "precision", "auto"), tol=getattr(args, "tol", 1e-10),
-        max_iter=getattr(args, "max_iter", None), refinement=getattr(args, "refinement", "cg"),
-        ooc_dir=getattr(args, "ooc_dir", None), resume=getattr(args, "resume", False),
-        scheduler=getattr(args, "scheduler", None),
-        distributed=getattr(args, "distributed", None),
-        show_progress=False if (args.no_progress or getattr(args, "json", False)) else None)
+        flat["features"], flat["feature_params"] = feature_params_from_args(args)
+    else:
+        flat.pop("features", None)
+    if "dtype" in names:
+        flat["dtype"] = storage_dtype(args)
+    flat["feature_cache"] = not getattr(args, "no_feature_cache", False)
+    flat["cache_dir"] = getattr(args, "feature_cache_dir", None)
+    flat["show_progress"] = (False if (args.no_progress or getattr(args, "json", False))
+                             else None)
+    return RunOptions.from_flat(**flat)
 
 
 def print_json(obj, file=None) -> None:
     print(json.dumps(obj, indent=2, default=json_default), file=file or sys.stdout)
 
 
-def _fmt(v) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, float):
-        if v == 0:
-            return "0"
-        if abs(v) < 1e-3 or abs(v) >= 1e6:
-            return f"{v:.3e}"
-        return f"{v:.4g}"
-    return str(v)
-
-
 def print_table(rows: Iterable, title: str = "", file=None) -> None:
     """Two-column aligned table of (label, value) rows."""
-    rows = [(str(k), _fmt(v)) for k, v in rows]
+    from ..report import two_column
+
     out = file or sys.stdout
     if title:
         print(title, file=out)
-    w = max((len(k) for k, _ in rows), default=0)
-    for k, v in rows:
-        print(f"  {k.ljust(w)}  {v}", file=out)
+    for line in two_column(rows):
+        print(line, file=out)
 
 
 def parse_list(text: str, conv=float, name: str = "value") -> list:

@@ -65,7 +65,7 @@ def read_inputs(path: str):
 
 
 def run(args) -> int:
-    from ..pipeline import load_model
+    from ..modelfile import load_model
 
     check_output_paths(args)
     payload = load_model(args.model)

@@ -83,7 +83,7 @@ def run(args) -> int:
         cfg, modes, levels, args.repeats, estimate_condition=condition,
         corrupt_test=not args.train_only,
         on_error="raise" if args.stop_on_error else "record",
-        show_progress=cfg.show_progress)
+        show_progress=cfg.solver.show_progress)
     if args.out is not None:
         result["files"] = write_outputs(result, args.out, prefix=args.prefix, note=args.note)
     if args.note:

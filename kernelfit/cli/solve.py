@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..memory import fmt_bytes
+from ..report import fmt_pct as _pct
 from ._common import (add_data_arguments, add_kernel_arguments, add_solver_arguments,
                       check_output_paths, config_from_args, print_json, print_table)
 
@@ -53,17 +54,11 @@ def render(rec: dict) -> None:
         print(f"model saved to {rec['saved_model']}")
 
 
-def _pct(v):
-    return None if v is None else f"{100 * v:.2f}%"
-
-
 def run(args) -> int:
-    from ..pipeline import run_solve
+    from ..run import run_solve
 
     check_output_paths(args)
-    cfg = config_from_args(args)
-    cfg.save = args.save
-    rec = run_solve(cfg)
+    rec = run_solve(config_from_args(args))  # --save is part of the options
     if args.json:
         print_json(rec)
     else:

@@ -1,10 +1,9 @@
 """``kernelfit verify``: run the checks of the paper's claims in ``proofs/``.
 
-The checks live in the top-level ``proofs/`` package of the source checkout (readable code, one
-module per claim); the reusable constructions are in :mod:`kernelfit.theory`. This command
-imports ``proofs`` when it is importable, else from the directory next to the installed
-``kernelfit`` package (``Path(kernelfit.__file__).parent.parent / "proofs"``); an installation
-without the source tree gets a clear error.
+The checks live in :mod:`kernelfit.proofs` (readable code, one module per claim, listed with
+their statements in the checkout's top-level ``proofs/README.md``); the reusable constructions
+are in :mod:`kernelfit.theory`. They ship with the package, so ``verify`` works from an
+installed wheel.
 
 Output: each claim's verdict and figures on standard output (or one JSON object with
 ``--json``), and a report (``report.json``, ``report.md``, PNGs) in ``--out``. Exit code 1
@@ -15,14 +14,13 @@ from __future__ import annotations
 
 import importlib
 import json
-import sys
 import time
 from pathlib import Path
 
-from ..errors import InputError, KernelfitError
+from ..errors import InputError
 
 HELP = "check the paper's theoretical claims numerically and symbolically"
-DESCRIPTION = ("Run the checks in proofs/ (Theorem 1 and its depth-k variant, SGD to the "
+DESCRIPTION = ("Run the checks in kernelfit.proofs (Theorem 1 and its depth-k variant, SGD to the "
                "min-norm solution, the kernel-trick identity, curvature, the norm observation).")
 
 
@@ -39,24 +37,8 @@ def add_arguments(parser):
 
 
 def load_proofs():
-    """Import the ``proofs`` package (see the module notes)."""
-    _proofs_here()
-    try:
-        return importlib.import_module("proofs")
-    except ImportError:
-        pass
-    raise KernelfitError("the checks live in the source checkout's proofs/ directory, which "
-                         "was not found next to the installed kernelfit package; run from a "
-                         "source checkout (git clone) or `pip install -e .`")
-
-
-def _proofs_here():
-    root = Path(__file__).resolve().parents[2]
-    if (root / "proofs" / "__init__.py").is_file():
-        if str(root) not in sys.path:
-            sys.path.insert(0, str(root))
-        return True
-    return False
+    """The checks: the :mod:`kernelfit.proofs` subpackage (shipped in the wheel)."""
+    return importlib.import_module("kernelfit.proofs")
 
 
 def _fmt(v):

@@ -4,7 +4,7 @@
   fixed-point integer versions) and its depth-k variant, all in O(n) time and memory.
 * :mod:`kernelfit.theory.sgd` — SGD for least squares and kernel SGD in alpha-space, with the
   row-space and minimum-norm measurements.
-* :mod:`kernelfit.theory.data` — MNIST access for the checks (the shared loader when present).
+* :mod:`kernelfit.theory.data` — MNIST for the checks, through :mod:`kernelfit.datasets`.
 
 Nothing is imported eagerly.
 """

@@ -1,12 +1,12 @@
 """Checks of the claims of Zhang et al. (ICLR 2017), one module per claim.
 
 Each module defines ``NAME``, ``TITLE``, ``STATEMENT`` (with the formula), ``check(...)``
-returning a :class:`proofs._common.CheckResult` (numeric check, symbolic check where feasible,
+returning a :class:`kernelfit.proofs._common.CheckResult` (numeric check, symbolic check where feasible,
 figures) and ``plot(result, out_dir)`` writing PNGs. Check functions take their inputs as
 parameters, so a test can feed a wrong construction and watch the check fail.
 
-``kernelfit verify`` imports this package from the source checkout (the directory next to the
-installed ``kernelfit`` package); the reusable code lives in :mod:`kernelfit.theory`.
+``kernelfit verify`` runs them (the package ships in the wheel); the reusable code lives in
+:mod:`kernelfit.theory`. The checkout's top-level ``proofs/README.md`` lists every claim.
 """
 
 from __future__ import annotations
@@ -17,12 +17,12 @@ __all__ = ["REGISTRY", "names", "get", "run"]
 
 #: check name -> module (run in this order)
 REGISTRY = {
-    "theorem1": "proofs.theorem1",
-    "theorem1_deep": "proofs.theorem1_deep",
-    "sgd_min_norm": "proofs.sgd_min_norm",
-    "kernel_trick": "proofs.kernel_trick",
-    "curvature": "proofs.curvature",
-    "norm": "proofs.norm",
+    "theorem1": "kernelfit.proofs.theorem1",
+    "theorem1_deep": "kernelfit.proofs.theorem1_deep",
+    "sgd_min_norm": "kernelfit.proofs.sgd_min_norm",
+    "kernel_trick": "kernelfit.proofs.kernel_trick",
+    "curvature": "kernelfit.proofs.curvature",
+    "norm": "kernelfit.proofs.norm",
 }
 
 

@@ -1,0 +1,260 @@
+"""The options of a run, as one tree of frozen dataclasses.
+
+    RunOptions
+      data:     DataOptions      which dataset, where, how many points, balanced subsets
+      features: FeatureOptions   the feature map, its parameters and its cache
+      kernel:   KernelOptions    the kernel and its parameters (bandwidth or 'median')
+      solver:   SolverOptions    solver, dtype, ridge, device, tiles, and the beyond-memory
+                                 options: precision, refinement, out-of-core, Dask
+      seed                       the one base seed (subsets, feature maps, median sample)
+      save                       where ``kernelfit solve`` stores the fitted model
+
+Each class is defined and validated once, here, in its ``__post_init__`` (bad values raise
+:class:`~kernelfit.errors.InputError`); an instance is never changed afterwards: derived
+values (a resolved device, a fixed bandwidth) are new instances made with
+:func:`dataclasses.replace`.
+
+The tree is built in three places, each from its own source of names: the command line
+(``kernelfit.cli._common.config_from_args``), the estimator (its scikit-learn parameters,
+:meth:`SolverOptions.from_params`) and the benchmark (``BenchConfig.run_options``). The
+leaves carry the flat names that the command line's destinations, the estimator's
+parameters and the JSON records use (``kernel``, ``bandwidth``, ``dtype``, ``ooc_dir`` ...);
+:meth:`RunOptions.from_flat` and :meth:`RunOptions.to_flat` translate by those names, so
+none of the three lists the options again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, ClassVar, Dict, Mapping, Optional, Tuple
+
+from .errors import InputError
+
+__all__ = ["DataOptions", "FeatureOptions", "KernelOptions", "SolverOptions", "RunOptions"]
+
+
+class _Flat:
+    """Mixin: building from / writing to flat ``{name: value}`` mappings."""
+
+    #: field name -> the flat name used by the CLI, the estimator and the records
+    _FLAT: ClassVar[Dict[str, str]] = {}
+
+    @classmethod
+    def flat_names(cls) -> Tuple[str, ...]:
+        return tuple(cls._FLAT.get(f.name, f.name) for f in fields(cls))
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any]):
+        """An instance from a flat mapping (missing names keep their defaults)."""
+        kw = {f.name: params[cls._FLAT.get(f.name, f.name)] for f in fields(cls)
+              if cls._FLAT.get(f.name, f.name) in params}
+        return cls(**kw)
+
+    def to_flat(self) -> Dict[str, Any]:
+        return {self._FLAT.get(f.name, f.name): getattr(self, f.name) for f in fields(self)}
+
+
+def _set(obj, name: str, value) -> None:
+    object.__setattr__(obj, name, value)
+
+
+@dataclass(frozen=True)
+class DataOptions(_Flat):
+    """Which data: a dataset name (see :func:`kernelfit.datasets.load_dataset`), its folder,
+    subset sizes (None: all) and class balance."""
+
+    dataset: str = "digits"
+    data_dir: Optional[str] = None
+    n_train: Optional[int] = None
+    n_test: Optional[int] = None
+    balanced: bool = False
+
+    def __post_init__(self):
+        if not isinstance(self.dataset, str) or not self.dataset.strip():
+            raise InputError(f"dataset must be a name such as 'digits', 'mnist' or 'npz:PATH', "
+                             f"got {self.dataset!r}", param="dataset")
+        for name, low in (("n_train", 1), ("n_test", 0)):
+            v = getattr(self, name)
+            if v is None:
+                continue
+            try:
+                ok = not isinstance(v, bool) and int(v) == v and v >= low
+            except (TypeError, ValueError):
+                ok = False
+            if not ok:
+                raise InputError(f"{name} must be an integer >= {low}, got {v!r}")
+            _set(self, name, int(v))
+        _set(self, "balanced", bool(self.balanced))
+
+
+@dataclass(frozen=True)
+class FeatureOptions(_Flat):
+    """The feature map applied before the kernel (``'raw'``: none), its parameters (checked
+    against the data's image shape when the map is built) and its on-disk cache."""
+
+    _FLAT: ClassVar[Dict[str, str]] = {"name": "features", "params": "feature_params",
+                                       "cache": "feature_cache"}
+
+    name: str = "raw"
+    params: Mapping[str, Any] = field(default_factory=dict)
+    cache: bool = True
+    cache_dir: Optional[str] = None
+
+    def __post_init__(self):
+        from .features import FEATURE_NAMES
+
+        if self.name not in FEATURE_NAMES:
+            raise InputError(f"unknown feature map {self.name!r}; choose one of "
+                             f"{', '.join(FEATURE_NAMES)}")
+        if not isinstance(self.params, Mapping):
+            raise InputError(f"feature parameters must be a mapping, got "
+                             f"{type(self.params).__name__}")
+        _set(self, "params", dict(self.params))  # a private copy: the caller's dict may change
+        _set(self, "cache", bool(self.cache))
+
+
+@dataclass(frozen=True)
+class KernelOptions(_Flat):
+    """The kernel (:mod:`kernelfit.kernels`); ``bandwidth='median'`` is resolved on the
+    training data by :meth:`resolve`."""
+
+    _FLAT: ClassVar[Dict[str, str]] = {"name": "kernel"}
+
+    name: str = "gaussian"
+    bandwidth: Any = 5.0
+    degree: int = 4
+    gamma: float = 1.0
+    coef0: float = 1.0
+
+    def __post_init__(self):
+        bw = self.bandwidth
+        if isinstance(bw, str) and bw != "median":
+            raise InputError(f"bandwidth must be a positive number or 'median', got {bw!r}")
+        self._kernel(1.0 if bw == "median" else bw)  # raises InputError on a bad parameter
+
+    @property
+    def median(self) -> bool:
+        return self.bandwidth == "median"
+
+    def _kernel(self, bandwidth):
+        from .kernels import get_kernel
+
+        return get_kernel(self.name, bandwidth=bandwidth, degree=self.degree,
+                          gamma=self.gamma, coef0=self.coef0)
+
+    def resolve(self, X, seed: int = 0):
+        """The :class:`~kernelfit.kernels.Kernel`, with a ``'median'`` bandwidth replaced by
+        the median pairwise distance of a seeded sample of ``X`` (the training inputs)."""
+        if not self.median:
+            return self._kernel(self.bandwidth)
+        from .kernels import median_distance
+
+        return self._kernel(median_distance(X, seed=seed))
+
+    def fixed(self, X, seed: int = 0) -> "KernelOptions":
+        """These options with a ``'median'`` bandwidth fixed to its value on ``X``."""
+        if not self.median:
+            return self
+        return replace(self, bandwidth=self.resolve(X, seed).bandwidth)
+
+    @property
+    def bandwidth_rule(self) -> str:
+        return ("median pairwise distance of the clean training set (seeded sample)"
+                if self.median else "given")
+
+
+@dataclass(frozen=True)
+class SolverOptions(_Flat):
+    """How K alpha = Y is solved: the in-core solver and its precision, tiles and device,
+    and the beyond-memory paths (mixed precision with refinement, out-of-core, Dask).
+
+    The rules are the solvers' own (:class:`kernelfit.solvers.exact.SolveOptions`), checked
+    here once when the options are made; :meth:`solve_options` hands them to the solver.
+    """
+
+    solver: str = "cholesky"
+    dtype: str = "float64"
+    ridge: float = 0.0
+    device: str = "cpu"
+    tile_size: Optional[int] = None
+    show_progress: Optional[bool] = None
+    precision: str = "auto"
+    tol: float = 1e-10
+    max_iter: Optional[int] = None
+    refinement: str = "cg"
+    ooc_dir: Optional[str] = None
+    resume: bool = False
+    scheduler: Optional[str] = None
+    distributed: Optional[str] = None
+
+    def __post_init__(self):
+        # the device is checked where it is resolved (kernelfit.backend.get_backend)
+        checked = self.solve_options()
+        # the solvers' normal forms (a dtype name, a float ridge, an int tile size); the
+        # refinement default (max_iter None) stays None so records show what was asked
+        for name in ("dtype", "ridge", "tile_size", "tol"):
+            _set(self, name, getattr(checked, name))
+
+    def solve_options(self, **extra):
+        """The validated :class:`~kernelfit.solvers.exact.SolveOptions` of these options;
+        ``extra`` sets the per-fit fields (``residual``, ``estimate_condition``)."""
+        from .solvers.exact import SolveOptions
+
+        return SolveOptions(**self.to_flat(), **extra).validate()
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """Everything one run needs (``kernelfit solve``, ``randomize``, the benchmarks)."""
+
+    data: DataOptions = field(default_factory=DataOptions)
+    features: FeatureOptions = field(default_factory=FeatureOptions)
+    kernel: KernelOptions = field(default_factory=KernelOptions)
+    solver: SolverOptions = field(default_factory=SolverOptions)
+    seed: int = 0
+    save: Optional[str] = None
+
+    _PARTS: ClassVar[Tuple[Tuple[str, type], ...]] = (
+        ("data", DataOptions), ("features", FeatureOptions), ("kernel", KernelOptions),
+        ("solver", SolverOptions))
+
+    def __post_init__(self):
+        for name, cls in self._PARTS:
+            if not isinstance(getattr(self, name), cls):
+                raise InputError(f"{name} must be {cls.__name__}, got "
+                                 f"{type(getattr(self, name)).__name__}")
+        try:
+            ok = not isinstance(self.seed, bool) and int(self.seed) == self.seed
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise InputError(f"seed must be an integer, got {self.seed!r}")
+        _set(self, "seed", int(self.seed))
+
+    @classmethod
+    def flat_names(cls) -> Tuple[str, ...]:
+        """Every flat option name (the leaves of the tree)."""
+        return sum((part.flat_names() for _, part in cls._PARTS), ()) + ("seed", "save")
+
+    @classmethod
+    def from_flat(cls, **flat) -> "RunOptions":
+        """The tree from flat names (``dataset=..., kernel=..., dtype=..., ooc_dir=...``);
+        unknown names raise :class:`InputError`."""
+        unknown = sorted(set(flat) - set(cls.flat_names()))
+        if unknown:
+            raise InputError(f"unknown option(s): {', '.join(unknown)}")
+        parts = {name: part.from_params(flat) for name, part in cls._PARTS}
+        return cls(**parts, seed=flat.get("seed", 0), save=flat.get("save"))
+
+    def to_flat(self) -> Dict[str, Any]:
+        """The flat ``{name: value}`` form (as recorded in JSON results)."""
+        out: Dict[str, Any] = {}
+        for name, _ in self._PARTS:
+            out.update(getattr(self, name).to_flat())
+        out.update(seed=self.seed, save=self.save)
+        return out
+
+    def updated(self, **flat) -> "RunOptions":
+        """A copy with some flat options changed (validated again)."""
+        return RunOptions.from_flat(**{**self.to_flat(), **flat})
+

@@ -1,0 +1,314 @@
+"""The one run layer: load -> features -> kernel -> memory plan -> fit -> evaluate -> record.
+
+Every way of running kernelfit on data goes through these steps: ``kernelfit solve``
+(:func:`run_solve`), ``kernelfit randomize`` (:mod:`kernelfit.randomization`, which adds only
+its corruptions and its report), the benchmark children (:mod:`kernelfit.bench.runner`) and
+the scripts in ``benchmarks/``. The options come as one :class:`~kernelfit.options.RunOptions`
+tree.
+
+The steps, each usable alone:
+
+- :func:`resolve_device`  the device ('auto' resolved once, 'gpu' refused early without one)
+- :func:`load`            the dataset subset of the options (seeded)
+- :func:`featurize`       the feature map fitted on the training split (cached on disk)
+- :func:`choose_kernel`   the kernel, a 'median' bandwidth fixed once on the training inputs
+- :func:`preflight`       the one memory plan of the solve, refused before anything large
+- :func:`fit`             the exact solve (a fitted :class:`~kernelfit.KernelInterpolator`)
+- :func:`evaluate`        test error and prediction time
+- :func:`solve_record`    the flat, JSON-ready record of one solve
+
+:func:`solve_arrays` chains plan -> fit -> evaluate -> record on given arrays and
+:func:`run_solve` the whole flow on a dataset.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Callable, Optional, Tuple
+
+import numpy as np
+
+from . import __version__
+from .errors import InputError
+from .kernels import check_array
+from .memory import fmt_bytes, peak_rss_bytes, plan_exact_solve
+from .options import FeatureOptions, KernelOptions, RunOptions, SolverOptions
+
+__all__ = ["run_solve", "solve_arrays", "resolve_device", "load", "featurize",
+           "feature_cache_dir", "choose_kernel", "preflight", "make_estimator", "fit",
+           "evaluate", "solve_record", "relative_residual", "versions"]
+
+
+# ---------------------------------------------------------------- steps
+def resolve_device(opts: RunOptions):
+    """``(opts, backend)`` with ``opts.solver.device`` the device actually used."""
+    from .backend import get_backend
+
+    be = get_backend(opts.solver.device)  # resolve 'auto' (and fail early on 'gpu')
+    if be.device != opts.solver.device:
+        opts = replace(opts, solver=replace(opts.solver, device=be.device))
+    return opts, be
+
+
+def load(opts: RunOptions):
+    """The :class:`~kernelfit.datasets.Dataset` the options name (subsets drawn from
+    ``opts.seed``)."""
+    from .datasets import load_dataset
+
+    d = opts.data
+    return load_dataset(d.dataset, data_dir=d.data_dir, n_train=d.n_train, n_test=d.n_test,
+                        balanced=d.balanced, seed=opts.seed)
+
+
+def feature_cache_dir(cache_dir: Optional[str] = None) -> Path:
+    """Where computed features are cached: ``cache_dir``, else ``KERNELFIT_CACHE``, else
+    ``$XDG_CACHE_HOME/kernelfit/features`` (``~/.cache/kernelfit/features``)."""
+    if cache_dir:
+        return Path(cache_dir).expanduser()
+    env = os.environ.get("KERNELFIT_CACHE")
+    if env:
+        return Path(env).expanduser() / "features"
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "kernelfit" / "features"
+
+
+def featurize(features: FeatureOptions, X_train, X_test, image_shape, *, seed: int = 0,
+              device: str = "cpu", cache_key: Optional[str] = None):
+    """Fit the feature map on ``X_train`` and transform both splits.
+
+    Returns ``(F_train, F_test, info, transformer)``: float64 arrays, the map's ``info``
+    (without the transformer; empty for ``'raw'``) and the fitted map (None for ``'raw'``).
+    The on-disk cache is used when ``features.cache`` is on and a ``cache_key`` is given.
+    """
+    if features.name == "raw":
+        return (np.asarray(X_train, dtype=np.float64), np.asarray(X_test, dtype=np.float64),
+                {}, None)
+    from .features import apply_features
+
+    cache_dir = None
+    if features.cache and cache_key is not None:
+        cache_dir = str(feature_cache_dir(features.cache_dir))
+    Ftr, Fte, info = apply_features(features.name, dict(features.params), X_train, X_test,
+                                    image_shape=image_shape, seed=seed, device=device,
+                                    cache_dir=cache_dir,
+                                    cache_key=cache_key if cache_dir else None)
+    fmap = info.pop("transformer", None)
+    return np.asarray(Ftr, dtype=np.float64), np.asarray(Fte, dtype=np.float64), info, fmap
+
+
+def choose_kernel(kernel: KernelOptions, X_train, seed: int = 0) -> KernelOptions:
+    """The kernel options with a ``'median'`` bandwidth fixed, once, on ``X_train``."""
+    return kernel.fixed(X_train, seed=seed)
+
+
+def preflight(cfg: SolverOptions, n: int, d: int, n_classes: int, n_test: int) -> dict:
+    """Check the memory plan of the solve before building anything large."""
+    from .backend import get_backend
+    from .solvers.tiled import default_tile_size
+
+    be = get_backend(cfg.device)
+    ts = cfg.tile_size or default_tile_size(n, be.device)
+    from .solvers.mixed import preflight_beyond_memory
+
+    beyond = preflight_beyond_memory(cfg, n, d, n_classes, n_test, be, ts)
+    if beyond is not None:  # mixed precision, out-of-core or Dask: their own plan
+        return beyond
+    plan = plan_exact_solve(n, d, n_classes, n_test=n_test, dtype=np.dtype(cfg.dtype),
+                            tile_size=ts, solver=cfg.solver, device=be.device,
+                            available=be.free_memory())
+    plan.items.pop("data", None)
+    plan.check(request={"n": n, "d": d, "n_outputs": n_classes, "n_test": n_test,
+                        "dtype": cfg.dtype, "precision": cfg.precision, "solver": cfg.solver,
+                        "tile_size": cfg.tile_size})
+    return plan.as_dict()
+
+
+def make_estimator(opts: RunOptions, **params):
+    """The :class:`~kernelfit.KernelInterpolator` of the options' kernel and solver (seeded
+    by ``opts.seed``); ``params`` are further estimator parameters."""
+    from .estimator import KernelInterpolator
+
+    return KernelInterpolator(**opts.kernel.to_flat(), **opts.solver.to_flat(),
+                              random_state=opts.seed, **params)
+
+
+def fit(opts: RunOptions, X_train, y_train, **params):
+    """The exact solve: a fitted estimator (see :func:`make_estimator` for ``params``)."""
+    return make_estimator(opts, **params).fit(X_train, y_train)
+
+
+def evaluate(est, X_test, y_test) -> Tuple[Optional[float], float]:
+    """``(test_error, predict_seconds)``; the error is None without test points."""
+    t0 = time.perf_counter()
+    if X_test is None or not X_test.shape[0]:
+        return None, time.perf_counter() - t0
+    pred = est.predict(X_test)
+    return float(np.mean(pred != np.asarray(y_test))), time.perf_counter() - t0
+
+
+def relative_residual(kernel, X, alpha, Y) -> float:
+    """||K alpha - Y|| / ||Y|| in float64 against the real K (recomputed tile by tile):
+    the certificate of a solve that did not form K alpha itself (e.g. a peer's)."""
+    from .solvers.tiled import kernel_matvec
+
+    KA = kernel_matvec(kernel, X, alpha, show_progress=False)
+    return float(np.linalg.norm(KA - Y) / np.linalg.norm(Y))
+
+
+def versions() -> dict:
+    """The versions a record is made with (kernelfit, Python, NumPy, SciPy, scikit-learn,
+    BLAS)."""
+    import scipy
+    import sklearn
+
+    from .backend import blas_info
+
+    return {"kernelfit": __version__, "python": platform.python_version(),
+            "numpy": np.__version__, "scipy": scipy.__version__, "sklearn": sklearn.__version__,
+            "blas": blas_info()}
+
+
+#: fit_info keys copied into the record; these three get a ``solve_`` prefix
+_INFO_KEYS = ("precision", "precision_reason", "refinement", "tol", "iterations", "matvecs",
+              "refinement_history", "converged", "shift", "preconditioner_only", "note",
+              "checkpoint", "out_of_core", "distributed")
+_PREFIXED = ("tol", "iterations", "note")
+
+
+def solve_record(est, opts: RunOptions, *, n_test: int, n_classes: int,
+                 test_error: Optional[float], plan: dict, timings: dict) -> dict:
+    """The flat record of one fitted solve (errors, residual, norm, solver facts)."""
+    X_fit = est.X_fit_
+    rec = {
+        "n_train": int(X_fit.shape[0]),
+        "n_test": int(n_test),
+        "n_features": int(est.n_features_in_),
+        "n_classes": n_classes,
+        "kernel": est.kernel_.name,
+        "kernel_params": est.kernel_.params(),
+        "dtype": opts.solver.dtype,
+        "device": est.device_,
+        "solver": est.solver_,
+        "ridge": float(opts.solver.ridge),
+        "seed": int(opts.seed),
+        "train_error": est.train_error_,
+        "test_error": test_error,
+        "relative_residual": est.relative_residual_,
+        "rkhs_norm": est.rkhs_norm_,
+        "tile_size": est.fit_info_.get("tile_size"),
+        "factor_gflops_per_s": est.fit_info_.get("factor_gflops_per_s"),
+        "memory_plan": plan,
+    }
+    if "rank" in est.fit_info_:
+        rec["rank"] = est.fit_info_["rank"]
+    for key in _INFO_KEYS:
+        if key in est.fit_info_:
+            rec["solve_" + key if key in _PREFIXED else key] = est.fit_info_[key]
+    rec["timings"] = timings
+    return rec
+
+
+# ---------------------------------------------------------------- whole runs
+def _check_arrays(X_train, y_train, X_test, y_test):
+    X_train = check_array(np.asarray(X_train), "X_train")
+    y_train = np.asarray(y_train)
+    if y_train.ndim != 1 or y_train.shape[0] != X_train.shape[0]:
+        raise InputError(f"y_train must be 1-D with {X_train.shape[0]} labels, got shape "
+                         f"{y_train.shape}")
+    if X_test is not None:
+        X_test = check_array(np.asarray(X_test), "X_test", allow_empty=True)
+        if X_test.shape[0] and X_test.shape[1] != X_train.shape[1]:
+            raise InputError(f"X_test has {X_test.shape[1]} features, X_train has "
+                             f"{X_train.shape[1]}")
+        if y_test is None or np.asarray(y_test).shape[0] != X_test.shape[0]:
+            raise InputError("y_test must have one label per row of X_test")
+    return X_train, y_train, X_test
+
+
+def solve_arrays(X_train, y_train, X_test=None, y_test=None, opts: Optional[RunOptions] = None,
+                 timings: Optional[dict] = None, on_fitted: Optional[Callable] = None) -> dict:
+    """Plan, fit, evaluate and record an exact solve on given arrays.
+
+    Returns the record (errors, residual, norm, timings); ``on_fitted(estimator)`` is called
+    with the fitted estimator (e.g. to save it).
+    """
+    opts = opts or RunOptions()
+    timings = dict(timings or {})
+    X_train, y_train, X_test = _check_arrays(X_train, y_train, X_test, y_test)
+    n_classes = int(np.unique(y_train).shape[0])
+    n_test = 0 if X_test is None else int(X_test.shape[0])
+    plan = preflight(opts.solver, X_train.shape[0], X_train.shape[1], n_classes, n_test)
+    opts = replace(opts, kernel=choose_kernel(opts.kernel, X_train, opts.seed))
+    est = fit(opts, X_train, y_train)
+    for k in ("gram", "factor", "solve", "residual"):
+        if k in est.timings_:
+            timings[k] = est.timings_[k]
+    test_error, predict_s = evaluate(est, X_test, y_test)
+    if test_error is not None:
+        timings["predict"] = predict_s
+    rec = solve_record(est, opts, n_test=n_test, n_classes=n_classes, test_error=test_error,
+                       plan=plan, timings=timings)
+    if on_fitted is not None:
+        on_fitted(est)
+    return rec
+
+
+def _jsonable(v) -> bool:
+    return isinstance(v, (str, int, float, bool, type(None), list, dict, tuple))
+
+
+def run_solve(opts: RunOptions) -> dict:
+    """Load, featurize, solve exactly, evaluate; one JSON-ready record (``opts.save``:
+    also store the fitted model)."""
+    t_total = time.perf_counter()
+    opts, be = resolve_device(opts)
+    if opts.save:
+        from .modelfile import check_save_path
+
+        check_save_path(opts.save)
+    timings = {}
+    t0 = time.perf_counter()
+    ds = load(opts)
+    timings["load"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    key = None
+    if opts.features.name != "raw":
+        key = (f"{ds.name}-n{ds.X_train.shape[0]}-t{ds.X_test.shape[0]}-seed{opts.seed}"
+               f"-bal{int(opts.data.balanced)}")
+    X_train, X_test, feature_info, fmap = featurize(
+        opts.features, ds.X_train, ds.X_test, ds.image_shape, seed=opts.seed,
+        device=opts.solver.device, cache_key=key)
+    timings["features"] = time.perf_counter() - t0
+
+    fitted = {}
+    rec = solve_arrays(X_train, ds.y_train, X_test, ds.y_test, opts, timings,
+                       on_fitted=lambda est: fitted.setdefault("est", est))
+    rec["timings"]["total"] = time.perf_counter() - t_total
+    out = {
+        "dataset": ds.name,
+        "data_source": ds.source,
+        "features": opts.features.name,
+        "feature_params": dict(opts.features.params),
+        "feature_info": {k: v for k, v in feature_info.items() if _jsonable(v)},
+    }
+    out.update(rec)
+    out["balanced"] = bool(opts.data.balanced)
+    be_peak = be.peak_memory()
+    out["peak_memory_bytes"] = peak_rss_bytes()
+    out["peak_memory"] = fmt_bytes(out["peak_memory_bytes"])
+    if be_peak is not None:
+        out["peak_gpu_memory_bytes"] = int(be_peak)
+    out["versions"] = versions()
+    if opts.save:
+        from .modelfile import save_model
+
+        save_model(opts.save, fitted["est"], feature_map=fmap, meta={
+            "dataset": ds.name, "features": opts.features.name,
+            "feature_params": dict(opts.features.params), "seed": opts.seed,
+            "image_shape": list(ds.image_shape), "class_names": list(ds.class_names)})
+        out["saved_model"] = str(opts.save)
+    return out

@@ -1,0 +1,112 @@
+"""The options tree (kernelfit.options): frozen, validated once, one spelling per option."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from kernelfit import KernelInterpolator
+from kernelfit.errors import InputError
+from kernelfit.options import (DataOptions, FeatureOptions, KernelOptions, RunOptions,
+                               SolverOptions)
+
+
+@pytest.mark.parametrize("make, match", [
+    (lambda: KernelOptions(bandwidth="wide"), "bandwidth"),
+    (lambda: KernelOptions(bandwidth=-1.0), "bandwidth"),
+    (lambda: KernelOptions(name="sigmoid"), "unknown kernel"),
+    (lambda: KernelOptions(name="polynomial", degree=0), "degree"),
+    (lambda: SolverOptions(solver="qr"), "unknown solver"),
+    (lambda: SolverOptions(dtype="float16"), "dtype"),
+    (lambda: SolverOptions(ridge=-1), "ridge"),
+    (lambda: SolverOptions(tol=0.5e-16), "tol"),
+    (lambda: SolverOptions(resume=True), "out-of-core"),
+    (lambda: SolverOptions(scheduler="tcp://x:1", distributed="local"), "either"),
+    (lambda: DataOptions(n_train=0), "n_train"),
+    (lambda: DataOptions(n_test=-1), "n_test"),
+    (lambda: DataOptions(n_train="many"), "n_train"),
+    (lambda: FeatureOptions(name="pixels"), "unknown feature map"),
+    (lambda: RunOptions(seed="one"), "seed"),
+    (lambda: RunOptions.from_flat(bandwith=2.0), "unknown option"),
+])
+def test_bad_values_are_refused_when_made(make, match):
+    with pytest.raises(InputError, match=match):
+        make()
+
+
+def test_frozen_and_revalidated_on_replace():
+    s = SolverOptions()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        s.solver = "eigh"
+    with pytest.raises(InputError):
+        dataclasses.replace(s, solver="nope")
+    assert dataclasses.replace(s, solver="eigh").solver == "eigh" and s.solver == "cholesky"
+
+
+def test_normal_forms_and_private_feature_params():
+    s = SolverOptions(ridge=1, tile_size=64.0)
+    assert isinstance(s.ridge, float) and isinstance(s.tile_size, int)
+    assert s.max_iter is None  # the refinement default stays as asked
+    params = {"n_components": 8}
+    f = FeatureOptions("rff", params)
+    params["n_components"] = 9
+    assert f.params == {"n_components": 8}
+
+
+def test_median_bandwidth_is_fixed_once():
+    import numpy as np
+
+    from kernelfit.kernels import median_distance
+
+    X = np.random.default_rng(3).random((50, 4))
+    k = KernelOptions(bandwidth="median")
+    fixed = k.fixed(X, seed=7)
+    assert fixed.bandwidth == median_distance(X, seed=7) and k.bandwidth == "median"
+    assert fixed.fixed(X) is fixed and fixed.resolve(X).bandwidth == fixed.bandwidth
+
+
+@settings(max_examples=30, deadline=None)
+@given(n_train=st.one_of(st.none(), st.integers(1, 10 ** 6)),
+       bandwidth=st.one_of(st.just("median"), st.floats(1e-3, 1e3)),
+       solver=st.sampled_from(["cholesky", "eigh", "lstsq"]),
+       dtype=st.sampled_from(["float64", "float32"]), seed=st.integers(0, 2 ** 31),
+       kernel=st.sampled_from(["gaussian", "laplacian", "linear", "normalized"]))
+def test_flat_round_trip(n_train, bandwidth, solver, dtype, seed, kernel):
+    flat = dict(n_train=n_train, bandwidth=bandwidth, solver=solver, dtype=dtype, seed=seed,
+                kernel=kernel)
+    opts = RunOptions.from_flat(**flat)
+    back = opts.to_flat()
+    assert {k: back[k] for k in flat} == flat
+    assert RunOptions.from_flat(**back) == opts
+    assert set(back) == set(RunOptions.flat_names())
+
+
+def test_one_spelling_shared_with_the_estimator():
+    """Every kernel and solver option is an estimator parameter of the same name, so the
+    estimator builds its options from its parameters without spelling them again."""
+    params = set(inspect.signature(KernelInterpolator.__init__).parameters)
+    assert set(KernelOptions.flat_names()) | set(SolverOptions.flat_names()) <= params
+    est = KernelInterpolator(kernel="laplacian", bandwidth=3.0, dtype="float32", ridge=0.5)
+    kopts, sopts = est._options()
+    assert (kopts.name, kopts.bandwidth, sopts.dtype, sopts.ridge) == ("laplacian", 3.0,
+                                                                     "float32", 0.5)
+
+
+def test_cli_builds_the_same_tree():
+    from kernelfit.cli import build_parser
+    from kernelfit.cli._common import config_from_args
+
+    args = build_parser().parse_args(
+        ["solve", "--dataset", "digits", "--n-train", "100", "--kernel", "laplacian",
+         "--bandwidth", "median", "--dtype", "float32", "--refine", "ir", "--seed", "4",
+         "--features", "rff", "--rff-dim", "32", "--save", "m.pkl", "--no-progress"])
+    opts = config_from_args(args)
+    assert opts == RunOptions.from_flat(
+        dataset="digits", n_train=100, kernel="laplacian", bandwidth="median",
+        dtype="float32", refinement="ir", seed=4, features="rff",
+        feature_params={"n_components": 32, "bandwidth": "median"}, save="m.pkl",
+        show_progress=False)

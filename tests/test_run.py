@@ -1,0 +1,98 @@
+"""The run layer (kernelfit.run) and model files (kernelfit.modelfile)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from kernelfit import KernelInterpolator, run
+from kernelfit.errors import InputError
+from kernelfit.kernels import get_kernel, median_distance
+from kernelfit.modelfile import load_model, save_model
+from kernelfit.options import RunOptions
+
+
+def _blobs(n, d=6, seed=0, n_classes=3):
+    rng = np.random.default_rng(seed)
+    X = rng.random((n, d))
+    y = rng.integers(0, n_classes, size=n)
+    return X, y
+
+
+def test_solve_arrays_is_the_estimator_fit():
+    X, y = _blobs(120)
+    Xt, yt = _blobs(40, seed=1)
+    opts = RunOptions.from_flat(kernel="gaussian", bandwidth=0.7, seed=3, show_progress=False)
+    rec = run.solve_arrays(X, y, Xt, yt, opts)
+    est = KernelInterpolator(kernel="gaussian", bandwidth=0.7, random_state=3,
+                             show_progress=False).fit(X, y)
+    assert rec["train_error"] == est.train_error_ == 0.0
+    assert rec["relative_residual"] == est.relative_residual_ < 1e-10
+    assert rec["test_error"] == float(np.mean(est.predict(Xt) != yt))
+    assert rec["n_train"] == 120 and rec["n_test"] == 40 and rec["n_features"] == 6
+    assert {"gram", "factor", "solve", "predict"} <= set(rec["timings"])
+    assert rec["memory_plan"]["estimated_peak_bytes"] > 0
+
+
+def test_median_bandwidth_chosen_once_on_the_training_inputs():
+    X, y = _blobs(90)
+    opts = RunOptions.from_flat(bandwidth="median", seed=5, show_progress=False)
+    rec = run.solve_arrays(X, y, opts=opts)
+    assert rec["kernel_params"]["bandwidth"] == median_distance(X, seed=5)
+    assert rec["test_error"] is None and "predict" not in rec["timings"]
+
+
+def test_solve_arrays_refuses_mismatched_input():
+    X, y = _blobs(30)
+    with pytest.raises(InputError, match="y_train"):
+        run.solve_arrays(X, y[:-1])
+    with pytest.raises(InputError, match="features"):
+        run.solve_arrays(X, y, X[:5, :3], y[:5])
+
+
+def test_relative_residual_against_a_dense_solve():
+    X, y = _blobs(60)
+    Y = np.eye(3)[y]
+    k = get_kernel("gaussian", bandwidth=1.0)
+    K = k(X)
+    alpha = np.linalg.solve(K, Y)
+    direct = np.linalg.norm(K @ alpha - Y) / np.linalg.norm(Y)
+    assert run.relative_residual(k, X, alpha, Y) == pytest.approx(direct, rel=1e-6, abs=1e-14)
+    # a wrong alpha is seen as one
+    assert run.relative_residual(k, X, alpha + 1e-3, Y) > 1e-6
+
+
+def test_run_solve_record_and_device(tmp_path):
+    opts = RunOptions.from_flat(dataset="digits", n_train=200, n_test=50, bandwidth=2.0,
+                                device="auto", show_progress=False,
+                                save=str(tmp_path / "m.pkl"))
+    rec = run.run_solve(opts)
+    assert rec["device"] in ("cpu", "gpu") and rec["train_error"] == 0.0
+    assert rec["saved_model"] == str(tmp_path / "m.pkl") and (tmp_path / "m.pkl").is_file()
+    assert opts.solver.device == "auto"  # the caller's options are not changed
+
+
+class _FakeGPU:
+    """A backend that calls itself a GPU and moves arrays 'to the host' by wrapping."""
+
+    device = "gpu"
+
+    def to_numpy(self, x):
+        return np.array(x, copy=True)
+
+
+def test_save_model_keeps_the_fitted_gpu_estimator(tmp_path, monkeypatch):
+    import kernelfit.backend as backend
+
+    X, y = _blobs(40)
+    est = KernelInterpolator(bandwidth=1.0, show_progress=False).fit(X, y)
+    X_fit, alpha = est.X_fit_, est.alpha_
+    est.device_ = "gpu"
+    monkeypatch.setattr(backend, "get_backend", lambda device: _FakeGPU())
+    save_model(tmp_path / "m.pkl", est)
+    # the estimator passed in is untouched: same arrays, still on its device
+    assert est.device_ == "gpu" and est.X_fit_ is X_fit and est.alpha_ is alpha
+    monkeypatch.undo()
+    saved = load_model(tmp_path / "m.pkl")["estimator"]
+    assert saved.device_ == "cpu"
+    assert np.array_equal(saved.alpha_, alpha) and np.array_equal(saved.X_fit_, X_fit)
