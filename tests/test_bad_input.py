@@ -14,6 +14,7 @@ import os
 import pickle
 import subprocess
 import sys
+import tempfile
 import urllib.error
 from pathlib import Path
 from typing import NamedTuple, Optional, Tuple
@@ -307,7 +308,7 @@ def _unwritable_folder(base: Path) -> Path:
     candidates = [ro, Path("/sys/fs"), Path("/proc")]
     for c in candidates:
         try:
-            fd, p = __import__("tempfile").mkstemp(dir=c)
+            fd, p = tempfile.mkstemp(dir=c)
         except OSError:
             return c
         os.close(fd)
