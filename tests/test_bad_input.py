@@ -295,6 +295,11 @@ CASES = [
     C("no-command", [], 2, "choose a command", ("solve", "--help")),
     C("unknown-command", "fly", 2, "fly", HELP),
     C("verify-bad-flag", "verify --bogus", 2, "--bogus", HELP),
+    C("verify-unknown-check", "verify nosuch", 2, "unknown check", "known:"),
+    C("verify-seed-text", "verify --seed x", 2, "--seed", HELP),
+    # the catch-all: the file system refuses a folder no specific check looked at
+    C("verify-out-unwritable", "verify --quick curvature --out {ro}/v", 6, "cannot access",
+      "choose a folder"),
 ]
 
 
