@@ -21,7 +21,7 @@ from sklearn.base import BaseEstimator
 from sklearn.utils.multiclass import type_of_target
 from sklearn.utils.validation import check_is_fitted
 
-from .backend import get_backend
+from .backend import get_backend, is_device_array, to_host
 from .errors import InputError, InputTypeError
 from .kernels import active_columns, check_array
 from .labels import continuous_summary, label_kind
@@ -177,7 +177,8 @@ class KernelInterpolator(BaseEstimator):
         if y is None:
             raise InputError(f"{type(self).__name__} requires y to be passed, but the target y "
                              "is None")
-        if hasattr(X, "__cuda_array_interface__"):  # device arrays: kernelfit's own checks
+        y = to_host(y)  # CuPy forbids np.asarray on its arrays; the targets live on the host
+        if is_device_array(X):  # device arrays: kernelfit's own checks
             X = check_array(X, "X")
             self.n_features_in_ = X.shape[1]
         else:
@@ -247,7 +248,7 @@ class KernelInterpolator(BaseEstimator):
         """k(X, X_fit) alpha: one column per class (or target), as a NumPy array."""
         check_is_fitted(self, "alpha_")
         be = get_backend(self.device_)
-        if hasattr(X, "__cuda_array_interface__"):
+        if is_device_array(X):
             X = check_array(X, "X")
         else:
             X = _validate(self, X, reset=False)

@@ -27,6 +27,7 @@ from typing import Any, Optional
 
 import numpy as np
 
+from .backend import array_namespace, fused_finish, to_host
 from .errors import InputError
 
 __all__ = ["Kernel", "KERNEL_NAMES", "get_kernel", "row_norms_sq", "squared_distances",
@@ -43,13 +44,9 @@ _ALIASES = {
 }
 
 
-def _xp_of(a):
-    mod = type(a).__module__
-    if mod.startswith("cupy"):
-        import importlib
-
-        return importlib.import_module("cupy")
-    return np
+#: the array module of an array (NumPy or CuPy): the backend's namespace query, under the
+#: name the solvers import
+_xp_of = array_namespace
 
 
 def check_array(X, name: str = "X", *, allow_empty: bool = False) -> np.ndarray:
@@ -111,13 +108,15 @@ def median_distance(X, *, sample: int = 1000, seed: int = 0, rng=None) -> float:
     ``rng`` (default: ``numpy.random.default_rng(seed)``); distances as in
     :func:`squared_distances`.
     """
-    X = np.asarray(X, dtype=np.float64)
+    if not hasattr(X, "shape"):
+        X = np.asarray(X, dtype=np.float64)
+    xp = array_namespace(X)
     n = X.shape[0]
     if n < 2:
         raise InputError("the median heuristic needs at least two rows")
     rng = np.random.default_rng(seed) if rng is None else rng
     idx = np.sort(rng.choice(n, size=min(n, int(sample)), replace=False))
-    S = X[idx]
+    S = to_host(X[xp.asarray(idx)], dtype=np.float64)  # only the sample leaves the GPU
     D = squared_distances(S, S, same=True)
     dist = np.sqrt(D[np.triu_indices(S.shape[0], k=1)])
     dist = dist[dist > 0]  # exact duplicates are not distinct points
@@ -251,6 +250,12 @@ class Kernel:
     def _finish(self, S, a_sq, b_sq, xp) -> None:
         """Turn inner products S = <a, b> into kernel values, in place."""
         name = self.name
+        fused = fused_finish(xp, name) if name in ("gaussian", "laplacian") else None
+        if fused is not None:  # one GPU kernel: distance, clamp, scale, exp (and sqrt)
+            scale = (-1.0 / (2.0 * self.bandwidth ** 2) if name == "gaussian"
+                     else -1.0 / self.bandwidth)
+            fused(a_sq[:, None], b_sq[None, :], scale, S)
+            return
         if name in ("gaussian", "laplacian"):
             # |a - b|^2 = |a|^2 + |b|^2 - 2 <a, b>, clamped at zero
             S *= -2.0

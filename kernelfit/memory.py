@@ -122,7 +122,8 @@ def plan_mixed_solve(n: int, d: int, m: int, tile_size: int, *, device: str = "c
     """Memory plan of a mixed-precision solve (float32 tiles + float64 vectors)."""
     from .solvers.tiled import TiledSymmetric, n_threads_default
 
-    nth = n_threads or n_threads_default()
+    # the GPU runs tiles one at a time (one stream): one tile buffer, not one per CPU core
+    nth = 1 if device == "gpu" else (n_threads or n_threads_default())
     ts = min(tile_size, n)
     plan = MemoryPlan(device=device, available=available)
     plan.add("K tiles (float32)", TiledSymmetric.storage_bytes(n, tile_size, np.float32))

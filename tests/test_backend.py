@@ -9,15 +9,26 @@ read and write column-major memory through those pointers with the reference BLA
 semantics, and insist on host scalars and the default math mode. So argument order,
 fill modes, transposes, leading dimensions, in-place updates, stream binding and the
 handle's modes are all checked here without a GPU. Real-GPU runs are in test_gpu.py.
+
+The emulation is never more permissive than the real bindings: every name it offers must
+exist in ``tests/data/cupy_bindings.json``, the Python-visible names of
+``cupy_backends.cuda.libs.{cublas,cusolver}`` and ``cupy.cuda.device`` in the CuPy 13.6 and
+14.2 wheels (read with ``strings`` from the compiled modules of
+``pip download --no-deps cupy-cuda12x==13.6.0 cupy-cuda12x==14.2.0 cupy-cuda13x==14.2.0``:
+``__pyx_e_<module>_<NAME>`` enums and ``__pyx_pw_<module>_<N><name>`` functions), and in
+the real modules too when CuPy imports here.
 """
 
 from __future__ import annotations
 
 import ctypes
+import json
 import subprocess
 import sys
 import textwrap
 import types
+import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -25,7 +36,8 @@ from scipy.linalg import solve_triangular
 
 import kernelfit.backend as backend
 from kernelfit.backend import CPUBackend, GPUBackend, get_backend
-from kernelfit.errors import BackendUnavailableError, InputError, NotPositiveDefiniteError
+from kernelfit.errors import (BackendUnavailableError, InputError, MemoryPlanError,
+                              NotPositiveDefiniteError)
 from kernelfit.solvers.tiled import TiledSymmetric, cholesky_inplace, cholesky_solve
 
 
@@ -180,7 +192,8 @@ _LOWER, _UPPER = 0, 1          # cublasFillMode_t
 _LEFT, _RIGHT = 0, 1           # cublasSideMode_t
 _OP_N, _OP_T = 0, 1            # cublasOperation_t
 _HOST, _DEVICE = 0, 1          # cublasPointerMode_t
-_DEFAULT_MATH, _TF32_MATH = 0, 3
+_DEFAULT_MATH = 0
+_TF32_MATH = 3  # cuBLAS's CUBLAS_TF32_TENSOR_OP_MATH value: CuPy has no name for it
 
 
 class _FakeArray(np.ndarray):
@@ -196,6 +209,25 @@ class _FakeArray(np.ndarray):
 
     def get(self):
         return np.array(self)
+
+
+def _to_fake_device(x, dtype=None, order="K"):
+    """cupy.asarray: host memory is copied to the "device" (a view would let the emulated
+    GPU write into read-only memory maps); a device array of the right dtype is returned."""
+    if isinstance(x, _FakeArray) and (dtype is None or np.dtype(dtype) == x.dtype):
+        return x
+    return np.array(x, dtype=dtype, order=order, copy=True).view(_FakeArray)
+
+
+def _numpy_as_cupy(obj):
+    """A NumPy function whose array results come back as _FakeArray (or a constant/type)."""
+    if not callable(obj) or isinstance(obj, type):
+        return obj
+
+    def call(*a, **k):
+        out = obj(*a, **k)
+        return out.view(_FakeArray) if isinstance(out, np.ndarray) else out
+    return call
 
 
 def _mat(ptr, rows, cols, ld, dtype):
@@ -228,15 +260,29 @@ class _FakeCuda:
         cp.ndarray = _FakeArray
         cp.float64, cp.float32 = np.float64, np.float32
         wrap = lambda f: (lambda *a, **k: np.asarray(f(*a, **k)).view(_FakeArray))  # noqa
-        cp.asarray = wrap(np.asarray)
+        cp.asarray = _to_fake_device
         cp.empty = wrap(np.empty)
         cp.zeros = wrap(np.zeros)
         cp.asfortranarray = wrap(np.asfortranarray)
         cp.ascontiguousarray = wrap(np.ascontiguousarray)
         cp.concatenate = wrap(np.concatenate)
         cp.asnumpy = np.array
+        cp.__getattr__ = lambda name: _numpy_as_cupy(getattr(np, name))  # einsum, exp, ...
+        self.free_bytes, self.total_bytes = 80 << 30, 96 << 30
         runtime = types.SimpleNamespace(getDeviceCount=lambda: 1, getDevice=lambda: 0,
-                                        deviceSynchronize=lambda: None)
+                                        deviceSynchronize=lambda: None,
+                                        memGetInfo=lambda: (self.free_bytes, self.total_bytes),
+                                        getDeviceProperties=lambda i: {
+                                            "name": b"Emulated GPU", "major": 9, "minor": 0},
+                                        runtimeGetVersion=lambda: 13000,
+                                        driverGetVersion=lambda: 13000)
+        pool = types.SimpleNamespace(free_bytes=lambda: 0, total_bytes=lambda: 0,
+                                     used_bytes=lambda: 0, free_all_blocks=lambda: None,
+                                     malloc=lambda nbytes: None)
+        cp.get_default_memory_pool = lambda: pool
+        cp.get_default_pinned_memory_pool = lambda: pool
+        self.finishes = []
+        cp.ElementwiseKernel = self._elementwise_kernel
         cp.cuda = types.SimpleNamespace(
             runtime=runtime,
             get_current_stream=lambda: types.SimpleNamespace(ptr=self.stream))
@@ -247,6 +293,11 @@ class _FakeCuda:
         cuda_mod.device = device_mod
         cuda_mod.runtime = runtime
         cuda_mod.get_current_stream = cp.cuda.get_current_stream
+        memory_mod = types.ModuleType("cupy.cuda.memory")
+        memory_mod.OutOfMemoryError = type("OutOfMemoryError", (MemoryError,), {})
+        cuda_mod.memory = memory_mod
+        self.allocator = None
+        cuda_mod.set_allocator = lambda f: setattr(self, "allocator", f)
         cp.cuda = cuda_mod
 
         cb = types.ModuleType("cupy_backends.cuda.libs.cublas")
@@ -255,7 +306,7 @@ class _FakeCuda:
         cb.CUBLAS_OP_N, cb.CUBLAS_OP_T = _OP_N, _OP_T
         cb.CUBLAS_DIAG_NON_UNIT, cb.CUBLAS_DIAG_UNIT = 0, 1
         cb.CUBLAS_POINTER_MODE_HOST, cb.CUBLAS_POINTER_MODE_DEVICE = _HOST, _DEVICE
-        cb.CUBLAS_DEFAULT_MATH, cb.CUBLAS_TF32_TENSOR_OP_MATH = _DEFAULT_MATH, _TF32_MATH
+        cb.CUBLAS_DEFAULT_MATH = _DEFAULT_MATH
         cb.setStream = self._cublas_set_stream
         cb.getPointerMode = lambda h: self.handle["pointer"]
         cb.setPointerMode = lambda h, m: self.handle.__setitem__("pointer", m)
@@ -280,6 +331,18 @@ class _FakeCuda:
             "cupy_backends.cuda": types.ModuleType("cupy_backends.cuda"),
             "cupy_backends.cuda.libs": libs,
             "cupy_backends.cuda.libs.cublas": cb, "cupy_backends.cuda.libs.cusolver": cs}
+
+    # -- CuPy's ElementwiseKernel, for the two fused finishes kernelfit defines --
+    def _elementwise_kernel(self, in_params, out_params, body, name):
+        assert (in_params, out_params) == ("float64 a, float64 b, float64 scale", "float64 s")
+        assert body == backend.FUSED_FINISH[name.split("_")[1]]
+        sqrt = "sqrt(d)" in body
+
+        def run(a, b, scale, s):  # the C body, line by line, in NumPy
+            d = np.maximum(a + b - 2.0 * s, 0.0)
+            s[...] = np.exp((np.sqrt(d) if sqrt else d) * scale)
+            self.finishes.append(name)
+        return run
 
     # -- cuBLAS semantics (column-major, host scalars) --
     def _blas_entry(self, h, name):
@@ -458,6 +521,399 @@ def test_symm_upper_reads_only_the_upper_triangle():
     S = S + S.T
     A = np.asfortranarray(np.triu(S) + np.tril(rng.standard_normal((40, 40)), -1))
     B = rng.standard_normal((40, 3))
-    for be in (CPUBackend(), backend.Backend()):
+    for be in (CPUBackend(), _GenericBackend()):
         np.testing.assert_allclose(be.symm_upper(A, np.asfortranarray(B)), S @ B, rtol=1e-12,
                                    atol=1e-12)
+
+
+class _GenericBackend(CPUBackend):
+    """The CPU backend with the base class's generic (copying) products."""
+
+    symm_upper = backend.Backend.symm_upper
+    trmm_lower = backend.Backend.trmm_lower
+
+
+def test_backend_is_an_abstract_contract():
+    with pytest.raises(TypeError):
+        backend.Backend()
+    declared = {"potrf", "trsm_rlt", "trsm_left", "syrk_sub", "gemm_nt_sub", "gemm_acc",
+                "to_numpy", "is_backend_array", "free_memory"}
+    assert declared <= backend.Backend.__abstractmethods__
+    for cls in (CPUBackend, GPUBackend):
+        assert not cls.__abstractmethods__
+
+
+# ------------------------------------------------------------ the namespace query
+class _Strict:
+    """A device array as strict as CuPy's: no implicit conversion to NumPy."""
+
+    def __init__(self, a):
+        self.a = np.asarray(a)
+        self.shape, self.ndim, self.dtype = self.a.shape, self.a.ndim, self.a.dtype
+
+    def __array__(self, *args, **kwargs):
+        raise TypeError("Implicit conversion to a NumPy array is not allowed")
+
+    def __getitem__(self, key):
+        return _Strict(self.a[key.a if isinstance(key, _Strict) else key])
+
+    def __len__(self):
+        return len(self.a)
+
+    def get(self):
+        return self.a.copy()
+
+
+@pytest.fixture
+def strict_cupy(monkeypatch):
+    cp = types.ModuleType("cupy")
+    cp.ndarray = _Strict
+    cp.asarray = lambda x, dtype=None: x if isinstance(x, _Strict) else _Strict(
+        np.asarray(x, dtype=dtype))
+    cp.asnumpy = lambda x: x.get()
+    monkeypatch.setitem(sys.modules, "cupy", cp)
+    return cp
+
+
+def test_array_namespace_and_transfers(strict_cupy):
+    x = np.arange(6.0).reshape(2, 3)
+    d = _Strict(x)
+    assert backend.array_namespace(x) is np and backend.array_namespace([1, 2]) is np
+    assert backend.array_namespace(d) is strict_cupy
+    assert backend.array_namespace(None, d) is strict_cupy
+    with pytest.raises(InputError, match="mixed"):
+        backend.array_namespace(x, d)
+    h = backend.to_host(d, dtype=np.float32)
+    assert type(h) is np.ndarray and h.dtype == np.float32
+    np.testing.assert_array_equal(h, x)
+    assert backend.to_device(d, "cpu").__class__ is np.ndarray
+
+
+def test_median_bandwidth_accepts_device_arrays(strict_cupy):
+    """Issue 16 item 2: np.asarray on a CuPy X raised TypeError in the median heuristic."""
+    from kernelfit.kernels import median_distance
+
+    X = np.random.default_rng(0).standard_normal((300, 4))
+    assert median_distance(_Strict(X), sample=100) == median_distance(X, sample=100)
+
+
+def test_estimator_accepts_device_targets(strict_cupy):
+    """Issue 16 item 2: np.asarray on CuPy targets y raised TypeError in fit."""
+    from kernelfit.estimator import KernelInterpolator
+
+    X = np.random.default_rng(1).standard_normal((40, 3))
+    y = (X[:, 0] > 0).astype(int)
+    got = KernelInterpolator(kernel="gaussian", bandwidth=1.0, device="cpu").fit(X, _Strict(y))
+    ref = KernelInterpolator(kernel="gaussian", bandwidth=1.0, device="cpu").fit(X, y)
+    np.testing.assert_array_equal(got.predict(X), ref.predict(X))
+
+
+def test_feature_input_accepts_device_arrays(strict_cupy):
+    from kernelfit.features._common import check_array_2d
+
+    X = np.random.default_rng(2).standard_normal((5, 4))
+    np.testing.assert_array_equal(check_array_2d(_Strict(X), who="t"), X)
+
+
+# ------------------------------------------------------------ the fake's honesty
+def _real_binding_names():
+    data = json.loads((Path(__file__).parent / "data" / "cupy_bindings.json").read_text())
+    mods = {}
+    for per in data["wheels"].values():
+        for mod, names in per.items():
+            mods[mod] = set(names) if mod not in mods else mods[mod] & set(names)
+    return mods
+
+
+def _offered(module):
+    return {k for k in vars(module) if not k.startswith("_")}
+
+
+def test_emulation_is_not_more_permissive_than_real_cupy():
+    """Issue 16 item 4: every name the fake offers exists in CuPy 13.6 and 14.2's bindings."""
+    fake = _FakeCuda()
+    real = _real_binding_names()
+    for mod in ("cupy_backends.cuda.libs.cublas", "cupy_backends.cuda.libs.cusolver",
+                "cupy.cuda.device"):
+        extra = _offered(fake.modules[mod]) - real[mod]
+        assert not extra, f"the emulated {mod} offers names real CuPy lacks: {sorted(extra)}"
+    assert "CUBLAS_TF32_TENSOR_OP_MATH" not in real["cupy_backends.cuda.libs.cublas"]
+
+
+def test_emulation_matches_installed_cupy_when_present():
+    try:
+        import importlib
+
+        mods = {m: importlib.import_module(m) for m in (
+            "cupy_backends.cuda.libs.cublas", "cupy_backends.cuda.libs.cusolver",
+            "cupy.cuda.device")}
+    except Exception as exc:  # no CuPy, or no CUDA libraries behind it
+        pytest.skip(f"CuPy's bindings do not import here ({type(exc).__name__})")
+    fake = _FakeCuda()
+    for name, mod in mods.items():
+        extra = _offered(fake.modules[name]) - set(dir(mod))
+        assert not extra, f"{name} lacks {sorted(extra)}"
+
+
+# ------------------------------------------------------------ availability probe
+def _install(monkeypatch, fake):
+    for name, mod in fake.modules.items():
+        monkeypatch.setitem(sys.modules, name, mod)
+
+
+def _broken_cublas(fake):
+    fake.modules["cupy_backends.cuda.libs.cublas"] = None  # import fails, as without libs
+    del fake.modules["cupy_backends.cuda.libs"].cublas
+
+
+def _broken_handle(fake):
+    def fail():
+        raise RuntimeError("Failure finding libcublasLt.so.13: not found\nmore detail")
+    fake.modules["cupy.cuda.device"].get_cublas_handle = fail
+
+
+@pytest.mark.parametrize("breakage", [_broken_cublas, _broken_handle])
+def test_probe_runs_the_libraries_kernelfit_calls(monkeypatch, fresh_backends, breakage):
+    """Issue 16 item 1: `import cupy` working is not enough; cuBLAS must load."""
+    fake = _FakeCuda()
+    breakage(fake)
+    _install(monkeypatch, fake)
+    assert backend.gpu_available() is False
+    reason = backend.gpu_unavailable_reason()
+    assert "cuBLAS" in reason and "kernelfit[cuda12]" in reason and "kernelfit[cuda13]" in reason
+    assert "\n" not in reason
+    with pytest.raises(BackendUnavailableError, match="cuBLAS"):
+        get_backend("gpu")
+    with pytest.warns(backend.DeviceFallbackWarning, match="running on the CPU.*cuBLAS"):
+        assert get_backend("auto").device == "cpu"
+    with warnings.catch_warnings():  # said once, not on every call
+        warnings.simplefilter("error")
+        assert get_backend("auto").device == "cpu"
+
+
+def test_probe_accepts_a_working_gpu(monkeypatch, fresh_backends):
+    fake = _FakeCuda()
+    _install(monkeypatch, fake)
+    assert backend.gpu_available() is True and backend.gpu_unavailable_reason() is None
+    assert get_backend("auto").device == "gpu"
+    assert {"potrf", "trsm", "gemm"} <= set(fake.calls)
+
+
+def test_probe_refuses_wrong_numbers(monkeypatch, fresh_backends):
+    fake = _FakeCuda()
+    good = fake.modules["cupy_backends.cuda.libs.cublas"].dgemm
+
+    def bad_gemm(h, ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc):
+        good(h, ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc)
+        _mat(C, m, n, ldc, np.float64)[0, 0] += 1.0
+    fake.modules["cupy_backends.cuda.libs.cublas"].dgemm = bad_gemm
+    _install(monkeypatch, fake)
+    assert backend.gpu_available() is False
+    assert "self-test" in backend.gpu_unavailable_reason()
+
+
+def test_cli_device_gpu_with_missing_cuda_libraries_is_one_line(monkeypatch, fresh_backends,
+                                                                 capsys):
+    fake = _FakeCuda()
+    _broken_handle(fake)
+    _install(monkeypatch, fake)
+    from kernelfit.cli import main
+
+    code = main(["solve", "--dataset", "mnist", "--n-train", "10", "--device", "gpu",
+                 "--no-progress"])
+    err = capsys.readouterr().err.strip()
+    assert code != 0
+    assert len(err.splitlines()) == 1, err
+    assert "cuBLAS" in err and "kernelfit[cuda12]" in err and "Traceback" not in err
+
+
+def test_cli_auto_falls_back_and_says_so_in_one_line(monkeypatch, fresh_backends, capsys):
+    fake = _FakeCuda()
+    _broken_cublas(fake)
+    _install(monkeypatch, fake)
+    from kernelfit.cli import main
+
+    main(["solve", "--dataset", "digits", "--n-train", "60", "--n-test", "20",
+          "--device", "auto", "--no-progress"])
+    err = [ln for ln in capsys.readouterr().err.splitlines() if "GPU" in ln]
+    assert len(err) == 1 and "warning" in err[0] and "running on the CPU" in err[0], err
+
+
+# ------------------------------------------------------------ GPU out of memory
+def test_gpu_out_of_memory_is_a_memory_error_with_figures(fake_gpu):
+    fake, be = fake_gpu
+    oom = sys.modules["cupy.cuda.memory"] if "cupy.cuda.memory" in sys.modules else \
+        sys.modules["cupy"].cuda.memory
+
+    def refuse(*a, **k):
+        raise oom.OutOfMemoryError("Out of memory allocating 8,589,934,592 bytes")
+    sys.modules["cupy"].empty = refuse
+    fake.free_bytes = 3 << 30
+    with pytest.raises(MemoryPlanError) as info:
+        be.empty_tile(32768, 32768, np.float64)
+    msg = str(info.value)
+    assert "8.00 GiB" in msg and "3.00 GiB free" in msg and "out-of-core" in msg
+    assert info.value.required_bytes == 8 << 30 and info.value.available_bytes == 3 << 30
+    assert "--" not in msg  # the library speaks in data; the CLI names flags
+
+
+def test_every_gpu_allocation_reports_out_of_memory_with_figures(fake_gpu, monkeypatch):
+    """Any CuPy allocation of a solve (temporaries too) goes through kernelfit's allocator."""
+    fake, be = fake_gpu
+    assert fake.allocator is not None
+    oom = sys.modules["cupy"].cuda.memory.OutOfMemoryError
+
+    def refuse(nbytes):
+        raise oom(f"Out of memory allocating {nbytes:,} bytes")
+    pool = sys.modules["cupy"].get_default_memory_pool()
+    monkeypatch.setattr(pool, "malloc", refuse, raising=False)
+    fake.free_bytes = 1 << 30
+    with pytest.raises(MemoryPlanError, match=r"2\.00 GiB.*1\.00 GiB free") as info:
+        fake.allocator(2 << 30)
+    assert isinstance(info.value, oom)  # code catching CuPy's error still catches it
+    assert info.value.required_bytes == 2 << 30
+
+
+# ------------------------------------------------------------ dense / tiles rule
+def test_dense_single_call_rule():
+    free = 140 << 30
+    assert backend.dense_single_call(40_000, 8, free)[0]
+    assert backend.gpu_tile_size.__module__ == "kernelfit.backend"
+    assert not backend.dense_single_call(46_341, 8, free)[0]  # n^2 > 2^31 - 1
+    assert backend.dense_single_call(46_340, 8, free)[0]
+    assert not backend.dense_single_call(60_000, 8, free)[0]
+    assert not backend.dense_single_call(40_000, 8, 40 << 30)[0]  # no room to spare
+    assert not backend.dense_single_call(1000, 8, None)[0]  # memory unknown: tiles
+    from kernelfit.backend._rules import gpu_tile_size as rule
+    assert rule(40_000, 8, free) == 40_000
+    ts = rule(60_000, 8, free)
+    assert ts <= backend.GPU_TILE and ts * ts <= backend.LEGACY_MAX_ELEMENTS
+
+
+def test_gpu_default_tile_size_follows_the_rule(fake_gpu, monkeypatch):
+    from kernelfit.solvers.tiled import default_tile_size
+
+    fake, be = fake_gpu
+    monkeypatch.setattr(backend._cache, "gpu", be)
+    fake.free_bytes = 140 << 30
+    assert default_tile_size(30_000, "gpu") == 30_000
+    assert default_tile_size(60_000, "gpu") <= backend.GPU_TILE
+    fake.free_bytes = 1 << 30
+    assert default_tile_size(30_000, "gpu") <= backend.GPU_TILE
+
+
+def test_dense_single_call_factor_and_solve(fake_gpu):
+    """One tile = the whole matrix: one potrf, one trsm per triangular solve."""
+    fake, be = fake_gpu
+    A = _spd(50, seed=4)
+    B = np.random.default_rng(4).standard_normal((50, 2))
+    T = TiledSymmetric.from_dense(A, 50, backend=be)
+    cholesky_inplace(T)
+    assert fake.calls == ["potrf"]
+    X = cholesky_solve(T, be.asarray(B))
+    assert fake.calls == ["potrf", "trsm", "trsm"]
+    np.testing.assert_allclose(np.asarray(X), np.linalg.solve(A, B), rtol=1e-10)
+
+
+# ------------------------------------------------------------ fused finish, devInfo
+@pytest.mark.parametrize("name,params", [("gaussian", {"bandwidth": 1.5}),
+                                         ("laplacian", {"bandwidth": 2.0})])
+def test_fused_finish_matches_the_generic_chain(fake_gpu, monkeypatch, name, params):
+    from kernelfit.kernels import get_kernel
+
+    fake, be = fake_gpu
+    monkeypatch.setattr(backend._cache, "gpu", be)
+    rng = np.random.default_rng(3)
+    X, Z = rng.standard_normal((30, 5)), rng.standard_normal((20, 5))
+    k = get_kernel(name, **params)
+    ref = k.block(X, Z)
+    got = k.block(be.asarray(X), be.asarray(Z))
+    assert fake.finishes == [f"kernelfit_{name}_finish"]
+    np.testing.assert_allclose(np.asarray(got), ref, rtol=1e-13, atol=1e-15)
+    monkeypatch.setenv("KERNELFIT_FUSED_FINISH", "0")
+    np.testing.assert_allclose(np.asarray(k.block(be.asarray(X), be.asarray(Z))), ref,
+                               rtol=1e-13, atol=1e-15)
+    assert len(fake.finishes) == 1  # switched off: the generic chain ran
+
+
+def test_potrf_devinfo_can_be_read_once_per_factorization(fake_gpu):
+    _fake, be = fake_gpu
+    good = be.asarray(np.asfortranarray(np.diag([4.0, 9.0])))
+    bad = be.asarray(np.asfortranarray(np.diag([1.0, -1.0, 2.0])))
+    assert be.potrf(good, defer=0) == 0 and be.potrf(bad, defer=1) == 0
+    assert be.pending_info() == [(0, 0), (1, 2)]
+    assert be.pending_info() == []
+
+
+# ------------------------------------------------------------ mixed precision plan
+def test_plan_mixed_reserves_one_tile_buffer_set_on_the_gpu(monkeypatch):
+    """Issue 16 item 3: (CPU threads + 2) GPU tile buffers were reserved, never used."""
+    from kernelfit.solvers import mixed
+
+    monkeypatch.setattr(mixed, "n_threads_default", lambda: 16)
+    gpu = mixed.plan_mixed(60_000, 784, 10, 8192, device="gpu")
+    cpu = mixed.plan_mixed(60_000, 784, 10, 8192, device="cpu")
+    assert gpu.items["tile buffers"] == 3 * 8.0 * 8192 ** 2
+    assert cpu.items["tile buffers"] == 18 * 8.0 * 8192 ** 2
+
+
+def test_gpu_suite_runs_on_the_emulation():
+    """test_gpu.py's GPU cases, run against the host emulation of CuPy (so CI exercises the
+    GPU code paths: tiles, dense call, mixed precision, out-of-core, feature maps)."""
+    import os
+
+    env = dict(os.environ, KERNELFIT_TEST_EMULATED_GPU="1")
+    out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                          "-k", "gpu", str(Path(__file__).parent / "test_gpu.py")],
+                         capture_output=True, text=True, timeout=600, env=env,
+                         cwd=str(Path(__file__).parent.parent))
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
+    assert " passed" in out.stdout and "failed" not in out.stdout
+
+
+def test_cuda_extras_pull_the_cuda_libraries():
+    """Issue 16 item 1: CuPy 14 wheels bring cuBLAS/cuSOLVER only with their [ctk] extra."""
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+
+    meta = tomllib.loads((Path(__file__).parent.parent / "pyproject.toml").read_text())
+    extras = meta["project"]["optional-dependencies"]
+    assert any(r.startswith("cupy-cuda12x[ctk]") for r in extras["cuda12"])
+    assert any(r.startswith("cupy-cuda13x[ctk]") for r in extras["cuda13"])
+
+
+def test_bench_gpu_warms_every_tile_operation_and_keeps_the_pool(fake_gpu, monkeypatch,
+                                                                  tmp_path):
+    """Issue 16 item 5: the warm-up ran one tile (trsm/syrk/gemm first ran inside the timed
+    factorization) and the pool was freed right before the timed run."""
+    import importlib.util
+
+    from kernelfit.estimator import KernelInterpolator
+
+    fake, be = fake_gpu
+    monkeypatch.setattr(backend._cache, "gpu", be)
+    spec = importlib.util.spec_from_file_location(
+        "bench_gpu", Path(__file__).parent.parent / "benchmarks" / "bench_gpu.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    events = []
+    real_fit = KernelInterpolator.fit
+
+    def fit(self, X, y):
+        events.append(("fit", X.shape[0], set(fake.calls)))
+        return real_fit(self, X, y)
+    monkeypatch.setattr(KernelInterpolator, "fit", fit)
+    pool = types.SimpleNamespace(free_bytes=lambda: 0, total_bytes=lambda: 0,
+                                 used_bytes=lambda: 0,
+                                 free_all_blocks=lambda: events.append(("free",)))
+    monkeypatch.setattr(sys.modules["cupy"], "get_default_memory_pool", lambda: pool)
+    code = bench.main(["--dataset", "digits", "--n", "240", "--n-test", "40", "--warmup-n",
+                       "90", "--kernels", "gaussian", "--skip-cpu", "--repeats", "2",
+                       "--out", str(tmp_path / "r.json")])
+    assert code == 0
+    timed = [i for i, e in enumerate(events) if e[0] == "fit" and e[1] == 240]
+    assert len(timed) == 2
+    first = timed[0]
+    assert {"potrf", "trsm", "syrk", "gemm"} <= events[first][2]  # all warmed before timing
+    assert events[first - 1][0] != "free" and ("free",) not in events[timed[0]:]
+    rec = json.loads((tmp_path / "r.json").read_text())
+    assert len(rec["runs"]["gaussian"]["gpu_repeats"]) == 2

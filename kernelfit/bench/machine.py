@@ -177,18 +177,12 @@ def nvidia_smi_gpus() -> list:
 def gpu_status() -> dict:
     """Whether kernelfit's GPU backend is usable here and, when not, why (initializes CUDA:
     call it in a child process when the caller must stay CUDA-free)."""
-    from ..backend import _import_cupy
-    from ..errors import BackendUnavailableError
+    from ..backend import get_backend, gpu_available, gpu_unavailable_reason
 
+    if not gpu_available():
+        return {"available": False, "reason": gpu_unavailable_reason()}
     try:
-        _import_cupy()
-    except BackendUnavailableError as exc:
-        return {"available": False, "reason": str(exc)}
-    from ..backend import get_backend
-
-    try:
-        be = get_backend("gpu")
-        desc = be.describe()
+        desc = get_backend("gpu").describe()
     except Exception as exc:  # pragma: no cover - needs a broken CUDA install
         return {"available": False, "reason": f"{exc.__class__.__name__}: {exc}"}
     desc["available"] = True
@@ -268,26 +262,8 @@ def measure_gpu_peaks(size: int = 8192, repeats: int = 5) -> dict:
     status = gpu_status()
     if not status.get("available"):
         return status
-    import cupy as cp
+    from ..backend import get_backend
 
     out = dict(status)
-    for key, dt in (("fp64", cp.float64), ("fp32", cp.float32)):
-        a = cp.random.default_rng(0).standard_normal((size, size), dtype=dt)
-        b = cp.random.default_rng(1).standard_normal((size, size), dtype=dt)
-        c = cp.empty((size, size), dtype=dt)
-        cp.matmul(a, b, out=c)
-        cp.cuda.Stream.null.synchronize()
-        times = []
-        for _ in range(max(int(repeats), 1)):
-            start, stop = cp.cuda.Event(), cp.cuda.Event()
-            start.record()
-            cp.matmul(a, b, out=c)
-            stop.record()
-            stop.synchronize()
-            times.append(cp.cuda.get_elapsed_time(start, stop) / 1e3)
-        best = min(times)
-        out[f"{key}_gflops"] = 2.0 * size ** 3 / best / 1e9
-        out[key] = {"size": size, "best_s": best, "times_s": times}
-        del a, b, c
-        cp.get_default_memory_pool().free_all_blocks()
+    out.update(get_backend("gpu").measure_gemm_peaks(size, repeats))
     return out

@@ -117,10 +117,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     def show_warning(message, category, filename, lineno, file=None, line=None):
         print(f"{prefix}: warning: {_one_line(message)}", file=sys.stderr)
 
+    from ..backend import DeviceFallbackWarning
     from ._advice import explain, explain_os_error
 
     try:
         with warnings.catch_warnings():
+            # the device fallback of --device auto is said every time, in one line
+            warnings.simplefilter("always", DeviceFallbackWarning)
             warnings.showwarning = show_warning
             return int(args._run(args) or 0)
     except KernelfitError as exc:

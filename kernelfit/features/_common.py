@@ -19,7 +19,7 @@ from typing import Optional, Sequence
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 
-from ..backend import get_backend
+from ..backend import get_backend, to_host
 from ..errors import InputError
 from ..progress import progress
 
@@ -93,9 +93,7 @@ def check_array_2d(X, *, who: str, n_features: Optional[int] = None,
     Images arrive flattened, ``(n, H*W*C)`` in ``(H, W, C)`` order. The NaN check streams
     over the rows so a memory-mapped input is not copied as a whole.
     """
-    if hasattr(X, "get") and not isinstance(X, np.ndarray):  # CuPy array: bring to host
-        X = X.get()
-    X = np.asarray(X)
+    X = to_host(X)  # a CuPy array is copied to the host; NumPy arrays and memmaps stay
     if X.dtype == object or not (np.issubdtype(X.dtype, np.floating)
                                  or np.issubdtype(X.dtype, np.integer)):
         raise InputError(f"{who}: X must be a numeric array, got dtype {X.dtype}")

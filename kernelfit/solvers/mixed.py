@@ -32,7 +32,7 @@ from typing import Callable, List, Optional
 
 import numpy as np
 
-from ..backend import Backend, get_backend
+from ..backend import Backend, array_namespace, get_backend
 from ..errors import InputError, NotPositiveDefiniteError
 from ..kernels import Kernel, row_norms_sq
 from .tiled import (TiledSymmetric, build_gram, cholesky_inplace, cholesky_solve,
@@ -50,7 +50,7 @@ SHIFT_MAX_TRIES = 7
 # ---------------------------------------------------------------- kernel helpers
 def kernel_diagonal(kernel: Kernel, X) -> np.ndarray:
     """diag k(X, X) in float64 (without forming any tile)."""
-    xp = get_backend("gpu").xp if type(X).__module__.startswith("cupy") else np
+    xp = array_namespace(X)
     n = X.shape[0]
     if kernel.diagonal_value is not None:
         return xp.full(n, float(kernel.diagonal_value))

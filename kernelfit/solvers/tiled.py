@@ -27,7 +27,7 @@ from typing import Callable, List, Optional
 
 import numpy as np
 
-from ..backend import Backend, get_backend
+from ..backend import Backend, get_backend, gpu_tile_size
 from ..errors import InputError, NotPositiveDefiniteError
 from ..kernels import Kernel, _xp_of
 from ..progress import progress
@@ -48,10 +48,9 @@ def default_tile_size(n: int, device: str = "cpu") -> int:
     only 122 and 148. Every BLAS/LAPACK call stays at or below one tile, far from the sizes
     (n of about 16,000) where multithreaded OpenBLAS crashes.
     """
-    if device == "gpu":
-        target = single = 8192
-    else:
-        target, single = 4096, 8192
+    if device == "gpu":  # the backend's dense/tiles rule (dense single call when it fits)
+        return gpu_tile_size(n)
+    target, single = 4096, 8192
     if n <= single:
         return max(int(n), 1)
     n_tiles = math.ceil(n / target)

@@ -1,15 +1,8 @@
-"""Array backends: the one module that knows NumPy from CuPy.
+"""The GPU backend: CuPy arrays, cuSOLVER potrf and cuBLAS trsm/syrk/gemm applied in place.
 
-Everything else in kernelfit is written once against ``backend.xp`` (NumPy or CuPy)
-and the handful of in-place dense kernels defined here: the tile operations of a
-blocked Cholesky factorization (potrf, trsm, syrk, gemm), triangular solves and
-memory queries. CuPy is imported lazily, only when a GPU backend is requested, so a
-CPU-only install never needs it.
-
-All tile kernels work **in place** on Fortran-ordered (column-major) 2-D arrays; that
-is what LAPACK and cuSOLVER expect and what lets them avoid copies. On the CPU, SciPy's
-wrappers silently copy an array whose layout or dtype does not match; the helpers
-here check for that and fail loudly instead of silently losing the in-place update.
+The only module of kernelfit that imports CuPy, and only lazily (inside functions), so a
+CPU-only install never needs it. It also holds the availability probe and the fused
+element-wise kernel finishes; the dense/tiles rule is in ``_rules.py``.
 """
 
 from __future__ import annotations
@@ -18,289 +11,26 @@ import contextlib
 import functools
 import math
 import os
-from dataclasses import dataclass
-from typing import Any
+import warnings
 
 import numpy as np
 
-from .errors import BackendUnavailableError, InputError
+from ..errors import BackendUnavailableError, InputError, MemoryPlanError
+from ._base import Backend
+from ._rules import LEGACY_MAX_ELEMENTS
 
-__all__ = [
-    "Backend",
-    "CPUBackend",
-    "GPUBackend",
-    "get_backend",
-    "gpu_available",
-    "available_host_memory",
-    "blas_info",
-]
+__all__ = ["GPUBackend", "probe_gpu", "SUPPORTED_CUPY", "FUSED_FINISH"]
 
-_DEVICES = ("auto", "cpu", "gpu")
+#: CuPy releases whose cuBLAS/cuSOLVER binding signatures GPUBackend was checked against.
+SUPPORTED_CUPY = (13, 14)
+
+_INSTALL = ("pip install 'kernelfit[cuda12]' (CUDA 12 driver) or 'kernelfit[cuda13]' "
+            "(CUDA 13 driver)")
 
 
-def available_host_memory() -> int:
-    """Bytes of host memory available to a new allocation (MemAvailable, honouring cgroups)."""
-    avail = None
-    try:
-        import psutil
-
-        avail = int(psutil.virtual_memory().available)
-    except Exception:  # pragma: no cover - psutil is a dependency, /proc is the fallback
-        try:
-            with open("/proc/meminfo") as fh:
-                for line in fh:
-                    if line.startswith("MemAvailable:"):
-                        avail = int(line.split()[1]) * 1024
-        except OSError:
-            avail = None
-    limit = _cgroup_limit()
-    if limit is not None:
-        used = _cgroup_usage() or 0
-        cg_avail = max(limit - used, 0)
-        avail = cg_avail if avail is None else min(avail, cg_avail)
-    override = os.environ.get("KERNELFIT_MEMORY_LIMIT")
-    if override:
-        try:
-            lim = int(float(override))
-        except ValueError:
-            raise InputError(f"KERNELFIT_MEMORY_LIMIT must be a number of bytes, got {override!r}")
-        avail = lim if avail is None else min(avail, lim)
-    return int(avail if avail is not None else 8 << 30)
-
-
-def _read_int(path: str):
-    try:
-        with open(path) as fh:
-            txt = fh.read().strip()
-    except OSError:
-        return None
-    if not txt or txt == "max":
-        return None
-    try:
-        val = int(txt)
-    except ValueError:
-        return None
-    return val if val < (1 << 60) else None
-
-
-def _cgroup_limit():
-    return _read_int("/sys/fs/cgroup/memory.max") or _read_int(
-        "/sys/fs/cgroup/memory/memory.limit_in_bytes")
-
-
-def _cgroup_usage():
-    return _read_int("/sys/fs/cgroup/memory.current") or _read_int(
-        "/sys/fs/cgroup/memory/memory.usage_in_bytes")
-
-
-def blas_info() -> dict:
-    """The BLAS/LAPACK library NumPy and SciPy use, with version and thread count."""
-    try:
-        from threadpoolctl import threadpool_info
-
-        pools = [p for p in threadpool_info() if p.get("user_api") == "blas"]
-    except Exception:  # pragma: no cover
-        pools = []
-    if not pools:
-        return {"library": "unknown"}
-    p = pools[0]
-    return {
-        "library": p.get("internal_api"),
-        "version": p.get("version"),
-        "threading_layer": p.get("threading_layer"),
-        "architecture": p.get("architecture"),
-        "num_threads": p.get("num_threads"),
-        "filepath": p.get("filepath"),
-    }
-
-
-class Backend:
-    """Common interface of the CPU and GPU backends."""
-
-    name: str = "abstract"
-    device: str = "cpu"
-    xp: Any = np
-
-    # ---- arrays -------------------------------------------------------------
-    def asarray(self, x, dtype=None):
-        return self.xp.asarray(x, dtype=dtype)
-
-    def to_numpy(self, x) -> np.ndarray:
-        return np.asarray(x)
-
-    def empty(self, shape, dtype=np.float64, order: str = "C") -> Any:
-        """An uninitialised array on this backend (large one-shot buffers: tiles, blocks)."""
-        return self.xp.empty(shape, dtype=dtype, order=order)
-
-    def empty_tile(self, rows: int, cols: int, dtype) -> Any:
-        return self.empty((rows, cols), dtype=dtype, order="F")
-
-    def is_backend_array(self, x) -> bool:
-        return isinstance(x, np.ndarray)
-
-    def synchronize(self) -> None:
-        return None
-
-    def free_pool(self) -> None:
-        return None
-
-    def free_memory(self) -> int:
-        return available_host_memory()
-
-    def peak_memory(self) -> int | None:
-        return None
-
-    def describe(self) -> dict:
-        return {"device": self.device, "backend": self.name}
-
-    def trmm_lower(self, l, b, trans: bool = False):
-        """``tril(l) @ b`` (or ``tril(l).T @ b``) as a new array (generic: one tile copy)."""
-        t = self.xp.tril(l).astype(b.dtype, copy=False)
-        return (t.T if trans else t) @ b
-
-    def symm_upper(self, a, b):
-        """``S @ b`` for the symmetric S whose upper triangle (diagonal included) ``a`` holds.
-
-        Generic version (one tile copy); the CPU backend calls BLAS symm, which reads only
-        the upper triangle in place.
-        """
-        xp = self.xp
-        up = xp.triu(a).astype(b.dtype, copy=False)
-        return up @ b + xp.triu(a, 1).T.astype(b.dtype, copy=False) @ b
-
-
-# Host buffers of at least this size get their own anonymous mapping (see host_empty).
-_HOST_MAP_MIN_BYTES = 4 << 20
-
-
-def _huge_pages_wanted() -> bool:
-    val = os.environ.get("KERNELFIT_HUGEPAGES", "0").strip().lower()
-    if val in ("", "0", "no", "false", "off"):
-        return False
-    if val in ("1", "yes", "true", "on"):
-        return True
-    raise InputError(f"KERNELFIT_HUGEPAGES must be 0 or 1, got {val!r}")
-
-
-def host_empty(shape, dtype=np.float64, order: str = "C") -> np.ndarray:
-    """``np.empty`` for kernelfit's large host buffers, without transparent huge pages.
-
-    NumPy asks the kernel for transparent huge pages on every large array
-    (``madvise(MADV_HUGEPAGE)``). With the common ``defrag=madvise`` setting the first
-    touch of such memory then waits for the kernel (or a VM's host) to assemble 2 MiB
-    pages. Measured on this project's 2-core VM, first writes to 600 MB took 0.04-1.24 s
-    with huge pages (0.7 s typical) against a steady 0.27 s with 4 KiB pages, while a
-    float64 Cholesky ran about 4% slower without them: the Gram build at n = 10,000 went
-    from 1.2-1.4 s to 0.75 s. So buffers of 4 MiB and more (Gram tiles, kernel blocks) get
-    a private anonymous mapping marked ``MADV_NOHUGEPAGE``; the memory returns to the
-    system when the array is freed. ``KERNELFIT_HUGEPAGES=1`` restores NumPy's behaviour
-    (worth trying on a bare-metal machine with plenty of free memory).
-    """
-    dtype = np.dtype(dtype)
-    count = math.prod(shape) if isinstance(shape, tuple) else int(shape)
-    nbytes = count * dtype.itemsize
-    if nbytes < _HOST_MAP_MIN_BYTES or _huge_pages_wanted():
-        return np.empty(shape, dtype=dtype, order=order)
-    try:
-        import mmap
-
-        mm = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-        mm.madvise(mmap.MADV_NOHUGEPAGE)
-    except (AttributeError, OSError, ValueError):  # not Linux, or no such advice
-        return np.empty(shape, dtype=dtype, order=order)
-    return np.frombuffer(mm, dtype=dtype, count=count).reshape(shape, order=order)
-
-
-class CPUBackend(Backend):
-    """NumPy arrays, SciPy's LAPACK/BLAS wrappers applied in place to whole tiles."""
-
-    name = "numpy"
-    device = "cpu"
-    xp = np
-
-    def empty(self, shape, dtype=np.float64, order: str = "C") -> np.ndarray:
-        return host_empty(shape, dtype, order)
-
-    def __init__(self):
-        # resolve the LAPACK/BLAS wrappers now, so that importing SciPy's linear algebra
-        # is not counted in the first factorization's time
-        self._funcs("d")
-        self._funcs("f")
-
-    @staticmethod
-    @functools.lru_cache(maxsize=None)
-    def _funcs(dtype_char: str):
-        from scipy.linalg import blas, lapack
-
-        p = {"d": "d", "f": "s"}[dtype_char]
-        return {
-            "potrf": getattr(lapack, p + "potrf"),
-            "trsm": getattr(blas, p + "trsm"),
-            "syrk": getattr(blas, p + "syrk"),
-            "gemm": getattr(blas, p + "gemm"),
-            "gemv": getattr(blas, p + "gemv"),
-            "trmm": getattr(blas, p + "trmm"),
-            "symm": getattr(blas, p + "symm"),
-        }
-
-    def _f(self, a, name):
-        ch = a.dtype.char
-        if ch not in ("d", "f"):
-            raise InputError(f"tile kernels need float32 or float64 arrays, got {a.dtype}")
-        return self._funcs(ch)[name]
-
-    @staticmethod
-    def _check_inplace(out, target, op):
-        if out is target:
-            return
-        if out.ctypes.data != target.ctypes.data:
-            # SciPy made a copy (layout or dtype mismatch): keep the result correct.
-            target[...] = out
-
-    # ---- tile kernels (all in place, lower-triangular convention) ----------
-    def potrf(self, a) -> int:
-        """Cholesky of the square tile ``a`` in place (lower). Returns LAPACK's info."""
-        c, info = self._f(a, "potrf")(a, lower=1, clean=0, overwrite_a=1)
-        self._check_inplace(c, a, "potrf")
-        return int(info)
-
-    def trsm_rlt(self, l, b) -> None:
-        """``b <- b @ inv(l).T`` with ``l`` lower triangular (the panel update)."""
-        out = self._f(b, "trsm")(1.0, l, b, side=1, lower=1, trans_a=1, overwrite_b=1)
-        self._check_inplace(out, b, "trsm")
-
-    def trsm_left(self, l, b, trans: bool) -> None:
-        """``b <- inv(l) @ b`` (or ``inv(l).T @ b``) with ``l`` lower triangular."""
-        out = self._f(b, "trsm")(1.0, l, b, side=0, lower=1, trans_a=1 if trans else 0,
-                                 overwrite_b=1)
-        self._check_inplace(out, b, "trsm")
-
-    def syrk_sub(self, a, c) -> None:
-        """``c <- c - a @ a.T`` on the lower triangle of ``c``."""
-        out = self._f(c, "syrk")(-1.0, a, beta=1.0, c=c, trans=0, lower=1, overwrite_c=1)
-        self._check_inplace(out, c, "syrk")
-
-    def gemm_nt_sub(self, a, b, c) -> None:
-        """``c <- c - a @ b.T``."""
-        out = self._f(c, "gemm")(-1.0, a, b, beta=1.0, c=c, trans_b=1, overwrite_c=1)
-        self._check_inplace(out, c, "gemm")
-
-    def trmm_lower(self, l, b, trans: bool = False):
-        """``tril(l) @ b`` (or ``tril(l).T @ b``) as a new array; ``l``'s upper part is ignored."""
-        lf = l if l.dtype == b.dtype else l.astype(b.dtype)
-        return self._f(b, "trmm")(1.0, lf, b, side=0, lower=1, trans_a=1 if trans else 0)
-
-    def symm_upper(self, a, b):
-        """``S @ b`` for the symmetric S whose upper triangle ``a`` holds (BLAS symm)."""
-        if a.dtype != b.dtype:
-            a = a.astype(b.dtype)
-        return self._f(b, "symm")(1.0, a, b, side=0, lower=0)
-
-    def gemm_acc(self, a, b, c, trans_a: bool = False, alpha: float = 1.0) -> None:
-        """``c <- c + alpha * op(a) @ b`` with ``op`` the transpose when ``trans_a``."""
-        out = self._f(c, "gemm")(alpha, a, b, beta=1.0, c=c, trans_a=1 if trans_a else 0,
-                                 overwrite_c=1)
-        self._check_inplace(out, c, "gemm")
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
 
 
 class GPUBackend(Backend):
@@ -325,28 +55,87 @@ class GPUBackend(Backend):
     name = "cupy"
     device = "gpu"
 
-    #: tiles with this many elements or more are refused (32-bit index limits: 46,341^2).
-    MAX_TILE_ELEMENTS = 2 ** 31 - 1
+    #: tiles with more elements are refused (32-bit index limits: 46,341^2 > 2^31 - 1).
+    MAX_TILE_ELEMENTS = LEGACY_MAX_ELEMENTS
 
     def __init__(self):
         cp = _import_cupy()
         self.cp = cp
         self.xp = cp
-        from cupy.cuda import device as _dev
-        from cupy_backends.cuda.libs import cublas, cusolver
+        import importlib
 
-        self._dev = _dev
-        self._cublas = cublas
-        self._cusolver = cusolver
+        self._dev = importlib.import_module("cupy.cuda.device")
+        self._cublas = importlib.import_module("cupy_backends.cuda.libs.cublas")
+        self._cusolver = importlib.import_module("cupy_backends.cuda.libs.cusolver")
         self._device_id = int(cp.cuda.runtime.getDevice())
         self._peak_pool = 0
         self._peak_device = 0
+        self._pending = []  # (tag, devInfo array) of potrf calls not yet checked
+        self._keep_pool = False
+        self._install_allocator()
 
     # ---- arrays -------------------------------------------------------------
     def to_numpy(self, x) -> np.ndarray:
         if isinstance(x, self.cp.ndarray):
             return self.cp.asnumpy(x)
         return np.asarray(x)
+
+    def asarray(self, x, dtype=None):
+        nbytes = getattr(x, "nbytes", None)
+        if nbytes is None or isinstance(x, self.cp.ndarray):
+            return self.cp.asarray(x, dtype=dtype)
+        with self.out_of_memory_guard(nbytes, "an array moved to the GPU"):
+            return self.cp.asarray(x, dtype=dtype)
+
+    def empty(self, shape, dtype=np.float64, order: str = "C"):
+        count = math.prod(shape) if isinstance(shape, tuple) else int(shape)
+        with self.out_of_memory_guard(count * np.dtype(dtype).itemsize, "a GPU buffer"):
+            return self.cp.empty(shape, dtype=dtype, order=order)
+
+    @contextlib.contextmanager
+    def out_of_memory_guard(self, nbytes=None, what: str = "GPU work"):
+        """Turn CuPy's OutOfMemoryError into :class:`MemoryPlanError` with the figures
+        (bytes asked, bytes free on the device) and the ways out, never a CuPy traceback."""
+        try:
+            yield
+        except oom_types() as exc:
+            if isinstance(exc, MemoryPlanError):  # already translated by the allocator
+                raise
+            raise self._oom_error(nbytes, what, exc) from None
+
+    def _oom_error(self, nbytes, what: str, exc) -> MemoryPlanError:
+        try:
+            free = self.free_memory()
+            _f, total = self.cp.cuda.runtime.memGetInfo()
+        except Exception:  # pragma: no cover - the device is in a bad state
+            free, total = 0, 0
+        asked = f"{nbytes / 2**30:.2f} GiB" if nbytes else "memory"
+        return _gpu_oom_class()(
+            f"the GPU ran out of memory allocating {asked} for {what} "
+            f"({free / 2**30:.2f} GiB free of {total / 2**30:.1f} GiB on the device; "
+            f"CuPy: {_first_line(exc)}); solve fewer points, store the matrix in float32 "
+            "with float64 refinement (mixed precision), keep the tiles on the host "
+            "(out-of-core), or run on the CPU",
+            required_bytes=int(nbytes or 0), available_bytes=int(free))
+
+    def _install_allocator(self) -> None:
+        """Route every CuPy allocation through the default pool and a translator, so an
+        out-of-memory error anywhere in a solve (kernel blocks, temporaries, workspaces)
+        becomes a :class:`MemoryPlanError` with the figures; the error class also derives
+        from CuPy's OutOfMemoryError, so code that catches that still does."""
+        cp = self.cp
+        pool = cp.get_default_memory_pool()
+        set_allocator = getattr(cp.cuda, "set_allocator", None)
+        if set_allocator is None or not hasattr(pool, "malloc"):
+            return
+        oom, be = oom_types(), self
+
+        def malloc(nbytes):
+            try:
+                return pool.malloc(nbytes)
+            except oom as exc:
+                raise be._oom_error(nbytes, "a GPU allocation", exc) from None
+        set_allocator(malloc)
 
     def is_backend_array(self, x) -> bool:
         return isinstance(x, self.cp.ndarray)
@@ -370,8 +159,21 @@ class GPUBackend(Backend):
         the release is the peak footprint of the stage that ended.
         """
         self.synchronize()
+        if self._keep_pool:
+            return
         self.cp.get_default_memory_pool().free_all_blocks()
         self.cp.get_default_pinned_memory_pool().free_all_blocks()
+
+    @contextlib.contextmanager
+    def pool_kept(self):
+        """Within this block :meth:`free_pool` only synchronizes and samples the peak: the
+        cached blocks stay for the next solve (benchmarks timing warm runs, where releasing
+        them would time cudaMalloc calls)."""
+        before, self._keep_pool = self._keep_pool, True
+        try:
+            yield self
+        finally:
+            self._keep_pool = before
 
     def free_memory(self) -> int:
         """Bytes a new allocation can use: free device memory plus the pool's cached blocks."""
@@ -422,6 +224,32 @@ class GPUBackend(Backend):
                "env_NVIDIA_TF32_OVERRIDE": os.environ.get("NVIDIA_TF32_OVERRIDE")}
         return out
 
+    def measure_gemm_peaks(self, size: int = 8192, repeats: int = 5) -> dict:
+        """Best-of-``repeats`` FP64/FP32 ``size`` x ``size`` matrix-product rates (CUDA
+        events; one warm-up product first; random operands, never zeros)."""
+        cp = self.cp
+        out = {}
+        for key, dt in (("fp64", cp.float64), ("fp32", cp.float32)):
+            a = cp.random.default_rng(0).standard_normal((size, size), dtype=dt)
+            b = cp.random.default_rng(1).standard_normal((size, size), dtype=dt)
+            c = cp.empty((size, size), dtype=dt)
+            cp.matmul(a, b, out=c)
+            cp.cuda.Stream.null.synchronize()
+            times = []
+            for _ in range(max(int(repeats), 1)):
+                start, stop = cp.cuda.Event(), cp.cuda.Event()
+                start.record()
+                cp.matmul(a, b, out=c)
+                stop.record()
+                stop.synchronize()
+                times.append(cp.cuda.get_elapsed_time(start, stop) / 1e3)
+            best = min(times)
+            out[f"{key}_gflops"] = 2.0 * size ** 3 / best / 1e9
+            out[key] = {"size": size, "best_s": best, "times_s": times}
+            del a, b, c
+            cp.get_default_memory_pool().free_all_blocks()
+        return out
+
     # ---- handles ------------------------------------------------------------
     def _stream_ptr(self) -> int:
         return int(self.cp.cuda.get_current_stream().ptr)
@@ -464,7 +292,7 @@ class GPUBackend(Backend):
             raise InputError(f"GPU tile kernels update tiles in place and need Fortran-ordered "
                              f"(column-major) tiles; {name} is not (use empty_tile or "
                              f"cupy.asfortranarray)")
-        if a.size >= self.MAX_TILE_ELEMENTS:
+        if a.size > self.MAX_TILE_ELEMENTS:
             raise InputError(f"tile {name} of shape {a.shape} has 2^31 elements or more; "
                              "use a tile size of at most 46,340")
         if a.device.id != self._device_id:
@@ -493,11 +321,15 @@ class GPUBackend(Backend):
         return [np.array(v, dtype=dtype) for v in values]
 
     # ---- tile kernels (all in place, lower-triangular convention) ----------
-    def potrf(self, a) -> int:
+    def potrf(self, a, defer=None) -> int:
         """Cholesky of the square tile ``a`` in place (lower). Returns LAPACK-style info.
 
         0 on success; ``i > 0`` when the leading minor of order ``i`` (1-based, within the
         tile) is not positive definite, as cuSOLVER's ``devInfo`` and LAPACK report it.
+
+        ``defer=tag`` leaves ``devInfo`` on the device (no host synchronization) and
+        returns 0; :meth:`pending_info` then reads every deferred ``devInfo`` in one
+        transfer, once per factorization.
         """
         self._target(a, "a")
         n = a.shape[0]
@@ -511,14 +343,41 @@ class GPUBackend(Backend):
         h = self._cusolver_handle()
         size_fn = cs.dpotrf_bufferSize if dbl else cs.spotrf_bufferSize
         lwork = int(size_fn(h, lower, n, a.data.ptr, n))
-        work = self.cp.empty(max(lwork, 1), dtype=a.dtype)
+        work = self.empty(max(lwork, 1), dtype=a.dtype)
         info = self.cp.zeros(1, dtype=np.int32)
         fn = cs.dpotrf if dbl else cs.spotrf
         fn(h, lower, n, a.data.ptr, n, work.data.ptr, lwork, info.data.ptr)
+        if defer is not None:
+            self._pending.append((defer, info))
+            return 0
         code = int(info.get()[0])  # waits for the factorization on the current stream
         if code < 0:
             raise RuntimeError(f"cuSOLVER potrf rejected argument {-code} (a kernelfit bug)")
         return code
+
+    def pending_info(self) -> list:
+        """``[(tag, info), ...]`` of the deferred potrf calls, read in one transfer (and
+        forgotten); raises RuntimeError on a negative info (a rejected argument)."""
+        pending, self._pending = self._pending, []
+        if not pending:
+            return []
+        codes = self.cp.asnumpy(self.cp.concatenate([p[1] for p in pending]))
+        if (codes < 0).any():
+            raise RuntimeError(f"cuSOLVER potrf rejected argument {-int(codes.min())} "
+                               "(a kernelfit bug)")
+        return [(tag, int(c)) for (tag, _), c in zip(pending, codes)]
+
+    def fused_finish(self, kernel_name: str):
+        """One CuPy ElementwiseKernel for the Gaussian/Laplacian tile finish (or None).
+
+        ``finish(a_sq[:, None], b_sq[None, :], scale, S)`` turns inner products S in place
+        into exp(scale * d) (Gaussian, d the squared distance clamped at zero) or
+        exp(scale * sqrt(d)) (Laplacian): one pass over the tile instead of six.
+        ``KERNELFIT_FUSED_FINISH=0`` switches it off (for measuring both).
+        """
+        if os.environ.get("KERNELFIT_FUSED_FINISH", "1").strip() in ("0", "no", "off"):
+            return None
+        return _fused_kernel(kernel_name)
 
     def trsm_rlt(self, l, b) -> None:
         """``b <- b @ inv(l).T`` with ``l`` lower triangular (the panel update)."""
@@ -602,43 +461,12 @@ class GPUBackend(Backend):
                beta.ctypes.data, c.data.ptr, self._ld(c))
 
 
+
+
 def _cuda_version(v: int) -> str:
     """CUDA's integer version (12040) as text ('12.4')."""
     v = int(v)
     return f"{v // 1000}.{(v % 1000) // 10}"
-
-
-#: CuPy releases whose cuBLAS/cuSOLVER binding signatures GPUBackend was checked against.
-SUPPORTED_CUPY = (13, 14)
-
-
-def _import_cupy():
-    try:
-        import cupy  # noqa: F401  (the only CuPy import in kernelfit)
-    except Exception as exc:
-        raise BackendUnavailableError(
-            "the GPU backend needs CuPy: install kernelfit[cuda12] or kernelfit[cuda13] "
-            f"(import failed: {exc})") from None
-    try:
-        if cupy.cuda.runtime.getDeviceCount() < 1:
-            raise BackendUnavailableError("CuPy is installed but no CUDA device is visible")
-    except BackendUnavailableError:
-        raise
-    except Exception as exc:
-        raise BackendUnavailableError(f"CuPy is installed but CUDA is not usable: {exc}") from None
-    major = _major_version(getattr(cupy, "__version__", ""))
-    if major is not None and major < SUPPORTED_CUPY[0]:
-        raise BackendUnavailableError(
-            f"the GPU backend needs CuPy {SUPPORTED_CUPY[0]} or newer (its cuBLAS/cuSOLVER "
-            f"bindings), found {cupy.__version__}: pip install -U 'kernelfit[cuda12]'")
-    if major is not None and major > SUPPORTED_CUPY[-1]:
-        import warnings
-
-        warnings.warn(f"kernelfit's GPU backend was checked against CuPy "
-                      f"{SUPPORTED_CUPY[0]}-{SUPPORTED_CUPY[-1]}; CuPy {cupy.__version__} may "
-                      "have changed the cuBLAS/cuSOLVER bindings it uses", RuntimeWarning,
-                      stacklevel=3)
-    return cupy
 
 
 def _major_version(text: str):
@@ -648,41 +476,122 @@ def _major_version(text: str):
         return None
 
 
-@functools.lru_cache(maxsize=1)
-def gpu_available() -> bool:
-    """True when CuPy imports and at least one CUDA device is usable."""
+def _import_cupy():
+    """CuPy with a visible CUDA device, else :class:`BackendUnavailableError` (one line)."""
     try:
-        _import_cupy()
-    except BackendUnavailableError:
-        return False
-    return True
+        import cupy  # noqa: F401  (kernelfit's CuPy import: this module only)
+    except Exception as exc:
+        raise BackendUnavailableError(
+            f"the GPU backend needs CuPy, which does not import here ({_first_line(exc)}); "
+            f"{_INSTALL}") from None
+    try:
+        count = cupy.cuda.runtime.getDeviceCount()
+    except Exception as exc:
+        raise BackendUnavailableError(
+            f"CuPy is installed but finds no usable CUDA driver or device "
+            f"({_first_line(exc)})") from None
+    if count < 1:
+        raise BackendUnavailableError("CuPy is installed but no CUDA device is visible")
+    major = _major_version(getattr(cupy, "__version__", ""))
+    if major is not None and major < SUPPORTED_CUPY[0]:
+        raise BackendUnavailableError(
+            f"the GPU backend needs CuPy {SUPPORTED_CUPY[0]} or newer (its cuBLAS/cuSOLVER "
+            f"bindings), found {cupy.__version__}: pip install -U 'kernelfit[cuda12]'")
+    if major is not None and major > SUPPORTED_CUPY[-1]:
+        warnings.warn(f"kernelfit's GPU backend was checked against CuPy "
+                      f"{SUPPORTED_CUPY[0]}-{SUPPORTED_CUPY[-1]}; CuPy {cupy.__version__} may "
+                      "have changed the cuBLAS/cuSOLVER bindings it uses", RuntimeWarning,
+                      stacklevel=3)
+    return cupy
 
 
-@dataclass
-class _Cache:
-    cpu: CPUBackend | None = None
-    gpu: GPUBackend | None = None
+def probe_gpu() -> "GPUBackend":
+    """A GPU backend that has really run kernelfit's calls, else BackendUnavailableError.
 
-
-_cache = _Cache()
-
-
-def get_backend(device: str = "cpu") -> Backend:
-    """The backend for ``device`` in ``{'auto', 'cpu', 'gpu'}``.
-
-    ``auto`` picks the GPU when CuPy and a CUDA device are usable, else the CPU.
-    ``gpu`` raises :class:`BackendUnavailableError` with the reason when no GPU is usable.
+    ``import cupy`` succeeds on a machine with a driver but without the CUDA libraries
+    (CuPy 14's wheels bring them only with the ``[ctk]`` extra); the failure then comes
+    at the first cuBLAS or cuSOLVER use ("libcublas.so.12: cannot open shared object
+    file", "Failure finding libcublasLt.so.13"). So the probe loads both bindings, takes
+    both handles and runs a 2 x 2 potrf, trsm and gemm through this backend, and checks
+    the answer. The error names the library that failed and how to install it.
     """
-    if isinstance(device, Backend):
-        return device
-    if device not in _DEVICES:
-        raise InputError(f"unknown device {device!r}; choose one of {', '.join(_DEVICES)}")
-    if device == "auto":
-        device = "gpu" if gpu_available() else "cpu"
-    if device == "cpu":
-        if _cache.cpu is None:
-            _cache.cpu = CPUBackend()
-        return _cache.cpu
-    if _cache.gpu is None:
-        _cache.gpu = GPUBackend()
-    return _cache.gpu
+    cp = _import_cupy()
+    version = getattr(cp, "__version__", "?")
+    step = "loading the cuBLAS/cuSOLVER bindings"
+    try:
+        be = GPUBackend()
+        step = "cuBLAS (a handle)"
+        be._dev.get_cublas_handle()
+        step = "cuSOLVER (a handle)"
+        be._dev.get_cusolver_handle()
+        step = "cuSOLVER potrf"
+        a = cp.asfortranarray(cp.asarray([[4.0, 2.0], [2.0, 5.0]]))
+        info = be.potrf(a)
+        step = "cuBLAS trsm/gemm"
+        b = cp.asfortranarray(cp.asarray([[2.0], [1.0]]))
+        be.trsm_left(a, b, trans=False)
+        c = cp.zeros((2, 1), dtype=cp.float64, order="F")
+        be.gemm_acc(a, b, c)
+        got = cp.asnumpy(cp.concatenate([a.ravel(order="F"), b.ravel(), c.ravel()]))
+    except BackendUnavailableError:
+        raise
+    except Exception as exc:
+        raise BackendUnavailableError(
+            f"CuPy {version} sees a CUDA device but {step} failed ({_first_line(exc)}); the "
+            f"CUDA libraries are probably missing: {_INSTALL}") from None
+    # L = [[2, 0], [1, 2]]; L y = [2, 1] -> y = [1, 0]; tril-blind gemm: a @ y = [2, 1]
+    want = np.array([2.0, 1.0, 2.0, 2.0, 1.0, 0.0, 2.0, 1.0])
+    if info != 0 or not np.allclose(got, want, rtol=1e-12, atol=1e-12):
+        raise BackendUnavailableError(
+            f"the GPU backend's self-test gave wrong numbers (potrf info {info}, got "
+            f"{np.round(got, 6).tolist()}): the CUDA libraries do not match CuPy {version}; "
+            f"{_INSTALL}")
+    return be
+
+
+#: The fused element-wise finishes: squared distance from norms and inner product, clamped
+#: at zero, then the kernel value. Same arithmetic as Kernel._finish, one pass.
+FUSED_FINISH = {
+    "gaussian": "double d = a + b - 2.0 * s; d = d > 0.0 ? d : 0.0; s = exp(d * scale);",
+    "laplacian": "double d = a + b - 2.0 * s; d = d > 0.0 ? d : 0.0; s = exp(sqrt(d) * scale);",
+}
+
+
+@functools.lru_cache(maxsize=None)
+def _fused_kernel(kernel_name: str):
+    body = FUSED_FINISH.get(kernel_name)
+    if body is None:
+        return None
+    import cupy
+
+    return cupy.ElementwiseKernel("float64 a, float64 b, float64 scale", "float64 s", body,
+                                  f"kernelfit_{kernel_name}_finish")
+
+
+def _gpu_oom_class():
+    """MemoryPlanError that is also CuPy's OutOfMemoryError (when CuPy is imported)."""
+    return _oom_class_for(oom_types())
+
+
+@functools.lru_cache(maxsize=None)
+def _oom_class_for(cupy_oom: tuple):
+
+    def __init__(self, message, required_bytes=0, available_bytes=0):
+        Exception.__init__(self, message)
+        self.required_bytes = int(required_bytes)
+        self.available_bytes = int(available_bytes)
+        self._size, self._total, self._limit = self.required_bytes, 0, 0  # CuPy's fields
+
+    return type("GPUOutOfMemoryError", (MemoryPlanError,) + cupy_oom,
+                {"__init__": __init__, "__reduce__": Exception.__reduce__,
+                 "__module__": __name__})
+
+
+def oom_types():
+    """CuPy's out-of-memory exception types (empty when CuPy was never imported)."""
+    import sys
+
+    cp = sys.modules.get("cupy")
+    mem = getattr(getattr(cp, "cuda", None), "memory", None)
+    err = getattr(mem, "OutOfMemoryError", None)
+    return (err,) if isinstance(err, type) else ()

@@ -1,0 +1,114 @@
+"""The CPU backend: NumPy arrays, SciPy's LAPACK/BLAS wrappers applied in place to tiles.
+
+SciPy's wrappers silently copy an array whose layout or dtype does not match; the
+helpers here detect that and write the result back, so the in-place update is never
+silently lost.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+from ..errors import InputError
+from ._base import Backend
+from ._host import available_host_memory, host_empty
+
+__all__ = ["CPUBackend"]
+
+
+class CPUBackend(Backend):
+    """NumPy arrays, SciPy's LAPACK/BLAS wrappers applied in place to whole tiles."""
+
+    name = "numpy"
+    device = "cpu"
+    xp = np
+
+    def __init__(self):
+        # resolve the LAPACK/BLAS wrappers now, so that importing SciPy's linear algebra
+        # is not counted in the first factorization's time
+        self._funcs("d")
+        self._funcs("f")
+
+    def empty(self, shape, dtype=np.float64, order: str = "C") -> np.ndarray:
+        return host_empty(shape, dtype, order)
+
+    def to_numpy(self, x) -> np.ndarray:
+        return np.asarray(x)
+
+    def is_backend_array(self, x) -> bool:
+        return isinstance(x, np.ndarray)
+
+    def free_memory(self) -> int:
+        return available_host_memory()
+
+    @staticmethod
+    @functools.lru_cache(maxsize=None)
+    def _funcs(dtype_char: str):
+        from scipy.linalg import blas, lapack
+
+        p = {"d": "d", "f": "s"}[dtype_char]
+        return {
+            "potrf": getattr(lapack, p + "potrf"),
+            "trsm": getattr(blas, p + "trsm"),
+            "syrk": getattr(blas, p + "syrk"),
+            "gemm": getattr(blas, p + "gemm"),
+            "gemv": getattr(blas, p + "gemv"),
+            "trmm": getattr(blas, p + "trmm"),
+            "symm": getattr(blas, p + "symm"),
+        }
+
+    def _f(self, a, name):
+        ch = a.dtype.char
+        if ch not in ("d", "f"):
+            raise InputError(f"tile kernels need float32 or float64 arrays, got {a.dtype}")
+        return self._funcs(ch)[name]
+
+    @staticmethod
+    def _check_inplace(out, target, op):
+        if out is target:
+            return
+        if out.ctypes.data != target.ctypes.data:
+            # SciPy made a copy (layout or dtype mismatch): keep the result correct.
+            target[...] = out
+
+    # ---- tile kernels (all in place, lower-triangular convention) ----------
+    def potrf(self, a) -> int:
+        """Cholesky of the square tile ``a`` in place (lower). Returns LAPACK's info."""
+        c, info = self._f(a, "potrf")(a, lower=1, clean=0, overwrite_a=1)
+        self._check_inplace(c, a, "potrf")
+        return int(info)
+
+    def trsm_rlt(self, l, b) -> None:
+        out = self._f(b, "trsm")(1.0, l, b, side=1, lower=1, trans_a=1, overwrite_b=1)
+        self._check_inplace(out, b, "trsm")
+
+    def trsm_left(self, l, b, trans: bool) -> None:
+        out = self._f(b, "trsm")(1.0, l, b, side=0, lower=1, trans_a=1 if trans else 0,
+                                 overwrite_b=1)
+        self._check_inplace(out, b, "trsm")
+
+    def syrk_sub(self, a, c) -> None:
+        out = self._f(c, "syrk")(-1.0, a, beta=1.0, c=c, trans=0, lower=1, overwrite_c=1)
+        self._check_inplace(out, c, "syrk")
+
+    def gemm_nt_sub(self, a, b, c) -> None:
+        out = self._f(c, "gemm")(-1.0, a, b, beta=1.0, c=c, trans_b=1, overwrite_c=1)
+        self._check_inplace(out, c, "gemm")
+
+    def trmm_lower(self, l, b, trans: bool = False):
+        """``tril(l) @ b`` (or ``tril(l).T @ b``) as a new array; ``l``'s upper part is ignored."""
+        lf = l if l.dtype == b.dtype else l.astype(b.dtype)
+        return self._f(b, "trmm")(1.0, lf, b, side=0, lower=1, trans_a=1 if trans else 0)
+
+    def symm_upper(self, a, b):
+        """``S @ b`` for the symmetric S whose upper triangle ``a`` holds (BLAS symm)."""
+        if a.dtype != b.dtype:
+            a = a.astype(b.dtype)
+        return self._f(b, "symm")(1.0, a, b, side=0, lower=0)
+
+    def gemm_acc(self, a, b, c, trans_a: bool = False, alpha: float = 1.0) -> None:
+        out = self._f(c, "gemm")(alpha, a, b, beta=1.0, c=c, trans_a=1 if trans_a else 0,
+                                 overwrite_c=1)
+        self._check_inplace(out, c, "gemm")

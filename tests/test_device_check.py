@@ -1,0 +1,88 @@
+"""The device script's CPU dry run: ``DEV=cpu bash benchmarks/device_check.sh``.
+
+A session that is lent a GPU runs the script once, with no time to debug it; this test runs
+every step with tiny sizes on the CPU so that a broken step shows up here first.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPT = ROOT / "benchmarks" / "device_check.sh"
+STEPS = ("gpu_tests", "agreement", "mnist60k", "dense_vs_tiles", "n100k", "gabor70k",
+         "randconv", "bench_cli")
+
+
+def _run(out: Path, data: Path, steps=None, timeout=600):
+    env = dict(os.environ, DEV="cpu", OUT=str(out), DATA=str(data), BUDGET="500")
+    if steps:
+        env["STEPS"] = " ".join(steps)
+    return subprocess.run(["bash", str(SCRIPT)], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def _shared_data():
+    env = os.environ.get("KERNELFIT_TEST_DATA")
+    path = Path(env) if env else (ROOT / ".." / "shared" / "data").resolve()
+    return path if path.is_dir() else None
+
+
+@pytest.mark.skipif(shutil.which("bash") is None or shutil.which("timeout") is None,
+                    reason="needs bash and coreutils' timeout")
+def test_dry_run_writes_every_step(tmp_path):
+    data = tmp_path / "devdata"  # staged like .devdata: links to the shared copies
+    data.mkdir()
+    shared = _shared_data()
+    if shared is not None:
+        for name in ("mnist", "cifar10-jpeg"):
+            if (shared / name).is_dir():
+                (data / name).symlink_to(shared / name)
+    out = tmp_path / "out"
+    proc = _run(out, data)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    for step in STEPS:
+        rec = json.loads((out / f"{step}.json").read_text())
+        assert rec["step"] == step
+        assert rec["tiny_dry_run"] is True
+        needs_data = step not in ("gpu_tests", "dense_vs_tiles", "bench_cli")
+        if shared is None and needs_data:
+            assert rec["status"] == "skipped", rec
+        else:
+            assert rec["status"] == "ok", (step, rec.get("error"), rec.get("traceback"),
+                                           rec.get("output_tail"), rec.get("stderr_tail"))
+        assert rec["machine"]["cpu"]["model"]
+    assert "status" in proc.stdout.splitlines()[-len(STEPS) - 1]  # the summary table
+
+
+def test_missing_data_is_a_skip_with_the_staging_hint(tmp_path):
+    out = tmp_path / "out"
+    proc = _run(out, tmp_path / "empty", steps=["randconv", "gabor70k"])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    for step in ("randconv", "gabor70k"):
+        rec = json.loads((out / f"{step}.json").read_text())
+        assert rec["status"] == "skipped" and "device_check.sh" in rec["reason"]
+
+
+def test_a_step_out_of_budget_still_writes_its_json(tmp_path):
+    env = dict(os.environ, DEV="cpu", OUT=str(tmp_path), DATA=str(tmp_path / "none"),
+               BUDGET="2", STEPS="agreement")
+    proc = subprocess.run(["bash", str(SCRIPT)], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0
+    rec = json.loads((tmp_path / "agreement.json").read_text())
+    assert rec["status"].startswith("skipped") and "budget" in rec["status"]
+
+
+def test_staging_is_documented_and_ignored_by_git():
+    head = SCRIPT.read_text().split("set -u")[0]
+    for needle in (".devdata", "carry", "/work/shared/data/mnist", "cifar10-jpeg.tar.gz",
+                   "DEV=cpu"):
+        assert needle in head
+    assert "/.devdata/" in (ROOT / ".gitignore").read_text().split()
