@@ -344,7 +344,7 @@ def plan_mixed(n: int, d: int, m: int, tile_size: int, *, device="cpu", availabl
     from ..memory import plan_mixed_solve
 
     return plan_mixed_solve(n, d, m, tile_size, device=device, available=available,
-                            n_threads=n_threads)
+                            n_threads=n_threads or n_threads_default())
 
 
 def dispatch_beyond_memory(kernel: Kernel, X, Y, opts, be: Backend):
