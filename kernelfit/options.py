@@ -121,7 +121,7 @@ class KernelOptions(_Flat):
     _FLAT: ClassVar[Dict[str, str]] = {"name": "kernel"}
 
     name: str = "gaussian"
-    bandwidth: Any = 5.0
+    bandwidth: Any = None  # None: the default for the features (kernelfit.kernel_defaults)
     degree: int = 4
     gamma: float = 1.0
     coef0: float = 1.0
@@ -130,7 +130,7 @@ class KernelOptions(_Flat):
         bw = self.bandwidth
         if isinstance(bw, str) and bw != "median":
             raise InputError(f"bandwidth must be a positive number or 'median', got {bw!r}")
-        self._kernel(1.0 if bw == "median" else bw)  # raises InputError on a bad parameter
+        self._kernel(1.0 if bw in ("median", None) else bw)  # InputError on a bad parameter
 
     @property
     def median(self) -> bool:
@@ -145,6 +145,10 @@ class KernelOptions(_Flat):
     def resolve(self, X, seed: int = 0):
         """The :class:`~kernelfit.kernels.Kernel`, with a ``'median'`` bandwidth replaced by
         the median pairwise distance of a seeded sample of ``X`` (the training inputs)."""
+        if self.bandwidth is None:  # the raw-input default (run.solve_arrays knows features)
+            from .kernel_defaults import choose_bandwidth
+
+            return self._kernel(choose_bandwidth(self.name, "raw", None, X, seed=seed)[0])
         if not self.median:
             return self._kernel(self.bandwidth)
         from .kernels import median_distance
@@ -153,7 +157,7 @@ class KernelOptions(_Flat):
 
     def fixed(self, X, seed: int = 0) -> "KernelOptions":
         """These options with a ``'median'`` bandwidth fixed to its value on ``X``."""
-        if not self.median:
+        if not self.median and self.bandwidth is not None:
             return self
         return replace(self, bandwidth=self.resolve(X, seed).bandwidth)
 

@@ -242,7 +242,12 @@ def solve_arrays(X_train, y_train, X_test=None, y_test=None, opts: Optional[RunO
     n_classes = int(np.unique(y_train).shape[0])
     n_test = 0 if X_test is None else int(X_test.shape[0])
     plan = preflight(opts.solver, X_train.shape[0], X_train.shape[1], n_classes, n_test)
-    opts = replace(opts, kernel=choose_kernel(opts.kernel, X_train, opts.seed))
+    from .kernel_defaults import choose_bandwidth, exactness
+
+    bw, bw_rule = choose_bandwidth(opts.kernel.name, opts.features.name, opts.kernel.bandwidth,
+                                   X_train, seed=opts.seed)
+    opts = replace(opts, kernel=choose_kernel(replace(opts.kernel, bandwidth=bw), X_train,
+                                              opts.seed))
     est = fit(opts, X_train, y_train)
     for k in ("gram", "factor", "solve", "residual"):
         if k in est.timings_:
@@ -252,6 +257,10 @@ def solve_arrays(X_train, y_train, X_test=None, y_test=None, opts: Optional[RunO
         timings["predict"] = predict_s
     rec = solve_record(est, opts, n_test=n_test, n_classes=n_classes, test_error=test_error,
                        plan=plan, timings=timings)
+    if bw_rule is not None:
+        rec["bandwidth_rule"] = bw_rule
+    rec.update(exactness(rec["relative_residual"], kernel_params=rec["kernel_params"],
+                         bandwidth_rule=bw_rule, condition_number=est.condition_number_))
     if on_fitted is not None:
         on_fitted(est)
     return rec

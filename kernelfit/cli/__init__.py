@@ -41,6 +41,7 @@ SUBCOMMANDS = {
     "randomize": "kernelfit.cli.randomize",
     "bench": "kernelfit.cli.bench",
     "datasets": "kernelfit.cli.datasets",
+    "reproduce": "kernelfit.cli.reproduce",
 }
 
 

@@ -40,9 +40,10 @@ def add_kernel_arguments(p) -> None:
     g.add_argument("--kernel", default="gaussian", choices=KERNEL_NAMES,
                    help="gaussian exp(-|x-z|^2/(2 h^2)), laplacian exp(-|x-z|/h), linear <x,z>, "
                         "polynomial (gamma <x,z> + coef0)^degree, normalized <x/|x|,z/|z|>^degree")
-    g.add_argument("--bandwidth", type=bandwidth_arg, default=5.0,
+    g.add_argument("--bandwidth", type=bandwidth_arg, default=None,
                    help="h of the gaussian/laplacian kernels, or 'median' (median pairwise "
-                        "distance of a seeded sample)")
+                        "distance of a seeded sample); default: chosen for the features "
+                        "(raw pixels 5, feature maps 0.75 x median; see README)")
     g.add_argument("--degree", type=positive_int, default=4,
                    help="degree of the polynomial and normalized kernels")
     g.add_argument("--gamma", type=finite_float, default=1.0, help="polynomial kernel scale")

@@ -23,6 +23,9 @@ def add_arguments(p) -> None:
     o.add_argument("--json", action="store_true", help="print one JSON object")
     o.add_argument("--save", default=None, metavar="PATH",
                    help="store the fitted model (a pickle) for `kernelfit predict`")
+    o.add_argument("--tolerance", type=float, default=None, metavar="R",
+                   help="accept a relative residual up to R: without it a solve whose float64 "
+                        "relative residual is above 1e-8 exits with code 6 (not exact)")
 
 
 def render(rec: dict) -> None:
@@ -41,6 +44,7 @@ def render(rec: dict) -> None:
         ("train error", _pct(rec["train_error"])),
         ("test error", _pct(rec["test_error"])),
         ("relative residual", rec["relative_residual"]),
+        ("exact", "yes" if rec.get("exact") else f"NO ({rec.get('inexact_reason')})"),
         ("RKHS norm", rec["rkhs_norm"]),
         ("factorization rate", None if rec.get("factor_gflops_per_s") is None
          else f"{rec['factor_gflops_per_s']:.1f} GFLOP/s"),
@@ -63,4 +67,25 @@ def run(args) -> int:
         print_json(rec)
     else:
         render(rec)
-    return 0
+    return _exactness_exit(rec, args)
+
+
+def _exactness_exit(rec: dict, args) -> int:
+    """Exit code 6 (with the way out on standard error) for a solve that is not exact."""
+    import sys
+
+    from ..kernel_defaults import exit_code_for
+
+    code = exit_code_for(rec, args.tolerance)
+    if rec.get("exact", True):
+        return code
+    ways = []
+    if rec.get("bandwidth_rule", {}).get("rule") == "given" and args.bandwidth != "median":
+        ways.append("leave out --bandwidth (default chosen for the features) or "
+                    "--bandwidth median")
+    ways.append("--precision mixed (refines the solution to --tol)")
+    ways.append(f"--tolerance {rec['relative_residual']:.1e} to accept this residual")
+    msg = (f"kernelfit solve: {'accepted' if code == 0 else 'error'}: the solve is not exact "
+           f"({rec.get('inexact_reason')})")
+    print(msg + ("" if code == 0 else "; ways out: " + "; ".join(ways) + "."), file=sys.stderr)
+    return code

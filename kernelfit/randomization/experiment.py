@@ -129,6 +129,13 @@ def run_randomization(cfg: Optional[RunOptions] = None, modes="labels", levels=D
     plan = run.preflight(opts.solver, F_train.shape[0], F_train.shape[1], n_classes,
                          F_test.shape[0])
     bandwidth_rule = opts.kernel.bandwidth_rule
+    if opts.kernel.bandwidth is None:  # the default for the features (kernel_defaults)
+        from ..kernel_defaults import choose_bandwidth
+
+        bw, rule = choose_bandwidth(opts.kernel.name, opts.features.name, None, F_train,
+                                    seed=opts.seed)
+        opts = replace(opts, kernel=replace(opts.kernel, bandwidth=bw))
+        bandwidth_rule = rule["why"] if rule else "not used by this kernel"
     solve_opts = replace(opts, kernel=run.choose_kernel(opts.kernel, F_train, opts.seed))
     kernel = solve_opts.kernel.resolve(F_train)
     pixel_mean = float(np.mean(X_train))

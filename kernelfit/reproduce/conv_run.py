@@ -1,0 +1,209 @@
+"""``cifar-random-conv``: test error against the number of random filters at full n.
+
+One pass over the filters (:func:`kernelfit.features.random_conv.accumulate_gram`) serves
+the whole curve: filters are drawn in independent blocks, so the Gram after the first ``k``
+filters is the Gram of a ``k``-filter map. At each curve point the accumulated matrices are
+saved (a folder written under a temporary name, then renamed: the resume point of the pass,
+the older one is then removed), solved exactly in place (:mod:`.conv_kernel`; its record is
+stored at once), and read back from the saved copy before the pass goes on. So memory holds
+one set of matrices and the disk at most two.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from ..errors import MemoryPlanError
+
+__all__ = ["run_conv_curve", "conv_memory_bytes"]
+
+_CHUNK_BUDGET = 1 << 30  # bytes of one chunk of features (all images)
+
+
+def conv_memory_bytes(n: int, m: int) -> dict:
+    """Bytes the experiment holds at once: Gram, cross products, one chunk, images, blocks."""
+    return {"gram n x n float32": 4 * n * n, "cross m x n float32": 4 * m * n,
+            "feature chunk": _CHUNK_BUDGET, "images float32": 4 * 3072 * (n + m),
+            "row blocks": 3 * 8 * 512 * max(n, 1)}
+
+
+def _ckpt_dir(work: Path, k: int) -> Path:
+    return work / f"gram-{k:06d}"
+
+
+def _save_ckpt(work: Path, k: int, st: dict) -> None:
+    final = _ckpt_dir(work, k)
+    if not final.is_dir():
+        tmp = work / f".tmp-gram-{k:06d}-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        for key in ("G", "sq", "C", "sq_test"):
+            np.save(tmp / f"{key}.npy", st[key])
+        (tmp / "meta.json").write_text(json.dumps({"n_done": st["n_done"],
+                                                   "stages": st["stages"]}))
+        os.replace(tmp, final)
+    for old in work.glob("gram-*"):  # older resume points are no longer needed
+        if old != final:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def _load_ckpt(work: Path, k: int, into: Optional[dict] = None) -> dict:
+    """The saved state of curve point ``k``; with ``into``, copied into its arrays in row
+    blocks (no second copy in memory)."""
+    d = _ckpt_dir(work, k)
+    meta = json.loads((d / "meta.json").read_text())
+    if into is None:
+        st = {key: np.load(d / f"{key}.npy") for key in ("G", "sq", "C", "sq_test")}
+        st.update(meta)
+        return st
+    for key in ("G", "sq", "C", "sq_test"):
+        src = np.load(d / f"{key}.npy", mmap_mode="r")
+        for r0 in range(0, src.shape[0], 2048):
+            into[key][r0:r0 + 2048] = src[r0:r0 + 2048]
+    into.update(meta)
+    return into
+
+
+def _latest_ckpt(work: Path) -> Optional[int]:
+    ks = sorted(int(p.name.split("-")[1]) for p in work.glob("gram-*") if p.is_dir())
+    return ks[-1] if ks else None
+
+
+def _stage_rates(stages: dict, sgemm_gflops) -> dict:
+    out = {}
+    for name, s in stages.items():
+        rate = s["flop"] / s["seconds"] / 1e9 if s["seconds"] > 0 else None
+        out[name] = {"seconds": s["seconds"], "flop": s["flop"], "gflops_per_s": rate,
+                     "fraction_of_sgemm_peak": (None if rate is None or not sgemm_gflops
+                                                else rate / sgemm_gflops)}
+    return out
+
+
+def _solve_point(ctx, st: dict, ds, note, name, t_load, peaks) -> dict:
+    """Solve the curve point held in ``st`` (its G and C are overwritten); its record."""
+    from ..kernel_defaults import FEATURE_MEDIAN_FACTOR, exactness
+    from ..memory import peak_rss_bytes
+    from ..features.random_conv import symmetrize_lower
+    from .conv_kernel import gaussian_in_place, median_from_gram, predict_stored, solve_stored
+
+    t0 = time.perf_counter()
+    k = int(st["n_done"])
+    G, sq = st["G"], st["sq"]
+    n, m = G.shape[0], st["C"].shape[0]
+    symmetrize_lower(G)
+    h = FEATURE_MEDIAN_FACTOR * median_from_gram(G, sq, seed=0)
+    gaussian_in_place(G, sq, sq, h, same=True)
+    classes = np.unique(ds.y_train)
+    Y = (ds.y_train[:, None] == classes[None, :]).astype(np.float64)
+    sol = solve_stored(G, Y)
+    Kc = st["C"]
+    gaussian_in_place(Kc, st["sq_test"], sq, h)
+    pred = classes[np.argmax(predict_stored(Kc, sol["alpha"]), axis=1)]
+    rec = {"n_train": n, "n_test": m, "n_filters": k, "features_dim": 8 * k,
+           "dataset": name, "data_note": note, "bandwidth": h,
+           "bandwidth_rule": f"{FEATURE_MEDIAN_FACTOR:g} x median (kernelfit.kernel_defaults)",
+           "test_error": float(np.mean(pred != ds.y_test)),
+           "train_error": float(np.mean(classes[np.argmax(sol["K_alpha"], axis=1)]
+                                        != ds.y_train)),
+           "relative_residual": sol["relative_residual"],
+           "residual_against": "the stored float32 kernel matrix (float64 products)",
+           "rkhs_norm": sol["rkhs_norm"], "refinement_history": sol["refinement_history"],
+           "stages": _stage_rates(st["stages"], peaks.get("sgemm_gflops")),
+           "solve_seconds": time.perf_counter() - t0,
+           "factor_seconds": sol["factor_seconds"], "refine_seconds": sol["refine_seconds"],
+           "factor_gflops_per_s": sol["factor_gflops_per_s"], "load_seconds": t_load,
+           "peak_memory_bytes": peak_rss_bytes(), "sgemm_peak": peaks}
+    rec["seconds"] = (sum(s["seconds"] for s in st["stages"].values()) + rec["solve_seconds"]
+                      + t_load)
+    rec.update(exactness(rec["relative_residual"]))
+    return rec
+
+
+def run_conv_curve(ctx, sizes, filters) -> dict:
+    from ..datasets import load_dataset
+    from ..features.random_conv import RandomConvFeatures, accumulate_gram
+    from ..memory import fmt_bytes
+    from .adapter import available_memory
+    from .rows import row
+
+    name, note = ctx.cifar()
+    n, m = sizes
+    filters = sorted(int(k) for k in filters)
+    need = conv_memory_bytes(n, m)
+    total, avail = sum(need.values()), available_memory("cpu")
+    if total > avail:
+        raise MemoryPlanError(
+            f"cifar-random-conv at n = {n} needs about {fmt_bytes(total)} "
+            f"({', '.join(f'{k} {fmt_bytes(v)}' for k, v in need.items())}), "
+            f"{fmt_bytes(avail)} is free; run it on a machine with more memory or alone",
+            required_bytes=total, available_bytes=avail)
+    work = ctx.work_dir("cifar-random-conv")
+    for stale in work.glob(".tmp-gram-*"):  # a resume point killed while being written
+        shutil.rmtree(stale, ignore_errors=True)
+    disk = shutil.disk_usage(work).free
+    ckpt_bytes = need["gram n x n float32"] + need["cross m x n float32"]
+    if disk < 2 * ckpt_bytes:
+        raise MemoryPlanError(f"cifar-random-conv needs about {fmt_bytes(2 * ckpt_bytes)} of "
+                              f"disk under {work} for its resume points, {fmt_bytes(disk)} free",
+                              required_bytes=2 * ckpt_bytes, available_bytes=disk)
+    parts = {k: ctx.part("cifar-random-conv", f"filters-{k}") for k in filters}
+    todo = [k for k in filters if parts[k] is None]
+    if todo:
+        t_load = time.perf_counter()
+        ds = load_dataset(name, data_dir=ctx.data_dir, n_train=n, n_test=m, seed=0,
+                          download=False, dtype=np.float32)
+        t_load = time.perf_counter() - t_load
+        fmap = RandomConvFeatures((32, 32, 3), n_filters=max(filters), standardize=False,
+                                  dtype="float32", seed=0, progress=ctx.progress)
+        fmap.fit(ds.X_train)
+        fmap.standardize = True  # applied per filter chunk by accumulate_gram
+        peaks = ctx.sgemm_peak()
+
+        def point(k, st):
+            _save_ckpt(work, k, st)  # the resume point, before the solve overwrites G, C
+            if parts.get(k) is None:
+                rec = _solve_point(ctx, st, ds, note, name, t_load, peaks)
+                ctx.store_part("cifar-random-conv", f"filters-{k}", rec)
+                parts[k] = rec
+            if k != filters[-1]:
+                _load_ckpt(work, k, into=st)
+
+        start = None
+        last = _latest_ckpt(work)
+        if last is not None and last in filters:
+            start = _load_ckpt(work, last)
+            if parts[last] is None:  # killed between saving and storing: solve it now
+                point(last, start)
+        if start is None or start["n_done"] < filters[-1]:
+            accumulate_gram(fmap, ds.X_train, ds.X_test, memory_budget=_CHUNK_BUDGET,
+                            stop_at=[k for k in filters if parts[k] is None],
+                            start_from=start, progress=ctx.progress, on_checkpoint=point)
+        del start
+    shutil.rmtree(work, ignore_errors=True)  # every point is stored
+    recs = [parts[k] for k in filters]
+    top = recs[-1]
+    rows = [row(ctx, f"CIFAR-10 random-conv features, {top['n_filters']:,} filters, Gaussian",
+                0.17 if top["n_filters"] >= 32000 else None, top, data_note=note,
+                why="6x6 ZCA filters, 2x2 pooling, threshold 0.5; the paper's exact "
+                    "preprocessing is not given")]
+    mid = [r for r in recs if r["n_filters"] == 8000]
+    if mid:
+        rows.append(row(ctx, "CIFAR-10 random-conv, 8,000 filters (issue target <= 25%)",
+                        None, mid[0], data_note=note, why="no paper figure at 8,000 filters"))
+    fig = ctx.plot_lines("cifar_random_conv_filters",
+                         {"test error": ([r["n_filters"] for r in recs],
+                                         [r["test_error"] for r in recs])},
+                         xlabel="random filters", ylabel="test error", xlog=True,
+                         title=f"CIFAR-10 ({'JPEG set' if 'JPEG' in (note or '') else 'official'}"
+                               f"), n = {n}: test error against filters")
+    return {"rows": rows, "figures": [fig],
+            "details": {"curve": [{k: r[k] for k in ("n_filters", "test_error",
+                                                     "relative_residual", "seconds",
+                                                     "bandwidth", "stages")} for r in recs]}}

@@ -1,0 +1,237 @@
+"""Run the named experiments, store each result atomically, resume what is stored.
+
+Layout of the output folder (``--out``)::
+
+    results/<experiment>.json   one finished experiment (written whole, then renamed)
+    runs/<key>.json             one finished solve (reused by every experiment asking it)
+    parts/<experiment>/*.json   finished pieces of a long experiment (curve points)
+    work/<experiment>/          large scratch (resume points of the random-conv pass)
+    figures/*.png, report.md, report.json, report.png
+
+A result is either complete on disk or absent: an interrupted run leaves only finished
+results (and temporary files that the next run removes) and restarts where it stopped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import Callable, Dict, Iterable, Optional
+
+from .._io import atomic_write_text, json_default
+from ..errors import DataError, InputError, KernelfitError, MemoryPlanError
+
+__all__ = ["Context", "run_reproduce", "select", "STATUS_EXIT"]
+
+#: status of an experiment in a run -> its weight for the exit code (see the CLI)
+STATUS_EXIT = {"done": 0, "stored": 0, "failed": 1, "missing-data": 3, "refused": 4}
+_SPEC_IGNORED = ("show_progress", "data_dir", "cache_dir")
+
+
+def select(names: Optional[Iterable[str]]) -> list:
+    """Experiment names in the canonical order; unknown names are an InputError."""
+    from .experiments import EXPERIMENTS
+
+    if not names:
+        return list(EXPERIMENTS)
+    names = [n.strip() for n in names if n.strip()]
+    bad = [n for n in names if n not in EXPERIMENTS]
+    if bad:
+        raise InputError(f"unknown experiment(s) {', '.join(bad)}; known: "
+                         f"{', '.join(EXPERIMENTS)}")
+    return [n for n in EXPERIMENTS if n in names]
+
+
+def _dump(obj) -> str:
+    return json.dumps(obj, indent=2, default=json_default) + "\n"
+
+
+class Context:
+    """What an experiment may use: data, stored solves, the planner, plots, scratch."""
+
+    def __init__(self, out_dir, *, quick: bool = False, data_dir=None,
+                 progress: Optional[bool] = None, log: Optional[Callable[[str], None]] = None):
+        from ..datasets import resolve_data_dir
+
+        self.out = Path(out_dir)
+        self.quick = bool(quick)
+        self.data_path = resolve_data_dir(data_dir)
+        self.data_dir = str(self.data_path)
+        self.progress = progress
+        self._log = log
+        self._peaks = None
+        for sub in ("results", "runs", "parts", "figures"):
+            (self.out / sub).mkdir(parents=True, exist_ok=True)
+        for stale in self.out.rglob(".*.tmp"):  # left by a killed atomic write
+            stale.unlink(missing_ok=True)
+
+    # -- messages, scratch --------------------------------------------------------
+    def log(self, msg: str) -> None:
+        if self._log is not None:
+            self._log(msg)
+
+    def work_dir(self, name: str) -> Path:
+        d = self.out / "work" / name
+        d.mkdir(parents=True, exist_ok=True)
+        return d
+
+    # -- data ---------------------------------------------------------------------
+    def check_data(self, kind: str) -> None:
+        """Raise DataError (naming the file and where to put it) when ``kind`` is missing."""
+        if kind == "mnist":
+            from ..datasets.mnist import locate_idx_files
+
+            locate_idx_files("mnist", self.data_path, download_missing=False)
+        elif kind == "cifar":
+            self.cifar()
+
+    def cifar(self):
+        """``(dataset name, data note)``: the official files when present, else the JPEG set."""
+        off = self.data_path / "cifar10"
+        if (off / "cifar-10-python.tar.gz").is_file() or (off / "cifar-10-batches-py").is_dir():
+            return "cifar10", "official CIFAR-10 (cifar-10-python.tar.gz)"
+        for jpg in (self.data_path / "cifar10-jpeg" / "cifar10-jpeg.tar.gz",
+                    self.data_path / "cifar10-jpeg.tar.gz"):
+            if jpg.is_file():
+                return (f"imagefolder:{jpg}", "LOSSY JPEG re-encoding of CIFAR-10 "
+                        "(cifar10-jpeg.tar.gz), not the official files: errors approximate "
+                        "the official ones")
+        raise DataError(f"cifar10: missing cifar-10-python.tar.gz in {off}; put the official "
+                        f"file there (https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz), "
+                        f"or the JPEG set at {self.data_path / 'cifar10-jpeg'}/cifar10-jpeg.tar.gz")
+
+    # -- solves, pieces -----------------------------------------------------------
+    @staticmethod
+    def spec_key(spec: dict) -> str:
+        clean = {k: v for k, v in spec.items() if k not in _SPEC_IGNORED}
+        return hashlib.sha256(json.dumps(clean, sort_keys=True, default=str).encode()
+                              ).hexdigest()[:20]
+
+    def solve(self, spec: dict) -> dict:
+        """The record of ``spec``: stored when done before, else solved and stored now."""
+        from .adapter import solve
+
+        path = self.out / "runs" / f"{self.spec_key(spec)}.json"
+        if path.is_file():
+            return json.loads(path.read_text())
+        self.log(f"  solve {spec.get('dataset')} n={spec.get('n_train')} "
+                 f"features={spec.get('features', 'raw')} kernel={spec.get('kernel')} "
+                 f"ridge={spec.get('ridge', 0)}")
+        rec = solve(spec)
+        rec["spec"] = {k: v for k, v in spec.items() if k not in _SPEC_IGNORED}
+        atomic_write_text(path, _dump(rec))
+        return json.loads(path.read_text())
+
+    def part(self, exp: str, key: str) -> Optional[dict]:
+        p = self.out / "parts" / exp / f"{key}.json"
+        return json.loads(p.read_text()) if p.is_file() else None
+
+    def store_part(self, exp: str, key: str, rec: dict) -> None:
+        d = self.out / "parts" / exp
+        d.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(d / f"{key}.json", _dump(rec))
+
+    def plan(self, spec: dict, n: int, d: int, n_classes: int, n_test: int) -> dict:
+        """The memory pre-flight (raises MemoryPlanError before any work)."""
+        from .adapter import plan
+
+        return plan(spec, n, d, n_classes, n_test)
+
+    def randomize(self, cfg, levels) -> dict:
+        from ..randomization import run_randomization, write_outputs
+
+        result = run_randomization(cfg, modes="labels,random-pixels", levels=levels,
+                                   estimate_condition=False, show_progress=self.progress)
+        written = write_outputs(result, self.out / "figures", prefix="randomization_")
+        result["_figures"] = [str(Path(p).relative_to(self.out)) for p in written
+                              if p.endswith(".png")]
+        return result
+
+    def sgemm_peak(self) -> dict:
+        """This machine's SGEMM/DGEMM rates (measured once per run)."""
+        if self._peaks is None:
+            from ..bench.machine import measure_cpu_peaks
+
+            size = 1024 if self.quick else 4096
+            p = measure_cpu_peaks(size=size, repeats=2)
+            self._peaks = {"sgemm_gflops": p["sgemm_gflops"], "dgemm_gflops": p["dgemm_gflops"],
+                           "size": size}
+        return self._peaks
+
+    # -- figures ------------------------------------------------------------------
+    def plot_lines(self, name: str, series: Dict[str, tuple], *, xlabel: str, ylabel: str,
+                   title: str, xlog: bool = False) -> str:
+        """One line plot, written atomically to ``figures/<name>.png``; its relative path."""
+        from .report import save_line_plot
+
+        path = self.out / "figures" / f"{name}.png"
+        save_line_plot(path, series, xlabel=xlabel, ylabel=ylabel, title=title, xlog=xlog)
+        return str(path.relative_to(self.out))
+
+    # -- results ------------------------------------------------------------------
+    def stored_result(self, name: str) -> Optional[dict]:
+        p = self.out / "results" / f"{name}.json"
+        if not p.is_file():
+            return None
+        res = json.loads(p.read_text())
+        return res if res.get("quick") == self.quick else None
+
+
+def _machine_line() -> dict:
+    from ..bench.machine import cpu_counts, cpu_model, memory_info
+    from ..backend import blas_info
+
+    info = {"cpu": cpu_model(), **cpu_counts(), "memory": memory_info(), "blas": blas_info()}
+    cores = info.get("logical") or info.get("physical") or info.get("cores")
+    info["short"] = f"{info['cpu']}, {cores} cores"
+    return info
+
+
+def run_reproduce(names=None, *, quick: bool = False, data_dir=None, out_dir="reproduce-out",
+                  progress: Optional[bool] = None, log: Optional[Callable[[str], None]] = None
+                  ) -> dict:
+    """Run the selected experiments (all by default), skipping stored ones; write the
+    report; return it (``report["status"]``: experiment -> status and message)."""
+    from ..memory import peak_rss_bytes
+    from .experiments import EXPERIMENTS
+    from .report import write_report
+
+    chosen = select(names)
+    ctx = Context(out_dir, quick=quick, data_dir=data_dir, progress=progress, log=log)
+    machine = _machine_line()
+    status = {}
+    for name in chosen:
+        exp = EXPERIMENTS[name]
+        if ctx.stored_result(name) is not None:
+            status[name] = {"status": "stored", "message": "finished earlier; kept"}
+            ctx.log(f"{name}: stored result kept")
+            continue
+        ctx.log(f"{name}: {exp.summary}")
+        t0 = time.perf_counter()
+        try:
+            for kind in exp.needs:
+                ctx.check_data(kind)
+            res = exp.run(ctx)
+        except DataError as exc:
+            status[name] = {"status": "missing-data", "message": str(exc)}
+        except MemoryPlanError as exc:
+            status[name] = {"status": "refused", "message": f"not enough memory: {exc}"}
+        except KernelfitError as exc:
+            status[name] = {"status": "failed", "message": str(exc)}
+        except Exception as exc:  # a bug must not cost the other experiments
+            status[name] = {"status": "failed",
+                            "message": f"{exc.__class__.__name__}: {exc}"}
+        else:
+            res.update({"name": name, "quick": ctx.quick, "summary": exp.summary,
+                        "seconds": time.perf_counter() - t0, "machine": machine["short"],
+                        "peak_memory_bytes_process": peak_rss_bytes(),
+                        "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+            for r in res["rows"]:
+                r["machine"] = machine["short"]
+            atomic_write_text(ctx.out / "results" / f"{name}.json", _dump(res))
+            status[name] = {"status": "done", "message": ""}
+        if status[name]["status"] != "done":
+            ctx.log(f"{name}: {status[name]['status']}")
+    return write_report(ctx, status, machine)

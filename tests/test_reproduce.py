@@ -1,0 +1,330 @@
+"""``kernelfit reproduce``: every experiment runs (quick), results are stored atomically and
+resumed, missing data and memory refusals are reported per experiment."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from kernelfit.cli import main
+from kernelfit.reproduce import list_experiments
+from kernelfit.reproduce.experiments import EXPERIMENTS
+
+from test_datasets_support import (make_idx_arrays, register_sources, tar_directory,
+                                   write_idx_dataset, write_image_tree)
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _fake_data(root: Path, monkeypatch, *, mnist=True, cifar=True) -> Path:
+    """Small MNIST (IDX, checksums registered) and a small CIFAR-10 JPEG set (the official
+    reader insists on 10,000-image batches, too big to write here)."""
+    data = root / "data"
+    if mnist:
+        arrays = make_idx_arrays(n_train=400, n_test=250, shape=(28, 28), seed=3)
+        stored = write_idx_dataset(data, arrays=arrays)
+        register_sources(monkeypatch, "mnist", stored)
+        (root / "mnist_sources.pkl").write_bytes(pickle.dumps(stored))
+    if cifar:
+        classes = [f"c{i}" for i in range(10)]
+        write_image_tree(root / "jpeg" / "cifar10-jpeg", classes=classes, n_train=21,
+                         n_test=11, size=(32, 32), ext=".jpg")
+        (data / "cifar10-jpeg").mkdir(parents=True)
+        tar_directory(root / "jpeg" / "cifar10-jpeg", data / "cifar10-jpeg" / "cifar10-jpeg.tar.gz",
+                      "cifar10-jpeg")
+    data.mkdir(parents=True, exist_ok=True)
+    return data
+
+
+def _data_dir(tmp_path, monkeypatch) -> Path:
+    env = os.environ.get("KERNELFIT_TEST_DATA")
+    if env and Path(env).is_dir():
+        return Path(env)
+    return _fake_data(tmp_path, monkeypatch)
+
+
+def _run(args) -> int:
+    return main(["reproduce", "--no-progress"] + [str(a) for a in args])
+
+
+def _no_tmp_files(out: Path) -> bool:
+    return not [p for p in out.rglob("*") if p.name.endswith(".tmp") or ".tmp-" in p.name]
+
+
+def test_list(capsys):
+    assert _run(["--list"]) == 0
+    text = capsys.readouterr().out
+    for name, *_ in list_experiments():
+        assert name in text
+    assert set(EXPERIMENTS) == {"mnist-raw", "mnist-gabor", "mnist-norms", "mnist-ridge",
+                                "cifar-pixels", "cifar-random-conv", "randomization"}
+
+
+def test_quick_runs_every_experiment(tmp_path, monkeypatch, capsys):
+    data = _data_dir(tmp_path, monkeypatch)
+    out = tmp_path / "out"
+    assert _run(["--quick", "--data-dir", data, "--out", out]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["quick"] is True
+    for name in EXPERIMENTS:
+        assert report["experiments"][name]["status"] == "done", report["experiments"][name]
+        assert (out / "results" / f"{name}.json").is_file()
+    for p in ("report.md", "report.png", "figures/mnist_ridge.png",
+              "figures/cifar_random_conv_filters.png", "figures/randomization_overview.png"):
+        assert (out / p).stat().st_size > 0, p
+    md = (out / "report.md").read_text()
+    assert "| claim | paper | kernelfit | n | residual |" in md
+    rows = report["rows"]
+    assert {r["verdict"] for r in rows} == {"not compared"}
+    assert all(r["exact"] for r in rows if r["relative_residual"] is not None)
+    cifar_rows = [r for r in rows if r["claim"].startswith("CIFAR")]
+    jpeg = "JPEG" in str(cifar_rows[0]["data"])
+    assert ("lossy CIFAR-10 JPEG set" in md) == jpeg
+    conv = json.loads((out / "results" / "cifar-random-conv.json").read_text())
+    stages = conv["details"]["curve"][-1]["stages"]
+    assert stages["conv"]["flop"] > 0 and stages["gram"]["flop"] > 0
+    assert 0 < stages["gram"]["fraction_of_sgemm_peak"]
+    # a second run keeps everything stored and solves nothing
+    calls = []
+    import kernelfit.reproduce.adapter as adapter
+
+    monkeypatch.setattr(adapter, "solve", lambda spec: calls.append(spec))
+    assert _run(["--quick", "--data-dir", data, "--out", out]) == 0
+    assert calls == []
+    assert "stored" in capsys.readouterr().out
+
+
+def test_missing_dataset_others_still_run(tmp_path, monkeypatch, capsys):
+    data = _fake_data(tmp_path, monkeypatch, cifar=False)
+    out = tmp_path / "out"
+    rc = _run(["--quick", "--data-dir", data, "--out", out, "--only",
+               "mnist-raw,cifar-pixels,cifar-random-conv"])
+    assert rc == 3
+    text = capsys.readouterr().out
+    assert "cifar-10-python.tar.gz" in text and str(data / "cifar10") in text
+    assert text.count("missing cifar-10-python.tar.gz") == 1  # one clear message
+    report = json.loads((out / "report.json").read_text())
+    assert report["experiments"]["mnist-raw"]["status"] == "done"
+    assert report["experiments"]["cifar-pixels"]["status"] == "missing-data"
+    assert not (out / "results" / "cifar-pixels.json").exists()
+    assert "missing-data" in (out / "report.md").read_text()
+
+
+def test_memory_refusal_before_work(tmp_path, monkeypatch, capsys):
+    data = _fake_data(tmp_path, monkeypatch)
+    out = tmp_path / "out"
+    import kernelfit.features.random_conv as rc_mod
+    import kernelfit.reproduce.adapter as adapter
+
+    monkeypatch.setattr(adapter, "available_memory", lambda device="cpu": 1 << 20)
+    started = []
+    monkeypatch.setattr(rc_mod, "accumulate_gram", lambda *a, **k: started.append(1))
+    rc = _run(["--quick", "--data-dir", data, "--out", out, "--only",
+               "cifar-random-conv,mnist-raw"])
+    assert rc == 4
+    report = json.loads((out / "report.json").read_text())
+    st = report["experiments"]["cifar-random-conv"]
+    assert st["status"] == "refused" and "not enough memory" in st["message"]
+    assert "GiB" in st["message"] or "MiB" in st["message"]
+    assert started == [] and not (out / "parts" / "cifar-random-conv").exists()
+    assert report["experiments"]["mnist-raw"]["status"] == "done"
+
+
+def test_interrupted_run_resumes(tmp_path, monkeypatch):
+    data = _fake_data(tmp_path, monkeypatch, cifar=False)
+    out = tmp_path / "out"
+    import kernelfit.reproduce.adapter as adapter
+
+    real = adapter.solve
+    calls = []
+
+    def dying(spec):
+        calls.append(spec)
+        if len(calls) == 3:  # the first solve of mnist-gabor
+            raise KeyboardInterrupt
+        return real(spec)
+
+    monkeypatch.setattr(adapter, "solve", dying)
+    with pytest.raises(KeyboardInterrupt):
+        from kernelfit.reproduce import run_reproduce
+
+        run_reproduce(["mnist-raw", "mnist-gabor"], quick=True, data_dir=data, out_dir=out,
+                      progress=False)
+    assert (out / "results" / "mnist-raw.json").is_file()
+    assert not (out / "results" / "mnist-gabor.json").exists()
+    assert len(list((out / "runs").glob("*.json"))) == 2
+    # a write killed half-way leaves a temporary file only; the next run removes it
+    (out / "results" / ".mnist-gabor.json.x1.tmp").write_text('{"rows": [')
+    again = []
+    monkeypatch.setattr(adapter, "solve", lambda spec: again.append(spec) or real(spec))
+    assert _run(["--quick", "--data-dir", data, "--out", out, "--only",
+                 "mnist-raw,mnist-gabor,mnist-norms"]) == 0
+    assert len(again) == 1  # only the Gabor solve; mnist-norms reuses both stored solves
+    assert _no_tmp_files(out)
+    json.loads((out / "results" / "mnist-gabor.json").read_text())
+
+
+def test_killed_process_leaves_only_whole_results(tmp_path, monkeypatch):
+    data = _fake_data(tmp_path, monkeypatch, cifar=False)
+    out = tmp_path / "out"
+    script = (
+        "import pickle, sys\n"
+        f"sys.path[:0] = [{str(REPO)!r}, {str(REPO / 'tests')!r}]\n"
+        "import pytest\n"
+        "from test_datasets_support import register_sources\n"
+        f"register_sources(pytest.MonkeyPatch(), 'mnist', pickle.load(open("
+        f"{str(tmp_path / 'mnist_sources.pkl')!r}, 'rb')))\n"
+        "from kernelfit.cli import main\n"
+        f"sys.exit(main(['reproduce', '--quick', '--no-progress', '--data-dir', {str(data)!r}, "
+        f"'--out', {str(out)!r}, '--only', 'mnist-ridge,randomization']))\n")
+    proc = subprocess.Popen([sys.executable, "-c", script], cwd=tmp_path,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if len(list((out / "runs").glob("*.json"))) >= 2:
+            break
+        time.sleep(0.05)
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    for p in (out / "runs").glob("*.json"):
+        json.loads(p.read_text())  # every stored solve is whole
+    done_before = {p.name for p in (out / "runs").glob("*.json")}
+    assert done_before
+    assert _run(["--quick", "--data-dir", data, "--out", out, "--only",
+                 "mnist-ridge,randomization"]) == 0
+    assert done_before <= {p.name for p in (out / "runs").glob("*.json")}
+    assert _no_tmp_files(out)
+    json.loads((out / "results" / "mnist-ridge.json").read_text())
+
+
+def test_official_cifar_preferred(tmp_path):
+    from kernelfit.reproduce.runner import Context
+
+    ctx = Context(tmp_path / "out", quick=True, data_dir=tmp_path)
+    (tmp_path / "cifar10-jpeg").mkdir()
+    (tmp_path / "cifar10-jpeg" / "cifar10-jpeg.tar.gz").write_bytes(b"x")
+    name, note = ctx.cifar()
+    assert name.startswith("imagefolder:") and "LOSSY" in note
+    (tmp_path / "cifar10").mkdir()
+    (tmp_path / "cifar10" / "cifar-10-python.tar.gz").write_bytes(b"x")
+    assert ctx.cifar() == ("cifar10", "official CIFAR-10 (cifar-10-python.tar.gz)")
+
+
+def test_unknown_experiment(capsys):
+    assert _run(["--quick", "--only", "nope"]) == 2
+    assert "unknown experiment" in capsys.readouterr().err
+
+
+def test_verdicts():
+    from kernelfit.reproduce.rows import verdict
+
+    assert verdict(0.012, 0.0118, n_test=10000, quick=False)[0] == "reproduced"
+    assert verdict(0.012, 0.0094, n_test=10000, quick=False)[0] == "better"
+    assert verdict(0.006, 0.0094, n_test=10000, quick=False)[0] == "worse"
+    v, why = verdict(0.006, 0.0094, n_test=10000, quick=False, exact=False)
+    assert "not exact" in why
+    assert verdict(0.006, None, n_test=10, quick=False)[0] == "failed"
+    assert verdict(0.006, 0.5, n_test=10, quick=True)[0] == "not compared"
+
+
+def test_conv_kernel_solve_matches_direct():
+    from scipy.spatial.distance import cdist
+
+    from kernelfit.reproduce.conv_kernel import (gaussian_in_place, median_from_gram,
+                                                 predict_stored, solve_stored)
+
+    rng = np.random.default_rng(1)
+    F = rng.standard_normal((700, 30)).astype(np.float32)
+    Ft = rng.standard_normal((50, 30)).astype(np.float32)
+    sq = np.einsum("ij,ij->i", F, F, dtype=np.float64)
+    sqt = np.einsum("ij,ij->i", Ft, Ft, dtype=np.float64)
+    G = F @ F.T
+    h = median_from_gram(G, sq, seed=0)
+    D = cdist(F.astype(np.float64), F.astype(np.float64))
+    assert 0.5 * np.median(D) < h < 2 * np.median(D)
+    gaussian_in_place(G, sq, sq, h, same=True)
+    K = np.exp(-D ** 2 / (2 * h * h))
+    np.testing.assert_allclose(G, K, atol=1e-5)
+    Y = np.eye(4)[rng.integers(0, 4, 700)]
+    sol = solve_stored(G.copy(), Y, block=128)  # several tiles
+    assert sol["relative_residual"] <= 1e-8
+    stored = G.astype(np.float64)
+    assert np.linalg.norm(stored @ sol["alpha"] - Y) / np.linalg.norm(Y) <= 1e-8
+    Kc = Ft @ F.T
+    gaussian_in_place(Kc, sqt, sq, h)
+    direct = np.exp(-cdist(Ft.astype(np.float64), F.astype(np.float64), "sqeuclidean")
+                    / (2 * h * h)) @ sol["alpha"]
+    np.testing.assert_allclose(predict_stored(Kc, sol["alpha"]), direct,
+                               atol=1e-4 * np.abs(direct).max())
+
+
+def test_tiled_cholesky_keeps_the_kernel_and_refuses_singular():
+    from kernelfit.errors import NotPositiveDefiniteError
+    from kernelfit.reproduce.conv_kernel import cholesky_lower_tiles
+
+    rng = np.random.default_rng(2)
+    A = rng.standard_normal((150, 200))
+    K = (A @ A.T / 200 + 0.05 * np.eye(150)).astype(np.float32)
+    F = K.copy()
+    cholesky_lower_tiles(F, block=40)
+    L = np.tril(F.astype(np.float64))
+    np.testing.assert_allclose(L @ L.T, K, atol=1e-5)
+    assert np.array_equal(np.triu(F, 1), np.triu(K, 1))
+    B = rng.standard_normal((150, 5))
+    with pytest.raises(NotPositiveDefiniteError):
+        cholesky_lower_tiles((B @ B.T - np.eye(150)).astype(np.float32), block=40)
+
+
+def test_random_conv_curve_resumes_from_its_saved_point(tmp_path, monkeypatch):
+    data = _fake_data(tmp_path, monkeypatch, mnist=False)
+    out = tmp_path / "out"
+    import kernelfit.features.random_conv as rc_mod
+    import kernelfit.reproduce.conv_run as conv_run
+
+    real_solve = conv_run._solve_point
+    calls = []
+
+    def dying(ctx, st, *a, **k):
+        calls.append(int(st["n_done"]))
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # killed after the 16-filter point was saved
+        return real_solve(ctx, st, *a, **k)
+
+    monkeypatch.setattr(conv_run, "_solve_point", dying)
+    from kernelfit.reproduce import run_reproduce
+
+    with pytest.raises(KeyboardInterrupt):
+        run_reproduce(["cifar-random-conv"], quick=True, data_dir=data, out_dir=out,
+                      progress=False)
+    parts = out / "parts" / "cifar-random-conv"
+    assert sorted(p.name for p in parts.glob("*.json")) == ["filters-8.json"]
+    saved = sorted(p.name for p in (out / "work" / "cifar-random-conv").iterdir())
+    assert saved == ["gram-000016"]  # the older resume point was removed
+    (out / "work" / "cifar-random-conv" / ".tmp-gram-000032-1").mkdir()  # killed mid-write
+    real_acc = rc_mod.accumulate_gram
+    starts = []
+
+    def acc(*a, **k):
+        starts.append(None if k.get("start_from") is None else k["start_from"]["n_done"])
+        return real_acc(*a, **k)
+
+    monkeypatch.setattr(rc_mod, "accumulate_gram", acc)
+    monkeypatch.setattr(conv_run, "_solve_point", real_solve)
+    report = run_reproduce(["cifar-random-conv"], quick=True, data_dir=data, out_dir=out,
+                           progress=False)
+    assert report["experiments"]["cifar-random-conv"]["status"] == "done"
+    assert starts == [16]  # resumed from the saved 16-filter Gram, not from 0
+    assert sorted(p.name for p in parts.glob("*.json")) == [
+        "filters-16.json", "filters-32.json", "filters-8.json"]
+    assert not (out / "work" / "cifar-random-conv").exists()
+    assert _no_tmp_files(out)
