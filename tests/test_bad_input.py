@@ -89,6 +89,8 @@ CASES = [
     C("solve-gabor-scales-zero", "solve --gabor-scales 0", 2, "--gabor-scales", HELP),
     C("solve-conv-init-unknown", "solve --conv-filter-init foo", 2, "--conv-filter-init", HELP),
     C("solve-missing-value", "solve --n-train", 2, "--n-train", HELP),
+    C("solve-tolerance-nan", "solve --tolerance nan", 2, "--tolerance", HELP),
+    C("solve-tolerance-negative", "solve --tolerance -1", 2, "--tolerance", HELP),
     # ---------------------------------------------------------------- solve: requests
     C("solve-dataset-unknown", "solve --dataset nope", 2, "unknown dataset", "known:"),
     C("solve-dataset-npz-no-path", "solve --dataset npz:", 2, "npz", "npz:PATH"),
@@ -298,7 +300,7 @@ CASES = [
     C("verify-unknown-check", "verify nosuch", 2, "unknown check", "known:"),
     C("verify-seed-text", "verify --seed x", 2, "--seed", HELP),
     # the catch-all: the file system refuses a folder no specific check looked at
-    C("verify-out-unwritable", "verify --quick curvature --out {ro}/v", 6, "cannot access",
+    C("verify-out-unwritable", "verify --quick curvature --out {ro}/v", 7, "cannot access",
       "choose a folder"),
 ]
 
@@ -501,7 +503,7 @@ def test_interrupted_download_leaves_no_empty_dataset_folder(tmp_path, monkeypat
 
 
 def test_any_os_error_is_one_clear_line(capsys, monkeypatch):
-    """The catch-all: an OSError no specific check foresaw is one line with exit code 6."""
+    """The catch-all: an OSError no specific check foresaw is one line with exit code 7."""
     import errno
 
     from kernelfit.cli import solve
@@ -512,5 +514,5 @@ def test_any_os_error_is_one_clear_line(capsys, monkeypatch):
     monkeypatch.setattr(solve, "run", refused)
     code = cli.main(["solve"])
     err = capsys.readouterr().err
-    assert code == 6 and len(err.strip().splitlines()) == 1
+    assert code == 7 and len(err.strip().splitlines()) == 1
     assert "/some/where" in err and "Permission denied" in err and "Way out" in err

@@ -24,13 +24,14 @@ __all__ = ["main", "build_parser", "SUBCOMMANDS", "EXIT_CODES", "exit_code_for"]
 #: error class -> exit code, first match wins (the library's errors carry no codes).
 #: 0 success, 1 a bug (an unexpected exception) or a failed check, 2 bad input or usage,
 #: 3 missing or corrupt data, 4 the memory plan does not fit, 5 K not positive definite,
-#: 6 the file system refused (permission, disk full), 130 interrupted.
+#: 6 the solve is not exact (``kernelfit solve``, see kernelfit.kernel_defaults), 7 the
+#: file system refused (permission, disk full), 130 interrupted.
 EXIT_CODES = (
     (MemoryPlanError, 4),
     (NotPositiveDefiniteError, 5),
     (DataError, 3),
     (KernelfitError, 2),
-    (OSError, 6),
+    (OSError, 7),
 )
 
 # name -> module (imported only when the parser is built)

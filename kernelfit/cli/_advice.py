@@ -6,7 +6,9 @@ parameter at fault). This module is the only place that knows the flags. Every w
 offers is checked before it is offered: a memory way out must pass the same pre-flight
 (:func:`kernelfit.memory.would_fit`), a way out of a failed factorization must be one that
 cannot fail the same way (the minimum-norm solvers, a ridge large enough for the precision,
-mixed precision's shifted factor), and nothing already in use is offered again.
+each with the ``--tolerance`` that accepts its residual where the command checks exactness;
+mixed precision is not offered there: its refinement of an ill-conditioned K need not
+converge), and nothing already in use is offered again.
 """
 
 from __future__ import annotations
@@ -155,27 +157,25 @@ def not_pd_ways_out(facts: dict, args, available: Optional[int] = None) -> List[
     kernel = facts.get("kernel") or getattr(args, "kernel", None)
     n, d = facts.get("n"), facts.get("d")
     m = facts.get("n_outputs") or 1
-    dtype = str(facts.get("dtype") or "float64")
     causes = facts.get("causes") or []
     solver = getattr(args, "solver", "cholesky")
+    # `kernelfit solve` refuses an inexact solve unless --tolerance accepts its residual; the
+    # minimum-norm and ridge solutions have a relative residual of at most 1
+    tol = getattr(args, "tolerance", 1.0) if hasattr(args, "tolerance") else 1.0
+    accept = "" if tol is not None and tol >= 1 else " --tolerance 1"
     if not special and n:
         req = {"n": n, "d": d or 0, "n_outputs": m, "n_test": 0, "solver": "eigh",
                "device": getattr(args, "device", "cpu")}
         if available is None or would_fit(req, available):
-            ways.append("--solver eigh or lstsq (the explicit minimum-norm solution)")
+            ways.append(f"--solver eigh{accept} (the explicit minimum-norm solution, or "
+                        "lstsq" + (", which need not interpolate: --tolerance 1 accepts its "
+                                   "residual)" if accept else ")"))
     psd = kernel in PSD_KERNELS or (kernel == "polynomial"
                                     and float(getattr(args, "gamma", 1.0)) > 0
                                     and float(getattr(args, "coef0", 1.0)) >= 0)
     if psd and solver == "cholesky":
-        ways.append(f"--ridge {ridge_that_factors(facts):g} (a regularized solve: no longer "
-                    "exact interpolation)")
-    if dtype == "float32" and "shift_failed" not in causes and solver == "cholesky" and n \
-            and not getattr(args, "ooc_dir", None) and not getattr(args, "scheduler", None):
-        req = {"n": n, "d": d or 0, "n_outputs": m, "precision": "mixed",
-               "device": getattr(args, "device", "cpu")}
-        if available is None or would_fit(req, available):
-            ways.append("--precision mixed (a shifted float32 factor preconditions the exact "
-                        "float64 system)")
+        ways.append(f"--ridge {ridge_that_factors(facts):g}{accept} (a regularized solve: no "
+                    "longer exact interpolation)")
     if causes == ["duplicates"] and facts.get("n_duplicates"):
         ways.append(f"remove the {facts['n_duplicates']} duplicate training point(s)")
     return ways

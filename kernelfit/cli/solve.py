@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ..memory import fmt_bytes
 from ..report import fmt_pct as _pct
+from ._types import nonneg_float
 from ._common import (add_data_arguments, add_kernel_arguments, add_solver_arguments,
                       check_output_paths, config_from_args, print_json, print_table)
 
@@ -23,7 +24,7 @@ def add_arguments(p) -> None:
     o.add_argument("--json", action="store_true", help="print one JSON object")
     o.add_argument("--save", default=None, metavar="PATH",
                    help="store the fitted model (a pickle) for `kernelfit predict`")
-    o.add_argument("--tolerance", type=float, default=None, metavar="R",
+    o.add_argument("--tolerance", type=nonneg_float, default=None, metavar="R",
                    help="accept a relative residual up to R: without it a solve whose float64 "
                         "relative residual is above 1e-8 exits with code 6 (not exact)")
 
