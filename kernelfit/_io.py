@@ -9,10 +9,12 @@ import contextlib
 import os
 import tempfile
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
-__all__ = ["atomic_writer", "atomic_save_npy", "atomic_write_text", "json_default"]
+__all__ = ["atomic_writer", "atomic_save_npy", "atomic_write_text", "json_default",
+           "check_writable_file", "check_writable_folder"]
 
 
 @contextlib.contextmanager
@@ -61,3 +63,51 @@ def json_default(o):
     if isinstance(o, (set, tuple)):
         return list(o)
     return str(o)
+
+
+def _probe(folder: Path) -> Optional[str]:
+    """None when a file can be created in ``folder`` (tried for real, then removed: the
+    permission bits do not tell for root or a read-only mount), else the reason."""
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".kernelfit-probe-", dir=folder)
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    os.close(fd)
+    with contextlib.suppress(OSError):
+        os.unlink(tmp)
+    return None
+
+
+def check_writable_file(path, param: str = "path") -> None:
+    """Raise :class:`~kernelfit.errors.InputError` (facts ``param``, ``path``) unless a
+    file can be written at ``path``. Nothing is left behind."""
+    from .errors import InputError
+
+    p = Path(path).expanduser()
+    parent = p.parent if str(p.parent) else Path(".")
+    facts = {"param": param, "path": str(path)}
+    if p.is_dir():
+        raise InputError(f"{path} is a folder; give a file name", **facts)
+    if not parent.exists():
+        raise InputError(f"cannot write {path}: folder {parent} does not exist", **facts)
+    why = _probe(parent) if parent.is_dir() else "not a folder"
+    if why:
+        raise InputError(f"cannot write {path}: folder {parent}: {why}; choose a folder you "
+                         "can write to", **facts)
+
+
+def check_writable_folder(folder, param: str = "path") -> None:
+    """Raise InputError unless ``folder`` is, or can be created as, a folder one can write
+    in (probed in its nearest existing ancestor). Creates nothing."""
+    from .errors import InputError
+
+    p = Path(folder).expanduser()
+    if p.exists() and not p.is_dir():
+        raise InputError(f"{folder} exists and is not a folder", param=param, path=str(folder))
+    anc = p
+    while not anc.exists() and anc.parent != anc:
+        anc = anc.parent
+    why = _probe(anc) if anc.is_dir() else "not a folder"
+    if why:
+        raise InputError(f"cannot write in {folder}: {anc}: {why}; choose a folder you can "
+                         "write to", param=param, path=str(folder))

@@ -145,6 +145,9 @@ class Kernel:
             bw = self.bandwidth
             if not (isinstance(bw, (int, float)) and math.isfinite(bw) and bw > 0):
                 raise InputError(f"bandwidth must be a positive finite number, got {bw!r}")
+            if bw * bw == 0.0 or not math.isfinite(0.5 / (bw * bw)):
+                raise InputError(f"bandwidth {bw!r} is too small: 1/(2 h^2) overflows; use a "
+                                 "bandwidth of at least 1e-150 (or 'median')", param="bandwidth")
         if name in ("polynomial", "normalized"):
             if isinstance(self.degree, bool) or int(self.degree) != self.degree or self.degree < 1:
                 raise InputError(f"degree must be a positive integer, got {self.degree!r}")

@@ -18,8 +18,7 @@ import numpy as np
 
 from .errors import MemoryPlanError
 
-__all__ = ["MemoryPlan", "fmt_bytes", "peak_rss_bytes", "plan_exact_solve",
-           "max_n_that_fits"]
+__all__ = ["MemoryPlan", "fmt_bytes", "peak_rss_bytes", "plan_exact_solve"]
 
 #: fraction of the available memory a plan may use (the rest is headroom for the
 #: interpreter, BLAS buffers and allocator fragmentation)
@@ -69,17 +68,22 @@ class MemoryPlan:
         return {"device": self.device, "estimated_peak_bytes": self.total,
                 "available_bytes": self.available, "items": dict(self.items)}
 
-    def check(self, ways_out: str = "") -> None:
-        """Raise :class:`MemoryPlanError` when the plan does not fit."""
+    def check(self, request: Optional[dict] = None) -> None:
+        """Raise :class:`MemoryPlanError` when the plan does not fit.
+
+        ``request`` describes what was planned (see
+        :func:`kernelfit.solvers.plan.plan_request`); the error carries it so that a caller
+        (the command line) can look for a configuration that fits.
+        """
         if self.fits():
             return
         where = "GPU memory" if self.device == "gpu" else "memory"
         msg = (f"this request needs about {self.describe()}, but only "
                f"{fmt_bytes(self.available)} of {where} is available "
-               f"(kernelfit keeps {round((1 - SAFETY) * 100)}% headroom); nothing was allocated.")
-        if ways_out:
-            msg += " Ways out: " + ways_out
-        raise MemoryPlanError(msg, required_bytes=self.total, available_bytes=self.available or 0)
+               f"(kernelfit keeps {round((1 - SAFETY) * 100)}% headroom); nothing was allocated")
+        raise MemoryPlanError(msg, required_bytes=self.total, available_bytes=self.available or 0,
+                              request=dict(request or {}, device=self.device),
+                              items=dict(self.items))
 
 
 def plan_exact_solve(n: int, d: int, n_outputs: int, *, n_test: int = 0, dtype=np.float64,
@@ -110,20 +114,3 @@ def plan_exact_solve(n: int, d: int, n_outputs: int, *, n_test: int = 0, dtype=n
     plan.add("targets and coefficients", 4 * 8.0 * n * max(n_outputs, 1))
     plan.add("predictions", 2 * 8.0 * max(n_test, 0) * max(n_outputs, 1))
     return plan
-
-
-def max_n_that_fits(available: int, d: int, n_outputs: int, *, dtype=np.float64,
-                    solver: str = "cholesky") -> int:
-    """The largest n whose exact solve fits in ``available`` bytes (bisection)."""
-    lo, hi = 0, 1
-    while plan_exact_solve(hi, d, n_outputs, dtype=dtype, solver=solver,
-                           available=available).fits() and hi < 1 << 26:
-        lo, hi = hi, hi * 2
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        if plan_exact_solve(mid, d, n_outputs, dtype=dtype, solver=solver,
-                            available=available).fits():
-            lo = mid
-        else:
-            hi = mid
-    return lo

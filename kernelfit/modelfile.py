@@ -8,7 +8,6 @@ made or trust.
 from __future__ import annotations
 
 import copy
-import os
 import pickle
 from pathlib import Path
 from typing import Optional
@@ -24,14 +23,9 @@ MODEL_VERSION = 1
 
 def check_save_path(path) -> None:
     """Raise :class:`InputError` unless ``path`` can be written as a new model file."""
-    p = Path(path)
-    parent = p.parent if str(p.parent) else Path(".")
-    if p.is_dir():
-        raise InputError(f"--save {path}: is a directory; give a file name")
-    if not parent.exists():
-        raise InputError(f"--save {path}: folder {parent} does not exist")
-    if not os.access(parent, os.W_OK):
-        raise InputError(f"--save {path}: folder {parent} is not writable")
+    from ._io import check_writable_file
+
+    check_writable_file(path, param="save")
 
 
 def _host_copy(estimator):

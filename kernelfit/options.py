@@ -71,7 +71,8 @@ class DataOptions(_Flat):
 
     def __post_init__(self):
         if not isinstance(self.dataset, str) or not self.dataset.strip():
-            raise InputError(f"dataset must be a name, got {self.dataset!r}")
+            raise InputError(f"dataset must be a name such as 'digits', 'mnist' or 'npz:PATH', "
+                             f"got {self.dataset!r}", param="dataset")
         for name, low in (("n_train", 1), ("n_test", 0)):
             v = getattr(self, name)
             if v is None:

@@ -370,7 +370,12 @@ def test_download_offline(tmp_path, monkeypatch):
     with pytest.raises(DownloadError) as info:
         load_dataset("mnist", data_dir=target)
     msg = str(info.value)
-    assert str(target / "mnist") in msg and "KERNELFIT_DATA" in msg and "--data-dir" in msg
+    assert str(target / "mnist") in msg and "KERNELFIT_DATA" in msg and "data_dir" in msg
+    assert "--" not in msg  # the library names no command-line flags
+    # all four missing files are named, not only the first
+    assert len(info.value.missing) == 4
+    for name in info.value.missing:
+        assert name in msg
     assert _leftovers(target) == []
 
 

@@ -62,17 +62,47 @@ def test_fetch_downloads_and_verifies(tmp_path, monkeypatch, capsys, isolated_da
     assert "verified" in capsys.readouterr().out
 
 
-def test_errors_are_one_line_with_exit_codes(tmp_path, capsys):
+def test_errors_are_one_line_with_exit_codes(tmp_path, capsys, monkeypatch):
+    import urllib.error
+
+    from kernelfit.datasets import _fetch
+
+    def offline(url, timeout):
+        raise urllib.error.URLError("offline")
+
+    monkeypatch.setattr(_fetch, "_urlopen", offline)
     assert cli.main(["datasets", "info", "nosuch"]) == 2
     err = capsys.readouterr().err
     assert "unknown dataset" in err and "Traceback" not in err
-    assert cli.main(["datasets", "info", "mnist", "--data-dir", str(tmp_path),
-                     "--no-download"]) == 3
+    assert cli.main(["datasets", "fetch", "mnist", "--data-dir", str(tmp_path)]) == 3
     err = capsys.readouterr().err
     assert "KERNELFIT_DATA" in err and len(err.strip().splitlines()) == 1
 
 
-def test_missing_action_is_usage_error(capsys):
-    with pytest.raises(SystemExit) as info:
-        cli.main(["datasets"])
-    assert info.value.code == 2
+def test_missing_action_lists_the_actions(capsys):
+    assert cli.main(["datasets"]) == 2
+    err = capsys.readouterr().err
+    assert all(a in err for a in ("list", "info", "fetch")) and len(err.splitlines()) == 1
+
+
+def test_info_describes_without_downloading(capsys, isolated_data_env, monkeypatch):
+    from kernelfit.datasets import _fetch
+
+    def no_network(url, timeout):
+        raise AssertionError("info must not download")
+
+    monkeypatch.setattr(_fetch, "_urlopen", no_network)
+    assert cli.main(["datasets", "info", "mnist", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["downloaded"] is False and len(doc["missing"]) == 4
+    assert not (isolated_data_env / "mnist").exists()
+
+
+def test_info_npz_counts_columns(tmp_path, capsys):
+    import numpy as np
+
+    np.savez(tmp_path / "d.npz", X_train=np.random.default_rng(0).random((30, 20)),
+             y_train=np.arange(30) % 3)
+    assert cli.main(["datasets", "info", f"npz:{tmp_path / 'd.npz'}"]) == 0
+    out = capsys.readouterr().out
+    assert "(20 features)" in out and "none (not images)" in out

@@ -216,6 +216,25 @@ def test_imagefolder_tarball_and_cache(tmp_path, monkeypatch):
     assert not [p for p in (cache / "imagefolder").iterdir() if p.name.startswith(".")]
 
 
+@pytest.mark.parametrize("corrupt", ["zeroed", "shifted-labels"])
+def test_imagefolder_cache_same_size_corruption_is_rebuilt(tmp_path, corrupt):
+    """Corruption that keeps shapes and dtypes (zeroed bytes, shifted labels) is caught by
+    the per-array SHA-256 and the entry is rebuilt from the images."""
+    write_image_tree(tmp_path / "tree")
+    cache = tmp_path / "cache"
+    ds = load_dataset(f"imagefolder:{tmp_path / 'tree'}", data_dir=cache)
+    entry = next((cache / "imagefolder").iterdir())
+    if corrupt == "zeroed":
+        arr = np.load(entry / "X_train.npy")
+        np.save(entry / "X_train.npy", np.zeros_like(arr))
+    else:
+        y = np.load(entry / "y_train.npy")
+        np.save(entry / "y_train.npy", np.roll(y, 1))
+    again = load_dataset(f"imagefolder:{tmp_path / 'tree'}", data_dir=cache)
+    np.testing.assert_array_equal(again.X_train, ds.X_train)
+    np.testing.assert_array_equal(again.y_train, ds.y_train)
+
+
 def test_imagefolder_cache_falls_back_when_data_dir_read_only(tmp_path, isolated_data_env):
     write_image_tree(tmp_path / "tree")
     blocked = tmp_path / "blocked"

@@ -48,7 +48,8 @@ def test_string_labels_and_regression(digits):
     m = KernelInterpolator(bandwidth=2.0).fit(X[:200], labels)
     assert set(m.predict(X[200:220])) <= {"even", "odd"}
     target = X[:200, 10] * 3 - 1
-    r = KernelInterpolator(bandwidth=2.0).fit(X[:200], target)
+    with pytest.warns(UserWarning, match="continuous"):
+        r = KernelInterpolator(bandwidth=2.0).fit(X[:200], target)
     assert r.task_ == "regression" and r.predict(X[:5]).shape == (5,)
     np.testing.assert_allclose(r.predict(X[:200]), target, atol=1e-8)
 
@@ -98,7 +99,7 @@ def test_median_bandwidth(digits):
 
 @pytest.mark.parametrize("kwargs,X,y,match", [
     ({}, np.array([[1.0, np.nan], [0.0, 1.0]]), [0, 1], "NaN"),
-    ({}, np.ones((3, 2)), [0, 1], "rows"),
+    ({}, np.ones((3, 2)), [0, 1], "inconsistent numbers of samples"),
     ({"kernel": "bogus"}, np.eye(3), [0, 1, 2], "unknown kernel"),
     ({"solver": "qr"}, np.eye(3), [0, 1, 2], "unknown solver"),
     ({"dtype": "float16"}, np.eye(3), [0, 1, 2], "dtype"),
@@ -181,3 +182,36 @@ def test_residual_from_kept_copy_and_fallback(monkeypatch):
     no_res = KernelInterpolator(bandwidth=0.8, compute_residual=False).fit(X, y)
     assert no_res.fit_info_["kept_k_for_residual"] is False
     assert no_res.relative_residual_ is None
+
+
+def test_one_label_rule_continuous_targets_warn_unless_regression_asked(digits):
+    import warnings
+
+    X, y = digits
+    target = X[:100, 10] * 3 - 1
+    with pytest.warns(UserWarning, match="continuous"):
+        m = KernelInterpolator(bandwidth=2.0).fit(X[:100], target)
+    assert m.task_ == "regression"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        r = KernelInterpolator(bandwidth=2.0, task="regression").fit(X[:100], target)
+        # whole-number floats are classes, as in the datasets (kernelfit.labels)
+        c = KernelInterpolator(bandwidth=2.0).fit(X[:100], y[:100].astype(float))
+    assert r.task_ == "regression" and c.task_ == "classification"
+
+
+def test_dtype_precision_contradiction_refused(digits):
+    X, y = digits
+    with pytest.raises(InputError, match="contradicts") as info:
+        KernelInterpolator(dtype="float32", precision="float64").fit(X[:50], y[:50])
+    assert "--" not in str(info.value)
+
+
+def test_library_error_facts_are_data(digits):
+    X, y = digits
+    with pytest.raises(NotPositiveDefiniteError) as info:
+        KernelInterpolator(kernel="linear").fit(X[:300], y[:300])
+    exc = info.value
+    assert exc.causes == ["low_rank_linear"] and exc.index >= 0
+    assert exc.facts["n"] == 300 and exc.facts["dtype"] == "float64"
+    assert "--" not in str(exc)

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from kernelfit.errors import InputError
-from kernelfit.features import (FEATURE_NAMES, add_feature_arguments, apply_features,
-                                feature_params_from_args, make_feature_map)
+from kernelfit.cli._features import add_feature_arguments, feature_params_from_args
+from kernelfit.features import FEATURE_NAMES, apply_features, make_feature_map
 from kernelfit.features.gabor import GaborFeatures
 from kernelfit.features.random_conv import RandomConvFeatures
 from kernelfit.features.random_fourier import RandomFourierFeatures

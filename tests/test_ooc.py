@@ -71,7 +71,7 @@ def test_killed_run_resumes_without_redoing_panels(tmp_path):
     assert len(done) == 8 + 7 + 6
     X, Y = _problem()
     opts = SolveOptions(precision="mixed", tile_size=40, ooc_dir=str(d))
-    with pytest.raises(InputError, match="--resume"):
+    with pytest.raises(InputError, match="resume=True"):
         solve_exact(K, X, Y, opts)  # an existing checkpoint is not overwritten silently
     opts.resume = True
     sol = solve_exact(K, X, Y, opts)

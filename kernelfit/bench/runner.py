@@ -365,16 +365,16 @@ def _execute(spec: dict) -> dict:
 
 
 def child_main(argv=None) -> int:
-    """Entry point of ``python -m kernelfit.bench.runner --spec JSON``."""
-    import argparse
+    """Entry point of ``python -m kernelfit.bench.runner --spec JSON`` (the only argument;
+    this is a parent-to-child protocol, not a user command)."""
     import faulthandler
 
     faulthandler.enable()  # a segfault leaves a Python traceback in the stderr tail
-    p = argparse.ArgumentParser(prog="python -m kernelfit.bench.runner",
-                                description="run one kernelfit benchmark measurement")
-    p.add_argument("--spec", required=True, help="the measurement as a JSON object")
-    args = p.parse_args(argv)
-    spec = json.loads(args.spec)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if len(argv) != 2 or argv[0] != "--spec":
+        sys.stderr.write("usage: python -m kernelfit.bench.runner --spec JSON\n")
+        return 2
+    spec = json.loads(argv[1])
     result = _execute(spec)
     sys.stdout.write(RESULT_PREFIX + json.dumps(result, default=_json_default) + "\n")
     sys.stdout.flush()

@@ -2,14 +2,14 @@
 
 Each subcommand lives in its own module of this package and defines ``HELP`` (one line),
 ``add_arguments(parser)`` and ``run(args) -> int``. Errors that users can cause derive
-from :class:`kernelfit.errors.KernelfitError`; they are printed as one line on standard
-error with a non-zero exit code, never as a traceback.
+from :class:`kernelfit.errors.KernelfitError`; they carry facts, which
+:mod:`kernelfit.cli._advice` turns into one line on standard error naming the flags that
+help, with the exit code of :data:`EXIT_CODES`; never a traceback. Warnings are one line too.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib
 import importlib.util
 import os
@@ -17,9 +17,22 @@ import sys
 import warnings
 from typing import Optional, Sequence
 
-from ..errors import KernelfitError
+from ..errors import DataError, KernelfitError, MemoryPlanError, NotPositiveDefiniteError
 
-__all__ = ["main", "build_parser", "SUBCOMMANDS"]
+__all__ = ["main", "build_parser", "SUBCOMMANDS", "EXIT_CODES", "exit_code_for"]
+
+#: error class -> exit code, first match wins (the library's errors carry no codes).
+#: 0 success, 1 a bug (an unexpected exception) or a failed check, 2 bad input or usage,
+#: 3 missing or corrupt data, 4 the memory plan does not fit, 5 K not positive definite,
+#: 6 the solve is not exact (``kernelfit solve``, see kernelfit.kernel_defaults), 7 the
+#: file system refused (permission, disk full), 130 interrupted.
+EXIT_CODES = (
+    (MemoryPlanError, 4),
+    (NotPositiveDefiniteError, 5),
+    (DataError, 3),
+    (KernelfitError, 2),
+    (OSError, 7),
+)
 
 # name -> module (imported only when the parser is built)
 SUBCOMMANDS = {
@@ -45,11 +58,10 @@ class _HelpFormatter(argparse.HelpFormatter):
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse with errors routed through kernelfit's one-line error format."""
+    """argparse with errors as one line (the problem, and where to read the options)."""
 
     def error(self, message):  # pragma: no cover - exercised through main()
-        self.print_usage(sys.stderr)
-        self.exit(2, f"{self.prog}: error: {message}\n")
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def _available_subcommands():
@@ -82,40 +94,45 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-@contextlib.contextmanager
-def _device_fallback_said_in_one_line(command: str):
-    """``--device auto`` without a usable GPU: the library's DeviceFallbackWarning is
-    printed as one line (``kernelfit solve: warning: no usable GPU, running on the CPU: ...``)."""
-    from ..backend import DeviceFallbackWarning
+def exit_code_for(exc: BaseException) -> int:
+    """The exit code of an error the user can cause (see :data:`EXIT_CODES`)."""
+    for cls, code in EXIT_CODES:
+        if isinstance(exc, cls):
+            return code
+    return 1
 
-    shown = warnings.showwarning
 
-    def show(message, category, filename, lineno, file=None, line=None):
-        if issubclass(category, DeviceFallbackWarning):
-            print(f"kernelfit {command}: warning: {message}", file=sys.stderr)
-        else:
-            shown(message, category, filename, lineno, file, line)
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("always", DeviceFallbackWarning)
-        warnings.showwarning = show
-        yield
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "_run", None) is None:
-        parser.print_help(sys.stderr)
+        names = ", ".join(name for name, _ in _available_subcommands())
+        print(f"kernelfit: error: choose a command: {names} (see kernelfit --help)",
+              file=sys.stderr)
         return 2
+    prefix = f"kernelfit {args.command}"
+
+    def show_warning(message, category, filename, lineno, file=None, line=None):
+        print(f"{prefix}: warning: {_one_line(message)}", file=sys.stderr)
+
+    from ..backend import DeviceFallbackWarning
+    from ._advice import explain, explain_os_error
+
     try:
-        with _device_fallback_said_in_one_line(args.command):
+        with warnings.catch_warnings():
+            # the device fallback of --device auto is said every time, in one line
+            warnings.simplefilter("always", DeviceFallbackWarning)
+            warnings.showwarning = show_warning
             return int(args._run(args) or 0)
     except KernelfitError as exc:
-        print(f"kernelfit {args.command}: error: {exc}", file=sys.stderr)
-        return exc.exit_code
+        print(f"{prefix}: error: {_one_line(explain(exc, args))}", file=sys.stderr)
+        return exit_code_for(exc)
     except KeyboardInterrupt:
-        print(f"kernelfit {args.command}: interrupted", file=sys.stderr)
+        print(f"{prefix}: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:  # pragma: no cover - e.g. `kernelfit solve --json | head`
         try:
@@ -123,6 +140,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         except OSError:
             pass
         return 1
+    except OSError as exc:  # the file system said no: one line, not a traceback
+        print(f"{prefix}: error: {_one_line(explain_os_error(exc))}", file=sys.stderr)
+        return exit_code_for(exc)
+    except MemoryError:
+        print(f"{prefix}: error: ran out of memory although the memory plan fitted (other "
+              "processes took memory meanwhile?); free memory or ask for less (a smaller "
+              "--n-train)", file=sys.stderr)
+        return exit_code_for(MemoryPlanError())
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -3,49 +3,17 @@
 from __future__ import annotations
 
 import json
-import math
 import sys
 from typing import Iterable
 
 
 from .._io import json_default
 from ..errors import InputError
+from ._types import bandwidth_arg, finite_float, nonneg_float, nonneg_int, positive_int
 
 __all__ = ["add_data_arguments", "add_kernel_arguments", "add_solver_arguments",
            "config_from_args", "print_json", "print_table", "positive_int", "bandwidth_arg",
            "json_default"]
-
-
-def _parse(text: str, conv, ok, what: str):
-    """Parse an option value with ``conv`` and check it with ``ok``; argparse-style errors."""
-    import argparse
-
-    try:
-        v = conv(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
-    if not ok(v):
-        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
-    return v
-
-
-def positive_int(text: str) -> int:
-    return _parse(text, int, lambda v: v >= 1, "a positive integer")
-
-
-def nonneg_int(text: str) -> int:
-    return _parse(text, int, lambda v: v >= 0, "an integer >= 0")
-
-
-def nonneg_float(text: str) -> float:
-    return _parse(text, float, lambda v: math.isfinite(v) and v >= 0, "a finite number >= 0")
-
-
-def bandwidth_arg(text: str):
-    if text == "median":
-        return "median"
-    return _parse(text, float, lambda v: math.isfinite(v) and v > 0,
-                  "a positive finite number or 'median'")
 
 
 def add_data_arguments(p) -> None:
@@ -78,8 +46,8 @@ def add_kernel_arguments(p) -> None:
                         "(raw pixels 5, feature maps 0.75 x median; see README)")
     g.add_argument("--degree", type=positive_int, default=4,
                    help="degree of the polynomial and normalized kernels")
-    g.add_argument("--gamma", type=float, default=1.0, help="polynomial kernel scale")
-    g.add_argument("--coef0", type=float, default=1.0, help="polynomial kernel offset")
+    g.add_argument("--gamma", type=finite_float, default=1.0, help="polynomial kernel scale")
+    g.add_argument("--coef0", type=finite_float, default=1.0, help="polynomial kernel offset")
 
 
 def add_solver_arguments(p) -> None:
@@ -89,8 +57,9 @@ def add_solver_arguments(p) -> None:
     g.add_argument("--solver", default="cholesky", choices=SOLVERS,
                    help="cholesky: tiled in-place Cholesky (exact, K positive definite); "
                         "eigh/lstsq: explicit minimum-norm solution for singular K")
-    g.add_argument("--dtype", default="float64", choices=DTYPES,
-                   help="precision in which K is stored and factored")
+    g.add_argument("--dtype", default=None, choices=DTYPES,
+                   help="precision in which K is stored and factored (default: float64, or "
+                        "what --precision float32/float64 says)")
     g.add_argument("--ridge", type=nonneg_float, default=0.0,
                    help="added to K's diagonal (0: exact interpolation)")
     g.add_argument("--device", default="cpu", choices=("auto", "cpu", "gpu"),
@@ -104,7 +73,7 @@ def add_solver_arguments(p) -> None:
                         "accuracy against float64 kernel products; auto: mixed when it fits "
                         "and is expected faster (falls back to float64 when it cannot reach "
                         "the float64 residual), else float64")
-    b.add_argument("--tol", type=float, default=1e-10,
+    b.add_argument("--tol", type=finite_float, default=1e-10,
                    help="relative residual at which mixed-precision refinement stops")
     b.add_argument("--max-iter", type=positive_int, default=None,
                    help="refinement steps at most (default 30)")
@@ -121,6 +90,33 @@ def add_solver_arguments(p) -> None:
                    help="local: run the tiled work on a local Dask cluster")
 
 
+def storage_dtype(args) -> str:
+    """K's storage dtype from ``--dtype`` and ``--precision``; refuses a contradiction."""
+    dtype, precision = getattr(args, "dtype", None), getattr(args, "precision", "auto")
+    if dtype and precision in ("float32", "float64") and dtype != precision:
+        raise InputError(f"--dtype {dtype} contradicts --precision {precision}; give one of "
+                         f"them (--precision {precision} alone stores K in {precision})")
+    if dtype:
+        return dtype
+    return precision if precision in ("float32", "float64") else "float64"
+
+
+def check_output_paths(args) -> None:
+    """Refuse unwritable output paths before any work (nothing is created)."""
+    from .._io import check_writable_file, check_writable_folder
+
+    for param in ("save", "output"):
+        if getattr(args, param, None):
+            check_writable_file(getattr(args, param), param=param)
+    folders = [("ooc_dir", getattr(args, "ooc_dir", None)), ("out", getattr(args, "out", None))]
+    if getattr(args, "feature_cache_dir", None) and not getattr(args, "no_feature_cache", False) \
+            and getattr(args, "features", "raw") != "raw":
+        folders.append(("cache_dir", args.feature_cache_dir))
+    for param, folder in folders:
+        if folder:
+            check_writable_folder(folder, param=param)
+
+
 def config_from_args(args):
     """The :class:`~kernelfit.options.RunOptions` tree of the parsed arguments (argparse
     destinations carry the options' flat names)."""
@@ -129,11 +125,13 @@ def config_from_args(args):
     names = RunOptions.flat_names()
     flat = {k: v for k, v in vars(args).items() if k in names}
     if getattr(args, "features", None) is not None:
-        from ..features import feature_params_from_args
+        from ._features import feature_params_from_args
 
         flat["features"], flat["feature_params"] = feature_params_from_args(args)
     else:
         flat.pop("features", None)
+    if "dtype" in names:
+        flat["dtype"] = storage_dtype(args)
     flat["feature_cache"] = not getattr(args, "no_feature_cache", False)
     flat["cache_dir"] = getattr(args, "feature_cache_dir", None)
     flat["show_progress"] = (False if (args.no_progress or getattr(args, "json", False))

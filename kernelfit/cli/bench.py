@@ -17,7 +17,7 @@ from __future__ import annotations
 import sys
 
 from ..errors import InputError
-from ._common import bandwidth_arg, positive_int
+from ._common import bandwidth_arg, check_output_paths, positive_int
 
 HELP = "benchmark exact solves on this machine: kernelfit (CPU/GPU) vs scikit-learn and SciPy"
 DESCRIPTION = (
@@ -138,6 +138,26 @@ def _line(rec: dict) -> str:
             + (f"  residual {res:.1e}" if res is not None else ""))
 
 
+def _check_some_n_fits(cfg, d: int) -> None:
+    """Refuse before running anything when no requested n fits in memory."""
+    from ..backend import available_host_memory
+    from ..memory import fmt_bytes
+    from ..solvers.plan import max_n_that_fits, plan_request, would_fit
+
+    avail = available_host_memory()
+    req = {"d": d, "n_outputs": 10, "n_test": cfg.n_test, "dtype": cfg.dtype,
+           "precision": cfg.dtype, "tile_size": cfg.tile_size}
+    if any(would_fit(dict(req, n=n), avail) for n in cfg.n_list):
+        return
+    n0 = min(cfg.n_list)
+    need = plan_request(dict(req, n=n0), avail).memory.total
+    n_max = max_n_that_fits(avail, req)
+    way = (f"--n {n_max} or less" if n_max >= 2 else
+           "free memory or run on a machine with more")
+    raise InputError(f"no size in --n fits in memory: n = {n0} needs about {fmt_bytes(need)}, "
+                     f"{fmt_bytes(avail)} is available; nothing was run. Way out: {way}")
+
+
 def run(args) -> int:
     from tqdm.auto import tqdm
 
@@ -146,11 +166,16 @@ def run(args) -> int:
     from ._common import print_json
 
     cfg = _config(args)  # bad input (unknown peer, bad n) fails here, before anything runs
+    check_output_paths(args)
+    d = cfg.d
     if cfg.dataset != "random":
         from ..datasets import load_dataset
 
         # a missing or corrupt dataset fails once, here, not in every child
-        load_dataset(cfg.dataset, data_dir=cfg.data_dir, n_train=10, n_test=min(cfg.n_test, 10))
+        ds = load_dataset(cfg.dataset, data_dir=cfg.data_dir, n_train=10,
+                          n_test=min(cfg.n_test, 10))
+        d = ds.X_train.shape[1]
+    _check_some_n_fits(cfg, d)
 
     def on_event(kind, payload):
         if kind == "machine":
@@ -161,6 +186,12 @@ def run(args) -> int:
 
     results = run_bench(cfg, on_event=on_event,
                         show_progress=False if args.no_progress else None)
+    if not any(r.get("status") == "ok" for r in results.get("records", [])):
+        reasons = sorted({f"{r.get('status')}: {r.get('reason')}"
+                          for r in results.get("records", [])})
+        raise InputError("nothing was measured, so no report was written ("
+                         + ("; ".join(reasons[:3]) or "no run") + "); ask for smaller sizes "
+                         "with --n or a longer --timeout / --budget")
     paths = write_report(results, args.out)
     for c in results.get("comparisons", []):
         bits = [f"n={c['n']}"]

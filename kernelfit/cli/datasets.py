@@ -14,8 +14,8 @@ DESCRIPTION = ("List the datasets kernelfit knows (list), describe one: shapes, 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the ``list``, ``info`` and ``fetch`` actions to ``parser``."""
-    sub = parser.add_subparsers(dest="action", metavar="ACTION")
-    sub.required = True
+    sub = parser.add_subparsers(dest="action", metavar="ACTION",
+                                parser_class=type(parser))
     p_list = sub.add_parser("list", help="list the dataset names")
     p_list.add_argument("--json", action="store_true", help="print JSON")
     for action, text in (("info", "shapes, counts per class and source of a dataset"),
@@ -27,7 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         p.add_argument("--json", action="store_true", help="print JSON")
         if action == "info":
             p.add_argument("--no-download", action="store_true",
-                           help="fail instead of downloading missing files")
+                           help="accepted for compatibility: info never downloads (use fetch)")
 
 
 def _describe(raw) -> dict:
@@ -37,7 +37,7 @@ def _describe(raw) -> dict:
         "name": raw.name,
         "source": raw.source,
         "image_shape": list(raw.image_shape),
-        "n_features": int(np.prod(raw.image_shape)),
+        "n_features": int(np.prod(raw.X_train.shape[1:], dtype=np.int64)),
         "n_classes": raw.n_classes,
         "class_names": list(raw.class_names),
         "n_train": int(len(raw.y_train)),
@@ -50,7 +50,9 @@ def _describe(raw) -> dict:
 def _print_info(info: dict, out) -> None:
     out.write(f"{info['name']}\n")
     out.write(f"  source       {info['source']}\n")
-    out.write(f"  image shape  {tuple(info['image_shape'])} ({info['n_features']} features)\n")
+    shape = tuple(info["image_shape"])
+    out.write(f"  image shape  {shape if shape else 'none (not images)'} "
+              f"({info['n_features']} features)\n")
     out.write(f"  train        {info['n_train']} examples\n")
     out.write(f"  test         {info['n_test']} examples\n")
     width = max(len(str(c)) for c in info["class_names"])
@@ -60,11 +62,34 @@ def _print_info(info: dict, out) -> None:
                   f"{info['test_counts'][i]:>6}\n")
 
 
+def _print_not_fetched(args, exc, out) -> int:
+    from ..datasets import registry
+
+    kind, _ = registry.parse_name(args.name)
+    info = {"name": kind, "description": registry.DATASET_DESCRIPTIONS.get(kind, ""),
+            "downloaded": False, "folder": exc.directory, "missing": list(exc.missing)}
+    if args.json:
+        json.dump(info, out, indent=2)
+        out.write("\n")
+        return 0
+    out.write(f"{kind}\n  {info['description']}\n")
+    out.write(f"  not downloaded: {', '.join(info['missing'])} missing in {info['folder']}\n")
+    out.write(f"  fetch it with: kernelfit datasets fetch {args.name}"
+              + (f" --data-dir {args.data_dir}" if args.data_dir else "") + "\n")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the chosen action; returns the exit code."""
     from ..datasets import registry
 
     out = sys.stdout
+    if args.action is None:
+        from ..errors import InputError
+
+        raise InputError("choose an action: list (the dataset names), info NAME (describe one, "
+                         "no download), fetch NAME (download and verify), e.g. kernelfit "
+                         "datasets info mnist")
     if args.action == "list":
         from ..datasets import resolve_data_dir
 
@@ -77,8 +102,15 @@ def run(args: argparse.Namespace) -> int:
             for r in rows:
                 out.write(f"{r['name']:<14} {r['description']}\n")
         return 0
-    download = not getattr(args, "no_download", False)
-    raw = registry.load_raw(args.name, data_dir=args.data_dir, download=download)
+    if args.action == "info":
+        from ..errors import DownloadError
+
+        try:
+            raw = registry.load_raw(args.name, data_dir=args.data_dir, download=False)
+        except DownloadError as exc:  # describe it from what kernelfit knows; no download
+            return _print_not_fetched(args, exc, out)
+    else:
+        raw = registry.load_raw(args.name, data_dir=args.data_dir, download=True)
     info = _describe(raw)
     if args.action == "fetch":
         info["verified"] = True

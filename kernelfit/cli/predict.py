@@ -7,7 +7,8 @@ import time
 import numpy as np
 
 from ..errors import InputError
-from ._common import print_json, print_table
+from ._common import check_output_paths, print_json, print_table
+from ._types import nonneg_int
 
 
 HELP = "predict with a model saved by `kernelfit solve --save`"
@@ -18,16 +19,55 @@ def add_arguments(p) -> None:
     p.add_argument("--dataset", default=None,
                    help="evaluate on this dataset's test split (default: the model's dataset)")
     p.add_argument("--data-dir", default=None, help="dataset folder (see `kernelfit solve`)")
-    p.add_argument("--n-test", type=int, default=None, help="number of test points")
+    p.add_argument("--n-test", type=nonneg_int, default=None, help="number of test points")
     p.add_argument("--input", default=None,
-                   help="a .npy file of raw inputs (n, d) to predict instead of a dataset")
+                   help="raw inputs to predict instead of a dataset: a .npy array (n, d), or "
+                        "a .npz with X_test (or X, or X_train), as `kernelfit solve` reads")
     p.add_argument("--output", default=None, help="write predicted labels to this .npy file")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+#: array names tried in an .npz given to --input, in order (those `solve` reads first)
+NPZ_INPUT_KEYS = ("X_test", "X", "X_train")
+
+
+def read_inputs(path: str):
+    """The array of inputs in ``path`` (.npy, or .npz with one of :data:`NPZ_INPUT_KEYS`),
+    and the labels stored with it (``y_test``/``y``/``y_train``, else None)."""
+    import zipfile
+    from pathlib import Path
+
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise InputError(f"{path}: no such file", param="input")
+    try:
+        with open(p, "rb") as fh:
+            head = fh.read(6)
+        if head[:4] == b"PK\x03\x04":
+            with np.load(p, allow_pickle=False) as z:
+                key = next((k for k in NPZ_INPUT_KEYS if k in z.files), None)
+                if key is None:
+                    raise InputError(f"{path} holds no array named {', '.join(NPZ_INPUT_KEYS)} "
+                                     f"(found: {', '.join(z.files) or 'none'})", param="input")
+                X = z[key]
+                ykey = "y" + key[1:]
+                y = z[ykey] if ykey in z.files else None
+            return X, y
+        if head != b"\x93NUMPY":
+            raise InputError(f"{path} is neither a .npy nor a .npz file (save arrays with "
+                             "numpy.save or numpy.savez)", param="input")
+        return np.load(p, allow_pickle=False), None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        if isinstance(exc, InputError):
+            raise
+        raise InputError(f"could not read {path} as a NumPy array "
+                         f"({exc.__class__.__name__}: {exc})", param="input") from None
 
 
 def run(args) -> int:
     from ..modelfile import load_model
 
+    check_output_paths(args)
     payload = load_model(args.model)
     est = payload["estimator"]
     fmap = payload.get("feature_map")
@@ -35,11 +75,7 @@ def run(args) -> int:
     t0 = time.perf_counter()
     rec = {"model": args.model, "features": meta.get("features", "raw")}
     if args.input:
-        try:
-            X = np.load(args.input, allow_pickle=False)
-        except (OSError, ValueError) as exc:
-            raise InputError(f"could not read {args.input} as a .npy array: {exc}") from None
-        y = None
+        X, y = read_inputs(args.input)
     else:
         from ..datasets import load_dataset
 
@@ -49,15 +85,26 @@ def run(args) -> int:
         ds = load_dataset(name, data_dir=args.data_dir, n_train=1, n_test=args.n_test)
         X, y = ds.X_test, ds.y_test
         rec["dataset"] = ds.name
+    if X.dtype.kind not in "fiub":
+        raise InputError(f"inputs must be numeric, got dtype {X.dtype}", param="input")
     X = np.asarray(X, dtype=np.float64)
     if X.ndim != 2:
-        raise InputError(f"inputs must be 2-D (n, d), got shape {X.shape}")
+        raise InputError(f"inputs must be 2-D (n, d), got shape {X.shape}", param="input")
+    n_in = getattr(fmap, "n_features_in_", None) if fmap is not None else est.n_features_in_
+    if n_in is not None and X.shape[1] != n_in:
+        raise InputError(f"inputs have {X.shape[1]} features, the model was fitted with "
+                         f"{n_in}", param="input")
+    if X.shape[0] == 0:
+        raise InputError("no inputs to predict (0 rows)", param="input")
+    if not np.isfinite(X).all():
+        raise InputError(f"inputs contain {int((~np.isfinite(X)).sum())} NaN or infinite "
+                         "value(s)", param="input")
     if fmap is not None:
         X = np.asarray(fmap.transform(X), dtype=np.float64)
     pred = est.predict(X)
     rec["n"] = int(X.shape[0])
     rec["seconds"] = time.perf_counter() - t0
-    if y is not None:
+    if y is not None and not args.input:
         rec["test_error"] = float(np.mean(pred != y))
     if args.output:
         from .._io import atomic_save_npy

@@ -7,7 +7,7 @@ from __future__ import annotations
 import sys
 
 from ._common import (add_data_arguments, add_kernel_arguments, add_solver_arguments,
-                      config_from_args, print_json)
+                      check_output_paths, config_from_args, print_json)
 
 HELP = ("randomization tests: corrupt labels or pixels at several levels, interpolate "
         "exactly, report train/test error, RKHS norm, time and cond(K)")
@@ -46,7 +46,7 @@ def add_arguments(p) -> None:
                    help="stop at the first failed solve (default: record it as a failed "
                         "record with its message, finish, and exit with code 5)")
     add_data_arguments(p)
-    from ..features import add_feature_arguments
+    from ._features import add_feature_arguments
 
     add_feature_arguments(p)
     add_kernel_arguments(p)
@@ -76,6 +76,7 @@ def run(args) -> int:
         check_out_dir(args.out)
         if "/" in args.prefix or "\\" in args.prefix:
             raise InputError(f"--prefix must be a file-name prefix, got {args.prefix!r}")
+    check_output_paths(args)
     cfg = config_from_args(args)
     condition = {"all": True, "endpoints": "endpoints", "none": False}[args.condition]
     result = run_randomization(
@@ -98,4 +99,6 @@ def run(args) -> int:
     warn = failure_message(result)
     if warn:
         print(f"kernelfit randomize: warning: {warn}", file=sys.stderr)
-    return NotPositiveDefiniteError.exit_code if result["n_failed"] else 0
+    from . import exit_code_for
+
+    return exit_code_for(NotPositiveDefiniteError()) if result["n_failed"] else 0

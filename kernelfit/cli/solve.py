@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from ..memory import fmt_bytes
 from ..report import fmt_pct as _pct
+from ._types import nonneg_float
 from ._common import (add_data_arguments, add_kernel_arguments, add_solver_arguments,
-                      config_from_args, print_json, print_table)
+                      check_output_paths, config_from_args, print_json, print_table)
 
 HELP = "solve K alpha = y exactly on a dataset and report errors, residual, norm and times"
 DESCRIPTION = (HELP + ". Example: kernelfit solve --dataset mnist --n-train 10000 "
@@ -14,7 +15,7 @@ DESCRIPTION = (HELP + ". Example: kernelfit solve --dataset mnist --n-train 1000
 
 def add_arguments(p) -> None:
     add_data_arguments(p)
-    from ..features import add_feature_arguments
+    from ._features import add_feature_arguments
 
     add_feature_arguments(p)
     add_kernel_arguments(p)
@@ -23,7 +24,7 @@ def add_arguments(p) -> None:
     o.add_argument("--json", action="store_true", help="print one JSON object")
     o.add_argument("--save", default=None, metavar="PATH",
                    help="store the fitted model (a pickle) for `kernelfit predict`")
-    o.add_argument("--tolerance", type=float, default=None, metavar="R",
+    o.add_argument("--tolerance", type=nonneg_float, default=None, metavar="R",
                    help="accept a relative residual up to R: without it a solve whose float64 "
                         "relative residual is above 1e-8 exits with code 6 (not exact)")
 
@@ -61,6 +62,7 @@ def render(rec: dict) -> None:
 def run(args) -> int:
     from ..run import run_solve
 
+    check_output_paths(args)
     rec = run_solve(config_from_args(args))  # --save is part of the options
     if args.json:
         print_json(rec)

@@ -15,7 +15,7 @@ import urllib.error
 import urllib.request
 import zlib
 from pathlib import Path
-from typing import Iterable, List, Optional
+from typing import Iterable, List, Optional, Sequence
 
 from ..errors import ChecksumError, DataError, DownloadError
 from ..progress import progress
@@ -29,6 +29,7 @@ __all__ = [
     "verify_bytes",
     "verify_file",
     "download",
+    "download_all",
     "missing_files_error",
 ]
 
@@ -124,10 +125,13 @@ def verify_file(path: Path, remote: Optional[RemoteFile]) -> None:
 def missing_files_error(dataset: str, directory: Path, filenames: Iterable[str],
                         reason: str) -> DownloadError:
     """A DownloadError saying where kernelfit looked and how to supply the files."""
+    filenames = list(filenames)
     names = ", ".join(filenames)
     return DownloadError(
         f"{dataset}: missing {names} in {directory} ({reason}); put the files in {directory}, "
-        f"or point --data-dir or ${ENV_VAR} at a directory holding {dataset}/ with them")
+        f"or point data_dir or ${ENV_VAR} at a directory holding {dataset}/ with them",
+        missing=filenames, directory=str(directory), dataset=dataset, reason=reason,
+        param="data_dir")
 
 
 def _remove_quietly(path: Path) -> None:
@@ -162,11 +166,40 @@ def download(remote: RemoteFile, directory: Path, dataset: str) -> Path:
 
     Mirrors are tried in order. Raises :class:`~kernelfit.errors.ChecksumError` when every
     mirror that answered served bytes with the wrong checksum, and
-    :class:`~kernelfit.errors.DownloadError` when none could be reached.
+    :class:`~kernelfit.errors.DownloadError` when none could be reached. A folder this call
+    created is removed again when the download fails or is interrupted.
     """
     directory = Path(directory)
-    dest = directory / remote.filename
     created = not directory.exists()
+    try:
+        return _download_into(remote, directory, dataset)
+    finally:
+        if created:  # leave no empty folder behind in the cache (also on Ctrl-C)
+            try:
+                directory.rmdir()
+            except OSError:  # not empty (the file arrived) or already gone
+                pass
+
+
+def download_all(remotes: Sequence[RemoteFile], directory: Path, dataset: str) -> List[Path]:
+    """Download every file of ``remotes``; when some fail, one error names all of them."""
+    paths: List[Path] = []
+    failed: List[str] = []
+    reasons: List[str] = []
+    for remote in remotes:
+        try:
+            paths.append(download(remote, directory, dataset))
+        except DownloadError as exc:
+            failed.append(remote.filename)
+            reasons.append(str(exc.facts.get("reason") or exc))
+    if failed:
+        more = " (the other files failed alike)" if len(failed) > 1 else ""
+        raise missing_files_error(dataset, directory, failed, reasons[0] + more)
+    return paths
+
+
+def _download_into(remote: RemoteFile, directory: Path, dataset: str) -> Path:
+    dest = directory / remote.filename
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -199,11 +232,6 @@ def download(remote: RemoteFile, directory: Path, dataset: str) -> Path:
         finally:
             _remove_quietly(tmp_path)
     detail = "; ".join(failures) if failures else "no download location known"
-    if created:  # leave no empty folder behind in the cache
-        try:
-            directory.rmdir()
-        except OSError:
-            pass
     if bad_checksum:
         raise ChecksumError(f"{dataset}: could not download a verified {remote.filename} "
                             f"into {directory}: {detail}")

@@ -11,7 +11,8 @@ as colour).
 Decoding tens of thousands of files is slow, so the decoded arrays are cached as ``.npy``
 files, keyed by the source path and its size and modification time (for a directory, those
 of every file in it). A cache entry is written to a temporary folder and renamed into place,
-checked on load, and rebuilt when it does not check out.
+checked on load (shapes, dtypes, label ranges and the SHA-256 of every array, so that
+same-size corruption is caught too), and rebuilt when it does not check out.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ __all__ = ["IMAGE_EXTENSIONS", "load_imagefolder", "cache_key"]
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".ppm", ".pgm", ".pbm",
                               ".tif", ".tiff", ".webp"})
 SPLITS = ("train", "test")
-_CACHE_VERSION = 1
+_CACHE_VERSION = 2  # 2: every array carries its SHA-256
 _CACHE_ARRAYS = ("X_train", "y_train", "X_test", "y_test")
 _CHUNK = 256
 
@@ -204,6 +205,10 @@ def cache_key(path: Path) -> str:
     return hashlib.sha256(_fingerprint(Path(path)).encode()).hexdigest()[:32]
 
 
+def _array_sha256(arr: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(arr).view(np.uint8).reshape(-1)).hexdigest()
+
+
 def _load_cached(entry: Path) -> Optional[Dict[str, object]]:
     meta_path = entry / "meta.json"
     if not meta_path.is_file():
@@ -218,6 +223,8 @@ def _load_cached(entry: Path) -> Optional[Dict[str, object]]:
             arr = np.load(entry / f"{name}.npy", allow_pickle=False)
             spec = meta["arrays"][name]
             if list(arr.shape) != spec["shape"] or str(arr.dtype) != spec["dtype"]:
+                return None
+            if _array_sha256(arr) != spec.get("sha256"):  # same-size corruption
                 return None
             out[name] = arr
         for split in SPLITS:
@@ -239,7 +246,8 @@ def _save_cached(entry: Path, data: Dict[str, object], source: Path) -> None:
         for name in _CACHE_ARRAYS:
             arr = data[name]
             np.save(tmp / f"{name}.npy", arr, allow_pickle=False)
-            meta["arrays"][name] = {"shape": list(arr.shape), "dtype": str(arr.dtype)}
+            meta["arrays"][name] = {"shape": list(arr.shape), "dtype": str(arr.dtype),
+                                    "sha256": _array_sha256(arr)}
         (tmp / "meta.json").write_text(json.dumps(meta))
         if entry.exists():
             shutil.rmtree(entry, ignore_errors=True)

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from ..errors import DataError, InputError
+from ..errors import ChecksumError, DataError, InputError
 from . import sources
-from ._fetch import download, missing_files_error, verify_bytes
+from ._fetch import download_all, missing_files_error, sha256_bytes, verify_bytes
 from ._types import RawData
 from .idx import IMAGES_MAGIC, LABELS_MAGIC, parse_idx, read_idx_bytes
 
@@ -50,24 +51,45 @@ def locate_idx_files(name: str, data_dir: Path, *, download_missing: bool) -> Di
     if missing and not download_missing:
         raise missing_files_error(name, directory, [files[r].filename for r in missing],
                                   "downloading is disabled")
-    for role in missing:
-        found[role] = download(files[role], directory, name)
+    paths = download_all([files[r] for r in missing], directory, name)
+    found.update(zip(missing, paths))
     return found
 
 
-def _read_checked(path: Path, role: str, remote, expect_magic: int) -> np.ndarray:
+def _check_other_dataset(name: str, role: str, path: Path, content: bytes) -> None:
+    """Refuse another IDX dataset's file (e.g. MNIST's under fashion-mnist/), recognized by
+    that dataset's published content checksum."""
+    digest = None
+    for other in IDX_DATASETS:
+        remote = sources.SOURCES[other].get(role)
+        if other == name or remote is None or remote.content_sha256 is None:
+            continue
+        digest = digest or sha256_bytes(content)
+        if digest == remote.content_sha256:
+            raise ChecksumError(f"{path} is {other}'s {remote.filename} (its published "
+                                f"checksum), not {name}'s; put {name}'s own files in {path.parent}")
+
+
+def _read_checked(path: Path, role: str, remote, expect_magic: int,
+                  name: str = "", unverified: Optional[list] = None) -> np.ndarray:
     stored, content = read_idx_bytes(path)
     uncompressed = content is None
     verify_bytes(stored, remote, str(path), content, uncompressed_copy=uncompressed)
+    if uncompressed and remote is not None and remote.content_sha256 is None:
+        # only the .gz has a published checksum: this copy can be checked for structure only
+        _check_other_dataset(name, role, path, stored)
+        if unverified is not None:
+            unverified.append(path.name)
     return parse_idx(stored if uncompressed else content, str(path), expect_magic=expect_magic)
 
 
-def _read_split(paths: Dict[str, Path], split: str, remotes, n_classes: int):
+def _read_split(paths: Dict[str, Path], split: str, remotes, n_classes: int, name: str = "",
+                unverified: Optional[list] = None):
     img_path, lab_path = paths[f"{split}_images"], paths[f"{split}_labels"]
     images = _read_checked(img_path, f"{split}_images", remotes.get(f"{split}_images"),
-                           IMAGES_MAGIC)
+                           IMAGES_MAGIC, name, unverified)
     labels = _read_checked(lab_path, f"{split}_labels", remotes.get(f"{split}_labels"),
-                           LABELS_MAGIC)
+                           LABELS_MAGIC, name, unverified)
     if images.shape[0] != labels.shape[0]:
         raise DataError(f"{img_path} holds {images.shape[0]} images but {lab_path} holds "
                         f"{labels.shape[0]} labels")
@@ -84,8 +106,14 @@ def load_idx_dataset(name: str, data_dir: Path, *, download_missing: bool = True
     classes = IDX_DATASETS[name]
     paths = locate_idx_files(name, data_dir, download_missing=download_missing)
     remotes = sources.SOURCES[name]
-    X_train, y_train = _read_split(paths, "train", remotes, len(classes))
-    X_test, y_test = _read_split(paths, "test", remotes, len(classes))
+    unverified: List[str] = []
+    X_train, y_train = _read_split(paths, "train", remotes, len(classes), name, unverified)
+    X_test, y_test = _read_split(paths, "test", remotes, len(classes), name, unverified)
+    if unverified:
+        warnings.warn(f"{name}: {', '.join(unverified)} in {Path(data_dir) / name} are "
+                      f"uncompressed and {name} publishes checksums of its .gz files only, so "
+                      "they are checked for structure but cannot be verified; use the "
+                      "published .gz files to have them checked", UserWarning, stacklevel=3)
     if X_train.shape[1:] != X_test.shape[1:]:
         raise DataError(f"{name}: training images are {X_train.shape[1:]} but test images are "
                         f"{X_test.shape[1:]}")

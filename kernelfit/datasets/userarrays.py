@@ -3,7 +3,8 @@
 The ``.npz`` file (``numpy.savez``) holds ``X_train`` (n, d) and ``y_train`` (n,), and
 optionally ``X_test``/``y_test`` and ``image_shape`` (for image feature maps and pixel
 randomization). Values are used as given (no scaling); labels may be any integers or
-strings and are mapped to ``0 .. k-1`` in sorted order.
+strings (or whole-number floats) and are mapped to ``0 .. k-1`` in sorted order. Labels
+that look continuous are refused (:mod:`kernelfit.labels`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError, InputError
+from ..labels import continuous_summary, label_kind
 from ._types import RawData
 
 __all__ = ["load_npz"]
@@ -24,10 +26,20 @@ def load_npz(path: str) -> RawData:
     if not p.is_file():
         raise InputError(f"npz:{path}: no such file")
     try:
+        with open(p, "rb") as fh:
+            head = fh.read(4)
+    except OSError as exc:
+        raise DataError(f"npz:{path}: cannot read the file ({exc.strerror or exc})") from None
+    if head != b"PK\x03\x04":
+        what = "a .npy array" if head == b"\x93NUM" else "not a .npz (zip) file"
+        raise DataError(f"npz:{path} is {what}; save your arrays with numpy.savez(path, "
+                        "X_train=..., y_train=...)")
+    try:
         with np.load(p, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
-        raise DataError(f"npz:{path}: not a readable .npz file ({exc})") from None
+        raise DataError(f"npz:{path}: not a readable .npz file ({exc}); save your arrays with "
+                        "numpy.savez(path, X_train=..., y_train=...)") from None
     for key in ("X_train", "y_train"):
         if key not in arrays:
             raise InputError(f"npz:{path}: missing array {key!r} (found: "
@@ -58,6 +70,17 @@ def load_npz(path: str) -> RawData:
                              f"got shape {y.shape}")
     if X_train.shape[0] == 0:
         raise InputError(f"npz:{path}: X_train is empty")
+    for name, y in (("y_train", y_train), ("y_test", y_test)):
+        try:
+            kind = label_kind(y)
+        except InputError as exc:
+            raise InputError(f"npz:{path}: {name}: {exc}") from None
+        if kind == "continuous":
+            raise InputError(f"npz:{path}: {name} looks continuous ({continuous_summary(y)}), "
+                             "but dataset labels are classes (integers or strings). Give class "
+                             "labels, or fit continuous targets with "
+                             "KernelInterpolator(task='regression') in Python",
+                             continuous_labels=True)
     classes, codes = np.unique(np.concatenate([y_train, y_test]), return_inverse=True)
     image_shape = ()
     if "image_shape" in arrays:

@@ -83,7 +83,8 @@ def parse_levels(levels) -> Tuple[float, ...]:
         except (TypeError, ValueError):
             raise InputError(f"levels must be numbers in [0, 1], got {levels!r}") from None
     if not vals:
-        raise InputError("no level given; e.g. --levels 0,0.2,0.4,0.6,0.8,1.0")
+        raise InputError("no level given; e.g. levels 0, 0.2, 0.4, 0.6, 0.8, 1.0",
+                         param="levels")
     bad = [v for v in vals if not (math.isfinite(v) and 0.0 <= v <= 1.0)]
     if bad:
         raise InputError(f"levels must lie in [0, 1] (fractions of the data corrupted), got "

@@ -26,8 +26,8 @@ def _check_modes_for_data(modes: Sequence[str], image_shape) -> None:
     bad = [m for m in modes if m in PIXEL_MODES]
     if bad and len(shape) not in (2, 3):
         raise InputError(f"mode(s) {', '.join(bad)} permute pixels and need image data; this "
-                         f"dataset has no image shape (image_shape={shape}). Use --mode labels "
-                         "or gaussian")
+                         f"dataset has no image shape (image_shape={shape}). Use the modes "
+                         "'labels' or 'gaussian'", param="modes")
 
 
 def _solve_one(opts: RunOptions, X_train, y_train, X_test, y_test, estimate_condition: bool,

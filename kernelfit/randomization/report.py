@@ -203,14 +203,16 @@ def check_out_dir(out_dir) -> Path:
     folder. Creates nothing."""
     p = Path(out_dir).expanduser()
     if p.exists() and not p.is_dir():
-        raise InputError(f"--out {out_dir}: exists and is not a folder")
+        raise InputError(f"output folder {out_dir} exists and is not a folder", param="out",
+                         path=str(out_dir))
     anc = p
     while not anc.exists():
         if anc.parent == anc:
             break
         anc = anc.parent
     if not anc.is_dir() or not os.access(anc, os.W_OK | os.X_OK):
-        raise InputError(f"--out {out_dir}: {anc} is not a writable folder")
+        raise InputError(f"output folder {out_dir}: {anc} is not a writable folder",
+                         param="out", path=str(out_dir))
     return p
 
 

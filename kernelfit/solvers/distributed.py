@@ -33,7 +33,8 @@ from ..errors import InputError, NotPositiveDefiniteError
 from ..kernels import Kernel
 from .cholesky import backward_row, factor_columns, forward_row, substitute
 from .products import cross_kernel_matmul, gram_tile, kernel_diagonal
-from .refine import ExactSolution, refine, refined_solution, retry_with_shift
+from .refine import (ExactSolution, breakdown_facts, refine, refined_solution,
+                     retry_with_shift)
 from .tiles import default_tile_size, tile_bounds
 
 __all__ = ["solve_distributed", "connect", "distributed_predict", "DistributedFactor",
@@ -63,7 +64,8 @@ def connect(scheduler: Optional[str] = None, local: bool = False, *, n_workers: 
     except (OSError, TimeoutError) as exc:
         raise InputError(f"could not reach the Dask scheduler at {scheduler} within "
                          f"{timeout:g} s ({exc.__class__.__name__}: {exc}). Is it running "
-                         "and reachable? (--distributed local starts a cluster here)") from None
+                         "and reachable? (distributed='local' starts a cluster here)",
+                         param="scheduler") from None
     except ValueError as exc:
         raise InputError(f"bad Dask scheduler address {scheduler!r}: {exc}") from None
     return client, None
@@ -255,12 +257,14 @@ def solve_distributed(kernel: Kernel, X, Y, opts, be: Optional[Backend] = None,
         try:
             _, shift, attempts = retry_with_shift(attempt, mean_diagonal,
                                                   allow_shift=precision != "float64",
-                                                  dtype_name=np.dtype(dtype).name, log=log)
+                                                  dtype_name=np.dtype(dtype).name, log=log,
+                                                  facts=breakdown_facts(kernel, Xh, opts.ridge, Y.shape[1]))
         except NotPositiveDefiniteError as exc:
             raise NotPositiveDefiniteError(
                 f"K is not numerically positive definite in {np.dtype(dtype).name} "
-                f"(Dask factorization: {exc}); try --solver eigh or --ridge",
-                index=exc.index) from None
+                f"(Dask factorization: {exc}); a ridge > 0 regularizes the solve",
+                index=exc.index, causes=exc.causes or ["ill_conditioned"],
+                **dict(breakdown_facts(kernel, Xh, opts.ridge, Y.shape[1]), dtype=np.dtype(dtype).name)) from None
         timings["gram_and_factor"] = time.perf_counter() - t0
 
         def matvec(V):

@@ -31,7 +31,7 @@ from .mixed import Fallback, solve_mixed
 from .ooc import solve_ooc
 from .options import DTYPES, SOLVERS, SolveOptions
 from .plan import SolvePlan, check, plan_solve
-from .products import build_gram, kept_pairs, stored_kernel_matvec
+from .products import build_gram, kept_pairs, kernel_diagonal, stored_kernel_matvec
 from .refine import ExactSolution
 from .tiles import TiledSymmetric
 
@@ -41,15 +41,18 @@ __all__ = ["SolveOptions", "ExactSolution", "solve_exact", "solve_in_core", "SOL
 log = logging.getLogger(__name__)
 
 
-def diagnose_not_pd(kernel: Kernel, X, ridge: float = 0.0, index: int = -1) -> str:
-    """Why K = k(X, X) may fail to be numerically positive definite, in words."""
+def diagnose_not_pd(kernel: Kernel, X, ridge: float = 0.0, index: int = -1,
+                    dtype: str = "float64", n_outputs: int = 1) -> NotPositiveDefiniteError:
+    """Why K = k(X, X) may fail to be numerically positive definite: the error to raise,
+    its message in words and its facts (``causes``, ``n_duplicates``, ...) as data."""
     n, _ = X.shape
     Xn = np.asarray(X)
     # the data span at most as many dimensions as X has columns that are not all zero
     d = int(np.any(Xn != 0, axis=0).sum())
     dims = f"d = {d} (the columns of X that are not zero in every row)"
-    reasons = []
+    reasons, causes = [], []
     if kernel.name == "linear" and d < n and not ridge:
+        causes.append("low_rank_linear")
         reasons.append(f"the linear kernel K = X X^T has rank at most {dims} < n = {n}, so "
                        "it is singular")
     if kernel.name == "polynomial" and not ridge:
@@ -58,6 +61,7 @@ def diagnose_not_pd(kernel: Kernel, X, ridge: float = 0.0, index: int = -1) -> s
 
         r = comb(d + kernel.degree, kernel.degree)
         if r < n:
+            causes.append("low_rank_polynomial")
             reasons.append(f"a degree-{kernel.degree} polynomial kernel in {dims} "
                            f"has rank at most {r} < n = {n}")
     try:
@@ -67,16 +71,26 @@ def diagnose_not_pd(kernel: Kernel, X, ridge: float = 0.0, index: int = -1) -> s
     except (TypeError, ValueError):  # pragma: no cover - non-contiguous exotic dtypes
         dup = 0
     if dup:
+        causes.append("duplicates")
         reasons.append(f"{dup} training point(s) are exact duplicates of others, which makes "
                        "rows of K equal")
     if not reasons:
-        reasons.append("K is too ill-conditioned for this precision (points very close "
-                       "together, a large bandwidth, or float32), or the kernel is not "
-                       "positive definite")
+        causes.append("ill_conditioned")
+        reasons.append(f"K is too ill-conditioned for {dtype} (points very close together, "
+                       "a large bandwidth), or the kernel is not positive definite")
     where = f" (first failing pivot at row {index})" if index >= 0 else ""
-    return ("K is not numerically positive definite" + where + ": " + "; ".join(reasons) +
-            ". Ways out: --solver eigh (or lstsq) for the explicit minimum-norm solution, "
-            "--ridge R for a regularized solve, removing duplicate points, or --dtype float64.")
+    diag = np.asarray(kernel_diagonal(kernel, Xn), dtype=np.float64)
+    mean_diag = float(np.mean(np.abs(diag))) if diag.size else 0.0
+    max_diag = float(np.max(np.abs(diag))) if diag.size else 0.0
+    return NotPositiveDefiniteError(
+        f"K is not numerically positive definite in {dtype}{where}: " + "; ".join(reasons) +
+        ". Ways out: solver='eigh' or 'lstsq' (the explicit minimum-norm solution), "
+        "a ridge > 0 (a regularized solve)" + (", removing the duplicate points" if dup else ""),
+        index=index, causes=causes, dtype=str(dtype), ridge=float(ridge), n=int(n),
+        d=int(Xn.shape[1]), n_outputs=int(n_outputs), n_duplicates=int(dup),
+        mean_diagonal=mean_diag, max_diagonal=max_diag, kernel=kernel.name,
+        problem=f"K is not numerically positive definite in {dtype}{where}: " +
+                "; ".join(reasons))
 
 
 def _sync(be: Backend):
@@ -154,9 +168,9 @@ def solve_in_core(kernel: Kernel, X, Y, opts: SolveOptions, be: Backend,
     if Y.ndim == 1:
         Y = Y[:, None]
     if be.device == "gpu" and opts.solver != "cholesky" and n * n >= 2 ** 31:
-        raise InputError(f"--solver {opts.solver} on the GPU builds a dense n x n K, and at "
+        raise InputError(f"solver {opts.solver!r} on the GPU builds a dense n x n K, and at "
                          f"n = {n} that exceeds the 2^31 elements cuSOLVER's 32-bit workspace "
-                         "sizes allow; use --solver cholesky, or --device cpu")
+                         "sizes allow; use solver 'cholesky', or the CPU", param="solver")
     precision = splan.precision if opts.solver == "cholesky" else opts.dtype
     dtype = np.float64 if precision == "float64" else np.float32
     tile_size = splan.tile_size
@@ -183,15 +197,15 @@ def solve_in_core(kernel: Kernel, X, Y, opts: SolveOptions, be: Backend,
         except NotPositiveDefiniteError as exc:
             K.free()
             be.free_pool()
-            raise NotPositiveDefiniteError(diagnose_not_pd(kernel, be.to_numpy(Xb),
-                                                           opts.ridge, exc.index),
-                                           index=exc.index) from None
+            raise diagnose_not_pd(kernel, be.to_numpy(Xb), opts.ridge, exc.index,
+                                  dtype=np.dtype(dtype).name, n_outputs=Yb.shape[1]) from None
         t2 = _sync(be)
         timings["factor"] = t2 - t1
         alpha = cholesky_solve(K, Yb).astype(xp.float64)
         if not bool(xp.isfinite(alpha).all()):
             K.free()
-            raise NotPositiveDefiniteError(diagnose_not_pd(kernel, be.to_numpy(Xb), opts.ridge))
+            raise diagnose_not_pd(kernel, be.to_numpy(Xb), opts.ridge,
+                                  dtype=np.dtype(dtype).name, n_outputs=Yb.shape[1])
         t3 = _sync(be)
         timings["solve"] = t3 - t2
         if opts.estimate_condition:

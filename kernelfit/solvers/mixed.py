@@ -30,7 +30,8 @@ from ..errors import NotPositiveDefiniteError
 from ..kernels import Kernel
 from .cholesky import cholesky_inplace, cholesky_solve
 from .products import build_gram, kernel_diagonal, kernel_matvec, stored_kernel_matvec
-from .refine import ExactSolution, refine, refined_solution, retry_with_shift
+from .refine import (ExactSolution, breakdown_facts, refine, refined_solution,
+                     retry_with_shift)
 from .tiles import TiledSymmetric
 
 __all__ = ["solve_mixed", "Fallback"]
@@ -106,7 +107,9 @@ def solve_mixed(kernel: Kernel, X, Y, opts, be: Backend, splan) -> ExactSolution
         return float(np.mean(be.to_numpy(kernel_diagonal(kernel, Xb)))) + opts.ridge
 
     T, shift, attempts = retry_with_shift(attempt, mean_diagonal, allow_shift=not auto,
-                                          dtype_name="float32", log=log)
+                                          dtype_name="float32", log=log,
+                                          facts=breakdown_facts(kernel, Xb, opts.ridge,
+                                                                Y.shape[1]))
 
     def precond(R):
         return be.to_numpy(cholesky_solve(T, xp.asarray(R), np.float64))

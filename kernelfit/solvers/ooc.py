@@ -44,7 +44,8 @@ from ..memory import fmt_bytes
 from ..progress import progress
 from .cholesky import cholesky_solve, factor_columns
 from .products import gram_tile, kernel_diagonal, kernel_matvec
-from .refine import ExactSolution, refine, refined_solution, retry_with_shift
+from .refine import (ExactSolution, breakdown_facts, refine, refined_solution,
+                     retry_with_shift)
 from .tiles import DiskTiles, TiledSymmetric, default_tile_size, run_tiles
 
 __all__ = ["solve_ooc", "ooc_factor", "fingerprint_X", "MANIFEST", "OOC_FORMAT"]
@@ -123,13 +124,15 @@ def ooc_factor(kernel: Kernel, X, directory, *, tile_size: int, dtype=np.float32
     dtype = np.dtype(dtype)
     directory = Path(directory).expanduser()
     if directory.exists() and not directory.is_dir():
-        raise InputError(f"--out-of-core {directory}: exists and is not a folder")
+        raise InputError(f"out-of-core folder {directory} exists and is not a folder",
+                         param="ooc_dir", path=str(directory))
     if not directory.parent.exists():
-        raise InputError(f"--out-of-core {directory}: parent folder {directory.parent} does not "
-                         "exist")
+        raise InputError(f"out-of-core folder {directory}: parent folder {directory.parent} "
+                         "does not exist", param="ooc_dir", path=str(directory))
+    if not os.access(directory if directory.exists() else directory.parent, os.W_OK | os.X_OK):
+        raise InputError(f"out-of-core folder {directory} is not writable",
+                         param="ooc_dir", path=str(directory))
     directory.mkdir(exist_ok=True)
-    if not os.access(directory, os.W_OK):
-        raise InputError(f"--out-of-core {directory}: folder is not writable")
     fp = {"X_sha256": fingerprint_X(X), "n": int(n), "d": int(d),
           "kernel": kernel.params(), "tile_size": int(tile_size), "dtype": dtype.name,
           "ridge": float(ridge)}
@@ -142,7 +145,9 @@ def ooc_factor(kernel: Kernel, X, directory, *, tile_size: int, dtype=np.float32
             raise InputError(f"{directory} already holds an out-of-core checkpoint "
                              f"({manifest['state'].get('panels_done', 0)} of "
                              f"{manifest['state'].get('n_panels', '?')} tile columns done); "
-                             "pass --resume to continue it, or choose an empty folder")
+                             "continue it with resume=True, or choose an empty folder",
+                             param="ooc_dir",
+                             path=str(directory), checkpoint=True)
         old = manifest.get("fingerprint", {})
         diff = sorted(k for k in set(fp) | set(old) if fp.get(k) != old.get(k))
         if diff:
@@ -169,8 +174,10 @@ def ooc_factor(kernel: Kernel, X, directory, *, tile_size: int, dtype=np.float32
     if not state.get("factored") and need > free:
         raise InputError(f"not enough disk space in {directory}: the out-of-core factor needs "
                          f"about {fmt_bytes(need)} more, {fmt_bytes(free)} is free; nothing "
-                         "was written. Free space, choose another folder, or use "
-                         "--precision mixed (float32 tiles, half the disk)")
+                         "was written. Free space, choose another folder, or store the tiles "
+                         "in float32 (mixed precision: half the disk)", param="ooc_dir",
+                         path=str(directory), required_bytes=int(need),
+                         available_bytes=int(free))
     if manifest is None:
         _write_manifest(directory, fp, state)
     stats = kernel.prepare(X)
@@ -207,7 +214,7 @@ def ooc_factor(kernel: Kernel, X, directory, *, tile_size: int, dtype=np.float32
 
     _, shift, _ = retry_with_shift(attempt, mean_diagonal, allow_shift=allow_shift,
                                    dtype_name=dtype.name, start=float(state.get("shift", 0.0)),
-                                   log=log)
+                                   log=log, facts=breakdown_facts(kernel, X, ridge))
     T = store.factor_in_memory_maps(get_backend("cpu"))
     info = {"directory": str(directory), "n_panels": nt, "panels_done": state["panels_done"],
             "resumed_from_panel": resumed_from, "panels_computed_this_run": computed[0],

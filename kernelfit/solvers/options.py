@@ -93,19 +93,20 @@ def _validate_beyond_memory(opts) -> None:
         raise InputError(f"refinement must be one of {', '.join(REFINEMENTS)}, got "
                          f"{opts.refinement!r}")
     if opts.resume and not opts.ooc_dir:
-        raise InputError("--resume continues an out-of-core run: give its folder with "
-                         "--out-of-core DIR")
+        raise InputError("resume continues an out-of-core run: give its folder (ooc_dir)",
+                         param="resume")
     if opts.ooc_dir is not None and not str(opts.ooc_dir).strip():
         raise InputError("the out-of-core folder is empty")
     if opts.distributed not in (None, "local"):
-        raise InputError(f"distributed must be 'local' (or give --scheduler ADDRESS), got "
-                         f"{opts.distributed!r}")
+        raise InputError(f"distributed must be 'local' (or give a scheduler address), got "
+                         f"{opts.distributed!r}", param="distributed")
     if opts.scheduler is not None and (not isinstance(opts.scheduler, str) or
                                        not opts.scheduler.strip()):
         raise InputError(f"scheduler must be an address such as tcp://host:8786, got "
                          f"{opts.scheduler!r}")
     if opts.scheduler and opts.distributed:
-        raise InputError("give either --scheduler ADDRESS or --distributed local, not both")
+        raise InputError("give either a Dask scheduler address or distributed='local', not both",
+                         param="scheduler")
     special = opts.precision == "mixed" or opts.ooc_dir or opts.scheduler or opts.distributed
     if special and opts.solver != "cholesky":
         raise InputError(f"mixed precision, out-of-core and Dask solves use the Cholesky "

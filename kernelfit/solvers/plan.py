@@ -22,13 +22,14 @@ from typing import Optional
 import numpy as np
 
 from ..backend import get_backend
-from ..memory import MemoryPlan, max_n_that_fits, plan_exact_solve
+from ..memory import MemoryPlan, plan_exact_solve
 from .machine import gemm_rates, n_threads_default, tile_choice
 from .options import SolveOptions
 from .products import kept_copy_bytes
 from .tiles import TiledSymmetric, default_tile_size
 
 __all__ = ["SolvePlan", "plan_solve", "plan_mixed", "preflight", "expected_times", "check",
+           "request_of", "plan_request", "would_fit", "max_n_that_fits",
            "KEEP_COPY_MAX_BYTES", "KEEP_F64_SHARE", "AUTO_TOL", "EXPECTED_PASSES"]
 
 # The most bytes of off-diagonal tiles copied through a float64 factorization for the
@@ -168,18 +169,18 @@ def plan_solve(n: int, d: int, m: int, opts: SolveOptions, *, device: str,
     choice = {"tiles": tile_choice(n, ts, device)}
     if opts.solver != "cholesky":
         plan = _in_core(n, d, m, n_test, np.float64, ts, opts.solver, device, avail)
-        return SolvePlan("in_core", opts.dtype, f"--solver {opts.solver}", ts, plan,
+        return SolvePlan("in_core", opts.dtype, f"solver {opts.solver}", ts, plan,
                          choice=choice)
     if opts.scheduler or opts.distributed or opts.ooc_dir:
         route = "dask" if (opts.scheduler or opts.distributed) else "ooc"
         precision = "mixed" if opts.precision == "auto" else opts.precision
         plan = plan_mixed(n, d, m, min(ts, n), device=device, available=avail)
         plan.items.pop("K tiles (float32)", None)  # on disk / on the workers
-        return SolvePlan(route, precision, f"{route}: --precision {opts.precision}", ts,
+        return SolvePlan(route, precision, f"{route}: precision {opts.precision}", ts,
                          _add_predictions(plan, n_test, m), tol=opts.tol, choice=choice)
-    precision, reason = opts.precision, f"asked for --precision {opts.precision}"
+    precision, reason = opts.precision, f"asked for precision {opts.precision}"
     if precision == "auto" and opts.dtype == "float32":
-        precision, reason = "float32", "auto: --dtype float32 asked for"
+        precision, reason = "float32", "auto: dtype float32 asked for"
     elif precision == "auto":
         precision, reason = _auto(n, d, m, n_test, ts, opts, device, avail, backend, choice)
     if precision == "mixed":
@@ -225,31 +226,72 @@ def _auto(n, d, m, n_test, ts, opts, device, avail, backend, choice):
                        f"({times['float64_s']:.3g} s against {times['mixed_s']:.3g} s mixed)")
 
 
-def ways_out(splan: SolvePlan, opts, n: int, d: int, m: int) -> str:
-    """What a refused plan can do instead (flag names; the CLI's words)."""
-    if splan.route == "mixed":
-        return (f"--out-of-core DIR (tiles on disk), a smaller --n-train than {n}, or a Dask "
-                "cluster (--scheduler ADDRESS).")
-    ways = []
-    if splan.precision == "float64" and opts.solver == "cholesky":
-        ways.append("--dtype float32 (halves K)")
-    if splan.memory.available:
-        n_max = max_n_that_fits(splan.memory.available, d, m,
-                                dtype=np.dtype("float64" if opts.solver != "cholesky"
-                                               else splan.precision), solver=opts.solver)
-        ways.append(f"--n-train {n_max} or less (fits now)")
-    if opts.solver != "cholesky":
-        ways.append("--solver cholesky (stores half of K)")
-    ways.append("--precision mixed (float32 K, float64-accurate solution) or "
-                "--out-of-core DIR (tiles on disk)")
-    return "; ".join(ways) + "."
+def request_of(opts: SolveOptions, n: int, d: int, m: int, n_test: int = 0) -> dict:
+    """The facts of a planned solve that a refusal carries (see :func:`plan_request`)."""
+    placement = ("dask" if (opts.scheduler or opts.distributed)
+                 else "disk" if opts.ooc_dir else "memory")
+    return {"n": int(n), "d": int(d), "n_outputs": int(m), "n_test": int(n_test),
+            "dtype": opts.dtype, "precision": opts.precision, "solver": opts.solver,
+            "tile_size": opts.tile_size, "device": opts.device, "placement": placement}
 
 
-def check(splan: SolvePlan, opts, n: int, d: int, m: int) -> None:
-    """Raise :class:`~kernelfit.errors.MemoryPlanError` (with the ways out) when the plan does not fit."""
+def check(splan: SolvePlan, opts, n: int, d: int, m: int, n_test: int = 0) -> None:
+    """Raise :class:`~kernelfit.errors.MemoryPlanError` (carrying the request) when the plan
+    does not fit."""
     if splan.route in ("ooc", "dask"):
         return  # K lives on disk or on the workers; their own checks refuse
-    splan.memory.check(ways_out=ways_out(splan, opts, n, d, m))
+    splan.memory.check(request=request_of(opts, n, d, m, n_test))
+
+
+def plan_request(request: dict, available: Optional[int]) -> SolvePlan:
+    """The plan the solve pre-flight makes for ``request``; a pure function (no rates are
+    measured: whether a plan fits does not depend on the route auto would pick by time).
+
+    ``request`` keys: ``n``, ``d``, ``n_outputs``, ``n_test`` (0), ``dtype`` ('float64'),
+    ``precision`` ('auto'), ``solver`` ('cholesky'), ``device`` ('cpu'), ``tile_size``
+    (None: automatic) and ``placement``: 'memory' (default), 'disk' (out of core: K's
+    tiles on disk) or 'dask' (K's tiles on the workers). ``precision`` 'float64' or
+    'float32' overrides ``dtype``.
+    """
+    precision = request.get("precision") or "auto"
+    dtype = str(request.get("dtype") or "float64")
+    if precision in ("float64", "float32"):
+        dtype = precision
+    placement = request.get("placement") or "memory"
+    device = request.get("device") or "cpu"
+    opts = SolveOptions(solver=request.get("solver") or "cholesky", dtype=dtype,
+                        precision=precision, tile_size=request.get("tile_size"),
+                        device=device, residual=True,
+                        ooc_dir="planned" if placement == "disk" else None,
+                        distributed="local" if placement == "dask" else None).validate()
+    n = int(request["n"])
+    return plan_solve(n, int(request.get("d", 0)), max(int(request.get("n_outputs", 1)), 1),
+                      opts, device=device, available=available,
+                      n_test=int(request.get("n_test", 0) or 0))
+
+
+def would_fit(request: dict, available: Optional[int]) -> bool:
+    """Whether ``request`` (see :func:`plan_request`) passes the memory pre-flight."""
+    if int(request.get("n", 0)) < 1:
+        return False
+    return plan_request(request, available).memory.fits()
+
+
+def max_n_that_fits(available: int, request: dict) -> int:
+    """The largest n for which ``request`` fits in ``available`` bytes (0 when none does)."""
+    def fits(n: int) -> bool:
+        return would_fit(dict(request, n=n), available)
+
+    lo, hi = 0, 1
+    while fits(hi) and hi < 1 << 26:
+        lo, hi = hi, hi * 2
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if fits(mid):
+            lo = mid
+        else:
+            hi = mid
+    return lo
 
 
 def preflight(cfg, n: int, d: int, n_classes: int, n_test: int) -> dict:
@@ -262,6 +304,6 @@ def preflight(cfg, n: int, d: int, n_classes: int, n_test: int) -> dict:
                         distributed=cfg.distributed, residual=True).validate()
     splan = plan_solve(n, d, n_classes, opts, device=be.device, available=be.free_memory(),
                        n_test=n_test, backend=be)
-    check(splan, opts, n, d, n_classes)
+    check(splan, opts, n, d, n_classes, n_test)
     return splan.record()
 

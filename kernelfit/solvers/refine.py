@@ -191,13 +191,22 @@ def refinement_info(out: dict, opts, *, shift: float = 0.0, attempts=None, log=N
     return info
 
 
+def breakdown_facts(kernel, X, ridge: float, n_outputs: int = 1) -> dict:
+    """The facts a failed factorization's error carries about the problem (see
+    :class:`~kernelfit.errors.NotPositiveDefiniteError`)."""
+    return {"n": int(X.shape[0]), "d": int(X.shape[1]), "ridge": float(ridge),
+            "kernel": kernel.name, "n_outputs": int(n_outputs)}
+
+
 def retry_with_shift(attempt: Callable[[float], object], mean_diagonal: Callable[[], float],
                      *, allow_shift: bool = True, dtype_name: str = "float32",
-                     start: float = 0.0, log: Optional[list] = None):
+                     start: float = 0.0, log: Optional[list] = None,
+                     facts: Optional[dict] = None):
     """Run ``attempt(shift)`` until it factors; after a breakdown grow the diagonal shift.
 
     Returns ``(result, shift, attempts)``; ``attempts`` lists each try (shift, ok, pivot).
-    Without ``allow_shift`` the first breakdown is raised as is.
+    Without ``allow_shift`` the first breakdown is raised as is. ``facts`` (``n``, ``d``,
+    ``ridge``, ``kernel``, ...) go on the error raised when every shift fails.
     """
     shift = float(start)
     attempts: list = []
@@ -223,8 +232,8 @@ def retry_with_shift(attempt: Callable[[float], object], mean_diagonal: Callable
     raise NotPositiveDefiniteError(
         f"the {dtype_name} factorization failed even with a diagonal shift of "
         f"{shift:.3e} ({SHIFT_MAX_TRIES} tries): the kernel matrix is probably not positive "
-        "definite (duplicate points, a low-rank kernel); use --solver eigh or --ridge",
-        index=attempts[-1].get("pivot", -1))
+        "definite (duplicate points, a low-rank kernel)", index=-1, causes=["shift_failed"],
+        dtype=dtype_name, mean_diagonal=float(mean or 0.0), **(facts or {}))
 
 
 def refined_solution(out: dict, opts, be: Backend, *, n: int, precision: str,

@@ -43,7 +43,8 @@ def load_mnist(data_dir: Optional[str] = None, integer: bool = False):
     """
     d = find_data_dir(data_dir)
     if d is None:
-        raise DataError("MNIST not found (give --data-dir or set KERNELFIT_DATA)")
+        raise DataError("MNIST not found (give data_dir or set KERNELFIT_DATA)",
+                        param="data_dir")
     if integer:
         raw = load_raw("mnist", data_dir=d, download=False)
         return (raw.X_train.reshape(raw.X_train.shape[0], -1), raw.y_train.astype(np.int64),

@@ -1,0 +1,247 @@
+"""From the library's error facts to one line of advice that names the command's flags.
+
+The library raises errors that state a problem and carry its facts as data (the request
+that did not fit and the bytes available, the diagnosed causes of a failed Cholesky, the
+parameter at fault). This module is the only place that knows the flags. Every way out it
+offers is checked before it is offered: a memory way out must pass the same pre-flight
+(:func:`kernelfit.solvers.plan.would_fit`), a way out of a failed factorization must be one that
+cannot fail the same way (the minimum-norm solvers, a ridge large enough for the precision,
+each with the ``--tolerance`` that accepts its residual where the command checks exactness;
+mixed precision is not offered there: its refinement of an ill-conditioned K need not
+converge), and nothing already in use is offered again.
+"""
+
+from __future__ import annotations
+
+import errno
+import importlib.util
+import math
+from typing import List, Optional, Tuple
+
+import numpy as np
+
+from ..errors import (DownloadError, InputError, KernelfitError, MemoryPlanError,
+                      NotPositiveDefiniteError)
+from ..memory import fmt_bytes
+from ..solvers.plan import max_n_that_fits, would_fit
+
+__all__ = ["FLAGS", "explain", "explain_os_error", "memory_ways_out", "not_pd_ways_out",
+           "ridge_that_factors", "PSD_KERNELS"]
+
+#: Python parameter -> command-line flag
+FLAGS = {
+    "ooc_dir": "--out-of-core", "save": "--save", "out": "--out", "levels": "--levels",
+    "modes": "--mode", "n_train": "--n-train", "n_test": "--n-test",
+    "bandwidth": "--bandwidth", "data_dir": "--data-dir", "cache_dir": "--feature-cache-dir",
+    "resume": "--resume", "scheduler": "--scheduler", "distributed": "--distributed",
+    "solver": "--solver", "dtype": "--dtype", "precision": "--precision", "tol": "--tol",
+    "max_iter": "--max-iter", "ridge": "--ridge", "tile_size": "--tile-size", "seed": "--seed",
+    "output": "--output", "input": "--input", "model": "--model", "kernel": "--kernel",
+    "degree": "--degree", "gamma": "--gamma", "coef0": "--coef0", "device": "--device",
+    "features": "--features", "dataset": "--dataset", "repeats": "--repeats",
+    "prefix": "--prefix", "n": "--n", "budget": "--budget",
+}
+
+#: kernels whose Gram matrix is positive semi-definite for every parameter kernelfit accepts
+#: (the polynomial kernel only with gamma > 0 and coef0 >= 0)
+PSD_KERNELS = ("gaussian", "laplacian", "linear", "normalized")
+
+
+def _special(args) -> bool:
+    """Whether the solve runs beyond memory (only the Cholesky solver is possible there)."""
+    return bool(getattr(args, "ooc_dir", None) or getattr(args, "scheduler", None)
+                or getattr(args, "distributed", None)
+                or getattr(args, "precision", "auto") == "mixed")
+
+
+def _ways(ways: List[str]) -> str:
+    return ". Ways out: " + "; ".join(ways) + "." if ways else ""
+
+
+def _problem(text: str) -> str:
+    return text.rstrip().rstrip(".")
+
+
+# ---------------------------------------------------------------- memory
+def memory_ways_out(request: dict, available: int, *, special: bool = False,
+                    given_dtype: Optional[str] = None,
+                    dask_installed: Optional[bool] = None) -> List[Tuple[str, dict]]:
+    """Ways out of a refused memory plan: ``(advice, request change)`` pairs, each of which
+    passes :func:`would_fit` on ``available`` bytes. Nothing already in use is offered."""
+    from ..solvers.tiled import TiledSymmetric, default_tile_size
+
+    req = dict(request)
+    n = int(req.get("n", 0))
+    solver = req.get("solver") or "cholesky"
+    precision = req.get("precision") or "auto"
+    dtype = str(req.get("dtype") or "float64")
+    storage = precision if precision in ("float64", "float32") else dtype
+    out: List[Tuple[str, dict]] = []
+
+    def offer(text: str, change: dict) -> None:
+        if would_fit(dict(req, **change), available):
+            out.append((text, change))
+
+    if solver != "cholesky" and not special:
+        offer("--solver cholesky (stores half of K, in tiles)", {"solver": "cholesky"})
+    if solver == "cholesky" and storage == "float64" and precision != "mixed":
+        if precision == "auto":
+            offer("--dtype float32 (halves K)", {"dtype": "float32"})
+        else:
+            flags = "--precision float32" + (" --dtype float32" if given_dtype else "")
+            offer(f"{flags} (halves K)", {"precision": "float32", "dtype": "float32"})
+    in_memory = req.get("placement", "memory") == "memory"
+    if solver == "cholesky" and precision != "mixed" and in_memory:
+        offer("--precision mixed (float32 K, solution refined to float64 accuracy)",
+              {"precision": "mixed"})
+    if n > 1:
+        n_max = max_n_that_fits(available, req)
+        if 1 <= n_max < n and would_fit(dict(req, n=n_max), available):
+            out.append((f"--n-train {n_max} or less", {"n": n_max}))
+    if solver == "cholesky" and in_memory:
+        ooc_dtype = np.float64 if precision == "float64" else np.float32
+        ts = req.get("tile_size") or default_tile_size(max(n, 1), req.get("device") or "cpu")
+        disk = TiledSymmetric.storage_bytes(n, ts, ooc_dtype)
+        offer(f"--out-of-core DIR (K's tiles on disk: about {fmt_bytes(disk)} free in DIR)",
+              {"placement": "disk"})
+        if dask_installed is None:
+            dask_installed = importlib.util.find_spec("distributed") is not None
+        if dask_installed:
+            offer("--scheduler ADDRESS (K's tiles on a Dask cluster's workers)",
+                  {"placement": "dask"})
+    return out
+
+
+def _memory_message(exc: MemoryPlanError, args) -> str:
+    msg = _problem(exc.message)
+    req = exc.request
+    if not req.get("n"):
+        return msg + _ways(["free memory, or ask for less"])
+    ways = [text for text, _ in memory_ways_out(req, exc.available_bytes,
+                                                special=_special(args),
+                                                given_dtype=getattr(args, "dtype", None))]
+    if not ways:
+        ways = [f"no setting of this request fits in {fmt_bytes(exc.available_bytes)}: free "
+                "memory or use a machine with more"]
+        import os
+
+        if os.environ.get("KERNELFIT_MEMORY_LIMIT"):
+            ways.append("raise or unset KERNELFIT_MEMORY_LIMIT "
+                        f"(now {os.environ['KERNELFIT_MEMORY_LIMIT']})")
+    return msg + _ways(ways)
+
+
+# ---------------------------------------------------------------- not positive definite
+def ridge_that_factors(facts: dict) -> float:
+    """A ridge with which the Cholesky of K + ridge I cannot break down in ``dtype``.
+
+    For a positive semi-definite K, a Cholesky succeeds when the smallest eigenvalue
+    exceeds about n u max_i K_ii (u the unit roundoff); this takes a hundredfold margin,
+    and at least ten times a ridge already in use. Rounded up to one significant digit.
+    """
+    dtype = np.dtype(facts.get("dtype") or "float64")
+    if dtype.kind != "f":
+        dtype = np.dtype(np.float32)
+    u = float(np.finfo(dtype).eps)
+    n = max(int(facts.get("n") or 1), 1)
+    scale = float(facts.get("max_diagonal") or facts.get("mean_diagonal") or 1.0)
+    if not (math.isfinite(scale) and scale > 0):
+        scale = 1.0
+    r = max(100.0 * n * u * scale, 10.0 * float(facts.get("ridge") or 0.0))
+    exp = math.floor(math.log10(r))
+    return math.ceil(r / 10 ** exp) * 10 ** exp
+
+
+def not_pd_ways_out(facts: dict, args, available: Optional[int] = None) -> List[str]:
+    """Ways out of a failed Cholesky, each one that cannot fail the same check."""
+    ways: List[str] = []
+    special = _special(args)
+    kernel = facts.get("kernel") or getattr(args, "kernel", None)
+    n, d = facts.get("n"), facts.get("d")
+    m = facts.get("n_outputs") or 1
+    causes = facts.get("causes") or []
+    solver = getattr(args, "solver", "cholesky")
+    # `kernelfit solve` refuses an inexact solve unless --tolerance accepts its residual; the
+    # minimum-norm and ridge solutions have a relative residual of at most 1
+    tol = getattr(args, "tolerance", 1.0) if hasattr(args, "tolerance") else 1.0
+    accept = "" if tol is not None and tol >= 1 else " --tolerance 1"
+    if not special and n:
+        req = {"n": n, "d": d or 0, "n_outputs": m, "n_test": 0, "solver": "eigh",
+               "device": getattr(args, "device", "cpu")}
+        if available is None or would_fit(req, available):
+            ways.append(f"--solver eigh{accept} (the explicit minimum-norm solution, or "
+                        "lstsq" + (", which need not interpolate: --tolerance 1 accepts its "
+                                   "residual)" if accept else ")"))
+    psd = kernel in PSD_KERNELS or (kernel == "polynomial"
+                                    and float(getattr(args, "gamma", 1.0)) > 0
+                                    and float(getattr(args, "coef0", 1.0)) >= 0)
+    if psd and solver == "cholesky":
+        ways.append(f"--ridge {ridge_that_factors(facts):g}{accept} (a regularized solve: no "
+                    "longer exact interpolation)")
+    if causes == ["duplicates"] and facts.get("n_duplicates"):
+        ways.append(f"remove the {facts['n_duplicates']} duplicate training point(s)")
+    return ways
+
+
+def _not_pd_message(exc: NotPositiveDefiniteError, args) -> str:
+    facts = exc.facts
+    problem = _problem(facts.get("problem") or exc.message)
+    available = None
+    try:
+        from ..backend import get_backend
+
+        available = get_backend(getattr(args, "device", "cpu")).free_memory()
+    except KernelfitError:
+        available = None
+    ways = not_pd_ways_out(facts, args, available)
+    return problem + _ways(ways or ["check the kernel and its parameters"])
+
+
+# ---------------------------------------------------------------- the rest
+def _download_message(exc: DownloadError) -> str:
+    f = exc.facts
+    if not exc.missing or not exc.directory:
+        return exc.message
+    dataset = f.get("dataset") or "the dataset"
+    reason = f" ({f['reason']})" if f.get("reason") else ""
+    return (f"{dataset}: missing {', '.join(exc.missing)} in {exc.directory}{reason}. Ways "
+            f"out: put the files in {exc.directory}, or point --data-dir (or $KERNELFIT_DATA) "
+            f"at a folder holding {dataset}/ with them")
+
+
+def explain(exc: KernelfitError, args=None) -> str:
+    """The one-line message of ``exc`` for the command line: the problem and a way out."""
+    if isinstance(exc, MemoryPlanError):
+        return _memory_message(exc, args)
+    if isinstance(exc, NotPositiveDefiniteError):
+        return _not_pd_message(exc, args)
+    if isinstance(exc, DownloadError):
+        return _download_message(exc)
+    msg = exc.message
+    param = exc.facts.get("param")
+    flag = FLAGS.get(param) if param else None
+    if isinstance(exc, InputError) and exc.facts.get("checkpoint"):
+        msg = msg.replace("continue it with resume=True", "add --resume to continue it")
+    if flag and msg.startswith(f"{param} "):
+        msg = flag + msg[len(param):]
+    elif flag and not msg.startswith(flag):
+        msg = f"{flag}: {msg}"
+    return msg
+
+
+def explain_os_error(exc: OSError) -> str:
+    """One line for an error of the file system (permission, disk full, missing file)."""
+    what = exc.strerror or exc.__class__.__name__
+    where = f" {exc.filename}" if exc.filename else ""
+    if exc.filename2:
+        where += f" -> {exc.filename2}"
+    hint = {
+        errno.EACCES: "choose a folder you can write to, or fix its permissions",
+        errno.EPERM: "choose a folder you can write to, or fix its permissions",
+        errno.EROFS: "choose a folder on a writable file system",
+        errno.ENOSPC: "free disk space or choose a folder on another disk",
+        errno.ENOENT: "check the path",
+        errno.EISDIR: "give a file name, not a folder",
+        errno.ENOTDIR: "check the path: a part of it is a file, not a folder",
+    }.get(exc.errno, "check the path and its permissions")
+    return f"cannot access{where}: {what}. Way out: {hint}"

@@ -1,0 +1,42 @@
+"""Value types of the command-line options: parse a flag's text, or give argparse's error."""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+__all__ = ["positive_int", "nonneg_int", "nonneg_float", "finite_float", "bandwidth_arg"]
+
+
+def _parse(text: str, conv, ok, what: str):
+    """Parse an option value with ``conv`` and check it with ``ok``; argparse-style errors."""
+    try:
+        v = conv(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+    if not ok(v):
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+    return v
+
+
+def positive_int(text: str) -> int:
+    return _parse(text, int, lambda v: v >= 1, "a positive integer")
+
+
+def nonneg_int(text: str) -> int:
+    return _parse(text, int, lambda v: v >= 0, "an integer >= 0")
+
+
+def nonneg_float(text: str) -> float:
+    return _parse(text, float, lambda v: math.isfinite(v) and v >= 0, "a finite number >= 0")
+
+
+def bandwidth_arg(text: str):
+    if text == "median":
+        return "median"
+    return _parse(text, float, lambda v: math.isfinite(v) and v > 0,
+                  "a positive finite number or 'median'")
+
+
+def finite_float(text: str) -> float:
+    return _parse(text, float, math.isfinite, "a finite number")

@@ -1,0 +1,46 @@
+"""The one label rule of kernelfit, shared by the datasets (and so the command line) and
+:class:`~kernelfit.estimator.KernelInterpolator`.
+
+Labels are **classes** when they are integers, booleans or strings, or floats that are all
+whole numbers (``0.0, 1.0, 2.0``); floats with a fractional part are **continuous**
+(regression targets). ``kernelfit solve`` classifies, so it refuses continuous labels; the
+estimator with ``task='auto'`` fits them as a regression and warns, and says nothing when
+``task='regression'`` asks for that.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .errors import InputError
+
+__all__ = ["label_kind", "continuous_summary"]
+
+
+def label_kind(y) -> str:
+    """``'classes'`` or ``'continuous'`` (see the module notes); InputError for labels that
+    are neither (complex numbers, NaN or infinite floats, objects)."""
+    y = np.asarray(y)
+    kind = y.dtype.kind
+    if kind in "biuUS":
+        return "classes"
+    if kind == "O":
+        if all(isinstance(v, (str, bool, int, np.integer, np.str_)) for v in y.ravel()):
+            return "classes"
+        raise InputError(f"labels must be numbers or strings, got objects of type "
+                         f"{type(y.ravel()[0]).__name__}" if y.size else "labels are empty")
+    if kind != "f":
+        raise InputError(f"labels must be integers, strings or real numbers, got dtype {y.dtype}")
+    if not np.isfinite(y).all():
+        raise InputError(f"labels contain {int((~np.isfinite(y)).sum())} NaN or infinite "
+                         "value(s)")
+    return "classes" if np.array_equal(y, np.round(y)) else "continuous"
+
+
+def continuous_summary(y) -> str:
+    """A few words about continuous labels, for messages."""
+    y = np.asarray(y, dtype=np.float64)
+    n_unique = int(np.unique(y).shape[0])
+    frac = y[y != np.round(y)]
+    example = f", e.g. {frac.ravel()[0]:.6g}" if frac.size else ""
+    return f"{n_unique} distinct values, not all whole numbers{example}"

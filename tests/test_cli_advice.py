@@ -1,0 +1,191 @@
+"""Every way out the command line offers really gets past the check that refused.
+
+Memory: over random requests that do not fit (hypothesis), each offered change passes the
+solve's real pre-flight (``kernelfit.run.preflight``) on the same memory, and nothing
+already in use is offered. Not positive definite: for each diagnosis (duplicates, a
+low-rank linear or polynomial kernel, an ill-conditioned float64 or float32 K), each
+offered way out, applied to the same command, solves.
+"""
+
+from __future__ import annotations
+
+import re
+from unittest import mock
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+from kernelfit.backend import CPUBackend
+from kernelfit.cli import main
+from kernelfit.cli._advice import memory_ways_out, ridge_that_factors
+from kernelfit.errors import MemoryPlanError
+from kernelfit.solvers.plan import would_fit
+from kernelfit.options import SolverOptions
+from kernelfit.run import preflight
+
+GiB = 1 << 30
+
+
+def _preflight(req: dict, available: int) -> None:
+    """The solve's own pre-flight for ``req`` with ``available`` bytes of memory."""
+    placement = req.get("placement")
+    cfg = SolverOptions(dtype=req.get("dtype", "float64"), precision=req.get("precision", "auto"),
+                      solver=req.get("solver", "cholesky"), tile_size=req.get("tile_size"),
+                      ooc_dir="/nonexistent/ooc" if placement == "disk" else None,
+                      scheduler="tcp://nowhere:1" if placement == "dask" else None)
+    with mock.patch.object(CPUBackend, "free_memory", lambda self: available):
+        preflight(cfg, req["n"], req["d"], req["n_outputs"], req.get("n_test", 0))
+
+
+requests = st.fixed_dictionaries({
+    "n": st.integers(2, 400_000),
+    "d": st.integers(1, 4096),
+    "n_outputs": st.integers(1, 20),
+    "n_test": st.integers(0, 20_000),
+    "solver": st.sampled_from(["cholesky", "eigh", "lstsq"]),
+    "dtype": st.sampled_from(["float64", "float32"]),
+    "precision": st.sampled_from(["auto", "float64", "mixed"]),
+})
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(req=requests, available=st.integers(0, 64 * GiB))
+def test_memory_ways_out_pass_the_real_preflight(req, available):
+    if req["precision"] == "float64":
+        req["dtype"] = "float64"  # the CLI refuses the contradiction
+    if req["solver"] != "cholesky":
+        req["precision"] = "auto"  # mixed precision is a Cholesky solve
+    assume(not would_fit(req, available))
+    # the premise: the real pre-flight refuses the request too
+    with pytest.raises(MemoryPlanError):
+        _preflight(req, available)
+    for text, change in memory_ways_out(req, available, dask_installed=True):
+        assert text.startswith("--")
+        assert any(req.get(k) != v for k, v in change.items()), (text, "already in use")
+        _preflight(dict(req, **change), available)  # must not raise
+        if "n" in change:
+            assert f"--n-train {change['n']}" in text
+
+
+def test_float32_is_not_offered_when_in_use_and_mixed_not_when_it_would_not_shrink():
+    req = {"n": 200_000, "d": 784, "n_outputs": 10, "n_test": 10_000, "dtype": "float32"}
+    ways = memory_ways_out(req, 24 * GiB, dask_installed=False)
+    texts = " ".join(t for t, _ in ways)
+    assert "--dtype float32" not in texts and "--precision mixed" not in texts
+    # n = 200,000 in float32 needs about 76 GiB: only a smaller n or disk can help
+    assert "--n-train" in texts and "--out-of-core" in texts
+
+
+def test_no_n_train_offered_when_nothing_fits():
+    req = {"n": 1000, "d": 10, "n_outputs": 2}
+    ways = memory_ways_out(req, 0, dask_installed=True)
+    assert ways == []
+
+
+# ---------------------------------------------------------------- not positive definite
+_FLAG = re.compile(r"(--[a-z0-9-]+)(?: ([^\s();,]+))?")
+
+
+def _ways(err: str):
+    assert "Ways out: " in err, err
+    return err.split("Ways out: ", 1)[1].strip().rstrip(".").split("; ")
+
+
+def _apply(argv, way, tmp_path):
+    """The command with the flags of one way out applied; None when it names no flags."""
+    flags = _FLAG.findall(way.split(" (")[0])
+    if not flags:
+        return None
+    out = list(argv)
+    for flag, value in flags:
+        if value in ("or", "DIR", "ADDRESS", "R", ""):
+            value = {"DIR": str(tmp_path / "ooc")}.get(value, None)
+        if flag in out:
+            i = out.index(flag)
+            del out[i:i + 2]
+        out += [flag] + ([value] if value else [])
+    return out
+
+
+def _npz(tmp_path, X, y):
+    path = tmp_path / "d.npz"
+    np.savez(path, X_train=X, y_train=y)
+    return f"npz:{path}"
+
+
+def _check_every_way(tmp_path, capsys, argv, dedup=None):
+    code = main(argv)
+    err = capsys.readouterr().err
+    # rounding can let a Cholesky of an exactly singular K through: then there is no
+    # refusal to test
+    assume(code == 5)
+    assert "--dtype float64" not in err or "float32" in argv
+    tried = 0
+    for way in _ways(err):
+        if way.startswith("remove the") and dedup is not None:
+            assert main(argv[:2] + [dedup] + argv[3:] + ["--json"]) == 0, way
+            capsys.readouterr()
+            tried += 1
+            continue
+        new = _apply(argv, way, tmp_path)
+        if new is None:
+            continue
+        if "--scheduler" in new:
+            continue  # needs a cluster
+        code = main(new + ["--json"])
+        out, err2 = capsys.readouterr()
+        assert code == 0, (way, err2)
+        tried += 1
+    assert tried >= 1
+
+
+@settings(max_examples=6, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(n=st.integers(20, 80), n_dup=st.integers(1, 5), seed=st.integers(0, 2**16))
+def test_duplicates_ways_out_solve(tmp_path, capsys, n, n_dup, seed):
+    rng = np.random.default_rng(seed)
+    X = rng.random((n, 6))
+    X = np.vstack([X, X[:n_dup]])
+    y = rng.integers(0, 3, X.shape[0])
+    data = _npz(tmp_path, X, y)
+    dedup = tmp_path / "dedup.npz"
+    np.savez(dedup, X_train=X[:n], y_train=y[:n])
+    _check_every_way(tmp_path, capsys, ["solve", "--dataset", data, "--bandwidth", "0.5"],
+                     dedup=f"npz:{dedup}")
+
+
+@settings(max_examples=6, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(kernel=st.sampled_from(["linear", "polynomial"]), d=st.integers(1, 3),
+       seed=st.integers(0, 2**16))
+def test_low_rank_ways_out_solve(tmp_path, capsys, kernel, d, seed):
+    rng = np.random.default_rng(seed)
+    X = rng.random((60, d))
+    y = rng.integers(0, 2, 60)
+    argv = ["solve", "--dataset", _npz(tmp_path, X, y), "--kernel", kernel, "--degree", "2"]
+    _check_every_way(tmp_path, capsys, argv)
+
+
+@settings(max_examples=6, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(bandwidth=st.sampled_from(["50", "500", "1e4"]), dtype=st.sampled_from(["float64",
+                                                                               "float32"]))
+def test_ill_conditioned_ways_out_solve(tmp_path, capsys, bandwidth, dtype):
+    argv = ["solve", "--dataset", "digits", "--n-train", "300", "--n-test", "50",
+            "--bandwidth", bandwidth, "--dtype", dtype]
+    code = main(argv + ["--json"])
+    err = capsys.readouterr().err
+    assume(code == 5)
+    if dtype == "float64":
+        assert "--dtype float64" not in err  # already in use: never offered
+    _check_every_way(tmp_path, capsys, argv)
+
+
+def test_ridge_grows_with_n_precision_and_a_ridge_in_use():
+    base = {"n": 1000, "dtype": "float64", "max_diagonal": 1.0}
+    r64 = ridge_that_factors(base)
+    assert ridge_that_factors(dict(base, dtype="float32")) > 1e6 * r64
+    assert ridge_that_factors(dict(base, n=100_000)) > r64
+    assert ridge_that_factors(dict(base, ridge=1.0)) >= 10.0
