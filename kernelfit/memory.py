@@ -18,7 +18,7 @@ import numpy as np
 
 from .errors import MemoryPlanError
 
-__all__ = ["MemoryPlan", "fmt_bytes", "peak_rss_bytes", "plan_exact_solve"]
+__all__ = ["MemoryPlan", "fmt_bytes", "peak_rss_bytes", "plan_exact_solve", "largest_n"]
 
 #: fraction of the available memory a plan may use (the rest is headroom for the
 #: interpreter, BLAS buffers and allocator fragmentation)
@@ -114,3 +114,18 @@ def plan_exact_solve(n: int, d: int, n_outputs: int, *, n_test: int = 0, dtype=n
     plan.add("targets and coefficients", 4 * 8.0 * n * max(n_outputs, 1))
     plan.add("predictions", 2 * 8.0 * max(n_test, 0) * max(n_outputs, 1))
     return plan
+
+
+def largest_n(fits, limit: int = 1 << 26) -> int:
+    """The largest n >= 1 with ``fits(n)`` for a ``fits`` that is monotone in n (doubling,
+    then bisection); 0 when ``fits(1)`` is false. Stops growing at ``limit``."""
+    lo, hi = 0, 1
+    while fits(hi) and hi < limit:
+        lo, hi = hi, hi * 2
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if fits(mid):
+            lo = mid
+        else:
+            hi = mid
+    return lo

@@ -172,23 +172,12 @@ def largest_fitting_n(impl: str, available: int, *, d: int, n_test: int,
                       dtype="float64") -> int:
     """The largest n whose run of ``impl`` fits in ``available`` bytes (with kernelfit's
     10% headroom), by bisection over :func:`dense_bytes_needed`."""
-    from ..memory import SAFETY
+    from ..memory import SAFETY, largest_n
 
     def fits(n):
         return dense_bytes_needed(impl, n, d, n_test, dtype=np.dtype(dtype)) <= SAFETY * available
 
-    lo, hi = 1, 2
-    while fits(hi) and hi < (1 << 24):
-        lo, hi = hi, hi * 2
-    if not fits(lo):
-        return 0
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        if fits(mid):
-            lo = mid
-        else:
-            hi = mid
-    return lo
+    return largest_n(fits, limit=1 << 24)
 
 
 # ---------------------------------------------------------------- records

@@ -22,7 +22,7 @@ from typing import Optional
 import numpy as np
 
 from ..backend import get_backend
-from ..memory import MemoryPlan, plan_exact_solve
+from ..memory import MemoryPlan, largest_n, plan_exact_solve
 from .machine import gemm_rates, n_threads_default, tile_choice
 from .options import SolveOptions
 from .products import kept_copy_bytes
@@ -279,19 +279,7 @@ def would_fit(request: dict, available: Optional[int]) -> bool:
 
 def max_n_that_fits(available: int, request: dict) -> int:
     """The largest n for which ``request`` fits in ``available`` bytes (0 when none does)."""
-    def fits(n: int) -> bool:
-        return would_fit(dict(request, n=n), available)
-
-    lo, hi = 0, 1
-    while fits(hi) and hi < 1 << 26:
-        lo, hi = hi, hi * 2
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        if fits(mid):
-            lo = mid
-        else:
-            hi = mid
-    return lo
+    return largest_n(lambda n: would_fit(dict(request, n=n), available))
 
 
 def preflight(cfg, n: int, d: int, n_classes: int, n_test: int) -> dict:
