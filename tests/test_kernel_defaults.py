@@ -76,6 +76,8 @@ def test_cli_inexact_solve_exits_6_and_names_the_way_out(capsys):
     assert rec["exact"] is False and rec["relative_residual"] > EXACT_RESIDUAL
     assert "inexact_reason" in rec and rec["bandwidth_rule"]["rule"] == "given"
     assert "--tolerance" in err and "leave out --bandwidth" in err
+    # a float64 solve: mixed precision would not be more exact, so it is not offered
+    assert rec["precision"] == "float64" and "--precision mixed" not in err
     rc, rec, err = _solve(capsys, ["--bandwidth", "200", "--tolerance", "1e-3"])
     assert rc == 0 and rec["exact"] is False and "accepted" in err
 

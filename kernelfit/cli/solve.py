@@ -84,7 +84,8 @@ def _exactness_exit(rec: dict, args) -> int:
     if rec.get("bandwidth_rule", {}).get("rule") == "given" and args.bandwidth != "median":
         ways.append("leave out --bandwidth (default chosen for the features) or "
                     "--bandwidth median")
-    ways.append("--precision mixed (refines the solution to --tol)")
+    if rec.get("precision") == "float32":  # float64 refinement of the float32 factor
+        ways.append("--precision mixed (refines the solution to --tol)")
     ways.append(f"--tolerance {rec['relative_residual']:.1e} to accept this residual")
     msg = (f"kernelfit solve: {'accepted' if code == 0 else 'error'}: the solve is not exact "
            f"({rec.get('inexact_reason')})")
