@@ -81,8 +81,8 @@ def choose_bandwidth(kernel: str, features: str, requested, X, *, seed: int = 0
 
 
 def exactness(residual: Optional[float], *, kernel_params: Optional[dict] = None,
-              bandwidth_rule: Optional[dict] = None, condition_number: Optional[float] = None
-              ) -> dict:
+              bandwidth_rule: Optional[dict] = None, condition_number: Optional[float] = None,
+              ridge: float = 0.0) -> dict:
     """``{"exact": bool, "exact_threshold": 1e-8[, "inexact_reason": ...]}`` for a solve.
 
     A missing or non-finite residual is not exact. The reason names the likely cause
@@ -95,6 +95,12 @@ def exactness(residual: Optional[float], *, kernel_params: Optional[dict] = None
         return out
     if residual <= EXACT_RESIDUAL:
         out["exact"] = True
+        return out
+    if ridge:
+        out["inexact_reason"] = (f"float64 relative residual {residual:.1e} > "
+                                 f"{EXACT_RESIDUAL:.0e}: ridge {ridge:g} > 0, a regularized "
+                                 "solve does not interpolate")
+        out["cause"] = "ridge"
         return out
     parts = [f"float64 relative residual {residual:.1e} > {EXACT_RESIDUAL:.0e}: K is too "
              "ill-conditioned for this solve"]

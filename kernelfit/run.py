@@ -246,7 +246,8 @@ def solve_arrays(X_train, y_train, X_test=None, y_test=None, opts: Optional[RunO
     if bw_rule is not None:
         rec["bandwidth_rule"] = bw_rule
     rec.update(exactness(rec["relative_residual"], kernel_params=rec["kernel_params"],
-                         bandwidth_rule=bw_rule, condition_number=est.condition_number_))
+                         bandwidth_rule=bw_rule, condition_number=est.condition_number_,
+                         ridge=float(rec.get("ridge") or 0.0)))
     if on_fitted is not None:
         on_fitted(est)
     return rec

@@ -92,3 +92,13 @@ def test_cli_default_bandwidth_follows_features(capsys):
     assert rec["bandwidth_rule"]["rule"] == f"{FEATURE_MEDIAN_FACTOR:g} x median"
     assert rec["kernel_params"]["bandwidth"] == pytest.approx(
         FEATURE_MEDIAN_FACTOR * rec["bandwidth_rule"]["median_distance"])
+
+
+def test_offered_tolerance_accepts_the_residual_and_ridge_is_named(capsys):
+    import re
+
+    rc, rec, err = _solve(capsys, ["--ridge", "1e-3"])
+    assert rc == 6 and rec["cause"] == "ridge" and "ridge" in rec["inexact_reason"]
+    tol = re.search(r"--tolerance (\S+) to accept", err).group(1)
+    rc, rec, err = _solve(capsys, ["--ridge", "1e-3", "--tolerance", tol])
+    assert rc == 0 and "accepted" in err

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from ..memory import fmt_bytes
 from ..report import fmt_pct as _pct
 from ._types import nonneg_float
@@ -86,7 +88,11 @@ def _exactness_exit(rec: dict, args) -> int:
                     "--bandwidth median")
     if rec.get("precision") == "float32":  # float64 refinement of the float32 factor
         ways.append("--precision mixed (refines the solution to --tol)")
-    ways.append(f"--tolerance {rec['relative_residual']:.1e} to accept this residual")
+    res = rec.get("relative_residual")
+    if res is not None and math.isfinite(res) and res > 0:
+        # rounded up, so that the value offered accepts this residual
+        step = 10.0 ** (math.floor(math.log10(res)) - 1)
+        ways.append(f"--tolerance {math.ceil(res / step) * step:.1e} to accept this residual")
     msg = (f"kernelfit solve: {'accepted' if code == 0 else 'error'}: the solve is not exact "
            f"({rec.get('inexact_reason')})")
     print(msg + ("" if code == 0 else "; ways out: " + "; ".join(ways) + "."), file=sys.stderr)

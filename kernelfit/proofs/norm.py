@@ -58,7 +58,7 @@ def check(quick=False, data_dir=None, seed=0, n=None, n_test=None, bandwidth="me
     m = mnist_or_none(data_dir)
     if m is None:
         res.status = "skipped"
-        res.notes.append("MNIST not found (use --data-dir or KERNELFIT_DATA)")
+        res.notes.append("MNIST not found (give data_dir or set KERNELFIT_DATA)")
         return res
     _make_feature_map, apply_features = g
     n = n or (1000 if quick else 5000)

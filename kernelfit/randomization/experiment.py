@@ -258,8 +258,10 @@ def _one_record(opts, base, mode, level, seed, X_train, y_train, X_test, y_test,
         out = _solve_one(opts, Ftr, ytr, Fte, y_test, estimate_condition, seed)
     except NotPositiveDefiniteError as exc:
         if on_error == "raise":
-            raise NotPositiveDefiniteError(f"{mode} level {level:g} repeat {base['repeat']} "
-                                           f"(seed {seed}): {exc}", index=exc.index) from None
+            where = f"{mode} level {level:g} repeat {base['repeat']} (seed {seed})"
+            facts = dict(exc.facts)
+            facts["problem"] = f"{where}: {facts.get('problem') or exc.message}"
+            raise NotPositiveDefiniteError(f"{where}: {exc.message}", **facts) from None
         out = {k: None for k in METRICS}
         out.update(status="failed", error=f"{type(exc).__name__}: {exc}", timings={})
     else:
