@@ -101,7 +101,7 @@ def test_median_bandwidth(digits):
     ({}, np.array([[1.0, np.nan], [0.0, 1.0]]), [0, 1], "NaN"),
     ({}, np.ones((3, 2)), [0, 1], "inconsistent numbers of samples"),
     ({"kernel": "bogus"}, np.eye(3), [0, 1, 2], "unknown kernel"),
-    ({"solver": "qr"}, np.eye(3), [0, 1, 2], "unknown solver"),
+    ({"solver": "qr"}, np.eye(3), [0, 1, 2], "is unknown"),
     ({"dtype": "float16"}, np.eye(3), [0, 1, 2], "dtype"),
     ({"ridge": -1.0}, np.eye(3), [0, 1, 2], "ridge"),
     ({"bandwidth": "wide"}, np.eye(3), [0, 1, 2], "bandwidth"),

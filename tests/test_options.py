@@ -20,7 +20,7 @@ from kernelfit.options import (DataOptions, FeatureOptions, KernelOptions, RunOp
     (lambda: KernelOptions(bandwidth=-1.0), "bandwidth"),
     (lambda: KernelOptions(name="sigmoid"), "unknown kernel"),
     (lambda: KernelOptions(name="polynomial", degree=0), "degree"),
-    (lambda: SolverOptions(solver="qr"), "unknown solver"),
+    (lambda: SolverOptions(solver="qr"), "is unknown"),
     (lambda: SolverOptions(dtype="float16"), "dtype"),
     (lambda: SolverOptions(ridge=-1), "ridge"),
     (lambda: SolverOptions(tol=0.5e-16), "tol"),

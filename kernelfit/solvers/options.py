@@ -48,20 +48,24 @@ class SolveOptions:
 
     def validate(self) -> "SolveOptions":
         if self.solver not in SOLVERS:
-            raise InputError(f"unknown solver {self.solver!r}; choose one of {', '.join(SOLVERS)}")
+            raise InputError(f"solver {self.solver!r} is unknown; choose one of "
+                             f"{', '.join(SOLVERS)}", param="solver")
         if str(self.dtype) not in DTYPES:
-            raise InputError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+            raise InputError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}",
+                             param="dtype")
         self.dtype = str(self.dtype)
         try:
             self.ridge = float(self.ridge)
         except (TypeError, ValueError):
-            raise InputError(f"ridge must be a number, got {self.ridge!r}") from None
+            raise InputError(f"ridge must be a number, got {self.ridge!r}",
+                             param="ridge") from None
         if not np.isfinite(self.ridge) or self.ridge < 0:
-            raise InputError(f"ridge must be a non-negative finite number, got {self.ridge!r}")
+            raise InputError(f"ridge must be a non-negative finite number, got {self.ridge!r}",
+                             param="ridge")
         if self.tile_size is not None:
             if int(self.tile_size) != self.tile_size or self.tile_size < 16:
-                raise InputError(f"tile size must be an integer of at least 16, got "
-                                 f"{self.tile_size!r}")
+                raise InputError(f"tile_size must be an integer of at least 16, got "
+                                 f"{self.tile_size!r}", param="tile_size")
             self.tile_size = int(self.tile_size)
         if self.rcond is not None and not (0 <= float(self.rcond) < 1):
             raise InputError(f"rcond must be in [0, 1), got {self.rcond!r}")
@@ -74,24 +78,25 @@ def _validate_beyond_memory(opts) -> None:
     """Check the beyond-memory fields of :class:`SolveOptions` (raises InputError)."""
     if opts.precision not in PRECISIONS:
         raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got "
-                         f"{opts.precision!r}")
+                         f"{opts.precision!r}", param="precision")
     try:
         tol = float(opts.tol)
     except (TypeError, ValueError):
-        raise InputError(f"tol must be a number, got {opts.tol!r}") from None
+        raise InputError(f"tol must be a number, got {opts.tol!r}", param="tol") from None
     if not (math.isfinite(tol) and 1e-15 <= tol < 1):
         raise InputError(f"tol must be a relative residual in [1e-15, 1), got {opts.tol!r} "
-                         "(float64 cannot resolve residuals much below 1e-15)")
+                         "(float64 cannot resolve residuals much below 1e-15)", param="tol")
     opts.tol = tol
     if opts.max_iter is None:
         opts.max_iter = DEFAULT_MAX_ITER
     if isinstance(opts.max_iter, bool) or int(opts.max_iter) != opts.max_iter or \
             not (1 <= int(opts.max_iter) <= 100_000):
-        raise InputError(f"max_iter must be a positive integer, got {opts.max_iter!r}")
+        raise InputError(f"max_iter must be an integer in [1, 100000], got {opts.max_iter!r}",
+                         param="max_iter")
     opts.max_iter = int(opts.max_iter)
     if opts.refinement not in REFINEMENTS:
         raise InputError(f"refinement must be one of {', '.join(REFINEMENTS)}, got "
-                         f"{opts.refinement!r}")
+                         f"{opts.refinement!r}", param="refinement")
     if opts.resume and not opts.ooc_dir:
         raise InputError("resume continues an out-of-core run: give its folder (ooc_dir)",
                          param="resume")
