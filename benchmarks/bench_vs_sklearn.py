@@ -59,6 +59,9 @@ import sys
 import time
 from pathlib import Path
 
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))  # the checkout's kernelfit, as the other scripts
+
 REFERENCE = {
     10000: {"peer": "sklearn", "time_s": 11.0, "memory_bytes": 2.88e9, "test_error": 0.0266,
             "max_time_ratio": 0.35, "max_memory_ratio": 0.5},

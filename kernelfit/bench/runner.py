@@ -39,6 +39,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import Callable, Optional
 
 import numpy as np
@@ -419,6 +420,10 @@ def run_child(spec: dict, *, timeout: float = 600.0, env: Optional[dict] = None,
     child_env = dict(os.environ)
     child_env["KERNELFIT_PROGRESS"] = "0"
     child_env["PYTHONUNBUFFERED"] = "1"
+    # the child imports the same kernelfit as this process, wherever it was started from
+    here = str(Path(__file__).resolve().parents[2])
+    child_env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (here, child_env.get("PYTHONPATH")) if p)
     for key, val in (env or {}).items():
         if val is None:
             child_env.pop(str(key), None)
