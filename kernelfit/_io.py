@@ -13,7 +13,9 @@ from typing import Optional
 
 import numpy as np
 
-__all__ = ["atomic_writer", "atomic_save_npy", "atomic_write_text", "json_default",
+from .errors import InputError
+
+__all__ = ["check_format", "atomic_writer", "atomic_save_npy", "atomic_write_text", "json_default",
            "check_writable_file", "check_writable_folder"]
 
 
@@ -111,3 +113,14 @@ def check_writable_folder(folder, param: str = "path") -> None:
     if why:
         raise InputError(f"cannot write in {folder}: {anc}: {why}; choose a folder you can "
                          "write to", param=param, path=str(folder))
+
+
+def check_format(obj, path, fmt: str, version: int, what: str):
+    """``obj`` (a loaded model file, manifest, ...) when it is a dict of kernelfit's format
+    ``fmt`` at ``version``; else :class:`~kernelfit.errors.InputError` naming ``what``."""
+    if not isinstance(obj, dict) or obj.get("format") != fmt:
+        raise InputError(f"{path} is not a kernelfit {what}")
+    if obj.get("version") != version:
+        raise InputError(f"{path} has {what} version {obj.get('version')}, this kernelfit "
+                         f"reads version {version}")
+    return obj

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Optional
 
 from . import __version__
+from ._io import check_format
 from .errors import InputError
 
 __all__ = ["MODEL_FORMAT", "MODEL_VERSION", "check_save_path", "save_model", "load_model"]
@@ -69,9 +70,4 @@ def load_model(path) -> dict:
     except Exception as exc:  # unpickling garbage raises many exception types
         raise InputError(f"{path} is not a readable kernelfit model file ({exc.__class__.__name__})"
                          ) from None
-    if not isinstance(payload, dict) or payload.get("format") != MODEL_FORMAT:
-        raise InputError(f"{path} is not a kernelfit model file")
-    if payload.get("version") != MODEL_VERSION:
-        raise InputError(f"{path} has model format version {payload.get('version')}, this "
-                         f"kernelfit reads version {MODEL_VERSION}")
-    return payload
+    return check_format(payload, path, MODEL_FORMAT, MODEL_VERSION, "model file")

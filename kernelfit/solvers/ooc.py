@@ -36,7 +36,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from .._io import atomic_write_text, atomic_writer
+from .._io import atomic_write_text, atomic_writer, check_format
 from ..backend import Backend, available_host_memory, get_backend
 from ..errors import InputError, NotPositiveDefiniteError
 from ..kernels import Kernel
@@ -95,12 +95,7 @@ def _read_manifest(directory: Path) -> Optional[dict]:
     except (OSError, ValueError) as exc:
         raise InputError(f"the checkpoint manifest {p} is unreadable ({exc}); use a new "
                          "folder or delete this one") from None
-    if not isinstance(m, dict) or m.get("format") != OOC_FORMAT:
-        raise InputError(f"{p} is not a kernelfit out-of-core checkpoint")
-    if m.get("version") != OOC_VERSION:
-        raise InputError(f"{p} has checkpoint version {m.get('version')}, this kernelfit "
-                         f"reads version {OOC_VERSION}")
-    return m
+    return check_format(m, p, OOC_FORMAT, OOC_VERSION, "out-of-core checkpoint")
 
 
 def _write_manifest(directory: Path, fp: dict, state: dict) -> None:
