@@ -44,14 +44,9 @@ _ALIASES = {
 }
 
 
-#: the array module of an array (NumPy or CuPy): the backend's namespace query, under the
-#: name the solvers import
-_xp_of = array_namespace
-
-
 def check_array(X, name: str = "X", *, allow_empty: bool = False) -> np.ndarray:
     """Validate a 2-D finite float array; raise :class:`InputError` otherwise."""
-    xp = _xp_of(X)
+    xp = array_namespace(X)
     if not hasattr(X, "ndim"):
         X = np.asarray(X)
         xp = np
@@ -72,7 +67,7 @@ def check_array(X, name: str = "X", *, allow_empty: bool = False) -> np.ndarray:
 
 def row_norms_sq(X) -> Any:
     """Squared Euclidean norm of every row, accumulated in float64."""
-    xp = _xp_of(X)
+    xp = array_namespace(X)
     X64 = X.astype(xp.float64, copy=False)
     return xp.einsum("ij,ij->i", X64, X64)
 
@@ -83,7 +78,7 @@ def squared_distances(A, B, *, a_sq=None, b_sq=None, same: bool = False, out=Non
     ``same=True`` declares that ``A`` and ``B`` are the same rows, so the diagonal is set
     to exactly zero (the expansion leaves rounding noise there).
     """
-    xp = _xp_of(A)
+    xp = array_namespace(A)
     A = A.astype(xp.float64, copy=False)
     B = B.astype(xp.float64, copy=False)
     if a_sq is None:
@@ -187,7 +182,7 @@ class Kernel:
             return None
         sq = row_norms_sq(X)
         if self.name == "normalized":
-            xp = _xp_of(X)
+            xp = array_namespace(X)
             if bool((sq == 0).any()):
                 idx = int(xp.flatnonzero(sq == 0)[0])
                 raise InputError(
@@ -214,7 +209,7 @@ class Kernel:
         chunk by chunk while each chunk is still in cache: a kernel product then never
         reads the finished block back from memory.
         """
-        xp = _xp_of(A)
+        xp = array_namespace(A)
         A64 = A.astype(xp.float64, copy=False)
         B64 = B.astype(xp.float64, copy=False)
         if self.needs_sq_norms:
@@ -311,7 +306,7 @@ def active_columns(X):
     (exactly, up to the order of summation). On MNIST 13% of the pixels are zero in every
     one of 10,000 training images: 13% fewer flops in every GEMM over the data.
     """
-    xp = _xp_of(X)
+    xp = array_namespace(X)
     nz = xp.any(X != 0, axis=0)
     k = int(nz.sum())
     if k == X.shape[1] or k == 0:

@@ -258,7 +258,4 @@ class RunOptions:
         out.update(seed=self.seed, save=self.save)
         return out
 
-    def updated(self, **flat) -> "RunOptions":
-        """A copy with some flat options changed (validated again)."""
-        return RunOptions.from_flat(**{**self.to_flat(), **flat})
 

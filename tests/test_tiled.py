@@ -7,7 +7,8 @@ from hypothesis import given, settings, strategies as st
 
 from kernelfit.errors import InputError, NotPositiveDefiniteError
 from kernelfit.kernels import get_kernel
-from kernelfit.solvers.tiled import (TiledSymmetric, _run_tiles, build_gram, cholesky_inplace,
+from kernelfit.solvers.tiles import run_tiles
+from kernelfit.solvers.tiled import (TiledSymmetric, build_gram, cholesky_inplace,
                                      cholesky_solve, cross_kernel_matmul, default_tile_size,
                                      kept_copy_bytes, kept_pairs, kernel_matvec,
                                      stored_kernel_matvec)
@@ -235,7 +236,7 @@ def test_threads_take_every_task_exactly_once(n_threads):
             with lock:
                 seen.append((t, task))
 
-    used = _run_tiles(tasks, work, get_backend("cpu"), n_threads)
+    used = run_tiles(tasks, work, get_backend("cpu"), n_threads)
     assert sorted(task for _, task in seen) == tasks
     assert used == min(n_threads, len(tasks))
     assert {t for t, _ in seen} <= set(range(used))

@@ -152,13 +152,3 @@ def print_table(rows: Iterable, title: str = "", file=None) -> None:
         print(title, file=out)
     for line in two_column(rows):
         print(line, file=out)
-
-
-def parse_list(text: str, conv=float, name: str = "value") -> list:
-    try:
-        vals = [conv(t) for t in text.split(",") if t.strip()]
-    except ValueError:
-        raise InputError(f"could not parse {name} list {text!r}") from None
-    if not vals:
-        raise InputError(f"empty {name} list")
-    return vals

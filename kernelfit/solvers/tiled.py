@@ -10,11 +10,8 @@ from .cholesky import (cholesky_inplace, cholesky_solve, estimate_condition,  # 
 from .machine import n_threads_default  # noqa: F401
 from .products import (build_gram, cross_kernel_matmul, gram_tile, kept_copy_bytes,  # noqa: F401
                        kept_pairs, kernel_matvec, stored_kernel_matvec)
-from .tiles import (BlockBuffer, TiledSymmetric, default_tile_size, run_tiles,  # noqa: F401
-                    tile_bounds)
+from .tiles import TiledSymmetric, default_tile_size, tile_bounds  # noqa: F401
 
-_run_tiles = run_tiles
-_BlockBuffer = BlockBuffer
 
 __all__ = ["TiledSymmetric", "default_tile_size", "build_gram", "gram_tile", "cholesky_inplace",
            "cholesky_solve", "kernel_matvec", "cross_kernel_matmul", "n_threads_default",
