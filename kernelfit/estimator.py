@@ -23,7 +23,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from .backend import get_backend, is_device_array, to_host
 from .errors import InputError, InputTypeError
-from .kernels import active_columns, check_array
+from .kernels import active_columns, check_array, to_integer_grid
 from .labels import continuous_summary, label_kind
 from .options import KernelOptions, SolverOptions
 from .solvers.exact import solve_exact
@@ -92,7 +92,9 @@ class KernelInterpolator(BaseEstimator):
 
     Fitted attributes: ``alpha_`` (coefficients, one column per class or target),
     ``X_fit_`` (the training inputs restricted to ``support_``, the columns that are
-    non-zero in some training row; ``support_`` is None when that is all of them),
+    non-zero in some training row; ``support_`` is None when that is all of them; on the
+    CPU, inputs on an integer grid such as 8-bit pixels scaled to [0, 1] are stored as the
+    exact integers ``x * kernel_.int_scale`` in float32, see :mod:`kernelfit.kernels`),
     ``relative_residual_``, ``rkhs_norm_``, ``train_error_``, ``timings_``,
     ``classes_``, ``kernel_`` and ``n_features_in_``.
 
@@ -199,7 +201,12 @@ class KernelInterpolator(BaseEstimator):
         support = active_columns(Xb)
         if support is not None:
             Xb = xp.ascontiguousarray(Xb[:, support])
+        if be.device == "cpu":  # 8-bit pixels: exact inner products at the float32 rate
+            kernel, Xb = to_integer_grid(kernel, Xb)
         sol = solve_exact(kernel, Xb, Y, opts, backend=be)
+        if kernel.int_scale is not None:
+            sol.info["inner_products"] = (
+                f"float32 GEMM, exact: inputs stored as the integers x * {kernel.int_scale:g}")
         timings = dict(sol.timings)
         self.kernel_ = kernel
         self.task_ = task
@@ -257,7 +264,7 @@ class KernelInterpolator(BaseEstimator):
             raise InputError(f"X has {X.shape[1]} features, but {type(self).__name__} is "
                              f"expecting {self.n_features_in_} features as input")
         xp = be.xp
-        Xb = xp.asarray(X, dtype=xp.float64)
+        Xb = self.kernel_.on_grid(xp.asarray(X, dtype=xp.float64))
         a_stats = self.kernel_.prepare(Xb)  # norms over all of the query's columns
         support = getattr(self, "support_", None)
         if support is not None:

@@ -17,12 +17,23 @@ as |x|^2 + |z|^2 - 2 <x, z> in float64 (also when the result is stored in float3
 that expansion cancels badly in single precision), clamped at zero, and set to exactly
 zero on the diagonal of a diagonal block. Code is written against the array module
 ``xp`` of the inputs, so the same function runs on NumPy and CuPy.
+
+Inputs on an integer grid (8-bit pixels scaled to [0, 1], ``x = k / 255``) can be stored
+as their integers ``k`` in float32 with ``Kernel(..., int_scale=255)``
+(:func:`integer_grid`). Their inner products are sums of integer products; while every
+partial sum stays below 2^24 in magnitude, which holds when ``|k_a| |k_b| < 2^24`` for
+every pair of rows (Cauchy-Schwarz bounds each partial sum by the full sum of
+``|k_a,i k_b,i|``), a float32 GEMM computes them *exactly*, in any order and with fused
+multiply-adds, at twice the float64 rate of the CPU's SIMD units. Blocks whose rows break
+that bound use the float64 GEMM; the element-wise finish is float64 either way, with the
+bandwidth measured in grid units (``h * int_scale``), so the kernel values are those of
+``x`` itself, computed from exact inner products.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Optional
 
 import numpy as np
@@ -31,7 +42,16 @@ from .backend import array_namespace, fused_finish, to_host
 from .errors import InputError
 
 __all__ = ["Kernel", "KERNEL_NAMES", "get_kernel", "row_norms_sq", "squared_distances",
-           "check_array", "median_distance"]
+           "check_array", "median_distance", "integer_grid", "to_integer_grid",
+           "INT_GRID_KERNELS"]
+
+#: kernels whose values depend on the inputs only through distances or cosines, so that
+#: integer-grid inputs need only their bandwidth rescaled (see the module docstring)
+INT_GRID_KERNELS = ("gaussian", "laplacian", "normalized")
+#: float32 represents every integer of magnitude below 2^24 exactly
+_F32_EXACT = float(2 ** 24)
+#: the grids tried by :func:`integer_grid`: integer data, and 8-bit values scaled to [0, 1]
+_GRID_SCALES = (1.0, 255.0)
 
 KERNEL_NAMES = ("linear", "polynomial", "normalized", "gaussian", "laplacian")
 
@@ -129,6 +149,8 @@ class Kernel:
     degree: int = 4
     gamma: float = 1.0
     coef0: float = 1.0
+    #: inputs are the integers ``k = x * int_scale`` stored in float32 (None: plain inputs)
+    int_scale: Optional[float] = None
 
     def __post_init__(self):
         name = _ALIASES.get(self.name, self.name)
@@ -147,6 +169,14 @@ class Kernel:
             if isinstance(self.degree, bool) or int(self.degree) != self.degree or self.degree < 1:
                 raise InputError(f"degree must be a positive integer, got {self.degree!r}")
             object.__setattr__(self, "degree", int(self.degree))
+        if self.int_scale is not None:
+            sc = self.int_scale
+            if name not in INT_GRID_KERNELS:
+                raise InputError(f"int_scale applies to the {', '.join(INT_GRID_KERNELS)} "
+                                 f"kernels, not {name!r}", param="int_scale")
+            if not (isinstance(sc, (int, float)) and math.isfinite(sc) and sc > 0):
+                raise InputError(f"int_scale must be a positive finite number, got {sc!r}",
+                                 param="int_scale")
         if name == "polynomial":
             if not (math.isfinite(self.gamma) and self.gamma > 0):
                 raise InputError(f"gamma must be positive and finite, got {self.gamma!r}")
@@ -210,20 +240,28 @@ class Kernel:
         reads the finished block back from memory.
         """
         xp = array_namespace(A)
-        A64 = A.astype(xp.float64, copy=False)
-        B64 = B.astype(xp.float64, copy=False)
         if self.needs_sq_norms:
             if a_stats is None:
-                a_stats = self.prepare(A64)
+                a_stats = self.prepare(A)
             if b_stats is None:
-                b_stats = self.prepare(B64)
-        K = xp.matmul(A64, B64.T, out=out)
+                b_stats = self.prepare(B)
+        K32 = None
+        if self._exact_in_float32(A, B, a_stats, b_stats, xp):
+            # exact integer inner products at the float32 rate; cast chunk by chunk below
+            K32 = A @ B.T
+            K = out if out is not None else xp.empty(K32.shape, dtype=xp.float64)
+            A64 = A
+        else:
+            A64 = A.astype(xp.float64, copy=False)
+            K = xp.matmul(A64, B.astype(xp.float64, copy=False).T, out=out)
         m, ncols = K.shape
         rows = m if xp is not np else max(1, (1 << 18) // max(ncols, 1))
         fix_diagonal = same and (self.diagonal_value is not None or self.name == "linear")
         for s in range(0, m, rows):
             e = min(s + rows, m)
             chunk = K[s:e]
+            if K32 is not None:
+                chunk[...] = K32[s:e]
             self._finish(chunk, None if a_stats is None else a_stats[s:e], b_stats, xp)
             if fix_diagonal:  # the diagonal entries (t, t) of this chunk's rows
                 stop = min(e, ncols)
@@ -242,13 +280,40 @@ class Kernel:
             K = K.astype(dtype)
         return K
 
+    @property
+    def _grid_bandwidth(self) -> float:
+        """The bandwidth in the units of the stored inputs (grid units with int_scale)."""
+        return self.bandwidth * (self.int_scale or 1.0)
+
+    def _exact_in_float32(self, A, B, a_stats, b_stats, xp) -> bool:
+        """Whether the float32 GEMM of this block's integer inputs is exact (see the
+        module docstring): both operands are integer-grid float32 on the CPU and the
+        largest row norms multiply to less than 2^24."""
+        if (self.int_scale is None or xp is not np or A.dtype != np.float32
+                or B.dtype != np.float32 or a_stats is None or b_stats is None
+                or A.shape[0] == 0 or B.shape[0] == 0):
+            return False
+        return float(a_stats.max()) * float(b_stats.max()) < _F32_EXACT * _F32_EXACT
+
+    def on_grid(self, X):
+        """``X`` in this kernel's input units: ``X`` itself without ``int_scale``; else the
+        integers ``X * int_scale`` in float32 where they are exact integers below 2^24,
+        or in float64 where they are not (still correct, at the float64 rate)."""
+        if self.int_scale is None:
+            return X
+        xp = array_namespace(X)
+        G = xp.asarray(X, dtype=xp.float64) * self.int_scale
+        if xp is np and integer_grid(G, scales=(1.0,)) == 1.0:
+            return G.astype(np.float32)
+        return G
+
     def _finish(self, S, a_sq, b_sq, xp) -> None:
         """Turn inner products S = <a, b> into kernel values, in place."""
         name = self.name
         fused = fused_finish(xp, name) if name in ("gaussian", "laplacian") else None
         if fused is not None:  # one GPU kernel: distance, clamp, scale, exp (and sqrt)
-            scale = (-1.0 / (2.0 * self.bandwidth ** 2) if name == "gaussian"
-                     else -1.0 / self.bandwidth)
+            h = self._grid_bandwidth
+            scale = -1.0 / (2.0 * h * h) if name == "gaussian" else -1.0 / h
             fused(a_sq[:, None], b_sq[None, :], scale, S)
             return
         if name in ("gaussian", "laplacian"):
@@ -257,11 +322,12 @@ class Kernel:
             S += a_sq[:, None]
             S += b_sq[None, :]
             xp.maximum(S, 0.0, out=S)
+            h = self._grid_bandwidth
             if name == "gaussian":
-                S *= -1.0 / (2.0 * self.bandwidth ** 2)
+                S *= -1.0 / (2.0 * h * h)
             else:
                 xp.sqrt(S, out=S)
-                S *= -1.0 / self.bandwidth
+                S *= -1.0 / h
             xp.exp(S, out=S)
         elif name == "normalized":
             S *= (1.0 / xp.sqrt(a_sq))[:, None]
@@ -312,6 +378,51 @@ def active_columns(X):
     if k == X.shape[1] or k == 0:
         return None
     return xp.flatnonzero(nz)
+
+
+def to_integer_grid(kernel: "Kernel", X):
+    """``(kernel, X)`` with the inputs stored as exact integers in float32 when ``X`` (a
+    NumPy array) lies on an integer grid and the kernel allows it, else unchanged.
+
+    The returned kernel carries ``int_scale`` (its bandwidth is unchanged: the kernel
+    values are those of the original inputs); half the memory for the inputs, and every
+    block whose rows satisfy the 2^24 bound multiplies at the float32 rate, exactly.
+    """
+    if kernel.int_scale is not None or kernel.name not in INT_GRID_KERNELS:
+        return kernel, X
+    s = integer_grid(X)
+    if s is None:
+        return kernel, X
+    G = np.empty(X.shape, dtype=np.float32)
+    for a in range(0, X.shape[0], 4096):
+        G[a:a + 4096] = X[a:a + 4096] * s
+    return replace(kernel, int_scale=s), G
+
+
+def integer_grid(X, scales=_GRID_SCALES) -> Optional[float]:
+    """The first ``s`` of ``scales`` for which ``X * s`` is all integers of magnitude below
+    2^24 (exact in float32), else None. NumPy arrays only (None for device arrays).
+
+    A seeded sample of 256 rows is tested first, so data off the grid are rejected after
+    a few cheap passes over that sample; the whole array is checked before a scale is
+    returned.
+    """
+    if array_namespace(X) is not np or X.size == 0 or X.dtype.kind != "f":
+        return None
+    rows = np.random.default_rng(0).choice(X.shape[0], size=min(256, X.shape[0]),
+                                           replace=False)
+    for s in scales:
+        if all(_on_grid(part, s) for part in (X[np.sort(rows)], X)):
+            return float(s)
+    return None
+
+
+def _on_grid(X, s: float, rows: int = 4096) -> bool:
+    for a in range(0, X.shape[0], rows):  # row chunks: a few MiB of temporaries
+        G = X[a:a + rows] * s
+        if not (np.abs(G).max() < _F32_EXACT and np.array_equal(G, np.rint(G))):
+            return False
+    return True
 
 
 def get_kernel(name: str = "gaussian", **params) -> Kernel:

@@ -161,7 +161,8 @@ def versions() -> dict:
 #: fit_info keys copied into the record; these three get a ``solve_`` prefix
 _INFO_KEYS = ("precision", "precision_reason", "refinement", "tol", "iterations", "matvecs",
               "refinement_history", "converged", "shift", "preconditioner_only", "note",
-              "checkpoint", "out_of_core", "distributed", "precision_fallback", "plan_choice")
+              "checkpoint", "out_of_core", "distributed", "precision_fallback", "plan_choice",
+              "inner_products")
 _PREFIXED = ("tol", "iterations", "note")
 
 

@@ -1,0 +1,96 @@
+"""Integer-grid inputs (8-bit pixels): exact float32 inner products, float64 fallback."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+from hypothesis.extra.numpy import arrays
+
+from kernelfit import KernelInterpolator
+from kernelfit.errors import InputError
+from kernelfit.kernels import Kernel, get_kernel, integer_grid, to_integer_grid
+
+
+def _exact_sq_dist(Ka, Kb):
+    """Squared distances of integer rows in int64 arithmetic (exact), as float64."""
+    Ka, Kb = Ka.astype(np.int64), Kb.astype(np.int64)
+    g = Ka @ Kb.T
+    return ((Ka * Ka).sum(1)[:, None] + (Kb * Kb).sum(1)[None, :] - 2 * g).astype(np.float64)
+
+
+def test_integer_grid_detects_the_scale():
+    rng = np.random.default_rng(0)
+    k = rng.integers(0, 256, (300, 20))
+    assert integer_grid(k / 255.0) == 255.0
+    assert integer_grid(k.astype(np.float64)) == 1.0
+    assert integer_grid(k / 255.0 + 1e-9) is None          # off the grid
+    X = k / 255.0
+    X[-1, -1] += 1e-3                                       # one entry off: the full check
+    assert integer_grid(X) is None
+    assert integer_grid(np.full((3, 2), 2.0 ** 25)) is None  # not exact in float32
+
+
+@settings(max_examples=30, deadline=None)
+@given(arrays(np.int64, (12, 9), elements=st.integers(0, 255)),
+       arrays(np.int64, (7, 9), elements=st.integers(0, 255)),
+       st.sampled_from(["gaussian", "laplacian"]))
+def test_grid_block_equals_exact_distances(Ka, Kb, name):
+    h = 0.7
+    Ka[0, 0] = Kb[0, 0] = 1  # 1/255 is off the unit grid: the scale must be 255
+    kernel, G = to_integer_grid(get_kernel(name, bandwidth=h), Ka / 255.0)
+    assert kernel.int_scale == 255.0 and G.dtype == np.float32
+    B = kernel.on_grid(Kb / 255.0)
+    assert B.dtype == np.float32
+    D = _exact_sq_dist(Ka, Kb) / 255.0 ** 2
+    want = np.exp(-D / (2 * h * h)) if name == "gaussian" else np.exp(-np.sqrt(D) / h)
+    got = kernel.block(G, B)
+    assert got.dtype == np.float64
+    np.testing.assert_allclose(got, want, rtol=1e-13, atol=1e-300)
+
+
+def test_rows_past_the_bound_use_float64():
+    """|k| |k'| >= 2^24: float32 accumulation would round; the block must stay exact."""
+    rng = np.random.default_rng(1)
+    Ka = rng.integers(3000, 4096, (6, 5))   # |k|^2 ~ 5 * 1.2e7 > 2^24
+    Ka[:, 0] += 1                            # odd values: float32 cannot hold the sums
+    kernel = Kernel("gaussian", bandwidth=2000.0, int_scale=1.0)
+    G = Ka.astype(np.float32)
+    assert not kernel._exact_in_float32(G, G, kernel.prepare(G), kernel.prepare(G), np)
+    want = np.exp(-_exact_sq_dist(Ka, Ka) / (2 * 2000.0 ** 2))
+    np.testing.assert_allclose(kernel.block(G, G, same=True), want, rtol=1e-13)
+
+
+def test_int_scale_is_validated():
+    with pytest.raises(InputError, match="int_scale"):
+        Kernel("polynomial", int_scale=255.0)
+    with pytest.raises(InputError, match="positive"):
+        Kernel("gaussian", int_scale=0.0)
+    assert "int_scale" not in Kernel("gaussian", int_scale=255.0).params()
+
+
+def test_estimator_stores_pixels_as_exact_integers():
+    rng = np.random.default_rng(2)
+    Xk = rng.integers(0, 256, (150, 30))
+    y = rng.integers(0, 3, 150)
+    X = Xk / 255.0
+    est = KernelInterpolator(bandwidth=1.5).fit(X, y)
+    assert est.kernel_.int_scale == 255.0 and est.X_fit_.dtype == np.float32
+    assert est.kernel_.bandwidth == 1.5
+    assert "exact" in est.fit_info_["inner_products"]
+    # the same model in plain float64 arithmetic
+    ref = Kernel("gaussian", bandwidth=1.5)
+    Q = rng.integers(0, 256, (20, 30)) / 255.0
+    want = ref(Q, X) @ est.alpha_
+    np.testing.assert_allclose(est.decision_function(Q), want, rtol=1e-9, atol=1e-9)
+    # queries off the grid take the float64 path and are still right
+    Qoff = Q + 1e-4
+    np.testing.assert_allclose(est.decision_function(Qoff), ref(Qoff, X) @ est.alpha_,
+                               rtol=1e-9, atol=1e-9)
+    assert est.relative_residual_ < 1e-10
+
+
+def test_off_grid_inputs_are_left_alone():
+    rng = np.random.default_rng(3)
+    X = rng.random((80, 6))
+    est = KernelInterpolator(bandwidth=1.0).fit(X, rng.integers(0, 2, 80))
+    assert est.kernel_.int_scale is None and est.X_fit_.dtype == np.float64
+    assert "inner_products" not in est.fit_info_
