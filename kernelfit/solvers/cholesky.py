@@ -23,6 +23,7 @@ the Dask tasks.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, List, Optional
 
 import numpy as np
@@ -30,7 +31,7 @@ import numpy as np
 from ..backend import Backend
 from ..errors import InputError, NotPositiveDefiniteError
 from ..progress import progress
-from .machine import cache_block_edge
+from .machine import cache_block_edge, n_threads_default
 from .tiles import BlasOneThread, BlockBuffer, TiledSymmetric
 
 __all__ = ["factor_columns", "substitute", "forward_row", "backward_row", "MemoryTileOps",
@@ -153,12 +154,15 @@ class MemoryTileOps:
 class UpcastTileOps:
     """The substitutions of a float32 factor in float64, by cache-sized blocks.
 
-    Each tile is visited in sub-blocks of ``edge`` rows and columns, each upcast into one
+    Each tile is visited in sub-blocks of ``edge`` rows and columns, each upcast into a
     float64 buffer that stays in cache, so a preconditioner solve reads the float32 factor
-    once per sweep and writes no float64 copy of it to memory.
+    once per sweep and writes no float64 copy of it to memory. The sub-blocks of one row of
+    a sweep are split over ``threads`` threads, each with its own buffer and accumulator
+    (NumPy's matmul releases the GIL; one BLAS thread each); the diagonal sub-block's
+    triangular solve follows.
     """
 
-    def __init__(self, T: TiledSymmetric, edge: int):
+    def __init__(self, T: TiledSymmetric, edge: int, threads: int = 1):
         self.T = T
         self.be = T.backend
         self.parts = []  # (tile, first row in it, end row in it)
@@ -167,21 +171,53 @@ class UpcastTileOps:
             for a in range(s, e, edge):
                 self.parts.append((t, a - s, min(a + edge, e) - s))
                 self.bounds.append((a, min(a + edge, e)))
-        self.buf = BlockBuffer(self.be, edge, edge)
+        self.bufs = [BlockBuffer(T.backend, edge, edge) for _ in range(max(1, int(threads)))]
+        self.pool: Optional[ThreadPoolExecutor] = None
 
-    def _block(self, ij):
+    def _block(self, ij, t: int = 0):
         ti, ai, bi = self.parts[ij[0]]
         tj, aj, bj = self.parts[ij[1]]
-        out = self.buf.fortran_view(bi - ai, bj - aj)
+        out = self.bufs[t].fortran_view(bi - ai, bj - aj)
         out[...] = self.T.tiles[ti][tj][ai:bi, aj:bj]
         return out
 
+    def _subtract_products(self, Yi, pairs: list, Vs: list, trans: bool) -> None:
+        """Yi -= sum of block(p) @ V (block(p).T @ V with ``trans``) over the pairs."""
+        k = len(self.bufs)
+        if k == 1 or len(pairs) < 2 * k:
+            for p, V in zip(pairs, Vs):
+                L = self._block(p)
+                Yi -= (L.T if trans else L) @ V
+            return
+        cuts = [round(c * len(pairs) / k) for c in range(k + 1)]
+
+        def part(t: int):
+            acc = np.zeros_like(Yi)
+            for p, V in zip(pairs[cuts[t]:cuts[t + 1]], Vs[cuts[t]:cuts[t + 1]]):
+                L = self._block(p, t)
+                acc += (L.T if trans else L) @ V
+            return acc
+
+        if self.pool is None:
+            self.pool = ThreadPoolExecutor(k)
+        for acc in self.pool.map(part, range(k)):
+            Yi -= acc
+
     def forward(self, i: int, Bi, Ys):
-        return forward_row(self.be, (i, i), Bi, [(i, j) for j in range(i)], Ys, self._block)
+        self._subtract_products(Bi, [(i, j) for j in range(i)], Ys, trans=False)
+        self.be.trsm_left(self._block((i, i)), Bi, trans=False)
+        return Bi
 
     def backward(self, i: int, Yi, Xs):
-        Ls = [(j, i) for j in range(i + 1, len(self.parts))]
-        return backward_row(self.be, (i, i), Yi, Ls, Xs, self._block)
+        self._subtract_products(Yi, [(j, i) for j in range(i + 1, len(self.parts))], Xs,
+                                trans=True)
+        self.be.trsm_left(self._block((i, i)), Yi, trans=True)
+        return Yi
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown()
+            self.pool = None
 
 
 # ---------------------------------------------------------------- in memory
@@ -234,12 +270,15 @@ def cholesky_solve(T: TiledSymmetric, B, work_dtype=None) -> object:
     if not (wd != T.dtype and wd == np.float64 and T.backend.device == "cpu"):
         blocks = [xp.asfortranarray(B[s:e].astype(wd)) for s, e in T.bounds]
         return xp.concatenate(substitute(MemoryTileOps(T, wd), T.n_tiles, blocks), axis=0)
-    # a float32 factor applied in float64 on the CPU: cache-sized upcast blocks; the solve
-    # reads the factor once, at memory speed, where more BLAS threads only add waiting
-    ops = UpcastTileOps(T, cache_block_edge())
+    # a float32 factor applied in float64 on the CPU: cache-sized upcast blocks, read once
+    # per sweep at memory speed; each row's products split over the cores
+    ops = UpcastTileOps(T, cache_block_edge(), threads=n_threads_default())
     blocks = [np.asfortranarray(B[s:e], dtype=np.float64) for s, e in ops.bounds]
-    with BlasOneThread(True):
-        X = substitute(ops, len(blocks), blocks)
+    try:
+        with BlasOneThread(True):
+            X = substitute(ops, len(blocks), blocks)
+    finally:
+        ops.close()
     return np.concatenate(X, axis=0)
 
 
