@@ -151,7 +151,7 @@ KEYS = ("total", "fit", "predict", "gram", "factor", "solve", "residual", "relat
 def combine(runs, machine):
     """One record from the alternating runs of one (label, n): medians of the runs that
     went well (a failure is reported as the record's status), stage rates and the limit."""
-    from kernelfit.bench.suite import limit_seconds, stage_flops
+    from kernelfit.bench.suite import limit_seconds, stage_rates
 
     rec = dict(runs[-1])
     bad = [r for r in runs if r["status"] != "ok"]
@@ -173,19 +173,11 @@ def combine(runs, machine):
         rec["precision"] = reps[-1].get("precision")
         rec["precision_reason"] = reps[-1].get("precision_reason")
         rec["plan_choice"] = reps[-1].get("plan_choice")
-        peaks = (machine.get("peaks") or {}).get("cpu") or {}
-        flops = stage_flops("kernelfit", rec["n"], 784, rec["n_test"])
-        rates = {}
-        for st in ("gram", "factor", "predict"):
-            if rec.get(st):
-                f32 = st == "factor" and rec["precision"] in ("mixed", "float32")
-                peak = peaks.get("sgemm_gflops" if f32 else "dgemm_gflops")
-                gf = flops[st] / rec[st] / 1e9
-                rates[st] = {"gflops": gf, "peak_gflops": peak,
-                             "fraction_of_peak": gf / peak if peak else None}
-        rec["stage_rates"] = rates
+        rec["inner_products"] = reps[-1].get("inner_products")
+        rec["stage_rates"] = stage_rates(rec, "kernelfit", 784, machine)
         rec["limit_s"] = limit_seconds("kernelfit", rec["n"], 784, rec["n_test"], machine,
-                                       "cpu", rec["precision"] or "float64")
+                                       "cpu", rec["precision"] or "float64",
+                                       rec["inner_products"])
     return rec
 
 

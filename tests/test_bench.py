@@ -227,6 +227,16 @@ def test_stage_flops_and_limit_use_the_precisions_peak():
     assert f64 == pytest.approx(other + f["factor"] / 100e9)
     assert mixed == pytest.approx(other + f["factor"] / 200e9)
     assert suite.limit_seconds("kernelfit", 1000, 50, 200, {}) is None
+    # exact integer-grid inner products run the Gram and predictions at the float32 peak
+    grid = suite.limit_seconds("kernelfit", 1000, 50, 200, m, precision="mixed",
+                               inner_products="float32 GEMM, exact: ...")
+    assert grid == pytest.approx((f["gram"] + f["predict"] + f["factor"]) / 200e9)
+    rates = suite.stage_rates({"n": 1000, "n_test": 200, "gram": 1.0, "factor": 2.0,
+                               "precision": "float64", "inner_products": "float32 GEMM"},
+                              "kernelfit", 50, m)
+    assert rates["gram"]["dtype"] == "float32" and rates["gram"]["peak_gflops"] == 200.0
+    assert rates["factor"]["dtype"] == "float64" and rates["factor"]["peak_gflops"] == 100.0
+    assert "predict" not in rates
 
 
 def test_runs_alternate_and_report_medians_stage_rates_and_limit(monkeypatch):

@@ -184,7 +184,8 @@ def _repeat_kernelfit(opts, kernel, X, y, Xt, yt) -> dict:
            "tile_size": est.fit_info_.get("tile_size"),
            "precision": est.fit_info_.get("precision"),
            "precision_reason": est.fit_info_.get("precision_reason"),
-           "plan_choice": est.fit_info_.get("plan_choice")}
+           "plan_choice": est.fit_info_.get("plan_choice"),
+           "inner_products": est.fit_info_.get("inner_products")}
     rec["total"] = rec["fit"] + rec["predict"]
     rec["test_error"] = test_error
     gpu_peak = be.peak_memory()

@@ -36,7 +36,8 @@ from .runner import PEERS, dense_bytes_needed, peer_unavailable_reason, \
     run_child
 
 __all__ = ["BenchConfig", "parse_peers", "parse_devices", "fit_power_law", "run_bench",
-           "SCHEMA", "largest_fitting_n", "STAGES", "stage_flops", "limit_seconds"]
+           "SCHEMA", "largest_fitting_n", "STAGES", "stage_flops", "limit_seconds",
+           "stage_dtypes", "stage_rates"]
 
 SCHEMA = "kernelfit-bench/1"
 #: stages whose median times a record reports
@@ -207,30 +208,45 @@ def stage_flops(impl: str, n: int, d: int, n_test: int) -> Dict[str, float]:
             "predict": 2.0 * float(n_test) * n * d}
 
 
+def stage_dtypes(precision: str, inner_products: Optional[str] = None) -> Dict[str, str]:
+    """The arithmetic each GEMM-bound stage ran in: the factor in float32 for float32 or
+    mixed precision; the Gram and predictions in float32 when the inputs' inner products
+    were (exact integer-grid products, ``inner_products`` starting with 'float32')."""
+    data = "float32" if str(inner_products or "").startswith("float32") else "float64"
+    return {"gram": data, "predict": data,
+            "factor": "float64" if precision == "float64" else "float32"}
+
+
 def limit_seconds(impl: str, n: int, d: int, n_test: int, machine: dict, device: str = "cpu",
-                  precision: str = "float64") -> Optional[float]:
-    """The 'limit': the stages' flop counts over the measured GEMM peak (the factor at the
-    float32 peak when it ran in float32 or mixed precision)."""
+                  precision: str = "float64", inner_products: Optional[str] = None
+                  ) -> Optional[float]:
+    """The 'limit': the stages' flop counts over the measured GEMM peak of the arithmetic
+    each ran in (:func:`stage_dtypes`)."""
     flops = stage_flops(impl, n, d, n_test)
-    p64 = _peak_rate(machine, device, "float64")
-    pf = _peak_rate(machine, device, "float64" if precision == "float64" else "float32")
-    if not p64 or not pf:
-        return None
-    return (flops["gram"] + flops["predict"]) / (p64 * 1e9) + flops["factor"] / (pf * 1e9)
+    dtypes = stage_dtypes(precision, inner_products)
+    total = 0.0
+    for s in RATED_STAGES:
+        peak = _peak_rate(machine, device, dtypes[s])
+        if not peak:
+            return None
+        total += flops[s] / (peak * 1e9)
+    return total
 
 
-def _stage_rates(rec: dict, row: dict, cfg: BenchConfig, machine: dict,
-                 precision: str) -> Dict[str, dict]:
-    flops = stage_flops(row["impl"], rec["n"], cfg.d, cfg.n_test)
+def stage_rates(rec: dict, impl: str, d: int, machine: dict, device: str = "cpu"
+                ) -> Dict[str, dict]:
+    """Each GEMM-bound stage's achieved rate (its flop count over its time in ``rec``) and
+    its fraction of the measured peak of the arithmetic it ran in."""
+    flops = stage_flops(impl, rec["n"], d, rec["n_test"])
+    dtypes = stage_dtypes(rec.get("precision") or "float64", rec.get("inner_products"))
     out = {}
     for s in RATED_STAGES:
         t = rec.get(s)
         if not t:
             continue
-        dt = precision if s == "factor" and precision in ("float32", "mixed") else "float64"
-        peak = _peak_rate(machine, row["device"], "float32" if dt == "mixed" else dt)
+        peak = _peak_rate(machine, device, dtypes[s])
         gf = flops[s] / t / 1e9
-        out[s] = {"flops": flops[s], "gflops": gf, "peak_gflops": peak,
+        out[s] = {"flops": flops[s], "gflops": gf, "dtype": dtypes[s], "peak_gflops": peak,
                   "fraction_of_peak": gf / peak if peak else None}
     return out
 
@@ -267,7 +283,7 @@ def _record(row: dict, n: int, cfg: BenchConfig, machine: dict, child: Optional[
             rec["peak_gpu_bytes"] = max(gpu)
         rec["baseline_rss_bytes"] = res.get("baseline_rss_bytes")
         rec["load_s"] = res.get("load_s")
-        for key in ("precision", "precision_reason", "plan_choice"):
+        for key in ("precision", "precision_reason", "plan_choice", "inner_products"):
             if reps[-1].get(key) is not None:
                 rec[key] = reps[-1][key]
     precision = rec.get("precision") or cfg.dtype
@@ -279,9 +295,9 @@ def _record(row: dict, n: int, cfg: BenchConfig, machine: dict, child: Optional[
         if peak:
             rec["fraction_of_peak"] = rec["factor_gflops"] / peak
     if reps:
-        rec["stage_rates"] = _stage_rates(rec, row, cfg, machine, precision)
+        rec["stage_rates"] = stage_rates(rec, row["impl"], cfg.d, machine, row["device"])
         rec["limit_s"] = limit_seconds(row["impl"], n, cfg.d, cfg.n_test, machine,
-                                       row["device"], precision)
+                                       row["device"], precision, rec.get("inner_products"))
     if rec["status"] != "ok":
         rec["stderr_tail"] = (child.get("stderr_tail") or "")[-1500:]
         if res.get("traceback"):
