@@ -40,7 +40,7 @@ from .options import FeatureOptions, KernelOptions, RunOptions, SolverOptions
 
 __all__ = ["run_solve", "solve_arrays", "resolve_device", "load", "featurize",
            "feature_cache_dir", "choose_kernel", "preflight", "make_estimator", "fit",
-           "evaluate", "solve_record", "relative_residual", "versions"]
+           "evaluate", "computed_dtype", "solve_record", "relative_residual", "versions"]
 
 
 # ---------------------------------------------------------------- steps
@@ -165,6 +165,14 @@ _INFO_KEYS = ("precision", "precision_reason", "refinement", "tol", "iterations"
 _PREFIXED = ("tol", "iterations", "note")
 
 
+def computed_dtype(est, requested: str) -> str:
+    """The dtype a fitted solve computed in: its precision when that is one dtype (the
+    minimum-norm solvers always compute in float64, a plain Cholesky in its storage dtype),
+    else ``requested`` (mixed precision: float32 factor, refined to the requested dtype)."""
+    precision = getattr(est, "precision_", None)
+    return precision if precision in ("float32", "float64") else str(requested)
+
+
 def solve_record(est, opts: RunOptions, *, n_test: int, n_classes: int,
                  test_error: Optional[float], plan: dict, timings: dict) -> dict:
     """The flat record of one fitted solve (errors, residual, norm, solver facts)."""
@@ -176,7 +184,7 @@ def solve_record(est, opts: RunOptions, *, n_test: int, n_classes: int,
         "n_classes": n_classes,
         "kernel": est.kernel_.name,
         "kernel_params": est.kernel_.params(),
-        "dtype": opts.solver.dtype,
+        "dtype": computed_dtype(est, opts.solver.dtype),
         "device": est.device_,
         "solver": est.solver_,
         "ridge": float(opts.solver.ridge),
