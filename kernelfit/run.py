@@ -236,7 +236,7 @@ def solve_arrays(X_train, y_train, X_test=None, y_test=None, opts: Optional[RunO
     n_classes = int(np.unique(y_train).shape[0])
     n_test = 0 if X_test is None else int(X_test.shape[0])
     plan = preflight(opts.solver, X_train.shape[0], X_train.shape[1], n_classes, n_test)
-    from .kernel_defaults import choose_bandwidth, exactness
+    from .kernel_defaults import choose_bandwidth, exactness, refinement_of
 
     bw, bw_rule = choose_bandwidth(opts.kernel.name, opts.features.name, opts.kernel.bandwidth,
                                    X_train, seed=opts.seed)
@@ -255,7 +255,8 @@ def solve_arrays(X_train, y_train, X_test=None, y_test=None, opts: Optional[RunO
         rec["bandwidth_rule"] = bw_rule
     rec.update(exactness(rec["relative_residual"], kernel_params=rec["kernel_params"],
                          bandwidth_rule=bw_rule, condition_number=est.condition_number_,
-                         ridge=float(rec.get("ridge") or 0.0)))
+                         ridge=float(rec.get("ridge") or 0.0),
+                         refinement=refinement_of(est.fit_info_)))
     if on_fitted is not None:
         on_fitted(est)
     return rec
