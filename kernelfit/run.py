@@ -309,11 +309,15 @@ def run_solve(opts: RunOptions) -> dict:
         out["peak_gpu_memory_bytes"] = int(be_peak)
     out["versions"] = versions()
     if opts.save:
+        from .datasets import dataset_location
         from .modelfile import save_model
 
-        save_model(opts.save, fitted["est"], feature_map=fmap, meta={
-            "dataset": ds.name, "features": opts.features.name,
-            "feature_params": dict(opts.features.params), "seed": opts.seed,
-            "image_shape": list(ds.image_shape), "class_names": list(ds.class_names)})
+        meta = {"dataset": ds.name, "features": opts.features.name,
+                "feature_params": dict(opts.features.params), "seed": opts.seed,
+                "image_shape": list(ds.image_shape), "class_names": list(ds.class_names)}
+        location = dataset_location(opts.data.dataset)
+        if location is not None:  # found from any folder; the name stays for display
+            meta["dataset_path"] = location
+        save_model(opts.save, fitted["est"], feature_map=fmap, meta=meta)
         out["saved_model"] = str(opts.save)
     return out
