@@ -37,7 +37,7 @@ import math
 from typing import Optional, Tuple
 
 __all__ = ["EXACT_RESIDUAL", "INEXACT_EXIT_CODE", "RAW_BANDWIDTH", "FEATURE_MEDIAN_FACTOR",
-           "choose_bandwidth", "exactness", "exit_code_for"]
+           "choose_bandwidth", "exactness", "refinement_of", "exit_code_for"]
 
 EXACT_RESIDUAL = 1e-8
 INEXACT_EXIT_CODE = 6  # 2 input, 3 data, 4 memory, 5 not positive definite, 6 not exact
@@ -80,14 +80,26 @@ def choose_bandwidth(kernel: str, features: str, requested, X, *, seed: int = 0
                 f"{_MEASURED})")}
 
 
+def refinement_of(fit_info: dict) -> Optional[dict]:
+    """The refinement facts :func:`exactness` weighs, from a solve's ``fit_info``: the
+    target ``tol`` and whether it was ``converged``, for a solve refined from a float32
+    factor (mixed precision, in memory, out of core or on Dask); None for any other."""
+    if (fit_info.get("precision") == "mixed" and "tol" in fit_info
+            and "converged" in fit_info):
+        return {"tol": float(fit_info["tol"]), "converged": bool(fit_info["converged"])}
+    return None
+
+
 def exactness(residual: Optional[float], *, kernel_params: Optional[dict] = None,
               bandwidth_rule: Optional[dict] = None, condition_number: Optional[float] = None,
-              ridge: float = 0.0) -> dict:
+              ridge: float = 0.0, refinement: Optional[dict] = None) -> dict:
     """``{"exact": bool, "exact_threshold": 1e-8[, "inexact_reason": ...]}`` for a solve.
 
     A missing or non-finite residual is not exact. The reason names the likely cause
-    (ill-conditioning, a bandwidth large against the data's distances) as facts; the CLI
-    turns them into advice.
+    (a ridge, a refinement target ``tol`` above the threshold, ill-conditioning, a bandwidth
+    large against the data's distances) as facts (``cause``, and ``refinement_tol`` /
+    ``refinement_converged`` for a refined solve, see :func:`refinement_of`); the CLI turns
+    them into advice.
     """
     out = {"exact": False, "exact_threshold": EXACT_RESIDUAL}
     if residual is None or not math.isfinite(residual):
@@ -96,14 +108,24 @@ def exactness(residual: Optional[float], *, kernel_params: Optional[dict] = None
     if residual <= EXACT_RESIDUAL:
         out["exact"] = True
         return out
+    head = f"float64 relative residual {residual:.1e} > {EXACT_RESIDUAL:.0e}: "
     if ridge:
-        out["inexact_reason"] = (f"float64 relative residual {residual:.1e} > "
-                                 f"{EXACT_RESIDUAL:.0e}: ridge {ridge:g} > 0, a regularized "
-                                 "solve does not interpolate")
+        out["inexact_reason"] = (head + f"ridge {ridge:g} > 0, a regularized solve does not "
+                                 "interpolate")
         out["cause"] = "ridge"
         return out
-    parts = [f"float64 relative residual {residual:.1e} > {EXACT_RESIDUAL:.0e}: K is too "
-             "ill-conditioned for this solve"]
+    if refinement is not None:
+        tol, converged = float(refinement["tol"]), bool(refinement["converged"])
+        out.update(refinement_tol=tol, refinement_converged=converged)
+        if converged and tol > EXACT_RESIDUAL:
+            out["inexact_reason"] = (head + f"the refinement stopped, as asked, at its target "
+                                     f"tol {tol:g}, which is above {EXACT_RESIDUAL:.0e}")
+            out["cause"] = "tol"
+            return out
+    parts = [head + "K is too ill-conditioned for this solve"]
+    if refinement is not None and not refinement["converged"]:
+        parts[0] += (f" (the refinement from its float32 factor did not reach its target "
+                     f"tol {float(refinement['tol']):g})")
     if condition_number:
         parts.append(f"estimated condition number {condition_number:.1e}")
     bw = (kernel_params or {}).get("bandwidth")

@@ -40,7 +40,7 @@ from .options import FeatureOptions, KernelOptions, RunOptions, SolverOptions
 
 __all__ = ["run_solve", "solve_arrays", "resolve_device", "load", "featurize",
            "feature_cache_dir", "choose_kernel", "preflight", "make_estimator", "fit",
-           "evaluate", "solve_record", "relative_residual", "versions"]
+           "evaluate", "computed_dtype", "solve_record", "relative_residual", "versions"]
 
 
 # ---------------------------------------------------------------- steps
@@ -166,6 +166,14 @@ _INFO_KEYS = ("precision", "precision_reason", "refinement", "tol", "iterations"
 _PREFIXED = ("tol", "iterations", "note")
 
 
+def computed_dtype(est, requested: str) -> str:
+    """The dtype a fitted solve computed in: its precision when that is one dtype (the
+    minimum-norm solvers always compute in float64, a plain Cholesky in its storage dtype),
+    else ``requested`` (mixed precision: float32 factor, refined to the requested dtype)."""
+    precision = getattr(est, "precision_", None)
+    return precision if precision in ("float32", "float64") else str(requested)
+
+
 def solve_record(est, opts: RunOptions, *, n_test: int, n_classes: int,
                  test_error: Optional[float], plan: dict, timings: dict) -> dict:
     """The flat record of one fitted solve (errors, residual, norm, solver facts)."""
@@ -177,7 +185,7 @@ def solve_record(est, opts: RunOptions, *, n_test: int, n_classes: int,
         "n_classes": n_classes,
         "kernel": est.kernel_.name,
         "kernel_params": est.kernel_.params(),
-        "dtype": opts.solver.dtype,
+        "dtype": computed_dtype(est, opts.solver.dtype),
         "device": est.device_,
         "solver": est.solver_,
         "ridge": float(opts.solver.ridge),
@@ -229,7 +237,7 @@ def solve_arrays(X_train, y_train, X_test=None, y_test=None, opts: Optional[RunO
     n_classes = int(np.unique(y_train).shape[0])
     n_test = 0 if X_test is None else int(X_test.shape[0])
     plan = preflight(opts.solver, X_train.shape[0], X_train.shape[1], n_classes, n_test)
-    from .kernel_defaults import choose_bandwidth, exactness
+    from .kernel_defaults import choose_bandwidth, exactness, refinement_of
 
     bw, bw_rule = choose_bandwidth(opts.kernel.name, opts.features.name, opts.kernel.bandwidth,
                                    X_train, seed=opts.seed)
@@ -248,7 +256,8 @@ def solve_arrays(X_train, y_train, X_test=None, y_test=None, opts: Optional[RunO
         rec["bandwidth_rule"] = bw_rule
     rec.update(exactness(rec["relative_residual"], kernel_params=rec["kernel_params"],
                          bandwidth_rule=bw_rule, condition_number=est.condition_number_,
-                         ridge=float(rec.get("ridge") or 0.0)))
+                         ridge=float(rec.get("ridge") or 0.0),
+                         refinement=refinement_of(est.fit_info_)))
     if on_fitted is not None:
         on_fitted(est)
     return rec
@@ -301,11 +310,15 @@ def run_solve(opts: RunOptions) -> dict:
         out["peak_gpu_memory_bytes"] = int(be_peak)
     out["versions"] = versions()
     if opts.save:
+        from .datasets import dataset_location
         from .modelfile import save_model
 
-        save_model(opts.save, fitted["est"], feature_map=fmap, meta={
-            "dataset": ds.name, "features": opts.features.name,
-            "feature_params": dict(opts.features.params), "seed": opts.seed,
-            "image_shape": list(ds.image_shape), "class_names": list(ds.class_names)})
+        meta = {"dataset": ds.name, "features": opts.features.name,
+                "feature_params": dict(opts.features.params), "seed": opts.seed,
+                "image_shape": list(ds.image_shape), "class_names": list(ds.class_names)}
+        location = dataset_location(opts.data.dataset)
+        if location is not None:  # found from any folder; the name stays for display
+            meta["dataset_path"] = location
+        save_model(opts.save, fitted["est"], feature_map=fmap, meta=meta)
         out["saved_model"] = str(opts.save)
     return out

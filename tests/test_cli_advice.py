@@ -189,3 +189,49 @@ def test_ridge_grows_with_n_precision_and_a_ridge_in_use():
     assert ridge_that_factors(dict(base, dtype="float32")) > 1e6 * r64
     assert ridge_that_factors(dict(base, n=100_000)) > r64
     assert ridge_that_factors(dict(base, ridge=1.0)) >= 10.0
+
+
+# ---------------------------------------------------------------- not exact
+def _tols_offered(ways):
+    """The --tol values the ways out suggest (as a flag to set, not a fact quoted)."""
+    out = []
+    for w in ways:
+        m = re.match(r"(?:--precision mixed )?--tol (\S+) \(", w)
+        if m:
+            out.append(float(m.group(1)))
+    return out
+
+
+@settings(max_examples=200, deadline=None)
+@given(tol=st.floats(1e-15, 0.5), residual=st.floats(1e-12, 1.0),
+       precision=st.sampled_from(["mixed", "float32", "float64"]), converged=st.booleans(),
+       cause=st.sampled_from(["tol", "bandwidth", "ill-conditioning", "ridge"]))
+def test_inexact_advice_never_offers_a_tol_at_or_above_the_one_given(tol, residual, precision,
+                                                                      converged, cause):
+    from types import SimpleNamespace
+
+    from kernelfit.cli._advice import inexact_ways_out
+    from kernelfit.kernel_defaults import EXACT_RESIDUAL
+
+    if precision != "mixed":
+        converged = None
+    if cause == "tol":
+        assume(precision == "mixed" and converged and tol > EXACT_RESIDUAL)
+    rec = {"exact": False, "relative_residual": residual, "cause": cause,
+           "precision": precision, "n_train": 100, "n_features": 5, "n_classes": 3,
+           "device": "cpu"}
+    if precision == "mixed":
+        rec.update(refinement_tol=tol, refinement_converged=converged)
+    args = SimpleNamespace(tol=tol, bandwidth=None, device="cpu")
+    ways = inexact_ways_out([rec], args, bandwidth_given=False)
+    for t in _tols_offered(ways):
+        assert t < tol or precision == "float32"  # float32: no refinement ran yet
+        assert t <= EXACT_RESIDUAL
+    if precision == "mixed" and not converged:
+        assert not _tols_offered(ways)
+        assert any(w.startswith("--precision float64") for w in ways)
+    if precision == "mixed" and cause == "tol":
+        assert _tols_offered(ways) and not any("--precision float64" in w for w in ways)
+    assert ways[-1].startswith("--tolerance ")
+    accepted = float(ways[-1].split()[1])
+    assert accepted >= residual

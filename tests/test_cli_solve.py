@@ -63,6 +63,49 @@ def test_user_arrays_npz(tmp_path, capsys):
     assert rec["n_train"] == 100 and rec["train_error"] == 0.0
 
 
+def test_predict_finds_an_npz_models_data_from_another_folder(tmp_path, capsys,
+                                                               monkeypatch):
+    # saved with a relative npz:PATH in one folder, predicted from another
+    rng = np.random.default_rng(2)
+    X = rng.random((90, 4))
+    y = (X[:, 0] > 0.5).astype(int)
+    home, elsewhere = tmp_path / "home", tmp_path / "elsewhere"
+    (home / "sub").mkdir(parents=True)
+    elsewhere.mkdir()
+    np.savez(home / "sub" / "d.npz", X_train=X[:70], y_train=y[:70], X_test=X[70:],
+             y_test=y[70:])
+    # a decoy with the same name in the other folder must not be used
+    np.savez(elsewhere / "d.npz", X_train=X[:70], y_train=1 - y[:70], X_test=X[70:],
+             y_test=1 - y[70:])
+    monkeypatch.chdir(home)
+    rec = _json(capsys, ["solve", "--dataset", "npz:sub/d.npz", "--bandwidth", "0.5",
+                         "--save", "m.pkl", "--json"])
+    assert rec["dataset"] == "npz:d.npz"  # the name as shown
+    monkeypatch.chdir(elsewhere)
+    pred = _json(capsys, ["predict", "--model", str(home / "m.pkl"), "--json"])
+    assert pred["dataset_path"] == str((home / "sub" / "d.npz").resolve())
+    assert pred["test_error"] == pytest.approx(rec["test_error"]) and pred["n"] == 20
+    # the file is gone: one error naming its path and how to pass the data
+    (home / "sub" / "d.npz").rename(home / "sub" / "moved.npz")
+    err = _bad(capsys, ["predict", "--model", str(home / "m.pkl")], code=2)
+    assert str((home / "sub" / "d.npz").resolve()) in err and "no longer exists" in err
+    assert "--dataset npz:PATH" in err and "--input FILE" in err
+    assert len(err.strip().splitlines()) == 1
+    pred = _json(capsys, ["predict", "--model", str(home / "m.pkl"), "--dataset",
+                          f"npz:{home / 'sub' / 'moved.npz'}", "--json"])
+    assert pred["test_error"] == pytest.approx(rec["test_error"])
+    # a model saved before the path was stored: its relative name, not found, said so
+    from kernelfit.modelfile import load_model, save_model
+
+    payload = load_model(home / "m.pkl")
+    del payload["meta"]["dataset_path"]
+    save_model(home / "old.pkl", payload["estimator"], feature_map=payload["feature_map"],
+               meta=payload["meta"])
+    (elsewhere / "d.npz").unlink()
+    err = _bad(capsys, ["predict", "--model", str(home / "old.pkl")], code=2)
+    assert "relative to the folder" in err and "--input FILE" in err
+
+
 def _bad(capsys, argv, code=None, match=None):
     rc = main(argv)
     out, err = capsys.readouterr()

@@ -102,3 +102,57 @@ def test_offered_tolerance_accepts_the_residual_and_ridge_is_named(capsys):
     tol = re.search(r"--tolerance (\S+) to accept", err).group(1)
     rc, rec, err = _solve(capsys, ["--ridge", "1e-3", "--tolerance", tol])
     assert rc == 0 and "accepted" in err
+
+
+def test_refinement_target_above_the_threshold_is_named_as_the_cause():
+    from kernelfit.kernel_defaults import refinement_of
+
+    facts = refinement_of({"precision": "mixed", "tol": 1e-5, "converged": True})
+    assert facts == {"tol": 1e-5, "converged": True}
+    assert refinement_of({"precision": "float32", "tol": 1e-5, "converged": False}) is None
+    assert refinement_of({"precision": "float64"}) is None
+    rec = exactness(5e-6, kernel_params={"bandwidth": 5.0}, refinement=facts)
+    assert rec["cause"] == "tol" and rec["refinement_tol"] == 1e-5
+    assert "tol 1e-05" in rec["inexact_reason"] and "ill-conditioned" not in rec["inexact_reason"]
+    # a refinement that did not reach its target: conditioning, and the facts say so
+    rec = exactness(5e-6, kernel_params={"bandwidth": 5.0},
+                    refinement={"tol": 1e-10, "converged": False})
+    assert rec["cause"] == "bandwidth" and rec["refinement_converged"] is False
+    assert "did not reach its target tol 1e-10" in rec["inexact_reason"]
+
+
+def _mixed(capsys, args):
+    rc = main(["solve", "--dataset", "digits", "--n-train", "500", "--n-test", "10",
+               "--precision", "mixed", "--json"] + args)
+    cap = capsys.readouterr()
+    return rc, json.loads(cap.out), cap.err
+
+
+def test_cli_mixed_with_a_loose_tol_is_told_to_tighten_it(capsys):
+    # --tol above 1e-8: the refinement stops where asked, not exact; the way out is a
+    # tighter --tol (not the bandwidth, which is not the cause)
+    rc, rec, err = _mixed(capsys, ["--bandwidth", "5", "--tol", "1e-5"])
+    assert rc == INEXACT_EXIT_CODE and rec["cause"] == "tol" and rec["converged"] is True
+    assert "--tol 1e-10 (" in err and "--bandwidth" not in err
+    assert "--precision float64" not in err and "--tolerance" in err
+    rc, rec, err = _mixed(capsys, ["--bandwidth", "5", "--tol", "1e-10"])
+    assert rc == 0 and rec["exact"] is True
+
+
+def test_cli_mixed_that_does_not_reach_tol_is_offered_float64_not_a_looser_tol(capsys):
+    rc, rec, err = _mixed(capsys, ["--bandwidth", "20"])
+    assert rc == INEXACT_EXIT_CODE and rec["converged"] is False
+    assert rec["refinement_converged"] is False
+    ways = err.split("ways out: ")[1].strip().rstrip(".").split("; ")
+    assert any(w.startswith("--precision float64 (") for w in ways)
+    assert not any(w.startswith("--tol ") for w in ways)
+    # the way out offered works: float64 interpolates this K
+    rc, rec, _ = _solve(capsys, ["--n-train", "500", "--bandwidth", "20",
+                                 "--precision", "float64"])
+    assert rc == 0 and rec["exact"] is True
+
+
+def test_cli_mixed_exact_but_short_of_tol_names_float64(capsys):
+    rc, rec, err = _mixed(capsys, ["--bandwidth", "8", "--tol", "1e-14"])
+    assert rc == 0 and rec["exact"] is True and rec["converged"] is False
+    assert "note:" in err and "--precision float64" in err and "--tol 1e-14" in err

@@ -267,6 +267,7 @@ def test_failed_solve_recorded_or_raised(monkeypatch):
     bad = [r for r in res["records"] if r["status"] == "failed"]
     assert len(bad) == 1 and "positive definite" in bad[0]["error"]
     assert bad[0]["train_error"] is None and res["n_failed"] == 1
+    assert bad[0]["exact"] is False and bad[0]["inexact_reason"]
     assert "failed" in rz.failure_message(res)
     assert "Failed solves" in rz.render_markdown(res)
     with pytest.raises(NotPositiveDefiniteError, match="gaussian level 1"):
@@ -274,7 +275,60 @@ def test_failed_solve_recorded_or_raised(monkeypatch):
                              estimate_condition=False, on_error="raise")
 
 
+def test_every_record_carries_the_exact_verdict_and_tables_mark_inexact_points():
+    res = rz.run_randomization(_cfg(n_train=200, n_test=40), "labels", (0.0, 1.0), 1,
+                               estimate_condition=False)
+    assert res["all_exact"] and res["n_inexact"] == 0
+    assert all(r["exact"] is True and "inexact_reason" not in r for r in res["records"])
+    assert "NOT exact" not in rz.render_text(res)
+    # a large bandwidth: K nearly all ones, residuals above 1e-8 (as `kernelfit solve`)
+    res = rz.run_randomization(_cfg(n_train=200, n_test=40, bandwidth=100.0), "labels",
+                               (0.0, 1.0), 1, estimate_condition=False)
+    for r in res["records"]:
+        assert r["exact"] is False and r["relative_residual"] > 1e-8
+        assert r["cause"] == "bandwidth" and "bandwidth 100" in r["inexact_reason"]
+    assert res["n_inexact"] == 2 and not res["all_exact"]
+    assert [s["n_inexact"] for s in res["summary"]] == [1, 1]
+    assert all(row[6].endswith("(NOT exact)") for row in rz.table_rows(res)[1:])
+    md = rz.render_markdown(res)
+    assert "Solves that are not exact" in md and "NO, 2 not exact" in md
+    assert rz.inexact_records(res) == res["records"]
+    json.dumps(res)
+
+
+def test_min_norm_solver_records_the_float64_it_computes_in():
+    res = rz.run_randomization(_cfg(n_train=100, n_test=20, solver="eigh", dtype="float32"),
+                               "labels", (0.0,), 1, estimate_condition=False)
+    assert res["dtype"] == "float64" and res["records"][0]["dtype"] == "float64"
+    assert "eigh/float64" in rz.describe(res)
+
+
 # ------------------------------------------------------------------ command line
+def _randomize(capsys, args):
+    code = main(["randomize", "--dataset", "digits", "--n-train", "200", "--n-test", "40",
+                 "--mode", "labels", "--levels", "0,1", "--no-condition", "--json"] + args)
+    cap = capsys.readouterr()
+    return code, json.loads(cap.out), cap.err
+
+
+def test_cli_inexact_points_exit_6_with_the_ways_out_unless_a_tolerance_accepts(capsys):
+    import re
+
+    code, obj, err = _randomize(capsys, ["--bandwidth", "100"])
+    assert code == 6 and obj["n_inexact"] == 2
+    assert all(r["exact"] is False for r in obj["records"])
+    assert "2 of 2 solves not exact" in err and "labels level" in err
+    assert "leave out --bandwidth" in err
+    tol = re.search(r"--tolerance (\S+) to accept these residuals", err).group(1)
+    assert float(tol) >= max(r["relative_residual"] for r in obj["records"])
+    code, obj, err = _randomize(capsys, ["--bandwidth", "100", "--tolerance", tol])
+    assert code == 0 and "accepted" in err
+    code, obj, err = _randomize(capsys, ["--bandwidth", "100", "--tolerance", "1e-8"])
+    assert code == 6
+    code, obj, err = _randomize(capsys, [])
+    assert code == 0 and obj["all_exact"] and "not exact" not in err
+
+
 def test_cli_json_and_out(tmp_path, capsys):
     out = tmp_path / "res" / "sub"
     code = main(["randomize", "--dataset", "digits", "--n-train", "200", "--n-test", "60",

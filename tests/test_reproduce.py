@@ -328,3 +328,36 @@ def test_random_conv_curve_resumes_from_its_saved_point(tmp_path, monkeypatch):
         "filters-16.json", "filters-32.json", "filters-8.json"]
     assert not (out / "work" / "cifar-random-conv").exists()
     assert _no_tmp_files(out)
+
+
+def _randomization_verdict(records, quick=False):
+    """The randomization experiment's row for given records (a fake context)."""
+    from types import SimpleNamespace
+
+    from kernelfit.reproduce.experiments import run_randomization_exp
+
+    result = {"records": records, "n_train": 200, "n_test": 100, "seconds": 1.0,
+              "summary": [], "all_train_errors_zero": True}
+    ctx = SimpleNamespace(quick=quick, data_dir=None, progress=False,
+                          plan=lambda *a: None, randomize=lambda cfg, levels: result)
+    return run_randomization_exp(ctx)["rows"][0]
+
+
+def test_randomization_verdict_uses_each_solves_exact_flag():
+    def rec(level, exact, residual):
+        r = {"status": "ok", "mode": "labels", "level": level, "repeat": 0,
+             "train_error": 0.0, "test_error": 0.9 if level == 1.0 else 0.1,
+             "relative_residual": residual, "exact": exact}
+        if not exact:
+            r["inexact_reason"] = "float64 relative residual 2.0e-07 > 1e-08: K is too ill"
+        return r
+
+    row = _randomization_verdict([rec(0.0, True, 1e-12), rec(1.0, True, 1e-11)])
+    assert row["verdict"] == "reproduced" and row["exact"] is True
+    # one solve not exact: the claim (exact fits at every level) is not met, and said why
+    row = _randomization_verdict([rec(0.0, True, 1e-12), rec(1.0, False, 2e-7)])
+    assert row["verdict"] == "worse" and row["exact"] is False
+    assert "1 of 2 solves not exact" in row["reason"] and "labels level 1" in row["reason"]
+    row = _randomization_verdict([rec(0.0, True, 1e-12), rec(1.0, False, 2e-7)], quick=True)
+    assert row["verdict"] == "not compared" and "not exact" in row["reason"]
+    assert row["exact"] is False

@@ -96,3 +96,25 @@ def test_save_model_keeps_the_fitted_gpu_estimator(tmp_path, monkeypatch):
     saved = load_model(tmp_path / "m.pkl")["estimator"]
     assert saved.device_ == "cpu"
     assert np.array_equal(saved.alpha_, alpha) and np.array_equal(saved.X_fit_, X_fit)
+
+
+@pytest.mark.parametrize("solver", ["eigh", "lstsq"])
+def test_min_norm_solvers_record_the_float64_they_compute_in(solver):
+    # eigh and lstsq hold K in float64 whatever dtype asks for: the record says float64
+    X, y = _blobs(80)
+    opts = RunOptions.from_flat(solver=solver, dtype="float32", bandwidth=0.7,
+                                show_progress=False)
+    rec = run.solve_arrays(X, y, opts=opts)
+    assert rec["dtype"] == "float64" and rec["precision"] == "float64"
+    assert "computes in float64" in rec["precision_reason"]
+    assert rec["relative_residual"] < 1e-8  # float64 accuracy, not float32's
+    est = run.fit(opts, X, y)
+    assert est.precision_ == "float64"
+
+
+def test_record_dtype_is_the_cholesky_storage_dtype():
+    X, y = _blobs(80)
+    for flat, dtype in (({"dtype": "float32"}, "float32"), ({"precision": "float32"}, "float32"),
+                        ({}, "float64")):
+        opts = RunOptions.from_flat(bandwidth=0.7, show_progress=False, **flat)
+        assert run.solve_arrays(X, y, opts=opts)["dtype"] == dtype

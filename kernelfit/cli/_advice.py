@@ -26,7 +26,8 @@ from ..memory import fmt_bytes
 from ..solvers.plan import max_n_that_fits, would_fit
 
 __all__ = ["FLAGS", "explain", "explain_os_error", "memory_ways_out", "not_pd_ways_out",
-           "ridge_that_factors", "PSD_KERNELS"]
+           "ridge_that_factors", "inexact_ways_out", "short_of_tol_note", "tolerance_that_accepts",
+           "PSD_KERNELS"]
 
 #: Python parameter -> command-line flag
 FLAGS = {
@@ -195,6 +196,99 @@ def _not_pd_message(exc: NotPositiveDefiniteError, args) -> str:
         available = None
     ways = not_pd_ways_out(facts, args, available)
     return problem + _ways(ways or ["check the kernel and its parameters"])
+
+
+# ---------------------------------------------------------------- not exact
+def tolerance_that_accepts(residual: Optional[float]) -> Optional[float]:
+    """A ``--tolerance`` value that accepts ``residual``: rounded up to two digits."""
+    if residual is None or not math.isfinite(residual) or residual <= 0:
+        return None
+    step = 10.0 ** (math.floor(math.log10(residual)) - 1)
+    return float(f"{math.ceil(residual / step) * step:.1e}")
+
+
+def _float64_fits(rec: dict, args) -> bool:
+    """Whether the same solve factored in float64 passes the memory pre-flight."""
+    n = int(rec.get("n_train") or 0)
+    req = {"n": n, "d": int(rec.get("n_features") or 0),
+           "n_outputs": int(rec.get("n_classes") or 1),
+           "n_test": int(rec.get("n_test") or 0), "precision": "float64",
+           "solver": "cholesky", "device": rec.get("device") or getattr(args, "device", "cpu"),
+           "placement": ("dask" if getattr(args, "scheduler", None)
+                         or getattr(args, "distributed", None)
+                         else "disk" if getattr(args, "ooc_dir", None) else "memory")}
+    try:
+        from ..backend import get_backend
+
+        available = get_backend(req["device"]).free_memory()
+        return would_fit(req, available)
+    except KernelfitError:
+        return False
+
+
+def inexact_ways_out(recs, args, *, bandwidth_given: bool) -> List[str]:
+    """Ways out of solves that are not exact (records with ``exact`` false and the facts of
+    :func:`kernelfit.kernel_defaults.exactness`, and ``n_train``, ``n_features``,
+    ``n_classes``, ``n_test``, ``device`` for the memory check), in the order offered,
+    without repeats.
+
+    A refinement target ``tol`` above the threshold gets a tighter ``--tol``; a mixed
+    refinement that did not reach its target gets ``--precision float64`` (when it fits),
+    never a ``--tol`` at or above the one in use; a float32 factor gets mixed precision with
+    a ``--tol`` below the threshold; the last way out is the ``--tolerance`` that accepts
+    the largest residual.
+    """
+    from ..kernel_defaults import EXACT_RESIDUAL
+
+    recs = [r for r in recs if r.get("exact") is False]
+    ways: List[str] = []
+
+    def add(text: str) -> None:
+        if text not in ways:
+            ways.append(text)
+
+    tol = getattr(args, "tol", None)
+    target = 1e-10 if tol is None or tol > EXACT_RESIDUAL else tol  # --tol's default
+    for rec in recs:
+        cause = rec.get("cause")
+        if (cause == "bandwidth" and bandwidth_given
+                and getattr(args, "bandwidth", None) != "median"):
+            add("leave out --bandwidth (default chosen for the features) or "
+                "--bandwidth median")
+        if cause == "tol":
+            given = rec.get("refinement_tol", tol)
+            add(f"--tol {target:g} (the refinement stops at --tol, and --tol {given:g} is "
+                f"above the {EXACT_RESIDUAL:.0e} that exact needs)")
+        elif rec.get("refinement_converged") is False:
+            if _float64_fits(rec, args):
+                given = rec.get("refinement_tol", tol)
+                add(f"--precision float64 (a float64 factorization: the refinement from the "
+                    f"float32 factor did not reach --tol {given:g} on this K)")
+        if rec.get("precision") == "float32":  # no refinement of the float32 factor
+            add("--precision mixed" + (f" --tol {target:g}" if target != tol else "")
+                + f" (refines the solution to a relative residual of {target:g})")
+    worst = max((r.get("relative_residual") for r in recs
+                 if r.get("relative_residual") is not None
+                 and math.isfinite(r["relative_residual"])), default=None)
+    accept = tolerance_that_accepts(worst)
+    if accept is not None:
+        add(f"--tolerance {accept:.1e} to accept this residual"
+            if len(recs) == 1 else f"--tolerance {accept:.1e} to accept these residuals")
+    return ways
+
+
+def short_of_tol_note(recs, args) -> Optional[str]:
+    """For exact mixed-precision solves whose refinement stopped above ``--tol``: the way
+    on (a float64 factorization, when it fits; never a looser ``--tol``), else None."""
+    short = [r for r in recs if r.get("exact") and r.get("precision") == "mixed"
+             and r.get("converged") is False]
+    if not short or not _float64_fits(short[0], args):
+        return None
+    tol = short[0].get("solve_tol", getattr(args, "tol", None))
+    worst = max(float(r.get("relative_residual") or 0.0) for r in short)
+    return (f"the refinement stopped at a relative residual of {worst:.1e}, above --tol "
+            f"{tol:g} (still exact); --precision float64 (a float64 factorization) may reach "
+            "--tol on this K")
 
 
 # ---------------------------------------------------------------- the rest

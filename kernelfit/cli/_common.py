@@ -56,10 +56,12 @@ def add_solver_arguments(p) -> None:
     g = p.add_argument_group("solver")
     g.add_argument("--solver", default="cholesky", choices=SOLVERS,
                    help="cholesky: tiled in-place Cholesky (exact, K positive definite); "
-                        "eigh/lstsq: explicit minimum-norm solution for singular K")
+                        "eigh/lstsq: explicit minimum-norm solution for singular K, computed "
+                        "in float64")
     g.add_argument("--dtype", default=None, choices=DTYPES,
-                   help="precision in which K is stored and factored (default: float64, or "
-                        "what --precision float32/float64 says)")
+                   help="precision in which the Cholesky solver stores and factors K "
+                        "(default: float64, or what --precision float32/float64 says; eigh "
+                        "and lstsq always compute in float64)")
     g.add_argument("--ridge", type=nonneg_float, default=0.0,
                    help="added to K's diagonal (0: exact interpolation)")
     g.add_argument("--device", default="cpu", choices=("auto", "cpu", "gpu"),

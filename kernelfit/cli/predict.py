@@ -64,6 +64,35 @@ def read_inputs(path: str):
                          f"({exc.__class__.__name__}: {exc})", param="input") from None
 
 
+def model_dataset(meta: dict, model: str):
+    """The dataset to evaluate a model on when ``--dataset`` is not given: the one it was
+    fitted on, a file or folder found at the absolute path stored at save time (from any
+    folder). A path that is gone is one error naming it and how to pass the data."""
+    from pathlib import Path
+
+    from ..datasets.registry import parse_name
+
+    name = meta.get("dataset")
+    if not name:
+        return None
+    kind, arg = parse_name(name)
+    if kind not in ("npz", "imagefolder"):
+        return name
+    path = meta.get("dataset_path")  # absent in models saved before it was stored
+    where = Path(path) if path else Path(arg).expanduser()
+    if not where.exists():
+        how = ("--dataset npz:PATH (the test split of your .npz) or --input FILE (a .npy or "
+               ".npz of inputs)" if kind == "npz" else "--dataset imagefolder:PATH (its test "
+               "split) or --input FILE (a .npy or .npz of inputs)")
+        problem = (f"was read from {path}, which no longer exists" if path else
+                   f"names {arg}, a path relative to the folder {model} was saved from (this "
+                   f"model file predates stored absolute paths), and {where.resolve()} does "
+                   "not exist")
+        raise InputError(f"the model's dataset {name} {problem}. Ways out: pass the data "
+                         f"explicitly: {how}", path=str(where))
+    return f"{kind}:{where}"
+
+
 def run(args) -> int:
     from ..modelfile import load_model
 
@@ -79,12 +108,14 @@ def run(args) -> int:
     else:
         from ..datasets import load_dataset
 
-        name = args.dataset or meta.get("dataset")
+        name = args.dataset or model_dataset(meta, args.model)
         if not name:
             raise InputError("give --dataset or --input")
         ds = load_dataset(name, data_dir=args.data_dir, n_train=1, n_test=args.n_test)
         X, y = ds.X_test, ds.y_test
         rec["dataset"] = ds.name
+        if not args.dataset and meta.get("dataset_path"):
+            rec["dataset_path"] = meta["dataset_path"]
     if X.dtype.kind not in "fiub":
         raise InputError(f"inputs must be numeric, got dtype {X.dtype}", param="input")
     X = np.asarray(X, dtype=np.float64)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import sys
 
+from ._types import nonneg_float
 from ._common import (add_data_arguments, add_kernel_arguments, add_solver_arguments,
                       check_output_paths, config_from_args, print_json)
 
@@ -60,6 +61,10 @@ def add_arguments(p) -> None:
     o.add_argument("--prefix", default="randomize_", help="file-name prefix inside --out")
     o.add_argument("--note", default=None,
                    help="a note printed in the table and plots (e.g. the data's provenance)")
+    o.add_argument("--tolerance", type=nonneg_float, default=None, metavar="R",
+                   help="accept relative residuals up to R: without it a run with a solve "
+                        "whose float64 relative residual is above 1e-8 exits with code 6 "
+                        "(not exact)")
 
 
 def run(args) -> int:
@@ -101,4 +106,45 @@ def run(args) -> int:
         print(f"kernelfit randomize: warning: {warn}", file=sys.stderr)
     from . import exit_code_for
 
-    return exit_code_for(NotPositiveDefiniteError()) if result["n_failed"] else 0
+    if result["n_failed"]:
+        return exit_code_for(NotPositiveDefiniteError())
+    return _exactness_exit(result, args)
+
+
+def _exactness_exit(result: dict, args) -> int:
+    """Exit code 6, with the ways out on standard error, when a solve is not exact and
+    ``--tolerance`` does not accept its residual (as ``kernelfit solve``)."""
+    from ..kernel_defaults import exit_code_for
+    from ..randomization import inexact_records
+    from ._advice import inexact_ways_out, short_of_tol_note
+
+    # the facts the advice's memory check needs, which the result holds once for all
+    shared = {"n_classes": result["n_classes"], "device": result["device"]}
+    ok = [dict(r, **shared) for r in result["records"] if r["status"] == "ok"]
+    inexact = [dict(r, **shared) for r in inexact_records(result)]
+    if not inexact:
+        note = short_of_tol_note(ok, args)
+        if note:
+            print(f"kernelfit randomize: note: {note}", file=sys.stderr)
+        return 0
+    code = max(exit_code_for(r, args.tolerance) for r in inexact)
+    # the worst point's reason in full, the others by name (their reasons are in the records)
+    worst = max(inexact, key=lambda r: r.get("relative_residual") or float("inf"))
+    others = [_point(r) for r in inexact if r is not worst]
+    also = ""
+    if others:
+        also = "; also " + ", ".join(others[:5]) + (
+            f" and {len(others) - 5} more" if len(others) > 5 else "")
+    msg = (f"kernelfit randomize: {'accepted' if code == 0 else 'error'}: "
+           f"{len(inexact)} of {len(ok)} solves not exact ({_point(worst)}: "
+           f"{worst.get('inexact_reason')}{also})")
+    if code:
+        ways = inexact_ways_out(inexact, args,
+                                bandwidth_given=result.get("bandwidth_rule") == "given")
+        msg += "; ways out: " + "; ".join(ways) + "."
+    print(msg, file=sys.stderr)
+    return code
+
+
+def _point(rec: dict) -> str:
+    return f"{rec['mode']} level {rec['level']:g} repeat {rec['repeat']}"

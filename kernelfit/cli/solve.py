@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 from ..memory import fmt_bytes
 from ..report import fmt_pct as _pct
 from ._types import nonneg_float
@@ -78,21 +76,16 @@ def _exactness_exit(rec: dict, args) -> int:
     import sys
 
     from ..kernel_defaults import exit_code_for
+    from ._advice import inexact_ways_out, short_of_tol_note
 
     code = exit_code_for(rec, args.tolerance)
     if rec.get("exact", True):
+        note = short_of_tol_note([rec], args)
+        if note:
+            print(f"kernelfit solve: note: {note}", file=sys.stderr)
         return code
-    ways = []
-    if rec.get("bandwidth_rule", {}).get("rule") == "given" and args.bandwidth != "median":
-        ways.append("leave out --bandwidth (default chosen for the features) or "
-                    "--bandwidth median")
-    if rec.get("precision") == "float32":  # float64 refinement of the float32 factor
-        ways.append("--precision mixed (refines the solution to --tol)")
-    res = rec.get("relative_residual")
-    if res is not None and math.isfinite(res) and res > 0:
-        # rounded up, so that the value offered accepts this residual
-        step = 10.0 ** (math.floor(math.log10(res)) - 1)
-        ways.append(f"--tolerance {math.ceil(res / step) * step:.1e} to accept this residual")
+    ways = inexact_ways_out(
+        [rec], args, bandwidth_given=rec.get("bandwidth_rule", {}).get("rule") == "given")
     msg = (f"kernelfit solve: {'accepted' if code == 0 else 'error'}: the solve is not exact "
            f"({rec.get('inexact_reason')})")
     print(msg + ("" if code == 0 else "; ways out: " + "; ".join(ways) + "."), file=sys.stderr)

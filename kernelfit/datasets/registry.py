@@ -12,8 +12,8 @@ from ._paths import PathLike, default_cache_dir, resolve_data_dir
 from ._subset import check_count, select_indices
 from ._types import Dataset, RawData
 
-__all__ = ["DATASET_NAMES", "DATASET_DESCRIPTIONS", "parse_name", "load_raw", "load_dataset",
-           "fetch_dataset"]
+__all__ = ["DATASET_NAMES", "DATASET_DESCRIPTIONS", "parse_name", "dataset_location", "load_raw",
+           "load_dataset", "fetch_dataset"]
 
 #: the dataset names; ``imagefolder`` is used as ``imagefolder:PATH``
 DATASET_NAMES = ("mnist", "fashion-mnist", "cifar10", "digits", "imagefolder", "npz")
@@ -52,6 +52,16 @@ def parse_name(name: str):
         raise InputError(f"unknown dataset {name!r}; known: {', '.join(DATASET_NAMES[:-2])}, "
                          f"imagefolder:PATH, npz:PATH")
     return kind, None
+
+
+def dataset_location(name: str) -> Optional[str]:
+    """The absolute path behind a dataset read from a file or folder (``npz:PATH``,
+    ``imagefolder:PATH``; a relative PATH is resolved against the current folder), else
+    None. A model file stores it, so that its data is found from any folder."""
+    kind, arg = parse_name(name)
+    if kind in ("npz", "imagefolder"):
+        return str(Path(arg).expanduser().resolve())
+    return None
 
 
 def _load_digits() -> RawData:

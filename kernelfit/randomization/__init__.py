@@ -49,6 +49,11 @@ Failures: a solve that fails with a :class:`~kernelfit.errors.NotPositiveDefinit
 (e.g. duplicated corrupted images) is kept as a record with ``status='failed'`` and the
 error message (``on_error='record'``, the default) or raised (``on_error='raise'``).
 Training errors that are not 0 are reported as measured, never hidden.
+
+Exactness: every record carries ``exact`` (true only when the float64 relative residual is
+at most 1e-8) and, when it is false, ``inexact_reason`` and ``cause``, the same verdict as a
+``kernelfit solve`` record (:func:`kernelfit.kernel_defaults.exactness`); the summary counts
+``n_inexact`` per (mode, level) and the tables mark those residuals ``NOT exact``.
 """
 
 from __future__ import annotations
@@ -57,8 +62,9 @@ from .corruptions import (DEFAULT_LEVELS, LEVEL_MEANING, MODES, PIXEL_MODES, cor
                           corrupt_labels, derive_seed, gaussian_inputs, parse_levels,
                           parse_modes, randomize_pixels, shuffle_pixels)
 from .experiment import run_randomization
-from .report import (METRICS, check_out_dir, describe, failure_message, plot_results,
-                     render_markdown, render_text, summarize, table_rows, write_outputs)
+from .report import (METRICS, check_out_dir, describe, failure_message, inexact_records,
+                     plot_results, render_markdown, render_text, summarize, table_rows,
+                     write_outputs)
 
 __all__ = [
     "MODES",
@@ -84,4 +90,5 @@ __all__ = [
     "check_out_dir",
     "write_outputs",
     "failure_message",
+    "inexact_records",
 ]

@@ -13,6 +13,7 @@ import numpy as np
 
 from .. import run
 from ..errors import InputError, NotPositiveDefiniteError
+from ..kernel_defaults import EXACT_RESIDUAL, exactness, refinement_of
 from ..options import RunOptions
 from .corruptions import (DEFAULT_LEVELS, LEVEL_MEANING, PIXEL_MODES, check_repeats, corrupt,
                           derive_seed, parse_levels, parse_modes)
@@ -31,7 +32,7 @@ def _check_modes_for_data(modes: Sequence[str], image_shape) -> None:
 
 
 def _solve_one(opts: RunOptions, X_train, y_train, X_test, y_test, estimate_condition: bool,
-               seed: int) -> dict:
+               seed: int, facts: Optional[dict] = None) -> dict:
     # the same estimator as `kernelfit solve` (every solver option), with the bandwidth
     # fixed on the clean data and the condition estimate switched as asked
     est = run.fit(replace(opts, seed=seed, solver=replace(opts.solver, show_progress=False)),
@@ -39,13 +40,28 @@ def _solve_one(opts: RunOptions, X_train, y_train, X_test, y_test, estimate_cond
     t = dict(est.timings_)
     test_error, t["predict"] = run.evaluate(est, X_test, y_test)
     solve_seconds = sum(t.get(k, 0.0) for k in ("gram", "factor", "solve"))
-    return {"train_error": est.train_error_, "test_error": test_error,
-            "rkhs_norm": est.rkhs_norm_, "relative_residual": est.relative_residual_,
-            "solve_seconds": float(solve_seconds),
-            "condition_number": est.condition_number_,
-            "factor_gflops_per_s": est.fit_info_.get("factor_gflops_per_s"),
-            "precision": est.fit_info_.get("precision", opts.solver.dtype),
-            "timings": {k: float(v) for k, v in t.items()}}
+    info = est.fit_info_
+    out = {"train_error": est.train_error_, "test_error": test_error,
+           "rkhs_norm": est.rkhs_norm_, "relative_residual": est.relative_residual_,
+           "solve_seconds": float(solve_seconds),
+           "condition_number": est.condition_number_,
+           "factor_gflops_per_s": info.get("factor_gflops_per_s"),
+           "precision": info.get("precision", opts.solver.dtype),
+           "dtype": run.computed_dtype(est, opts.solver.dtype),
+           "timings": {k: float(v) for k, v in t.items()}}
+    for key in ("tol", "converged"):  # a refined solve's target: part of the verdict
+        if key in info:
+            out["solve_tol" if key == "tol" else key] = info[key]
+    # the same verdict as a `kernelfit solve` record (kernel_defaults.exactness); facts:
+    # the bandwidth's rule, and the shared cond(K) of a labels record that did not estimate it
+    facts = facts or {}
+    cond = est.condition_number_
+    out.update(exactness(est.relative_residual_, kernel_params=est.kernel_.params(),
+                         bandwidth_rule=facts.get("bandwidth_rule"),
+                         condition_number=facts.get("condition_number") if cond is None
+                         else cond,
+                         ridge=float(opts.solver.ridge), refinement=refinement_of(info)))
+    return out
 
 
 def _featurize(opts: RunOptions, X_train, X_test, image_shape):
@@ -97,7 +113,11 @@ def run_randomization(cfg: Optional[RunOptions] = None, modes="labels", levels=D
     -------
     dict with ``records`` (one per mode, level, repeat), ``summary`` (:func:`summarize`),
     ``config``, ``dataset``, ``level_meaning``, ``kernel_params``, ``feature_info``,
-    ``n_failed``, ``all_train_errors_zero``, ``seconds`` and ``versions``.
+    ``n_failed``, ``all_train_errors_zero``, ``n_inexact`` (successful solves whose
+    float64 relative residual is above ``exact_threshold``, 1e-8), ``all_exact``,
+    ``seconds`` and ``versions``. Every record carries ``exact`` and, when it is false,
+    ``inexact_reason`` and ``cause`` (:func:`kernelfit.kernel_defaults.exactness`, as in a
+    ``kernelfit solve`` record).
     All validation (modes, levels, repeats, pixel modes on non-image data, feature
     parameters, memory) happens before the first solve.
     """
@@ -129,6 +149,8 @@ def run_randomization(cfg: Optional[RunOptions] = None, modes="labels", levels=D
     plan = run.preflight(opts.solver, F_train.shape[0], F_train.shape[1], n_classes,
                          F_test.shape[0])
     bandwidth_rule = opts.kernel.bandwidth_rule
+    # the facts behind the bandwidth, for the exactness verdict of every record
+    bandwidth_facts = {"rule": "median" if opts.kernel.median else "given"}
     if opts.kernel.bandwidth is None:  # the default for the features (kernel_defaults)
         from ..kernel_defaults import choose_bandwidth
 
@@ -136,7 +158,10 @@ def run_randomization(cfg: Optional[RunOptions] = None, modes="labels", levels=D
                                     seed=opts.seed)
         opts = replace(opts, kernel=replace(opts.kernel, bandwidth=bw))
         bandwidth_rule = rule["why"] if rule else "not used by this kernel"
+        bandwidth_facts = rule
     solve_opts = replace(opts, kernel=run.choose_kernel(opts.kernel, F_train, opts.seed))
+    if opts.kernel.median:
+        bandwidth_facts["median_distance"] = solve_opts.kernel.bandwidth
     kernel = solve_opts.kernel.resolve(F_train)
     pixel_mean = float(np.mean(X_train))
     pixel_std = float(np.std(X_train))
@@ -165,7 +190,10 @@ def run_randomization(cfg: Optional[RunOptions] = None, modes="labels", levels=D
                 rec = _one_record(solve_opts, base, mode, level, seed, X_train, y_train,
                                   X_test, y_test, F_train, F_test, ds.image_shape, n_classes,
                                   wants_cond and not shared_cond, corrupt_test, pixel_mean,
-                                  pixel_std, on_error)
+                                  pixel_std, on_error,
+                                  {"bandwidth_rule": bandwidth_facts,
+                                   "condition_number": clean_cond.get("value")
+                                   if shared_cond else None})
                 if rec["status"] == "ok" and wants_cond:
                     if shared_cond:
                         rec["condition_number"] = clean_cond["value"]
@@ -183,6 +211,10 @@ def run_randomization(cfg: Optional[RunOptions] = None, modes="labels", levels=D
 
     n_failed = sum(r["status"] != "ok" for r in records)
     ok = [r for r in records if r["status"] == "ok"]
+    n_inexact = sum(not r["exact"] for r in ok)
+    # the dtype the solves computed in (the minimum-norm solvers: float64 whatever was asked)
+    dtypes = {r["dtype"] for r in ok}
+    dtype = dtypes.pop() if len(dtypes) == 1 else opts.solver.dtype
     return {
         "dataset": ds.name,
         "data_source": ds.source,
@@ -206,7 +238,7 @@ def run_randomization(cfg: Optional[RunOptions] = None, modes="labels", levels=D
         "bandwidth_rule": bandwidth_rule if kernel.name in ("gaussian", "laplacian") else None,
         "pixel_mean": pixel_mean,
         "pixel_std": pixel_std,
-        "dtype": opts.solver.dtype,
+        "dtype": dtype,
         "solver": opts.solver.solver,
         "ridge": float(opts.solver.ridge),
         "device": opts.solver.device,
@@ -215,6 +247,9 @@ def run_randomization(cfg: Optional[RunOptions] = None, modes="labels", levels=D
         "summary": summarize(records),
         "n_failed": int(n_failed),
         "all_train_errors_zero": bool(ok) and all(r["train_error"] == 0 for r in ok),
+        "n_inexact": int(n_inexact),
+        "all_exact": bool(ok) and not n_inexact,
+        "exact_threshold": EXACT_RESIDUAL,
         "seconds": time.perf_counter() - t_start,
         "config": _config_dict(opts),
         "versions": run.versions(),
@@ -236,7 +271,7 @@ def _config_dict(opts: RunOptions) -> dict:
 
 def _one_record(opts, base, mode, level, seed, X_train, y_train, X_test, y_test, F_train,
                 F_test, image_shape, n_classes, estimate_condition, corrupt_test,
-                pixel_mean, pixel_std, on_error) -> dict:
+                pixel_mean, pixel_std, on_error, facts=None) -> dict:
     rec = dict(base)
     t0 = time.perf_counter()
     Xtr, ytr, Xte, info = corrupt(mode, level, X_train, y_train, X_test,
@@ -255,7 +290,7 @@ def _one_record(opts, base, mode, level, seed, X_train, y_train, X_test, y_test,
     rec.update(n_train=int(Ftr.shape[0]), n_test=int(Fte.shape[0]),
                n_features=int(Ftr.shape[1]), clean_reused=False, condition_shared=False)
     try:
-        out = _solve_one(opts, Ftr, ytr, Fte, y_test, estimate_condition, seed)
+        out = _solve_one(opts, Ftr, ytr, Fte, y_test, estimate_condition, seed, facts)
     except NotPositiveDefiniteError as exc:
         if on_error == "raise":
             where = f"{mode} level {level:g} repeat {base['repeat']} (seed {seed})"
@@ -263,7 +298,9 @@ def _one_record(opts, base, mode, level, seed, X_train, y_train, X_test, y_test,
             facts["problem"] = f"{where}: {facts.get('problem') or exc.message}"
             raise NotPositiveDefiniteError(f"{where}: {exc.message}", **facts) from None
         out = {k: None for k in METRICS}
-        out.update(status="failed", error=f"{type(exc).__name__}: {exc}", timings={})
+        out.update(status="failed", error=f"{type(exc).__name__}: {exc}", timings={},
+                   exact=False, exact_threshold=EXACT_RESIDUAL,
+                   inexact_reason="the solve failed (see error)", cause="failed")
     else:
         out.update(status="ok", error=None)
     out["timings"] = dict(out.get("timings") or {}, corrupt=t_corrupt, features=t_feat)

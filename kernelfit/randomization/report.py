@@ -16,7 +16,8 @@ from ..errors import InputError
 from ..report import fmt_spread, markdown_table, text_table
 
 __all__ = ["METRICS", "summarize", "table_rows", "describe", "render_markdown", "render_text",
-           "plot_results", "check_out_dir", "write_outputs", "failure_message"]
+           "plot_results", "check_out_dir", "write_outputs", "failure_message",
+           "inexact_records"]
 
 #: metrics summarized over repeats
 METRICS = ("train_error", "test_error", "rkhs_norm", "relative_residual", "solve_seconds",
@@ -38,7 +39,8 @@ def _stats(values: List[float]) -> dict:
 
 def summarize(records: Iterable[dict]) -> List[dict]:
     """Mean, sample standard deviation (ddof=1; None for one repeat), min and max of every
-    metric over the successful repeats of each (mode, level), in first-seen order."""
+    metric over the successful repeats of each (mode, level), in first-seen order, and
+    ``n_inexact``: the successful repeats that are not exact."""
     groups: Dict[Tuple[str, float], List[dict]] = {}
     for r in records:
         groups.setdefault((r["mode"], float(r["level"])), []).append(r)
@@ -51,6 +53,7 @@ def summarize(records: Iterable[dict]) -> List[dict]:
         for m in METRICS:
             entry[m] = _stats([r.get(m) for r in ok])
         entry["train_error_zero"] = bool(ok) and all(r.get("train_error") == 0 for r in ok)
+        entry["n_inexact"] = sum(r.get("exact") is False for r in ok)
         out.append(entry)
     return out
 
@@ -59,14 +62,28 @@ def _pct(s: dict) -> str:
     return fmt_spread(s, "{:.2f}", scale=100, suffix="%")
 
 
+def _inexact_mark(s: dict) -> str:
+    k = s.get("n_inexact") or 0
+    if not k:
+        return ""
+    return " (NOT exact)" if k == s["n_ok"] else f" ({k}/{s['n_ok']} NOT exact)"
+
+
+def inexact_records(result: dict) -> List[dict]:
+    """The successful records whose solve is not exact (relative residual above 1e-8)."""
+    return [r for r in result["records"] if r["status"] == "ok" and r.get("exact") is False]
+
+
 def table_rows(result: dict) -> List[List[str]]:
-    """Header plus one row of strings per (mode, level) of ``result['summary']``."""
+    """Header plus one row of strings per (mode, level) of ``result['summary']``; a
+    residual whose solves are not all exact is marked ``NOT exact``."""
     rows = [["mode", "level", "ok/runs", "train error", "test error", "RKHS norm",
              "rel. residual", "cond(K)", "solve s"]]
     for s in result["summary"]:
         rows.append([s["mode"], f"{s['level']:g}", f"{s['n_ok']}/{s['n_repeats']}",
                      _pct(s["train_error"]), _pct(s["test_error"]),
-                     fmt_spread(s["rkhs_norm"]), fmt_spread(s["relative_residual"], "{:.1e}"),
+                     fmt_spread(s["rkhs_norm"]),
+                     fmt_spread(s["relative_residual"], "{:.1e}") + _inexact_mark(s),
                      fmt_spread(s["condition_number"], "{:.2e}"),
                      fmt_spread(s["solve_seconds"], "{:.2f}")])
     return rows
@@ -87,6 +104,7 @@ def describe(result: dict) -> str:
 def render_markdown(result: dict, note: Optional[str] = None) -> str:
     """A markdown report: setup, level meanings, the summary table and any failures."""
     lines = ["# Randomization test: exact kernel interpolation", ""]
+    inexact = inexact_records(result)
     if note:
         lines += [f"**Note:** {note}", ""]
     lines += [f"- Setup: {describe(result)}", f"- Data source: {result['data_source']}"]
@@ -99,15 +117,25 @@ def render_markdown(result: dict, note: Optional[str] = None) -> str:
               "solve s = Gram + factorization + triangular solves.",
               "- All training errors exactly 0: "
               f"{'yes' if result['all_train_errors_zero'] else 'NO'}"
-              f"; failed solves: {result['n_failed']}; total time {result['seconds']:.1f} s.", ""]
+              f"; failed solves: {result['n_failed']}; total time {result['seconds']:.1f} s.",
+              "- All solves exact (float64 relative residual at most "
+              f"{result.get('exact_threshold', 1e-8):.0e}): "
+              + ("yes" if not inexact else f"NO, {len(inexact)} not exact (below)"), ""]
     lines += markdown_table(table_rows(result))
     fails = [r for r in result["records"] if r["status"] != "ok"]
     if fails:
         lines += ["", "## Failed solves", ""]
         for r in fails:
-            lines.append(f"- {r['mode']} level {r['level']:g} repeat {r['repeat']} "
-                         f"(seed {r['seed']}): {r['error']}")
+            lines.append(f"- {_where(r)}: {r['error']}")
+    if inexact:
+        lines += ["", "## Solves that are not exact", ""]
+        for r in inexact:
+            lines.append(f"- {_where(r)}: {r.get('inexact_reason')}")
     return "\n".join(lines) + "\n"
+
+
+def _where(r: dict) -> str:
+    return f"{r['mode']} level {r['level']:g} repeat {r['repeat']} (seed {r['seed']})"
 
 
 def render_text(result: dict) -> str:

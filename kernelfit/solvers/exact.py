@@ -171,7 +171,9 @@ def solve_in_core(kernel: Kernel, X, Y, opts: SolveOptions, be: Backend,
         raise InputError(f"solver {opts.solver!r} on the GPU builds a dense n x n K, and at "
                          f"n = {n} that exceeds the 2^31 elements cuSOLVER's 32-bit workspace "
                          "sizes allow; use solver 'cholesky', or the CPU", param="solver")
-    precision = splan.precision if opts.solver == "cholesky" else opts.dtype
+    # the minimum-norm solvers hold K, its eigenvectors or workspace in float64 whatever
+    # dtype asks for: the precision recorded is the one computed in
+    precision = splan.precision if opts.solver == "cholesky" else "float64"
     dtype = np.float64 if precision == "float64" else np.float32
     tile_size = splan.tile_size
     plan = splan.memory
@@ -232,6 +234,10 @@ def solve_in_core(kernel: Kernel, X, Y, opts: SolveOptions, be: Backend,
         timings["gram"] = t1 - t0
         alpha, rank, evals = _min_norm_solve(Kd, Yb, opts, be)
         info["rank"] = rank
+        info["precision"] = "float64"
+        info["precision_reason"] = (f"solver {opts.solver} computes in float64" + (
+            f" (dtype {opts.dtype} applies to the Cholesky solver only)"
+            if opts.dtype != "float64" else ""))
         if opts.estimate_condition and evals is not None:
             lo, hi = float(evals[0]), float(evals[-1])
             info["condition"] = {"lambda_max": hi, "lambda_min": lo,
