@@ -94,3 +94,11 @@ def test_off_grid_inputs_are_left_alone():
     est = KernelInterpolator(bandwidth=1.0).fit(X, rng.integers(0, 2, 80))
     assert est.kernel_.int_scale is None and est.X_fit_.dtype == np.float64
     assert "inner_products" not in est.fit_info_
+
+
+def test_grid_storage_is_skipped_when_most_rows_are_heavy():
+    """CIFAR-like rows (|k|^2 >= 2^24 for most): no block could use float32."""
+    rng = np.random.default_rng(4)
+    X = rng.integers(100, 256, (50, 3072)) / 255.0
+    kernel, G = to_integer_grid(get_kernel("gaussian", bandwidth=30.0), X)
+    assert kernel.int_scale is None and G is X
