@@ -1,10 +1,13 @@
 """Defaults that depend on the representation, and the exactness verdict of a solve.
 
-Two small, self-contained helpers, called from the run layer (:func:`kernelfit.run.solve_arrays`)
-and kept in their own module:
+Two small, self-contained helpers, called from the run layer (:func:`kernelfit.run.choose_kernel`,
+used by :func:`kernelfit.run.solve_arrays` and the randomization test), the options
+(:meth:`kernelfit.options.KernelOptions.resolve`) and ``kernelfit reproduce``, and kept in their
+own module:
 
 * :func:`choose_bandwidth`: the Gaussian/Laplacian bandwidth when the user gave none, chosen
-  for the feature map in use, with the rule and the reason recorded (``bandwidth_rule``).
+  for the feature map and the data in use, with the rule and the reason recorded
+  (``bandwidth_rule``). It is the one place that rule lives.
 * :func:`exactness`: ``exact`` is true only when the float64 relative residual is at most
   :data:`EXACT_RESIDUAL` (1e-8); otherwise the record says why it is not.
 
@@ -29,6 +32,12 @@ pairwise distance of a seeded sample of its training features: the best held-out
 (tied with the median within one image of 5,000) and a 7x smaller residual than the median,
 which matters more as n grows. On random-conv features (CIFAR-10 JPEG set, 2,000 fitted, 500
 held-out training images) 0.5 to 1 x the median were within noise and 1.5 to 2 x worse.
+
+h = 5 is a distance between pixel vectors in [0, 1], so it holds only for the image datasets
+whose loaders scale pixels so (:data:`kernelfit.datasets.registry.PIXEL_DATASETS`: MNIST,
+Fashion-MNIST, CIFAR-10, digits, image folders). Raw inputs of any other scale (``npz:``
+arrays, which are used as given, or arrays of unknown origin) get the feature maps' rule,
+0.75 x the median, which follows the scale of the data.
 """
 
 from __future__ import annotations
@@ -46,13 +55,20 @@ FEATURE_MEDIAN_FACTOR = 0.75
 _MEASURED = "benchmarks/results/bandwidth_defaults.json"
 
 
-def choose_bandwidth(kernel: str, features: str, requested, X, *, seed: int = 0
+def choose_bandwidth(kernel: str, features: str, requested, X, *, dataset: Optional[str] = None,
+                     seed: int = 0, median: Optional[float] = None
                      ) -> Tuple[object, Optional[dict]]:
     """The bandwidth to use and a record of why: ``(value, bandwidth_rule)``.
 
     ``requested`` is what the user asked for: a number or ``'median'`` is kept (the rule
-    says so); ``None`` picks the default for ``features`` (see the module docstring).
-    Kernels without a bandwidth return ``(requested or 5.0, None)`` (the value is unused).
+    says so; a ``'median'`` is fixed on the data by
+    :meth:`kernelfit.options.KernelOptions.fixed`); ``None`` picks the default for
+    ``features`` and ``dataset`` (see the module docstring). ``dataset`` is the name of the
+    data (``'mnist'``, ``'npz:PATH'`` ...; None: unknown): raw features get h = 5 only when
+    it names an image dataset scaled to [0, 1]. ``median`` is the median pairwise distance
+    when the caller already has it (``X`` is then not read); otherwise it is measured on a
+    seeded sample of ``X``. Kernels without a bandwidth return ``(requested or 5.0, None)``
+    (the value is unused).
     """
     if kernel not in ("gaussian", "laplacian", "rbf"):
         return (RAW_BANDWIDTH if requested is None else requested), None
@@ -61,23 +77,34 @@ def choose_bandwidth(kernel: str, features: str, requested, X, *, seed: int = 0
         why = ("median pairwise distance of a seeded sample of the training rows, as asked"
                if rule == "median" else "given by the user")
         return requested, {"rule": rule, "why": why}
-    if features == "raw":
+    from .datasets import scaled_pixels
+
+    if features == "raw" and scaled_pixels(dataset):
         return RAW_BANDWIDTH, {
             "rule": "raw-pixels-default", "value": RAW_BANDWIDTH,
             "why": ("raw pixels in [0, 1]: h = 5 was best on a held-out split of the MNIST "
                     "training set (2.80% against 3.36% at the median, n = 10,000; "
                     f"{_MEASURED})")}
-    from .kernels import median_distance
+    if median is None:
+        from .kernels import median_distance
 
-    med = median_distance(X, seed=seed)
+        median = median_distance(X, seed=seed)
+    med = float(median)
     value = FEATURE_MEDIAN_FACTOR * med
-    return value, {
-        "rule": f"{FEATURE_MEDIAN_FACTOR:g} x median", "value": value, "median_distance": med,
-        "why": (f"{features} features: {FEATURE_MEDIAN_FACTOR:g} x the median pairwise distance "
-                "of a seeded sample of the training features was best on a held-out split "
-                "of the MNIST training set (Gabor, n = 10,000: 0.96% against 0.98% at the "
-                "median and 1.56% at h = 5, with a 7x smaller residual than the median; "
-                f"{_MEASURED})")}
+    if features == "raw":
+        what = (f"raw inputs of {dataset}" if dataset else "raw inputs of unknown origin")
+        why = (f"{what}, not an image dataset scaled to [0, 1] (h = 5 is for such pixels): "
+               f"{FEATURE_MEDIAN_FACTOR:g} x the median pairwise distance of a seeded sample "
+               "of the training rows, the feature maps' rule, which follows the scale of the "
+               f"data ({_MEASURED})")
+    else:
+        why = (f"{features} features: {FEATURE_MEDIAN_FACTOR:g} x the median pairwise distance "
+               "of a seeded sample of the training features was best on a held-out split "
+               "of the MNIST training set (Gabor, n = 10,000: 0.96% against 0.98% at the "
+               "median and 1.56% at h = 5, with a 7x smaller residual than the median; "
+               f"{_MEASURED})")
+    return value, {"rule": f"{FEATURE_MEDIAN_FACTOR:g} x median", "value": value,
+                   "median_distance": med, "why": why}
 
 
 def refinement_of(fit_info: dict) -> Optional[dict]:

@@ -121,7 +121,7 @@ class KernelOptions(_Flat):
     _FLAT: ClassVar[Dict[str, str]] = {"name": "kernel"}
 
     name: str = "gaussian"
-    bandwidth: Any = None  # None: the default for the features (kernelfit.kernel_defaults)
+    bandwidth: Any = None  # None: the default for features and data (kernelfit.kernel_defaults)
     degree: int = 4
     gamma: float = 1.0
     coef0: float = 1.0
@@ -145,8 +145,8 @@ class KernelOptions(_Flat):
     def resolve(self, X, seed: int = 0):
         """The :class:`~kernelfit.kernels.Kernel`, with a ``'median'`` bandwidth replaced by
         the median pairwise distance of a seeded sample of ``X`` (the training inputs)."""
-        if self.bandwidth is None:  # the raw-input default (run.solve_arrays knows features)
-            from .kernel_defaults import choose_bandwidth
+        if self.bandwidth is None:  # the default for raw inputs of unknown origin; the run
+            from .kernel_defaults import choose_bandwidth  # layer knows features and data
 
             return self._kernel(choose_bandwidth(self.name, "raw", None, X, seed=seed)[0])
         if not self.median:
@@ -161,10 +161,6 @@ class KernelOptions(_Flat):
             return self
         return replace(self, bandwidth=self.resolve(X, seed).bandwidth)
 
-    @property
-    def bandwidth_rule(self) -> str:
-        return ("median pairwise distance of the clean training set (seeded sample)"
-                if self.median else "given")
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,9 @@ The steps, each usable alone:
 - :func:`resolve_device`  the device ('auto' resolved once, 'gpu' refused early without one)
 - :func:`load`            the dataset subset of the options (seeded)
 - :func:`featurize`       the feature map fitted on the training split (cached on disk)
-- :func:`choose_kernel`   the kernel, a 'median' bandwidth fixed once on the training inputs
+- :func:`choose_kernel`   the kernel: its bandwidth chosen (the one rule,
+                          :func:`kernelfit.kernel_defaults.choose_bandwidth`) and fixed
+                          once on the training inputs, with the record of the choice
 - :func:`preflight`       the one memory plan of the solve, refused before anything large
 - :func:`fit`             the exact solve (a fitted :class:`~kernelfit.KernelInterpolator`)
 - :func:`evaluate`        test error and prediction time
@@ -100,9 +102,23 @@ def featurize(features: FeatureOptions, X_train, X_test, image_shape, *, seed: i
     return np.asarray(Ftr, dtype=np.float64), np.asarray(Fte, dtype=np.float64), info, fmap
 
 
-def choose_kernel(kernel: KernelOptions, X_train, seed: int = 0) -> KernelOptions:
-    """The kernel options with a ``'median'`` bandwidth fixed, once, on ``X_train``."""
-    return kernel.fixed(X_train, seed=seed)
+def choose_kernel(opts: RunOptions, X_train, dataset: Optional[str] = None
+                  ) -> Tuple[KernelOptions, Optional[dict]]:
+    """The kernel options with the bandwidth fixed, once, on ``X_train`` (the training
+    inputs, after the feature map), and the record of the choice (``bandwidth_rule``; None for
+    kernels without a bandwidth).
+
+    The bandwidth and its record come from
+    :func:`kernelfit.kernel_defaults.choose_bandwidth` (the default for ``opts.features`` and
+    the data, or the value asked for); a ``'median'`` is then measured on ``X_train``.
+    ``dataset`` names the data (default ``opts.data.dataset``).
+    """
+    from .kernel_defaults import choose_bandwidth
+
+    bw, rule = choose_bandwidth(opts.kernel.name, opts.features.name, opts.kernel.bandwidth,
+                                X_train, seed=opts.seed,
+                                dataset=opts.data.dataset if dataset is None else dataset)
+    return replace(opts.kernel, bandwidth=bw).fixed(X_train, seed=opts.seed), rule
 
 
 def preflight(cfg: SolverOptions, n: int, d: int, n_classes: int, n_test: int) -> dict:
@@ -229,7 +245,8 @@ def solve_arrays(X_train, y_train, X_test=None, y_test=None, opts: Optional[RunO
     """Plan, fit, evaluate and record an exact solve on given arrays.
 
     Returns the record (errors, residual, norm, timings); ``on_fitted(estimator)`` is called
-    with the fitted estimator (e.g. to save it).
+    with the fitted estimator (e.g. to save it). Without a bandwidth, the default is chosen
+    for ``opts.features`` and the data ``opts.data.dataset`` names (:func:`choose_kernel`).
     """
     opts = opts or RunOptions()
     timings = dict(timings or {})
@@ -237,12 +254,10 @@ def solve_arrays(X_train, y_train, X_test=None, y_test=None, opts: Optional[RunO
     n_classes = int(np.unique(y_train).shape[0])
     n_test = 0 if X_test is None else int(X_test.shape[0])
     plan = preflight(opts.solver, X_train.shape[0], X_train.shape[1], n_classes, n_test)
-    from .kernel_defaults import choose_bandwidth, exactness, refinement_of
+    from .kernel_defaults import exactness, refinement_of
 
-    bw, bw_rule = choose_bandwidth(opts.kernel.name, opts.features.name, opts.kernel.bandwidth,
-                                   X_train, seed=opts.seed)
-    opts = replace(opts, kernel=choose_kernel(replace(opts.kernel, bandwidth=bw), X_train,
-                                              opts.seed))
+    kernel, bw_rule = choose_kernel(opts, X_train)
+    opts = replace(opts, kernel=kernel)
     est = fit(opts, X_train, y_train)
     for k in ("gram", "factor", "solve", "residual"):
         if k in est.timings_:

@@ -14,11 +14,30 @@ from kernelfit.kernel_defaults import (EXACT_RESIDUAL, FEATURE_MEDIAN_FACTOR, IN
 from kernelfit.kernels import median_distance
 
 
-def test_raw_pixels_keep_calibrated_value():
+@pytest.mark.parametrize("dataset", ["mnist", "fashion-mnist", "cifar10", "digits",
+                                     "imagefolder:/some/cifar10-jpeg.tar.gz"])
+def test_raw_pixels_of_image_datasets_keep_calibrated_value(dataset):
     X = np.random.default_rng(0).random((50, 20))
-    h, rule = choose_bandwidth("gaussian", "raw", None, X)
+    h, rule = choose_bandwidth("gaussian", "raw", None, X, dataset=dataset)
     assert h == RAW_BANDWIDTH == 5.0
     assert rule["rule"] == "raw-pixels-default" and "held-out" in rule["why"]
+
+
+@pytest.mark.parametrize("dataset", ["npz:my_data.npz", None, "flat"])
+def test_raw_arrays_that_are_not_scaled_pixels_get_the_median_rule(dataset):
+    # npz arrays are used as given (any scale), and unknown data may be anything: h = 5 is
+    # a distance between pixel vectors in [0, 1], so they get 0.75 x the median instead
+    X = 100.0 * np.random.default_rng(0).random((50, 20))
+    h, rule = choose_bandwidth("gaussian", "raw", None, X, dataset=dataset, seed=2)
+    assert h == pytest.approx(FEATURE_MEDIAN_FACTOR * median_distance(X, seed=2))
+    assert rule["rule"] == f"{FEATURE_MEDIAN_FACTOR:g} x median" and rule["value"] == h
+    assert "not an image dataset scaled to [0, 1]" in rule["why"]
+    assert (dataset or "unknown origin") in rule["why"]
+
+
+def test_a_known_median_is_used_without_the_data():
+    h, rule = choose_bandwidth("gaussian", "random-conv", None, None, median=4.0)
+    assert h == FEATURE_MEDIAN_FACTOR * 4.0 and rule["median_distance"] == 4.0
 
 
 @pytest.mark.parametrize("features", ["gabor", "random-conv", "rff"])
@@ -92,6 +111,23 @@ def test_cli_default_bandwidth_follows_features(capsys):
     assert rec["bandwidth_rule"]["rule"] == f"{FEATURE_MEDIAN_FACTOR:g} x median"
     assert rec["kernel_params"]["bandwidth"] == pytest.approx(
         FEATURE_MEDIAN_FACTOR * rec["bandwidth_rule"]["median_distance"])
+
+
+def test_cli_default_bandwidth_of_npz_arrays_follows_their_scale(capsys, tmp_path):
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    path = tmp_path / "big.npz"  # digits at 0..1600: far from pixels in [0, 1]
+    np.savez(path, X_train=100.0 * d.data[:200], y_train=d.target[:200],
+             X_test=100.0 * d.data[200:260], y_test=d.target[200:260])
+    rc = main(["solve", "--dataset", f"npz:{path}", "--json"])
+    rec = json.loads(capsys.readouterr().out)
+    assert rc == 0 and rec["exact"] is True
+    rule = rec["bandwidth_rule"]
+    assert rule["rule"] == f"{FEATURE_MEDIAN_FACTOR:g} x median"
+    assert "raw inputs of npz:" in rule["why"] and "big.npz" in rule["why"]
+    assert rec["kernel_params"]["bandwidth"] == pytest.approx(
+        FEATURE_MEDIAN_FACTOR * median_distance(100.0 * d.data[:200], seed=0))
 
 
 def test_offered_tolerance_accepts_the_residual_and_ridge_is_named(capsys):

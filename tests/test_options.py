@@ -69,6 +69,19 @@ def test_median_bandwidth_is_fixed_once():
     assert fixed.fixed(X) is fixed and fixed.resolve(X).bandwidth == fixed.bandwidth
 
 
+def test_no_bandwidth_on_arrays_of_unknown_origin_is_the_median_rule():
+    # KernelOptions alone knows neither features nor data: raw inputs of unknown origin
+    import numpy as np
+
+    from kernelfit.kernel_defaults import FEATURE_MEDIAN_FACTOR
+    from kernelfit.kernels import median_distance
+
+    X = 40.0 * np.random.default_rng(4).random((50, 4))
+    fixed = KernelOptions(bandwidth=None).fixed(X, seed=1)
+    assert fixed.bandwidth == FEATURE_MEDIAN_FACTOR * median_distance(X, seed=1)
+    assert not hasattr(KernelOptions, "bandwidth_rule")  # the rule lives in kernel_defaults
+
+
 @settings(max_examples=30, deadline=None)
 @given(n_train=st.one_of(st.none(), st.integers(1, 10 ** 6)),
        bandwidth=st.one_of(st.just("median"), st.floats(1e-3, 1e3)),

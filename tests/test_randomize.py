@@ -410,3 +410,37 @@ def test_solver_options_and_features_pass_through():
 def test_labels_must_be_integer_codes():
     with pytest.raises(InputError, match="integer"):
         rz.corrupt_labels(np.array(["a", "b"]), 0.5, 2, 0)
+
+
+def test_bandwidth_line_comes_from_the_one_rule(monkeypatch):
+    from kernelfit.kernel_defaults import choose_bandwidth
+
+    def no_solve(*args, **kwargs):
+        return {k: None for k in rz.METRICS} | {"timings": {}, "train_error": 0.0,
+                                                 "exact": True, "dtype": "float64"}
+
+    monkeypatch.setattr(experiment, "_solve_one", no_solve)
+    small = dict(n_train=60, n_test=20)
+
+    def result(**kw):
+        return rz.run_randomization(_cfg(**small, **kw), "labels", (0.5,), 1,
+                                    estimate_condition=False)
+
+    out = result()  # digits: pixels in [0, 1], the raw-pixel default and its reason
+    _, rule = choose_bandwidth("gaussian", "raw", None, None, dataset="digits")
+    assert out["bandwidth_rule"] == rule["why"] and out["kernel_params"]["bandwidth"] == 5.0
+    assert out["config"]["bandwidth"] == 5.0 and "Bandwidth: raw pixels" in \
+        rz.render_markdown(out)
+    out = result(bandwidth=2.0)
+    assert out["bandwidth_rule"] == "given" and "Bandwidth:" not in rz.render_markdown(out)
+    out = result(bandwidth="median")
+    assert out["bandwidth_rule"] == choose_bandwidth("gaussian", "raw", "median", None)[1]["why"]
+    assert out["config"]["bandwidth"] == "median"
+    assert result(kernel="linear")["bandwidth_rule"] is None
+    # npz-like arrays of another scale get the median rule, named in the report
+    rng = np.random.default_rng(0)
+    ds = Dataset("npz:big.npz", 100 * rng.random((30, 5)), np.arange(30) % 2,
+                 rng.random((6, 5)), np.arange(6) % 2, (), 2, ["a", "b"], "test")
+    out = rz.run_randomization(_cfg(), "labels", (0.5,), 1, dataset=ds,
+                               estimate_condition=False)
+    assert "npz:big.npz" in out["bandwidth_rule"] and out["kernel_params"]["bandwidth"] > 5

@@ -328,6 +328,8 @@ def test_random_conv_curve_resumes_from_its_saved_point(tmp_path, monkeypatch):
         "filters-16.json", "filters-32.json", "filters-8.json"]
     assert not (out / "work" / "cifar-random-conv").exists()
     assert _no_tmp_files(out)
+    part = json.loads((parts / "filters-32.json").read_text())
+    assert part["bandwidth_rule"] == "0.75 x median (kernelfit.kernel_defaults)"
 
 
 def _randomization_verdict(records, quick=False):

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 from ._paths import ENV_VAR, default_cache_dir, resolve_data_dir
 from ._types import Dataset
-from .registry import DATASET_NAMES, dataset_location, fetch_dataset, load_dataset, load_raw
+from .registry import (DATASET_NAMES, dataset_location, fetch_dataset, load_dataset, load_raw,
+                       scaled_pixels)
 
 __all__ = ["load_dataset", "Dataset", "DATASET_NAMES", "resolve_data_dir", "default_cache_dir",
-           "fetch_dataset", "load_raw", "dataset_location", "ENV_VAR"]
+           "fetch_dataset", "load_raw", "dataset_location", "scaled_pixels", "ENV_VAR"]

@@ -12,8 +12,8 @@ from ._paths import PathLike, default_cache_dir, resolve_data_dir
 from ._subset import check_count, select_indices
 from ._types import Dataset, RawData
 
-__all__ = ["DATASET_NAMES", "DATASET_DESCRIPTIONS", "parse_name", "dataset_location", "load_raw",
-           "load_dataset", "fetch_dataset"]
+__all__ = ["DATASET_NAMES", "DATASET_DESCRIPTIONS", "PIXEL_DATASETS", "parse_name",
+           "scaled_pixels", "dataset_location", "load_raw", "load_dataset", "fetch_dataset"]
 
 #: the dataset names; ``imagefolder`` is used as ``imagefolder:PATH``
 DATASET_NAMES = ("mnist", "fashion-mnist", "cifar10", "digits", "imagefolder", "npz")
@@ -28,6 +28,10 @@ DATASET_DESCRIPTIONS: Dict[str, str] = {
     "npz": "npz:PATH, your own arrays: X_train, y_train (and X_test, y_test, image_shape) "
            "saved with numpy.savez; values are used as given",
 }
+
+#: the datasets whose loaders scale pixels to [0, 1] (``RawData.scale``: 255 for 8-bit images,
+#: 16 for digits); ``npz:`` arrays are used as given
+PIXEL_DATASETS = ("mnist", "fashion-mnist", "cifar10", "digits", "imagefolder")
 
 #: share of scikit-learn's digits kept for testing (the last examples)
 DIGITS_TEST_FRACTION = 0.2
@@ -52,6 +56,16 @@ def parse_name(name: str):
         raise InputError(f"unknown dataset {name!r}; known: {', '.join(DATASET_NAMES[:-2])}, "
                          f"imagefolder:PATH, npz:PATH")
     return kind, None
+
+
+def scaled_pixels(name) -> bool:
+    """Whether ``name`` is a dataset of :data:`PIXEL_DATASETS` (pixels scaled to [0, 1]);
+    False for ``npz:`` arrays, for None and for names kernelfit does not know (no error)."""
+    try:
+        kind, _ = parse_name(name)
+    except InputError:
+        return False
+    return kind in PIXEL_DATASETS
 
 
 def dataset_location(name: str) -> Optional[str]:

@@ -148,21 +148,17 @@ def run_randomization(cfg: Optional[RunOptions] = None, modes="labels", levels=D
     F_train, F_test, feature_info = _featurize(opts, X_train, X_test, ds.image_shape)
     plan = run.preflight(opts.solver, F_train.shape[0], F_train.shape[1], n_classes,
                          F_test.shape[0])
-    bandwidth_rule = opts.kernel.bandwidth_rule
+    # the bandwidth and its record as `kernelfit solve` chooses them (kernel_defaults),
+    # fixed once on the clean features
+    kernel_opts, rule = run.choose_kernel(opts, F_train, dataset=ds.name)
+    if opts.kernel.bandwidth is None:  # the config records the default's value
+        opts = replace(opts, kernel=replace(opts.kernel, bandwidth=kernel_opts.bandwidth))
+    solve_opts = replace(opts, kernel=kernel_opts)
     # the facts behind the bandwidth, for the exactness verdict of every record
-    bandwidth_facts = {"rule": "median" if opts.kernel.median else "given"}
-    if opts.kernel.bandwidth is None:  # the default for the features (kernel_defaults)
-        from ..kernel_defaults import choose_bandwidth
-
-        bw, rule = choose_bandwidth(opts.kernel.name, opts.features.name, None, F_train,
-                                    seed=opts.seed)
-        opts = replace(opts, kernel=replace(opts.kernel, bandwidth=bw))
-        bandwidth_rule = rule["why"] if rule else "not used by this kernel"
-        bandwidth_facts = rule
-    solve_opts = replace(opts, kernel=run.choose_kernel(opts.kernel, F_train, opts.seed))
-    if opts.kernel.median:
-        bandwidth_facts["median_distance"] = solve_opts.kernel.bandwidth
-    kernel = solve_opts.kernel.resolve(F_train)
+    bandwidth_facts = None if rule is None else dict(rule)
+    if opts.kernel.median and bandwidth_facts is not None:
+        bandwidth_facts["median_distance"] = kernel_opts.bandwidth
+    kernel = kernel_opts.resolve(F_train)
     pixel_mean = float(np.mean(X_train))
     pixel_std = float(np.std(X_train))
 
@@ -235,7 +231,7 @@ def run_randomization(cfg: Optional[RunOptions] = None, modes="labels", levels=D
         "feature_info": feature_info,
         "kernel": kernel.name,
         "kernel_params": kernel.params(),
-        "bandwidth_rule": bandwidth_rule if kernel.name in ("gaussian", "laplacian") else None,
+        "bandwidth_rule": _rule_text(rule),
         "pixel_mean": pixel_mean,
         "pixel_std": pixel_std,
         "dtype": dtype,
@@ -254,6 +250,14 @@ def run_randomization(cfg: Optional[RunOptions] = None, modes="labels", levels=D
         "config": _config_dict(opts),
         "versions": run.versions(),
     }
+
+
+def _rule_text(rule: Optional[dict]) -> Optional[str]:
+    """The report's one line on the bandwidth, from the record of the choice: ``'given'``
+    (the report then leaves it out), else why; None for kernels without a bandwidth."""
+    if rule is None:
+        return None
+    return "given" if rule["rule"] == "given" else rule["why"]
 
 
 def _level_meaning(mode: str, corrupt_test: bool) -> str:

@@ -88,7 +88,7 @@ def _stage_rates(stages: dict, sgemm_gflops) -> dict:
 
 def _solve_point(ctx, st: dict, ds, note, name, t_load, peaks) -> dict:
     """Solve the curve point held in ``st`` (its G and C are overwritten); its record."""
-    from ..kernel_defaults import FEATURE_MEDIAN_FACTOR, exactness
+    from ..kernel_defaults import choose_bandwidth, exactness
     from ..memory import peak_rss_bytes
     from ..features.random_conv import symmetrize_lower
     from .conv_kernel import gaussian_in_place, median_from_gram, predict_stored, solve_stored
@@ -98,7 +98,8 @@ def _solve_point(ctx, st: dict, ds, note, name, t_load, peaks) -> dict:
     G, sq = st["G"], st["sq"]
     n, m = G.shape[0], st["C"].shape[0]
     symmetrize_lower(G)
-    h = FEATURE_MEDIAN_FACTOR * median_from_gram(G, sq, seed=0)
+    h, rule = choose_bandwidth("gaussian", "random-conv", None, None,
+                               median=median_from_gram(G, sq, seed=0))
     gaussian_in_place(G, sq, sq, h, same=True)
     classes = np.unique(ds.y_train)
     Y = (ds.y_train[:, None] == classes[None, :]).astype(np.float64)
@@ -108,7 +109,7 @@ def _solve_point(ctx, st: dict, ds, note, name, t_load, peaks) -> dict:
     pred = classes[np.argmax(predict_stored(Kc, sol["alpha"]), axis=1)]
     rec = {"n_train": n, "n_test": m, "n_filters": k, "features_dim": 8 * k,
            "dataset": name, "data_note": note, "bandwidth": h,
-           "bandwidth_rule": f"{FEATURE_MEDIAN_FACTOR:g} x median (kernelfit.kernel_defaults)",
+           "bandwidth_rule": f"{rule['rule']} (kernelfit.kernel_defaults)",
            "test_error": float(np.mean(pred != ds.y_test)),
            "train_error": float(np.mean(classes[np.argmax(sol["K_alpha"], axis=1)]
                                         != ds.y_train)),
