@@ -17,22 +17,13 @@ from typing import Dict, Optional
 import numpy as np
 
 from .errors import MemoryPlanError
+from .report import fmt_bytes  # the one byte formatter, kept importable from here
 
 __all__ = ["MemoryPlan", "fmt_bytes", "peak_rss_bytes", "plan_exact_solve", "largest_n"]
 
 #: fraction of the available memory a plan may use (the rest is headroom for the
 #: interpreter, BLAS buffers and allocator fragmentation)
 SAFETY = 0.9
-
-
-def fmt_bytes(n: float) -> str:
-    """Human-readable bytes (binary units)."""
-    n = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
-        n /= 1024
-    return f"{n:.1f} TiB"  # pragma: no cover
 
 
 def peak_rss_bytes() -> int:

@@ -1,5 +1,5 @@
 """Number and table formatters shared by every report: the CLI's tables, the randomization
-report and the benchmark report. Pure functions of their arguments (strings out, nothing
+report, the benchmark report and the reproduce report. Pure functions of their arguments (strings out, nothing
 printed); ``'-'`` stands for a missing value everywhere.
 """
 
@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from typing import Iterable, List, Optional, Sequence
 
-__all__ = ["fmt_value", "fmt_num", "fmt_pct", "fmt_seconds", "fmt_spread", "markdown_table",
-           "text_table", "two_column"]
+__all__ = ["fmt_value", "fmt_num", "fmt_pct", "fmt_seconds", "fmt_bytes", "fmt_spread",
+           "markdown_table", "text_table", "two_column"]
 
 MISSING = "-"
 
@@ -43,6 +43,19 @@ def fmt_seconds(v: Optional[float]) -> str:
     if v < 100:
         return f"{v:.3g} s"
     return f"{v:.0f} s"
+
+
+def fmt_bytes(n: Optional[float]) -> str:
+    """Human-readable bytes (binary units): 1536 -> '1.5 KiB'. The one byte formatter
+    (also :func:`kernelfit.memory.fmt_bytes`)."""
+    if n is None:
+        return MISSING
+    n = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1024
+    return f"{n:.1f} TiB"  # pragma: no cover
 
 
 def fmt_spread(stats: dict, fmt: str = "{:.3g}", scale: float = 1.0, suffix: str = "") -> str:

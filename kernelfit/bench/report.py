@@ -21,7 +21,7 @@ from typing import Dict, List, Optional
 
 from .._io import json_default as _json_default
 from ..report import fmt_num as _num
-from ..report import fmt_pct, fmt_seconds, markdown_table
+from ..report import fmt_bytes, fmt_pct, fmt_seconds, markdown_table
 
 __all__ = ["write_json", "render_markdown", "plot_time", "plot_peak", "plot_peers",
            "write_report", "fmt_seconds", "machine_lines"]
@@ -39,12 +39,6 @@ def write_json(results: dict, path) -> Path:
     return path
 
 
-def _fmt_bytes(v) -> str:
-    from ..memory import fmt_bytes
-
-    return "-" if not v else fmt_bytes(v)
-
-
 def _pct(v, digits=1) -> str:
     return fmt_pct(v, digits)
 
@@ -56,8 +50,8 @@ def machine_lines(machine: dict) -> List[str]:
     blas = machine.get("blas", {})
     lines = [f"CPU: {cpu.get('model')} ({cpu.get('arch')}), {cpu.get('usable')} usable cores "
              f"({cpu.get('logical')} logical, {cpu.get('physical')} physical)",
-             f"memory: {_fmt_bytes(mem.get('total_bytes'))} total, "
-             f"{_fmt_bytes(mem.get('available_bytes'))} available at start",
+             f"memory: {fmt_bytes(mem.get('total_bytes'))} total, "
+             f"{fmt_bytes(mem.get('available_bytes'))} available at start",
              f"BLAS/LAPACK: {blas.get('library')} {blas.get('version') or ''} "
              f"({blas.get('architecture') or '?'}, {blas.get('num_threads')} threads)"]
     if machine.get("blas_env"):
@@ -65,7 +59,7 @@ def machine_lines(machine: dict) -> List[str]:
                                                     machine["blas_env"].items()))
     gpus = machine.get("gpus") or []
     for g in gpus:
-        lines.append(f"GPU: {g.get('name')}, {_fmt_bytes(g.get('memory_bytes'))} "
+        lines.append(f"GPU: {g.get('name')}, {fmt_bytes(g.get('memory_bytes'))} "
                      f"(driver {g.get('driver')})")
     peaks = machine.get("peaks") or {}
     c = peaks.get("cpu") or {}
@@ -150,7 +144,7 @@ def render_markdown(results: dict, figures: Optional[Dict[str, str]] = None) -> 
                                                      ("gram", "factor", "solve", "residual",
                                                       "predict", "total")]
         cells += [_num(r.get("factor_gflops"), "{:.3g}"), _pct(r.get("fraction_of_peak")),
-                  _fmt_bytes(r.get("peak_rss_bytes")), _num(r.get("relative_residual"),
+                  fmt_bytes(r.get("peak_rss_bytes")), _num(r.get("relative_residual"),
                                                             "{:.1e}"),
                   _pct(r.get("test_error"), 2)]
         rows.append(cells)

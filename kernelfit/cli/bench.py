@@ -121,8 +121,7 @@ def _config(args):
 
 
 def _line(rec: dict) -> str:
-    from ..bench.report import fmt_seconds
-    from ..memory import fmt_bytes
+    from ..report import fmt_bytes, fmt_seconds
 
     head = f"{rec['label']:>14}  n={rec['n']:<7}"
     if rec["status"] != "ok":
@@ -132,7 +131,7 @@ def _line(rec: dict) -> str:
         rate = f"  factor {fmt_seconds(rec['factor'])} = {rec['factor_gflops']:.1f} GFLOP/s"
         if rec.get("fraction_of_peak"):
             rate += f" ({100 * rec['fraction_of_peak']:.0f}% of peak)"
-    mem = fmt_bytes(rec["peak_rss_bytes"]) if rec.get("peak_rss_bytes") else "-"
+    mem = fmt_bytes(rec.get("peak_rss_bytes"))
     res = rec.get("relative_residual")
     return (f"{head} total {fmt_seconds(rec['total'])}{rate}  peak {mem}"
             + (f"  residual {res:.1e}" if res is not None else ""))

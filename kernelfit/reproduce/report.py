@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Dict, Optional
 
 from .._io import atomic_write_text, atomic_writer, json_default
+from ..report import fmt_bytes
 
 __all__ = ["save_line_plot", "write_report", "render_markdown", "COLUMNS"]
 
@@ -57,12 +58,6 @@ def _fmt_value(r: dict, key: str) -> str:
     return f"{100 * v:.2f}%"
 
 
-def _fmt_bytes(b) -> str:
-    from ..memory import fmt_bytes
-
-    return "-" if b is None else fmt_bytes(b)
-
-
 def _cells(r: dict) -> list:
     res = r.get("relative_residual")
     res_txt = "-" if res is None else f"{res:.1e}" + (" (NOT exact)" if r.get("exact") is False
@@ -72,7 +67,7 @@ def _cells(r: dict) -> list:
     claim = r["claim"] + (" [lossy CIFAR-10 JPEG set, not the official files]"
                           if "JPEG" in str(r.get("data") or "") else "")
     return [claim, r.get("paper_text") or "-", _fmt_value(r, "kernelfit"), n, res_txt,
-            "-" if t is None else f"{t:,.0f} s", _fmt_bytes(r.get("peak_memory_bytes")),
+            "-" if t is None else f"{t:,.0f} s", fmt_bytes(r.get("peak_memory_bytes")),
             r.get("machine", "-"), r["verdict"], r.get("reason") or ""]
 
 
