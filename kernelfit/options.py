@@ -26,11 +26,13 @@ none of the three lists the options again.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields, replace
-from typing import Any, ClassVar, Dict, Mapping, Optional, Tuple
+from types import MappingProxyType
+from typing import Any, ClassVar, Dict, Iterator, Mapping, Optional, Tuple
 
 from .errors import InputError
 
-__all__ = ["DataOptions", "FeatureOptions", "KernelOptions", "SolverOptions", "RunOptions"]
+__all__ = ["DataOptions", "FeatureOptions", "FrozenParams", "KernelOptions", "SolverOptions",
+           "RunOptions"]
 
 
 class _Flat:
@@ -56,6 +58,38 @@ class _Flat:
 
 def _set(obj, name: str, value) -> None:
     object.__setattr__(obj, name, value)
+
+
+class FrozenParams(Mapping):
+    """A read-only mapping (a private copy of the one it is made from): the feature map's
+    parameters inside the frozen :class:`FeatureOptions`. It equals a dict of the same
+    items, hashes by its items (when they are hashable), prints and pickles as that dict."""
+
+    __slots__ = ("_items",)
+
+    def __init__(self, params: Mapping[str, Any] = MappingProxyType({})):
+        object.__setattr__(self, "_items", MappingProxyType(dict(params)))
+
+    def __getitem__(self, key):
+        return self._items[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __hash__(self) -> int:
+        return hash(frozenset(self._items.items()))
+
+    def __setattr__(self, name, value):
+        raise AttributeError(f"{type(self).__name__} is read-only")
+
+    def __repr__(self) -> str:
+        return repr(dict(self._items))
+
+    def __reduce__(self):
+        return type(self), (dict(self._items),)
 
 
 @dataclass(frozen=True)
@@ -90,13 +124,15 @@ class DataOptions(_Flat):
 @dataclass(frozen=True)
 class FeatureOptions(_Flat):
     """The feature map applied before the kernel (``'raw'``: none), its parameters (checked
-    against the data's image shape when the map is built) and its on-disk cache."""
+    against the data's image shape when the map is built; held as a read-only
+    :class:`FrozenParams`, written out as a plain dict by :meth:`to_flat`) and its on-disk
+    cache."""
 
     _FLAT: ClassVar[Dict[str, str]] = {"name": "features", "params": "feature_params",
                                        "cache": "feature_cache"}
 
     name: str = "raw"
-    params: Mapping[str, Any] = field(default_factory=dict)
+    params: Mapping[str, Any] = field(default_factory=FrozenParams)  # stored as FrozenParams
     cache: bool = True
     cache_dir: Optional[str] = None
 
@@ -109,8 +145,14 @@ class FeatureOptions(_Flat):
         if not isinstance(self.params, Mapping):
             raise InputError(f"feature parameters must be a mapping, got "
                              f"{type(self.params).__name__}")
-        _set(self, "params", dict(self.params))  # a private copy: the caller's dict may change
+        # a private, read-only copy: the caller's dict may change, these options may not
+        _set(self, "params", FrozenParams(self.params))
         _set(self, "cache", bool(self.cache))
+
+    def to_flat(self) -> Dict[str, Any]:
+        out = super().to_flat()
+        out["feature_params"] = dict(self.params)  # a plain dict for JSON (and a copy)
+        return out
 
 
 @dataclass(frozen=True)

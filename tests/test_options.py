@@ -6,13 +6,13 @@ import dataclasses
 import inspect
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from kernelfit import KernelInterpolator
 from kernelfit.errors import InputError
-from kernelfit.options import (DataOptions, FeatureOptions, KernelOptions, RunOptions,
-                               SolverOptions)
+from kernelfit.options import (DataOptions, FeatureOptions, FrozenParams, KernelOptions,
+                               RunOptions, SolverOptions)
 
 
 @pytest.mark.parametrize("make, match", [
@@ -55,6 +55,49 @@ def test_normal_forms_and_private_feature_params():
     f = FeatureOptions("rff", params)
     params["n_components"] = 9
     assert f.params == {"n_components": 8}
+
+
+def test_feature_params_cannot_be_changed_and_keep_their_dict_face():
+    import copy
+    import json
+    import pickle
+
+    f = FeatureOptions("rff", {"n_components": 8, "bandwidth": "median"})
+    with pytest.raises(TypeError):
+        f.params["n_components"] = 9
+    with pytest.raises(TypeError):
+        del f.params["bandwidth"]
+    with pytest.raises(AttributeError):
+        f.params.update(n_components=9)
+    with pytest.raises(TypeError):
+        f.params._items["n_components"] = 9  # noqa: SLF001 (not even the private view)
+    with pytest.raises(AttributeError):
+        f.params._items = {}
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        f.params = {}
+    assert f.params == {"n_components": 8, "bandwidth": "median"} == dict(f.params)
+    assert repr(f) == ("FeatureOptions(name='rff', params={'n_components': 8, 'bandwidth': "
+                       "'median'}, cache=True, cache_dir=None)")
+    same = FeatureOptions("rff", {"bandwidth": "median", "n_components": 8})
+    assert f == same and hash(f) == hash(same) and f != FeatureOptions("rff", {})
+    assert hash(RunOptions(features=f)) == hash(RunOptions(features=same))
+    for back in (pickle.loads(pickle.dumps(f)), copy.deepcopy(f)):
+        assert back == f and isinstance(back.params, FrozenParams)
+    flat = RunOptions(features=f).to_flat()
+    assert type(flat["feature_params"]) is dict
+    assert json.loads(json.dumps(flat))["feature_params"] == {"n_components": 8,
+                                                              "bandwidth": "median"}
+    flat["feature_params"]["n_components"] = 9  # a copy: the options keep theirs
+    assert f.params["n_components"] == 8
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.dictionaries(st.sampled_from(["a", "b", "c", "d"]),
+                       st.one_of(st.integers(), st.text(max_size=3), st.floats(0, 1))))
+def test_frozen_params_equal_and_hash_like_their_items(d):
+    p = FrozenParams(d)
+    assert p == d and d == p and len(p) == len(d) and dict(p) == d
+    assert hash(p) == hash(FrozenParams(dict(reversed(list(d.items())))))
 
 
 def test_median_bandwidth_is_fixed_once():
