@@ -42,6 +42,32 @@ def test_kernel_trick_passes_and_fails():
     assert kernel_trick.check(quick=True, n=60, null_perturbation=1e-3).passed is False
 
 
+def test_scatter_plots_of_the_checks(tmp_path):
+    from kernelfit.proofs._common import pyplot
+
+    plt = pyplot()
+    seen = []
+    real_save = plt.Figure.savefig
+
+    def save(fig, path, **kw):
+        ax = fig.axes[0]
+        seen.append((ax.get_xlabel(), ax.get_title(), len(ax.lines[0].get_xdata())))
+        return real_save(fig, path, **kw)
+
+    plt.Figure.savefig = save
+    try:
+        paths = kernel_trick.plot(kernel_trick.check(quick=True, n=60), tmp_path)
+        paths += theorem1_deep.plot(theorem1_deep.check(quick=True, X_int=SMALL, k=3),
+                                    tmp_path)
+    finally:
+        plt.Figure.savefig = real_save
+    assert [p.name for p in paths] == ["kernel_trick.png", "theorem1_deep_fit.png"]
+    assert all(p.read_bytes()[:4] == b"\x89PNG" for p in paths)
+    assert seen[0][0].startswith("kernel prediction") and seen[0][1].startswith("rel. diff")
+    assert seen[1][0] == "label y_i" and seen[1][1].startswith("depth-k fit")
+    assert all(n > 0 for _, _, n in seen)
+
+
 def test_curvature_passes_and_fails():
     assert curvature.check(quick=True).passed is True
 

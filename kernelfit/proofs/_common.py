@@ -10,7 +10,8 @@ from typing import Optional
 
 import numpy as np
 
-__all__ = ["CheckResult", "pyplot", "mnist_or_none", "Timer", "random_grid_points"]
+__all__ = ["CheckResult", "pyplot", "save_figure", "scatter_figure", "mnist_or_none", "Timer",
+           "random_grid_points"]
 
 
 @dataclass
@@ -86,6 +87,16 @@ def save_figure(fig, out_dir, name: str) -> list:
     fig.savefig(path, dpi=100)
     pyplot().close(fig)
     return [path]
+
+
+def scatter_figure(x, y, *, xlabel: str, ylabel: str, title: str, out_dir, name: str) -> list:
+    """``y`` against ``x`` as dots on one 5 x 4 inch plot, written by :func:`save_figure`."""
+    fig, ax = pyplot().subplots(figsize=(5, 4))
+    ax.plot(x, y, ".", ms=3)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    return save_figure(fig, out_dir, name)
 
 
 class Timer:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._common import CheckResult, Timer, mnist_or_none, pyplot, save_figure
+from ._common import CheckResult, Timer, mnist_or_none, scatter_figure
 
 NAME = "kernel_trick"
 TITLE = "Min-norm solution = Phi^T (Phi Phi^T)^{-1} y; predictions = kernel solution's"
@@ -85,10 +85,8 @@ def check(quick=False, data_dir=None, seed=0, n=None, D=None, null_perturbation=
 
 
 def plot(res, out_dir):
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(5, 4))
-    ax.plot(res.data["pred_k"], res.data["pred_w"], ".", ms=3)
-    ax.set_xlabel("kernel prediction k(x,.)^T K^-1 y")
-    ax.set_ylabel("feature prediction phi(x)^T Phi^+ y")
-    ax.set_title(f"rel. diff {res.figures['rel_diff_predictions']:.1e}")
-    return save_figure(fig, out_dir, "kernel_trick.png")
+    return scatter_figure(res.data["pred_k"], res.data["pred_w"],
+                          xlabel="kernel prediction k(x,.)^T K^-1 y",
+                          ylabel="feature prediction phi(x)^T Phi^+ y",
+                          title=f"rel. diff {res.figures['rel_diff_predictions']:.1e}",
+                          out_dir=out_dir, name="kernel_trick.png")

@@ -23,7 +23,7 @@ import numpy as np
 
 from kernelfit.theory import construction as C
 
-from ._common import CheckResult, Timer, pyplot, save_figure
+from ._common import CheckResult, Timer, scatter_figure
 from .theorem1 import _data
 
 NAME = "theorem1_deep"
@@ -93,10 +93,8 @@ def check(quick=False, data_dir=None, seed=0, n=None, k=None, X_int=None, corrup
 
 
 def plot(res, out_dir):
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(5, 4))
-    ax.plot(res.data["y"], res.data["out_deep"], ".", ms=3)
-    ax.set_xlabel("label y_i")
-    ax.set_ylabel(f"depth-{res.figures['k']} network output (float64)")
-    ax.set_title(f"depth-k fit, exact rel. residual {res.figures['exact_rel_residual_all']:.1e}")
-    return save_figure(fig, out_dir, "theorem1_deep_fit.png")
+    return scatter_figure(res.data["y"], res.data["out_deep"], xlabel="label y_i",
+                          ylabel=f"depth-{res.figures['k']} network output (float64)",
+                          title=("depth-k fit, exact rel. residual "
+                                 f"{res.figures['exact_rel_residual_all']:.1e}"),
+                          out_dir=out_dir, name="theorem1_deep_fit.png")
