@@ -173,8 +173,13 @@ class KernelInterpolator(BaseEstimator):
             raise InputError("dtype='float32' contradicts precision='float64'; give one of them "
                              "(precision='float64' alone stores K in float64)", param="dtype")
 
-    def fit(self, X, y):
-        """Solve K alpha = Y exactly on the training data."""
+    def fit(self, X, y, plan=None):
+        """Solve K alpha = Y exactly on the training data.
+
+        ``plan``: the solve's plan (:class:`kernelfit.solvers.plan.SolvePlan`) when the
+        caller made it already for these options and data (the run layer's memory
+        pre-flight); None: the solve plans its route and memory itself.
+        """
         t_start = time.perf_counter()
         self._check_dtype_precision()
         if y is None:
@@ -203,7 +208,7 @@ class KernelInterpolator(BaseEstimator):
             Xb = xp.ascontiguousarray(Xb[:, support])
         if be.device == "cpu":  # 8-bit pixels: exact inner products at the float32 rate
             kernel, Xb = to_integer_grid(kernel, Xb)
-        sol = solve_exact(kernel, Xb, Y, opts, backend=be)
+        sol = solve_exact(kernel, Xb, Y, opts, backend=be, plan=plan)
         if kernel.int_scale is not None:
             sol.info["inner_products"] = (
                 f"float32 GEMM, exact: inputs stored as the integers x * {kernel.int_scale:g}")

@@ -14,8 +14,10 @@ The steps, each usable alone:
 - :func:`choose_kernel`   the kernel: its bandwidth chosen (the one rule,
                           :func:`kernelfit.kernel_defaults.choose_bandwidth`) and fixed
                           once on the training inputs, with the record of the choice
-- :func:`preflight`       the one memory plan of the solve, refused before anything large
-- :func:`fit`             the exact solve (a fitted :class:`~kernelfit.KernelInterpolator`)
+- :func:`make_plan`       the one plan of the solve (route, precision, memory), refused
+                          before anything large (:func:`preflight`: its JSON record)
+- :func:`fit`             the exact solve (a fitted :class:`~kernelfit.KernelInterpolator`),
+                          running that plan
 - :func:`evaluate`        test error and prediction time
 - :func:`solve_record`    the flat, JSON-ready record of one solve
 
@@ -36,13 +38,14 @@ import numpy as np
 
 from . import __version__
 from .errors import InputError
-from .kernels import check_array
+from .kernels import active_columns, check_array
 from .memory import fmt_bytes, peak_rss_bytes
 from .options import FeatureOptions, KernelOptions, RunOptions, SolverOptions
 
 __all__ = ["run_solve", "solve_arrays", "resolve_device", "load", "featurize",
-           "feature_cache_dir", "choose_kernel", "preflight", "make_estimator", "fit",
-           "evaluate", "computed_dtype", "solve_record", "relative_residual", "versions"]
+           "feature_cache_dir", "choose_kernel", "make_plan", "preflight", "solve_width",
+           "make_estimator", "fit", "evaluate", "computed_dtype", "solve_record",
+           "relative_residual", "versions"]
 
 
 # ---------------------------------------------------------------- steps
@@ -121,12 +124,26 @@ def choose_kernel(opts: RunOptions, X_train, dataset: Optional[str] = None
     return replace(opts.kernel, bandwidth=bw).fixed(X_train, seed=opts.seed), rule
 
 
-def preflight(cfg: SolverOptions, n: int, d: int, n_classes: int, n_test: int) -> dict:
-    """Check the memory plan of the solve before building anything large (the solvers'
-    one plan, :func:`kernelfit.solvers.plan.plan_solve`, made and checked here)."""
-    from .solvers.plan import preflight as plan_preflight
+def make_plan(cfg: SolverOptions, n: int, d: int, n_classes: int, n_test: int):
+    """The one plan of the solve (:class:`~kernelfit.solvers.plan.SolvePlan`: route,
+    precision, memory), checked before anything large is built; :func:`fit` runs it.
+    ``d``: the columns the solve uses (see :func:`solve_width`)."""
+    from .solvers.plan import preflight_plan
 
-    return plan_preflight(cfg, n, d, n_classes, n_test)
+    return preflight_plan(cfg, n, d, n_classes, n_test)
+
+
+def preflight(cfg: SolverOptions, n: int, d: int, n_classes: int, n_test: int) -> dict:
+    """The JSON record of :func:`make_plan` (raises
+    :class:`~kernelfit.errors.MemoryPlanError` when the solve cannot fit)."""
+    return make_plan(cfg, n, d, n_classes, n_test).record()
+
+
+def solve_width(X) -> int:
+    """The columns of ``X`` the solve works on: the estimator drops columns that are zero
+    in every training row (:func:`kernelfit.kernels.active_columns`)."""
+    support = active_columns(X)
+    return int(X.shape[1]) if support is None else int(support.shape[0])
 
 
 def make_estimator(opts: RunOptions, **params):
@@ -138,9 +155,10 @@ def make_estimator(opts: RunOptions, **params):
                               random_state=opts.seed, **params)
 
 
-def fit(opts: RunOptions, X_train, y_train, **params):
-    """The exact solve: a fitted estimator (see :func:`make_estimator` for ``params``)."""
-    return make_estimator(opts, **params).fit(X_train, y_train)
+def fit(opts: RunOptions, X_train, y_train, *, plan=None, **params):
+    """The exact solve: a fitted estimator (see :func:`make_estimator` for ``params``);
+    ``plan``: the solve's plan from :func:`make_plan` (None: the solve plans itself)."""
+    return make_estimator(opts, **params).fit(X_train, y_train, plan=plan)
 
 
 def evaluate(est, X_test, y_test) -> Tuple[Optional[float], float]:
@@ -241,24 +259,29 @@ def _check_arrays(X_train, y_train, X_test, y_test):
 
 
 def solve_arrays(X_train, y_train, X_test=None, y_test=None, opts: Optional[RunOptions] = None,
-                 timings: Optional[dict] = None, on_fitted: Optional[Callable] = None) -> dict:
+                 timings: Optional[dict] = None, on_fitted: Optional[Callable] = None,
+                 plan=None) -> dict:
     """Plan, fit, evaluate and record an exact solve on given arrays.
 
     Returns the record (errors, residual, norm, timings); ``on_fitted(estimator)`` is called
     with the fitted estimator (e.g. to save it). Without a bandwidth, the default is chosen
     for ``opts.features`` and the data ``opts.data.dataset`` names (:func:`choose_kernel`).
+    ``plan``: the solve's plan made already by :func:`make_plan` for these sizes (None:
+    made here, the one plan of the solve).
     """
     opts = opts or RunOptions()
     timings = dict(timings or {})
     X_train, y_train, X_test = _check_arrays(X_train, y_train, X_test, y_test)
     n_classes = int(np.unique(y_train).shape[0])
     n_test = 0 if X_test is None else int(X_test.shape[0])
-    plan = preflight(opts.solver, X_train.shape[0], X_train.shape[1], n_classes, n_test)
+    if plan is None:
+        plan = make_plan(opts.solver, X_train.shape[0], solve_width(X_train), n_classes,
+                         n_test)
     from .kernel_defaults import exactness, refinement_of
 
     kernel, bw_rule = choose_kernel(opts, X_train)
     opts = replace(opts, kernel=kernel)
-    est = fit(opts, X_train, y_train)
+    est = fit(opts, X_train, y_train, plan=plan)
     for k in ("gram", "factor", "solve", "residual"):
         if k in est.timings_:
             timings[k] = est.timings_[k]
@@ -266,7 +289,7 @@ def solve_arrays(X_train, y_train, X_test=None, y_test=None, opts: Optional[RunO
     if test_error is not None:
         timings["predict"] = predict_s
     rec = solve_record(est, opts, n_test=n_test, n_classes=n_classes, test_error=test_error,
-                       plan=plan, timings=timings)
+                       plan=plan.record(), timings=timings)
     if bw_rule is not None:
         rec["bandwidth_rule"] = bw_rule
     rec.update(exactness(rec["relative_residual"], kernel_params=rec["kernel_params"],

@@ -118,3 +118,61 @@ def test_record_dtype_is_the_cholesky_storage_dtype():
                         ({}, "float64")):
         opts = RunOptions.from_flat(bandwidth=0.7, show_progress=False, **flat)
         assert run.solve_arrays(X, y, opts=opts)["dtype"] == dtype
+
+
+def _count_plans(monkeypatch):
+    """Count the calls of the solvers' one planner (wherever it is called from)."""
+    import kernelfit.solvers.exact as exact_mod
+    import kernelfit.solvers.plan as plan_mod
+
+    calls = []
+    real = plan_mod.plan_solve
+
+    def counting(*a, **k):
+        calls.append(a[0])
+        return real(*a, **k)
+
+    monkeypatch.setattr(plan_mod, "plan_solve", counting)
+    monkeypatch.setattr(exact_mod, "plan_solve", counting)
+    return calls
+
+
+@pytest.mark.parametrize("precision", ["auto", "mixed", "float64"])
+def test_one_solve_is_planned_once(monkeypatch, precision):
+    calls = _count_plans(monkeypatch)
+    X, y = _blobs(150)
+    Xt, yt = _blobs(30, seed=1)
+    opts = RunOptions.from_flat(bandwidth=0.7, precision=precision, show_progress=False)
+    rec = run.solve_arrays(X, y, Xt, yt, opts)
+    assert calls == [150]
+    assert rec["relative_residual"] < 1e-8
+    # the record's plan is the plan the solve ran (predictions of the 30 test points in it)
+    assert rec["memory_plan"]["items"]["predictions"] == 2 * 8 * 30 * 3
+
+
+def test_mixed_fallback_runs_the_float64_plan_made_with_it(monkeypatch):
+    """precision='auto' choosing mixed by time plans its float64 fallback in the same plan."""
+    import kernelfit.solvers.plan as plan_mod
+    from kernelfit.backend import get_backend
+    from kernelfit.solvers.exact import SolveOptions, solve_exact
+
+    calls = _count_plans(monkeypatch)
+    monkeypatch.setattr(plan_mod, "MEASURE_MIN_RATIO", 0)
+    monkeypatch.setattr(plan_mod, "gemm_rates", lambda be: {
+        "float64": 1e9, "float32": 2e9, "memory_bytes_per_s": 1e10})
+    rng = np.random.default_rng(0)
+    X = rng.random((300, 3))
+    Y = np.stack([np.sin(3 * X.sum(1)), np.cos(2 * X[:, 0])], 1)
+    k = get_kernel("gaussian", bandwidth=0.3)  # cond ~ 5e10: too much for float32
+    opts = SolveOptions(residual=True, tile_size=64).validate()
+    be = get_backend("cpu")
+    splan = plan_mod.plan_solve(300, 3, 2, opts, device="cpu", available=be.free_memory(),
+                                backend=be)
+    assert splan.route == "mixed" and splan.may_fall_back
+    assert splan.fallback.precision == "float64" and splan.fallback.route == "in_core"
+    sol = solve_exact(k, X, Y, opts, be, plan=splan)
+    assert len(calls) == 1  # the solve made no plan of its own, nor one for the fallback
+    assert sol.info["precision"] == "float64" and "precision_fallback" in sol.info
+    assert sol.memory_plan == splan.fallback.memory.as_dict()
+    with pytest.raises(InputError, match="n = 300"):
+        solve_exact(k, X[:100], Y[:100], opts, be, plan=splan)

@@ -99,13 +99,16 @@ def _sync(be: Backend):
 
 
 def solve_exact(kernel: Kernel, X, Y, options: Optional[SolveOptions] = None,
-                backend: Optional[Backend] = None) -> ExactSolution:
+                backend: Optional[Backend] = None, *,
+                plan: Optional[SolvePlan] = None) -> ExactSolution:
     """Solve k(X, X) alpha = Y exactly.
 
     ``X`` (n, d) and ``Y`` (n, m) may be NumPy arrays; they are moved to the backend.
     Returns an :class:`ExactSolution` whose ``alpha`` lives on the backend. The route
     (in core, mixed precision, out of core, Dask) and the memory are planned once, by
-    :func:`kernelfit.solvers.plan.plan_solve`.
+    :func:`kernelfit.solvers.plan.plan_solve`: ``plan`` is that plan when the caller made
+    it already (the run layer's pre-flight, :func:`kernelfit.solvers.plan.preflight_plan`,
+    for these options and n); without it the solve plans, and checks, here.
     """
     opts = (options or SolveOptions()).validate()
     be = backend if backend is not None else get_backend(opts.device)
@@ -114,7 +117,9 @@ def solve_exact(kernel: Kernel, X, Y, options: Optional[SolveOptions] = None,
     n, d = X.shape
     if Y.shape[0] != n:
         raise InputError(f"X has {n} rows but the targets have {Y.shape[0]}")
-    splan = _plan(n, d, Y.shape[1], opts, be)
+    if plan is not None and plan.n is not None and plan.n != n:
+        raise InputError(f"the plan was made for n = {plan.n} training points, X has {n}")
+    splan = plan if plan is not None else _plan(n, d, Y.shape[1], opts, be)
     if splan.route == "dask":
         sol = solve_distributed(kernel, X, Y, opts, be, splan)
     elif splan.route == "ooc":
@@ -127,10 +132,9 @@ def solve_exact(kernel: Kernel, X, Y, options: Optional[SolveOptions] = None,
                         fb.reason)
             sub = copy.copy(opts)
             sub.precision = "float64"
-            if fb.gram is not None:  # K in float64 tiles already: factor those
-                sub.check_memory = False
-            sol = solve_in_core(kernel, X, Y, sub, be, _plan(n, d, Y.shape[1], sub, be),
-                                gram=fb.gram)
+            # the float64 plan was made with the mixed one (fb.gram: K in float64 tiles
+            # already, factored in place)
+            sol = solve_in_core(kernel, X, Y, sub, be, splan.fallback, gram=fb.gram)
             sol.info["precision"] = "float64"
             sol.info["precision_reason"] = (f"{splan.reason}; fell back to float64: "
                                             f"{fb.reason}")

@@ -28,7 +28,8 @@ from .options import SolveOptions
 from .products import kept_copy_bytes
 from .tiles import TiledSymmetric, default_tile_size
 
-__all__ = ["SolvePlan", "plan_solve", "plan_mixed", "preflight", "expected_times", "check",
+__all__ = ["SolvePlan", "plan_solve", "plan_mixed", "preflight", "preflight_plan",
+           "expected_times", "check",
            "request_of", "plan_request", "would_fit", "max_n_that_fits",
            "KEEP_COPY_MAX_BYTES", "KEEP_F64_SHARE", "AUTO_TOL", "EXPECTED_PASSES"]
 
@@ -65,6 +66,9 @@ class SolvePlan:
     choice: dict = field(default_factory=dict)
     # precision='auto' chose mixed by time: a float64 solve fits, so mixed may fall back
     may_fall_back: bool = False
+    #: the float64 in-core plan a fallback from mixed precision runs (made with this plan)
+    fallback: Optional["SolvePlan"] = None
+    n: Optional[int] = None             # the number of training points planned for
 
     def record(self) -> dict:
         """The JSON record of the plan (the memory plan, plus the route where special)."""
@@ -170,14 +174,14 @@ def plan_solve(n: int, d: int, m: int, opts: SolveOptions, *, device: str,
     if opts.solver != "cholesky":
         plan = _in_core(n, d, m, n_test, np.float64, ts, opts.solver, device, avail)
         return SolvePlan("in_core", opts.dtype, f"solver {opts.solver}", ts, plan,
-                         choice=choice)
+                         choice=choice, n=n)
     if opts.scheduler or opts.distributed or opts.ooc_dir:
         route = "dask" if (opts.scheduler or opts.distributed) else "ooc"
         precision = "mixed" if opts.precision == "auto" else opts.precision
         plan = plan_mixed(n, d, m, min(ts, n), device=device, available=avail)
         plan.items.pop("K tiles (float32)", None)  # on disk / on the workers
         return SolvePlan(route, precision, f"{route}: precision {opts.precision}", ts,
-                         _add_predictions(plan, n_test, m), tol=opts.tol, choice=choice)
+                         _add_predictions(plan, n_test, m), tol=opts.tol, choice=choice, n=n)
     precision, reason = opts.precision, f"asked for precision {opts.precision}"
     if precision == "auto" and opts.dtype == "float32":
         precision, reason = "float32", "auto: dtype float32 asked for"
@@ -188,14 +192,26 @@ def plan_solve(n: int, d: int, m: int, opts: SolveOptions, *, device: str,
                                 n_test, m)
         budget, _ = _mixed_keep(n, ts, plan, available)
         tol = min(opts.tol, AUTO_TOL) if opts.precision == "auto" else opts.tol
+        may_fall_back = "expected_time" in choice
+        fallback = None
+        if may_fall_back:  # auto chose mixed by time: the float64 plan it falls back to
+            fallback = _in_core_plan(n, d, m, n_test, "float64", "auto: fallback to float64",
+                                     ts, opts, device, avail, check, {})
         return SolvePlan("mixed", "mixed", reason, ts, plan, keep_budget=budget, tol=tol,
-                         choice=choice, may_fall_back="expected_time" in choice)
+                         choice=choice, may_fall_back=may_fall_back, fallback=fallback, n=n)
+    return _in_core_plan(n, d, m, n_test, precision, reason, ts, opts, device, avail, check,
+                         choice)
+
+
+def _in_core_plan(n, d, m, n_test, precision, reason, ts, opts, device, avail, check,
+                  choice) -> SolvePlan:
+    """The in-core Cholesky plan in ``precision`` (float64: with the residual's K copy)."""
     plan = _in_core(n, d, m, n_test, np.dtype(precision), ts, "cholesky", device, avail)
     budget = None
     if precision == "float64":
         budget, _ = _f64_keep(opts, n, ts, device, plan, check)
     return SolvePlan("in_core", precision, reason, ts, plan, keep_budget=budget,
-                     choice=choice)
+                     choice=choice, n=n)
 
 
 def _auto(n, d, m, n_test, ts, opts, device, avail, backend, choice):
@@ -282,8 +298,11 @@ def max_n_that_fits(available: int, request: dict) -> int:
     return largest_n(lambda n: would_fit(dict(request, n=n), available))
 
 
-def preflight(cfg, n: int, d: int, n_classes: int, n_test: int) -> dict:
-    """The run layer's memory pre-flight: the same plan the solve will make, checked."""
+def preflight_plan(cfg, n: int, d: int, n_classes: int, n_test: int) -> SolvePlan:
+    """The run layer's memory pre-flight: the one plan of the solve, checked (raises
+    :class:`~kernelfit.errors.MemoryPlanError` when it does not fit). ``cfg`` is a
+    :class:`kernelfit.options.SolverOptions`; the solve runs this plan
+    (``solve_exact(..., plan=)``)."""
     be = get_backend(cfg.device)
     opts = SolveOptions(solver=cfg.solver, ridge=cfg.ridge, dtype=cfg.dtype,
                         tile_size=cfg.tile_size, device=be.device, precision=cfg.precision,
@@ -293,5 +312,9 @@ def preflight(cfg, n: int, d: int, n_classes: int, n_test: int) -> dict:
     splan = plan_solve(n, d, n_classes, opts, device=be.device, available=be.free_memory(),
                        n_test=n_test, backend=be)
     check(splan, opts, n, d, n_classes, n_test)
-    return splan.record()
+    return splan
 
+
+def preflight(cfg, n: int, d: int, n_classes: int, n_test: int) -> dict:
+    """The record of :func:`preflight_plan` (the memory plan as JSON)."""
+    return preflight_plan(cfg, n, d, n_classes, n_test).record()
