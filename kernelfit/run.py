@@ -10,12 +10,13 @@ The steps, each usable alone:
 
 - :func:`resolve_device`  the device ('auto' resolved once, 'gpu' refused early without one)
 - :func:`load`            the dataset subset of the options (seeded)
+- :func:`feature_plan`    the features' width and memory, known before they are computed
 - :func:`featurize`       the feature map fitted on the training split (cached on disk)
 - :func:`choose_kernel`   the kernel: its bandwidth chosen (the one rule,
                           :func:`kernelfit.kernel_defaults.choose_bandwidth`) and fixed
                           once on the training inputs, with the record of the choice
 - :func:`make_plan`       the one plan of the solve (route, precision, memory), refused
-                          before anything large (:func:`preflight`: its JSON record)
+                          before any feature is computed (:func:`preflight`: its record)
 - :func:`fit`             the exact solve (a fitted :class:`~kernelfit.KernelInterpolator`),
                           running that plan
 - :func:`evaluate`        test error and prediction time
@@ -43,9 +44,9 @@ from .memory import fmt_bytes, peak_rss_bytes
 from .options import FeatureOptions, KernelOptions, RunOptions, SolverOptions
 
 __all__ = ["run_solve", "solve_arrays", "resolve_device", "load", "featurize",
-           "feature_cache_dir", "choose_kernel", "make_plan", "preflight", "solve_width",
-           "make_estimator", "fit", "evaluate", "computed_dtype", "solve_record",
-           "relative_residual", "versions"]
+           "feature_cache_dir", "feature_plan", "choose_kernel", "make_plan", "preflight",
+           "solve_width", "make_estimator", "fit", "evaluate", "computed_dtype",
+           "solve_record", "relative_residual", "versions"]
 
 
 # ---------------------------------------------------------------- steps
@@ -105,6 +106,29 @@ def featurize(features: FeatureOptions, X_train, X_test, image_shape, *, seed: i
     return np.asarray(Ftr, dtype=np.float64), np.asarray(Fte, dtype=np.float64), info, fmap
 
 
+def feature_plan(features: FeatureOptions, X_train, X_test, image_shape, *, seed: int = 0,
+                 device: str = "cpu", cached: bool = False) -> Tuple[int, int]:
+    """``(width, pending_bytes)`` of the features of these inputs, before any is computed.
+
+    ``width``: the columns the solve will use (raw inputs: their non-zero columns, see
+    :func:`solve_width`; a feature map: its output dimension, from its options and the
+    input shape). ``pending_bytes``: the memory the float64 features of :func:`featurize`
+    will take once made: 0 where the inputs are used as they are (raw float64) or the
+    features are memory-mapped from the cache (``cached``, a float64 map).
+    """
+    rows = X_train.shape[0] + X_test.shape[0]
+    if features.name == "raw":
+        copied = X_train.dtype != np.float64 or X_test.dtype != np.float64
+        return solve_width(X_train), (8 * rows * X_train.shape[1] if copied else 0)
+    from .features import make_feature_map
+
+    fmap = make_feature_map(features.name, image_shape=image_shape, seed=seed,
+                            device=device, **dict(features.params))
+    width = fmap.output_dim(X_train.shape)
+    mapped = cached and np.dtype(fmap.dtype) == np.float64
+    return width, (0 if mapped else 8 * rows * width)
+
+
 def choose_kernel(opts: RunOptions, X_train, dataset: Optional[str] = None
                   ) -> Tuple[KernelOptions, Optional[dict]]:
     """The kernel options with the bandwidth fixed, once, on ``X_train`` (the training
@@ -124,13 +148,16 @@ def choose_kernel(opts: RunOptions, X_train, dataset: Optional[str] = None
     return replace(opts.kernel, bandwidth=bw).fixed(X_train, seed=opts.seed), rule
 
 
-def make_plan(cfg: SolverOptions, n: int, d: int, n_classes: int, n_test: int):
+def make_plan(cfg: SolverOptions, n: int, d: int, n_classes: int, n_test: int, *,
+              reserve: int = 0):
     """The one plan of the solve (:class:`~kernelfit.solvers.plan.SolvePlan`: route,
     precision, memory), checked before anything large is built; :func:`fit` runs it.
-    ``d``: the columns the solve uses (see :func:`solve_width`)."""
+    ``d``: the columns the solve uses (see :func:`solve_width`); ``reserve``: bytes the
+    data will take before the solve runs (features not computed yet, see
+    :func:`feature_plan`), not available to it."""
     from .solvers.plan import preflight_plan
 
-    return preflight_plan(cfg, n, d, n_classes, n_test)
+    return preflight_plan(cfg, n, d, n_classes, n_test, reserve=reserve)
 
 
 def preflight(cfg: SolverOptions, n: int, d: int, n_classes: int, n_test: int) -> dict:
@@ -318,11 +345,18 @@ def run_solve(opts: RunOptions) -> dict:
     t0 = time.perf_counter()
     ds = load(opts)
     timings["load"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
     key = None
     if opts.features.name != "raw":
         key = (f"{ds.name}-n{ds.X_train.shape[0]}-t{ds.X_test.shape[0]}-seed{opts.seed}"
                f"-bal{int(opts.data.balanced)}")
+    # the one plan of the solve, refused before any feature is computed
+    width, pending = feature_plan(opts.features, ds.X_train, ds.X_test, ds.image_shape,
+                                  seed=opts.seed, device=opts.solver.device,
+                                  cached=opts.features.cache)
+    plan = make_plan(opts.solver, ds.X_train.shape[0], width,
+                     int(np.unique(np.asarray(ds.y_train)).shape[0]), ds.X_test.shape[0],
+                     reserve=pending)
+    t0 = time.perf_counter()
     X_train, X_test, feature_info, fmap = featurize(
         opts.features, ds.X_train, ds.X_test, ds.image_shape, seed=opts.seed,
         device=opts.solver.device, cache_key=key)
@@ -330,7 +364,7 @@ def run_solve(opts: RunOptions) -> dict:
 
     fitted = {}
     rec = solve_arrays(X_train, ds.y_train, X_test, ds.y_test, opts, timings,
-                       on_fitted=lambda est: fitted.setdefault("est", est))
+                       on_fitted=lambda est: fitted.setdefault("est", est), plan=plan)
     rec["timings"]["total"] = time.perf_counter() - t_total
     out = {
         "dataset": ds.name,

@@ -176,3 +176,87 @@ def test_mixed_fallback_runs_the_float64_plan_made_with_it(monkeypatch):
     assert sol.memory_plan == splan.fallback.memory.as_dict()
     with pytest.raises(InputError, match="n = 300"):
         solve_exact(k, X[:100], Y[:100], opts, be, plan=splan)
+
+
+def test_run_solve_plans_once_before_the_features(monkeypatch):
+    from kernelfit.features.random_fourier import RandomFourierFeatures
+
+    calls = _count_plans(monkeypatch)
+    events = []
+    real = RandomFourierFeatures.fit_transform
+
+    def fit_transform(self, *a, **k):
+        events.append(("features", len(calls)))
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(RandomFourierFeatures, "fit_transform", fit_transform)
+    opts = RunOptions.from_flat(dataset="digits", n_train=150, n_test=20, features="rff",
+                                feature_params={"n_components": 40}, feature_cache=False,
+                                show_progress=False)
+    rec = run.run_solve(opts)
+    assert calls == [150] and events == [("features", 1)]  # planned once, before
+    assert rec["n_features"] == 40 and rec["memory_plan"]["items"]
+
+
+def test_a_request_that_cannot_fit_is_refused_before_any_feature(monkeypatch):
+    from kernelfit.errors import MemoryPlanError
+    from kernelfit.features.random_fourier import RandomFourierFeatures
+
+    touched = []
+    for name in ("fit", "transform", "fit_transform"):
+        monkeypatch.setattr(RandomFourierFeatures, name,
+                            lambda self, *a, _n=name, **k: touched.append(_n))
+    monkeypatch.setenv("KERNELFIT_MEMORY_LIMIT", "100000")
+    opts = RunOptions.from_flat(dataset="digits", n_train=1000, n_test=50, features="rff",
+                                feature_params={"n_components": 4000}, feature_cache=False,
+                                show_progress=False)
+    with pytest.raises(MemoryPlanError):
+        run.run_solve(opts)
+    assert touched == []
+
+
+def test_feature_maps_state_their_width_before_fitting():
+    from kernelfit.features import make_feature_map
+
+    X = np.random.default_rng(0).random((20, 64))
+    for name, params in (("rff", {"n_components": 30}), ("relu", {"n_components": 12}),
+                         ("gabor", {}), ("random-conv", {"n_filters": 8, "patch_size": 3})):
+        fmap = make_feature_map(name, image_shape=(8, 8), **params)
+        width = fmap.output_dim(X.shape)
+        assert not hasattr(fmap, "n_features_out_")  # nothing was fitted
+        assert fmap.fit_transform(X).shape == (20, width), name
+    with pytest.raises(InputError, match="implies 64"):
+        make_feature_map("gabor", image_shape=(8, 8)).output_dim((20, 63))
+
+
+def test_feature_plan_counts_the_features_to_come():
+    from kernelfit.options import FeatureOptions
+
+    X = np.zeros((10, 5))
+    X[:, 1] = 1.0
+    assert run.feature_plan(FeatureOptions(), X, X[:4], ()) == (1, 0)  # raw: kept as is
+    assert run.feature_plan(FeatureOptions(), X.astype(np.float32), X[:4], ()) == (1, 8 * 14 * 5)
+    rff = FeatureOptions("rff", {"n_components": 7})
+    assert run.feature_plan(rff, X, X[:4], ()) == (7, 8 * 14 * 7)
+    assert run.feature_plan(rff, X, X[:4], (), cached=True) == (7, 0)  # memory-mapped
+
+
+def test_reserved_bytes_come_off_the_machine_not_off_the_limit(monkeypatch):
+    import types
+
+    import psutil
+
+    from kernelfit.backend import _host
+
+    GiB = 1 << 30
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: types.SimpleNamespace(
+        available=10 * GiB))
+    monkeypatch.setattr(_host, "_cgroup_limit", lambda: None)
+    monkeypatch.delenv("KERNELFIT_MEMORY_LIMIT", raising=False)
+    assert _host.available_host_memory() == 10 * GiB
+    assert _host.available_host_memory(reserve=2 * GiB) == 8 * GiB
+    assert _host.available_host_memory(reserve=20 * GiB) == 0
+    monkeypatch.setenv("KERNELFIT_MEMORY_LIMIT", str(GiB))
+    assert _host.available_host_memory(reserve=2 * GiB) == GiB  # the limit caps, as before
+    monkeypatch.setenv("KERNELFIT_MEMORY_LIMIT", str(9 * GiB))
+    assert _host.available_host_memory(reserve=2 * GiB) == 8 * GiB

@@ -56,8 +56,9 @@ class Backend(abc.ABC):
         return None
 
     @abc.abstractmethod
-    def free_memory(self) -> int:
-        """Bytes a new allocation on this backend can use."""
+    def free_memory(self, reserve: int = 0) -> int:
+        """Bytes a new allocation on this backend can use; ``reserve``: host bytes that
+        arrays not made yet will take first (counted on the host's memory only)."""
 
     @contextlib.contextmanager
     def pool_kept(self):

@@ -40,8 +40,8 @@ class CPUBackend(Backend):
     def is_backend_array(self, x) -> bool:
         return isinstance(x, np.ndarray)
 
-    def free_memory(self) -> int:
-        return available_host_memory()
+    def free_memory(self, reserve: int = 0) -> int:
+        return available_host_memory(reserve)
 
     @staticmethod
     @functools.lru_cache(maxsize=None)

@@ -175,8 +175,9 @@ class GPUBackend(Backend):
         finally:
             self._keep_pool = before
 
-    def free_memory(self) -> int:
-        """Bytes a new allocation can use: free device memory plus the pool's cached blocks."""
+    def free_memory(self, reserve: int = 0) -> int:
+        """Bytes a new allocation can use: free device memory plus the pool's cached blocks
+        (``reserve``, host bytes, does not touch device memory)."""
         free, _total = self.cp.cuda.runtime.memGetInfo()
         return int(free) + int(self.cp.get_default_memory_pool().free_bytes())
 

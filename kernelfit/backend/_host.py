@@ -13,8 +13,13 @@ from ..errors import InputError
 __all__ = ["available_host_memory", "blas_info", "host_empty"]
 
 
-def available_host_memory() -> int:
-    """Bytes of host memory available to a new allocation (MemAvailable, honouring cgroups)."""
+def available_host_memory(reserve: int = 0) -> int:
+    """Bytes of host memory available to a new allocation (MemAvailable, honouring cgroups).
+
+    ``reserve``: bytes that arrays not made yet will take first (a plan made before the
+    data it solves exists), subtracted from what the machine has; ``KERNELFIT_MEMORY_LIMIT``
+    caps the result as it is.
+    """
     avail = None
     try:
         import psutil
@@ -33,6 +38,8 @@ def available_host_memory() -> int:
         used = _cgroup_usage() or 0
         cg_avail = max(limit - used, 0)
         avail = cg_avail if avail is None else min(avail, cg_avail)
+    if avail is not None:
+        avail = max(avail - int(reserve), 0)
     override = os.environ.get("KERNELFIT_MEMORY_LIMIT")
     if override:
         try:
@@ -40,7 +47,7 @@ def available_host_memory() -> int:
         except ValueError:
             raise InputError(f"KERNELFIT_MEMORY_LIMIT must be a number of bytes, got {override!r}")
         avail = lim if avail is None else min(avail, lim)
-    return int(avail if avail is not None else 8 << 30)
+    return int(avail if avail is not None else max((8 << 30) - int(reserve), 0))
 
 
 def _read_int(path: str):

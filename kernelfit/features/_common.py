@@ -196,6 +196,19 @@ class FeatureMap(TransformerMixin, BaseEstimator, metaclass=ABCMeta):
         self._check_params()
         return self
 
+    def output_dim(self, input_shape) -> int:
+        """The number of features this map makes of inputs of ``input_shape`` (``(n, d)``
+        or ``(d,)``), from its parameters alone: nothing is fitted or computed (what a
+        memory plan needs before the features exist). Raises :class:`InputError` for a bad
+        parameter or an input width that the map's image shape does not imply."""
+        self.check_params()
+        d = int(tuple(input_shape)[-1])
+        width = self._expected_width()
+        if width is not None and d != width:
+            raise InputError(f"{type(self).__name__}: X has {d} features per row but "
+                             f"image_shape {tuple(self.image_shape)} implies {width}")
+        return int(self._n_features_out())
+
     @property
     def _backend(self):
         return get_backend(self.device)

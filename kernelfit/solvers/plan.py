@@ -298,18 +298,21 @@ def max_n_that_fits(available: int, request: dict) -> int:
     return largest_n(lambda n: would_fit(dict(request, n=n), available))
 
 
-def preflight_plan(cfg, n: int, d: int, n_classes: int, n_test: int) -> SolvePlan:
+def preflight_plan(cfg, n: int, d: int, n_classes: int, n_test: int, *,
+                   reserve: int = 0) -> SolvePlan:
     """The run layer's memory pre-flight: the one plan of the solve, checked (raises
     :class:`~kernelfit.errors.MemoryPlanError` when it does not fit). ``cfg`` is a
     :class:`kernelfit.options.SolverOptions`; the solve runs this plan
-    (``solve_exact(..., plan=)``)."""
+    (``solve_exact(..., plan=)``). ``reserve``: host bytes the data will take before the
+    solve runs (features not computed yet), not available to it."""
     be = get_backend(cfg.device)
     opts = SolveOptions(solver=cfg.solver, ridge=cfg.ridge, dtype=cfg.dtype,
                         tile_size=cfg.tile_size, device=be.device, precision=cfg.precision,
                         tol=cfg.tol, max_iter=cfg.max_iter, refinement=cfg.refinement,
                         ooc_dir=cfg.ooc_dir, resume=cfg.resume, scheduler=cfg.scheduler,
                         distributed=cfg.distributed, residual=True).validate()
-    splan = plan_solve(n, d, n_classes, opts, device=be.device, available=be.free_memory(),
+    available = be.free_memory(reserve=reserve) if reserve else be.free_memory()
+    splan = plan_solve(n, d, n_classes, opts, device=be.device, available=available,
                        n_test=n_test, backend=be)
     check(splan, opts, n, d, n_classes, n_test)
     return splan
