@@ -136,8 +136,15 @@ class KernelInterpolator(BaseEstimator):
     # ------------------------------------------------------------ helpers
     def _options(self):
         """The kernel and solver options of these parameters (validated once, here)."""
+        return KernelOptions.from_params(self.get_params(deep=False)), self._solver_options()
+
+    def _solver_options(self) -> SolverOptions:
+        """The solver options of these parameters (validated once, by the options tree).
+        ``dtype='float64'``, the default, leaves K's storage to a float ``precision``."""
         params = self.get_params(deep=False)
-        return KernelOptions.from_params(params), SolverOptions.from_params(params)
+        if str(params.get("dtype")) == "float64":
+            params["dtype"] = None
+        return SolverOptions.from_params(params)
 
     def _targets(self, y):
         y = np.asarray(y)
@@ -168,11 +175,6 @@ class KernelInterpolator(BaseEstimator):
         return task, None, Y
 
     # ------------------------------------------------------------ API
-    def _check_dtype_precision(self):
-        if str(self.dtype) == "float32" and self.precision == "float64":
-            raise InputError("dtype='float32' contradicts precision='float64'; give one of them "
-                             "(precision='float64' alone stores K in float64)", param="dtype")
-
     def fit(self, X, y, plan=None):
         """Solve K alpha = Y exactly on the training data.
 
@@ -181,7 +183,7 @@ class KernelInterpolator(BaseEstimator):
         pre-flight); None: the solve plans its route and memory itself.
         """
         t_start = time.perf_counter()
-        self._check_dtype_precision()
+        solver_opts = self._solver_options()
         if y is None:
             raise InputError(f"{type(self).__name__} requires y to be passed, but the target y "
                              "is None")
@@ -194,7 +196,7 @@ class KernelInterpolator(BaseEstimator):
         if X.shape[0] != np.asarray(y).shape[0]:
             raise InputError(f"X has {X.shape[0]} rows but y has {np.asarray(y).shape[0]}")
         task, classes, Y = self._targets(y)
-        kernel_opts, solver_opts = self._options()
+        kernel_opts = KernelOptions.from_params(self.get_params(deep=False))
         kernel = kernel_opts.resolve(X, seed=self.random_state)
         be = get_backend(self.device)
         Xf = np.ascontiguousarray(X, dtype=np.float64) if be.device == "cpu" else X

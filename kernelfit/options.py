@@ -205,17 +205,24 @@ class KernelOptions(_Flat):
 
 
 
+#: precisions that name K's storage type (the others: 'auto', 'mixed')
+_FLOAT_PRECISIONS = ("float32", "float64")
+
+
 @dataclass(frozen=True)
 class SolverOptions(_Flat):
     """How K alpha = Y is solved: the in-core solver and its precision, tiles and device,
     and the beyond-memory paths (mixed precision with refinement, out-of-core, Dask).
 
     The rules are the solvers' own (:class:`kernelfit.solvers.exact.SolveOptions`), checked
-    here once when the options are made; :meth:`solve_options` hands them to the solver.
+    here once when the options are made, with the one rule between options: K's storage
+    ``dtype`` and a float ``precision`` asked for must agree (``dtype`` None, not given:
+    the precision's float type, else float64); :meth:`solve_options` hands them to the
+    solver.
     """
 
     solver: str = "cholesky"
-    dtype: str = "float64"
+    dtype: Optional[str] = None  # None: as precision 'float32'/'float64' says, else float64
     ridge: float = 0.0
     device: str = "cpu"
     tile_size: Optional[int] = None
@@ -230,8 +237,17 @@ class SolverOptions(_Flat):
     distributed: Optional[str] = None
 
     def __post_init__(self):
+        if self.dtype is None:  # not given: K is stored in the float precision asked for
+            _set(self, "dtype", self.precision if self.precision in _FLOAT_PRECISIONS
+                 else "float64")
         # the device is checked where it is resolved (kernelfit.backend.get_backend)
         checked = self.solve_options()
+        if checked.precision in _FLOAT_PRECISIONS and checked.dtype != checked.precision:
+            p = checked.precision
+            raise InputError(f"dtype={checked.dtype!r} contradicts precision={p!r}; give one "
+                             f"of them (precision={p!r} alone stores K in {p})",
+                             param="dtype", dtype=checked.dtype, precision=p,
+                             conflicts_with="precision")
         # the solvers' normal forms (a dtype name, a float ridge, an int tile size); the
         # refinement default (max_iter None) stays None so records show what was asked
         for name in ("dtype", "ridge", "tile_size", "tol"):

@@ -235,3 +235,13 @@ def test_inexact_advice_never_offers_a_tol_at_or_above_the_one_given(tol, residu
     assert ways[-1].startswith("--tolerance ")
     accepted = float(ways[-1].split()[1])
     assert accepted >= residual
+
+
+def test_dtype_precision_conflict_names_both_flags():
+    from kernelfit.cli._advice import explain
+    from kernelfit.errors import InputError
+
+    with pytest.raises(InputError) as info:
+        SolverOptions(dtype="float32", precision="float64")
+    assert explain(info.value) == ("--dtype float32 contradicts --precision float64; give one "
+                                   "of them (--precision float64 alone stores K in float64)")

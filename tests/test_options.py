@@ -166,3 +166,22 @@ def test_cli_builds_the_same_tree():
         dtype="float32", refinement="ir", seed=4, features="rff",
         feature_params={"n_components": 32, "bandwidth": "median"}, save="m.pkl",
         show_progress=False)
+
+
+def test_dtype_and_precision_agree_or_are_refused_once():
+    """The one rule between options, for every source (CLI, estimator, benchmarks)."""
+    assert SolverOptions(precision="float32").dtype == "float32"  # dtype not given
+    assert SolverOptions(precision="mixed").dtype == "float64"
+    assert SolverOptions(dtype="float32").dtype == "float32"
+    for dtype, precision in (("float32", "float64"), ("float64", "float32")):
+        with pytest.raises(InputError, match="contradicts") as info:
+            SolverOptions(dtype=dtype, precision=precision)
+        facts = info.value.facts
+        assert facts["param"] == "dtype" and facts["conflicts_with"] == "precision"
+        assert (facts["dtype"], facts["precision"]) == (dtype, precision)
+        assert "--" not in str(info.value)
+    # the estimator's default dtype leaves K's storage to a float precision
+    est = KernelInterpolator(precision="float32")
+    assert est._options()[1].dtype == "float32"
+    with pytest.raises(InputError, match="contradicts"):
+        KernelInterpolator(dtype="float32", precision="float64")._options()

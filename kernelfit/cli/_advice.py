@@ -314,6 +314,11 @@ def explain(exc: KernelfitError, args=None) -> str:
     msg = exc.message
     param = exc.facts.get("param")
     flag = FLAGS.get(param) if param else None
+    other = exc.facts.get("conflicts_with")
+    if flag and other == "precision" and param == "dtype":
+        p = exc.facts.get("precision")
+        return (f"{flag} {exc.facts.get('dtype')} contradicts {FLAGS[other]} {p}; give one of "
+                f"them ({FLAGS[other]} {p} alone stores K in {p})")
     if isinstance(exc, InputError) and exc.facts.get("checkpoint"):
         msg = msg.replace("continue it with resume=True", "add --resume to continue it")
     if flag and msg.startswith(f"{param} "):

@@ -8,7 +8,6 @@ from typing import Iterable
 
 
 from .._io import json_default
-from ..errors import InputError
 from ._types import bandwidth_arg, finite_float, nonneg_float, nonneg_int, positive_int
 
 __all__ = ["add_data_arguments", "add_kernel_arguments", "add_solver_arguments",
@@ -93,17 +92,6 @@ def add_solver_arguments(p) -> None:
                    help="local: run the tiled work on a local Dask cluster")
 
 
-def storage_dtype(args) -> str:
-    """K's storage dtype from ``--dtype`` and ``--precision``; refuses a contradiction."""
-    dtype, precision = getattr(args, "dtype", None), getattr(args, "precision", "auto")
-    if dtype and precision in ("float32", "float64") and dtype != precision:
-        raise InputError(f"--dtype {dtype} contradicts --precision {precision}; give one of "
-                         f"them (--precision {precision} alone stores K in {precision})")
-    if dtype:
-        return dtype
-    return precision if precision in ("float32", "float64") else "float64"
-
-
 def check_output_paths(args) -> None:
     """Refuse unwritable output paths before any work (nothing is created)."""
     from .._io import check_writable_file, check_writable_folder
@@ -133,8 +121,6 @@ def config_from_args(args):
         flat["features"], flat["feature_params"] = feature_params_from_args(args)
     else:
         flat.pop("features", None)
-    if "dtype" in names:
-        flat["dtype"] = storage_dtype(args)
     flat["feature_cache"] = not getattr(args, "no_feature_cache", False)
     flat["cache_dir"] = getattr(args, "feature_cache_dir", None)
     flat["show_progress"] = (False if (args.no_progress or getattr(args, "json", False))
