@@ -105,7 +105,7 @@ def _gpu_run(be, ds, kcfg, tile_size) -> dict:
     rec["peak_gpu_memory_bytes"] = int(be.peak_memory() or 0)
     rec["memory"] = be.memory_stats()
     # residual after the timings: K alpha recomputed tile by tile (half a Gram matrix)
-    from kernelfit.solvers.tiled import kernel_matvec
+    from kernelfit.solvers.products import kernel_matvec
 
     Y = xp.asarray(np.eye(len(est.classes_))[np.searchsorted(est.classes_, ds.y_train)])
     t3 = time.perf_counter()
@@ -124,7 +124,7 @@ def _warmup(be, small, kcfg, tile_size, n) -> list:
     A tiled factorization over at least 3 x 3 tiles (potrf, trsm, syrk, gemm), and a
     dense single call as well when the timed run at ``n`` is dense. Returns their tiles.
     """
-    from kernelfit.solvers.tiled import default_tile_size
+    from kernelfit.solvers.tiles import default_tile_size
 
     n_w = small.X_train.shape[0]
     ts = tile_size or default_tile_size(n, be.device)

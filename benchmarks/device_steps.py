@@ -152,8 +152,8 @@ def dense_vs_tiles(a, be) -> dict:
     """Gram + factor at one n: dense single call vs tiles, fused finish on/off, devInfo
     read per tile vs once per factorization. Each variant: 2 runs, solve residual checked."""
     from kernelfit.kernels import get_kernel
-    from kernelfit.solvers.tiled import (build_gram, cholesky_inplace, cholesky_solve,
-                                         kernel_matvec)
+    from kernelfit.solvers.cholesky import cholesky_inplace, cholesky_solve
+    from kernelfit.solvers.products import build_gram, kernel_matvec
 
     n = 400 if a.tiny else 40000
     try:

@@ -27,7 +27,7 @@ from .kernels import active_columns, check_array, to_integer_grid
 from .labels import continuous_summary, label_kind
 from .options import KernelOptions, SolverOptions
 from .solvers.exact import solve_exact
-from .solvers.tiled import cross_kernel_matmul, kernel_matvec
+from .solvers.products import cross_kernel_matmul, kernel_matvec
 
 __all__ = ["KernelInterpolator", "sklearn_expected_failed_checks", "EXPECTED_FAILED_CHECKS"]
 

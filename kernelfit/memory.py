@@ -86,7 +86,8 @@ def plan_exact_solve(n: int, d: int, n_outputs: int, *, n_test: int = 0, dtype=n
     cholesky: the lower tiles of K in ``dtype`` + a few float64 tile buffers +
     right-hand sides; eigh/lstsq: a dense n x n K plus eigenvectors / LAPACK workspace.
     """
-    from .solvers.tiled import TiledSymmetric, default_tile_size, n_threads_default
+    from .solvers.machine import n_threads_default
+    from .solvers.tiles import TiledSymmetric, default_tile_size
 
     tile_size = tile_size or default_tile_size(max(int(n), 1), device)
     item = np.dtype(dtype).itemsize

@@ -200,7 +200,7 @@ def evaluate(est, X_test, y_test) -> Tuple[Optional[float], float]:
 def relative_residual(kernel, X, alpha, Y) -> float:
     """||K alpha - Y|| / ||Y|| in float64 against the real K (recomputed tile by tile):
     the certificate of a solve that did not form K alpha itself (e.g. a peer's)."""
-    from .solvers.tiled import kernel_matvec
+    from .solvers.products import kernel_matvec
 
     KA = kernel_matvec(kernel, X, alpha, show_progress=False)
     return float(np.linalg.norm(KA - Y) / np.linalg.norm(Y))

@@ -38,7 +38,8 @@ import kernelfit.backend as backend
 from kernelfit.backend import CPUBackend, GPUBackend, get_backend
 from kernelfit.errors import (BackendUnavailableError, InputError, MemoryPlanError,
                               NotPositiveDefiniteError)
-from kernelfit.solvers.tiled import TiledSymmetric, cholesky_inplace, cholesky_solve
+from kernelfit.solvers.cholesky import cholesky_inplace, cholesky_solve
+from kernelfit.solvers.tiles import TiledSymmetric
 
 
 def _spd(n, seed=0, dtype=np.float64):
@@ -791,7 +792,7 @@ def test_dense_single_call_rule():
 
 
 def test_gpu_default_tile_size_follows_the_rule(fake_gpu, monkeypatch):
-    from kernelfit.solvers.tiled import default_tile_size
+    from kernelfit.solvers.tiles import default_tile_size
 
     fake, be = fake_gpu
     monkeypatch.setattr(backend._cache, "gpu", be)

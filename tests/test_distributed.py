@@ -11,7 +11,7 @@ from kernelfit.errors import InputError  # noqa: E402
 from kernelfit.kernels import get_kernel  # noqa: E402
 from kernelfit.solvers.distributed import connect, distributed_predict  # noqa: E402
 from kernelfit.solvers.exact import SolveOptions, solve_exact  # noqa: E402
-from kernelfit.solvers.tiled import cross_kernel_matmul  # noqa: E402
+from kernelfit.solvers.products import cross_kernel_matmul  # noqa: E402
 
 
 def _problem(n=240, d=6, seed=0):

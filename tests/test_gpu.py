@@ -28,8 +28,9 @@ from kernelfit.errors import InputError, MemoryPlanError, NotPositiveDefiniteErr
 from kernelfit.estimator import KernelInterpolator
 from kernelfit.kernels import get_kernel
 from kernelfit.solvers.exact import SolveOptions, solve_exact
-from kernelfit.solvers.tiled import (TiledSymmetric, build_gram, cholesky_inplace,
-                                     cholesky_solve, cross_kernel_matmul, kernel_matvec)
+from kernelfit.solvers.cholesky import cholesky_inplace, cholesky_solve
+from kernelfit.solvers.products import build_gram, cross_kernel_matmul, kernel_matvec
+from kernelfit.solvers.tiles import TiledSymmetric
 
 RTOL_BLOCK = 1e-12
 RTOL_SOLVE = 1e-10

@@ -9,7 +9,7 @@ from kernelfit import KernelInterpolator
 from kernelfit.errors import InputError
 from kernelfit.kernels import get_kernel
 from kernelfit.solvers.exact import SolveOptions, solve_exact
-from kernelfit.solvers.tiled import kernel_matvec
+from kernelfit.solvers.products import kernel_matvec
 
 
 def _problem(n=300, d=6, seed=0):

@@ -7,11 +7,10 @@ from hypothesis import given, settings, strategies as st
 
 from kernelfit.errors import InputError, NotPositiveDefiniteError
 from kernelfit.kernels import get_kernel
-from kernelfit.solvers.tiles import run_tiles
-from kernelfit.solvers.tiled import (TiledSymmetric, build_gram, cholesky_inplace,
-                                     cholesky_solve, cross_kernel_matmul, default_tile_size,
-                                     kept_copy_bytes, kept_pairs, kernel_matvec,
-                                     stored_kernel_matvec)
+from kernelfit.solvers.cholesky import cholesky_inplace, cholesky_solve
+from kernelfit.solvers.products import (build_gram, cross_kernel_matmul, kept_copy_bytes,
+                                        kept_pairs, kernel_matvec, stored_kernel_matvec)
+from kernelfit.solvers.tiles import TiledSymmetric, default_tile_size, run_tiles
 from kernelfit.backend import get_backend
 
 
@@ -131,7 +130,7 @@ def test_from_dense_never_aliases_the_input():
 
 
 def test_condition_estimate_close_to_exact():
-    from kernelfit.solvers.tiled import estimate_condition, factor_matvec
+    from kernelfit.solvers.cholesky import estimate_condition, factor_matvec
 
     rng = np.random.default_rng(2)
     X = rng.random((150, 4))

@@ -113,7 +113,7 @@ def dense_bytes_needed(impl: str, n: int, d: int, n_test: int, n_outputs: int = 
     data = 8.0 * (n + n_test) * d + 8.0 * 4 * n * n_outputs
     if impl == "kernelfit":
         from ..memory import plan_exact_solve
-        from ..solvers.tiled import default_tile_size
+        from ..solvers.tiles import default_tile_size
 
         ts = tile_size or default_tile_size(n, "cpu")
         return plan_exact_solve(n, d, n_outputs, n_test=n_test, dtype=dtype,

@@ -69,7 +69,7 @@ def memory_ways_out(request: dict, available: int, *, special: bool = False,
                     dask_installed: Optional[bool] = None) -> List[Tuple[str, dict]]:
     """Ways out of a refused memory plan: ``(advice, request change)`` pairs, each of which
     passes :func:`would_fit` on ``available`` bytes. Nothing already in use is offered."""
-    from ..solvers.tiled import TiledSymmetric, default_tile_size
+    from ..solvers.tiles import TiledSymmetric, default_tile_size
 
     req = dict(request)
     n = int(req.get("n", 0))
