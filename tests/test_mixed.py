@@ -225,3 +225,28 @@ def test_auto_mixed_by_memory_does_not_fall_back(monkeypatch):
                       SolveOptions(tile_size=50, max_iter=400))
     assert sol.info["precision"] == "mixed" and "does not fit" in sol.info["precision_reason"]
     assert sol.info["shift"] > 0 and "precision_fallback" not in sol.info
+
+
+@pytest.mark.parametrize("refinement", ["cg", "ir"])
+def test_solve_gram_on_a_ready_tile_store(refinement):
+    """A Gram matrix made outside the solvers: factored and refined by the solvers' code."""
+    from kernelfit.solvers.mixed import solve_gram
+    from kernelfit.solvers.products import build_gram
+
+    X, Y = _problem(n=300)
+    k = get_kernel("gaussian", bandwidth=0.8)
+    K = k(X)
+    T = build_gram(k, X, tile_size=64, dtype=np.float32, keep_copy=True)  # K kept: default
+    out = solve_gram(T, Y, tol=1e-10, refinement=refinement)
+    assert T.factored and out["converged"] and out["factor_seconds"] >= 0
+    assert np.linalg.norm(K @ out["alpha"] - Y) / np.linalg.norm(Y) <= 1e-10
+    calls = []
+
+    def product(V):  # a K product given by the caller
+        calls.append(V.shape)
+        return K @ V
+
+    T = build_gram(k, X, tile_size=64, dtype=np.float32)
+    out = solve_gram(T, Y, product, tol=1e-10, refinement=refinement)
+    assert calls and out["converged"]
+    assert np.linalg.norm(K @ out["alpha"] - Y) / np.linalg.norm(Y) <= 1e-10

@@ -269,20 +269,32 @@ def test_conv_kernel_solve_matches_direct():
 
 
 def test_tiled_cholesky_keeps_the_kernel_and_refuses_singular():
+    """The solvers' Cholesky on view tiles: L in the upper triangle, K kept below it."""
     from kernelfit.errors import NotPositiveDefiniteError
-    from kernelfit.reproduce.conv_kernel import cholesky_lower_tiles
+    from kernelfit.reproduce.conv_kernel import gram_tiles, solve_stored
+    from kernelfit.solvers.cholesky import cholesky_inplace
+    from kernelfit.solvers.products import stored_kernel_matvec
 
     rng = np.random.default_rng(2)
     A = rng.standard_normal((150, 200))
     K = (A @ A.T / 200 + 0.05 * np.eye(150)).astype(np.float32)
     F = K.copy()
-    cholesky_lower_tiles(F, block=40)
-    L = np.tril(F.astype(np.float64))
+    T = gram_tiles(F, block=40)
+    assert all(np.shares_memory(t, F) for row in T.tiles for t in row)  # views, no copy
+    V = rng.standard_normal((150, 3))
+    np.testing.assert_allclose(stored_kernel_matvec(T, V), K.astype(np.float64) @ V,
+                               rtol=1e-12, atol=1e-12)
+    cholesky_inplace(T)
+    L = np.triu(F).T.astype(np.float64)
     np.testing.assert_allclose(L @ L.T, K, atol=1e-5)
-    assert np.array_equal(np.triu(F, 1), np.triu(K, 1))
+    assert np.array_equal(np.tril(F, -1), np.tril(K, -1))
+    # the kept kernel still gives exact float64 products after the factorization
+    np.testing.assert_allclose(stored_kernel_matvec(T, V), K.astype(np.float64) @ V,
+                               rtol=1e-12, atol=1e-12)
     B = rng.standard_normal((150, 5))
-    with pytest.raises(NotPositiveDefiniteError):
-        cholesky_lower_tiles((B @ B.T - np.eye(150)).astype(np.float32), block=40)
+    with pytest.raises(NotPositiveDefiniteError, match="float32 Cholesky") as info:
+        solve_stored((B @ B.T - np.eye(150)).astype(np.float32), np.ones((150, 1)), block=40)
+    assert info.value.index >= 0
 
 
 def test_random_conv_curve_resumes_from_its_saved_point(tmp_path, monkeypatch):
@@ -363,3 +375,28 @@ def test_randomization_verdict_uses_each_solves_exact_flag():
     row = _randomization_verdict([rec(0.0, True, 1e-12), rec(1.0, False, 2e-7)], quick=True)
     assert row["verdict"] == "not compared" and "not exact" in row["reason"]
     assert row["exact"] is False
+
+
+def test_random_conv_memory_check_is_the_planners(monkeypatch):
+    """The Gram solve's bytes come from the solvers' planner, checked with its headroom."""
+    import types
+
+    import kernelfit.reproduce.adapter as adapter
+    from kernelfit.errors import MemoryPlanError
+    from kernelfit.memory import SAFETY
+    from kernelfit.reproduce.conv_run import conv_memory_plan, run_conv_curve
+    from kernelfit.solvers.plan import plan_gram_solve
+
+    n, m = 3000, 500
+    plan = conv_memory_plan(n, m)
+    gram = plan_gram_solve(n, 10, 2048, n_test=m)
+    assert all(plan.items[k] == v for k, v in gram.items.items())
+    assert plan.items["K and its factor (n x n float32)"] == 4 * n * n
+    # enough for the bytes, not for the headroom: refused before any data is read
+    monkeypatch.setattr(adapter, "available_memory", lambda device="cpu": plan.total + 1)
+    assert not conv_memory_plan(n, m, plan.total + 1).fits()
+    ctx = types.SimpleNamespace(cifar=lambda: ("cifar10", None))
+    with pytest.raises(MemoryPlanError, match="headroom") as info:
+        run_conv_curve(ctx, (n, m), (8,))
+    assert info.value.required_bytes == plan.total
+    assert conv_memory_plan(n, m, int(plan.total / SAFETY) + 2).fits()

@@ -22,16 +22,25 @@ import numpy as np
 
 from ..errors import MemoryPlanError
 
-__all__ = ["run_conv_curve", "conv_memory_bytes"]
+__all__ = ["run_conv_curve", "conv_memory_plan"]
 
 _CHUNK_BUDGET = 1 << 30  # bytes of one chunk of features (all images)
+_N_CLASSES = 10  # CIFAR-10
 
 
-def conv_memory_bytes(n: int, m: int) -> dict:
-    """Bytes the experiment holds at once: Gram, cross products, one chunk, images, blocks."""
-    return {"gram n x n float32": 4 * n * n, "cross m x n float32": 4 * m * n,
-            "feature chunk": _CHUNK_BUDGET, "images float32": 4 * 3072 * (n + m),
-            "row blocks": 3 * 8 * 512 * max(n, 1)}
+def conv_memory_plan(n: int, m: int, available=None):
+    """The experiment's memory plan (:class:`~kernelfit.memory.MemoryPlan`): the solvers'
+    plan of the Gram solve (:func:`kernelfit.solvers.plan.plan_gram_solve`: Gram and cross
+    products in float32, tile buffers, refinement vectors) plus one chunk of features and
+    the images, checked with the planner's headroom."""
+    from ..solvers.plan import plan_gram_solve
+    from .conv_kernel import BLOCK
+
+    plan = plan_gram_solve(n, _N_CLASSES, min(BLOCK, max(n, 1)), n_test=m,
+                           available=available)
+    plan.add("feature chunk", _CHUNK_BUDGET)
+    plan.add("images float32", 4 * 3072 * (n + m))
+    return plan
 
 
 def _ckpt_dir(work: Path, k: int) -> Path:
@@ -130,26 +139,26 @@ def _solve_point(ctx, st: dict, ds, note, name, t_load, peaks) -> dict:
 def run_conv_curve(ctx, sizes, filters) -> dict:
     from ..datasets import load_dataset
     from ..features.random_conv import RandomConvFeatures, accumulate_gram
-    from ..memory import fmt_bytes
+    from ..memory import SAFETY, fmt_bytes
     from .adapter import available_memory
     from .rows import row
 
     name, note = ctx.cifar()
     n, m = sizes
     filters = sorted(int(k) for k in filters)
-    need = conv_memory_bytes(n, m)
-    total, avail = sum(need.values()), available_memory("cpu")
-    if total > avail:
+    avail = available_memory("cpu")
+    need = conv_memory_plan(n, m, avail)
+    if not need.fits():
         raise MemoryPlanError(
-            f"cifar-random-conv at n = {n} needs about {fmt_bytes(total)} "
-            f"({', '.join(f'{k} {fmt_bytes(v)}' for k, v in need.items())}), "
-            f"{fmt_bytes(avail)} is free; run it on a machine with more memory or alone",
-            required_bytes=total, available_bytes=avail)
+            f"cifar-random-conv at n = {n} needs about {need.describe()}, "
+            f"{fmt_bytes(avail)} is free (kernelfit keeps {round((1 - SAFETY) * 100)}% "
+            "headroom); run it on a machine with more memory or alone",
+            required_bytes=need.total, available_bytes=avail, items=dict(need.items))
     work = ctx.work_dir("cifar-random-conv")
     for stale in work.glob(".tmp-gram-*"):  # a resume point killed while being written
         shutil.rmtree(stale, ignore_errors=True)
     disk = shutil.disk_usage(work).free
-    ckpt_bytes = need["gram n x n float32"] + need["cross m x n float32"]
+    ckpt_bytes = 4 * n * n + 4 * m * n  # G and C as .npy files
     if disk < 2 * ckpt_bytes:
         raise MemoryPlanError(f"cifar-random-conv needs about {fmt_bytes(2 * ckpt_bytes)} of "
                               f"disk under {work} for its resume points, {fmt_bytes(disk)} free",

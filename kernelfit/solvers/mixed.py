@@ -34,7 +34,7 @@ from .refine import (ExactSolution, breakdown_facts, refine, refined_solution,
                      retry_with_shift)
 from .tiles import TiledSymmetric
 
-__all__ = ["solve_mixed", "Fallback"]
+__all__ = ["solve_mixed", "solve_gram", "Fallback"]
 
 F64_EPS = float(np.finfo(np.float64).eps)
 
@@ -62,6 +62,47 @@ def _float64_gram(T, ridge: float):
             k = tile.shape[0]
             tile[xp.arange(k), xp.arange(k)] += ridge
     return G
+
+
+def _preconditioner(T: TiledSymmetric):
+    """``R -> (L L^T)^-1 R`` in float64 from the factored tiles ``T`` (host arrays in and
+    out): the preconditioner of the refinement, a fixed operator whatever T's dtype."""
+    be = T.backend
+
+    def precond(R):
+        return be.to_numpy(cholesky_solve(T, be.xp.asarray(R), np.float64))
+
+    return precond
+
+
+def solve_gram(T: TiledSymmetric, Y, matvec=None, *, tol: float = 1e-10, max_iter: int = 30,
+               refinement: str = "cg", show_progress=None) -> dict:
+    """Solve K alpha = Y for a Gram matrix made outside the solvers, given as its tiles.
+
+    ``T`` holds K's lower tiles (float32 or float64; e.g. K accumulated over chunks of
+    features, the tiles views of one dense matrix). The one tiled Cholesky factors them
+    in place (:func:`~kernelfit.solvers.cholesky.cholesky_inplace`), and the refinement
+    (:func:`~kernelfit.solvers.refine.refine`) solves the float64 system with that factor
+    as preconditioner, applied in float64, and K products from ``matvec`` (``V -> K V`` in
+    float64; default: :func:`~kernelfit.solvers.products.stored_kernel_matvec` of the copy
+    of K kept with ``T``, ``T.kept`` and ``T.kept_diag``). Returns refine's dict (``alpha``,
+    ``K_alpha``, ``history``, ``converged``, ...) with ``factor_seconds`` and
+    ``refine_seconds``. A factorization that breaks down raises
+    :class:`~kernelfit.errors.NotPositiveDefiniteError` (no shift is tried).
+    """
+    be = T.backend
+    if matvec is None:
+        def matvec(V):
+            return be.to_numpy(stored_kernel_matvec(T, be.xp.asarray(V)))
+    t0 = time.perf_counter()
+    cholesky_inplace(T, show_progress=show_progress)
+    be.synchronize()
+    t_factor = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    out = refine(matvec, _preconditioner(T), np.asarray(Y, dtype=np.float64), tol=tol,
+                 max_iter=max_iter, method=refinement, show_progress=show_progress)
+    out.update(factor_seconds=t_factor, refine_seconds=time.perf_counter() - t0)
+    return out
 
 
 def solve_mixed(kernel: Kernel, X, Y, opts, be: Backend, splan) -> ExactSolution:
@@ -111,8 +152,7 @@ def solve_mixed(kernel: Kernel, X, Y, opts, be: Backend, splan) -> ExactSolution
                                           facts=breakdown_facts(kernel, Xb, opts.ridge,
                                                                 Y.shape[1]))
 
-    def precond(R):
-        return be.to_numpy(cholesky_solve(T, xp.asarray(R), np.float64))
+    precond = _preconditioner(T)
 
     def matvec(V):
         Vb = xp.asarray(V)

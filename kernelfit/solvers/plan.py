@@ -28,7 +28,8 @@ from .options import SolveOptions
 from .products import kept_copy_bytes
 from .tiles import TiledSymmetric, default_tile_size
 
-__all__ = ["SolvePlan", "plan_solve", "plan_mixed", "preflight", "preflight_plan",
+__all__ = ["SolvePlan", "plan_solve", "plan_mixed", "plan_gram_solve", "preflight",
+           "preflight_plan",
            "expected_times", "check",
            "request_of", "plan_request", "would_fit", "max_n_that_fits",
            "KEEP_COPY_MAX_BYTES", "KEEP_F64_SHARE", "AUTO_TOL", "EXPECTED_PASSES"]
@@ -93,6 +94,23 @@ def plan_mixed(n: int, d: int, m: int, tile_size: int, *, device="cpu", availabl
     plan.add("K tiles (float32)", TiledSymmetric.storage_bytes(n, tile_size, np.float32))
     plan.add("tile buffers", (nth + 2) * 8.0 * ts * ts)
     plan.add("refinement vectors", 8.0 * n * m * (14 + 2 * nth))
+    return plan
+
+
+def plan_gram_solve(n: int, m: int, tile_size: int, *, n_test: int = 0, device="cpu",
+                    available=None, n_threads: Optional[int] = None) -> MemoryPlan:
+    """Memory plan of :func:`kernelfit.solvers.mixed.solve_gram` on a Gram matrix made
+    outside the solvers and held as one dense n x n float32 matrix whose tiles are views
+    (the factor in one triangle, K kept in the other), and its float32 n_test x n cross
+    kernel for the predictions; the tile buffers and refinement vectors as in
+    :func:`plan_mixed`. The caller adds its own items before checking it."""
+    mixed = plan_mixed(n, 0, m, tile_size, device=device, n_threads=n_threads)
+    plan = MemoryPlan(device=device, available=available)
+    plan.add("K and its factor (n x n float32)", 4.0 * n * n)
+    if n_test:
+        plan.add("cross kernel (n_test x n float32)", 4.0 * n_test * n)
+    for name in ("tile buffers", "refinement vectors"):
+        plan.add(name, mixed.items[name])
     return plan
 
 
