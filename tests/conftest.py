@@ -49,3 +49,35 @@ def isolated_data_env(tmp_path, monkeypatch) -> Path:
     monkeypatch.delenv("KERNELFIT_DATA", raising=False)
     monkeypatch.setenv("KERNELFIT_PROGRESS", "0")
     return cache_home / "kernelfit"
+
+
+@pytest.fixture
+def plan_calls(monkeypatch) -> list:
+    """The calls of the solvers' one planner (``plan_solve``, wherever it is called from),
+    as the list of the n each was made for."""
+    import kernelfit.solvers.exact as exact_mod
+    import kernelfit.solvers.plan as plan_mod
+
+    calls = []
+    real = plan_mod.plan_solve
+
+    def counting(*a, **k):
+        calls.append(a[0])
+        return real(*a, **k)
+
+    monkeypatch.setattr(plan_mod, "plan_solve", counting)
+    monkeypatch.setattr(exact_mod, "plan_solve", counting)
+    return calls
+
+
+@pytest.fixture
+def rff_touched(monkeypatch) -> list:
+    """The names of the random Fourier feature map's methods called (``fit``,
+    ``transform``, ``fit_transform``; none of them computes anything any more)."""
+    from kernelfit.features.random_fourier import RandomFourierFeatures
+
+    touched = []
+    for name in ("fit", "transform", "fit_transform"):
+        monkeypatch.setattr(RandomFourierFeatures, name,
+                            lambda self, *a, _n=name, **k: touched.append(_n))
+    return touched

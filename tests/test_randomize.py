@@ -444,3 +444,50 @@ def test_bandwidth_line_comes_from_the_one_rule(monkeypatch):
     out = rz.run_randomization(_cfg(), "labels", (0.5,), 1, dataset=ds,
                                estimate_condition=False)
     assert "npz:big.npz" in out["bandwidth_rule"] and out["kernel_params"]["bandwidth"] > 5
+
+
+# ------------------------------------------------------------------ memory plan
+def test_one_plan_made_first_serves_every_solve(monkeypatch, plan_calls):
+    import kernelfit.estimator as est_mod
+
+    plans = []
+    real = est_mod.solve_exact
+
+    def spy(*a, plan=None, **k):
+        plans.append(plan)
+        return real(*a, plan=plan, **k)
+
+    monkeypatch.setattr(est_mod, "solve_exact", spy)
+    # gaussian noise makes every pixel column non-zero: the clean digits have zero columns,
+    # which change no memory figure of the solve, so the one plan still serves it
+    res = rz.run_randomization(_cfg(n_train=100, n_test=30), "labels,gaussian",
+                               (0.0, 0.5, 1.0), 1, estimate_condition=False)
+    assert all(r["status"] == "ok" for r in res["records"])
+    assert plan_calls == [100]  # one solve shape: planned once, for the whole run
+    assert len(plans) == 5  # labels 0, 0.5, 1; gaussian 0.5, 1 (its level 0 is shared)
+    assert plans[0] is not None and all(p is plans[0] for p in plans)
+    assert res["memory_plan"] == plans[0].record()
+
+
+def test_a_request_that_cannot_fit_is_refused_before_any_feature(monkeypatch, rff_touched):
+    from kernelfit import run
+    from kernelfit.errors import MemoryPlanError
+
+    monkeypatch.setenv("KERNELFIT_MEMORY_LIMIT", "100000")
+    cfg = _cfg(n_train=1000, n_test=50, features="rff", feature_params={"n_components": 4000},
+               feature_cache=False)
+    with pytest.raises(MemoryPlanError) as refused:
+        rz.run_randomization(cfg, "labels,gaussian", (0.0, 1.0), 1)
+    assert rff_touched == []
+    # the same structured refusal as `kernelfit solve` on the same request
+    with pytest.raises(MemoryPlanError) as solve_refused:
+        run.run_solve(cfg)
+    assert refused.value.request == solve_refused.value.request
+    assert refused.value.request["n"] == 1000 and refused.value.request["d"] == 4000
+    assert refused.value.required_bytes == solve_refused.value.required_bytes
+
+
+def test_cli_randomize_memory_refusal_exits_4_with_advice(capsys, monkeypatch):
+    monkeypatch.setenv("KERNELFIT_MEMORY_LIMIT", "1000000")
+    code = main(["randomize", "--dataset", "digits", "--mode", "labels", "--levels", "0,1"])
+    assert code == 4 and "Ways out" in capsys.readouterr().err

@@ -120,26 +120,9 @@ def test_record_dtype_is_the_cholesky_storage_dtype():
         assert run.solve_arrays(X, y, opts=opts)["dtype"] == dtype
 
 
-def _count_plans(monkeypatch):
-    """Count the calls of the solvers' one planner (wherever it is called from)."""
-    import kernelfit.solvers.exact as exact_mod
-    import kernelfit.solvers.plan as plan_mod
-
-    calls = []
-    real = plan_mod.plan_solve
-
-    def counting(*a, **k):
-        calls.append(a[0])
-        return real(*a, **k)
-
-    monkeypatch.setattr(plan_mod, "plan_solve", counting)
-    monkeypatch.setattr(exact_mod, "plan_solve", counting)
-    return calls
-
-
 @pytest.mark.parametrize("precision", ["auto", "mixed", "float64"])
-def test_one_solve_is_planned_once(monkeypatch, precision):
-    calls = _count_plans(monkeypatch)
+def test_one_solve_is_planned_once(plan_calls, precision):
+    calls = plan_calls
     X, y = _blobs(150)
     Xt, yt = _blobs(30, seed=1)
     opts = RunOptions.from_flat(bandwidth=0.7, precision=precision, show_progress=False)
@@ -150,13 +133,13 @@ def test_one_solve_is_planned_once(monkeypatch, precision):
     assert rec["memory_plan"]["items"]["predictions"] == 2 * 8 * 30 * 3
 
 
-def test_mixed_fallback_runs_the_float64_plan_made_with_it(monkeypatch):
+def test_mixed_fallback_runs_the_float64_plan_made_with_it(monkeypatch, plan_calls):
     """precision='auto' choosing mixed by time plans its float64 fallback in the same plan."""
     import kernelfit.solvers.plan as plan_mod
     from kernelfit.backend import get_backend
     from kernelfit.solvers.exact import SolveOptions, solve_exact
 
-    calls = _count_plans(monkeypatch)
+    calls = plan_calls
     monkeypatch.setattr(plan_mod, "MEASURE_MIN_RATIO", 0)
     monkeypatch.setattr(plan_mod, "gemm_rates", lambda be: {
         "float64": 1e9, "float32": 2e9, "memory_bytes_per_s": 1e10})
@@ -178,10 +161,10 @@ def test_mixed_fallback_runs_the_float64_plan_made_with_it(monkeypatch):
         solve_exact(k, X[:100], Y[:100], opts, be, plan=splan)
 
 
-def test_run_solve_plans_once_before_the_features(monkeypatch):
+def test_run_solve_plans_once_before_the_features(monkeypatch, plan_calls):
     from kernelfit.features.random_fourier import RandomFourierFeatures
 
-    calls = _count_plans(monkeypatch)
+    calls = plan_calls
     events = []
     real = RandomFourierFeatures.fit_transform
 
@@ -198,21 +181,16 @@ def test_run_solve_plans_once_before_the_features(monkeypatch):
     assert rec["n_features"] == 40 and rec["memory_plan"]["items"]
 
 
-def test_a_request_that_cannot_fit_is_refused_before_any_feature(monkeypatch):
+def test_a_request_that_cannot_fit_is_refused_before_any_feature(monkeypatch, rff_touched):
     from kernelfit.errors import MemoryPlanError
-    from kernelfit.features.random_fourier import RandomFourierFeatures
 
-    touched = []
-    for name in ("fit", "transform", "fit_transform"):
-        monkeypatch.setattr(RandomFourierFeatures, name,
-                            lambda self, *a, _n=name, **k: touched.append(_n))
     monkeypatch.setenv("KERNELFIT_MEMORY_LIMIT", "100000")
     opts = RunOptions.from_flat(dataset="digits", n_train=1000, n_test=50, features="rff",
                                 feature_params={"n_components": 4000}, feature_cache=False,
                                 show_progress=False)
     with pytest.raises(MemoryPlanError):
         run.run_solve(opts)
-    assert touched == []
+    assert rff_touched == []
 
 
 def test_feature_maps_state_their_width_before_fitting():
@@ -260,3 +238,4 @@ def test_reserved_bytes_come_off_the_machine_not_off_the_limit(monkeypatch):
     assert _host.available_host_memory(reserve=2 * GiB) == GiB  # the limit caps, as before
     monkeypatch.setenv("KERNELFIT_MEMORY_LIMIT", str(9 * GiB))
     assert _host.available_host_memory(reserve=2 * GiB) == 8 * GiB
+

@@ -32,11 +32,12 @@ def _check_modes_for_data(modes: Sequence[str], image_shape) -> None:
 
 
 def _solve_one(opts: RunOptions, X_train, y_train, X_test, y_test, estimate_condition: bool,
-               seed: int, facts: Optional[dict] = None) -> dict:
+               seed: int, facts: Optional[dict] = None, *, plan=None) -> dict:
     # the same estimator as `kernelfit solve` (every solver option), with the bandwidth
-    # fixed on the clean data and the condition estimate switched as asked
+    # fixed on the clean data and the condition estimate switched as asked; ``plan``: the
+    # run's one plan (run.make_plan), which this solve runs
     est = run.fit(replace(opts, seed=seed, solver=replace(opts.solver, show_progress=False)),
-                  X_train, y_train, estimate_condition=estimate_condition)
+                  X_train, y_train, plan=plan, estimate_condition=estimate_condition)
     t = dict(est.timings_)
     test_error, t["predict"] = run.evaluate(est, X_test, y_test)
     solve_seconds = sum(t.get(k, 0.0) for k in ("gram", "factor", "solve"))
@@ -119,7 +120,9 @@ def run_randomization(cfg: Optional[RunOptions] = None, modes="labels", levels=D
     ``inexact_reason`` and ``cause`` (:func:`kernelfit.kernel_defaults.exactness`, as in a
     ``kernelfit solve`` record).
     All validation (modes, levels, repeats, pixel modes on non-image data, feature
-    parameters, memory) happens before the first solve.
+    parameters) happens before the first solve, and the memory pre-flight before any
+    feature is computed: one plan (:func:`kernelfit.run.make_plan`), run by every solve
+    (a request that cannot fit raises :class:`~kernelfit.errors.MemoryPlanError`).
     """
     from ..progress import progress
 
@@ -144,10 +147,16 @@ def run_randomization(cfg: Optional[RunOptions] = None, modes="labels", levels=D
     if X_train.shape[0] < 2:
         raise InputError(f"need at least 2 training points, got {X_train.shape[0]}")
 
+    # the one plan of every solve, made and checked before any feature is computed: the
+    # corruptions keep n, the features' width and the classes, so every point of the run
+    # solves the same shape (the memory of a solve does not depend on which columns are
+    # non-zero); each fit runs this plan and makes none of its own
+    width, pending = run.feature_plan(opts.features, X_train, X_test, ds.image_shape,
+                                      seed=opts.seed, device=opts.solver.device)
+    plan = run.make_plan(opts.solver, X_train.shape[0], width, n_classes, X_test.shape[0],
+                         reserve=pending)
     # clean features: reused by every labels record and to fix the kernel
     F_train, F_test, feature_info = _featurize(opts, X_train, X_test, ds.image_shape)
-    plan = run.preflight(opts.solver, F_train.shape[0], F_train.shape[1], n_classes,
-                         F_test.shape[0])
     # the bandwidth and its record as `kernelfit solve` chooses them (kernel_defaults),
     # fixed once on the clean features
     kernel_opts, rule = run.choose_kernel(opts, F_train, dataset=ds.name)
@@ -189,7 +198,7 @@ def run_randomization(cfg: Optional[RunOptions] = None, modes="labels", levels=D
                                   pixel_std, on_error,
                                   {"bandwidth_rule": bandwidth_facts,
                                    "condition_number": clean_cond.get("value")
-                                   if shared_cond else None})
+                                   if shared_cond else None}, plan=plan)
                 if rec["status"] == "ok" and wants_cond:
                     if shared_cond:
                         rec["condition_number"] = clean_cond["value"]
@@ -238,7 +247,7 @@ def run_randomization(cfg: Optional[RunOptions] = None, modes="labels", levels=D
         "solver": opts.solver.solver,
         "ridge": float(opts.solver.ridge),
         "device": opts.solver.device,
-        "memory_plan": plan,
+        "memory_plan": plan.record(),
         "records": records,
         "summary": summarize(records),
         "n_failed": int(n_failed),
@@ -275,7 +284,7 @@ def _config_dict(opts: RunOptions) -> dict:
 
 def _one_record(opts, base, mode, level, seed, X_train, y_train, X_test, y_test, F_train,
                 F_test, image_shape, n_classes, estimate_condition, corrupt_test,
-                pixel_mean, pixel_std, on_error, facts=None) -> dict:
+                pixel_mean, pixel_std, on_error, facts=None, *, plan=None) -> dict:
     rec = dict(base)
     t0 = time.perf_counter()
     Xtr, ytr, Xte, info = corrupt(mode, level, X_train, y_train, X_test,
@@ -294,7 +303,8 @@ def _one_record(opts, base, mode, level, seed, X_train, y_train, X_test, y_test,
     rec.update(n_train=int(Ftr.shape[0]), n_test=int(Fte.shape[0]),
                n_features=int(Ftr.shape[1]), clean_reused=False, condition_shared=False)
     try:
-        out = _solve_one(opts, Ftr, ytr, Fte, y_test, estimate_condition, seed, facts)
+        out = _solve_one(opts, Ftr, ytr, Fte, y_test, estimate_condition, seed, facts,
+                         plan=plan)
     except NotPositiveDefiniteError as exc:
         if on_error == "raise":
             where = f"{mode} level {level:g} repeat {base['repeat']} (seed {seed})"
