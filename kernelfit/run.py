@@ -138,13 +138,14 @@ def choose_kernel(opts: RunOptions, X_train, dataset: Optional[str] = None
     The bandwidth and its record come from
     :func:`kernelfit.kernel_defaults.choose_bandwidth` (the default for ``opts.features`` and
     the data, or the value asked for); a ``'median'`` is then measured on ``X_train``.
-    ``dataset`` names the data (default ``opts.data.dataset``).
+    ``dataset`` names the data (a dataset name such as ``'mnist'`` or ``'npz:PATH'``; None:
+    arrays of unknown origin, never taken for [0, 1] pixels). ``opts.data`` is not read:
+    the arrays need not come from it.
     """
     from .kernel_defaults import choose_bandwidth
 
     bw, rule = choose_bandwidth(opts.kernel.name, opts.features.name, opts.kernel.bandwidth,
-                                X_train, seed=opts.seed,
-                                dataset=opts.data.dataset if dataset is None else dataset)
+                                X_train, seed=opts.seed, dataset=dataset)
     return replace(opts.kernel, bandwidth=bw).fixed(X_train, seed=opts.seed), rule
 
 
@@ -287,14 +288,16 @@ def _check_arrays(X_train, y_train, X_test, y_test):
 
 def solve_arrays(X_train, y_train, X_test=None, y_test=None, opts: Optional[RunOptions] = None,
                  timings: Optional[dict] = None, on_fitted: Optional[Callable] = None,
-                 plan=None) -> dict:
+                 plan=None, dataset: Optional[str] = None) -> dict:
     """Plan, fit, evaluate and record an exact solve on given arrays.
 
     Returns the record (errors, residual, norm, timings); ``on_fitted(estimator)`` is called
     with the fitted estimator (e.g. to save it). Without a bandwidth, the default is chosen
-    for ``opts.features`` and the data ``opts.data.dataset`` names (:func:`choose_kernel`).
-    ``plan``: the solve's plan made already by :func:`make_plan` for these sizes (None:
-    made here, the one plan of the solve).
+    for ``opts.features`` and the data ``dataset`` names (:func:`choose_kernel`): the name of
+    the dataset the arrays are (e.g. ``'mnist'``: raw [0, 1] pixels get h = 5); None, the
+    default: arrays of unknown origin, whatever ``opts.data.dataset`` says (the median
+    rule). ``plan``: the solve's plan made already by :func:`make_plan` for these sizes
+    (None: made here, the one plan of the solve).
     """
     opts = opts or RunOptions()
     timings = dict(timings or {})
@@ -306,7 +309,7 @@ def solve_arrays(X_train, y_train, X_test=None, y_test=None, opts: Optional[RunO
                          n_test)
     from .kernel_defaults import exactness, refinement_of
 
-    kernel, bw_rule = choose_kernel(opts, X_train)
+    kernel, bw_rule = choose_kernel(opts, X_train, dataset)
     opts = replace(opts, kernel=kernel)
     est = fit(opts, X_train, y_train, plan=plan)
     for k in ("gram", "factor", "solve", "residual"):
@@ -364,7 +367,8 @@ def run_solve(opts: RunOptions) -> dict:
 
     fitted = {}
     rec = solve_arrays(X_train, ds.y_train, X_test, ds.y_test, opts, timings,
-                       on_fitted=lambda est: fitted.setdefault("est", est), plan=plan)
+                       on_fitted=lambda est: fitted.setdefault("est", est), plan=plan,
+                       dataset=opts.data.dataset)
     rec["timings"]["total"] = time.perf_counter() - t_total
     out = {
         "dataset": ds.name,

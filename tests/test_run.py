@@ -239,3 +239,25 @@ def test_reserved_bytes_come_off_the_machine_not_off_the_limit(monkeypatch):
     monkeypatch.setenv("KERNELFIT_MEMORY_LIMIT", str(9 * GiB))
     assert _host.available_host_memory(reserve=2 * GiB) == 8 * GiB
 
+
+def test_solve_arrays_takes_arrays_for_unknown_data_unless_named():
+    from kernelfit.kernel_defaults import FEATURE_MEDIAN_FACTOR, RAW_BANDWIDTH
+
+    # default options name 'digits'; arrays given alone are not taken for its pixels
+    opts = RunOptions.from_flat(n_train=120, n_test=30, show_progress=False)
+    ds = run.load(opts)
+    rec = run.solve_arrays(ds.X_train, ds.y_train, ds.X_test, ds.y_test, opts)
+    rule = rec["bandwidth_rule"]
+    assert rule["rule"] == f"{FEATURE_MEDIAN_FACTOR:g} x median"
+    assert "unknown origin" in rule["why"]
+    assert rec["kernel_params"]["bandwidth"] == pytest.approx(
+        FEATURE_MEDIAN_FACTOR * median_distance(ds.X_train, seed=0))
+    # named: the raw-pixel rule, as `kernelfit solve` gives the same data
+    named = run.solve_arrays(ds.X_train, ds.y_train, ds.X_test, ds.y_test, opts,
+                             dataset="digits")
+    assert named["bandwidth_rule"]["rule"] == "raw-pixels-default"
+    assert named["kernel_params"]["bandwidth"] == RAW_BANDWIDTH
+    solved = run.run_solve(opts)
+    assert solved["bandwidth_rule"] == named["bandwidth_rule"]
+    assert solved["kernel_params"] == named["kernel_params"]
+    assert solved["test_error"] == named["test_error"]
