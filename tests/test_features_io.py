@@ -65,7 +65,7 @@ def test_cache_hit_miss_and_rebuild(tmp_path, data):
     np.testing.assert_array_equal(T1, T2)
     entry = _entry_files(tmp_path)
     man = json.loads((entry / "manifest.json").read_text())
-    assert man["outputs"]["train"]["shape"] == [20, 4 * 17]
+    assert man["outputs"]["train"]["shape"] == [20, 4 * 81]
     assert man["seed"] == 0 and man["params"]["pool"] == 2
     # different params / seed / data: misses, new entries
     _, _, i3 = apply_features("gabor", {"pool": 1}, Xtr, Xte, **kw)
@@ -146,7 +146,11 @@ def test_cli_arguments_and_params():
     assert args.no_feature_cache is False
     _, args = _parse(["--features", "gabor", "--gabor-scales", "3", "--feature-batch", "7"])
     assert feature_params_from_args(args) == (
-        "gabor", {"scales": 3, "orientations": 8, "order": 1, "pool": 8, "batch_size": 7})
+        "gabor", {"scales": 3, "orientations": 8, "order": 2, "pool": 7, "normalize": "unit",
+                  "batch_size": 7})
+    _, args = _parse(["--features", "gabor", "--gabor-order", "1", "--gabor-normalize", "none"])
+    assert feature_params_from_args(args)[1] == {"scales": 2, "orientations": 8, "order": 1,
+                                                 "pool": 7, "normalize": "none"}
     _, args = _parse(["--features", "rff", "--rff-dim", "10", "--rff-bandwidth", "2.5"])
     assert feature_params_from_args(args) == ("rff", {"n_components": 10, "bandwidth": 2.5})
     _, args = _parse(["--features", "relu", "--rff-dim", "10"])
@@ -178,6 +182,7 @@ BAD_PARAMS = [
     ("gabor", (28, 28), {"pool": 0}, "pool"),
     ("gabor", (28, 28), {"sigma0": -1.0}, "sigma0"),
     ("gabor", (28, 28), {"slant": 2.0}, "slant"),
+    ("gabor", (28, 28), {"normalize": "l1"}, "normalize"),
     ("gabor", (28, 28), {"scales": 1.5}, "scales"),
     ("gabor", (), {}, "needs images"),
     ("gabor", (28, 28, 2), {}, "channels"),
@@ -267,7 +272,7 @@ def test_no_import_time_work():
 def test_progress_bar_on_stderr(capsys):
     X = np.random.default_rng(2).random((9, 64))
     F = GaborFeatures((8, 8), pool=2, batch_size=4, progress=True).fit_transform(X)
-    assert F.shape == (9, 68)
+    assert F.shape == (9, 4 * 81)
     err = capsys.readouterr().err
     assert "gabor features" in err
 

@@ -59,7 +59,8 @@ def test_fft_convolution_equals_direct_convolution():
 def test_gabor_features_equal_direct_pipeline():
     H, W = 12, 10
     X = _imgs(3, (H, W))
-    g = GaborFeatures((H, W), scales=2, orientations=4, pool=3, order=2).fit(X)
+    g = GaborFeatures((H, W), scales=2, orientations=4, pool=3, order=2,
+                      normalize="none").fit(X)
     F = g.transform(X)
     assert F.shape == (3, g.n_features_out_) == (3, (1 + 8 + 16) * 9)
     psi, phi = g.psi_, g.phi_
@@ -79,10 +80,27 @@ def test_gabor_features_equal_direct_pipeline():
 
 def test_gabor_mnist_default_dimension_and_colour():
     g = GaborFeatures((28, 28)).fit(_imgs(2, (28, 28)))
-    assert g.n_features_out_ == 1088
+    assert (g.order, g.pool, g.normalize, g.n_features_out_) == (2, 7, "unit", 81 * 49)
+    assert GaborFeatures((28, 28), order=1, pool=8).fit(_imgs(2, (28, 28))).n_features_out_ == 1088
     g3 = GaborFeatures((16, 16, 3), pool=4).fit(_imgs(2, (16, 16, 3)))
     F = g3.transform(_imgs(2, (16, 16, 3)))
-    assert F.shape == (2, 3 * 17 * 16)
+    assert F.shape == (2, 3 * 81 * 16)          # (1 + J L + L^2 J (J-1) / 2) maps
+
+
+@pytest.mark.parametrize("order", [1, 2])
+def test_gabor_unit_normalize_divides_each_row_by_its_norm(order):
+    X = _imgs(5, (12, 12))
+    X[2] = 0.0                                     # an all-zero image stays all zero
+    raw = GaborFeatures((12, 12), pool=3, order=order, normalize="none").fit_transform(X)
+    unit = GaborFeatures((12, 12), pool=3, order=order).fit_transform(X)
+    norms = np.linalg.norm(raw, axis=1)
+    assert norms[2] == 0.0 and not unit[2].any()
+    keep = norms > 0
+    np.testing.assert_allclose(unit[keep], raw[keep] / norms[keep, None], atol=1e-14)
+    np.testing.assert_allclose(np.linalg.norm(unit[keep], axis=1), 1.0, atol=1e-13)
+    # the scale of the image no longer matters
+    np.testing.assert_allclose(
+        GaborFeatures((12, 12), pool=3, order=order).fit_transform(7.5 * X), unit, atol=1e-13)
 
 
 def test_gabor_dtype_float32_close_to_float64():

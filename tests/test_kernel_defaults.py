@@ -10,7 +10,8 @@ from hypothesis import given, settings, strategies as st
 
 from kernelfit.cli import main
 from kernelfit.kernel_defaults import (EXACT_RESIDUAL, FEATURE_MEDIAN_FACTOR, INEXACT_EXIT_CODE,
-                                       RAW_BANDWIDTH, choose_bandwidth, exactness, exit_code_for)
+                                       RAW_BANDWIDTH, choose_bandwidth, exactness, exit_code_for,
+                                       median_factor)
 from kernelfit.kernels import median_distance
 
 
@@ -44,9 +45,19 @@ def test_a_known_median_is_used_without_the_data():
 def test_feature_maps_get_a_multiple_of_the_median(features):
     X = np.random.default_rng(1).random((80, 12))
     h, rule = choose_bandwidth("gaussian", features, None, X, seed=3)
-    assert h == pytest.approx(FEATURE_MEDIAN_FACTOR * median_distance(X, seed=3))
+    assert h == pytest.approx(median_factor(features) * median_distance(X, seed=3))
     assert rule["median_distance"] == pytest.approx(median_distance(X, seed=3))
     assert rule["value"] == h and features in rule["why"]
+    assert rule["rule"] == f"{median_factor(features):g} x median"
+
+
+def test_measured_median_factors():
+    # gabor (order 2, unit norm): 1 x median was best held out; the other maps keep 0.75
+    assert median_factor("gabor") == 1.0
+    assert median_factor("random-conv") == median_factor("rff") == FEATURE_MEDIAN_FACTOR == 0.75
+    X = np.random.default_rng(2).random((60, 5))
+    _, rule = choose_bandwidth("gaussian", "gabor", None, X)
+    assert rule["rule"] == "1 x median" and "gabor_defaults.json" in rule["why"]
 
 
 @settings(max_examples=20, deadline=None)
@@ -108,9 +119,9 @@ def test_cli_default_bandwidth_follows_features(capsys):
     assert rec["bandwidth_rule"]["rule"] == "raw-pixels-default"
     rc, rec, _ = _solve(capsys, ["--features", "gabor", "--no-feature-cache"])
     assert rc == 0 and rec["exact"] is True
-    assert rec["bandwidth_rule"]["rule"] == f"{FEATURE_MEDIAN_FACTOR:g} x median"
+    assert rec["bandwidth_rule"]["rule"] == f"{median_factor('gabor'):g} x median"
     assert rec["kernel_params"]["bandwidth"] == pytest.approx(
-        FEATURE_MEDIAN_FACTOR * rec["bandwidth_rule"]["median_distance"])
+        median_factor("gabor") * rec["bandwidth_rule"]["median_distance"])
 
 
 def test_cli_default_bandwidth_of_npz_arrays_follows_their_scale(capsys, tmp_path):

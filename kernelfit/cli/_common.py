@@ -42,8 +42,8 @@ def add_kernel_arguments(p) -> None:
     g.add_argument("--bandwidth", type=bandwidth_arg, default=None,
                    help="h of the gaussian/laplacian kernels, or 'median' (median pairwise "
                         "distance of a seeded sample); default: chosen for the features "
-                        "(pixels of the image datasets 5; feature maps and npz arrays "
-                        "0.75 x median; see README)")
+                        "(pixels of the image datasets 5, gabor 1 x median, other feature "
+                        "maps and npz arrays 0.75 x median; see README)")
     g.add_argument("--degree", type=positive_int, default=4,
                    help="degree of the polynomial and normalized kernels")
     g.add_argument("--gamma", type=finite_float, default=1.0, help="polynomial kernel scale")

@@ -19,6 +19,7 @@ _ARG_MAP = {
     "gabor_orientations": ("gabor", "orientations"),
     "gabor_order": ("gabor", "order"),
     "gabor_pool": ("gabor", "pool"),
+    "gabor_normalize": ("gabor", "normalize"),
     "rff_dim": (("rff", "relu"), "n_components"),
     "rff_bandwidth": ("rff", "bandwidth"),
     "conv_filters": ("random-conv", "n_filters"),
@@ -45,10 +46,14 @@ def add_feature_arguments(parser) -> None:
                    help="gabor: number of dyadic wavelet scales J (2^J <= image side)")
     g.add_argument("--gabor-orientations", type=positive_int, default=8,
                    help="gabor: number of orientations L in [0, pi)")
-    g.add_argument("--gabor-order", type=int, choices=(1, 2), default=1,
-                   help="gabor: scattering order (2 adds |x*psi1|*psi2 moduli)")
-    g.add_argument("--gabor-pool", type=positive_int, default=8,
+    g.add_argument("--gabor-order", type=int, choices=(1, 2), default=2,
+                   help="gabor: scattering order (2 adds |x*psi1|*psi2 moduli; 1: first "
+                        "order only)")
+    g.add_argument("--gabor-pool", type=positive_int, default=7,
                    help="gabor: side of the average-pooling output grid")
+    g.add_argument("--gabor-normalize", choices=("unit", "none"), default="unit",
+                   help="gabor: scale each image's feature vector to unit Euclidean norm "
+                        "(unit) or keep the coefficients as computed (none)")
     g.add_argument("--rff-dim", type=positive_int, default=4096,
                    help="rff / relu: number of random features D")
     g.add_argument("--rff-bandwidth", type=bandwidth_arg, default="median",

@@ -36,7 +36,18 @@ features are, average-pooled onto a ``pool x pool`` grid (:func:`pooling_matrix`
 * order 2: ``||x_c * psi_{j1,l1}| * psi_{j2,l2}| * phi``, ``j2 > j1`` (``L^2 J(J-1)/2`` maps)
 
 so ``n_features_out_ = C (1 + J L [+ L^2 J (J-1)/2]) pool^2``; MNIST with the defaults
-(``J = 2, L = 8, pool = 8``): 1,088 features.
+(``J = 2, L = 8, order = 2, pool = 7``): 3,969 features (784 at order 1; 5,184 and 1,088
+with ``pool = 8``).
+
+Normalization
+-------------
+With ``normalize='unit'`` (the default) each image's feature vector is finally divided by
+its Euclidean norm (an all-zero vector stays zero), so a distance kernel compares the shape
+of the scattering coefficients and not the amount of ink. On a held-out split of the MNIST
+training set this took the Gaussian-kernel error from 0.80% to 0.54% at order 2
+(``benchmarks/results/gabor_defaults.json``); ``normalize='none'`` keeps the raw
+coefficients. ``pool = 7`` (4 x 4-pixel cells on MNIST) tied with ``pool = 8`` there (0.54%
+at 10,000 fitted, 0.62% at 20,000) with 23% fewer features, hence the default.
 """
 
 from __future__ import annotations
@@ -48,7 +59,9 @@ import numpy as np
 from ..errors import InputError
 from ._common import FeatureMap, check_float, check_image_shape, check_int, pooling_matrix
 
-__all__ = ["GaborFeatures", "morlet_filter_bank", "fft_convolve_same"]
+__all__ = ["GaborFeatures", "NORMALIZE_CHOICES", "morlet_filter_bank", "fft_convolve_same"]
+
+NORMALIZE_CHOICES = ("unit", "none")
 
 
 def _rot(theta: float, u1: np.ndarray, u2: np.ndarray):
@@ -143,10 +156,13 @@ class GaborFeatures(FeatureMap):
         Number of dyadic scales ``J`` (``>= 1``, ``2^J <= min(H, W)``).
     orientations : int, default 8
         Number of orientations ``L`` in ``[0, pi)``.
-    order : {1, 2}, default 1
+    order : {1, 2}, default 2
         Scattering order; 2 adds ``||x * psi_1| * psi_2| * phi`` for coarser ``psi_2``.
-    pool : int, default 8
+    pool : int, default 7
         Side of the output grid after low-pass filtering (average pooling cells).
+    normalize : {'unit', 'none'}, default 'unit'
+        ``'unit'``: each image's feature vector is scaled to unit Euclidean norm (see the
+        module docstring); ``'none'``: the coefficients as computed.
     sigma0, xi0, slant : float
         Envelope width, centre frequency (radians/pixel) and slant of the finest wavelet.
     batch_size : int, default 128
@@ -173,14 +189,15 @@ class GaborFeatures(FeatureMap):
     _needs_images = True
     _desc = "gabor features"
 
-    def __init__(self, image_shape=(28, 28), *, scales=2, orientations=8, order=1, pool=8,
-                 sigma0=0.8, xi0=3 * math.pi / 4, slant=0.5, batch_size=128, dtype="float64",
-                 seed=0, device="cpu", progress=None):
+    def __init__(self, image_shape=(28, 28), *, scales=2, orientations=8, order=2, pool=7,
+                 normalize="unit", sigma0=0.8, xi0=3 * math.pi / 4, slant=0.5, batch_size=128,
+                 dtype="float64", seed=0, device="cpu", progress=None):
         self.image_shape = image_shape
         self.scales = scales
         self.orientations = orientations
         self.order = order
         self.pool = pool
+        self.normalize = normalize
         self.sigma0 = sigma0
         self.xi0 = xi0
         self.slant = slant
@@ -201,6 +218,9 @@ class GaborFeatures(FeatureMap):
             raise InputError(f"scales={J} is too many for {H}x{W} images (need 2^scales <= "
                              f"{min(H, W)})")
         check_int("pool", self.pool, 1, min(H, W))
+        if self.normalize not in NORMALIZE_CHOICES:
+            raise InputError(f"normalize must be one of {', '.join(NORMALIZE_CHOICES)}, got "
+                             f"{self.normalize!r}")
         check_float("sigma0", self.sigma0, 0.0, strict=True)
         check_float("xi0", self.xi0, 0.0, strict=True, maximum=math.pi)
         check_float("slant", self.slant, 0.0, strict=True, maximum=1.0)
@@ -250,5 +270,8 @@ class GaborFeatures(FeatureMap):
                 u2 = xp.abs(fft_convolve_same(u1[:, :, j1, :, None], hat2, S, size, xp))
                 parts.append(lowpass_pool(u2))                     # b,C,L,(J-1-j1)L,g,g
         out = xp.concatenate([p.reshape(b, C, -1, int(self.pool), int(self.pool))
-                              for p in parts], axis=2)
-        return out.reshape(b, -1)
+                              for p in parts], axis=2).reshape(b, -1)
+        if self.normalize == "unit":
+            norms = xp.sqrt((out * out).sum(axis=1, keepdims=True))
+            out = out / xp.where(norms > 0, norms, 1)
+        return out

@@ -57,6 +57,15 @@ def _raw_specs(ctx):
     return (_mnist_spec(ctx, n, m), _mnist_spec(ctx, n, m, kernel="normalized", degree=4))
 
 
+def _gabor_dim() -> int:
+    """Features of the default Gabor map on 28 x 28 images (for the memory plan)."""
+    import numpy as np
+
+    from ..features import make_feature_map
+
+    return make_feature_map("gabor", image_shape=(28, 28)).fit(np.zeros((1, 784))).n_features_out_
+
+
 def _gabor_spec(ctx):
     n, m = _size(ctx, "mnist")
     return _mnist_spec(ctx, n, m, features="gabor", feature_params={})
@@ -76,7 +85,7 @@ def run_mnist_raw(ctx) -> dict:
 
 def run_mnist_gabor(ctx) -> dict:
     spec = _gabor_spec(ctx)
-    ctx.plan(spec, spec["n_train"], 1088, 10, spec["n_test"])
+    ctx.plan(spec, spec["n_train"], _gabor_dim(), 10, spec["n_test"])
     rec = ctx.solve(spec)
     bw = (rec.get("bandwidth_rule") or {}).get("rule", "")
     return {"rows": [row(ctx, f"MNIST Gabor features, Gaussian kernel ({bw})", 0.006, rec)]}
@@ -117,7 +126,7 @@ def run_mnist_ridge(ctx) -> dict:
     for feats in ("raw", "gabor"):
         extra = {} if feats == "raw" else {"features": "gabor", "feature_params": {}}
         specs = [_mnist_spec(ctx, n, m, ridge=r, **extra) for r in ridges]
-        ctx.plan(specs[0], n, 784 if feats == "raw" else 1088, 10, m)
+        ctx.plan(specs[0], n, 784 if feats == "raw" else _gabor_dim(), 10, m)
         recs = [ctx.solve(s) for s in specs]
         curves[feats] = [{"ridge": r, "test_error": x["test_error"],
                           "relative_residual": x["relative_residual"]} for r, x in
