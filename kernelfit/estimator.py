@@ -212,8 +212,7 @@ class KernelInterpolator(BaseEstimator):
             kernel, Xb = to_integer_grid(kernel, Xb)
         sol = solve_exact(kernel, Xb, Y, opts, backend=be, plan=plan)
         if kernel.int_scale is not None:
-            sol.info["inner_products"] = (
-                f"float32 GEMM, exact: inputs stored as the integers x * {kernel.int_scale:g}")
+            sol.info["inner_products"] = _inner_products_note(kernel.int_scale, sol.info)
         timings = dict(sol.timings)
         self.kernel_ = kernel
         self.task_ = task
@@ -304,6 +303,17 @@ class KernelInterpolator(BaseEstimator):
         tags.input_tags.sparse = False
         tags.target_tags.required = True
         return tags
+
+
+def _inner_products_note(scale: float, info: dict) -> str:
+    """The record of the inner products of a solve on integer-grid inputs: the float32 GEMM
+    in memory; the out-of-core and Dask placements build K's tiles from a float64 copy of
+    the integers (only the predictions multiply the stored float32 integers)."""
+    stored = f"inputs stored as the integers x * {scale:g}"
+    if info.get("out_of_core") or info.get("distributed"):
+        return (f"float64 GEMM for K (its tiles are built from a float64 copy); {stored}, "
+                "predictions by exact float32 GEMM")
+    return f"float32 GEMM, exact: {stored}"
 
 
 def _validate(est, X, y=None, *, reset: bool):

@@ -102,3 +102,20 @@ def test_grid_storage_is_skipped_when_most_rows_are_heavy():
     X = rng.integers(100, 256, (50, 3072)) / 255.0
     kernel, G = to_integer_grid(get_kernel("gaussian", bandwidth=30.0), X)
     assert kernel.int_scale is None and G is X
+
+
+def test_out_of_core_record_names_the_float64_products_it_ran(tmp_path):
+    """The out-of-core (and Dask) placements build K's tiles from a float64 copy of X: the
+    record must not claim float32 inner products for them (bench rates read it)."""
+    rng = np.random.default_rng(5)
+    X = rng.integers(0, 256, (120, 12)) / 255.0
+    y = rng.integers(0, 3, 120)
+    est = KernelInterpolator(bandwidth=1.5, ooc_dir=str(tmp_path / "ooc"), tile_size=40,
+                             show_progress=False).fit(X, y)
+    assert est.kernel_.int_scale == 255.0 and est.fit_info_.get("out_of_core")
+    note = est.fit_info_["inner_products"]
+    assert note.startswith("float64") and "x * 255" in note
+    from kernelfit.bench.suite import stage_dtypes
+
+    assert stage_dtypes("mixed", note)["gram"] == "float64"
+    assert est.relative_residual_ < 1e-8

@@ -491,3 +491,16 @@ def test_cli_randomize_memory_refusal_exits_4_with_advice(capsys, monkeypatch):
     monkeypatch.setenv("KERNELFIT_MEMORY_LIMIT", "1000000")
     code = main(["randomize", "--dataset", "digits", "--mode", "labels", "--levels", "0,1"])
     assert code == 4 and "Ways out" in capsys.readouterr().err
+
+
+def test_markdown_does_not_call_a_run_without_a_successful_solve_exact(monkeypatch):
+    def failing(*a, **k):
+        raise NotPositiveDefiniteError("K is not numerically positive definite (test)")
+
+    monkeypatch.setattr(experiment, "_solve_one", failing)
+    res = rz.run_randomization(_cfg(n_train=60, n_test=20), "labels", (0.0,), 1,
+                               estimate_condition=False)
+    assert res["n_failed"] == 1 and not res["all_exact"]
+    md = rz.render_markdown(res)
+    assert "All solves exact" in md and "exact (float64 relative residual at most 1e-08): yes" \
+        not in md

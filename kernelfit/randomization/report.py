@@ -120,7 +120,9 @@ def render_markdown(result: dict, note: Optional[str] = None) -> str:
               f"; failed solves: {result['n_failed']}; total time {result['seconds']:.1f} s.",
               "- All solves exact (float64 relative residual at most "
               f"{result.get('exact_threshold', 1e-8):.0e}): "
-              + ("yes" if not inexact else f"NO, {len(inexact)} not exact (below)"), ""]
+              + (f"NO, {len(inexact)} not exact (below)" if inexact
+                 else "yes" if result.get("all_exact", True) else "NO, no solve succeeded"),
+              ""]
     lines += markdown_table(table_rows(result))
     fails = [r for r in result["records"] if r["status"] != "ok"]
     if fails:
