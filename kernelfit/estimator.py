@@ -94,7 +94,10 @@ class KernelInterpolator(BaseEstimator):
     ``X_fit_`` (the training inputs restricted to ``support_``, the columns that are
     non-zero in some training row; ``support_`` is None when that is all of them; on the
     CPU, inputs on an integer grid such as 8-bit pixels scaled to [0, 1] are stored as the
-    exact integers ``x * kernel_.int_scale`` in float32, see :mod:`kernelfit.kernels`),
+    exact integers ``x * fit_kernel_.int_scale`` in float32, see :mod:`kernelfit.kernels`),
+    ``fit_kernel_`` (the kernel in the units of ``X_fit_``: ``kernel_`` with ``int_scale``
+    on such a grid, else ``kernel_`` itself); ``kernel_`` is in the units of the inputs,
+    so ``kernel_(X)`` is the Gram matrix of ``X``,
     ``relative_residual_``, ``rkhs_norm_``, ``train_error_``, ``timings_``,
     ``classes_``, ``kernel_`` and ``n_features_in_``.
 
@@ -208,13 +211,14 @@ class KernelInterpolator(BaseEstimator):
         support = active_columns(Xb)
         if support is not None:
             Xb = xp.ascontiguousarray(Xb[:, support])
+        self.kernel_ = kernel  # in the units of the user's X
         if be.device == "cpu":  # 8-bit pixels: exact inner products at the float32 rate
             kernel, Xb = to_integer_grid(kernel, Xb)
         sol = solve_exact(kernel, Xb, Y, opts, backend=be, plan=plan)
         if kernel.int_scale is not None:
             sol.info["inner_products"] = _inner_products_note(kernel.int_scale, sol.info)
         timings = dict(sol.timings)
-        self.kernel_ = kernel
+        self.fit_kernel_ = kernel  # in the units of X_fit_
         self.task_ = task
         self.y_ndim_ = int(np.ndim(y))
         self.classes_ = classes
@@ -270,12 +274,15 @@ class KernelInterpolator(BaseEstimator):
             raise InputError(f"X has {X.shape[1]} features, but {type(self).__name__} is "
                              f"expecting {self.n_features_in_} features as input")
         xp = be.xp
-        Xb = self.kernel_.on_grid(xp.asarray(X, dtype=xp.float64))
-        a_stats = self.kernel_.prepare(Xb)  # norms over all of the query's columns
+        # the kernel in X_fit_'s units (grid integers for 8-bit pixels; files saved before
+        # the grid storage have only kernel_)
+        kernel = getattr(self, "fit_kernel_", self.kernel_)
+        Xb = kernel.on_grid(xp.asarray(X, dtype=xp.float64))
+        a_stats = kernel.prepare(Xb)  # norms over all of the query's columns
         support = getattr(self, "support_", None)
         if support is not None:
             Xb = xp.ascontiguousarray(Xb[:, xp.asarray(support)])
-        P = cross_kernel_matmul(self.kernel_, Xb, self.X_fit_, self.alpha_,
+        P = cross_kernel_matmul(kernel, Xb, self.X_fit_, self.alpha_,
                                 tile_size=self.fit_info_.get("tile_size"), backend=be,
                                 show_progress=self.show_progress, a_stats=a_stats)
         return be.to_numpy(P)

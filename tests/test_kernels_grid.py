@@ -73,8 +73,15 @@ def test_estimator_stores_pixels_as_exact_integers():
     y = rng.integers(0, 3, 150)
     X = Xk / 255.0
     est = KernelInterpolator(bandwidth=1.5).fit(X, y)
-    assert est.kernel_.int_scale == 255.0 and est.X_fit_.dtype == np.float32
-    assert est.kernel_.bandwidth == 1.5
+    assert est.fit_kernel_.int_scale == 255.0 and est.X_fit_.dtype == np.float32
+    assert est.fit_kernel_.bandwidth == 1.5
+    # kernel_ stays in the units of the inputs: kernel_(X) is the Gram matrix of X
+    assert est.kernel_.int_scale is None
+    np.testing.assert_allclose(est.kernel_(X), Kernel("gaussian", bandwidth=1.5)(X),
+                               rtol=1e-13)
+    KA = est.kernel_(X) @ est.alpha_
+    Y = np.eye(3)[np.unique(y, return_inverse=True)[1]]
+    assert np.linalg.norm(KA - Y) / np.linalg.norm(Y) < 1e-8
     assert "exact" in est.fit_info_["inner_products"]
     # the same model in plain float64 arithmetic
     ref = Kernel("gaussian", bandwidth=1.5)
@@ -92,7 +99,7 @@ def test_off_grid_inputs_are_left_alone():
     rng = np.random.default_rng(3)
     X = rng.random((80, 6))
     est = KernelInterpolator(bandwidth=1.0).fit(X, rng.integers(0, 2, 80))
-    assert est.kernel_.int_scale is None and est.X_fit_.dtype == np.float64
+    assert est.fit_kernel_.int_scale is None and est.X_fit_.dtype == np.float64
     assert "inner_products" not in est.fit_info_
 
 
@@ -112,7 +119,7 @@ def test_out_of_core_record_names_the_float64_products_it_ran(tmp_path):
     y = rng.integers(0, 3, 120)
     est = KernelInterpolator(bandwidth=1.5, ooc_dir=str(tmp_path / "ooc"), tile_size=40,
                              show_progress=False).fit(X, y)
-    assert est.kernel_.int_scale == 255.0 and est.fit_info_.get("out_of_core")
+    assert est.fit_kernel_.int_scale == 255.0 and est.fit_info_.get("out_of_core")
     note = est.fit_info_["inner_products"]
     assert note.startswith("float64") and "x * 255" in note
     from kernelfit.bench.suite import stage_dtypes
