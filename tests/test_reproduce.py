@@ -400,3 +400,48 @@ def test_random_conv_memory_check_is_the_planners(monkeypatch):
         run_conv_curve(ctx, (n, m), (8,))
     assert info.value.required_bytes == plan.total
     assert conv_memory_plan(n, m, int(plan.total / SAFETY) + 2).fits()
+
+
+def test_results_made_under_other_defaults_are_run_again(tmp_path, monkeypatch):
+    """A stored mnist-gabor result (and its solve) made with other Gabor defaults is not
+    kept: the result carries the defaults' digest, the solve's key spells out the map's
+    parameters. Raw solves, whose specs did not change, are reused."""
+    data = _fake_data(tmp_path, monkeypatch, cifar=False)
+    out = tmp_path / "out"
+    import kernelfit.reproduce.adapter as adapter
+    from kernelfit.features.gabor import GaborFeatures
+    from kernelfit.reproduce import run_reproduce
+
+    real = adapter.solve
+    calls = []
+    monkeypatch.setattr(adapter, "solve", lambda spec: calls.append(spec) or real(spec))
+    run_reproduce(["mnist-raw", "mnist-gabor"], quick=True, data_dir=data, out_dir=out,
+                  progress=False)
+    assert len(calls) == 3
+    # same defaults: everything kept, nothing solved
+    calls.clear()
+    rep = run_reproduce(["mnist-raw", "mnist-gabor"], quick=True, data_dir=data,
+                        out_dir=out, progress=False)
+    assert calls == [] and rep["experiments"]["mnist-gabor"]["status"] == "stored"
+    # a new default pool for the Gabor map: the Gabor result is stale in the report...
+    init = GaborFeatures.__init__
+    if init.__kwdefaults__ and "pool" in init.__kwdefaults__:
+        monkeypatch.setattr(init, "__kwdefaults__", {**init.__kwdefaults__, "pool": 4})
+    else:
+        names = init.__code__.co_varnames[1:init.__code__.co_argcount]
+        defaults = list(init.__defaults__)
+        defaults[list(names[-len(defaults):]).index("pool")] = 4
+        monkeypatch.setattr(init, "__defaults__", tuple(defaults))
+    from kernelfit.reproduce.report import write_report
+    from kernelfit.reproduce.runner import Context, _machine_line
+
+    stale = write_report(Context(out, quick=True, data_dir=data, progress=False), {},
+                         _machine_line())
+    assert stale["experiments"]["mnist-gabor"]["status"] == "stale"
+    assert not any("Gabor" in r["claim"] for r in stale["rows"])
+    # ...and the next run solves it again (with pool 4), keeping the raw solves
+    rep = run_reproduce(["mnist-raw", "mnist-gabor"], quick=True, data_dir=data,
+                        out_dir=out, progress=False)
+    assert [s["features"] for s in calls] == ["gabor"]
+    assert calls[0]["feature_params"]["pool"] == 4
+    assert rep["experiments"]["mnist-gabor"]["status"] == "done"

@@ -19,6 +19,7 @@ Nothing is imported or computed at import time beyond this module's small tables
 from __future__ import annotations
 
 import importlib
+import inspect
 import os
 import pickle
 import time
@@ -36,6 +37,7 @@ __all__ = [
     "RandomFourierFeatures",
     "RandomReLUFeatures",
     "RandomConvFeatures",
+    "default_params",
 ]
 
 FEATURE_NAMES = ("raw", "gabor", "rff", "relu", "random-conv")
@@ -63,6 +65,16 @@ def _feature_class(name: str):
         raise InputError(f"unknown feature map {name!r}; choose one of {', '.join(FEATURE_NAMES)}")
     modname, cls = _CLASSES[name]
     return getattr(importlib.import_module(modname), cls)
+
+
+def default_params(name: str) -> dict:
+    """The defaults of the parameters of feature map ``name`` that decide what it computes
+    (not how: seed, device, batch sizes...); ``{}`` for ``'raw'``."""
+    if name == "raw":
+        return {}
+    sig = inspect.signature(_feature_class(name).__init__)
+    return {k: p.default for k, p in sig.parameters.items()
+            if k != "self" and k not in _NOT_IN_DIGEST and p.default is not p.empty}
 
 
 # ---------------------------------------------------------------------------

@@ -9,13 +9,15 @@ per claim of the paper, see :func:`row`), optional ``figures`` and ``details``.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from dataclasses import dataclass
 from typing import Callable, Tuple
 
 from .rows import row
 
-__all__ = ["Experiment", "EXPERIMENTS", "SIZES"]
+__all__ = ["Experiment", "EXPERIMENTS", "SIZES", "defaults_fingerprint"]
 
 
 @dataclass(frozen=True)
@@ -25,6 +27,7 @@ class Experiment:
     summary: str
     run: Callable
     estimate: str                   # full-scale time on the 2-core, 24 GiB machine
+    features: Tuple[str, ...] = ()  # feature maps whose defaults its results depend on
 
 
 # full scale / quick (CI) sizes, one place
@@ -66,9 +69,17 @@ def _gabor_dim() -> int:
     return make_feature_map("gabor", image_shape=(28, 28)).fit(np.zeros((1, 784))).n_features_out_
 
 
+def _gabor_params() -> dict:
+    """The default Gabor map's parameters, spelled out so that a solve stored under other
+    defaults is not taken for this one (the solve's key hashes its spec)."""
+    from ..features import default_params
+
+    return default_params("gabor")
+
+
 def _gabor_spec(ctx):
     n, m = _size(ctx, "mnist")
-    return _mnist_spec(ctx, n, m, features="gabor", feature_params={})
+    return _mnist_spec(ctx, n, m, features="gabor", feature_params=_gabor_params())
 
 
 def run_mnist_raw(ctx) -> dict:
@@ -124,7 +135,8 @@ def run_mnist_ridge(ctx) -> dict:
     ridges = _size(ctx, "ridges")
     curves, rows = {}, []
     for feats in ("raw", "gabor"):
-        extra = {} if feats == "raw" else {"features": "gabor", "feature_params": {}}
+        extra = ({} if feats == "raw"
+                 else {"features": "gabor", "feature_params": _gabor_params()})
         specs = [_mnist_spec(ctx, n, m, ridge=r, **extra) for r in ridges]
         ctx.plan(specs[0], n, 784 if feats == "raw" else _gabor_dim(), 10, m)
         recs = [ctx.solve(s) for s in specs]
@@ -219,13 +231,14 @@ EXPERIMENTS = {e.name: e for e in (
                "benchmarks/results/mnist_full_*.json)"),
     Experiment("mnist-gabor", ("mnist",), "MNIST n = 60,000, Gabor features, Gaussian "
                "kernel, exact (paper 0.6%)", run_mnist_gabor,
-               "about 10 min (features about 1 min, solve 6-8 min)"),
+               "about 10 min (features about 1 min, solve 6-8 min)", ("gabor",)),
     Experiment("mnist-norms", ("mnist",), "RKHS norms of the minimum-norm interpolants, raw "
                "against Gabor, n = 60,000 (paper about 220 against 390)", run_mnist_norms,
-               "0 when mnist-raw and mnist-gabor ran (their solves are reused), else 15 min"),
+               "0 when mnist-raw and mnist-gabor ran (their solves are reused), else 15 min",
+               ("gabor",)),
     Experiment("mnist-ridge", ("mnist",), "ridge sweep (0 to 1), raw and Gabor, n = 10,000: "
                "regularization does not help", run_mnist_ridge,
-               "about 8 min (12 solves at n = 10,000)"),
+               "about 8 min (12 solves at n = 10,000)", ("gabor",)),
     Experiment("cifar-pixels", ("cifar",), "CIFAR-10 n = 50,000, Gaussian kernel on pixels, "
                "exact (paper 46%)", run_cifar_pixels,
                "20-40 min (decoding the JPEG set once, float32 tiles of K, float64 refinement "
@@ -240,5 +253,20 @@ EXPERIMENTS = {e.name: e for e in (
                "GFLOP/s, 9e14 of Gram products at about 80, 6 solves at n = 50,000); up to "
                "about 20 hours at the rates measured under load "
                "(benchmarks/results/random_conv_gram_throughput.json); needs about 14 GiB of "
-               "memory and 25 GB of disk"),
+               "memory and 25 GB of disk", ("random-conv",)),
 )}
+
+
+def defaults_fingerprint(exp) -> str:
+    """A short digest of the defaults experiment ``exp``'s results depend on: the default
+    bandwidth rules and the default parameters of the feature maps it uses. A stored result
+    with another digest was made by a kernelfit with other defaults and is run again (its
+    solves are reused where their specs, which spell out feature parameters, are unchanged)."""
+    from .. import kernel_defaults as kd
+    from ..features import default_params
+
+    facts = {"raw_bandwidth": kd.RAW_BANDWIDTH, "feature_median_factor": kd.FEATURE_MEDIAN_FACTOR,
+             "median_factors": kd.MEDIAN_FACTORS,
+             "features": {f: default_params(f) for f in exp.features}}
+    return hashlib.sha256(json.dumps(facts, sort_keys=True, default=str).encode()
+                          ).hexdigest()[:16]

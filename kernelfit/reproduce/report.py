@@ -123,12 +123,15 @@ def _summary_png(path: Path, rows: list) -> None:
 def write_report(ctx, status: Dict[str, dict], machine: dict,
                  notes: Optional[list] = None) -> dict:
     """Collect every stored result of this kind (quick or full) into report.{md,json,png}."""
-    from .experiments import EXPERIMENTS
+    from .experiments import EXPERIMENTS, defaults_fingerprint
 
     rows, exps = [], {}
-    for name in EXPERIMENTS:
-        res = ctx.stored_result(name)
-        st = dict(status.get(name) or {"status": "stored" if res else "not run", "message": ""})
+    for name, exp in EXPERIMENTS.items():
+        res = ctx.stored_result(name, defaults_fingerprint(exp))
+        stale = res is None and ctx.stored_result(name) is not None
+        st = dict(status.get(name) or (
+            {"status": "stale", "message": "made under other defaults; run it again"} if stale
+            else {"status": "stored" if res else "not run", "message": ""}))
         if res is not None:
             rows.extend(res["rows"])
             st["figures"] = list(res.get("figures", []))

@@ -171,12 +171,19 @@ class Context:
         return str(path.relative_to(self.out))
 
     # -- results ------------------------------------------------------------------
-    def stored_result(self, name: str) -> Optional[dict]:
+    def stored_result(self, name: str, defaults: Optional[str] = None) -> Optional[dict]:
+        """The stored result of experiment ``name``, or None when there is none, it is of
+        the other size (quick/full), or it was made under other defaults (``defaults``, see
+        :func:`~.experiments.defaults_fingerprint`): kernelfit's defaults changed since."""
         p = self.out / "results" / f"{name}.json"
         if not p.is_file():
             return None
         res = json.loads(p.read_text())
-        return res if res.get("quick") == self.quick else None
+        if res.get("quick") != self.quick:
+            return None
+        if defaults is not None and res.get("defaults") != defaults:
+            return None
+        return res
 
 
 def _machine_line() -> dict:
@@ -195,7 +202,7 @@ def run_reproduce(names=None, *, quick: bool = False, data_dir=None, out_dir="re
     """Run the selected experiments (all by default), skipping stored ones; write the
     report; return it (``report["status"]``: experiment -> status and message)."""
     from ..memory import peak_rss_bytes
-    from .experiments import EXPERIMENTS
+    from .experiments import EXPERIMENTS, defaults_fingerprint
     from .report import write_report
 
     chosen = select(names)
@@ -204,10 +211,13 @@ def run_reproduce(names=None, *, quick: bool = False, data_dir=None, out_dir="re
     status = {}
     for name in chosen:
         exp = EXPERIMENTS[name]
-        if ctx.stored_result(name) is not None:
+        defaults = defaults_fingerprint(exp)
+        if ctx.stored_result(name, defaults) is not None:
             status[name] = {"status": "stored", "message": "finished earlier; kept"}
             ctx.log(f"{name}: stored result kept")
             continue
+        if ctx.stored_result(name) is not None:
+            ctx.log(f"{name}: stored result made under other defaults; running it again")
         ctx.log(f"{name}: {exp.summary}")
         t0 = time.perf_counter()
         try:
@@ -225,6 +235,7 @@ def run_reproduce(names=None, *, quick: bool = False, data_dir=None, out_dir="re
                             "message": f"{exc.__class__.__name__}: {exc}"}
         else:
             res.update({"name": name, "quick": ctx.quick, "summary": exp.summary,
+                        "defaults": defaults,
                         "seconds": time.perf_counter() - t0, "machine": machine["short"],
                         "peak_memory_bytes_process": peak_rss_bytes(),
                         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
