@@ -265,8 +265,8 @@ def defaults_fingerprint(exp) -> str:
     from .. import kernel_defaults as kd
     from ..features import default_params
 
-    facts = {"raw_bandwidth": kd.RAW_BANDWIDTH, "feature_median_factor": kd.FEATURE_MEDIAN_FACTOR,
-             "median_factors": kd.MEDIAN_FACTORS,
-             "features": {f: default_params(f) for f in exp.features}}
+    facts = {"raw_bandwidth": kd.RAW_BANDWIDTH,
+             "features": {f: {"params": default_params(f),
+                              "median_factor": kd.median_factor(f)} for f in exp.features}}
     return hashlib.sha256(json.dumps(facts, sort_keys=True, default=str).encode()
                           ).hexdigest()[:16]
