@@ -4,15 +4,16 @@
 
 MNIST: the first ``--n-fit`` images of a seeded, balanced subset of the TRAINING set are
 fitted, the next ``--n-holdout`` training images are the held-out split (the official test
-set is never used to choose). For every Gabor configuration in ``--configs`` (``J-L-order-
-pool[-w<weight>]``; the weight multiplies the second-order block) the features of the
-``n-fit + n-holdout`` images are computed once (cached under ``--cache-dir``) and every
-kernel candidate in ``--kernels`` (``gaussian@<factor>`` and ``laplacian@<factor>``:
-factor x the median pairwise distance of the fitted features; ``normalized[@degree]``: the
-normalized kernel, quartic unless a degree is given) is solved exactly in float64. Held-out error, float64 relative residual,
-feature seconds and the machine go to ``--out`` (default
-``benchmarks/results/gabor_defaults.json``); an existing file is extended (rows with the
-same configuration, kernel and sizes are replaced).
+set is never used to choose). For every Gabor configuration in ``--configs`` (see
+:func:`parse_config`) the features of the ``n-fit + n-holdout`` images are computed once
+(coefficients not normalized, cached under ``--cache-dir``; the suffixes are applied
+afterwards) and every kernel candidate in ``--kernels`` (``gaussian@<factor>`` and
+``laplacian@<factor>``: factor x the median pairwise distance of the fitted features;
+``normalized[@degree]``: the normalized kernel, quartic unless a degree is given) is solved
+exactly (the product's ``precision auto``: a float64 factor when float32 breaks down) and
+checked by its float64 relative residual. Held-out error, residual, feature seconds and the
+machine go to ``--out`` (default ``benchmarks/results/gabor_defaults.json``); an existing
+file is extended (rows with the same configuration, kernel and sizes are replaced).
 """
 
 from __future__ import annotations
@@ -30,9 +31,10 @@ sys.path.insert(0, str(HERE.parent))
 
 
 def parse_config(text: str) -> dict:
-    """``'2-8-1-8'`` -> scales 2, orientations 8, order 1, pool 8; optional suffixes
-    ``-w<weight>`` (second-order block weight), ``-z<weight>`` (order-0 block weight), ``-s`` (square root of every feature) and
-    ``-n`` (every feature vector scaled to unit Euclidean norm), applied in that order."""
+    """``'2-8-1-8'`` -> scales 2, orientations 8, order 1, pool 8, then optional suffixes,
+    applied in this order: ``-w<weight>`` and ``-z<weight>`` (the second-order block and the
+    order-0 map multiplied by the weight), ``-s`` (square root of every feature), ``-n``
+    (every feature vector scaled to unit Euclidean norm: the product's ``normalize='unit'``)."""
     parts = text.split("-")
     J, L, order, pool = (int(v) for v in parts[:4])
     cfg = {"scales": J, "orientations": L, "order": order, "pool": pool}
@@ -49,7 +51,7 @@ def parse_config(text: str) -> dict:
 
 
 def features_for(cfg: dict, X, image_shape, cache_dir: Path):
-    """Gabor features of ``X`` for ``cfg`` (without the weight), from the cache if there."""
+    """Gabor features of ``X`` for ``cfg`` (before the suffixes), from the cache if there."""
     from kernelfit.features import apply_features
 
     # the coefficients as computed; the suffixes (weights, sqrt, unit norm) come after
@@ -101,12 +103,14 @@ def write(out_path: Path, runs, feature_seconds, wall: float) -> None:
 
     out = {"benchmark": "gabor_defaults", "issue": 15,
            "protocol": ("MNIST, balanced seeded subset (seed 0) of the TRAINING set: first "
-                        "n_fit fitted, next n_holdout held out; exact float64 Cholesky; the "
-                        "official test set is not used to choose"),
-           "configs": "J-L-order-pool[-w<order-2 block weight>]",
+                        "n_fit fitted, next n_holdout held out; exact solve (precision auto), "
+                        "float64 relative residual; the official test set is not used to "
+                        "choose"),
+           "configs": ("J-L-order-pool[-w<order-2 block weight>][-z<order-0 weight>][-s: sqrt]"
+                       "[-n: unit-norm feature vectors, the product's normalize='unit']"),
            "kernels": ("gaussian@f / laplacian@f: bandwidth f x the median pairwise distance "
-                       "of the fitted features; normalized[@d]: normalized kernel (cosine^d, d = 4 "
-                       "unless given)"),
+                       "of the fitted features; normalized[@d]: normalized kernel (cosine^d, "
+                       "d = 4 unless given)"),
            "feature_seconds": feature_seconds, "runs": runs, "machine": describe_machine(),
            "note": ("shared 2-core machine: other helpers' jobs ran at the same time, so the "
                     "seconds are indicative only; errors and residuals are not affected"),
