@@ -445,3 +445,22 @@ def test_results_made_under_other_defaults_are_run_again(tmp_path, monkeypatch):
     assert [s["features"] for s in calls] == ["gabor"]
     assert calls[0]["feature_params"]["pool"] == 4
     assert rep["experiments"]["mnist-gabor"]["status"] == "done"
+
+
+def test_rows_name_the_machine_their_solve_ran_on(tmp_path, monkeypatch):
+    """A row built from a solve stored earlier (maybe on another machine) names that
+    solve's machine, not the one assembling the report."""
+    data = _fake_data(tmp_path, monkeypatch, cifar=False)
+    out = tmp_path / "out"
+    from kernelfit.reproduce import run_reproduce
+
+    rep = run_reproduce(["mnist-raw"], quick=True, data_dir=data, out_dir=out, progress=False)
+    here = rep["rows"][0]["machine"]
+    assert here and all(r["machine"] == here for r in rep["rows"])
+    for f in (out / "runs").glob("*.json"):
+        rec = json.loads(f.read_text())
+        assert rec["machine_short"] == here
+        f.write_text(json.dumps(dict(rec, machine_short="Other CPU, 64 cores")))
+    (out / "results" / "mnist-raw.json").unlink()
+    rep = run_reproduce(["mnist-raw"], quick=True, data_dir=data, out_dir=out, progress=False)
+    assert {r["machine"] for r in rep["rows"]} == {"Other CPU, 64 cores"}

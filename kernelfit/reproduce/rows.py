@@ -46,7 +46,8 @@ def row(ctx, claim: str, paper: Optional[float], rec: Optional[dict], *, data_no
             "exact": rec.get("exact", _exact_of(rec.get("relative_residual"))),
             "seconds": (rec.get("timings") or {}).get("total", rec.get("seconds")),
             "peak_memory_bytes": rec.get("peak_memory_bytes"),
-            "data": data_note or rec.get("dataset"), "verdict": v[0], "reason": v[1]}
+            "data": data_note or rec.get("dataset"), "verdict": v[0], "reason": v[1],
+            "machine": rec.get("machine_short")}
 
 
 def _exact_of(residual) -> Optional[bool]:

@@ -121,6 +121,7 @@ class Context:
                  f"ridge={spec.get('ridge', 0)}")
         rec = solve(spec)
         rec["spec"] = {k: v for k, v in spec.items() if k not in _SPEC_IGNORED}
+        rec["machine_short"] = _machine_line()["short"]
         atomic_write_text(path, _dump(rec))
         return json.loads(path.read_text())
 
@@ -239,8 +240,8 @@ def run_reproduce(names=None, *, quick: bool = False, data_dir=None, out_dir="re
                         "seconds": time.perf_counter() - t0, "machine": machine["short"],
                         "peak_memory_bytes_process": peak_rss_bytes(),
                         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
-            for r in res["rows"]:
-                r["machine"] = machine["short"]
+            for r in res["rows"]:  # the machine of the row's solve where it was stored apart
+                r["machine"] = r.get("machine") or machine["short"]
             atomic_write_text(ctx.out / "results" / f"{name}.json", _dump(res))
             status[name] = {"status": "done", "message": ""}
         if status[name]["status"] != "done":
