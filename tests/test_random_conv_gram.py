@@ -18,8 +18,10 @@ def _map(n_filters, standardize, seed=0, init="zca"):
 @settings(max_examples=12, deadline=None)
 @given(n=st.integers(2, 12), m=st.integers(0, 5), n_filters=st.integers(1, 20),
        chunk=st.integers(1, 9), batch=st.integers(1, 7), standardize=st.booleans(),
-       init=st.sampled_from(["zca", "gaussian"]), seed=st.integers(0, 3))
-def test_chunked_gram_equals_full_gram(n, m, n_filters, chunk, batch, standardize, init, seed):
+       init=st.sampled_from(["zca", "gaussian"]), seed=st.integers(0, 3),
+       threads=st.integers(1, 3))
+def test_chunked_gram_equals_full_gram(n, m, n_filters, chunk, batch, standardize, init, seed,
+                                       threads):
     rng = np.random.default_rng(seed)
     X = rng.random((n, 8 * 8 * 3))
     Xt = rng.random((m, 8 * 8 * 3))
@@ -28,7 +30,8 @@ def test_chunked_gram_equals_full_gram(n, m, n_filters, chunk, batch, standardiz
     Ft = full.transform(Xt) if m else None
     acc = _map(n_filters, False, seed, init).fit(X)
     acc.standardize = standardize
-    st_ = accumulate_gram(acc, X, Xt if m else None, filter_chunk=chunk, batch_size=batch)
+    st_ = accumulate_gram(acc, X, Xt if m else None, filter_chunk=chunk, batch_size=batch,
+                          threads=threads)
     G = st_["G"]
     symmetrize_lower(G)
     scale = max(1.0, np.abs(F @ F.T).max())
@@ -39,6 +42,27 @@ def test_chunked_gram_equals_full_gram(n, m, n_filters, chunk, batch, standardiz
         np.testing.assert_allclose(st_["sq_test"], np.einsum("ij,ij->i", Ft, Ft),
                                    atol=1e-9 * scale)
     assert st_["n_done"] == n_filters
+
+
+def test_threads_run_the_batches_in_parallel_threads(monkeypatch):
+    import threading
+
+    seen = set()
+    real = RandomConvFeatures._chunk_block
+
+    def spy(self, *a, **k):
+        seen.add(threading.get_ident())
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(RandomConvFeatures, "_chunk_block", spy)
+    X = np.random.default_rng(1).random((40, 8 * 8 * 3))
+    fmap = _map(6, False).fit(X)
+    one = accumulate_gram(fmap, X, None, batch_size=4, threads=1)
+    assert seen == {threading.get_ident()}
+    seen.clear()
+    two = accumulate_gram(fmap, X, None, batch_size=4, threads=2)
+    assert threading.get_ident() not in seen and len(seen) >= 1
+    np.testing.assert_allclose(two["G"], one["G"], rtol=1e-12, atol=1e-12)
 
 
 def test_checkpoints_are_the_grams_of_smaller_maps_and_resume():

@@ -10,7 +10,38 @@ import numpy as np
 
 from ..errors import InputError
 
-__all__ = ["available_host_memory", "blas_info", "host_empty"]
+__all__ = ["available_host_memory", "blas_info", "host_empty", "usable_cores", "BlasOneThread"]
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (its CPU affinity where the OS says)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+class BlasOneThread:
+    """Limit BLAS to one thread while our own threads run pieces of work in parallel."""
+
+    def __init__(self, active: bool):
+        self.active = active
+        self._ctx = None
+
+    def __enter__(self):
+        if self.active:
+            try:
+                from threadpoolctl import threadpool_limits
+
+                self._ctx = threadpool_limits(limits=1, user_api="blas")
+            except Exception:  # pragma: no cover - threadpoolctl comes with scikit-learn
+                self._ctx = None
+        return self
+
+    def __exit__(self, *exc):
+        if self._ctx is not None:
+            self._ctx.restore_original_limits()
+        return False
 
 
 def available_host_memory(reserve: int = 0) -> int:

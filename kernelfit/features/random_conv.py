@@ -42,9 +42,10 @@ __all__ = ["RandomConvFeatures", "extract_patches", "accumulate_gram", "symmetri
 
 _BLOCK = 128
 # bytes of one piece of responses on the CPU: small enough for the element-wise passes to
-# stay in cache, big enough for an efficient GEMM (4-8 images of 729 positions x 256 filters;
-# measured 4x faster than whole 64-image batches; pieces of 16 images were as fast under load)
-_PIECE_BYTES = 6 << 20
+# stay in cache, big enough for an efficient GEMM (1-3 images of 729 positions x 256-560
+# filters). With one batch per core (accumulate_gram's threads) 2 MiB pieces measured 6%
+# faster than 6 MiB on a 2-core Zen 3; whole 64-image batches were 4x slower.
+_PIECE_BYTES = 2 << 20
 _INITS = ("gaussian", "zca")
 
 
@@ -344,19 +345,39 @@ class RandomConvFeatures(FeatureMap):
 
 
 # ------------------------------------------------------------------ Gram accumulation
-def _raw_chunk(fmap: RandomConvFeatures, X, lo: int, hi: int, batch: int, xp, be, bar):
-    """Raw features of filters ``lo:hi`` for all rows of ``X`` (``n x 2 pool^2 k``, host)."""
+def _raw_chunk(fmap: RandomConvFeatures, X, lo: int, hi: int, batch: int, xp, be, bar,
+               threads: int = 1):
+    """Raw features of filters ``lo:hi`` for all rows of ``X`` (``n x 2 pool^2 k``, host).
+
+    On the CPU with ``threads > 1`` the image batches run in that many threads with BLAS
+    held to one thread each: a batch's GEMM and its element-wise passes (single-threaded
+    in NumPy) then overlap on all cores, where one multithreaded GEMM at a time leaves the
+    other cores idle during the element-wise passes (measured 1.5x faster on 2 cores)."""
     n = X.shape[0]
     g2 = int(fmap.pool) ** 2
     dt = np.dtype(fmap.dtype)
     out = np.empty((n, (hi - lo) * 2 * g2), dtype=dt)
-    for start in range(0, n, batch):
+
+    def one(start: int) -> int:
         stop = min(n, start + batch)
         xb = xp.asarray(np.asarray(X[start:stop], dtype=dt))
         pm = fmap._patch_matrix(xb, xp)
         blk = fmap._chunk_block(pm, stop - start, lo, hi, xp)
         out[start:stop] = be.to_numpy(blk.reshape(stop - start, -1))
-        bar.update((stop - start) * (hi - lo))
+        return (stop - start) * (hi - lo)
+
+    starts = range(0, n, batch)
+    if xp is not np or threads <= 1 or len(starts) <= 1:
+        for start in starts:
+            bar.update(one(start))
+        return out
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ..backend._host import BlasOneThread
+
+    with BlasOneThread(True), ThreadPoolExecutor(max_workers=threads) as ex:
+        for done in ex.map(one, starts):
+            bar.update(done)
     return out
 
 
@@ -384,7 +405,8 @@ def _add_gram(G, A, B=None, rows: int = 2048) -> None:
 
 def accumulate_gram(fmap: RandomConvFeatures, X_train, X_test=None, *, filter_chunk=None,
                     batch_size: int = 32, memory_budget: int = 1 << 29, stop_at=None,
-                    start_from=None, on_checkpoint=None, progress=None) -> dict:
+                    start_from=None, on_checkpoint=None, progress=None,
+                    threads=None) -> dict:
     """Gram matrices of random-conv features accumulated over filter chunks.
 
     The features of ``fmap`` (fitted; its ``standardize`` flag is honoured, with the
@@ -402,6 +424,9 @@ def accumulate_gram(fmap: RandomConvFeatures, X_train, X_test=None, *, filter_ch
     Because filters are drawn in independent blocks, the first ``k`` filters (and so the
     Gram after ``k`` filters) equal those of a map with ``n_filters = k``.
 
+    ``threads`` (default: the usable cores) run the convolution's image batches in
+    parallel on the CPU (:func:`_raw_chunk`).
+
     Returns the state: ``G, sq, C, sq_test, n_done`` and ``stages`` (seconds and flop of
     the convolution and of the Gram/cross products).
     """
@@ -409,7 +434,10 @@ def accumulate_gram(fmap: RandomConvFeatures, X_train, X_test=None, *, filter_ch
 
     from ..progress import progress as _progress
 
+    from ..backend._host import usable_cores
+
     fmap._check_fitted()
+    threads = usable_cores() if threads is None else max(1, int(threads))
     be = fmap._backend
     xp = be.xp
     dt = np.dtype(fmap.dtype)
@@ -439,8 +467,8 @@ def accumulate_gram(fmap: RandomConvFeatures, X_train, X_test=None, *, filter_ch
             hi = min(n_f, lo + filter_chunk, marks[0] if marks else n_f)
             k = hi - lo
             t0 = time.perf_counter()
-            Ftr = _raw_chunk(fmap, X_train, lo, hi, batch_size, xp, be, bar)
-            Fte = (_raw_chunk(fmap, X_test, lo, hi, batch_size, xp, be, bar) if m
+            Ftr = _raw_chunk(fmap, X_train, lo, hi, batch_size, xp, be, bar, threads)
+            Fte = (_raw_chunk(fmap, X_test, lo, hi, batch_size, xp, be, bar, threads) if m
                    else np.empty((0, Ftr.shape[1]), dtype=dt))
             if fmap.standardize:  # float64 sums over row blocks: no full-size temporary
                 s1 = np.zeros(Ftr.shape[1])

@@ -9,13 +9,14 @@ this process (a fraction of a second, once). Every choice is returned as data so
 from __future__ import annotations
 
 import math
-import os
 import time
 from functools import lru_cache
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
+
+from ..backend._host import usable_cores
 
 __all__ = ["n_threads_default", "cache_sizes", "choose_tile_size", "tile_choice",
            "gemm_rates", "blas_threads", "cache_block_edge"]
@@ -32,10 +33,7 @@ BLOCKS_PER_TILE = 8
 
 def n_threads_default() -> int:
     """Cores this process may run on."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - not Linux
-        return max(1, os.cpu_count() or 1)
+    return usable_cores()
 
 
 @lru_cache(maxsize=1)

@@ -29,6 +29,7 @@ import numpy as np
 
 from .._io import atomic_writer
 from ..backend import Backend, get_backend, gpu_tile_size
+from ..backend._host import BlasOneThread
 from ..errors import InputError
 from .machine import choose_tile_size, n_threads_default
 
@@ -212,29 +213,6 @@ class DiskTiles:
 
 
 # ---------------------------------------------------------------- the tile work loop
-class BlasOneThread:
-    """Limit BLAS to one thread while our own threads run tiles in parallel."""
-
-    def __init__(self, active: bool):
-        self.active = active
-        self._ctx = None
-
-    def __enter__(self):
-        if self.active:
-            try:
-                from threadpoolctl import threadpool_limits
-
-                self._ctx = threadpool_limits(limits=1, user_api="blas")
-            except Exception:  # pragma: no cover - threadpoolctl comes with scikit-learn
-                self._ctx = None
-        return self
-
-    def __exit__(self, *exc):
-        if self._ctx is not None:
-            self._ctx.restore_original_limits()
-        return False
-
-
 def _parallel(parts: List[list], work: Callable[[int, list], None], n_threads: int) -> None:
     """Run ``work(t, parts[t])`` for every part, in threads when more than one."""
     if n_threads <= 1 or len(parts) <= 1:
