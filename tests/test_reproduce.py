@@ -297,10 +297,24 @@ def test_tiled_cholesky_keeps_the_kernel_and_refuses_singular():
     assert info.value.index >= 0
 
 
+def _spy_gram_starts(monkeypatch) -> list:
+    """The filter count each accumulate_gram call starts from (None: from scratch)."""
+    import kernelfit.features.random_conv as rc_mod
+
+    real_acc = rc_mod.accumulate_gram
+    starts = []
+
+    def acc(*a, **k):
+        starts.append(None if k.get("start_from") is None else k["start_from"]["n_done"])
+        return real_acc(*a, **k)
+
+    monkeypatch.setattr(rc_mod, "accumulate_gram", acc)
+    return starts
+
+
 def test_random_conv_curve_resumes_from_its_saved_point(tmp_path, monkeypatch):
     data = _fake_data(tmp_path, monkeypatch, mnist=False)
     out = tmp_path / "out"
-    import kernelfit.features.random_conv as rc_mod
     import kernelfit.reproduce.conv_run as conv_run
 
     real_solve = conv_run._solve_point
@@ -323,14 +337,7 @@ def test_random_conv_curve_resumes_from_its_saved_point(tmp_path, monkeypatch):
     saved = sorted(p.name for p in (out / "work" / "cifar-random-conv").iterdir())
     assert saved == ["gram-000016"]  # the older resume point was removed
     (out / "work" / "cifar-random-conv" / ".tmp-gram-000032-1").mkdir()  # killed mid-write
-    real_acc = rc_mod.accumulate_gram
-    starts = []
-
-    def acc(*a, **k):
-        starts.append(None if k.get("start_from") is None else k["start_from"]["n_done"])
-        return real_acc(*a, **k)
-
-    monkeypatch.setattr(rc_mod, "accumulate_gram", acc)
+    starts = _spy_gram_starts(monkeypatch)
     monkeypatch.setattr(conv_run, "_solve_point", real_solve)
     report = run_reproduce(["cifar-random-conv"], quick=True, data_dir=data, out_dir=out,
                            progress=False)
@@ -342,6 +349,61 @@ def test_random_conv_curve_resumes_from_its_saved_point(tmp_path, monkeypatch):
     assert _no_tmp_files(out)
     part = json.loads((parts / "filters-32.json").read_text())
     assert part["bandwidth_rule"] == "0.75 x median (kernelfit.kernel_defaults)"
+
+
+def test_max_filters_cuts_the_curve_and_a_full_run_continues_it(tmp_path, monkeypatch):
+    data = _fake_data(tmp_path, monkeypatch, mnist=False)
+    out = tmp_path / "out"
+    from kernelfit.reproduce import run_reproduce
+
+    starts = _spy_gram_starts(monkeypatch)
+    cut = run_reproduce(["cifar-random-conv"], quick=True, data_dir=data, out_dir=out,
+                        progress=False, max_filters=12)
+    assert cut["experiments"]["cifar-random-conv"]["status"] == "done"
+    curve = cut["experiments"]["cifar-random-conv"]["details"]["curve"]
+    assert [c["n_filters"] for c in curve] == [8, 12]  # the quick curve is 8, 16, 32
+    parts = out / "parts" / "cifar-random-conv"
+    assert sorted(p.name for p in parts.glob("*.json")) == ["filters-12.json", "filters-8.json"]
+    kept = sorted(p.name for p in (out / "work" / "cifar-random-conv").iterdir())
+    assert kept == ["gram-000012"]  # the resume point stays for the full curve
+    stored = json.loads((out / "results" / "cifar-random-conv.json").read_text())
+    assert stored["scope"] == {"max_filters": 12}
+    assert any("curve cut at 12" in r["claim"] for r in stored["rows"])
+    # a report under no limit shows the cut result as partial, with its rows
+    from kernelfit.reproduce.report import write_report
+    from kernelfit.reproduce.runner import Context, _machine_line
+
+    rep = write_report(Context(out, quick=True, data_dir=data), {}, _machine_line())
+    assert rep["experiments"]["cifar-random-conv"]["status"] == "partial"
+    assert "max_filters = 12" in rep["experiments"]["cifar-random-conv"]["message"]
+    assert rep["rows"]
+    # the same limit again: kept; no limit: the curve continues from the 12-filter point
+    again = run_reproduce(["cifar-random-conv"], quick=True, data_dir=data, out_dir=out,
+                          progress=False, max_filters=12)
+    assert again["experiments"]["cifar-random-conv"]["status"] == "stored"
+    full = run_reproduce(["cifar-random-conv"], quick=True, data_dir=data, out_dir=out,
+                         progress=False)
+    assert full["experiments"]["cifar-random-conv"]["status"] == "done"
+    assert starts == [None, 12]
+    curve = full["experiments"]["cifar-random-conv"]["details"]["curve"]
+    assert [c["n_filters"] for c in curve] == [8, 16, 32]
+    assert not (out / "work" / "cifar-random-conv").exists()
+
+
+@pytest.mark.parametrize("bad", [0, -3, 2.5, True, "8000"])
+def test_max_filters_must_be_a_positive_whole_number(tmp_path, bad):
+    from kernelfit.errors import InputError
+    from kernelfit.reproduce.runner import Context
+
+    with pytest.raises(InputError, match="max_filters"):
+        Context(tmp_path, quick=True, max_filters=bad)
+
+
+def test_cli_max_filters_rejects_zero_in_one_line(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["reproduce", "--max-filters", "0", "--quick"])
+    assert exc.value.code == 2
+    assert "--max-filters" in capsys.readouterr().err
 
 
 def _randomization_verdict(records, quick=False):

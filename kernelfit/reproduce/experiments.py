@@ -17,7 +17,7 @@ from typing import Callable, Tuple
 
 from .rows import row
 
-__all__ = ["Experiment", "EXPERIMENTS", "SIZES", "defaults_fingerprint"]
+__all__ = ["Experiment", "EXPERIMENTS", "SIZES", "conv_filters", "defaults_fingerprint"]
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,7 @@ class Experiment:
     run: Callable
     estimate: str                   # full-scale time on the 2-core, 24 GiB machine
     features: Tuple[str, ...] = ()  # feature maps whose defaults its results depend on
+    limited_by: Tuple[str, ...] = ()  # run limits it honours (Context attributes)
 
 
 # full scale / quick (CI) sizes, one place
@@ -177,10 +178,21 @@ def run_cifar_pixels(ctx) -> dict:
                              "kernelfit uses pixels in [0, 1] without centring")]}
 
 
+def conv_filters(ctx) -> tuple:
+    """The filter counts of the random-conv curve: the full curve, or cut at
+    ``ctx.max_filters`` (which is then the curve's last point)."""
+    full = tuple(_size(ctx, "conv-filters"))
+    cap = getattr(ctx, "max_filters", None)
+    if cap is None or cap >= full[-1]:
+        return full
+    return tuple(k for k in full if k < cap) + (int(cap),)
+
+
 def run_cifar_random_conv(ctx) -> dict:
     from .conv_run import run_conv_curve
 
-    return run_conv_curve(ctx, _size(ctx, "cifar"), _size(ctx, "conv-filters"))
+    return run_conv_curve(ctx, _size(ctx, "cifar"), conv_filters(ctx),
+                          full_curve=conv_filters(ctx) == tuple(_size(ctx, "conv-filters")))
 
 
 # ------------------------------------------------------------------ randomization
@@ -253,7 +265,7 @@ EXPERIMENTS = {e.name: e for e in (
                "GFLOP/s, 9e14 of Gram products at about 80, 6 solves at n = 50,000); up to "
                "about 20 hours at the rates measured under load "
                "(benchmarks/results/random_conv_gram_throughput.json); needs about 14 GiB of "
-               "memory and 25 GB of disk", ("random-conv",)),
+               "memory and 25 GB of disk", ("random-conv",), ("max_filters",)),
 )}
 
 

@@ -127,11 +127,20 @@ def write_report(ctx, status: Dict[str, dict], machine: dict,
 
     rows, exps = [], {}
     for name, exp in EXPERIMENTS.items():
-        res = ctx.stored_result(name, defaults_fingerprint(exp))
-        stale = res is None and ctx.stored_result(name) is not None
-        st = dict(status.get(name) or (
-            {"status": "stale", "message": "made under other defaults; run it again"} if stale
-            else {"status": "stored" if res else "not run", "message": ""}))
+        fp = defaults_fingerprint(exp)
+        res = ctx.stored_result(name, fp, ctx.scope(exp))
+        other = None if res is not None else ctx.stored_result(name, fp)
+        stale = res is None and other is None and ctx.stored_result(name) is not None
+        if other is not None:  # made under other limits: reported, marked as such
+            res = other
+            lim = ", ".join(f"{k} = {v}" for k, v in sorted(other.get("scope", {}).items()))
+            default = {"status": "partial", "message": f"made with {lim or 'no limits'}; run "
+                       "it again under this run's limits to finish it"}
+        elif stale:
+            default = {"status": "stale", "message": "made under other defaults; run it again"}
+        else:
+            default = {"status": "stored" if res else "not run", "message": ""}
+        st = dict(status.get(name) or default)
         if res is not None:
             rows.extend(res["rows"])
             st["figures"] = list(res.get("figures", []))

@@ -15,6 +15,7 @@ results (and temporary files that the next run removes) and restarts where it st
 from __future__ import annotations
 
 import hashlib
+import numbers
 import json
 import time
 from pathlib import Path
@@ -52,11 +53,17 @@ class Context:
     """What an experiment may use: data, stored solves, the planner, plots, scratch."""
 
     def __init__(self, out_dir, *, quick: bool = False, data_dir=None,
-                 progress: Optional[bool] = None, log: Optional[Callable[[str], None]] = None):
+                 progress: Optional[bool] = None, log: Optional[Callable[[str], None]] = None,
+                 max_filters: Optional[int] = None):
         from ..datasets import resolve_data_dir
 
         self.out = Path(out_dir)
         self.quick = bool(quick)
+        if max_filters is not None and (isinstance(max_filters, bool)
+                                        or not isinstance(max_filters, numbers.Integral)
+                                        or max_filters < 1):
+            raise InputError(f"max_filters must be a positive whole number, got {max_filters!r}")
+        self.max_filters = None if max_filters is None else int(max_filters)
         self.data_path = resolve_data_dir(data_dir)
         self.data_dir = str(self.data_path)
         self.progress = progress
@@ -172,10 +179,17 @@ class Context:
         return str(path.relative_to(self.out))
 
     # -- results ------------------------------------------------------------------
-    def stored_result(self, name: str, defaults: Optional[str] = None) -> Optional[dict]:
+    def scope(self, exp) -> dict:
+        """The limits of this run that experiment ``exp`` honours (``exp.limited_by``, e.g.
+        ``max_filters``), those set only: ``{}`` is the experiment's full extent."""
+        return {k: getattr(self, k) for k in exp.limited_by if getattr(self, k) is not None}
+
+    def stored_result(self, name: str, defaults: Optional[str] = None,
+                      scope: Optional[dict] = None) -> Optional[dict]:
         """The stored result of experiment ``name``, or None when there is none, it is of
-        the other size (quick/full), or it was made under other defaults (``defaults``, see
-        :func:`~.experiments.defaults_fingerprint`): kernelfit's defaults changed since."""
+        the other size (quick/full), it was made under other defaults (``defaults``, see
+        :func:`~.experiments.defaults_fingerprint`): kernelfit's defaults changed since, or
+        (with ``scope``) it was made under other limits (:meth:`scope`)."""
         p = self.out / "results" / f"{name}.json"
         if not p.is_file():
             return None
@@ -183,6 +197,8 @@ class Context:
         if res.get("quick") != self.quick:
             return None
         if defaults is not None and res.get("defaults") != defaults:
+            return None
+        if scope is not None and res.get("scope", {}) != scope:
             return None
         return res
 
@@ -198,26 +214,33 @@ def _machine_line() -> dict:
 
 
 def run_reproduce(names=None, *, quick: bool = False, data_dir=None, out_dir="reproduce-out",
-                  progress: Optional[bool] = None, log: Optional[Callable[[str], None]] = None
-                  ) -> dict:
+                  progress: Optional[bool] = None, log: Optional[Callable[[str], None]] = None,
+                  max_filters: Optional[int] = None) -> dict:
     """Run the selected experiments (all by default), skipping stored ones; write the
-    report; return it (``report["status"]``: experiment -> status and message)."""
+    report; return it (``report["status"]``: experiment -> status and message).
+
+    ``max_filters`` cuts ``cifar-random-conv``'s curve at that many filters (its result
+    then records the limit, and a later run without it continues the curve)."""
     from ..memory import peak_rss_bytes
     from .experiments import EXPERIMENTS, defaults_fingerprint
     from .report import write_report
 
     chosen = select(names)
-    ctx = Context(out_dir, quick=quick, data_dir=data_dir, progress=progress, log=log)
+    ctx = Context(out_dir, quick=quick, data_dir=data_dir, progress=progress, log=log,
+                  max_filters=max_filters)
     machine = _machine_line()
     status = {}
     for name in chosen:
         exp = EXPERIMENTS[name]
         defaults = defaults_fingerprint(exp)
-        if ctx.stored_result(name, defaults) is not None:
+        scope = ctx.scope(exp)
+        if ctx.stored_result(name, defaults, scope) is not None:
             status[name] = {"status": "stored", "message": "finished earlier; kept"}
             ctx.log(f"{name}: stored result kept")
             continue
-        if ctx.stored_result(name) is not None:
+        if ctx.stored_result(name, defaults) is not None:
+            ctx.log(f"{name}: stored result made under other limits; running it again")
+        elif ctx.stored_result(name) is not None:
             ctx.log(f"{name}: stored result made under other defaults; running it again")
         ctx.log(f"{name}: {exp.summary}")
         t0 = time.perf_counter()
@@ -236,7 +259,7 @@ def run_reproduce(names=None, *, quick: bool = False, data_dir=None, out_dir="re
                             "message": f"{exc.__class__.__name__}: {exc}"}
         else:
             res.update({"name": name, "quick": ctx.quick, "summary": exp.summary,
-                        "defaults": defaults,
+                        "defaults": defaults, "scope": scope,
                         "seconds": time.perf_counter() - t0, "machine": machine["short"],
                         "peak_memory_bytes_process": peak_rss_bytes(),
                         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
