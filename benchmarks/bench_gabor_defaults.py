@@ -78,7 +78,8 @@ def postprocess(F, cfg: dict, image_shape) -> np.ndarray:
     if cfg.get("sqrt"):
         F = np.sqrt(np.maximum(F, 0.0))
     if cfg.get("row_normalize"):
-        F = F / np.linalg.norm(F, axis=1, keepdims=True)
+        norms = np.linalg.norm(F, axis=1, keepdims=True)
+        F = F / np.where(norms > 0, norms, 1)  # as the product: an all-zero row stays zero
     return F
 
 

@@ -123,20 +123,17 @@ def _summary_png(path: Path, rows: list) -> None:
 def write_report(ctx, status: Dict[str, dict], machine: dict,
                  notes: Optional[list] = None) -> dict:
     """Collect every stored result of this kind (quick or full) into report.{md,json,png}."""
-    from .experiments import EXPERIMENTS, defaults_fingerprint
+    from .experiments import EXPERIMENTS
 
     rows, exps = [], {}
     for name, exp in EXPERIMENTS.items():
-        fp = defaults_fingerprint(exp)
-        res = ctx.stored_result(name, fp, ctx.scope(exp))
-        other = None if res is not None else ctx.stored_result(name, fp)
-        stale = res is None and other is None and ctx.stored_result(name) is not None
-        if other is not None:  # made under other limits: reported, marked as such
-            res = other
-            lim = ", ".join(f"{k} = {v}" for k, v in sorted(other.get("scope", {}).items()))
+        res, state = ctx.stored_result(exp)
+        if state == "partial":  # made under other limits: reported, marked as such
+            lim = ", ".join(f"{k} = {v}" for k, v in sorted(res.get("scope", {}).items()))
             default = {"status": "partial", "message": f"made with {lim or 'no limits'}; run "
                        "it again under this run's limits to finish it"}
-        elif stale:
+        elif state == "stale":
+            res = None
             default = {"status": "stale", "message": "made under other defaults; run it again"}
         else:
             default = {"status": "stored" if res else "not run", "message": ""}

@@ -19,7 +19,7 @@ import numbers
 import json
 import time
 from pathlib import Path
-from typing import Callable, Dict, Iterable, Optional
+from typing import Callable, Dict, Iterable, Optional, Tuple
 
 from .._io import atomic_write_text, json_default
 from ..errors import DataError, InputError, KernelfitError, MemoryPlanError
@@ -184,23 +184,25 @@ class Context:
         ``max_filters``), those set only: ``{}`` is the experiment's full extent."""
         return {k: getattr(self, k) for k in exp.limited_by if getattr(self, k) is not None}
 
-    def stored_result(self, name: str, defaults: Optional[str] = None,
-                      scope: Optional[dict] = None) -> Optional[dict]:
-        """The stored result of experiment ``name``, or None when there is none, it is of
-        the other size (quick/full), it was made under other defaults (``defaults``, see
-        :func:`~.experiments.defaults_fingerprint`): kernelfit's defaults changed since, or
-        (with ``scope``) it was made under other limits (:meth:`scope`)."""
-        p = self.out / "results" / f"{name}.json"
-        if not p.is_file():
-            return None
-        res = json.loads(p.read_text())
-        if res.get("quick") != self.quick:
-            return None
-        if defaults is not None and res.get("defaults") != defaults:
-            return None
-        if scope is not None and res.get("scope", {}) != scope:
-            return None
-        return res
+    def stored_result(self, exp) -> Tuple[Optional[dict], str]:
+        """The stored result of experiment ``exp`` (read once) and how it stands:
+
+        ``"current"``  made at this size (quick/full), under today's defaults
+                       (:func:`~.experiments.defaults_fingerprint`) and this run's limits
+                       (:meth:`scope`);
+        ``"partial"``  as current but under other limits (e.g. a curve cut short);
+        ``"stale"``    made under other defaults: kernelfit's defaults changed since;
+        ``"none"``     no result of this size.
+        """
+        from .experiments import defaults_fingerprint
+
+        p = self.out / "results" / f"{exp.name}.json"
+        res = json.loads(p.read_text()) if p.is_file() else None
+        if res is None or res.get("quick") != self.quick:
+            return None, "none"
+        if res.get("defaults") != defaults_fingerprint(exp):
+            return res, "stale"
+        return res, "current" if res.get("scope", {}) == self.scope(exp) else "partial"
 
 
 def _machine_line() -> dict:
@@ -234,14 +236,14 @@ def run_reproduce(names=None, *, quick: bool = False, data_dir=None, out_dir="re
         exp = EXPERIMENTS[name]
         defaults = defaults_fingerprint(exp)
         scope = ctx.scope(exp)
-        if ctx.stored_result(name, defaults, scope) is not None:
+        _, state = ctx.stored_result(exp)
+        if state == "current":
             status[name] = {"status": "stored", "message": "finished earlier; kept"}
             ctx.log(f"{name}: stored result kept")
             continue
-        if ctx.stored_result(name, defaults) is not None:
-            ctx.log(f"{name}: stored result made under other limits; running it again")
-        elif ctx.stored_result(name) is not None:
-            ctx.log(f"{name}: stored result made under other defaults; running it again")
+        if state != "none":
+            ctx.log(f"{name}: stored result made under other "
+                    f"{'limits' if state == 'partial' else 'defaults'}; running it again")
         ctx.log(f"{name}: {exp.summary}")
         t0 = time.perf_counter()
         try:
