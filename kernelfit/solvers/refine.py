@@ -34,13 +34,22 @@ from ..backend import Backend
 from ..errors import InputError, NotPositiveDefiniteError
 from .options import REFINEMENTS
 
-__all__ = ["ExactSolution", "refine", "refinement_info", "retry_with_shift",
+__all__ = ["ExactSolution", "refine", "PATIENCE", "DRIFT_STEPS", "refinement_info", "retry_with_shift",
            "refined_solution", "SHIFT_START", "SHIFT_GROWTH", "SHIFT_MAX_TRIES"]
 
 #: shifts tried after a breakdown, as multiples of mean(diag K)
 SHIFT_START = 1e-6
 SHIFT_GROWTH = 10.0
 SHIFT_MAX_TRIES = 7
+#: refinement stops after this many passes without a new best residual (CG minimizes the
+#: K-norm of the error, so with a weak preconditioner, e.g. a shifted factor, its residual
+#: may wander for several steps before falling again)
+PATIENCE = {"cg": 10, "ir": 3}
+#: ... or as soon as the residual has risen this many passes in a row to at least DRIFT
+#: times the best: past its floor (the float64 rounding of the products) CG's residual
+#: drifts steadily up, and each further pass costs a K product for nothing
+DRIFT_STEPS = 3
+DRIFT = 3.0
 RECOMPUTED = ("float64 K products recomputed from X tile by tile (K never stored in "
               "float64), residual replaced each pass")
 
@@ -97,7 +106,7 @@ def refine(matvec: Callable, precond: Callable, Y, *, tol: float = 1e-10,
     times.append(time.perf_counter() - t0)
     iterations = 0
     converged = history[-1] <= tol
-    stalled = 0
+    stalled = rising = 0
     best = (history[-1], x, KX)
     fresh = True  # KX is a direct product of x
     if not converged and method == "cg":
@@ -136,20 +145,22 @@ def refine(matvec: Callable, precond: Callable, Y, *, tol: float = 1e-10,
         times.append(time.perf_counter() - t1)
         if log is not None:
             log.append(f"{method} step {iterations}: relative residual {history[-1]:.3e}")
+        rising = rising + 1 if history[-1] > history[-2] else 0
         if history[-1] < best[0]:
             best = (history[-1], x, KX)
             stalled = 0
         else:
             stalled += 1
+        if rising >= DRIFT_STEPS and history[-1] >= DRIFT * best[0]:
+            stalled = PATIENCE[method]
         converged = history[-1] <= tol
         if give_up_slow and not converged and iterations >= 3:
             rate = (history[-1] / max(history[-4], 1e-300)) ** (1.0 / 3.0)
             if rate >= 1.0 or math.log(tol / history[-1]) / math.log(rate) > \
                     max_iter - iterations:
-                stalled = 10 if method == "cg" else 3
+                stalled = PATIENCE[method]
                 break
-        # CG minimizes the K-norm of the error, so its residual may rise for a few steps
-        if converged or stalled >= (10 if method == "cg" else 3):
+        if converged or stalled >= PATIENCE[method]:
             break
         if method == "cg":
             Z = precond(R)
@@ -160,7 +171,7 @@ def refine(matvec: Callable, precond: Callable, Y, *, tol: float = 1e-10,
     res, x, KX = best
     return {"alpha": x, "K_alpha": KX, "history": history, "step_seconds": times,
             "iterations": iterations, "matvecs": matvecs, "converged": bool(res <= tol),
-            "relative_residual": res, "stalled": stalled >= (10 if method == "cg" else 3) and res > tol}
+            "relative_residual": res, "stalled": stalled >= PATIENCE[method] and res > tol}
 
 
 def refinement_info(out: dict, opts, *, shift: float = 0.0, attempts=None, log=None,
