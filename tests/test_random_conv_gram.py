@@ -100,3 +100,25 @@ def test_float32_gram_matches_float64():
     G = s32["G"].astype(np.float64)
     symmetrize_lower(G)
     np.testing.assert_allclose(G, F @ F.T, rtol=2e-4, atol=2e-3 * np.abs(F @ F.T).max())
+
+
+def test_resume_point_reads_back_exactly_without_a_memory_map(tmp_path):
+    import pytest
+
+    from kernelfit.errors import DataError
+    from kernelfit.reproduce.conv_run import _read_npy_into
+
+    rng = np.random.default_rng(0)
+    for arr in (rng.random((5000, 7), dtype=np.float32), rng.random(4100), np.zeros((0, 3))):
+        p = tmp_path / "a.npy"
+        np.save(p, arr)
+        dst = np.full_like(arr, -1)
+        _read_npy_into(p, dst, rows=1000)
+        np.testing.assert_array_equal(dst, arr)
+    np.save(tmp_path / "b.npy", np.zeros((4, 4), dtype=np.float32))
+    with pytest.raises(DataError, match="expected"):
+        _read_npy_into(tmp_path / "b.npy", np.zeros((4, 5), dtype=np.float32))
+    raw = (tmp_path / "b.npy").read_bytes()
+    (tmp_path / "c.npy").write_bytes(raw[:-8])
+    with pytest.raises(DataError, match="truncated"):
+        _read_npy_into(tmp_path / "c.npy", np.zeros((4, 4), dtype=np.float32))

@@ -20,7 +20,7 @@ from typing import Optional
 
 import numpy as np
 
-from ..errors import MemoryPlanError
+from ..errors import DataError, MemoryPlanError
 
 __all__ = ["run_conv_curve", "conv_memory_plan"]
 
@@ -64,7 +64,7 @@ def _save_ckpt(work: Path, k: int, st: dict) -> None:
 
 
 def _load_ckpt(work: Path, k: int, into: Optional[dict] = None) -> dict:
-    """The saved state of curve point ``k``; with ``into``, copied into its arrays in row
+    """The saved state of curve point ``k``; with ``into``, read into its arrays in row
     blocks (no second copy in memory)."""
     d = _ckpt_dir(work, k)
     meta = json.loads((d / "meta.json").read_text())
@@ -73,11 +73,31 @@ def _load_ckpt(work: Path, k: int, into: Optional[dict] = None) -> dict:
         st.update(meta)
         return st
     for key in ("G", "sq", "C", "sq_test"):
-        src = np.load(d / f"{key}.npy", mmap_mode="r")
-        for r0 in range(0, src.shape[0], 2048):
-            into[key][r0:r0 + 2048] = src[r0:r0 + 2048]
+        _read_npy_into(d / f"{key}.npy", into[key])
     into.update(meta)
     return into
+
+
+def _read_npy_into(path: Path, dst: np.ndarray, rows: int = 2048) -> None:
+    """Read the ``.npy`` file ``path`` into the C-ordered ``dst`` in row blocks, with plain
+    reads: no memory map, whose file pages would count in the process's peak memory."""
+    from numpy.lib import format as npy
+
+    with open(path, "rb") as fh:
+        version = npy.read_magic(fh)
+        read_header = {(1, 0): npy.read_array_header_1_0,
+                       (2, 0): npy.read_array_header_2_0}.get(version)
+        if read_header is None:
+            raise DataError(f"{path}: .npy format version {version} is not supported")
+        shape, fortran, dtype = read_header(fh)
+        if tuple(shape) != dst.shape or dtype != dst.dtype or fortran \
+                or not dst.flags.c_contiguous:
+            raise DataError(f"{path} holds a {shape} {dtype} array, expected {dst.shape} "
+                            f"{dst.dtype}: the resume point does not match this run")
+        for r0 in range(0, dst.shape[0] if dst.size else 0, rows):
+            view = memoryview(dst[r0:r0 + rows]).cast("B")
+            if fh.readinto(view) != view.nbytes:
+                raise DataError(f"{path} is truncated: the resume point is incomplete")
 
 
 def _latest_ckpt(work: Path) -> Optional[int]:
