@@ -388,6 +388,13 @@ def test_max_filters_cuts_the_curve_and_a_full_run_continues_it(tmp_path, monkey
     curve = full["experiments"]["cifar-random-conv"]["details"]["curve"]
     assert [c["n_filters"] for c in curve] == [8, 16, 32]
     assert not (out / "work" / "cifar-random-conv").exists()
+    # the full curve covers any cut: kept as it is
+    for cap in (12, 32, 100):
+        kept_full = run_reproduce(["cifar-random-conv"], quick=True, data_dir=data,
+                                  out_dir=out, progress=False, max_filters=cap)
+        assert kept_full["experiments"]["cifar-random-conv"]["status"] == "stored"
+    stored = json.loads((out / "results" / "cifar-random-conv.json").read_text())
+    assert stored["scope"] == {} and starts == [None, 12]
 
 
 @pytest.mark.parametrize("bad", [0, -3, 2.5, True, "8000"])

@@ -15,8 +15,8 @@ results (and temporary files that the next run removes) and restarts where it st
 from __future__ import annotations
 
 import hashlib
-import numbers
 import json
+import numbers
 import time
 from pathlib import Path
 from typing import Callable, Dict, Iterable, Optional, Tuple
@@ -188,8 +188,8 @@ class Context:
         """The stored result of experiment ``exp`` (read once) and how it stands:
 
         ``"current"``  made at this size (quick/full), under today's defaults
-                       (:func:`~.experiments.defaults_fingerprint`) and this run's limits
-                       (:meth:`scope`);
+                       (:func:`~.experiments.defaults_fingerprint`) and limits that cover
+                       this run's (:meth:`scope`, :func:`_covers`);
         ``"partial"``  as current but under other limits (e.g. a curve cut short);
         ``"stale"``    made under other defaults: kernelfit's defaults changed since;
         ``"none"``     no result of this size.
@@ -202,7 +202,14 @@ class Context:
             return None, "none"
         if res.get("defaults") != defaults_fingerprint(exp):
             return res, "stale"
-        return res, "current" if res.get("scope", {}) == self.scope(exp) else "partial"
+        return res, "current" if _covers(res.get("scope", {}), self.scope(exp)) else "partial"
+
+
+def _covers(made: dict, wanted: dict) -> bool:
+    """Whether a result made under the limits ``made`` holds what a run under ``wanted``
+    asks for: every limit of ``made`` is also set in ``wanted``, no lower (a curve made to
+    32,000 filters covers a run cut at 8,000, not the other way round)."""
+    return all(k in wanted and wanted[k] <= v for k, v in made.items())
 
 
 def _machine_line() -> dict:
