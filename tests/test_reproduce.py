@@ -533,3 +533,32 @@ def test_rows_name_the_machine_their_solve_ran_on(tmp_path, monkeypatch):
     (out / "results" / "mnist-raw.json").unlink()
     rep = run_reproduce(["mnist-raw"], quick=True, data_dir=data, out_dir=out, progress=False)
     assert {r["machine"] for r in rep["rows"]} == {"Other CPU, 64 cores"}
+
+
+def test_log_axis_plots_label_their_points(tmp_path, monkeypatch):
+    """A log-x line plot labels the data points (8,000 not 8 x 10^3; 0 drawn a decade
+    below the smallest x and labelled 0), with no minor-tick labels to overlap them."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from kernelfit.reproduce import report as rep
+
+    seen = {}
+    real_close = plt.close
+
+    def keep(fig=None):
+        ax = fig.axes[0]
+        seen["labels"] = [t.get_text() for t in ax.get_xticklabels()]
+        seen["ticks"] = list(ax.get_xticks())
+        seen["minor"] = [t.get_text() for t in ax.get_xticklabels(minor=True)]
+        return real_close(fig)
+
+    monkeypatch.setattr(plt, "close", keep)
+    rep.save_line_plot(tmp_path / "a.png", {"e": ([0, 256, 8000], [0.3, 0.29, 0.25])},
+                       xlabel="x", ylabel="y", title="t", xlog=True)
+    assert seen["labels"] == ["0", "256", "8,000"]
+    assert seen["ticks"] == [25.6, 256, 8000]
+    assert not any(seen["minor"])
+    assert (tmp_path / "a.png").stat().st_size > 0

@@ -29,15 +29,22 @@ def save_line_plot(path, series: Dict[str, tuple], *, xlabel: str, ylabel: str, 
                    xlog: bool = False) -> None:
     plt = _figure()
     fig, ax = plt.subplots(figsize=(6, 4))
+    ticks = {}  # x position on a log axis -> its label
     for label, (xs, ys) in series.items():
         pts = [(x, y) for x, y in zip(xs, ys) if y is not None]
         if xlog:  # 0 has no place on a log axis: draw it one decade below the smallest x
             pos = [x for x, _ in pts if x > 0]
             floor = min(pos) / 10 if pos else 1.0
+            ticks.update({(x if x > 0 else floor): _tick_label(x) for x, _ in pts})
             pts = [(x if x > 0 else floor, y) for x, y in pts]
         ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=label)
     if xlog:
+        from matplotlib.ticker import NullFormatter
+
         ax.set_xscale("log")
+        if ticks:  # label the points themselves, not the decades' minor ticks
+            ax.set_xticks(sorted(ticks), [ticks[x] for x in sorted(ticks)])
+            ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)
@@ -47,6 +54,11 @@ def save_line_plot(path, series: Dict[str, tuple], *, xlabel: str, ylabel: str, 
     with atomic_writer(Path(path), "wb") as fh:
         fig.savefig(fh, format="png", dpi=110)
     plt.close(fig)
+
+
+def _tick_label(x) -> str:
+    """A tick label for a data point: whole numbers with thousands separators, else %g."""
+    return f"{x:,.0f}" if float(x).is_integer() else f"{x:g}"
 
 
 def _fmt_value(r: dict, key: str) -> str:
