@@ -122,3 +122,22 @@ def test_resume_point_reads_back_exactly_without_a_memory_map(tmp_path):
     (tmp_path / "c.npy").write_bytes(raw[:-8])
     with pytest.raises(DataError, match="truncated"):
         _read_npy_into(tmp_path / "c.npy", np.zeros((4, 4), dtype=np.float32))
+
+
+def test_saving_a_resume_point_removes_smaller_ones_only(tmp_path):
+    """A run cut short that starts over below a deeper resume point (its own points were
+    lost) must not delete the deeper one: hours of accumulation."""
+    from kernelfit.reproduce.conv_run import _latest_ckpt, _load_ckpt, _save_ckpt
+
+    def state(k):
+        return {"G": np.full((3, 3), k, dtype=np.float32), "sq": np.zeros(3),
+                "C": np.zeros((2, 3), dtype=np.float32), "sq_test": np.zeros(2),
+                "n_done": k, "stages": {}}
+
+    _save_ckpt(tmp_path, 16, state(16))
+    _save_ckpt(tmp_path, 4, state(4))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["gram-000004", "gram-000016"]
+    _save_ckpt(tmp_path, 8, state(8))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["gram-000008", "gram-000016"]
+    assert _latest_ckpt(tmp_path) == 16
+    assert _load_ckpt(tmp_path, 16)["G"][0, 0] == 16

@@ -432,9 +432,8 @@ def accumulate_gram(fmap: RandomConvFeatures, X_train, X_test=None, *, filter_ch
     """
     import time
 
-    from ..progress import progress as _progress
-
     from ..backend._host import usable_cores
+    from ..progress import progress as _progress
 
     fmap._check_fitted()
     threads = usable_cores() if threads is None else max(1, int(threads))

@@ -58,8 +58,8 @@ def _save_ckpt(work: Path, k: int, st: dict) -> None:
         (tmp / "meta.json").write_text(json.dumps({"n_done": st["n_done"],
                                                    "stages": st["stages"]}))
         os.replace(tmp, final)
-    for old in work.glob("gram-*"):  # older resume points are no longer needed
-        if old != final:
+    for old in work.glob("gram-*"):  # resume points of fewer filters are no longer needed
+        if old != final and int(old.name.split("-")[1]) < k:
             shutil.rmtree(old, ignore_errors=True)
 
 

@@ -34,8 +34,8 @@ from ..backend import Backend
 from ..errors import InputError, NotPositiveDefiniteError
 from .options import REFINEMENTS
 
-__all__ = ["ExactSolution", "refine", "PATIENCE", "DRIFT_STEPS", "refinement_info", "retry_with_shift",
-           "refined_solution", "SHIFT_START", "SHIFT_GROWTH", "SHIFT_MAX_TRIES"]
+__all__ = ["ExactSolution", "refine", "refinement_info", "retry_with_shift", "refined_solution",
+           "PATIENCE", "DRIFT_STEPS", "DRIFT", "SHIFT_START", "SHIFT_GROWTH", "SHIFT_MAX_TRIES"]
 
 #: shifts tried after a breakdown, as multiples of mean(diag K)
 SHIFT_START = 1e-6
