@@ -1,12 +1,14 @@
-"""Random-conv settings on CIFAR-10 at moderate n: threshold and bandwidth (issue 15).
+"""Random-conv settings on CIFAR-10 at moderate n: threshold, pooling, bandwidth (issue 15).
 
     python benchmarks/bench_random_conv_settings.py --data-dir /work/shared/data
+    python benchmarks/bench_random_conv_settings.py --pools 2,3,4 --thresholds 0.5 \
+        --factors 0.75,1 --out benchmarks/results/random_conv_pooling.json
 
 At n = 50,000 the error of ``cifar-random-conv`` flattens (24.67% at 8,000 filters, 24.46% at
 16,000), far from the paper's 17% at 32,000. Before another multi-hour run this measures
 which settings matter, on a held-out split of the TRAINING set (the official test set is
 not used to choose): the first ``--n-fit`` images of a seeded, shuffled subset are fitted, the next
-``--n-holdout`` are held out. For each activation threshold the Gram matrix of
+``--n-holdout`` are held out. For each pooling grid and activation threshold the Gram of
 ``--filters`` random-conv filters is accumulated once (as ``cifar-random-conv`` does), then
 the Gaussian kernel is solved exactly at several multiples of the median distance. The
 held-out error, the float64 relative residual (against the stored float32 kernel), times and
@@ -38,6 +40,7 @@ def main(argv=None) -> int:
     p.add_argument("--n-holdout", type=int, default=2000)
     p.add_argument("--filters", type=int, default=2048)
     p.add_argument("--thresholds", default="0.25,0.5,1.0")
+    p.add_argument("--pools", default="2", help="pooling grids (pool x pool regions)")
     p.add_argument("--factors", default="0.5,0.75,1,1.5,2")
     p.add_argument("--out", default=str(HERE / "results" / "random_conv_settings.json"))
     args = p.parse_args(argv)
@@ -65,9 +68,11 @@ def main(argv=None) -> int:
     classes = np.unique(yf)
     Y = (yf[:, None] == classes[None, :]).astype(np.float64)
     runs = []
-    for t in _floats(args.thresholds):
+    settings = [(int(g), t) for g in _floats(args.pools) for t in _floats(args.thresholds)]
+    for pool, t in settings:
         fmap = RandomConvFeatures((32, 32, 3), n_filters=args.filters, standardize=False,
-                                  threshold=t, dtype="float32", seed=0, progress=False)
+                                  threshold=t, pool=pool, dtype="float32", seed=0,
+                                  progress=False)
         fmap.fit(Xf)
         fmap.standardize = True
         t0 = time.perf_counter()
@@ -85,12 +90,13 @@ def main(argv=None) -> int:
             Kc = st["C"].copy()
             gaussian_in_place(Kc, st["sq_test"], st["sq"], h)
             pred = classes[np.argmax(predict_stored(Kc, sol["alpha"]), axis=1)]
-            runs.append({"threshold": t, "median_factor": f, "bandwidth": h,
+            runs.append({"pool": pool, "features": 2 * pool * pool * args.filters,
+                         "threshold": t, "median_factor": f, "bandwidth": h,
                          "holdout_error": float(np.mean(pred != yh)),
                          "relative_residual": sol["relative_residual"],
                          "solve_seconds": time.perf_counter() - t0,
                          "gram_seconds": gram_seconds})
-            print(f"threshold {t:g}, {f:g} x median: held-out error "
+            print(f"pool {pool}, threshold {t:g}, {f:g} x median: held-out error "
                   f"{runs[-1]['holdout_error']:.4f}, residual {sol['relative_residual']:.1e}",
                   file=sys.stderr, flush=True)
     best = min(runs, key=lambda r: r["holdout_error"])
@@ -98,13 +104,14 @@ def main(argv=None) -> int:
                         "CIFAR-10 training set (issue 15)",
            "command": " ".join(sys.argv),
            "setup": {"dataset": name, "data_note": note, "n_fit": n, "n_holdout": m,
-                     "filters": args.filters, "patch": 6, "pool": 2, "filter_init": "zca",
+                     "filters": args.filters, "patch": 6, "filter_init": "zca",
                      "kernel": "gaussian", "seed": 0,
-                     "default": {"threshold": 0.5, "median_factor": 0.75}},
+                     "default": {"pool": 2, "threshold": 0.5, "median_factor": 0.75}},
            "runs": runs, "best": best, "wall_seconds": time.perf_counter() - t_start,
            "machine": describe_machine()}
     atomic_write_text(Path(args.out), json.dumps(out, indent=2, default=str) + "\n")
-    print(f"best: threshold {best['threshold']:g}, {best['median_factor']:g} x median, "
+    print(f"best: pool {best['pool']}, threshold {best['threshold']:g}, "
+          f"{best['median_factor']:g} x median, "
           f"held-out error {best['holdout_error']:.4f}; written {args.out}")
     return 0
 
