@@ -397,6 +397,23 @@ def test_max_filters_cuts_the_curve_and_a_full_run_continues_it(tmp_path, monkey
     assert stored["scope"] == {} and starts == [None, 12]
 
 
+
+def test_max_filters_beyond_the_curve_is_no_cut(tmp_path, monkeypatch):
+    data = _fake_data(tmp_path, monkeypatch, mnist=False)
+    out = tmp_path / "out"
+    from kernelfit.reproduce import run_reproduce
+
+    rep = run_reproduce(["cifar-random-conv"], quick=True, data_dir=data, out_dir=out,
+                        progress=False, max_filters=1000)  # the quick curve ends at 32
+    assert rep["experiments"]["cifar-random-conv"]["status"] == "done"
+    stored = json.loads((out / "results" / "cifar-random-conv.json").read_text())
+    assert stored["scope"] == {}
+    assert not (out / "work" / "cifar-random-conv").exists()
+    again = run_reproduce(["cifar-random-conv"], quick=True, data_dir=data, out_dir=out,
+                          progress=False)
+    assert again["experiments"]["cifar-random-conv"]["status"] == "stored"
+
+
 @pytest.mark.parametrize("bad", [0, -3, 2.5, True, "8000"])
 def test_max_filters_must_be_a_positive_whole_number(tmp_path, bad):
     from kernelfit.errors import InputError

@@ -246,6 +246,7 @@ def run_conv_curve(ctx, sizes, filters, full_curve: bool = True) -> dict:
                          title=f"CIFAR-10 ({'JPEG set' if 'JPEG' in (note or '') else 'official'}"
                                f"), n = {n}: test error against filters")
     return {"rows": rows, "figures": [fig],
+            "scope": {} if full_curve else {"max_filters": int(filters[-1])},
             "details": {"curve": [{k: r[k] for k in ("n_filters", "test_error",
                                                      "relative_residual", "seconds",
                                                      "bandwidth", "stages")} for r in recs]}}

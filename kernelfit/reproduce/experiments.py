@@ -180,7 +180,8 @@ def run_cifar_pixels(ctx) -> dict:
 
 def conv_filters(ctx) -> tuple:
     """The filter counts of the random-conv curve: the full curve, or cut at
-    ``ctx.max_filters`` (which is then the curve's last point)."""
+    ``ctx.max_filters`` (which is then the curve's last point); a limit at or above the
+    full curve's end is no cut (the result then records no limit)."""
     full = tuple(_size(ctx, "conv-filters"))
     cap = getattr(ctx, "max_filters", None)
     if cap is None or cap >= full[-1]:

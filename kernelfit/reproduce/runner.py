@@ -267,8 +267,9 @@ def run_reproduce(names=None, *, quick: bool = False, data_dir=None, out_dir="re
             status[name] = {"status": "failed",
                             "message": f"{exc.__class__.__name__}: {exc}"}
         else:
+            used = res.pop("scope", scope)  # the limits the experiment really applied
             res.update({"name": name, "quick": ctx.quick, "summary": exp.summary,
-                        "defaults": defaults, "scope": scope,
+                        "defaults": defaults, "scope": used,
                         "seconds": time.perf_counter() - t0, "machine": machine["short"],
                         "peak_memory_bytes_process": peak_rss_bytes(),
                         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
