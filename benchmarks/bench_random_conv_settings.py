@@ -47,18 +47,16 @@ def main(argv=None) -> int:
 
     from kernelfit._io import atomic_write_text
     from kernelfit.bench.machine import describe_machine
-    from kernelfit.datasets import load_dataset
+    from kernelfit.datasets import load_dataset, resolve_data_dir
     from kernelfit.features.random_conv import (RandomConvFeatures, accumulate_gram,
                                                 symmetrize_lower)
     from kernelfit.reproduce.conv_kernel import (gaussian_in_place, median_from_gram,
                                                  predict_stored, solve_stored)
-    from kernelfit.reproduce.runner import Context
-
-    import tempfile
+    from kernelfit.reproduce.runner import locate_cifar
 
     t_start = time.perf_counter()
-    with tempfile.TemporaryDirectory() as scratch:  # the official files, else the JPEG set
-        name, note = Context(scratch, data_dir=args.data_dir).cifar()
+    # the official files, else the JPEG set (as cifar-random-conv chooses)
+    name, note = locate_cifar(resolve_data_dir(args.data_dir))
     n, m = args.n_fit, args.n_holdout
     ds = load_dataset(name, data_dir=args.data_dir, n_train=n + m, n_test=0, seed=0,
                       download=False, dtype=np.float32)

@@ -122,7 +122,7 @@ def choose_bandwidth(kernel: str, features: str, requested, X, *, dataset: Optio
 
         median = median_distance(X, seed=seed)
     med = float(median)
-    factor = FEATURE_MEDIAN_FACTOR if features == "raw" else median_factor(features)
+    factor = median_factor(features)  # raw inputs of unknown scale: the feature maps' rule
     value = factor * med
     if features == "raw":
         what = (f"raw inputs of {dataset}" if dataset else "raw inputs of unknown origin")

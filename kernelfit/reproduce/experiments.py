@@ -192,8 +192,9 @@ def conv_filters(ctx) -> tuple:
 def run_cifar_random_conv(ctx) -> dict:
     from .conv_run import run_conv_curve
 
-    return run_conv_curve(ctx, _size(ctx, "cifar"), conv_filters(ctx),
-                          full_curve=conv_filters(ctx) == tuple(_size(ctx, "conv-filters")))
+    filters = conv_filters(ctx)
+    return run_conv_curve(ctx, _size(ctx, "cifar"), filters,
+                          full_curve=filters == tuple(_size(ctx, "conv-filters")))
 
 
 # ------------------------------------------------------------------ randomization

@@ -69,6 +69,7 @@ class Context:
         self.progress = progress
         self._log = log
         self._peaks = None
+        self._machine = None
         for sub in ("results", "runs", "parts", "figures"):
             (self.out / sub).mkdir(parents=True, exist_ok=True)
         for stale in self.out.rglob(".*.tmp"):  # left by a killed atomic write
@@ -96,18 +97,14 @@ class Context:
 
     def cifar(self):
         """``(dataset name, data note)``: the official files when present, else the JPEG set."""
-        off = self.data_path / "cifar10"
-        if (off / "cifar-10-python.tar.gz").is_file() or (off / "cifar-10-batches-py").is_dir():
-            return "cifar10", "official CIFAR-10 (cifar-10-python.tar.gz)"
-        for jpg in (self.data_path / "cifar10-jpeg" / "cifar10-jpeg.tar.gz",
-                    self.data_path / "cifar10-jpeg.tar.gz"):
-            if jpg.is_file():
-                return (f"imagefolder:{jpg}", "LOSSY JPEG re-encoding of CIFAR-10 "
-                        "(cifar10-jpeg.tar.gz), not the official files: errors approximate "
-                        "the official ones")
-        raise DataError(f"cifar10: missing cifar-10-python.tar.gz in {off}; put the official "
-                        f"file there (https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz), "
-                        f"or the JPEG set at {self.data_path / 'cifar10-jpeg'}/cifar10-jpeg.tar.gz")
+        return locate_cifar(self.data_path)
+
+    @property
+    def machine(self) -> dict:
+        """This machine's line for the report (read once per run)."""
+        if self._machine is None:
+            self._machine = _machine_line()
+        return self._machine
 
     # -- solves, pieces -----------------------------------------------------------
     @staticmethod
@@ -128,7 +125,7 @@ class Context:
                  f"ridge={spec.get('ridge', 0)}")
         rec = solve(spec)
         rec["spec"] = {k: v for k, v in spec.items() if k not in _SPEC_IGNORED}
-        rec["machine_short"] = _machine_line()["short"]
+        rec["machine_short"] = self.machine["short"]
         atomic_write_text(path, _dump(rec))
         return json.loads(path.read_text())
 
@@ -212,6 +209,23 @@ def _covers(made: dict, wanted: dict) -> bool:
     return all(k in wanted and wanted[k] <= v for k, v in made.items())
 
 
+def locate_cifar(data_path: Path):
+    """``(dataset name, data note)`` for CIFAR-10 under ``data_path``: the official files
+    when present, else the JPEG set; a DataError naming the file and where to put it."""
+    off = data_path / "cifar10"
+    if (off / "cifar-10-python.tar.gz").is_file() or (off / "cifar-10-batches-py").is_dir():
+        return "cifar10", "official CIFAR-10 (cifar-10-python.tar.gz)"
+    for jpg in (data_path / "cifar10-jpeg" / "cifar10-jpeg.tar.gz",
+                data_path / "cifar10-jpeg.tar.gz"):
+        if jpg.is_file():
+            return (f"imagefolder:{jpg}", "LOSSY JPEG re-encoding of CIFAR-10 "
+                    "(cifar10-jpeg.tar.gz), not the official files: errors approximate "
+                    "the official ones")
+    raise DataError(f"cifar10: missing cifar-10-python.tar.gz in {off}; put the official "
+                    f"file there (https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz), "
+                    f"or the JPEG set at {data_path / 'cifar10-jpeg'}/cifar10-jpeg.tar.gz")
+
+
 def _machine_line() -> dict:
     from ..bench.machine import cpu_counts, cpu_model, memory_info
     from ..backend import blas_info
@@ -237,7 +251,7 @@ def run_reproduce(names=None, *, quick: bool = False, data_dir=None, out_dir="re
     chosen = select(names)
     ctx = Context(out_dir, quick=quick, data_dir=data_dir, progress=progress, log=log,
                   max_filters=max_filters)
-    machine = _machine_line()
+    machine = ctx.machine
     status = {}
     for name in chosen:
         exp = EXPERIMENTS[name]
