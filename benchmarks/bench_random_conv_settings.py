@@ -42,6 +42,11 @@ def main(argv=None) -> int:
     p.add_argument("--thresholds", default="0.25,0.5,1.0")
     p.add_argument("--pools", default="2", help="pooling grids (pool x pool regions)")
     p.add_argument("--factors", default="0.5,0.75,1,1.5,2")
+    p.add_argument("--patch-norms", default="none",
+                   help="per-patch normalization eps (relative), 'none' for off")
+    p.add_argument("--patches", default="6", help="filter sizes s (s x s x 3)")
+    p.add_argument("--zca-eps", default="0.1",
+                   help="whitening regularizations, relative to the mean eigenvalue")
     p.add_argument("--out", default=str(HERE / "results" / "random_conv_settings.json"))
     args = p.parse_args(argv)
 
@@ -66,11 +71,16 @@ def main(argv=None) -> int:
     classes = np.unique(yf)
     Y = (yf[:, None] == classes[None, :]).astype(np.float64)
     runs = []
-    settings = [(int(g), t) for g in _floats(args.pools) for t in _floats(args.thresholds)]
-    for pool, t in settings:
+    norms = [None if v.strip().lower() == "none" else float(v)
+             for v in args.patch_norms.split(",") if v.strip()]
+    settings = [(int(g), t, pn, int(s), z) for g in _floats(args.pools)
+                for t in _floats(args.thresholds) for pn in norms
+                for s in _floats(args.patches) for z in _floats(args.zca_eps)]
+    for pool, t, pn, patch, zeps in settings:
         fmap = RandomConvFeatures((32, 32, 3), n_filters=args.filters, standardize=False,
-                                  threshold=t, pool=pool, dtype="float32", seed=0,
-                                  progress=False)
+                                  threshold=t, pool=pool, patch_norm=pn, patch_size=patch,
+                                  zca_eps=zeps,
+                                  dtype="float32", seed=0, progress=False)
         fmap.fit(Xf)
         fmap.standardize = True
         t0 = time.perf_counter()
@@ -89,12 +99,14 @@ def main(argv=None) -> int:
             gaussian_in_place(Kc, st["sq_test"], st["sq"], h)
             pred = classes[np.argmax(predict_stored(Kc, sol["alpha"]), axis=1)]
             runs.append({"pool": pool, "features": 2 * pool * pool * args.filters,
+                         "patch": patch, "patch_norm": pn, "zca_eps": zeps,
                          "threshold": t, "median_factor": f, "bandwidth": h,
                          "holdout_error": float(np.mean(pred != yh)),
                          "relative_residual": sol["relative_residual"],
                          "solve_seconds": time.perf_counter() - t0,
                          "gram_seconds": gram_seconds})
-            print(f"pool {pool}, threshold {t:g}, {f:g} x median: held-out error "
+            print(f"pool {pool}, patch {patch}, patch_norm {pn}, zca_eps {zeps:g}, "
+                  f"threshold {t:g}, {f:g} x median: held-out error "
                   f"{runs[-1]['holdout_error']:.4f}, residual {sol['relative_residual']:.1e}",
                   file=sys.stderr, flush=True)
     best = min(runs, key=lambda r: r["holdout_error"])
@@ -102,13 +114,17 @@ def main(argv=None) -> int:
                         "CIFAR-10 training set (issue 15)",
            "command": " ".join(sys.argv),
            "setup": {"dataset": name, "data_note": note, "n_fit": n, "n_holdout": m,
-                     "filters": args.filters, "patch": 6, "filter_init": "zca",
+                     "filters": args.filters, "filter_init": "zca",
                      "kernel": "gaussian", "seed": 0,
-                     "default": {"pool": 2, "threshold": 0.5, "median_factor": 0.75}},
+                     "default": {"pool": 2, "patch": 6, "patch_norm": None, "zca_eps": 0.1,
+                                 "threshold": 0.5,
+                                 "median_factor": 0.75}},
            "runs": runs, "best": best, "wall_seconds": time.perf_counter() - t_start,
            "machine": describe_machine()}
     atomic_write_text(Path(args.out), json.dumps(out, indent=2, default=str) + "\n")
-    print(f"best: pool {best['pool']}, threshold {best['threshold']:g}, "
+    print(f"best: pool {best['pool']}, patch {best['patch']}, patch_norm {best['patch_norm']}, "
+          f"zca_eps {best['zca_eps']:g}, "
+          f"threshold {best['threshold']:g}, "
           f"{best['median_factor']:g} x median, "
           f"held-out error {best['holdout_error']:.4f}; written {args.out}")
     return 0

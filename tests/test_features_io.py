@@ -160,6 +160,13 @@ def test_cli_arguments_and_params():
     name, params = feature_params_from_args(args)
     assert name == "random-conv" and params["n_filters"] == 32000
     assert params["filter_init"] == "gaussian" and args.no_feature_cache
+    assert params["patch_norm"] == 0.3  # the map's default
+    _, off = _parse(["--features", "random-conv", "--conv-patch-norm", "none"])
+    assert feature_params_from_args(off)[1]["patch_norm"] is None
+    _, eps = _parse(["--features", "random-conv", "--conv-patch-norm", "0.05"])
+    assert feature_params_from_args(eps)[1]["patch_norm"] == 0.05
+    with pytest.raises(SystemExit):
+        _parse(["--features", "random-conv", "--conv-patch-norm", "0"])
     est = make_feature_map(name, image_shape=(32, 32, 3), **params)
     assert est.n_filters == 32000
     for n in FEATURE_NAMES:

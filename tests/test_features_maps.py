@@ -204,8 +204,11 @@ def _conv(**kw):
 @pytest.mark.parametrize("init", ["zca", "gaussian"])
 def test_random_conv_chunked_equals_unchunked_and_direct(init):
     X = _imgs(9, (10, 10, 3), seed=4)
-    a = _conv(filter_init=init, chunk_size=5, batch_size=2, standardize=False).fit(X)
-    b = _conv(filter_init=init, chunk_size=1000, batch_size=100, standardize=False).fit(X)
+    # without per-patch normalization (its formula: the patch_norm test below)
+    a = _conv(filter_init=init, chunk_size=5, batch_size=2, standardize=False,
+              patch_norm=None).fit(X)
+    b = _conv(filter_init=init, chunk_size=1000, batch_size=100, standardize=False,
+              patch_norm=None).fit(X)
     np.testing.assert_array_equal(a.filters_, b.filters_)
     Fa, Fb = a.transform(X), b.transform(X)
     np.testing.assert_allclose(Fa, Fb, atol=1e-12)
@@ -223,7 +226,7 @@ def test_random_conv_chunked_equals_unchunked_and_direct(init):
 
 def test_random_conv_calibration_and_zca():
     X = _imgs(30, (10, 10, 3), seed=5)
-    m = _conv(n_patches=2000).fit(X)
+    m = _conv(n_patches=2000, patch_norm=None).fit(X)
     # whitening: Z Sigma Z ~ I up to the regularization (eigenvalues lam/(lam+eps))
     P = m._sample_patches(X, 2000, np.random.default_rng([0, 0]))
     Pc = P - m.patch_mean_
@@ -254,6 +257,47 @@ def test_random_conv_prefix_and_seeds_and_standardize():
     live = s.feature_scale_ != 1.0
     np.testing.assert_allclose(F1.mean(0), 0, atol=1e-9)
     np.testing.assert_allclose(F1.std(0)[live], 1, atol=1e-7)
+
+
+def test_random_conv_patch_norm_is_the_per_patch_formula():
+    X = _imgs(9, (10, 10, 3), seed=8)
+    m = _conv(patch_norm=0.05, standardize=False).fit(X)
+    # eps is relative to the mean variance of the (raw) patch sample
+    P = m._sample_patches(X, 500, np.random.default_rng([0, 0]))
+    assert m.patch_eps_ == pytest.approx(0.05 * P.var(axis=1).mean(), rel=1e-12)
+    # direct formula for one image, one filter: each patch normalized by its own mean/var
+    img = X[2].reshape(10, 10, 3)
+
+    def resp(p):
+        q = (p - p.mean()) / np.sqrt(p.var() + m.patch_eps_)
+        return q @ m.filters_[5] + m.biases_[5]
+
+    r = np.array([[resp(img[i:i + 3, j:j + 3].ravel()) for j in range(8)] for i in range(8)])
+    Pm = pooling_matrix(8, 2)
+    t = m.threshold
+    want = np.concatenate([(Pm @ np.maximum(r - t, 0) @ Pm.T).ravel(),
+                           (Pm @ np.maximum(-r - t, 0) @ Pm.T).ravel()])
+    F = m.transform(X)
+    np.testing.assert_allclose(F[2, 5 * 8:6 * 8], want, atol=1e-12)
+    # the filters and the calibration see normalized patches: responses on the normalized
+    # sample have mean 0 and std 1
+    Q = m._normalize_patches(P.copy())
+    np.testing.assert_allclose(Q.mean(axis=1), 0, atol=1e-12)
+    rs = Q @ m.filters_.T + m.biases_
+    np.testing.assert_allclose(rs.mean(0), 0, atol=1e-9)
+    np.testing.assert_allclose(rs.std(0), 1, atol=1e-9)
+    # a brightness shift of the images is removed patch by patch; without it, it is not
+    shifted = X + 0.3
+    np.testing.assert_allclose(m.transform(shifted), F, atol=1e-9)
+    plain = _conv(standardize=False, patch_norm=None).fit(X)
+    assert not np.allclose(plain.transform(shifted), plain.transform(X), atol=1e-3)
+    assert plain.patch_eps_ is None
+
+
+@pytest.mark.parametrize("bad", [0, -0.1, float("nan"), "x"])
+def test_random_conv_patch_norm_rejects_bad_values(bad):
+    with pytest.raises(InputError, match="patch_norm"):
+        _conv(patch_norm=bad).fit(_imgs(4, (10, 10, 3)))
 
 
 # ---------------------------------------------------------------- sklearn API

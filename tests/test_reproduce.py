@@ -351,6 +351,36 @@ def test_random_conv_curve_resumes_from_its_saved_point(tmp_path, monkeypatch):
     assert part["bandwidth_rule"] == "0.75 x median (kernelfit.kernel_defaults)"
 
 
+def test_random_conv_points_made_with_other_features_are_made_again(tmp_path, monkeypatch):
+    data = _fake_data(tmp_path, monkeypatch, mnist=False)
+    out = tmp_path / "out"
+    import kernelfit.reproduce.conv_run as conv_run
+    from kernelfit.reproduce import run_reproduce
+
+    run_reproduce(["cifar-random-conv"], quick=True, data_dir=data, out_dir=out,
+                  progress=False, max_filters=12)
+    parts = out / "parts" / "cifar-random-conv"
+    first = json.loads((parts / "filters-8.json").read_text())
+    assert first["feature_params"]["threshold"] == 0.5
+    meta = out / "work" / "cifar-random-conv" / "gram-000012" / "meta.json"
+    assert json.loads(meta.read_text())["feature_params"] == first["feature_params"]
+    # a kernelfit whose feature defaults differ: neither the points nor the resume point fit
+    real = conv_run.feature_params
+    monkeypatch.setattr(conv_run, "feature_params", lambda f: dict(real(f), threshold=0.25))
+    starts = _spy_gram_starts(monkeypatch)
+    full = run_reproduce(["cifar-random-conv"], quick=True, data_dir=data, out_dir=out,
+                         progress=False)
+    assert full["experiments"]["cifar-random-conv"]["status"] == "done"
+    assert starts == [None]  # started over, not from the 12-filter Gram
+    again = json.loads((parts / "filters-8.json").read_text())
+    assert again["feature_params"]["threshold"] == 0.25
+    # points stored before the parameters were recorded had no per-patch normalization
+    p = {"threshold": 0.5, "patch_norm": None}
+    assert conv_run._made_with({}, p) and conv_run._made_with({"feature_params": p}, p)
+    assert not conv_run._made_with({}, dict(p, patch_norm=0.03))
+    assert not conv_run._made_with(None, p)
+
+
 def test_max_filters_cuts_the_curve_and_a_full_run_continues_it(tmp_path, monkeypatch):
     data = _fake_data(tmp_path, monkeypatch, mnist=False)
     out = tmp_path / "out"

@@ -8,8 +8,8 @@
 from __future__ import annotations
 
 from ..errors import InputError
-from ..features import FEATURE_NAMES
-from ._types import bandwidth_arg, finite_float, positive_int
+from ..features import FEATURE_NAMES, default_params
+from ._types import bandwidth_arg, finite_float, positive_float_or_none, positive_int
 
 __all__ = ["add_feature_arguments", "feature_params_from_args"]
 
@@ -27,9 +27,13 @@ _ARG_MAP = {
     "conv_pool": ("random-conv", "pool"),
     "conv_threshold": ("random-conv", "threshold"),
     "conv_filter_init": ("random-conv", "filter_init"),
+    "conv_patch_norm": ("random-conv", "patch_norm"),
     "conv_chunk": ("random-conv", "chunk_size"),
     "feature_batch": (("gabor", "rff", "relu", "random-conv"), "batch_size"),
 }
+
+# options whose value 'none' stands for the parameter None (switched off)
+_NONE_IS_OFF = ("conv_patch_norm",)
 
 
 def add_feature_arguments(parser) -> None:
@@ -71,6 +75,10 @@ def add_feature_arguments(parser) -> None:
     g.add_argument("--conv-filter-init", choices=("zca", "gaussian"), default="zca",
                    help="random-conv: filters from ZCA-whitened random training patches "
                         "or from a Gaussian")
+    g.add_argument("--conv-patch-norm", type=positive_float_or_none,
+                   default=default_params("random-conv")["patch_norm"],
+                   help="random-conv: normalize each patch by its own mean and spread, with "
+                        "eps = this times the mean patch variance; 'none' switches it off")
     g.add_argument("--conv-chunk", type=positive_int, default=256,
                    help="random-conv: filters applied at once (bounds memory)")
     g.add_argument("--feature-batch", type=positive_int, default=None,
@@ -94,5 +102,7 @@ def feature_params_from_args(args) -> tuple:
         if name in owners:
             value = getattr(args, dest, None)
             if value is not None:
-                params[pname] = value
+                # positive_float_or_none's 'none' switches the parameter off
+                off = dest in _NONE_IS_OFF and value == "none"
+                params[pname] = None if off else value
     return name, params

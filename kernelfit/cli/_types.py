@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import math
 
-__all__ = ["positive_int", "nonneg_int", "nonneg_float", "finite_float", "bandwidth_arg"]
+__all__ = ["positive_int", "nonneg_int", "nonneg_float", "finite_float", "bandwidth_arg",
+           "positive_float_or_none"]
 
 
 def _parse(text: str, conv, ok, what: str):
@@ -40,3 +41,11 @@ def bandwidth_arg(text: str):
 
 def finite_float(text: str) -> float:
     return _parse(text, float, math.isfinite, "a finite number")
+
+
+def positive_float_or_none(text: str):
+    """A positive finite number, or ``'none'`` (kept as the string: "switch it off")."""
+    if text.strip().lower() == "none":
+        return "none"
+    return _parse(text, float, lambda v: math.isfinite(v) and v > 0,
+                  "a positive finite number or 'none'")

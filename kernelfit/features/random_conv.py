@@ -11,6 +11,12 @@ Let ``p in R^d`` (``d = s^2 C``) be an ``s x s`` patch in ``(row, col, channel)`
   ``r(p) = f . Z (p - mu) = (Z f) . (p - mu)``.
 * ``filter_init='gaussian'``: ``f ~ N(0, I_d)`` normalized, ``r(p) = f . (p - mu)``.
 
+With ``patch_norm = c`` (Coates & Ng's brightness and contrast normalization) every patch,
+those sampled for ``mu``, ``Sigma`` and the filters and those convolved, is first replaced by
+``(p - mean(p) 1) / sqrt(var(p) + eps)``, its own mean and variance over its ``d`` values,
+with ``eps = c`` times the mean patch variance of the sample (``patch_eps_``); ``None``
+skips it. It is one pass over the im2col patch matrix, about ``1 / chunk_size`` of the GEMM.
+
 Each filter's response is then calibrated on the training patch sample to mean 0 and
 standard deviation 1, ``r <- (r - m_f) / s_f``, so the threshold ``t`` is in units of the
 response's spread for both initializations. All of this folds into an effective filter
@@ -79,6 +85,12 @@ class RandomConvFeatures(FeatureMap):
         ``t`` in ``max(0, r - t)``, ``max(0, -r - t)`` (calibrated response units; 0.5
         beat 0.25, 1.0 and 1.5 on CIFAR-10 JPEG, n = 2,000, 256 ZCA filters).
     filter_init : {'zca', 'gaussian'}, default 'zca'
+    patch_norm : float or None, default 0.3
+        Normalize each patch by its own mean and spread (see above); the value is ``eps``
+        relative to the mean patch variance. ``None``: off. On a held-out split of the
+        CIFAR-10 (JPEG) training set (n = 10,000, 2,048 filters) 0.3 gave 29.9% against
+        33.2% without it; 0.03 and 1 gave 30.6% and 31.1%
+        (``benchmarks/results/random_conv_patch_norm*.json``).
     zca_eps : float, default 0.1
         Regularization of the whitening, relative to the mean eigenvalue.
     n_patches : int, default 20000
@@ -97,6 +109,7 @@ class RandomConvFeatures(FeatureMap):
     filters_ : ndarray (n_filters, d)      effective filters ``e``
     biases_ : ndarray (n_filters,)         biases ``a``
     patch_mean_ : ndarray (d,)
+    patch_eps_ : float or None             the ``eps`` of ``patch_norm``
     whitening_ : ndarray (d, d) or None
     feature_mean_, feature_scale_ : ndarray (n_features_out_,) or None
     n_features_out_, n_features_in_, seed_ : int
@@ -106,7 +119,8 @@ class RandomConvFeatures(FeatureMap):
     _desc = "random-conv features"
 
     def __init__(self, image_shape=(32, 32, 3), *, n_filters=1024, patch_size=6, pool=2,
-                 threshold=0.5, filter_init="zca", zca_eps=0.1, n_patches=20000,
+                 threshold=0.5, filter_init="zca", patch_norm=0.3, zca_eps=0.1,
+                 n_patches=20000,
                  chunk_size=256, standardize=True, batch_size=64, dtype="float32", seed=0,
                  device="cpu", progress=None):
         self.image_shape = image_shape
@@ -115,6 +129,7 @@ class RandomConvFeatures(FeatureMap):
         self.pool = pool
         self.threshold = threshold
         self.filter_init = filter_init
+        self.patch_norm = patch_norm
         self.zca_eps = zca_eps
         self.n_patches = n_patches
         self.chunk_size = chunk_size
@@ -137,6 +152,8 @@ class RandomConvFeatures(FeatureMap):
         if self.filter_init not in _INITS:
             raise InputError(f"filter_init must be one of {', '.join(_INITS)}, got "
                              f"{self.filter_init!r}")
+        if self.patch_norm is not None:
+            check_float("patch_norm", self.patch_norm, 0.0, strict=True)
         check_float("zca_eps", self.zca_eps, 0.0, strict=True)
         check_int("n_patches", self.n_patches, 2)
         check_int("chunk_size", self.chunk_size, 1)
@@ -165,6 +182,19 @@ class RandomConvFeatures(FeatureMap):
             out[k] = im[r[k]:r[k] + s, c[k]:c[k] + s, :].ravel()
         return out
 
+    def _normalize_patches(self, M, xp=np):
+        """Normalize the first ``d`` columns of each row of ``M`` in place (``patch_norm``)."""
+        if getattr(self, "patch_norm", None) is None:  # model files made before it
+            return M
+        d = self._geometry[3] ** 2 * self._geometry[2]
+        V = M[:, :d]
+        V -= V.mean(axis=1, keepdims=True)
+        scale = xp.einsum("ij,ij->i", V, V)[:, None]   # no d-wide temporary
+        scale /= d
+        scale += self.patch_eps_
+        V *= 1.0 / xp.sqrt(scale)
+        return M
+
     def _fit(self, X) -> None:
         self._fit_filters(X)
         self.feature_mean_ = None
@@ -176,6 +206,11 @@ class RandomConvFeatures(FeatureMap):
         H, W, C, s, Ho, Wo = self._geometry
         d = s * s * C
         P = self._sample_patches(X, int(self.n_patches), rng_for(self.seed, 0))
+        self.patch_eps_ = None
+        if self.patch_norm is not None:
+            var = P.var(axis=1).mean()
+            self.patch_eps_ = float(self.patch_norm) * max(float(var), np.finfo(float).tiny)
+            self._normalize_patches(P)
         mu = P.mean(axis=0)
         Pc = P - mu
         self.patch_mean_ = mu
@@ -197,7 +232,8 @@ class RandomConvFeatures(FeatureMap):
                 f = rng.standard_normal((_BLOCK, d))
                 f /= np.linalg.norm(f, axis=1, keepdims=True)
             else:
-                q = (self._sample_patches(X, _BLOCK, rng) - mu) @ self.whitening_
+                q = self._normalize_patches(self._sample_patches(X, _BLOCK, rng))
+                q = (q - mu) @ self.whitening_
                 nrm = np.linalg.norm(q, axis=1, keepdims=True)
                 f = q / np.where(nrm > 0, nrm, 1.0)
                 f = f @ self.whitening_  # Z symmetric: e = Z f
@@ -284,9 +320,9 @@ class RandomConvFeatures(FeatureMap):
             view = out[:, :-1].reshape(b, Ho, Wo, s, s, C)
             if np.shares_memory(view, out):
                 view[...] = win.transpose(0, 1, 2, 4, 5, 3)
-                return out
+                return self._normalize_patches(out, xp)
         out[:, :-1] = extract_patches(imgs, s, xp).reshape(b * Ho * Wo, -1)
-        return out
+        return self._normalize_patches(out, xp)
 
     def _chunk_block(self, pm, b: int, lo: int, hi: int, xp, out=None):
         """Raw features of filters ``lo:hi`` for one batch from its patch matrix ``pm``.

@@ -43,11 +43,34 @@ def conv_memory_plan(n: int, m: int, available=None):
     return plan
 
 
+# parameters a curve point does not depend on: the first k filters of any map are the same,
+# and the rest only set how the work is cut or shown (accumulate_gram standardizes)
+_NOT_RESULT = ("n_filters", "progress", "device", "batch_size", "chunk_size", "standardize")
+
+
+def feature_params(fmap) -> dict:
+    """The parameters of ``fmap`` that a curve point's features depend on (JSON types)."""
+    return json.loads(json.dumps({k: v for k, v in sorted(fmap.get_params().items())
+                                  if k not in _NOT_RESULT}))
+
+
+def _made_with(rec: Optional[dict], params: dict) -> bool:
+    """Whether a stored point or resume point was made with the feature ``params``. Those
+    stored before the parameters were recorded had the map's defaults of then: the present
+    ones without per-patch normalization."""
+    if rec is None:
+        return False
+    made = rec.get("feature_params")
+    if made is None:
+        made = dict(params, patch_norm=None)
+    return made == params
+
+
 def _ckpt_dir(work: Path, k: int) -> Path:
     return work / f"gram-{k:06d}"
 
 
-def _save_ckpt(work: Path, k: int, st: dict) -> None:
+def _save_ckpt(work: Path, k: int, st: dict, params: Optional[dict] = None) -> None:
     final = _ckpt_dir(work, k)
     if not final.is_dir():
         tmp = work / f".tmp-gram-{k:06d}-{os.getpid()}"
@@ -56,7 +79,8 @@ def _save_ckpt(work: Path, k: int, st: dict) -> None:
         for key in ("G", "sq", "C", "sq_test"):
             np.save(tmp / f"{key}.npy", st[key])
         (tmp / "meta.json").write_text(json.dumps({"n_done": st["n_done"],
-                                                   "stages": st["stages"]}))
+                                                   "stages": st["stages"],
+                                                   "feature_params": params}))
         os.replace(tmp, final)
     for old in work.glob("gram-*"):  # resume points of fewer filters are no longer needed
         if old != final and int(old.name.split("-")[1]) < k:
@@ -76,6 +100,13 @@ def _load_ckpt(work: Path, k: int, into: Optional[dict] = None) -> dict:
         _read_npy_into(d / f"{key}.npy", into[key])
     into.update(meta)
     return into
+
+
+def _ckpt_meta(work: Path, k: int) -> Optional[dict]:
+    try:
+        return json.loads((_ckpt_dir(work, k) / "meta.json").read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def _read_npy_into(path: Path, dst: np.ndarray, rows: int = 2048) -> None:
@@ -186,23 +217,28 @@ def run_conv_curve(ctx, sizes, filters, full_curve: bool = True) -> dict:
         raise MemoryPlanError(f"cifar-random-conv needs about {fmt_bytes(2 * ckpt_bytes)} of "
                               f"disk under {work} for its resume points, {fmt_bytes(disk)} free",
                               required_bytes=2 * ckpt_bytes, available_bytes=disk)
-    parts = {k: ctx.part("cifar-random-conv", f"filters-{k}") for k in filters}
+    fmap = RandomConvFeatures((32, 32, 3), n_filters=max(filters), standardize=False,
+                              dtype="float32", seed=0, progress=ctx.progress)
+    params = feature_params(fmap)
+    parts = {}
+    for k in filters:  # points made with other feature parameters are made again
+        rec = ctx.part("cifar-random-conv", f"filters-{k}")
+        parts[k] = rec if _made_with(rec, params) else None
     todo = [k for k in filters if parts[k] is None]
     if todo:
         t_load = time.perf_counter()
         ds = load_dataset(name, data_dir=ctx.data_dir, n_train=n, n_test=m, seed=0,
                           download=False, dtype=np.float32)
         t_load = time.perf_counter() - t_load
-        fmap = RandomConvFeatures((32, 32, 3), n_filters=max(filters), standardize=False,
-                                  dtype="float32", seed=0, progress=ctx.progress)
         fmap.fit(ds.X_train)
         fmap.standardize = True  # applied per filter chunk by accumulate_gram
         peaks = ctx.sgemm_peak()
 
         def point(k, st):
-            _save_ckpt(work, k, st)  # the resume point, before the solve overwrites G, C
+            _save_ckpt(work, k, st, params)  # the resume point, before the solve overwrites G, C
             if parts.get(k) is None:
                 rec = _solve_point(ctx, st, ds, note, name, t_load, peaks)
+                rec["feature_params"] = params
                 ctx.store_part("cifar-random-conv", f"filters-{k}", rec)
                 parts[k] = rec
             if k != filters[-1]:
@@ -210,6 +246,11 @@ def run_conv_curve(ctx, sizes, filters, full_curve: bool = True) -> dict:
 
         start = None
         last = _latest_ckpt(work)
+        if last is not None and not _made_with(_ckpt_meta(work, last), params):
+            ctx.log(f"  cifar-random-conv: the resume point of {last:,} filters was made with "
+                    "other feature parameters; starting the pass over")
+            shutil.rmtree(_ckpt_dir(work, last), ignore_errors=True)
+            last = None
         if last is not None and last <= filters[-1]:  # a prefix of this curve's pass
             start = _load_ckpt(work, last)
             if last in parts and parts[last] is None:  # killed before storing: solve now
@@ -226,8 +267,11 @@ def run_conv_curve(ctx, sizes, filters, full_curve: bool = True) -> dict:
                 f"stays in {work} so that the full curve continues from it")
     recs = [parts[k] for k in filters]
     top = recs[-1]
-    why = ("6x6 ZCA filters, 2x2 pooling, threshold 0.5; the paper's exact preprocessing "
-           "is not given")
+    s, g = params["patch_size"], params["pool"]
+    why = (f"{s}x{s} {params['filter_init'].upper()} filters, {g}x{g} pooling, threshold "
+           f"{params['threshold']:g}"
+           + (", per-patch normalization" if params.get("patch_norm") is not None else "")
+           + "; the paper's exact preprocessing is not given")
     cut = "" if full_curve else f", curve cut at {top['n_filters']:,} (paper: 32,000)"
     rows = []
     if top["n_filters"] != 8000:
