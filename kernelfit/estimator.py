@@ -137,10 +137,6 @@ class KernelInterpolator(BaseEstimator):
         self.show_progress = show_progress
 
     # ------------------------------------------------------------ helpers
-    def _options(self):
-        """The kernel and solver options of these parameters (validated once, here)."""
-        return KernelOptions.from_params(self.get_params(deep=False)), self._solver_options()
-
     def _solver_options(self) -> SolverOptions:
         """The solver options of these parameters (validated once, by the options tree).
         ``dtype='float64'``, the default, leaves K's storage to a float ``precision``."""

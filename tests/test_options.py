@@ -147,7 +147,8 @@ def test_one_spelling_shared_with_the_estimator():
     params = set(inspect.signature(KernelInterpolator.__init__).parameters)
     assert set(KernelOptions.flat_names()) | set(SolverOptions.flat_names()) <= params
     est = KernelInterpolator(kernel="laplacian", bandwidth=3.0, dtype="float32", ridge=0.5)
-    kopts, sopts = est._options()
+    kopts = KernelOptions.from_params(est.get_params(deep=False))  # as fit builds them
+    sopts = est._solver_options()
     assert (kopts.name, kopts.bandwidth, sopts.dtype, sopts.ridge) == ("laplacian", 3.0,
                                                                      "float32", 0.5)
 
@@ -182,6 +183,6 @@ def test_dtype_and_precision_agree_or_are_refused_once():
         assert "--" not in str(info.value)
     # the estimator's default dtype leaves K's storage to a float precision
     est = KernelInterpolator(precision="float32")
-    assert est._options()[1].dtype == "float32"
+    assert est._solver_options().dtype == "float32"
     with pytest.raises(InputError, match="contradicts"):
-        KernelInterpolator(dtype="float32", precision="float64")._options()
+        KernelInterpolator(dtype="float32", precision="float64")._solver_options()
