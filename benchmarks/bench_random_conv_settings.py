@@ -1,14 +1,18 @@
-"""Random-conv settings on CIFAR-10 at moderate n: threshold, pooling, bandwidth (issue 15).
+"""Random-conv settings on CIFAR-10 at moderate n: threshold, pooling, patch normalization,
+patch size, whitening, bandwidth (issue 15).
 
     python benchmarks/bench_random_conv_settings.py --data-dir /work/shared/data
     python benchmarks/bench_random_conv_settings.py --pools 2,3,4 --thresholds 0.5 \
         --factors 0.75,1 --out benchmarks/results/random_conv_pooling.json
+    python benchmarks/bench_random_conv_settings.py --thresholds 0.25,0.5 \
+        --factors 0.5,0.75,1 --patch-norms none,0.003,0.03,0.3 \
+        --out benchmarks/results/random_conv_patch_norm.json
 
-At n = 50,000 the error of ``cifar-random-conv`` flattens (24.67% at 8,000 filters, 24.46% at
-16,000), far from the paper's 17% at 32,000. Before another multi-hour run this measures
-which settings matter, on a held-out split of the TRAINING set (the official test set is
+At n = 50,000 the error of ``cifar-random-conv`` flattened (before per-patch normalization:
+24.67% at 8,000 filters, 24.46% at 16,000), far from the paper's 17% at 32,000. Before
+another multi-hour run this measures which settings matter, on a held-out split of the TRAINING set (the official test set is
 not used to choose): the first ``--n-fit`` images of a seeded, shuffled subset are fitted, the next
-``--n-holdout`` are held out. For each pooling grid and activation threshold the Gram of
+``--n-holdout`` are held out. For each combination of the listed settings the Gram of
 ``--filters`` random-conv filters is accumulated once (as ``cifar-random-conv`` does), then
 the Gaussian kernel is solved exactly at several multiples of the median distance. The
 held-out error, the float64 relative residual (against the stored float32 kernel), times and
@@ -42,17 +46,22 @@ def main(argv=None) -> int:
     p.add_argument("--thresholds", default="0.25,0.5,1.0")
     p.add_argument("--pools", default="2", help="pooling grids (pool x pool regions)")
     p.add_argument("--factors", default="0.5,0.75,1,1.5,2")
-    p.add_argument("--patch-norms", default="none",
-                   help="per-patch normalization eps (relative), 'none' for off")
-    p.add_argument("--patches", default="6", help="filter sizes s (s x s x 3)")
-    p.add_argument("--zca-eps", default="0.1",
-                   help="whitening regularizations, relative to the mean eigenvalue")
+    p.add_argument("--patch-norms", default=None,
+                   help="per-patch normalization eps (relative), 'none' for off (default: "
+                        "the map's default)")
+    p.add_argument("--patches", default=None,
+                   help="filter sizes s (s x s x 3; default: the map's default)")
+    p.add_argument("--zca-eps", default=None,
+                   help="whitening regularizations, relative to the mean eigenvalue "
+                        "(default: the map's default)")
     p.add_argument("--out", default=str(HERE / "results" / "random_conv_settings.json"))
     args = p.parse_args(argv)
 
     from kernelfit._io import atomic_write_text
     from kernelfit.bench.machine import describe_machine
     from kernelfit.datasets import load_dataset, resolve_data_dir
+    from kernelfit.features import default_params
+    from kernelfit.kernel_defaults import median_factor
     from kernelfit.features.random_conv import (RandomConvFeatures, accumulate_gram,
                                                 symmetrize_lower)
     from kernelfit.reproduce.conv_kernel import (gaussian_in_place, median_from_gram,
@@ -71,6 +80,11 @@ def main(argv=None) -> int:
     classes = np.unique(yf)
     Y = (yf[:, None] == classes[None, :]).astype(np.float64)
     runs = []
+    dflt = default_params("random-conv")
+    for opt, key in (("patch_norms", "patch_norm"), ("patches", "patch_size"),
+                     ("zca_eps", "zca_eps")):
+        if getattr(args, opt) is None:
+            setattr(args, opt, str(dflt[key]))
     norms = [None if v.strip().lower() == "none" else float(v)
              for v in args.patch_norms.split(",") if v.strip()]
     settings = [(int(g), t, pn, int(s), z) for g in _floats(args.pools)
@@ -116,9 +130,10 @@ def main(argv=None) -> int:
            "setup": {"dataset": name, "data_note": note, "n_fit": n, "n_holdout": m,
                      "filters": args.filters, "filter_init": "zca",
                      "kernel": "gaussian", "seed": 0,
-                     "default": {"pool": 2, "patch": 6, "patch_norm": None, "zca_eps": 0.1,
-                                 "threshold": 0.5,
-                                 "median_factor": 0.75}},
+                     "default": {"pool": dflt["pool"], "patch": dflt["patch_size"],
+                                 "patch_norm": dflt["patch_norm"], "zca_eps": dflt["zca_eps"],
+                                 "threshold": dflt["threshold"],
+                                 "median_factor": median_factor("random-conv")}},
            "runs": runs, "best": best, "wall_seconds": time.perf_counter() - t_start,
            "machine": describe_machine()}
     atomic_write_text(Path(args.out), json.dumps(out, indent=2, default=str) + "\n")

@@ -374,11 +374,15 @@ def test_random_conv_points_made_with_other_features_are_made_again(tmp_path, mo
     assert starts == [None]  # started over, not from the 12-filter Gram
     again = json.loads((parts / "filters-8.json").read_text())
     assert again["feature_params"]["threshold"] == 0.25
-    # points stored before the parameters were recorded had no per-patch normalization
-    p = {"threshold": 0.5, "patch_norm": None}
-    assert conv_run._made_with({}, p) and conv_run._made_with({"feature_params": p}, p)
-    assert not conv_run._made_with({}, dict(p, patch_norm=0.03))
-    assert not conv_run._made_with(None, p)
+    # points stored before the parameters were recorded: the defaults of then, which were
+    # today's map defaults without per-patch normalization
+    from kernelfit.features import RandomConvFeatures
+
+    then = dict(real(RandomConvFeatures()), patch_norm=None)
+    assert conv_run._made_with({}, then) and conv_run._made_with({"feature_params": then}, then)
+    assert not conv_run._made_with({}, dict(then, patch_norm=0.3))
+    assert not conv_run._made_with({}, dict(then, threshold=0.25))
+    assert not conv_run._made_with(None, then)
 
 
 def test_max_filters_cuts_the_curve_and_a_full_run_continues_it(tmp_path, monkeypatch):

@@ -16,7 +16,8 @@ those sampled for ``mu``, ``Sigma`` and the filters and those convolved, is firs
 ``(p - mean(p) 1) / sqrt(var(p) + eps)``, its own mean and variance over its ``d`` values,
 with ``eps = c`` times the mean patch variance of the sample (``patch_eps_``); ``None``
 skips it. It is a few passes over each im2col patch matrix: ``1 / chunk_size`` of the GEMM's
-flop, 5% to 19% of the convolution's time on 2 Zen 3 cores.
+flop; the convolution of 8,000 filters on 60,000 CIFAR-10 images took 906 s with it and
+835 s without (2 Zen 3 cores).
 
 Each filter's response is then calibrated on the training patch sample to mean 0 and
 standard deviation 1, ``r <- (r - m_f) / s_f``, so the threshold ``t`` is in units of the

@@ -54,16 +54,19 @@ def feature_params(fmap) -> dict:
                                   if k not in _NOT_RESULT}))
 
 
+# the feature parameters of points and resume points stored before they were recorded: the
+# map's defaults of then (no per-patch normalization)
+_UNRECORDED = {"dtype": "float32", "filter_init": "zca", "image_shape": [32, 32, 3],
+               "n_patches": 20000, "patch_norm": None, "patch_size": 6, "pool": 2, "seed": 0,
+               "threshold": 0.5, "zca_eps": 0.1}
+
+
 def _made_with(rec: Optional[dict], params: dict) -> bool:
-    """Whether a stored point or resume point was made with the feature ``params``. Those
-    stored before the parameters were recorded had the map's defaults of then: the present
-    ones without per-patch normalization."""
+    """Whether a stored point or resume point ``rec`` was made with the feature ``params``."""
     if rec is None:
         return False
     made = rec.get("feature_params")
-    if made is None:
-        made = dict(params, patch_norm=None)
-    return made == params
+    return (_UNRECORDED if made is None else made) == params
 
 
 def _ckpt_dir(work: Path, k: int) -> Path:

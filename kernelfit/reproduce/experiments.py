@@ -264,7 +264,7 @@ EXPERIMENTS = {e.name: e for e in (
                "up to 32,000 filters (Gram accumulated over filter chunks), error against "
                "filters (paper 17%)", run_cifar_random_conv,
                "about 3.5 hours on 2 unshared cores to 32,000 filters (3.3e14 flop of "
-               "convolution at about 100 GFLOP/s, 9e14 of Gram products at about 160, 6 "
+               "convolution at about 90 GFLOP/s, 9e14 of Gram products at about 170, 6 "
                "solves at n = 50,000 of 6-9 min each); about 70 min cut at 8,000 filters "
                "(measured on a 2-core Zen 3, benchmarks/results/reproduce); needs about 14 GiB of "
                "memory and 25 GB of disk", ("random-conv",), ("max_filters",)),
