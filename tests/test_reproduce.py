@@ -374,13 +374,14 @@ def test_random_conv_points_made_with_other_features_are_made_again(tmp_path, mo
     assert starts == [None]  # started over, not from the 12-filter Gram
     again = json.loads((parts / "filters-8.json").read_text())
     assert again["feature_params"]["threshold"] == 0.25
-    # points stored before the parameters were recorded: the defaults of then, which were
-    # today's map defaults without per-patch normalization
+    # points stored before the parameters were recorded: the defaults of then (31cae27)
     from kernelfit.features import RandomConvFeatures
 
-    then = dict(real(RandomConvFeatures()), patch_norm=None)
+    then = {"dtype": "float32", "filter_init": "zca", "image_shape": [32, 32, 3],
+            "n_patches": 20000, "patch_norm": None, "patch_size": 6, "pool": 2, "seed": 0,
+            "threshold": 0.5, "zca_eps": 0.1}
     assert conv_run._made_with({}, then) and conv_run._made_with({"feature_params": then}, then)
-    assert not conv_run._made_with({}, dict(then, patch_norm=0.3))
+    assert not conv_run._made_with({}, real(RandomConvFeatures()))  # today's: normalized
     assert not conv_run._made_with({}, dict(then, threshold=0.25))
     assert not conv_run._made_with(None, then)
 
