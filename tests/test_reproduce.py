@@ -207,6 +207,21 @@ def test_killed_process_leaves_only_whole_results(tmp_path, monkeypatch):
     json.loads((out / "results" / "mnist-ridge.json").read_text())
 
 
+def test_a_stored_point_names_the_machine_it_ran_on(tmp_path):
+    from kernelfit.reproduce.rows import row
+    from kernelfit.reproduce.runner import Context
+
+    ctx = Context(tmp_path / "out", quick=True, data_dir=tmp_path)
+    ctx.store_part("cifar-random-conv", "filters-8", {"test_error": 0.5, "n_test": 10})
+    here = ctx.part("cifar-random-conv", "filters-8")
+    assert here["machine_short"] == ctx.machine["short"]
+    # a point stored on another machine keeps that machine in its row
+    ctx.store_part("cifar-random-conv", "filters-16",
+                   {"test_error": 0.5, "n_test": 10, "machine_short": "elsewhere, 64 cores"})
+    there = ctx.part("cifar-random-conv", "filters-16")
+    assert row(ctx, "claim", None, there)["machine"] == "elsewhere, 64 cores"
+
+
 def test_official_cifar_preferred(tmp_path):
     from kernelfit.reproduce.runner import Context
 

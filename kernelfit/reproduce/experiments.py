@@ -266,7 +266,8 @@ EXPERIMENTS = {e.name: e for e in (
                "about 3.5 hours on 2 unshared cores to 32,000 filters (3.3e14 flop of "
                "convolution at about 90 GFLOP/s, 9e14 of Gram products at about 170, 6 "
                "solves at n = 50,000 of 6-9 min each); about 70 min cut at 8,000 filters "
-               "(measured on a 2-core Zen 3, benchmarks/results/reproduce); needs about 14 GiB of "
+               "(measured on a 2-core Zen 3, benchmarks/results/reproduce; a 2-core AVX-512 "
+               "Xeon made the whole pass in 90 min); needs about 14 GiB of "
                "memory and 25 GB of disk", ("random-conv",), ("max_filters",)),
 )}
 

@@ -136,6 +136,7 @@ class Context:
     def store_part(self, exp: str, key: str, rec: dict) -> None:
         d = self.out / "parts" / exp
         d.mkdir(parents=True, exist_ok=True)
+        rec.setdefault("machine_short", self.machine["short"])  # its row names where it ran
         atomic_write_text(d / f"{key}.json", _dump(rec))
 
     def plan(self, spec: dict, n: int, d: int, n_classes: int, n_test: int) -> dict:
