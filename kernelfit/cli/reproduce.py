@@ -26,10 +26,9 @@ def add_arguments(p) -> None:
     p.add_argument("--out", default="kernelfit-reproduce", metavar="DIR",
                    help="where results, the resume state and the report go")
     p.add_argument("--max-filters", type=positive_int, default=None, metavar="N",
-                   help="cut cifar-random-conv's curve at N filters (e.g. 8000: about 70 min on "
-                        "2 Zen 3 cores, where 32,000 take about 3.5 hours there, 1.5 on an AVX-512 "
-                        "Xeon); run again without it to "
-                        "continue the curve from where it stopped")
+                   help="cut cifar-random-conv's curve at N filters (e.g. 8000; --list gives the "
+                        "measured times); run again without it to continue the curve from "
+                        "where it stopped")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
 
