@@ -168,6 +168,27 @@ def test_cpu_tile_kernels_work_in_place(dtype):
                                atol=10 * rtol)
 
 
+@pytest.mark.parametrize("order", ["F", "C"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_cpu_gemm_acc_any_layout_and_operand_dtype(order, dtype):
+    """gemm_acc (NumPy's matmul, GIL released) accumulates in c's dtype whatever the
+    operands' layout or dtype, and refuses shapes that do not multiply."""
+    be = CPUBackend()
+    rng = np.random.default_rng(0)
+    a = np.array(rng.standard_normal((5, 4)), order=order)
+    for trans, b_rows, c_rows in ((False, 4, 5), (True, 5, 4)):
+        b = np.array(rng.standard_normal((b_rows, 3)), order=order).astype(np.float32)
+        c = np.array(rng.standard_normal((c_rows, 3)), dtype=dtype, order=order)
+        c0 = c.astype(np.float64)
+        be.gemm_acc(a, b, c, trans_a=trans, alpha=2.0)
+        assert c.dtype == dtype
+        want = c0 + 2.0 * (a.T if trans else a) @ b.astype(np.float64)
+        np.testing.assert_allclose(c, want, rtol=1e-5 if dtype == np.float32 else 1e-12,
+                                   atol=1e-5)
+    with pytest.raises(InputError, match="gemm"):
+        be.gemm_acc(a, np.ones((5, 3)), np.zeros((5, 3)))
+
+
 def test_cpu_c_ordered_tiles_are_handled_correctly():
     """SciPy copies a C-ordered tile; the CPU backend writes the result back."""
     be = CPUBackend()

@@ -54,8 +54,28 @@ def test_rows_past_the_bound_use_float64():
     Ka[:, 0] += 1                            # odd values: float32 cannot hold the sums
     kernel = Kernel("gaussian", bandwidth=2000.0, int_scale=1.0)
     G = Ka.astype(np.float32)
-    assert not kernel._exact_in_float32(G, G, kernel.prepare(G), kernel.prepare(G), np)
+    # no split into at most 4 column groups keeps every group's bound either
+    assert kernel._float32_parts(G, G, kernel.prepare(G), kernel.prepare(G), np) is None
     want = np.exp(-_exact_sq_dist(Ka, Ka) / (2 * 2000.0 ** 2))
+    np.testing.assert_allclose(kernel.block(G, G, same=True), want, rtol=1e-13)
+
+
+@settings(max_examples=25, deadline=None)
+@given(arrays(np.int64, (9, 8), elements=st.integers(1450, 2047)),
+       arrays(np.int64, (5, 8), elements=st.integers(0, 255)))
+def test_heavy_rows_are_split_into_exact_column_groups(Ka, Kb):
+    """|k|^2 just past 2^24 (MNIST has 3 such rows in 60,000): the block is multiplied in
+    column groups whose partial sums stay exact, not at the float64 GEMM's half rate, and
+    gives the exact distances' kernel values."""
+    Ka[:, 0] |= 1                             # odd sums: float32 rounding would show
+    rows = np.vstack([Ka, Kb])
+    kernel = Kernel("gaussian", bandwidth=1500.0, int_scale=1.0)
+    G = rows.astype(np.float32)
+    sq = kernel.prepare(G)
+    assert sq.max() ** 2 >= 2.0 ** 48         # one GEMM would not be exact
+    parts = kernel._float32_parts(G, G, sq, sq, np)
+    assert parts is not None and len(parts) == 2
+    want = np.exp(-_exact_sq_dist(rows, rows) / (2 * 1500.0 ** 2))
     np.testing.assert_allclose(kernel.block(G, G, same=True), want, rtol=1e-13)
 
 

@@ -10,6 +10,7 @@ from kernelfit.errors import InputError
 from kernelfit.kernels import get_kernel
 from kernelfit.solvers.exact import SolveOptions, solve_exact
 from kernelfit.solvers.products import kernel_matvec
+from kernelfit.solvers.refine import refinement_info
 
 
 def _problem(n=300, d=6, seed=0):
@@ -293,3 +294,71 @@ def test_refinement_keeps_going_while_it_makes_progress():
                  method="ir")
     assert out["converged"]
     assert out["iterations"] > 20
+
+
+def _spd_system(n=80, cond=1e4, seed=0):
+    rng = np.random.default_rng(seed)
+    Q = np.linalg.qr(rng.standard_normal((n, n)))[0]
+    K = (Q * np.logspace(0, -np.log10(cond), n)) @ Q.T
+    return K, rng.standard_normal((n, 3))
+
+
+@pytest.mark.parametrize("method", ["cg", "ir"])
+def test_fast_preconditioner_is_used_while_it_gains(method):
+    """A float32 application of a good factor gains as much per pass as the float64 one:
+    every pass uses it, and the float64 residual reaches tol."""
+    from kernelfit.solvers.refine import refine
+
+    K, Y = _spd_system()
+    M = np.linalg.inv(K.astype(np.float32).astype(np.float64))  # float32 K's inverse
+    M32 = M.astype(np.float32)
+    exact = []
+
+    def precond(R):
+        exact.append(1)
+        return M @ R
+
+    out = refine(lambda V: K @ V, precond, Y, tol=1e-12, max_iter=30, method=method,
+                 fast_precond=lambda R: (M32 @ R.astype(np.float32)).astype(np.float64))
+    assert out["converged"] and out["relative_residual"] <= 1e-12
+    assert out["fast_passes"] == out["iterations"] > 0 and not exact
+    assert np.linalg.norm(K @ out["alpha"] - Y) / np.linalg.norm(Y) <= 1e-11
+
+
+@pytest.mark.parametrize("method", ["cg", "ir"])
+def test_fast_preconditioner_that_gains_little_is_dropped(method):
+    """A cheap application that cuts the residual less than FAST_GAIN times per pass is
+    replaced by the float64 one after that pass; the solve still reaches tol."""
+    from kernelfit.solvers.refine import FAST_GAIN, refine
+
+    K, Y = _spd_system()
+    M = np.linalg.inv(K + 1e-7 * np.eye(len(K)))
+    rng = np.random.default_rng(5)
+
+    def poor(R):  # M R with an error of half its size in a random direction
+        Z = M @ R
+        E = rng.standard_normal(Z.shape)
+        return Z + 0.5 * np.linalg.norm(Z, axis=0) / np.linalg.norm(E, axis=0) * E
+
+    log = []
+    out = refine(lambda V: K @ V, lambda R: M @ R, Y, tol=1e-12, max_iter=30, method=method,
+                 log=log, fast_precond=poor)
+    h = out["history"]
+    assert out["converged"] and h[-1] <= 1e-12
+    assert out["fast_passes"] == 1 and h[1] > h[0] / FAST_GAIN
+    assert out["iterations"] - out["fast_passes"] >= 1
+    assert any("applied in float64 from here" in line for line in log)
+    info = refinement_info(out, SolveOptions(refinement=method))
+    assert info["preconditioner_application"]["float32_passes"] == 1
+
+
+def test_mixed_solve_records_float32_preconditioner_passes():
+    X, Y = _problem()
+    k = get_kernel("gaussian", bandwidth=0.3)   # well conditioned for float32
+    sol = solve_exact(k, X, Y, SolveOptions(precision="mixed", tile_size=64, tol=1e-12))
+    app = sol.info["preconditioner_application"]
+    assert sol.info["converged"] and sol.info["relative_residual"] <= 1e-12
+    assert app["float32_passes"] >= 1
+    assert app["float32_passes"] + app["float64_passes"] == sol.info["iterations"]
+    K = k(X)
+    assert np.linalg.norm(K @ sol.alpha - Y) / np.linalg.norm(Y) <= 1e-11

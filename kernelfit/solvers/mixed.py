@@ -75,6 +75,26 @@ def _preconditioner(T: TiledSymmetric):
     return precond
 
 
+def _fast_preconditioner(T: TiledSymmetric):
+    """The same solve in the factor's own precision when that is float32 (LAPACK dsposv's
+    refinement step): half the bytes read and no upcast, at the price of a rounding error
+    of the factor's own size; None for a float64 factor. Each column is scaled to a
+    maximum of 1 first, so residuals far below 1 stay clear of float32's underflow."""
+    if np.dtype(T.dtype) != np.float32:
+        return None
+    be = T.backend
+    xp = be.xp
+
+    def precond(R):
+        R = np.asarray(R, dtype=np.float64)
+        scale = np.max(np.abs(R), axis=0)
+        scale[~(scale > 0)] = 1.0
+        Z = cholesky_solve(T, xp.asarray((R / scale).astype(np.float32)), np.float32)
+        return np.asarray(be.to_numpy(Z), dtype=np.float64) * scale
+
+    return precond
+
+
 def solve_gram(T: TiledSymmetric, Y, matvec=None, *, tol: float = 1e-10, max_iter: int = 30,
                refinement: str = "cg", show_progress=None) -> dict:
     """Solve K alpha = Y for a Gram matrix made outside the solvers, given as its tiles.
@@ -100,7 +120,8 @@ def solve_gram(T: TiledSymmetric, Y, matvec=None, *, tol: float = 1e-10, max_ite
     t_factor = time.perf_counter() - t0
     t0 = time.perf_counter()
     out = refine(matvec, _preconditioner(T), np.asarray(Y, dtype=np.float64), tol=tol,
-                 max_iter=max_iter, method=refinement, show_progress=show_progress)
+                 max_iter=max_iter, method=refinement, show_progress=show_progress,
+                 fast_precond=_fast_preconditioner(T))
     out.update(factor_seconds=t_factor, refine_seconds=time.perf_counter() - t0)
     return out
 
@@ -166,7 +187,8 @@ def solve_mixed(kernel: Kernel, X, Y, opts, be: Backend, splan) -> ExactSolution
 
     t0 = time.perf_counter()
     out = refine(matvec, precond, Yh, tol=splan.tol, max_iter=opts.max_iter,
-                 method=opts.refinement, log=log, give_up_slow=auto)
+                 method=opts.refinement, log=log, give_up_slow=auto,
+                 fast_precond=_fast_preconditioner(T))
     timings["solve"] = time.perf_counter() - t0
     nt = T.n_tiles
     kept = len(T.kept) if T.kept else 0

@@ -136,7 +136,8 @@ def expected_times(n: int, d: int, m: int, ts: int, rates: dict, keep_fraction: 
     K products and preconditioner solves, and writing the kept float64 tiles. A K product
     reads kept float64 tiles (4 n^2 bytes for all of them) at memory speed and recomputes
     the others (n^2 d flop for all of them) at the float64 GEMM rate; a preconditioner
-    solve reads the float32 factor and upcasts each tile (about 10 n^2 bytes).
+    solve reads the float32 factor twice (4 n^2 bytes: the refinement applies it in float32
+    while that gains, see :func:`kernelfit.solvers.refine.refine`).
     """
     r64, r32 = rates["float64"], rates["float32"]
     bw = rates.get("memory_bytes_per_s") or r64 / 4.0
@@ -145,7 +146,7 @@ def expected_times(n: int, d: int, m: int, ts: int, rates: dict, keep_fraction: 
         return kept * 4.0 * n * n / bw + (1.0 - kept) * n * n * max(d, 1) / r64
 
     t64 = n ** 3 / 3.0 / r64 + product(f64_keep_fraction)
-    tm = (n ** 3 / 3.0 / r32 + EXPECTED_PASSES * (product(keep_fraction) + 10.0 * n * n / bw)
+    tm = (n ** 3 / 3.0 / r32 + EXPECTED_PASSES * (product(keep_fraction) + 4.0 * n * n / bw)
           + keep_fraction * 4.0 * n * n / bw)
     return {"float64_s": t64, "mixed_s": tm, "passes_assumed": EXPECTED_PASSES,
             "gemm_flops_per_s": {"float64": r64, "float32": r32},
@@ -251,8 +252,16 @@ def _auto(n, d, m, n_test, ts, opts, device, avail, backend, choice):
                            "mixed precision to pay for measuring the machine's rates")
     _, f64_kept = _f64_keep(opts, n, ts, device, p64, avail is not None)
     _, kept = _mixed_keep(n, ts, pm, avail if avail is not None else backend.free_memory())
-    times = expected_times(n, d, m, ts, gemm_rates(backend), kept, f64_kept)
+    rates = gemm_rates(backend)
+    times = expected_times(n, d, m, ts, rates, kept, f64_kept)
     choice["expected_time"] = times
+    if rates["float32"] <= rates["float64"]:
+        # the factorization is where mixed precision saves; the model's other terms (a
+        # recomputed float64 residual product against kept tiles) must not decide alone
+        return "float64", (f"auto: float32 GEMM is not faster than float64 here "
+                           f"({rates['float32'] / 1e9:.3g} against "
+                           f"{rates['float64'] / 1e9:.3g} GFLOP/s): a float64 "
+                           "factorization expected faster")
     if times["mixed_s"] < times["float64_s"]:
         return "mixed", (f"auto: mixed precision expected faster ({times['mixed_s']:.3g} s "
                          f"against {times['float64_s']:.3g} s for a float64 factorization)")

@@ -35,7 +35,7 @@ from ..errors import InputError, NotPositiveDefiniteError
 from .options import REFINEMENTS
 
 __all__ = ["ExactSolution", "refine", "refinement_info", "retry_with_shift", "refined_solution",
-           "PATIENCE", "DRIFT_STEPS", "DRIFT", "SHIFT_START", "SHIFT_GROWTH", "SHIFT_MAX_TRIES"]
+           "PATIENCE", "DRIFT_STEPS", "DRIFT", "FAST_GAIN", "SHIFT_START", "SHIFT_GROWTH", "SHIFT_MAX_TRIES"]
 
 #: shifts tried after a breakdown, as multiples of mean(diag K)
 SHIFT_START = 1e-6
@@ -45,6 +45,10 @@ SHIFT_MAX_TRIES = 7
 #: K-norm of the error, so with a weak preconditioner, e.g. a shifted factor, its residual
 #: may wander for several steps before falling again)
 PATIENCE = {"cg": 10, "ir": 3}
+#: the cheap application of the preconditioner (``fast_precond``: the triangular solves in
+#: float32) is used while every pass cuts the residual at least this many times; the first
+#: pass that does not switches to the float64 application for good
+FAST_GAIN = 10.0
 #: ... or as soon as the residual has risen this many passes in a row to at least DRIFT
 #: times the best: past its floor (the float64 rounding of the products) CG's residual
 #: drifts steadily up, and each further pass costs a K product for nothing
@@ -80,13 +84,23 @@ def _rel(R, ynorm: float) -> float:
 
 def refine(matvec: Callable, precond: Callable, Y, *, tol: float = 1e-10,
            max_iter: int = 30, method: str = "cg", x0=None, show_progress=None,
-           log: Optional[list] = None, give_up_slow: bool = False) -> dict:
+           log: Optional[list] = None, give_up_slow: bool = False,
+           fast_precond: Optional[Callable] = None) -> dict:
     """Solve K X = Y to ``||Y - K X||_F <= tol ||Y||_F`` with K products from ``matvec``.
 
     ``matvec(V)`` returns K V in float64 (V is (n, c)); ``precond(R)`` applies M^-1 (the
-    float32 or float64 Cholesky solve). Returns a dict with ``alpha``, ``K_alpha``,
-    ``history`` (relative residual after each pass), ``iterations`` (updates of alpha
-    after the initial solve), ``matvecs`` (passes over K), ``converged``.
+    float32 or float64 Cholesky solve) as a fixed operator. ``fast_precond``: a cheaper,
+    inexact application of the same M^-1 (a float32 factor's triangular solves in float32,
+    half the bytes and no upcast), used first: each application is then perturbed by
+    about cond(K) times the float32 rounding unit, the size of the factor's own error, so
+    while that is small the passes gain as much as with ``precond`` (CG then takes the
+    flexible, Polak-Ribiere form of beta, which tolerates a preconditioner that varies).
+    The first pass that cuts the residual less than ``FAST_GAIN`` times switches to
+    ``precond`` for good (CG restarts from the current iterate): the float64 products and
+    the float64 residual are the same either way, so the answer is certified alike.
+    Returns a dict with ``alpha``, ``K_alpha``, ``history`` (relative residual after each
+    pass), ``iterations`` (updates of alpha after the initial solve), ``matvecs`` (passes
+    over K), ``converged``, ``fast_passes`` (passes whose step came from ``fast_precond``).
     ``give_up_slow``: stop as soon as the last three steps' rate of decrease cannot reach
     ``tol`` within ``max_iter`` steps (the caller then has a better way).
     """
@@ -98,7 +112,10 @@ def refine(matvec: Callable, precond: Callable, Y, *, tol: float = 1e-10,
     history: List[float] = []
     times: List[float] = []
     t0 = time.perf_counter()
-    x = precond(Y) if x0 is None else np.array(x0, dtype=np.float64)
+    fast = fast_precond is not None
+    fast_passes = 0
+    apply = fast_precond if fast else precond
+    x = apply(Y) if x0 is None else np.array(x0, dtype=np.float64)
     KX = matvec(x)
     matvecs = 1
     R = Y - KX
@@ -109,8 +126,9 @@ def refine(matvec: Callable, precond: Callable, Y, *, tol: float = 1e-10,
     stalled = rising = 0
     best = (history[-1], x, KX)
     fresh = True  # KX is a direct product of x
+    R_prev = R
     if not converged and method == "cg":
-        Z = precond(R)
+        Z = apply(R)
         P = Z.copy()
         rz = np.einsum("ij,ij->j", R, Z)
     while not converged and iterations < max_iter:
@@ -129,7 +147,7 @@ def refine(matvec: Callable, precond: Callable, Y, *, tol: float = 1e-10,
             fresh = False
             R = Y - KX
         else:
-            D = precond(R)
+            D = apply(R)
             if fresh:
                 KD = matvec(D)
             else:
@@ -141,10 +159,18 @@ def refine(matvec: Callable, precond: Callable, Y, *, tol: float = 1e-10,
             fresh = False
             R = Y - KX
         iterations += 1
+        fast_passes += fast
         history.append(_rel(R, ynorm))
         times.append(time.perf_counter() - t1)
         if log is not None:
-            log.append(f"{method} step {iterations}: relative residual {history[-1]:.3e}")
+            log.append(f"{method} step {iterations}: relative residual {history[-1]:.3e}"
+                       + (" (float32 preconditioner)" if fast else ""))
+        restart = False
+        if fast and history[-1] > history[-2] / FAST_GAIN:
+            fast, apply, restart = False, precond, True
+            if log is not None:
+                log.append(f"step {iterations} gained less than {FAST_GAIN:g}x: the "
+                           "preconditioner is applied in float64 from here")
         rising = rising + 1 if history[-1] > history[-2] else 0
         if history[-1] < best[0]:
             best = (history[-1], x, KX)
@@ -163,14 +189,21 @@ def refine(matvec: Callable, precond: Callable, Y, *, tol: float = 1e-10,
         if converged or stalled >= PATIENCE[method]:
             break
         if method == "cg":
-            Z = precond(R)
+            Z = apply(R)
             rz_new = np.einsum("ij,ij->j", R, Z)
-            beta = np.where(rz > 0, rz_new / np.where(rz > 0, rz, 1.0), 0.0)
-            P = Z + P * beta
+            if restart:
+                P = Z
+            else:
+                # flexible (Polak-Ribiere) beta while the preconditioner varies
+                num = rz_new - np.einsum("ij,ij->j", R_prev, Z) if fast else rz_new
+                beta = np.where(rz > 0, num / np.where(rz > 0, rz, 1.0), 0.0)
+                P = Z + P * beta
             rz = rz_new
+        R_prev = R
     res, x, KX = best
     return {"alpha": x, "K_alpha": KX, "history": history, "step_seconds": times,
             "iterations": iterations, "matvecs": matvecs, "converged": bool(res <= tol),
+            "fast_passes": fast_passes, "fast_precond": fast_precond is not None,
             "relative_residual": res, "stalled": stalled >= PATIENCE[method] and res > tol}
 
 
@@ -192,6 +225,13 @@ def refinement_info(out: dict, opts, *, shift: float = 0.0, attempts=None, log=N
         "factor_attempts": attempts or [],
         "residual_method": residual_method,
     }
+    if out.get("fast_precond"):
+        info["preconditioner_application"] = {
+            "float32_passes": int(out.get("fast_passes", 0)),
+            "float64_passes": int(out["iterations"] - out.get("fast_passes", 0)),
+            "rule": (f"triangular solves in float32 while each pass cuts the residual at "
+                     f"least {FAST_GAIN:g}x, then in float64 (K products and residuals are "
+                     "float64 throughout)")}
     if shift > 0:
         info["note"] = (f"float32 Cholesky broke down; K + {shift:.3e} I was factored and used "
                         f"only as a preconditioner of the unshifted system")
