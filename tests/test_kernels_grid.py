@@ -146,3 +146,25 @@ def test_out_of_core_record_names_the_float64_products_it_ran(tmp_path):
 
     assert stage_dtypes("mixed", note)["gram"] == "float64"
     assert est.relative_residual_ < 1e-8
+
+
+def test_queries_on_the_grid_become_float32_integers_in_one_pass():
+    from kernelfit.kernels import _grid_float32
+
+    rng = np.random.default_rng(4)
+    X = rng.integers(0, 256, (300, 37)) / 255.0
+    kernel = Kernel("gaussian", bandwidth=1.0, int_scale=255.0)
+    G = kernel.on_grid(X)
+    assert G.dtype == np.float32
+    np.testing.assert_array_equal(G, np.rint(X * 255.0))
+    off = X.copy()
+    off[299, 36] += 1e-9                       # the last chunk is off the grid
+    assert _grid_float32(off, 255.0, chunk=64) is None
+    G64 = kernel.on_grid(off)
+    assert G64.dtype == np.float64 and np.allclose(G64, off * 255.0)
+    Xi = X * 255.0
+    assert _grid_float32(Xi, 1.0) is not None
+    for bad in (np.nan, np.inf, 2.0 ** 25):   # never float32: not finite, or past 2^24
+        Z = Xi.copy()
+        Z[150, 3] = bad
+        assert _grid_float32(Z, 1.0) is None
