@@ -222,7 +222,8 @@ def versions() -> dict:
 
 #: fit_info keys copied into the record; these three get a ``solve_`` prefix
 _INFO_KEYS = ("precision", "precision_reason", "refinement", "tol", "iterations", "matvecs",
-              "refinement_history", "converged", "shift", "preconditioner_only", "note",
+              "refinement_history", "refinement_step_seconds", "preconditioner_application",
+              "converged", "shift", "preconditioner_only", "note",
               "checkpoint", "out_of_core", "distributed", "precision_fallback", "plan_choice",
               "inner_products")
 _PREFIXED = ("tol", "iterations", "note")

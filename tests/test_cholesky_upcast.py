@@ -1,4 +1,5 @@
-"""A float32 factor applied in float64: cache-sized upcast blocks, rows split over threads."""
+"""Factor solves on the CPU in cache-sized blocks: a float32 factor applied in float64 (upcast)
+or in float32, rows split over threads."""
 
 import numpy as np
 import pytest

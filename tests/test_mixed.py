@@ -102,6 +102,9 @@ def test_cli_flags_reach_the_record(capsys):
     rec = json.loads(capsys.readouterr().out)
     assert rec["precision"] == "mixed" and rec["refinement"] == "ir"
     assert rec["relative_residual"] <= 1e-11 and rec["refinement_history"]
+    app = rec["preconditioner_application"]
+    assert app["float32_passes"] + app["float64_passes"] == rec["solve_iterations"]
+    assert len(rec["refinement_step_seconds"]) == len(rec["refinement_history"])
 
 
 # ---------------------------------------------------------------- precision='auto' by time

@@ -35,7 +35,7 @@ from .machine import cache_block_edge, n_threads_default
 from .tiles import BlasOneThread, BlockBuffer, TiledSymmetric
 
 __all__ = ["factor_columns", "substitute", "forward_row", "backward_row", "MemoryTileOps",
-           "UpcastTileOps",
+           "CacheBlockOps",
            "cholesky_inplace", "cholesky_solve", "factor_matvec",
            "estimate_condition"]
 
@@ -151,7 +151,7 @@ class MemoryTileOps:
         return backward_row(self.be, t[i][i], Yi, Ls, Xs, self._cast)
 
 
-class UpcastTileOps:
+class CacheBlockOps:
     """The substitutions of a factor on the CPU, by cache-sized blocks, in ``work_dtype``.
 
     Each tile is visited in sub-blocks of ``edge`` rows and columns. A float32 factor
@@ -288,11 +288,11 @@ def cholesky_solve(T: TiledSymmetric, B, work_dtype=None) -> object:
         blocks = [xp.asfortranarray(B[s:e].astype(wd)) for s, e in T.bounds]
         return xp.concatenate(substitute(MemoryTileOps(T, wd), T.n_tiles, blocks), axis=0)
     # on the CPU: cache-sized blocks (upcast when a float32 factor is applied in float64),
-    # read once per sweep at memory speed; each row's products split over the cores
-    # upcast blocks fill L2 in float64; in place they only set the task size, and twice
-    # that edge measured 20% faster (float32, n = 10,000, 2-core Xeon: 70 against 90 ms)
+    # read once per sweep at memory speed; each row's products split over the cores. An
+    # upcast block fills L2 in float64; used in place a block only sets the task size, and
+    # twice that edge measured 20% faster (float32, n = 10,000, 2-core Xeon: 70 vs 90 ms)
     edge = cache_block_edge() * (1 if wd != T.dtype else 2)
-    ops = UpcastTileOps(T, edge, threads=n_threads_default(), work_dtype=wd)
+    ops = CacheBlockOps(T, edge, threads=n_threads_default(), work_dtype=wd)
     # copies (asfortranarray would return a one-row or one-column block as a view and the
     # in-place sweeps would then overwrite the caller's B)
     blocks = [np.array(B[s:e], dtype=wd, order="F") for s, e in ops.bounds]
