@@ -629,3 +629,23 @@ def test_log_axis_plots_label_their_points(tmp_path, monkeypatch):
     assert seen["ticks"] == [25.6, 256, 8000]
     assert not any(seen["minor"])
     assert (tmp_path / "a.png").stat().st_size > 0
+
+
+def test_a_point_with_another_pooling_is_solved_like_a_curve_point(tmp_path, monkeypatch):
+    """run_conv_point (benchmarks/bench_random_conv_point.py): the map's parameters reach
+    the features (3x3 pooling: 18 per filter), the solve is exact, nothing is stored."""
+    from kernelfit.datasets import resolve_data_dir
+    from kernelfit.reproduce.conv_run import run_conv_point
+    from kernelfit.reproduce.runner import locate_cifar
+
+    data = _fake_data(tmp_path, monkeypatch, mnist=False)
+    rec = run_conv_point(locate_cifar(resolve_data_dir(data)), data, (150, 60), 16,
+                         map_params={"pool": 3}, progress=False)
+    assert rec["feature_params"]["pool"] == 3 and rec["features_dim"] == 18 * 16
+    assert rec["n_train"] == 150 and rec["n_test"] == 60 and rec["n_filters"] == 16
+    assert rec["relative_residual"] <= 1e-8 and rec["exact"]
+    assert 0.0 <= rec["test_error"] <= 1.0 and set(rec["stages"]) == {"conv", "gram"}
+    # no report, part or resume point anywhere (the dataset's decoded cache is the data's)
+    assert not [p for p in tmp_path.rglob("*") if "imagefolder" not in p.parts
+                and (p.name in ("results", "parts", "work") or p.name.startswith("gram-")
+                     or p.suffix == ".npy")]

@@ -22,7 +22,7 @@ import numpy as np
 
 from ..errors import DataError, MemoryPlanError
 
-__all__ = ["run_conv_curve", "conv_memory_plan"]
+__all__ = ["run_conv_curve", "run_conv_point", "conv_memory_plan"]
 
 _CHUNK_BUDGET = 1 << 30  # bytes of one chunk of features (all images)
 _N_CLASSES = 10  # CIFAR-10
@@ -149,8 +149,9 @@ def _stage_rates(stages: dict, sgemm_gflops) -> dict:
     return out
 
 
-def _solve_point(ctx, st: dict, ds, note, name, t_load, peaks) -> dict:
-    """Solve the curve point held in ``st`` (its G and C are overwritten); its record."""
+def _solve_point(ctx, st: dict, ds, note, name, t_load, peaks, per_filter: int = 8) -> dict:
+    """Solve the curve point held in ``st`` (its G and C are overwritten); its record.
+    ``per_filter``: features per filter (2 pool^2; 8 with the curve's 2x2 pooling)."""
     from ..kernel_defaults import choose_bandwidth, exactness
     from ..memory import peak_rss_bytes
     from ..features.random_conv import symmetrize_lower
@@ -170,7 +171,7 @@ def _solve_point(ctx, st: dict, ds, note, name, t_load, peaks) -> dict:
     Kc = st["C"]
     gaussian_in_place(Kc, st["sq_test"], sq, h)
     pred = classes[np.argmax(predict_stored(Kc, sol["alpha"]), axis=1)]
-    rec = {"n_train": n, "n_test": m, "n_filters": k, "features_dim": 8 * k,
+    rec = {"n_train": n, "n_test": m, "n_filters": k, "features_dim": per_filter * k,
            "dataset": name, "data_note": note, "bandwidth": h,
            "bandwidth_rule": f"{rule['rule']} (kernelfit.kernel_defaults)",
            "test_error": float(np.mean(pred != ds.y_test)),
@@ -187,6 +188,50 @@ def _solve_point(ctx, st: dict, ds, note, name, t_load, peaks) -> dict:
     rec["seconds"] = (sum(s["seconds"] for s in st["stages"].values()) + rec["solve_seconds"]
                       + t_load)
     rec.update(exactness(rec["relative_residual"]))
+    return rec
+
+
+def run_conv_point(cifar: tuple, data_dir, sizes, n_filters: int, *,
+                   map_params: Optional[dict] = None, progress=None) -> dict:
+    """One random-conv point outside the curve: ``n_filters`` filters of a map with
+    ``map_params`` (e.g. another pooling; the map's defaults otherwise) at ``sizes =
+    (n, m)``, accumulated and solved exactly as a curve point is. ``cifar``: the
+    ``(dataset name, data note)`` of :func:`kernelfit.reproduce.runner.locate_cifar`.
+    Returns its record (with ``feature_params``); nothing is stored: the curve's points
+    keep the map's defaults. Refuses before any work when the plan does not fit, like the
+    curve."""
+    from ..bench.machine import measure_cpu_peaks
+    from ..datasets import load_dataset
+    from ..features.random_conv import RandomConvFeatures, accumulate_gram
+    from ..memory import SAFETY, fmt_bytes
+    from .adapter import available_memory
+
+    name, note = cifar
+    n, m = sizes
+    avail = available_memory("cpu")
+    need = conv_memory_plan(n, m, avail)
+    if not need.fits():
+        raise MemoryPlanError(
+            f"a random-conv point at n = {n} needs about {need.describe()}, "
+            f"{fmt_bytes(avail)} is free (kernelfit keeps {round((1 - SAFETY) * 100)}% "
+            "headroom); use a smaller n or a machine with more memory",
+            required_bytes=need.total, available_bytes=avail, items=dict(need.items))
+    fmap = RandomConvFeatures((32, 32, 3), **dict(map_params or {}), n_filters=int(n_filters),
+                              standardize=False, dtype="float32", seed=0, progress=progress)
+    params = feature_params(fmap)
+    t_load = time.perf_counter()
+    ds = load_dataset(name, data_dir=data_dir, n_train=n, n_test=m, seed=0, download=False,
+                      dtype=np.float32)
+    t_load = time.perf_counter() - t_load
+    fmap.fit(ds.X_train)
+    fmap.standardize = True  # applied per filter chunk by accumulate_gram
+    p = measure_cpu_peaks(size=4096 if n >= 4096 else 1024, repeats=2)
+    peaks = {"sgemm_gflops": p["sgemm_gflops"], "dgemm_gflops": p["dgemm_gflops"]}
+    st = accumulate_gram(fmap, ds.X_train, ds.X_test, memory_budget=_CHUNK_BUDGET,
+                         progress=progress)
+    rec = _solve_point(None, st, ds, note, name, t_load, peaks,
+                       per_filter=2 * int(fmap.pool) ** 2)
+    rec["feature_params"] = params
     return rec
 
 
