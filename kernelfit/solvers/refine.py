@@ -35,7 +35,8 @@ from ..errors import InputError, NotPositiveDefiniteError
 from .options import REFINEMENTS
 
 __all__ = ["ExactSolution", "refine", "refinement_info", "retry_with_shift", "refined_solution",
-           "PATIENCE", "DRIFT_STEPS", "DRIFT", "FAST_GAIN", "SHIFT_START", "SHIFT_GROWTH", "SHIFT_MAX_TRIES"]
+           "PATIENCE", "DRIFT_STEPS", "DRIFT", "FAST_GAIN", "SHIFT_START", "SHIFT_GROWTH",
+           "SHIFT_MAX_TRIES"]
 
 #: shifts tried after a breakdown, as multiples of mean(diag K)
 SHIFT_START = 1e-6
