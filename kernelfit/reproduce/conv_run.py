@@ -191,6 +191,37 @@ def _solve_point(ctx, st: dict, ds, note, name, t_load, peaks, per_filter: int =
     return rec
 
 
+def _refuse_unless_fits(n: int, m: int, what: str, way_out: str) -> None:
+    """Raise :class:`MemoryPlanError` before any work when :func:`conv_memory_plan` at
+    ``(n, m)`` does not fit in the memory free now."""
+    from ..memory import SAFETY, fmt_bytes
+    from .adapter import available_memory
+
+    avail = available_memory("cpu")
+    need = conv_memory_plan(n, m, avail)
+    if not need.fits():
+        raise MemoryPlanError(
+            f"{what} at n = {n} needs about {need.describe()}, "
+            f"{fmt_bytes(avail)} is free (kernelfit keeps {round((1 - SAFETY) * 100)}% "
+            f"headroom); {way_out}",
+            required_bytes=need.total, available_bytes=avail, items=dict(need.items))
+
+
+def _load_and_fit(fmap, name: str, data_dir, n: int, m: int):
+    """Load CIFAR-10 (``n`` training, ``m`` test images, float32) and fit ``fmap`` on the
+    training images, standardizing per filter chunk from then on; ``(dataset, seconds
+    of the load)``."""
+    from ..datasets import load_dataset
+
+    t_load = time.perf_counter()
+    ds = load_dataset(name, data_dir=data_dir, n_train=n, n_test=m, seed=0, download=False,
+                      dtype=np.float32)
+    t_load = time.perf_counter() - t_load
+    fmap.fit(ds.X_train)
+    fmap.standardize = True  # applied per filter chunk by accumulate_gram
+    return ds, t_load
+
+
 def run_conv_point(cifar: tuple, data_dir, sizes, n_filters: int, *,
                    map_params: Optional[dict] = None, progress=None) -> dict:
     """One random-conv point outside the curve: ``n_filters`` filters of a map with
@@ -201,30 +232,16 @@ def run_conv_point(cifar: tuple, data_dir, sizes, n_filters: int, *,
     keep the map's defaults. Refuses before any work when the plan does not fit, like the
     curve."""
     from ..bench.machine import measure_cpu_peaks
-    from ..datasets import load_dataset
     from ..features.random_conv import RandomConvFeatures, accumulate_gram
-    from ..memory import SAFETY, fmt_bytes
-    from .adapter import available_memory
 
     name, note = cifar
     n, m = sizes
-    avail = available_memory("cpu")
-    need = conv_memory_plan(n, m, avail)
-    if not need.fits():
-        raise MemoryPlanError(
-            f"a random-conv point at n = {n} needs about {need.describe()}, "
-            f"{fmt_bytes(avail)} is free (kernelfit keeps {round((1 - SAFETY) * 100)}% "
-            "headroom); use a smaller n or a machine with more memory",
-            required_bytes=need.total, available_bytes=avail, items=dict(need.items))
+    _refuse_unless_fits(n, m, "a random-conv point",
+                        "use a smaller n or a machine with more memory")
     fmap = RandomConvFeatures((32, 32, 3), **dict(map_params or {}), n_filters=int(n_filters),
                               standardize=False, dtype="float32", seed=0, progress=progress)
     params = feature_params(fmap)
-    t_load = time.perf_counter()
-    ds = load_dataset(name, data_dir=data_dir, n_train=n, n_test=m, seed=0, download=False,
-                      dtype=np.float32)
-    t_load = time.perf_counter() - t_load
-    fmap.fit(ds.X_train)
-    fmap.standardize = True  # applied per filter chunk by accumulate_gram
+    ds, t_load = _load_and_fit(fmap, name, data_dir, n, m)
     p = measure_cpu_peaks(size=4096 if n >= 4096 else 1024, repeats=2)
     peaks = {"sgemm_gflops": p["sgemm_gflops"], "dgemm_gflops": p["dgemm_gflops"]}
     st = accumulate_gram(fmap, ds.X_train, ds.X_test, memory_budget=_CHUNK_BUDGET,
@@ -239,23 +256,14 @@ def run_conv_curve(ctx, sizes, filters, full_curve: bool = True) -> dict:
     """The curve's points (``filters``, ascending) at ``sizes = (n, m)``: stored parts are
     reused, the rest computed in one pass. ``full_curve=False`` (a curve cut short) keeps
     the last resume point on disk, so a later run continues the pass from it."""
-    from ..datasets import load_dataset
     from ..features.random_conv import RandomConvFeatures, accumulate_gram
-    from ..memory import SAFETY, fmt_bytes
-    from .adapter import available_memory
     from .rows import row
 
     name, note = ctx.cifar()
     n, m = sizes
     filters = sorted(int(k) for k in filters)
-    avail = available_memory("cpu")
-    need = conv_memory_plan(n, m, avail)
-    if not need.fits():
-        raise MemoryPlanError(
-            f"cifar-random-conv at n = {n} needs about {need.describe()}, "
-            f"{fmt_bytes(avail)} is free (kernelfit keeps {round((1 - SAFETY) * 100)}% "
-            "headroom); run it on a machine with more memory or alone",
-            required_bytes=need.total, available_bytes=avail, items=dict(need.items))
+    _refuse_unless_fits(n, m, "cifar-random-conv",
+                        "run it on a machine with more memory or alone")
     work = ctx.work_dir("cifar-random-conv")
     for stale in work.glob(".tmp-gram-*"):  # a resume point killed while being written
         shutil.rmtree(stale, ignore_errors=True)
@@ -274,12 +282,7 @@ def run_conv_curve(ctx, sizes, filters, full_curve: bool = True) -> dict:
         parts[k] = rec if _made_with(rec, params) else None
     todo = [k for k in filters if parts[k] is None]
     if todo:
-        t_load = time.perf_counter()
-        ds = load_dataset(name, data_dir=ctx.data_dir, n_train=n, n_test=m, seed=0,
-                          download=False, dtype=np.float32)
-        t_load = time.perf_counter() - t_load
-        fmap.fit(ds.X_train)
-        fmap.standardize = True  # applied per filter chunk by accumulate_gram
+        ds, t_load = _load_and_fit(fmap, name, ctx.data_dir, n, m)
         peaks = ctx.sgemm_peak()
 
         def point(k, st):
