@@ -32,6 +32,10 @@ def main(argv=None) -> int:
     p.add_argument("--data-dir", default="/work/shared/data")
     p.add_argument("--filters", type=int, default=8000)
     p.add_argument("--pool", type=int, default=3)
+    p.add_argument("--power", type=float, default=1.0,
+                   help="power normalization of the pooled features (1: off, 0.5: sqrt)")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="threshold of the two-sided ReLU (default: the map's)")
     p.add_argument("--n-train", type=int, default=50000)
     p.add_argument("--n-test", type=int, default=10000)
     p.add_argument("--dry-run", action="store_true",
@@ -50,20 +54,26 @@ def main(argv=None) -> int:
 
     out = Path(args.out or HERE / "results" /
                f"random_conv_point_{args.filters}_pool{args.pool}"
+               f"{'' if args.power == 1 else f'_power{args.power:g}'}"
+               f"{'' if args.threshold is None else f'_t{args.threshold:g}'}"
                f"{'_dry' if args.dry_run else ''}.json")
     t0 = time.perf_counter()
     try:
         cifar = locate_cifar(resolve_data_dir(args.data_dir))
         rec = run_conv_point(cifar, args.data_dir, (args.n_train, args.n_test), args.filters,
-                             map_params={"pool": args.pool})
+                             map_params=dict({"pool": args.pool, "power": args.power},
+                                             **({} if args.threshold is None else
+                                                {"threshold": args.threshold})))
     except KernelfitError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    doc = {"benchmark": "one full-scale random-conv point with another pooling (issue 15)",
+    doc = {"benchmark": "one full-scale random-conv point with other map settings (pooling, "
+                        "power normalization; issue 15)",
            "command": " ".join(sys.argv), "wall_seconds": time.perf_counter() - t0,
            "record": rec, "machine": describe_machine()}
     atomic_write_text(out, json.dumps(doc, indent=2, default=str) + "\n")
-    print(f"{args.filters} filters, {args.pool}x{args.pool} pooling, n = {rec['n_train']}: "
+    print(f"{args.filters} filters, {args.pool}x{args.pool} pooling, power {args.power:g}, "
+          f"n = {rec['n_train']}: "
           f"test error {rec['test_error']:.4f}, residual {rec['relative_residual']:.1e}, "
           f"{rec['seconds']:.0f} s; written {out}")
     return 0

@@ -54,6 +54,8 @@ def main(argv=None) -> int:
     p.add_argument("--zca-eps", default=None,
                    help="whitening regularizations, relative to the mean eigenvalue "
                         "(default: the map's default)")
+    p.add_argument("--powers", default="1",
+                   help="power normalizations of the pooled features (1: off, 0.5: sqrt)")
     p.add_argument("--out", default=str(HERE / "results" / "random_conv_settings.json"))
     args = p.parse_args(argv)
 
@@ -87,13 +89,14 @@ def main(argv=None) -> int:
             setattr(args, opt, str(dflt[key]))
     norms = [None if v.strip().lower() == "none" else float(v)
              for v in args.patch_norms.split(",") if v.strip()]
-    settings = [(int(g), t, pn, int(s), z) for g in _floats(args.pools)
+    settings = [(int(g), t, pn, int(s), z, pw) for g in _floats(args.pools)
                 for t in _floats(args.thresholds) for pn in norms
-                for s in _floats(args.patches) for z in _floats(args.zca_eps)]
-    for pool, t, pn, patch, zeps in settings:
+                for s in _floats(args.patches) for z in _floats(args.zca_eps)
+                for pw in _floats(args.powers)]
+    for pool, t, pn, patch, zeps, pw in settings:
         fmap = RandomConvFeatures((32, 32, 3), n_filters=args.filters, standardize=False,
                                   threshold=t, pool=pool, patch_norm=pn, patch_size=patch,
-                                  zca_eps=zeps,
+                                  zca_eps=zeps, power=pw,
                                   dtype="float32", seed=0, progress=False)
         fmap.fit(Xf)
         fmap.standardize = True
@@ -113,13 +116,13 @@ def main(argv=None) -> int:
             gaussian_in_place(Kc, st["sq_test"], st["sq"], h)
             pred = classes[np.argmax(predict_stored(Kc, sol["alpha"]), axis=1)]
             runs.append({"pool": pool, "features": 2 * pool * pool * args.filters,
-                         "patch": patch, "patch_norm": pn, "zca_eps": zeps,
+                         "patch": patch, "patch_norm": pn, "zca_eps": zeps, "power": pw,
                          "threshold": t, "median_factor": f, "bandwidth": h,
                          "holdout_error": float(np.mean(pred != yh)),
                          "relative_residual": sol["relative_residual"],
                          "solve_seconds": time.perf_counter() - t0,
                          "gram_seconds": gram_seconds})
-            print(f"pool {pool}, patch {patch}, patch_norm {pn}, zca_eps {zeps:g}, "
+            print(f"pool {pool}, patch {patch}, patch_norm {pn}, zca_eps {zeps:g}, power {pw:g}, "
                   f"threshold {t:g}, {f:g} x median: held-out error "
                   f"{runs[-1]['holdout_error']:.4f}, residual {sol['relative_residual']:.1e}",
                   file=sys.stderr, flush=True)

@@ -294,6 +294,27 @@ def test_random_conv_patch_norm_is_the_per_patch_formula():
     assert plain.patch_eps_ is None
 
 
+def test_random_conv_power_raises_each_pooled_feature():
+    X = _imgs(7, (10, 10, 3), seed=3)
+    plain = _conv(standardize=False).fit(X).transform(X)
+    assert plain.min() >= 0 and (plain > 0).any()  # averages of max(0, .)
+    for p in (0.5, 0.7):
+        F = _conv(standardize=False, power=p).fit(X).transform(X)
+        np.testing.assert_allclose(F, plain ** p, rtol=1e-12, atol=1e-15)
+    # standardized after the power: each live feature has mean 0 and std 1 over the fit set
+    m = _conv(power=0.5).fit(X)
+    S = m.transform(X)
+    live = m.feature_scale_ != 1.0
+    np.testing.assert_allclose(S.mean(0), 0, atol=1e-9)
+    np.testing.assert_allclose(S.std(0)[live], 1, atol=1e-7)
+
+
+@pytest.mark.parametrize("bad", [0, -0.5, 1.5, float("nan"), "x"])
+def test_random_conv_power_rejects_bad_values(bad):
+    with pytest.raises(InputError, match="power"):
+        _conv(power=bad).fit(_imgs(4, (10, 10, 3)))
+
+
 @pytest.mark.parametrize("bad", [0, -0.1, float("nan"), "x"])
 def test_random_conv_patch_norm_rejects_bad_values(bad):
     with pytest.raises(InputError, match="patch_norm"):

@@ -9,26 +9,26 @@ from kernelfit.features.random_conv import (RandomConvFeatures, accumulate_gram,
                                             symmetrize_lower)
 
 
-def _map(n_filters, standardize, seed=0, init="zca"):
+def _map(n_filters, standardize, seed=0, init="zca", power=1.0):
     return RandomConvFeatures((8, 8, 3), n_filters=n_filters, patch_size=3, pool=2,
                               n_patches=300, dtype="float64", standardize=standardize,
-                              filter_init=init, seed=seed)
+                              filter_init=init, seed=seed, power=power)
 
 
 @settings(max_examples=12, deadline=None)
 @given(n=st.integers(2, 12), m=st.integers(0, 5), n_filters=st.integers(1, 20),
        chunk=st.integers(1, 9), batch=st.integers(1, 7), standardize=st.booleans(),
        init=st.sampled_from(["zca", "gaussian"]), seed=st.integers(0, 3),
-       threads=st.integers(1, 3))
+       threads=st.integers(1, 3), power=st.sampled_from([1.0, 0.5, 0.7]))
 def test_chunked_gram_equals_full_gram(n, m, n_filters, chunk, batch, standardize, init, seed,
-                                       threads):
+                                       threads, power):
     rng = np.random.default_rng(seed)
     X = rng.random((n, 8 * 8 * 3))
     Xt = rng.random((m, 8 * 8 * 3))
-    full = _map(n_filters, standardize, seed, init)
+    full = _map(n_filters, standardize, seed, init, power)
     F = full.fit_transform(X)
     Ft = full.transform(Xt) if m else None
-    acc = _map(n_filters, False, seed, init).fit(X)
+    acc = _map(n_filters, False, seed, init, power).fit(X)
     acc.standardize = standardize
     st_ = accumulate_gram(acc, X, Xt if m else None, filter_chunk=chunk, batch_size=batch,
                           threads=threads)

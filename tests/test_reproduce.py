@@ -395,10 +395,13 @@ def test_random_conv_points_made_with_other_features_are_made_again(tmp_path, mo
     then = {"dtype": "float32", "filter_init": "zca", "image_shape": [32, 32, 3],
             "n_patches": 20000, "patch_norm": None, "patch_size": 6, "pool": 2, "seed": 0,
             "threshold": 0.5, "zca_eps": 0.1}
-    assert conv_run._made_with({}, then) and conv_run._made_with({"feature_params": then}, then)
+    # today's maps also record ``power`` (added later; 1 reproduces the points without it)
+    now = dict(then, power=1.0)
+    assert conv_run._made_with({}, now) and conv_run._made_with({"feature_params": then}, now)
     assert not conv_run._made_with({}, real(RandomConvFeatures()))  # today's: normalized
-    assert not conv_run._made_with({}, dict(then, threshold=0.25))
-    assert not conv_run._made_with(None, then)
+    assert not conv_run._made_with({}, dict(now, threshold=0.25))
+    assert not conv_run._made_with({"feature_params": then}, dict(now, power=0.5))
+    assert not conv_run._made_with(None, now)
 
 
 def test_max_filters_cuts_the_curve_and_a_full_run_continues_it(tmp_path, monkeypatch):

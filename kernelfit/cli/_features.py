@@ -28,6 +28,7 @@ _ARG_MAP = {
     "conv_threshold": ("random-conv", "threshold"),
     "conv_filter_init": ("random-conv", "filter_init"),
     "conv_patch_norm": ("random-conv", "patch_norm"),
+    "conv_power": ("random-conv", "power"),
     "conv_chunk": ("random-conv", "chunk_size"),
     "feature_batch": (("gabor", "rff", "relu", "random-conv"), "batch_size"),
 }
@@ -79,6 +80,10 @@ def add_feature_arguments(parser) -> None:
                    default=default_params("random-conv")["patch_norm"],
                    help="random-conv: normalize each patch by its own mean and spread, with "
                         "eps = this times the mean patch variance; 'none' switches it off")
+    g.add_argument("--conv-power", type=finite_float,
+                   default=default_params("random-conv")["power"],
+                   help="random-conv: raise each pooled feature to this power in (0, 1] "
+                        "before standardizing (0.5: square root; 1: off)")
     g.add_argument("--conv-chunk", type=positive_int, default=256,
                    help="random-conv: filters applied at once (bounds memory)")
     g.add_argument("--feature-batch", type=positive_int, default=None,

@@ -97,6 +97,9 @@ class RandomConvFeatures(FeatureMap):
         Regularization of the whitening, relative to the mean eigenvalue.
     n_patches : int, default 20000
         Training patches sampled for ``mu``, ``Sigma`` and the calibration.
+    power : float in (0, 1], default 1
+        Each pooled feature ``v >= 0`` becomes ``v ** power`` before the standardization
+        (power normalization; 0.5 is the square root). 1: off.
     chunk_size : int, default 256
         Filters applied at once.
     standardize : bool, default True
@@ -122,7 +125,7 @@ class RandomConvFeatures(FeatureMap):
 
     def __init__(self, image_shape=(32, 32, 3), *, n_filters=1024, patch_size=6, pool=2,
                  threshold=0.5, filter_init="zca", patch_norm=0.3, zca_eps=0.1,
-                 n_patches=20000,
+                 n_patches=20000, power=1.0,
                  chunk_size=256, standardize=True, batch_size=64, dtype="float32", seed=0,
                  device="cpu", progress=None):
         self.image_shape = image_shape
@@ -134,6 +137,7 @@ class RandomConvFeatures(FeatureMap):
         self.patch_norm = patch_norm
         self.zca_eps = zca_eps
         self.n_patches = n_patches
+        self.power = power
         self.chunk_size = chunk_size
         self.standardize = standardize
         self.batch_size = batch_size
@@ -158,6 +162,7 @@ class RandomConvFeatures(FeatureMap):
             check_float("patch_norm", self.patch_norm, 0.0, strict=True)
         check_float("zca_eps", self.zca_eps, 0.0, strict=True)
         check_int("n_patches", self.n_patches, 2)
+        check_float("power", self.power, 0.0, strict=True, maximum=1.0)
         check_int("chunk_size", self.chunk_size, 1)
         if not isinstance(self.standardize, (bool, np.bool_)):
             raise InputError(f"standardize must be True or False, got {self.standardize!r}")
@@ -339,6 +344,7 @@ class RandomConvFeatures(FeatureMap):
         P = pm.shape[0] // b
         g2 = int(self.pool) ** 2
         t = float(self.threshold)
+        pw = float(self.power)
         E = self._on_device("filters_", xp, pm.dtype)
         a = self._on_device("biases_", xp, pm.dtype)
         pool = self._on_device("pool_weights_", xp, pm.dtype)      # g^2, P
@@ -360,6 +366,10 @@ class RandomConvFeatures(FeatureMap):
             xp.maximum(rr, 0, out=rr)
             for sign, act in enumerate((rr, nn)):
                 pooled = xp.matmul(pool, act.reshape(i1 - i0, P, k))   # piece, g^2, k
+                if pw == 0.5:  # averages of max(0, .) are >= 0
+                    xp.sqrt(pooled, out=pooled)
+                elif pw != 1.0:
+                    xp.power(pooled, pw, out=pooled)
                 out[i0:i1, :, sign, :] = pooled.transpose(0, 2, 1)
         return out
 

@@ -59,6 +59,9 @@ def feature_params(fmap) -> dict:
 _UNRECORDED = {"dtype": "float32", "filter_init": "zca", "image_shape": [32, 32, 3],
                "n_patches": 20000, "patch_norm": None, "patch_size": 6, "pool": 2, "seed": 0,
                "threshold": 0.5, "zca_eps": 0.1}
+#: parameters added to the map after points were stored, with the value that reproduces
+#: those points (a record without the key was made with it)
+_ADDED_LATER = {"power": 1.0}
 
 
 def _made_with(rec: Optional[dict], params: dict) -> bool:
@@ -66,7 +69,10 @@ def _made_with(rec: Optional[dict], params: dict) -> bool:
     if rec is None:
         return False
     made = rec.get("feature_params")
-    return (_UNRECORDED if made is None else made) == params
+    made = dict(_UNRECORDED if made is None else made)
+    for key, value in _ADDED_LATER.items():
+        made.setdefault(key, value)
+    return made == params
 
 
 def _ckpt_dir(work: Path, k: int) -> Path:
@@ -322,6 +328,8 @@ def run_conv_curve(ctx, sizes, filters, full_curve: bool = True) -> dict:
     why = (f"{s}x{s} {params['filter_init'].upper()} filters, {g}x{g} pooling, threshold "
            f"{params['threshold']:g}"
            + (", per-patch normalization" if params.get("patch_norm") is not None else "")
+           + (f", pooled features to the power {params['power']:g}"
+              if params.get("power", 1.0) != 1.0 else "")
            + "; the paper's exact preprocessing is not given")
     cut = "" if full_curve else f", curve cut at {top['n_filters']:,} (paper: 32,000)"
     rows = []
