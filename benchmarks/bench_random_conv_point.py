@@ -1,18 +1,19 @@
-"""One full-scale random-conv point with map settings other than the curve's (issue 15).
+"""One full-scale random-conv point, with the map's defaults or other settings (issue 15).
 
-    python benchmarks/bench_random_conv_point.py --data-dir /work/shared/data \\
-        --filters 8000 --pool 3 --out benchmarks/results/random_conv_point_8000_pool3.json
+    python benchmarks/bench_random_conv_point.py --data-dir /work/shared/data --filters 8000
+    python benchmarks/bench_random_conv_point.py --filters 8000 --pool 3 --power 1 \
+        --threshold 0.5          # random_conv_point_8000_pool3_power1_t0.5.json
     python benchmarks/bench_random_conv_point.py --dry-run     # n = 1,000, 64 filters: seconds
 
-``kernelfit reproduce --only cifar-random-conv`` keeps the map's defaults (2x2 pooling) for
-its curve. On a held-out split of the training set (``bench_random_conv_settings.py``,
-``random_conv_pooling_heldout.json``) 3x3 pooling with 2,048 filters beat 2x2 pooling with
-4,096 filters, at about the same feature count. This script measures such a setting at
-full scale: all training images fitted, the official test split scored once, through the
-same accumulation and exact solve as a curve point
+``kernelfit reproduce --only cifar-random-conv`` runs a whole curve of filter counts in one
+pass. This script measures one point, with the map's defaults or with ``--pool``,
+``--power``, ``--threshold`` (settings first compared on a held-out split of the training
+set by ``bench_random_conv_settings.py``): all training images fitted, the official test
+split scored once, through the same accumulation and exact solve as a curve point
 (:func:`kernelfit.reproduce.conv_run.run_conv_point`). It writes the record (test error,
 float64 relative residual against the stored float32 kernel, each stage's time and rate, peak
-memory) and the machine to ``--out``.
+memory, the feature parameters) and the machine to ``--out`` (default
+``results/random_conv_point_<filters>_pool<g>_power<p>_t<t>.json``).
 """
 
 from __future__ import annotations
@@ -31,9 +32,11 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data-dir", default="/work/shared/data")
     p.add_argument("--filters", type=int, default=8000)
-    p.add_argument("--pool", type=int, default=3)
-    p.add_argument("--power", type=float, default=1.0,
-                   help="power normalization of the pooled features (1: off, 0.5: sqrt)")
+    p.add_argument("--pool", type=int, default=None,
+                   help="side of the pooling grid (default: the map's)")
+    p.add_argument("--power", type=float, default=None,
+                   help="power normalization of the pooled features, 1: off, 0.5: sqrt "
+                        "(default: the map's)")
     p.add_argument("--threshold", type=float, default=None,
                    help="threshold of the two-sided ReLU (default: the map's)")
     p.add_argument("--n-train", type=int, default=50000)
@@ -52,18 +55,19 @@ def main(argv=None) -> int:
     from kernelfit.reproduce.conv_run import run_conv_point
     from kernelfit.reproduce.runner import locate_cifar
 
+    from kernelfit.features import default_params
+
+    given = {k: v for k, v in (("pool", args.pool), ("power", args.power),
+                               ("threshold", args.threshold)) if v is not None}
+    eff = dict(default_params("random-conv"), **given)
     out = Path(args.out or HERE / "results" /
-               f"random_conv_point_{args.filters}_pool{args.pool}"
-               f"{'' if args.power == 1 else f'_power{args.power:g}'}"
-               f"{'' if args.threshold is None else f'_t{args.threshold:g}'}"
-               f"{'_dry' if args.dry_run else ''}.json")
+               f"random_conv_point_{args.filters}_pool{eff['pool']}_power{eff['power']:g}"
+               f"_t{eff['threshold']:g}{'_dry' if args.dry_run else ''}.json")
     t0 = time.perf_counter()
     try:
         cifar = locate_cifar(resolve_data_dir(args.data_dir))
         rec = run_conv_point(cifar, args.data_dir, (args.n_train, args.n_test), args.filters,
-                             map_params=dict({"pool": args.pool, "power": args.power},
-                                             **({} if args.threshold is None else
-                                                {"threshold": args.threshold})))
+                             map_params=given)
     except KernelfitError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -72,8 +76,8 @@ def main(argv=None) -> int:
            "command": " ".join(sys.argv), "wall_seconds": time.perf_counter() - t0,
            "record": rec, "machine": describe_machine()}
     atomic_write_text(out, json.dumps(doc, indent=2, default=str) + "\n")
-    print(f"{args.filters} filters, {args.pool}x{args.pool} pooling, power {args.power:g}, "
-          f"n = {rec['n_train']}: "
+    print(f"{args.filters} filters, {eff['pool']}x{eff['pool']} pooling, power "
+          f"{eff['power']:g}, threshold {eff['threshold']:g}, n = {rec['n_train']}: "
           f"test error {rec['test_error']:.4f}, residual {rec['relative_residual']:.1e}, "
           f"{rec['seconds']:.0f} s; written {out}")
     return 0

@@ -167,7 +167,7 @@ def test_cli_arguments_and_params():
     assert feature_params_from_args(eps)[1]["patch_norm"] == 0.05
     with pytest.raises(SystemExit):
         _parse(["--features", "random-conv", "--conv-patch-norm", "0"])
-    assert params["power"] == 1.0  # the map's default: off
+    assert params["power"] == 0.5 and params["pool"] == 3  # the map's defaults
     _, pw = _parse(["--features", "random-conv", "--conv-power", "0.5"])
     assert feature_params_from_args(pw)[1]["power"] == 0.5
     est = make_feature_map(name, image_shape=(32, 32, 3), **params)

@@ -195,8 +195,9 @@ def test_extract_patches_and_conv_equal_direct_correlation():
 
 
 def _conv(**kw):
+    # power 1 (no power normalization): the direct formulas below are of the pooled values
     base = dict(image_shape=(10, 10, 3), n_filters=37, patch_size=3, pool=2, n_patches=500,
-                dtype="float64")
+                dtype="float64", power=1.0)
     base.update(kw)
     return RandomConvFeatures(**base)
 

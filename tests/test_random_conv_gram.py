@@ -92,8 +92,8 @@ def test_checkpoints_are_the_grams_of_smaller_maps_and_resume():
 def test_float32_gram_matches_float64():
     rng = np.random.default_rng(2)
     X = rng.random((20, 192))
-    m32 = RandomConvFeatures((8, 8, 3), n_filters=40, patch_size=3, n_patches=300,
-                             dtype="float32", standardize=False).fit(X)
+    m32 = RandomConvFeatures((8, 8, 3), n_filters=40, patch_size=3, pool=2, power=1.0,
+                             n_patches=300, dtype="float32", standardize=False).fit(X)
     m32.standardize = True
     s32 = accumulate_gram(m32, X, None, filter_chunk=16)
     F = _map(40, True).fit_transform(X)

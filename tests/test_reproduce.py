@@ -376,7 +376,7 @@ def test_random_conv_points_made_with_other_features_are_made_again(tmp_path, mo
                   progress=False, max_filters=12)
     parts = out / "parts" / "cifar-random-conv"
     first = json.loads((parts / "filters-8.json").read_text())
-    assert first["feature_params"]["threshold"] == 0.5
+    assert first["feature_params"]["threshold"] == 1.0  # the map's default
     meta = out / "work" / "cifar-random-conv" / "gram-000012" / "meta.json"
     assert json.loads(meta.read_text())["feature_params"] == first["feature_params"]
     # a kernelfit whose feature defaults differ: neither the points nor the resume point fit

@@ -64,24 +64,26 @@ def add_feature_arguments(parser) -> None:
     g.add_argument("--rff-bandwidth", type=bandwidth_arg, default="median",
                    help="rff: bandwidth b of exp(-|x-z|^2/(2b^2)), or 'median' (median "
                         "pairwise training distance)")
-    g.add_argument("--conv-filters", type=positive_int, default=1024,
+    conv = default_params("random-conv")
+    g.add_argument("--conv-filters", type=positive_int, default=conv["n_filters"],
                    help="random-conv: number of random filters (2*pool^2 features each)")
-    g.add_argument("--conv-patch", type=positive_int, default=6,
+    g.add_argument("--conv-patch", type=positive_int, default=conv["patch_size"],
                    help="random-conv: filter (patch) side in pixels")
-    g.add_argument("--conv-pool", type=positive_int, default=2,
+    g.add_argument("--conv-pool", type=positive_int, default=conv["pool"],
                    help="random-conv: side of the average-pooling grid")
-    g.add_argument("--conv-threshold", type=finite_float, default=0.5,
+    g.add_argument("--conv-threshold", type=finite_float, default=conv["threshold"],
                    help="random-conv: threshold t of ReLU(r - t) and ReLU(-r - t), in units "
                         "of each filter's response std on training patches")
-    g.add_argument("--conv-filter-init", choices=("zca", "gaussian"), default="zca",
+    g.add_argument("--conv-filter-init", choices=("zca", "gaussian"),
+                   default=conv["filter_init"],
                    help="random-conv: filters from ZCA-whitened random training patches "
                         "or from a Gaussian")
     g.add_argument("--conv-patch-norm", type=positive_float_or_none,
-                   default=default_params("random-conv")["patch_norm"],
+                   default=conv["patch_norm"],
                    help="random-conv: normalize each patch by its own mean and spread, with "
                         "eps = this times the mean patch variance; 'none' switches it off")
     g.add_argument("--conv-power", type=finite_float,
-                   default=default_params("random-conv")["power"],
+                   default=conv["power"],
                    help="random-conv: raise each pooled feature to this power in (0, 1] "
                         "before standardizing (0.5: square root; 1: off)")
     g.add_argument("--conv-chunk", type=positive_int, default=256,

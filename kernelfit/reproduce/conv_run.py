@@ -157,7 +157,7 @@ def _stage_rates(stages: dict, sgemm_gflops) -> dict:
 
 def _solve_point(ctx, st: dict, ds, note, name, t_load, peaks, per_filter: int = 8) -> dict:
     """Solve the curve point held in ``st`` (its G and C are overwritten); its record.
-    ``per_filter``: features per filter (2 pool^2; 8 with the curve's 2x2 pooling)."""
+    ``per_filter``: features per filter (2 pool^2; 18 with the default 3x3 pooling)."""
     from ..kernel_defaults import choose_bandwidth, exactness
     from ..memory import peak_rss_bytes
     from ..features.random_conv import symmetrize_lower

@@ -263,12 +263,12 @@ EXPERIMENTS = {e.name: e for e in (
     Experiment("cifar-random-conv", ("cifar",), "CIFAR-10 n = 50,000, random-conv features "
                "up to 32,000 filters (Gram accumulated over filter chunks), error against "
                "filters (paper 17%)", run_cifar_random_conv,
-               "about 3.5 hours on 2 unshared cores to 32,000 filters (3.3e14 flop of "
-               "convolution at about 90 GFLOP/s, 9e14 of Gram products at about 170, 6 "
-               "solves at n = 50,000 of 6-9 min each); about 70 min cut at 8,000 filters "
-               "(measured on a 2-core Zen 3, benchmarks/results/reproduce; a 2-core AVX-512 "
-               "Xeon made the whole pass in 90 min); needs about 14 GiB of "
-               "memory and 25 GB of disk", ("random-conv",), ("max_filters",)),
+               "with the default 3x3 pooling about 2.7 hours to 32,000 filters on a 2-core "
+               "AVX-512 Xeon (3.6e14 flop of convolution at about 117 GFLOP/s, 2e15 of Gram "
+               "products at about 367, 6 solves at n = 50,000 of 3-4 min each; 8,000 "
+               "filters measured at 39 min, benchmarks/results/"
+               "random_conv_point_8000_pool3_power0.5_t1.json), roughly twice that on 2 Zen "
+               "3 cores; needs about 14 GiB of memory and 25 GB of disk", ("random-conv",), ("max_filters",)),
 )}
 
 
