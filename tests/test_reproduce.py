@@ -377,6 +377,7 @@ def test_random_conv_points_made_with_other_features_are_made_again(tmp_path, mo
     parts = out / "parts" / "cifar-random-conv"
     first = json.loads((parts / "filters-8.json").read_text())
     assert first["feature_params"]["threshold"] == 1.0  # the map's default
+    assert first["features_dim"] == 8 * 2 * first["feature_params"]["pool"] ** 2
     meta = out / "work" / "cifar-random-conv" / "gram-000012" / "meta.json"
     assert json.loads(meta.read_text())["feature_params"] == first["feature_params"]
     # a kernelfit whose feature defaults differ: neither the points nor the resume point fit

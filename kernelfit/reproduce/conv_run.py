@@ -155,7 +155,7 @@ def _stage_rates(stages: dict, sgemm_gflops) -> dict:
     return out
 
 
-def _solve_point(ctx, st: dict, ds, note, name, t_load, peaks, per_filter: int = 8) -> dict:
+def _solve_point(ctx, st: dict, ds, note, name, t_load, peaks, per_filter: int) -> dict:
     """Solve the curve point held in ``st`` (its G and C are overwritten); its record.
     ``per_filter``: features per filter (2 pool^2; 18 with the default 3x3 pooling)."""
     from ..kernel_defaults import choose_bandwidth, exactness
@@ -294,7 +294,8 @@ def run_conv_curve(ctx, sizes, filters, full_curve: bool = True) -> dict:
         def point(k, st):
             _save_ckpt(work, k, st, params)  # the resume point, before the solve overwrites G, C
             if parts.get(k) is None:
-                rec = _solve_point(ctx, st, ds, note, name, t_load, peaks)
+                rec = _solve_point(ctx, st, ds, note, name, t_load, peaks,
+                                   per_filter=2 * int(fmap.pool) ** 2)
                 rec["feature_params"] = params
                 ctx.store_part("cifar-random-conv", f"filters-{k}", rec)
                 parts[k] = rec

@@ -265,10 +265,10 @@ EXPERIMENTS = {e.name: e for e in (
                "filters (paper 17%)", run_cifar_random_conv,
                "with the default 3x3 pooling about 2.7 hours to 32,000 filters on a 2-core "
                "AVX-512 Xeon (3.6e14 flop of convolution at about 117 GFLOP/s, 2e15 of Gram "
-               "products at about 367, 6 solves at n = 50,000 of 3-4 min each; 8,000 "
-               "filters measured at 39 min, benchmarks/results/"
-               "random_conv_point_8000_pool3_power0.5_t1.json), roughly twice that on 2 Zen "
-               "3 cores; needs about 14 GiB of memory and 25 GB of disk", ("random-conv",), ("max_filters",)),
+               "products at about 367, 6 solves at n = 50,000 of 3-4 min each; the curve "
+               "cut at 8,000 filters took 57 min there, benchmarks/results/reproduce), "
+               "roughly twice that on 2 Zen 3 cores; needs about 14 GiB of memory and 25 GB "
+               "of disk", ("random-conv",), ("max_filters",)),
 )}
 
 
