@@ -112,13 +112,12 @@ def bench_cifar(args, results):
     params = {"n_filters": filters[-1], "filter_init": args.conv_init}
     Ftr, Fte, info, _ = run.featurize(FeatureOptions("random-conv", params), ds.X_train,
                                       ds.X_test, ds.image_shape, seed=0)
-    dflt = default_params("random-conv")
-    out["random_conv_params"] = dict(dflt, **params)
+    out["random_conv_params"] = dict(default_params("random-conv"), **params)
     out["feature_seconds"] = info["seconds"]
     out["feature_images_per_second"] = info["images_per_second"]
     out["feature_filter_images_per_second"] = info["images_per_second"] * filters[-1]
     print(f"random-conv {filters[-1]} filters: {info['images_per_second']:.1f} img/s", flush=True)
-    per = 2 * int(dflt["pool"]) ** 2  # features per filter
+    per = Ftr.shape[1] // filters[-1]  # features per filter
     out["curve"] = []
     for k in filters:
         r = gaussian_interpolation(Ftr[:, :k * per], ds.y_train, Fte[:, :k * per], ds.y_test)

@@ -55,14 +55,8 @@ def main(argv=None) -> int:
     from kernelfit.reproduce.conv_run import run_conv_point
     from kernelfit.reproduce.runner import locate_cifar
 
-    from kernelfit.features import default_params
-
     given = {k: v for k, v in (("pool", args.pool), ("power", args.power),
                                ("threshold", args.threshold)) if v is not None}
-    eff = dict(default_params("random-conv"), **given)
-    out = Path(args.out or HERE / "results" /
-               f"random_conv_point_{args.filters}_pool{eff['pool']}_power{eff['power']:g}"
-               f"_t{eff['threshold']:g}{'_dry' if args.dry_run else ''}.json")
     t0 = time.perf_counter()
     try:
         cifar = locate_cifar(resolve_data_dir(args.data_dir))
@@ -71,6 +65,10 @@ def main(argv=None) -> int:
     except KernelfitError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    eff = rec["feature_params"]  # the map's defaults with the given settings
+    out = Path(args.out or HERE / "results" /
+               f"random_conv_point_{args.filters}_pool{eff['pool']}_power{eff['power']:g}"
+               f"_t{eff['threshold']:g}{'_dry' if args.dry_run else ''}.json")
     doc = {"benchmark": "one full-scale random-conv point with other map settings (pooling, "
                         "power normalization; issue 15)",
            "command": " ".join(sys.argv), "wall_seconds": time.perf_counter() - t0,

@@ -253,7 +253,7 @@ def run_conv_point(cifar: tuple, data_dir, sizes, n_filters: int, *,
     st = accumulate_gram(fmap, ds.X_train, ds.X_test, memory_budget=_CHUNK_BUDGET,
                          progress=progress)
     rec = _solve_point(None, st, ds, note, name, t_load, peaks,
-                       per_filter=2 * int(fmap.pool) ** 2)
+                       per_filter=fmap.features_per_filter)
     rec["feature_params"] = params
     return rec
 
@@ -295,7 +295,7 @@ def run_conv_curve(ctx, sizes, filters, full_curve: bool = True) -> dict:
             _save_ckpt(work, k, st, params)  # the resume point, before the solve overwrites G, C
             if parts.get(k) is None:
                 rec = _solve_point(ctx, st, ds, note, name, t_load, peaks,
-                                   per_filter=2 * int(fmap.pool) ** 2)
+                                   per_filter=fmap.features_per_filter)
                 rec["feature_params"] = params
                 ctx.store_part("cifar-random-conv", f"filters-{k}", rec)
                 parts[k] = rec
