@@ -542,6 +542,27 @@ def test_random_conv_memory_check_is_the_planners(monkeypatch):
     assert conv_memory_plan(n, m, int(plan.total / SAFETY) + 2).fits()
 
 
+def test_random_conv_refuses_when_the_resume_points_do_not_fit_on_disk(tmp_path,
+                                                                     monkeypatch):
+    """Too little disk for the resume points: one clear refusal naming both figures."""
+    import collections
+    import types
+
+    import kernelfit.reproduce.adapter as adapter
+    import kernelfit.reproduce.conv_run as conv_run
+    from kernelfit.errors import MemoryPlanError
+
+    monkeypatch.setattr(adapter, "available_memory", lambda device="cpu": 1 << 40)
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(conv_run.shutil, "disk_usage", lambda p: usage(1 << 30, 0, 1 << 20))
+    ctx = types.SimpleNamespace(cifar=lambda: ("cifar10", None),
+                                work_dir=lambda name: tmp_path)
+    with pytest.raises(MemoryPlanError, match="of disk under .* free") as info:
+        conv_run.run_conv_curve(ctx, (3000, 500), (8,))
+    assert info.value.available_bytes == 1 << 20
+    assert info.value.required_bytes == 2 * (4 * 3000 * 3000 + 4 * 500 * 3000)
+
+
 def test_results_made_under_other_defaults_are_run_again(tmp_path, monkeypatch):
     """A stored mnist-gabor result (and its solve) made with other Gabor defaults is not
     kept: the result carries the defaults' digest, the solve's key spells out the map's

@@ -21,6 +21,7 @@ from typing import Optional
 import numpy as np
 
 from ..errors import DataError, MemoryPlanError
+from ..memory import SAFETY, fmt_bytes
 
 __all__ = ["run_conv_curve", "run_conv_point", "conv_memory_plan"]
 
@@ -200,7 +201,6 @@ def _solve_point(ctx, st: dict, ds, note, name, t_load, peaks, per_filter: int) 
 def _refuse_unless_fits(n: int, m: int, what: str, way_out: str) -> None:
     """Raise :class:`MemoryPlanError` before any work when :func:`conv_memory_plan` at
     ``(n, m)`` does not fit in the memory free now."""
-    from ..memory import SAFETY, fmt_bytes
     from .adapter import available_memory
 
     avail = available_memory("cpu")
