@@ -4,6 +4,7 @@
     python benchmarks/bench_random_conv_point.py --filters 8000 --pool 3 --power 1 \
         --threshold 0.5          # random_conv_point_8000_pool3_power1_t0.5.json
     python benchmarks/bench_random_conv_point.py --dry-run     # n = 1,000, 64 filters: seconds
+    python benchmarks/bench_random_conv_point.py --filters 32000 --device gpu   # on a GPU
 
 ``kernelfit reproduce --only cifar-random-conv`` runs a whole curve of filter counts in one
 pass. This script measures one point, with the map's defaults or with ``--pool``,
@@ -41,6 +42,8 @@ def main(argv=None) -> int:
                    help="threshold of the two-sided ReLU (default: the map's)")
     p.add_argument("--n-train", type=int, default=50000)
     p.add_argument("--n-test", type=int, default=10000)
+    p.add_argument("--device", default="cpu", choices=("cpu", "gpu"),
+                   help="where the features and their Gram sums run (the solve: the host)")
     p.add_argument("--dry-run", action="store_true",
                    help="n = 1,000 / 200 and 64 filters: checks the path in seconds")
     p.add_argument("--out", default=None)
@@ -61,7 +64,7 @@ def main(argv=None) -> int:
     try:
         cifar = locate_cifar(resolve_data_dir(args.data_dir))
         rec = run_conv_point(cifar, args.data_dir, (args.n_train, args.n_test), args.filters,
-                             map_params=given)
+                             map_params=given, device=args.device)
     except KernelfitError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

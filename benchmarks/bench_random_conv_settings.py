@@ -64,8 +64,8 @@ def main(argv=None) -> int:
     from kernelfit.datasets import load_dataset, resolve_data_dir
     from kernelfit.features import default_params
     from kernelfit.kernel_defaults import median_factor
-    from kernelfit.features.random_conv import (RandomConvFeatures, accumulate_gram,
-                                                symmetrize_lower)
+    from kernelfit.features.random_conv import RandomConvFeatures
+    from kernelfit.features.random_conv_gram import accumulate_gram, symmetrize_lower
     from kernelfit.reproduce.conv_kernel import (gaussian_in_place, median_from_gram,
                                                  predict_stored, solve_stored)
     from kernelfit.reproduce.runner import locate_cifar

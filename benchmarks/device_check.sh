@@ -26,18 +26,9 @@
 #     DEV=cpu OUT=/tmp/dc DATA=/work/shared/data bash benchmarks/device_check.sh
 # Environment: DEV (gpu | cpu), OUT (default out/device_check), DATA (default .devdata),
 # BUDGET (seconds for all steps), STEPS (space-separated subset, default all).
-set -u
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-DEV="${DEV:-gpu}"
-OUT="${OUT:-$ROOT/out/device_check}"
-DATA="${DATA:-$ROOT/.devdata}"
+source "$(dirname "${BASH_SOURCE[0]}")/device_env.sh" device_check
 BUDGET="${BUDGET:-340}"
 STEPS="${STEPS:-gpu_tests agreement mnist60k n100k dense_vs_tiles gabor70k randconv bench_cli}"
-PY="${PYTHON:-python3}"
-mkdir -p "$OUT"
-export PYTHONPATH="$ROOT${DATA:+:$DATA/pylib}${PYTHONPATH:+:$PYTHONPATH}"
-export KERNELFIT_PROGRESS=0 MPLBACKEND=Agg
-export XDG_CACHE_HOME="${XDG_CACHE_HOME:-${TMPDIR:-/tmp}/kernelfit-device-check-cache}"  # not under $OUT
 TINY=()
 if [ "$DEV" = "cpu" ]; then TINY=(--tiny); fi
 

@@ -86,3 +86,37 @@ def test_staging_is_documented_and_ignored_by_git():
                    "DEV=cpu"):
         assert needle in head
     assert "/.devdata/" in (ROOT / ".gitignore").read_text().split()
+
+
+@pytest.mark.skipif(shutil.which("bash") is None or shutil.which("timeout") is None,
+                    reason="needs bash and coreutils' timeout")
+def test_random_conv_device_script_dry_run(tmp_path):
+    """``DEV=cpu bash benchmarks/device_random_conv.sh``: the GPU run's plumbing with
+    ``--quick`` on the CPU: the reproduce folder comes back without its resume points, and
+    the committed results are not touched."""
+    shared = _shared_data()
+    if shared is None or not (shared / "cifar10-jpeg" / "cifar10-jpeg.tar.gz").is_file():
+        pytest.skip("no CIFAR-10 JPEG set in the shared data")
+    data = tmp_path / "devdata"
+    data.mkdir()
+    (data / "cifar10-jpeg").symlink_to(shared / "cifar10-jpeg")
+    committed = ROOT / "benchmarks" / "results" / "reproduce"
+    before = sorted((p.relative_to(committed), p.stat().st_mtime_ns)
+                    for p in committed.rglob("*"))
+    out = tmp_path / "out"
+    env = dict(os.environ, DEV="cpu", OUT=str(out), DATA=str(data), LIMIT="300")
+    proc = subprocess.run(["bash", str(ROOT / "benchmarks" / "device_random_conv.sh")],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=400)
+    log = (out / "reproduce.log").read_text() if (out / "reproduce.log").is_file() else ""
+    assert proc.returncode == 0, proc.stdout[-2000:] + log[-2000:]
+    back = out / "reproduce"
+    for k in (8, 16, 32):  # the quick curve's points
+        rec = json.loads((back / "parts" / "cifar-random-conv" / f"filters-{k}.json").read_text())
+        assert rec["gram_device"]["device"] == "cpu" and rec["relative_residual"] < 1e-8
+    assert (back / "results" / "cifar-random-conv.json").is_file()
+    assert (back / "report.md").is_file()
+    assert not (back / "work").exists()
+    assert "reproduce exit code 0" in log
+    after = sorted((p.relative_to(committed), p.stat().st_mtime_ns)
+                   for p in committed.rglob("*"))
+    assert after == before

@@ -355,3 +355,69 @@ def test_feature_maps_match_numpy(be, name):
     assert cached and all(be.is_backend_array(v) for v in cached), "fitted arrays not on device"
     np.testing.assert_allclose(got, ref, rtol=1e-9, atol=1e-10)
     _ran_on(be)
+
+
+# ---------------------------------------------------------------- random-conv Gram sums
+def _conv_map(device, X):
+    from kernelfit.features.random_conv import RandomConvFeatures
+
+    fmap = RandomConvFeatures((8, 8, 3), n_filters=9, patch_size=3, pool=2, n_patches=300,
+                              dtype="float64", standardize=False, seed=0,
+                              device=device).fit(X)
+    fmap.standardize = True
+    return fmap
+
+
+def _checkpoints(fmap, X, Xt, overwrite: bool):
+    """accumulate_gram's state at 4 and 8 filters (copied) and at the end; ``overwrite``
+    clobbers the host arrays after each copy, as a solve does."""
+    from kernelfit.features.random_conv_gram import accumulate_gram
+
+    seen = {}
+
+    def ckpt(k, st):
+        seen[k] = {key: np.array(st[key]) for key in ("G", "C", "sq", "sq_test")}
+        seen[k]["host_copy"] = bool(st.get("host_copy"))
+        if overwrite:
+            for key in ("G", "C", "sq", "sq_test"):
+                st[key][...] = np.nan
+    end = accumulate_gram(fmap, X, Xt, filter_chunk=3, batch_size=5, stop_at=[4, 8],
+                          on_checkpoint=ckpt)
+    return seen, end
+
+
+def test_random_conv_gram_sums_stay_on_the_device(be):
+    """The Gram sums on ``be`` equal the CPU's at every checkpoint; on a device the state
+    handed to the checkpoint is a host copy the callback may overwrite (as a curve point's
+    solve does) without changing what follows."""
+    rng = np.random.default_rng(21)
+    X, Xt = rng.random((23, 192)), rng.random((7, 192))
+    ref, ref_end = _checkpoints(_conv_map("cpu", X), X, Xt, overwrite=False)
+    fmap = _conv_map(be.device, X)
+    be.reset_peak()
+    got, end = _checkpoints(fmap, X, Xt, overwrite=be.device != "cpu")
+    assert sorted(got) == [4, 8]
+    for k in (4, 8):
+        assert got[k]["host_copy"] is (be.device != "cpu")
+        for key in ("G", "C", "sq", "sq_test"):
+            np.testing.assert_allclose(got[k][key], ref[k][key], rtol=1e-10, atol=1e-12)
+    for key in ("G", "C", "sq", "sq_test"):
+        assert isinstance(end[key], np.ndarray)
+        np.testing.assert_allclose(end[key], ref_end[key], rtol=1e-10, atol=1e-12)
+    cached = list(fmap._device_cache.values())
+    assert cached and all(be.is_backend_array(v) for v in cached), "filters not on the device"
+    _ran_on(be)
+
+
+def test_random_conv_gram_refuses_what_the_device_cannot_hold(be, monkeypatch):
+    """Before any work, with the figure and a way out (the CPU)."""
+    from kernelfit.features.random_conv_gram import accumulate_gram
+
+    if be.device == "cpu":
+        pytest.skip("the device memory check applies to a device backend")
+    rng = np.random.default_rng(22)
+    X = rng.random((23, 192))
+    fmap = _conv_map(be.device, X)
+    monkeypatch.setattr(be, "free_memory", lambda reserve=0: 1000)
+    with pytest.raises(MemoryPlanError, match=r"gpu memory, 1000 B is free.*'cpu'"):
+        accumulate_gram(fmap, X, None, filter_chunk=3, batch_size=5)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 from hypothesis import given, settings, strategies as st
 
-from kernelfit.features.random_conv import (RandomConvFeatures, accumulate_gram,
-                                            symmetrize_lower)
+from kernelfit.features.random_conv import RandomConvFeatures
+from kernelfit.features.random_conv_gram import accumulate_gram, symmetrize_lower
 
 
 def _map(n_filters, standardize, seed=0, init="zca", power=1.0):

@@ -122,7 +122,7 @@ def test_missing_dataset_others_still_run(tmp_path, monkeypatch, capsys):
 def test_memory_refusal_before_work(tmp_path, monkeypatch, capsys):
     data = _fake_data(tmp_path, monkeypatch)
     out = tmp_path / "out"
-    import kernelfit.features.random_conv as rc_mod
+    import kernelfit.features.random_conv_gram as rc_mod
     import kernelfit.reproduce.adapter as adapter
 
     monkeypatch.setattr(adapter, "available_memory", lambda device="cpu": 1 << 20)
@@ -314,7 +314,7 @@ def test_tiled_cholesky_keeps_the_kernel_and_refuses_singular():
 
 def _spy_gram_starts(monkeypatch) -> list:
     """The filter count each accumulate_gram call starts from (None: from scratch)."""
-    import kernelfit.features.random_conv as rc_mod
+    import kernelfit.features.random_conv_gram as rc_mod
 
     real_acc = rc_mod.accumulate_gram
     starts = []

@@ -29,6 +29,10 @@ def add_arguments(p) -> None:
                    help="cut cifar-random-conv's curve at N filters (e.g. 8000; --list gives the "
                         "measured times); run again without it to continue the curve from "
                         "where it stopped")
+    p.add_argument("--device", default="cpu", choices=("auto", "cpu", "gpu"),
+                   help="where the solves and cifar-random-conv's features and Gram sums run "
+                        "(auto: a usable GPU, else the CPU); stored results are kept whatever "
+                        "device made them")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
 
@@ -48,7 +52,7 @@ def run(args) -> int:
     log = None if args.json else (lambda msg: print(msg, file=sys.stderr, flush=True))
     report = run_reproduce(names, quick=args.quick, data_dir=args.data_dir, out_dir=args.out,
                            progress=False if args.no_progress else None, log=log,
-                           max_filters=args.max_filters)
+                           max_filters=args.max_filters, device=args.device)
     if args.json:
         print_json(report)
     else:

@@ -1,7 +1,7 @@
 """Exact Gaussian-kernel solve on Gram matrices accumulated over random-conv filter chunks.
 
 The random-conv features at 32,000 filters (256,000 numbers per image) are never stored:
-:func:`kernelfit.features.random_conv.accumulate_gram` leaves ``G = F F^T`` (float32),
+:func:`kernelfit.features.random_conv_gram.accumulate_gram` leaves ``G = F F^T`` (float32),
 the squared norms (float64) and the test cross-products. Here they become the Gaussian
 kernel in place, ``K = exp(-(|a|^2 + |b|^2 - 2 <a, b>) / (2 h^2))`` (each row block
 expanded in float64, clamped at 0), and ``K alpha = Y`` is solved exactly by the solvers'

@@ -1,6 +1,6 @@
 """``cifar-random-conv``: test error against the number of random filters at full n.
 
-One pass over the filters (:func:`kernelfit.features.random_conv.accumulate_gram`) serves
+One pass over the filters (:func:`kernelfit.features.random_conv_gram.accumulate_gram`) serves
 the whole curve: filters are drawn in independent blocks, so the Gram after the first ``k``
 filters is the Gram of a ``k``-filter map. At each curve point the accumulated matrices are
 saved (a folder written under a temporary name, then renamed: the resume point of the pass,
@@ -161,7 +161,7 @@ def _solve_point(ctx, st: dict, ds, note, name, t_load, peaks, per_filter: int) 
     ``per_filter``: features per filter (2 pool^2; 18 with the default 3x3 pooling)."""
     from ..kernel_defaults import choose_bandwidth, exactness
     from ..memory import peak_rss_bytes
-    from ..features.random_conv import symmetrize_lower
+    from ..features.random_conv_gram import symmetrize_lower
     from .conv_kernel import gaussian_in_place, median_from_gram, predict_stored, solve_stored
 
     t0 = time.perf_counter()
@@ -229,23 +229,27 @@ def _load_and_fit(fmap, name: str, data_dir, n: int, m: int):
 
 
 def run_conv_point(cifar: tuple, data_dir, sizes, n_filters: int, *,
-                   map_params: Optional[dict] = None, progress=None) -> dict:
+                   map_params: Optional[dict] = None, progress=None,
+                   device: str = "cpu") -> dict:
     """One random-conv point outside the curve: ``n_filters`` filters of a map with
     ``map_params`` (e.g. another pooling; the map's defaults otherwise) at ``sizes =
     (n, m)``, accumulated and solved exactly as a curve point is. ``cifar``: the
     ``(dataset name, data note)`` of :func:`kernelfit.reproduce.runner.locate_cifar`.
     Returns its record (with ``feature_params``); nothing is stored: the curve's points
     keep the map's defaults. Refuses before any work when the plan does not fit, like the
-    curve."""
+    curve. ``device``: where the features and their Gram sums are computed (the solve
+    runs on the host)."""
     from ..bench.machine import measure_cpu_peaks
-    from ..features.random_conv import RandomConvFeatures, accumulate_gram
+    from ..features.random_conv import RandomConvFeatures
+    from ..features.random_conv_gram import accumulate_gram
 
     name, note = cifar
     n, m = sizes
     _refuse_unless_fits(n, m, "a random-conv point",
                         "use a smaller n or a machine with more memory")
     fmap = RandomConvFeatures((32, 32, 3), **dict(map_params or {}), n_filters=int(n_filters),
-                              standardize=False, dtype="float32", seed=0, progress=progress)
+                              standardize=False, dtype="float32", seed=0, progress=progress,
+                              device=device)
     params = feature_params(fmap)
     ds, t_load = _load_and_fit(fmap, name, data_dir, n, m)
     p = measure_cpu_peaks(size=4096 if n >= 4096 else 1024, repeats=2)
@@ -255,6 +259,7 @@ def run_conv_point(cifar: tuple, data_dir, sizes, n_filters: int, *,
     rec = _solve_point(None, st, ds, note, name, t_load, peaks,
                        per_filter=fmap.features_per_filter)
     rec["feature_params"] = params
+    rec["gram_device"] = fmap._backend.describe()
     return rec
 
 
@@ -262,7 +267,8 @@ def run_conv_curve(ctx, sizes, filters, full_curve: bool = True) -> dict:
     """The curve's points (``filters``, ascending) at ``sizes = (n, m)``: stored parts are
     reused, the rest computed in one pass. ``full_curve=False`` (a curve cut short) keeps
     the last resume point on disk, so a later run continues the pass from it."""
-    from ..features.random_conv import RandomConvFeatures, accumulate_gram
+    from ..features.random_conv import RandomConvFeatures
+    from ..features.random_conv_gram import accumulate_gram
     from .rows import row
 
     name, note = ctx.cifar()
@@ -280,7 +286,8 @@ def run_conv_curve(ctx, sizes, filters, full_curve: bool = True) -> dict:
                               f"disk under {work} for its resume points, {fmt_bytes(disk)} free",
                               required_bytes=2 * ckpt_bytes, available_bytes=disk)
     fmap = RandomConvFeatures((32, 32, 3), n_filters=max(filters), standardize=False,
-                              dtype="float32", seed=0, progress=ctx.progress)
+                              dtype="float32", seed=0, progress=ctx.progress,
+                              device=ctx.device)
     params = feature_params(fmap)
     parts = {}
     for k in filters:  # points made with other feature parameters are made again
@@ -297,9 +304,10 @@ def run_conv_curve(ctx, sizes, filters, full_curve: bool = True) -> dict:
                 rec = _solve_point(ctx, st, ds, note, name, t_load, peaks,
                                    per_filter=fmap.features_per_filter)
                 rec["feature_params"] = params
+                rec["gram_device"] = fmap._backend.describe()
                 ctx.store_part("cifar-random-conv", f"filters-{k}", rec)
                 parts[k] = rec
-            if k != filters[-1]:
+            if k != filters[-1] and not st.get("host_copy"):  # the sums stay on a device
                 _load_ckpt(work, k, into=st)
 
         start = None

@@ -28,7 +28,7 @@ __all__ = ["Context", "run_reproduce", "select", "STATUS_EXIT"]
 
 #: status of an experiment in a run -> its weight for the exit code (see the CLI)
 STATUS_EXIT = {"done": 0, "stored": 0, "failed": 1, "missing-data": 3, "refused": 4}
-_SPEC_IGNORED = ("show_progress", "data_dir", "cache_dir")
+_SPEC_IGNORED = ("show_progress", "data_dir", "cache_dir", "device")
 
 
 def select(names: Optional[Iterable[str]]) -> list:
@@ -54,7 +54,8 @@ class Context:
 
     def __init__(self, out_dir, *, quick: bool = False, data_dir=None,
                  progress: Optional[bool] = None, log: Optional[Callable[[str], None]] = None,
-                 max_filters: Optional[int] = None):
+                 max_filters: Optional[int] = None, device: str = "cpu"):
+        from ..backend import get_backend
         from ..datasets import resolve_data_dir
 
         self.out = Path(out_dir)
@@ -64,6 +65,10 @@ class Context:
                                         or max_filters < 1):
             raise InputError(f"max_filters must be a positive whole number, got {max_filters!r}")
         self.max_filters = None if max_filters is None else int(max_filters)
+        # where the solves, the features and the random-conv Gram sums run ('auto': a usable
+        # GPU, else the CPU); an unusable GPU is refused here, before any work
+        self.backend = get_backend(device)
+        self.device = self.backend.device
         self.data_path = resolve_data_dir(data_dir)
         self.data_dir = str(self.data_path)
         self.progress = progress
@@ -103,7 +108,7 @@ class Context:
     def machine(self) -> dict:
         """This machine's line for the report (read once per run)."""
         if self._machine is None:
-            self._machine = _machine_line()
+            self._machine = _machine_line(self.backend)
         return self._machine
 
     # -- solves, pieces -----------------------------------------------------------
@@ -123,7 +128,7 @@ class Context:
         self.log(f"  solve {spec.get('dataset')} n={spec.get('n_train')} "
                  f"features={spec.get('features', 'raw')} kernel={spec.get('kernel')} "
                  f"ridge={spec.get('ridge', 0)}")
-        rec = solve(spec)
+        rec = solve(dict(spec, device=self.device) if self.device != "cpu" else spec)
         rec["spec"] = {k: v for k, v in spec.items() if k not in _SPEC_IGNORED}
         rec["machine_short"] = self.machine["short"]
         atomic_write_text(path, _dump(rec))
@@ -156,8 +161,16 @@ class Context:
         return result
 
     def sgemm_peak(self) -> dict:
-        """This machine's SGEMM/DGEMM rates (measured once per run)."""
+        """The SGEMM/DGEMM rates of the run's device (measured once per run; on a GPU its
+        FP32/FP64 products, named ``device`` in the dict)."""
         if self._peaks is None:
+            if self.device != "cpu":
+                size = 2048 if self.quick else 8192
+                p = self.backend.measure_gemm_peaks(size=size, repeats=3)
+                self._peaks = {"sgemm_gflops": p["fp32_gflops"],
+                               "dgemm_gflops": p["fp64_gflops"], "size": size,
+                               "device": self.device}
+                return self._peaks
             from ..bench.machine import measure_cpu_peaks
 
             size = 1024 if self.quick else 4096
@@ -227,31 +240,38 @@ def locate_cifar(data_path: Path):
                     f"or the JPEG set at {data_path / 'cifar10-jpeg'}/cifar10-jpeg.tar.gz")
 
 
-def _machine_line() -> dict:
+def _machine_line(backend=None) -> dict:
+    """The host's CPU, cores, memory and BLAS, and the GPU when ``backend`` is one."""
     from ..bench.machine import cpu_counts, cpu_model, memory_info
     from ..backend import blas_info
 
     info = {"cpu": cpu_model(), **cpu_counts(), "memory": memory_info(), "blas": blas_info()}
     cores = info.get("logical") or info.get("physical") or info.get("cores")
     info["short"] = f"{info['cpu']}, {cores} cores"
+    if backend is not None and backend.device != "cpu":
+        info["gpu"] = backend.describe()
+        info["short"] += f" + {info['gpu'].get('gpu_name') or backend.device}"
     return info
 
 
 def run_reproduce(names=None, *, quick: bool = False, data_dir=None, out_dir="reproduce-out",
                   progress: Optional[bool] = None, log: Optional[Callable[[str], None]] = None,
-                  max_filters: Optional[int] = None) -> dict:
+                  max_filters: Optional[int] = None, device: str = "cpu") -> dict:
     """Run the selected experiments (all by default), skipping stored ones; write the
     report; return it (``report["status"]``: experiment -> status and message).
 
     ``max_filters`` cuts ``cifar-random-conv``'s curve at that many filters (its result
-    then records the limit, and a later run without it continues the curve)."""
+    then records the limit, and a later run without it continues the curve). ``device``
+    (``cpu``, ``gpu`` or ``auto``) runs the solves and the random-conv features and Gram
+    sums there; stored results are kept whatever device made them (the report's machine
+    column names it)."""
     from ..memory import peak_rss_bytes
     from .experiments import EXPERIMENTS, defaults_fingerprint
     from .report import write_report
 
     chosen = select(names)
     ctx = Context(out_dir, quick=quick, data_dir=data_dir, progress=progress, log=log,
-                  max_filters=max_filters)
+                  max_filters=max_filters, device=device)
     machine = ctx.machine
     status = {}
     for name in chosen:
