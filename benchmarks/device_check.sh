@@ -37,7 +37,7 @@ if [ "$DEV" = "cpu" ]; then TINY=(--tiny); fi
 # dense_vs_tiles 15, gabor70k 10, randconv 20, bench_cli 60: about 235 s in all). The
 # BUDGET clamps each limit to the time left, in the order of STEPS (most important first).
 declare -A LIMIT=([gpu_tests]=90 [agreement]=40 [mnist60k]=90 [n100k]=80
-                  [dense_vs_tiles]=60 [gabor70k]=40 [randconv]=60 [bench_cli]=90)
+                  [dense_vs_tiles]=60 [gabor70k]=40 [randconv]=90 [bench_cli]=90)
 START=$(date +%s)
 
 write_fallback() {  # step status seconds rc log: the JSON of a step that did not write one
