@@ -674,3 +674,26 @@ def test_a_point_with_another_pooling_is_solved_like_a_curve_point(tmp_path, mon
     assert not [p for p in tmp_path.rglob("*") if "imagefolder" not in p.parts
                 and (p.name in ("results", "parts", "work") or p.name.startswith("gram-")
                      or p.suffix == ".npy")]
+
+
+def test_device_gpu_without_a_gpu_is_refused_before_any_work(tmp_path, capsys):
+    """One line with the reason and the way out; exit code 2; nothing written."""
+    from kernelfit.backend import gpu_available
+
+    if gpu_available():
+        pytest.skip("a GPU is usable here")
+    out = tmp_path / "rq"
+    code = _run(["--quick", "--only", "cifar-random-conv", "--device", "gpu", "--out", out])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert len(err) == 1 and "GPU" in err[0] and "pip install" in err[0], err
+    assert not out.exists()
+
+
+def test_device_is_not_part_of_a_stored_solve(tmp_path):
+    """A solve stored by a CPU run is reused by a GPU run of the same spec."""
+    from kernelfit.reproduce.runner import Context
+
+    ctx = Context(tmp_path, quick=True)
+    spec = {"dataset": "digits", "n_train": 100, "n_test": 50}
+    assert ctx.spec_key(spec) == ctx.spec_key(dict(spec, device="gpu"))
