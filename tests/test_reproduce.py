@@ -697,3 +697,25 @@ def test_device_is_not_part_of_a_stored_solve(tmp_path):
     ctx = Context(tmp_path, quick=True)
     spec = {"dataset": "digits", "n_train": 100, "n_test": 50}
     assert ctx.spec_key(spec) == ctx.spec_key(dict(spec, device="gpu"))
+
+
+def test_random_conv_feature_chunk_grows_with_free_memory(monkeypatch):
+    """The chunk of features takes what the free memory leaves beyond the plan (headroom
+    kept), between the planned minimum and the maximum; a plan that does not fit is
+    refused whatever the chunk."""
+    import kernelfit.reproduce.adapter as adapter
+    from kernelfit.errors import MemoryPlanError
+    from kernelfit.memory import SAFETY
+    from kernelfit.reproduce import conv_run
+
+    n, m = 20000, 5000
+    base = conv_run.conv_memory_plan(n, m).total  # with the minimum chunk
+    lo, hi = conv_run._CHUNK_MIN, conv_run._CHUNK_MAX
+    for spare, want in ((0, lo), (512 << 20, lo + (512 << 20)), (64 << 30, hi)):
+        free = int((base + spare) / SAFETY) + 1
+        monkeypatch.setattr(adapter, "available_memory", lambda device="cpu", f=free: f)
+        got = conv_run._refuse_unless_fits(n, m, "x", "y")
+        assert abs(got - want) <= 1, (spare, got, want)
+    monkeypatch.setattr(adapter, "available_memory", lambda device="cpu": base // 2)
+    with pytest.raises(MemoryPlanError):
+        conv_run._refuse_unless_fits(n, m, "x", "y")

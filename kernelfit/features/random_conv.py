@@ -372,14 +372,18 @@ class RandomConvFeatures(FeatureMap):
         piece = b if xp is not np else max(1, min(b, _PIECE_BYTES // max(1, 4 * P * k)))
         r = xp.empty((piece * P, k), dtype=pm.dtype)
         neg = xp.empty_like(r)
+        # NumPy 2.4's maximum against a scalar 0 ran at 0.48 ns per value on a Zen 4 core,
+        # against an array of zeros of the same shape at 0.11 (subtract: 0.06)
+        zero = xp.zeros_like(r) if xp is np else None
         for i0 in range(0, b, piece):
             i1 = min(b, i0 + piece)
             rows = (i1 - i0) * P
             rr, nn = r[:rows], neg[:rows]
+            z = 0 if zero is None else zero[:rows]
             xp.matmul(pm[i0 * P:i1 * P], A, out=rr)                # r - t
             xp.subtract(-2.0 * t, rr, out=nn)                       # -r - t
-            xp.maximum(nn, 0, out=nn)
-            xp.maximum(rr, 0, out=rr)
+            xp.maximum(nn, z, out=nn)
+            xp.maximum(rr, z, out=rr)
             for sign, act in enumerate((rr, nn)):
                 pooled = xp.matmul(pool, act.reshape(i1 - i0, P, k))   # piece, g^2, k
                 if pw == 0.5:  # averages of max(0, .) are >= 0

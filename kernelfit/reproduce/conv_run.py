@@ -25,21 +25,24 @@ from ..memory import SAFETY, fmt_bytes
 
 __all__ = ["run_conv_curve", "run_conv_point", "conv_memory_plan"]
 
-_CHUNK_BUDGET = 1 << 30  # bytes of one chunk of features (all images)
+# bytes of one chunk of features (all images): at least the planned minimum, at most the
+# maximum where memory allows (larger chunks rebuild the images' patch matrices fewer times
+# and pass over the Gram matrices fewer times)
+_CHUNK_MIN, _CHUNK_MAX = 1 << 30, 4 << 30
 _N_CLASSES = 10  # CIFAR-10
 
 
-def conv_memory_plan(n: int, m: int, available=None):
+def conv_memory_plan(n: int, m: int, available=None, chunk: int = _CHUNK_MIN):
     """The experiment's memory plan (:class:`~kernelfit.memory.MemoryPlan`): the solvers'
     plan of the Gram solve (:func:`kernelfit.solvers.plan.plan_gram_solve`: Gram and cross
-    products in float32, tile buffers, refinement vectors) plus one chunk of features and
-    the images, checked with the planner's headroom."""
+    products in float32, tile buffers, refinement vectors) plus one chunk of features
+    (``chunk`` bytes) and the images, checked with the planner's headroom."""
     from ..solvers.plan import plan_gram_solve
     from .conv_kernel import BLOCK
 
     plan = plan_gram_solve(n, _N_CLASSES, min(BLOCK, max(n, 1)), n_test=m,
                            available=available)
-    plan.add("feature chunk", _CHUNK_BUDGET)
+    plan.add("feature chunk", chunk)
     plan.add("images float32", 4 * 3072 * (n + m))
     return plan
 
@@ -198,9 +201,11 @@ def _solve_point(ctx, st: dict, ds, note, name, t_load, peaks, per_filter: int) 
     return rec
 
 
-def _refuse_unless_fits(n: int, m: int, what: str, way_out: str) -> None:
+def _refuse_unless_fits(n: int, m: int, what: str, way_out: str) -> int:
     """Raise :class:`MemoryPlanError` before any work when :func:`conv_memory_plan` at
-    ``(n, m)`` does not fit in the memory free now."""
+    ``(n, m)`` does not fit in the memory free now; else return the bytes of one chunk of
+    features: what the free memory leaves beyond the plan (headroom kept), between
+    ``_CHUNK_MIN`` and ``_CHUNK_MAX``."""
     from .adapter import available_memory
 
     avail = available_memory("cpu")
@@ -211,6 +216,8 @@ def _refuse_unless_fits(n: int, m: int, what: str, way_out: str) -> None:
             f"{fmt_bytes(avail)} is free (kernelfit keeps {round((1 - SAFETY) * 100)}% "
             f"headroom); {way_out}",
             required_bytes=need.total, available_bytes=avail, items=dict(need.items))
+    spare = int(SAFETY * avail) - int(need.total)
+    return int(min(_CHUNK_MAX, _CHUNK_MIN + max(spare, 0)))
 
 
 def _load_and_fit(fmap, name: str, data_dir, n: int, m: int):
@@ -245,8 +252,8 @@ def run_conv_point(cifar: tuple, data_dir, sizes, n_filters: int, *,
 
     name, note = cifar
     n, m = sizes
-    _refuse_unless_fits(n, m, "a random-conv point",
-                        "use a smaller n or a machine with more memory")
+    chunk = _refuse_unless_fits(n, m, "a random-conv point",
+                                "use a smaller n or a machine with more memory")
     fmap = RandomConvFeatures((32, 32, 3), **dict(map_params or {}), n_filters=int(n_filters),
                               standardize=False, dtype="float32", seed=0, progress=progress,
                               device=device)
@@ -254,12 +261,12 @@ def run_conv_point(cifar: tuple, data_dir, sizes, n_filters: int, *,
     ds, t_load = _load_and_fit(fmap, name, data_dir, n, m)
     p = measure_cpu_peaks(size=4096 if n >= 4096 else 1024, repeats=2)
     peaks = {"sgemm_gflops": p["sgemm_gflops"], "dgemm_gflops": p["dgemm_gflops"]}
-    st = accumulate_gram(fmap, ds.X_train, ds.X_test, memory_budget=_CHUNK_BUDGET,
-                         progress=progress)
+    st = accumulate_gram(fmap, ds.X_train, ds.X_test, memory_budget=chunk, progress=progress)
     rec = _solve_point(None, st, ds, note, name, t_load, peaks,
                        per_filter=fmap.features_per_filter)
     rec["feature_params"] = params
     rec["gram_device"] = fmap._backend.describe()
+    rec["feature_chunk_bytes"] = chunk
     return rec
 
 
@@ -274,8 +281,8 @@ def run_conv_curve(ctx, sizes, filters, full_curve: bool = True) -> dict:
     name, note = ctx.cifar()
     n, m = sizes
     filters = sorted(int(k) for k in filters)
-    _refuse_unless_fits(n, m, "cifar-random-conv",
-                        "run it on a machine with more memory or alone")
+    chunk = _refuse_unless_fits(n, m, "cifar-random-conv",
+                                "run it on a machine with more memory or alone")
     work = ctx.work_dir("cifar-random-conv")
     for stale in work.glob(".tmp-gram-*"):  # a resume point killed while being written
         shutil.rmtree(stale, ignore_errors=True)
@@ -305,6 +312,7 @@ def run_conv_curve(ctx, sizes, filters, full_curve: bool = True) -> dict:
                                    per_filter=fmap.features_per_filter)
                 rec["feature_params"] = params
                 rec["gram_device"] = fmap._backend.describe()
+                rec["feature_chunk_bytes"] = chunk
                 ctx.store_part("cifar-random-conv", f"filters-{k}", rec)
                 parts[k] = rec
             if k != filters[-1] and not st.get("host_copy"):  # the sums stay on a device
@@ -322,7 +330,7 @@ def run_conv_curve(ctx, sizes, filters, full_curve: bool = True) -> dict:
             if last in parts and parts[last] is None:  # killed before storing: solve now
                 point(last, start)
         if start is None or start["n_done"] < filters[-1]:
-            accumulate_gram(fmap, ds.X_train, ds.X_test, memory_budget=_CHUNK_BUDGET,
+            accumulate_gram(fmap, ds.X_train, ds.X_test, memory_budget=chunk,
                             stop_at=[k for k in filters if parts[k] is None],
                             start_from=start, progress=ctx.progress, on_checkpoint=point)
         del start
