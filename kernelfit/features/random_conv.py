@@ -38,7 +38,9 @@ Filters are generated in blocks of ``_BLOCK`` from independent streams ``(seed, 
 so the first ``k`` filters (and features) of a map with ``n_filters > k`` are exactly those
 of a map with ``n_filters = k``: more filters extend, never redraw. They are applied
 ``chunk_size`` at a time to batches of ``batch_size`` images, so memory is bounded by
-``batch_size x positions x (d + chunk_size)`` numbers whatever ``n_filters`` is.
+``batch_size x positions x (d + chunk_size)`` numbers whatever ``n_filters`` is. The Gram
+matrices of many filters, without storing their features, are
+:func:`kernelfit.features.random_conv_gram.accumulate_gram`'s.
 """
 
 from __future__ import annotations
