@@ -281,7 +281,7 @@ def _randconv_gram(a, be, X) -> dict:
     in device memory): agreement with the CPU on a slice, then the rates of a larger run and
     the full pass (n = 50,000 + 10,000 test, 32,000 filters) extrapolated from them."""
     from kernelfit.features.random_conv import RandomConvFeatures
-    from kernelfit.features.random_conv_gram import accumulate_gram
+    from kernelfit.features.random_conv_gram import accumulate_gram, chunk_flop
 
     def run(device, Xtr, Xte, filters):
         fmap = RandomConvFeatures((32, 32, 3), n_filters=filters, standardize=False,
@@ -289,19 +289,17 @@ def _randconv_gram(a, be, X) -> dict:
         fmap.standardize = True
         t = _sync(be)
         st = accumulate_gram(fmap, Xtr, Xte, progress=False)
-        return st, _sync(be) - t
+        return st, _sync(be) - t, fmap
 
     small = (24, 8, 16) if a.tiny else (300, 100, 64)
     Xs, Xst = X[:small[0]], X[small[0]:small[0] + small[1]]
-    ref, _ = run("cpu", Xs, Xst, small[2])
-    got, _ = run(be.device, Xs, Xst, small[2])
+    ref, _, _ = run("cpu", Xs, Xst, small[2])
+    got, _, _ = run(be.device, Xs, Xst, small[2])
     agree = {key: _rel(got[key], ref[key]) for key in ("G", "C", "sq", "sq_test")}
     n, m, filters = (30, 10, 32) if a.tiny else (2500, 500, 2048)
-    st, secs = run(be.device, X[:n], X[n:n + m], filters)
+    st, secs, fmap = run(be.device, X[:n], X[n:n + m], filters)
     stages = st["stages"]
-    full_conv = stages["conv"]["flop"] * (60000 / (n + m)) * (32000 / filters)
-    full_gram = (stages["gram"]["flop"] * (50000 * (50000 + 2 * 10000)) / (n * (n + 2 * m))
-                 * (32000 / filters))
+    full_conv, full_gram = chunk_flop(fmap, 50000, 10000, 32000)
     conv_rate = stages["conv"]["flop"] / max(stages["conv"]["seconds"], 1e-12)
     gram_rate = stages["gram"]["flop"] / max(stages["gram"]["seconds"], 1e-12)
     return {"agreement_with_cpu_max_rel": agree, "agreement_sizes": list(small),

@@ -14,7 +14,19 @@ import numpy as np
 
 from .random_conv import RandomConvFeatures
 
-__all__ = ["accumulate_gram", "symmetrize_lower"]
+__all__ = ["accumulate_gram", "chunk_flop", "symmetrize_lower"]
+
+
+def chunk_flop(fmap: RandomConvFeatures, n: int, m: int, k: int) -> tuple:
+    """``(convolution, Gram)`` flop of ``k`` filters of ``fmap`` over ``n`` training and
+    ``m`` test images, as :func:`accumulate_gram` counts them: the patch-matrix GEMM and
+    the pooling per position, then the lower triangle of ``G`` (diagonal included) and
+    the test cross-products."""
+    H, W, C, s, Ho, Wo = fmap._geometry
+    per = fmap.features_per_filter
+    conv = 2.0 * (n + m) * Ho * Wo * k * (s * s * C + 1 + per)
+    D = k * per
+    return conv, float(n) * (n + 1) * D + 2.0 * m * n * D
 
 
 def _raw_chunk(fmap: RandomConvFeatures, X, lo: int, hi: int, batch: int, xp, be, bar,
@@ -56,15 +68,15 @@ def _raw_chunk(fmap: RandomConvFeatures, X, lo: int, hi: int, batch: int, xp, be
     return out
 
 
-def _add_gram(G, A, B=None, rows: int = 2048, *, host: bool = True) -> None:
+def _add_gram(G, A, B=None, rows: int = 2048, *, xp=np) -> None:
     """``G += A @ B.T`` in row blocks (``B = A``: lower triangle blocks only), in place.
-    Host arrays: one BLAS GEMM per block into ``G``'s memory; device arrays (``host``
-    False): the array module's product, added into the block."""
+    NumPy arrays: one BLAS GEMM per block into ``G``'s memory; a device array module
+    ``xp``: its product, added into the block."""
     from scipy.linalg import blas
 
     same = B is None
     B = A if same else B
-    if not host:
+    if xp is not np:
         for r0 in range(0, G.shape[0], rows):
             r1 = min(G.shape[0], r0 + rows)
             c1 = r1 if same else B.shape[0]
@@ -149,10 +161,12 @@ def accumulate_gram(fmap: RandomConvFeatures, X_train, X_test=None, *, filter_ch
                          "gram": {"seconds": 0.0, "flop": 0.0}}}
     marks = sorted(int(k) for k in (stop_at or ()) if st["n_done"] < int(k) <= n_f)
     if on_device:  # batches of images whose patch matrix and responses fill the budget
-        batch_size = max(int(batch_size), int(memory_budget) // max(
-            1, 3 * dt.itemsize * Ho * Wo * (d1 + 2 * filter_chunk)))
+        # bytes of one image's work: patch matrix and both signs' responses, with room for
+        # the pooling's temporaries (3x)
+        per_image = 3 * dt.itemsize * Ho * Wo * (d1 + 2 * filter_chunk)
+        batch_size = max(int(batch_size), int(memory_budget) // per_image)
         acc, Xtr, Xte = _device_state(be, st, X_train, X_test, dt, filter_chunk * per_filter,
-                                      batch_size * Ho * Wo * (d1 + 2 * filter_chunk))
+                                      batch_size * per_image)
     else:
         acc, Xtr, Xte = st, X_train, X_test
     bar = _progress(total=(n + m) * (n_f - st["n_done"]), desc="random-conv Gram",
@@ -167,22 +181,22 @@ def accumulate_gram(fmap: RandomConvFeatures, X_train, X_test=None, *, filter_ch
             Fte = (_raw_chunk(fmap, Xte, lo, hi, batch_size, xp, be, bar, threads) if m
                    else xp.empty((0, Ftr.shape[1]), dtype=dt))
             if fmap.standardize:
-                _standardize_columns(Ftr, Fte, xp, host=not on_device)
+                _standardize_columns(Ftr, Fte, xp)
             be.synchronize()
+            flop_conv, flop_gram = chunk_flop(fmap, n, m, k)
             conv = st["stages"]["conv"]
             conv["seconds"] += time.perf_counter() - t0
-            conv["flop"] += 2.0 * (n + m) * Ho * Wo * k * (d1 + per_filter)
+            conv["flop"] += flop_conv
             t0 = time.perf_counter()
-            _add_gram(acc["G"], Ftr, host=not on_device)
-            acc["sq"] += _row_squares(Ftr, xp, host=not on_device)
+            _add_gram(acc["G"], Ftr, xp=xp)
+            acc["sq"] += _row_squares(Ftr, xp)
             if m:
-                _add_gram(acc["C"], Fte, Ftr, host=not on_device)
-                acc["sq_test"] += _row_squares(Fte, xp, host=not on_device)
+                _add_gram(acc["C"], Fte, Ftr, xp=xp)
+                acc["sq_test"] += _row_squares(Fte, xp)
             be.synchronize()
             gram = st["stages"]["gram"]
             gram["seconds"] += time.perf_counter() - t0
-            D = Ftr.shape[1]
-            gram["flop"] += float(n) * (n + 1) * D + 2.0 * m * n * D
+            gram["flop"] += flop_gram
             del Ftr, Fte
             st["n_done"] = hi
             if marks and hi == marks[0]:
@@ -201,7 +215,7 @@ def accumulate_gram(fmap: RandomConvFeatures, X_train, X_test=None, *, filter_ch
 _SUMS = ("G", "sq", "C", "sq_test")
 
 
-def _device_state(be, st: dict, X_train, X_test, dt, chunk_width: int, batch_elements: int):
+def _device_state(be, st: dict, X_train, X_test, dt, chunk_width: int, batch_bytes: int):
     """The running sums of ``st`` and the images on ``be``'s device (``acc, X_train,
     X_test``), after checking that they, one chunk of features and one batch's work fit
     in its free memory."""
@@ -209,9 +223,8 @@ def _device_state(be, st: dict, X_train, X_test, dt, chunk_width: int, batch_ele
     from ..memory import fmt_bytes
 
     n, m = X_train.shape[0], (0 if X_test is None else X_test.shape[0])
-    need = (dt.itemsize * (n * n + m * n + (n + m) * (X_train.shape[1] + chunk_width)
-                           + batch_elements)
-            + 8 * (n + m) + 4 * 2048 * max(n, 1) * dt.itemsize)  # sums; one product block
+    need = (dt.itemsize * (n * n + m * n + (n + m) * (X_train.shape[1] + chunk_width))
+            + batch_bytes + 8 * (n + m) + 4 * 2048 * max(n, 1) * dt.itemsize)  # sums; a block
     free = int(be.free_memory())
     if need > free:
         raise MemoryPlanError(
@@ -235,9 +248,9 @@ def _copy_to_host(be, acc: dict, st: dict, rows: int = 4096) -> None:
     st["host_copy"] = True
 
 
-def _row_squares(F, xp, rows: int = 4096, *, host: bool = True):
+def _row_squares(F, xp, rows: int = 4096):
     """Squared norms of the rows of ``F`` (float32 or float64), summed in float64."""
-    if host:
+    if xp is np:
         return np.einsum("ij,ij->i", F, F, dtype=np.float64)
     out = xp.empty(F.shape[0], dtype=np.float64)
     for r0 in range(0, F.shape[0], rows):
@@ -246,7 +259,7 @@ def _row_squares(F, xp, rows: int = 4096, *, host: bool = True):
     return out
 
 
-def _standardize_columns(Ftr, Fte, xp, rows: int = 4096, *, host: bool = True) -> None:
+def _standardize_columns(Ftr, Fte, xp, rows: int = 4096) -> None:
     """Centre and scale each column of ``Ftr`` and ``Fte`` in place by the training
     column's mean and spread (float64 sums over row blocks: no full-size temporary);
     columns with no spread are only centred."""
@@ -257,7 +270,7 @@ def _standardize_columns(Ftr, Fte, xp, rows: int = 4096, *, host: bool = True) -
     for r0 in range(0, n, rows):
         blk = Ftr[r0:r0 + rows].astype(np.float64)
         s1 += blk.sum(axis=0)
-        s2 += (np.einsum("ij,ij->j", blk, blk) if host else (blk * blk).sum(axis=0))
+        s2 += (np.einsum("ij,ij->j", blk, blk) if xp is np else (blk * blk).sum(axis=0))
     mean = s1 / n
     std = xp.sqrt(xp.maximum(s2 / n - mean * mean, 0.0))
     tiny = 1e-8 * max(1.0, float(xp.abs(mean).max()))

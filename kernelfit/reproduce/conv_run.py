@@ -159,9 +159,10 @@ def _stage_rates(stages: dict, sgemm_gflops) -> dict:
     return out
 
 
-def _solve_point(ctx, st: dict, ds, note, name, t_load, peaks, per_filter: int) -> dict:
-    """Solve the curve point held in ``st`` (its G and C are overwritten); its record.
-    ``per_filter``: features per filter (2 pool^2; 18 with the default 3x3 pooling)."""
+def _solve_point(ctx, st: dict, ds, note, name, t_load, peaks, fmap, chunk: int) -> dict:
+    """Solve the curve point held in ``st`` (its G and C are overwritten); its record,
+    with the feature parameters of ``fmap``, the device that made the Gram sums and the
+    bytes of one chunk of features."""
     from ..kernel_defaults import choose_bandwidth, exactness
     from ..memory import peak_rss_bytes
     from ..features.random_conv_gram import symmetrize_lower
@@ -181,7 +182,8 @@ def _solve_point(ctx, st: dict, ds, note, name, t_load, peaks, per_filter: int) 
     Kc = st["C"]
     gaussian_in_place(Kc, st["sq_test"], sq, h)
     pred = classes[np.argmax(predict_stored(Kc, sol["alpha"]), axis=1)]
-    rec = {"n_train": n, "n_test": m, "n_filters": k, "features_dim": per_filter * k,
+    rec = {"n_train": n, "n_test": m, "n_filters": k,
+           "features_dim": fmap.features_per_filter * k,
            "dataset": name, "data_note": note, "bandwidth": h,
            "bandwidth_rule": f"{rule['rule']} (kernelfit.kernel_defaults)",
            "test_error": float(np.mean(pred != ds.y_test)),
@@ -194,7 +196,9 @@ def _solve_point(ctx, st: dict, ds, note, name, t_load, peaks, per_filter: int) 
            "solve_seconds": time.perf_counter() - t0,
            "factor_seconds": sol["factor_seconds"], "refine_seconds": sol["refine_seconds"],
            "factor_gflops_per_s": sol["factor_gflops_per_s"], "load_seconds": t_load,
-           "peak_memory_bytes": peak_rss_bytes(), "sgemm_peak": peaks}
+           "peak_memory_bytes": peak_rss_bytes(), "sgemm_peak": peaks,
+           "feature_params": feature_params(fmap), "gram_device": fmap._backend.describe(),
+           "feature_chunk_bytes": int(chunk)}
     rec["seconds"] = (sum(s["seconds"] for s in st["stages"].values()) + rec["solve_seconds"]
                       + t_load)
     rec.update(exactness(rec["relative_residual"]))
@@ -257,17 +261,11 @@ def run_conv_point(cifar: tuple, data_dir, sizes, n_filters: int, *,
     fmap = RandomConvFeatures((32, 32, 3), **dict(map_params or {}), n_filters=int(n_filters),
                               standardize=False, dtype="float32", seed=0, progress=progress,
                               device=device)
-    params = feature_params(fmap)
     ds, t_load = _load_and_fit(fmap, name, data_dir, n, m)
     p = measure_cpu_peaks(size=4096 if n >= 4096 else 1024, repeats=2)
     peaks = {"sgemm_gflops": p["sgemm_gflops"], "dgemm_gflops": p["dgemm_gflops"]}
     st = accumulate_gram(fmap, ds.X_train, ds.X_test, memory_budget=chunk, progress=progress)
-    rec = _solve_point(None, st, ds, note, name, t_load, peaks,
-                       per_filter=fmap.features_per_filter)
-    rec["feature_params"] = params
-    rec["gram_device"] = fmap._backend.describe()
-    rec["feature_chunk_bytes"] = chunk
-    return rec
+    return _solve_point(None, st, ds, note, name, t_load, peaks, fmap, chunk)
 
 
 def run_conv_curve(ctx, sizes, filters, full_curve: bool = True) -> dict:
@@ -308,11 +306,7 @@ def run_conv_curve(ctx, sizes, filters, full_curve: bool = True) -> dict:
         def point(k, st):
             _save_ckpt(work, k, st, params)  # the resume point, before the solve overwrites G, C
             if parts.get(k) is None:
-                rec = _solve_point(ctx, st, ds, note, name, t_load, peaks,
-                                   per_filter=fmap.features_per_filter)
-                rec["feature_params"] = params
-                rec["gram_device"] = fmap._backend.describe()
-                rec["feature_chunk_bytes"] = chunk
+                rec = _solve_point(ctx, st, ds, note, name, t_load, peaks, fmap, chunk)
                 ctx.store_part("cifar-random-conv", f"filters-{k}", rec)
                 parts[k] = rec
             if k != filters[-1] and not st.get("host_copy"):  # the sums stay on a device

@@ -267,8 +267,9 @@ EXPERIMENTS = {e.name: e for e in (
                "AVX-512 Xeon (3.6e14 flop of convolution at about 117 GFLOP/s, 2e15 of Gram "
                "products at about 367, 6 solves at n = 50,000 of 3-4 min each; the curve "
                "cut at 8,000 filters took 57 min there, benchmarks/results/reproduce), "
-               "roughly twice that on 2 Zen 3 cores; needs about 14 GiB of memory and 25 GB "
-               "of disk", ("random-conv",), ("max_filters",)),
+               "roughly twice that on 2 Zen 3 cores, and 8,000 filters in 76 min on a 2-core "
+               "Zen 4; needs 14-17 GiB of memory (the chunk of features takes 1-4 GiB) and "
+               "25 GB of disk", ("random-conv",), ("max_filters",)),
 )}
 
 
