@@ -56,6 +56,9 @@ _F32_EXACT = float(2 ** 24)
 _F32_MAX_PARTS = 4
 #: the grids tried by :func:`integer_grid`: integer data, and 8-bit values scaled to [0, 1]
 _GRID_SCALES = (1.0, 255.0)
+#: the ranges of the exact integers kept by ``Kernel.block(keep_exact=)``
+_INT32_LIMIT = float(2 ** 31 - 1)
+_UINT32_LIMIT = float(2 ** 32 - 1)
 #: at most one row with |k|^2 >= 2^24 per this many rows for the integer-grid storage
 _HEAVY_ROWS_PER = 4096
 
@@ -228,7 +231,7 @@ class Kernel:
         return sq
 
     def block(self, A, B, *, a_stats=None, b_stats=None, same: bool = False, out=None,
-              dtype=None, times=None, times_t=None):
+              dtype=None, times=None, times_t=None, keep_exact=None):
         """The kernel block k(A_i, B_j) as a C-ordered array of shape (len(A), len(B)).
 
         ``a_stats``/``b_stats`` come from :meth:`prepare` (computed when omitted).
@@ -244,6 +247,12 @@ class Kernel:
         and ``times_t=(W, acc_t)`` adds ``block.T @ W`` to ``acc_t`` (``len(B)`` rows),
         chunk by chunk while each chunk is still in cache: a kernel product then never
         reads the finished block back from memory.
+
+        ``keep_exact``: an array of the block's shape and :meth:`exact_dtype` that receives
+        the exact integers the kernel values are finished from (squared distances, or inner
+        products for ``normalized``), where the inputs allow; half the bytes of the float64
+        block, and :meth:`exact_times` turns them back into the same kernel values, bit
+        for bit.
         """
         xp = array_namespace(A)
         if self.needs_sq_norms:
@@ -268,30 +277,79 @@ class Kernel:
             A64 = A.astype(xp.float64, copy=False)
             K = xp.matmul(A64, B.astype(xp.float64, copy=False).T, out=out)
         m, ncols = K.shape
-        rows = m if xp is not np else max(1, (1 << 18) // max(ncols, 1))
-        fix_diagonal = same and (self.diagonal_value is not None or self.name == "linear")
+        rows = m if xp is not np else _chunk_rows(ncols)
         for s in range(0, m, rows):
             e = min(s + rows, m)
             chunk = K[s:e]
             if K32 is not None:
                 chunk[...] = K32[s:e]
-            self._finish(chunk, None if a_stats is None else a_stats[s:e], b_stats, xp)
-            if fix_diagonal:  # the diagonal entries (t, t) of this chunk's rows
-                stop = min(e, ncols)
-                if stop > s:
-                    idx = xp.arange(s, stop)
-                    if self.diagonal_value is not None:
-                        # distance exactly 0 / cosine exactly 1
-                        K[idx, idx] = self.diagonal_value
-                    else:
-                        K[idx, idx] = row_norms_sq(A64[s:stop])
-            if times is not None:
-                times[1][s:e] += chunk @ times[0]
-            if times_t is not None:
-                times_t[1][...] += chunk.T @ times_t[0][s:e]
+            if keep_exact is not None:
+                self._finish_pre(chunk, None if a_stats is None else a_stats[s:e], b_stats, xp)
+                # exact integers within keep_exact's range (exact_dtype)
+                np.copyto(keep_exact[s:e], chunk, casting="unsafe")
+            self._finish_rows(chunk, s, a_stats, b_stats, same, A64, xp, times, times_t,
+                              pre=keep_exact is None)
         if dtype is not None and K.dtype != dtype:
             K = K.astype(dtype)
         return K
+
+    def _finish_rows(self, chunk, s: int, a_stats, b_stats, same: bool, A64, xp, times,
+                     times_t, pre: bool = True) -> None:
+        """Finish rows ``s:s+len(chunk)`` of a block in place (inner products in, or with
+        ``pre=False`` what :meth:`_finish_pre` made of them; kernel values out, the exact
+        diagonal of a diagonal block) and add their products."""
+        e = s + chunk.shape[0]
+        a_sq = None if a_stats is None else a_stats[s:e]
+        if pre:
+            self._finish(chunk, a_sq, b_stats, xp)
+        else:
+            self._finish_post(chunk, a_sq, b_stats, xp)
+        if same and (self.diagonal_value is not None or self.name == "linear"):
+            stop = min(e, chunk.shape[1])  # the diagonal entries (t, t) of these rows
+            if stop > s:
+                idx = xp.arange(stop - s)
+                if self.diagonal_value is not None:
+                    # distance exactly 0 / cosine exactly 1
+                    chunk[idx, idx + s] = self.diagonal_value
+                else:
+                    chunk[idx, idx + s] = row_norms_sq(A64[s:stop])
+        if times is not None:
+            times[1][s:e] += chunk @ times[0]
+        if times_t is not None:
+            times_t[1][...] += chunk.T @ times_t[0][s:e]
+
+    def exact_dtype(self, X, stats) -> Optional[np.dtype]:
+        """The integer type that keeps this kernel's blocks over rows of ``X`` exactly
+        (``block(keep_exact=)``), or None. Integer-grid float32 inputs on the host have
+        exact integer inner products (see the module docstring), hence exact squared
+        distances |a - b|^2 <= 4 max |a|^2: uint32 while that is below 2^32 (gaussian,
+        laplacian); the normalized kernel keeps the inner products, |<a, b>| <= max |a|^2,
+        as int32."""
+        if not (self.int_scale is not None and isinstance(X, np.ndarray)
+                and X.dtype == np.float32 and X.shape[0] > 0 and stats is not None):
+            return None
+        top = float(np.max(stats))
+        if self.name == "normalized":
+            return np.dtype(np.int32) if top < _INT32_LIMIT else None
+        return np.dtype(np.uint32) if 4.0 * top < _UINT32_LIMIT else None
+
+    def exact_times(self, E, a_stats, b_stats, *, same: bool = False, times=None,
+                    times_t=None, buf=None) -> None:
+        """The products of :meth:`block` (``times``, ``times_t``) from the exact integers
+        ``E`` a block kept with ``block(keep_exact=)``: the same float64 finish on the same
+        values, so the same kernel values, bit for bit, without the GEMM. Row chunks of
+        about 2 MiB are finished in ``buf`` (a reusable float64 array of at least that
+        many elements, made when None) and multiplied while in cache."""
+        m, ncols = E.shape
+        rows = _chunk_rows(ncols)
+        if buf is None or buf.size < min(rows, m) * ncols:
+            buf = np.empty(min(rows, m) * ncols)
+        for s in range(0, m, rows):
+            e = min(s + rows, m)
+            chunk = buf[:(e - s) * ncols].reshape(e - s, ncols)
+            chunk[...] = E[s:e]
+            self._finish_rows(chunk, s, a_stats, b_stats, same, None, np, times, times_t,
+                              pre=False)
 
     @property
     def _grid_bandwidth(self) -> float:
@@ -347,12 +405,23 @@ class Kernel:
             scale = -1.0 / (2.0 * h * h) if name == "gaussian" else -1.0 / h
             fused(a_sq[:, None], b_sq[None, :], scale, S)
             return
-        if name in ("gaussian", "laplacian"):
+        self._finish_pre(S, a_sq, b_sq, xp)
+        self._finish_post(S, a_sq, b_sq, xp)
+
+    def _finish_pre(self, S, a_sq, b_sq, xp) -> None:
+        """The first step of the finish, in place: inner products to squared distances
+        for the distance kernels (what ``block(keep_exact=)`` keeps), else nothing."""
+        if self.name in ("gaussian", "laplacian"):
             # |a - b|^2 = |a|^2 + |b|^2 - 2 <a, b>, clamped at zero
             S *= -2.0
             S += a_sq[:, None]
             S += b_sq[None, :]
             xp.maximum(S, 0.0, out=S)
+
+    def _finish_post(self, S, a_sq, b_sq, xp) -> None:
+        """The rest of the finish, in place: kernel values from :meth:`_finish_pre`'s."""
+        name = self.name
+        if name in ("gaussian", "laplacian"):
             h = self._grid_bandwidth
             if name == "gaussian":
                 S *= -1.0 / (2.0 * h * h)
@@ -379,6 +448,11 @@ class Kernel:
         same = B is None
         B = A if B is None else B
         return self.block(A, B, same=same)
+
+
+def _chunk_rows(ncols: int) -> int:
+    """Rows of a block finished at a time on the CPU: about 2 MiB of float64."""
+    return max(1, (1 << 18) // max(ncols, 1))
 
 
 def _int_power_inplace(K, p: int, xp) -> None:

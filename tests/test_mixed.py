@@ -133,7 +133,7 @@ def test_auto_picks_mixed_when_expected_faster_and_keeps_float64_tiles(monkeypat
     res64 = np.linalg.norm(K @ ref.alpha - Y) / np.linalg.norm(Y)
     assert info["tol"] == 1e-12 and info["converged"]
     assert info["relative_residual"] <= max(1e-12, 3 * res64)
-    assert info["kept_float64_tiles"] == info["n_tiles_lower"] == 15
+    assert info["kept_tiles"] == info["n_tiles_lower"] == 15
     assert "kept in memory" in info["residual_method"]
     assert np.linalg.norm(K @ sol.alpha - Y) / np.linalg.norm(Y) <= max(1e-12, 3 * res64)
     assert info["plan_choice"]["tiles"]["tile_size"] == 64
@@ -199,14 +199,14 @@ def test_full_mnist_plan_stays_within_10_gib(monkeypatch):
     assert sp.route == "mixed" and sp.tol == 1e-12
     # float32 lower tiles (7.2 GB) + as many float64 tiles as the share allows
     assert 7.2e9 <= sp.memory.items["K tiles (float32)"] <= 7.7e9
-    assert 0 < sp.memory.items["K tiles (float64, refinement)"] < 14.4e9
+    assert 0 < sp.memory.items["K tiles kept (refinement)"] < 14.4e9
     assert sp.memory.total <= 10 * 2 ** 30
     # at n = 10,000 every float64 tile is kept (about 0.5 GB)
     from kernelfit.solvers.tiles import TiledSymmetric
 
     sp = plan_solve(10000, 784, 10, opts, device="cpu", available=22 << 30,
                     backend=get_backend("cpu"))
-    assert sp.memory.items["K tiles (float64, refinement)"] == TiledSymmetric.storage_bytes(
+    assert sp.memory.items["K tiles kept (refinement)"] == TiledSymmetric.storage_bytes(
         10000, sp.tile_size, np.float64)
 
 
@@ -365,3 +365,37 @@ def test_mixed_solve_records_float32_preconditioner_passes():
     assert app["float32_passes"] + app["float64_passes"] == sol.info["iterations"]
     K = k(X)
     assert np.linalg.norm(K @ sol.alpha - Y) / np.linalg.norm(Y) <= 1e-11
+
+
+def test_mixed_on_integer_grid_keeps_exact_distances_and_falls_back_without_them(
+        monkeypatch, caplog):
+    # 8-bit inputs: K is kept as exact squared distances (uint32, half the bytes of float64
+    # tiles), the refinement reaches the float64 answer from them, and a fallback to
+    # float64 builds its own tiles (the kept integers are not K's float64 values)
+    from kernelfit.kernels import to_integer_grid
+
+    rng = np.random.default_rng(5)
+    X = rng.integers(0, 256, size=(300, 8)) / 255.0
+    Y = np.eye(3)[rng.integers(0, 3, 300)]
+    k, G = to_integer_grid(get_kernel("gaussian", bandwidth=0.6), X)
+    ref = solve_exact(k, G, Y, SolveOptions(precision="float64", tile_size=64, residual=True))
+    sol = solve_exact(k, G, Y, SolveOptions(precision="mixed", tile_size=64))
+    info = sol.info
+    assert info["kept_storage"] == "uint32" and info["kept_tiles"] == info["n_tiles_lower"]
+    assert info["kept_bytes"] == 4 * sum(min(64, 300 - 64 * i) * min(64, 300 - 64 * j)
+                                         for i in range(5) for j in range(i + 1))
+    assert "exact integers" in info["residual_method"] and info["converged"]
+    Kd = get_kernel("gaussian", bandwidth=0.6)(X)
+    assert np.linalg.norm(Kd @ sol.alpha - Y) / np.linalg.norm(Y) <= 1e-10
+    np.testing.assert_allclose(sol.alpha, ref.alpha, rtol=0, atol=1e-6 * np.abs(ref.alpha).max())
+    assert ref.info["kept_storage"] == "uint32"  # the float64 path's copy for the residual
+
+    _fast_float32(monkeypatch)
+    X2 = X[:, :3]  # cond ~ 7e10: too much for float32
+    k2, G2 = to_integer_grid(get_kernel("gaussian", bandwidth=0.3), X2)
+    with caplog.at_level("WARNING", logger="kernelfit"):
+        fb = solve_exact(k2, G2, Y, SolveOptions(tile_size=64))
+    assert fb.info["precision"] == "float64", fb.info.get("precision_reason")
+    assert not fb.info["precision_fallback"]["reused_float64_tiles"]
+    ref2 = solve_exact(k2, G2, Y, SolveOptions(precision="float64", tile_size=64))
+    np.testing.assert_allclose(fb.alpha, ref2.alpha, rtol=1e-12, atol=0)

@@ -304,3 +304,69 @@ def test_tile_size_follows_the_l2_cache(monkeypatch, l2, target):
         assert machine.choose_tile_size("gpu") == (8192, 8192)
     finally:
         machine.choose_tile_size.cache_clear()
+
+
+# ------------------------------------ K kept as the exact integers it is finished from
+def _grid(n, d, seed, high=256):
+    rng = np.random.default_rng(seed)
+    return rng.integers(1, high, size=(n, d)).astype(np.float64) / 255.0
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(2, 70), st.integers(1, 30), st.sampled_from([np.float32, np.float64]),
+       st.sampled_from(["gaussian", "laplacian", "normalized"]), st.integers(0, 10_000))
+def test_exact_kept_copy_gives_the_factored_values(n, tile, dtype, kname, seed):
+    # integer-grid inputs: K is kept as exact squared distances (inner products for the
+    # normalized kernel), half the bytes, and the products finish them to the very
+    # values that were factored (K V with V = I is K itself, bit for bit)
+    from kernelfit.kernels import to_integer_grid
+    from kernelfit.solvers.products import kept_bytes, kept_storage
+
+    k, G = to_integer_grid(get_kernel(kname, bandwidth=0.9, degree=2), _grid(n, 5, seed))
+    assert G.dtype == np.float32
+    T = build_gram(k, G, tile_size=tile, dtype=dtype, keep_copy=True, ridge=0.25)
+    want = "int32" if kname == "normalized" else "uint32"
+    f32 = np.dtype(dtype) == np.float32  # float64 tiles keep only off-diagonal ones
+    assert kept_storage(T) == (want if (f32 or n > tile) else None)
+    assert all(t.dtype == np.dtype(want) for t in T.kept.values())
+    assert kept_bytes(T) == kept_copy_bytes(n, tile, diagonal=f32, item_bytes=4)
+    ref = build_gram(k, G, tile_size=tile, dtype=np.float64)  # the float64 tiles, no copy
+    Kref = ref.to_dense()
+    Kref = np.tril(Kref) + np.tril(Kref, -1).T
+    cholesky_inplace(T)
+    got = stored_kernel_matvec(T, np.eye(n), kernel=k, X=G)
+    if kname == "normalized":  # a diagonal tile's two triangles scale by |a| |b| in turn
+        np.testing.assert_allclose(got, Kref, rtol=1e-15, atol=0)
+    else:  # exact distances: the same float64 values, bit for bit
+        np.testing.assert_array_equal(got, Kref)
+    V = np.random.default_rng(seed).standard_normal((n, 3))
+    np.testing.assert_allclose(stored_kernel_matvec(T, V, kernel=k, X=G, n_threads=2),
+                               Kref @ V, rtol=1e-12, atol=1e-12)
+
+
+def test_exact_kept_copy_holds_twice_the_tiles_and_needs_the_kernel():
+    from kernelfit.kernels import Kernel, to_integer_grid
+    from kernelfit.solvers.products import kept_dtype, kept_storage
+
+    k, G = to_integer_grid(get_kernel("gaussian", bandwidth=0.8), _grid(73, 6, 1))
+    budget = 8 * 20 * 20 * 3  # three float64 tiles, six of the exact integers
+    T = build_gram(k, G, tile_size=20, dtype=np.float32, keep_copy=True, keep_budget=budget)
+    assert sorted(T.kept) == sorted(kept_pairs(73, 20, budget, diagonal=True, item_bytes=4))
+    assert len(T.kept) == 6 == 2 * len(kept_pairs(73, 20, budget, diagonal=True))
+    cholesky_inplace(T)
+    V = np.random.default_rng(2).standard_normal((73, 2))
+    np.testing.assert_allclose(stored_kernel_matvec(T, V, kernel=k, X=G), k(G) @ V,
+                               rtol=1e-12, atol=1e-12)
+    with pytest.raises(InputError, match="finish them"):  # every tile kept, no kernel
+        stored_kernel_matvec(build_gram(k, G, tile_size=20, keep_copy=True), V)
+    # inputs off the grid, or too large for the integer type, keep float64 values
+    plain = get_kernel("gaussian", bandwidth=0.8)
+    X = np.random.default_rng(3).random((30, 4))
+    assert kept_dtype(plain, X, plain.prepare(X)) == np.float64
+    assert kept_dtype(k, G.astype(np.float64), k.prepare(G)) == np.float64
+    big = np.full((3, 4), 2.0 ** 14, dtype=np.float32)  # |a - b|^2 up to 2^32
+    assert kept_dtype(k, big, k.prepare(big)) == np.float64
+    assert k.exact_dtype(big[:, :1], k.prepare(big[:, :1])) == np.uint32
+    nk = Kernel("normalized", int_scale=255.0)
+    assert nk.exact_dtype(big, nk.prepare(big)) == np.int32
+    assert kept_storage(build_gram(plain, X, tile_size=10, keep_copy=True)) == "float64"

@@ -31,7 +31,7 @@ from .mixed import Fallback, solve_mixed
 from .ooc import solve_ooc
 from .options import DTYPES, SOLVERS, SolveOptions
 from .plan import SolvePlan, check, plan_solve
-from .products import build_gram, kept_pairs, kernel_diagonal, stored_kernel_matvec
+from .products import build_gram, kept_storage, kernel_diagonal, stored_kernel_matvec
 from .refine import ExactSolution
 from .tiles import TiledSymmetric
 
@@ -187,8 +187,6 @@ def solve_in_core(kernel: Kernel, X, Y, opts: SolveOptions, be: Backend,
     budget = splan.keep_budget
     timings: Dict[str, float] = {}
     info: dict = {"tile_size": tile_size, "ridge": opts.ridge, "kept_k_for_residual": keep}
-    if keep:
-        info["kept_off_diagonal_tiles"] = len(kept_pairs(n, tile_size, budget))
     Xb = xp.asarray(X)
     Yb = xp.asarray(Y, dtype=xp.float64)
     if opts.solver == "cholesky":
@@ -198,6 +196,9 @@ def solve_in_core(kernel: Kernel, X, Y, opts: SolveOptions, be: Backend,
             show_progress=opts.show_progress, keep_copy=keep, keep_budget=budget)
         t1 = _sync(be)
         timings["gram"] = t1 - t0
+        if keep:
+            info["kept_off_diagonal_tiles"] = len(K.kept)
+            info["kept_storage"] = kept_storage(K)
         try:
             cholesky_inplace(K, show_progress=opts.show_progress)
         except NotPositiveDefiniteError as exc:

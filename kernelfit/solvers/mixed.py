@@ -29,7 +29,8 @@ from ..backend import Backend
 from ..errors import NotPositiveDefiniteError
 from ..kernels import Kernel
 from .cholesky import cholesky_inplace, cholesky_solve
-from .products import build_gram, kernel_diagonal, kernel_matvec, stored_kernel_matvec
+from .products import (build_gram, kept_bytes, kept_storage, kernel_diagonal, kernel_matvec,
+                       stored_kernel_matvec)
 from .refine import (ExactSolution, breakdown_facts, refine, refined_solution,
                      retry_with_shift)
 from .tiles import TiledSymmetric
@@ -50,9 +51,10 @@ class Fallback(Exception):
 
 
 def _float64_gram(T, ridge: float):
-    """K + ridge I as float64 tiles made of the kept copies (None unless all were kept)."""
+    """K + ridge I as float64 tiles made of the kept copies (None unless all were kept as
+    float64 values: kept exact integers would need twice their memory to become them)."""
     nt = T.n_tiles
-    if not T.kept or len(T.kept) != nt * (nt + 1) // 2:
+    if not T.kept or len(T.kept) != nt * (nt + 1) // 2 or kept_storage(T) != "float64":
         return None
     G = TiledSymmetric(T.n, T.tile_size, np.float64, T.backend)
     xp = T.backend.xp
@@ -192,6 +194,7 @@ def solve_mixed(kernel: Kernel, X, Y, opts, be: Backend, splan) -> ExactSolution
     timings["solve"] = time.perf_counter() - t0
     nt = T.n_tiles
     kept = len(T.kept) if T.kept else 0
+    storage, stored_bytes = kept_storage(T), kept_bytes(T)
     floor = None
     if opts.precision == "auto" and not out["converged"]:
         # a residual as small as float64 arithmetic allows: within the backward-error bound
@@ -213,15 +216,18 @@ def solve_mixed(kernel: Kernel, X, Y, opts, be: Backend, splan) -> ExactSolution
             raise Fallback(why + " (cond(K) times the float32 rounding unit is too large)",
                            timings, gram)
         warnings.warn(why, RuntimeWarning, stacklevel=2)
+    what = ("float64 K" if storage == "float64" else
+            f"K as the exact integers it is finished from ({storage}; float64 values each "
+            "pass)")
     if kept == nt * (nt + 1) // 2:
-        method = "float64 K kept in memory (all tiles), residual replaced each pass"
+        method = f"{what} kept in memory (all tiles), residual replaced each pass"
     elif kept:
-        method = (f"float64 K: {kept} of {nt * (nt + 1) // 2} tiles kept in memory, the "
+        method = (f"{what}: {kept} of {nt * (nt + 1) // 2} tiles kept in memory, the "
                   "rest recomputed from X, residual replaced each pass")
     else:
         method = None
-    extra = {"tol": splan.tol, "kept_float64_tiles": kept,
-             "n_tiles_lower": nt * (nt + 1) // 2}
+    extra = {"tol": splan.tol, "kept_tiles": kept, "kept_storage": storage,
+             "kept_bytes": stored_bytes, "n_tiles_lower": nt * (nt + 1) // 2}
     if floor is not None:
         extra["float64_floor"] = floor
         extra["note_target"] = ("the refinement stopped below tol's reach but within the "

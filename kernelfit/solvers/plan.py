@@ -171,7 +171,9 @@ def _f64_keep(opts, n, ts, device, plan: MemoryPlan, check: bool):
 
 
 def _mixed_keep(n, ts, plan: MemoryPlan, available):
-    """The float64 tiles mixed precision keeps for its refinement products."""
+    """The tiles of K mixed precision keeps for its refinement products, as bytes of float64
+    tiles: inputs on the integer grid keep exact integers instead, 4 bytes an entry, so the
+    same budget then holds twice the tiles (:func:`kernelfit.solvers.products.kept_dtype`)."""
     full = kept_copy_bytes(n, ts, None, diagonal=True)
     if available is None:
         budget = full
@@ -179,7 +181,7 @@ def _mixed_keep(n, ts, plan: MemoryPlan, available):
         budget = int(max(0.0, min(KEEP_F64_SHARE * available - plan.total, full)))
     kept = kept_copy_bytes(n, ts, budget, diagonal=True)
     if kept:
-        plan.add("K tiles (float64, refinement)", kept)
+        plan.add("K tiles kept (refinement)", kept)
     return budget, (kept / full if full else 1.0)
 
 

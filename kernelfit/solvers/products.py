@@ -20,7 +20,8 @@ from ..progress import progress
 from .machine import n_threads_default
 from .tiles import BlockBuffer, TiledSymmetric, default_tile_size, run_tiles, tile_bounds
 
-__all__ = ["gram_tile", "build_gram", "kept_pairs", "kept_copy_bytes", "kernel_matvec",
+__all__ = ["gram_tile", "build_gram", "kept_pairs", "kept_copy_bytes", "kept_dtype",
+           "kept_storage", "kept_bytes", "kernel_matvec",
            "cross_kernel_matmul", "stored_kernel_matvec", "kernel_diagonal"]
 
 
@@ -31,7 +32,9 @@ def gram_tile(kernel: Kernel, X, stats, bounds, i: int, j: int, dtype, shift: fl
     With a ``backend`` the tile is allocated by it (on the CPU: without transparent huge
     pages, see :func:`kernelfit.backend.host_empty`). A float32 tile is computed in a
     float64 ``scratch`` block (a :class:`BlockBuffer`, made when not given), then cast.
-    ``keep``: a float64 Fortran tile that receives the float64 values of K (no shift).
+    ``keep``: a kept copy of the tile (no shift), either a float64 Fortran tile that
+    receives K's float64 values, or an integer C-ordered (b_j, b_i) array that receives
+    the exact integers k(X_j, X_i) is finished from (see :func:`kept_dtype`).
     """
     xp = array_namespace(X)
     si, ei = bounds[i]
@@ -40,15 +43,19 @@ def gram_tile(kernel: Kernel, X, stats, bounds, i: int, j: int, dtype, shift: fl
     tile = (backend.empty_tile(ei - si, ej - sj, dtype) if backend is not None
             else xp.empty((ei - si, ej - sj), dtype=dtype, order="F"))
     f64 = dtype == np.float64
-    if not f64 and scratch is None and keep is None:
+    exact = keep if keep is not None and keep.dtype.kind in "iu" else None
+    keep64 = keep if exact is None else None
+    if not f64 and scratch is None and keep64 is None:
         scratch = BlockBuffer(backend, ej - sj, ei - si, xp=xp)
     # k(X_j, X_i) in C order is tile (i, j) in Fortran order: written in place (into the
     # kept float64 copy when there is one, then cast)
-    out = tile.T if f64 else (keep.T if keep is not None else scratch.view(ej - sj, ei - si))
+    out = tile.T if f64 else (keep64.T if keep64 is not None
+                              else scratch.view(ej - sj, ei - si))
     kernel.block(X[sj:ej], X[si:ei], a_stats=None if stats is None else stats[sj:ej],
-                 b_stats=None if stats is None else stats[si:ei], same=(i == j), out=out)
-    if keep is not None and f64:
-        keep.T[...] = out
+                 b_stats=None if stats is None else stats[si:ei], same=(i == j), out=out,
+                 keep_exact=exact)
+    if keep64 is not None and f64:
+        keep64.T[...] = out
     if not f64:
         tile.T[...] = out
     if i == j and shift:
@@ -68,13 +75,15 @@ def build_gram(kernel: Kernel, X, *, tile_size: Optional[int] = None, dtype=np.f
     in ``dtype``; peak extra memory is one float64 tile per thread (float32 tiles only).
     On the CPU, one thread per core computes tiles.
 
-    ``keep_copy=True`` also keeps, in float64, what the factorization would destroy.
-    Float64 tiles: a copy of every off-diagonal tile and the diagonal of K (without the
-    ridge); a diagonal tile's strict upper triangle survives the in-place Cholesky (potrf
-    reads only the lower one), so together they hold all of K after factoring. Float32
-    tiles (mixed precision): float64 copies of the diagonal tiles, then of the off-diagonal
-    ones. :func:`stored_kernel_matvec` forms K V exactly from them, at memory speed instead
-    of recomputing K. ``keep_budget`` (bytes) caps the copies: tiles beyond it are not kept
+    ``keep_copy=True`` also keeps what the factorization would destroy. Float64 tiles: a
+    copy of every off-diagonal tile and the diagonal of K (without the ridge); a diagonal
+    tile's strict upper triangle survives the in-place Cholesky (potrf reads only the lower
+    one), so together they hold all of K after factoring. Float32 tiles (mixed precision):
+    copies of the diagonal tiles, then of the off-diagonal ones. A copy is K's float64
+    values, or, where the kernel allows (:func:`kept_dtype`: integer-grid inputs), the
+    exact integers they are finished from (squared distances), in half the bytes.
+    :func:`stored_kernel_matvec` forms K V exactly from them, at memory speed instead of
+    recomputing K. ``keep_budget`` (bytes) caps the copies: tiles beyond it are not kept
     and get recomputed by the product instead.
     """
     be = backend if backend is not None else get_backend("cpu")
@@ -89,8 +98,11 @@ def build_gram(kernel: Kernel, X, *, tile_size: Optional[int] = None, dtype=np.f
     tasks = [(i, j) for i in range(T.n_tiles) for j in range(i + 1)]
     if keep_copy:
         T.kept = {}
-        for i, j in kept_pairs(T.n, tile_size, keep_budget, diagonal=not f64):
-            T.kept[(i, j)] = be.empty_tile(sizes[i], sizes[j], np.float64)
+        item = kept_dtype(kernel, X, stats)
+        for i, j in kept_pairs(T.n, tile_size, keep_budget, diagonal=not f64,
+                               item_bytes=item.itemsize):
+            T.kept[(i, j)] = (be.empty_tile(sizes[i], sizes[j], np.float64)
+                              if item == np.float64 else be.empty((sizes[j], sizes[i]), item))
     # float64 copies: the ridge goes on after they are taken
     shift = 0.0 if keep_copy and f64 else ridge
     bar = progress(total=len(tasks), desc="gram", enabled=show_progress, unit="tile")
@@ -98,11 +110,9 @@ def build_gram(kernel: Kernel, X, *, tile_size: Optional[int] = None, dtype=np.f
     def work(_t, part):
         scratch = None if T.dtype == np.float64 else BlockBuffer(be, tile_size, tile_size)
         for i, j in part:
-            keep = T.kept.get((i, j)) if keep_copy and not f64 else None
+            keep = T.kept.get((i, j)) if keep_copy else None
             tile = gram_tile(kernel, X, stats, T.bounds, i, j, T.dtype, shift, backend=be,
                              scratch=scratch, keep=keep)
-            if keep_copy and f64 and (i, j) in T.kept:
-                T.kept[(i, j)][...] = tile
             T.tiles[i][j] = tile
             bar.update(1)
 
@@ -119,24 +129,47 @@ def build_gram(kernel: Kernel, X, *, tile_size: Optional[int] = None, dtype=np.f
     return T
 
 
+def kept_dtype(kernel: Kernel, X, stats) -> np.dtype:
+    """What ``build_gram(keep_copy=True)`` keeps per entry of K: the exact integers K is
+    finished from where the kernel and inputs allow (:meth:`Kernel.exact_dtype`, 4 bytes),
+    else float64 values (8)."""
+    return kernel.exact_dtype(X, stats) or np.dtype(np.float64)
+
+
+def kept_storage(T: TiledSymmetric) -> Optional[str]:
+    """How ``T``'s kept copy holds K: its values' type ('float64'; 'float32' for a Gram
+    made outside the solvers), the integer type of exact integers ('uint32', 'int32'; see
+    :func:`kept_dtype`), or None (nothing kept)."""
+    if not T.kept:
+        return None
+    return np.dtype(next(iter(T.kept.values())).dtype).name
+
+
+def kept_bytes(T: TiledSymmetric) -> int:
+    """Bytes of ``T``'s kept tiles (and of the kept diagonal of K)."""
+    total = sum(int(t.nbytes) for t in (T.kept or {}).values())
+    return total + sum(int(d.nbytes) for d in (T.kept_diag or []))
+
+
 def kept_pairs(n: int, tile_size: int, budget: Optional[int] = None, *,
-               diagonal: bool = False) -> List[tuple]:
-    """The tiles (i, j) that ``build_gram(keep_copy=True)`` copies in float64.
+               diagonal: bool = False, item_bytes: int = 8) -> List[tuple]:
+    """The tiles (i, j) that ``build_gram(keep_copy=True)`` copies, ``item_bytes`` per entry.
 
     Off-diagonal tiles (and first the diagonal ones when ``diagonal``), in order, as many
     as fit in ``budget`` bytes (all when None).
     """
-    return [(i, j) for i, j, _ in _kept_tiles(n, tile_size, budget, diagonal)]
+    return [(i, j) for i, j, _ in _kept_tiles(n, tile_size, budget, diagonal, item_bytes)]
 
 
-def _kept_tiles(n: int, tile_size: int, budget: Optional[int], diagonal: bool = False):
-    """(i, j, bytes) of the float64 tiles kept within ``budget``, in order."""
+def _kept_tiles(n: int, tile_size: int, budget: Optional[int], diagonal: bool = False,
+                item_bytes: int = 8):
+    """(i, j, bytes) of the tiles kept within ``budget``, in order."""
     bounds = tile_bounds(n, tile_size)
     order = [(i, i) for i in range(len(bounds))] if diagonal else []
     order += [(i, j) for i in range(len(bounds)) for j in range(i)]
     out, used = [], 0
     for i, j in order:
-        size = 8 * (bounds[i][1] - bounds[i][0]) * (bounds[j][1] - bounds[j][0])
+        size = item_bytes * (bounds[i][1] - bounds[i][0]) * (bounds[j][1] - bounds[j][0])
         if budget is not None and used + size > budget:
             return out
         out.append((i, j, size))
@@ -145,10 +178,11 @@ def _kept_tiles(n: int, tile_size: int, budget: Optional[int], diagonal: bool = 
 
 
 def kept_copy_bytes(n: int, tile_size: int, budget: Optional[int] = None, *,
-                    diagonal: bool = False) -> int:
+                    diagonal: bool = False, item_bytes: int = 8) -> int:
     """Extra bytes that ``build_gram(keep_copy=True)`` holds: the kept tiles (+ the
     float64 diagonal of K when the diagonal tiles themselves are not copied)."""
-    kept = sum(size for _, _, size in _kept_tiles(n, tile_size, budget, diagonal))
+    kept = sum(size for _, _, size in _kept_tiles(n, tile_size, budget, diagonal,
+                                                  item_bytes))
     return kept + (0 if diagonal else 8 * n)
 
 
@@ -276,7 +310,9 @@ def stored_kernel_matvec(T: TiledSymmetric, V, *, kernel: Optional[Kernel] = Non
     The values are exactly those that were factored. Off-diagonal tiles that were not kept
     (a ``keep_budget``) are recomputed from ``kernel`` and ``X`` (and their ``stats``). K is
     the kernel matrix without any ridge (the ridge sits only on the factored diagonal).
-    Float32 storage (mixed precision): float64 diagonal tiles are kept like the others.
+    Float32 storage (mixed precision): diagonal tiles are kept like the others. Tiles kept
+    as exact integers (:func:`kept_dtype`) are finished by ``kernel`` chunk by chunk in
+    cache, with X's ``stats``: the same values, half the bytes read.
     """
     if T.kept is None:
         raise InputError("this Gram matrix was built without keep_copy=True")
@@ -296,6 +332,12 @@ def stored_kernel_matvec(T: TiledSymmetric, V, *, kernel: Optional[Kernel] = Non
     if missing and (kernel is None or X is None):
         raise InputError(f"{len(missing)} tiles were not kept; pass the kernel "
                          "and X to recompute them")
+    exact = any(t.dtype.kind in "iu" for t in T.kept.values())
+    if exact and (kernel is None or (X is None and stats is None)):
+        raise InputError("the kept tiles hold the exact integers K is finished from; pass "
+                         "the kernel and X (or its stats) to finish them")
+    if exact and stats is None:
+        stats = kernel.prepare(X)
     blocks = [xp.asfortranarray(V[s:e]) for s, e in T.bounds]
     m = V.shape[1]
     tasks = [(i, i) for i in range(T.n_tiles) if own_diag or (i, i) in T.kept]
@@ -304,9 +346,17 @@ def stored_kernel_matvec(T: TiledSymmetric, V, *, kernel: Optional[Kernel] = Non
 
     def work(t, part):
         out = [xp.zeros((e - s, m), dtype=xp.float64, order="F") for s, e in T.bounds]
+        buf = None
         for i, j in part:
-            if i != j:
-                C = T.kept[(i, j)]
+            C = T.kept.get((i, j))
+            if C is not None and C.dtype.kind in "iu":  # (b_j, b_i): from k(X_j, X_i)
+                (si, ei), (sj, ej) = T.bounds[i], T.bounds[j]
+                if buf is None:
+                    buf = np.empty(max(C.shape[1], (1 << 18)))
+                kernel.exact_times(
+                    C, stats[sj:ej], stats[si:ei], same=(i == j), buf=buf,
+                    times=(blocks[i], out[j]), times_t=None if i == j else (blocks[j], out[i]))
+            elif i != j:
                 be.gemm_acc(C, blocks[j], out[i])
                 be.gemm_acc(C, blocks[i], out[j], trans_a=True)
             elif own_diag:
