@@ -225,7 +225,8 @@ _INFO_KEYS = ("precision", "precision_reason", "refinement", "tol", "iterations"
               "refinement_history", "refinement_step_seconds", "preconditioner_application",
               "converged", "shift", "preconditioner_only", "note",
               "checkpoint", "out_of_core", "distributed", "precision_fallback", "plan_choice",
-              "inner_products")
+              "inner_products", "kept_tiles", "n_tiles_lower", "kept_off_diagonal_tiles",
+              "kept_storage", "kept_bytes")
 _PREFIXED = ("tol", "iterations", "note")
 
 

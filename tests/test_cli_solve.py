@@ -31,6 +31,23 @@ def test_solve_digits_json(capsys):
     assert rec["peak_memory_bytes"] > 0 and rec["seed"] == 0 and rec["device"] == "cpu"
 
 
+def test_solve_record_says_how_k_was_kept(tmp_path, capsys):
+    # 8-bit pixels scaled to [0, 1]: the refinement keeps K as exact squared distances
+    rng = np.random.default_rng(4)
+    X = rng.integers(0, 256, (500, 12)) / 255.0
+    y = rng.integers(0, 3, 500)
+    np.savez(tmp_path / "d.npz", X_train=X[:450], y_train=y[:450], X_test=X[450:],
+             y_test=y[450:])
+    rec = _json(capsys, ["solve", "--dataset", f"npz:{tmp_path / 'd.npz'}", "--bandwidth",
+                         "0.8", "--precision", "mixed", "--tile-size", "100", "--json"])
+    sizes = [min(100, rec["n_train"] - s) for s in range(0, rec["n_train"], 100)]
+    assert rec["kept_storage"] == "uint32"
+    assert rec["kept_tiles"] == rec["n_tiles_lower"] == len(sizes) * (len(sizes) + 1) // 2
+    # all lower tiles, diagonal ones included, 4 bytes an entry: half of float64's
+    assert rec["kept_bytes"] == 4 * sum(a * b for i, a in enumerate(sizes) for b in sizes[:i + 1])
+    assert rec["relative_residual"] < 1e-10
+
+
 def test_solve_table_output(capsys):
     assert main(["solve", "--dataset", "digits", "--n-train", "300", "--n-test", "100",
                  "--kernel", "normalized", "--degree", "4"]) == 0
