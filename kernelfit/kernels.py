@@ -334,12 +334,12 @@ class Kernel:
         return np.dtype(np.uint32) if 4.0 * top < _UINT32_LIMIT else None
 
     def exact_times(self, E, a_stats, b_stats, *, same: bool = False, times=None,
-                    times_t=None, buf=None) -> None:
+                    times_t=None, buf=None):
         """The products of :meth:`block` (``times``, ``times_t``) from the exact integers
         ``E`` a block kept with ``block(keep_exact=)``: the same float64 finish on the same
         values, so the same kernel values, bit for bit, without the GEMM. Row chunks of
-        about 2 MiB are finished in ``buf`` (a reusable float64 array of at least that
-        many elements, made when None) and multiplied while in cache."""
+        about 2 MiB are finished in ``buf`` (a float64 array, made or grown when too small)
+        and multiplied while in cache. Returns the buffer, for the next call to reuse."""
         m, ncols = E.shape
         rows = _chunk_rows(ncols)
         if buf is None or buf.size < min(rows, m) * ncols:
@@ -350,6 +350,7 @@ class Kernel:
             chunk[...] = E[s:e]
             self._finish_rows(chunk, s, a_stats, b_stats, same, None, np, times, times_t,
                               pre=False)
+        return buf
 
     @property
     def _grid_bandwidth(self) -> float:

@@ -191,9 +191,11 @@ def solve_in_core(kernel: Kernel, X, Y, opts: SolveOptions, be: Backend,
     Yb = xp.asarray(Y, dtype=xp.float64)
     if opts.solver == "cholesky":
         t0 = _sync(be)
+        # row statistics once, for the Gram and for the kept copy's residual product
+        stats = kernel.prepare(Xb) if gram is None else None
         K = gram if gram is not None else build_gram(
             kernel, Xb, tile_size=tile_size, dtype=dtype, backend=be, ridge=opts.ridge,
-            show_progress=opts.show_progress, keep_copy=keep, keep_budget=budget)
+            show_progress=opts.show_progress, keep_copy=keep, keep_budget=budget, stats=stats)
         t1 = _sync(be)
         timings["gram"] = t1 - t0
         if keep:
@@ -223,7 +225,7 @@ def solve_in_core(kernel: Kernel, X, Y, opts: SolveOptions, be: Backend,
         K_alpha = None
         if keep:
             t4 = _sync(be)
-            K_alpha = stored_kernel_matvec(K, alpha, kernel=kernel, X=Xb)
+            K_alpha = stored_kernel_matvec(K, alpha, kernel=kernel, X=Xb, stats=stats)
             timings["residual"] = _sync(be) - t4
         K.free()
         del K

@@ -43,7 +43,7 @@ def gram_tile(kernel: Kernel, X, stats, bounds, i: int, j: int, dtype, shift: fl
     tile = (backend.empty_tile(ei - si, ej - sj, dtype) if backend is not None
             else xp.empty((ei - si, ej - sj), dtype=dtype, order="F"))
     f64 = dtype == np.float64
-    exact = keep if keep is not None and keep.dtype.kind in "iu" else None
+    exact = keep if keep is not None and _holds_exact(keep) else None
     keep64 = keep if exact is None else None
     if not f64 and scratch is None and keep64 is None:
         scratch = BlockBuffer(backend, ej - sj, ei - si, xp=xp)
@@ -127,6 +127,12 @@ def build_gram(kernel: Kernel, X, *, tile_size: Optional[int] = None, dtype=np.f
                 k = sizes[i]
                 T.tiles[i][i][xp.arange(k), xp.arange(k)] += ridge
     return T
+
+
+def _holds_exact(tile) -> bool:
+    """Whether a kept tile holds the exact integers K is finished from (see
+    :func:`kept_dtype`) rather than K's values."""
+    return tile.dtype.kind in "iu"
 
 
 def kept_dtype(kernel: Kernel, X, stats) -> np.dtype:
@@ -332,7 +338,7 @@ def stored_kernel_matvec(T: TiledSymmetric, V, *, kernel: Optional[Kernel] = Non
     if missing and (kernel is None or X is None):
         raise InputError(f"{len(missing)} tiles were not kept; pass the kernel "
                          "and X to recompute them")
-    exact = any(t.dtype.kind in "iu" for t in T.kept.values())
+    exact = any(_holds_exact(t) for t in T.kept.values())
     if exact and (kernel is None or (X is None and stats is None)):
         raise InputError("the kept tiles hold the exact integers K is finished from; pass "
                          "the kernel and X (or its stats) to finish them")
@@ -349,11 +355,9 @@ def stored_kernel_matvec(T: TiledSymmetric, V, *, kernel: Optional[Kernel] = Non
         buf = None
         for i, j in part:
             C = T.kept.get((i, j))
-            if C is not None and C.dtype.kind in "iu":  # (b_j, b_i): from k(X_j, X_i)
+            if C is not None and _holds_exact(C):  # (b_j, b_i): from k(X_j, X_i)
                 (si, ei), (sj, ej) = T.bounds[i], T.bounds[j]
-                if buf is None:
-                    buf = np.empty(max(C.shape[1], (1 << 18)))
-                kernel.exact_times(
+                buf = kernel.exact_times(
                     C, stats[sj:ej], stats[si:ei], same=(i == j), buf=buf,
                     times=(blocks[i], out[j]), times_t=None if i == j else (blocks[j], out[i]))
             elif i != j:
