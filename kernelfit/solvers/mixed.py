@@ -2,8 +2,11 @@
 accuracy by refinement (:mod:`kernelfit.solvers.refine`) against float64 kernel products.
 
 The float32 factor L32 (half the memory and, on CPUs, about twice the GEMM rate of
-float64) is a preconditioner M = L32 L32^T of the float64 system K alpha = Y. The float64
-products K V come from float64 tiles of K kept while the Gram matrix was built, as many as
+float64) is a preconditioner M = L32 L32^T of the float64 system K alpha = Y; for the
+Gaussian and Laplacian kernels L32 factors K minus a rank-one Nystrom part u u^T, and
+M = L32 L32^T + u u^T (:mod:`kernelfit.solvers.deflate`: smaller entries to round, a
+better preconditioner). The float64
+products K V come from tiles of K kept while the Gram matrix was built, as many as
 the plan's budget allows (:func:`kernelfit.solvers.plan.plan_solve`), and from tiles
 recomputed from X for the rest; K itself is never rounded to float32 in a product.
 
@@ -29,6 +32,7 @@ from ..backend import Backend
 from ..errors import NotPositiveDefiniteError
 from ..kernels import Kernel
 from .cholesky import cholesky_inplace, cholesky_solve
+from .deflate import mean_landmark, sherman_morrison
 from .products import (build_gram, kept_bytes, kept_storage, kernel_diagonal, kernel_matvec,
                        stored_kernel_matvec)
 from .refine import (ExactSolution, breakdown_facts, refine, refined_solution,
@@ -38,6 +42,9 @@ from .tiles import TiledSymmetric
 __all__ = ["solve_mixed", "solve_gram", "Fallback"]
 
 F64_EPS = float(np.finfo(np.float64).eps)
+#: factor K minus its mean-landmark Nystrom part (:mod:`kernelfit.solvers.deflate`);
+#: False only for before/after comparisons
+DEFLATE = True
 
 
 class Fallback(Exception):
@@ -143,12 +150,15 @@ def solve_mixed(kernel: Kernel, X, Y, opts, be: Backend, splan) -> ExactSolution
     keep = bool(splan.keep_budget)
     log: List[str] = []
     timings = {"gram": 0.0, "factor": 0.0}
+    t0 = time.perf_counter()
+    U, deflation = mean_landmark(kernel, Xb, stats, be, enabled=DEFLATE)
+    timings["gram"] += time.perf_counter() - t0
 
     def attempt(shift):
         t0 = time.perf_counter()
         T = build_gram(kernel, Xb, tile_size=ts, dtype=np.float32, backend=be,
                        ridge=opts.ridge + shift, stats=stats, show_progress=opts.show_progress,
-                       keep_copy=keep, keep_budget=splan.keep_budget)
+                       keep_copy=keep, keep_budget=splan.keep_budget, low_rank=U)
         be.synchronize()
         t1 = time.perf_counter()
         timings["gram"] += t1 - t0
@@ -175,7 +185,12 @@ def solve_mixed(kernel: Kernel, X, Y, opts, be: Backend, splan) -> ExactSolution
                                           facts=breakdown_facts(kernel, Xb, opts.ridge,
                                                                 Y.shape[1]))
 
-    precond = _preconditioner(T)
+    precond, fast = _preconditioner(T), _fast_preconditioner(T)
+    if U is not None:  # the factor is of K - u u^T: M = L L^T + u u^T
+        t0 = time.perf_counter()
+        precond, fast, deflation["sherman_morrison_c"] = sherman_morrison(
+            be.to_numpy(U), precond, fast)
+        deflation["seconds"] = time.perf_counter() - t0
 
     def matvec(V):
         Vb = xp.asarray(V)
@@ -189,8 +204,7 @@ def solve_mixed(kernel: Kernel, X, Y, opts, be: Backend, splan) -> ExactSolution
 
     t0 = time.perf_counter()
     out = refine(matvec, precond, Yh, tol=splan.tol, max_iter=opts.max_iter,
-                 method=opts.refinement, log=log, give_up_slow=auto,
-                 fast_precond=_fast_preconditioner(T))
+                 method=opts.refinement, log=log, give_up_slow=auto, fast_precond=fast)
     timings["solve"] = time.perf_counter() - t0
     nt = T.n_tiles
     kept = len(T.kept) if T.kept else 0
@@ -227,7 +241,8 @@ def solve_mixed(kernel: Kernel, X, Y, opts, be: Backend, splan) -> ExactSolution
     else:
         method = None
     extra = {"tol": splan.tol, "kept_tiles": kept, "kept_storage": storage,
-             "kept_bytes": stored_bytes, "n_tiles_lower": nt * (nt + 1) // 2}
+             "kept_bytes": stored_bytes, "n_tiles_lower": nt * (nt + 1) // 2,
+             "deflation": deflation}
     if floor is not None:
         extra["float64_floor"] = floor
         extra["note_target"] = ("the refinement stopped below tol's reach but within the "

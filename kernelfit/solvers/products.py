@@ -26,7 +26,7 @@ __all__ = ["gram_tile", "build_gram", "kept_pairs", "kept_copy_bytes", "kept_dty
 
 
 def gram_tile(kernel: Kernel, X, stats, bounds, i: int, j: int, dtype, shift: float = 0.0,
-              *, backend: Optional[Backend] = None, scratch=None, keep=None):
+              *, backend: Optional[Backend] = None, scratch=None, keep=None, low_rank=None):
     """Tile (i, j) of K + shift I, Fortran-ordered, in ``dtype`` (computed in float64).
 
     With a ``backend`` the tile is allocated by it (on the CPU: without transparent huge
@@ -35,6 +35,8 @@ def gram_tile(kernel: Kernel, X, stats, bounds, i: int, j: int, dtype, shift: fl
     ``keep``: a kept copy of the tile (no shift), either a float64 Fortran tile that
     receives K's float64 values, or an integer C-ordered (b_j, b_i) array that receives
     the exact integers k(X_j, X_i) is finished from (see :func:`kept_dtype`).
+    ``low_rank``: an (n, m) float64 array U whose part ``U_i U_j^T`` a float32 tile leaves
+    out, subtracted in float64 before the cast (the kept copy stays K's).
     """
     xp = array_namespace(X)
     si, ei = bounds[i]
@@ -45,6 +47,8 @@ def gram_tile(kernel: Kernel, X, stats, bounds, i: int, j: int, dtype, shift: fl
     f64 = dtype == np.float64
     exact = keep if keep is not None and _holds_exact(keep) else None
     keep64 = keep if exact is None else None
+    if low_rank is not None and f64:
+        raise InputError("low_rank applies to float32 tiles only")
     if not f64 and scratch is None and keep64 is None:
         scratch = BlockBuffer(backend, ej - sj, ei - si, xp=xp)
     # k(X_j, X_i) in C order is tile (i, j) in Fortran order: written in place (into the
@@ -56,19 +60,40 @@ def gram_tile(kernel: Kernel, X, stats, bounds, i: int, j: int, dtype, shift: fl
                  keep_exact=exact)
     if keep64 is not None and f64:
         keep64.T[...] = out
-    if not f64:
+    if not f64 and low_rank is None:
         tile.T[...] = out
+    elif not f64:
+        _cast_minus_low_rank(tile.T, out, low_rank[sj:ej], low_rank[si:ei], xp)
     if i == j and shift:
         idx = xp.arange(ej - sj)
         tile[idx, idx] += shift
     return tile
 
 
+def _cast_minus_low_rank(dst, src, Ua, Ub, xp) -> None:
+    """``dst[...] = src - Ua Ub^T`` (cast to dst's dtype), ``src`` unchanged; on the CPU
+    by row chunks of about 1 MiB in one buffer, so the product never leaves the cache
+    (a fresh array per chunk cost four times the cast itself on this project's VMs)."""
+    m, cols = src.shape
+    rows = m if xp is not np else max(1, (1 << 17) // max(cols, 1))
+    buf = xp.empty(min(rows, m) * cols, dtype=xp.float64)
+    rank_one = Ua.shape[1] == 1
+    ub = Ub.T
+    for s in range(0, m, rows):
+        e = min(s + rows, m)
+        d = buf[:(e - s) * cols].reshape(e - s, cols)
+        if rank_one:  # an outer product: cheaper broadcast than a GEMM of inner size 1
+            xp.multiply(Ua[s:e], ub, out=d)
+        else:
+            xp.matmul(Ua[s:e], ub, out=d)
+        xp.subtract(src[s:e], d, out=dst[s:e], casting="unsafe")
+
+
 def build_gram(kernel: Kernel, X, *, tile_size: Optional[int] = None, dtype=np.float64,
                backend: Backend = None, ridge: float = 0.0, show_progress=None,
                stats=None, n_threads: Optional[int] = None,
                keep_copy: bool = False,
-               keep_budget: Optional[int] = None) -> TiledSymmetric:
+               keep_budget: Optional[int] = None, low_rank=None) -> TiledSymmetric:
     """The kernel Gram matrix K = k(X, X) (+ ridge I) as lower tiles.
 
     ``X`` must live on ``backend`` already. Each tile is computed in float64 and stored
@@ -85,6 +110,10 @@ def build_gram(kernel: Kernel, X, *, tile_size: Optional[int] = None, dtype=np.f
     :func:`stored_kernel_matvec` forms K V exactly from them, at memory speed instead of
     recomputing K. ``keep_budget`` (bytes) caps the copies: tiles beyond it are not kept
     and get recomputed by the product instead.
+
+    ``low_rank`` (float32 tiles only): an (n, m) float64 array U on ``backend``; the tiles
+    then hold ``K - U U^T`` (+ ridge I), each entry rounded once from float64 (mixed
+    precision's deflation, :mod:`kernelfit.solvers.deflate`); kept copies stay K's.
     """
     be = backend if backend is not None else get_backend("cpu")
     xp = be.xp
@@ -92,6 +121,8 @@ def build_gram(kernel: Kernel, X, *, tile_size: Optional[int] = None, dtype=np.f
     tile_size = tile_size or default_tile_size(n, be.device)
     T = TiledSymmetric(n, tile_size, dtype, be)
     f64 = T.dtype == np.float64
+    if low_rank is not None and f64:
+        raise InputError("low_rank applies to float32 tiles only")
     if stats is None:
         stats = kernel.prepare(X)
     sizes = T.block_sizes()
@@ -112,7 +143,7 @@ def build_gram(kernel: Kernel, X, *, tile_size: Optional[int] = None, dtype=np.f
         for i, j in part:
             keep = T.kept.get((i, j)) if keep_copy else None
             tile = gram_tile(kernel, X, stats, T.bounds, i, j, T.dtype, shift, backend=be,
-                             scratch=scratch, keep=keep)
+                             scratch=scratch, keep=keep, low_rank=low_rank)
             T.tiles[i][j] = tile
             bar.update(1)
 

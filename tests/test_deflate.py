@@ -1,0 +1,151 @@
+"""Mixed precision's rank-one deflation: the landmark column, the deflated float32 tiles,
+the Sherman-Morrison preconditioner, and what a solve records."""
+
+import numpy as np
+import pytest
+
+import kernelfit.solvers.mixed as mixed
+from kernelfit.backend import get_backend
+from kernelfit.errors import InputError
+from kernelfit.kernels import get_kernel, to_integer_grid
+from kernelfit.solvers.deflate import NEAR, mean_landmark, sherman_morrison
+from kernelfit.solvers.exact import SolveOptions, solve_exact
+from kernelfit.solvers.products import build_gram, stored_kernel_matvec
+
+CPU = get_backend("cpu")
+
+
+def _problem(n=300, d=6, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.random((n, d)), np.eye(3)[rng.integers(0, 3, n)]
+
+
+def _dense(T):
+    """The lower tiles of ``T`` as a dense symmetric matrix (float64)."""
+    A = np.zeros((T.n, T.n))
+    for i, (si, ei) in enumerate(T.bounds):
+        for j, (sj, ej) in enumerate(T.bounds[:i + 1]):
+            A[si:ei, sj:ej] = T.tiles[i][j]
+    return np.tril(A) + np.tril(A, -1).T
+
+
+@pytest.mark.parametrize("name,h", [("gaussian", 0.8), ("laplacian", 2.0)])
+def test_landmark_column_is_the_nystrom_part_of_the_mean(name, h):
+    X, _ = _problem()
+    k = get_kernel(name, bandwidth=h)
+    u, rec = mean_landmark(k, X, k.prepare(X), CPU)
+    z = X.mean(0, keepdims=True)
+    np.testing.assert_allclose(u, k(X, z) / np.sqrt(k(z, z)[0, 0]), rtol=1e-13, atol=0)
+    assert rec["rank"] == 1 and rec["landmark"] == "mean of the training rows"
+    assert 0 < rec["max_k_row_landmark"] < NEAR
+    # K - u u^T is the Schur complement of the landmark: positive definite
+    assert np.linalg.eigvalsh(k(X) - u @ u.T).min() > 0
+
+
+def test_landmark_is_refused_where_it_would_not_be_positive_definite():
+    X, _ = _problem(n=50)
+    for k in (get_kernel("linear"), get_kernel("polynomial", degree=2),
+              get_kernel("normalized", degree=2)):
+        u, rec = mean_landmark(k, X, k.prepare(X), CPU)
+        assert u is None and rec["rank"] == 0 and k.name in rec["why"]
+    k = get_kernel("gaussian", bandwidth=1.0)
+    Xm = np.array([[0.0, 0.0], [1.0, 1.0], [2.0, 2.0]])  # the mean is the middle row
+    u, rec = mean_landmark(k, Xm, k.prepare(Xm), CPU)
+    assert u is None and "one of them" in rec["why"]
+    u, rec = mean_landmark(k, X, k.prepare(X), CPU, enabled=False)
+    assert u is None and rec["why"] == "turned off"
+
+
+def test_deflated_float32_tiles_hold_k_minus_the_part_and_the_kept_copy_stays_k():
+    X, _ = _problem(n=200)
+    k = get_kernel("gaussian", bandwidth=0.8)
+    stats = k.prepare(X)
+    u, _ = mean_landmark(k, X, stats, CPU)
+    T = build_gram(k, X, tile_size=64, dtype=np.float32, ridge=1e-3, keep_copy=True,
+                   low_rank=u)
+    K = k(X)
+    want = (K - u @ u.T).astype(np.float32) + np.float32(1e-3) * np.eye(200, dtype=np.float32)
+    np.testing.assert_allclose(_dense(T), want, rtol=0, atol=2e-7)
+    # without the deflation the tiles differ by u u^T (a test that can fail)
+    assert np.abs(_dense(T) - (K + 1e-3 * np.eye(200))).max() > 0.1
+    V = np.random.default_rng(1).standard_normal((200, 2))
+    np.testing.assert_allclose(stored_kernel_matvec(T, V), K @ V, rtol=1e-12, atol=1e-12)
+    with pytest.raises(InputError, match="float32"):
+        build_gram(k, X, tile_size=64, dtype=np.float64, low_rank=u)
+
+
+def test_deflated_tiles_on_the_integer_grid_keep_the_exact_integers():
+    rng = np.random.default_rng(3)
+    X = rng.integers(0, 256, size=(150, 8)) / 255.0
+    k, G = to_integer_grid(get_kernel("gaussian", bandwidth=0.6), X)
+    stats = k.prepare(G)
+    u, rec = mean_landmark(k, G, stats, CPU)
+    assert rec["rank"] == 1
+    z = X.mean(0, keepdims=True)
+    k01 = get_kernel("gaussian", bandwidth=0.6)
+    np.testing.assert_allclose(u, k01(X, z), rtol=1e-12, atol=0)
+    T = build_gram(k, G, tile_size=64, dtype=np.float32, keep_copy=True, low_rank=u,
+                   stats=stats)
+    assert np.dtype(next(iter(T.kept.values())).dtype) == np.uint32
+    np.testing.assert_allclose(_dense(T), (k01(X) - u @ u.T).astype(np.float32), rtol=0,
+                               atol=2e-7)
+
+
+def test_sherman_morrison_applies_the_inverse_of_the_updated_matrix():
+    rng = np.random.default_rng(2)
+    B = rng.standard_normal((40, 40))
+    A = B @ B.T + 40 * np.eye(40)
+    u = rng.standard_normal((40, 1))
+    R = rng.standard_normal((40, 3))
+
+    def S(R):
+        return np.linalg.solve(A, R)
+
+    p, f, c = sherman_morrison(u, S, None)
+    assert f is None and c == pytest.approx(1 + float(u[:, 0] @ S(u)[:, 0]))
+    np.testing.assert_allclose(p(R), np.linalg.solve(A + u @ u.T, R), rtol=1e-10)
+    p, f, _ = sherman_morrison(u, S, S)
+    np.testing.assert_allclose(f(R), np.linalg.solve(A + u @ u.T, R), rtol=1e-10)
+
+
+def test_mixed_solve_deflates_records_it_and_gains_per_pass(monkeypatch):
+    X, Y = _problem()
+    k = get_kernel("gaussian", bandwidth=0.8)  # cond(K) ~ 1e7
+    ref = solve_exact(k, X, Y, SolveOptions(precision="float64"))
+    opts = dict(precision="mixed", tile_size=64, tol=1e-10)
+    sol = solve_exact(k, X, Y, SolveOptions(**opts))
+    d = sol.info["deflation"]
+    assert d["rank"] == 1 and d["sherman_morrison_c"] >= 1 and d["seconds"] >= 0
+    assert sol.info["converged"] and sol.info["relative_residual"] <= 1e-10
+    K = k(X)
+    assert np.linalg.norm(K @ sol.alpha - Y) / np.linalg.norm(Y) <= 1e-9
+    np.testing.assert_allclose(sol.alpha, ref.alpha, rtol=0, atol=1e-7 * np.abs(ref.alpha).max())
+    monkeypatch.setattr(mixed, "DEFLATE", False)
+    plain = solve_exact(k, X, Y, SolveOptions(**opts))
+    assert plain.info["deflation"] == {"rank": 0, "why": "turned off"}
+    # the deflated factor is the better preconditioner: a smaller residual after each of
+    # the first passes, and no more passes
+    h1, h0 = sol.info["refinement_history"], plain.info["refinement_history"]
+    assert all(a < b for a, b in zip(h1[:4], h0[:4])), (h1, h0)
+    assert sol.info["iterations"] <= plain.info["iterations"]
+
+
+def test_wide_gaussian_that_broke_the_float32_factor_now_refines(monkeypatch):
+    # digits in [0, 1], Gaussian h = 20: K's entries sit near a common level, the float32
+    # Cholesky of K broke down (shift 1e-5, refinement stalled at 0.13); that of
+    # K - u u^T needs no shift and the refinement reaches 1e-9
+    from sklearn.datasets import load_digits
+
+    Xd, yd = load_digits(return_X_y=True)
+    X, Y = Xd[:500] / 16.0, np.eye(10)[yd[:500]]
+    k = get_kernel("gaussian", bandwidth=20.0)
+    opts = dict(precision="mixed", tol=1e-8)
+    sol = solve_exact(k, X, Y, SolveOptions(**opts))
+    assert sol.info["deflation"]["rank"] == 1 and sol.info["shift"] == 0.0
+    assert sol.info["converged"] and sol.info["relative_residual"] <= 1e-8
+    K = k(X)
+    assert np.linalg.norm(K @ sol.alpha - Y) / np.linalg.norm(Y) <= 1e-8
+    monkeypatch.setattr(mixed, "DEFLATE", False)
+    with pytest.warns(RuntimeWarning, match="refinement stopped"):
+        plain = solve_exact(k, X, Y, SolveOptions(**opts))
+    assert plain.info["shift"] > 0 and plain.info["relative_residual"] > 1e-3
