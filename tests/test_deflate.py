@@ -149,3 +149,26 @@ def test_wide_gaussian_that_broke_the_float32_factor_now_refines(monkeypatch):
     with pytest.warns(RuntimeWarning, match="refinement stopped"):
         plain = solve_exact(k, X, Y, SolveOptions(**opts))
     assert plain.info["shift"] > 0 and plain.info["relative_residual"] > 1e-3
+
+
+def test_deflation_benchmark_dry_run(tmp_path):
+    # benchmarks/bench_deflation.py --dry-run: both variants in fresh processes, the
+    # deflation reaching the child (its record says so), the JSON with the machine
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, str(root / "benchmarks" / "bench_deflation.py"),
+                           "--dry-run", "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads((tmp_path / "deflation_ab_dry_run.json").read_text())
+    runs = {r["deflate"]: r for r in out["runs"]}
+    assert set(runs) == {True, False} and all(r["status"] == "ok" for r in runs.values())
+    assert runs[True]["deflation"]["rank"] == 1
+    assert runs[False]["deflation"] == {"rank": 0, "why": "turned off"}
+    assert runs[True]["precision"] == "mixed" and runs[True]["iterations"] >= 1
+    assert out["machine"]["peaks"]["cpu"]["sgemm_gflops"] > 0
+    assert set(out["medians"]) == {"deflated_1500", "plain_1500"}

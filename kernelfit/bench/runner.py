@@ -25,6 +25,8 @@ Tasks a child runs (``spec['task']``):
               ``scipy``), ``repeats`` times in the same process, on seeded random data
               (``dataset='random'``, ``d`` features in [0, 1], 10 classes) or a real
               dataset (``dataset='mnist'``, ``data_dir``); loading is not timed.
+              ``deflate`` (kernelfit, optional): mixed precision's rank-one deflation on
+              or off (:data:`kernelfit.solvers.mixed.DEFLATE`), for before/after runs.
 ``peaks``     GEMM peak rates (:mod:`kernelfit.bench.machine`), CPU and optionally GPU.
 ``selftest``  ``mode``: ``ok``, ``segv`` (kill itself with SIGSEGV), ``sleep`` (``seconds``),
               ``alloc`` (touch ``bytes`` of memory), ``exit`` (``code``): used by the tests.
@@ -185,7 +187,10 @@ def _repeat_kernelfit(opts, kernel, X, y, Xt, yt) -> dict:
            "precision": est.fit_info_.get("precision"),
            "precision_reason": est.fit_info_.get("precision_reason"),
            "plan_choice": est.fit_info_.get("plan_choice"),
-           "inner_products": est.fit_info_.get("inner_products")}
+           "inner_products": est.fit_info_.get("inner_products"),
+           "iterations": est.fit_info_.get("iterations"),
+           "refinement_history": est.fit_info_.get("refinement_history"),
+           "deflation": est.fit_info_.get("deflation")}
     rec["total"] = rec["fit"] + rec["predict"]
     rec["test_error"] = test_error
     gpu_peak = be.peak_memory()
@@ -295,6 +300,10 @@ def run_solve_task(spec: dict, on_repeat: Optional[Callable[[dict], None]] = Non
 
     if impl == "kernelfit":
         from .. import estimator  # noqa: F401
+        if "deflate" in spec:  # before/after comparisons of mixed precision's deflation
+            from ..solvers import mixed
+
+            mixed.DEFLATE = bool(spec["deflate"])
     baseline = peak_rss_bytes()
     reps = []
     for _ in range(max(int(spec.get("repeats", 1)), 1)):

@@ -74,29 +74,39 @@ def mean_landmark(kernel: Kernel, X, stats, be: Backend,
                "mean_entry_removed": float(xp.mean(u)) ** 2}
 
 
+class _Deflated:
+    """``R -> S (R - u (w^T R) / c)`` for one application ``p`` of S (module docstring);
+    ``w = p(u)`` and ``c = 1 + u^T w`` are made at the first use."""
+
+    def __init__(self, u, p: Callable):
+        self.u, self.p = u, p
+        self.w: Optional[np.ndarray] = None
+        self.c: Optional[float] = None
+
+    def prepare(self) -> "_Deflated":
+        if self.w is None:
+            self.w = np.asarray(self.p(self.u), dtype=np.float64)
+            self.c = 1.0 + float(self.u[:, 0] @ self.w[:, 0])
+        return self
+
+    def __call__(self, R):
+        self.prepare()
+        R = np.asarray(R, dtype=np.float64)
+        return np.asarray(self.p(R - self.u @ ((self.w.T @ R) / self.c)), dtype=np.float64)
+
+
 def sherman_morrison(u, precond: Callable, fast: Optional[Callable]
                      ) -> Tuple[Callable, Optional[Callable], float]:
     """The preconditioners of ``M = L L^T + u u^T`` from those of ``L L^T`` (host arrays in
     and out), ``S = (L L^T)^-1``: ``M^-1 R = S (R - u (w^T R) / c)`` with ``w = S u`` and
     ``c = 1 + u^T w``, by Sherman-Morrison. The rank-one part leaves R in float64 before
     the solve: subtracting it after (``S R - w (w^T R) / c``) cancels two large terms that
-    each carry the solve's error (K nearly singular: c ~ 1e5) and lost the gain in
-    float32. Each application takes its own w (the float64 solve's; the float32 one's
-    for ``fast``). Returns both wrapped, and the float64 application's c."""
+    each carry the solve's error (c ~ 1e5 for a nearly singular K) and lost the gain in
+    float32. Each application has its own w (the float32 one's for ``fast``), made at its
+    first use: the float64 application may never run (at n = 60,000 its w alone took 5 s).
+    Returns both wrapped, and the c of the one the refinement starts with (``fast``
+    where given), made now."""
     u = np.asarray(u, dtype=np.float64)
-
-    def wrap(p):
-        if p is None:
-            return None, None
-        w = np.asarray(p(u), dtype=np.float64)
-        c = 1.0 + float(u[:, 0] @ w[:, 0])
-
-        def apply(R):
-            R = np.asarray(R, dtype=np.float64)
-            return np.asarray(p(R - u @ ((w.T @ R) / c)), dtype=np.float64)
-
-        return apply, c
-
-    p64, c = wrap(precond)
-    p32, _ = wrap(fast)
-    return p64, p32, c
+    p64 = _Deflated(u, precond)
+    p32 = _Deflated(u, fast) if fast is not None else None
+    return p64, p32, (p32 or p64).prepare().c

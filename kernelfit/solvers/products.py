@@ -71,11 +71,13 @@ def gram_tile(kernel: Kernel, X, stats, bounds, i: int, j: int, dtype, shift: fl
 
 
 def _cast_minus_low_rank(dst, src, Ua, Ub, xp) -> None:
-    """``dst[...] = src - Ua Ub^T`` (cast to dst's dtype), ``src`` unchanged; on the CPU
-    by row chunks of about 1 MiB in one buffer, so the product never leaves the cache
-    (a fresh array per chunk cost four times the cast itself on this project's VMs)."""
+    """``dst[...] = src - Ua Ub^T`` (cast to dst's dtype), ``src`` unchanged, by row
+    chunks in one buffer: about 1 MiB on the CPU, so the product never leaves the cache (a
+    fresh array per chunk cost four times the cast itself on this project's VMs); 128 MiB
+    on a GPU."""
     m, cols = src.shape
-    rows = m if xp is not np else max(1, (1 << 17) // max(cols, 1))
+    host = xp is np
+    rows = max(1, (1 << (17 if host else 24)) // max(cols, 1))
     buf = xp.empty(min(rows, m) * cols, dtype=xp.float64)
     rank_one = Ua.shape[1] == 1
     ub = Ub.T
@@ -86,7 +88,11 @@ def _cast_minus_low_rank(dst, src, Ua, Ub, xp) -> None:
             xp.multiply(Ua[s:e], ub, out=d)
         else:
             xp.matmul(Ua[s:e], ub, out=d)
-        xp.subtract(src[s:e], d, out=dst[s:e], casting="unsafe")
+        if host:  # NumPy casts on output: one pass
+            xp.subtract(src[s:e], d, out=dst[s:e], casting="unsafe")
+        else:
+            xp.subtract(src[s:e], d, out=d)
+            dst[s:e] = d
 
 
 def build_gram(kernel: Kernel, X, *, tile_size: Optional[int] = None, dtype=np.float64,

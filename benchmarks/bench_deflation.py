@@ -1,0 +1,125 @@
+"""Mixed precision with and without the rank-one deflation of its float32 factor (issue 14).
+
+    python benchmarks/bench_deflation.py --data-dir ../shared/data --n 10000,20000 --rounds 3
+    python benchmarks/bench_deflation.py --dry-run     # random data, n = 1,500: seconds
+
+Each run is one fresh process (:func:`kernelfit.bench.runner.run_child`) running the
+bench's kernelfit repetition, the run layer's fit and predict with every default
+(MNIST, Gaussian h = 5, 10,000 test images; ``--precision auto`` chooses mixed there),
+with :data:`kernelfit.solvers.mixed.DEFLATE` on or off (the spec's ``deflate``). The two
+variants alternate, ``--rounds`` rounds per n, so a slow spell of the machine falls on
+both. Recorded per run: the stage times, the refinement passes and residual history, the
+deflation record, the test error and the peak memory; the medians per n and variant; the
+machine with its GEMM peaks measured first in a child. Output:
+``benchmarks/results/deflation_ab_<tag>.json`` (``--tag``, default: the CPU's name).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import statistics
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+from kernelfit.bench.machine import describe_machine  # noqa: E402
+from kernelfit.bench.runner import run_child  # noqa: E402
+
+STAGES = ("gram", "factor", "solve", "predict", "total")
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data-dir", default=None, help="folder holding mnist/")
+    p.add_argument("--n", default="10000,20000", help="training sizes, comma-separated")
+    p.add_argument("--n-test", type=int, default=10000)
+    p.add_argument("--bandwidth", type=float, default=5.0)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--timeout", type=float, default=1800.0)
+    p.add_argument("--tag", default=None, help="file name tag (default: from the CPU)")
+    p.add_argument("--out", default=str(HERE / "results"))
+    p.add_argument("--dry-run", action="store_true",
+                   help="random data, n = 1,500, one round: checks the script, measures "
+                        "nothing worth keeping (the file name says dry_run)")
+    return p.parse_args(argv)
+
+
+def one_run(args, n: int, deflate: bool) -> dict:
+    spec = {"task": "solve", "impl": "kernelfit", "n": n, "n_test": args.n_test,
+            "kernel": "gaussian", "bandwidth": args.bandwidth, "deflate": deflate,
+            "repeats": 1}
+    if args.dry_run:
+        spec.update(dataset="random", d=64, n_test=200, precision="mixed")
+    else:
+        spec.update(dataset="mnist", data_dir=args.data_dir)
+    child = run_child(spec, timeout=args.timeout)
+    res = child.get("result") or {}
+    rep = (res.get("repeats") or [{}])[0]
+    rec = {"n": n, "deflate": deflate, "status": child["status"],
+           "reason": child.get("reason"), "peak_rss_bytes": child.get("max_rss_bytes")}
+    rec.update({f"{k}_s": rep.get(k) for k in STAGES})
+    rec.update({k: rep.get(k) for k in ("iterations", "refinement_history", "deflation",
+                                        "precision", "relative_residual", "test_error")})
+    if child["status"] != "ok":
+        rec["stderr_tail"] = (child.get("stderr_tail") or "")[-1500:]
+    return rec
+
+
+def medians(runs: list) -> dict:
+    out = {}
+    for n in sorted({r["n"] for r in runs}):
+        for flag in (False, True):
+            rs = [r for r in runs if r["n"] == n and r["deflate"] is flag and r["status"] == "ok"]
+            if not rs:
+                continue
+            key = f"{'deflated' if flag else 'plain'}_{n}"
+            out[key] = {f"{k}_s": statistics.median(r[f"{k}_s"] for r in rs) for k in STAGES}
+            out[key]["iterations"] = sorted({r["iterations"] for r in rs})
+            out[key]["runs"] = len(rs)
+    return out
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    ns = [1500] if args.dry_run else [int(v) for v in args.n.split(",") if v.strip()]
+    rounds = 1 if args.dry_run else max(1, args.rounds)
+    peaks = run_child({"task": "peaks", "cpu": True, "gpu": False,
+                       "size": 1024 if args.dry_run else 4096, "repeats": 3}, timeout=600)
+    machine = describe_machine()
+    machine["peaks"] = {k: v for k, v in (peaks.get("result") or {}).items() if k != "status"}
+    runs = []
+    for n in ns:
+        for r in range(rounds):
+            # alternate which variant goes first, round by round
+            for flag in ((True, False) if r % 2 == 0 else (False, True)):
+                rec = one_run(args, n, flag)
+                rec["round"] = r + 1
+                runs.append(rec)
+                print(f"n={n} round {r + 1} deflate={flag}: {rec['status']} total "
+                      f"{rec['total_s']} s, {rec['iterations']} passes, history "
+                      f"{rec['refinement_history']}", flush=True)
+    cpu = (machine.get("cpu") or {}).get("model") or "cpu"
+    tag = args.tag or "".join(c if c.isalnum() else "_" for c in cpu.lower()).strip("_")
+    if args.dry_run:
+        tag = "dry_run"
+    out = {"benchmark": "deflation_ab", "issues": [14],
+           "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+           "command": "bench_deflation.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+           "what": ("kernelfit's solve with every default (auto: mixed precision) with and "
+                    "without the rank-one deflation of the float32 factor, one fresh process "
+                    "per run, alternating; seconds"),
+           "machine": machine, "runs": runs, "medians": medians(runs)}
+    path = Path(args.out) / f"deflation_ab_{tag}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(out, indent=1, default=str) + "\n")
+    print(f"wrote {path}")
+    print(json.dumps(out["medians"], indent=1))
+    return 0 if all(r["status"] == "ok" for r in runs) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
