@@ -39,8 +39,9 @@ LANDMARK_KERNELS = ("gaussian", "laplacian")
 #: a landmark this near a row (k(x, z) >= NEAR k(z, z)) would leave K - u u^T nearly
 #: singular: no deflation then
 NEAR = 0.999
-#: rows of X per chunk of the landmark's kernel column (float64 copies of about 32 MiB)
-_CHUNK_BYTES = 1 << 25
+#: rows of X per chunk of the landmark's kernel column (a float64 copy of about 4 MiB,
+#: reused: fresh memory is costly to touch on some VMs)
+_CHUNK_BYTES = 1 << 22
 
 
 def mean_landmark(kernel: Kernel, X, stats, be: Backend,
@@ -60,11 +61,13 @@ def mean_landmark(kernel: Kernel, X, stats, be: Backend,
     z = xp.mean(X, axis=0, dtype=xp.float64)[None, :]
     kzz = float(be.to_numpy(kernel.block(z, z, same=True))[0, 0])
     u = xp.empty((n, 1), dtype=xp.float64)
-    rows = max(1, _CHUNK_BYTES // (8 * max(d, 1)))
+    rows = max(1, min(n, _CHUNK_BYTES // (8 * max(d, 1))))
+    buf = xp.empty((rows, d), dtype=xp.float64)  # one float64 copy of a chunk, reused
     for s in range(0, n, rows):
         e = min(s + rows, n)
-        kernel.block(X[s:e].astype(xp.float64), z,
-                     a_stats=None if stats is None else stats[s:e], out=u[s:e])
+        buf[:e - s] = X[s:e]
+        kernel.block(buf[:e - s], z, a_stats=None if stats is None else stats[s:e],
+                     out=u[s:e])
     k_max = float(xp.max(u))
     if not (math.isfinite(k_max) and kzz > 0) or k_max >= NEAR * kzz:
         return None, {"rank": 0, "why": "the mean of the rows is (nearly) one of them"}

@@ -26,7 +26,8 @@ __all__ = ["gram_tile", "build_gram", "kept_pairs", "kept_copy_bytes", "kept_dty
 
 
 def gram_tile(kernel: Kernel, X, stats, bounds, i: int, j: int, dtype, shift: float = 0.0,
-              *, backend: Optional[Backend] = None, scratch=None, keep=None, low_rank=None):
+              *, backend: Optional[Backend] = None, scratch=None, keep=None, low_rank=None,
+              low_rank_buf=None):
     """Tile (i, j) of K + shift I, Fortran-ordered, in ``dtype`` (computed in float64).
 
     With a ``backend`` the tile is allocated by it (on the CPU: without transparent huge
@@ -36,7 +37,8 @@ def gram_tile(kernel: Kernel, X, stats, bounds, i: int, j: int, dtype, shift: fl
     receives K's float64 values, or an integer C-ordered (b_j, b_i) array that receives
     the exact integers k(X_j, X_i) is finished from (see :func:`kept_dtype`).
     ``low_rank``: an (n, m) float64 array U whose part ``U_i U_j^T`` a float32 tile leaves
-    out, subtracted in float64 before the cast (the kept copy stays K's).
+    out, subtracted in float64 before the cast (the kept copy stays K's), by chunks in
+    ``low_rank_buf`` (:func:`_low_rank_buffer`; made when not given).
     """
     xp = array_namespace(X)
     si, ei = bounds[i]
@@ -63,22 +65,35 @@ def gram_tile(kernel: Kernel, X, stats, bounds, i: int, j: int, dtype, shift: fl
     if not f64 and low_rank is None:
         tile.T[...] = out
     elif not f64:
-        _cast_minus_low_rank(tile.T, out, low_rank[sj:ej], low_rank[si:ei], xp)
+        _cast_minus_low_rank(tile.T, out, low_rank[sj:ej], low_rank[si:ei], xp,
+                             low_rank_buf)
     if i == j and shift:
         idx = xp.arange(ej - sj)
         tile[idx, idx] += shift
     return tile
 
 
-def _cast_minus_low_rank(dst, src, Ua, Ub, xp) -> None:
+def _low_rank_rows(cols: int, xp) -> int:
+    """Rows of a chunk of :func:`_cast_minus_low_rank`: about 1 MiB of float64 on the CPU,
+    so the product never leaves the cache; 128 MiB on a GPU."""
+    return max(1, (1 << (17 if xp is np else 24)) // max(cols, 1))
+
+
+def _low_rank_buffer(tile_size: int, xp=np):
+    """The float64 chunk buffer of :func:`_cast_minus_low_rank` for tiles of up to
+    ``tile_size`` columns (one per thread: fresh memory per tile cost page faults)."""
+    return xp.empty(min(_low_rank_rows(tile_size, xp), tile_size) * tile_size,
+                    dtype=xp.float64)
+
+
+def _cast_minus_low_rank(dst, src, Ua, Ub, xp, buf=None) -> None:
     """``dst[...] = src - Ua Ub^T`` (cast to dst's dtype), ``src`` unchanged, by row
-    chunks in one buffer: about 1 MiB on the CPU, so the product never leaves the cache (a
-    fresh array per chunk cost four times the cast itself on this project's VMs); 128 MiB
-    on a GPU."""
+    chunks in ``buf`` (:func:`_low_rank_buffer`)."""
     m, cols = src.shape
     host = xp is np
-    rows = max(1, (1 << (17 if host else 24)) // max(cols, 1))
-    buf = xp.empty(min(rows, m) * cols, dtype=xp.float64)
+    rows = _low_rank_rows(cols, xp)
+    if buf is None or buf.size < min(rows, m) * cols:
+        buf = xp.empty(min(rows, m) * cols, dtype=xp.float64)
     rank_one = Ua.shape[1] == 1
     ub = Ub.T
     for s in range(0, m, rows):
@@ -146,10 +161,12 @@ def build_gram(kernel: Kernel, X, *, tile_size: Optional[int] = None, dtype=np.f
 
     def work(_t, part):
         scratch = None if T.dtype == np.float64 else BlockBuffer(be, tile_size, tile_size)
+        lr_buf = None if low_rank is None else _low_rank_buffer(tile_size, xp)
         for i, j in part:
             keep = T.kept.get((i, j)) if keep_copy else None
             tile = gram_tile(kernel, X, stats, T.bounds, i, j, T.dtype, shift, backend=be,
-                             scratch=scratch, keep=keep, low_rank=low_rank)
+                             scratch=scratch, keep=keep, low_rank=low_rank,
+                             low_rank_buf=lr_buf)
             T.tiles[i][j] = tile
             bar.update(1)
 
