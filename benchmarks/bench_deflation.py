@@ -6,7 +6,7 @@
 Each run is one fresh process (:func:`kernelfit.bench.runner.run_child`) running the
 bench's kernelfit repetition, the run layer's fit and predict with every default
 (MNIST, Gaussian h = 5, 10,000 test images; ``--precision auto`` chooses mixed there),
-with :data:`kernelfit.solvers.mixed.DEFLATE` on or off (the spec's ``deflate``). The two
+with :data:`kernelfit.solvers.deflate.ENABLED` on or off (the spec's ``deflate``). The two
 variants alternate, ``--rounds`` rounds per n, so a slow spell of the machine falls on
 both. Recorded per run: the stage times, the refinement passes and residual history, the
 deflation record, the test error and the peak memory; the medians per n and variant; the

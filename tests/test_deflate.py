@@ -4,7 +4,7 @@ the Sherman-Morrison preconditioner, and what a solve records."""
 import numpy as np
 import pytest
 
-import kernelfit.solvers.mixed as mixed
+import kernelfit.solvers.deflate as deflate
 from kernelfit.backend import get_backend
 from kernelfit.errors import InputError
 from kernelfit.kernels import get_kernel, to_integer_grid
@@ -52,7 +52,9 @@ def test_landmark_is_refused_where_it_would_not_be_positive_definite():
     Xm = np.array([[0.0, 0.0], [1.0, 1.0], [2.0, 2.0]])  # the mean is the middle row
     u, rec = mean_landmark(k, Xm, k.prepare(Xm), CPU)
     assert u is None and "one of them" in rec["why"]
-    u, rec = mean_landmark(k, X, k.prepare(X), CPU, enabled=False)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(deflate, "ENABLED", False)
+        u, rec = mean_landmark(k, X, k.prepare(X), CPU)
     assert u is None and rec["why"] == "turned off"
 
 
@@ -120,7 +122,7 @@ def test_mixed_solve_deflates_records_it_and_gains_per_pass(monkeypatch):
     K = k(X)
     assert np.linalg.norm(K @ sol.alpha - Y) / np.linalg.norm(Y) <= 1e-9
     np.testing.assert_allclose(sol.alpha, ref.alpha, rtol=0, atol=1e-7 * np.abs(ref.alpha).max())
-    monkeypatch.setattr(mixed, "DEFLATE", False)
+    monkeypatch.setattr(deflate, "ENABLED", False)
     plain = solve_exact(k, X, Y, SolveOptions(**opts))
     assert plain.info["deflation"] == {"rank": 0, "why": "turned off"}
     # the deflated factor is the better preconditioner: a smaller residual after each of
@@ -145,7 +147,7 @@ def test_wide_gaussian_that_broke_the_float32_factor_now_refines(monkeypatch):
     assert sol.info["converged"] and sol.info["relative_residual"] <= 1e-8
     K = k(X)
     assert np.linalg.norm(K @ sol.alpha - Y) / np.linalg.norm(Y) <= 1e-8
-    monkeypatch.setattr(mixed, "DEFLATE", False)
+    monkeypatch.setattr(deflate, "ENABLED", False)
     with pytest.warns(RuntimeWarning, match="refinement stopped"):
         plain = solve_exact(k, X, Y, SolveOptions(**opts))
     assert plain.info["shift"] > 0 and plain.info["relative_residual"] > 1e-3

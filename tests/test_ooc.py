@@ -37,6 +37,9 @@ def test_ooc_equals_in_core(tmp_path, monkeypatch, precision, panel):
     np.testing.assert_allclose(sol.alpha, ref.alpha, atol=1e-7 * np.abs(ref.alpha).max())
     man = json.loads((tmp_path / "ck" / "manifest.json").read_text())
     assert man["state"]["factored"] and man["fingerprint"]["n"] == 300
+    # float32 tiles hold K minus the rank-one part (kernelfit.solvers.deflate)
+    rank = 1 if precision == "mixed" else 0
+    assert sol.info["deflation"]["rank"] == man["fingerprint"]["deflation_rank"] == rank
     assert not list((tmp_path / "ck").glob("A_*.npy"))  # A tiles go once factored
     json.dumps(sol.as_dict())
 
@@ -98,6 +101,21 @@ def test_mismatched_checkpoint_is_refused(tmp_path):
         with pytest.raises(InputError, match=what):
             solve_exact(kern, Xb, Y, SolveOptions(tile_size=ts, ooc_dir=str(d), resume=True))
     assert (d / "manifest.json").read_text() == before
+
+
+def test_checkpoint_with_other_deflation_is_refused(tmp_path, monkeypatch):
+    # a mixed-precision checkpoint written without the deflation (an older kernelfit, or
+    # turned off) holds other tiles: resuming it with the deflation on is refused
+    import kernelfit.solvers.deflate as deflate
+
+    X, Y = _problem(n=120)
+    d = tmp_path / "ck"
+    with monkeypatch.context() as mp:
+        mp.setattr(deflate, "ENABLED", False)
+        solve_exact(K, X, Y, SolveOptions(precision="mixed", tile_size=40, ooc_dir=str(d)))
+    with pytest.raises(InputError, match="deflation_rank"):
+        solve_exact(K, X, Y, SolveOptions(precision="mixed", tile_size=40, ooc_dir=str(d),
+                                          resume=True))
 
 
 def test_no_disk_room_is_refused_before_writing(tmp_path, monkeypatch):

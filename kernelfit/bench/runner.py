@@ -26,7 +26,7 @@ Tasks a child runs (``spec['task']``):
               (``dataset='random'``, ``d`` features in [0, 1], 10 classes) or a real
               dataset (``dataset='mnist'``, ``data_dir``); loading is not timed.
               ``deflate`` (kernelfit, optional): mixed precision's rank-one deflation on
-              or off (:data:`kernelfit.solvers.mixed.DEFLATE`), for before/after runs.
+              or off (:data:`kernelfit.solvers.deflate.ENABLED`), for before/after runs.
 ``peaks``     GEMM peak rates (:mod:`kernelfit.bench.machine`), CPU and optionally GPU.
 ``selftest``  ``mode``: ``ok``, ``segv`` (kill itself with SIGSEGV), ``sleep`` (``seconds``),
               ``alloc`` (touch ``bytes`` of memory), ``exit`` (``code``): used by the tests.
@@ -301,9 +301,9 @@ def run_solve_task(spec: dict, on_repeat: Optional[Callable[[dict], None]] = Non
     if impl == "kernelfit":
         from .. import estimator  # noqa: F401
         if "deflate" in spec:  # before/after comparisons of mixed precision's deflation
-            from ..solvers import mixed
+            from ..solvers import deflate
 
-            mixed.DEFLATE = bool(spec["deflate"])
+            deflate.ENABLED = bool(spec["deflate"])
     baseline = peak_rss_bytes()
     reps = []
     for _ in range(max(int(spec.get("repeats", 1)), 1)):

@@ -32,7 +32,11 @@ import numpy as np
 from ..backend import Backend
 from ..kernels import Kernel
 
-__all__ = ["mean_landmark", "sherman_morrison", "LANDMARK_KERNELS", "NEAR"]
+__all__ = ["mean_landmark", "sherman_morrison", "LANDMARK_KERNELS", "NEAR", "ENABLED"]
+
+#: deflate the float32 factors of mixed precision (in memory and out of core); False only
+#: for before/after comparisons (``benchmarks/bench_deflation.py``)
+ENABLED = True
 
 #: strictly positive definite kernels with positive values: the ones deflated
 LANDMARK_KERNELS = ("gaussian", "laplacian")
@@ -44,12 +48,11 @@ NEAR = 0.999
 _CHUNK_BYTES = 1 << 22
 
 
-def mean_landmark(kernel: Kernel, X, stats, be: Backend,
-                  enabled: bool = True) -> Tuple[Optional[object], dict]:
+def mean_landmark(kernel: Kernel, X, stats, be: Backend) -> Tuple[Optional[object], dict]:
     """``(u, record)``: the landmark column ``u = k(X, z) / sqrt(k(z, z))`` (float64,
     shape (n, 1), on ``be``) with z the mean of ``X``'s rows, or None with the reason in
     the record. ``X`` and ``stats`` are in the kernel's input units (``kernel.prepare``)."""
-    if not enabled:
+    if not ENABLED:
         return None, {"rank": 0, "why": "turned off"}
     if kernel.name not in LANDMARK_KERNELS:
         return None, {"rank": 0, "why": f"only {' and '.join(LANDMARK_KERNELS)} kernels "

@@ -32,6 +32,7 @@ from ..backend import Backend, get_backend
 from ..errors import InputError, NotPositiveDefiniteError
 from ..kernels import Kernel
 from .cholesky import backward_row, factor_columns, forward_row, substitute
+from .deflate import mean_landmark, sherman_morrison
 from .products import cross_kernel_matmul, gram_tile, kernel_diagonal
 from .refine import (ExactSolution, breakdown_facts, refine, refined_solution,
                      retry_with_shift)
@@ -76,8 +77,9 @@ def _cpu():
     return get_backend("cpu")
 
 
-def _t_gram(kernel, X, bounds, i, j, dtype, shift):
-    return gram_tile(kernel, X, None, bounds, i, j, dtype, shift)  # row norms per block
+def _t_gram(kernel, X, bounds, i, j, dtype, shift, low_rank=None):
+    # row norms per block; low_rank: mixed precision's deflation (float32 tiles)
+    return gram_tile(kernel, X, None, bounds, i, j, dtype, shift, low_rank=low_rank)
 
 
 def _t_potrf(a, row0):
@@ -168,10 +170,12 @@ class DaskTileOps:
 class DistributedFactor:
     """Lower tiles (futures) of K + shift I and its Cholesky factor on a Dask cluster."""
 
-    def __init__(self, client, kernel: Kernel, X_future, n: int, tile_size: int, dtype):
+    def __init__(self, client, kernel: Kernel, X_future, n: int, tile_size: int, dtype,
+                 low_rank=None):
         self.client = client
         self.kernel = kernel
         self.X = X_future
+        self.low_rank = low_rank  # a future of u (n, 1) or None (kernelfit.solvers.deflate)
         self.n = n
         self.tile_size = tile_size
         self.dtype = np.dtype(dtype)
@@ -182,7 +186,7 @@ class DistributedFactor:
         c = self.client
         nt = len(self.bounds)
         A = [[c.submit(_t_gram, self.kernel, self.X, self.bounds, i, j, self.dtype, shift,
-                       pure=False) for j in range(i + 1)] for i in range(nt)]
+                       self.low_rank, pure=False) for j in range(i + 1)] for i in range(nt)]
         factor_columns(DaskTileOps(c, A, self.bounds), self.bounds)
         # wait for the whole factor (raises NotPositiveDefiniteError from a worker)
         c.gather([A[i][i] for i in range(nt)])
@@ -241,7 +245,10 @@ def solve_distributed(kernel: Kernel, X, Y, opts, be: Optional[Backend] = None,
     try:
         workers = list(client.scheduler_info().get("workers", {}))
         Xf = client.scatter(Xh, broadcast=True)
-        F = DistributedFactor(client, kernel, Xf, n, ts, dtype)
+        U, deflation = (mean_landmark(kernel, Xh, kernel.prepare(Xh), get_backend("cpu"))
+                        if dtype == np.float32 else (None, {"rank": 0, "why": "float64 tiles"}))
+        Uf = None if U is None else client.scatter(U, broadcast=True)
+        F = DistributedFactor(client, kernel, Xf, n, ts, dtype, low_rank=Uf)
 
         def attempt(shift):
             try:
@@ -272,7 +279,10 @@ def solve_distributed(kernel: Kernel, X, Y, opts, be: Optional[Backend] = None,
             return KV + opts.ridge * V if opts.ridge else KV
 
         t1 = time.perf_counter()
-        out = refine(matvec, F.solve, Yh, tol=opts.tol,
+        precond = F.solve
+        if U is not None:  # the factor is of K - u u^T: M = L L^T + u u^T
+            precond, _, deflation["sherman_morrison_c"] = sherman_morrison(U, precond, None)
+        out = refine(matvec, precond, Yh, tol=opts.tol,
                      max_iter=0 if precision == "float32" else opts.max_iter,
                      method=opts.refinement, log=log)
         timings["solve"] = time.perf_counter() - t1
@@ -285,4 +295,4 @@ def solve_distributed(kernel: Kernel, X, Y, opts, be: Optional[Backend] = None,
             "workers": workers}
     return refined_solution(out, opts, be, n=n, precision=precision, storage_dtype=dtype,
                             tile_size=ts, timings=timings, shift=shift, attempts=attempts,
-                            log=log, extra={"distributed": dist})
+                            log=log, extra={"distributed": dist, "deflation": deflation})

@@ -42,9 +42,6 @@ from .tiles import TiledSymmetric
 __all__ = ["solve_mixed", "solve_gram", "Fallback"]
 
 F64_EPS = float(np.finfo(np.float64).eps)
-#: factor K minus its mean-landmark Nystrom part (:mod:`kernelfit.solvers.deflate`);
-#: False only for before/after comparisons
-DEFLATE = True
 
 
 class Fallback(Exception):
@@ -151,7 +148,7 @@ def solve_mixed(kernel: Kernel, X, Y, opts, be: Backend, splan) -> ExactSolution
     log: List[str] = []
     timings = {"gram": 0.0, "factor": 0.0}
     t0 = time.perf_counter()
-    U, deflation = mean_landmark(kernel, Xb, stats, be, enabled=DEFLATE)
+    U, deflation = mean_landmark(kernel, Xb, stats, be)
     timings["gram"] += time.perf_counter() - t0
 
     def attempt(shift):

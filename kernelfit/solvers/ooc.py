@@ -2,8 +2,11 @@
 
 Layout of the folder (``--out-of-core DIR``)::
 
-    manifest.json     fingerprint (sha256 of X, kernel, n, tile size, dtype, ridge) + state
-    A_i_j.npy         tile (i, j) of K (+ ridge + shift) I, Fortran order, not yet factored
+    manifest.json     fingerprint (sha256 of X, kernel, n, tile size, dtype, ridge,
+                      deflation rank) + state
+    A_i_j.npy         tile (i, j) of K (- u u^T in float32: the deflation of
+                      :mod:`kernelfit.solvers.deflate`) (+ ridge + shift) I, Fortran
+                      order, not yet factored
     L_i_j.npy         tile (i, j) of the Cholesky factor, Fortran order
 
 Left-looking blocked Cholesky by panels of ``w`` tile columns (``w`` chosen from the
@@ -43,6 +46,7 @@ from ..kernels import Kernel
 from ..memory import fmt_bytes
 from ..progress import progress
 from .cholesky import cholesky_solve, factor_columns
+from .deflate import mean_landmark, sherman_morrison
 from .products import gram_tile, kernel_diagonal, kernel_matvec
 from .refine import (ExactSolution, breakdown_facts, refine, refined_solution,
                      retry_with_shift)
@@ -107,11 +111,15 @@ def _write_manifest(directory: Path, fp: dict, state: dict) -> None:
 def ooc_factor(kernel: Kernel, X, directory, *, tile_size: int, dtype=np.float32,
                ridge: float = 0.0, resume: bool = False, backend: Backend = None,
                allow_shift: bool = True, memory_budget: Optional[float] = None,
-               show_progress=None, on_panel: Optional[Callable[[int], None]] = None):
+               show_progress=None, on_panel: Optional[Callable[[int], None]] = None,
+               low_rank=None):
     """Factor K = k(X, X) + ridge I out of core into ``directory``.
 
-    Returns ``(T, info)`` where ``T`` is a factored :class:`TiledSymmetric` whose tiles are
-    read-only memory maps of the L files, and ``info`` the checkpoint report.
+    ``low_rank`` (float32 tiles only): a host (n, 1) float64 column u; the factor is then
+    of ``K - u u^T + ridge I`` (mixed precision's deflation, :mod:`kernelfit.solvers.deflate`),
+    and the fingerprint says so. Returns ``(T, info)`` where ``T`` is a factored
+    :class:`TiledSymmetric` whose tiles are read-only memory maps of the L files, and
+    ``info`` the checkpoint report.
     """
     be = backend if backend is not None else get_backend("cpu")
     X = np.ascontiguousarray(be.to_numpy(X), dtype=np.float64)
@@ -128,9 +136,11 @@ def ooc_factor(kernel: Kernel, X, directory, *, tile_size: int, dtype=np.float32
         raise InputError(f"out-of-core folder {directory} is not writable",
                          param="ooc_dir", path=str(directory))
     directory.mkdir(exist_ok=True)
+    if low_rank is not None and dtype != np.float32:
+        raise InputError("low_rank applies to float32 tiles only")
     fp = {"X_sha256": fingerprint_X(X), "n": int(n), "d": int(d),
           "kernel": kernel.params(), "tile_size": int(tile_size), "dtype": dtype.name,
-          "ridge": float(ridge)}
+          "ridge": float(ridge), "deflation_rank": 0 if low_rank is None else 1}
     store = DiskTiles(directory, n, tile_size, dtype)
     nt = store.nt
     manifest = _read_manifest(directory)
@@ -190,7 +200,7 @@ def ooc_factor(kernel: Kernel, X, directory, *, tile_size: int, dtype=np.float32
         t0 = time.perf_counter()
         if not state.get("gram_done"):
             _gram_to_disk(kernel, X, stats, store, state, float(ridge) + shift,
-                          show_progress)
+                          show_progress, low_rank)
             state["gram_done"] = True
             _write_manifest(directory, fp, state)
         t1 = time.perf_counter()
@@ -220,7 +230,7 @@ def ooc_factor(kernel: Kernel, X, directory, *, tile_size: int, dtype=np.float32
 
 
 def _gram_to_disk(kernel, X, stats, store: DiskTiles, state: dict, shift: float,
-                  show_progress) -> None:
+                  show_progress, low_rank=None) -> None:
     """Write the Gram tiles not yet on disk (tile columns >= panels_done)."""
     nt = store.nt
     todo = [(i, j) for j in range(state["panels_done"], nt) for i in range(j, nt)
@@ -230,7 +240,7 @@ def _gram_to_disk(kernel, X, stats, store: DiskTiles, state: dict, shift: float,
     def work(_t, part):
         for i, j in part:
             store.write("A", i, j, gram_tile(kernel, X, stats, store.bounds, i, j,
-                                             store.dtype, shift))
+                                             store.dtype, shift, low_rank=low_rank))
             bar.update(1)
 
     try:
@@ -320,9 +330,12 @@ def solve_ooc(kernel: Kernel, X, Y, opts, be: Optional[Backend] = None,
                                                     or default_tile_size(n, be.device))
     Xh = np.ascontiguousarray(be.to_numpy(X), dtype=np.float64)
     Yh = np.asarray(be.to_numpy(Y), dtype=np.float64)
+    host = get_backend("cpu")
+    U, deflation = (mean_landmark(kernel, Xh, kernel.prepare(Xh), host) if dtype == np.float32
+                    else (None, {"rank": 0, "why": "float64 tiles"}))
     T, ck = ooc_factor(kernel, Xh, opts.ooc_dir, tile_size=ts, dtype=dtype, ridge=opts.ridge,
                        resume=opts.resume, backend=be, allow_shift=(precision != "float64"),
-                       show_progress=opts.show_progress)
+                       show_progress=opts.show_progress, low_rank=U)
     xp = be.xp
     Xb = xp.asarray(Xh)
     stats = kernel.prepare(Xb)
@@ -337,6 +350,8 @@ def solve_ooc(kernel: Kernel, X, Y, opts, be: Optional[Backend] = None,
         return cholesky_solve(T, R, np.float64)
 
     t0 = time.perf_counter()
+    if U is not None:  # the factor is of K - u u^T: M = L L^T + u u^T
+        precond, _, deflation["sherman_morrison_c"] = sherman_morrison(U, precond, None)
     max_iter = 0 if precision == "float32" else opts.max_iter
     out = refine(matvec, precond, Yh, tol=opts.tol, max_iter=max_iter,
                  method=opts.refinement, show_progress=opts.show_progress)
@@ -346,4 +361,5 @@ def solve_ooc(kernel: Kernel, X, Y, opts, be: Optional[Backend] = None,
     return refined_solution(out, opts, be, n=n, precision=precision, storage_dtype=dtype,
                             tile_size=ts, timings=timings, shift=ck["shift"],
                             log=ck.pop("log"),
-                            extra={"out_of_core": True, "checkpoint": ck})
+                            extra={"out_of_core": True, "checkpoint": ck,
+                                   "deflation": deflation})
