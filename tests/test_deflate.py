@@ -8,7 +8,7 @@ import kernelfit.solvers.deflate as deflate
 from kernelfit.backend import get_backend
 from kernelfit.errors import InputError
 from kernelfit.kernels import get_kernel, to_integer_grid
-from kernelfit.solvers.deflate import NEAR, mean_landmark, sherman_morrison
+from kernelfit.solvers.deflate import NEAR, Deflated, mean_landmark
 from kernelfit.solvers.exact import SolveOptions, solve_exact
 from kernelfit.solvers.products import build_gram, stored_kernel_matvec
 
@@ -93,31 +93,38 @@ def test_deflated_tiles_on_the_integer_grid_keep_the_exact_integers():
                                atol=2e-7)
 
 
-def test_sherman_morrison_applies_the_inverse_of_the_updated_matrix():
+@pytest.mark.parametrize("joint_c", [1e300, 0.0])  # first solve: joint sweep / its own
+def test_deflated_applies_the_inverse_of_the_updated_matrix(monkeypatch, joint_c):
+    monkeypatch.setattr(deflate, "JOINT_C", joint_c)
     rng = np.random.default_rng(2)
     B = rng.standard_normal((40, 40))
     A = B @ B.T + 40 * np.eye(40)
     u = rng.standard_normal((40, 1))
-    R = rng.standard_normal((40, 3))
+    calls = []
 
     def S(R):
+        calls.append(R.shape[1])
         return np.linalg.solve(A, R)
 
-    p, f, c = sherman_morrison(u, S, None)
-    assert f is None and c == pytest.approx(1 + float(u[:, 0] @ S(u)[:, 0]))
-    np.testing.assert_allclose(p(R), np.linalg.solve(A + u @ u.T, R), rtol=1e-10)
-    p, f, _ = sherman_morrison(u, S, S)
-    np.testing.assert_allclose(f(R), np.linalg.solve(A + u @ u.T, R), rtol=1e-10)
+    M = Deflated(u, S)
+    assert M.c is None  # w and c come with the first application
+    want = np.linalg.solve(A + u @ u.T, np.eye(40)[:, :3])
+    for _ in range(2):
+        np.testing.assert_allclose(M(np.eye(40)[:, :3]), want, rtol=1e-10, atol=1e-12)
+    assert M.c == pytest.approx(1 + float(u[:, 0] @ np.linalg.solve(A, u)[:, 0]))
+    # one sweep with u appended, then (past JOINT_C) one more; then one per application
+    assert calls == ([4, 3] if joint_c == 1e300 else [4, 3, 3])
 
 
-def test_mixed_solve_deflates_records_it_and_gains_per_pass(monkeypatch):
+def test_mixed_solve_deflates_and_records_it(monkeypatch):
     X, Y = _problem()
     k = get_kernel("gaussian", bandwidth=0.8)  # cond(K) ~ 1e7
     ref = solve_exact(k, X, Y, SolveOptions(precision="float64"))
     opts = dict(precision="mixed", tile_size=64, tol=1e-10)
     sol = solve_exact(k, X, Y, SolveOptions(**opts))
     d = sol.info["deflation"]
-    assert d["rank"] == 1 and d["sherman_morrison_c"] >= 1 and d["seconds"] >= 0
+    assert d["rank"] == 1 and d["sherman_morrison_c"] >= 1
+    assert d["landmark_seconds"] >= 0
     assert sol.info["converged"] and sol.info["relative_residual"] <= 1e-10
     K = k(X)
     assert np.linalg.norm(K @ sol.alpha - Y) / np.linalg.norm(Y) <= 1e-9
@@ -125,11 +132,34 @@ def test_mixed_solve_deflates_records_it_and_gains_per_pass(monkeypatch):
     monkeypatch.setattr(deflate, "ENABLED", False)
     plain = solve_exact(k, X, Y, SolveOptions(**opts))
     assert plain.info["deflation"] == {"rank": 0, "why": "turned off"}
-    # the deflated factor is the better preconditioner: a smaller residual after each of
-    # the first passes, and no more passes
-    h1, h0 = sol.info["refinement_history"], plain.info["refinement_history"]
-    assert all(a < b for a, b in zip(h1[:4], h0[:4])), (h1, h0)
-    assert sol.info["iterations"] <= plain.info["iterations"]
+
+
+def _digits_histories(monkeypatch, h, tol):
+    from sklearn.datasets import load_digits
+
+    Xd, yd = load_digits(return_X_y=True)
+    X, Y = Xd[:500] / 16.0, np.eye(10)[yd[:500]]
+    k = get_kernel("gaussian", bandwidth=h)
+    out = {}
+    for on in (True, False):
+        monkeypatch.setattr(deflate, "ENABLED", on)
+        out[on] = solve_exact(k, X, Y, SolveOptions(precision="mixed", tile_size=128,
+                                                    tol=tol)).info
+    return out
+
+
+def test_deflated_factor_is_the_better_preconditioner(monkeypatch):
+    # digits, h = 3 (c = 257: the first solve makes w in its own sweep): a smaller
+    # residual after each pass; h = 8 (c ~ 2e4: w in a sweep of its own), far fewer passes
+    info = _digits_histories(monkeypatch, 3.0, 1e-12)
+    h1, h0 = info[True]["refinement_history"], info[False]["refinement_history"]
+    assert info[True]["deflation"]["sherman_morrison_c"] <= deflate.JOINT_C
+    assert all(a < b for a, b in zip(h1[:3], h0[:3])), (h1, h0)
+    assert info[True]["converged"] and info[False]["converged"]
+    info = _digits_histories(monkeypatch, 8.0, 1e-10)
+    assert info[True]["deflation"]["sherman_morrison_c"] > deflate.JOINT_C
+    assert info[True]["converged"] and info[False]["converged"]
+    assert info[True]["iterations"] + 2 <= info[False]["iterations"]
 
 
 def test_wide_gaussian_that_broke_the_float32_factor_now_refines(monkeypatch):

@@ -12,14 +12,17 @@ mixed precision factors K minus that part instead, and adds it back exactly:
 - the float32 tiles hold ``K - u u^T`` rounded once from float64
   (:func:`kernelfit.solvers.products.build_gram`'s ``low_rank``); the kept copy, the
   products and the residual stay those of K itself;
-- the preconditioner is ``M = L L^T + u u^T``, applied by Sherman-Morrison:
-  ``M^-1 R = S R - w (w^T R) / (1 + u^T w)`` with ``S = (L L^T)^-1`` and ``w = S u``
-  (one more triangular solve, once). It is symmetric, so CG's theory holds.
+- the preconditioner is ``M = L L^T + u u^T``, applied by Sherman-Morrison
+  (:class:`Deflated`): ``M^-1 R = S (R - u (w^T R) / c)`` with ``S = (L L^T)^-1``,
+  ``w = S u`` and ``c = 1 + u^T w`` (w made once, with the first solve). It is
+  symmetric, so CG's theory holds.
 
-Measured (MNIST, Gaussian h = 5, labels one-hot, float32 Cholesky, float64 CG; script
-``benchmarks/bench_deflation.py``): the residual after the first pass falls 1.7e-5 ->
-6.3e-6 at n = 10,000 and 2.5e-5 -> 9.5e-6 at n = 20,000, and the passes to 1e-12 from
-5 to 4 at n = 20,000. More landmarks (16, 64) gained little more.
+Measured with kernelfit's defaults (MNIST, Gaussian h = 5; ``benchmarks/bench_deflation.py``,
+``benchmarks/results/deflation_ab_zen4_avx512.json``): the residual after the first pass
+falls 1.8e-5 -> 8.4e-6 at n = 10,000 and 3.3e-5 -> 2.2e-5 at n = 20,000, where the
+refinement needs 3 iterations instead of 4 to reach 1e-12. In a prototype (SciPy's
+potrf, the factor applied in float64), 16 or 64 landmarks saved no further iteration at
+n = 20,000.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ import numpy as np
 from ..backend import Backend
 from ..kernels import Kernel
 
-__all__ = ["mean_landmark", "sherman_morrison", "LANDMARK_KERNELS", "NEAR", "ENABLED"]
+__all__ = ["mean_landmark", "Deflated", "LANDMARK_KERNELS", "NEAR", "JOINT_C", "ENABLED"]
 
 #: deflate the float32 factors of mixed precision (in memory and out of core); False only
 #: for before/after comparisons (``benchmarks/bench_deflation.py``)
@@ -43,6 +46,11 @@ LANDMARK_KERNELS = ("gaussian", "laplacian")
 #: a landmark this near a row (k(x, z) >= NEAR k(z, z)) would leave K - u u^T nearly
 #: singular: no deflation then
 NEAR = 0.999
+#: the first application subtracts the rank-one part after the solve (one sweep for
+#: both S R and w) when c = 1 + u^T S u is at most this. The cancellation magnifies that
+#: solve's rounding by up to about c: on MNIST (c = 72, n = 20,000) the first residual was
+#: the same either way (2.0e-5 and 2.2e-5); at c ~ 1e5 (a shifted factor) it lost the gain
+JOINT_C = 1e3
 #: rows of X per chunk of the landmark's kernel column (a float64 copy of about 4 MiB,
 #: reused: fresh memory is costly to touch on some VMs)
 _CHUNK_BYTES = 1 << 22
@@ -80,39 +88,29 @@ def mean_landmark(kernel: Kernel, X, stats, be: Backend) -> Tuple[Optional[objec
                "mean_entry_removed": float(xp.mean(u)) ** 2}
 
 
-class _Deflated:
-    """``R -> S (R - u (w^T R) / c)`` for one application ``p`` of S (module docstring);
-    ``w = p(u)`` and ``c = 1 + u^T w`` are made at the first use."""
+class Deflated:
+    """``R -> M^-1 R`` for ``M = L L^T + u u^T``, given one application ``p`` of
+    ``S = (L L^T)^-1`` (host arrays in and out), by Sherman-Morrison:
+    ``M^-1 R = S (R - u (w^T R) / c)`` with ``w = S u`` and ``c = 1 + u^T w``.
+
+    The rank-one part leaves R in float64 before the solve. Subtracting it after,
+    ``S R - w (w^T R) / c``, cancels two terms that each carry the solve's error, by about
+    c: in float32 that lost the whole gain where K is nearly singular (c ~ 1e5). The first
+    application makes w in the same sweep as S R (one column more: at n = 60,000 a sweep of
+    its own took 4.7 s) and uses that form when c <= ``JOINT_C``; else it sweeps again.
+    ``c`` is None until then."""
 
     def __init__(self, u, p: Callable):
-        self.u, self.p = u, p
+        self.u, self.p = np.asarray(u, dtype=np.float64), p
         self.w: Optional[np.ndarray] = None
         self.c: Optional[float] = None
 
-    def prepare(self) -> "_Deflated":
-        if self.w is None:
-            self.w = np.asarray(self.p(self.u), dtype=np.float64)
-            self.c = 1.0 + float(self.u[:, 0] @ self.w[:, 0])
-        return self
-
     def __call__(self, R):
-        self.prepare()
         R = np.asarray(R, dtype=np.float64)
+        if self.w is None:
+            Z = np.asarray(self.p(np.hstack([R, self.u])), dtype=np.float64)
+            self.w = Z[:, -1:].copy()
+            self.c = 1.0 + float(self.u[:, 0] @ self.w[:, 0])
+            if self.c <= JOINT_C:
+                return Z[:, :-1] - self.w @ ((self.w.T @ R) / self.c)
         return np.asarray(self.p(R - self.u @ ((self.w.T @ R) / self.c)), dtype=np.float64)
-
-
-def sherman_morrison(u, precond: Callable, fast: Optional[Callable]
-                     ) -> Tuple[Callable, Optional[Callable], float]:
-    """The preconditioners of ``M = L L^T + u u^T`` from those of ``L L^T`` (host arrays in
-    and out), ``S = (L L^T)^-1``: ``M^-1 R = S (R - u (w^T R) / c)`` with ``w = S u`` and
-    ``c = 1 + u^T w``, by Sherman-Morrison. The rank-one part leaves R in float64 before
-    the solve: subtracting it after (``S R - w (w^T R) / c``) cancels two large terms that
-    each carry the solve's error (c ~ 1e5 for a nearly singular K) and lost the gain in
-    float32. Each application has its own w (the float32 one's for ``fast``), made at its
-    first use: the float64 application may never run (at n = 60,000 its w alone took 5 s).
-    Returns both wrapped, and the c of the one the refinement starts with (``fast``
-    where given), made now."""
-    u = np.asarray(u, dtype=np.float64)
-    p64 = _Deflated(u, precond)
-    p32 = _Deflated(u, fast) if fast is not None else None
-    return p64, p32, (p32 or p64).prepare().c

@@ -32,7 +32,7 @@ from ..backend import Backend, get_backend
 from ..errors import InputError, NotPositiveDefiniteError
 from ..kernels import Kernel
 from .cholesky import backward_row, factor_columns, forward_row, substitute
-from .deflate import mean_landmark, sherman_morrison
+from .deflate import Deflated, mean_landmark
 from .products import cross_kernel_matmul, gram_tile, kernel_diagonal
 from .refine import (ExactSolution, breakdown_facts, refine, refined_solution,
                      retry_with_shift)
@@ -281,11 +281,13 @@ def solve_distributed(kernel: Kernel, X, Y, opts, be: Optional[Backend] = None,
         t1 = time.perf_counter()
         precond = F.solve
         if U is not None:  # the factor is of K - u u^T: M = L L^T + u u^T
-            precond, _, deflation["sherman_morrison_c"] = sherman_morrison(U, precond, None)
+            precond = Deflated(U, precond)
         out = refine(matvec, precond, Yh, tol=opts.tol,
                      max_iter=0 if precision == "float32" else opts.max_iter,
                      method=opts.refinement, log=log)
         timings["solve"] = time.perf_counter() - t1
+        if U is not None:
+            deflation["sherman_morrison_c"] = precond.c
         F.release()
     finally:
         client.close()

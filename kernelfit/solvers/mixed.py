@@ -32,7 +32,7 @@ from ..backend import Backend
 from ..errors import NotPositiveDefiniteError
 from ..kernels import Kernel
 from .cholesky import cholesky_inplace, cholesky_solve
-from .deflate import mean_landmark, sherman_morrison
+from .deflate import Deflated, mean_landmark
 from .products import (build_gram, kept_bytes, kept_storage, kernel_diagonal, kernel_matvec,
                        stored_kernel_matvec)
 from .refine import (ExactSolution, breakdown_facts, refine, refined_solution,
@@ -149,6 +149,9 @@ def solve_mixed(kernel: Kernel, X, Y, opts, be: Backend, splan) -> ExactSolution
     timings = {"gram": 0.0, "factor": 0.0}
     t0 = time.perf_counter()
     U, deflation = mean_landmark(kernel, Xb, stats, be)
+    be.synchronize()
+    if U is not None:
+        deflation["landmark_seconds"] = time.perf_counter() - t0
     timings["gram"] += time.perf_counter() - t0
 
     def attempt(shift):
@@ -184,10 +187,8 @@ def solve_mixed(kernel: Kernel, X, Y, opts, be: Backend, splan) -> ExactSolution
 
     precond, fast = _preconditioner(T), _fast_preconditioner(T)
     if U is not None:  # the factor is of K - u u^T: M = L L^T + u u^T
-        t0 = time.perf_counter()
-        precond, fast, deflation["sherman_morrison_c"] = sherman_morrison(
-            be.to_numpy(U), precond, fast)
-        deflation["seconds"] = time.perf_counter() - t0
+        u = be.to_numpy(U)
+        precond, fast = Deflated(u, precond), (None if fast is None else Deflated(u, fast))
 
     def matvec(V):
         Vb = xp.asarray(V)
@@ -203,6 +204,8 @@ def solve_mixed(kernel: Kernel, X, Y, opts, be: Backend, splan) -> ExactSolution
     out = refine(matvec, precond, Yh, tol=splan.tol, max_iter=opts.max_iter,
                  method=opts.refinement, log=log, give_up_slow=auto, fast_precond=fast)
     timings["solve"] = time.perf_counter() - t0
+    if U is not None:  # c of the application the refinement started with
+        deflation["sherman_morrison_c"] = fast.c if fast is not None else precond.c
     nt = T.n_tiles
     kept = len(T.kept) if T.kept else 0
     storage, stored_bytes = kept_storage(T), kept_bytes(T)

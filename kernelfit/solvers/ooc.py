@@ -46,7 +46,7 @@ from ..kernels import Kernel
 from ..memory import fmt_bytes
 from ..progress import progress
 from .cholesky import cholesky_solve, factor_columns
-from .deflate import mean_landmark, sherman_morrison
+from .deflate import Deflated, mean_landmark
 from .products import gram_tile, kernel_diagonal, kernel_matvec
 from .refine import (ExactSolution, breakdown_facts, refine, refined_solution,
                      retry_with_shift)
@@ -351,12 +351,14 @@ def solve_ooc(kernel: Kernel, X, Y, opts, be: Optional[Backend] = None,
 
     t0 = time.perf_counter()
     if U is not None:  # the factor is of K - u u^T: M = L L^T + u u^T
-        precond, _, deflation["sherman_morrison_c"] = sherman_morrison(U, precond, None)
+        precond = Deflated(U, precond)
     max_iter = 0 if precision == "float32" else opts.max_iter
     out = refine(matvec, precond, Yh, tol=opts.tol, max_iter=max_iter,
                  method=opts.refinement, show_progress=opts.show_progress)
     timings = dict(ck.pop("timings"))
     timings["solve"] = time.perf_counter() - t0
+    if U is not None:
+        deflation["sherman_morrison_c"] = precond.c
     T.free()
     return refined_solution(out, opts, be, n=n, precision=precision, storage_dtype=dtype,
                             tile_size=ts, timings=timings, shift=ck["shift"],
