@@ -37,7 +37,7 @@ from ..kernels import Kernel
 
 __all__ = ["mean_landmark", "Deflated", "LANDMARK_KERNELS", "NEAR", "JOINT_C", "ENABLED"]
 
-#: deflate the float32 factors of mixed precision (in memory and out of core); False only
+#: deflate the float32 factors of mixed precision (in memory, out of core, on Dask); False only
 #: for before/after comparisons (``benchmarks/bench_deflation.py``)
 ENABLED = True
 
