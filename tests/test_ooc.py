@@ -116,6 +116,15 @@ def test_checkpoint_with_other_deflation_is_refused(tmp_path, monkeypatch):
     with pytest.raises(InputError, match="deflation_rank"):
         solve_exact(K, X, Y, SolveOptions(precision="mixed", tile_size=40, ooc_dir=str(d),
                                           resume=True))
+    # a float64 checkpoint written before the fingerprint had the field still resumes
+    d64 = tmp_path / "ck64"
+    solve_exact(K, X, Y, SolveOptions(precision="float64", tile_size=40, ooc_dir=str(d64)))
+    man = json.loads((d64 / "manifest.json").read_text())
+    del man["fingerprint"]["deflation_rank"]
+    (d64 / "manifest.json").write_text(json.dumps(man))
+    sol = solve_exact(K, X, Y, SolveOptions(precision="float64", tile_size=40,
+                                            ooc_dir=str(d64), resume=True))
+    assert sol.info["checkpoint"]["panels_computed_this_run"] == 0
 
 
 def test_no_disk_room_is_refused_before_writing(tmp_path, monkeypatch):

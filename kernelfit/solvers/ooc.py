@@ -135,9 +135,9 @@ def ooc_factor(kernel: Kernel, X, directory, *, tile_size: int, dtype=np.float32
     if not os.access(directory if directory.exists() else directory.parent, os.W_OK | os.X_OK):
         raise InputError(f"out-of-core folder {directory} is not writable",
                          param="ooc_dir", path=str(directory))
-    directory.mkdir(exist_ok=True)
     if low_rank is not None and dtype != np.float32:
         raise InputError("low_rank applies to float32 tiles only")
+    directory.mkdir(exist_ok=True)
     fp = {"X_sha256": fingerprint_X(X), "n": int(n), "d": int(d),
           "kernel": kernel.params(), "tile_size": int(tile_size), "dtype": dtype.name,
           "ridge": float(ridge), "deflation_rank": 0 if low_rank is None else 1}
@@ -153,7 +153,8 @@ def ooc_factor(kernel: Kernel, X, directory, *, tile_size: int, dtype=np.float32
                              "continue it with resume=True, or choose an empty folder",
                              param="ooc_dir",
                              path=str(directory), checkpoint=True)
-        old = manifest.get("fingerprint", {})
+        old = dict(manifest.get("fingerprint", {}))
+        old.setdefault("deflation_rank", 0)  # older checkpoints: tiles of K itself
         diff = sorted(k for k in set(fp) | set(old) if fp.get(k) != old.get(k))
         if diff:
             raise InputError(f"the checkpoint in {directory} was made from different data or "
