@@ -52,6 +52,8 @@ def test_landmark_is_refused_where_it_would_not_be_positive_definite():
     Xm = np.array([[0.0, 0.0], [1.0, 1.0], [2.0, 2.0]])  # the mean is the middle row
     u, rec = mean_landmark(k, Xm, k.prepare(Xm), CPU)
     assert u is None and "one of them" in rec["why"]
+    u, rec = mean_landmark(k, X, None, CPU, tiles=np.float64)
+    assert u is None and rec == {"rank": 0, "why": "float64 tiles"}
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(deflate, "ENABLED", False)
         u, rec = mean_landmark(k, X, k.prepare(X), CPU)

@@ -56,10 +56,15 @@ JOINT_C = 1e3
 _CHUNK_BYTES = 1 << 22
 
 
-def mean_landmark(kernel: Kernel, X, stats, be: Backend) -> Tuple[Optional[object], dict]:
+def mean_landmark(kernel: Kernel, X, stats, be: Backend,
+                  tiles=np.float32) -> Tuple[Optional[object], dict]:
     """``(u, record)``: the landmark column ``u = k(X, z) / sqrt(k(z, z))`` (float64,
     shape (n, 1), on ``be``) with z the mean of ``X``'s rows, or None with the reason in
-    the record. ``X`` and ``stats`` are in the kernel's input units (``kernel.prepare``)."""
+    the record. ``X`` and ``stats`` are in the kernel's input units (``kernel.prepare``;
+    computed when None). ``tiles``: the dtype of the tiles to factor; only float32 ones
+    are deflated."""
+    if np.dtype(tiles) != np.float32:
+        return None, {"rank": 0, "why": f"{np.dtype(tiles).name} tiles"}
     if not ENABLED:
         return None, {"rank": 0, "why": "turned off"}
     if kernel.name not in LANDMARK_KERNELS:
@@ -69,6 +74,8 @@ def mean_landmark(kernel: Kernel, X, stats, be: Backend) -> Tuple[Optional[objec
     if n < 2:
         return None, {"rank": 0, "why": "fewer than two rows"}
     xp = be.xp
+    if stats is None:
+        stats = kernel.prepare(X)
     z = xp.mean(X, axis=0, dtype=xp.float64)[None, :]
     kzz = float(be.to_numpy(kernel.block(z, z, same=True))[0, 0])
     u = xp.empty((n, 1), dtype=xp.float64)

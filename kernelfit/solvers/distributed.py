@@ -245,8 +245,7 @@ def solve_distributed(kernel: Kernel, X, Y, opts, be: Optional[Backend] = None,
     try:
         workers = list(client.scheduler_info().get("workers", {}))
         Xf = client.scatter(Xh, broadcast=True)
-        U, deflation = (mean_landmark(kernel, Xh, kernel.prepare(Xh), get_backend("cpu"))
-                        if dtype == np.float32 else (None, {"rank": 0, "why": "float64 tiles"}))
+        U, deflation = mean_landmark(kernel, Xh, None, get_backend("cpu"), tiles=dtype)
         Uf = None if U is None else client.scatter(U, broadcast=True)
         F = DistributedFactor(client, kernel, Xf, n, ts, dtype, low_rank=Uf)
 

@@ -331,9 +331,7 @@ def solve_ooc(kernel: Kernel, X, Y, opts, be: Optional[Backend] = None,
                                                     or default_tile_size(n, be.device))
     Xh = np.ascontiguousarray(be.to_numpy(X), dtype=np.float64)
     Yh = np.asarray(be.to_numpy(Y), dtype=np.float64)
-    host = get_backend("cpu")
-    U, deflation = (mean_landmark(kernel, Xh, kernel.prepare(Xh), host) if dtype == np.float32
-                    else (None, {"rank": 0, "why": "float64 tiles"}))
+    U, deflation = mean_landmark(kernel, Xh, None, get_backend("cpu"), tiles=dtype)
     T, ck = ooc_factor(kernel, Xh, opts.ooc_dir, tile_size=ts, dtype=dtype, ridge=opts.ridge,
                        resume=opts.resume, backend=be, allow_shift=(precision != "float64"),
                        show_progress=opts.show_progress, low_rank=U)
