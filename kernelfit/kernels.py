@@ -24,10 +24,12 @@ as their integers ``k`` in float32 with ``Kernel(..., int_scale=255)``
 partial sum stays below 2^24 in magnitude, which holds when ``|k_a| |k_b| < 2^24`` for
 every pair of rows (Cauchy-Schwarz bounds each partial sum by the full sum of
 ``|k_a,i k_b,i|``), a float32 GEMM computes them *exactly*, in any order and with fused
-multiply-adds, at twice the float64 rate of the CPU's SIMD units. A block whose rows break
-that bound is multiplied in a few column groups that each keep it, their sums added in
-float64 (still exact, same flops); only where no such split exists (a few groups at most)
-does it use the float64 GEMM. The element-wise finish is float64 either way, with the
+multiply-adds, at twice the float64 rate of the CPU's SIMD units. The products of the few
+rows past the bound (``|k|^2 >= 2^24``; MNIST: 3 of 60,000) are made again in float64
+(exact below 2^53); only a block with many such rows uses the float64 GEMM throughout.
+The float64 values are then finished row chunk by row chunk, in cache, and handed on
+(:meth:`Kernel.block`'s ``sink`` and products) without a whole float64 block in memory.
+The element-wise finish is float64 either way, with the
 bandwidth measured in grid units (``h * int_scale``), so the kernel values are those of
 ``x`` itself, computed from exact inner products.
 """
@@ -42,6 +44,7 @@ import numpy as np
 
 from .backend import array_namespace, fused_finish, to_host
 from .errors import InputError
+from .grid import _F32_EXACT, _grid_float32, integer_grid
 
 __all__ = ["Kernel", "KERNEL_NAMES", "get_kernel", "row_norms_sq", "squared_distances",
            "check_array", "median_distance", "integer_grid", "to_integer_grid",
@@ -50,12 +53,9 @@ __all__ = ["Kernel", "KERNEL_NAMES", "get_kernel", "row_norms_sq", "squared_dist
 #: kernels whose values depend on the inputs only through distances or cosines, so that
 #: integer-grid inputs need only their bandwidth rescaled (see the module docstring)
 INT_GRID_KERNELS = ("gaussian", "laplacian", "normalized")
-#: float32 represents every integer of magnitude below 2^24 exactly
-_F32_EXACT = float(2 ** 24)
-#: at most this many column groups per block before the float64 GEMM is used instead
-_F32_MAX_PARTS = 4
-#: the grids tried by :func:`integer_grid`: integer data, and 8-bit values scaled to [0, 1]
-_GRID_SCALES = (1.0, 255.0)
+#: a block whose heavy rows (|k|^2 >= 2^24) are more than 1/this of its rows or columns is
+#: multiplied by the float64 GEMM (see Kernel._heavy_lines)
+_HEAVY_BLOCK_SHARE = 8
 #: the ranges of the exact integers kept by ``Kernel.block(keep_exact=)``
 _INT32_LIMIT = float(2 ** 31 - 1)
 _UINT32_LIMIT = float(2 ** 32 - 1)
@@ -94,11 +94,20 @@ def check_array(X, name: str = "X", *, allow_empty: bool = False) -> np.ndarray:
     return X
 
 
-def row_norms_sq(X) -> Any:
-    """Squared Euclidean norm of every row, accumulated in float64."""
+def row_norms_sq(X, rows: int = 512) -> Any:
+    """Squared Euclidean norm of every row, accumulated in float64 (on the CPU, rows of
+    other types are cast ``rows`` at a time: no float64 copy of a large ``X``)."""
     xp = array_namespace(X)
-    X64 = X.astype(xp.float64, copy=False)
-    return xp.einsum("ij,ij->i", X64, X64)
+    if X.dtype == xp.float64 or xp is not np or X.shape[0] <= rows:
+        X64 = X.astype(xp.float64, copy=False)
+        return xp.einsum("ij,ij->i", X64, X64)
+    out = np.empty(X.shape[0])
+    buf = np.empty((rows, X.shape[1]))
+    for s in range(0, X.shape[0], rows):
+        b = buf[:min(rows, X.shape[0] - s)]
+        b[...] = X[s:s + rows]
+        np.einsum("ij,ij->i", b, b, out=out[s:s + rows])
+    return out
 
 
 def squared_distances(A, B, *, a_sq=None, b_sq=None, same: bool = False, out=None):
@@ -231,7 +240,8 @@ class Kernel:
         return sq
 
     def block(self, A, B, *, a_stats=None, b_stats=None, same: bool = False, out=None,
-              dtype=None, times=None, times_t=None, keep_exact=None):
+              dtype=None, times=None, times_t=None, keep_exact=None, sink=None,
+              scratch=None):
         """The kernel block k(A_i, B_j) as a C-ordered array of shape (len(A), len(B)).
 
         ``a_stats``/``b_stats`` come from :meth:`prepare` (computed when omitted).
@@ -253,6 +263,14 @@ class Kernel:
         products for ``normalized``), where the inputs allow; half the bytes of the float64
         block, and :meth:`exact_times` turns them back into the same kernel values, bit
         for bit.
+
+        ``sink(s, e, chunk)``: called with each finished row chunk (float64, still in
+        cache) for the caller to store (e.g. cast into a float32 tile). With a sink or a
+        product and no ``out``, the float64 block is not kept: on the CPU it is never
+        written whole (float32 GEMM), and None is returned.
+        ``scratch``: reusable buffers (:class:`kernelfit.solvers.tiles.BlockBuffer`: a
+        float32 product, a row chunk, a whole float64 block), so that no block allocates
+        fresh memory (page faults, on some virtual machines a large part of a block's time).
         """
         xp = array_namespace(A)
         if self.needs_sq_norms:
@@ -260,35 +278,56 @@ class Kernel:
                 a_stats = self.prepare(A)
             if b_stats is None:
                 b_stats = self.prepare(B)
-        K32 = None
-        parts = self._float32_parts(A, B, a_stats, b_stats, xp)
-        if parts is not None:
-            # exact integer inner products at the float32 rate; cast chunk by chunk below
-            K32 = A[:, parts[0]] @ B[:, parts[0]].T
-            K = out if out is not None else xp.empty(K32.shape, dtype=xp.float64)
+        K32 = Hr = Hc = None
+        m, ncols = A.shape[0], B.shape[0]
+        host = xp is np
+        # the whole float64 block: asked for (out, or nothing takes the chunks: no sink,
+        # no product), or where it is made in one piece anyway (float64 GEMM, a GPU)
+        whole = (out is not None or not host
+                 or (sink is None and times is None and times_t is None))
+        heavy = self._heavy_lines(A, B, a_stats, b_stats, xp)
+        if heavy is not None:
+            # exact integer inner products at the float32 rate (but for the few heavy rows
+            # and columns, made again exactly in float64); cast chunk by chunk below
+            K32 = xp.matmul(A, B.T, out=None if scratch is None else scratch.product(m, ncols))
+            hr, hc = heavy
+            Hr = _exact_products(A[hr], B) if hr.size else None
+            Hc = _exact_products(B[hc], A) if hc.size else None  # (columns, rows)
             A64 = A
-            if len(parts) > 1:  # column groups, each exact; their float64 sum is exact
-                K[...] = K32
-                for cols in parts[1:]:
-                    xp.matmul(A[:, cols], B[:, cols].T, out=K32)
-                    K += K32
-                K32 = None
+            K = out if out is not None or not whole else (
+                scratch.view(m, ncols) if scratch is not None
+                else xp.empty((m, ncols), dtype=xp.float64))
         else:
             A64 = A.astype(xp.float64, copy=False)
+            if out is None and scratch is not None:
+                out = scratch.view(m, ncols)
             K = xp.matmul(A64, B.astype(xp.float64, copy=False).T, out=out)
-        m, ncols = K.shape
-        rows = m if xp is not np else _chunk_rows(ncols)
+        rows = m if not host else _chunk_rows(ncols)
+        stream = K32 is not None and not whole
+        if stream:  # the float64 values live one row chunk at a time
+            buf = (scratch.chunk(min(rows, m), ncols) if scratch is not None
+                   else np.empty((min(rows, m), ncols)))
         for s in range(0, m, rows):
             e = min(s + rows, m)
-            chunk = K[s:e]
+            chunk = buf[:e - s] if stream else K[s:e]
             if K32 is not None:
                 chunk[...] = K32[s:e]
+                if Hc is not None:
+                    chunk[:, hc] = Hc[:, s:e].T
+                if Hr is not None:
+                    at = (hr >= s) & (hr < e)
+                    if at.any():
+                        chunk[hr[at] - s] = Hr[at]
             if keep_exact is not None:
                 self._finish_pre(chunk, None if a_stats is None else a_stats[s:e], b_stats, xp)
                 # exact integers within keep_exact's range (exact_dtype)
                 np.copyto(keep_exact[s:e], chunk, casting="unsafe")
             self._finish_rows(chunk, s, a_stats, b_stats, same, A64, xp, times, times_t,
                               pre=keep_exact is None)
+            if sink is not None:
+                sink(s, e, chunk)
+        if stream:
+            return None
         if dtype is not None and K.dtype != dtype:
             K = K.astype(dtype)
         return K
@@ -315,8 +354,8 @@ class Kernel:
                     chunk[idx, idx + s] = row_norms_sq(A64[s:stop])
         if times is not None:
             times[1][s:e] += chunk @ times[0]
-        if times_t is not None:
-            times_t[1][...] += chunk.T @ times_t[0][s:e]
+        if times_t is not None:  # (W^T chunk)^T: OpenBLAS's faster form for a short chunk
+            times_t[1][...] += (times_t[0][s:e].T @ chunk).T
 
     def exact_dtype(self, X, stats) -> Optional[np.dtype]:
         """The integer type that keeps this kernel's blocks over rows of ``X`` exactly
@@ -357,32 +396,30 @@ class Kernel:
         """The bandwidth in the units of the stored inputs (grid units with int_scale)."""
         return self.bandwidth * (self.int_scale or 1.0)
 
-    def _float32_parts(self, A, B, a_stats, b_stats, xp) -> Optional[list]:
-        """The column groups whose float32 GEMMs give this block's integer inputs' inner
-        products exactly, or None (the float64 GEMM).
+    def _heavy_lines(self, A, B, a_stats, b_stats, xp) -> Optional[tuple]:
+        """Where one float32 GEMM gives this block's integer inner products exactly: None
+        (nowhere: the float64 GEMM), else ``(rows, cols)``, the indices of the rows of
+        ``A`` and of ``B`` whose products it may round, to be made again in float64.
 
-        Both operands must be integer-grid float32 on the CPU. One group (all columns)
-        when the largest row norms multiply to less than 2^24; else the columns are cut
-        into 2, 3, ... up to ``_F32_MAX_PARTS`` equal groups until each group's largest
-        partial row norms do (Cauchy-Schwarz bounds every partial sum within the group),
-        so a few heavy rows (MNIST: 3 of 60,000 have |k|^2 > 2^24) no longer send whole
-        blocks to the float64 GEMM at half the rate. The groups' products are summed in
-        float64, exactly."""
+        Both operands must be integer-grid float32 on the CPU. The product of rows ``a``
+        and ``b`` is exact when ``|a|^2 |b|^2 < 2^48`` (Cauchy-Schwarz bounds every partial
+        sum by ``|a| |b| < 2^24``); so every pair of rows with ``|a|^2, |b|^2 < 2^24`` is,
+        and only rows past that (MNIST: 3 of 60,000) need their products in float64. More
+        than ``1 / _HEAVY_BLOCK_SHARE`` of a block's rows or columns past it: None."""
         if (self.int_scale is None or xp is not np or A.dtype != np.float32
                 or B.dtype != np.float32 or a_stats is None or b_stats is None
                 or A.shape[0] == 0 or B.shape[0] == 0):
             return None
-        limit = _F32_EXACT * _F32_EXACT
-        if float(a_stats.max()) * float(b_stats.max()) < limit:
-            return [slice(None)]
-        d = A.shape[1]
-        for k in range(2, min(_F32_MAX_PARTS, d) + 1):
-            cuts = [round(i * d / k) for i in range(k + 1)]
-            parts = [slice(lo, hi) for lo, hi in zip(cuts, cuts[1:])]
-            if all(float(row_norms_sq(A[:, c]).max()) * float(row_norms_sq(B[:, c]).max())
-                   < limit for c in parts):
-                return parts
-        return None
+        none = np.empty(0, dtype=np.intp)
+        if float(a_stats.max()) * float(b_stats.max()) < _F32_EXACT * _F32_EXACT:
+            return none, none
+        # (statistics over more columns than the block's only overstate the norms)
+        rows = np.flatnonzero(a_stats >= _F32_EXACT)
+        cols = np.flatnonzero(b_stats >= _F32_EXACT)
+        if (rows.size * _HEAVY_BLOCK_SHARE > A.shape[0]
+                or cols.size * _HEAVY_BLOCK_SHARE > B.shape[0]):
+            return None
+        return rows, cols
 
     def on_grid(self, X):
         """``X`` in this kernel's input units: ``X`` itself without ``int_scale``; else the
@@ -451,6 +488,17 @@ class Kernel:
         return self.block(A, B, same=same)
 
 
+def _exact_products(P, Q) -> np.ndarray:
+    """``P @ Q.T`` in float64 for a few rows ``P`` of integer-grid float32 inputs (exact:
+    integer partial sums below 2^53), ``Q`` cast in row chunks of about 2 MiB."""
+    out = np.empty((P.shape[0], Q.shape[0]))
+    P64 = P.astype(np.float64)
+    rows = _chunk_rows(Q.shape[1])
+    for s in range(0, Q.shape[0], rows):
+        out[:, s:s + rows] = P64 @ Q[s:s + rows].astype(np.float64).T
+    return out
+
+
 def _chunk_rows(ncols: int) -> int:
     """Rows of a block finished at a time on the CPU: about 2 MiB of float64."""
     return max(1, (1 << 18) // max(ncols, 1))
@@ -512,52 +560,6 @@ def to_integer_grid(kernel: "Kernel", X):
     for a in range(0, X.shape[0], rows):
         G[a:a + rows] = X[a:a + rows] * s
     return replace(kernel, int_scale=s), G
-
-
-def integer_grid(X, scales=_GRID_SCALES) -> Optional[float]:
-    """The first ``s`` of ``scales`` for which ``X * s`` is all integers of magnitude below
-    2^24 (exact in float32), else None. NumPy arrays only (None for device arrays).
-
-    A seeded sample of 256 rows is tested first, so data off the grid are rejected after
-    a few cheap passes over that sample; the whole array is checked before a scale is
-    returned.
-    """
-    if array_namespace(X) is not np or X.size == 0 or X.dtype.kind != "f":
-        return None
-    rows = np.random.default_rng(0).choice(X.shape[0], size=min(256, X.shape[0]),
-                                           replace=False)
-    for s in scales:
-        if all(_on_grid(part, s) for part in (X[np.sort(rows)], X)):
-            return float(s)
-    return None
-
-
-def _grid_float32(X, s: float, chunk: int = 1 << 15) -> Optional[np.ndarray]:
-    """``X * s`` in float32 when it is all integers of magnitude below 2^24, else None;
-    one pass in row chunks of about ``chunk`` values that stay in cache (the first
-    off-grid chunk stops it): 12 ms for 10,000 x 784, where scaling the whole array, then
-    checking it, then casting it took 69 ms."""
-    out = np.empty(X.shape, dtype=np.float32)
-    rows = max(1, chunk // max(X.shape[1], 1))
-    G = np.empty((rows, X.shape[1]))
-    R = np.empty_like(G)
-    for a in range(0, X.shape[0], rows):
-        b = min(a + rows, X.shape[0])
-        g, r = G[:b - a], R[:b - a]
-        np.multiply(X[a:b], s, out=g)
-        np.rint(g, out=r)
-        if not (np.array_equal(g, r) and np.abs(r, out=r).max() < _F32_EXACT):
-            return None
-        out[a:b] = g
-    return out
-
-
-def _on_grid(X, s: float, rows: int = 4096) -> bool:
-    for a in range(0, X.shape[0], rows):  # row chunks: a few MiB of temporaries
-        G = X[a:a + rows] * s
-        if not (np.abs(G).max() < _F32_EXACT and np.array_equal(G, np.rint(G))):
-            return False
-    return True
 
 
 def get_kernel(name: str = "gaussian", **params) -> Kernel:

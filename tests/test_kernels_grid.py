@@ -54,29 +54,43 @@ def test_rows_past_the_bound_use_float64():
     Ka[:, 0] += 1                            # odd values: float32 cannot hold the sums
     kernel = Kernel("gaussian", bandwidth=2000.0, int_scale=1.0)
     G = Ka.astype(np.float32)
-    # no split into at most 4 column groups keeps every group's bound either
-    assert kernel._float32_parts(G, G, kernel.prepare(G), kernel.prepare(G), np) is None
+    # every row is past the bound: the whole block takes the float64 GEMM
+    assert kernel._heavy_lines(G, G, kernel.prepare(G), kernel.prepare(G), np) is None
     want = np.exp(-_exact_sq_dist(Ka, Ka) / (2 * 2000.0 ** 2))
     np.testing.assert_allclose(kernel.block(G, G, same=True), want, rtol=1e-13)
 
 
 @settings(max_examples=25, deadline=None)
-@given(arrays(np.int64, (9, 8), elements=st.integers(1450, 2047)),
-       arrays(np.int64, (5, 8), elements=st.integers(0, 255)))
-def test_heavy_rows_are_split_into_exact_column_groups(Ka, Kb):
-    """|k|^2 just past 2^24 (MNIST has 3 such rows in 60,000): the block is multiplied in
-    column groups whose partial sums stay exact, not at the float64 GEMM's half rate, and
-    gives the exact distances' kernel values."""
+@given(arrays(np.int64, (2, 8), elements=st.integers(1450, 2047)),
+       arrays(np.int64, (30, 8), elements=st.integers(0, 255)), st.booleans())
+def test_heavy_rows_are_made_again_exactly_in_float64(Ka, Kb, heavy_first):
+    """|k|^2 just past 2^24 (MNIST has 3 such rows in 60,000): the block still takes the
+    float32 GEMM, those rows' and columns' products are made again in float64, and the
+    kernel values are the exact distances' (streamed or whole)."""
     Ka[:, 0] |= 1                             # odd sums: float32 rounding would show
-    rows = np.vstack([Ka, Kb])
+    rows = np.vstack([Ka, Kb]) if heavy_first else np.vstack([Kb, Ka])
     kernel = Kernel("gaussian", bandwidth=1500.0, int_scale=1.0)
     G = rows.astype(np.float32)
     sq = kernel.prepare(G)
     assert sq.max() ** 2 >= 2.0 ** 48         # one GEMM would not be exact
-    parts = kernel._float32_parts(G, G, sq, sq, np)
-    assert parts is not None and len(parts) == 2
+    hr, hc = kernel._heavy_lines(G, G, sq, sq, np)
+    want_idx = [0, 1] if heavy_first else [30, 31]
+    assert list(hr) == want_idx and list(hc) == want_idx
     want = np.exp(-_exact_sq_dist(rows, rows) / (2 * 1500.0 ** 2))
     np.testing.assert_allclose(kernel.block(G, G, same=True), want, rtol=1e-13)
+    got = np.empty_like(want)
+
+    def sink(s, e, chunk):
+        got[s:e] = chunk
+
+    from kernelfit import kernels as kmod
+    old_rows = kmod._chunk_rows
+    kmod._chunk_rows = lambda ncols: 7        # several chunks, heavy rows in some of them
+    try:
+        assert kernel.block(G, G, same=True, sink=sink, a_stats=sq, b_stats=sq) is None
+    finally:
+        kmod._chunk_rows = old_rows
+    np.testing.assert_allclose(got, want, rtol=1e-13)
 
 
 def test_int_scale_is_validated():
@@ -149,7 +163,7 @@ def test_out_of_core_record_names_the_float64_products_it_ran(tmp_path):
 
 
 def test_queries_on_the_grid_become_float32_integers_in_one_pass():
-    from kernelfit.kernels import _grid_float32
+    from kernelfit.grid import _grid_float32
 
     rng = np.random.default_rng(4)
     X = rng.integers(0, 256, (300, 37)) / 255.0
@@ -168,3 +182,59 @@ def test_queries_on_the_grid_become_float32_integers_in_one_pass():
         Z = Xi.copy()
         Z[150, 3] = bad
         assert _grid_float32(Z, 1.0) is None
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(1, 700), st.integers(1, 60), st.sampled_from(["gaussian", "laplacian",
+                                                                  "normalized"]),
+       st.booleans(), st.integers(0, 2 ** 16))
+def test_streamed_block_hands_every_row_chunk_once_with_the_same_values(m, ncols, name,
+                                                                         heavy, seed):
+    """``block(sink=, scratch=)``: the finished rows reach the sink chunk by chunk, equal to
+    the whole block's; on the float32 GEMM path no float64 block is written (None back),
+    the float32 product reuses the scratch buffer, and a heavy row (made again in float64)
+    gives the same values."""
+    from kernelfit.solvers.tiles import BlockBuffer
+
+    rng = np.random.default_rng(seed)
+    Ka = rng.integers(1, 256, (m, 40))
+    Kb = rng.integers(1, 256, (ncols, 40))
+    if heavy:  # |k|^2 past 2^24: the block splits into column groups
+        Ka[0] = 4000
+    kernel = Kernel(name, bandwidth=900.0, degree=2, int_scale=1.0)
+    A, B = Ka.astype(np.float32), Kb.astype(np.float32)
+    sa, sb = kernel.prepare(A), kernel.prepare(B)
+    want = kernel.block(A, B, a_stats=sa, b_stats=sb)
+    got = np.full(want.shape, np.nan)
+    seen = []
+
+    def sink(s, e, chunk):
+        seen.append((s, e))
+        got[s:e] = chunk
+
+    scratch = BlockBuffer(None, m, ncols)
+    for _ in range(2):  # a second block reuses the same buffers
+        back = kernel.block(A, B, a_stats=sa, b_stats=sb, sink=sink, scratch=scratch)
+        f32 = scratch._f32
+        np.testing.assert_array_equal(got, want)
+        assert [s for s, _ in seen] == sorted({s for s, _ in seen})
+        assert seen[0][0] == 0 and seen[-1][1] == m and all(
+            e == s2 for (_, e), (s2, _) in zip(seen, seen[1:]))
+        seen.clear()
+    assert scratch._f32 is f32
+    if kernel._heavy_lines(A, B, sa, sb, np) is not None:
+        assert back is None and scratch._flat is None  # never a whole float64 block
+    else:
+        assert back is not None
+
+
+def test_row_norms_of_float32_rows_are_the_float64_ones_without_a_float64_copy():
+    from kernelfit.kernels import row_norms_sq
+
+    rng = np.random.default_rng(3)
+    X = rng.integers(0, 256, (1500, 33)).astype(np.float32)
+    X64 = X.astype(np.float64)
+    np.testing.assert_array_equal(row_norms_sq(X, rows=64), np.einsum("ij,ij->i", X64, X64))
+    Y = rng.standard_normal((700, 9)).astype(np.float32)
+    Y64 = Y.astype(np.float64)
+    np.testing.assert_array_equal(row_norms_sq(Y, rows=100), np.einsum("ij,ij->i", Y64, Y64))

@@ -38,7 +38,9 @@ def gram_tile(kernel: Kernel, X, stats, bounds, i: int, j: int, dtype, shift: fl
     the exact integers k(X_j, X_i) is finished from (see :func:`kept_dtype`).
     ``low_rank``: an (n, m) float64 array U whose part ``U_i U_j^T`` a float32 tile leaves
     out, subtracted in float64 before the cast (the kept copy stays K's), by chunks in
-    ``low_rank_buf`` (:func:`_low_rank_buffer`; made when not given).
+    ``low_rank_buf`` (:func:`_low_rank_buffer`; made when not given). ``scratch``: the
+    block's reusable buffers (a :class:`BlockBuffer` of the tile's size; made when not
+    given): a float32 tile's float64 values pass through it one row chunk at a time.
     """
     xp = array_namespace(X)
     si, ei = bounds[i]
@@ -51,26 +53,38 @@ def gram_tile(kernel: Kernel, X, stats, bounds, i: int, j: int, dtype, shift: fl
     keep64 = keep if exact is None else None
     if low_rank is not None and f64:
         raise InputError("low_rank applies to float32 tiles only")
-    if not f64 and scratch is None and keep64 is None:
+    if scratch is None:  # (its buffers are made only as the block needs them)
         scratch = BlockBuffer(backend, ej - sj, ei - si, xp=xp)
-    # k(X_j, X_i) in C order is tile (i, j) in Fortran order: written in place (into the
-    # kept float64 copy when there is one, then cast)
-    out = tile.T if f64 else (keep64.T if keep64 is not None
-                              else scratch.view(ej - sj, ei - si))
+    # k(X_j, X_i) in C order is tile (i, j) in Fortran order: written in place (float64
+    # tiles, the kept float64 copy), or cast row chunk by row chunk while in cache
+    dst = tile.T
+    sink = None
+    if not f64:
+        if low_rank is not None and low_rank_buf is None:
+            low_rank_buf = _low_rank_buffer(ei - si, xp)
+        sink = _cast_sink(dst, None if low_rank is None else low_rank[sj:ej],
+                          None if low_rank is None else low_rank[si:ei], xp, low_rank_buf)
+    out = dst if f64 else (keep64.T if keep64 is not None else None)
     kernel.block(X[sj:ej], X[si:ei], a_stats=None if stats is None else stats[sj:ej],
                  b_stats=None if stats is None else stats[si:ei], same=(i == j), out=out,
-                 keep_exact=exact)
+                 keep_exact=exact, sink=sink, scratch=scratch)
     if keep64 is not None and f64:
         keep64.T[...] = out
-    if not f64 and low_rank is None:
-        tile.T[...] = out
-    elif not f64:
-        _cast_minus_low_rank(tile.T, out, low_rank[sj:ej], low_rank[si:ei], xp,
-                             low_rank_buf)
     if i == j and shift:
         idx = xp.arange(ej - sj)
         tile[idx, idx] += shift
     return tile
+
+
+def _cast_sink(dst, Ua, Ub, xp, buf):
+    """The ``sink`` of :meth:`Kernel.block` that casts each finished row chunk into the
+    rows of ``dst`` (minus ``Ua Ub^T`` when given, see :func:`_cast_minus_low_rank`)."""
+    def sink(s, e, chunk):
+        if Ua is None:
+            dst[s:e] = chunk
+        else:
+            _cast_minus_low_rank(dst[s:e], chunk, Ua[s:e], Ub, xp, buf)
+    return sink
 
 
 def _low_rank_rows(cols: int, xp) -> int:
@@ -160,7 +174,7 @@ def build_gram(kernel: Kernel, X, *, tile_size: Optional[int] = None, dtype=np.f
     bar = progress(total=len(tasks), desc="gram", enabled=show_progress, unit="tile")
 
     def work(_t, part):
-        scratch = None if T.dtype == np.float64 else BlockBuffer(be, tile_size, tile_size)
+        scratch = BlockBuffer(be, tile_size, tile_size)
         lr_buf = None if low_rank is None else _low_rank_buffer(tile_size, xp)
         for i, j in part:
             keep = T.kept.get((i, j)) if keep_copy else None
@@ -278,7 +292,7 @@ def kernel_matvec(kernel: Kernel, X, V, *, tile_size: Optional[int] = None,
         # both products are formed chunk by chunk while the block is in cache
         kernel.block(X[si:ei], X[sj:ej], a_stats=None if stats is None else stats[si:ei],
                      b_stats=None if stats is None else stats[sj:ej], same=(i == j),
-                     out=buf.view(ei - si, ej - sj), times=(V[sj:ej], R[si:ei]),
+                     scratch=buf, times=(V[sj:ej], R[si:ei]),
                      times_t=None if i == j else (V[si:ei], R[sj:ej]))
 
     R = _summed_products(tasks, product, (n, V.shape[1]), be, tile_size, n_threads, bar)
@@ -353,7 +367,7 @@ def cross_kernel_matmul(kernel: Kernel, A, B, V, *, tile_size: Optional[int] = N
         kernel.block(A[si:ei], B[sj:ej],
                      a_stats=None if a_stats is None else a_stats[si:ei],
                      b_stats=None if b_stats is None else b_stats[sj:ej],
-                     out=buf.view(ei - si, ej - sj), times=(V[sj:ej], P[si:ei]))
+                     scratch=buf, times=(V[sj:ej], P[si:ei]))
 
     P = _summed_products(tasks, product, (A.shape[0], V.shape[1]), be, ts, n_threads, bar)
     return P[:, 0] if squeeze else P

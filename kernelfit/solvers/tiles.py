@@ -269,16 +269,29 @@ def run_tiles(tasks: list, work: Callable[[int, list], None], be: Backend,
 
 
 class BlockBuffer:
-    """One reusable float64 buffer for kernel blocks that are used and dropped.
+    """Reusable buffers for kernel blocks that are used and dropped: a float64 block, a
+    float32 block for the float32 GEMM of integer-grid inputs, and a float64 row chunk
+    (:meth:`kernelfit.kernels.Kernel.block`'s ``scratch``), each made on first use.
 
     Fresh large arrays cost page faults on first touch (much of a block's time on some
-    virtual machines); the products below reuse one C-ordered buffer instead.
+    virtual machines); the products below reuse these instead.
     """
 
     def __init__(self, be: Optional[Backend], rows: int, cols: int, xp=np):
-        size = max(rows * cols, 1)
-        self.flat = (be.empty(size, np.float64) if be is not None
-                     else xp.empty(size, dtype=xp.float64))
+        self._be, self._xp = be, xp
+        self._size = max(rows * cols, 1)
+        self._flat = self._f32 = self._chunk = None
+
+    def _empty(self, size: int, dtype):
+        return (self._be.empty(size, dtype) if self._be is not None
+                else self._xp.empty(size, dtype=dtype))
+
+    @property
+    def flat(self):
+        """The float64 block buffer (flat)."""
+        if self._flat is None:
+            self._flat = self._empty(self._size, np.float64)
+        return self._flat
 
     def fortran_view(self, rows: int, cols: int):
         """A Fortran-ordered (rows, cols) view of the buffer."""
@@ -287,4 +300,14 @@ class BlockBuffer:
     def view(self, rows: int, cols: int):
         return self.flat[: rows * cols].reshape(rows, cols)
 
+    def product(self, rows: int, cols: int):
+        """A C-ordered float32 (rows, cols) block (as large as the float64 one)."""
+        if self._f32 is None:
+            self._f32 = self._empty(self._size, np.float32)
+        return self._f32[: rows * cols].reshape(rows, cols)
 
+    def chunk(self, rows: int, cols: int):
+        """A C-ordered float64 (rows, cols) row chunk; grown when too small."""
+        if self._chunk is None or self._chunk.size < rows * cols:
+            self._chunk = self._empty(max(rows * cols, 1), np.float64)
+        return self._chunk[: rows * cols].reshape(rows, cols)
