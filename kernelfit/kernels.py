@@ -26,7 +26,8 @@ every pair of rows (Cauchy-Schwarz bounds each partial sum by the full sum of
 ``|k_a,i k_b,i|``), a float32 GEMM computes them *exactly*, in any order and with fused
 multiply-adds, at twice the float64 rate of the CPU's SIMD units. The products of the few
 rows past the bound (``|k|^2 >= 2^24``; MNIST: 3 of 60,000) are made again in float64
-(exact below 2^53); only a block with many such rows uses the float64 GEMM throughout.
+(exact for 8-bit pixels: sums below 2^53); only a block with many such rows uses the
+float64 GEMM throughout.
 The float64 values are then finished row chunk by row chunk, in cache, and handed on
 (:meth:`Kernel.block`'s ``sink`` and products) without a whole float64 block in memory.
 The element-wise finish is float64 either way, with the
@@ -489,8 +490,9 @@ class Kernel:
 
 
 def _exact_products(P, Q) -> np.ndarray:
-    """``P @ Q.T`` in float64 for a few rows ``P`` of integer-grid float32 inputs (exact:
-    integer partial sums below 2^53), ``Q`` cast in row chunks of about 2 MiB."""
+    """``P @ Q.T`` in float64 for a few rows ``P`` of integer-grid float32 inputs, ``Q``
+    cast in row chunks of about 2 MiB: exact while the integer partial sums stay below 2^53
+    (8-bit pixels: always; as the float64 GEMM otherwise)."""
     out = np.empty((P.shape[0], Q.shape[0]))
     P64 = P.astype(np.float64)
     rows = _chunk_rows(Q.shape[1])

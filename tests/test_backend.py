@@ -939,3 +939,31 @@ def test_bench_gpu_warms_every_tile_operation_and_keeps_the_pool(fake_gpu, monke
     assert events[first - 1][0] != "free" and ("free",) not in events[timed[0]:]
     rec = json.loads((tmp_path / "r.json").read_text())
     assert len(rec["runs"]["gaussian"]["gpu_repeats"]) == 2
+
+
+def test_blas_one_thread_limits_and_restores_with_one_scan(monkeypatch):
+    """BlasOneThread limits every loaded BLAS to one thread and restores it; the library
+    scan is reused while no module is imported, made again after an import."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    from kernelfit.backend import _host
+
+    def blas_threads():
+        return [p["num_threads"] for p in threadpoolctl.threadpool_info()
+                if p["user_api"] == "blas"]
+
+    before = blas_threads()
+    if not before:
+        pytest.skip("no BLAS that threadpoolctl sees")
+    with threadpoolctl.threadpool_limits(limits=2, user_api="blas"):
+        with _host.BlasOneThread(True):
+            assert set(blas_threads()) == {1}
+            first = _host._CONTROLLER[1]
+        assert set(blas_threads()) == {2}
+        with _host.BlasOneThread(True):
+            assert _host._CONTROLLER[1] is first
+        monkeypatch.setitem(sys.modules, "kernelfit_test_fake_module", types.ModuleType("x"))
+        with _host.BlasOneThread(True):
+            assert _host._CONTROLLER[1] is not first and set(blas_threads()) == {1}
+        with _host.BlasOneThread(False):
+            assert set(blas_threads()) == {2}
+    assert blas_threads() == before

@@ -50,7 +50,7 @@ from .deflate import Deflated, mean_landmark
 from .products import gram_tile, kernel_diagonal, kernel_matvec
 from .refine import (ExactSolution, breakdown_facts, refine, refined_solution,
                      retry_with_shift)
-from .tiles import DiskTiles, TiledSymmetric, default_tile_size, run_tiles
+from .tiles import BlockBuffer, DiskTiles, TiledSymmetric, default_tile_size, run_tiles
 
 __all__ = ["solve_ooc", "ooc_factor", "fingerprint_X", "MANIFEST", "OOC_FORMAT"]
 
@@ -238,10 +238,14 @@ def _gram_to_disk(kernel, X, stats, store: DiskTiles, state: dict, shift: float,
             if not store.exists("A", i, j)]
     bar = progress(total=len(todo), desc="gram (to disk)", enabled=show_progress, unit="tile")
 
+    edge = max(e - s for s, e in store.bounds)
+
     def work(_t, part):
+        scratch = BlockBuffer(None, edge, edge)  # one per thread, reused by every tile
         for i, j in part:
             store.write("A", i, j, gram_tile(kernel, X, stats, store.bounds, i, j,
-                                             store.dtype, shift, low_rank=low_rank))
+                                             store.dtype, shift, low_rank=low_rank,
+                                             scratch=scratch))
             bar.update(1)
 
     try:
