@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -275,3 +278,27 @@ def test_runs_alternate_and_report_medians_stage_rates_and_limit(monkeypatch):
     assert comp["limit_vs_sklearn"] == pytest.approx(kf["limit_s"] / 6.0)
     md = report.render_markdown(res)
     assert "## Stage rates" in md and "limit / scikit-learn" in md
+
+
+def test_code_ab_benchmark_dry_run(tmp_path):
+    """benchmarks/bench_code_ab.py --dry-run: both checkouts (here the same one) in fresh
+    processes, alternating, with the children's CPU time and page faults, the commits and
+    the machine; a folder that is no checkout is refused in one line."""
+    root = Path(__file__).resolve().parents[1]
+    script = root / "benchmarks" / "bench_code_ab.py"
+    proc = subprocess.run([sys.executable, str(script), "--dry-run", "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads((tmp_path / "code_ab_dry_run.json").read_text())
+    assert [r["code"] for r in out["runs"]] == ["before", "after"]
+    for r in out["runs"]:
+        assert r["status"] == "ok" and r["precision"] == "mixed" and r["total_s"] > 0
+        assert r["user_s"] > 0 and r["minor_faults"] > 0
+    assert set(out["medians"]) == {"before_1500", "after_1500"}
+    assert out["code"]["before"] == out["code"]["after"] != ""
+    assert out["machine"]["peaks"]["cpu"]["sgemm_gflops"] > 0
+    bad = subprocess.run([sys.executable, str(script), "--dry-run", "--before", str(tmp_path),
+                          "--out", str(tmp_path / "x")], capture_output=True, text=True,
+                         timeout=60)
+    assert bad.returncode == 2 and "not a kernelfit checkout" in bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1 and not (tmp_path / "x").exists()

@@ -1,0 +1,153 @@
+"""The same solve with two checkouts of kernelfit, alternating (issue 14's A/B of a change).
+
+    python benchmarks/bench_code_ab.py --before ../wt-old --after . --data-dir ../shared/data \
+        --n 10000,20000 --rounds 4 --tag zen4_avx512 --name stream_blocks
+    python benchmarks/bench_code_ab.py --dry-run     # random data, n = 1,500: seconds
+
+Each run is one fresh process (:func:`kernelfit.bench.runner.run_child`) importing the
+kernelfit of one checkout (``PYTHONPATH``) and running the bench's kernelfit repetition:
+the run layer's fit and predict with every default (MNIST, Gaussian h = 5, 10,000 test
+images; ``--precision auto`` chooses mixed there). The two checkouts alternate, the one
+that goes first changing round by round, so a slow spell of the machine falls on both.
+Recorded per run: the stage times, the refinement passes, the test error, the peak memory,
+and the child's CPU time (user, system) and minor page faults (``RUSAGE_CHILDREN``: on a
+virtual machine first touches of fresh memory are a large part of the Gram's time); the
+medians per n and checkout; the commits; the machine with its GEMM peaks measured first.
+Output: ``benchmarks/results/<name>_ab_<tag>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import resource
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+from kernelfit.bench.machine import describe_machine  # noqa: E402
+from kernelfit.bench.runner import run_child  # noqa: E402
+
+STAGES = ("gram", "factor", "solve", "predict", "total")
+USAGE = ("user_s", "sys_s", "minor_faults")
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--before", default=str(HERE.parent), help="checkout of the code before")
+    p.add_argument("--after", default=str(HERE.parent), help="checkout of the code after")
+    p.add_argument("--data-dir", default=None, help="folder holding mnist/")
+    p.add_argument("--n", default="10000,20000", help="training sizes, comma-separated")
+    p.add_argument("--n-test", type=int, default=10000)
+    p.add_argument("--bandwidth", type=float, default=5.0)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--timeout", type=float, default=1800.0)
+    p.add_argument("--name", default="code", help="what the change is called (file name)")
+    p.add_argument("--tag", default=None, help="file name tag (default: from the CPU)")
+    p.add_argument("--out", default=str(HERE / "results"))
+    p.add_argument("--dry-run", action="store_true",
+                   help="random data, n = 1,500, one round: checks the script, measures "
+                        "nothing worth keeping (the file name says dry_run)")
+    return p.parse_args(argv)
+
+
+def commit_of(path: str) -> str:
+    """The checkout's commit (short hash, '+dirty' with uncommitted changes), or 'unknown'."""
+    def git(*a):
+        return subprocess.run(["git", "-C", path, *a], capture_output=True, text=True,
+                              timeout=30)
+    head = git("rev-parse", "--short", "HEAD")
+    if head.returncode != 0:
+        return "unknown"
+    dirty = git("status", "--porcelain", "--untracked-files=no").stdout.strip()
+    return head.stdout.strip() + ("+dirty" if dirty else "")
+
+
+def one_run(args, n: int, which: str) -> dict:
+    spec = {"task": "solve", "impl": "kernelfit", "n": n, "n_test": args.n_test,
+            "kernel": "gaussian", "bandwidth": args.bandwidth, "repeats": 1}
+    if args.dry_run:
+        spec.update(dataset="random", d=64, n_test=200, precision="mixed")
+    else:
+        spec.update(dataset="mnist", data_dir=args.data_dir)
+    checkout = str(Path(getattr(args, which)).resolve())
+    r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    child = run_child(spec, timeout=args.timeout, env={"PYTHONPATH": checkout})
+    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    res = child.get("result") or {}
+    rep = (res.get("repeats") or [{}])[0]
+    rec = {"n": n, "code": which, "status": child["status"], "reason": child.get("reason"),
+           "peak_rss_bytes": child.get("max_rss_bytes"),
+           "user_s": r1.ru_utime - r0.ru_utime, "sys_s": r1.ru_stime - r0.ru_stime,
+           "minor_faults": r1.ru_minflt - r0.ru_minflt}
+    rec.update({f"{k}_s": rep.get(k) for k in STAGES})
+    rec.update({k: rep.get(k) for k in ("iterations", "precision", "relative_residual",
+                                        "test_error")})
+    if child["status"] != "ok":
+        rec["stderr_tail"] = (child.get("stderr_tail") or "")[-1500:]
+    return rec
+
+
+def medians(runs: list) -> dict:
+    out = {}
+    for n in sorted({r["n"] for r in runs}):
+        for which in ("before", "after"):
+            rs = [r for r in runs if r["n"] == n and r["code"] == which and r["status"] == "ok"]
+            if rs:
+                out[f"{which}_{n}"] = {k: statistics.median(r[k] for r in rs)
+                                       for k in [f"{s}_s" for s in STAGES] + list(USAGE)}
+                out[f"{which}_{n}"]["runs"] = len(rs)
+    return out
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    for which in ("before", "after"):
+        if not (Path(getattr(args, which)) / "kernelfit" / "__init__.py").is_file():
+            print(f"--{which} {getattr(args, which)} is not a kernelfit checkout (no "
+                  "kernelfit/__init__.py); make one with: git worktree add --detach DIR "
+                  "COMMIT", file=sys.stderr)
+            return 2
+    ns = [1500] if args.dry_run else [int(v) for v in args.n.split(",") if v.strip()]
+    rounds = 1 if args.dry_run else max(1, args.rounds)
+    peaks = run_child({"task": "peaks", "cpu": True, "gpu": False,
+                       "size": 1024 if args.dry_run else 4096, "repeats": 3}, timeout=600)
+    machine = describe_machine()
+    machine["peaks"] = {k: v for k, v in (peaks.get("result") or {}).items() if k != "status"}
+    runs = []
+    for n in ns:
+        for r in range(rounds):
+            for which in (("before", "after") if r % 2 == 0 else ("after", "before")):
+                rec = one_run(args, n, which)
+                rec["round"] = r + 1
+                runs.append(rec)
+                print(f"n={n} round {r + 1} {which}: {rec['status']} total {rec['total_s']} s "
+                      f"(gram {rec['gram_s']}), sys {rec['sys_s']:.2f} s, "
+                      f"{rec['minor_faults']} faults", flush=True)
+    cpu = (machine.get("cpu") or {}).get("model") or "cpu"
+    tag = args.tag or "".join(c if c.isalnum() else "_" for c in cpu.lower()).strip("_")
+    if args.dry_run:
+        tag = "dry_run"
+    out = {"benchmark": f"{args.name}_ab", "issues": [14],
+           "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+           "command": "bench_code_ab.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+           "what": ("kernelfit's solve with every default (auto: mixed precision) with the "
+                    "code before and after a change, one fresh process per run, "
+                    "alternating; seconds, the child's CPU seconds and minor page faults"),
+           "code": {"before": commit_of(args.before), "after": commit_of(args.after)},
+           "machine": machine, "runs": runs, "medians": medians(runs)}
+    path = Path(args.out) / f"{args.name}_ab_{tag}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(out, indent=1, default=str) + "\n")
+    print(f"wrote {path}")
+    print(json.dumps(out["medians"], indent=1))
+    return 0 if all(r["status"] == "ok" for r in runs) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
