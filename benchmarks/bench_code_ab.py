@@ -77,11 +77,17 @@ def one_run(args, n: int, which: str) -> dict:
         spec.update(dataset="mnist", data_dir=args.data_dir)
     checkout = str(Path(getattr(args, which)).resolve())
     r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    child = run_child(spec, timeout=args.timeout, env={"PYTHONPATH": checkout})
+    # the checkout as the child's folder and import path: `python -m` puts the folder first
+    child = run_child(spec, timeout=args.timeout, env={"PYTHONPATH": checkout}, cwd=checkout)
     r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     res = child.get("result") or {}
     rep = (res.get("repeats") or [{}])[0]
+    ran = res.get("kernelfit_path")
+    if child["status"] == "ok" and ran != str(Path(checkout) / "kernelfit"):
+        child = dict(child, status="wrong_code",
+                     reason=f"the child ran the kernelfit in {ran}, not {checkout}'s")
     rec = {"n": n, "code": which, "status": child["status"], "reason": child.get("reason"),
+           "kernelfit_path": ran,
            "peak_rss_bytes": child.get("max_rss_bytes"),
            "user_s": r1.ru_utime - r0.ru_utime, "sys_s": r1.ru_stime - r0.ru_stime,
            "minor_faults": r1.ru_minflt - r0.ru_minflt}

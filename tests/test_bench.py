@@ -294,6 +294,7 @@ def test_code_ab_benchmark_dry_run(tmp_path):
     for r in out["runs"]:
         assert r["status"] == "ok" and r["precision"] == "mixed" and r["total_s"] > 0
         assert r["user_s"] > 0 and r["minor_faults"] > 0
+        assert r["kernelfit_path"] == str(root / "kernelfit")  # the checkout's code ran
     assert set(out["medians"]) == {"before_1500", "after_1500"}
     assert out["code"]["before"] == out["code"]["after"] != ""
     assert out["machine"]["peaks"]["cpu"]["sgemm_gflops"] > 0

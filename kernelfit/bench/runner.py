@@ -387,6 +387,7 @@ def child_main(argv=None) -> int:
         return 2
     spec = json.loads(argv[1])
     result = _execute(spec)
+    result["kernelfit_path"] = str(Path(__file__).resolve().parents[1])  # the code that ran
     sys.stdout.write(RESULT_PREFIX + json.dumps(result, default=_json_default) + "\n")
     sys.stdout.flush()
     return 0
@@ -417,11 +418,14 @@ def _rss_of(pid: int) -> int:
 
 def run_child(spec: dict, *, timeout: float = 600.0, env: Optional[dict] = None,
               memory_limit: Optional[int] = None, poll: float = 0.05,
-              python: Optional[str] = None) -> dict:
+              python: Optional[str] = None, cwd: Optional[str] = None) -> dict:
     """Run one measurement in a child process; never raises for the child's failures.
 
     ``env`` entries are added to the child's environment (e.g. ``OPENBLAS_CORETYPE``); an
-    entry whose value is None removes that variable.
+    entry whose value is None removes that variable. ``cwd``: the child's working folder
+    (``python -m`` puts it first on the import path: a checkout given as both ``cwd`` and
+    ``PYTHONPATH`` is the kernelfit the child runs; its result's ``kernelfit_path`` says
+    which one it was).
     ``memory_limit`` (bytes of resident memory) arms the memory guard. Returns a dict with
     ``status`` (see the module docstring), ``reason``, ``returncode``, ``signal``,
     ``wall_s``, ``max_rss_bytes`` (the child's ru_maxrss), ``result`` (the child's JSON,
@@ -443,7 +447,7 @@ def run_child(spec: dict, *, timeout: float = 600.0, env: Optional[dict] = None,
            json.dumps(spec, default=_json_default)]
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=child_env, start_new_session=True)
+                            env=child_env, start_new_session=True, cwd=cwd)
     out_lines, err_lines = [], []
     threads = [threading.Thread(target=_reader, args=(proc.stdout, out_lines), daemon=True),
                threading.Thread(target=_reader, args=(proc.stderr, err_lines), daemon=True)]
