@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -68,6 +69,15 @@ def commit_of(path: str) -> str:
     return head.stdout.strip() + ("+dirty" if dirty else "")
 
 
+def imported_from(checkout: str) -> str:
+    """The kernelfit package a child started like the bench's imports (the checkout as its
+    folder and import path)."""
+    proc = subprocess.run([sys.executable, "-c", "import kernelfit; print(kernelfit.__file__)"],
+                          cwd=checkout, env=dict(os.environ, PYTHONPATH=checkout),
+                          capture_output=True, text=True, timeout=120)
+    return str(Path(proc.stdout.strip()).parent) if proc.returncode == 0 else ""
+
+
 def one_run(args, n: int, which: str) -> dict:
     spec = {"task": "solve", "impl": "kernelfit", "n": n, "n_test": args.n_test,
             "kernel": "gaussian", "bandwidth": args.bandwidth, "repeats": 1}
@@ -82,8 +92,8 @@ def one_run(args, n: int, which: str) -> dict:
     r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     res = child.get("result") or {}
     rep = (res.get("repeats") or [{}])[0]
-    ran = res.get("kernelfit_path")
-    if child["status"] == "ok" and ran != str(Path(checkout) / "kernelfit"):
+    ran = res.get("kernelfit_path")  # (children of code before feae04b do not say)
+    if child["status"] == "ok" and ran is not None and ran != str(Path(checkout) / "kernelfit"):
         child = dict(child, status="wrong_code",
                      reason=f"the child ran the kernelfit in {ran}, not {checkout}'s")
     rec = {"n": n, "code": which, "status": child["status"], "reason": child.get("reason"),
@@ -114,10 +124,16 @@ def medians(runs: list) -> dict:
 def main(argv=None) -> int:
     args = parse_args(argv)
     for which in ("before", "after"):
-        if not (Path(getattr(args, which)) / "kernelfit" / "__init__.py").is_file():
+        checkout = Path(getattr(args, which)).resolve()
+        if not (checkout / "kernelfit" / "__init__.py").is_file():
             print(f"--{which} {getattr(args, which)} is not a kernelfit checkout (no "
                   "kernelfit/__init__.py); make one with: git worktree add --detach DIR "
                   "COMMIT", file=sys.stderr)
+            return 2
+        if imported_from(str(checkout)) != str(checkout / "kernelfit"):
+            print(f"a child started in --{which} {checkout} does not import its kernelfit "
+                  "(an installed copy shadows it?); run from a plain checkout",
+                  file=sys.stderr)
             return 2
     ns = [1500] if args.dry_run else [int(v) for v in args.n.split(",") if v.strip()]
     rounds = 1 if args.dry_run else max(1, args.rounds)
