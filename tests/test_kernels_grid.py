@@ -199,7 +199,7 @@ def test_streamed_block_hands_every_row_chunk_once_with_the_same_values(m, ncols
     rng = np.random.default_rng(seed)
     Ka = rng.integers(1, 256, (m, 40))
     Kb = rng.integers(1, 256, (ncols, 40))
-    if heavy:  # |k|^2 past 2^24: the block splits into column groups
+    if heavy:  # |k|^2 past 2^24: that row's products are made again in float64
         Ka[0] = 4000
     kernel = Kernel(name, bandwidth=900.0, degree=2, int_scale=1.0)
     A, B = Ka.astype(np.float32), Kb.astype(np.float32)
@@ -213,19 +213,20 @@ def test_streamed_block_hands_every_row_chunk_once_with_the_same_values(m, ncols
         got[s:e] = chunk
 
     scratch = BlockBuffer(None, m, ncols)
+    products = []
     for _ in range(2):  # a second block reuses the same buffers
+        got[...] = np.nan
         back = kernel.block(A, B, a_stats=sa, b_stats=sb, sink=sink, scratch=scratch)
-        f32 = scratch._f32
+        products.append(scratch._f32)
         np.testing.assert_array_equal(got, want)
-        assert [s for s, _ in seen] == sorted({s for s, _ in seen})
         assert seen[0][0] == 0 and seen[-1][1] == m and all(
-            e == s2 for (_, e), (s2, _) in zip(seen, seen[1:]))
+            e == s2 and s2 < e2 for (_, e), (s2, e2) in zip(seen, seen[1:]))
         seen.clear()
-    assert scratch._f32 is f32
-    if kernel._heavy_lines(A, B, sa, sb, np) is not None:
+    if kernel._heavy_lines(A, B, sa, sb, np) is not None:  # the float32 GEMM
+        assert products[0] is not None and products[1] is products[0]
         assert back is None and scratch._flat is None  # never a whole float64 block
-    else:
-        assert back is not None
+    else:  # the float64 GEMM, into the scratch's float64 block
+        assert back is not None and products == [None, None]
 
 
 def test_row_norms_of_float32_rows_are_the_float64_ones_without_a_float64_copy():
