@@ -19,8 +19,6 @@ Output: ``benchmarks/results/<name>_ab_<tag>.json``.
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
-import json
 import os
 import resource
 import statistics
@@ -31,7 +29,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from kernelfit.bench.machine import describe_machine  # noqa: E402
+from _ab import run_ab  # noqa: E402  (benchmarks/_ab.py)
 from kernelfit.bench.runner import run_child  # noqa: E402
 
 STAGES = ("gram", "factor", "solve", "predict", "total")
@@ -135,40 +133,16 @@ def main(argv=None) -> int:
                   "(an installed copy shadows it?); run from a plain checkout",
                   file=sys.stderr)
             return 2
-    ns = [1500] if args.dry_run else [int(v) for v in args.n.split(",") if v.strip()]
-    rounds = 1 if args.dry_run else max(1, args.rounds)
-    peaks = run_child({"task": "peaks", "cpu": True, "gpu": False,
-                       "size": 1024 if args.dry_run else 4096, "repeats": 3}, timeout=600)
-    machine = describe_machine()
-    machine["peaks"] = {k: v for k, v in (peaks.get("result") or {}).items() if k != "status"}
-    runs = []
-    for n in ns:
-        for r in range(rounds):
-            for which in (("before", "after") if r % 2 == 0 else ("after", "before")):
-                rec = one_run(args, n, which)
-                rec["round"] = r + 1
-                runs.append(rec)
-                print(f"n={n} round {r + 1} {which}: {rec['status']} total {rec['total_s']} s "
-                      f"(gram {rec['gram_s']}), sys {rec['sys_s']:.2f} s, "
-                      f"{rec['minor_faults']} faults", flush=True)
-    cpu = (machine.get("cpu") or {}).get("model") or "cpu"
-    tag = args.tag or "".join(c if c.isalnum() else "_" for c in cpu.lower()).strip("_")
-    if args.dry_run:
-        tag = "dry_run"
-    out = {"benchmark": f"{args.name}_ab", "issues": [14],
-           "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-           "command": "bench_code_ab.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-           "what": ("kernelfit's solve with every default (auto: mixed precision) with the "
-                    "code before and after a change, one fresh process per run, "
-                    "alternating; seconds, the child's CPU seconds and minor page faults"),
-           "code": {"before": commit_of(args.before), "after": commit_of(args.after)},
-           "machine": machine, "runs": runs, "medians": medians(runs)}
-    path = Path(args.out) / f"{args.name}_ab_{tag}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(out, indent=1, default=str) + "\n")
-    print(f"wrote {path}")
-    print(json.dumps(out["medians"], indent=1))
-    return 0 if all(r["status"] == "ok" for r in runs) else 1
+    return run_ab(
+        args, argv, script="bench_code_ab.py", benchmark=f"{args.name}_ab",
+        what=("kernelfit's solve with every default (auto: mixed precision) with the code "
+              "before and after a change, one fresh process per run, alternating; seconds, "
+              "the child's CPU seconds and minor page faults"),
+        variants=("before", "after"), one_run=one_run, medians=medians,
+        extra={"code": {"before": commit_of(args.before), "after": commit_of(args.after)}},
+        line=lambda rec: (f"{rec['code']}: {rec['status']} total {rec['total_s']} s (gram "
+                          f"{rec['gram_s']}), sys {rec['sys_s']:.2f} s, "
+                          f"{rec['minor_faults']} faults"))
 
 
 if __name__ == "__main__":

@@ -17,8 +17,6 @@ machine with its GEMM peaks measured first in a child. Output:
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
-import json
 import statistics
 import sys
 from pathlib import Path
@@ -26,7 +24,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from kernelfit.bench.machine import describe_machine  # noqa: E402
+from _ab import run_ab  # noqa: E402  (benchmarks/_ab.py)
 from kernelfit.bench.runner import run_child  # noqa: E402
 
 STAGES = ("gram", "factor", "solve", "predict", "total")
@@ -85,40 +83,15 @@ def medians(runs: list) -> dict:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    ns = [1500] if args.dry_run else [int(v) for v in args.n.split(",") if v.strip()]
-    rounds = 1 if args.dry_run else max(1, args.rounds)
-    peaks = run_child({"task": "peaks", "cpu": True, "gpu": False,
-                       "size": 1024 if args.dry_run else 4096, "repeats": 3}, timeout=600)
-    machine = describe_machine()
-    machine["peaks"] = {k: v for k, v in (peaks.get("result") or {}).items() if k != "status"}
-    runs = []
-    for n in ns:
-        for r in range(rounds):
-            # alternate which variant goes first, round by round
-            for flag in ((True, False) if r % 2 == 0 else (False, True)):
-                rec = one_run(args, n, flag)
-                rec["round"] = r + 1
-                runs.append(rec)
-                print(f"n={n} round {r + 1} deflate={flag}: {rec['status']} total "
-                      f"{rec['total_s']} s, {rec['iterations']} passes, history "
-                      f"{rec['refinement_history']}", flush=True)
-    cpu = (machine.get("cpu") or {}).get("model") or "cpu"
-    tag = args.tag or "".join(c if c.isalnum() else "_" for c in cpu.lower()).strip("_")
-    if args.dry_run:
-        tag = "dry_run"
-    out = {"benchmark": "deflation_ab", "issues": [14],
-           "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-           "command": "bench_deflation.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-           "what": ("kernelfit's solve with every default (auto: mixed precision) with and "
-                    "without the rank-one deflation of the float32 factor, one fresh process "
-                    "per run, alternating; seconds"),
-           "machine": machine, "runs": runs, "medians": medians(runs)}
-    path = Path(args.out) / f"deflation_ab_{tag}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(out, indent=1, default=str) + "\n")
-    print(f"wrote {path}")
-    print(json.dumps(out["medians"], indent=1))
-    return 0 if all(r["status"] == "ok" for r in runs) else 1
+    return run_ab(
+        args, argv, script="bench_deflation.py", benchmark="deflation_ab",
+        what=("kernelfit's solve with every default (auto: mixed precision) with and "
+              "without the rank-one deflation of the float32 factor, one fresh process "
+              "per run, alternating; seconds"),
+        variants=(True, False), one_run=one_run, medians=medians,
+        line=lambda rec: (f"deflate={rec['deflate']}: {rec['status']} total {rec['total_s']} "
+                          f"s, {rec['iterations']} passes, history "
+                          f"{rec['refinement_history']}"))
 
 
 if __name__ == "__main__":

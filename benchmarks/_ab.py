@@ -1,0 +1,51 @@
+"""The loop two A/B benchmark scripts share (``bench_deflation.py``, ``bench_code_ab.py``):
+the machine with its GEMM peaks measured first in a child, two variants run alternately
+(the one that goes first changing round by round, so a slow spell of the machine falls on
+both), and the JSON result with its file name tag."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import sys
+from pathlib import Path
+
+from kernelfit.bench.machine import describe_machine
+from kernelfit.bench.runner import run_child
+
+
+def run_ab(args, argv, *, script: str, benchmark: str, what: str, variants: tuple,
+           one_run, line, medians, extra: dict = None) -> int:
+    """Run ``one_run(args, n, variant)`` for each n of ``args.n`` (1,500 for a dry run),
+    ``args.rounds`` rounds of both ``variants``; print ``line(rec)`` after each run; write
+    ``<args.out>/<benchmark>_<tag>.json`` (``args.tag``, else the CPU's name; ``dry_run``)
+    with ``medians(runs)`` and ``extra``. Returns 0 when every run was ok, else 1."""
+    ns = [1500] if args.dry_run else [int(v) for v in args.n.split(",") if v.strip()]
+    rounds = 1 if args.dry_run else max(1, args.rounds)
+    peaks = run_child({"task": "peaks", "cpu": True, "gpu": False,
+                       "size": 1024 if args.dry_run else 4096, "repeats": 3}, timeout=600)
+    machine = describe_machine()
+    machine["peaks"] = {k: v for k, v in (peaks.get("result") or {}).items() if k != "status"}
+    runs = []
+    for n in ns:
+        for r in range(rounds):
+            for variant in (variants if r % 2 == 0 else variants[::-1]):
+                rec = one_run(args, n, variant)
+                rec["round"] = r + 1
+                runs.append(rec)
+                print(f"n={n} round {r + 1} {line(rec)}", flush=True)
+    cpu = (machine.get("cpu") or {}).get("model") or "cpu"
+    tag = args.tag or "".join(c if c.isalnum() else "_" for c in cpu.lower()).strip("_")
+    if args.dry_run:
+        tag = "dry_run"
+    out = {"benchmark": benchmark, "issues": [14],
+           "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+           "command": f"{script} " + " ".join(argv if argv is not None else sys.argv[1:]),
+           "what": what, **(extra or {}),
+           "machine": machine, "runs": runs, "medians": medians(runs)}
+    path = Path(args.out) / f"{benchmark}_{tag}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(out, indent=1, default=str) + "\n")
+    print(f"wrote {path}")
+    print(json.dumps(out["medians"], indent=1))
+    return 0 if all(r["status"] == "ok" for r in runs) else 1
