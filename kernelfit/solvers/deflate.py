@@ -84,8 +84,7 @@ def mean_landmark(kernel: Kernel, X, stats, be: Backend,
     for s in range(0, n, rows):
         e = min(s + rows, n)
         buf[:e - s] = X[s:e]
-        kernel.block(buf[:e - s], z, a_stats=None if stats is None else stats[s:e],
-                     out=u[s:e])
+        kernel.block(buf[:e - s], z, a_stats=stats[s:e], out=u[s:e])
     k_max = float(xp.max(u))
     if not (math.isfinite(k_max) and kzz > 0) or k_max >= NEAR * kzz:
         return None, {"rank": 0, "why": "the mean of the rows is (nearly) one of them"}
