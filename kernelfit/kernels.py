@@ -45,7 +45,7 @@ import numpy as np
 
 from .backend import array_namespace, fused_finish, to_host
 from .errors import InputError
-from .grid import _F32_EXACT, _grid_float32, integer_grid
+from .grid import _F32_EXACT, _grid_float32, grid_float32, integer_grid
 
 __all__ = ["Kernel", "KERNEL_NAMES", "get_kernel", "row_norms_sq", "squared_distances",
            "check_array", "median_distance", "integer_grid", "to_integer_grid",
@@ -229,9 +229,13 @@ class Kernel:
         """Row statistics reused by every block: squared norms (float64), or None."""
         if not self.needs_sq_norms:
             return None
-        sq = row_norms_sq(X)
+        return self._checked_stats(row_norms_sq(X))
+
+    def _checked_stats(self, sq):
+        """:meth:`prepare`'s statistics ``sq`` (squared norms), refused where the kernel
+        cannot take them (a zero row for ``normalized``)."""
         if self.name == "normalized":
-            xp = array_namespace(X)
+            xp = array_namespace(sq)
             if bool((sq == 0).any()):
                 idx = int(xp.flatnonzero(sq == 0)[0])
                 raise InputError(
@@ -422,18 +426,25 @@ class Kernel:
             return None
         return rows, cols
 
-    def on_grid(self, X):
-        """``X`` in this kernel's input units: ``X`` itself without ``int_scale``; else the
-        integers ``X * int_scale`` in float32 where they are exact integers below 2^24,
-        or in float64 where they are not (still correct, at the float64 rate)."""
-        if self.int_scale is None:
-            return X
+    def query(self, X, columns=None):
+        """``(Xq, stats)``: query rows ``X`` in this kernel's input units (``X`` itself
+        without ``int_scale``; else the integers ``X * int_scale``, in float32 where they
+        are exact integers below 2^24, in float64 where they are not: still correct, at the
+        float64 rate), restricted to ``columns`` (None: all; e.g. the fitted inputs'
+        :func:`active_columns`), and :meth:`prepare`'s statistics of the rows over *all*
+        their columns, which the kernel values need. On the grid it is one pass over ``X``
+        in cache-sized chunks (no float64 or full-width float32 copy)."""
         xp = array_namespace(X)
-        if xp is np and X.size and X.dtype.kind == "f":
-            G = _grid_float32(X, self.int_scale)
+        if self.int_scale is not None and xp is np and X.size and X.dtype.kind == "f":
+            sq = np.empty(X.shape[0]) if self.needs_sq_norms else None
+            G = _grid_float32(X, self.int_scale, columns=columns, norms=sq)
             if G is not None:
-                return G
-        return xp.asarray(X, dtype=xp.float64) * self.int_scale
+                return G, (None if sq is None else self._checked_stats(sq))
+        Xq = X if self.int_scale is None else xp.asarray(X, dtype=xp.float64) * self.int_scale
+        stats = self.prepare(Xq)
+        if columns is not None:
+            Xq = xp.take(Xq, xp.asarray(columns), axis=1)
+        return Xq, stats
 
     def _finish(self, S, a_sq, b_sq, xp) -> None:
         """Turn inner products S = <a, b> into kernel values, in place."""
@@ -536,31 +547,30 @@ def active_columns(X):
     return xp.flatnonzero(nz)
 
 
-def to_integer_grid(kernel: "Kernel", X):
-    """``(kernel, X)`` with the inputs stored as exact integers in float32 when ``X`` (a
-    NumPy array) lies on an integer grid and the kernel allows it, else unchanged.
+def to_integer_grid(kernel: "Kernel", X, columns=None):
+    """``(kernel, X[:, columns])`` with the inputs stored as exact integers in float32 when
+    ``X`` (a NumPy array) lies on an integer grid and the kernel allows it, else unchanged
+    (``columns``: the columns kept, e.g. :func:`active_columns`; None: all).
 
     The returned kernel carries ``int_scale`` (its bandwidth is unchanged: the kernel
     values are those of the original inputs); half the memory for the inputs, and every
-    block whose rows satisfy the 2^24 bound multiplies at the float32 rate, exactly.
+    block whose rows satisfy the 2^24 bound multiplies at the float32 rate, exactly. One
+    pass over ``X`` in cache-sized row chunks checks the grid, takes the columns and casts
+    (:func:`kernelfit.grid.grid_float32`): no float64 copy of the columns first.
     """
+    def unchanged():
+        return kernel, (X if columns is None else array_namespace(X).take(X, columns, axis=1))
+
     if kernel.int_scale is not None or kernel.name not in INT_GRID_KERNELS:
-        return kernel, X
-    s = integer_grid(X)
-    if s is None:
-        return kernel, X
-    rows = 4096  # row chunks: a few MiB of temporaries, never a second copy of X
+        return unchanged()
     # a block multiplies in float32 only when its largest rows pass the 2^24 bound: worth it
     # when such heavy rows are rare (MNIST: 3 of 60,000), not when most rows are heavy
     # (CIFAR-10's 3,072 pixels), where every block would take the float64 GEMM anyway; the
     # count decides the storage only (each block checks its own bound exactly)
-    heavy = sum(int(np.count_nonzero(row_norms_sq(X[a:a + rows]) * (s * s) >= _F32_EXACT))
-                for a in range(0, X.shape[0], rows))
-    if heavy > X.shape[0] // _HEAVY_ROWS_PER:
-        return kernel, X
-    G = np.empty(X.shape, dtype=np.float32)
-    for a in range(0, X.shape[0], rows):
-        G[a:a + rows] = X[a:a + rows] * s
+    found = grid_float32(X, columns=columns, max_heavy=X.shape[0] // _HEAVY_ROWS_PER)
+    if found is None:
+        return unchanged()
+    s, G = found
     return replace(kernel, int_scale=s), G
 
 

@@ -38,7 +38,7 @@ def test_grid_block_equals_exact_distances(Ka, Kb, name):
     Ka[0, 0] = Kb[0, 0] = 1  # 1/255 is off the unit grid: the scale must be 255
     kernel, G = to_integer_grid(get_kernel(name, bandwidth=h), Ka / 255.0)
     assert kernel.int_scale == 255.0 and G.dtype == np.float32
-    B = kernel.on_grid(Kb / 255.0)
+    B, _ = kernel.query(Kb / 255.0)
     assert B.dtype == np.float32
     D = _exact_sq_dist(Ka, Kb) / 255.0 ** 2
     want = np.exp(-D / (2 * h * h)) if name == "gaussian" else np.exp(-np.sqrt(D) / h)
@@ -168,13 +168,13 @@ def test_queries_on_the_grid_become_float32_integers_in_one_pass():
     rng = np.random.default_rng(4)
     X = rng.integers(0, 256, (300, 37)) / 255.0
     kernel = Kernel("gaussian", bandwidth=1.0, int_scale=255.0)
-    G = kernel.on_grid(X)
+    G, _ = kernel.query(X)
     assert G.dtype == np.float32
     np.testing.assert_array_equal(G, np.rint(X * 255.0))
     off = X.copy()
     off[299, 36] += 1e-9                       # the last chunk is off the grid
     assert _grid_float32(off, 255.0, chunk=64) is None
-    G64 = kernel.on_grid(off)
+    G64, _ = kernel.query(off)
     assert G64.dtype == np.float64 and np.allclose(G64, off * 255.0)
     Xi = X * 255.0
     assert _grid_float32(Xi, 1.0) is not None
@@ -239,3 +239,73 @@ def test_row_norms_of_float32_rows_are_the_float64_ones_without_a_float64_copy()
     Y = rng.standard_normal((700, 9)).astype(np.float32)
     Y64 = Y.astype(np.float64)
     np.testing.assert_array_equal(row_norms_sq(Y, rows=100), np.einsum("ij,ij->i", Y64, Y64))
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(1, 300), st.integers(2, 40), st.integers(0, 2 ** 16), st.booleans(),
+       st.sampled_from([8, 64, 1 << 15]))
+def test_grid_cast_takes_columns_and_norms_in_one_pass(n, d, seed, drop, chunk):
+    """The fused pass (check, column take, float32 cast, norms over all columns) gives what
+    the separate steps give, bit for bit, for any chunking; the kernel's ``query`` of new
+    rows keeps the fitted columns but takes its norms over all of them."""
+    from kernelfit.grid import _grid_float32
+    from kernelfit.kernels import active_columns, row_norms_sq
+
+    rng = np.random.default_rng(seed)
+    K = rng.integers(0, 256, (n, d)).astype(np.float64)
+    if drop:
+        K[:, rng.choice(d, size=d // 2, replace=False)] = 0.0
+    K[0, 0] = 1.0                                  # 1/255: the scale must be 255
+    X = K / 255.0
+    cols = active_columns(X)
+    want = (K if cols is None else K[:, cols]).astype(np.float32)
+    norms = np.empty(n)
+    G = _grid_float32(X, 255.0, chunk=chunk, columns=cols, norms=norms)
+    np.testing.assert_array_equal(G, want)
+    np.testing.assert_array_equal(norms, row_norms_sq(K))
+    kernel, G2 = to_integer_grid(get_kernel("gaussian", bandwidth=2.0), X, columns=cols)
+    assert kernel.int_scale == 255.0
+    np.testing.assert_array_equal(G2, want)
+    Q = rng.integers(0, 256, (7, d)) / 255.0     # queries: non-zero in dropped columns too
+    Qg, stats = kernel.query(Q, columns=cols)
+    np.testing.assert_array_equal(Qg, np.rint(Q * 255.0)[:, slice(None) if cols is None
+                                                           else cols].astype(np.float32))
+    np.testing.assert_array_equal(stats, row_norms_sq(np.rint(Q * 255.0)))
+    Qoff = Q + 1e-9                                # off the grid: float64, same contract
+    Qo, stats_o = kernel.query(Qoff, columns=cols)
+    assert Qo.dtype == np.float64 and Qo.shape == Qg.shape
+    np.testing.assert_allclose(stats_o, row_norms_sq(Qoff * 255.0), rtol=1e-12)
+
+
+def test_grid_cast_refuses_too_many_heavy_rows_and_unchanged_inputs_keep_their_columns():
+    from kernelfit.grid import grid_float32
+
+    X = np.zeros((40, 300))
+    X[:, :] = 255.0 / 255.0                     # |k|^2 = 300 * 255^2 >= 2^24: every row heavy
+    X[0, 0] = 1 / 255.0
+    assert grid_float32(X, max_heavy=39) is None
+    assert grid_float32(X, max_heavy=40)[0] == 255.0
+    cols = np.array([0, 2, 5])
+    k0 = get_kernel("gaussian", bandwidth=2.0)
+    kernel, Xb = to_integer_grid(k0, X, columns=cols)   # 40 heavy rows > 40 // 4096
+    assert kernel.int_scale is None and Xb.dtype == np.float64
+    np.testing.assert_array_equal(Xb, X[:, cols])
+    kernel, Xb = to_integer_grid(get_kernel("linear"), X, columns=cols)
+    np.testing.assert_array_equal(Xb, X[:, cols])
+
+
+def test_query_refuses_a_zero_row_for_the_normalized_kernel_on_the_grid():
+    kernel = Kernel("normalized", degree=2, int_scale=255.0)
+    Q = np.ones((3, 4)) / 255.0
+    Q[1] = 0.0
+    with pytest.raises(InputError, match="all zeros"):
+        kernel.query(Q)
+
+
+def test_grid_cast_refuses_columns_outside_the_array():
+    from kernelfit.grid import _grid_float32
+
+    X = np.ones((4, 3)) / 255.0
+    for bad in ([0, 3], [-1], [[0, 1]]):
+        with pytest.raises(InputError, match="columns must be indices"):
+            _grid_float32(X, 255.0, columns=np.array(bad))

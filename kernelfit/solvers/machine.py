@@ -124,46 +124,48 @@ def gemm_rates(backend, size: Optional[int] = None, repeats: int = 3) -> dict:
     float64: one ``size``^3 product per repeat, best of ``repeats`` (a few milliseconds on
     a CPU). float32 on a CPU: estimated as twice float64 (SIMD lanes hold twice as many
     float32 values; a small float32 product does not reach the library's rate, so timing
-    one would understate it); on a GPU it is measured like float64. Cached per device.
-    Returns {'float64': .., 'float32': .., 'float32_source': .., 'memory_bytes_per_s': ..,
-    'size': ..}.
+    one would understate it); on a GPU it is measured like float64. Memory: a matrix-vector
+    product that reads a 32 MiB matrix (read bandwidth, as K products read kept tiles),
+    best of ``repeats``. Cached per device. In a fresh process on a 2-core virtual machine
+    this took 0.07-0.1 s, where random operands and a 32 MiB copy into fresh memory took
+    0.16-0.33 s (first-touch page faults). Returns {'float64': .., 'float32': ..,
+    'float32_source': .., 'memory_bytes_per_s': .., 'size': ..}.
     """
     key = (backend.device, size)
     if key in _RATES:
         return _RATES[key]
     xp = backend.xp
     size = size or (768 if backend.device == "cpu" else 4096)
-    rng = np.random.default_rng(0)
     out = {"size": size}
     kinds = (("float64", np.float64),) if backend.device == "cpu" else (
         ("float64", np.float64), ("float32", np.float32))
+    # operands in [0, 1) without a random generator (the rate does not depend on values)
+    ramp = (np.arange(size * size, dtype=np.float64) % 1021.0 / 1021.0).reshape(size, size)
     for name, dt in kinds:
-        A = xp.asarray(rng.standard_normal((size, size)).astype(dt))
-        B = xp.asarray(rng.standard_normal((size, size)).astype(dt))
+        A = xp.asarray(ramp, dtype=dt)
+        B = A.T.copy()
         A @ B  # warm up (thread pools, GPU handles)
         backend.synchronize()
-        best = math.inf
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            A @ B
-            backend.synchronize()
-            best = min(best, time.perf_counter() - t0)
-        out[name] = 2.0 * size ** 3 / max(best, 1e-9)
+        out[name] = 2.0 * size ** 3 / _best_seconds(lambda: A @ B, backend, repeats)
     if backend.device == "cpu":
         out["float32"] = 2.0 * out["float64"]
         out["float32_source"] = "estimated: twice the measured float64 rate (SIMD width)"
     else:
         out["float32_source"] = "measured"
-    # memory: a 32 MiB copy (read + write), best of ``repeats``
-    src = xp.ones(4 << 20, dtype=xp.float64)
-    dst = xp.empty_like(src)
-    xp.copyto(dst, src)
+    M = xp.ones((4096, 1024), dtype=xp.float64)   # 32 MiB, read by each product
+    v = xp.ones(1024, dtype=xp.float64)
+    M @ v
+    out["memory_bytes_per_s"] = M.nbytes / _best_seconds(lambda: M @ v, backend, repeats)
+    _RATES[key] = out
+    return out
+
+
+def _best_seconds(f, backend, repeats: int) -> float:
+    """The shortest of ``repeats`` timed calls of ``f`` (synchronized), at least 1 ns."""
     best = math.inf
     for _ in range(repeats):
         t0 = time.perf_counter()
-        xp.copyto(dst, src)
+        f()
         backend.synchronize()
         best = min(best, time.perf_counter() - t0)
-    out["memory_bytes_per_s"] = 2.0 * src.nbytes / max(best, 1e-9)
-    _RATES[key] = out
-    return out
+    return max(best, 1e-9)
