@@ -37,31 +37,28 @@ bandwidth measured in grid units (``h * int_scale``), so the kernel values are t
 
 from __future__ import annotations
 
+import functools
 import math
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from typing import Any, Optional
 
 import numpy as np
 
 from .backend import array_namespace, fused_finish, to_host
 from .errors import InputError
-from .grid import _F32_EXACT, _grid_float32, grid_float32, integer_grid
+from .grid import (_F32_EXACT, INT_GRID_KERNELS, _grid_float32, integer_grid,
+                   to_integer_grid)
 
 __all__ = ["Kernel", "KERNEL_NAMES", "get_kernel", "row_norms_sq", "squared_distances",
            "check_array", "median_distance", "integer_grid", "to_integer_grid",
            "INT_GRID_KERNELS"]
 
-#: kernels whose values depend on the inputs only through distances or cosines, so that
-#: integer-grid inputs need only their bandwidth rescaled (see the module docstring)
-INT_GRID_KERNELS = ("gaussian", "laplacian", "normalized")
 #: a block whose heavy rows (|k|^2 >= 2^24) are more than 1/this of its rows or columns is
 #: multiplied by the float64 GEMM (see Kernel._heavy_lines)
 _HEAVY_BLOCK_SHARE = 8
 #: the ranges of the exact integers kept by ``Kernel.block(keep_exact=)``
 _INT32_LIMIT = float(2 ** 31 - 1)
 _UINT32_LIMIT = float(2 ** 32 - 1)
-#: at most one row with |k|^2 >= 2^24 per this many rows for the integer-grid storage
-_HEAVY_ROWS_PER = 4096
 
 KERNEL_NAMES = ("linear", "polynomial", "normalized", "gaussian", "laplacian")
 
@@ -267,7 +264,8 @@ class Kernel:
         the exact integers the kernel values are finished from (squared distances, or inner
         products for ``normalized``), where the inputs allow; half the bytes of the float64
         block, and :meth:`exact_times` turns them back into the same kernel values, bit
-        for bit.
+        for bit. Or a callable ``keep_exact(s, e, chunk)``, handed each row chunk of them
+        (float64 values, still in cache) before the finish, to store as it likes.
 
         ``sink(s, e, chunk)``: called with each finished row chunk (float64, still in
         cache) for the caller to store (e.g. cast into a float32 tile). With a sink or a
@@ -325,8 +323,10 @@ class Kernel:
                         chunk[hr[at] - s] = Hr[at]
             if keep_exact is not None:
                 self._finish_pre(chunk, None if a_stats is None else a_stats[s:e], b_stats, xp)
-                # exact integers within keep_exact's range (exact_dtype)
-                np.copyto(keep_exact[s:e], chunk, casting="unsafe")
+                if callable(keep_exact):
+                    keep_exact(s, e, chunk)
+                else:  # exact integers within keep_exact's range (exact_dtype)
+                    np.copyto(keep_exact[s:e], chunk, casting="unsafe")
             self._finish_rows(chunk, s, a_stats, b_stats, same, A64, xp, times, times_t,
                               pre=keep_exact is None)
             if sink is not None:
@@ -378,22 +378,41 @@ class Kernel:
         return np.dtype(np.uint32) if 4.0 * top < _UINT32_LIMIT else None
 
     def exact_times(self, E, a_stats, b_stats, *, same: bool = False, times=None,
-                    times_t=None, buf=None):
+                    times_t=None, buf=None, lower: bool = False):
         """The products of :meth:`block` (``times``, ``times_t``) from the exact integers
         ``E`` a block kept with ``block(keep_exact=)``: the same float64 finish on the same
         values, so the same kernel values, bit for bit, without the GEMM. Row chunks of
         about 2 MiB are finished in ``buf`` (a float64 array, made or grown when too small)
-        and multiplied while in cache. Returns the buffer, for the next call to reuse."""
+        and multiplied while in cache. Returns the buffer, for the next call to reuse.
+
+        ``lower=True``: ``E`` is a diagonal block (``same``, a distance kernel, ``times``
+        only) of which only the strict lower triangle holds the integers (the rest may
+        hold anything): each row chunk is finished left of the diagonal only, and adds its
+        product and its transpose's; the diagonal, k(x, x), adds last."""
         m, ncols = E.shape
+        if lower and (m != ncols or not same or times_t is not None or times is None
+                      or self.name not in ("gaussian", "laplacian")):
+            raise InputError("lower=True takes the square diagonal block of a distance "
+                             "kernel and one product")
         rows = _chunk_rows(ncols)
         if buf is None or buf.size < min(rows, m) * ncols:
             buf = np.empty(min(rows, m) * ncols)
         for s in range(0, m, rows):
             e = min(s + rows, m)
-            chunk = buf[:(e - s) * ncols].reshape(e - s, ncols)
-            chunk[...] = E[s:e]
-            self._finish_rows(chunk, s, a_stats, b_stats, same, None, np, times, times_t,
-                              pre=False)
+            width = e if lower else ncols
+            chunk = buf[:(e - s) * width].reshape(e - s, width)
+            chunk[...] = E[s:e, :width]
+            if not lower:
+                self._finish_rows(chunk, s, a_stats, b_stats, same, None, np, times,
+                                  times_t, pre=False)
+                continue
+            self._finish_post(chunk, None, None, np)
+            np.copyto(chunk[:, s:e], 0.0, where=~strict_lower_mask(e - s))
+            V, acc = times
+            acc[s:e] += chunk @ V[:e]
+            acc[:e] += (V[s:e].T @ chunk).T
+        if lower:
+            times[1][...] += self.diagonal_value * times[0]
         return buf
 
     @property
@@ -512,6 +531,12 @@ def _exact_products(P, Q) -> np.ndarray:
     return out
 
 
+@functools.lru_cache(maxsize=8)
+def strict_lower_mask(k: int) -> np.ndarray:
+    """The k x k boolean mask of the strict lower triangle."""
+    return np.tri(k, k, -1, dtype=bool)
+
+
 def _chunk_rows(ncols: int) -> int:
     """Rows of a block finished at a time on the CPU: about 2 MiB of float64."""
     return max(1, (1 << 18) // max(ncols, 1))
@@ -545,33 +570,6 @@ def active_columns(X):
     if k == X.shape[1] or k == 0:
         return None
     return xp.flatnonzero(nz)
-
-
-def to_integer_grid(kernel: "Kernel", X, columns=None):
-    """``(kernel, X[:, columns])`` with the inputs stored as exact integers in float32 when
-    ``X`` (a NumPy array) lies on an integer grid and the kernel allows it, else unchanged
-    (``columns``: the columns kept, e.g. :func:`active_columns`; None: all).
-
-    The returned kernel carries ``int_scale`` (its bandwidth is unchanged: the kernel
-    values are those of the original inputs); half the memory for the inputs, and every
-    block whose rows satisfy the 2^24 bound multiplies at the float32 rate, exactly. One
-    pass over ``X`` in cache-sized row chunks checks the grid, takes the columns and casts
-    (:func:`kernelfit.grid.grid_float32`): no float64 copy of the columns first.
-    """
-    def unchanged():
-        return kernel, (X if columns is None else array_namespace(X).take(X, columns, axis=1))
-
-    if kernel.int_scale is not None or kernel.name not in INT_GRID_KERNELS:
-        return unchanged()
-    # a block multiplies in float32 only when its largest rows pass the 2^24 bound: worth it
-    # when such heavy rows are rare (MNIST: 3 of 60,000), not when most rows are heavy
-    # (CIFAR-10's 3,072 pixels), where every block would take the float64 GEMM anyway; the
-    # count decides the storage only (each block checks its own bound exactly)
-    found = grid_float32(X, columns=columns, max_heavy=X.shape[0] // _HEAVY_ROWS_PER)
-    if found is None:
-        return unchanged()
-    s, G = found
-    return replace(kernel, int_scale=s), G
 
 
 def get_kernel(name: str = "gaussian", **params) -> Kernel:

@@ -226,7 +226,7 @@ _INFO_KEYS = ("precision", "precision_reason", "refinement", "tol", "iterations"
               "converged", "shift", "preconditioner_only", "note",
               "checkpoint", "out_of_core", "distributed", "precision_fallback", "plan_choice",
               "inner_products", "kept_tiles", "n_tiles_lower", "kept_off_diagonal_tiles",
-              "kept_storage", "kept_bytes", "deflation")
+              "kept_storage", "kept_bytes", "kept_diagonal_in_tiles", "deflation")
 _PREFIXED = ("tol", "iterations", "note")
 
 

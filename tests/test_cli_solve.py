@@ -43,8 +43,10 @@ def test_solve_record_says_how_k_was_kept(tmp_path, capsys):
     sizes = [min(100, rec["n_train"] - s) for s in range(0, rec["n_train"], 100)]
     assert rec["kept_storage"] == "uint32"
     assert rec["kept_tiles"] == rec["n_tiles_lower"] == len(sizes) * (len(sizes) + 1) // 2
-    # all lower tiles, diagonal ones included, 4 bytes an entry: half of float64's
-    assert rec["kept_bytes"] == 4 * sum(a * b for i, a in enumerate(sizes) for b in sizes[:i + 1])
+    # all lower tiles, 4 bytes an entry (half of float64's); the diagonal ones in the
+    # float32 tiles' own free triangles, no bytes
+    assert rec["kept_diagonal_in_tiles"]
+    assert rec["kept_bytes"] == 4 * sum(a * b for i, a in enumerate(sizes) for b in sizes[:i])
     assert rec["relative_residual"] < 1e-10
 
 

@@ -329,7 +329,14 @@ def test_exact_kept_copy_gives_the_factored_values(n, tile, dtype, kname, seed):
     f32 = np.dtype(dtype) == np.float32  # float64 tiles keep only off-diagonal ones
     assert kept_storage(T) == (want if (f32 or n > tile) else None)
     assert all(t.dtype == np.dtype(want) for t in T.kept.values())
-    assert kept_bytes(T) == kept_copy_bytes(n, tile, diagonal=f32, item_bytes=4)
+    # float32 tiles of distances keep their diagonal tiles' integers in the tiles' own free
+    # triangles (no bytes); float64 tiles keep K's diagonal (8 bytes an entry) instead
+    in_tile = f32 and kname != "normalized"
+    assert T.diagonal_in_tiles == in_tile
+    sizes = [e - s for s, e in T.bounds]
+    off = 4 * sum(a * b for i, a in enumerate(sizes) for b in sizes[:i])
+    diag = 4 * sum(a * a for a in sizes) if f32 and not in_tile else 0
+    assert kept_bytes(T) == off + diag + (0 if f32 else 8 * n)
     ref = build_gram(k, G, tile_size=tile, dtype=np.float64)  # the float64 tiles, no copy
     Kref = ref.to_dense()
     Kref = np.tril(Kref) + np.tril(Kref, -1).T
@@ -351,8 +358,10 @@ def test_exact_kept_copy_holds_twice_the_tiles_and_needs_the_kernel():
     k, G = to_integer_grid(get_kernel("gaussian", bandwidth=0.8), _grid(73, 6, 1))
     budget = 8 * 20 * 20 * 3  # three float64 tiles, six of the exact integers
     T = build_gram(k, G, tile_size=20, dtype=np.float32, keep_copy=True, keep_budget=budget)
-    assert sorted(T.kept) == sorted(kept_pairs(73, 20, budget, diagonal=True, item_bytes=4))
-    assert len(T.kept) == 6 == 2 * len(kept_pairs(73, 20, budget, diagonal=True))
+    # the four diagonal tiles live in the float32 tiles: the budget holds six others
+    off = kept_pairs(73, 20, budget, diagonal=False, item_bytes=4)
+    assert sorted(T.kept) == sorted([(i, i) for i in range(4)] + off)
+    assert len(off) == 6 == 2 * len(kept_pairs(73, 20, budget, diagonal=False))
     cholesky_inplace(T)
     V = np.random.default_rng(2).standard_normal((73, 2))
     np.testing.assert_allclose(stored_kernel_matvec(T, V, kernel=k, X=G), k(G) @ V,
@@ -370,3 +379,60 @@ def test_exact_kept_copy_holds_twice_the_tiles_and_needs_the_kernel():
     nk = Kernel("normalized", int_scale=255.0)
     assert nk.exact_dtype(big, nk.prepare(big)) == np.int32
     assert kept_storage(build_gram(plain, X, tile_size=10, keep_copy=True)) == "float64"
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.integers(2, 90), st.integers(1, 40), st.sampled_from(["gaussian", "laplacian"]),
+       st.booleans(), st.integers(0, 10_000))
+def test_diagonal_tiles_keep_their_integers_in_their_free_triangles(n, tile, kname,
+                                                                    deflate, seed):
+    """A float32 diagonal tile's strict upper triangle holds the tile's exact squared
+    distances (uint32 bits): the factor's lower triangles are the same bits as without
+    it (also with the deflation's low-rank part), and the products from the kept copy
+    give K itself, bit for bit, after the factorization."""
+    from unittest import mock
+
+    from kernelfit.kernels import to_integer_grid
+    from kernelfit.solvers import products
+    from kernelfit.solvers.deflate import mean_landmark
+
+    k, G = to_integer_grid(get_kernel(kname, bandwidth=0.9), _grid(n, 5, seed))
+    stats = k.prepare(G)
+    U = mean_landmark(k, G, stats, get_backend("cpu"))[0] if deflate else None
+    if U is None and deflate:
+        return  # the mean is (nearly) a row: no deflation for these points
+    T = build_gram(k, G, tile_size=tile, dtype=np.float32, keep_copy=True, ridge=0.5,
+                   low_rank=U)
+    with mock.patch.object(products, "diagonal_in_tiles", lambda *a: False):
+        ref = build_gram(k, G, tile_size=tile, dtype=np.float32, keep_copy=True,
+                         ridge=0.5, low_rank=U)
+    assert T.diagonal_in_tiles and not ref.diagonal_in_tiles
+    cholesky_inplace(T)
+    cholesky_inplace(ref)
+    for i in range(T.n_tiles):
+        for j in range(i + 1):
+            a, b = T.tiles[i][j], ref.tiles[i][j]
+            if i == j:
+                a, b = np.tril(a), np.tril(b)
+            np.testing.assert_array_equal(a, b)
+    Kref = k(G)
+    np.testing.assert_array_equal(stored_kernel_matvec(T, np.eye(n), kernel=k, X=G), Kref)
+    V = np.random.default_rng(seed).standard_normal((n, 2))
+    np.testing.assert_allclose(stored_kernel_matvec(T, V, kernel=k, X=G, n_threads=2),
+                               Kref @ V, rtol=1e-12, atol=1e-12)
+
+
+def test_diagonal_tiles_stay_apart_where_their_integers_could_read_as_nan():
+    """Integers whose uint32 bits could read as a float32 NaN or infinity (from 0x7F800000)
+    are kept apart, like the normalized kernel's signed inner products and float64 tiles."""
+    from kernelfit.solvers.products import diagonal_in_tiles
+
+    k = get_kernel("gaussian", bandwidth=1.0)
+    X = np.ones((3, 2), dtype=np.float32)
+    assert diagonal_in_tiles(k, X, np.array([1.0, 2.0]), np.uint32, np.float32)
+    assert not diagonal_in_tiles(k, X, np.array([float(0x7F800000) / 4]), np.uint32,
+                                 np.float32)
+    assert not diagonal_in_tiles(k, X, np.array([1.0]), np.uint32, np.float64)
+    assert not diagonal_in_tiles(k, X, np.array([1.0]), np.float64, np.float32)
+    assert not diagonal_in_tiles(get_kernel("normalized"), X, np.array([1.0]), np.int32,
+                                 np.float32)

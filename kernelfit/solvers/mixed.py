@@ -209,6 +209,7 @@ def solve_mixed(kernel: Kernel, X, Y, opts, be: Backend, splan) -> ExactSolution
     nt = T.n_tiles
     kept = len(T.kept) if T.kept else 0
     storage, stored_bytes = kept_storage(T), kept_bytes(T)
+    diag_in_tiles = bool(T.diagonal_in_tiles)
     floor = None
     if opts.precision == "auto" and not out["converged"]:
         # a residual as small as float64 arithmetic allows: within the backward-error bound
@@ -242,6 +243,7 @@ def solve_mixed(kernel: Kernel, X, Y, opts, be: Backend, splan) -> ExactSolution
         method = None
     extra = {"tol": splan.tol, "kept_tiles": kept, "kept_storage": storage,
              "kept_bytes": stored_bytes, "n_tiles_lower": nt * (nt + 1) // 2,
+             "kept_diagonal_in_tiles": diag_in_tiles,
              "deflation": deflation}
     if floor is not None:
         extra["float64_floor"] = floor

@@ -15,12 +15,12 @@ import numpy as np
 
 from ..backend import Backend, array_namespace, get_backend
 from ..errors import InputError
-from ..kernels import Kernel, row_norms_sq
+from ..kernels import Kernel, strict_lower_mask, row_norms_sq
 from ..progress import progress
 from .machine import n_threads_default
 from .tiles import BlockBuffer, TiledSymmetric, default_tile_size, run_tiles, tile_bounds
 
-__all__ = ["gram_tile", "build_gram", "kept_pairs", "kept_copy_bytes", "kept_dtype",
+__all__ = ["gram_tile", "build_gram", "IN_TILE", "diagonal_in_tiles", "kept_pairs", "kept_copy_bytes", "kept_dtype",
            "kept_storage", "kept_bytes", "kernel_matvec",
            "cross_kernel_matmul", "stored_kernel_matvec", "kernel_diagonal"]
 
@@ -35,7 +35,10 @@ def gram_tile(kernel: Kernel, X, stats, bounds, i: int, j: int, dtype, shift: fl
     float64 ``scratch`` block (a :class:`BlockBuffer`, made when not given), then cast.
     ``keep``: a kept copy of the tile (no shift), either a float64 Fortran tile that
     receives K's float64 values, or an integer C-ordered (b_j, b_i) array that receives
-    the exact integers k(X_j, X_i) is finished from (see :func:`kept_dtype`).
+    the exact integers k(X_j, X_i) is finished from (see :func:`kept_dtype`), or
+    :data:`IN_TILE` for a float32 diagonal tile (gaussian, laplacian) that keeps its exact
+    squared distances as uint32 bits in its own strict upper triangle (see
+    :func:`_in_tile_keep`).
     ``low_rank``: an (n, m) float64 array U whose part ``U_i U_j^T`` a float32 tile leaves
     out, subtracted in float64 before the cast (the kept copy stays K's), by chunks in
     ``low_rank_buf`` (:func:`_low_rank_buffer`; made when not given). ``scratch``: the
@@ -49,6 +52,10 @@ def gram_tile(kernel: Kernel, X, stats, bounds, i: int, j: int, dtype, shift: fl
     tile = (backend.empty_tile(ei - si, ej - sj, dtype) if backend is not None
             else xp.empty((ei - si, ej - sj), dtype=dtype, order="F"))
     f64 = dtype == np.float64
+    in_tile = keep is IN_TILE
+    if in_tile and (i != j or dtype != np.float32 or xp is not np):
+        raise InputError("IN_TILE keeps a float32 diagonal tile's integers on the CPU only")
+    keep = None if in_tile else keep
     exact = keep if keep is not None and _holds_exact(keep) else None
     keep64 = keep if exact is None else None
     if low_rank is not None and f64:
@@ -64,6 +71,8 @@ def gram_tile(kernel: Kernel, X, stats, bounds, i: int, j: int, dtype, shift: fl
             low_rank_buf = _low_rank_buffer(ei - si, xp)
         sink = _cast_sink(dst, None if low_rank is None else low_rank[sj:ej],
                           None if low_rank is None else low_rank[si:ei], xp, low_rank_buf)
+    if in_tile:
+        exact, sink = _in_tile_keep(dst, sink)
     out = dst if f64 else (keep64.T if keep64 is not None else None)
     kernel.block(X[sj:ej], X[si:ei], a_stats=None if stats is None else stats[sj:ej],
                  b_stats=None if stats is None else stats[si:ei], same=(i == j), out=out,
@@ -85,6 +94,48 @@ def _cast_sink(dst, Ua, Ub, xp, buf):
         else:
             _cast_minus_low_rank(dst[s:e], chunk, Ua[s:e], Ub, xp, buf)
     return sink
+
+
+#: ``gram_tile(keep=IN_TILE)``: the diagonal tile keeps its exact integers itself
+IN_TILE = "in tile"
+#: the exact integers a float32 tile may hold as uint32 bits: below 0x7F800000 every pattern
+#: is a finite float32, so an upcast of the whole tile meets no NaN or infinity
+_IN_TILE_LIMIT = float(0x7F800000)
+
+
+def diagonal_in_tiles(kernel: Kernel, X, stats, item, dtype) -> bool:
+    """Whether the kept copies of K's diagonal tiles can live in the float32 tiles
+    themselves: the Cholesky (potrf, syrk, trsm) and the triangular solves read only a
+    diagonal tile's lower triangle, so its strict upper triangle is free, and it has
+    exactly the entries of the symmetric tile's strict lower one. It holds them as uint32
+    bits: the exact squared distances of integer-grid inputs (``item``, from
+    :func:`kept_dtype`), whose diagonal is 0, below ``_IN_TILE_LIMIT`` (4 max |x|^2)."""
+    return (np.dtype(dtype) == np.float32 and isinstance(X, np.ndarray)
+            and np.dtype(item) == np.uint32 and kernel.name in ("gaussian", "laplacian")
+            and stats is not None and 4.0 * float(np.max(stats)) < _IN_TILE_LIMIT)
+
+
+def _in_tile_keep(dst, sink):
+    """``(keep_exact, sink)`` for :meth:`Kernel.block` on a float32 diagonal tile (``dst``:
+    its C-ordered transpose) that keeps its exact integers in its strict upper triangle,
+    the strict lower one of ``dst``: each row chunk's integers are saved (uint32), the
+    float32 values written (``sink``, whole rows), then the integers over the part of the
+    rows left of the diagonal."""
+    bits = dst.view(np.uint32)
+    saved: list = []
+
+    def keep(s, e, chunk):
+        if not saved or saved[0].shape[0] < e - s:
+            saved[:] = [np.empty((e - s, chunk.shape[1]), dtype=np.uint32)]
+        np.copyto(saved[0][:e - s, :e], chunk[:, :e], casting="unsafe")
+
+    def write(s, e, chunk):
+        sink(s, e, chunk)
+        ints = saved[0][:e - s]
+        bits[s:e, :s] = ints[:, :s]
+        np.copyto(bits[s:e, s:e], ints[:, s:e], where=strict_lower_mask(e - s))
+
+    return keep, write
 
 
 def _low_rank_rows(cols: int, xp) -> int:
@@ -144,7 +195,10 @@ def build_gram(kernel: Kernel, X, *, tile_size: Optional[int] = None, dtype=np.f
     exact integers they are finished from (squared distances), in half the bytes.
     :func:`stored_kernel_matvec` forms K V exactly from them, at memory speed instead of
     recomputing K. ``keep_budget`` (bytes) caps the copies: tiles beyond it are not kept
-    and get recomputed by the product instead.
+    and get recomputed by the product instead. Float32 tiles of exact squared distances
+    keep the diagonal tiles' integers in those tiles' own strict upper triangles, which
+    the factorization never reads (:func:`diagonal_in_tiles`; ``T.diagonal_in_tiles``):
+    no bytes, and the whole budget for off-diagonal tiles.
 
     ``low_rank`` (float32 tiles only): an (n, m) float64 array U on ``backend``; the tiles
     then hold ``K - U U^T`` (+ ridge I), each entry rounded once from float64 (mixed
@@ -162,10 +216,14 @@ def build_gram(kernel: Kernel, X, *, tile_size: Optional[int] = None, dtype=np.f
         stats = kernel.prepare(X)
     sizes = T.block_sizes()
     tasks = [(i, j) for i in range(T.n_tiles) for j in range(i + 1)]
+    in_tile = False
     if keep_copy:
         T.kept = {}
         item = kept_dtype(kernel, X, stats)
-        for i, j in kept_pairs(T.n, tile_size, keep_budget, diagonal=not f64,
+        # the diagonal tiles' exact integers in their own free triangles (no bytes): kept
+        # whatever the budget, which then goes to off-diagonal tiles
+        in_tile = T.diagonal_in_tiles = diagonal_in_tiles(kernel, X, stats, item, T.dtype)
+        for i, j in kept_pairs(T.n, tile_size, keep_budget, diagonal=not (f64 or in_tile),
                                item_bytes=item.itemsize):
             T.kept[(i, j)] = (be.empty_tile(sizes[i], sizes[j], np.float64)
                               if item == np.float64 else be.empty((sizes[j], sizes[i]), item))
@@ -177,11 +235,14 @@ def build_gram(kernel: Kernel, X, *, tile_size: Optional[int] = None, dtype=np.f
         scratch = BlockBuffer(be, tile_size, tile_size)
         lr_buf = None if low_rank is None else _low_rank_buffer(tile_size, xp)
         for i, j in part:
-            keep = T.kept.get((i, j)) if keep_copy else None
+            keep = (IN_TILE if in_tile and i == j
+                    else T.kept.get((i, j)) if keep_copy else None)
             tile = gram_tile(kernel, X, stats, T.bounds, i, j, T.dtype, shift, backend=be,
                              scratch=scratch, keep=keep, low_rank=low_rank,
                              low_rank_buf=lr_buf)
             T.tiles[i][j] = tile
+            if keep is IN_TILE:  # (b_i, b_i) C-ordered: the integers in its strict lower part
+                T.kept[(i, i)] = tile.view(np.uint32).T
             bar.update(1)
 
     try:
@@ -221,7 +282,8 @@ def kept_storage(T: TiledSymmetric) -> Optional[str]:
 
 def kept_bytes(T: TiledSymmetric) -> int:
     """Bytes of ``T``'s kept tiles (and of the kept diagonal of K)."""
-    total = sum(int(t.nbytes) for t in (T.kept or {}).values())
+    total = sum(int(t.nbytes) for (i, j), t in (T.kept or {}).items()
+                if not (i == j and T.diagonal_in_tiles))  # those live in the tiles
     return total + sum(int(d.nbytes) for d in (T.kept_diag or []))
 
 
@@ -386,7 +448,9 @@ def stored_kernel_matvec(T: TiledSymmetric, V, *, kernel: Optional[Kernel] = Non
     the kernel matrix without any ridge (the ridge sits only on the factored diagonal).
     Float32 storage (mixed precision): diagonal tiles are kept like the others. Tiles kept
     as exact integers (:func:`kept_dtype`) are finished by ``kernel`` chunk by chunk in
-    cache, with X's ``stats``: the same values, half the bytes read.
+    cache, with X's ``stats``: the same values, half the bytes read; diagonal tiles kept in
+    the float32 tiles' strict upper triangles (``T.diagonal_in_tiles``) are made whole from
+    that triangle.
     """
     if T.kept is None:
         raise InputError("this Gram matrix was built without keep_copy=True")
@@ -427,6 +491,7 @@ def stored_kernel_matvec(T: TiledSymmetric, V, *, kernel: Optional[Kernel] = Non
                 (si, ei), (sj, ej) = T.bounds[i], T.bounds[j]
                 buf = kernel.exact_times(
                     C, stats[sj:ej], stats[si:ei], same=(i == j), buf=buf,
+                    lower=i == j and T.diagonal_in_tiles,
                     times=(blocks[i], out[j]), times_t=None if i == j else (blocks[j], out[i]))
             elif i != j:
                 be.gemm_acc(C, blocks[j], out[i])

@@ -82,6 +82,9 @@ class TiledSymmetric:
         # through the factorization for an exact K alpha (stored_kernel_matvec)
         self.kept: Optional[dict] = None
         self.kept_diag: Optional[list] = None
+        # float32 tiles: the kept diagonal tiles are uint32 views of the tiles' own strict
+        # upper triangles (kernelfit.solvers.products.diagonal_in_tiles)
+        self.diagonal_in_tiles = False
         # one reusable tile of scratch for upcasting tiles in the triangular solves
         self.scratch: Optional[BlockBuffer] = None
 
@@ -147,6 +150,7 @@ class TiledSymmetric:
                 row[j] = None
         self.kept = None
         self.kept_diag = None
+        self.diagonal_in_tiles = False
         self.scratch = None
 
 
