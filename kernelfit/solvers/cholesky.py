@@ -24,7 +24,7 @@ the Dask tasks.
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, List, Optional
+from typing import Callable, Optional
 
 import numpy as np
 

@@ -39,9 +39,9 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from .._io import atomic_write_text, atomic_writer, check_format
+from .._io import atomic_write_text, check_format
 from ..backend import Backend, available_host_memory, get_backend
-from ..errors import InputError, NotPositiveDefiniteError
+from ..errors import InputError
 from ..kernels import Kernel
 from ..memory import fmt_bytes
 from ..progress import progress
