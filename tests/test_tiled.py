@@ -436,3 +436,18 @@ def test_diagonal_tiles_stay_apart_where_their_integers_could_read_as_nan():
     assert not diagonal_in_tiles(k, X, np.array([1.0]), np.float64, np.float32)
     assert not diagonal_in_tiles(get_kernel("normalized"), X, np.array([1.0]), np.int32,
                                  np.float32)
+
+
+def test_gemm_rates_measure_this_process_once():
+    """auto's probe: a float64 GEMM rate and a read bandwidth, both positive and finite,
+    float32 estimated at twice float64 on the CPU, cached per device and size."""
+    import math
+
+    from kernelfit.solvers import machine
+
+    machine._RATES.pop(("cpu", 128), None)
+    r = machine.gemm_rates(get_backend("cpu"), size=128)
+    assert all(math.isfinite(r[k]) and r[k] > 0 for k in ("float64", "float32",
+                                                           "memory_bytes_per_s"))
+    assert r["float32"] == 2.0 * r["float64"] and "twice" in r["float32_source"]
+    assert machine.gemm_rates(get_backend("cpu"), size=128) is r

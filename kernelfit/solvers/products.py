@@ -15,13 +15,13 @@ import numpy as np
 
 from ..backend import Backend, array_namespace, get_backend
 from ..errors import InputError
-from ..kernels import Kernel, strict_lower_mask, row_norms_sq
+from ..kernels import Kernel, row_norms_sq, strict_lower_mask
 from ..progress import progress
 from .machine import n_threads_default
 from .tiles import BlockBuffer, TiledSymmetric, default_tile_size, run_tiles, tile_bounds
 
-__all__ = ["gram_tile", "build_gram", "IN_TILE", "diagonal_in_tiles", "kept_pairs", "kept_copy_bytes", "kept_dtype",
-           "kept_storage", "kept_bytes", "kernel_matvec",
+__all__ = ["gram_tile", "build_gram", "IN_TILE", "diagonal_in_tiles", "kept_pairs",
+           "kept_copy_bytes", "kept_dtype", "kept_storage", "kept_bytes", "kernel_matvec",
            "cross_kernel_matmul", "stored_kernel_matvec", "kernel_diagonal"]
 
 
