@@ -310,25 +310,33 @@ class Kernel:
         if stream:  # the float64 values live one row chunk at a time
             buf = (scratch.chunk(min(rows, m), ncols) if scratch is not None
                    else np.empty((min(rows, m), ncols)))
+        # exact integer inner products give exact squared distances, >= 0 with no clamp:
+        # made in the cast itself (-2 <a, b>, then the norms), two passes fewer per chunk
+        dist = K32 is not None and self.name in ("gaussian", "laplacian")
         for s in range(0, m, rows):
             e = min(s + rows, m)
             chunk = buf[:e - s] if stream else K[s:e]
             if K32 is not None:
-                chunk[...] = K32[s:e]
+                f = -2.0 if dist else 1.0
+                np.multiply(K32[s:e], f, out=chunk)
                 if Hc is not None:
-                    chunk[:, hc] = Hc[:, s:e].T
+                    chunk[:, hc] = f * Hc[:, s:e].T
                 if Hr is not None:
                     at = (hr >= s) & (hr < e)
                     if at.any():
-                        chunk[hr[at] - s] = Hr[at]
-            if keep_exact is not None:
+                        chunk[hr[at] - s] = f * Hr[at]
+                if dist:
+                    chunk += a_stats[s:e, None]
+                    chunk += b_stats[None, :]
+            if keep_exact is not None and not dist:
                 self._finish_pre(chunk, None if a_stats is None else a_stats[s:e], b_stats, xp)
+            if keep_exact is not None:
                 if callable(keep_exact):
                     keep_exact(s, e, chunk)
                 else:  # exact integers within keep_exact's range (exact_dtype)
                     np.copyto(keep_exact[s:e], chunk, casting="unsafe")
             self._finish_rows(chunk, s, a_stats, b_stats, same, A64, xp, times, times_t,
-                              pre=keep_exact is None)
+                              pre=keep_exact is None and not dist)
             if sink is not None:
                 sink(s, e, chunk)
         if stream:
