@@ -309,3 +309,35 @@ def test_grid_cast_refuses_columns_outside_the_array():
     for bad in ([0, 3], [-1], [[0, 1]]):
         with pytest.raises(InputError, match="columns must be indices"):
             _grid_float32(X, 255.0, columns=np.array(bad))
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(1, 300), st.integers(1, 200), st.sampled_from(["gaussian", "laplacian",
+                                                                  "normalized"]),
+       st.booleans(), st.integers(0, 2 ** 16))
+def test_float32_grid_blocks_equal_the_float64_gemm_bit_for_bit(m, ncols, name, heavy, seed):
+    """The float32 GEMM path (distances made in the cast, no clamp, heavy rows again in
+    float64) gives the very values of the float64 GEMM path on the same integers."""
+    from kernelfit.solvers.tiles import BlockBuffer
+
+    rng = np.random.default_rng(seed)
+    A = rng.integers(0, 256, (m, 30)).astype(np.float32)
+    B = rng.integers(0, 256, (ncols, 30)).astype(np.float32)
+    if heavy:  # one row past 2^24 on each side: its products are made again in float64
+        A = np.hstack([A, np.zeros((m, 260), np.float32)])
+        B = np.hstack([B, np.zeros((ncols, 260), np.float32)])
+        A[0, 30:] = 255.0
+        B[-1, 30:] = 255.0
+    A[0, 0] = B[0, 0] = 1.0  # no all-zero row (normalized)
+    k = Kernel(name, bandwidth=0.8, degree=2, int_scale=255.0)
+    a, b = k.prepare(A), k.prepare(B)
+    got = np.empty((m, ncols))
+
+    def sink(s, e, chunk):
+        got[s:e] = chunk
+
+    # (a block with more than one heavy row in 8 takes the float64 GEMM itself)
+    k.block(A, B, a_stats=a, b_stats=b, sink=sink,
+            scratch=BlockBuffer(None, max(m, ncols), max(m, ncols)))
+    want = k.block(A.astype(np.float64), B.astype(np.float64), a_stats=a, b_stats=b)
+    np.testing.assert_array_equal(got, want)
