@@ -13,6 +13,34 @@ from pathlib import Path
 from kernelfit.bench.machine import describe_machine
 from kernelfit.bench.runner import run_child
 
+#: the stage times of a solve child every A/B run records (as ``<stage>_s``)
+STAGES = ("gram", "factor", "solve", "predict", "total")
+
+
+def solve_spec(args, n: int, **extra) -> dict:
+    """The default kernelfit solve of an A/B run (MNIST, Gaussian; a dry run: random data,
+    64 features, 200 test points, mixed precision), with ``extra`` spec keys."""
+    spec = {"task": "solve", "impl": "kernelfit", "n": n, "n_test": args.n_test,
+            "kernel": "gaussian", "bandwidth": args.bandwidth, **extra, "repeats": 1}
+    if args.dry_run:
+        spec.update(dataset="random", d=64, n_test=200, precision="mixed")
+    else:
+        spec.update(dataset="mnist", data_dir=args.data_dir)
+    return spec
+
+
+def child_record(child: dict, rec: dict, keys: tuple) -> dict:
+    """``rec`` completed from a solve child: its status, reason and peak memory, the stage
+    times, the first repeat's ``keys``, and the end of stderr when it failed."""
+    rep = ((child.get("result") or {}).get("repeats") or [{}])[0]
+    rec.update(status=child["status"], reason=child.get("reason"),
+               peak_rss_bytes=child.get("max_rss_bytes"))
+    rec.update({f"{k}_s": rep.get(k) for k in STAGES})
+    rec.update({k: rep.get(k) for k in keys})
+    if child["status"] != "ok":
+        rec["stderr_tail"] = (child.get("stderr_tail") or "")[-1500:]
+    return rec
+
 
 def run_ab(args, argv, *, script: str, benchmark: str, what: str, variants: tuple,
            one_run, line, medians, extra: dict = None) -> int:

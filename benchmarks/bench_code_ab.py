@@ -29,10 +29,9 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from _ab import run_ab  # noqa: E402  (benchmarks/_ab.py)
+from _ab import STAGES, child_record, run_ab, solve_spec  # noqa: E402  (benchmarks/_ab.py)
 from kernelfit.bench.runner import run_child  # noqa: E402
 
-STAGES = ("gram", "factor", "solve", "predict", "total")
 USAGE = ("user_s", "sys_s", "minor_faults")
 
 
@@ -77,34 +76,22 @@ def imported_from(checkout: str) -> str:
 
 
 def one_run(args, n: int, which: str) -> dict:
-    spec = {"task": "solve", "impl": "kernelfit", "n": n, "n_test": args.n_test,
-            "kernel": "gaussian", "bandwidth": args.bandwidth, "repeats": 1}
-    if args.dry_run:
-        spec.update(dataset="random", d=64, n_test=200, precision="mixed")
-    else:
-        spec.update(dataset="mnist", data_dir=args.data_dir)
+    spec = solve_spec(args, n)
     checkout = str(Path(getattr(args, which)).resolve())
     r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     # the checkout as the child's folder and import path: `python -m` puts the folder first
     child = run_child(spec, timeout=args.timeout, env={"PYTHONPATH": checkout}, cwd=checkout)
     r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    res = child.get("result") or {}
-    rep = (res.get("repeats") or [{}])[0]
-    ran = res.get("kernelfit_path")  # (children of code before feae04b do not say)
+    # the package the child imported (children of code before feae04b do not say)
+    ran = (child.get("result") or {}).get("kernelfit_path")
     if child["status"] == "ok" and ran is not None and ran != str(Path(checkout) / "kernelfit"):
         child = dict(child, status="wrong_code",
                      reason=f"the child ran the kernelfit in {ran}, not {checkout}'s")
-    rec = {"n": n, "code": which, "status": child["status"], "reason": child.get("reason"),
-           "kernelfit_path": ran,
-           "peak_rss_bytes": child.get("max_rss_bytes"),
+    rec = {"n": n, "code": which, "kernelfit_path": ran,
            "user_s": r1.ru_utime - r0.ru_utime, "sys_s": r1.ru_stime - r0.ru_stime,
            "minor_faults": r1.ru_minflt - r0.ru_minflt}
-    rec.update({f"{k}_s": rep.get(k) for k in STAGES})
-    rec.update({k: rep.get(k) for k in ("iterations", "precision", "relative_residual",
-                                        "test_error")})
-    if child["status"] != "ok":
-        rec["stderr_tail"] = (child.get("stderr_tail") or "")[-1500:]
-    return rec
+    return child_record(child, rec, ("iterations", "precision", "relative_residual",
+                                     "test_error"))
 
 
 def medians(runs: list) -> dict:

@@ -24,10 +24,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from _ab import run_ab  # noqa: E402  (benchmarks/_ab.py)
+from _ab import STAGES, child_record, run_ab, solve_spec  # noqa: E402  (benchmarks/_ab.py)
 from kernelfit.bench.runner import run_child  # noqa: E402
-
-STAGES = ("gram", "factor", "solve", "predict", "total")
 
 
 def parse_args(argv=None):
@@ -47,24 +45,10 @@ def parse_args(argv=None):
 
 
 def one_run(args, n: int, deflate: bool) -> dict:
-    spec = {"task": "solve", "impl": "kernelfit", "n": n, "n_test": args.n_test,
-            "kernel": "gaussian", "bandwidth": args.bandwidth, "deflate": deflate,
-            "repeats": 1}
-    if args.dry_run:
-        spec.update(dataset="random", d=64, n_test=200, precision="mixed")
-    else:
-        spec.update(dataset="mnist", data_dir=args.data_dir)
-    child = run_child(spec, timeout=args.timeout)
-    res = child.get("result") or {}
-    rep = (res.get("repeats") or [{}])[0]
-    rec = {"n": n, "deflate": deflate, "status": child["status"],
-           "reason": child.get("reason"), "peak_rss_bytes": child.get("max_rss_bytes")}
-    rec.update({f"{k}_s": rep.get(k) for k in STAGES})
-    rec.update({k: rep.get(k) for k in ("iterations", "refinement_history", "deflation",
-                                        "precision", "relative_residual", "test_error")})
-    if child["status"] != "ok":
-        rec["stderr_tail"] = (child.get("stderr_tail") or "")[-1500:]
-    return rec
+    child = run_child(solve_spec(args, n, deflate=deflate), timeout=args.timeout)
+    return child_record(child, {"n": n, "deflate": deflate},
+                        ("iterations", "refinement_history", "deflation", "precision",
+                         "relative_residual", "test_error"))
 
 
 def medians(runs: list) -> dict:
