@@ -303,3 +303,26 @@ def test_code_ab_benchmark_dry_run(tmp_path):
                          timeout=60)
     assert bad.returncode == 2 and "not a kernelfit checkout" in bad.stderr
     assert len(bad.stderr.strip().splitlines()) == 1 and not (tmp_path / "x").exists()
+
+
+def test_gabor_throughput_benchmark_dry_run(tmp_path):
+    """benchmarks/bench_gabor_throughput.py --dry-run: both checkouts (here the same one) in
+    fresh processes, alternating, images/s and the largest difference between their
+    features (0: the same code); without --data-dir or --dry-run it refuses in one line."""
+    root = Path(__file__).resolve().parents[1]
+    script = root / "benchmarks" / "bench_gabor_throughput.py"
+    proc = subprocess.run([sys.executable, str(script), "--dry-run", "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads((tmp_path / "gabor_throughput_ab_dry_run.json").read_text())
+    assert [r["code"] for r in out["runs"]] == ["before", "after"]
+    for r in out["runs"]:
+        assert r["status"] == "ok" and r["images_per_second"] > 0 and r["n_features"] == 3969
+        assert r["kernelfit_path"] == str(root / "kernelfit" / "__init__.py")
+    assert out["max_abs_feature_difference_first_256"] == 0.0
+    assert set(out["medians_images_per_second"]) == {"before", "after"}
+    assert not list(tmp_path.glob(".gabor_features_*"))  # scratch files removed
+    bad = subprocess.run([sys.executable, str(script), "--out", str(tmp_path / "x")],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "--data-dir" in bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1 and not (tmp_path / "x").exists()

@@ -111,11 +111,37 @@ def test_gabor_dtype_float32_close_to_float64():
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
-def test_batching_does_not_change_gabor():
-    X = _imgs(7, (16, 16))
-    a = GaborFeatures((16, 16), pool=4, batch_size=3).fit_transform(X)
-    b = GaborFeatures((16, 16), pool=4, batch_size=100).fit_transform(X)
-    np.testing.assert_allclose(a, b, atol=1e-13)
+def test_batching_does_not_change_gabor(monkeypatch):
+    """Each image's features are computed alone (one FFT per map, per-row norms): the same
+    bits whatever the batch, the image groups of the host's threads, or the core count."""
+    import kernelfit.features.gabor as gabor_mod
+
+    X = _imgs(11, (16, 16))
+    a = GaborFeatures((16, 16), pool=4, batch_size=1).fit_transform(X)
+    for batch, group, cores in [(3, 4, 2), (100, 4, 2), (100, 1, 3), (100, 2, 1)]:
+        monkeypatch.setattr(gabor_mod, "HOST_IMAGES_PER_TASK", group)
+        monkeypatch.setattr(gabor_mod, "usable_cores", lambda: cores)
+        b = GaborFeatures((16, 16), pool=4, batch_size=batch).fit_transform(X)
+        assert np.array_equal(a, b), (batch, group, cores)
+
+
+def test_gabor_threaded_batch_equals_direct_pipeline(monkeypatch):
+    """A batch split over threads (image groups of 2) still gives the direct formulas."""
+    import kernelfit.features.gabor as gabor_mod
+
+    monkeypatch.setattr(gabor_mod, "HOST_IMAGES_PER_TASK", 2)
+    H, W = 12, 10
+    X = _imgs(9, (H, W), seed=3)
+    g = GaborFeatures((H, W), scales=2, orientations=4, pool=3, order=1,
+                      normalize="none").fit(X)
+    F = g.transform(X)
+    Pr, Pc = pooling_matrix(H, 3), pooling_matrix(W, 3)
+    for i in (0, 5, 8):
+        img = X[i].reshape(H, W)
+        maps = [img] + [np.abs(scipy.signal.convolve2d(img, p, mode="same")) for p in g.psi_]
+        want = [Pr @ scipy.signal.convolve2d(m, g.phi_, mode="same") @ Pc.T for m in maps]
+        np.testing.assert_allclose(F[i], np.concatenate([m.ravel() for m in want]),
+                                   atol=1e-10)
 
 
 @settings(max_examples=30, deadline=None)

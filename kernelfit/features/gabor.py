@@ -26,7 +26,10 @@ The transform
 Convolutions are linear ('same' size, zero padding): ``(x * f)[p] = sum_u x[p - u] f[u]``
 with ``f`` centred, exactly ``scipy.signal.convolve2d(x, f, mode='same')``. Wavelet
 convolutions are computed by FFT on a grid padded to at least ``H + 2h`` (no
-wrap-around, ``fft_shape_``); the low-pass ``phi = f_1 f_1^T`` is separable, so low-pass
+wrap-around, ``fft_shape_``): on the host by SciPy's FFT over every usable core (each
+transform whole on one thread, so the values do not depend on the core count; NumPy's
+FFT runs on one core and was 2.5x slower for MNIST's default bank on 2 cores), on a GPU
+by CuPy's; the low-pass ``phi = f_1 f_1^T`` is separable, so low-pass
 plus pooling is two small matrix products ``(P T) M (P T)^T`` (``T`` the Toeplitz matrix
 of ``f_1``). Per channel ``c`` the
 features are, average-pooled onto a ``pool x pool`` grid (:func:`pooling_matrix`):
@@ -53,15 +56,23 @@ at 10,000 fitted, 0.62% at 20,000) with 23% fewer features, hence the default.
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+import scipy.fft
 
+from ..backend import usable_cores
 from ..errors import InputError
 from ._common import FeatureMap, check_float, check_image_shape, check_int, pooling_matrix
 
 __all__ = ["GaborFeatures", "NORMALIZE_CHOICES", "morlet_filter_bank", "fft_convolve_same"]
 
 NORMALIZE_CHOICES = ("unit", "none")
+#: images per task of the host transform, one task per core at a time: small groups keep
+#: the temporaries near the cache (MNIST's default bank: 2.4 MB of second-order spectra an
+#: image). 2-core EPYC, 2,048 MNIST-sized images: 4 an image group 570-800 images/s, 8
+#: 500-580, 32 430-490, all 128 of a batch on one core with NumPy's FFT 150-210
+HOST_IMAGES_PER_TASK = 4
 
 
 def _rot(theta: float, u1: np.ndarray, u2: np.ndarray):
@@ -141,7 +152,11 @@ def fft_convolve_same(x, f_hat, support: int, size: tuple, xp=np):
     """
     H, W = x.shape[-2], x.shape[-1]
     c = support // 2
-    full = xp.fft.ifft2(xp.fft.fft2(x, s=size) * f_hat)
+    if xp is np:  # SciPy's FFT (the caller's threads split the images)
+        product = scipy.fft.fft2(x, s=size) * f_hat  # (broadcasts)
+        full = scipy.fft.ifft2(product, overwrite_x=True)
+    else:
+        full = xp.fft.ifft2(xp.fft.fft2(x, s=size) * f_hat)
     return full[..., c:c + H, c:c + W]
 
 
@@ -247,6 +262,17 @@ class GaborFeatures(FeatureMap):
         return C * maps * int(self.pool) ** 2
 
     def _transform_batch(self, xb, xp):
+        if xp is not np or xb.shape[0] <= HOST_IMAGES_PER_TASK:
+            return self._transform_images(xb, xp)
+        # on the host: groups of images on every usable core (SciPy's FFT and NumPy's
+        # element-wise work release the GIL); small groups keep the temporaries small
+        parts = [xb[s:s + HOST_IMAGES_PER_TASK]
+                 for s in range(0, xb.shape[0], HOST_IMAGES_PER_TASK)]
+        with ThreadPoolExecutor(min(usable_cores(), len(parts))) as pool:
+            return np.concatenate(list(pool.map(lambda p: self._transform_images(p, xp),
+                                                parts)), axis=0)
+
+    def _transform_images(self, xb, xp):
         H, W, C = check_image_shape(self.image_shape, who="gabor features")
         J, L = int(self.scales), int(self.orientations)
         S, size = self.phi_.shape[0], self.fft_shape_
