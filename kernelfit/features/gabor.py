@@ -26,10 +26,11 @@ The transform
 Convolutions are linear ('same' size, zero padding): ``(x * f)[p] = sum_u x[p - u] f[u]``
 with ``f`` centred, exactly ``scipy.signal.convolve2d(x, f, mode='same')``. Wavelet
 convolutions are computed by FFT on a grid padded to at least ``H + 2h`` (no
-wrap-around, ``fft_shape_``): on the host by SciPy's FFT over every usable core (each
-transform whole on one thread, so the values do not depend on the core count; NumPy's
-FFT runs on one core and was 2.5x slower for MNIST's default bank on 2 cores), on a GPU
-by CuPy's; the low-pass ``phi = f_1 f_1^T`` is separable, so low-pass
+wrap-around, ``fft_shape_``): on the host by SciPy's FFT, a batch's images split into
+small groups over every usable core (each image computed alone, so its features do not
+depend on the batch or the core count; NumPy's FFT on one core was 3.5x slower for
+MNIST's default bank on 2 cores, ``benchmarks/results/gabor_throughput_ab_*.json``), on a
+GPU by CuPy's; the low-pass ``phi = f_1 f_1^T`` is separable, so low-pass
 plus pooling is two small matrix products ``(P T) M (P T)^T`` (``T`` the Toeplitz matrix
 of ``f_1``). Per channel ``c`` the
 features are, average-pooled onto a ``pool x pool`` grid (:func:`pooling_matrix`):
@@ -70,8 +71,8 @@ __all__ = ["GaborFeatures", "NORMALIZE_CHOICES", "morlet_filter_bank", "fft_conv
 NORMALIZE_CHOICES = ("unit", "none")
 #: images per task of the host transform, one task per core at a time: small groups keep
 #: the temporaries near the cache (MNIST's default bank: 2.4 MB of second-order spectra an
-#: image). 2-core EPYC, 2,048 MNIST-sized images: 4 an image group 570-800 images/s, 8
-#: 500-580, 32 430-490, all 128 of a batch on one core with NumPy's FFT 150-210
+#: image). 2-core EPYC, 2,048 MNIST-sized images, groups of 4: 570-800 images/s, of 8:
+#: 500-580, of 32: 430-490; all 128 of a batch on one core with NumPy's FFT: 150-210
 HOST_IMAGES_PER_TASK = 4
 
 
