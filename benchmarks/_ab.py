@@ -42,6 +42,23 @@ def child_record(child: dict, rec: dict, keys: tuple) -> dict:
     return rec
 
 
+def alternating(rounds: int, variants: tuple):
+    """``(round, variant)`` pairs, rounds counted from 1: both variants each round, the one
+    that goes first changing round by round (a slow spell of the machine falls on both)."""
+    for r in range(max(1, rounds)):
+        for variant in (variants if r % 2 == 0 else variants[::-1]):
+            yield r + 1, variant
+
+
+def file_tag(args, machine: dict) -> str:
+    """The result file's name tag: ``dry_run`` for a dry run, else ``args.tag``, else the
+    CPU's name made safe for a file name."""
+    if args.dry_run:
+        return "dry_run"
+    cpu = (machine.get("cpu") or {}).get("model") or "cpu"
+    return args.tag or "".join(c if c.isalnum() else "_" for c in cpu.lower()).strip("_")
+
+
 def run_ab(args, argv, *, script: str, benchmark: str, what: str, variants: tuple,
            one_run, line, medians, extra: dict = None) -> int:
     """Run ``one_run(args, n, variant)`` for each n of ``args.n`` (1,500 for a dry run),
@@ -56,16 +73,12 @@ def run_ab(args, argv, *, script: str, benchmark: str, what: str, variants: tupl
     machine["peaks"] = {k: v for k, v in (peaks.get("result") or {}).items() if k != "status"}
     runs = []
     for n in ns:
-        for r in range(rounds):
-            for variant in (variants if r % 2 == 0 else variants[::-1]):
-                rec = one_run(args, n, variant)
-                rec["round"] = r + 1
-                runs.append(rec)
-                print(f"n={n} round {r + 1} {line(rec)}", flush=True)
-    cpu = (machine.get("cpu") or {}).get("model") or "cpu"
-    tag = args.tag or "".join(c if c.isalnum() else "_" for c in cpu.lower()).strip("_")
-    if args.dry_run:
-        tag = "dry_run"
+        for r, variant in alternating(rounds, variants):
+            rec = one_run(args, n, variant)
+            rec["round"] = r
+            runs.append(rec)
+            print(f"n={n} round {r} {line(rec)}", flush=True)
+    tag = file_tag(args, machine)
     out = {"benchmark": benchmark, "issues": [14],
            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
            "command": f"{script} " + " ".join(argv if argv is not None else sys.argv[1:]),

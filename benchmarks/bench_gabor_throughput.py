@@ -28,6 +28,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
+from _ab import alternating, file_tag  # noqa: E402  (benchmarks/_ab.py)
 from bench_code_ab import commit_of  # noqa: E402  (benchmarks/bench_code_ab.py)
 from kernelfit.bench.machine import describe_machine  # noqa: E402
 
@@ -104,13 +105,12 @@ def main(argv=None) -> int:
     feats = {w: out_dir / f".gabor_features_{w}.npy" for w in ("before", "after")}
     runs = []
     try:
-        for r in range(max(1, args.rounds)):
-            for which in (("before", "after") if r % 2 == 0 else ("after", "before")):
-                rec = one_run(args, which, feats[which])
-                rec["round"] = r + 1
-                runs.append(rec)
-                print(f"round {r + 1} {which}: {rec['status']} "
-                      f"{rec.get('images_per_second', float('nan')):.0f} images/s", flush=True)
+        for r, which in alternating(args.rounds, ("before", "after")):
+            rec = one_run(args, which, feats[which])
+            rec["round"] = r
+            runs.append(rec)
+            print(f"round {r} {which}: {rec['status']} "
+                  f"{rec.get('images_per_second', float('nan')):.0f} images/s", flush=True)
         import numpy as np
 
         diff = (float(np.max(np.abs(np.load(feats["before"]) - np.load(feats["after"]))))
@@ -123,9 +123,7 @@ def main(argv=None) -> int:
                for w in ("before", "after")
                if any(r["code"] == w and r["status"] == "ok" for r in runs)}
     machine = describe_machine()
-    cpu = (machine.get("cpu") or {}).get("model") or "cpu"
-    tag = "dry_run" if args.dry_run else (
-        args.tag or "".join(c if c.isalnum() else "_" for c in cpu.lower()).strip("_"))
+    tag = file_tag(args, machine)
     out = {"benchmark": "gabor_throughput_ab", "issues": [14],
            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
            "command": "bench_gabor_throughput.py " + " ".join(

@@ -280,16 +280,22 @@ def test_runs_alternate_and_report_medians_stage_rates_and_limit(monkeypatch):
     assert "## Stage rates" in md and "limit / scikit-learn" in md
 
 
+def _benchmark_dry_run(name: str, benchmark: str, tmp_path):
+    """``(root, script, result)``: ``benchmarks/<name> --dry-run --out tmp_path`` run to
+    success in a fresh process, and its ``<benchmark>_dry_run.json``."""
+    root = Path(__file__).resolve().parents[1]
+    script = root / "benchmarks" / name
+    proc = subprocess.run([sys.executable, str(script), "--dry-run", "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return root, script, json.loads((tmp_path / f"{benchmark}_dry_run.json").read_text())
+
+
 def test_code_ab_benchmark_dry_run(tmp_path):
     """benchmarks/bench_code_ab.py --dry-run: both checkouts (here the same one) in fresh
     processes, alternating, with the children's CPU time and page faults, the commits and
     the machine; a folder that is no checkout is refused in one line."""
-    root = Path(__file__).resolve().parents[1]
-    script = root / "benchmarks" / "bench_code_ab.py"
-    proc = subprocess.run([sys.executable, str(script), "--dry-run", "--out", str(tmp_path)],
-                          capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    out = json.loads((tmp_path / "code_ab_dry_run.json").read_text())
+    root, script, out = _benchmark_dry_run("bench_code_ab.py", "code_ab", tmp_path)
     assert [r["code"] for r in out["runs"]] == ["before", "after"]
     for r in out["runs"]:
         assert r["status"] == "ok" and r["precision"] == "mixed" and r["total_s"] > 0
@@ -309,12 +315,8 @@ def test_gabor_throughput_benchmark_dry_run(tmp_path):
     """benchmarks/bench_gabor_throughput.py --dry-run: both checkouts (here the same one) in
     fresh processes, alternating, images/s and the largest difference between their
     features (0: the same code); without --data-dir or --dry-run it refuses in one line."""
-    root = Path(__file__).resolve().parents[1]
-    script = root / "benchmarks" / "bench_gabor_throughput.py"
-    proc = subprocess.run([sys.executable, str(script), "--dry-run", "--out", str(tmp_path)],
-                          capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    out = json.loads((tmp_path / "gabor_throughput_ab_dry_run.json").read_text())
+    root, script, out = _benchmark_dry_run("bench_gabor_throughput.py", "gabor_throughput_ab",
+                                           tmp_path)
     assert [r["code"] for r in out["runs"]] == ["before", "after"]
     for r in out["runs"]:
         assert r["status"] == "ok" and r["images_per_second"] > 0 and r["n_features"] == 3969
