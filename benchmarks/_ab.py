@@ -50,6 +50,15 @@ def alternating(rounds: int, variants: tuple):
             yield r + 1, variant
 
 
+def add_output_args(p, results: str, dry_run: str) -> None:
+    """The options every benchmark script here takes on its output: ``--tag`` (file name
+    tag), ``--out`` (folder, default ``results``) and ``--dry-run`` (``dry_run``: what it
+    does instead), on the ``argparse`` parser ``p``."""
+    p.add_argument("--tag", default=None, help="file name tag (default: from the CPU)")
+    p.add_argument("--out", default=results)
+    p.add_argument("--dry-run", action="store_true", help=dry_run)
+
+
 def file_tag(args, machine: dict) -> str:
     """The result file's name tag: ``dry_run`` for a dry run, else ``args.tag``, else the
     CPU's name made safe for a file name."""

@@ -29,7 +29,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from _ab import STAGES, child_record, run_ab, solve_spec  # noqa: E402  (benchmarks/_ab.py)
+from _ab import (STAGES, add_output_args, child_record, run_ab,  # noqa: E402
+                 solve_spec)  # (benchmarks/_ab.py)
 from kernelfit.bench.runner import run_child  # noqa: E402
 
 USAGE = ("user_s", "sys_s", "minor_faults")
@@ -46,11 +47,9 @@ def parse_args(argv=None):
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--timeout", type=float, default=1800.0)
     p.add_argument("--name", default="code", help="what the change is called (file name)")
-    p.add_argument("--tag", default=None, help="file name tag (default: from the CPU)")
-    p.add_argument("--out", default=str(HERE / "results"))
-    p.add_argument("--dry-run", action="store_true",
-                   help="random data, n = 1,500, one round: checks the script, measures "
-                        "nothing worth keeping (the file name says dry_run)")
+    add_output_args(p, str(HERE / "results"),
+                    "random data, n = 1,500, one round: checks the script, measures "
+                    "nothing worth keeping (the file name says dry_run)")
     return p.parse_args(argv)
 
 

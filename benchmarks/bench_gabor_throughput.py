@@ -28,7 +28,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from _ab import alternating, file_tag  # noqa: E402  (benchmarks/_ab.py)
+from _ab import add_output_args, alternating, file_tag  # noqa: E402  (benchmarks/_ab.py)
 from bench_code_ab import commit_of  # noqa: E402  (benchmarks/bench_code_ab.py)
 from kernelfit.bench.machine import describe_machine  # noqa: E402
 
@@ -63,10 +63,8 @@ def parse_args(argv=None):
     p.add_argument("--data-dir", default=None, help="folder holding mnist/")
     p.add_argument("--n", type=int, default=8192, help="images per run")
     p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--tag", default=None, help="file name tag (default: from the CPU)")
-    p.add_argument("--out", default=str(HERE / "results"))
-    p.add_argument("--dry-run", action="store_true",
-                   help="random images, 256 of them, one round (the file name says dry_run)")
+    add_output_args(p, str(HERE / "results"),
+                    "random images, 256 of them, one round (the file name says dry_run)")
     return p.parse_args(argv)
 
 

@@ -15,7 +15,8 @@ import numpy as np
 from .backend import array_namespace
 from .errors import InputError
 
-__all__ = ["integer_grid", "grid_float32", "to_integer_grid", "INT_GRID_KERNELS"]
+__all__ = ["integer_grid", "grid_float32", "grid_expected", "to_integer_grid",
+           "INT_GRID_KERNELS"]
 
 #: float32 represents every integer of magnitude below 2^24 exactly
 _F32_EXACT = float(2 ** 24)
@@ -42,17 +43,39 @@ def integer_grid(X, scales=_GRID_SCALES) -> Optional[float]:
     return None
 
 
+def _sample(X):
+    """A seeded sample of 256 rows of ``X`` (a float NumPy array), or None."""
+    if not isinstance(X, np.ndarray) or X.size == 0 or X.dtype.kind != "f":
+        return None
+    rows = np.sort(np.random.default_rng(0).choice(X.shape[0], size=min(256, X.shape[0]),
+                                                   replace=False))
+    return X[rows]
+
+
 def _sampled_scales(X, scales=_GRID_SCALES):
     """The scales of ``scales`` under which a seeded sample of 256 rows of ``X`` (a float
     NumPy array) is on the grid: the candidates, each still to be checked on all of ``X``."""
-    if not isinstance(X, np.ndarray) or X.size == 0 or X.dtype.kind != "f":
+    sample = _sample(X)
+    if sample is None:
         return
-    rows = np.sort(np.random.default_rng(0).choice(X.shape[0], size=min(256, X.shape[0]),
-                                                   replace=False))
-    sample = X[rows]
     for s in scales:
         if _on_grid(sample, s):
             yield float(s)
+
+
+def grid_expected(kernel_name: str, X) -> bool:
+    """Whether :func:`to_integer_grid` is expected to store ``X`` as exact integers, for a
+    plan made before the solve: the kernel allows it and a seeded sample of 256 rows is on
+    a grid with no row whose squared norm there reaches 2^24 (a guess from the sample; the
+    solve checks every row)."""
+    if kernel_name not in INT_GRID_KERNELS:
+        return False
+    sample = _sample(X)
+    for s in _sampled_scales(X):
+        norms = np.einsum("ij,ij->i", sample, sample) * (s * s)
+        if np.count_nonzero(norms >= _F32_EXACT) <= sample.shape[0] // _HEAVY_ROWS_PER:
+            return True
+    return False
 
 
 def grid_float32(X, scales=_GRID_SCALES, *, columns=None, max_heavy=None):

@@ -39,6 +39,7 @@ import numpy as np
 
 from . import __version__
 from .errors import InputError
+from .grid import grid_expected
 from .kernels import active_columns, check_array
 from .memory import fmt_bytes, peak_rss_bytes
 from .options import FeatureOptions, KernelOptions, RunOptions, SolverOptions
@@ -150,15 +151,17 @@ def choose_kernel(opts: RunOptions, X_train, dataset: Optional[str] = None
 
 
 def make_plan(cfg: SolverOptions, n: int, d: int, n_classes: int, n_test: int, *,
-              reserve: int = 0):
+              reserve: int = 0, grid: bool = False):
     """The one plan of the solve (:class:`~kernelfit.solvers.plan.SolvePlan`: route,
     precision, memory), checked before anything large is built; :func:`fit` runs it.
     ``d``: the columns the solve uses (see :func:`solve_width`); ``reserve``: bytes the
     data will take before the solve runs (features not computed yet, see
-    :func:`feature_plan`), not available to it."""
+    :func:`feature_plan`), not available to it; ``grid``: the inputs will be stored as
+    exact integers (:func:`kernelfit.grid.grid_expected`), which ``precision='auto'``'s
+    time model costs at the float32 GEMM rate."""
     from .solvers.plan import preflight_plan
 
-    return preflight_plan(cfg, n, d, n_classes, n_test, reserve=reserve)
+    return preflight_plan(cfg, n, d, n_classes, n_test, reserve=reserve, grid=grid)
 
 
 def preflight(cfg: SolverOptions, n: int, d: int, n_classes: int, n_test: int) -> dict:
@@ -308,7 +311,7 @@ def solve_arrays(X_train, y_train, X_test=None, y_test=None, opts: Optional[RunO
     n_test = 0 if X_test is None else int(X_test.shape[0])
     if plan is None:
         plan = make_plan(opts.solver, X_train.shape[0], solve_width(X_train), n_classes,
-                         n_test)
+                         n_test, grid=grid_expected(opts.kernel.name, X_train))
     from .kernel_defaults import exactness, refinement_of
 
     kernel, bw_rule = choose_kernel(opts, X_train, dataset)
@@ -360,7 +363,8 @@ def run_solve(opts: RunOptions) -> dict:
                                   cached=opts.features.cache)
     plan = make_plan(opts.solver, ds.X_train.shape[0], width,
                      int(np.unique(np.asarray(ds.y_train)).shape[0]), ds.X_test.shape[0],
-                     reserve=pending)
+                     reserve=pending, grid=(opts.features.name == "raw"
+                                            and grid_expected(opts.kernel.name, ds.X_train)))
     t0 = time.perf_counter()
     X_train, X_test, feature_info, fmap = featurize(
         opts.features, ds.X_train, ds.X_test, ds.image_shape, seed=opts.seed,

@@ -328,3 +328,26 @@ def test_gabor_throughput_benchmark_dry_run(tmp_path):
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "--data-dir" in bad.stderr
     assert len(bad.stderr.strip().splitlines()) == 1 and not (tmp_path / "x").exists()
+
+
+def test_auto_choice_benchmark_dry_run(tmp_path):
+    """benchmarks/bench_auto_choice.py --dry-run: one configuration solved with
+    --precision auto and with the precision auto did not pick, each in a fresh process;
+    auto's expected times beside the measured stage times and passes; without --data-dir
+    or --dry-run it refuses in one line."""
+    root, script, out = _benchmark_dry_run("bench_auto_choice.py", "auto_choice", tmp_path)
+    (row,) = out["results"]
+    auto, other = row["auto"], row["other"]
+    assert auto["status"] == other["status"] == "ok"
+    assert {auto["precision"], other["precision"]} == {"mixed", "float64"}
+    assert auto["expected_time"]["passes_range"] == [3, 14]  # auto measured and chose
+    mixed = auto if auto["precision"] == "mixed" else other
+    assert mixed["passes"] >= 1 and mixed["seconds_per_pass"] > 0
+    c = row["comparison"]
+    assert c["auto_was_faster"] == (c["auto_fit_s"] <= c["other_fit_s"])
+    assert c["model_pass_s"] == auto["expected_time"]["pass_s"] > 0
+    assert out["machine"]["cpu"] and out["commit"]
+    bad = subprocess.run([sys.executable, str(script), "--out", str(tmp_path / "x")],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "--data-dir" in bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1 and not (tmp_path / "x").exists()

@@ -29,6 +29,22 @@ def test_integer_grid_detects_the_scale():
     assert integer_grid(np.full((3, 2), 2.0 ** 25)) is None  # not exact in float32
 
 
+def test_grid_expected_guesses_the_storage_from_a_sample():
+    from kernelfit.grid import grid_expected
+
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, (1000, 784)) * (rng.random((1000, 784)) < 0.2) / 255.0
+    assert grid_expected("gaussian", pixels) and grid_expected("normalized", pixels)
+    k, _ = to_integer_grid(get_kernel("gaussian", bandwidth=5.0), pixels)
+    assert k.int_scale == 255.0                     # the guess and the solve agree
+    assert not grid_expected("polynomial", pixels)  # a kernel the grid does not serve
+    assert not grid_expected("gaussian", pixels + 1e-6)
+    # CIFAR-like rows (3,072 8-bit values) reach |x|^2 >= 2^24: the solve keeps float64
+    colour = rng.integers(0, 256, (500, 3072)) / 255.0
+    assert not grid_expected("gaussian", colour)
+    assert to_integer_grid(get_kernel("gaussian", bandwidth=5.0), colour)[0].int_scale is None
+
+
 @settings(max_examples=30, deadline=None)
 @given(arrays(np.int64, (12, 9), elements=st.integers(0, 255)),
        arrays(np.int64, (7, 9), elements=st.integers(0, 255)),

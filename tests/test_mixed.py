@@ -113,8 +113,10 @@ def _fast_float32(monkeypatch, ratio=2.0):
     from kernelfit.solvers import plan
 
     monkeypatch.setattr(plan, "MEASURE_MIN_RATIO", 0)
-    monkeypatch.setattr(plan, "gemm_rates", lambda be: {"float64": 1e9, "float32": ratio * 1e9,
-                                                        "memory_bytes_per_s": 1e10})
+    monkeypatch.setattr(plan, "gemm_rates", lambda be: {
+        "float64": 1e9, "float32": ratio * 1e9, "memory_bytes_per_s": 1e10,
+        "thin_seconds_per_entry": {"float64": 1e-10, "float32": 5e-11},
+        "finish_entries_per_s": 1e12})
 
 
 def test_auto_picks_mixed_when_expected_faster_and_keeps_float64_tiles(monkeypatch):
@@ -185,6 +187,34 @@ def test_refinement_that_stalls_falls_back(monkeypatch):
     sol = solve_exact(get_kernel("gaussian", bandwidth=0.8), X, Y, SolveOptions(tile_size=64))
     assert sol.info["precision"] == "float64"
     assert "refinement stopped" in sol.info["precision_fallback"]["reason"]
+
+
+def test_auto_refinement_is_told_what_falling_back_costs(monkeypatch):
+    """auto's mixed refinement gives up once its remaining passes would cost more than the
+    float64 way: the plan's expected float64 time, plus a new float64 Gram where not every
+    tile was kept in float64; the fallback says why."""
+    _fast_float32(monkeypatch)
+    from kernelfit.solvers import mixed
+
+    real, seen = mixed.refine, []
+
+    def spy(*a, **kw):
+        seen.append(kw["give_up_after"])
+        return real(*a, **kw)
+
+    monkeypatch.setattr(mixed, "refine", spy)
+    X, Y = _problem(n=300)
+    k = get_kernel("gaussian", bandwidth=0.8)
+    sol = solve_exact(k, X, Y, SolveOptions(tile_size=64))
+    assert sol.info["precision"] == "mixed" and sol.info["kept_storage"] == "float64"
+    assert seen == [sol.info["plan_choice"]["expected_time"]["float64_s"]]  # all kept
+    # a slow refinement (weak preconditioner) against a float64 way that costs nothing
+    monkeypatch.setattr(mixed, "refine", lambda *a, **kw: real(
+        a[0], lambda R: 0.2 * R, *a[2:],
+        **dict(kw, give_up_after=1e-9, fast_precond=None, max_iter=1000)))
+    sol = solve_exact(k, X, Y, SolveOptions(tile_size=64))
+    assert sol.info["precision"] == "float64"
+    assert "would take longer than" in sol.info["precision_fallback"]["reason"]
 
 
 def test_full_mnist_plan_stays_within_10_gib(monkeypatch):
@@ -284,6 +314,33 @@ def test_refinement_stops_soon_after_its_floor_and_keeps_the_best(method):
     assert len(h) - 1 - best_at <= 4  # DRIFT_STEPS (3) rises, or PATIENCE["ir"] (3)
     assert out["iterations"] < 30
     assert min(h) < 1e-6  # it did converge down to near the floor first
+
+
+def test_refinement_gives_up_when_its_passes_would_cost_more_than_the_other_way():
+    """A steady 0.8 per pass to 1e-6 needs about 60 passes: allowed 200 and no time limit
+    it goes on; told the other way costs less than those passes, it stops at the third
+    pass and says why; given plenty of time it still converges."""
+    import time
+
+    from kernelfit.solvers.refine import refine
+
+    Y = np.ones((5, 1))
+
+    def slow(V):  # K = I, each product 10 ms: a pass costs about that
+        time.sleep(0.01)
+        return V.copy()
+
+    def run(**kw):
+        return refine(slow, lambda R: 0.2 * R, Y, tol=1e-6, max_iter=200, method="ir",
+                      give_up_slow=True, **kw)
+
+    out = run(give_up_after=0.2)  # 60 passes of >= 10 ms: more than 0.2 s
+    assert not out["converged"] and out["iterations"] == 3
+    assert "longer than the 0.2 s" in out["gave_up"]
+    out = run(give_up_after=60.0)
+    assert out["converged"] and out["gave_up"] is None and out["iterations"] > 20
+    out = run()  # no time limit: 60 passes are within the 197 left
+    assert out["converged"] and out["gave_up"] is None
 
 
 def test_refinement_keeps_going_while_it_makes_progress():
@@ -401,3 +458,86 @@ def test_mixed_on_integer_grid_keeps_exact_distances_and_falls_back_without_them
     assert not fb.info["precision_fallback"]["reused_float64_tiles"]
     ref2 = solve_exact(k2, G2, Y, SolveOptions(precision="float64", tile_size=64))
     np.testing.assert_allclose(fb.alpha, ref2.alpha, rtol=1e-12, atol=0)
+
+
+# ------------------------------------------------ auto's time model: grid, passes, regrets
+#: rates of a 2-core Zen 4 (AVX-512) VM as the probe measured them
+_ZEN4 = {"float64": 87e9, "float32": 174e9, "memory_bytes_per_s": 33e9,
+         "thin_seconds_per_entry": {"float64": 1.2e-9, "float32": 0.5e-9},
+         "thin_columns": 16, "finish_entries_per_s": 1.8e9}
+
+
+def _plan_auto(monkeypatch, n, d, grid, available=int(21.5 * 2 ** 30)):
+    from kernelfit.backend import get_backend
+    from kernelfit.solvers import plan
+
+    monkeypatch.setattr(plan, "gemm_rates", lambda be: dict(_ZEN4))
+    opts = SolveOptions(residual=True).validate()
+    return plan.plan_solve(n, d, 10, opts, device="cpu", available=available, n_test=10000,
+                           backend=get_backend("cpu"), grid=grid)
+
+
+def test_time_model_costs_grid_inputs_at_the_float32_rate_and_keeps_twice_the_tiles():
+    from kernelfit.memory import MemoryPlan
+    from kernelfit.solvers import plan
+
+    n, ts = 60000, 2500
+    _, off = plan._mixed_keep(n, ts, MemoryPlan(device="cpu"), 8 << 30)
+    _, on = plan._mixed_keep(n, ts, MemoryPlan(device="cpu"), 8 << 30, grid=True)
+    # the same budget: on the grid the 24 diagonal tiles (of 300) come free and the
+    # off-diagonal ones take 4 bytes an entry instead of 8
+    assert 0 < off < 0.5 and 2 * off < on < 1
+    t_off = plan.expected_times(n, 717, 10, ts, _ZEN4, off, 0.0)
+    t_on = plan.expected_times(n, 717, 10, ts, _ZEN4, on, 0.0, grid=True)
+    assert t_on["integer_grid"] and not t_off["integer_grid"]
+    assert t_on["pass_s"] < 0.6 * t_off["pass_s"]
+    # the same factorization either way; only the passes and the residual product differ
+    assert t_on["mixed_best_s"] - 3 * t_on["pass_s"] == pytest.approx(
+        n ** 3 / 3 / 174e9 + on * n * n / 2 * 4 / 33e9)
+    assert t_on["float64_s"] < t_off["float64_s"]
+    for t in (t_on, t_off):
+        assert t["mixed_best_s"] < t["mixed_s"] < t["mixed_worst_s"]
+        assert t["passes_range"] == [plan.FEWEST_PASSES, plan.WORST_PASSES]
+        json.dumps(t)
+
+
+def test_time_model_pass_matches_the_measured_full_mnist_passes():
+    """Six passes of 15-18 s each at n = 60,000 on MNIST pixels (2 Zen 4 cores, 99 of 300
+    tiles kept as exact integers): the model's pass, with rates measured on such a VM."""
+    from kernelfit.solvers import plan
+
+    t = plan.expected_times(60000, 717, 10, 2500, _ZEN4, 99 / 300, 0.0, grid=True)
+    assert 12 <= t["pass_s"] <= 21
+
+
+def test_auto_keeps_float64_where_mixed_wins_only_if_its_refinement_is_short(monkeypatch):
+    """Gabor features (off the grid, d = 3,969) at n = 43,000 in 21.5 GiB: a third of K
+    is recomputed in float64 at every pass (34 s a pass). Six passes would win, seven
+    tie; Gabor refinements took 3 to 14 passes, so auto factors in float64."""
+    sp = _plan_auto(monkeypatch, 43000, 3969, grid=False)
+    t = sp.choice["expected_time"]
+    assert t["mixed_s"] < t["float64_s"] < t["mixed_worst_s"]
+    assert sp.precision == "float64" and "3-14 refinement passes" in sp.reason
+    # the same sizes on the integer grid (MNIST pixels): recomputed tiles at the float32
+    # rate, twice the tiles kept: mixed wins even at 14 passes
+    sp = _plan_auto(monkeypatch, 43000, 717, grid=True)
+    assert sp.precision == "mixed" and "expected faster" in sp.reason
+    t = sp.choice["expected_time"]
+    assert t["integer_grid"] and t["mixed_worst_s"] < t["float64_s"]
+
+
+def test_auto_full_mnist_pixels_mixed_and_full_gabor_float64(monkeypatch):
+    sp = _plan_auto(monkeypatch, 60000, 717, grid=True)
+    assert sp.precision == "mixed"
+    sp = _plan_auto(monkeypatch, 60000, 3969, grid=False)
+    assert sp.precision == "float64" and "float64 factorization expected faster" in sp.reason
+
+
+def test_auto_hedges_by_regret_not_by_the_worst_case_alone(monkeypatch):
+    """n = 10,000 MNIST pixels: every tile kept, a pass costs a small share of the float32
+    factorization's saving; mixed would lose at 14 passes (by less than float64 loses at
+    3), and auto takes it."""
+    sp = _plan_auto(monkeypatch, 10000, 717, grid=True)
+    t = sp.choice["expected_time"]
+    assert sp.precision == "mixed"
+    assert t["mixed_best_s"] * t["mixed_worst_s"] < t["float64_s"] ** 2

@@ -19,6 +19,15 @@ def _blobs(n, d=6, seed=0, n_classes=3):
     return X, y
 
 
+def _fast_float32(monkeypatch, plan_mod):
+    """auto measures nothing and sees float32 GEMM twice as fast as float64."""
+    monkeypatch.setattr(plan_mod, "MEASURE_MIN_RATIO", 0)
+    monkeypatch.setattr(plan_mod, "gemm_rates", lambda be: {
+        "float64": 1e9, "float32": 2e9, "memory_bytes_per_s": 1e10,
+        "thin_seconds_per_entry": {"float64": 1e-10, "float32": 5e-11},
+        "finish_entries_per_s": 1e12})
+
+
 def test_solve_arrays_is_the_estimator_fit():
     X, y = _blobs(120)
     Xt, yt = _blobs(40, seed=1)
@@ -40,6 +49,25 @@ def test_median_bandwidth_chosen_once_on_the_training_inputs():
     rec = run.solve_arrays(X, y, opts=opts)
     assert rec["kernel_params"]["bandwidth"] == median_distance(X, seed=5)
     assert rec["test_error"] is None and "predict" not in rec["timings"]
+
+
+def test_the_plan_knows_inputs_on_the_integer_grid(monkeypatch):
+    """auto's time model costs K's products at the float32 rate for 8-bit pixels (stored
+    as exact integers) and at the float64 rate for anything else; the run layer tells the
+    plan which, as the estimator's own plan does."""
+    import kernelfit.solvers.plan as plan_mod
+
+    _fast_float32(monkeypatch, plan_mod)
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, (200, 30)) / 255.0
+    y = rng.integers(0, 3, 200)
+    opts = RunOptions.from_flat(kernel="gaussian", bandwidth=2.0, show_progress=False)
+    for X, on_grid in ((pixels, True), (pixels + 1e-3, False)):
+        rec = run.solve_arrays(X, y, opts=opts)
+        assert rec["plan_choice"]["expected_time"]["integer_grid"] is on_grid
+        est = KernelInterpolator(kernel="gaussian", bandwidth=2.0, show_progress=False)
+        est.fit(X, y)
+        assert est.fit_info_["plan_choice"]["expected_time"]["integer_grid"] is on_grid
 
 
 def test_solve_arrays_refuses_mismatched_input():
@@ -140,9 +168,7 @@ def test_mixed_fallback_runs_the_float64_plan_made_with_it(monkeypatch, plan_cal
     from kernelfit.solvers.exact import SolveOptions, solve_exact
 
     calls = plan_calls
-    monkeypatch.setattr(plan_mod, "MEASURE_MIN_RATIO", 0)
-    monkeypatch.setattr(plan_mod, "gemm_rates", lambda be: {
-        "float64": 1e9, "float32": 2e9, "memory_bytes_per_s": 1e10})
+    _fast_float32(monkeypatch, plan_mod)
     rng = np.random.default_rng(0)
     X = rng.random((300, 3))
     Y = np.stack([np.sin(3 * X.sum(1)), np.cos(2 * X[:, 0])], 1)

@@ -13,6 +13,7 @@ import numpy as np
 
 from .. import run
 from ..errors import InputError, NotPositiveDefiniteError
+from ..grid import grid_expected
 from ..kernel_defaults import EXACT_RESIDUAL, exactness, refinement_of
 from ..options import RunOptions
 from .corruptions import (DEFAULT_LEVELS, LEVEL_MEANING, PIXEL_MODES, check_repeats, corrupt,
@@ -153,8 +154,11 @@ def run_randomization(cfg: Optional[RunOptions] = None, modes="labels", levels=D
     # non-zero); each fit runs this plan and makes none of its own
     width, pending = run.feature_plan(opts.features, X_train, X_test, ds.image_shape,
                                       seed=opts.seed, device=opts.solver.device)
+    # pixels stay on their grid under every corruption but Gaussian inputs
+    grid = (opts.features.name == "raw" and "gaussian" not in modes
+            and grid_expected(opts.kernel.name, X_train))
     plan = run.make_plan(opts.solver, X_train.shape[0], width, n_classes, X_test.shape[0],
-                         reserve=pending)
+                         reserve=pending, grid=grid)
     # clean features: reused by every labels record and to fix the kernel
     F_train, F_test, feature_info = _featurize(opts, X_train, X_test, ds.image_shape)
     # the bandwidth and its record as `kernelfit solve` chooses them (kernel_defaults),

@@ -119,7 +119,8 @@ def solve_exact(kernel: Kernel, X, Y, options: Optional[SolveOptions] = None,
         raise InputError(f"X has {n} rows but the targets have {Y.shape[0]}")
     if plan is not None and plan.n is not None and plan.n != n:
         raise InputError(f"the plan was made for n = {plan.n} training points, X has {n}")
-    splan = plan if plan is not None else _plan(n, d, Y.shape[1], opts, be)
+    splan = plan if plan is not None else _plan(n, d, Y.shape[1], opts, be,
+                                                grid=kernel.int_scale is not None)
     if splan.route == "dask":
         sol = solve_distributed(kernel, X, Y, opts, be, splan)
     elif splan.route == "ooc":
@@ -152,9 +153,10 @@ def solve_exact(kernel: Kernel, X, Y, options: Optional[SolveOptions] = None,
     return sol
 
 
-def _plan(n: int, d: int, m: int, opts: SolveOptions, be: Backend) -> SolvePlan:
+def _plan(n: int, d: int, m: int, opts: SolveOptions, be: Backend, *,
+          grid: bool = False) -> SolvePlan:
     splan = plan_solve(n, d, m, opts, device=be.device, available=be.free_memory(),
-                       check=opts.check_memory, backend=be)
+                       check=opts.check_memory, backend=be, grid=grid)
     if opts.check_memory:
         check(splan, opts, n, d, m)
     return splan

@@ -119,17 +119,26 @@ _RATES: dict = {}
 
 
 def gemm_rates(backend, size: Optional[int] = None, repeats: int = 3) -> dict:
-    """GEMM rates of this process (FLOP/s) in float64 and float32, and memory bandwidth.
+    """Rates of this process for auto's time model: GEMM (FLOP/s) in float64 and float32,
+    thin products, the element-wise finish of kernel values, memory bandwidth.
 
     float64: one ``size``^3 product per repeat, best of ``repeats`` (a few milliseconds on
     a CPU). float32 on a CPU: estimated as twice float64 (SIMD lanes hold twice as many
     float32 values; a small float32 product does not reach the library's rate, so timing
     one would understate it); on a GPU it is measured like float64. Memory: a matrix-vector
     product that reads a 32 MiB matrix (read bandwidth, as K products read kept tiles),
-    best of ``repeats``. Cached per device. In a fresh process on a 2-core virtual machine
-    this took 0.07-0.1 s, where random operands and a 32 MiB copy into fresh memory took
-    0.16-0.33 s (first-touch page faults). Returns {'float64': .., 'float32': ..,
-    'float32_source': .., 'memory_bytes_per_s': .., 'size': ..}.
+    best of ``repeats``. Thin products (``thin_seconds_per_entry``, per dtype):
+    the same 32 MiB, read as float64 or as float32, times ``THIN_COLUMNS`` columns, as the
+    refinement multiplies tiles it reads from memory by its search directions and the
+    preconditioner's factor by its right-hand sides; timed per matrix entry, since with a
+    few columns the library's packing of the matrix, not the flops, sets the time (2 Zen 4
+    cores: 1.15-1.36 ns a float64 entry from 3 to 20 columns, 0.46-0.6 float32). Finish
+    (``finish_entries_per_s``, all cores together): the scaling and exp that turn a chunk
+    of squared distances into kernel values, on one core in cache, times the cores (tiles
+    are finished one per core). Cached per device. In a fresh process on a 2-core virtual
+    machine this took 0.1-0.2 s. Returns {'float64': .., 'float32': ..,
+    'float32_source': .., 'memory_bytes_per_s': .., 'thin_seconds_per_entry': {'float64': .., 'float32': ..}, 'thin_columns': ..,
+    'finish_entries_per_s': .., 'size': ..}.
     """
     key = (backend.device, size)
     if key in _RATES:
@@ -156,8 +165,39 @@ def gemm_rates(backend, size: Optional[int] = None, repeats: int = 3) -> dict:
     v = xp.ones(1024, dtype=xp.float64)
     M @ v
     out["memory_bytes_per_s"] = M.nbytes / _best_seconds(lambda: M @ v, backend, repeats)
+    out["thin_seconds_per_entry"] = {}
+    for name, dt in (("float64", xp.float64), ("float32", xp.float32)):
+        A = M.view(dt)  # the same 32 MiB (1.0 read as float32: finite values)
+        V = xp.ones((A.shape[1], THIN_COLUMNS), dtype=dt)
+        A @ V
+        out["thin_seconds_per_entry"][name] = _best_seconds(lambda: A @ V, backend,
+                                                            repeats) / A.size
+    out["thin_columns"] = THIN_COLUMNS
+    out["finish_entries_per_s"] = _finish_rate(backend, repeats)
     _RATES[key] = out
     return out
+
+
+#: columns of the thin products :func:`gemm_rates` times (MNIST's 10 classes, and the
+#: refinement's directions and iterate together: 20)
+THIN_COLUMNS = 16
+
+
+def _finish_rate(backend, repeats: int) -> float:
+    """Kernel values finished per second from squared distances (scale, then exp) on a
+    2 MiB float64 chunk, as :meth:`kernelfit.kernels.Kernel.block` does chunk by chunk; a
+    CPU finishes one tile per core at once, a GPU one block (measured as is)."""
+    xp = backend.xp
+    chunk = xp.asarray(np.arange(1 << 18, dtype=np.float64) % 977.0)
+    work = xp.empty_like(chunk)
+
+    def finish():
+        xp.multiply(chunk, -1e-3, out=work)
+        xp.exp(work, out=work)
+
+    finish()
+    rate = chunk.size / _best_seconds(finish, backend, repeats)
+    return rate * (n_threads_default() if backend.device == "cpu" else 1)
 
 
 def _best_seconds(f, backend, repeats: int) -> float:

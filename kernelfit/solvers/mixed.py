@@ -54,6 +54,21 @@ class Fallback(Exception):
         self.gram = gram  # K + ridge I in float64 tiles, when every tile was kept
 
 
+def _fallback_seconds(splan, T: TiledSymmetric, timings: dict):
+    """What falling back to float64 is expected to cost, for the refinement to give up
+    when its remaining passes would cost more: the plan's float64 factorization and
+    residual (:func:`kernelfit.solvers.plan.expected_times`), plus a new float64 Gram
+    (what this one took) unless every tile was kept in float64; None without a plan's
+    expected times."""
+    t = (splan.choice or {}).get("expected_time")
+    if not t:
+        return None
+    nt = T.n_tiles
+    reused = (T.kept and len(T.kept) == nt * (nt + 1) // 2
+              and kept_storage(T) == "float64")
+    return float(t["float64_s"]) + (0.0 if reused else float(timings.get("gram", 0.0)))
+
+
 def _float64_gram(T, ridge: float):
     """K + ridge I as float64 tiles made of the kept copies (None unless all were kept as
     float64 values: kept exact integers would need twice their memory to become them)."""
@@ -202,7 +217,8 @@ def solve_mixed(kernel: Kernel, X, Y, opts, be: Backend, splan) -> ExactSolution
 
     t0 = time.perf_counter()
     out = refine(matvec, precond, Yh, tol=splan.tol, max_iter=opts.max_iter,
-                 method=opts.refinement, log=log, give_up_slow=auto, fast_precond=fast)
+                 method=opts.refinement, log=log, give_up_slow=auto, fast_precond=fast,
+                 give_up_after=_fallback_seconds(splan, T, timings) if auto else None)
     timings["solve"] = time.perf_counter() - t0
     if U is not None:  # c of the application the refinement started with
         deflation["sherman_morrison_c"] = fast.c if fast is not None else precond.c
@@ -228,8 +244,9 @@ def solve_mixed(kernel: Kernel, X, Y, opts, be: Backend, splan) -> ExactSolution
                f"{out['relative_residual']:.3e} > tol {splan.tol:g} after "
                f"{out['iterations']} steps")
         if auto:
-            raise Fallback(why + " (cond(K) times the float32 rounding unit is too large)",
-                           timings, gram)
+            because = out.get("gave_up") or ("cond(K) times the float32 rounding unit is "
+                                             "too large")
+            raise Fallback(f"{why}: {because}", timings, gram)
         warnings.warn(why, RuntimeWarning, stacklevel=2)
     what = ("float64 K" if storage == "float64" else
             f"K as the exact integers it is finished from ({storage}; float64 values each "

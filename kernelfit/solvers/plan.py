@@ -19,6 +19,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
+import math
+
 import numpy as np
 
 from ..backend import get_backend
@@ -32,7 +34,8 @@ __all__ = ["SolvePlan", "plan_solve", "plan_mixed", "plan_gram_solve", "prefligh
            "preflight_plan",
            "expected_times", "check",
            "request_of", "plan_request", "would_fit", "max_n_that_fits",
-           "KEEP_COPY_MAX_BYTES", "KEEP_F64_SHARE", "AUTO_TOL", "EXPECTED_PASSES"]
+           "KEEP_COPY_MAX_BYTES", "KEEP_F64_SHARE", "AUTO_TOL", "EXPECTED_PASSES",
+           "FEWEST_PASSES", "WORST_PASSES"]
 
 # The most bytes of off-diagonal tiles copied through a float64 factorization for the
 # residual (the diagonal tiles keep K in their upper triangles at no cost; tiles beyond
@@ -49,8 +52,16 @@ AUTO_TOL = 1e-12
 #: measures only when the float64 factorization is at least MEASURE_MIN_RATIO times that
 RATE_PROBE_FLOPS = 4 * 2.0 * 768 ** 3
 MEASURE_MIN_RATIO = 20
-#: passes over K (products) expected of a refinement to AUTO_TOL, for the time model
+#: passes over K (products) expected of a refinement to AUTO_TOL, for the time model: six on
+#: MNIST pixels (n = 60,000), three to five at n = 10,000-20,000
 EXPECTED_PASSES = 6
+#: ... and the fewest and most it has taken to converge (MNIST pixels: 3 to 6 up to
+#: n = 60,000; Gabor features at n = 10,000: 3 to 14, the longest ending 3 passes past its
+#: best under the drift rule): auto picks the precision whose worst case is less far from
+#: the other's best (see :func:`_auto`). A refinement that would take longer than falling
+#: back gives up early (see :func:`kernelfit.solvers.refine.refine`'s ``give_up_after``)
+FEWEST_PASSES = 3
+WORST_PASSES = 14
 
 
 @dataclass
@@ -128,32 +139,59 @@ def _add_predictions(plan: MemoryPlan, n_test: int, m: int) -> MemoryPlan:
 
 
 def expected_times(n: int, d: int, m: int, ts: int, rates: dict, keep_fraction: float,
-                   f64_keep_fraction: float) -> dict:
+                   f64_keep_fraction: float, *, grid: bool = False) -> dict:
     """Expected seconds of the parts that differ between a float64 and a mixed solve.
 
     float64: the factorization (n^3/3 flop at the float64 GEMM rate) and one K product
-    for the residual; mixed: the factorization at the float32 rate, ``EXPECTED_PASSES``
-    K products and preconditioner solves, and writing the kept float64 tiles. A K product
-    reads kept float64 tiles (4 n^2 bytes for all of them) at memory speed and recomputes
-    the others (n^2 d flop for all of them) at the float64 GEMM rate; a preconditioner
-    solve reads the float32 factor twice (4 n^2 bytes: the refinement applies it in float32
-    while that gains, see :func:`kernelfit.solvers.refine.refine`). Kept tiles are costed as
-    float64 values whatever they hold: exact integers (integer-grid inputs) read half the
-    bytes but take an exp per entry, and the budget holds twice as many of them; the model
-    leaves both out (at n = 60,000 on MNIST it predicted 535 s for mixed, 551 s measured).
+    (m columns) for the residual; mixed: the factorization at the float32 rate, writing
+    its kept tiles, and per refinement pass one K product (the search directions and the
+    iterate: 2m columns) and one preconditioner solve; at ``EXPECTED_PASSES`` passes
+    (``mixed_s``), ``FEWEST_PASSES`` (``mixed_best_s``) and ``WORST_PASSES``
+    (``mixed_worst_s``). The Gram matrix is left out: about the same either way.
+
+    A K product reads each of K's n^2/2 lower entries twice in thin products, (K_ij V_j
+    and K_ij^T V_i), at the measured time per entry of a thin product
+    (``thin_seconds_per_entry``: with a few columns OpenBLAS's packing sets it, so it grows
+    with the columns only beyond ``thin_columns``); kept exact integers (``grid``: inputs
+    on the integer grid, 4 bytes an entry) are first read and finished (scale, exp: the
+    measured finish rate); recomputed entries cost 2 d flop (the float32 GEMM rate on the
+    grid, float64 off it) and a finish. A preconditioner solve is two triangular sweeps
+    over the float32 factor's entries (m columns). ``keep_fraction``: the share of K's
+    lower entries mixed precision keeps (exact integers on the grid: twice the tiles of
+    the same bytes), ``f64_keep_fraction``: the float64 path's, for its residual. Writing
+    the kept tiles: their bytes at the memory bandwidth.
+    (n = 60,000, MNIST pixels, 2 Zen 4 cores: 19 s a pass expected, 15-18 s measured.)
     """
     r64, r32 = rates["float64"], rates["float32"]
     bw = rates.get("memory_bytes_per_s") or r64 / 4.0
+    thin = rates.get("thin_seconds_per_entry") or {}
+    per64 = thin.get("float64") or 16.0 / bw  # unmeasured: two float64 reads an entry
+    per32 = thin.get("float32") or per64 / 2.0
+    wide = float(rates.get("thin_columns") or 16)
+    finish = rates.get("finish_entries_per_s") or math.inf
+    entries = n * n / 2.0
+    recompute = 2.0 * max(d, 1) / (r32 if grid else r64) + 1.0 / finish  # per entry
+    exact = 4.0 / bw + 1.0 / finish if grid else 0.0  # per kept entry, beside its product
 
-    def product(kept):
-        return kept * 4.0 * n * n / bw + (1.0 - kept) * n * n * max(d, 1) / r64
+    def thin_s(per_entry, cols, reads):
+        return reads * entries * per_entry * max(1.0, cols / wide)
 
-    t64 = n ** 3 / 3.0 / r64 + product(f64_keep_fraction)
-    tm = (n ** 3 / 3.0 / r32 + EXPECTED_PASSES * (product(keep_fraction) + 4.0 * n * n / bw)
-          + keep_fraction * 4.0 * n * n / bw)
-    return {"float64_s": t64, "mixed_s": tm, "passes_assumed": EXPECTED_PASSES,
+    def product(kept, per_kept, cols):
+        return (entries * (kept * per_kept + (1.0 - kept) * recompute)
+                + thin_s(per64, cols, 2))
+
+    t64 = n ** 3 / 3.0 / r64 + product(f64_keep_fraction, 0.0, m)  # kept: float64 values
+    per_pass = product(keep_fraction, exact, 2 * m) + thin_s(per32, m, 2)
+    once = n ** 3 / 3.0 / r32 + keep_fraction * entries * (4.0 if grid else 8.0) / bw
+    return {"float64_s": t64, "mixed_s": once + EXPECTED_PASSES * per_pass,
+            "mixed_best_s": once + FEWEST_PASSES * per_pass,
+            "mixed_worst_s": once + WORST_PASSES * per_pass,
+            "pass_s": per_pass, "passes_assumed": EXPECTED_PASSES,
+            "passes_range": [FEWEST_PASSES, WORST_PASSES], "integer_grid": bool(grid),
             "gemm_flops_per_s": {"float64": r64, "float32": r32},
             "float32_rate": rates.get("float32_source", "given"),
+            "thin_seconds_per_entry": {"float64": per64, "float32": per32},
+            "finish_entries_per_s": finish if math.isfinite(finish) else None,
             "memory_bytes_per_s": bw, "kept_fraction": keep_fraction}
 
 
@@ -173,10 +211,13 @@ def _f64_keep(opts, n, ts, device, plan: MemoryPlan, check: bool):
     return budget, (min(budget, full) / full if full > 0 else 1.0)
 
 
-def _mixed_keep(n, ts, plan: MemoryPlan, available):
-    """The tiles of K mixed precision keeps for its refinement products, as bytes of float64
-    tiles: inputs on the integer grid keep exact integers instead, 4 bytes an entry, so the
-    same budget then holds twice the tiles (:func:`kernelfit.solvers.products.kept_dtype`)."""
+def _mixed_keep(n, ts, plan: MemoryPlan, available, grid: bool = False):
+    """The tiles of K mixed precision keeps for its refinement products: ``(budget, share)``,
+    the budget as bytes of float64 tiles and the share of K's lower entries it keeps.
+    Inputs on the integer grid (``grid``) keep exact integers instead, 4 bytes an entry, so
+    the same budget then holds twice the off-diagonal tiles, and the diagonal tiles keep
+    theirs inside the float32 tiles (:func:`kernelfit.solvers.products.kept_dtype`,
+    :func:`~kernelfit.solvers.products.diagonal_in_tiles`)."""
     full = kept_copy_bytes(n, ts, None, diagonal=True)
     if available is None:
         budget = full
@@ -185,13 +226,22 @@ def _mixed_keep(n, ts, plan: MemoryPlan, available):
     kept = kept_copy_bytes(n, ts, budget, diagonal=True)
     if kept:
         plan.add("K tiles kept (refinement)", kept)
-    return budget, (kept / full if full else 1.0)
+    if not grid:
+        return budget, (kept / full if full else 1.0)
+    diagonal = full - (kept_copy_bytes(n, ts, None) - 8 * n)  # diagonal tiles, 8 B an entry
+    off = kept_copy_bytes(n, ts, budget, item_bytes=4) - 8 * n
+    return budget, min(1.0, (diagonal + 2 * off) / full) if full else 1.0
 
 
 def plan_solve(n: int, d: int, m: int, opts: SolveOptions, *, device: str,
                available: Optional[int], check: bool = True, n_test: int = 0,
-               backend=None) -> SolvePlan:
-    """Plan a solve of validated ``opts``: the route, the precision, the memory."""
+               backend=None, grid: bool = False) -> SolvePlan:
+    """Plan a solve of validated ``opts``: the route, the precision, the memory.
+
+    ``grid``: the inputs are stored as exact integers on the integer grid
+    (:func:`kernelfit.grid.to_integer_grid`; CPU only), so K's products run at the float32
+    GEMM rate and kept tiles take 4 bytes an entry: ``precision='auto'``'s time model costs
+    them so (see :func:`expected_times`)."""
     ts = opts.tile_size or default_tile_size(n, device)
     avail = available if check else None
     choice = {"tiles": tile_choice(n, ts, device)}
@@ -210,7 +260,8 @@ def plan_solve(n: int, d: int, m: int, opts: SolveOptions, *, device: str,
     if precision == "auto" and opts.dtype == "float32":
         precision, reason = "float32", "auto: dtype float32 asked for"
     elif precision == "auto":
-        precision, reason = _auto(n, d, m, n_test, ts, opts, device, avail, backend, choice)
+        precision, reason = _auto(n, d, m, n_test, ts, opts, device, avail, backend, choice,
+                                  grid and device == "cpu")
     if precision == "mixed":
         plan = _add_predictions(plan_mixed(n, d, m, ts, device=device, available=avail),
                                 n_test, m)
@@ -238,8 +289,10 @@ def _in_core_plan(n, d, m, n_test, precision, reason, ts, opts, device, avail, c
                      choice=choice, n=n)
 
 
-def _auto(n, d, m, n_test, ts, opts, device, avail, backend, choice):
-    """precision='auto': mixed when its plan fits and it is expected to be faster."""
+def _auto(n, d, m, n_test, ts, opts, device, avail, backend, choice, grid):
+    """precision='auto': mixed when its plan fits and it is expected to be faster: its
+    worst case (``WORST_PASSES``) less slow against a float64 factorization than that is
+    against mixed precision's best case (``FEWEST_PASSES``)."""
     p64 = _in_core(n, d, m, n_test, np.float64, ts, "cholesky", device, avail)
     pm = _add_predictions(plan_mixed(n, d, m, ts, device=device, available=avail),
                           n_test, m)
@@ -256,9 +309,10 @@ def _auto(n, d, m, n_test, ts, opts, device, avail, backend, choice):
         return "float64", ("auto: both fit; the float64 factorization is too small for "
                            "mixed precision to pay for measuring the machine's rates")
     _, f64_kept = _f64_keep(opts, n, ts, device, p64, avail is not None)
-    _, kept = _mixed_keep(n, ts, pm, avail if avail is not None else backend.free_memory())
+    _, kept = _mixed_keep(n, ts, pm, avail if avail is not None else backend.free_memory(),
+                          grid)
     rates = gemm_rates(backend)
-    times = expected_times(n, d, m, ts, rates, kept, f64_kept)
+    times = expected_times(n, d, m, ts, rates, kept, f64_kept, grid=grid)
     choice["expected_time"] = times
     if rates["float32"] <= rates["float64"]:
         # the factorization is where mixed precision saves; the model's other terms (a
@@ -267,11 +321,18 @@ def _auto(n, d, m, n_test, ts, opts, device, avail, backend, choice):
                            f"({rates['float32'] / 1e9:.3g} against "
                            f"{rates['float64'] / 1e9:.3g} GFLOP/s): a float64 "
                            "factorization expected faster")
-    if times["mixed_s"] < times["float64_s"]:
-        return "mixed", (f"auto: mixed precision expected faster ({times['mixed_s']:.3g} s "
-                         f"against {times['float64_s']:.3g} s for a float64 factorization)")
-    return "float64", (f"auto: a float64 factorization expected faster "
-                       f"({times['float64_s']:.3g} s against {times['mixed_s']:.3g} s mixed)")
+    t64, tm = times["float64_s"], times["mixed_s"]
+    tb, tw = times["mixed_best_s"], times["mixed_worst_s"]
+    span = (f"{tb:.3g}-{tw:.3g} s at {FEWEST_PASSES}-{WORST_PASSES} refinement passes of "
+            f"{times['pass_s']:.3g} s")
+    # the refinement's pass count is known only after the factorization: pick the precision
+    # whose worst case is less slow against the other's best, tw / t64 < t64 / tb (the two
+    # regrets), i.e. the geometric mean of mixed precision's extremes below float64's time
+    if tb * tw < t64 * t64:
+        return "mixed", (f"auto: mixed precision expected faster ({tm:.3g} s, {span}, "
+                         f"against {t64:.3g} s for a float64 factorization)")
+    return "float64", (f"auto: a float64 factorization expected faster ({t64:.3g} s against "
+                       f"{tm:.3g} s mixed; {span})")
 
 
 def request_of(opts: SolveOptions, n: int, d: int, m: int, n_test: int = 0) -> dict:
@@ -331,12 +392,13 @@ def max_n_that_fits(available: int, request: dict) -> int:
 
 
 def preflight_plan(cfg, n: int, d: int, n_classes: int, n_test: int, *,
-                   reserve: int = 0) -> SolvePlan:
+                   reserve: int = 0, grid: bool = False) -> SolvePlan:
     """The run layer's memory pre-flight: the one plan of the solve, checked (raises
     :class:`~kernelfit.errors.MemoryPlanError` when it does not fit). ``cfg`` is a
     :class:`kernelfit.options.SolverOptions`; the solve runs this plan
     (``solve_exact(..., plan=)``). ``reserve``: host bytes the data will take before the
-    solve runs (features not computed yet), not available to it."""
+    solve runs (features not computed yet), not available to it. ``grid``: the solve's
+    inputs will be stored on the integer grid (see :func:`plan_solve`)."""
     be = get_backend(cfg.device)
     opts = SolveOptions(solver=cfg.solver, ridge=cfg.ridge, dtype=cfg.dtype,
                         tile_size=cfg.tile_size, device=be.device, precision=cfg.precision,
@@ -345,7 +407,7 @@ def preflight_plan(cfg, n: int, d: int, n_classes: int, n_test: int, *,
                         distributed=cfg.distributed, residual=True).validate()
     available = be.free_memory(reserve=reserve) if reserve else be.free_memory()
     splan = plan_solve(n, d, n_classes, opts, device=be.device, available=available,
-                       n_test=n_test, backend=be)
+                       n_test=n_test, backend=be, grid=grid)
     check(splan, opts, n, d, n_classes, n_test)
     return splan
 

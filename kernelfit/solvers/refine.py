@@ -86,7 +86,8 @@ def _rel(R, ynorm: float) -> float:
 def refine(matvec: Callable, precond: Callable, Y, *, tol: float = 1e-10,
            max_iter: int = 30, method: str = "cg", x0=None, show_progress=None,
            log: Optional[list] = None, give_up_slow: bool = False,
-           fast_precond: Optional[Callable] = None) -> dict:
+           fast_precond: Optional[Callable] = None,
+           give_up_after: Optional[float] = None) -> dict:
     """Solve K X = Y to ``||Y - K X||_F <= tol ||Y||_F`` with K products from ``matvec``.
 
     ``matvec(V)`` returns K V in float64 (V is (n, c)); ``precond(R)`` applies M^-1 (the
@@ -103,7 +104,10 @@ def refine(matvec: Callable, precond: Callable, Y, *, tol: float = 1e-10,
     pass), ``iterations`` (updates of alpha after the initial solve), ``matvecs`` (passes
     over K), ``converged``, ``fast_passes`` (passes whose step came from ``fast_precond``).
     ``give_up_slow``: stop as soon as the last three steps' rate of decrease cannot reach
-    ``tol`` within ``max_iter`` steps (the caller then has a better way).
+    ``tol`` within ``max_iter`` steps (the caller then has a better way), or, with
+    ``give_up_after`` (seconds: what that better way is expected to cost), as soon as the
+    passes still needed at that rate would take longer, at the median of the last three
+    passes' seconds; ``gave_up`` then says why (else None).
     """
     if method not in REFINEMENTS:
         raise InputError(f"refinement must be one of {', '.join(REFINEMENTS)}, got {method!r}")
@@ -126,6 +130,7 @@ def refine(matvec: Callable, precond: Callable, Y, *, tol: float = 1e-10,
     converged = history[-1] <= tol
     stalled = rising = 0
     best = (history[-1], x, KX)
+    gave_up = None
     fresh = True  # KX is a direct product of x
     R_prev = R
     if not converged and method == "cg":
@@ -182,9 +187,8 @@ def refine(matvec: Callable, precond: Callable, Y, *, tol: float = 1e-10,
             stalled = PATIENCE[method]
         converged = history[-1] <= tol
         if give_up_slow and not converged and iterations >= 3:
-            rate = (history[-1] / max(history[-4], 1e-300)) ** (1.0 / 3.0)
-            if rate >= 1.0 or math.log(tol / history[-1]) / math.log(rate) > \
-                    max_iter - iterations:
+            gave_up = _too_slow(history, times, tol, max_iter - iterations, give_up_after)
+            if gave_up:
                 stalled = PATIENCE[method]
                 break
         if converged or stalled >= PATIENCE[method]:
@@ -205,7 +209,27 @@ def refine(matvec: Callable, precond: Callable, Y, *, tol: float = 1e-10,
     return {"alpha": x, "K_alpha": KX, "history": history, "step_seconds": times,
             "iterations": iterations, "matvecs": matvecs, "converged": bool(res <= tol),
             "fast_passes": fast_passes, "fast_precond": fast_precond is not None,
-            "relative_residual": res, "stalled": stalled >= PATIENCE[method] and res > tol}
+            "relative_residual": res, "stalled": stalled >= PATIENCE[method] and res > tol,
+            "gave_up": gave_up}
+
+
+def _too_slow(history, times, tol, steps_left, seconds_left) -> Optional[str]:
+    """Why the refinement should give up (see :func:`refine`'s ``give_up_slow``), or None:
+    at the last three passes' rate of decrease, reaching ``tol`` takes more than
+    ``steps_left`` passes, or more than ``seconds_left`` seconds (None: no limit)."""
+    rate = (history[-1] / max(history[-4], 1e-300)) ** (1.0 / 3.0)
+    if rate >= 1.0:
+        return f"the residual did not fall over the last three passes ({history[-1]:.2e})"
+    needed = math.log(tol / history[-1]) / math.log(rate)
+    if needed > steps_left:
+        return (f"at {rate:.2g} per pass it would need {needed:.0f} more passes, "
+                f"more than the {steps_left} allowed")
+    pass_s = sorted(times[-3:])[1]
+    if seconds_left is not None and needed * pass_s > seconds_left:
+        return (f"at {rate:.2g} per pass its {needed:.0f} more passes of {pass_s:.3g} s "
+                f"would take longer than the {seconds_left:.3g} s the other way is "
+                "expected to")
+    return None
 
 
 def refinement_info(out: dict, opts, *, shift: float = 0.0, attempts=None, log=None,
