@@ -6,8 +6,9 @@
 Each configuration (MNIST, raw pixels or Gabor features, n training images, a memory limit
 through ``KERNELFIT_MEMORY_LIMIT`` that sets how much of K mixed precision may keep) is
 solved twice, each time in a fresh ``kernelfit solve --json`` process: once with
-``--precision auto``, once with the precision auto did not pick (``mixed`` or
-``float64``; ``mixed`` where auto tried it and fell back to float64). A forced mixed run
+``--precision auto``, once the other way: ``mixed`` where auto factored in float64,
+``float64`` where it chose mixed (kept it, or fell back to float64: its fit then counts
+the attempt at mixed precision, ``precision_fallback.mixed_timings``). A forced mixed run
 stops after ``MIXED_PASSES`` passes, converged or not (``--tolerance 1``), and says which.
 Recorded per run: the precision, auto's reason and expected times (its
 model: factorization, refinement passes, kept share), the stage times, the refinement's
@@ -56,6 +57,8 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data-dir", default=None, help="folder holding mnist/")
     p.add_argument("--n-test", type=int, default=1000)
+    p.add_argument("--configs", default=",".join(c[0] for c in CONFIGS),
+                   help="the configurations to run, comma-separated (default: all)")
     add_output_args(p, str(HERE / "results"),
                     "random arrays (n = 6,500, 40 columns), one configuration")
     return p.parse_args(argv)
@@ -83,11 +86,15 @@ def solve(args, cfg, precision: str, workdir: Path) -> dict:
                 "stderr_tail": proc.stderr[-1500:]}
     rec = json.loads(proc.stdout)
     t = rec.get("timings") or {}
+    fallback = rec.get("precision_fallback") or {}
+    # auto's attempt at mixed precision before it fell back: part of its fit
+    attempt = sum(float(v) for v in (fallback.get("mixed_timings") or {}).values())
     steps = rec.get("refinement_step_seconds") or []
     return {"precision_asked": precision, "status": "ok", "precision": rec.get("precision"),
             "precision_reason": rec.get("precision_reason"),
             "expected_time": (rec.get("plan_choice") or {}).get("expected_time"),
-            "timings": t, "fit_s": sum(t.get(k, 0.0) for k in FIT_STAGES),
+            "timings": t, "mixed_attempt_s": attempt,
+            "fit_s": sum(t.get(k, 0.0) for k in FIT_STAGES) + attempt,
             "passes": len(steps), "step_s": steps,
             # a pass: its K product and its preconditioner solve (the steps' seconds leave
             # the solve out), so the refinement's seconds over its passes
@@ -104,7 +111,8 @@ def compare(auto: dict, other: dict) -> dict:
     if auto.get("status") != "ok" or other.get("status") != "ok":
         return {"verdict": "a run failed"}
     t = auto.get("expected_time") or {}
-    mixed = auto if auto["precision"] == "mixed" else other
+    mixed = auto if auto["precision"] == "mixed" else other if other["precision"] == "mixed" \
+        else {"seconds_per_pass": None, "passes": None}
     # a forced mixed run that did not converge within MIXED_PASSES is no faster way
     other_done = other["precision"] != "mixed" or bool(other.get("converged"))
     out = {"auto_picked": auto["precision"], "auto_fell_back": bool(auto["precision_fallback"]),
@@ -125,7 +133,14 @@ def main(argv=None) -> int:
     if not args.dry_run and not args.data_dir:
         print("give --data-dir (the folder holding mnist/) or --dry-run", file=sys.stderr)
         return 2
-    configs = (("random-6500", "raw", 6500, None),) if args.dry_run else CONFIGS
+    names = [c.strip() for c in args.configs.split(",") if c.strip()]
+    unknown = sorted(set(names) - {c[0] for c in CONFIGS})
+    if unknown and not args.dry_run:
+        print(f"unknown configuration {unknown[0]!r}: choose from "
+              f"{', '.join(c[0] for c in CONFIGS)}", file=sys.stderr)
+        return 2
+    configs = ((("random-6500", "raw", 6500, None),) if args.dry_run
+               else tuple(c for c in CONFIGS if c[0] in names))
     machine = describe_machine()
     results, ok = [], True
     with tempfile.TemporaryDirectory(prefix="kernelfit-auto-") as tmp:
@@ -141,9 +156,11 @@ def main(argv=None) -> int:
         for cfg in configs:
             auto = solve(args, cfg, "auto", work)
             picked = auto.get("precision")
+            # the other way: mixed where auto factored in float64 from the start, float64
+            # where auto chose mixed, kept it or fell back (its attempt is in its record)
             fell_back = bool(auto.get("precision_fallback"))
-            other = solve(args, cfg, "float64" if picked == "mixed" and not fell_back
-                          else "mixed", work)
+            other = solve(args, cfg, "mixed" if picked == "float64" and not fell_back
+                          else "float64", work)
             row = {"config": cfg[0], "features": cfg[1], "n": cfg[2],
                    "memory_limit_bytes": cfg[3], "auto": auto, "other": other,
                    "comparison": compare(auto, other)}

@@ -164,6 +164,7 @@ def test_auto_falls_back_to_float64_with_one_line(monkeypatch, caplog):
     assert sol.info["precision"] == "float64" and sol.dtype == "float64"
     assert "fell back to float64" in sol.info["precision_reason"]
     assert sol.info["precision_fallback"]["reason"]
+    assert "mixed_s" in sol.info["plan_choice"]["expected_time"]  # what auto expected
     # every float64 tile was kept: the fallback factors those instead of a new Gram
     assert sol.info["precision_fallback"]["reused_float64_tiles"]
     assert not sol.info["kept_k_for_residual"]

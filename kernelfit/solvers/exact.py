@@ -142,6 +142,7 @@ def solve_exact(kernel: Kernel, X, Y, options: Optional[SolveOptions] = None,
             sol.info["precision_fallback"] = {"reason": fb.reason,
                                               "mixed_timings": dict(fb.timings),
                                               "reused_float64_tiles": fb.gram is not None}
+            sol.info["plan_choice"] = splan.choice  # what auto expected when it chose mixed
             splan = None
     else:
         sol = solve_in_core(kernel, X, Y, opts, be, splan)
