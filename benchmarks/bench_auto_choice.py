@@ -45,9 +45,9 @@ CONFIGS = (("pixels-10k", "raw", 10000, None),
            ("pixels-20k-4GB", "raw", 20000, 4e9),
            ("gabor-20k", "gabor", 20000, None),
            ("gabor-20k-4GB", "gabor", 20000, 4e9))
-#: a forced mixed run stops after this many passes (auto's worst case) whatever its residual
-#: (``--tolerance 1``: recorded, not refused), so that a refinement that cannot converge
-#: still gives its pass times
+#: a forced mixed run stops after this many passes (beyond the 14 auto's model allows for)
+#: whatever its residual (``--tolerance 1``: recorded, not refused), so that a refinement
+#: that cannot converge still gives its pass times
 MIXED_PASSES = 18
 #: the fit's stages: what a precision changes (predictions, loading and features do not)
 FIT_STAGES = ("gram", "factor", "solve", "residual")

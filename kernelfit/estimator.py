@@ -73,8 +73,9 @@ class KernelInterpolator(BaseEstimator):
         'mixed' stores and factors K in float32 and refines the solution to float64
         accuracy (preconditioned CG or iterative refinement against exact float64 kernel
         products); 'auto' picks mixed when its plan fits and it is expected faster, with a
-        fallback to float64 when refinement cannot reach the float64 residual, else float64
-        (an explicit ``dtype='float32'`` keeps the plain float32 solve).
+        fallback to float64 when refinement cannot reach the float64 residual or would
+        reach it later than a float64 factorization, else float64 (an explicit
+        ``dtype='float32'`` keeps the plain float32 solve).
     tol : float, default 1e-10
         Relative residual ||Y - K alpha|| / ||Y|| at which refinement stops.
     max_iter : int or None

@@ -74,7 +74,8 @@ def add_solver_arguments(p) -> None:
                    help="mixed: K stored/factored in float32, solution refined to float64 "
                         "accuracy against float64 kernel products; auto: mixed when it fits "
                         "and is expected faster (falls back to float64 when it cannot reach "
-                        "the float64 residual), else float64")
+                        "the float64 residual, or would reach it later than a float64 "
+                        "factorization), else float64")
     b.add_argument("--tol", type=finite_float, default=1e-10,
                    help="relative residual at which mixed-precision refinement stops")
     b.add_argument("--max-iter", type=positive_int, default=None,
