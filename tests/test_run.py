@@ -23,9 +23,9 @@ def _fast_float32(monkeypatch, plan_mod):
     """auto measures nothing and sees float32 GEMM twice as fast as float64."""
     monkeypatch.setattr(plan_mod, "MEASURE_MIN_RATIO", 0)
     monkeypatch.setattr(plan_mod, "gemm_rates", lambda be: {
-        "float64": 1e9, "float32": 2e9, "memory_bytes_per_s": 1e10,
-        "thin_seconds_per_entry": {"float64": 1e-10, "float32": 5e-11},
-        "finish_entries_per_s": 1e12})
+        "float64": 1e7, "float32": 2e7, "memory_bytes_per_s": 1e8,
+        "thin_seconds_per_entry": {"float64": 1e-8, "float32": 5e-9},
+        "finish_entries_per_s": 1e10})
 
 
 def test_solve_arrays_is_the_estimator_fit():

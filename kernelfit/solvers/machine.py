@@ -137,8 +137,9 @@ def gemm_rates(backend, size: Optional[int] = None, repeats: int = 3) -> dict:
     of squared distances into kernel values, on one core in cache, times the cores (tiles
     are finished one per core). Cached per device. In a fresh process on a 2-core virtual
     machine this took 0.1-0.2 s. Returns {'float64': .., 'float32': ..,
-    'float32_source': .., 'memory_bytes_per_s': .., 'thin_seconds_per_entry': {'float64': .., 'float32': ..}, 'thin_columns': ..,
-    'finish_entries_per_s': .., 'size': ..}.
+    'float32_source': .., 'memory_bytes_per_s': .., 'thin_seconds_per_entry':
+    {'float64': .., 'float32': ..}, 'thin_columns': .., 'finish_entries_per_s': ..,
+    'size': ..}.
     """
     key = (backend.device, size)
     if key in _RATES:

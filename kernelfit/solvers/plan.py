@@ -16,10 +16,9 @@ expected times come from flop and byte counts over rates measured in this proces
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Optional
-
-import math
 
 import numpy as np
 
@@ -149,7 +148,7 @@ def expected_times(n: int, d: int, m: int, ts: int, rates: dict, keep_fraction: 
     (``mixed_s``), ``FEWEST_PASSES`` (``mixed_best_s``) and ``WORST_PASSES``
     (``mixed_worst_s``). The Gram matrix is left out: about the same either way.
 
-    A K product reads each of K's n^2/2 lower entries twice in thin products, (K_ij V_j
+    A K product reads each of K's n^2/2 lower entries twice in thin products (K_ij V_j
     and K_ij^T V_i), at the measured time per entry of a thin product
     (``thin_seconds_per_entry``: with a few columns OpenBLAS's packing sets it, so it grows
     with the columns only beyond ``thin_columns``); kept exact integers (``grid``: inputs
@@ -217,7 +216,8 @@ def _mixed_keep(n, ts, plan: MemoryPlan, available, grid: bool = False):
     Inputs on the integer grid (``grid``) keep exact integers instead, 4 bytes an entry, so
     the same budget then holds twice the off-diagonal tiles, and the diagonal tiles keep
     theirs inside the float32 tiles (:func:`kernelfit.solvers.products.kept_dtype`,
-    :func:`~kernelfit.solvers.products.diagonal_in_tiles`)."""
+    :func:`~kernelfit.solvers.products.diagonal_in_tiles`: Gaussian and Laplacian; the
+    normalized kernel's diagonal tiles take budget, which the share leaves out)."""
     full = kept_copy_bytes(n, ts, None, diagonal=True)
     if available is None:
         budget = full

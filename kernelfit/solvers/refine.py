@@ -106,8 +106,8 @@ def refine(matvec: Callable, precond: Callable, Y, *, tol: float = 1e-10,
     ``give_up_slow``: stop as soon as the last three steps' rate of decrease cannot reach
     ``tol`` within ``max_iter`` steps (the caller then has a better way), or, with
     ``give_up_after`` (seconds: what that better way is expected to cost), as soon as the
-    passes still needed at that rate would take longer, at the median of the last three
-    passes' seconds; ``gave_up`` then says why (else None).
+    passes still needed at that rate would take longer, at the seconds a pass has taken so
+    far (its K product and preconditioner solve); ``gave_up`` then says why (else None).
     """
     if method not in REFINEMENTS:
         raise InputError(f"refinement must be one of {', '.join(REFINEMENTS)}, got {method!r}")
@@ -187,7 +187,8 @@ def refine(matvec: Callable, precond: Callable, Y, *, tol: float = 1e-10,
             stalled = PATIENCE[method]
         converged = history[-1] <= tol
         if give_up_slow and not converged and iterations >= 3:
-            gave_up = _too_slow(history, times, tol, max_iter - iterations, give_up_after)
+            gave_up = _too_slow(history, (time.perf_counter() - t0) / len(history), tol,
+                                max_iter - iterations, give_up_after)
             if gave_up:
                 stalled = PATIENCE[method]
                 break
@@ -213,10 +214,11 @@ def refine(matvec: Callable, precond: Callable, Y, *, tol: float = 1e-10,
             "gave_up": gave_up}
 
 
-def _too_slow(history, times, tol, steps_left, seconds_left) -> Optional[str]:
+def _too_slow(history, pass_s, tol, steps_left, seconds_left) -> Optional[str]:
     """Why the refinement should give up (see :func:`refine`'s ``give_up_slow``), or None:
     at the last three passes' rate of decrease, reaching ``tol`` takes more than
-    ``steps_left`` passes, or more than ``seconds_left`` seconds (None: no limit)."""
+    ``steps_left`` passes, or more than ``seconds_left`` seconds (None: no limit) at
+    ``pass_s`` seconds a pass."""
     rate = (history[-1] / max(history[-4], 1e-300)) ** (1.0 / 3.0)
     if rate >= 1.0:
         return f"the residual did not fall over the last three passes ({history[-1]:.2e})"
@@ -224,7 +226,6 @@ def _too_slow(history, times, tol, steps_left, seconds_left) -> Optional[str]:
     if needed > steps_left:
         return (f"at {rate:.2g} per pass it would need {needed:.0f} more passes, "
                 f"more than the {steps_left} allowed")
-    pass_s = sorted(times[-3:])[1]
     if seconds_left is not None and needed * pass_s > seconds_left:
         return (f"at {rate:.2g} per pass its {needed:.0f} more passes of {pass_s:.3g} s "
                 f"would take longer than the {seconds_left:.3g} s the other way is "
