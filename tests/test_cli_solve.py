@@ -55,6 +55,11 @@ def test_solve_table_output(capsys):
                  "--kernel", "normalized", "--degree", "4"]) == 0
     out = capsys.readouterr().out
     assert "test error" in out and "relative residual" in out and "time per stage" in out
+    assert "precision                float64" in out  # 300 points: auto keeps float64
+    assert main(["solve", "--dataset", "digits", "--n-train", "300", "--n-test", "100",
+                 "--bandwidth", "5", "--precision", "mixed", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "mixed (float32 factor, " in out and "float64 refinement passes)" in out
 
 
 def test_save_and_predict_roundtrip(tmp_path, capsys):

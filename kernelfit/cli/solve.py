@@ -40,6 +40,7 @@ def render(rec: dict) -> None:
         ("n_train x d", f"{rec['n_train']} x {rec['n_features']}"),
         ("n_test", rec["n_test"]),
         ("solver / dtype / device", f"{rec['solver']} / {rec['dtype']} / {rec['device']}"),
+        ("precision", _precision(rec)),
         ("ridge", rec["ridge"]),
         ("seed", rec["seed"]),
         ("train error", _pct(rec["train_error"])),
@@ -57,6 +58,18 @@ def render(rec: dict) -> None:
     print_table([(k, f"{v:.3f} s") for k, v in t.items()], title="time per stage")
     if rec.get("saved_model"):
         print(f"model saved to {rec['saved_model']}")
+
+
+def _precision(rec: dict) -> str:
+    """How the solve computed: 'float64', 'mixed (float32 factor, N refinement passes)',
+    or the float64 a mixed attempt fell back to."""
+    precision = rec.get("precision") or rec["dtype"]
+    if rec.get("precision_fallback"):
+        return f"{precision} (fell back from mixed precision; see precision_reason in --json)"
+    if precision == "mixed":
+        passes = len(rec.get("refinement_history") or [])
+        return f"mixed (float32 factor, {passes} float64 refinement passes)"
+    return precision
 
 
 def run(args) -> int:
