@@ -80,7 +80,10 @@ def solve(args, cfg, precision: str, workdir: Path) -> dict:
              if precision == "mixed" else [])
     cmd = [sys.executable, "-m", "kernelfit", "solve", *data, "--precision", precision,
            *bound, "--json", "--no-progress"]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=3600)
+    try:
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=3600)
+    except subprocess.TimeoutExpired:
+        return {"precision_asked": precision, "status": "timed out after 3600 s"}
     if proc.returncode != 0:
         return {"precision_asked": precision, "status": "failed",
                 "stderr_tail": proc.stderr[-1500:]}

@@ -544,4 +544,5 @@ def test_auto_hedges_by_regret_not_by_the_worst_case_alone(monkeypatch):
     sp = _plan_auto(monkeypatch, 10000, 717, grid=True)
     t = sp.choice["expected_time"]
     assert sp.precision == "mixed"
-    assert t["mixed_best_s"] * t["mixed_worst_s"] < t["float64_s"] ** 2
+    assert t["mixed_worst_s"] > t["float64_s"]  # a rule on the worst case would not
+    assert t["mixed_worst_s"] / t["float64_s"] < t["float64_s"] / t["mixed_best_s"]
