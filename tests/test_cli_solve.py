@@ -60,6 +60,10 @@ def test_solve_table_output(capsys):
                  "--bandwidth", "5", "--precision", "mixed", "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert "mixed (float32 factor, " in out and "float64 refinement passes)" in out
+    from kernelfit.cli.solve import _precision
+
+    fell_back = {"precision": "float64", "dtype": "float64", "precision_fallback": {"r": 1}}
+    assert _precision(fell_back).startswith("float64 (fell back from mixed precision")
 
 
 def test_save_and_predict_roundtrip(tmp_path, capsys):

@@ -61,8 +61,8 @@ def render(rec: dict) -> None:
 
 
 def _precision(rec: dict) -> str:
-    """How the solve computed: 'float64', 'mixed (float32 factor, N refinement passes)',
-    or the float64 a mixed attempt fell back to."""
+    """How the solve computed: its precision ('float64', 'float32'), 'mixed (float32
+    factor, N float64 refinement passes)', or the float64 a mixed attempt fell back to."""
     precision = rec.get("precision") or rec["dtype"]
     if rec.get("precision_fallback"):
         return f"{precision} (fell back from mixed precision; see precision_reason in --json)"
