@@ -439,8 +439,9 @@ def test_diagonal_tiles_stay_apart_where_their_integers_could_read_as_nan():
 
 
 def test_gemm_rates_measure_this_process_once():
-    """auto's probe: a float64 GEMM rate and a read bandwidth, both positive and finite,
-    float32 estimated at twice float64 on the CPU, cached per device and size."""
+    """auto's probe: a float64 GEMM rate, a read bandwidth, thin products per entry and a
+    finish rate, all positive and finite, float32 estimated at twice float64 on the CPU,
+    cached per device and size."""
     import math
 
     from kernelfit.solvers import machine
@@ -450,4 +451,8 @@ def test_gemm_rates_measure_this_process_once():
     assert all(math.isfinite(r[k]) and r[k] > 0 for k in ("float64", "float32",
                                                            "memory_bytes_per_s"))
     assert r["float32"] == 2.0 * r["float64"] and "twice" in r["float32_source"]
+    # thin products per matrix entry (both dtypes) and the finish rate, for the passes
+    assert all(math.isfinite(v) and 0 < v < 1e-6 for v in r["thin_seconds_per_entry"].values())
+    assert set(r["thin_seconds_per_entry"]) == {"float64", "float32"}
+    assert r["thin_columns"] == machine.THIN_COLUMNS and r["finish_entries_per_s"] > 1e6
     assert machine.gemm_rates(get_backend("cpu"), size=128) is r
