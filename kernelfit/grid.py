@@ -68,14 +68,12 @@ def grid_expected(kernel_name: str, X) -> bool:
     plan made before the solve: the kernel allows it and a seeded sample of 256 rows is on
     a grid with no row whose squared norm there reaches 2^24 (a guess from the sample; the
     solve checks every row)."""
-    if kernel_name not in INT_GRID_KERNELS:
+    sample = _sample(X) if kernel_name in INT_GRID_KERNELS else None
+    if sample is None:
         return False
-    sample = _sample(X)
-    for s in _sampled_scales(X):
-        norms = np.einsum("ij,ij->i", sample, sample) * (s * s)
-        if np.count_nonzero(norms >= _F32_EXACT) <= sample.shape[0] // _HEAVY_ROWS_PER:
-            return True
-    return False
+    norms = np.einsum("ij,ij->i", sample, sample)
+    return any(_on_grid(sample, s) and np.count_nonzero(norms * (s * s) >= _F32_EXACT)
+               <= sample.shape[0] // _HEAVY_ROWS_PER for s in _GRID_SCALES)
 
 
 def grid_float32(X, scales=_GRID_SCALES, *, columns=None, max_heavy=None):
