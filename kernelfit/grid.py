@@ -52,10 +52,11 @@ def _sample(X):
     return X[rows]
 
 
-def _sampled_scales(X, scales=_GRID_SCALES):
+def _sampled_scales(X, scales=_GRID_SCALES, sample=None):
     """The scales of ``scales`` under which a seeded sample of 256 rows of ``X`` (a float
-    NumPy array) is on the grid: the candidates, each still to be checked on all of ``X``."""
-    sample = _sample(X)
+    NumPy array; ``sample``: that sample, taken already) is on the grid: the candidates,
+    each still to be checked on all of ``X``."""
+    sample = _sample(X) if sample is None else sample
     if sample is None:
         return
     for s in scales:
@@ -72,8 +73,9 @@ def grid_expected(kernel_name: str, X) -> bool:
     if sample is None:
         return False
     norms = np.einsum("ij,ij->i", sample, sample)
-    return any(_on_grid(sample, s) and np.count_nonzero(norms * (s * s) >= _F32_EXACT)
-               <= sample.shape[0] // _HEAVY_ROWS_PER for s in _GRID_SCALES)
+    return any(np.count_nonzero(norms * (s * s) >= _F32_EXACT)
+               <= sample.shape[0] // _HEAVY_ROWS_PER
+               for s in _sampled_scales(X, sample=sample))
 
 
 def grid_float32(X, scales=_GRID_SCALES, *, columns=None, max_heavy=None):

@@ -16,7 +16,8 @@ The steps, each usable alone:
                           :func:`kernelfit.kernel_defaults.choose_bandwidth`) and fixed
                           once on the training inputs, with the record of the choice
 - :func:`make_plan`       the one plan of the solve (route, precision, memory), refused
-                          before any feature is computed (:func:`preflight`: its record)
+                          before any feature is computed (:func:`preflight`: its record;
+                          :func:`grid_inputs`: whether its inputs will be exact integers)
 - :func:`fit`             the exact solve (a fitted :class:`~kernelfit.KernelInterpolator`),
                           running that plan
 - :func:`evaluate`        test error and prediction time
@@ -45,7 +46,8 @@ from .memory import fmt_bytes, peak_rss_bytes
 from .options import FeatureOptions, KernelOptions, RunOptions, SolverOptions
 
 __all__ = ["run_solve", "solve_arrays", "resolve_device", "load", "featurize",
-           "feature_cache_dir", "feature_plan", "choose_kernel", "make_plan", "preflight",
+           "feature_cache_dir", "feature_plan", "choose_kernel", "make_plan", "grid_inputs",
+           "preflight",
            "solve_width", "make_estimator", "fit", "evaluate", "computed_dtype",
            "solve_record", "relative_residual", "versions"]
 
@@ -162,6 +164,13 @@ def make_plan(cfg: SolverOptions, n: int, d: int, n_classes: int, n_test: int, *
     from .solvers.plan import preflight_plan
 
     return preflight_plan(cfg, n, d, n_classes, n_test, reserve=reserve, grid=grid)
+
+
+def grid_inputs(opts: RunOptions, X_train) -> bool:
+    """Whether the solve of ``X_train`` (inputs before ``opts.features``) is expected to
+    store its inputs as exact integers (:func:`kernelfit.grid.grid_expected`): raw inputs
+    only, a feature map's outputs are off the grid. For :func:`make_plan`'s ``grid``."""
+    return opts.features.name == "raw" and grid_expected(opts.kernel.name, X_train)
 
 
 def preflight(cfg: SolverOptions, n: int, d: int, n_classes: int, n_test: int) -> dict:
@@ -363,8 +372,7 @@ def run_solve(opts: RunOptions) -> dict:
                                   cached=opts.features.cache)
     plan = make_plan(opts.solver, ds.X_train.shape[0], width,
                      int(np.unique(np.asarray(ds.y_train)).shape[0]), ds.X_test.shape[0],
-                     reserve=pending, grid=(opts.features.name == "raw"
-                                            and grid_expected(opts.kernel.name, ds.X_train)))
+                     reserve=pending, grid=grid_inputs(opts, ds.X_train))
     t0 = time.perf_counter()
     X_train, X_test, feature_info, fmap = featurize(
         opts.features, ds.X_train, ds.X_test, ds.image_shape, seed=opts.seed,

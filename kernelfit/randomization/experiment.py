@@ -13,7 +13,6 @@ import numpy as np
 
 from .. import run
 from ..errors import InputError, NotPositiveDefiniteError
-from ..grid import grid_expected
 from ..kernel_defaults import EXACT_RESIDUAL, exactness, refinement_of
 from ..options import RunOptions
 from .corruptions import (DEFAULT_LEVELS, LEVEL_MEANING, PIXEL_MODES, check_repeats, corrupt,
@@ -155,8 +154,7 @@ def run_randomization(cfg: Optional[RunOptions] = None, modes="labels", levels=D
     width, pending = run.feature_plan(opts.features, X_train, X_test, ds.image_shape,
                                       seed=opts.seed, device=opts.solver.device)
     # pixels stay on their grid under every corruption but Gaussian inputs
-    grid = (opts.features.name == "raw" and "gaussian" not in modes
-            and grid_expected(opts.kernel.name, X_train))
+    grid = "gaussian" not in modes and run.grid_inputs(opts, X_train)
     plan = run.make_plan(opts.solver, X_train.shape[0], width, n_classes, X_test.shape[0],
                          reserve=pending, grid=grid)
     # clean features: reused by every labels record and to fix the kernel

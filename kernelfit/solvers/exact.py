@@ -121,6 +121,7 @@ def solve_exact(kernel: Kernel, X, Y, options: Optional[SolveOptions] = None,
         raise InputError(f"the plan was made for n = {plan.n} training points, X has {n}")
     splan = plan if plan is not None else _plan(n, d, Y.shape[1], opts, be,
                                                 grid=kernel.int_scale is not None)
+    fell_back = False
     if splan.route == "dask":
         sol = solve_distributed(kernel, X, Y, opts, be, splan)
     elif splan.route == "ooc":
@@ -142,15 +143,13 @@ def solve_exact(kernel: Kernel, X, Y, options: Optional[SolveOptions] = None,
             sol.info["precision_fallback"] = {"reason": fb.reason,
                                               "mixed_timings": dict(fb.timings),
                                               "reused_float64_tiles": fb.gram is not None}
-            sol.info["plan_choice"] = splan.choice  # what auto expected when it chose mixed
-            splan = None
+            fell_back = True
     else:
         sol = solve_in_core(kernel, X, Y, opts, be, splan)
-    if splan is not None and opts.solver == "cholesky":
+    if not fell_back and opts.solver == "cholesky":
         sol.info["precision"] = sol.info.get("precision", splan.precision)
         sol.info["precision_reason"] = splan.reason
-    if splan is not None:
-        sol.info["plan_choice"] = splan.choice
+    sol.info["plan_choice"] = splan.choice  # after a fallback: what auto expected of mixed
     return sol
 
 

@@ -63,17 +63,22 @@ def _fallback_seconds(splan, T: TiledSymmetric, timings: dict):
     t = (splan.choice or {}).get("expected_time")
     if not t:
         return None
+    return float(t["float64_s"]) + (0.0 if _all_kept_float64(T)
+                                    else float(timings.get("gram", 0.0)))
+
+
+def _all_kept_float64(T) -> bool:
+    """Whether every tile of K was kept as float64 values (what a fallback can factor
+    instead of a new Gram matrix; kept exact integers would need twice their memory)."""
     nt = T.n_tiles
-    reused = (T.kept and len(T.kept) == nt * (nt + 1) // 2
-              and kept_storage(T) == "float64")
-    return float(t["float64_s"]) + (0.0 if reused else float(timings.get("gram", 0.0)))
+    return bool(T.kept) and len(T.kept) == nt * (nt + 1) // 2 and \
+        kept_storage(T) == "float64"
 
 
 def _float64_gram(T, ridge: float):
     """K + ridge I as float64 tiles made of the kept copies (None unless all were kept as
-    float64 values: kept exact integers would need twice their memory to become them)."""
-    nt = T.n_tiles
-    if not T.kept or len(T.kept) != nt * (nt + 1) // 2 or kept_storage(T) != "float64":
+    float64 values, :func:`_all_kept_float64`)."""
+    if not _all_kept_float64(T):
         return None
     G = TiledSymmetric(T.n, T.tile_size, np.float64, T.backend)
     xp = T.backend.xp
