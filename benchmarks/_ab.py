@@ -59,6 +59,15 @@ def add_output_args(p, results: str, dry_run: str) -> None:
     p.add_argument("--dry-run", action="store_true", help=dry_run)
 
 
+def no_data(args) -> bool:
+    """Whether neither ``--data-dir`` nor ``--dry-run`` was given (then said in one line on
+    stderr): the MNIST benchmarks' refusal, exit code 2."""
+    if args.dry_run or args.data_dir:
+        return False
+    print("give --data-dir (the folder holding mnist/) or --dry-run", file=sys.stderr)
+    return True
+
+
 def file_tag(args, machine: dict) -> str:
     """The result file's name tag: ``dry_run`` for a dry run, else ``args.tag``, else the
     CPU's name made safe for a file name."""

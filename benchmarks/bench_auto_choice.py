@@ -34,7 +34,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from _ab import add_output_args, file_tag  # noqa: E402  (benchmarks/_ab.py)
+from _ab import add_output_args, file_tag, no_data  # noqa: E402  (benchmarks/_ab.py)
 from bench_code_ab import commit_of  # noqa: E402  (benchmarks/bench_code_ab.py)
 from kernelfit.bench.machine import describe_machine  # noqa: E402
 
@@ -50,7 +50,7 @@ CONFIGS = (("pixels-10k", "raw", 10000, None),
 #: that cannot converge still gives its pass times
 MIXED_PASSES = 18
 #: the fit's stages: what a precision changes (predictions, loading and features do not)
-FIT_STAGES = ("gram", "factor", "solve", "residual")
+FIT_STAGES = ("probe", "gram", "factor", "solve", "residual")
 
 
 def parse_args(argv=None):
@@ -96,6 +96,7 @@ def solve(args, cfg, precision: str, workdir: Path) -> dict:
     return {"precision_asked": precision, "status": "ok", "precision": rec.get("precision"),
             "precision_reason": rec.get("precision_reason"),
             "expected_time": (rec.get("plan_choice") or {}).get("expected_time"),
+            "conditioning_probe": rec.get("conditioning_probe"),
             "timings": t, "mixed_attempt_s": attempt,
             "fit_s": sum(t.get(k, 0.0) for k in FIT_STAGES) + attempt,
             "passes": len(steps), "step_s": steps,
@@ -123,7 +124,9 @@ def compare(auto: dict, other: dict) -> dict:
            "other_converged": other_done,
            "auto_was_faster": auto["fit_s"] <= other["fit_s"] or not other_done,
            "model_pass_s": t.get("pass_s"), "measured_pass_s": mixed["seconds_per_pass"],
-           "mixed_passes": mixed["passes"]}
+           "mixed_passes": mixed["passes"],
+           "probe_passes_predicted": (auto.get("conditioning_probe") or {}).get(
+               "passes_predicted")}
     if t:
         out["model"] = {k: t.get(k) for k in ("float64_s", "mixed_s", "mixed_best_s",
                                               "mixed_worst_s", "kept_fraction",
@@ -133,8 +136,7 @@ def compare(auto: dict, other: dict) -> dict:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    if not args.dry_run and not args.data_dir:
-        print("give --data-dir (the folder holding mnist/) or --dry-run", file=sys.stderr)
+    if no_data(args):
         return 2
     names = [c.strip() for c in args.configs.split(",") if c.strip()]
     unknown = sorted(set(names) - {c[0] for c in CONFIGS})

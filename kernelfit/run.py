@@ -238,7 +238,8 @@ _INFO_KEYS = ("precision", "precision_reason", "refinement", "tol", "iterations"
               "converged", "shift", "preconditioner_only", "note",
               "checkpoint", "out_of_core", "distributed", "precision_fallback", "plan_choice",
               "inner_products", "kept_tiles", "n_tiles_lower", "kept_off_diagonal_tiles",
-              "kept_storage", "kept_bytes", "kept_diagonal_in_tiles", "deflation")
+              "kept_storage", "kept_bytes", "kept_diagonal_in_tiles", "deflation",
+              "conditioning_probe")
 _PREFIXED = ("tol", "iterations", "note")
 
 
@@ -326,7 +327,7 @@ def solve_arrays(X_train, y_train, X_test=None, y_test=None, opts: Optional[RunO
     kernel, bw_rule = choose_kernel(opts, X_train, dataset)
     opts = replace(opts, kernel=kernel)
     est = fit(opts, X_train, y_train, plan=plan)
-    for k in ("gram", "factor", "solve", "residual"):
+    for k in ("probe", "gram", "factor", "solve", "residual"):
         if k in est.timings_:
             timings[k] = est.timings_[k]
     test_error, predict_s = evaluate(est, X_test, y_test)

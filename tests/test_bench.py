@@ -343,10 +343,37 @@ def test_auto_choice_benchmark_dry_run(tmp_path):
     assert auto["expected_time"]["passes_range"] == [3, 14]  # auto measured and chose
     mixed = auto if auto["precision"] == "mixed" else other
     assert mixed["passes"] >= 1 and mixed["seconds_per_pass"] > 0
+    if "mixed precision expected faster" in auto["precision_reason"]:  # probed before
+        probe = auto["conditioning_probe"]
+        assert probe["rows"] >= 1024 and probe["seconds"] == auto["timings"]["probe"] > 0
     c = row["comparison"]
     assert c["auto_was_faster"] == (c["auto_fit_s"] <= c["other_fit_s"])
     assert c["model_pass_s"] == auto["expected_time"]["pass_s"] > 0
     assert out["machine"]["cpu"] and out["commit"]
+    bad = subprocess.run([sys.executable, str(script), "--out", str(tmp_path / "x")],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "--data-dir" in bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1 and not (tmp_path / "x").exists()
+
+
+def test_conditioning_probe_benchmark_dry_run(tmp_path):
+    """benchmarks/bench_conditioning_probe.py --dry-run: the true smallest pivot of a
+    float64 factorization at each n beside the probe's predictions from seeded samples
+    (whole and first quarter) and their ratios to it; without --data-dir or --dry-run it
+    refuses in one line."""
+    root, script, out = _benchmark_dry_run("bench_conditioning_probe.py",
+                                           "conditioning_probe", tmp_path)
+    assert [r["n"] for r in out["results"]] == [1000, 3000]
+    for row in out["results"]:
+        assert 0 < row["true_min_pivot"] < 1 and row["probe"]["rows"] >= 64
+        assert len(row["probe"]["samples"]) == 4
+        for s in row["probe"]["samples"]:
+            for key in ("whole", "quarter"):
+                assert s[key]["ratio_to_truth"] == pytest.approx(
+                    s[key]["min_pivot_predicted"] / row["true_min_pivot"])
+    first, second = out["results"]
+    assert second["true_min_pivot"] <= first["true_min_pivot"]  # the same rows and more
+    assert out["constants"]["rate_constant"] == 100.0 and out["machine"]["cpu"]
     bad = subprocess.run([sys.executable, str(script), "--out", str(tmp_path / "x")],
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "--data-dir" in bad.stderr

@@ -64,6 +64,12 @@ def test_solve_table_output(capsys):
 
     fell_back = {"precision": "float64", "dtype": "float64", "precision_fallback": {"r": 1}}
     assert _precision(fell_back).startswith("float64 (fell back from mixed precision")
+    ruled_out = {"precision": "float64", "dtype": "float64",
+                 "conditioning_probe": {"verdict": "float64", "passes_predicted": None}}
+    assert _precision(ruled_out).startswith("float64 (a sample of K ruled mixed precision out")
+    probed = {"precision": "mixed", "dtype": "float64", "refinement_history": [1e-5, 1e-13],
+              "conditioning_probe": {"verdict": "mixed", "passes_predicted": 3}}
+    assert _precision(probed) == "mixed (float32 factor, 2 float64 refinement passes; 3 expected)"
 
 
 def test_save_and_predict_roundtrip(tmp_path, capsys):

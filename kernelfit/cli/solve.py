@@ -66,9 +66,15 @@ def _precision(rec: dict) -> str:
     precision = rec.get("precision") or rec["dtype"]
     if rec.get("precision_fallback"):
         return f"{precision} (fell back from mixed precision; see precision_reason in --json)"
+    probe = rec.get("conditioning_probe") or {}
     if precision == "mixed":
         passes = len(rec.get("refinement_history") or [])
-        return f"mixed (float32 factor, {passes} float64 refinement passes)"
+        expected = (f"; {probe['passes_predicted']} expected"
+                    if probe.get("passes_predicted") is not None else "")
+        return f"mixed (float32 factor, {passes} float64 refinement passes{expected})"
+    if probe.get("verdict") == "float64":
+        return (f"{precision} (a sample of K ruled mixed precision out; see "
+                "precision_reason in --json)")
     return precision
 
 

@@ -16,6 +16,7 @@ Both fallbacks hold a dense K (n x n) and its eigenvectors or workspace.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import time
 from typing import Dict, Optional
@@ -26,6 +27,7 @@ from ..backend import Backend, get_backend
 from ..errors import InputError, NotPositiveDefiniteError
 from ..kernels import Kernel
 from .cholesky import cholesky_inplace, cholesky_solve, estimate_condition
+from .conditioning import conditioning_probe
 from .distributed import solve_distributed
 from .mixed import Fallback, solve_mixed
 from .ooc import solve_ooc
@@ -121,6 +123,14 @@ def solve_exact(kernel: Kernel, X, Y, options: Optional[SolveOptions] = None,
         raise InputError(f"the plan was made for n = {plan.n} training points, X has {n}")
     splan = plan if plan is not None else _plan(n, d, Y.shape[1], opts, be,
                                                 grid=kernel.int_scale is not None)
+    probe = None
+    if splan.route == "mixed" and splan.may_fall_back:
+        # auto chose mixed by time before seeing the data: a sample of K may say otherwise
+        probe = conditioning_probe(kernel, X, be, splan.choice["expected_time"], splan.tol)
+        if probe["verdict"] == "float64":
+            log.info("precision auto: float64: %s", probe["why"])
+            splan = dataclasses.replace(splan.fallback, choice=splan.choice, reason=(
+                f"{splan.reason}; but {probe['why']}: float64 instead"))
     fell_back = False
     if splan.route == "dask":
         sol = solve_distributed(kernel, X, Y, opts, be, splan)
@@ -150,6 +160,10 @@ def solve_exact(kernel: Kernel, X, Y, options: Optional[SolveOptions] = None,
         sol.info["precision"] = sol.info.get("precision", splan.precision)
         sol.info["precision_reason"] = splan.reason
     sol.info["plan_choice"] = splan.choice  # after a fallback: what auto expected of mixed
+    if probe is not None:
+        sol.info["conditioning_probe"] = probe
+        if probe.get("seconds"):
+            sol.timings["probe"] = probe["seconds"]
     return sol
 
 

@@ -1,0 +1,184 @@
+"""Before a float32 factorization: how fast will its refinement converge, or will it break
+down? A float64 Cholesky of K on a seeded sample of rows, its smallest pivot extrapolated
+to all n rows, and the refinement rate that predicts.
+
+The facts behind the model (MNIST, Gaussian kernel, float64 Cholesky in the data's random
+row order; ``benchmarks/bench_conditioning_probe.py``):
+
+- the pivots ``p_j = L_jj^2 / K_jj`` fall with j, and the smallest of the first j falls
+  like a power of j: pixels (h = 5) 0.047 at j = 1,000, 0.0036 at 10,000 and 0.0015 at
+  20,000; Gabor features (0.49 = the median distance) 7.3e-4, 3.0e-5 and 8.4e-6;
+- mixed precision's refinement cuts the residual by about ``rho = C u32 / p_min(n)`` a
+  pass (``u32`` float32's rounding unit, ``C`` about 60): pixels 1e-3 at n = 10,000,
+  2-5e-3 at 20,000 and 0.015 at 60,000 (4, 4-5 and 6 passes to 1e-12); Gabor 0.12-0.15
+  at 10,000 (14 passes); at 20,000 (rho ~ 0.4) the float32 factorization of the Gabor
+  kernel broke down, or, where it did not, 18 passes left the residual at 1e-5.
+
+The first m pivots of a random row order are the pivots of a random sample of m rows, so
+the running minimum over a seeded sample, fitted as a power of j from j = m/8 to m,
+extrapolates to n. That fit was 0.6 to 4.8 times too large at n = 20,000 from samples of
+1,024-4,096 rows on both kernels (the running minimum steepens with j), so the rate is
+taken with :data:`RATE_CONSTANT` = 100 rather than 60. The probe only vetoes: where
+``precision='auto'`` chose mixed precision by time (:func:`kernelfit.solvers.plan.plan_solve`,
+before the features exist) and the probe predicts a rate of :data:`RISKY_RATE` or worse
+(the float32 factorization near breaking down, or a long refinement), or a refinement whose
+predicted passes make mixed precision slower than a float64 factorization, the solve
+factors in float64 instead, without trying. The sample costs at most :data:`PROBE_SHARE`
+of the float64 factorization's flops (at most :data:`PROBE_MAX_ROWS` rows); smaller solves
+are not probed (a refinement that stalls still falls back).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Optional
+
+import numpy as np
+import scipy.linalg
+
+from ..backend import Backend
+from ..kernels import Kernel
+
+__all__ = ["probe_rows", "sample_pivots", "extrapolate_min_pivot", "predicted_rate",
+           "predicted_passes", "conditioning_probe", "PROBE_SHARE", "PROBE_MIN_ROWS",
+           "PROBE_MAX_ROWS", "PROBE_SEED", "RATE_CONSTANT", "RISKY_RATE", "FIRST_MIN_ROWS",
+           "FIRST_MARGIN"]
+
+U32 = float(np.finfo(np.float32).eps) / 2.0
+#: the sample's flops (its Gram and float64 Cholesky) at most this share of the float64
+#: factorization's n^3/3
+PROBE_SHARE = 0.01
+#: fewer rows than this extrapolate too far to decide: no probe
+PROBE_MIN_ROWS = 1024
+#: the most rows sampled (a float64 m x m matrix, 134 MB at 4,096)
+PROBE_MAX_ROWS = 4096
+PROBE_SEED = 0
+#: a first sample of a quarter of the rows (at least this many) decides alone where its
+#: predicted rate, taken FIRST_MARGIN times worse, still favours mixed precision
+FIRST_MIN_ROWS = 256
+FIRST_MARGIN = 10.0
+#: rate = RATE_CONSTANT * u32 / smallest pivot (about 60 measured; 100 covers the
+#: extrapolation's usual optimism)
+RATE_CONSTANT = 100.0
+#: a predicted rate this poor or worse: the float32 factorization is near breaking down
+#: (it broke down at about 0.4) and the refinement would take 12 passes or more
+RISKY_RATE = 0.1
+
+
+def probe_rows(n: int, d: int) -> int:
+    """The rows to sample for a solve of n rows in d columns: the most (up to
+    :data:`PROBE_MAX_ROWS`) whose Gram (2 m^2 d flop) and Cholesky (m^3/3) cost at most
+    :data:`PROBE_SHARE` of n^3/3; 0 where that is fewer than :data:`PROBE_MIN_ROWS`."""
+    budget = PROBE_SHARE * n ** 3 / 3.0
+    lo, hi = 0, min(PROBE_MAX_ROWS, n // 2)
+    while lo < hi:  # the cost is increasing in m
+        mid = (lo + hi + 1) // 2
+        if mid ** 3 / 3.0 + 2.0 * mid * mid * max(d, 1) <= budget:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo if lo >= PROBE_MIN_ROWS else 0
+
+
+def sample_pivots(kernel: Kernel, X, rows: np.ndarray, be: Backend) -> Optional[np.ndarray]:
+    """The pivots ``L_jj^2 / K_jj`` of a float64 Cholesky of K on the rows ``rows`` of
+    ``X``, in that order; None where K on those rows is not positive definite in float64."""
+    Xs = be.xp.asarray(X[rows] if isinstance(X, np.ndarray) else X[be.xp.asarray(rows)])
+    K = np.asarray(be.to_numpy(kernel(Xs)), dtype=np.float64)
+    diag = np.diag(K).copy()
+    if not np.all(diag > 0):
+        return None
+    try:  # K is symmetric: its transpose is the Fortran-ordered matrix LAPACK factors
+        L = scipy.linalg.cholesky(K.T, lower=True, overwrite_a=True, check_finite=False)
+    except np.linalg.LinAlgError:
+        return None
+    piv = np.diag(L) ** 2 / diag
+    return piv if np.all(np.isfinite(piv)) else None
+
+
+def extrapolate_min_pivot(pivots: np.ndarray, n: int) -> dict:
+    """The smallest pivot expected among n rows, from the running minimum of ``pivots``
+    (a random order) fitted as a power of j at j = m/8, m/4, m/2 and m."""
+    m = len(pivots)
+    running = np.minimum.accumulate(np.asarray(pivots, dtype=np.float64))
+    js = np.array([max(1, m // 8), max(1, m // 4), max(1, m // 2), m])
+    y = np.log(np.maximum(running[js - 1], np.finfo(np.float64).tiny))
+    slope, _ = np.polyfit(np.log(js), y, 1)
+    slope = min(float(slope), 0.0)  # a running minimum never grows
+    at_n = float(np.exp(y[-1] + slope * (math.log(n) - math.log(m))))
+    return {"sample_min_pivot": float(running[-1]), "slope": slope,
+            "min_pivot_predicted": min(at_n, float(running[-1]))}
+
+
+def predicted_rate(min_pivot: float) -> float:
+    """The residual's reduction a pass, ``RATE_CONSTANT * u32 / min_pivot`` (at most 1)."""
+    return 1.0 if min_pivot <= 0 else min(1.0, RATE_CONSTANT * U32 / min_pivot)
+
+
+def predicted_passes(rate: float, tol: float) -> float:
+    """Passes to bring the relative residual from 1 to ``tol`` at ``rate`` a pass (inf
+    when the rate is 1)."""
+    if rate >= 1.0:
+        return math.inf
+    return float(max(1, math.ceil(math.log(tol) / math.log(max(rate, 1e-300)))))
+
+
+def conditioning_probe(kernel: Kernel, X, be: Backend, times: dict, tol: float) -> dict:
+    """The probe's record for a solve of ``X`` (kernel input units, on ``be``) that
+    ``precision='auto'`` planned in mixed precision: ``verdict`` ('mixed' or 'float64'),
+    ``why`` (one line) and the facts. ``times``: the plan's expected times
+    (:func:`kernelfit.solvers.plan.expected_times`); ``tol``: the refinement's target.
+
+    A first sample of a quarter of the rows (a sixteenth of the cost) decides alone where
+    its rate, taken :data:`FIRST_MARGIN` times worse, still favours mixed precision; the
+    full sample (the same rows and more, in the same order) decides otherwise."""
+    n, d = X.shape
+    m = probe_rows(n, d)
+    rec = {"rows": m, "seed": PROBE_SEED, "rate_constant": RATE_CONSTANT,
+           "risky_rate": RISKY_RATE, "samples": []}
+    if not m:
+        rec.update(verdict="mixed", why=f"not probed: n = {n:,} too small for a sample of "
+                                        f"{PROBE_MIN_ROWS:,} rows to cost under "
+                                        f"{PROBE_SHARE:.0%} of the factorization")
+        return rec
+    rows = np.random.default_rng(PROBE_SEED).choice(n, size=m, replace=False)
+    once = times["mixed_s"] - times["passes_assumed"] * times["pass_s"]
+    sizes = [m // 4, m] if m // 4 >= FIRST_MIN_ROWS else [m]
+    for size in sizes:
+        margin = FIRST_MARGIN if size < m else 1.0
+        t0 = time.perf_counter()
+        piv = sample_pivots(kernel, X, rows[:size], be)
+        sample = {"rows": size, "margin": margin, "seconds": time.perf_counter() - t0}
+        rec["samples"].append(sample)
+        if piv is None:
+            rec.update(verdict="float64", why=(
+                f"K on {size:,} sampled rows is not positive definite in float64, so not in "
+                "float32"))
+            break
+        sample.update(extrapolate_min_pivot(piv, n))
+        rate = min(1.0, margin * predicted_rate(sample["min_pivot_predicted"]))
+        passes = predicted_passes(rate, tol)
+        mixed_s = once + passes * times["pass_s"]
+        sample.update(rate_predicted=rate,
+                      passes_predicted=int(passes) if math.isfinite(passes) else None,
+                      mixed_s_predicted=mixed_s if math.isfinite(mixed_s) else None)
+        facts = (f"a float64 Cholesky of K on {size:,} sampled rows predicts a smallest "
+                 f"pivot of {sample['min_pivot_predicted']:.2g} of the diagonal at n = {n:,}, "
+                 f"a refinement rate of {rate:.2g} a pass"
+                 + (f" (with a {margin:g}x margin)" if margin != 1.0 else ""))
+        versus = (f"{passes:.0f} passes: {mixed_s:.3g} s mixed against "
+                  f"{times['float64_s']:.3g} s float64")
+        if rate < RISKY_RATE and mixed_s < times["float64_s"]:
+            rec.update(verdict="mixed", why=f"{facts}, {versus}")
+            break
+        if size == m:
+            rec.update(verdict="float64", why=(
+                f"{facts}: K is too ill-conditioned for a float32 factorization to pay"
+                if rate >= RISKY_RATE else f"{facts}, {versus}"))
+    rec["seconds"] = sum(s["seconds"] for s in rec["samples"])
+    last = rec["samples"][-1]
+    for key in ("min_pivot_predicted", "rate_predicted", "passes_predicted",
+                "mixed_s_predicted"):
+        rec[key] = last.get(key)
+    return rec

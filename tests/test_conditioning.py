@@ -1,0 +1,179 @@
+"""precision='auto''s conditioning probe: a float64 Cholesky of K on a sample of rows, its
+smallest pivot extrapolated to n, and the float32 refinement rate it predicts."""
+
+import logging
+import math
+
+import numpy as np
+import pytest
+
+from kernelfit.backend import get_backend
+from kernelfit.kernels import get_kernel
+from kernelfit.solvers import conditioning as cond
+from kernelfit.solvers.exact import SolveOptions, solve_exact
+
+CPU = get_backend("cpu")
+
+
+def _fast_float32(monkeypatch):
+    """auto plans mixed precision for a few hundred points (stand-in rates, as in
+    tests/test_mixed.py) and probes them (a sample of 64 rows is enough here)."""
+    from kernelfit.solvers import plan
+
+    monkeypatch.setattr(plan, "MEASURE_MIN_RATIO", 0)
+    monkeypatch.setattr(plan, "gemm_rates", lambda be: {
+        "float64": 1e7, "float32": 2e7, "memory_bytes_per_s": 1e8,
+        "thin_seconds_per_entry": {"float64": 1e-8, "float32": 5e-9},
+        "finish_entries_per_s": 1e10})
+    monkeypatch.setattr(cond, "PROBE_MIN_ROWS", 64)
+    monkeypatch.setattr(cond, "PROBE_SHARE", 1.0)
+
+
+def _data(n, d, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.random((n, d))
+    return X, np.stack([np.sin(3 * X.sum(1)), np.cos(2 * X[:, 0])], 1)
+
+
+def test_probe_rows_cost_a_share_of_the_factorization():
+    assert cond.probe_rows(5_000, 784) == 0  # too small to be worth a sample
+    assert cond.probe_rows(10_000, 3_969) == 0
+    m10, m20 = cond.probe_rows(10_000, 784), cond.probe_rows(20_000, 784)
+    assert cond.PROBE_MIN_ROWS <= m10 < m20 <= cond.PROBE_MAX_ROWS
+    for n, d in ((10_000, 784), (20_000, 784), (20_000, 3_969)):
+        m = cond.probe_rows(n, d)
+        cost = m ** 3 / 3 + 2 * m * m * d
+        assert cost <= cond.PROBE_SHARE * n ** 3 / 3
+        more = (m + 8) ** 3 / 3 + 2 * (m + 8) ** 2 * d  # ... and the most rows that do
+        assert more > cond.PROBE_SHARE * n ** 3 / 3 or m == cond.PROBE_MAX_ROWS
+    assert cond.probe_rows(60_000, 784) == cond.PROBE_MAX_ROWS
+
+
+@pytest.mark.parametrize("power", [0.7, 1.3, 2.0])
+def test_a_power_law_running_minimum_extrapolates_exactly(power):
+    j = np.arange(1, 2049, dtype=np.float64)
+    rec = cond.extrapolate_min_pivot(0.5 * j ** -power, 60_000)
+    assert rec["slope"] == pytest.approx(-power, rel=1e-9)
+    assert rec["min_pivot_predicted"] == pytest.approx(0.5 * 60_000 ** -power, rel=1e-9)
+    assert rec["sample_min_pivot"] == pytest.approx(0.5 * 2048 ** -power)
+
+
+def test_extrapolation_never_rises_above_the_sample():
+    flat = np.r_[1.0, np.full(511, 0.3)]  # a running minimum that stops falling
+    rec = cond.extrapolate_min_pivot(flat, 10_000)
+    assert rec["slope"] == pytest.approx(0.0, abs=1e-12) and rec["min_pivot_predicted"] == pytest.approx(0.3)
+
+
+def test_sample_pivots_are_those_of_a_float64_cholesky_of_the_sampled_rows():
+    X, _ = _data(400, 6)
+    k = get_kernel("gaussian", bandwidth=0.3)
+    rows = np.random.default_rng(3).choice(400, size=100, replace=False)
+    piv = cond.sample_pivots(k, X, rows, CPU)
+    L = np.linalg.cholesky(k(X[rows]))
+    np.testing.assert_allclose(piv, np.diag(L) ** 2, rtol=1e-12)
+    assert piv[0] == pytest.approx(1.0) and np.all((piv > 0) & (piv <= 1 + 1e-12))
+
+
+def test_sample_with_duplicate_rows_is_not_positive_definite():
+    X = np.repeat(np.random.default_rng(0).random((50, 4)), 4, axis=0)
+    assert cond.sample_pivots(get_kernel("gaussian", bandwidth=1.0), X, np.arange(0, 200, 2),
+                              CPU) is None
+
+
+def test_rate_and_passes():
+    # MNIST pixels at n = 60,000: a smallest pivot ~1e-3 -> a rate ~6e-3, 6 passes to 1e-12
+    rate = cond.predicted_rate(1e-3)
+    assert rate == pytest.approx(100 * 2.0 ** -24 / 1e-3)
+    assert cond.predicted_passes(rate, 1e-12) == 6
+    assert cond.predicted_rate(1e-9) == 1.0 and cond.predicted_rate(0.0) == 1.0
+    assert math.isinf(cond.predicted_passes(1.0, 1e-12))
+    assert cond.predicted_passes(1e-20, 1e-12) == 1
+
+
+def _times(pass_s, float64_s):
+    return {"mixed_s": 1.0 + 6 * pass_s, "passes_assumed": 6, "pass_s": pass_s,
+            "float64_s": float64_s}
+
+
+def test_probe_verdicts(monkeypatch):
+    monkeypatch.setattr(cond, "PROBE_MIN_ROWS", 64)
+    monkeypatch.setattr(cond, "PROBE_SHARE", 1.0)
+    X, _ = _data(600, 6)
+    good = get_kernel("gaussian", bandwidth=0.3)
+    rec = cond.conditioning_probe(good, X, CPU, _times(0.1, 10.0), 1e-12)
+    assert rec["verdict"] == "mixed" and rec["rows"] >= 64 and rec["seed"] == 0
+    assert rec["rate_predicted"] < cond.RISKY_RATE and rec["passes_predicted"] <= 6
+    assert rec["mixed_s_predicted"] == pytest.approx(1.0 + 0.1 * rec["passes_predicted"])
+    # the same rate, but each pass so slow that a float64 factorization wins
+    slow = cond.conditioning_probe(good, X, CPU, _times(5.0, 10.0), 1e-12)
+    assert slow["verdict"] == "float64" and "against 10 s float64" in slow["why"]
+    # a kernel far too ill-conditioned for float32 (cond ~ 1e14 at n = 600)
+    bad = cond.conditioning_probe(get_kernel("gaussian", bandwidth=0.3), X[:, :3], CPU,
+                                  _times(0.1, 10.0), 1e-12)
+    assert bad["verdict"] == "float64" and bad["rate_predicted"] >= cond.RISKY_RATE
+    assert "too ill-conditioned" in bad["why"]
+    monkeypatch.setattr(cond, "PROBE_MIN_ROWS", 1024)
+    small = cond.conditioning_probe(good, X, CPU, _times(0.1, 10.0), 1e-12)
+    assert small["verdict"] == "mixed" and small["rows"] == 0 and "not probed" in small["why"]
+
+
+def test_auto_skips_mixed_without_trying_where_the_probe_predicts_a_breakdown(monkeypatch,
+                                                                              caplog):
+    _fast_float32(monkeypatch)
+    X, Y = _data(300, 3)
+    k = get_kernel("gaussian", bandwidth=0.3)  # cond ~ 5e10: too much for float32
+    ref = solve_exact(k, X, Y, SolveOptions(precision="float64", tile_size=64))
+    with caplog.at_level(logging.INFO, logger="kernelfit"):
+        sol = solve_exact(k, X, Y, SolveOptions(tile_size=64))
+    info = sol.info
+    assert info["precision"] == "float64" and sol.dtype == "float64"
+    assert "precision_fallback" not in info  # no float32 factorization was tried
+    assert not [r for r in caplog.records if "falling back" in r.getMessage()]
+    assert "mixed precision expected faster" in info["precision_reason"]
+    assert "sampled rows" in info["precision_reason"]
+    assert info["conditioning_probe"]["verdict"] == "float64"
+    assert "mixed_s" in info["plan_choice"]["expected_time"]  # what auto expected
+    np.testing.assert_allclose(sol.alpha, ref.alpha, rtol=1e-12, atol=0)
+
+
+def test_auto_keeps_mixed_where_the_probe_predicts_a_short_refinement(monkeypatch):
+    _fast_float32(monkeypatch)
+    X, Y = _data(300, 6)
+    sol = solve_exact(get_kernel("gaussian", bandwidth=0.3), X, Y, SolveOptions(tile_size=64))
+    info = sol.info
+    assert info["precision"] == "mixed" and info["converged"]
+    probe = info["conditioning_probe"]
+    assert probe["verdict"] == "mixed" and probe["rows"] >= 64
+    assert len(info["refinement_history"]) <= probe["passes_predicted"] + 2
+
+
+def test_no_probe_where_auto_did_not_choose_mixed_by_time(monkeypatch):
+    _fast_float32(monkeypatch)
+    X, Y = _data(300, 6)
+    k = get_kernel("gaussian", bandwidth=0.3)
+    for opts in (SolveOptions(precision="mixed", tile_size=64),
+                 SolveOptions(precision="float64", tile_size=64)):
+        assert "conditioning_probe" not in solve_exact(k, X, Y, opts).info
+
+
+def test_a_quarter_sample_decides_alone_only_where_it_clearly_favours_mixed(monkeypatch):
+    monkeypatch.setattr(cond, "PROBE_MIN_ROWS", 64)
+    monkeypatch.setattr(cond, "PROBE_SHARE", 1.0)
+    monkeypatch.setattr(cond, "FIRST_MIN_ROWS", 32)
+    X, _ = _data(600, 6)
+    good = get_kernel("gaussian", bandwidth=0.3)
+    rec = cond.conditioning_probe(good, X, CPU, _times(0.1, 10.0), 1e-12)
+    (first,) = rec["samples"]
+    assert rec["verdict"] == "mixed" and first["rows"] == rec["rows"] // 4
+    assert first["margin"] == cond.FIRST_MARGIN and "10x margin" in rec["why"]
+    assert rec["seconds"] == first["seconds"]
+    # the full sample's rate without the margin is what decides otherwise
+    # (here 6 passes at the quarter sample's rate with its margin, 4 at the full one's)
+    slow = cond.conditioning_probe(good, X, CPU, _times(2.0, 10.0), 1e-12)
+    first, full = slow["samples"]
+    assert (first["rows"], full["rows"]) == (slow["rows"] // 4, slow["rows"])
+    assert full["margin"] == 1.0 and full["rate_predicted"] < first["rate_predicted"]
+    assert first["mixed_s_predicted"] >= 10.0 > full["mixed_s_predicted"]
+    assert slow["verdict"] == "mixed" and slow["rate_predicted"] == full["rate_predicted"]
+    bad = cond.conditioning_probe(good, X[:, :3], CPU, _times(0.1, 10.0), 1e-12)
+    assert bad["verdict"] == "float64" and len(bad["samples"]) == 2
