@@ -3,11 +3,12 @@ down? A float64 Cholesky of K on a seeded sample of rows, its smallest pivot ext
 to all n rows, and the refinement rate that predicts.
 
 The facts behind the model (MNIST, Gaussian kernel, float64 Cholesky in the data's random
-row order; ``benchmarks/bench_conditioning_probe.py``):
+row order; ``benchmarks/bench_conditioning_probe.py``, results in
+``benchmarks/results/conditioning_probe_zen4_avx512.json``):
 
 - the pivots ``p_j = L_jj^2 / K_jj`` fall with j, and the smallest of the first j falls
-  like a power of j: pixels (h = 5) 0.047 at j = 1,000, 0.0036 at 10,000 and 0.0015 at
-  20,000; Gabor features (0.49 = the median distance) 7.3e-4, 3.0e-5 and 8.4e-6;
+  like a power of j: pixels (h = 5) 4.1e-3 at j = 10,000, 1.6e-3 at 20,000 and 4.7e-4 at
+  40,000; Gabor features (0.49 = the median distance) 2.5e-5, 8.7e-6 and 2.8e-6;
 - mixed precision's refinement cuts the residual by about ``rho = C u32 / p_min(n)`` a
   pass (``u32`` float32's rounding unit, ``C`` about 60): pixels 1e-3 at n = 10,000,
   2-5e-3 at 20,000 and 0.015 at 60,000 (4, 4-5 and 6 passes to 1e-12); Gabor 0.12-0.15
@@ -16,9 +17,10 @@ row order; ``benchmarks/bench_conditioning_probe.py``):
 
 The first m pivots of a random row order are the pivots of a random sample of m rows, so
 the running minimum over a seeded sample, fitted as a power of j from j = m/8 to m,
-extrapolates to n. That fit was 0.6 to 4.8 times too large at n = 20,000 from samples of
-1,024-4,096 rows on both kernels (the running minimum steepens with j), so the rate is
-taken with :data:`RATE_CONSTANT` = 100 rather than 60. The probe only vetoes: where
+extrapolates to n. On both kernels at n = 10,000-40,000 (samples of 1,291-4,096 rows, four
+seeds) that fit came out 0.8 to 4.3 times the true smallest pivot, from the first quarter
+of the sample 0.6 to 15 times (the running minimum steepens with j), so the rate is taken
+with :data:`RATE_CONSTANT` = 100 rather than 60, and a quarter sample's with a margin. The probe only vetoes: where
 ``precision='auto'`` chose mixed precision by time (:func:`kernelfit.solvers.plan.plan_solve`,
 before the features exist) and the probe predicts a rate of :data:`RISKY_RATE` or worse
 (the float32 factorization near breaking down, or a long refinement), or a refinement whose
@@ -49,8 +51,9 @@ U32 = float(np.finfo(np.float32).eps) / 2.0
 #: the sample's flops (its Gram and float64 Cholesky) at most this share of the float64
 #: factorization's n^3/3
 PROBE_SHARE = 0.01
-#: fewer rows than this extrapolate too far to decide: no probe
-PROBE_MIN_ROWS = 1024
+#: fewer rows than this extrapolate too far to decide: no probe (MNIST, 635-1,050 rows, six
+#: seeds: the prediction 0.5 to 6.4 times the truth at n = 6,000-14,000)
+PROBE_MIN_ROWS = 512
 #: the most rows sampled (a float64 m x m matrix, 134 MB at 4,096)
 PROBE_MAX_ROWS = 4096
 PROBE_SEED = 0
@@ -124,6 +127,13 @@ def predicted_passes(rate: float, tol: float) -> float:
     return float(max(1, math.ceil(math.log(tol) / math.log(max(rate, 1e-300)))))
 
 
+def _expect(rate: float, tol: float, once: float, pass_s: float) -> dict:
+    passes = predicted_passes(rate, tol)
+    finite = math.isfinite(passes)
+    return {"rate_predicted": rate, "passes_predicted": int(passes) if finite else None,
+            "mixed_s_predicted": once + passes * pass_s if finite else None}
+
+
 def conditioning_probe(kernel: Kernel, X, be: Backend, times: dict, tol: float) -> dict:
     """The probe's record for a solve of ``X`` (kernel input units, on ``be``) that
     ``precision='auto'`` planned in mixed precision: ``verdict`` ('mixed' or 'float64'),
@@ -157,25 +167,29 @@ def conditioning_probe(kernel: Kernel, X, be: Backend, times: dict, tol: float) 
                 "float32"))
             break
         sample.update(extrapolate_min_pivot(piv, n))
-        rate = min(1.0, margin * predicted_rate(sample["min_pivot_predicted"]))
-        passes = predicted_passes(rate, tol)
-        mixed_s = once + passes * times["pass_s"]
-        sample.update(rate_predicted=rate,
-                      passes_predicted=int(passes) if math.isfinite(passes) else None,
-                      mixed_s_predicted=mixed_s if math.isfinite(mixed_s) else None)
+        raw = predicted_rate(sample["min_pivot_predicted"])
+        sample.update(_expect(raw, tol, once, times["pass_s"]))
+        rate = min(1.0, margin * raw)  # what decides: the rate taken margin times worse
+        decide = sample
+        if margin != 1.0:
+            decide = sample["with_margin"] = _expect(rate, tol, once, times["pass_s"])
+        passes, mixed_s = decide["passes_predicted"], decide["mixed_s_predicted"]
         facts = (f"a float64 Cholesky of K on {size:,} sampled rows predicts a smallest "
                  f"pivot of {sample['min_pivot_predicted']:.2g} of the diagonal at n = {n:,}, "
-                 f"a refinement rate of {rate:.2g} a pass"
-                 + (f" (with a {margin:g}x margin)" if margin != 1.0 else ""))
-        versus = (f"{passes:.0f} passes: {mixed_s:.3g} s mixed against "
+                 f"a refinement rate of {raw:.2g} a pass"
+                 + (f" ({rate:.2g} with a {margin:g}x margin)" if margin != 1.0 else ""))
+        if rate >= RISKY_RATE:  # passes and mixed_s may be None (a rate of 1)
+            if size == m:
+                rec.update(verdict="float64", why=(
+                    f"{facts}: K is too ill-conditioned for a float32 factorization to pay"))
+            continue
+        versus = (f"{passes} passes: {mixed_s:.3g} s mixed against "
                   f"{times['float64_s']:.3g} s float64")
-        if rate < RISKY_RATE and mixed_s < times["float64_s"]:
+        if mixed_s < times["float64_s"]:
             rec.update(verdict="mixed", why=f"{facts}, {versus}")
             break
         if size == m:
-            rec.update(verdict="float64", why=(
-                f"{facts}: K is too ill-conditioned for a float32 factorization to pay"
-                if rate >= RISKY_RATE else f"{facts}, {versus}"))
+            rec.update(verdict="float64", why=f"{facts}, {versus}")
     rec["seconds"] = sum(s["seconds"] for s in rec["samples"])
     last = rec["samples"][-1]
     for key in ("min_pivot_predicted", "rate_predicted", "passes_predicted",
