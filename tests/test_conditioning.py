@@ -88,6 +88,10 @@ def test_rate_and_passes():
     assert cond.predicted_rate(1e-9) == 1.0 and cond.predicted_rate(0.0) == 1.0
     assert math.isinf(cond.predicted_passes(1.0, 1e-12))
     assert cond.predicted_passes(1e-20, 1e-12) == 1
+    # a rate that is let through keeps the refinement's float32 application of the factor
+    from kernelfit.solvers.refine import FAST_GAIN
+
+    assert cond.RISKY_RATE < 1.0 / FAST_GAIN
 
 
 def _times(pass_s, float64_s):

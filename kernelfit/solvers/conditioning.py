@@ -41,6 +41,7 @@ import scipy.linalg
 
 from ..backend import Backend
 from ..kernels import Kernel
+from .refine import FAST_GAIN
 
 __all__ = ["probe_rows", "sample_pivots", "extrapolate_min_pivot", "predicted_rate",
            "predicted_passes", "conditioning_probe", "PROBE_SHARE", "PROBE_MIN_ROWS",
@@ -64,9 +65,12 @@ FIRST_MARGIN = 10.0
 #: rate = RATE_CONSTANT * u32 / smallest pivot (about 60 measured; 100 covers the
 #: extrapolation's usual optimism)
 RATE_CONSTANT = 100.0
-#: a predicted rate this poor or worse: the float32 factorization is near breaking down
-#: (it broke down at about 0.4) and the refinement would take 12 passes or more
-RISKY_RATE = 0.1
+#: a predicted rate this poor or worse rules mixed precision out: half of 1 / FAST_GAIN,
+#: the rate from which the refinement applies its factor in float64, at more than the time
+#: model's cost a pass (Gabor features at n = 10,000, predicted 0.098: 14 passes of 0.26 s
+#: against the model's 0.16 s, 12.6 s in all against 9.3 s for float64); the float32
+#: factorization broke down at about 0.4
+RISKY_RATE = 0.5 / FAST_GAIN
 
 
 def probe_rows(n: int, d: int) -> int:
