@@ -301,6 +301,16 @@ def _check_arrays(X_train, y_train, X_test, y_test):
     return X_train, y_train, X_test
 
 
+def _plan_that_ran(plan, est) -> dict:
+    """The memory plan of the solve as it ran: ``plan``'s record, or, where auto planned
+    mixed precision and then factored in float64 (ruled out by the conditioning probe, or
+    fallen back), the float64 plan it ran, with the mixed one as ``planned_first``."""
+    planned = plan.record()
+    if plan.route == "mixed" and est.precision_ != "mixed" and est.memory_plan_:
+        return dict(est.memory_plan_, planned_first=planned)
+    return planned
+
+
 def solve_arrays(X_train, y_train, X_test=None, y_test=None, opts: Optional[RunOptions] = None,
                  timings: Optional[dict] = None, on_fitted: Optional[Callable] = None,
                  plan=None, dataset: Optional[str] = None) -> dict:
@@ -334,7 +344,7 @@ def solve_arrays(X_train, y_train, X_test=None, y_test=None, opts: Optional[RunO
     if test_error is not None:
         timings["predict"] = predict_s
     rec = solve_record(est, opts, n_test=n_test, n_classes=n_classes, test_error=test_error,
-                       plan=plan.record(), timings=timings)
+                       plan=_plan_that_ran(plan, est), timings=timings)
     if bw_rule is not None:
         rec["bandwidth_rule"] = bw_rule
     rec.update(exactness(rec["relative_residual"], kernel_params=rec["kernel_params"],

@@ -6,6 +6,8 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from kernelfit.backend import get_backend
 from kernelfit.kernels import get_kernel
@@ -44,9 +46,18 @@ def test_probe_rows_cost_a_share_of_the_factorization():
         m = cond.probe_rows(n, d)
         cost = m ** 3 / 3 + 2 * m * m * d
         assert cost <= cond.PROBE_SHARE * n ** 3 / 3
-        more = (m + 8) ** 3 / 3 + 2 * (m + 8) ** 2 * d  # ... and the most rows that do
+        more = (m + 1) ** 3 / 3 + 2 * (m + 1) ** 2 * d  # ... and the most rows that do
         assert more > cond.PROBE_SHARE * n ** 3 / 3 or m == cond.PROBE_MAX_ROWS
     assert cond.probe_rows(60_000, 784) == cond.PROBE_MAX_ROWS
+
+
+@settings(max_examples=200, deadline=None)
+@given(n=st.integers(1, 200_000), d=st.integers(1, 10_000))
+def test_probe_rows_within_bounds_budget_and_growing_with_n(n, d):
+    m = cond.probe_rows(n, d)
+    assert m == 0 or cond.PROBE_MIN_ROWS <= m <= min(cond.PROBE_MAX_ROWS, n // 2)
+    assert m ** 3 / 3 + 2 * m * m * d <= cond.PROBE_SHARE * n ** 3 / 3
+    assert cond.probe_rows(n + 1000, d) >= m and cond.probe_rows(n, d + 100) <= m
 
 
 @pytest.mark.parametrize("power", [0.7, 1.3, 2.0])
@@ -61,7 +72,8 @@ def test_a_power_law_running_minimum_extrapolates_exactly(power):
 def test_extrapolation_never_rises_above_the_sample():
     flat = np.r_[1.0, np.full(511, 0.3)]  # a running minimum that stops falling
     rec = cond.extrapolate_min_pivot(flat, 10_000)
-    assert rec["slope"] == pytest.approx(0.0, abs=1e-12) and rec["min_pivot_predicted"] == pytest.approx(0.3)
+    assert rec["slope"] == pytest.approx(0.0, abs=1e-12)
+    assert rec["min_pivot_predicted"] == pytest.approx(0.3)
 
 
 def test_sample_pivots_are_those_of_a_float64_cholesky_of_the_sampled_rows():
@@ -184,3 +196,20 @@ def test_a_quarter_sample_decides_alone_only_where_it_clearly_favours_mixed(monk
     assert slow["verdict"] == "mixed" and slow["rate_predicted"] == full["rate_predicted"]
     bad = cond.conditioning_probe(good, X[:, :3], CPU, _times(0.1, 10.0), 1e-12)
     assert bad["verdict"] == "float64" and len(bad["samples"]) == 2
+
+
+def test_run_record_shows_the_float64_plan_that_ran_after_a_veto(monkeypatch):
+    from kernelfit.options import RunOptions
+    from kernelfit.run import solve_arrays
+
+    _fast_float32(monkeypatch)
+    X, _ = _data(300, 3)
+    y = (X[:, 0] > 0.5).astype(int)
+    opts = RunOptions.from_flat(kernel="gaussian", bandwidth=0.3, tile_size=64,
+                                show_progress=False)
+    rec = solve_arrays(X, y, opts=opts)
+    assert rec["precision"] == "float64" and rec["conditioning_probe"]["verdict"] == "float64"
+    plan = rec["memory_plan"]
+    assert plan.get("precision") != "mixed" and "K tiles (float32)" not in plan["items"]
+    assert plan["planned_first"]["precision"] == "mixed"
+    assert rec["timings"]["probe"] == rec["conditioning_probe"]["seconds"] > 0

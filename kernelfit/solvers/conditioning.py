@@ -17,17 +17,19 @@ row order; ``benchmarks/bench_conditioning_probe.py``, results in
 
 The first m pivots of a random row order are the pivots of a random sample of m rows, so
 the running minimum over a seeded sample, fitted as a power of j from j = m/8 to m,
-extrapolates to n. On both kernels at n = 10,000-40,000 (samples of 1,291-4,096 rows, four
+extrapolates to n. On both kernels at n = 10,000-40,000 (samples of 639-4,096 rows, four
 seeds) that fit came out 0.8 to 4.3 times the true smallest pivot, from the first quarter
-of the sample 0.6 to 15 times (the running minimum steepens with j), so the rate is taken
-with :data:`RATE_CONSTANT` = 100 rather than 60, and a quarter sample's with a margin. The probe only vetoes: where
-``precision='auto'`` chose mixed precision by time (:func:`kernelfit.solvers.plan.plan_solve`,
-before the features exist) and the probe predicts a rate of :data:`RISKY_RATE` or worse
-(the float32 factorization near breaking down, or a long refinement), or a refinement whose
-predicted passes make mixed precision slower than a float64 factorization, the solve
-factors in float64 instead, without trying. The sample costs at most :data:`PROBE_SHARE`
-of the float64 factorization's flops (at most :data:`PROBE_MAX_ROWS` rows); smaller solves
-are not probed (a refinement that stalls still falls back).
+of the sample 0.6 to 15 times (the running minimum steepens with j): the rate is taken
+with :data:`RATE_CONSTANT` = 100 rather than 60, and a quarter sample's with a margin.
+
+The probe only vetoes. Where ``precision='auto'`` chose mixed precision by time
+(:func:`kernelfit.solvers.plan.plan_solve`, before the features exist) and the probe
+predicts a rate of :data:`RISKY_RATE` or worse, or passes that make mixed precision slower
+than a float64 factorization by the plan's own time model, the solve factors in float64
+instead, without trying mixed precision. The sample costs at most :data:`PROBE_SHARE` of
+the float64 factorization's flops (at most :data:`PROBE_MAX_ROWS` rows); smaller solves
+are not probed, and a refinement the probe let through still gives up and falls back
+when it stalls (:mod:`kernelfit.solvers.mixed`).
 """
 
 from __future__ import annotations
