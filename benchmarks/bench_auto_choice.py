@@ -10,13 +10,14 @@ solved twice, each time in a fresh ``kernelfit solve --json`` process: once with
 ``float64`` where it chose mixed (kept it, or fell back to float64: its fit then counts
 the attempt at mixed precision, ``precision_fallback.mixed_timings``). A forced mixed run
 stops after ``MIXED_PASSES`` passes, converged or not (``--tolerance 1``), and says which.
-Recorded per run: the precision, auto's reason and expected times (its
-model: factorization, refinement passes, kept share), the stage times, the refinement's
-passes (the refinement's seconds over its passes: each a K product and a preconditioner
-solve), the residual and test error. Per configuration: the model's pass time against the
-measured one, and whether auto's pick was the faster fit
-(Gram + factorization + refinement or residual, as measured). Gabor features are computed
-once per configuration and read from a feature cache folder after that. Output:
+Recorded per run: the precision, auto's reason and expected times (its model:
+factorization, refinement passes, kept share), its conditioning probe (samples, predicted
+rate and passes, verdict; :mod:`kernelfit.solvers.conditioning`), the stage times, the
+refinement's passes (the refinement's seconds over its passes: each a K product and a
+preconditioner solve), the residual and test error. Per configuration: the model's pass
+time against the measured one, and whether auto's pick was the faster fit (probe + Gram
++ factorization + refinement or residual, as measured). Gabor features are computed once
+per configuration and read from a feature cache folder after that. Output:
 ``benchmarks/results/auto_choice_<tag>.json`` with the machine described.
 """
 
