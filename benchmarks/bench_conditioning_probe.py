@@ -118,7 +118,7 @@ def main(argv=None) -> int:
     configs = [c.strip() for c in args.configs.split(",") if c.strip()]
     if args.dry_run:
         sizes, configs = [1000, 3000], ["random"]
-        cond.PROBE_MIN_ROWS, cond.FIRST_MIN_ROWS = 64, 16
+        cond.PROBE_MIN_ROWS = 64
     unknown = sorted(set(configs) - set(CONFIGS) - {"random"})
     if unknown:
         print(f"unknown configuration {unknown[0]!r}: choose from {', '.join(CONFIGS)}",

@@ -110,7 +110,10 @@ def solve_exact(kernel: Kernel, X, Y, options: Optional[SolveOptions] = None,
     (in core, mixed precision, out of core, Dask) and the memory are planned once, by
     :func:`kernelfit.solvers.plan.plan_solve`: ``plan`` is that plan when the caller made
     it already (the run layer's pre-flight, :func:`kernelfit.solvers.plan.preflight_plan`,
-    for these options and n); without it the solve plans, and checks, here.
+    for these options and n); without it the solve plans, and checks, here. Where
+    ``precision='auto'`` planned mixed precision by time, the conditioning probe
+    (:func:`kernelfit.solvers.conditioning.conditioning_probe`) may rule it out first, on
+    a sample of these rows: the solve then runs the plan's float64 fallback.
     """
     opts = (options or SolveOptions()).validate()
     be = backend if backend is not None else get_backend(opts.device)

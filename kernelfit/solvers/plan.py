@@ -11,7 +11,9 @@ of K kept for the residual or the refinement products.
 factorization, refined in float64 to the float64 residual target) whenever its plan fits
 and it is expected to be faster than a float64 factorization; float64 otherwise. The
 expected times come from flop and byte counts over rates measured in this process
-(:func:`kernelfit.solvers.machine.gemm_rates`).
+(:func:`kernelfit.solvers.machine.gemm_rates`). The plan is made before the data are seen;
+once they are, :mod:`kernelfit.solvers.conditioning` may still rule mixed precision out
+(:func:`kernelfit.solvers.exact.solve_exact`).
 """
 
 from __future__ import annotations
