@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -34,6 +35,7 @@ sys.path.insert(0, str(HERE.parent))
 from _ab import add_output_args, file_tag, no_data  # noqa: E402  (benchmarks/_ab.py)
 from bench_code_ab import commit_of  # noqa: E402  (benchmarks/bench_code_ab.py)
 from kernelfit.bench.machine import describe_machine  # noqa: E402
+from kernelfit.errors import KernelfitError  # noqa: E402
 
 CONFIGS = ("pixels", "gabor")
 
@@ -88,6 +90,14 @@ def true_pivots(kernel, X) -> np.ndarray:
     return piv  # the Gaussian kernel's diagonal is 1
 
 
+def _passes(rate: float, tol: float):
+    """The predicted passes, None where the rate (1) never converges: plain JSON."""
+    from kernelfit.solvers.conditioning import predicted_passes
+
+    passes = predicted_passes(rate, tol)
+    return int(passes) if math.isfinite(passes) else None
+
+
 def predictions(kernel, X, n: int, seeds: int, tol: float) -> dict:
     from kernelfit.backend import get_backend
     from kernelfit.solvers import conditioning as cond
@@ -103,7 +113,7 @@ def predictions(kernel, X, n: int, seeds: int, tol: float) -> dict:
             for key, part in (("whole", piv), ("quarter", piv[:m // 4])):
                 ext = cond.extrapolate_min_pivot(part, n)
                 rate = cond.predicted_rate(ext["min_pivot_predicted"])
-                s[key] = {**ext, "rate": rate, "passes": cond.predicted_passes(rate, tol)}
+                s[key] = {**ext, "rate": rate, "passes": _passes(rate, tol)}
         out["samples"].append(s)
     return out
 
@@ -114,7 +124,14 @@ def main(argv=None) -> int:
         return 2
     from kernelfit.solvers import conditioning as cond
 
-    sizes = sorted({int(s) for s in args.sizes.split(",") if s.strip()})
+    try:
+        sizes = sorted({int(s) for s in args.sizes.split(",") if s.strip()})
+    except ValueError:
+        sizes = []
+    if not sizes or sizes[0] < 2 or args.seeds < 1:
+        print(f"--sizes takes whole numbers of at least 2, comma-separated (got "
+              f"{args.sizes!r}), --seeds at least 1 (got {args.seeds})", file=sys.stderr)
+        return 2
     configs = [c.strip() for c in args.configs.split(",") if c.strip()]
     if args.dry_run:
         sizes, configs = [1000, 3000], ["random"]
@@ -127,7 +144,11 @@ def main(argv=None) -> int:
     machine = describe_machine()
     results = []
     for config in configs:
-        X, kernel, what = inputs(args, config, sizes[-1])
+        try:
+            X, kernel, what = inputs(args, config, sizes[-1])
+        except KernelfitError as exc:  # no MNIST there, too few images, ...
+            print(f"{config}: {exc}", file=sys.stderr)
+            return 2
         t0 = time.perf_counter()
         piv = true_pivots(kernel, X)
         factor_s = time.perf_counter() - t0
@@ -136,7 +157,7 @@ def main(argv=None) -> int:
             rate = cond.predicted_rate(truth)
             row = {"config": config, "inputs": what, "n": n, "d": int(X.shape[1]),
                    "true_min_pivot": truth, "rate_at_true_pivot": rate,
-                   "passes_at_true_pivot": cond.predicted_passes(rate, args.tol),
+                   "passes_at_true_pivot": _passes(rate, args.tol),
                    "probe": predictions(kernel, X, n, args.seeds, args.tol)}
             for s in row["probe"]["samples"]:
                 for key in ("whole", "quarter"):
@@ -149,7 +170,8 @@ def main(argv=None) -> int:
                   f"{row['probe']['rows']} rows, predicted/true "
                   f"{', '.join(f'{r:.2f}' for r in ratios) or '-'}", flush=True)
         results[-1]["factor_seconds_largest"] = factor_s
-    out = {"benchmark": "conditioning_probe", "script": "benchmarks/bench_conditioning_probe.py",
+    out = {"benchmark": "conditioning_probe",
+           "script": "benchmarks/bench_conditioning_probe.py",
            "argv": list(argv if argv is not None else sys.argv[1:]),
            "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
            "commit": commit_of(str(HERE.parent)), "machine": machine,
@@ -160,7 +182,7 @@ def main(argv=None) -> int:
            "results": results}
     Path(args.out).mkdir(parents=True, exist_ok=True)
     path = Path(args.out) / f"conditioning_probe_{file_tag(args, machine)}.json"
-    path.write_text(json.dumps(out, indent=1))
+    path.write_text(json.dumps(out, indent=1, allow_nan=False))
     print(f"wrote {path}")
     return 0
 

@@ -374,7 +374,10 @@ def test_conditioning_probe_benchmark_dry_run(tmp_path):
     first, second = out["results"]
     assert second["true_min_pivot"] <= first["true_min_pivot"]  # the same rows and more
     assert out["constants"]["rate_constant"] == 100.0 and out["machine"]["cpu"]
-    bad = subprocess.run([sys.executable, str(script), "--out", str(tmp_path / "x")],
-                         capture_output=True, text=True, timeout=60)
-    assert bad.returncode == 2 and "--data-dir" in bad.stderr
-    assert len(bad.stderr.strip().splitlines()) == 1 and not (tmp_path / "x").exists()
+    json.loads((tmp_path / "conditioning_probe_dry_run.json").read_text(),
+               parse_constant=lambda c: pytest.fail(f"{c} is not JSON"))
+    for argv, says in (([], "--data-dir"), (["--dry-run", "--sizes", "10k"], "--sizes")):
+        bad = subprocess.run([sys.executable, str(script), *argv, "--out", str(tmp_path / "x")],
+                             capture_output=True, text=True, timeout=60)
+        assert bad.returncode == 2 and says in bad.stderr
+        assert len(bad.stderr.strip().splitlines()) == 1 and not (tmp_path / "x").exists()
