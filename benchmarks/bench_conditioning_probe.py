@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -90,14 +89,6 @@ def true_pivots(kernel, X) -> np.ndarray:
     return piv  # the Gaussian kernel's diagonal is 1
 
 
-def _passes(rate: float, tol: float):
-    """The predicted passes, None where the rate (1) never converges: plain JSON."""
-    from kernelfit.solvers.conditioning import predicted_passes
-
-    passes = predicted_passes(rate, tol)
-    return int(passes) if math.isfinite(passes) else None
-
-
 def predictions(kernel, X, n: int, seeds: int, tol: float) -> dict:
     from kernelfit.backend import get_backend
     from kernelfit.solvers import conditioning as cond
@@ -113,7 +104,7 @@ def predictions(kernel, X, n: int, seeds: int, tol: float) -> dict:
             for key, part in (("whole", piv), ("quarter", piv[:m // 4])):
                 ext = cond.extrapolate_min_pivot(part, n)
                 rate = cond.predicted_rate(ext["min_pivot_predicted"])
-                s[key] = {**ext, "rate": rate, "passes": _passes(rate, tol)}
+                s[key] = {**ext, "rate": rate, "passes": cond.predicted_passes(rate, tol)}
         out["samples"].append(s)
     return out
 
@@ -157,7 +148,7 @@ def main(argv=None) -> int:
             rate = cond.predicted_rate(truth)
             row = {"config": config, "inputs": what, "n": n, "d": int(X.shape[1]),
                    "true_min_pivot": truth, "rate_at_true_pivot": rate,
-                   "passes_at_true_pivot": _passes(rate, args.tol),
+                   "passes_at_true_pivot": cond.predicted_passes(rate, args.tol),
                    "probe": predictions(kernel, X, n, args.seeds, args.tol)}
             for s in row["probe"]["samples"]:
                 for key in ("whole", "quarter"):

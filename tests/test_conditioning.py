@@ -2,7 +2,6 @@
 smallest pivot extrapolated to n, and the float32 refinement rate it predicts."""
 
 import logging
-import math
 
 import numpy as np
 import pytest
@@ -13,20 +12,15 @@ from kernelfit.backend import get_backend
 from kernelfit.kernels import get_kernel
 from kernelfit.solvers import conditioning as cond
 from kernelfit.solvers.exact import SolveOptions, solve_exact
+from test_mixed import _fast_float32 as _auto_plans_mixed
 
 CPU = get_backend("cpu")
 
 
 def _fast_float32(monkeypatch):
-    """auto plans mixed precision for a few hundred points (stand-in rates, as in
-    tests/test_mixed.py) and probes them (a sample of 64 rows is enough here)."""
-    from kernelfit.solvers import plan
-
-    monkeypatch.setattr(plan, "MEASURE_MIN_RATIO", 0)
-    monkeypatch.setattr(plan, "gemm_rates", lambda be: {
-        "float64": 1e7, "float32": 2e7, "memory_bytes_per_s": 1e8,
-        "thin_seconds_per_entry": {"float64": 1e-8, "float32": 5e-9},
-        "finish_entries_per_s": 1e10})
+    """auto plans mixed precision for a few hundred points (tests/test_mixed.py's
+    stand-in rates) and probes them (a sample of 64 rows is enough here)."""
+    _auto_plans_mixed(monkeypatch)
     monkeypatch.setattr(cond, "PROBE_MIN_ROWS", 64)
     monkeypatch.setattr(cond, "PROBE_SHARE", 1.0)
 
@@ -98,7 +92,7 @@ def test_rate_and_passes():
     assert rate == pytest.approx(100 * 2.0 ** -24 / 1e-3)
     assert cond.predicted_passes(rate, 1e-12) == 6
     assert cond.predicted_rate(1e-9) == 1.0 and cond.predicted_rate(0.0) == 1.0
-    assert math.isinf(cond.predicted_passes(1.0, 1e-12))
+    assert cond.predicted_passes(1.0, 1e-12) is None  # never
     assert cond.predicted_passes(1e-20, 1e-12) == 1
     # a rate that is let through keeps the refinement's float32 application of the factor
     from kernelfit.solvers.refine import FAST_GAIN
@@ -107,7 +101,7 @@ def test_rate_and_passes():
 
 
 def _times(pass_s, float64_s):
-    return {"mixed_s": 1.0 + 6 * pass_s, "passes_assumed": 6, "pass_s": pass_s,
+    return {"mixed_s": 1.0 + 6 * pass_s, "once_s": 1.0, "passes_assumed": 6, "pass_s": pass_s,
             "float64_s": float64_s}
 
 

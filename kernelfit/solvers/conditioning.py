@@ -125,19 +125,18 @@ def predicted_rate(min_pivot: float) -> float:
     return 1.0 if min_pivot <= 0 else min(1.0, RATE_CONSTANT * U32 / min_pivot)
 
 
-def predicted_passes(rate: float, tol: float) -> float:
-    """Passes to bring the relative residual from 1 to ``tol`` at ``rate`` a pass (inf
-    when the rate is 1)."""
+def predicted_passes(rate: float, tol: float) -> Optional[int]:
+    """Passes to bring the relative residual from 1 to ``tol`` at ``rate`` a pass (None
+    when the rate is 1: never)."""
     if rate >= 1.0:
-        return math.inf
-    return float(max(1, math.ceil(math.log(tol) / math.log(max(rate, 1e-300)))))
+        return None
+    return max(1, math.ceil(math.log(tol) / math.log(max(rate, 1e-300))))
 
 
 def _expect(rate: float, tol: float, once: float, pass_s: float) -> dict:
     passes = predicted_passes(rate, tol)
-    finite = math.isfinite(passes)
-    return {"rate_predicted": rate, "passes_predicted": int(passes) if finite else None,
-            "mixed_s_predicted": once + passes * pass_s if finite else None}
+    return {"rate_predicted": rate, "passes_predicted": passes,
+            "mixed_s_predicted": None if passes is None else once + passes * pass_s}
 
 
 def conditioning_probe(kernel: Kernel, X, be: Backend, times: dict, tol: float) -> dict:
@@ -159,7 +158,7 @@ def conditioning_probe(kernel: Kernel, X, be: Backend, times: dict, tol: float) 
                                         f"{PROBE_SHARE:.0%} of the factorization")
         return rec
     rows = np.random.default_rng(PROBE_SEED).choice(n, size=m, replace=False)
-    once = times["mixed_s"] - times["passes_assumed"] * times["pass_s"]
+    once = times["once_s"]
     sizes = [m // 4, m] if m // 4 >= FIRST_MIN_ROWS else [m]
     for size in sizes:
         margin = FIRST_MARGIN if size < m else 1.0

@@ -145,8 +145,9 @@ def expected_times(n: int, d: int, m: int, ts: int, rates: dict, keep_fraction: 
 
     float64: the factorization (n^3/3 flop at the float64 GEMM rate) and one K product
     (m columns) for the residual; mixed: the factorization at the float32 rate, writing
-    its kept tiles, and per refinement pass one K product (the search directions and the
-    iterate: 2m columns) and one preconditioner solve; at ``EXPECTED_PASSES`` passes
+    its kept tiles (``once_s``), and per refinement pass (``pass_s``) one K product (the
+    search directions and the iterate: 2m columns) and one preconditioner solve; at
+    ``EXPECTED_PASSES`` passes
     (``mixed_s``), ``FEWEST_PASSES`` (``mixed_best_s``) and ``WORST_PASSES``
     (``mixed_worst_s``). The Gram matrix is left out: about the same either way.
 
@@ -187,7 +188,7 @@ def expected_times(n: int, d: int, m: int, ts: int, rates: dict, keep_fraction: 
     return {"float64_s": t64, "mixed_s": once + EXPECTED_PASSES * per_pass,
             "mixed_best_s": once + FEWEST_PASSES * per_pass,
             "mixed_worst_s": once + WORST_PASSES * per_pass,
-            "pass_s": per_pass, "passes_assumed": EXPECTED_PASSES,
+            "pass_s": per_pass, "once_s": once, "passes_assumed": EXPECTED_PASSES,
             "passes_range": [FEWEST_PASSES, WORST_PASSES], "integer_grid": bool(grid),
             "gemm_flops_per_s": {"float64": r64, "float32": r32},
             "float32_rate": rates.get("float32_source", "given"),
