@@ -3,6 +3,11 @@
 8-bit pixels scaled to [0, 1] are the integers ``k / 255``; stored as ``k`` in float32 their
 inner products are exact at the float32 GEMM rate while partial sums stay below 2^24 (see
 :mod:`kernelfit.kernels`, which uses these helpers through ``Kernel(int_scale=)``).
+
+Feature maps with unit-norm rows round them to the grid of ``2^-FEATURE_GRID_BITS``
+(:class:`kernelfit.features.gabor.GaborFeatures`): a row is then the integers ``k / 2048``
+with ``|k|^2`` about ``2^22``, below the ``2^24`` bound, so the same float32 GEMM gives their
+inner products exactly.
 """
 
 from __future__ import annotations
@@ -16,12 +21,18 @@ from .backend import array_namespace
 from .errors import InputError
 
 __all__ = ["integer_grid", "grid_float32", "grid_expected", "to_integer_grid",
-           "INT_GRID_KERNELS"]
+           "INT_GRID_KERNELS", "FEATURE_GRID_BITS", "FEATURE_GRID"]
 
 #: float32 represents every integer of magnitude below 2^24 exactly
 _F32_EXACT = float(2 ** 24)
-#: the grids tried by :func:`integer_grid`: integer data, and 8-bit values scaled to [0, 1]
-_GRID_SCALES = (1.0, 255.0)
+#: unit-norm feature rows are rounded to multiples of 2^-FEATURE_GRID_BITS: the largest
+#: power of two whose grid keeps |k|^2 (about FEATURE_GRID^2 for a unit row) below 2^24
+FEATURE_GRID_BITS = 11
+FEATURE_GRID = float(2 ** FEATURE_GRID_BITS)
+#: the grids tried by :func:`integer_grid`: integer data, 8-bit values scaled to [0, 1], and
+#: the grid of unit-norm feature maps (powers of two: every value on a coarser dyadic grid
+#: is on this one too)
+_GRID_SCALES = (1.0, 255.0, FEATURE_GRID)
 #: kernels whose values depend on the inputs only through distances or cosines, so that
 #: integer-grid inputs need only their bandwidth rescaled (see :mod:`kernelfit.kernels`)
 INT_GRID_KERNELS = ("gaussian", "laplacian", "normalized")

@@ -40,7 +40,7 @@ import numpy as np
 
 from . import __version__
 from .errors import InputError
-from .grid import grid_expected
+from .grid import INT_GRID_KERNELS, grid_expected
 from .kernels import active_columns, check_array
 from .memory import fmt_bytes, peak_rss_bytes
 from .options import FeatureOptions, KernelOptions, RunOptions, SolverOptions
@@ -166,11 +166,21 @@ def make_plan(cfg: SolverOptions, n: int, d: int, n_classes: int, n_test: int, *
     return preflight_plan(cfg, n, d, n_classes, n_test, reserve=reserve, grid=grid)
 
 
-def grid_inputs(opts: RunOptions, X_train) -> bool:
-    """Whether the solve of ``X_train`` (inputs before ``opts.features``) is expected to
-    store its inputs as exact integers (:func:`kernelfit.grid.grid_expected`): raw inputs
-    only, a feature map's outputs are off the grid. For :func:`make_plan`'s ``grid``."""
-    return opts.features.name == "raw" and grid_expected(opts.kernel.name, X_train)
+def grid_inputs(opts: RunOptions, X_train, image_shape=None) -> bool:
+    """Whether the solve of ``X_train`` (inputs before ``opts.features``; ``image_shape``:
+    theirs, for a map that needs images) is expected to store its inputs as exact integers:
+    raw inputs by a sample (:func:`kernelfit.grid.grid_expected`), a feature map's outputs
+    where the map promises the grid (:meth:`~kernelfit.features.FeatureMap.output_grid`:
+    the unit-norm Gabor features). For :func:`make_plan`'s ``grid``."""
+    if opts.features.name == "raw":
+        return grid_expected(opts.kernel.name, X_train)
+    if opts.kernel.name not in INT_GRID_KERNELS:
+        return False
+    from .features import make_feature_map
+
+    fmap = make_feature_map(opts.features.name, image_shape=image_shape, seed=opts.seed,
+                            device=opts.solver.device, **dict(opts.features.params))
+    return fmap.output_grid() is not None
 
 
 def preflight(cfg: SolverOptions, n: int, d: int, n_classes: int, n_test: int) -> dict:
@@ -383,7 +393,8 @@ def run_solve(opts: RunOptions) -> dict:
                                   cached=opts.features.cache)
     plan = make_plan(opts.solver, ds.X_train.shape[0], width,
                      int(np.unique(np.asarray(ds.y_train)).shape[0]), ds.X_test.shape[0],
-                     reserve=pending, grid=grid_inputs(opts, ds.X_train))
+                     reserve=pending,
+                     grid=grid_inputs(opts, ds.X_train, ds.image_shape))
     t0 = time.perf_counter()
     X_train, X_test, feature_info, fmap = featurize(
         opts.features, ds.X_train, ds.X_test, ds.image_shape, seed=opts.seed,

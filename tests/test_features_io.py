@@ -147,10 +147,17 @@ def test_cli_arguments_and_params():
     _, args = _parse(["--features", "gabor", "--gabor-scales", "3", "--feature-batch", "7"])
     assert feature_params_from_args(args) == (
         "gabor", {"scales": 3, "orientations": 8, "order": 2, "pool": 7, "normalize": "unit",
-                  "batch_size": 7})
+                  "grid_bits": "auto", "batch_size": 7})
     _, args = _parse(["--features", "gabor", "--gabor-order", "1", "--gabor-normalize", "none"])
     assert feature_params_from_args(args)[1] == {"scales": 2, "orientations": 8, "order": 1,
-                                                 "pool": 7, "normalize": "none"}
+                                                 "pool": 7, "normalize": "none",
+                                                 "grid_bits": "auto"}
+    for text, want in (("none", None), ("NONE", None), ("8", 8), ("auto", "auto")):
+        _, args = _parse(["--features", "gabor", "--gabor-grid-bits", text])
+        assert feature_params_from_args(args)[1]["grid_bits"] == want
+    for bad in ("-1", "31", "2.5", "fine"):
+        with pytest.raises(SystemExit):
+            _parse(["--features", "gabor", "--gabor-grid-bits", bad])
     _, args = _parse(["--features", "rff", "--rff-dim", "10", "--rff-bandwidth", "2.5"])
     assert feature_params_from_args(args) == ("rff", {"n_components": 10, "bandwidth": 2.5})
     _, args = _parse(["--features", "relu", "--rff-dim", "10"])

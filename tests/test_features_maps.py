@@ -20,6 +20,7 @@ from kernelfit.features.gabor import (GaborFeatures, _conv_matrix, _fast_len,
 from kernelfit.features.random_conv import RandomConvFeatures, extract_patches
 from kernelfit.features.random_fourier import (RandomFourierFeatures, RandomReLUFeatures,
                                                arccos1_kernel, median_heuristic)
+from kernelfit.grid import FEATURE_GRID, integer_grid
 
 
 def _imgs(n, shape, seed=0):
@@ -92,7 +93,7 @@ def test_gabor_unit_normalize_divides_each_row_by_its_norm(order):
     X = _imgs(5, (12, 12))
     X[2] = 0.0                                     # an all-zero image stays all zero
     raw = GaborFeatures((12, 12), pool=3, order=order, normalize="none").fit_transform(X)
-    unit = GaborFeatures((12, 12), pool=3, order=order).fit_transform(X)
+    unit = GaborFeatures((12, 12), pool=3, order=order, grid_bits=None).fit_transform(X)
     norms = np.linalg.norm(raw, axis=1)
     assert norms[2] == 0.0 and not unit[2].any()
     keep = norms > 0
@@ -100,15 +101,57 @@ def test_gabor_unit_normalize_divides_each_row_by_its_norm(order):
     np.testing.assert_allclose(np.linalg.norm(unit[keep], axis=1), 1.0, atol=1e-13)
     # the scale of the image no longer matters
     np.testing.assert_allclose(
-        GaborFeatures((12, 12), pool=3, order=order).fit_transform(7.5 * X), unit, atol=1e-13)
+        GaborFeatures((12, 12), pool=3, order=order, grid_bits=None).fit_transform(7.5 * X),
+        unit, atol=1e-13)
+
+
+@pytest.mark.parametrize("order", [1, 2])
+def test_gabor_unit_features_rounded_to_the_feature_grid(order):
+    """The default rounds unit rows to the nearest multiples of 2^-11: the integers
+    k / 2048 with |k|^2 below 2^24 (exact float32 inner products), none further than 2^-12
+    from the unrounded features; an all-zero image stays zero."""
+    X = _imgs(6, (12, 12), seed=5)
+    X[3] = 0.0
+    exact = GaborFeatures((12, 12), pool=3, order=order, grid_bits=None).fit_transform(X)
+    g = GaborFeatures((12, 12), pool=3, order=order)
+    F = g.fit_transform(X)
+    assert g.output_grid() == FEATURE_GRID == 2.0 ** 11
+    K = F * FEATURE_GRID
+    assert np.array_equal(K, np.rint(K)) and not F[3].any()
+    np.testing.assert_array_equal(F, np.rint(exact * 2048.0) / 2048.0)
+    assert np.abs(F - exact).max() <= 2.0 ** -12
+    assert ((K * K).sum(axis=1) < 2.0 ** 24).all()
+    assert integer_grid(F) == FEATURE_GRID  # what the solve finds
+    # a coarser grid is a subset of the finer one; no rounding, or unnormalized: no promise
+    coarse = GaborFeatures((12, 12), pool=3, order=order, grid_bits=6)
+    F6 = coarse.fit_transform(X)
+    assert np.array_equal(F6 * 64.0, np.rint(F6 * 64.0)) and coarse.output_grid() == 2048.0
+    assert GaborFeatures((12, 12), grid_bits=None).output_grid() is None
+    assert GaborFeatures((12, 12), grid_bits=12).output_grid() is None
+    assert GaborFeatures((12, 12), normalize="none").output_grid() is None
+    assert GaborFeatures((12, 12), normalize="none").rounding_bits() is None
+    raw = GaborFeatures((12, 12), pool=3, order=order, normalize="none", grid_bits=4)
+    R = raw.fit_transform(X)
+    assert np.array_equal(R * 16.0, np.rint(R * 16.0)) and raw.output_grid() is None
+
+
+@pytest.mark.parametrize("bits", [-1, 31, 2.5, "fine", True])
+def test_gabor_grid_bits_refused(bits):
+    with pytest.raises(InputError, match="grid_bits"):
+        GaborFeatures((12, 12), grid_bits=bits).check_params()
 
 
 def test_gabor_dtype_float32_close_to_float64():
     X = _imgs(4, (16, 16))
-    a = GaborFeatures((16, 16), pool=4).fit_transform(X)
-    b = GaborFeatures((16, 16), pool=4, dtype="float32").fit_transform(X)
+    a = GaborFeatures((16, 16), pool=4, grid_bits=None).fit_transform(X)
+    b = GaborFeatures((16, 16), pool=4, dtype="float32", grid_bits=None).fit_transform(X)
     assert b.dtype == np.float32
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    # rounded to the grid (exact in float32 too), the two agree to within one step
+    a = GaborFeatures((16, 16), pool=4).fit_transform(X)
+    b = GaborFeatures((16, 16), pool=4, dtype="float32").fit_transform(X)
+    assert b.dtype == np.float32 and np.abs(a - b).max() <= 2.0 ** -11
+    assert np.array_equal(b * 2048.0, np.rint(b * 2048.0))
 
 
 def test_batching_does_not_change_gabor(monkeypatch):

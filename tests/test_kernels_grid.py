@@ -145,6 +145,36 @@ def test_estimator_stores_pixels_as_exact_integers():
     assert est.relative_residual_ < 1e-10
 
 
+@settings(max_examples=20, deadline=None)
+@given(st.integers(0, 2 ** 31), st.sampled_from(["gaussian", "laplacian"]))
+def test_unit_rows_on_the_feature_grid_multiply_exactly_in_float32(seed, name):
+    """Unit-norm rows rounded to multiples of 2^-11 (what the Gabor map gives) are found on
+    the grid of scale 2048 (|k|^2 about 2^22 < 2^24): float32 integers, kernel values from
+    exact squared distances, and an estimator fitted on them predicts as plain float64
+    arithmetic does."""
+    from kernelfit.grid import FEATURE_GRID
+
+    rng = np.random.default_rng(seed)
+    F = rng.standard_normal((60, 40)) * (rng.random((60, 40)) < 0.7)
+    F[0] = rng.standard_normal(40)
+    F /= np.maximum(np.linalg.norm(F, axis=1, keepdims=True), 1e-300)
+    F = np.rint(F * FEATURE_GRID) / FEATURE_GRID
+    h = 0.6
+    kernel, G = to_integer_grid(get_kernel(name, bandwidth=h), F)
+    assert kernel.int_scale == FEATURE_GRID and G.dtype == np.float32
+    Ki = np.rint(F * FEATURE_GRID).astype(np.int64)
+    D = _exact_sq_dist(Ki, Ki) / FEATURE_GRID ** 2
+    want = np.exp(-D / (2 * h * h)) if name == "gaussian" else np.exp(-np.sqrt(D) / h)
+    np.testing.assert_allclose(kernel(G), want, rtol=1e-13, atol=0)
+    y = rng.integers(0, 3, 60)
+    est = KernelInterpolator(kernel=name, bandwidth=h).fit(F, y)
+    assert est.fit_kernel_.int_scale == FEATURE_GRID and est.X_fit_.dtype == np.float32
+    assert "exact" in est.fit_info_["inner_products"]
+    ref = get_kernel(name, bandwidth=h)
+    np.testing.assert_allclose(est.decision_function(F[:10]), ref(F[:10], F) @ est.alpha_,
+                               rtol=1e-9, atol=1e-9)
+
+
 def test_off_grid_inputs_are_left_alone():
     rng = np.random.default_rng(3)
     X = rng.random((80, 6))

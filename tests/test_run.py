@@ -70,6 +70,25 @@ def test_the_plan_knows_inputs_on_the_integer_grid(monkeypatch):
         assert est.fit_info_["plan_choice"]["expected_time"]["integer_grid"] is on_grid
 
 
+def test_the_plan_knows_a_feature_map_that_rounds_to_the_grid():
+    """Before any feature exists, the plan learns from the map whether its outputs will be
+    exact integers: unit-norm Gabor features on their 2^-11 grid, for the distance and
+    cosine kernels; unrounded or unnormalized features, or another kernel, are not."""
+    pixels = np.random.default_rng(0).random((4, 144))
+
+    def grid(kernel="gaussian", **params):
+        opts = RunOptions.from_flat(features="gabor", kernel=kernel,
+                                    feature_params=dict(params, pool=3))
+        return run.grid_inputs(opts, pixels, (12, 12))
+
+    assert grid() and grid("laplacian") and grid("normalized") and grid(grid_bits=8)
+    assert not grid(grid_bits=None) and not grid(normalize="none") and not grid(grid_bits=12)
+    assert not grid("polynomial") and not grid("linear")
+    raw = RunOptions.from_flat(kernel="gaussian")
+    assert not run.grid_inputs(raw, pixels)                   # raw: by its sample
+    assert run.grid_inputs(raw, np.rint(pixels * 255) / 255)
+
+
 def test_solve_arrays_refuses_mismatched_input():
     X, y = _blobs(30)
     with pytest.raises(InputError, match="y_train"):

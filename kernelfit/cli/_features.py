@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from ..errors import InputError
 from ..features import FEATURE_NAMES, default_params
-from ._types import bandwidth_arg, finite_float, positive_float_or_none, positive_int
+from ._types import (bandwidth_arg, finite_float, grid_bits_arg, positive_float_or_none,
+                     positive_int)
 
 __all__ = ["add_feature_arguments", "feature_params_from_args"]
 
@@ -20,6 +21,7 @@ _ARG_MAP = {
     "gabor_order": ("gabor", "order"),
     "gabor_pool": ("gabor", "pool"),
     "gabor_normalize": ("gabor", "normalize"),
+    "gabor_grid_bits": ("gabor", "grid_bits"),
     "rff_dim": (("rff", "relu"), "n_components"),
     "rff_bandwidth": ("rff", "bandwidth"),
     "conv_filters": ("random-conv", "n_filters"),
@@ -34,7 +36,7 @@ _ARG_MAP = {
 }
 
 # options whose value 'none' stands for the parameter None (switched off)
-_NONE_IS_OFF = ("conv_patch_norm",)
+_NONE_IS_OFF = ("conv_patch_norm", "gabor_grid_bits")
 
 
 def add_feature_arguments(parser) -> None:
@@ -59,6 +61,10 @@ def add_feature_arguments(parser) -> None:
     g.add_argument("--gabor-normalize", choices=("unit", "none"), default="unit",
                    help="gabor: scale each image's feature vector to unit Euclidean norm "
                         "(unit) or keep the coefficients as computed (none)")
+    g.add_argument("--gabor-grid-bits", type=grid_bits_arg, default="auto",
+                   help="gabor: round every feature to a multiple of 2^-B (auto: B = 11 for "
+                        "unit-norm features, whose inner products are then exact at the "
+                        "float32 rate; 'none': no rounding)")
     g.add_argument("--rff-dim", type=positive_int, default=4096,
                    help="rff / relu: number of random features D")
     g.add_argument("--rff-bandwidth", type=bandwidth_arg, default="median",

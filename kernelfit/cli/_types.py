@@ -6,7 +6,7 @@ import argparse
 import math
 
 __all__ = ["positive_int", "nonneg_int", "nonneg_float", "finite_float", "bandwidth_arg",
-           "positive_float_or_none"]
+           "positive_float_or_none", "grid_bits_arg"]
 
 
 def _parse(text: str, conv, ok, what: str):
@@ -49,3 +49,11 @@ def positive_float_or_none(text: str):
         return "none"
     return _parse(text, float, lambda v: math.isfinite(v) and v > 0,
                   "a positive finite number or 'none'")
+
+
+def grid_bits_arg(text: str):
+    """``'auto'``, ``'none'`` (kept as the string: "switch it off") or an integer 0 to 30."""
+    word = text.strip().lower()
+    if word in ("auto", "none"):
+        return word
+    return _parse(text, int, lambda v: 0 <= v <= 30, "'auto', 'none' or an integer 0 to 30")

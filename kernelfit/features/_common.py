@@ -40,7 +40,8 @@ __all__ = [
 def check_int(name: str, value, minimum: int = 1, maximum: Optional[int] = None) -> int:
     """``value`` as an int in ``[minimum, maximum]``, else :class:`InputError`."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        if isinstance(value, numbers.Real) and float(value).is_integer():
+        if (not isinstance(value, bool) and isinstance(value, numbers.Real)
+                and float(value).is_integer()):
             value = int(value)
         else:
             raise InputError(f"{name} must be an integer, got {value!r}")
@@ -208,6 +209,14 @@ class FeatureMap(TransformerMixin, BaseEstimator, metaclass=ABCMeta):
             raise InputError(f"{type(self).__name__}: X has {d} features per row but "
                              f"image_shape {tuple(self.image_shape)} implies {width}")
         return int(self._n_features_out())
+
+    def output_grid(self) -> Optional[float]:
+        """The scale ``s`` under which every output row is integers whose squared sum stays
+        below 2^24 (exact in a float32 GEMM, see :mod:`kernelfit.grid`), or None: no such
+        promise (the base class; :class:`~kernelfit.features.gabor.GaborFeatures` makes it).
+        For a memory and time plan made before the features exist; the solve checks the
+        features themselves."""
+        return None
 
     @property
     def _backend(self):

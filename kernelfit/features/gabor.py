@@ -52,18 +52,33 @@ training set this took the Gaussian-kernel error from 0.80% to 0.54% at order 2
 (``benchmarks/results/gabor_defaults.json``); ``normalize='none'`` keeps the raw
 coefficients. ``pool = 7`` (4 x 4-pixel cells on MNIST) tied with ``pool = 8`` there (0.54%
 at 10,000 fitted, 0.62% at 20,000) with 23% fewer features, hence the default.
+
+The grid
+--------
+Unit-norm features are then rounded to multiples of ``2^-11`` (``grid_bits='auto'``; see
+:data:`kernelfit.grid.FEATURE_GRID_BITS`): a row becomes the integers ``k / 2048`` with
+``|k|^2`` about ``2^22``, so a distance kernel's inner products are exact in a float32 GEMM
+(:mod:`kernelfit.grid`) and the solve builds K, checks its residual and predicts at the
+float32 rate, with every kernel value still that of the rounded features exactly. Each feature
+moves by at most ``2^-12`` (MNIST's default bank: typical values about 0.016). MNIST, Gaussian
+kernel at the median bandwidth, the first 10,000 or 20,000 training images against the 10,000
+test images: 0.88% -> 0.82% and 0.62% -> 0.53% test error (within noise), fit 9.1 -> 7.6 s
+and 62.9 -> 52.2 s, predictions 8.1 -> 4.9 s and 18.6 -> 9.1 s (2-core Zen 4, float64
+factorization both ways). ``grid_bits=None`` keeps the features unrounded.
 """
 
 from __future__ import annotations
 
 import math
 from concurrent.futures import ThreadPoolExecutor
+from typing import Optional
 
 import numpy as np
 import scipy.fft
 
 from ..backend import usable_cores
 from ..errors import InputError
+from ..grid import FEATURE_GRID, FEATURE_GRID_BITS
 from ._common import FeatureMap, check_float, check_image_shape, check_int, pooling_matrix
 
 __all__ = ["GaborFeatures", "NORMALIZE_CHOICES", "morlet_filter_bank", "fft_convolve_same"]
@@ -179,6 +194,11 @@ class GaborFeatures(FeatureMap):
     normalize : {'unit', 'none'}, default 'unit'
         ``'unit'``: each image's feature vector is scaled to unit Euclidean norm (see the
         module docstring); ``'none'``: the coefficients as computed.
+    grid_bits : 'auto', int or None, default 'auto'
+        Round every feature to a multiple of ``2^-grid_bits`` (exact in binary floating
+        point; see "The grid" in the module docstring). ``'auto'``: 11 with
+        ``normalize='unit'`` (unit rows on this grid multiply exactly at the float32 rate),
+        no rounding with ``'none'``; an int from 0 to 30; None: no rounding.
     sigma0, xi0, slant : float
         Envelope width, centre frequency (radians/pixel) and slant of the finest wavelet.
     batch_size : int, default 128
@@ -206,14 +226,16 @@ class GaborFeatures(FeatureMap):
     _desc = "gabor features"
 
     def __init__(self, image_shape=(28, 28), *, scales=2, orientations=8, order=2, pool=7,
-                 normalize="unit", sigma0=0.8, xi0=3 * math.pi / 4, slant=0.5, batch_size=128,
-                 dtype="float64", seed=0, device="cpu", progress=None):
+                 normalize="unit", grid_bits="auto", sigma0=0.8, xi0=3 * math.pi / 4,
+                 slant=0.5, batch_size=128, dtype="float64", seed=0, device="cpu",
+                 progress=None):
         self.image_shape = image_shape
         self.scales = scales
         self.orientations = orientations
         self.order = order
         self.pool = pool
         self.normalize = normalize
+        self.grid_bits = grid_bits
         self.sigma0 = sigma0
         self.xi0 = xi0
         self.slant = slant
@@ -237,6 +259,8 @@ class GaborFeatures(FeatureMap):
         if self.normalize not in NORMALIZE_CHOICES:
             raise InputError(f"normalize must be one of {', '.join(NORMALIZE_CHOICES)}, got "
                              f"{self.normalize!r}")
+        if not (self.grid_bits is None or self.grid_bits == "auto"):
+            check_int("grid_bits", self.grid_bits, 0, 30)
         check_float("sigma0", self.sigma0, 0.0, strict=True)
         check_float("xi0", self.xi0, 0.0, strict=True, maximum=math.pi)
         check_float("slant", self.slant, 0.0, strict=True, maximum=1.0)
@@ -255,6 +279,20 @@ class GaborFeatures(FeatureMap):
         f1 = self.phi_.sum(axis=1)
         self.pool_rows_ = pooling_matrix(H, int(self.pool)) @ _conv_matrix(f1, H)
         self.pool_cols_ = pooling_matrix(W, int(self.pool)) @ _conv_matrix(f1, W)
+
+    def rounding_bits(self) -> Optional[int]:
+        """The ``b`` of the grid ``2^-b`` the features are rounded to, or None (unrounded)."""
+        if self.grid_bits == "auto":
+            return FEATURE_GRID_BITS if self.normalize == "unit" else None
+        return None if self.grid_bits is None else int(self.grid_bits)
+
+    def output_grid(self) -> Optional[float]:
+        """``FEATURE_GRID`` where every output row is, times it, integers whose squared sum
+        stays below 2^24 (unit rows rounded to ``2^-b``, ``b <= FEATURE_GRID_BITS``: what
+        :func:`kernelfit.grid.integer_grid` finds), else None."""
+        bits = self.rounding_bits()
+        ok = self.normalize == "unit" and bits is not None and bits <= FEATURE_GRID_BITS
+        return FEATURE_GRID if ok else None
 
     def _n_features_out(self) -> int:
         _, _, C = check_image_shape(self.image_shape, who="gabor features")
@@ -301,4 +339,7 @@ class GaborFeatures(FeatureMap):
         if self.normalize == "unit":
             norms = xp.sqrt((out * out).sum(axis=1, keepdims=True))
             out = out / xp.where(norms > 0, norms, 1)
+        bits = self.rounding_bits()
+        if bits is not None:  # multiplying by powers of two: exact, in float32 too
+            out = xp.rint(out * float(2 ** bits)) * (1.0 / 2 ** bits)
         return out

@@ -153,8 +153,10 @@ def run_randomization(cfg: Optional[RunOptions] = None, modes="labels", levels=D
     # non-zero); each fit runs this plan and makes none of its own
     width, pending = run.feature_plan(opts.features, X_train, X_test, ds.image_shape,
                                       seed=opts.seed, device=opts.solver.device)
-    # pixels stay on their grid under every corruption but Gaussian inputs
-    grid = "gaussian" not in modes and run.grid_inputs(opts, X_train)
+    # pixels stay on their grid under every corruption but Gaussian inputs (a feature map
+    # that rounds its outputs to a grid does so whatever its inputs)
+    grid = (("gaussian" not in modes or opts.features.name != "raw")
+            and run.grid_inputs(opts, X_train, ds.image_shape))
     plan = run.make_plan(opts.solver, X_train.shape[0], width, n_classes, X_test.shape[0],
                          reserve=pending, grid=grid)
     # clean features: reused by every labels record and to fix the kernel
