@@ -381,3 +381,25 @@ def test_conditioning_probe_benchmark_dry_run(tmp_path):
                              capture_output=True, text=True, timeout=60)
         assert bad.returncode == 2 and says in bad.stderr
         assert len(bad.stderr.strip().splitlines()) == 1 and not (tmp_path / "x").exists()
+
+
+def test_gabor_grid_benchmark_dry_run(tmp_path):
+    """benchmarks/bench_gabor_grid.py --dry-run: unrounded and rounded Gabor features in
+    fresh `kernelfit solve` processes (features from the warmed cache), the rounded ones
+    stored as exact float32 integers; medians per n; a bad --n refuses in one line."""
+    root, script, out = _benchmark_dry_run("bench_gabor_grid.py", "gabor_grid", tmp_path)
+    assert [r["grid_bits"] for r in out["runs"]] == ["none", "auto"]
+    for r in out["runs"]:
+        assert r["status"] == "ok" and r["feature_cache_hit"] and r["exact"]
+        assert r["compared_s"] > 0 and r["test_error"] is not None
+    none, auto = out["runs"]
+    assert auto["inner_products"].startswith("float32 GEMM, exact")
+    assert "2048" in auto["inner_products"] and none["inner_products"] is None
+    (row,) = out["medians"]
+    assert row["time_ratio"] == pytest.approx(auto["compared_s"] / none["compared_s"])
+    assert out["machine"]["cpu"] and out["commit"]
+    for argv, says in (([], "--data-dir"), (["--dry-run", "--n", "10k"], "--n")):
+        bad = subprocess.run([sys.executable, str(script), *argv, "--out", str(tmp_path / "x")],
+                             capture_output=True, text=True, timeout=60)
+        assert bad.returncode == 2 and says in bad.stderr
+        assert len(bad.stderr.strip().splitlines()) == 1 and not (tmp_path / "x").exists()

@@ -135,6 +135,22 @@ def test_gabor_unit_features_rounded_to_the_feature_grid(order):
     assert np.array_equal(R * 16.0, np.rint(R * 16.0)) and raw.output_grid() is None
 
 
+def test_gabor_map_pickled_before_the_grid_keeps_its_unrounded_features():
+    """A model file or cache entry made before ``grid_bits`` existed holds a map without
+    it: loaded, it computes the unrounded features it was fitted with."""
+    import pickle
+
+    X = _imgs(3, (12, 12), seed=2)
+    g = GaborFeatures((12, 12), pool=3).fit(X)
+    old = pickle.loads(pickle.dumps(g))
+    del old.__dict__["grid_bits"]
+    old = pickle.loads(pickle.dumps(old))
+    assert old.grid_bits is None and old.get_params()["grid_bits"] is None
+    want = GaborFeatures((12, 12), pool=3, grid_bits=None).fit(X).transform(X)
+    np.testing.assert_array_equal(old.transform(X), want)
+    assert not np.array_equal(g.transform(X), want)
+
+
 @pytest.mark.parametrize("bits", [-1, 31, 2.5, "fine", True])
 def test_gabor_grid_bits_refused(bits):
     with pytest.raises(InputError, match="grid_bits"):
