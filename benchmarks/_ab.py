@@ -68,6 +68,15 @@ def no_data(args) -> bool:
     return True
 
 
+def sizes_of(text: str) -> list:
+    """The whole numbers of a comma-separated option (``--sizes``, ``--n``), sorted and
+    unique; ``[]`` when one is not a whole number (the caller refuses in one line)."""
+    try:
+        return sorted({int(v) for v in text.split(",") if v.strip()})
+    except ValueError:
+        return []
+
+
 def file_tag(args, machine: dict) -> str:
     """The result file's name tag: ``dry_run`` for a dry run, else ``args.tag``, else the
     CPU's name made safe for a file name."""

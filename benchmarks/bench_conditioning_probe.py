@@ -31,7 +31,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from _ab import add_output_args, file_tag, no_data  # noqa: E402  (benchmarks/_ab.py)
+from _ab import add_output_args, file_tag, no_data, sizes_of  # noqa: E402  (benchmarks/_ab.py)
 from bench_code_ab import commit_of  # noqa: E402  (benchmarks/bench_code_ab.py)
 from kernelfit.bench.machine import describe_machine  # noqa: E402
 from kernelfit.errors import KernelfitError  # noqa: E402
@@ -115,10 +115,7 @@ def main(argv=None) -> int:
         return 2
     from kernelfit.solvers import conditioning as cond
 
-    try:
-        sizes = sorted({int(s) for s in args.sizes.split(",") if s.strip()})
-    except ValueError:
-        sizes = []
+    sizes = sizes_of(args.sizes)
     if not sizes or sizes[0] < 2 or args.seeds < 1:
         print(f"--sizes takes whole numbers of at least 2, comma-separated (got "
               f"{args.sizes!r}), --seeds at least 1 (got {args.seeds})", file=sys.stderr)

@@ -32,7 +32,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from _ab import add_output_args, alternating, file_tag, no_data  # noqa: E402
+from _ab import add_output_args, alternating, file_tag, no_data, sizes_of  # noqa: E402
 from bench_code_ab import commit_of  # noqa: E402  (benchmarks/bench_code_ab.py)
 from kernelfit.bench.machine import describe_machine  # noqa: E402
 
@@ -114,10 +114,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     if no_data(args):
         return 2
-    try:
-        ns = [int(v) for v in args.n.split(",") if v.strip()]
-    except ValueError:
-        ns = []
+    ns = sizes_of(args.n)
     if not ns or min(ns) < 2 or args.rounds < 1:
         print(f"--n takes whole numbers of at least 2, comma-separated (got {args.n!r}), "
               f"--rounds at least 1 (got {args.rounds})", file=sys.stderr)
