@@ -171,6 +171,8 @@ def combine(runs, machine):
     rec["times_s"] = [r.get("total") for r in reps]
     if reps and rec["impl"] == "kernelfit":
         rec["precision"] = reps[-1].get("precision")
+        # each run's own: auto may choose differently from run to run where it is close
+        rec["precisions"] = [r.get("precision") for r in reps]
         rec["precision_reason"] = reps[-1].get("precision_reason")
         rec["plan_choice"] = reps[-1].get("plan_choice")
         rec["inner_products"] = reps[-1].get("inner_products")

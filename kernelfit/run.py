@@ -313,10 +313,13 @@ def _check_arrays(X_train, y_train, X_test, y_test):
 
 def _plan_that_ran(plan, est) -> dict:
     """The memory plan of the solve as it ran: ``plan``'s record, or, where auto planned
-    mixed precision and then factored in float64 (ruled out by the conditioning probe, or
-    fallen back), the float64 plan it ran, with the mixed one as ``planned_first``."""
+    one precision and then ran the other (mixed ruled out by the conditioning probe, or
+    fallen back; float64 swapped for mixed by the probe), the plan it ran, with the one
+    made first as ``planned_first``."""
     planned = plan.record()
-    if plan.route == "mixed" and est.precision_ != "mixed" and est.memory_plan_:
+    switched = (plan.route == "mixed" and est.precision_ != "mixed") or (
+        plan.alternative is not None and est.precision_ == "mixed")
+    if switched and est.memory_plan_:
         return dict(est.memory_plan_, planned_first=planned)
     return planned
 

@@ -207,3 +207,87 @@ def test_run_record_shows_the_float64_plan_that_ran_after_a_veto(monkeypatch):
     assert plan.get("precision") != "mixed" and "K tiles (float32)" not in plan["items"]
     assert plan["planned_first"]["precision"] == "mixed"
     assert rec["timings"]["probe"] == rec["conditioning_probe"]["seconds"] > 0
+
+
+def _hedged_to_float64(monkeypatch):
+    """auto's stand-in rates (as above), with a worst case of so many refinement passes
+    that the plan hedges to float64 although mixed precision's fewest passes are faster."""
+    from kernelfit.solvers import plan
+
+    _fast_float32(monkeypatch)
+    monkeypatch.setattr(plan, "WORST_PASSES", 10_000)
+
+
+def test_plan_offers_mixed_as_an_alternative_only_where_it_hedged_by_time(monkeypatch):
+    from kernelfit.solvers.plan import plan_solve
+
+    _hedged_to_float64(monkeypatch)
+    sp = plan_solve(300, 6, 2, SolveOptions(tile_size=64).validate(), device="cpu",
+                    available=8 << 30, backend=CPU)
+    times = sp.choice["expected_time"]
+    assert sp.precision == "float64" and times["by_time"]
+    assert times["mixed_best_s"] < times["float64_s"] < times["mixed_worst_s"]
+    alt = sp.alternative
+    assert alt.route == "mixed" and alt.may_fall_back and alt.fallback.precision == "float64"
+    assert alt.tol <= 1e-12 and alt.memory.fits()
+    for opts in (SolveOptions(precision="float64", tile_size=64),
+                 SolveOptions(precision="mixed", tile_size=64)):
+        assert plan_solve(300, 6, 2, opts.validate(), device="cpu", available=8 << 30,
+                          backend=CPU).alternative is None
+    # a plan that chose mixed precision outright has nothing to switch to
+    monkeypatch.setattr("kernelfit.solvers.plan.WORST_PASSES", 14)
+    assert plan_solve(300, 6, 2, SolveOptions(tile_size=64).validate(), device="cpu",
+                      available=8 << 30, backend=CPU).alternative is None
+
+
+def test_auto_switches_to_mixed_where_the_probe_predicts_few_passes(monkeypatch, caplog):
+    _hedged_to_float64(monkeypatch)
+    X, Y = _data(300, 6)
+    k = get_kernel("gaussian", bandwidth=0.3)
+    ref = solve_exact(k, X, Y, SolveOptions(precision="float64", tile_size=64))
+    with caplog.at_level(logging.INFO, logger="kernelfit"):
+        sol = solve_exact(k, X, Y, SolveOptions(tile_size=64))
+    info = sol.info
+    probe = info["conditioning_probe"]
+    assert probe["verdict"] == "mixed" and probe["rows"] >= 64
+    assert info["precision"] == "mixed" and info["converged"] and sol.dtype == "mixed"
+    assert "a float64 factorization expected faster" in info["precision_reason"]
+    assert info["precision_reason"].endswith("mixed precision instead")
+    assert probe["mixed_s_predicted"] < info["plan_choice"]["expected_time"]["float64_s"]
+    assert any("precision auto: mixed" in r.getMessage() for r in caplog.records)
+    assert info["relative_residual"] <= 1e-12
+    np.testing.assert_allclose(sol.alpha, ref.alpha, rtol=1e-9, atol=1e-9 * abs(ref.alpha).max())
+
+
+def test_auto_keeps_float64_where_the_probe_does_not_favour_mixed(monkeypatch):
+    _hedged_to_float64(monkeypatch)
+    X, Y = _data(300, 3)
+    k = get_kernel("gaussian", bandwidth=0.3)  # cond ~ 5e10: too much for float32
+    sol = solve_exact(k, X, Y, SolveOptions(tile_size=64))
+    info = sol.info
+    assert info["precision"] == "float64" and sol.dtype == "float64"
+    assert info["conditioning_probe"]["verdict"] == "float64"
+    assert "too ill-conditioned" in info["precision_reason"]
+    # too small to probe: the plan's float64 stands, and the record says it was not probed
+    monkeypatch.setattr(cond, "PROBE_MIN_ROWS", 1024)
+    X, Y = _data(300, 6)
+    sol = solve_exact(k, X, Y, SolveOptions(tile_size=64))
+    probe = sol.info["conditioning_probe"]
+    assert sol.info["precision"] == "float64" and probe["verdict"] == "float64"
+    assert probe["rows"] == 0 and "not probed" in probe["why"]
+
+
+def test_run_record_shows_the_mixed_plan_that_ran_after_a_switch(monkeypatch):
+    from kernelfit.options import RunOptions
+    from kernelfit.run import solve_arrays
+
+    _hedged_to_float64(monkeypatch)
+    X, _ = _data(300, 6)
+    y = (X[:, 0] > 0.5).astype(int)
+    opts = RunOptions.from_flat(kernel="gaussian", bandwidth=0.3, tile_size=64,
+                                show_progress=False)
+    rec = solve_arrays(X, y, opts=opts)
+    assert rec["precision"] == "mixed" and rec["conditioning_probe"]["verdict"] == "mixed"
+    plan = rec["memory_plan"]
+    assert plan["precision"] == "mixed" and "K tiles (float32)" in plan["items"]
+    assert plan["planned_first"].get("precision") != "mixed"

@@ -35,7 +35,10 @@ def test_landmark_column_is_the_nystrom_part_of_the_mean(name, h):
     k = get_kernel(name, bandwidth=h)
     u, rec = mean_landmark(k, X, k.prepare(X), CPU)
     z = X.mean(0, keepdims=True)
-    np.testing.assert_allclose(u, k(X, z) / np.sqrt(k(z, z)[0, 0]), rtol=1e-13, atol=0)
+    # k(z) (not k(z, z)): the exact diagonal value, as the landmark takes it; k(z, z) forms
+    # |z|^2 + |z|^2 - 2 <z, z>, whose rounding (which depends on the BLAS kernel and the
+    # alignment) the Laplacian's square root lifts to about 1e-8
+    np.testing.assert_allclose(u, k(X, z) / np.sqrt(k(z)[0, 0]), rtol=1e-13, atol=0)
     assert rec["rank"] == 1 and rec["landmark"] == "mean of the training rows"
     assert 0 < rec["max_k_row_landmark"] < NEAR
     # K - u u^T is the Schur complement of the landmark: positive definite
@@ -151,12 +154,16 @@ def _digits_histories(monkeypatch, h, tol):
 
 
 def test_deflated_factor_is_the_better_preconditioner(monkeypatch):
-    # digits, h = 3 (c = 257: the first solve makes w in its own sweep): a smaller
-    # residual after each pass; h = 8 (c ~ 2e4: w in a sweep of its own), far fewer passes
+    # digits, h = 3 (c = 257: the first solve makes w in its own sweep): after the first
+    # solve (about the same residual either way: 8.3e-5 and 8.5e-5 on a Zen 3, OpenBLAS
+    # Haswell kernel) a residual several times smaller each pass (the pass count may tie:
+    # 1.02e-12 after three passes against a target of 1e-12, in one run);
+    # h = 8 (c ~ 2e4: w in a sweep of its own), far fewer passes
     info = _digits_histories(monkeypatch, 3.0, 1e-12)
     h1, h0 = info[True]["refinement_history"], info[False]["refinement_history"]
     assert info[True]["deflation"]["sherman_morrison_c"] <= deflate.JOINT_C
-    assert all(a < b for a, b in zip(h1[:3], h0[:3])), (h1, h0)
+    assert h1[0] < 1.5 * h0[0], (h1, h0)
+    assert all(3 * a < b for a, b in zip(h1[1:3], h0[1:3])), (h1, h0)
     assert info[True]["converged"] and info[False]["converged"]
     info = _digits_histories(monkeypatch, 8.0, 1e-10)
     assert info[True]["deflation"]["sherman_morrison_c"] > deflate.JOINT_C

@@ -113,7 +113,9 @@ def solve_exact(kernel: Kernel, X, Y, options: Optional[SolveOptions] = None,
     for these options and n); without it the solve plans, and checks, here. Where
     ``precision='auto'`` planned mixed precision by time, the conditioning probe
     (:func:`kernelfit.solvers.conditioning.conditioning_probe`) may rule it out first, on
-    a sample of these rows: the solve then runs the plan's float64 fallback.
+    a sample of these rows: the solve then runs the plan's float64 fallback; where it chose
+    float64 by time although mixed precision is faster at its fewest refinement passes
+    (the plan's ``alternative``), the probe's predicted passes may pick mixed precision.
     """
     opts = (options or SolveOptions()).validate()
     be = backend if backend is not None else get_backend(opts.device)
@@ -134,6 +136,18 @@ def solve_exact(kernel: Kernel, X, Y, options: Optional[SolveOptions] = None,
             log.info("precision auto: float64: %s", probe["why"])
             splan = dataclasses.replace(splan.fallback, choice=splan.choice, reason=(
                 f"{splan.reason}; but {probe['why']}: float64 instead"))
+    elif splan.alternative is not None:
+        # auto chose float64 by time, hedging on the refinement's pass count: a sample of
+        # K may predict passes few enough for mixed precision to be the faster
+        alt = splan.alternative
+        probe = conditioning_probe(kernel, X, be, splan.choice["expected_time"], alt.tol,
+                                   planned="float64")
+        if probe["verdict"] == "mixed":
+            log.info("precision auto: mixed: %s", probe["why"])
+            splan = dataclasses.replace(alt, reason=(
+                f"{splan.reason}; but {probe['why']}: mixed precision instead"))
+        elif probe["rows"]:
+            splan = dataclasses.replace(splan, reason=f"{splan.reason}; {probe['why']}")
     fell_back = False
     if splan.route == "dask":
         sol = solve_distributed(kernel, X, Y, opts, be, splan)

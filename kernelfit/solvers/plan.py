@@ -81,6 +81,10 @@ class SolvePlan:
     may_fall_back: bool = False
     #: the float64 in-core plan a fallback from mixed precision runs (made with this plan)
     fallback: Optional["SolvePlan"] = None
+    #: precision='auto' chose float64 by time, yet mixed precision is faster at its fewest
+    #: passes: the mixed plan (falling back to this one) that the conditioning probe switches
+    #: to where the data promise a short refinement
+    alternative: Optional["SolvePlan"] = None
     n: Optional[int] = None             # the number of training points planned for
 
     def record(self) -> dict:
@@ -266,19 +270,33 @@ def plan_solve(n: int, d: int, m: int, opts: SolveOptions, *, device: str,
         precision, reason = _auto(n, d, m, n_test, ts, opts, device, avail, backend, choice,
                                   grid and device == "cpu")
     if precision == "mixed":
-        plan = _add_predictions(plan_mixed(n, d, m, ts, device=device, available=avail),
-                                n_test, m)
-        budget, _ = _mixed_keep(n, ts, plan, available)
-        tol = min(opts.tol, AUTO_TOL) if opts.precision == "auto" else opts.tol
-        may_fall_back = "expected_time" in choice
-        fallback = None
-        if may_fall_back:  # auto chose mixed by time: the float64 plan it falls back to
-            fallback = _in_core_plan(n, d, m, n_test, "float64", "auto: fallback to float64",
-                                     ts, opts, device, avail, check, {})
-        return SolvePlan("mixed", "mixed", reason, ts, plan, keep_budget=budget, tol=tol,
-                         choice=choice, may_fall_back=may_fall_back, fallback=fallback, n=n)
-    return _in_core_plan(n, d, m, n_test, precision, reason, ts, opts, device, avail, check,
-                         choice)
+        return _mixed_plan(n, d, m, n_test, reason, ts, opts, device, available, check, choice)
+    splan = _in_core_plan(n, d, m, n_test, precision, reason, ts, opts, device, avail, check,
+                          choice)
+    times = choice.get("expected_time")
+    if (opts.precision == "auto" and precision == "float64" and times
+            and times.get("by_time") and times["mixed_best_s"] < times["float64_s"]):
+        splan.alternative = _mixed_plan(n, d, m, n_test, "auto: mixed precision", ts, opts,
+                                        device, available, check, choice)
+    return splan
+
+
+def _mixed_plan(n, d, m, n_test, reason, ts, opts, device, available, check,
+                choice) -> SolvePlan:
+    """The mixed-precision plan; where auto chose it by time (``choice`` has the expected
+    times), with the float64 in-core plan it may fall back to."""
+    avail = available if check else None
+    plan = _add_predictions(plan_mixed(n, d, m, ts, device=device, available=avail),
+                            n_test, m)
+    budget, _ = _mixed_keep(n, ts, plan, available)
+    tol = min(opts.tol, AUTO_TOL) if opts.precision == "auto" else opts.tol
+    may_fall_back = "expected_time" in choice
+    fallback = None
+    if may_fall_back:  # auto chose mixed by time: the float64 plan it falls back to
+        fallback = _in_core_plan(n, d, m, n_test, "float64", "auto: fallback to float64",
+                                 ts, opts, device, avail, check, {})
+    return SolvePlan("mixed", "mixed", reason, ts, plan, keep_budget=budget, tol=tol,
+                     choice=choice, may_fall_back=may_fall_back, fallback=fallback, n=n)
 
 
 def _in_core_plan(n, d, m, n_test, precision, reason, ts, opts, device, avail, check,
@@ -324,6 +342,7 @@ def _auto(n, d, m, n_test, ts, opts, device, avail, backend, choice, grid):
                            f"({rates['float32'] / 1e9:.3g} against "
                            f"{rates['float64'] / 1e9:.3g} GFLOP/s): a float64 "
                            "factorization expected faster")
+    times["by_time"] = True  # the two regrets below decide, not a rule
     t64, tm = times["float64_s"], times["mixed_s"]
     tb, tw = times["mixed_best_s"], times["mixed_worst_s"]
     span = (f"{tb:.3g}-{tw:.3g} s at {FEWEST_PASSES}-{WORST_PASSES} refinement passes of "
