@@ -23,6 +23,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from .backend import get_backend, is_device_array, to_host
 from .errors import InputError, InputTypeError
+from .grid import lookup_exp_faster
 from .kernels import active_columns, check_array, to_integer_grid
 from .labels import continuous_summary, label_kind
 from .options import KernelOptions, SolverOptions
@@ -213,7 +214,7 @@ class KernelInterpolator(BaseEstimator):
             Xb = xp.take(Xb, support, axis=1)
         sol = solve_exact(kernel, Xb, Y, opts, backend=be, plan=plan)
         if kernel.int_scale is not None:
-            sol.info["inner_products"] = _inner_products_note(kernel.int_scale, sol.info)
+            sol.info["inner_products"] = _inner_products_note(kernel, sol.info)
         timings = dict(sol.timings)
         self.fit_kernel_ = kernel  # in the units of X_fit_
         self.task_ = task
@@ -307,15 +308,19 @@ class KernelInterpolator(BaseEstimator):
         return tags
 
 
-def _inner_products_note(scale: float, info: dict) -> str:
+def _inner_products_note(kernel, info: dict) -> str:
     """The record of the inner products of a solve on integer-grid inputs: the float32 GEMM
     in memory; the out-of-core and Dask placements build K's tiles from a float64 copy of
-    the integers (only the predictions multiply the stored float32 integers)."""
-    stored = f"inputs stored as the integers x * {scale:g}"
+    the integers (only the predictions multiply the stored float32 integers). The Gaussian's
+    exp of the exact squared distances: by table lookups where this CPU does that faster
+    (:func:`kernelfit.grid.gaussian_of_exact`)."""
+    stored = f"inputs stored as the integers x * {kernel.int_scale:g}"
+    lookup = ("; Gaussian values by table lookups of the exact squared distances"
+              if kernel.name == "gaussian" and lookup_exp_faster() else "")
     if info.get("out_of_core") or info.get("distributed"):
         return (f"float64 GEMM for K (its tiles are built from a float64 copy); {stored}, "
-                "predictions by exact float32 GEMM")
-    return f"float32 GEMM, exact: {stored}"
+                f"predictions by exact float32 GEMM{lookup and ' (and lookups)'}")
+    return f"float32 GEMM, exact: {stored}{lookup}"
 
 
 def _validate(est, X, y=None, *, reset: bool):

@@ -12,6 +12,8 @@ inner products exactly.
 
 from __future__ import annotations
 
+import functools
+import time
 from dataclasses import replace
 from typing import Optional
 
@@ -21,7 +23,8 @@ from .backend import array_namespace
 from .errors import InputError
 
 __all__ = ["integer_grid", "grid_float32", "grid_expected", "to_integer_grid",
-           "INT_GRID_KERNELS", "FEATURE_GRID_BITS", "FEATURE_GRID"]
+           "gaussian_of_exact", "lookup_exp_faster", "INT_GRID_KERNELS",
+           "FEATURE_GRID_BITS", "FEATURE_GRID"]
 
 #: float32 represents every integer of magnitude below 2^24 exactly
 _F32_EXACT = float(2 ** 24)
@@ -183,3 +186,66 @@ def to_integer_grid(kernel, X, columns=None):
         return unchanged()
     s, G = found
     return replace(kernel, int_scale=s), G
+
+
+# ---------------------------------------------------------------- the Gaussian's exp
+#: exact squared distances k = a 2^LOOKUP_BITS + b are finished by two table lookups
+LOOKUP_BITS = 13
+#: ... while they are below this (a larger one: NumPy's exp)
+_LOOKUP_MAX = float(2 ** 32)
+
+
+@functools.lru_cache(maxsize=8)
+def _exp_tables(h: float, hi_len: int):
+    """``(HI, LO)``: exp(-k / (2 h^2)) at k = a 2^LOOKUP_BITS (a < hi_len) and at
+    k = b < 2^LOOKUP_BITS, each rounded once to float64 from extended precision (x86's
+    80-bit long double; float64 where NumPy has nothing wider)."""
+    c = np.longdouble(-1.0) / (np.longdouble(2.0) * np.longdouble(h) ** 2)
+    lo = np.arange(1 << LOOKUP_BITS, dtype=np.longdouble)
+    hi = np.arange(hi_len, dtype=np.longdouble) * (1 << LOOKUP_BITS)
+    return np.exp(c * hi).astype(np.float64), np.exp(c * lo).astype(np.float64)
+
+
+def gaussian_of_exact(S, h: float, lookup: Optional[bool] = None) -> None:
+    """``S <- exp(-S / (2 h^2))`` in place, for a C-contiguous float64 ``S`` that holds
+    exact non-negative integers (the squared distances of inputs on the integer grid; ``h``
+    in grid units).
+
+    ``lookup`` (None: :func:`lookup_exp_faster`): as ``HI[a] LO[b]`` for
+    ``k = a 2^LOOKUP_BITS + b``, two gathers from tables in cache, each entry rounded once
+    from extended precision: within about 1.5 units in the last place of the exact value
+    (NumPy's exp of the scaled argument carries the argument's rounding too, about |x|
+    units), and on a CPU whose NumPy has no SIMD float64 exp (AVX2: 5.9 ns an entry on a
+    Zen 3 core) about twice as fast; else NumPy's exp, as off the grid."""
+    if lookup is None:
+        lookup = lookup_exp_faster()
+    top = float(S.max()) if S.size else 0.0
+    if not lookup or top >= _LOOKUP_MAX:
+        S *= -1.0 / (2.0 * h * h)
+        np.exp(S, out=S)
+        return
+    k = S.astype(np.int64)
+    hi_len = 1 << max(1, (int(top) >> LOOKUP_BITS).bit_length())  # a power of two
+    hi, lo = _exp_tables(float(h), hi_len)
+    np.take(hi, np.right_shift(k, LOOKUP_BITS), out=S, mode="clip")
+    np.bitwise_and(k, (1 << LOOKUP_BITS) - 1, out=k)
+    S *= np.take(lo, k, mode="clip")
+
+
+@functools.lru_cache(maxsize=1)
+def lookup_exp_faster() -> bool:
+    """Whether :func:`gaussian_of_exact`'s table lookups beat NumPy's exp on this CPU,
+    measured once per process on 64K entries (a few ms; the best of five each)."""
+    rng = np.random.default_rng(0)
+    k = np.floor(rng.random((64, 1024)) * 2.0 ** 26)
+    S = np.empty_like(k)
+    best = {}
+    for way in (True, False):
+        times = []
+        for _ in range(5):
+            S[...] = k
+            t0 = time.perf_counter()
+            gaussian_of_exact(S, 4000.0, lookup=way)
+            times.append(time.perf_counter() - t0)
+        best[way] = min(times)
+    return best[True] < best[False]

@@ -30,9 +30,9 @@ rows past the bound (``|k|^2 >= 2^24``; MNIST: 3 of 60,000) are made again in fl
 float64 GEMM throughout.
 The float64 values are then finished row chunk by row chunk, in cache, and handed on
 (:meth:`Kernel.block`'s ``sink`` and products) without a whole float64 block in memory.
-The element-wise finish is float64 either way, with the
-bandwidth measured in grid units (``h * int_scale``), so the kernel values are those of
-``x`` itself, computed from exact inner products.
+The finish is float64 either way, the bandwidth in grid units (``h * int_scale``): the
+values of ``x`` itself from exact inner products (the Gaussian's exp of those exact squared
+distances by table lookups where faster: :func:`kernelfit.grid.gaussian_of_exact`).
 """
 
 from __future__ import annotations
@@ -46,8 +46,8 @@ import numpy as np
 
 from .backend import array_namespace, fused_finish, to_host
 from .errors import InputError
-from .grid import (_F32_EXACT, INT_GRID_KERNELS, _grid_float32, integer_grid,
-                   to_integer_grid)
+from .grid import (_F32_EXACT, INT_GRID_KERNELS, _grid_float32, gaussian_of_exact,
+                   integer_grid, to_integer_grid)
 
 __all__ = ["Kernel", "KERNEL_NAMES", "get_kernel", "row_norms_sq", "squared_distances",
            "check_array", "median_distance", "integer_grid", "to_integer_grid",
@@ -62,13 +62,8 @@ _UINT32_LIMIT = float(2 ** 32 - 1)
 
 KERNEL_NAMES = ("linear", "polynomial", "normalized", "gaussian", "laplacian")
 
-_ALIASES = {
-    "rbf": "gaussian",
-    "poly": "polynomial",
-    "normalized-polynomial": "normalized",
-    "normalized_polynomial": "normalized",
-    "cosine-polynomial": "normalized",
-}
+_ALIASES = {"rbf": "gaussian", "poly": "polynomial", "normalized-polynomial": "normalized",
+            "normalized_polynomial": "normalized", "cosine-polynomial": "normalized"}
 
 
 def check_array(X, name: str = "X", *, allow_empty: bool = False) -> np.ndarray:
@@ -313,6 +308,9 @@ class Kernel:
         # exact integer inner products give exact squared distances, >= 0 with no clamp:
         # made in the cast itself (-2 <a, b>, then the norms), two passes fewer per chunk
         dist = K32 is not None and self.name in ("gaussian", "laplacian")
+        # integers stored on the grid: exact (integer) squared distances, whichever GEMM
+        exact = dist or (host and self.int_scale is not None and A.dtype == np.float32
+                         and B.dtype == np.float32)
         for s in range(0, m, rows):
             e = min(s + rows, m)
             chunk = buf[:e - s] if stream else K[s:e]
@@ -336,7 +334,7 @@ class Kernel:
                 else:  # exact integers within keep_exact's range (exact_dtype)
                     np.copyto(keep_exact[s:e], chunk, casting="unsafe")
             self._finish_rows(chunk, s, a_stats, b_stats, same, A64, xp, times, times_t,
-                              pre=keep_exact is None and not dist)
+                              pre=keep_exact is None and not dist, exact=exact)
             if sink is not None:
                 sink(s, e, chunk)
         if stream:
@@ -346,16 +344,16 @@ class Kernel:
         return K
 
     def _finish_rows(self, chunk, s: int, a_stats, b_stats, same: bool, A64, xp, times,
-                     times_t, pre: bool = True) -> None:
+                     times_t, pre: bool = True, exact: bool = False) -> None:
         """Finish rows ``s:s+len(chunk)`` of a block in place (inner products in, or with
-        ``pre=False`` what :meth:`_finish_pre` made of them; kernel values out, the exact
-        diagonal of a diagonal block) and add their products."""
+        ``pre=False`` what :meth:`_finish_pre` made of them, ``exact``: exact integers;
+        kernel values out, the exact diagonal of a diagonal block) and add their products."""
         e = s + chunk.shape[0]
         a_sq = None if a_stats is None else a_stats[s:e]
         if pre:
-            self._finish(chunk, a_sq, b_stats, xp)
+            self._finish(chunk, a_sq, b_stats, xp, exact)
         else:
-            self._finish_post(chunk, a_sq, b_stats, xp)
+            self._finish_post(chunk, a_sq, b_stats, xp, exact=exact)
         if same and (self.diagonal_value is not None or self.name == "linear"):
             stop = min(e, chunk.shape[1])  # the diagonal entries (t, t) of these rows
             if stop > s:
@@ -412,10 +410,12 @@ class Kernel:
             chunk[...] = E[s:e, :width]
             if not lower:
                 self._finish_rows(chunk, s, a_stats, b_stats, same, None, np, times,
-                                  times_t, pre=False)
+                                  times_t, pre=False, exact=True)
                 continue
-            self._finish_post(chunk, None, None, np)
-            np.copyto(chunk[:, s:e], 0.0, where=~strict_lower_mask(e - s))
+            upper = ~strict_lower_mask(e - s)  # not K's integers there: zero before and after
+            np.copyto(chunk[:, s:e], 0.0, where=upper)
+            self._finish_post(chunk, None, None, np, exact=True)
+            np.copyto(chunk[:, s:e], 0.0, where=upper)
             V, acc = times
             acc[s:e] += chunk @ V[:e]
             acc[:e] += (V[s:e].T @ chunk).T
@@ -473,7 +473,7 @@ class Kernel:
             Xq = xp.take(Xq, xp.asarray(columns), axis=1)
         return Xq, stats
 
-    def _finish(self, S, a_sq, b_sq, xp) -> None:
+    def _finish(self, S, a_sq, b_sq, xp, exact: bool = False) -> None:
         """Turn inner products S = <a, b> into kernel values, in place."""
         name = self.name
         fused = fused_finish(xp, name) if name in ("gaussian", "laplacian") else None
@@ -483,7 +483,7 @@ class Kernel:
             fused(a_sq[:, None], b_sq[None, :], scale, S)
             return
         self._finish_pre(S, a_sq, b_sq, xp)
-        self._finish_post(S, a_sq, b_sq, xp)
+        self._finish_post(S, a_sq, b_sq, xp, exact)
 
     def _finish_pre(self, S, a_sq, b_sq, xp) -> None:
         """The first step of the finish, in place: inner products to squared distances
@@ -495,10 +495,13 @@ class Kernel:
             S += b_sq[None, :]
             xp.maximum(S, 0.0, out=S)
 
-    def _finish_post(self, S, a_sq, b_sq, xp) -> None:
-        """The rest of the finish, in place: kernel values from :meth:`_finish_pre`'s."""
+    def _finish_post(self, S, a_sq, b_sq, xp, exact: bool = False) -> None:
+        """The rest of the finish, in place: kernel values from :meth:`_finish_pre`'s
+        (``exact``: they are exact integers, see :func:`~kernelfit.grid.gaussian_of_exact`)."""
         name = self.name
-        if name in ("gaussian", "laplacian"):
+        if name == "gaussian" and exact and xp is np:
+            gaussian_of_exact(S, self._grid_bandwidth)
+        elif name in ("gaussian", "laplacian"):
             h = self._grid_bandwidth
             if name == "gaussian":
                 S *= -1.0 / (2.0 * h * h)
@@ -552,14 +555,11 @@ def _chunk_rows(ncols: int) -> int:
 
 def _int_power_inplace(K, p: int, xp) -> None:
     """K <- K ** p for a positive integer p, by repeated squaring, in place."""
-    if p == 2:
-        xp.multiply(K, K, out=K)
-        return
-    if p == 4:
-        xp.multiply(K, K, out=K)
-        xp.multiply(K, K, out=K)
-        return
-    xp.power(K, p, out=K)
+    if p in (2, 4):
+        for _ in range(p // 2):
+            xp.multiply(K, K, out=K)
+    else:
+        xp.power(K, p, out=K)
 
 
 def active_columns(X):

@@ -385,5 +385,72 @@ def test_float32_grid_blocks_equal_the_float64_gemm_bit_for_bit(m, ncols, name, 
     # (a block with more than one heavy row in 8 takes the float64 GEMM itself)
     k.block(A, B, a_stats=a, b_stats=b, sink=sink,
             scratch=BlockBuffer(None, max(m, ncols), max(m, ncols)))
-    want = k.block(A.astype(np.float64), B.astype(np.float64), a_stats=a, b_stats=b)
+    with pytest.MonkeyPatch.context() as mp:  # the same stored integers, float64 GEMM
+        mp.setattr(Kernel, "_heavy_lines", lambda *args: None)
+        want = k.block(A, B, a_stats=a, b_stats=b)
     np.testing.assert_array_equal(got, want)
+    # float64 inputs (they need not be integers) are finished by NumPy's exp: the same
+    # values off the Gaussian; its values agree within the rounding of exp's argument x
+    plain = k.block(A.astype(np.float64), B.astype(np.float64), a_stats=a, b_stats=b)
+    if name != "gaussian":
+        np.testing.assert_array_equal(got, plain)
+    else:
+        x = _exact_sq_dist(A, B).max() / (2 * (0.8 * 255.0) ** 2)
+        np.testing.assert_allclose(got, plain, rtol=(4 + x) * 2.0 ** -52, atol=1e-300)
+
+
+def _exact_gaussian(k, h):
+    """exp(-k / (2 h^2)) in extended precision, rounded once to float64."""
+    c = np.longdouble(-1.0) / (2 * np.longdouble(h) ** 2)
+    return np.exp(c * np.asarray(k, dtype=np.longdouble)).astype(np.float64)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 2 ** 16), st.sampled_from([2 ** 13, 2 ** 22, 2 ** 26, 2 ** 32 - 1]),
+       st.floats(100.0, 5000.0))
+def test_gaussian_of_exact_integers_is_within_two_ulps_both_ways(seed, top, h):
+    from kernelfit.grid import LOOKUP_BITS, gaussian_of_exact
+
+    rng = np.random.default_rng(seed)
+    k = np.floor(rng.random((7, 33)) * top)
+    k[0, :4] = [0, 2 ** LOOKUP_BITS - 1, 2 ** LOOKUP_BITS, top - 1]
+    want = _exact_gaussian(k, h)
+    for lookup in (True, False):
+        S = k.copy()
+        gaussian_of_exact(S, h, lookup=lookup)
+        # NumPy's exp also carries the scaled argument's rounding: about |x| ulps
+        ulps = 2.0 if lookup else 2.0 + (k / (2 * h * h)).max()
+        np.testing.assert_allclose(S, want, rtol=ulps * 2.0 ** -52, atol=1e-300)
+    assert gaussian_of_exact(np.zeros((2, 2)), h) is None  # in place
+
+
+def test_gaussian_of_exact_takes_numpys_exp_past_the_table_range():
+    from kernelfit.grid import gaussian_of_exact
+
+    S = np.array([[0.0, 2.0 ** 32, 2.0 ** 40]])
+    gaussian_of_exact(S, 2.0 ** 19, lookup=True)
+    np.testing.assert_allclose(S, np.exp(-np.array([[0.0, 2.0 ** 32, 2.0 ** 40]])
+                                         / 2.0 ** 39), rtol=1e-15)
+
+
+@pytest.mark.parametrize("slow", [True, False])
+def test_lookup_is_chosen_where_measured_faster_once_per_process(monkeypatch, slow):
+    import time
+
+    import kernelfit.grid as grid
+
+    real = grid.gaussian_of_exact
+
+    def timed(S, h, lookup=None):  # the way named ``slow`` takes 5 ms longer
+        if lookup == slow:
+            time.sleep(0.005)
+        real(S, h, lookup=lookup)
+
+    monkeypatch.setattr(grid, "gaussian_of_exact", timed)
+    grid.lookup_exp_faster.cache_clear()
+    try:
+        assert grid.lookup_exp_faster() is (not slow)
+        monkeypatch.setattr(grid, "gaussian_of_exact", real)
+        assert grid.lookup_exp_faster() is (not slow)  # measured once: cached
+    finally:
+        grid.lookup_exp_faster.cache_clear()

@@ -160,7 +160,7 @@ def expected_times(n: int, d: int, m: int, ts: int, rates: dict, keep_fraction: 
     (``thin_seconds_per_entry``: with a few columns OpenBLAS's packing sets it, so it grows
     with the columns only beyond ``thin_columns``); kept exact integers (``grid``: inputs
     on the integer grid, 4 bytes an entry) are first read and finished (scale, exp: the
-    measured finish rate); recomputed entries cost 2 d flop (the float32 GEMM rate on the
+    measured finish rate, on the grid that of exact integers); recomputed entries cost 2 d flop (the float32 GEMM rate on the
     grid, float64 off it) and a finish. A preconditioner solve is two triangular sweeps
     over the float32 factor's entries (m columns). ``keep_fraction``: the share of K's
     lower entries mixed precision keeps (exact integers on the grid: twice the tiles of
@@ -174,7 +174,8 @@ def expected_times(n: int, d: int, m: int, ts: int, rates: dict, keep_fraction: 
     per64 = thin.get("float64") or 16.0 / bw  # unmeasured: two float64 reads an entry
     per32 = thin.get("float32") or per64 / 2.0
     wide = float(rates.get("thin_columns") or 16)
-    finish = rates.get("finish_entries_per_s") or math.inf
+    finish = (grid and rates.get("finish_exact_entries_per_s")
+              or rates.get("finish_entries_per_s") or math.inf)
     entries = n * n / 2.0
     recompute = 2.0 * max(d, 1) / (r32 if grid else r64) + 1.0 / finish  # per entry
     exact = 4.0 / bw + 1.0 / finish if grid else 0.0  # per kept entry, beside its product
