@@ -30,10 +30,10 @@ instead, without trying mixed precision. Where auto chose float64 by time only b
 hedges on the pass count (its worst case, :data:`~kernelfit.solvers.plan.WORST_PASSES`,
 weighed against its best), the same prediction picks mixed precision when it is expected
 faster (MNIST pixels at n = 10,000 on 2 Zen 3 cores: the plan expected 4.7 s for float64,
-3.3-7.3 s mixed, and kept float64; mixed took 3 s, float64 4.8 s). The sample costs at most :data:`PROBE_SHARE` of
-the float64 factorization's flops (at most :data:`PROBE_MAX_ROWS` rows); smaller solves
-are not probed, and a refinement the probe let through still gives up and falls back
-when it stalls (:mod:`kernelfit.solvers.mixed`).
+3.3-7.3 s mixed, and kept float64; mixed took 3 s, float64 4.8 s). The sample costs at
+most :data:`PROBE_SHARE` of the float64 factorization's flops (at most
+:data:`PROBE_MAX_ROWS` rows); smaller solves are not probed, and a refinement the probe
+let through still gives up and falls back when it stalls (:mod:`kernelfit.solvers.mixed`).
 """
 
 from __future__ import annotations

@@ -138,8 +138,8 @@ def gemm_rates(backend, size: Optional[int] = None, repeats: int = 3) -> dict:
     of squared distances into kernel values, on one core in cache, times the cores (tiles
     are finished one per core); on a CPU also that of exact integer squared distances
     (``finish_exact_entries_per_s``: inputs on the integer grid, the Gaussian's finish by
-    :func:`kernelfit.grid.gaussian_of_exact`). Cached per device. In a fresh process on a 2-core virtual
-    machine this took 0.1-0.2 s. Returns {'float64': .., 'float32': ..,
+    :func:`kernelfit.grid.gaussian_of_exact`). Cached per device. In a fresh process on a
+    2-core virtual machine this took 0.1-0.2 s. Returns {'float64': .., 'float32': ..,
     'float32_source': .., 'memory_bytes_per_s': .., 'thin_seconds_per_entry':
     {'float64': .., 'float32': ..}, 'thin_columns': .., 'finish_entries_per_s': ..,
     'finish_exact_entries_per_s': .. (CPU), 'size': ..}.

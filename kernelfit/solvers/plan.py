@@ -160,12 +160,13 @@ def expected_times(n: int, d: int, m: int, ts: int, rates: dict, keep_fraction: 
     (``thin_seconds_per_entry``: with a few columns OpenBLAS's packing sets it, so it grows
     with the columns only beyond ``thin_columns``); kept exact integers (``grid``: inputs
     on the integer grid, 4 bytes an entry) are first read and finished (scale, exp: the
-    measured finish rate, on the grid that of exact integers); recomputed entries cost 2 d flop (the float32 GEMM rate on the
-    grid, float64 off it) and a finish. A preconditioner solve is two triangular sweeps
-    over the float32 factor's entries (m columns). ``keep_fraction``: the share of K's
-    lower entries mixed precision keeps (exact integers on the grid: twice the tiles of
-    the same bytes), ``f64_keep_fraction``: the float64 path's, for its residual. Writing
-    the kept tiles: their bytes at the memory bandwidth.
+    measured finish rate, on the grid the Gaussian's of exact integers); recomputed entries
+    cost 2 d flop (the float32 GEMM rate on the grid, float64 off it) and a finish. A
+    preconditioner solve is two triangular sweeps over the float32 factor's entries (m
+    columns). ``keep_fraction``: the share of K's lower entries mixed precision keeps
+    (exact integers on the grid: twice the tiles of the same bytes), ``f64_keep_fraction``:
+    the float64 path's, for its residual. Writing the kept tiles: their bytes at the memory
+    bandwidth.
     (n = 60,000, MNIST pixels, 2 Zen 4 cores: 19 s a pass expected, 15-18 s measured.)
     """
     r64, r32 = rates["float64"], rates["float32"]
