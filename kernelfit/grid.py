@@ -13,6 +13,7 @@ inner products exactly.
 from __future__ import annotations
 
 import functools
+import threading
 import time
 from dataclasses import replace
 from typing import Optional
@@ -185,6 +186,8 @@ def to_integer_grid(kernel, X, columns=None):
     if found is None:
         return unchanged()
     s, G = found
+    if kernel.name == "gaussian":
+        lookup_exp_faster()  # measured now, on one thread, not amid the tile threads
     return replace(kernel, int_scale=s), G
 
 
@@ -207,8 +210,8 @@ def _exp_tables(h: float, hi_len: int):
 
 
 def gaussian_of_exact(S, h: float, lookup: Optional[bool] = None) -> None:
-    """``S <- exp(-S / (2 h^2))`` in place, for a C-contiguous float64 ``S`` that holds
-    exact non-negative integers (the squared distances of inputs on the integer grid; ``h``
+    """``S <- exp(-S / (2 h^2))`` in place, for a float64 array ``S`` that holds exact
+    non-negative integers (the squared distances of inputs on the integer grid; ``h``
     in grid units).
 
     ``lookup`` (None: :func:`lookup_exp_faster`): as ``HI[a] LO[b]`` for
@@ -232,10 +235,20 @@ def gaussian_of_exact(S, h: float, lookup: Optional[bool] = None) -> None:
     S *= np.take(lo, k, mode="clip")
 
 
-@functools.lru_cache(maxsize=1)
+_LOOKUP_LOCK = threading.Lock()
+
+
 def lookup_exp_faster() -> bool:
     """Whether :func:`gaussian_of_exact`'s table lookups beat NumPy's exp on this CPU,
-    measured once per process on 64K entries (a few ms; the best of five each)."""
+    measured once per process on 64K entries (a few ms; the best of five each). One thread
+    measures, the others wait for its answer: every tile of a solve finishes the same way
+    (:func:`to_integer_grid` asks first, before any tile work starts)."""
+    with _LOOKUP_LOCK:
+        return _lookup_measured()
+
+
+@functools.lru_cache(maxsize=1)
+def _lookup_measured() -> bool:
     rng = np.random.default_rng(0)
     k = np.floor(rng.random((64, 1024)) * 2.0 ** 26)
     S = np.empty_like(k)

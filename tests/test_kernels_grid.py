@@ -396,7 +396,7 @@ def test_float32_grid_blocks_equal_the_float64_gemm_bit_for_bit(m, ncols, name, 
         np.testing.assert_array_equal(got, plain)
     else:
         x = _exact_sq_dist(A, B).max() / (2 * (0.8 * 255.0) ** 2)
-        np.testing.assert_allclose(got, plain, rtol=(4 + x) * 2.0 ** -52, atol=1e-300)
+        np.testing.assert_allclose(got, plain, rtol=(4 + 2 * x) * 2.0 ** -52, atol=1e-300)
 
 
 def _exact_gaussian(k, h):
@@ -418,8 +418,9 @@ def test_gaussian_of_exact_integers_is_within_two_ulps_both_ways(seed, top, h):
     for lookup in (True, False):
         S = k.copy()
         gaussian_of_exact(S, h, lookup=lookup)
-        # NumPy's exp also carries the scaled argument's rounding: about |x| ulps
-        ulps = 2.0 if lookup else 2.0 + (k / (2 * h * h)).max()
+        # NumPy's exp also carries the rounding of its argument x = k * (-1 / (2 h^2)), up
+        # to about 2 |x| units (the scale's and the product's)
+        ulps = 2.0 if lookup else 2.0 + 2.0 * (k / (2 * h * h)).max()
         np.testing.assert_allclose(S, want, rtol=ulps * 2.0 ** -52, atol=1e-300)
     assert gaussian_of_exact(np.zeros((2, 2)), h) is None  # in place
 
@@ -447,10 +448,43 @@ def test_lookup_is_chosen_where_measured_faster_once_per_process(monkeypatch, sl
         real(S, h, lookup=lookup)
 
     monkeypatch.setattr(grid, "gaussian_of_exact", timed)
-    grid.lookup_exp_faster.cache_clear()
+    grid._lookup_measured.cache_clear()
     try:
         assert grid.lookup_exp_faster() is (not slow)
         monkeypatch.setattr(grid, "gaussian_of_exact", real)
         assert grid.lookup_exp_faster() is (not slow)  # measured once: cached
     finally:
-        grid.lookup_exp_faster.cache_clear()
+        grid._lookup_measured.cache_clear()
+
+
+def test_lookup_choice_is_measured_by_one_thread_while_the_others_wait(monkeypatch):
+    from concurrent.futures import ThreadPoolExecutor
+
+    import kernelfit.grid as grid
+
+    real, calls = grid.gaussian_of_exact, []
+
+    def counted(S, h, lookup=None):
+        calls.append(lookup)
+        real(S, h, lookup=lookup)
+
+    monkeypatch.setattr(grid, "gaussian_of_exact", counted)
+    grid._lookup_measured.cache_clear()
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            answers = list(pool.map(lambda _: grid.lookup_exp_faster(), range(8)))
+    finally:
+        grid._lookup_measured.cache_clear()
+    assert len(set(answers)) == 1 and len(calls) == 10  # one measurement: 5 + 5 timings
+
+
+def test_a_gaussian_kernel_put_on_the_grid_has_its_finish_chosen_already(monkeypatch):
+    import kernelfit.grid as grid
+
+    grid._lookup_measured.cache_clear()
+    try:
+        X = np.random.default_rng(0).integers(0, 256, (20, 5)) / 255.0
+        k, _ = to_integer_grid(get_kernel("gaussian", bandwidth=1.0), X)
+        assert k.int_scale == 255.0 and grid._lookup_measured.cache_info().currsize == 1
+    finally:
+        grid._lookup_measured.cache_clear()
