@@ -408,7 +408,7 @@ def _exact_gaussian(k, h):
 @settings(max_examples=60, deadline=None)
 @given(st.integers(0, 2 ** 16), st.sampled_from([2 ** 13, 2 ** 22, 2 ** 26, 2 ** 32 - 1]),
        st.floats(100.0, 5000.0))
-def test_gaussian_of_exact_integers_is_within_two_ulps_both_ways(seed, top, h):
+def test_gaussian_of_exact_integers_by_lookup_is_within_two_ulps(seed, top, h):
     from kernelfit.grid import LOOKUP_BITS, gaussian_of_exact
 
     rng = np.random.default_rng(seed)
