@@ -217,8 +217,8 @@ def gaussian_of_exact(S, h: float, lookup: Optional[bool] = None) -> None:
     ``lookup`` (None: :func:`lookup_exp_faster`): as ``HI[a] LO[b]`` for
     ``k = a 2^LOOKUP_BITS + b``, two gathers from tables in cache, each entry rounded once
     from extended precision: within about 1.5 units in the last place of the exact value
-    (NumPy's exp of the scaled argument carries the argument's rounding too, about |x|
-    units), and on a CPU whose NumPy has no SIMD float64 exp (AVX2: 5.9 ns an entry on a
+    (NumPy's exp of the scaled argument carries the argument's rounding too, up to about
+    2|x| units), and on a CPU whose NumPy has no SIMD float64 exp (AVX2: 5.9 ns an entry on a
     Zen 3 core) about twice as fast; else NumPy's exp, as off the grid."""
     if lookup is None:
         lookup = lookup_exp_faster()
