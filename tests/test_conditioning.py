@@ -192,16 +192,22 @@ def test_a_quarter_sample_decides_alone_only_where_it_clearly_favours_mixed(monk
     assert bad["verdict"] == "float64" and len(bad["samples"]) == 2
 
 
-def test_run_record_shows_the_float64_plan_that_ran_after_a_veto(monkeypatch):
+def _run_record(d: int) -> dict:
+    """The run layer's record of a default solve of 300 points in ``d`` columns (Gaussian,
+    h = 0.3: too ill-conditioned for float32 at d = 3, well conditioned at d = 6)."""
     from kernelfit.options import RunOptions
     from kernelfit.run import solve_arrays
 
-    _fast_float32(monkeypatch)
-    X, _ = _data(300, 3)
+    X, _ = _data(300, d)
     y = (X[:, 0] > 0.5).astype(int)
     opts = RunOptions.from_flat(kernel="gaussian", bandwidth=0.3, tile_size=64,
                                 show_progress=False)
-    rec = solve_arrays(X, y, opts=opts)
+    return solve_arrays(X, y, opts=opts)
+
+
+def test_run_record_shows_the_float64_plan_that_ran_after_a_veto(monkeypatch):
+    _fast_float32(monkeypatch)
+    rec = _run_record(3)
     assert rec["precision"] == "float64" and rec["conditioning_probe"]["verdict"] == "float64"
     plan = rec["memory_plan"]
     assert plan.get("precision") != "mixed" and "K tiles (float32)" not in plan["items"]
@@ -278,15 +284,8 @@ def test_auto_keeps_float64_where_the_probe_does_not_favour_mixed(monkeypatch):
 
 
 def test_run_record_shows_the_mixed_plan_that_ran_after_a_switch(monkeypatch):
-    from kernelfit.options import RunOptions
-    from kernelfit.run import solve_arrays
-
     _hedged_to_float64(monkeypatch)
-    X, _ = _data(300, 6)
-    y = (X[:, 0] > 0.5).astype(int)
-    opts = RunOptions.from_flat(kernel="gaussian", bandwidth=0.3, tile_size=64,
-                                show_progress=False)
-    rec = solve_arrays(X, y, opts=opts)
+    rec = _run_record(6)
     assert rec["precision"] == "mixed" and rec["conditioning_probe"]["verdict"] == "mixed"
     plan = rec["memory_plan"]
     assert plan["precision"] == "mixed" and "K tiles (float32)" in plan["items"]
