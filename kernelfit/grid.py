@@ -222,7 +222,7 @@ def gaussian_of_exact(S, h: float, lookup: Optional[bool] = None) -> None:
     Zen 3 core) about twice as fast; else NumPy's exp, as off the grid."""
     if lookup is None:
         lookup = lookup_exp_faster()
-    top = float(S.max()) if S.size else 0.0
+    top = float(S.max()) if lookup and S.size else 0.0  # NumPy's exp needs no pass for it
     if not lookup or top >= _LOOKUP_MAX:
         S *= -1.0 / (2.0 * h * h)
         np.exp(S, out=S)
