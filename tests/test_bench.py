@@ -195,6 +195,8 @@ def test_report_from_synthetic_results_with_crash(tmp_path):
         child = {"status": "ok", "wall_s": 1.0, "max_rss_bytes": 1 << 28,
                  "result": {"repeats": [{"factor": 1e-10 * n ** 3, "total": 2e-10 * n ** 3,
                                          "relative_residual": 1e-14}]}}
+        if n == 2000:  # as a GPU run records its untimed warm-up
+            child["result"].update(warmup_s=2.5, warmup_rows=1024)
         recs.append(suite._record(row, n, cfg, m, child=child))
     row = {"label": "scipy", "impl": "scipy", "device": "cpu"}
     recs.append(suite._record(row, 2000, cfg, m, child={
@@ -215,6 +217,7 @@ def test_report_from_synthetic_results_with_crash(tmp_path):
     paths = report.write_report(res, tmp_path)
     md = paths["markdown"].read_text()
     assert "crashed (SIGSEGV)" in md
+    assert "n = 2000: 2.5 s on 1,024 points" in md and "n = 1000:" not in md
     assert all(p.exists() for p in paths.values())
     assert not math.isnan(json.loads(paths["json"].read_text())["records"][0]["factor"])
 
@@ -403,3 +406,14 @@ def test_gabor_grid_benchmark_dry_run(tmp_path):
                              capture_output=True, text=True, timeout=60)
         assert bad.returncode == 2 and says in bad.stderr
         assert len(bad.stderr.strip().splitlines()) == 1 and not (tmp_path / "x").exists()
+
+
+def test_budget_projection_scales_the_timed_work_not_the_process_start():
+    """A GPU's runs at n = 5,000 took 0.07 s each inside 14 s of process starts: scaling
+    the whole wall time by 8 projected 113 s for n = 10,000 and skipped it."""
+    prev = {"n": 5000, "wall_s": 14.2, "times": {"total": [0.075, 0.062]}}
+    got = suite.projected_seconds(prev, 10000)
+    assert got == pytest.approx(14.2 - 0.137 + 0.137 * 8)
+    slow = {"n": 5000, "wall_s": 10.0, "times": {"total": [4.0, 4.0]}}  # work-bound
+    assert suite.projected_seconds(slow, 10000) == pytest.approx(2.0 + 64.0)
+    assert suite.projected_seconds({"n": 1000, "wall_s": 3.0}, 2000) == pytest.approx(3.0)

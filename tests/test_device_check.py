@@ -120,3 +120,38 @@ def test_random_conv_device_script_dry_run(tmp_path):
     after = sorted((p.relative_to(committed), p.stat().st_mtime_ns)
                    for p in committed.rglob("*"))
     assert after == before
+
+
+@pytest.mark.skipif(any(shutil.which(c) is None for c in ("bash", "tar", "timeout")),
+                    reason="needs bash, tar and coreutils' timeout")
+def test_session_script_packs_what_the_device_tool_returns(tmp_path):
+    """``benchmarks/device_session.sh``: the device tool returns at most 8 files, no more
+    than two folders below $OUT; the session packs each part into one archive."""
+    import tarfile
+
+    shared = _shared_data()
+    data = tmp_path / "devdata"
+    data.mkdir()
+    if shared is not None and (shared / "cifar10-jpeg").is_dir():
+        (data / "cifar10-jpeg").symlink_to(shared / "cifar10-jpeg")
+    out = tmp_path / "out"
+    env = dict(os.environ, DEV="cpu", OUT=str(out), DATA=str(data), REST="gabor70k",
+               TOTAL="400")
+    proc = subprocess.run(["bash", str(ROOT / "benchmarks" / "device_session.sh")], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=500)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    assert files == ["check_first.tgz", "check_rest.tgz", "machine.txt", "random_conv.tgz",
+                     "session.log"]
+    with tarfile.open(out / "check_first.tgz") as tf:
+        rec = json.load(tf.extractfile("check_first/gpu_tests.json"))
+    assert rec["step"] == "gpu_tests" and rec["status"] == "ok"
+    with tarfile.open(out / "check_rest.tgz") as tf:
+        names = tf.getnames()
+    assert "check_rest/gabor70k.json" in names and "check_rest/agreement.json" not in names
+    with tarfile.open(out / "random_conv.tgz") as tf:
+        names = tf.getnames()
+    assert "random_conv/reproduce.log" in names
+    if (data / "cifar10-jpeg").exists():
+        assert "random_conv/reproduce/results/cifar-random-conv.json" in names
+    assert "device_session: done" in (out / "session.log").read_text()

@@ -83,6 +83,9 @@ def test_quick_runs_every_experiment(tmp_path, monkeypatch, capsys):
         assert (out / p).stat().st_size > 0, p
     md = (out / "report.md").read_text()
     assert "| claim | paper | kernelfit | n | residual |" in md
+    blas = report["machine"]["blas"]
+    if blas.get("library"):  # the header names the BLAS in words, not as a cut-off dict
+        assert f"BLAS {blas['library']} " in md and "{" not in md.splitlines()[2]
     rows = report["rows"]
     assert {r["verdict"] for r in rows} == {"not compared"}
     assert all(r["exact"] for r in rows if r["relative_residual"] is not None)

@@ -130,6 +130,12 @@ def render_markdown(results: dict, figures: Optional[Dict[str, str]] = None) -> 
     w("\n## Details\n\n")
     w("Times are medians. Factor rate: n^3/3 flops over the factorization time; % peak: of "
       "the measured GEMM peak. Peak memory: the child process's maximum resident set.\n\n")
+    warm = [r for r in results["records"] if r.get("warmup_s") is not None]
+    if warm:
+        w("GPU runs first solve a slice of the points, untimed (CuPy compiles its kernels "
+          "once per process): " + ", ".join(f"n = {r['n']}: {r['warmup_s']:.1f} s on "
+                                           f"{r.get('warmup_rows') or 0:,} points"
+                                           for r in warm) + ".\n\n")
     head = ["n", "implementation", "status", "Gram", "factor", "solve", "residual",
             "predict", "total", "factor GFLOP/s", "% peak", "peak memory", "rel. residual",
             "test error"]

@@ -83,13 +83,26 @@ def _cells(r: dict) -> list:
             r.get("machine", "-"), r["verdict"], r.get("reason") or ""]
 
 
+def _blas_text(blas) -> str:
+    """``openblas 0.3.31 (Haswell kernel, 2 threads)`` from the machine's BLAS record."""
+    if not isinstance(blas, dict) or not blas.get("library"):
+        return "unknown"
+    extra = ", ".join(x for x in (f"{blas['architecture']} kernel" if blas.get("architecture")
+                                  else "",
+                                  f"{blas['num_threads']} threads" if blas.get("num_threads")
+                                  else "") if x)
+    return f"{blas['library']} {blas.get('version', '')}".strip() + (f" ({extra})" if extra
+                                                                      else "")
+
+
 def render_markdown(report: dict) -> str:
     lines = [f"# kernelfit reproduce: Zhang et al. (ICLR 2017), kernel experiments"
              f"{' (QUICK run: small n, not comparable)' if report['quick'] else ''}", "",
-             f"Machine: {report['machine']['short']}, "
+             f"Written on {report['machine']['short']}, "
              f"{report['machine']['memory'].get('total_bytes', 0) / 2 ** 30:.0f} GiB, "
-             f"BLAS {json.dumps(report['machine']['blas'], default=str)[:160]}. "
-             f"Generated {report['generated']}.", "",
+             f"BLAS {_blas_text(report['machine'].get('blas'))}, "
+             f"{report['generated']}. Each row's machine column names the machine that "
+             "made that row's result.", "",
              "n is training/test points; residual is the float64 relative residual "
              "|K alpha - Y| / |Y| (exact: at most 1e-8); time is the solve's wall time; "
              "peak memory is the process's peak resident memory.", "",
