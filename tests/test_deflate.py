@@ -10,7 +10,7 @@ from kernelfit.errors import InputError
 from kernelfit.kernels import get_kernel, to_integer_grid
 from kernelfit.solvers.deflate import NEAR, Deflated, mean_landmark
 from kernelfit.solvers.exact import SolveOptions, solve_exact
-from kernelfit.solvers.products import build_gram, stored_kernel_matvec
+from kernelfit.solvers.products import build_gram, kept_copy_bytes, stored_kernel_matvec
 
 CPU = get_backend("cpu")
 
@@ -91,8 +91,10 @@ def test_deflated_tiles_on_the_integer_grid_keep_the_exact_integers():
     z = X.mean(0, keepdims=True)
     k01 = get_kernel("gaussian", bandwidth=0.6)
     np.testing.assert_allclose(u, k01(X, z), rtol=1e-12, atol=0)
+    # a budget one byte short of every tile's float64 values: the exact integers are kept
+    budget = kept_copy_bytes(150, 64, None, diagonal=True) - 1
     T = build_gram(k, G, tile_size=64, dtype=np.float32, keep_copy=True, low_rank=u,
-                   stats=stats)
+                   stats=stats, keep_budget=budget)
     assert np.dtype(next(iter(T.kept.values())).dtype) == np.uint32
     np.testing.assert_allclose(_dense(T), (k01(X) - u @ u.T).astype(np.float32), rtol=0,
                                atol=2e-7)

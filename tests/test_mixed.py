@@ -435,12 +435,24 @@ def test_mixed_on_integer_grid_keeps_exact_distances_and_falls_back_without_them
     # float64 builds its own tiles (the kept integers are not K's float64 values)
     from kernelfit.kernels import to_integer_grid
 
+    from kernelfit.solvers import plan, products
+
     rng = np.random.default_rng(5)
     X = rng.integers(0, 256, size=(300, 8)) / 255.0
     Y = np.eye(3)[rng.integers(0, 3, 300)]
     k, G = to_integer_grid(get_kernel("gaussian", bandwidth=0.6), X)
     ref = solve_exact(k, G, Y, SolveOptions(precision="float64", tile_size=64, residual=True))
+    values = solve_exact(k, G, Y, SolveOptions(precision="mixed", tile_size=64))
+    # the budget holds every tile's float64 values: those are kept (no finish per product)
+    assert values.info["kept_storage"] == "float64" and not values.info["kept_diagonal_in_tiles"]
+    assert values.info["kept_bytes"] == 8 * sum(min(64, 300 - 64 * i) * min(64, 300 - 64 * j)
+                                                for i in range(5) for j in range(i + 1))
+    # where it does not, the exact integers: twice the tiles in the same bytes
+    for mod in (plan, products):
+        monkeypatch.setattr(mod, "values_fit", lambda *a, **k: False)
     sol = solve_exact(k, G, Y, SolveOptions(precision="mixed", tile_size=64))
+    np.testing.assert_allclose(sol.alpha, values.alpha, rtol=0,
+                               atol=1e-6 * np.abs(values.alpha).max())
     info = sol.info
     assert info["kept_storage"] == "uint32" and info["kept_tiles"] == info["n_tiles_lower"]
     # the off-diagonal tiles; the diagonal ones live in the float32 tiles' free triangles
@@ -451,7 +463,8 @@ def test_mixed_on_integer_grid_keeps_exact_distances_and_falls_back_without_them
     Kd = get_kernel("gaussian", bandwidth=0.6)(X)
     assert np.linalg.norm(Kd @ sol.alpha - Y) / np.linalg.norm(Y) <= 1e-10
     np.testing.assert_allclose(sol.alpha, ref.alpha, rtol=0, atol=1e-6 * np.abs(ref.alpha).max())
-    assert ref.info["kept_storage"] == "uint32"  # the float64 path's copy for the residual
+    # the float64 path's copy for the residual: values too, where its budget holds them
+    assert ref.info["kept_storage"] == "float64"
 
     _fast_float32(monkeypatch)
     X2 = X[:, :3]  # cond ~ 7e10: too much for float32
@@ -461,6 +474,12 @@ def test_mixed_on_integer_grid_keeps_exact_distances_and_falls_back_without_them
     assert fb.info["precision"] == "float64", fb.info.get("precision_reason")
     assert not fb.info["precision_fallback"]["reused_float64_tiles"]
     ref2 = solve_exact(k2, G2, Y, SolveOptions(precision="float64", tile_size=64))
+    np.testing.assert_allclose(fb.alpha, ref2.alpha, rtol=1e-12, atol=0)
+    # kept as values, they are K's float64 tiles: the fallback factors those
+    for mod in (plan, products):
+        monkeypatch.setattr(mod, "values_fit", lambda *a, **k: True)
+    fb = solve_exact(k2, G2, Y, SolveOptions(tile_size=64))
+    assert fb.info["precision_fallback"]["reused_float64_tiles"]
     np.testing.assert_allclose(fb.alpha, ref2.alpha, rtol=1e-12, atol=0)
 
 
@@ -486,8 +505,9 @@ def test_time_model_costs_grid_inputs_at_the_float32_rate_and_keeps_twice_the_ti
     from kernelfit.solvers import plan
 
     n, ts = 60000, 2500
-    _, off = plan._mixed_keep(n, ts, MemoryPlan(device="cpu"), 8 << 30)
-    _, on = plan._mixed_keep(n, ts, MemoryPlan(device="cpu"), 8 << 30, grid=True)
+    _, off, off_exact = plan._mixed_keep(n, ts, MemoryPlan(device="cpu"), 8 << 30)
+    _, on, on_exact = plan._mixed_keep(n, ts, MemoryPlan(device="cpu"), 8 << 30, grid=True)
+    assert on_exact and not off_exact  # 8 GiB does not hold 14 GB of values: integers
     # the same budget: on the grid the 24 diagonal tiles (of 300) come free and the
     # off-diagonal ones take 4 bytes an entry instead of 8
     assert 0 < off < 0.5 and 2 * off < on < 1
@@ -503,6 +523,30 @@ def test_time_model_costs_grid_inputs_at_the_float32_rate_and_keeps_twice_the_ti
         assert t["mixed_best_s"] < t["mixed_s"] < t["mixed_worst_s"]
         assert t["passes_range"] == [plan.FEWEST_PASSES, plan.WORST_PASSES]
         json.dumps(t)
+
+
+def test_values_are_kept_where_the_budget_holds_every_tile():
+    """Where the budget holds K's float64 values for every tile, mixed precision keeps
+    values, not exact integers: a refinement product reads them instead of finishing them
+    (n = 10,000 on 2 Zen 3 cores: 0.08-0.12 s a product against 0.23-0.29 s)."""
+    from kernelfit.memory import MemoryPlan
+    from kernelfit.solvers import plan
+    from kernelfit.solvers.products import kept_copy_bytes, values_fit
+
+    n, ts = 10000, 2000
+    full = kept_copy_bytes(n, ts, None, diagonal=True)
+    assert values_fit(n, ts, full, diagonal=True) and values_fit(n, ts, None, diagonal=True)
+    assert not values_fit(n, ts, full - 1, diagonal=True)
+    budget, share, exact = plan._mixed_keep(n, ts, MemoryPlan(device="cpu"), 8 << 30,
+                                            grid=True)
+    assert budget == full and share == 1.0 and not exact
+    t_values = plan.expected_times(n, 784, 10, ts, _ZEN4, 1.0, 0.0, grid=True,
+                                   kept_exact=False)
+    t_ints = plan.expected_times(n, 784, 10, ts, _ZEN4, 1.0, 0.0, grid=True)
+    assert not t_values["kept_exact"] and t_ints["kept_exact"]
+    assert t_values["pass_s"] < t_ints["pass_s"]
+    # the factorization's part of the mixed time also writes the copy: 8 bytes, not 4
+    assert t_values["once_s"] > t_ints["once_s"]
 
 
 def test_time_model_pass_matches_the_measured_full_mnist_passes():

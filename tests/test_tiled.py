@@ -312,6 +312,15 @@ def _grid(n, d, seed, high=256):
     return rng.integers(1, high, size=(n, d)).astype(np.float64) / 255.0
 
 
+def _ints_budget(n, tile, f32):
+    """A keep budget one byte short of K's float64 values for every tile: the copy then
+    holds the exact integers (4 bytes an entry, so all of them fit) rather than values
+    (:func:`kernelfit.solvers.products.values_fit`)."""
+    from kernelfit.solvers.products import kept_copy_bytes
+
+    return kept_copy_bytes(n, tile, None, diagonal=f32) - 1
+
+
 @settings(max_examples=25, deadline=None)
 @given(st.integers(2, 70), st.integers(1, 30), st.sampled_from([np.float32, np.float64]),
        st.sampled_from(["gaussian", "laplacian", "normalized"]), st.integers(0, 10_000))
@@ -324,9 +333,10 @@ def test_exact_kept_copy_gives_the_factored_values(n, tile, dtype, kname, seed):
 
     k, G = to_integer_grid(get_kernel(kname, bandwidth=0.9, degree=2), _grid(n, 5, seed))
     assert G.dtype == np.float32
-    T = build_gram(k, G, tile_size=tile, dtype=dtype, keep_copy=True, ridge=0.25)
-    want = "int32" if kname == "normalized" else "uint32"
     f32 = np.dtype(dtype) == np.float32  # float64 tiles keep only off-diagonal ones
+    T = build_gram(k, G, tile_size=tile, dtype=dtype, keep_copy=True, ridge=0.25,
+                   keep_budget=_ints_budget(n, tile, f32))
+    want = "int32" if kname == "normalized" else "uint32"
     assert kept_storage(T) == (want if (f32 or n > tile) else None)
     assert all(t.dtype == np.dtype(want) for t in T.kept.values())
     # float32 tiles of distances keep their diagonal tiles' integers in the tiles' own free
@@ -367,7 +377,13 @@ def test_exact_kept_copy_holds_twice_the_tiles_and_needs_the_kernel():
     np.testing.assert_allclose(stored_kernel_matvec(T, V, kernel=k, X=G), k(G) @ V,
                                rtol=1e-12, atol=1e-12)
     with pytest.raises(InputError, match="finish them"):  # every tile kept, no kernel
-        stored_kernel_matvec(build_gram(k, G, tile_size=20, keep_copy=True), V)
+        stored_kernel_matvec(build_gram(k, G, tile_size=20, keep_copy=True,
+                                        keep_budget=_ints_budget(73, 20, False)), V)
+    # a budget that holds every tile's values keeps values: no kernel needed
+    T = build_gram(k, G, tile_size=20, dtype=np.float32, keep_copy=True)
+    assert kept_storage(T) == "float64" and not T.diagonal_in_tiles
+    cholesky_inplace(T)
+    np.testing.assert_allclose(stored_kernel_matvec(T, V), k(G) @ V, rtol=1e-12, atol=1e-12)
     # inputs off the grid, or too large for the integer type, keep float64 values
     plain = get_kernel("gaussian", bandwidth=0.8)
     X = np.random.default_rng(3).random((30, 4))
@@ -401,11 +417,12 @@ def test_diagonal_tiles_keep_their_integers_in_their_free_triangles(n, tile, kna
     U = mean_landmark(k, G, stats, get_backend("cpu"))[0] if deflate else None
     if U is None and deflate:
         return  # the mean is (nearly) a row: no deflation for these points
+    budget = _ints_budget(n, tile, True)
     T = build_gram(k, G, tile_size=tile, dtype=np.float32, keep_copy=True, ridge=0.5,
-                   low_rank=U)
+                   low_rank=U, keep_budget=budget)
     with mock.patch.object(products, "diagonal_in_tiles", lambda *a: False):
         ref = build_gram(k, G, tile_size=tile, dtype=np.float32, keep_copy=True,
-                         ridge=0.5, low_rank=U)
+                         ridge=0.5, low_rank=U, keep_budget=budget)
     assert T.diagonal_in_tiles and not ref.diagonal_in_tiles
     cholesky_inplace(T)
     cholesky_inplace(ref)

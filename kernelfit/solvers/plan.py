@@ -28,7 +28,7 @@ from ..backend import get_backend
 from ..memory import MemoryPlan, largest_n, plan_exact_solve
 from .machine import gemm_rates, n_threads_default, tile_choice
 from .options import SolveOptions
-from .products import kept_copy_bytes
+from .products import kept_copy_bytes, values_fit
 from .tiles import TiledSymmetric, default_tile_size
 
 __all__ = ["SolvePlan", "plan_solve", "plan_mixed", "plan_gram_solve", "preflight",
@@ -144,7 +144,8 @@ def _add_predictions(plan: MemoryPlan, n_test: int, m: int) -> MemoryPlan:
 
 
 def expected_times(n: int, d: int, m: int, ts: int, rates: dict, keep_fraction: float,
-                   f64_keep_fraction: float, *, grid: bool = False) -> dict:
+                   f64_keep_fraction: float, *, grid: bool = False,
+                   kept_exact: Optional[bool] = None) -> dict:
     """Expected seconds of the parts that differ between a float64 and a mixed solve.
 
     float64: the factorization (n^3/3 flop at the float64 GEMM rate) and one K product
@@ -161,7 +162,9 @@ def expected_times(n: int, d: int, m: int, ts: int, rates: dict, keep_fraction: 
     with the columns only beyond ``thin_columns``); kept exact integers (``grid``: inputs
     on the integer grid, 4 bytes an entry) are first read and finished (scale, exp: the
     measured finish rate, on the grid the Gaussian's of exact integers); recomputed entries
-    cost 2 d flop (the float32 GEMM rate on the grid, float64 off it) and a finish. A
+    cost 2 d flop (the float32 GEMM rate on the grid, float64 off it) and a finish;
+    ``kept_exact`` (default: ``grid``) says whether mixed precision keeps exact integers or,
+    where its budget holds every tile's values, float64 values (no finish, 8 bytes). A
     preconditioner solve is two triangular sweeps over the float32 factor's entries (m
     columns). ``keep_fraction``: the share of K's lower entries mixed precision keeps
     (exact integers on the grid: twice the tiles of the same bytes), ``f64_keep_fraction``:
@@ -179,7 +182,8 @@ def expected_times(n: int, d: int, m: int, ts: int, rates: dict, keep_fraction: 
               or rates.get("finish_entries_per_s") or math.inf)
     entries = n * n / 2.0
     recompute = 2.0 * max(d, 1) / (r32 if grid else r64) + 1.0 / finish  # per entry
-    exact = 4.0 / bw + 1.0 / finish if grid else 0.0  # per kept entry, beside its product
+    kept_exact = grid if kept_exact is None else bool(kept_exact)
+    exact = 4.0 / bw + 1.0 / finish if kept_exact else 0.0  # per kept entry, beside its product
 
     def thin_s(per_entry, cols, reads):
         return reads * entries * per_entry * max(1.0, cols / wide)
@@ -190,12 +194,13 @@ def expected_times(n: int, d: int, m: int, ts: int, rates: dict, keep_fraction: 
 
     t64 = n ** 3 / 3.0 / r64 + product(f64_keep_fraction, 0.0, m)  # kept: float64 values
     per_pass = product(keep_fraction, exact, 2 * m) + thin_s(per32, m, 2)
-    once = n ** 3 / 3.0 / r32 + keep_fraction * entries * (4.0 if grid else 8.0) / bw
+    once = n ** 3 / 3.0 / r32 + keep_fraction * entries * (4.0 if kept_exact else 8.0) / bw
     return {"float64_s": t64, "mixed_s": once + EXPECTED_PASSES * per_pass,
             "mixed_best_s": once + FEWEST_PASSES * per_pass,
             "mixed_worst_s": once + WORST_PASSES * per_pass,
             "pass_s": per_pass, "once_s": once, "passes_assumed": EXPECTED_PASSES,
             "passes_range": [FEWEST_PASSES, WORST_PASSES], "integer_grid": bool(grid),
+            "kept_exact": kept_exact,
             "gemm_flops_per_s": {"float64": r64, "float32": r32},
             "float32_rate": rates.get("float32_source", "given"),
             "thin_seconds_per_entry": {"float64": per64, "float32": per32},
@@ -220,10 +225,12 @@ def _f64_keep(opts, n, ts, device, plan: MemoryPlan, check: bool):
 
 
 def _mixed_keep(n, ts, plan: MemoryPlan, available, grid: bool = False):
-    """The tiles of K mixed precision keeps for its refinement products: ``(budget, share)``,
-    the budget as bytes of float64 tiles and the share of K's lower entries it keeps.
-    Inputs on the integer grid (``grid``) keep exact integers instead, 4 bytes an entry, so
-    the same budget then holds twice the off-diagonal tiles, and the diagonal tiles keep
+    """The tiles of K mixed precision keeps for its refinement products: ``(budget, share,
+    exact)``, the budget as bytes of float64 tiles, the share of K's lower entries it keeps
+    and whether they are kept as exact integers. Where the budget holds K's float64 values
+    for every tile, those are kept (:func:`~kernelfit.solvers.products.values_fit`).
+    Otherwise inputs on the integer grid (``grid``) keep exact integers, 4 bytes an entry,
+    so the same budget holds twice the off-diagonal tiles, and the diagonal tiles keep
     theirs inside the float32 tiles (:func:`kernelfit.solvers.products.kept_dtype`,
     :func:`~kernelfit.solvers.products.diagonal_in_tiles`: Gaussian and Laplacian; the
     normalized kernel's diagonal tiles take budget, which the share leaves out)."""
@@ -235,11 +242,11 @@ def _mixed_keep(n, ts, plan: MemoryPlan, available, grid: bool = False):
     kept = kept_copy_bytes(n, ts, budget, diagonal=True)
     if kept:
         plan.add("K tiles kept (refinement)", kept)
-    if not grid:
-        return budget, (kept / full if full else 1.0)
+    if not grid or values_fit(n, ts, budget, diagonal=True):
+        return budget, (kept / full if full else 1.0), False
     diagonal = full - (kept_copy_bytes(n, ts, None) - 8 * n)  # diagonal tiles, 8 B an entry
     off = kept_copy_bytes(n, ts, budget, item_bytes=4) - 8 * n
-    return budget, min(1.0, (diagonal + 2 * off) / full) if full else 1.0
+    return budget, min(1.0, (diagonal + 2 * off) / full) if full else 1.0, True
 
 
 def plan_solve(n: int, d: int, m: int, opts: SolveOptions, *, device: str,
@@ -290,7 +297,7 @@ def _mixed_plan(n, d, m, n_test, reason, ts, opts, device, available, check,
     avail = available if check else None
     plan = _add_predictions(plan_mixed(n, d, m, ts, device=device, available=avail),
                             n_test, m)
-    budget, _ = _mixed_keep(n, ts, plan, available)
+    budget, _, _ = _mixed_keep(n, ts, plan, available)
     tol = min(opts.tol, AUTO_TOL) if opts.precision == "auto" else opts.tol
     may_fall_back = "expected_time" in choice
     fallback = None
@@ -332,10 +339,10 @@ def _auto(n, d, m, n_test, ts, opts, device, avail, backend, choice, grid):
         return "float64", ("auto: both fit; the float64 factorization is too small for "
                            "mixed precision to pay for measuring the machine's rates")
     _, f64_kept = _f64_keep(opts, n, ts, device, p64, avail is not None)
-    _, kept = _mixed_keep(n, ts, pm, avail if avail is not None else backend.free_memory(),
-                          grid)
+    _, kept, exact = _mixed_keep(n, ts, pm, avail if avail is not None
+                                 else backend.free_memory(), grid)
     rates = gemm_rates(backend)
-    times = expected_times(n, d, m, ts, rates, kept, f64_kept, grid=grid)
+    times = expected_times(n, d, m, ts, rates, kept, f64_kept, grid=grid, kept_exact=exact)
     choice["expected_time"] = times
     if rates["float32"] <= rates["float64"]:
         # the factorization is where mixed precision saves; the model's other terms (a
