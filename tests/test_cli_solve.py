@@ -31,16 +31,27 @@ def test_solve_digits_json(capsys):
     assert rec["peak_memory_bytes"] > 0 and rec["seed"] == 0 and rec["device"] == "cpu"
 
 
-def test_solve_record_says_how_k_was_kept(tmp_path, capsys):
-    # 8-bit pixels scaled to [0, 1]: the refinement keeps K as exact squared distances
+def test_solve_record_says_how_k_was_kept(tmp_path, capsys, monkeypatch):
+    # 8-bit pixels scaled to [0, 1]: where memory holds every tile's float64 values the
+    # refinement keeps those; else K as exact squared distances
+    from kernelfit.solvers import plan, products
+
     rng = np.random.default_rng(4)
     X = rng.integers(0, 256, (500, 12)) / 255.0
     y = rng.integers(0, 3, 500)
     np.savez(tmp_path / "d.npz", X_train=X[:450], y_train=y[:450], X_test=X[450:],
              y_test=y[450:])
-    rec = _json(capsys, ["solve", "--dataset", f"npz:{tmp_path / 'd.npz'}", "--bandwidth",
-                         "0.8", "--precision", "mixed", "--tile-size", "100", "--json"])
+    args = ["solve", "--dataset", f"npz:{tmp_path / 'd.npz'}", "--bandwidth", "0.8",
+            "--precision", "mixed", "--tile-size", "100", "--json"]
+    rec = _json(capsys, args)
     sizes = [min(100, rec["n_train"] - s) for s in range(0, rec["n_train"], 100)]
+    assert rec["kept_storage"] == "float64" and not rec["kept_diagonal_in_tiles"]
+    assert rec["kept_bytes"] == 8 * sum(a * b for i, a in enumerate(sizes)
+                                        for b in sizes[:i + 1])
+    assert rec["relative_residual"] < 1e-10
+    for mod in (plan, products):
+        monkeypatch.setattr(mod, "values_fit", lambda *a, **k: False)
+    rec = _json(capsys, args)
     assert rec["kept_storage"] == "uint32"
     assert rec["kept_tiles"] == rec["n_tiles_lower"] == len(sizes) * (len(sizes) + 1) // 2
     # all lower tiles, 4 bytes an entry (half of float64's); the diagonal ones in the

@@ -310,8 +310,9 @@ def run_solve_task(spec: dict, on_repeat: Optional[Callable[[dict], None]] = Non
             deflate.ENABLED = bool(spec["deflate"])
     warmup_s = m = None
     if impl == "kernelfit" and spec.get("device", "cpu") == "gpu":
-        # a fresh process's first GPU solve compiles CuPy's kernels (seconds; measured on an
-        # H200: 2.5 s of a 4.6 s first run at n = 5,000): pay that on a slice, untimed
+        # a fresh process's first GPU solve pays one-off costs (CuPy compiling or loading
+        # its kernels, the CUDA libraries' first calls; on an H200 the first of two runs
+        # at n = 5,000 took 8.9 s, the second 0.21 s): pay them on a slice, untimed
         m = min(int(X.shape[0]), GPU_WARMUP_ROWS)
         t0 = time.perf_counter()
         _REPEATERS[impl](opts, kernel, X[:m], y[:m], Xt[:m], yt[:m], **extra)
