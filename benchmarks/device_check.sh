@@ -15,11 +15,13 @@
 #     mkdir -p .devdata/cifar10-jpeg
 #     cp -r /work/shared/data/mnist .devdata/                                    # 11.4 MB
 #     cp /work/shared/data/cifar10-jpeg/cifar10-jpeg.tar.gz .devdata/cifar10-jpeg/  # 19.4 MB
-#     python3 -m pip install --quiet --no-compile --target .devdata/pylib pytest  # 7.5 MB; no pytest there
-# .devdata/ is git-ignored (about 38 MB; with the 3 MB checkout under the 64 MiB carry limit), so name
-# it in carry:
+# (the H200's image has pytest and hypothesis; a package it lacks goes to .devdata/pylib,
+# which device_env.sh puts on PYTHONPATH). .devdata/ is git-ignored (about 30 MB; with the
+# 7 MB checkout under the 64 MiB carry limit), so name it in carry:
 #     run(command="bash benchmarks/device_check.sh", carry=[".devdata"], timeout_s=420)
-# Results land in $OUT (the device tool's folder); copy them to benchmarks/results/.
+# Results land in $OUT; copy them to benchmarks/results/. The device tool returns at most 8
+# files from its $OUT: run this with OUT set to a scratch folder and pack that, or use
+# benchmarks/device_session.sh, which does so.
 # A step whose data is missing writes {"status": "skipped", "reason": ...}.
 #
 # DRY RUN on a CPU (tiny sizes, seconds; tests/test_device_check.py runs it in CI):
