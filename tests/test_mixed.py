@@ -430,11 +430,11 @@ def test_mixed_solve_records_float32_preconditioner_passes():
 
 def test_mixed_on_integer_grid_keeps_exact_distances_and_falls_back_without_them(
         monkeypatch, caplog):
-    # 8-bit inputs: K is kept as exact squared distances (uint32, half the bytes of float64
-    # tiles), the refinement reaches the float64 answer from them, and a fallback to
-    # float64 builds its own tiles (the kept integers are not K's float64 values)
+    # 8-bit inputs: K is kept as its float64 values where the budget holds them all, else
+    # as exact squared distances (uint32, half the bytes); the refinement reaches the
+    # float64 answer from either, and a fallback to float64 factors the kept values, or
+    # builds its own tiles from integers (which are not K's float64 values)
     from kernelfit.kernels import to_integer_grid
-
     from kernelfit.solvers import plan, products
 
     rng = np.random.default_rng(5)
