@@ -220,7 +220,7 @@ def build_gram(kernel: Kernel, X, *, tile_size: Optional[int] = None, dtype=np.f
     in_tile = False
     if keep_copy:
         T.kept = {}
-        item = kept_dtype(kernel, X, stats, values_fit=values_fit(
+        item = kept_dtype(kernel, X, stats, values=values_fit(
             n, tile_size, keep_budget, diagonal=not f64))
         # the diagonal tiles' exact integers in their own free triangles (no bytes): kept
         # whatever the budget, which then goes to off-diagonal tiles
@@ -266,13 +266,13 @@ def _holds_exact(tile) -> bool:
     return tile.dtype.kind in "iu"
 
 
-def kept_dtype(kernel: Kernel, X, stats, *, values_fit: bool = False) -> np.dtype:
+def kept_dtype(kernel: Kernel, X, stats, *, values: bool = False) -> np.dtype:
     """What ``build_gram(keep_copy=True)`` keeps per entry of K: K's float64 values (8
-    bytes) where ``values_fit`` (the budget holds them for every tile: see
-    :func:`values_fit`), else the exact integers K is finished from where the kernel and
-    inputs allow (:meth:`Kernel.exact_dtype`, 4 bytes: twice the tiles in the same bytes,
-    but each product finishes them again), else float64 values."""
-    if values_fit:
+    bytes) where ``values`` (the budget holds them for every tile: see :func:`values_fit`),
+    else the exact integers K is finished from where the kernel and inputs allow
+    (:meth:`Kernel.exact_dtype`, 4 bytes: twice the tiles in the same bytes, but each
+    product finishes them again), else float64 values."""
+    if values:
         return np.dtype(np.float64)
     return kernel.exact_dtype(X, stats) or np.dtype(np.float64)
 
