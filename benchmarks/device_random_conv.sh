@@ -9,8 +9,10 @@
 # filters, TF32 off) run on the GPU; each point's exact solve (float32 Cholesky, float64
 # refinement and residual) runs on the device machine's host, as on any CPU. Expected on the
 # H200, from operation counts: data 30 s, Gram pass 2-3 min, each solve about 2 min, two
-# resume points of 12 GB written to local disk: about 7 min. Each point is stored as soon
-# as it is solved, so a run cut by the limit still returns the 16,000 point.
+# resume points of 12 GB written to local disk: about 7 min. Measured there (2026-12-04,
+# through device_session.sh): 368 s. Each point is stored as soon as it is solved, so a run
+# cut by the limit still returns the 16,000 point. The device tool returns at most 8 files
+# from its $OUT: device_session.sh packs this script's output into one archive.
 #
 # STAGE THE DATA (on the session machine, from the checkout root; .devdata/ is git-ignored):
 #     mkdir -p .devdata/cifar10-jpeg
