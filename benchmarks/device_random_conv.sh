@@ -33,13 +33,7 @@ trap 'rm -rf "$RUN"' EXIT
 cp -r "$ROOT/benchmarks/results/reproduce/." "$RUN/"
 ARGS=(--device gpu)
 if [ "$DEV" = "cpu" ]; then ARGS=(--device cpu --quick); fi
-{
-    echo "device_random_conv: DEV=$DEV LIMIT=$LIMIT s, started $(date -u +%FT%TZ)"
-    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null
-    nproc
-    free -g | head -2
-    df -h "$RUN" | tail -1
-} >"$OUT/machine.txt" 2>&1
+machine_txt "device_random_conv: DEV=$DEV LIMIT=$LIMIT s" "$RUN"
 t0=$(date +%s)
 timeout --kill-after=10 "$LIMIT" "$PY" -m kernelfit reproduce --data-dir "$DATA" --out "$RUN" \
     --only cifar-random-conv --no-progress "${ARGS[@]}" >"$OUT/reproduce.log" 2>&1

@@ -31,13 +31,7 @@ SCRATCH="$(mktemp -d "${TMPDIR:-/tmp}/kernelfit-device-session.XXXXXX")"
 trap 'rm -rf "$SCRATCH"' EXIT
 LOG="$OUT/session.log"
 : >"$LOG"
-{
-    echo "device_session: DEV=$DEV TOTAL=$TOTAL s, started $(date -u +%FT%TZ)"
-    nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm --format=csv,noheader
-    lscpu | grep -E "Model name|^CPU\(s\)"
-    free -g | head -2
-    df -h "$SCRATCH" | tail -1
-} >"$OUT/machine.txt" 2>&1
+machine_txt "device_session: DEV=$DEV TOTAL=$TOTAL s" "$SCRATCH"
 
 left() { echo $(( TOTAL - ($(date +%s) - START) )); }
 pack() {  # name: $SCRATCH/name -> $OUT/name.tgz

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Iterable, List, Optional, Sequence
 
 __all__ = ["fmt_value", "fmt_num", "fmt_pct", "fmt_seconds", "fmt_bytes", "fmt_spread",
-           "markdown_table", "text_table", "two_column"]
+           "fmt_blas", "markdown_table", "text_table", "two_column"]
 
 MISSING = "-"
 
@@ -56,6 +56,20 @@ def fmt_bytes(n: Optional[float]) -> str:
             return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
         n /= 1024
     return f"{n:.1f} TiB"  # pragma: no cover
+
+
+def fmt_blas(blas) -> str:
+    """A machine record's BLAS in words: ``openblas 0.3.31 (Haswell kernel, 2 threads)``;
+    the parts it lacks are left out (``'-'`` without a library)."""
+    if not isinstance(blas, dict) or not blas.get("library"):
+        return MISSING
+    extra = []
+    if blas.get("architecture"):
+        extra.append(f"{blas['architecture']} kernel")
+    if blas.get("num_threads"):
+        extra.append(f"{blas['num_threads']} threads")
+    name = f"{blas['library']} {blas.get('version') or ''}".strip()
+    return f"{name} ({', '.join(extra)})" if extra else name
 
 
 def fmt_spread(stats: dict, fmt: str = "{:.3g}", scale: float = 1.0, suffix: str = "") -> str:

@@ -71,6 +71,20 @@ def plan_calls(monkeypatch) -> list:
 
 
 @pytest.fixture
+def keep_values(monkeypatch):
+    """``keep_values(on)``: mixed precision keeps K's float64 values (True) or the exact
+    integers K is finished from (False) whatever its budget holds: ``values_fit`` patched
+    where the planner and the Gram build ask it."""
+    import kernelfit.solvers.plan as plan_mod
+    import kernelfit.solvers.products as products_mod
+
+    def force(on: bool) -> None:
+        for mod in (plan_mod, products_mod):
+            monkeypatch.setattr(mod, "values_fit", lambda *a, **k: on)
+    return force
+
+
+@pytest.fixture
 def rff_touched(monkeypatch) -> list:
     """The names of the random Fourier feature map's methods called (``fit``,
     ``transform``, ``fit_transform``; none of them computes anything any more)."""

@@ -31,11 +31,9 @@ def test_solve_digits_json(capsys):
     assert rec["peak_memory_bytes"] > 0 and rec["seed"] == 0 and rec["device"] == "cpu"
 
 
-def test_solve_record_says_how_k_was_kept(tmp_path, capsys, monkeypatch):
+def test_solve_record_says_how_k_was_kept(tmp_path, capsys, keep_values):
     # 8-bit pixels scaled to [0, 1]: where memory holds every tile's float64 values the
     # refinement keeps those; else K as exact squared distances
-    from kernelfit.solvers import plan, products
-
     rng = np.random.default_rng(4)
     X = rng.integers(0, 256, (500, 12)) / 255.0
     y = rng.integers(0, 3, 500)
@@ -49,8 +47,7 @@ def test_solve_record_says_how_k_was_kept(tmp_path, capsys, monkeypatch):
     assert rec["kept_bytes"] == 8 * sum(a * b for i, a in enumerate(sizes)
                                         for b in sizes[:i + 1])
     assert rec["relative_residual"] < 1e-10
-    for mod in (plan, products):
-        monkeypatch.setattr(mod, "values_fit", lambda *a, **k: False)
+    keep_values(False)
     rec = _json(capsys, args)
     assert rec["kept_storage"] == "uint32"
     assert rec["kept_tiles"] == rec["n_tiles_lower"] == len(sizes) * (len(sizes) + 1) // 2

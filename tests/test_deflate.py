@@ -10,7 +10,7 @@ from kernelfit.errors import InputError
 from kernelfit.kernels import get_kernel, to_integer_grid
 from kernelfit.solvers.deflate import NEAR, Deflated, mean_landmark
 from kernelfit.solvers.exact import SolveOptions, solve_exact
-from kernelfit.solvers.products import build_gram, kept_copy_bytes, stored_kernel_matvec
+from kernelfit.solvers.products import build_gram, stored_kernel_matvec
 
 CPU = get_backend("cpu")
 
@@ -81,7 +81,7 @@ def test_deflated_float32_tiles_hold_k_minus_the_part_and_the_kept_copy_stays_k(
         build_gram(k, X, tile_size=64, dtype=np.float64, low_rank=u)
 
 
-def test_deflated_tiles_on_the_integer_grid_keep_the_exact_integers():
+def test_deflated_tiles_on_the_integer_grid_keep_the_exact_integers(keep_values):
     rng = np.random.default_rng(3)
     X = rng.integers(0, 256, size=(150, 8)) / 255.0
     k, G = to_integer_grid(get_kernel("gaussian", bandwidth=0.6), X)
@@ -91,10 +91,9 @@ def test_deflated_tiles_on_the_integer_grid_keep_the_exact_integers():
     z = X.mean(0, keepdims=True)
     k01 = get_kernel("gaussian", bandwidth=0.6)
     np.testing.assert_allclose(u, k01(X, z), rtol=1e-12, atol=0)
-    # a budget one byte short of every tile's float64 values: the exact integers are kept
-    budget = kept_copy_bytes(150, 64, None, diagonal=True) - 1
+    keep_values(False)
     T = build_gram(k, G, tile_size=64, dtype=np.float32, keep_copy=True, low_rank=u,
-                   stats=stats, keep_budget=budget)
+                   stats=stats)
     assert np.dtype(next(iter(T.kept.values())).dtype) == np.uint32
     np.testing.assert_allclose(_dense(T), (k01(X) - u @ u.T).astype(np.float32), rtol=0,
                                atol=2e-7)

@@ -429,13 +429,12 @@ def test_mixed_solve_records_float32_preconditioner_passes():
 
 
 def test_mixed_on_integer_grid_keeps_exact_distances_and_falls_back_without_them(
-        monkeypatch, caplog):
+        monkeypatch, caplog, keep_values):
     # 8-bit inputs: K is kept as its float64 values where the budget holds them all, else
     # as exact squared distances (uint32, half the bytes); the refinement reaches the
     # float64 answer from either, and a fallback to float64 factors the kept values, or
     # builds its own tiles from integers (which are not K's float64 values)
     from kernelfit.kernels import to_integer_grid
-    from kernelfit.solvers import plan, products
 
     rng = np.random.default_rng(5)
     X = rng.integers(0, 256, size=(300, 8)) / 255.0
@@ -448,8 +447,7 @@ def test_mixed_on_integer_grid_keeps_exact_distances_and_falls_back_without_them
     assert values.info["kept_bytes"] == 8 * sum(min(64, 300 - 64 * i) * min(64, 300 - 64 * j)
                                                 for i in range(5) for j in range(i + 1))
     # where it does not, the exact integers: twice the tiles in the same bytes
-    for mod in (plan, products):
-        monkeypatch.setattr(mod, "values_fit", lambda *a, **k: False)
+    keep_values(False)
     sol = solve_exact(k, G, Y, SolveOptions(precision="mixed", tile_size=64))
     np.testing.assert_allclose(sol.alpha, values.alpha, rtol=0,
                                atol=1e-6 * np.abs(values.alpha).max())
@@ -476,8 +474,7 @@ def test_mixed_on_integer_grid_keeps_exact_distances_and_falls_back_without_them
     ref2 = solve_exact(k2, G2, Y, SolveOptions(precision="float64", tile_size=64))
     np.testing.assert_allclose(fb.alpha, ref2.alpha, rtol=1e-12, atol=0)
     # kept as values, they are K's float64 tiles: the fallback factors those
-    for mod in (plan, products):
-        monkeypatch.setattr(mod, "values_fit", lambda *a, **k: True)
+    keep_values(True)
     fb = solve_exact(k2, G2, Y, SolveOptions(tile_size=64))
     assert fb.info["precision_fallback"]["reused_float64_tiles"]
     np.testing.assert_allclose(fb.alpha, ref2.alpha, rtol=1e-12, atol=0)

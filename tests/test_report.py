@@ -34,3 +34,11 @@ def test_bench_and_reproduce_reports_show_bytes_alike():
     row = {"claim": "c", "verdict": "v"}
     assert _cells(dict(row, peak_memory_bytes=2 ** 31))[6] == "2.0 GiB"
     assert _cells(row)[6] == "-"
+
+
+def test_blas_in_words_leaves_out_what_the_record_lacks():
+    blas = {"library": "openblas", "version": "0.3.31", "architecture": "Haswell",
+            "num_threads": 2, "filepath": "/x/libscipy_openblas.so"}
+    assert report.fmt_blas(blas) == "openblas 0.3.31 (Haswell kernel, 2 threads)"
+    assert report.fmt_blas({"library": "mkl", "version": None}) == "mkl"
+    assert report.fmt_blas({}) == report.fmt_blas(None) == "-"

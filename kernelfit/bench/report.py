@@ -21,7 +21,7 @@ from typing import Dict, List, Optional
 
 from .._io import json_default as _json_default
 from ..report import fmt_num as _num
-from ..report import fmt_bytes, fmt_pct, fmt_seconds, markdown_table
+from ..report import fmt_blas, fmt_bytes, fmt_pct, fmt_seconds, markdown_table
 
 __all__ = ["write_json", "render_markdown", "plot_time", "plot_peak", "plot_peers",
            "write_report", "fmt_seconds", "machine_lines"]
@@ -52,8 +52,7 @@ def machine_lines(machine: dict) -> List[str]:
              f"({cpu.get('logical')} logical, {cpu.get('physical')} physical)",
              f"memory: {fmt_bytes(mem.get('total_bytes'))} total, "
              f"{fmt_bytes(mem.get('available_bytes'))} available at start",
-             f"BLAS/LAPACK: {blas.get('library')} {blas.get('version') or ''} "
-             f"({blas.get('architecture') or '?'}, {blas.get('num_threads')} threads)"]
+             f"BLAS/LAPACK: {fmt_blas(blas)}"]
     if machine.get("blas_env"):
         lines.append("BLAS environment: " + ", ".join(f"{k}={v}" for k, v in
                                                     machine["blas_env"].items()))

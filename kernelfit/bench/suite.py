@@ -457,8 +457,7 @@ def projected_seconds(prev: dict, n: int) -> float:
     a GPU at n = 10,000 whose runs at 5,000 took 0.07 s inside 14 s of process starts."""
     wall = float(prev.get("wall_s") or 0.0)
     work = sum(t for t in (prev.get("times") or {}).get("total", []) if t)
-    work = min(work, wall) if wall else work
-    return (wall - work) + work * (n / prev["n"]) ** 3
+    return max(wall - work, 0.0) + work * (n / prev["n"]) ** 3
 
 
 def _merge_children(children: List[dict]) -> dict:

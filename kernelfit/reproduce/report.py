@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Dict, Optional
 
 from .._io import atomic_write_text, atomic_writer, json_default
-from ..report import fmt_bytes
+from ..report import fmt_blas, fmt_bytes
 
 __all__ = ["save_line_plot", "write_report", "render_markdown", "COLUMNS"]
 
@@ -83,24 +83,12 @@ def _cells(r: dict) -> list:
             r.get("machine", "-"), r["verdict"], r.get("reason") or ""]
 
 
-def _blas_text(blas) -> str:
-    """``openblas 0.3.31 (Haswell kernel, 2 threads)`` from the machine's BLAS record."""
-    if not isinstance(blas, dict) or not blas.get("library"):
-        return "unknown"
-    extra = ", ".join(x for x in (f"{blas['architecture']} kernel" if blas.get("architecture")
-                                  else "",
-                                  f"{blas['num_threads']} threads" if blas.get("num_threads")
-                                  else "") if x)
-    return f"{blas['library']} {blas.get('version', '')}".strip() + (f" ({extra})" if extra
-                                                                      else "")
-
-
 def render_markdown(report: dict) -> str:
     lines = [f"# kernelfit reproduce: Zhang et al. (ICLR 2017), kernel experiments"
              f"{' (QUICK run: small n, not comparable)' if report['quick'] else ''}", "",
              f"Written on {report['machine']['short']}, "
              f"{report['machine']['memory'].get('total_bytes', 0) / 2 ** 30:.0f} GiB, "
-             f"BLAS {_blas_text(report['machine'].get('blas'))}, "
+             f"BLAS {fmt_blas(report['machine'].get('blas'))}, "
              f"{report['generated']}. Each row's machine column names the machine that "
              "made that row's result.", "",
              "n is training/test points; residual is the float64 relative residual "
