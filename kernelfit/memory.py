@@ -89,7 +89,7 @@ def plan_exact_solve(n: int, d: int, n_outputs: int, *, n_test: int = 0, dtype=n
     from .solvers.machine import n_threads_default
     from .solvers.tiles import TiledSymmetric, default_tile_size
 
-    tile_size = tile_size or default_tile_size(max(int(n), 1), device, dtype)
+    tile_size = tile_size or default_tile_size(max(int(n), 1), device)
     item = np.dtype(dtype).itemsize
     plan = MemoryPlan(device=device, available=available)
     plan.add("data", 8.0 * (n + n_test) * d)

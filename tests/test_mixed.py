@@ -9,7 +9,6 @@ from kernelfit import KernelInterpolator
 from kernelfit.errors import InputError
 from kernelfit.kernels import get_kernel
 from kernelfit.solvers.exact import SolveOptions, solve_exact
-from kernelfit.solvers.plan import plan_solve
 from kernelfit.solvers.products import kernel_matvec
 from kernelfit.solvers.refine import refinement_info
 
@@ -243,29 +242,6 @@ def test_full_mnist_plan_stays_within_10_gib(monkeypatch):
                     backend=get_backend("cpu"))
     assert sp.memory.items["K tiles kept (refinement)"] == TiledSymmetric.storage_bytes(
         10000, sp.tile_size, np.float64)
-
-
-def test_float32_tiles_are_sized_for_float32_and_the_fallback_keeps_them(monkeypatch):
-    from kernelfit.solvers import machine
-
-    monkeypatch.setattr(machine, "cache_sizes", lambda: {"L2": 512 << 10})
-    machine.choose_tile_size.cache_clear()
-    try:
-        sp = _plan_auto(monkeypatch, 60000, 717, True)
-        assert sp.route == "mixed" and sp.tile_size == 2500  # 24 tiles of a 2,560 target
-        assert sp.choice["tiles"]["tile_size"] == 2500
-        assert sp.choice["tiles"]["sized_for_dtype"] == "float32"
-        assert sp.choice["expected_time"]["by_time"]
-        # the float64 fallback factors the kept float64 tiles in place: the same edge
-        assert sp.fallback.tile_size == 2500
-        opts = SolveOptions(precision="float64").validate()
-        sp64 = plan_solve(60000, 717, 10, opts, device="cpu", available=22 << 30)
-        assert sp64.tile_size == 2000 and sp64.choice["tiles"]["sized_for_dtype"] == "float64"
-        opts = SolveOptions(precision="mixed", tile_size=1000).validate()
-        assert plan_solve(60000, 717, 10, opts, device="cpu",
-                          available=22 << 30).tile_size == 1000  # asked for: kept
-    finally:
-        machine.choose_tile_size.cache_clear()
 
 
 def test_gpu_mixed_plan_has_no_per_cpu_thread_buffers():

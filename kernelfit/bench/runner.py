@@ -117,7 +117,7 @@ def dense_bytes_needed(impl: str, n: int, d: int, n_test: int, n_outputs: int = 
         from ..memory import plan_exact_solve
         from ..solvers.tiles import default_tile_size
 
-        ts = tile_size or default_tile_size(n, "cpu", dtype)
+        ts = tile_size or default_tile_size(n, "cpu")
         return plan_exact_solve(n, d, n_outputs, n_test=n_test, dtype=dtype,
                                 tile_size=ts).total
     if impl == "sklearn":

@@ -27,11 +27,8 @@ __all__ = ["n_threads_default", "cache_sizes", "choose_tile_size", "tile_choice"
 MAX_TILE = 8192
 #: tiles are never smaller than this (below it per-call overheads dominate)
 MIN_TILE = 512
-#: one tile edge is this many "BLAS cache blocks" (a square block of the tile's entries
-#: that fills L2: sqrt(L2 / 8 bytes) for float64 tiles, sqrt(L2 / 4 bytes) for float32):
-#: GEMM on a tile then runs many full register/cache blocks per call and reaches the
-#: library's rate. Float32 GEMM does twice the flops per byte moved, so its per-call costs
-#: (packing, thread start-up) weigh twice as much on a tile of the same edge
+#: one tile edge is this many "BLAS cache blocks" (sqrt(L2 / 8 bytes)): GEMM on a tile
+#: then runs many full register/cache blocks per call and reaches the library's rate
 BLOCKS_PER_TILE = 8
 
 
@@ -70,28 +67,26 @@ def _round_to(x: float, step: int) -> int:
     return int(max(step, step * round(x / step)))
 
 
-@lru_cache(maxsize=8)
-def choose_tile_size(device: str = "cpu", itemsize: int = 8) -> tuple:
-    """(target tile edge, largest n kept as one tile) for ``device`` on this machine, for
-    tiles of ``itemsize``-byte entries (8: float64, 4: float32).
+@lru_cache(maxsize=4)
+def choose_tile_size(device: str = "cpu") -> tuple:
+    """(target tile edge, largest n kept as one tile) for ``device`` on this machine.
 
-    CPU: the tile edge is ``BLOCKS_PER_TILE`` times the edge of a block of such entries
-    that fills the per-core L2 cache (sqrt(L2 / itemsize)), rounded to 256 and kept in
-    [MIN_TILE, MAX_TILE / 2]; matrices up to MAX_TILE rows stay one tile. GPU: MAX_TILE
-    for both (the device is parallel within one tile; fewer, larger calls).
+    CPU: the tile edge is ``BLOCKS_PER_TILE`` times the edge of a float64 block that fills
+    the per-core L2 cache (sqrt(L2 / 8)), rounded to 256 and kept in [MIN_TILE, MAX_TILE /
+    2]; matrices up to MAX_TILE rows stay one tile. GPU: MAX_TILE for both (the device is
+    parallel within one tile; fewer, larger calls).
     """
     if device == "gpu":
         return MAX_TILE, MAX_TILE
-    edge = BLOCKS_PER_TILE * cache_block_edge(itemsize)
+    edge = BLOCKS_PER_TILE * cache_block_edge()
     target = min(max(_round_to(edge, 256), MIN_TILE), MAX_TILE // 2)
     return target, MAX_TILE
 
 
-def cache_block_edge(itemsize: int = 8) -> int:
-    """Edge of a square block of ``itemsize``-byte entries (8: float64) that fills the
-    per-core L2 cache (a multiple of 64)."""
+def cache_block_edge() -> int:
+    """Edge of a float64 square block that fills the per-core L2 cache (multiple of 64)."""
     l2 = cache_sizes().get("L2") or (1 << 20)
-    return max(64, 64 * int(math.sqrt(l2 / float(itemsize)) // 64))
+    return max(64, 64 * int(math.sqrt(l2 / 8.0) // 64))
 
 
 def blas_threads() -> dict:
@@ -108,19 +103,16 @@ def blas_threads() -> dict:
     return {}
 
 
-def tile_choice(n: int, tile_size: int, device: str, dtype=np.float64) -> dict:
-    """The JSON record of how tiles (of ``dtype``) and threads were chosen for this solve."""
-    dtype = np.dtype(dtype)
-    target, single = choose_tile_size(device, dtype.itemsize)
+def tile_choice(n: int, tile_size: int, device: str) -> dict:
+    """The JSON record of how tiles and threads were chosen for this solve."""
+    target, single = choose_tile_size(device)
     return {"tile_size": int(tile_size), "n": int(n), "device": device,
-            "sized_for_dtype": dtype.name,
             "target_tile": int(target), "single_tile_up_to": int(single),
             "cache_bytes": cache_sizes() if device == "cpu" else {},
             "tile_threads": n_threads_default() if device == "cpu" else 1,
             "blas": blas_threads() if device == "cpu" else {},
             "rule": ("one tile up to single_tile_up_to rows, else equal tiles of at most "
-                     "target_tile rows; target = 8 * sqrt(L2 / entry bytes) rounded "
-                     "to 256 (8 B float64 tiles, 4 B float32)"
+                     "target_tile rows; target = 8 * sqrt(L2 / 8 B) rounded to 256"
                      if device == "cpu" else "the GPU backend's dense/tiles rule")}
 
 

@@ -259,12 +259,8 @@ def plan_solve(n: int, d: int, m: int, opts: SolveOptions, *, device: str,
     GEMM rate and kept tiles take 4 bytes an entry: ``precision='auto'``'s time model costs
     them so (see :func:`expected_times`)."""
     ts = opts.tile_size or default_tile_size(n, device)
-    # float32 tiles (mixed precision, float32) are sized for their 4-byte entries; a float64
-    # fallback from mixed precision keeps them (it factors the kept float64 tiles in place)
-    ts32 = opts.tile_size or default_tile_size(n, device, np.float32)
     avail = available if check else None
     choice = {"tiles": tile_choice(n, ts, device)}
-    choice32 = {"tiles": tile_choice(n, ts32, device, np.float32)}
     if opts.solver != "cholesky":
         plan = _in_core(n, d, m, n_test, np.float64, ts, opts.solver, device, avail)
         return SolvePlan("in_core", opts.dtype, f"solver {opts.solver}", ts, plan,
@@ -280,20 +276,17 @@ def plan_solve(n: int, d: int, m: int, opts: SolveOptions, *, device: str,
     if precision == "auto" and opts.dtype == "float32":
         precision, reason = "float32", "auto: dtype float32 asked for"
     elif precision == "auto":
-        precision, reason = _auto(n, d, m, n_test, (ts, ts32), opts, device, avail, backend,
-                                  choice, grid and device == "cpu")
-        choice32.update((k, v) for k, v in choice.items() if k != "tiles")
+        precision, reason = _auto(n, d, m, n_test, ts, opts, device, avail, backend, choice,
+                                  grid and device == "cpu")
     if precision == "mixed":
-        return _mixed_plan(n, d, m, n_test, reason, ts32, opts, device, available, check,
-                           choice32)
-    f64 = precision == "float64"
-    splan = _in_core_plan(n, d, m, n_test, precision, reason, ts if f64 else ts32, opts,
-                          device, avail, check, choice if f64 else choice32)
+        return _mixed_plan(n, d, m, n_test, reason, ts, opts, device, available, check, choice)
+    splan = _in_core_plan(n, d, m, n_test, precision, reason, ts, opts, device, avail, check,
+                          choice)
     times = choice.get("expected_time")
-    if (opts.precision == "auto" and f64 and times
+    if (opts.precision == "auto" and precision == "float64" and times
             and times.get("by_time") and times["mixed_best_s"] < times["float64_s"]):
-        splan.alternative = _mixed_plan(n, d, m, n_test, "auto: mixed precision", ts32, opts,
-                                        device, available, check, choice32)
+        splan.alternative = _mixed_plan(n, d, m, n_test, "auto: mixed precision", ts, opts,
+                                        device, available, check, choice)
     return splan
 
 
@@ -326,14 +319,12 @@ def _in_core_plan(n, d, m, n_test, precision, reason, ts, opts, device, avail, c
                      choice=choice, n=n)
 
 
-def _auto(n, d, m, n_test, sizes, opts, device, avail, backend, choice, grid):
+def _auto(n, d, m, n_test, ts, opts, device, avail, backend, choice, grid):
     """precision='auto': mixed when its plan fits and it is expected to be faster: its
     worst case (``WORST_PASSES``) less slow against a float64 factorization than that is
-    against mixed precision's best case (``FEWEST_PASSES``). ``sizes``: the tile edges of
-    the float64 and the float32 (mixed) plans."""
-    ts, ts32 = sizes
+    against mixed precision's best case (``FEWEST_PASSES``)."""
     p64 = _in_core(n, d, m, n_test, np.float64, ts, "cholesky", device, avail)
-    pm = _add_predictions(plan_mixed(n, d, m, ts32, device=device, available=avail),
+    pm = _add_predictions(plan_mixed(n, d, m, ts, device=device, available=avail),
                           n_test, m)
     if not pm.fits():
         if p64.fits():
@@ -348,10 +339,10 @@ def _auto(n, d, m, n_test, sizes, opts, device, avail, backend, choice, grid):
         return "float64", ("auto: both fit; the float64 factorization is too small for "
                            "mixed precision to pay for measuring the machine's rates")
     _, f64_kept = _f64_keep(opts, n, ts, device, p64, avail is not None)
-    _, kept, exact = _mixed_keep(n, ts32, pm, avail if avail is not None
+    _, kept, exact = _mixed_keep(n, ts, pm, avail if avail is not None
                                  else backend.free_memory(), grid)
     rates = gemm_rates(backend)
-    times = expected_times(n, d, m, ts32, rates, kept, f64_kept, grid=grid, kept_exact=exact)
+    times = expected_times(n, d, m, ts, rates, kept, f64_kept, grid=grid, kept_exact=exact)
     choice["expected_time"] = times
     if rates["float32"] <= rates["float64"]:
         # the factorization is where mixed precision saves; the model's other terms (a

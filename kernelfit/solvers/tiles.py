@@ -37,9 +37,8 @@ __all__ = ["TiledSymmetric", "DiskTiles", "default_tile_size", "tile_bounds",
            "n_threads_default", "run_tiles", "BlockBuffer", "BlasOneThread"]
 
 
-def default_tile_size(n: int, device: str = "cpu", dtype=np.float64) -> int:
-    """The tile edge for an n x n matrix of ``dtype`` tiles on ``device``, chosen for this
-    machine.
+def default_tile_size(n: int, device: str = "cpu") -> int:
+    """The tile edge for an n x n matrix on ``device``, chosen for this machine.
 
     GPU: :func:`kernelfit.backend.gpu_tile_size` (one dense call when it fits). CPU: small
     matrices are one tile (one LAPACK call at the library's own rate). Larger ones
@@ -50,7 +49,7 @@ def default_tile_size(n: int, device: str = "cpu", dtype=np.float64) -> int:
     """
     if device == "gpu":  # the backend's dense/tiles rule (dense single call when it fits)
         return gpu_tile_size(n)
-    target, single = choose_tile_size(device, np.dtype(dtype).itemsize)
+    target, single = choose_tile_size(device)
     if n <= single:
         return max(int(n), 1)
     n_tiles = math.ceil(n / target)
