@@ -131,10 +131,10 @@ def render_markdown(results: dict, figures: Optional[Dict[str, str]] = None) -> 
       "the measured GEMM peak. Peak memory: the child process's maximum resident set.\n\n")
     warm = [r for r in results["records"] if r.get("warmup_s") is not None]
     if warm:
+        each = ", ".join(f"n = {r['n']}: {r['warmup_s']:.1f} s on "
+                         f"{r.get('warmup_rows') or 0:,} points" for r in warm)
         w("GPU runs first solve a slice of the points, untimed (one-off costs of a fresh "
-          "process: CuPy's kernels, the CUDA libraries' first calls): " + ", ".join(f"n = {r['n']}: {r['warmup_s']:.1f} s on "
-                                           f"{r.get('warmup_rows') or 0:,} points"
-                                           for r in warm) + ".\n\n")
+          f"process: CuPy's kernels, the CUDA libraries' first calls): {each}.\n\n")
     head = ["n", "implementation", "status", "Gram", "factor", "solve", "residual",
             "predict", "total", "factor GFLOP/s", "% peak", "peak memory", "rel. residual",
             "test error"]
