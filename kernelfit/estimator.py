@@ -91,6 +91,11 @@ class KernelInterpolator(BaseEstimator):
         Address of a Dask scheduler to run the tiled work on.
     distributed : {None, 'local'}
         'local' starts a local Dask cluster.
+    memory_budget : int or None
+        The most bytes the solve plans for on its device, at most what is available
+        (None: what is available, mixed precision keeping tiles of K for its refinement
+        within 40% of it). Mixed precision's kept tiles fill a larger budget: a faster
+        refinement, the same answer.
 
     Fitted attributes: ``alpha_`` (coefficients, one column per class or target),
     ``X_fit_`` (the training inputs restricted to ``support_``, the columns that are
@@ -113,7 +118,8 @@ class KernelInterpolator(BaseEstimator):
                  tile_size=None, task="auto", compute_residual=True, estimate_condition=False,
                  random_state=0, show_progress=None, precision="auto", tol=1e-10,
                  max_iter=None, refinement="cg", ooc_dir=None, resume=False, scheduler=None,
-                 distributed=None):
+                 distributed=None, memory_budget=None):
+        self.memory_budget = memory_budget
         self.precision = precision
         self.tol = tol
         self.max_iter = max_iter

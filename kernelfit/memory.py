@@ -39,6 +39,9 @@ class MemoryPlan:
     items: Dict[str, int] = field(default_factory=dict)
     device: str = "cpu"
     available: Optional[int] = None
+    #: what the device has available where ``available`` is a memory budget the caller set
+    #: (:attr:`kernelfit.solvers.options.SolveOptions.memory_budget`), else None
+    machine_available: Optional[int] = None
 
     @property
     def total(self) -> int:
@@ -56,8 +59,12 @@ class MemoryPlan:
         return f"{fmt_bytes(self.total)} ({parts})"
 
     def as_dict(self) -> dict:
-        return {"device": self.device, "estimated_peak_bytes": self.total,
-                "available_bytes": self.available, "items": dict(self.items)}
+        out = {"device": self.device, "estimated_peak_bytes": self.total,
+               "available_bytes": self.available, "items": dict(self.items)}
+        if self.machine_available is not None:  # available_bytes is the budget asked for
+            out["memory_budget_bytes"] = self.available
+            out["machine_available_bytes"] = self.machine_available
+        return out
 
     def check(self, request: Optional[dict] = None) -> None:
         """Raise :class:`MemoryPlanError` when the plan does not fit.
@@ -69,12 +76,22 @@ class MemoryPlan:
         if self.fits():
             return
         where = "GPU memory" if self.device == "gpu" else "memory"
-        msg = (f"this request needs about {self.describe()}, but only "
-               f"{fmt_bytes(self.available)} of {where} is available "
-               f"(kernelfit keeps {round((1 - SAFETY) * 100)}% headroom); nothing was allocated")
+        headroom = round((1 - SAFETY) * 100)
+        facts = {}
+        if self.machine_available is None:
+            msg = (f"this request needs about {self.describe()}, but only "
+                   f"{fmt_bytes(self.available)} of {where} is available "
+                   f"(kernelfit keeps {headroom}% headroom); nothing was allocated")
+        else:
+            msg = (f"this request needs about {self.describe()}, but the memory budget is "
+                   f"{fmt_bytes(self.available)} (kernelfit keeps {headroom}% of it as "
+                   f"headroom; {fmt_bytes(self.machine_available)} of {where} is available); "
+                   "nothing was allocated")
+            facts = {"memory_budget": int(self.available),
+                     "machine_available_bytes": int(self.machine_available)}
         raise MemoryPlanError(msg, required_bytes=self.total, available_bytes=self.available or 0,
                               request=dict(request or {}, device=self.device),
-                              items=dict(self.items))
+                              items=dict(self.items), **facts)
 
 
 def plan_exact_solve(n: int, d: int, n_outputs: int, *, n_test: int = 0, dtype=np.float64,

@@ -235,6 +235,7 @@ class SolverOptions(_Flat):
     resume: bool = False
     scheduler: Optional[str] = None
     distributed: Optional[str] = None
+    memory_budget: Optional[int] = None  # bytes; None: what the device has available
 
     def __post_init__(self):
         if self.dtype is None:  # not given: K is stored in the float precision asked for
@@ -250,7 +251,7 @@ class SolverOptions(_Flat):
                              conflicts_with="precision")
         # the solvers' normal forms (a dtype name, a float ridge, an int tile size); the
         # refinement default (max_iter None) stays None so records show what was asked
-        for name in ("dtype", "ridge", "tile_size", "tol"):
+        for name in ("dtype", "ridge", "tile_size", "tol", "memory_budget"):
             _set(self, name, getattr(checked, name))
 
     def solve_options(self, **extra):

@@ -203,6 +203,13 @@ CASES = [
       env={"KERNELFIT_MEMORY_LIMIT": "1000000"}),
     C("memory-limit-not-a-number", S, 2, "KERNELFIT_MEMORY_LIMIT", "number of bytes",
       env={"KERNELFIT_MEMORY_LIMIT": "lots"}),
+    C("memory-budget-not-a-size", S + " --memory-budget lots", 2, "--memory-budget", HELP),
+    C("memory-budget-below-1mib", S + " --memory-budget 1000", 2, ("--memory-budget", "1MiB"),
+      HELP),
+    C("memory-budget-over-available", S + " --memory-budget 1000TiB", 2,
+      ("--memory-budget", "more than"), "give at most"),
+    C("memory-budget-too-small", M + " --memory-budget 8MiB", 4, ("needs about",
+      "memory budget is 8.0 MiB"), "--memory-budget 0.1GiB or more"),
     # ---------------------------------------------------------------- predict
     C("predict-model-missing", "predict --model /nonexistent/m.pkl", 2, "does not exist",
       "model file"),

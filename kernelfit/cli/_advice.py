@@ -22,7 +22,7 @@ import numpy as np
 
 from ..errors import (DownloadError, InputError, KernelfitError, MemoryPlanError,
                       NotPositiveDefiniteError)
-from ..memory import fmt_bytes
+from ..memory import SAFETY, fmt_bytes
 from ..solvers.plan import max_n_that_fits, would_fit
 
 __all__ = ["FLAGS", "explain", "explain_os_error", "memory_ways_out", "not_pd_ways_out",
@@ -40,7 +40,7 @@ FLAGS = {
     "output": "--output", "input": "--input", "model": "--model", "kernel": "--kernel",
     "degree": "--degree", "gamma": "--gamma", "coef0": "--coef0", "device": "--device",
     "features": "--features", "dataset": "--dataset", "repeats": "--repeats",
-    "prefix": "--prefix", "n": "--n", "budget": "--budget",
+    "prefix": "--prefix", "n": "--n", "budget": "--budget", "memory_budget": "--memory-budget",
 }
 
 #: kernels whose Gram matrix is positive semi-definite for every parameter kernelfit accepts
@@ -121,6 +121,13 @@ def _memory_message(exc: MemoryPlanError, args) -> str:
     ways = [text for text, _ in memory_ways_out(req, exc.available_bytes,
                                                 special=_special(args),
                                                 given_dtype=getattr(args, "dtype", None))]
+    machine = exc.facts.get("machine_available_bytes")
+    if exc.facts.get("memory_budget") and machine:
+        # the budget the plan needs (its headroom included), rounded up to 0.1 GiB
+        gib = math.ceil(exc.required_bytes / SAFETY / 2 ** 30 * 10) / 10
+        if gib * 2 ** 30 <= machine:
+            ways.insert(0, f"{FLAGS['memory_budget']} {gib:.1f}GiB or more (up to the "
+                           f"{fmt_bytes(machine)} available)")
     if not ways:
         ways = [f"no setting of this request fits in {fmt_bytes(exc.available_bytes)}: free "
                 "memory or use a machine with more"]

@@ -8,7 +8,7 @@ from typing import Iterable
 
 
 from .._io import json_default
-from ._types import bandwidth_arg, finite_float, nonneg_float, nonneg_int, positive_int
+from ._types import bandwidth_arg, finite_float, nonneg_float, nonneg_int, positive_int, size_arg
 
 __all__ = ["add_data_arguments", "add_kernel_arguments", "add_solver_arguments",
            "config_from_args", "print_json", "print_table", "positive_int", "bandwidth_arg",
@@ -76,6 +76,11 @@ def add_solver_arguments(p) -> None:
                         "and is expected faster (falls back to float64 when it cannot reach "
                         "the float64 residual, or would reach it later than a float64 "
                         "factorization), else float64")
+    b.add_argument("--memory-budget", type=size_arg, default=None, metavar="SIZE",
+                   help="the most memory the solve plans for, e.g. 16GiB (at most what is "
+                        "available; default: what is available, mixed precision keeping "
+                        "tiles of K for its refinement within 40%% of it); a larger budget "
+                        "keeps more of K: a faster refinement, the same answer")
     b.add_argument("--tol", type=finite_float, default=1e-10,
                    help="relative residual at which mixed-precision refinement stops")
     b.add_argument("--max-iter", type=positive_int, default=None,

@@ -6,7 +6,7 @@ import argparse
 import math
 
 __all__ = ["positive_int", "nonneg_int", "nonneg_float", "finite_float", "bandwidth_arg",
-           "positive_float_or_none", "grid_bits_arg"]
+           "positive_float_or_none", "grid_bits_arg", "size_arg"]
 
 
 def _parse(text: str, conv, ok, what: str):
@@ -57,3 +57,24 @@ def grid_bits_arg(text: str):
     if word in ("auto", "none"):
         return word
     return _parse(text, int, lambda v: 0 <= v <= 30, "'auto', 'none' or an integer 0 to 30")
+
+
+#: byte units of :func:`size_arg`: binary with or without "i" (K, KiB), decimal with "B" (KB)
+_UNITS = {"": 1, "b": 1}
+for _i, _u in enumerate("kmgt", start=1):
+    _UNITS.update({_u: 1024 ** _i, _u + "ib": 1024 ** _i, _u + "b": 1000 ** _i})
+
+
+def size_arg(text: str) -> int:
+    """A number of bytes: ``16GiB``, ``16G`` (binary, as kernelfit prints sizes), ``16GB``
+    (decimal), ``500MiB`` or plain bytes (``1.6e10``); at least 1 MiB."""
+    word = text.strip().lower().replace(" ", "")
+    num = word.rstrip("kmgtib")
+    unit = word[len(num):]
+    what = "a size such as 16GiB, 500MiB or a number of bytes"
+    if unit not in _UNITS:
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+    value = _parse(num, float, lambda v: math.isfinite(v) and v > 0, what) * _UNITS[unit]
+    if value < 1 << 20:
+        raise argparse.ArgumentTypeError(f"expected {what} of at least 1MiB, got {text!r}")
+    return int(value)

@@ -45,6 +45,10 @@ class SolveOptions:
     resume: bool = False               # continue an interrupted out-of-core run
     scheduler: Optional[str] = None    # Dask scheduler address
     distributed: Optional[str] = None  # 'local': a local Dask cluster
+    # the most bytes the solve plans for on its device (None: what the device has available,
+    # mixed precision keeping tiles of K within KEEP_F64_SHARE of it); at most what is
+    # available, mixed precision's kept tiles fill it (kernelfit.solvers.plan.plan_solve)
+    memory_budget: Optional[int] = None
 
     def validate(self) -> "SolveOptions":
         if self.solver not in SOLVERS:
@@ -97,6 +101,15 @@ def _validate_beyond_memory(opts) -> None:
     if opts.refinement not in REFINEMENTS:
         raise InputError(f"refinement must be one of {', '.join(REFINEMENTS)}, got "
                          f"{opts.refinement!r}", param="refinement")
+    if opts.memory_budget is not None:
+        try:
+            budget = float(opts.memory_budget)
+        except (TypeError, ValueError):
+            budget = math.nan
+        if isinstance(opts.memory_budget, bool) or not (math.isfinite(budget) and budget >= 1):
+            raise InputError(f"memory_budget must be a positive number of bytes, got "
+                             f"{opts.memory_budget!r}", param="memory_budget")
+        opts.memory_budget = int(budget)
     if opts.resume and not opts.ooc_dir:
         raise InputError("resume continues an out-of-core run: give its folder (ooc_dir)",
                          param="resume")

@@ -25,7 +25,8 @@ from typing import Optional
 import numpy as np
 
 from ..backend import get_backend
-from ..memory import MemoryPlan, largest_n, plan_exact_solve
+from ..errors import InputError
+from ..memory import SAFETY, MemoryPlan, fmt_bytes, largest_n, plan_exact_solve
 from .machine import gemm_rates, n_threads_default, tile_choice
 from .options import SolveOptions
 from .products import kept_copy_bytes, values_fit
@@ -36,7 +37,7 @@ __all__ = ["SolvePlan", "plan_solve", "plan_mixed", "plan_gram_solve", "prefligh
            "expected_times", "check",
            "request_of", "plan_request", "would_fit", "max_n_that_fits",
            "KEEP_COPY_MAX_BYTES", "KEEP_F64_SHARE", "AUTO_TOL", "EXPECTED_PASSES",
-           "FEWEST_PASSES", "WORST_PASSES"]
+           "FEWEST_PASSES", "WORST_PASSES", "keep_share"]
 
 # The most bytes of off-diagonal tiles copied through a float64 factorization for the
 # residual (the diagonal tiles keep K in their upper triangles at no cost; tiles beyond
@@ -224,7 +225,8 @@ def _f64_keep(opts, n, ts, device, plan: MemoryPlan, check: bool):
     return budget, (min(budget, full) / full if full > 0 else 1.0)
 
 
-def _mixed_keep(n, ts, plan: MemoryPlan, available, grid: bool = False):
+def _mixed_keep(n, ts, plan: MemoryPlan, available, grid: bool = False,
+                share: float = KEEP_F64_SHARE):
     """The tiles of K mixed precision keeps for its refinement products: ``(budget, share,
     exact)``, the budget as bytes of float64 tiles, the share of K's lower entries it keeps
     and whether they are kept as exact integers. Where the budget holds K's float64 values
@@ -233,12 +235,14 @@ def _mixed_keep(n, ts, plan: MemoryPlan, available, grid: bool = False):
     so the same budget holds twice the off-diagonal tiles, and the diagonal tiles keep
     theirs inside the float32 tiles (:func:`kernelfit.solvers.products.kept_dtype`,
     :func:`~kernelfit.solvers.products.diagonal_in_tiles`: Gaussian and Laplacian; the
-    normalized kernel's diagonal tiles take budget, which the share leaves out)."""
+    normalized kernel's diagonal tiles take budget, which the share leaves out).
+    ``share``: of ``available``, the most the whole plan may then take (a memory budget
+    the caller set is filled: :func:`keep_share`)."""
     full = kept_copy_bytes(n, ts, None, diagonal=True)
     if available is None:
         budget = full
     else:
-        budget = int(max(0.0, min(KEEP_F64_SHARE * available - plan.total, full)))
+        budget = int(max(0.0, min(share * available - plan.total, full)))
     kept = kept_copy_bytes(n, ts, budget, diagonal=True)
     if kept:
         plan.add("K tiles kept (refinement)", kept)
@@ -249,6 +253,13 @@ def _mixed_keep(n, ts, plan: MemoryPlan, available, grid: bool = False):
     return budget, min(1.0, (diagonal + 2 * off) / full) if full else 1.0, True
 
 
+def keep_share(opts: SolveOptions) -> float:
+    """The share of the memory the plan is made within that mixed precision fills with
+    kept tiles of K: :data:`KEEP_F64_SHARE` of what the device has, or all of a memory
+    budget the caller set (less the pre-flight's headroom, :data:`kernelfit.memory.SAFETY`)."""
+    return KEEP_F64_SHARE if opts.memory_budget is None else SAFETY
+
+
 def plan_solve(n: int, d: int, m: int, opts: SolveOptions, *, device: str,
                available: Optional[int], check: bool = True, n_test: int = 0,
                backend=None, grid: bool = False) -> SolvePlan:
@@ -257,7 +268,32 @@ def plan_solve(n: int, d: int, m: int, opts: SolveOptions, *, device: str,
     ``grid``: the inputs are stored as exact integers on the integer grid
     (:func:`kernelfit.grid.to_integer_grid`; CPU only), so K's products run at the float32
     GEMM rate and kept tiles take 4 bytes an entry: ``precision='auto'``'s time model costs
-    them so (see :func:`expected_times`)."""
+    them so (see :func:`expected_times`).
+
+    ``opts.memory_budget``: the bytes the solve plans for in place of ``available`` (an
+    :class:`~kernelfit.errors.InputError` where it is more than that): the plans must fit
+    in it, and mixed precision keeps tiles of K for its refinement until they fill it,
+    not only :data:`KEEP_F64_SHARE` of it (memory for time)."""
+    budget = opts.memory_budget
+    if budget is None:
+        return _plan_solve(n, d, m, opts, device, available, check, n_test, backend, grid)
+    if check and available is not None and budget > available:
+        where = "GPU memory" if device == "gpu" else "memory"
+        raise InputError(f"memory_budget of {fmt_bytes(budget)} is more than the "
+                         f"{fmt_bytes(available)} of {where} available now; give at most "
+                         f"that, or free memory", param="memory_budget",
+                         memory_budget=int(budget), available_bytes=int(available))
+    splan = _plan_solve(n, d, m, opts, device, budget, check, n_test, backend, grid)
+    if available is not None:
+        for p in (splan, splan.fallback, splan.alternative,
+                  splan.alternative and splan.alternative.fallback):
+            if p is not None and p.memory.available is not None:
+                p.memory.machine_available = int(available)
+    return splan
+
+
+def _plan_solve(n, d, m, opts, device, available, check, n_test, backend, grid) -> SolvePlan:
+    """:func:`plan_solve` within ``available`` bytes (the device's, or the budget)."""
     ts = opts.tile_size or default_tile_size(n, device)
     avail = available if check else None
     choice = {"tiles": tile_choice(n, ts, device)}
@@ -297,7 +333,7 @@ def _mixed_plan(n, d, m, n_test, reason, ts, opts, device, available, check,
     avail = available if check else None
     plan = _add_predictions(plan_mixed(n, d, m, ts, device=device, available=avail),
                             n_test, m)
-    budget, _, _ = _mixed_keep(n, ts, plan, available)
+    budget, _, _ = _mixed_keep(n, ts, plan, available, share=keep_share(opts))
     tol = min(opts.tol, AUTO_TOL) if opts.precision == "auto" else opts.tol
     may_fall_back = "expected_time" in choice
     fallback = None
@@ -326,13 +362,14 @@ def _auto(n, d, m, n_test, ts, opts, device, avail, backend, choice, grid):
     p64 = _in_core(n, d, m, n_test, np.float64, ts, "cholesky", device, avail)
     pm = _add_predictions(plan_mixed(n, d, m, ts, device=device, available=avail),
                           n_test, m)
+    where = "the available memory" if opts.memory_budget is None else "the memory budget"
     if not pm.fits():
         if p64.fits():
-            return "float64", "auto: the float64 plan fits in memory, the mixed one does not"
+            return "float64", f"auto: the float64 plan fits in {where}, the mixed one does not"
         return "float64", "auto: neither float64 nor mixed fits (float64 pre-flight refuses)"
     if not p64.fits():
-        return "mixed", (f"auto: the float64 plan ({p64.describe()}) does not fit in the "
-                         f"available memory, float32 storage + float64 refinement does")
+        return "mixed", (f"auto: the float64 plan ({p64.describe()}) does not fit in "
+                         f"{where}, float32 storage + float64 refinement does")
     if backend is None:
         return "float64", "auto: both fit; no backend to measure rates on"
     if n ** 3 / 3.0 < MEASURE_MIN_RATIO * RATE_PROBE_FLOPS:
@@ -340,7 +377,8 @@ def _auto(n, d, m, n_test, ts, opts, device, avail, backend, choice, grid):
                            "mixed precision to pay for measuring the machine's rates")
     _, f64_kept = _f64_keep(opts, n, ts, device, p64, avail is not None)
     _, kept, exact = _mixed_keep(n, ts, pm, avail if avail is not None
-                                 else backend.free_memory(), grid)
+                                 else opts.memory_budget or backend.free_memory(), grid,
+                                 share=keep_share(opts))
     rates = gemm_rates(backend)
     times = expected_times(n, d, m, ts, rates, kept, f64_kept, grid=grid, kept_exact=exact)
     choice["expected_time"] = times
@@ -435,7 +473,8 @@ def preflight_plan(cfg, n: int, d: int, n_classes: int, n_test: int, *,
                         tile_size=cfg.tile_size, device=be.device, precision=cfg.precision,
                         tol=cfg.tol, max_iter=cfg.max_iter, refinement=cfg.refinement,
                         ooc_dir=cfg.ooc_dir, resume=cfg.resume, scheduler=cfg.scheduler,
-                        distributed=cfg.distributed, residual=True).validate()
+                        distributed=cfg.distributed, memory_budget=cfg.memory_budget,
+                        residual=True).validate()
     available = be.free_memory(reserve=reserve) if reserve else be.free_memory()
     splan = plan_solve(n, d, n_classes, opts, device=be.device, available=available,
                        n_test=n_test, backend=be, grid=grid)

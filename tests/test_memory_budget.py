@@ -1,0 +1,169 @@
+"""A memory budget: the most memory a solve plans for, and mixed precision's kept tiles
+filling it (memory for time; the same certified answer)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+import pytest
+
+from kernelfit.cli import main
+from kernelfit.cli._types import size_arg
+from kernelfit.errors import InputError, MemoryPlanError
+from kernelfit.kernels import get_kernel
+from kernelfit.memory import SAFETY
+from kernelfit.options import SolverOptions
+from kernelfit.solvers import plan
+from kernelfit.solvers.exact import solve_exact
+from kernelfit.solvers.options import SolveOptions
+
+GiB = 1 << 30
+
+
+@pytest.mark.parametrize("text,value", [
+    ("16GiB", 16 * GiB), ("16G", 16 * GiB), ("16gib", 16 * GiB), ("16GB", 16 * 10 ** 9),
+    ("500 MiB", 500 << 20), ("1.5e10", 15 * 10 ** 9), ("2097152", 2 << 20), ("1T", 1 << 40),
+    ("1MiB", 1 << 20)])
+def test_sizes_parse_in_binary_and_decimal_units(text, value):
+    assert size_arg(text) == value
+
+
+@pytest.mark.parametrize("text", ["lots", "0", "-1GiB", "1000", "16XB", "GiB", "nan", "inf",
+                                  "16GiBB", ""])
+def test_sizes_that_are_not_sizes_are_refused(text):
+    with pytest.raises(argparse.ArgumentTypeError, match="a size such as 16GiB"):
+        size_arg(text)
+
+
+@pytest.mark.parametrize("bad", [0, -5, 0.5, float("nan"), float("inf"), "lots", True])
+def test_the_options_tree_refuses_a_budget_that_is_not_bytes(bad):
+    with pytest.raises(InputError, match="memory_budget must be a positive number of bytes"):
+        SolverOptions(memory_budget=bad)
+
+
+def test_the_options_tree_keeps_the_budget_as_whole_bytes():
+    assert SolverOptions(memory_budget=1.6e10).memory_budget == 16_000_000_000
+    assert SolverOptions().memory_budget is None
+    assert SolverOptions(memory_budget=2 * GiB).solve_options().memory_budget == 2 * GiB
+
+
+def _mixed(budget, available=23 * GiB, check=True):
+    opts = SolveOptions(precision="mixed", memory_budget=budget).validate()
+    return plan.plan_solve(60000, 784, 10, opts, device="cpu", available=available,
+                           n_test=10000, check=check, grid=True)
+
+
+def test_kept_tiles_fill_the_budget_not_a_share_of_what_is_available():
+    default, big, small = _mixed(None), _mixed(16 * GiB), _mixed(12 * GiB)
+    kept = "K tiles kept (refinement)"
+    # without a budget: the plan stays within KEEP_F64_SHARE of what is available
+    assert default.memory.total <= plan.KEEP_F64_SHARE * 23 * GiB < default.memory.total + 2 ** 25
+    assert default.memory.machine_available is None
+    assert "memory_budget_bytes" not in default.record()
+    # with one: the kept tiles fill it, up to the pre-flight's headroom
+    for sp, budget in ((big, 16 * GiB), (small, 12 * GiB)):
+        assert sp.memory.total <= SAFETY * budget < sp.memory.total + 2 ** 25
+        assert sp.memory.fits() and sp.memory.available == budget
+        rec = sp.record()
+        assert rec["memory_budget_bytes"] == budget
+        assert rec["machine_available_bytes"] == 23 * GiB
+    assert default.memory.items[kept] < small.memory.items[kept] < big.memory.items[kept]
+    assert default.keep_budget < small.keep_budget < big.keep_budget
+
+
+def test_a_budget_above_what_is_available_is_refused_with_the_figure():
+    with pytest.raises(InputError, match=r"memory_budget of 30\.0 GiB is more than the "
+                                         r"23\.0 GiB of memory available") as exc:
+        _mixed(30 * GiB)
+    assert exc.value.facts["param"] == "memory_budget"
+    # unchecked plans (check_memory=False) are not refused
+    assert _mixed(30 * GiB, check=False).route == "mixed"
+
+
+def test_a_plan_over_the_budget_is_refused_naming_the_budget():
+    sp = _mixed(6 * GiB)
+    with pytest.raises(MemoryPlanError, match="the memory budget is 6.0 GiB") as exc:
+        sp.memory.check(request={"n": 60000})
+    assert exc.value.available_bytes == 6 * GiB
+    assert exc.value.facts["machine_available_bytes"] == 23 * GiB
+
+
+def test_auto_plans_within_the_budget(monkeypatch):
+    """A budget the float64 plan does not fit leaves auto mixed precision, with no float64
+    fallback to fall back to; a larger one lets auto keep more of K and expect faster
+    passes."""
+    from kernelfit.backend import get_backend
+
+    monkeypatch.setattr(plan, "gemm_rates", lambda be: {
+        "float64": 67e9, "float32": 134e9, "memory_bytes_per_s": 4e10,
+        "thin_seconds_per_entry": {"float64": 1.4e-9, "float32": 6.4e-10},
+        "finish_entries_per_s": 4e8})
+
+    def auto(budget):
+        opts = SolveOptions(residual=True, memory_budget=budget).validate()
+        return plan.plan_solve(60000, 784, 10, opts, device="cpu", available=23 * GiB,
+                               n_test=10000, backend=get_backend("cpu"), grid=True)
+
+    tight, default, roomy = auto(10 * GiB), auto(None), auto(20 * GiB)
+    assert tight.precision == "mixed" and tight.fallback is None
+    assert "does not fit in the memory budget" in tight.reason
+    t_default = default.choice["expected_time"]
+    t_roomy = roomy.choice["expected_time"]
+    assert t_default["kept_fraction"] < t_roomy["kept_fraction"] == 1.0
+    assert t_roomy["pass_s"] < t_default["pass_s"]
+    assert roomy.precision == default.precision == "mixed"
+    assert roomy.fallback.memory.machine_available == 23 * GiB
+
+
+def _problem(n=1200, d=6, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.uniform(size=(n, d))
+    Y = np.eye(3)[rng.integers(0, 3, n)]
+    return X, Y
+
+
+def test_a_larger_budget_keeps_more_tiles_and_gives_the_same_certified_answer(monkeypatch):
+    X, Y = _problem()
+    k = get_kernel("gaussian", bandwidth=0.3)
+    opts = dict(precision="mixed", tile_size=100, tol=1e-11)
+    probe = plan.plan_solve(1200, 6, 3, SolveOptions(**opts).validate(), device="cpu",
+                            available=None)
+    base = probe.memory.total - probe.memory.items["K tiles kept (refinement)"]
+    limit = int((base + (2 << 20)) / plan.KEEP_F64_SHARE)  # 2 MiB of K's 5.3 MiB kept
+    monkeypatch.setenv("KERNELFIT_MEMORY_LIMIT", str(limit))
+    default = solve_exact(k, X, Y, SolveOptions(**opts))
+    budget = solve_exact(k, X, Y, SolveOptions(**opts, memory_budget=limit))
+    n_tiles = default.info["n_tiles_lower"]
+    assert 0 < default.info["kept_tiles"] < n_tiles
+    assert budget.info["kept_tiles"] == n_tiles
+    assert budget.memory_plan["memory_budget_bytes"] == limit
+    K = k(X)
+    for sol in (default, budget):
+        assert sol.info["converged"]
+        assert np.linalg.norm(K @ sol.alpha - Y) / np.linalg.norm(Y) <= 1e-11
+    np.testing.assert_allclose(budget.alpha, default.alpha, rtol=0, atol=1e-6 * np.abs(
+        default.alpha).max())
+
+
+def test_the_cli_way_out_of_a_budget_too_small_works(capsys):
+    argv = ["solve", "--dataset", "digits", "--memory-budget", "8MiB"]
+    assert main(argv) == 4
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--memory-budget 0.1GiB or more" in err
+    assert main(argv[:-1] + ["0.1GiB", "--json"]) == 0
+    rec = json.loads(capsys.readouterr().out)
+    assert rec["memory_plan"]["memory_budget_bytes"] == int(0.1 * GiB)
+
+
+def test_the_estimator_takes_the_budget():
+    from kernelfit.estimator import KernelInterpolator
+
+    X, Y = _problem(n=200)
+    y = Y.argmax(1)
+    est = KernelInterpolator(bandwidth=0.7, memory_budget=4 * GiB)
+    assert est.get_params()["memory_budget"] == 4 * GiB
+    with pytest.raises(MemoryPlanError, match="memory budget"):
+        KernelInterpolator(bandwidth=0.7, memory_budget=1 << 16).fit(X, y)
+    assert est.fit(X, y).score(X, y) == 1.0
