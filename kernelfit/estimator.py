@@ -144,6 +144,11 @@ class KernelInterpolator(BaseEstimator):
         self.random_state = random_state
         self.show_progress = show_progress
 
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        # model files saved before memory_budget existed load with its default
+        self.__dict__.setdefault("memory_budget", None)
+
     # ------------------------------------------------------------ helpers
     def _solver_options(self) -> SolverOptions:
         """The solver options of these parameters (validated once, by the options tree).

@@ -167,3 +167,18 @@ def test_the_estimator_takes_the_budget():
     with pytest.raises(MemoryPlanError, match="memory budget"):
         KernelInterpolator(bandwidth=0.7, memory_budget=1 << 16).fit(X, y)
     assert est.fit(X, y).score(X, y) == 1.0
+
+
+def test_a_model_pickled_before_the_budget_existed_loads_with_its_default():
+    import pickle
+
+    from kernelfit.estimator import KernelInterpolator
+
+    X, Y = _problem(n=100)
+    est = KernelInterpolator(bandwidth=0.7).fit(X, Y.argmax(1))
+    state = est.__getstate__()
+    del state["memory_budget"]  # what an older kernelfit pickled
+    old = KernelInterpolator.__new__(KernelInterpolator)
+    old.__setstate__(state)
+    assert old.get_params()["memory_budget"] is None
+    assert (pickle.loads(pickle.dumps(old)).predict(X) == est.predict(X)).all()
