@@ -182,3 +182,24 @@ def test_a_model_pickled_before_the_budget_existed_loads_with_its_default():
     old.__setstate__(state)
     assert old.get_params()["memory_budget"] is None
     assert (pickle.loads(pickle.dumps(old)).predict(X) == est.predict(X)).all()
+
+
+def test_out_of_core_panels_take_half_the_budget(tmp_path, monkeypatch):
+    """Out of core, K's tiles live on disk and a panel of them in memory takes half the
+    memory: half the budget where one is set, half of what is available otherwise."""
+    from kernelfit.solvers import ooc
+
+    seen = []
+    panel_tiles = ooc._panel_tiles
+    monkeypatch.setattr(ooc, "_panel_tiles",
+                        lambda store, k0, budget: seen.append(budget) or panel_tiles(
+                            store, k0, budget))
+    X, Y = _problem(n=300)
+    k = get_kernel("gaussian", bandwidth=0.3)
+    sol = solve_exact(k, X, Y, SolveOptions(ooc_dir=str(tmp_path / "a"), tile_size=64,
+                                            memory_budget=64 << 20))
+    assert sol.info["out_of_core"] and sol.info["converged"]
+    assert seen and set(seen) == {32 << 20}
+    seen.clear()
+    solve_exact(k, X, Y, SolveOptions(ooc_dir=str(tmp_path / "b"), tile_size=64))
+    assert seen and all(b > 32 << 20 for b in seen)  # half of what is available

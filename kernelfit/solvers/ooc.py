@@ -115,6 +115,9 @@ def ooc_factor(kernel: Kernel, X, directory, *, tile_size: int, dtype=np.float32
                low_rank=None):
     """Factor K = k(X, X) + ridge I out of core into ``directory``.
 
+    ``memory_budget``: the bytes a panel of tiles in memory may take (None: half the
+    available host memory; :func:`solve_ooc` gives half a memory budget set in its options).
+
     ``low_rank`` (float32 tiles only): a host (n, 1) float64 column u; the factor is then
     of ``K - u u^T + ridge I`` (mixed precision's deflation, :mod:`kernelfit.solvers.deflate`),
     and the fingerprint says so. Returns ``(T, info)`` where ``T`` is a factored
@@ -336,9 +339,11 @@ def solve_ooc(kernel: Kernel, X, Y, opts, be: Optional[Backend] = None,
     Xh = np.ascontiguousarray(be.to_numpy(X), dtype=np.float64)
     Yh = np.asarray(be.to_numpy(Y), dtype=np.float64)
     U, deflation = mean_landmark(kernel, Xh, None, get_backend("cpu"), tiles=dtype)
+    # a panel takes half the memory, the solve's budget where one is set (opts.memory_budget)
+    panels = 0.5 * opts.memory_budget if opts.memory_budget else None
     T, ck = ooc_factor(kernel, Xh, opts.ooc_dir, tile_size=ts, dtype=dtype, ridge=opts.ridge,
                        resume=opts.resume, backend=be, allow_shift=(precision != "float64"),
-                       show_progress=opts.show_progress, low_rank=U)
+                       show_progress=opts.show_progress, low_rank=U, memory_budget=panels)
     xp = be.xp
     Xb = xp.asarray(Xh)
     stats = kernel.prepare(Xb)
