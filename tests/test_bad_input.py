@@ -209,7 +209,7 @@ CASES = [
     C("memory-budget-over-available", S + " --memory-budget 1000TiB", 2,
       ("--memory-budget", "more than"), "give at most"),
     C("memory-budget-too-small", M + " --memory-budget 8MiB", 4, ("needs about",
-      "memory budget is 8.0 MiB"), "--memory-budget 0.1GiB or more"),
+      "memory budget is 8.0 MiB"), "MiB or more (up to the"),
     # ---------------------------------------------------------------- predict
     C("predict-model-missing", "predict --model /nonexistent/m.pkl", 2, "does not exist",
       "model file"),

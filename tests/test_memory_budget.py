@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 
 import numpy as np
 import pytest
@@ -147,14 +148,24 @@ def test_a_larger_budget_keeps_more_tiles_and_gives_the_same_certified_answer(mo
         default.alpha).max())
 
 
-def test_the_cli_way_out_of_a_budget_too_small_works(capsys):
-    argv = ["solve", "--dataset", "digits", "--memory-budget", "8MiB"]
+@pytest.mark.parametrize("extra,budget", [([], "8MiB"), (["--n-train", "900"], "2MiB"),
+                                          (["--precision", "mixed"], "4MiB")])
+def test_the_cli_way_out_of_a_budget_too_small_works(capsys, extra, budget):
+    """The budget offered is the least that fits, to the MiB: it runs, a MiB less does not."""
+    argv = ["solve", "--dataset", "digits", *extra, "--memory-budget", budget]
     assert main(argv) == 4
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "--memory-budget 0.1GiB or more" in err
-    assert main(argv[:-1] + ["0.1GiB", "--json"]) == 0
+    assert len(err.splitlines()) == 1
+    way = re.search(r"--memory-budget (\d+MiB) or more \(up to the [\d.]+ GiB available\)",
+                    err)
+    assert way, err
+    need = size_arg(way.group(1))
+    assert main(argv[:-1] + [way.group(1), "--json"]) == 0
     rec = json.loads(capsys.readouterr().out)
-    assert rec["memory_plan"]["memory_budget_bytes"] == int(0.1 * GiB)
+    assert rec["memory_plan"]["memory_budget_bytes"] == need
+    # the least that fits: a MiB less is refused
+    assert main(argv[:-1] + [f"{need // 2 ** 20 - 1}MiB"]) == 4
+    capsys.readouterr()
 
 
 def test_the_estimator_takes_the_budget():

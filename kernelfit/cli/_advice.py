@@ -123,10 +123,16 @@ def _memory_message(exc: MemoryPlanError, args) -> str:
                                                 given_dtype=getattr(args, "dtype", None))]
     machine = exc.facts.get("machine_available_bytes")
     if exc.facts.get("memory_budget") and machine:
-        # the budget the plan needs (its headroom included), rounded up to 0.1 GiB
-        gib = math.ceil(exc.required_bytes / SAFETY / 2 ** 30 * 10) / 10
-        if gib * 2 ** 30 <= machine:
-            ways.insert(0, f"{FLAGS['memory_budget']} {gib:.1f}GiB or more (up to the "
+        # the budget the plan needs (its headroom included), rounded up to a whole MiB
+        # below 1 GiB, else to 0.1 GiB
+        need = exc.required_bytes / SAFETY
+        if need < 2 ** 30:
+            size, text = math.ceil(need / 2 ** 20) * 2 ** 20, f"{math.ceil(need / 2 ** 20)}MiB"
+        else:
+            gib = math.ceil(need / 2 ** 30 * 10) / 10
+            size, text = gib * 2 ** 30, f"{gib:.1f}GiB"
+        if size <= machine:
+            ways.insert(0, f"{FLAGS['memory_budget']} {text} or more (up to the "
                            f"{fmt_bytes(machine)} available)")
     if not ways:
         ways = [f"no setting of this request fits in {fmt_bytes(exc.available_bytes)}: free "
