@@ -214,3 +214,14 @@ def test_out_of_core_panels_take_half_the_budget(tmp_path, monkeypatch):
     seen.clear()
     solve_exact(k, X, Y, SolveOptions(ooc_dir=str(tmp_path / "b"), tile_size=64))
     assert seen and all(b > 32 << 20 for b in seen)  # half of what is available
+
+
+def test_the_solve_table_shows_the_budget_and_the_tiles_kept(capsys):
+    assert main(["solve", "--dataset", "digits", "--precision", "mixed", "--tile-size", "500",
+                 "--memory-budget", "1GiB"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"peak memory +[\d.]+ MiB \(budget 1\.0 GiB\)", out), out
+    assert re.search(r"K kept for refinement +6 of 6 tiles", out), out
+    assert main(["solve", "--dataset", "digits"]) == 0
+    out = capsys.readouterr().out
+    assert "budget" not in out and "K kept" not in out

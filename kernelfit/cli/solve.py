@@ -50,14 +50,24 @@ def render(rec: dict) -> None:
         ("RKHS norm", rec["rkhs_norm"]),
         ("factorization rate", None if rec.get("factor_gflops_per_s") is None
          else f"{rec['factor_gflops_per_s']:.1f} GFLOP/s"),
-        ("peak memory", fmt_bytes(rec["peak_memory_bytes"])),
+        ("peak memory", _memory(rec)),
     ]
+    if rec.get("n_tiles_lower"):  # mixed precision: K's tiles kept for the refinement
+        rows.append(("K kept for refinement", f"{rec.get('kept_tiles', 0)} of "
+                                               f"{rec['n_tiles_lower']} tiles"))
     if "rank" in rec:
         rows.append(("numerical rank", rec["rank"]))
     print_table(rows, title="kernelfit solve")
     print_table([(k, f"{v:.3f} s") for k, v in t.items()], title="time per stage")
     if rec.get("saved_model"):
         print(f"model saved to {rec['saved_model']}")
+
+
+def _memory(rec: dict) -> str:
+    """The peak memory, and the memory budget the solve planned within where one was set."""
+    budget = (rec.get("memory_plan") or {}).get("memory_budget_bytes")
+    peak = fmt_bytes(rec["peak_memory_bytes"])
+    return f"{peak} (budget {fmt_bytes(budget)})" if budget else peak
 
 
 def _precision(rec: dict) -> str:
