@@ -220,7 +220,7 @@ def test_the_solve_table_shows_the_budget_and_the_tiles_kept(capsys):
     assert main(["solve", "--dataset", "digits", "--precision", "mixed", "--tile-size", "500",
                  "--memory-budget", "1GiB"]) == 0
     out = capsys.readouterr().out
-    assert re.search(r"peak memory +[\d.]+ MiB \(budget 1\.0 GiB\)", out), out
+    assert re.search(r"peak memory +[\d.]+ [KMG]iB \(budget 1\.0 GiB\)", out), out
     assert re.search(r"K kept for refinement +6 of 6 tiles", out), out
     assert main(["solve", "--dataset", "digits"]) == 0
     out = capsys.readouterr().out
