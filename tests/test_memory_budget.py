@@ -225,3 +225,22 @@ def test_the_solve_table_shows_the_budget_and_the_tiles_kept(capsys):
     assert main(["solve", "--dataset", "digits"]) == 0
     out = capsys.readouterr().out
     assert "budget" not in out and "K kept" not in out
+
+
+def test_the_least_budget_is_found_on_the_plans_mixed_precision_included():
+    """Full MNIST under a budget neither plan fits: the refusal's figure is the float64
+    plan's (about 15 GB), but mixed precision fits from about 8 GiB, and that is offered."""
+    from kernelfit.cli._advice import least_budget
+    from kernelfit.solvers.plan import plan_request, would_fit
+
+    req = {"n": 60000, "d": 717, "n_outputs": 10, "n_test": 10000}
+    size, text = least_budget(req, 23 * GiB)
+    assert text == f"{size / GiB:.1f}GiB" and size_arg(text) == size
+    assert would_fit(req, size) and not would_fit(req, size - GiB // 10)
+    assert plan_request(req, size).precision == "mixed"
+    assert size < plan_request(dict(req, precision="float64"), None).memory.total
+    assert least_budget(req, 4 * GiB) is None  # not even all of it would do
+    small = {"n": 900, "d": 64, "n_outputs": 10}
+    size, text = least_budget(small, 23 * GiB)
+    assert text == f"{size >> 20}MiB" and size_arg(text) == size
+    assert would_fit(small, size) and not would_fit(small, size - (1 << 20))

@@ -22,12 +22,12 @@ import numpy as np
 
 from ..errors import (DownloadError, InputError, KernelfitError, MemoryPlanError,
                       NotPositiveDefiniteError)
-from ..memory import SAFETY, fmt_bytes
+from ..memory import fmt_bytes, largest_n
 from ..solvers.plan import max_n_that_fits, would_fit
 
 __all__ = ["FLAGS", "explain", "explain_os_error", "memory_ways_out", "not_pd_ways_out",
-           "ridge_that_factors", "inexact_ways_out", "short_of_tol_note", "tolerance_that_accepts",
-           "PSD_KERNELS"]
+           "ridge_that_factors", "inexact_ways_out", "least_budget", "short_of_tol_note",
+           "tolerance_that_accepts", "PSD_KERNELS"]
 
 #: Python parameter -> command-line flag
 FLAGS = {
@@ -113,6 +113,25 @@ def memory_ways_out(request: dict, available: int, *, special: bool = False,
     return out
 
 
+def least_budget(request: dict, machine: int) -> Optional[Tuple[int, str]]:
+    """The least memory budget with which ``request`` passes the pre-flight
+    (:func:`would_fit`), as bytes and as the size to type: whole MiB below 1 GiB, else
+    rounded up to 0.1 GiB; None where not even ``machine`` bytes (what is available) do.
+    Found on the plans themselves, so where float64 would not fit the budget but mixed
+    precision would, it is mixed precision's."""
+    mib, gib = 1 << 20, 1 << 30
+    if not would_fit(request, machine):
+        return None
+    below = largest_n(lambda k: not would_fit(request, k * mib), limit=machine // mib)
+    size = (below + 1) * mib
+    if size > machine:  # only all of it, to the byte, fits
+        return machine, str(machine)
+    tenths = math.ceil(size / gib * 10)
+    if size >= gib and tenths * gib // 10 <= machine:
+        return tenths * gib // 10, f"{tenths / 10:.1f}GiB"
+    return size, f"{size // mib}MiB"
+
+
 def _memory_message(exc: MemoryPlanError, args) -> str:
     msg = _problem(exc.message)
     req = exc.request
@@ -122,18 +141,10 @@ def _memory_message(exc: MemoryPlanError, args) -> str:
                                                 special=_special(args),
                                                 given_dtype=getattr(args, "dtype", None))]
     machine = exc.facts.get("machine_available_bytes")
-    if exc.facts.get("memory_budget") and machine:
-        # the budget the plan needs (its headroom included), rounded up to a whole MiB
-        # below 1 GiB, else to 0.1 GiB
-        need = exc.required_bytes / SAFETY
-        if need < 2 ** 30:
-            size, text = math.ceil(need / 2 ** 20) * 2 ** 20, f"{math.ceil(need / 2 ** 20)}MiB"
-        else:
-            gib = math.ceil(need / 2 ** 30 * 10) / 10
-            size, text = gib * 2 ** 30, f"{gib:.1f}GiB"
-        if size <= machine:
-            ways.insert(0, f"{FLAGS['memory_budget']} {text} or more (up to the "
-                           f"{fmt_bytes(machine)} available)")
+    least = least_budget(req, machine) if exc.facts.get("memory_budget") and machine else None
+    if least is not None:
+        ways.insert(0, f"{FLAGS['memory_budget']} {least[1]} or more (up to the "
+                       f"{fmt_bytes(machine)} available)")
     if not ways:
         ways = [f"no setting of this request fits in {fmt_bytes(exc.available_bytes)}: free "
                 "memory or use a machine with more"]
