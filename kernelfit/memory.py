@@ -79,16 +79,15 @@ class MemoryPlan:
         headroom = round((1 - SAFETY) * 100)
         facts = {}
         if self.machine_available is None:
-            msg = (f"this request needs about {self.describe()}, but only "
-                   f"{fmt_bytes(self.available)} of {where} is available "
-                   f"(kernelfit keeps {headroom}% headroom); nothing was allocated")
+            limit = (f"only {fmt_bytes(self.available)} of {where} is available (kernelfit "
+                     f"keeps {headroom}% headroom)")
         else:
-            msg = (f"this request needs about {self.describe()}, but the memory budget is "
-                   f"{fmt_bytes(self.available)} (kernelfit keeps {headroom}% of it as "
-                   f"headroom; {fmt_bytes(self.machine_available)} of {where} is available); "
-                   "nothing was allocated")
+            limit = (f"the memory budget is {fmt_bytes(self.available)} (kernelfit keeps "
+                     f"{headroom}% of it as headroom; {fmt_bytes(self.machine_available)} of "
+                     f"{where} is available)")
             facts = {"memory_budget": int(self.available),
                      "machine_available_bytes": int(self.machine_available)}
+        msg = f"this request needs about {self.describe()}, but {limit}; nothing was allocated"
         raise MemoryPlanError(msg, required_bytes=self.total, available_bytes=self.available or 0,
                               request=dict(request or {}, device=self.device),
                               items=dict(self.items), **facts)
