@@ -110,13 +110,13 @@ def _write_manifest(directory: Path, fp: dict, state: dict) -> None:
 
 def ooc_factor(kernel: Kernel, X, directory, *, tile_size: int, dtype=np.float32,
                ridge: float = 0.0, resume: bool = False, backend: Backend = None,
-               allow_shift: bool = True, memory_budget: Optional[float] = None,
+               allow_shift: bool = True, memory: Optional[float] = None,
                show_progress=None, on_panel: Optional[Callable[[int], None]] = None,
                low_rank=None):
     """Factor K = k(X, X) + ridge I out of core into ``directory``.
 
-    ``memory_budget``: the bytes a panel of tiles in memory may take (None: half the
-    available host memory; :func:`solve_ooc` gives half a memory budget set in its options).
+    ``memory``: the bytes the factorization plans in (None: the available host memory;
+    :func:`solve_ooc` gives a memory budget set in its options); a panel of tiles takes half.
 
     ``low_rank`` (float32 tiles only): a host (n, 1) float64 column u; the factor is then
     of ``K - u u^T + ridge I`` (mixed precision's deflation, :mod:`kernelfit.solvers.deflate`),
@@ -173,8 +173,7 @@ def ooc_factor(kernel: Kernel, X, directory, *, tile_size: int, dtype=np.float32
                  "factored": False}
     # disk pre-flight: K's tiles + one panel of L written before its A tiles go away
     total = TiledSymmetric.storage_bytes(n, tile_size, dtype)
-    if memory_budget is None:
-        memory_budget = 0.5 * available_host_memory()
+    memory_budget = 0.5 * (available_host_memory() if memory is None else memory)
     w0 = _panel_tiles(store, state["panels_done"] if state["panels_done"] < nt else 0,
                       memory_budget)
     panel_bytes = min(w0 * tile_size, n) * n * dtype.itemsize
@@ -339,11 +338,9 @@ def solve_ooc(kernel: Kernel, X, Y, opts, be: Optional[Backend] = None,
     Xh = np.ascontiguousarray(be.to_numpy(X), dtype=np.float64)
     Yh = np.asarray(be.to_numpy(Y), dtype=np.float64)
     U, deflation = mean_landmark(kernel, Xh, None, get_backend("cpu"), tiles=dtype)
-    # a panel takes half the memory, the solve's budget where one is set (opts.memory_budget)
-    panels = 0.5 * opts.memory_budget if opts.memory_budget else None
     T, ck = ooc_factor(kernel, Xh, opts.ooc_dir, tile_size=ts, dtype=dtype, ridge=opts.ridge,
                        resume=opts.resume, backend=be, allow_shift=(precision != "float64"),
-                       show_progress=opts.show_progress, low_rank=U, memory_budget=panels)
+                       show_progress=opts.show_progress, low_rank=U, memory=opts.memory_budget)
     xp = be.xp
     Xb = xp.asarray(Xh)
     stats = kernel.prepare(Xb)
