@@ -290,3 +290,37 @@ def test_run_record_shows_the_mixed_plan_that_ran_after_a_switch(monkeypatch):
     plan = rec["memory_plan"]
     assert plan["precision"] == "mixed" and "K tiles (float32)" in plan["items"]
     assert plan["planned_first"].get("precision") != "mixed"
+
+
+def test_small_samples_run_on_one_blas_thread_and_large_ones_on_all(monkeypatch):
+    """A sample of at most ONE_THREAD_ROWS rows is taken on one BLAS thread (its kernel
+    and its Cholesky come from two BLAS libraries whose idle threads slowed each other);
+    a larger one keeps the BLAS threads, which it uses well; both restored after."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+
+    def blas_threads():
+        return {p["num_threads"] for p in threadpoolctl.threadpool_info()
+                if p["user_api"] == "blas"}
+
+    if not blas_threads():
+        pytest.skip("no BLAS that threadpoolctl sees")
+    monkeypatch.setattr(cond, "PROBE_MIN_ROWS", 64)
+    monkeypatch.setattr(cond, "PROBE_SHARE", 1.0)
+    monkeypatch.setattr(cond, "FIRST_MIN_ROWS", 32)
+    seen = []
+    real = cond.sample_pivots
+
+    def spy(kernel, X, rows, be):
+        seen.append((len(rows), blas_threads()))
+        return real(kernel, X, rows, be)
+
+    monkeypatch.setattr(cond, "sample_pivots", spy)
+    X, _ = _data(600, 6)
+    good = get_kernel("gaussian", bandwidth=0.3)
+    with threadpoolctl.threadpool_limits(limits=2, user_api="blas"):
+        m = cond.probe_rows(600, 6)
+        monkeypatch.setattr(cond, "ONE_THREAD_ROWS", m // 4)
+        # each pass so slow that the quarter sample with its margin does not decide alone
+        rec = cond.conditioning_probe(good, X, CPU, _times(2.0, 10.0), 1e-12)
+        assert [s["rows"] for s in rec["samples"]] == [m // 4, m]
+        assert seen == [(m // 4, {1}), (m, {2})] and blas_threads() == {2}

@@ -587,3 +587,34 @@ def test_auto_hedges_by_regret_not_by_the_worst_case_alone(monkeypatch):
     assert sp.precision == "mixed"
     assert t["mixed_worst_s"] > t["float64_s"]  # a rule on the worst case would not
     assert t["mixed_worst_s"] / t["float64_s"] < t["float64_s"] / t["mixed_best_s"]
+
+
+def _blas_threads(threadpoolctl) -> set:
+    return {p["num_threads"] for p in threadpoolctl.threadpool_info() if p["user_api"] == "blas"}
+
+
+def test_refinement_over_several_tiles_runs_on_one_blas_thread(monkeypatch):
+    """Over several tiles the refinement runs with every BLAS library limited to one
+    thread (its products and solves use the tile threads, and a library's own threads,
+    spinning beside them after a small product, slowed it), restored afterwards; over a
+    single tile, whose products are one BLAS call each, the BLAS keeps its threads."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    from kernelfit.solvers import mixed
+
+    if not _blas_threads(threadpoolctl):
+        pytest.skip("no BLAS that threadpoolctl sees")
+    seen = []
+    real = mixed.refine
+
+    def spy(*args, **kwargs):
+        seen.append(_blas_threads(threadpoolctl))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(mixed, "refine", spy)
+    X, Y = _problem()
+    k = get_kernel("gaussian", bandwidth=0.8)
+    with threadpoolctl.threadpool_limits(limits=2, user_api="blas"):
+        for tile_size in (64, 300):
+            sol = solve_exact(k, X, Y, SolveOptions(precision="mixed", tile_size=tile_size))
+            assert sol.info["converged"] and sol.info["relative_residual"] <= 1e-10
+        assert seen == [{1}, {2}] and _blas_threads(threadpoolctl) == {2}

@@ -46,13 +46,14 @@ import numpy as np
 import scipy.linalg
 
 from ..backend import Backend
+from ..backend._host import BlasOneThread
 from ..kernels import Kernel
 from .refine import FAST_GAIN
 
 __all__ = ["probe_rows", "sample_pivots", "extrapolate_min_pivot", "predicted_rate",
            "predicted_passes", "conditioning_probe", "PROBE_SHARE", "PROBE_MIN_ROWS",
-           "PROBE_MAX_ROWS", "PROBE_SEED", "RATE_CONSTANT", "RISKY_RATE", "FIRST_MIN_ROWS",
-           "FIRST_MARGIN"]
+           "PROBE_MAX_ROWS", "ONE_THREAD_ROWS", "PROBE_SEED", "RATE_CONSTANT", "RISKY_RATE",
+           "FIRST_MIN_ROWS", "FIRST_MARGIN"]
 
 U32 = float(np.finfo(np.float32).eps) / 2.0
 #: the sample's flops (its Gram and float64 Cholesky) at most this share of the float64
@@ -63,6 +64,12 @@ PROBE_SHARE = 0.01
 PROBE_MIN_ROWS = 512
 #: the most rows sampled (a float64 m x m matrix, 134 MB at 4,096)
 PROBE_MAX_ROWS = 4096
+#: samples of at most this many rows run on one BLAS thread (CPU): the sample's kernel
+#: (NumPy's BLAS) and its Cholesky (SciPy's) come from two libraries, whose threads keep
+#: spinning for a while after each call, so with two threads each slowed the other
+#: (MNIST, 1,024 rows on 2 Zen 3 cores: 0.03 s on one thread, 0.03-0.13 s on two; 4,096
+#: rows: 0.93 s on one, 0.64-0.72 s on two)
+ONE_THREAD_ROWS = 2048
 PROBE_SEED = 0
 #: a first sample of a quarter of the rows (at least this many) decides alone where its
 #: predicted rate, taken FIRST_MARGIN times worse, still favours mixed precision
@@ -170,7 +177,8 @@ def conditioning_probe(kernel: Kernel, X, be: Backend, times: dict, tol: float, 
     for size in sizes:
         margin = FIRST_MARGIN if size < m else 1.0
         t0 = time.perf_counter()
-        piv = sample_pivots(kernel, X, rows[:size], be)
+        with BlasOneThread(be.device == "cpu" and size <= ONE_THREAD_ROWS):
+            piv = sample_pivots(kernel, X, rows[:size], be)
         sample = {"rows": size, "margin": margin, "seconds": time.perf_counter() - t0}
         rec["samples"].append(sample)
         if piv is None:
