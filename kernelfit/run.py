@@ -29,8 +29,10 @@ The steps, each usable alone:
 
 from __future__ import annotations
 
+import hashlib
 import os
 import platform
+import re
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -46,8 +48,8 @@ from .memory import fmt_bytes, peak_rss_bytes
 from .options import FeatureOptions, KernelOptions, RunOptions, SolverOptions
 
 __all__ = ["run_solve", "solve_arrays", "resolve_device", "load", "featurize",
-           "feature_cache_dir", "feature_plan", "choose_kernel", "make_plan", "grid_inputs",
-           "preflight",
+           "feature_cache_dir", "feature_cache_key", "feature_plan", "choose_kernel",
+           "make_plan", "grid_inputs", "preflight",
            "solve_width", "make_estimator", "fit", "evaluate", "computed_dtype",
            "solve_record", "relative_residual", "versions"]
 
@@ -83,6 +85,19 @@ def feature_cache_dir(cache_dir: Optional[str] = None) -> Path:
         return Path(env).expanduser() / "features"
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "kernelfit" / "features"
+
+
+def feature_cache_key(dataset: str, n_train: int, n_test: int, seed: int,
+                      balanced: bool) -> str:
+    """The feature cache's folder name for a dataset's split: the dataset's name as it is
+    where it is a plain name (``mnist``), else (``npz:data.npz``, ``imagefolder:/a/b``) its
+    safe characters and a digest of the whole name, so that different files never share
+    a folder (the cache checks its inputs anyway) and no path separator reaches it."""
+    name = re.sub(r"[^A-Za-z0-9._+=,@-]+", "_", dataset).strip("._")[:48]
+    if name != dataset:
+        digest = hashlib.sha256(dataset.encode()).hexdigest()[:12]
+        name = f"{name or 'data'}-{digest}"
+    return f"{name}-n{n_train}-t{n_test}-seed{seed}-bal{int(bool(balanced))}"
 
 
 def featurize(features: FeatureOptions, X_train, X_test, image_shape, *, seed: int = 0,
@@ -388,8 +403,8 @@ def run_solve(opts: RunOptions) -> dict:
     timings["load"] = time.perf_counter() - t0
     key = None
     if opts.features.name != "raw":
-        key = (f"{ds.name}-n{ds.X_train.shape[0]}-t{ds.X_test.shape[0]}-seed{opts.seed}"
-               f"-bal{int(opts.data.balanced)}")
+        key = feature_cache_key(ds.name, ds.X_train.shape[0], ds.X_test.shape[0], opts.seed,
+                                opts.data.balanced)
     # the one plan of the solve, refused before any feature is computed
     width, pending = feature_plan(opts.features, ds.X_train, ds.X_test, ds.image_shape,
                                   seed=opts.seed, device=opts.solver.device,

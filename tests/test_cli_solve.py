@@ -162,7 +162,7 @@ def _bad(capsys, argv, code=None, match=None):
 
 @pytest.mark.parametrize("argv,match", [
     (["solve", "--dataset", "nope"], "unknown dataset"),
-    (["solve", "--dataset", "digits", "--n-train", "5000"], "n_train"),
+    (["solve", "--dataset", "digits", "--n-train", "5000"], "--n-train 5000 is more"),
     (["solve", "--dataset", "digits", "--kernel", "linear"], "not numerically positive definite"),
     (["solve", "--dataset", "digits", "--save", "/nonexistent-dir/m.pkl"], "does not exist"),
     (["predict", "--model", "/nonexistent/model.pkl"], "does not exist"),
@@ -240,3 +240,34 @@ def test_real_mnist_subset(shared_data_dir, capsys):
     assert rec["n_train"] == 1000 and rec["train_error"] == 0.0
     assert rec["test_error"] < 0.12
     assert rec["relative_residual"] < 1e-10
+
+
+def test_feature_maps_on_an_npz_file_are_cached_under_a_safe_folder(tmp_path, capsys):
+    """`--features` on `npz:PATH` (and `imagefolder:PATH`) datasets: the feature cache's
+    folder is made from the name's safe characters and a digest of the whole name (the
+    name itself, with its colon and slashes, was refused as a folder name); a second run
+    reads the cache."""
+    from kernelfit.run import feature_cache_key
+
+    rng = np.random.default_rng(3)
+    X, y = rng.random((300, 8)), rng.integers(0, 3, 300)
+    (tmp_path / "sub").mkdir()
+    np.savez(tmp_path / "sub" / "d.npz", X_train=X[:250], y_train=y[:250], X_test=X[250:],
+             y_test=y[250:])
+    cache = tmp_path / "cache"
+    args = ["solve", "--dataset", f"npz:{tmp_path / 'sub' / 'd.npz'}", "--features", "rff",
+            "--rff-dim", "512", "--feature-cache-dir", str(cache), "--json"]
+    first = _json(capsys, args)
+    assert first["feature_info"]["cache_hit"] is False
+    (folder,) = [p.name for p in cache.iterdir()]
+    assert folder.startswith("npz_") and folder.endswith("-n250-t50-seed0-bal0")
+    assert "/" not in folder and ":" not in folder
+    second = _json(capsys, args)
+    assert second["feature_info"]["cache_hit"] is True
+    assert second["test_error"] == first["test_error"]
+    assert [p.name for p in cache.iterdir()] == [folder]
+    # different files, same file name: different folders
+    a = feature_cache_key("npz:/x/d.npz", 250, 50, 0, False)
+    b = feature_cache_key("npz:/y/d.npz", 250, 50, 0, False)
+    assert a != b and feature_cache_key("mnist", 250, 50, 0, False) == "mnist-n250-t50-seed0-bal0"
+    assert len(feature_cache_key("imagefolder:/" + "a" * 300, 1, 1, 0, True)) < 100

@@ -285,8 +285,8 @@ def test_balanced_quota_redistributes():
 
 
 @pytest.mark.parametrize("kw, match", [
-    ({"n_train": 41}, "n_train=41 .* 40 examples"),
-    ({"n_test": 21}, "n_test=21 .* 20 examples"),
+    ({"n_train": 41}, "n_train 41 .* 40 examples"),
+    ({"n_test": 21}, "n_test 21 .* 20 examples"),
     ({"n_train": -1}, "non-negative"),
     ({"n_train": 2.5}, "whole number"),
     ({"dtype": np.int32}, "floating"),
@@ -377,6 +377,11 @@ def test_download_offline(tmp_path, monkeypatch):
     for name in info.value.missing:
         assert name in msg
     assert _leftovers(target) == []
+    assert not target.exists()  # nor the data folder the download made (nor its parents)
+    deep = tmp_path / "a" / "b"
+    with pytest.raises(DownloadError):
+        load_dataset("mnist", data_dir=deep)
+    assert not (tmp_path / "a").exists()
 
 
 def test_download_interrupted_midway(tmp_path, monkeypatch):

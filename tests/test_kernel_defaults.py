@@ -112,6 +112,27 @@ def test_cli_inexact_solve_exits_6_and_names_the_way_out(capsys):
     assert rc == 0 and rec["exact"] is False and "accepted" in err
 
 
+def test_cli_inexact_solve_saves_no_model_unless_a_tolerance_accepts_it(capsys, tmp_path):
+    """`--save` with a solve that is not exact: exit 6, no model file (an earlier model at
+    that path stays as it was) and the message says so; `--tolerance` that accepts the
+    residual saves it. Either way no staging file is left in the folder."""
+    model = tmp_path / "m.pkl"
+    model.write_bytes(b"an earlier model")
+    rc, rec, err = _solve(capsys, ["--bandwidth", "200", "--save", str(model)])
+    assert rc == 6 and rec["exact"] is False and "saved_model" not in rec
+    assert rec["model_not_saved"] == "the solve is not exact"
+    assert f"the model was not saved to {model}" in err and "--tolerance" in err
+    assert model.read_bytes() == b"an earlier model"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.pkl"]
+    rc, rec, err = _solve(capsys, ["--bandwidth", "200", "--save", str(model),
+                                   "--tolerance", "1e-3"])
+    assert rc == 0 and rec["saved_model"] == str(model) and "not saved" not in err
+    assert model.read_bytes() != b"an earlier model"
+    assert main(["predict", "--model", str(model), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["n"] > 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.pkl"]
+
+
 def test_cli_default_bandwidth_follows_features(capsys):
     rc, rec, _ = _solve(capsys, [])
     assert rc == 0 and rec["exact"] is True

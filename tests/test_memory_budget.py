@@ -220,11 +220,13 @@ def test_the_solve_table_shows_the_budget_and_the_tiles_kept(capsys):
     assert main(["solve", "--dataset", "digits", "--precision", "mixed", "--tile-size", "500",
                  "--memory-budget", "1GiB"]) == 0
     out = capsys.readouterr().out
-    assert re.search(r"peak memory +[\d.]+ [KMG]iB \(budget 1\.0 GiB\)", out), out
+    assert re.search(r"peak memory +[\d.]+ [KMG]iB \(solve planned [\d.]+ [KM]iB, "
+                     r"budget 1\.0 GiB\)", out), out
     assert re.search(r"K kept for refinement +6 of 6 tiles", out), out
     assert main(["solve", "--dataset", "digits"]) == 0
     out = capsys.readouterr().out
     assert "budget" not in out and "K kept" not in out
+    assert re.search(r"peak memory +[\d.]+ [KMG]iB \(solve planned [\d.]+ [KM]iB\)", out)
 
 
 def test_the_least_budget_is_found_on_the_plans_mixed_precision_included():

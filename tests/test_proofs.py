@@ -91,6 +91,9 @@ def test_norm_skipped_without_data(tmp_path, monkeypatch):
     monkeypatch.setattr(D, "_candidates", lambda d: iter([tmp_path]))
     r = norm.check(quick=True, data_dir=str(tmp_path))
     assert r.status == "skipped" and r.passed is None
+    # the note names the folder it looked in, and no parameter or flag of one interface
+    (note,) = r.notes
+    assert f"MNIST not found in {tmp_path} " in note and "data_dir" not in note
 
 
 def test_cli_json_one_check(tmp_path, capsys):

@@ -83,6 +83,7 @@ def test_quick_runs_every_experiment(tmp_path, monkeypatch, capsys):
         assert (out / p).stat().st_size > 0, p
     md = (out / "report.md").read_text()
     assert "| claim | paper | kernelfit | n | residual |" in md
+    assert "quartic <x/\\|x\\|, z/\\|z\\|>^4 |" in md  # bars escaped inside the cell
     blas = report["machine"]["blas"]
     if blas.get("library"):  # the header names the BLAS in words, not as a cut-off dict
         assert f"BLAS {blas['library']} " in md and "{" not in md.splitlines()[2]
@@ -103,7 +104,8 @@ def test_quick_runs_every_experiment(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(adapter, "solve", lambda spec: calls.append(spec))
     assert _run(["--quick", "--data-dir", data, "--out", out]) == 0
     assert calls == []
-    assert "stored" in capsys.readouterr().out
+    out_text = capsys.readouterr().out
+    assert out_text.count("stored: finished earlier; kept") == len(EXPERIMENTS)
 
 
 def test_missing_dataset_others_still_run(tmp_path, monkeypatch, capsys):
@@ -115,6 +117,16 @@ def test_missing_dataset_others_still_run(tmp_path, monkeypatch, capsys):
     text = capsys.readouterr().out
     assert "cifar-10-python.tar.gz" in text and str(data / "cifar10") in text
     assert text.count("missing cifar-10-python.tar.gz") == 1  # one clear message
+    assert "cifar-random-conv  missing-data: the same message as cifar-pixels" in text
+    assert "data_dir" not in text
+    # missing MNIST files: the way out names the flag, not the Python parameter
+    (tmp_path / "empty").mkdir()
+    assert _run(["--quick", "--data-dir", tmp_path / "empty", "--out", tmp_path / "out2",
+                 "--only", "mnist-raw"]) == 3
+    text = capsys.readouterr().out
+    assert "mnist-raw          missing-data: mnist: missing train-images-idx3-ubyte" in text
+    assert "point --data-dir (or $KERNELFIT_DATA) at a folder holding mnist/" in text
+    assert "data_dir" not in text
     report = json.loads((out / "report.json").read_text())
     assert report["experiments"]["mnist-raw"]["status"] == "done"
     assert report["experiments"]["cifar-pixels"]["status"] == "missing-data"

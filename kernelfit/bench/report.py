@@ -144,7 +144,7 @@ def render_markdown(results: dict, figures: Optional[Dict[str, str]] = None) -> 
             continue
         status = r["status"]
         if status != "ok":
-            status = f"{status}: {r.get('reason') or ''}".replace("|", "/")
+            status = f"{status}: {r.get('reason') or ''}".replace("|", "\\|")
         cells = [str(r["n"]), r["label"], status] + [fmt_seconds(r.get(s)) for s in
                                                      ("gram", "factor", "solve", "residual",
                                                       "predict", "total")]

@@ -26,6 +26,7 @@ from ..memory import fmt_bytes, largest_n
 from ..solvers.plan import max_n_that_fits, would_fit
 
 __all__ = ["FLAGS", "explain", "explain_os_error", "memory_ways_out", "not_pd_ways_out",
+           "missing_data_message",
            "ridge_that_factors", "inexact_ways_out", "least_budget", "short_of_tol_note",
            "tolerance_that_accepts", "PSD_KERNELS"]
 
@@ -317,13 +318,20 @@ def short_of_tol_note(recs, args) -> Optional[str]:
 
 # ---------------------------------------------------------------- the rest
 def _download_message(exc: DownloadError) -> str:
-    f = exc.facts
-    if not exc.missing or not exc.directory:
-        return exc.message
-    dataset = f.get("dataset") or "the dataset"
-    reason = f" ({f['reason']})" if f.get("reason") else ""
-    return (f"{dataset}: missing {', '.join(exc.missing)} in {exc.directory}{reason}. Ways "
-            f"out: put the files in {exc.directory}, or point --data-dir (or $KERNELFIT_DATA) "
+    return missing_data_message(exc.facts, exc.message)
+
+
+def missing_data_message(facts: dict, fallback: str) -> str:
+    """The command line's one line for data files that are missing (a
+    :class:`~kernelfit.errors.DownloadError`'s facts: ``missing``, ``directory``,
+    ``dataset``, ``reason``), naming the flag; ``fallback`` where the facts do not say."""
+    missing, directory = facts.get("missing"), facts.get("directory")
+    if not missing or not directory:
+        return fallback
+    dataset = facts.get("dataset") or "the dataset"
+    reason = f" ({facts['reason']})" if facts.get("reason") else ""
+    return (f"{dataset}: missing {', '.join(missing)} in {directory}{reason}. Ways "
+            f"out: put the files in {directory}, or point --data-dir (or $KERNELFIT_DATA) "
             f"at a folder holding {dataset}/ with them")
 
 

@@ -169,7 +169,13 @@ def run(args) -> int:
     d = cfg.d
     if cfg.dataset != "random":
         from ..datasets import load_dataset
+        from ..datasets.registry import parse_name
 
+        try:
+            parse_name(cfg.dataset)
+        except InputError as exc:  # bench also knows its own random data
+            raise InputError(exc.message.replace("; known: ", "; known: random (the "
+                                                 "default), ", 1), **exc.facts) from None
         # a missing or corrupt dataset fails once, here, not in every child
         ds = load_dataset(cfg.dataset, data_dir=cfg.data_dir, n_train=10,
                           n_test=min(cfg.n_test, 10))

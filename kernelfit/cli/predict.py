@@ -116,20 +116,26 @@ def run(args) -> int:
         rec["dataset"] = ds.name
         if not args.dataset and meta.get("dataset_path"):
             rec["dataset_path"] = meta["dataset_path"]
+    # the flag the inputs came from: --input, or the dataset's test split (--dataset, or
+    # the model's own dataset: no flag the user typed)
+    param = "input" if args.input else ("dataset" if args.dataset else None)
+    what = "the inputs" if args.input else f"the test split of {rec['dataset']}"
     if X.dtype.kind not in "fiub":
-        raise InputError(f"inputs must be numeric, got dtype {X.dtype}", param="input")
+        raise InputError(f"{what}: values must be numeric, got dtype {X.dtype}", param=param)
     X = np.asarray(X, dtype=np.float64)
     if X.ndim != 2:
-        raise InputError(f"inputs must be 2-D (n, d), got shape {X.shape}", param="input")
+        raise InputError(f"{what}: must be 2-D (n, d), got shape {X.shape}", param=param)
     n_in = getattr(fmap, "n_features_in_", None) if fmap is not None else est.n_features_in_
     if n_in is not None and X.shape[1] != n_in:
-        raise InputError(f"inputs have {X.shape[1]} features, the model was fitted with "
-                         f"{n_in}", param="input")
+        raise InputError(f"{what}: {X.shape[1]} features, the model was fitted with "
+                         f"{n_in}", param=param)
     if X.shape[0] == 0:
-        raise InputError("no inputs to predict (0 rows)", param="input")
+        zero = not args.input and args.n_test == 0
+        raise InputError(f"no inputs to predict: {what} has 0 rows",
+                         param="n_test" if zero else param)
     if not np.isfinite(X).all():
-        raise InputError(f"inputs contain {int((~np.isfinite(X)).sum())} NaN or infinite "
-                         "value(s)", param="input")
+        raise InputError(f"{what}: {int((~np.isfinite(X)).sum())} NaN or infinite "
+                         "value(s)", param=param)
     if fmap is not None:
         X = np.asarray(fmap.transform(X), dtype=np.float64)
     pred = est.predict(X)

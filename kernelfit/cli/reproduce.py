@@ -18,7 +18,8 @@ def add_arguments(p) -> None:
     p.add_argument("--only", action="append", default=None, metavar="NAME",
                    help="run only these experiments (repeat, or comma-separated); see --list")
     p.add_argument("--quick", action="store_true",
-                   help="small n (minutes, for CI and a first look); stored apart from full runs")
+                   help="small n (under a minute, for CI and a first look); stored apart "
+                        "from full runs")
     p.add_argument("--list", action="store_true", help="list the experiments and exit")
     p.add_argument("--data-dir", default=None,
                    help="folder holding mnist/ and cifar10/ (official cifar-10-python.tar.gz) or "
@@ -40,12 +41,14 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     from ..reproduce import list_experiments, run_reproduce
     from ..reproduce.runner import STATUS_EXIT
-    from ._common import print_json
+    from ._advice import missing_data_message
+    from ._common import check_output_paths, print_json
 
     if args.list:
         for name, needs, summary, estimate in list_experiments():
             print(f"{name:18s} [{', '.join(needs)}] {summary}\n{'':18s} full scale: {estimate}")
         return 0
+    check_output_paths(args)
     names = None
     if args.only:
         names = [n for item in args.only for n in item.split(",")]
@@ -61,8 +64,10 @@ def run(args) -> int:
             if names and name not in names and st["status"] == "not run":
                 continue
             msg = st.get("message") or ""
-            if msg in seen:  # one clear message per cause
-                msg = f"same as {seen[msg]}"
+            if st.get("facts"):  # missing data: the way out with the flag
+                msg = missing_data_message(st["facts"], msg)
+            if msg in seen and len(msg) > 40:  # a long message once, later lines refer to it
+                msg = f"the same message as {seen[msg]}"
             elif msg:
                 seen[msg] = name
             print(f"{name:18s} {st['status']}" + (f": {msg}" if msg else ""))

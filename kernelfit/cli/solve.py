@@ -64,10 +64,15 @@ def render(rec: dict) -> None:
 
 
 def _memory(rec: dict) -> str:
-    """The peak memory, and the memory budget the solve planned within where one was set."""
-    budget = (rec.get("memory_plan") or {}).get("memory_budget_bytes")
+    """The process's peak memory beside what the solve planned (its arrays: the plan and a
+    budget cover those, not the interpreter and libraries around them), and the memory
+    budget it planned within where one was set."""
+    plan = rec.get("memory_plan") or {}
+    budget, planned = plan.get("memory_budget_bytes"), plan.get("estimated_peak_bytes")
     peak = fmt_bytes(rec["peak_memory_bytes"])
-    return f"{peak} (budget {fmt_bytes(budget)})" if budget else peak
+    parts = ([f"solve planned {fmt_bytes(planned)}"] if planned else []) + (
+        [f"budget {fmt_bytes(budget)}"] if budget else [])
+    return f"{peak} ({', '.join(parts)})" if parts else peak
 
 
 def _precision(rec: dict) -> str:
@@ -89,10 +94,34 @@ def _precision(rec: dict) -> str:
 
 
 def run(args) -> int:
+    import dataclasses
+    import os
+
+    from ..kernel_defaults import INEXACT_EXIT_CODE, exit_code_for
     from ..run import run_solve
 
     check_output_paths(args)
-    rec = run_solve(config_from_args(args))  # --save is part of the options
+    opts = config_from_args(args)  # --save is part of the options
+    final = staging = None
+    if opts.save:
+        # the model is written beside its place and moved there only once the solve is
+        # accepted: a solve that is not exact leaves no model file (nor replaces one)
+        final = opts.save
+        head, tail = os.path.split(os.path.abspath(os.path.expanduser(final)))
+        staging = os.path.join(head, f".{tail}.kernelfit-{os.getpid()}.tmp")
+        opts = dataclasses.replace(opts, save=staging)
+    try:
+        rec = run_solve(opts)
+        if final is not None:
+            if exit_code_for(rec, args.tolerance) == INEXACT_EXIT_CODE:
+                rec.pop("saved_model", None)
+                rec["model_not_saved"] = "the solve is not exact"
+            else:
+                os.replace(staging, final)
+                rec["saved_model"] = str(final)
+    finally:
+        if staging is not None and os.path.exists(staging):
+            os.unlink(staging)
     if args.json:
         print_json(rec)
     else:
@@ -117,5 +146,7 @@ def _exactness_exit(rec: dict, args) -> int:
         [rec], args, bandwidth_given=rec.get("bandwidth_rule", {}).get("rule") == "given")
     msg = (f"kernelfit solve: {'accepted' if code == 0 else 'error'}: the solve is not exact "
            f"({rec.get('inexact_reason')})")
+    if code != 0 and rec.get("model_not_saved"):
+        msg += f"; the model was not saved to {args.save}"
     print(msg + ("" if code == 0 else "; ways out: " + "; ".join(ways) + "."), file=sys.stderr)
     return code

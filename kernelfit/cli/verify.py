@@ -18,6 +18,8 @@ import time
 from pathlib import Path
 
 from ..errors import InputError
+from ._common import check_output_paths
+from ._types import nonneg_int
 
 HELP = "check the paper's theoretical claims numerically and symbolically"
 DESCRIPTION = ("Run the checks in kernelfit.proofs (Theorem 1 and its depth-k variant, SGD to the "
@@ -32,8 +34,10 @@ def add_arguments(parser):
     parser.add_argument("--out", default="kernelfit-verify", help="report directory")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--data-dir", default=None,
-                        help="directory holding mnist/ (else $KERNELFIT_DATA, ../shared/data)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed of every check")
+                        help="directory holding mnist/ (else $KERNELFIT_DATA, else the per-user "
+                             "data cache); nothing is downloaded: checks without MNIST use "
+                             "synthetic data or are skipped")
+    parser.add_argument("--seed", type=nonneg_int, default=0, help="random seed of every check")
 
 
 def load_proofs():
@@ -61,7 +65,8 @@ def _markdown(results, meta):
             lines.append(f"- [{'x' if ok else ' '}] {k}")
         lines += ["", "| figure | value |", "|---|---|"]
         for k, v in r["figures"].items():
-            lines.append(f"| {k} | {_fmt(v).replace('|', '/')} |")
+            cell = _fmt(v).replace("|", "\\|")  # a literal bar inside a table cell
+            lines.append(f"| {k} | {cell} |")
         for note in r["notes"]:
             lines += ["", f"> {note}"]
         for p in r["plots"]:
@@ -81,6 +86,7 @@ def run(args) -> int:
     if unknown:
         raise InputError(f"unknown check(s) {', '.join(unknown)}; known: "
                          f"{', '.join(proofs.names())}")
+    check_output_paths(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()

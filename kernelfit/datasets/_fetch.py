@@ -166,19 +166,24 @@ def download(remote: RemoteFile, directory: Path, dataset: str) -> Path:
 
     Mirrors are tried in order. Raises :class:`~kernelfit.errors.ChecksumError` when every
     mirror that answered served bytes with the wrong checksum, and
-    :class:`~kernelfit.errors.DownloadError` when none could be reached. A folder this call
-    created is removed again when the download fails or is interrupted.
+    :class:`~kernelfit.errors.DownloadError` when none could be reached. The folders this
+    call created (``directory`` and any of its parents) are removed again when the download
+    fails or is interrupted.
     """
     directory = Path(directory)
-    created = not directory.exists()
+    created = []  # the folders this call makes (the data folder too), deepest first
+    for p in (directory, *directory.parents):
+        if p.exists():
+            break
+        created.append(p)
     try:
         return _download_into(remote, directory, dataset)
     finally:
-        if created:  # leave no empty folder behind in the cache (also on Ctrl-C)
+        for p in created:  # leave no empty folder behind (also on Ctrl-C)
             try:
-                directory.rmdir()
+                p.rmdir()
             except OSError:  # not empty (the file arrived) or already gone
-                pass
+                break
 
 
 def download_all(remotes: Sequence[RemoteFile], directory: Path, dataset: str) -> List[Path]:

@@ -22,7 +22,8 @@ def check_count(n, available: int, what: str) -> Optional[int]:
     if n < 0:
         raise InputError(f"{what} must be non-negative, got {n}")
     if n > available:
-        raise InputError(f"{what}={n} is more than the {available} examples available")
+        raise InputError(f"{what} {n} is more than the {available} examples available; ask "
+                         f"for at most {available}", param=what)
     return n
 
 

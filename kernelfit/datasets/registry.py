@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Dict, List, Optional
 
@@ -53,8 +54,13 @@ def parse_name(name: str):
             raise InputError(f"{kind} needs a path: {kind}:PATH")
         return kind, arg.strip()
     if kind not in DATASET_NAMES or sep:
-        raise InputError(f"unknown dataset {name!r}; known: {', '.join(DATASET_NAMES[:-2])}, "
-                         f"imagefolder:PATH, npz:PATH")
+        low = text.strip().lower()
+        hint = (f"; for your arrays, npz:{text.strip()}" if low.endswith(".npz") else
+                f"; for a folder or archive of images, imagefolder:{text.strip()}"
+                if low.endswith((".tar.gz", ".tgz", ".tar")) or os.path.isdir(text.strip())
+                else "")
+        raise InputError(f"unknown dataset {name!r}{hint}; known: "
+                         f"{', '.join(DATASET_NAMES[:-2])}, imagefolder:PATH, npz:PATH")
     return kind, None
 
 

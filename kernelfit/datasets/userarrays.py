@@ -24,7 +24,9 @@ __all__ = ["load_npz"]
 def load_npz(path: str) -> RawData:
     p = Path(path).expanduser()
     if not p.is_file():
-        raise InputError(f"npz:{path}: no such file")
+        raise InputError(f"npz:{path}: no such file ({p.resolve()}); give the path of a "
+                         ".npz made by numpy.savez (X_train, y_train[, X_test, y_test]), "
+                         "absolute or relative to the current folder", param="dataset")
     try:
         with open(p, "rb") as fh:
             head = fh.read(4)

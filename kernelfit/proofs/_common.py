@@ -10,8 +10,8 @@ from typing import Optional
 
 import numpy as np
 
-__all__ = ["CheckResult", "pyplot", "save_figure", "scatter_figure", "mnist_or_none", "Timer",
-           "random_grid_points"]
+__all__ = ["CheckResult", "pyplot", "save_figure", "scatter_figure", "mnist_or_none",
+           "mnist_missing_note", "Timer", "random_grid_points"]
 
 
 @dataclass
@@ -112,6 +112,14 @@ class Timer:
 def _mnist(data_dir, integer):
     from kernelfit.theory.data import load_mnist
     return load_mnist(data_dir, integer=integer)
+
+
+def mnist_missing_note(data_dir=None) -> str:
+    """The note of a check skipped for want of MNIST: the folder it looked in."""
+    from kernelfit.datasets import resolve_data_dir
+    return (f"MNIST not found in {resolve_data_dir(data_dir)} (its four IDX files in mnist/; "
+            "nothing is downloaded for the checks): give the folder holding mnist/, or set "
+            "$KERNELFIT_DATA")
 
 
 def mnist_or_none(data_dir=None, integer=False):

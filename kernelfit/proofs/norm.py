@@ -19,7 +19,8 @@ from __future__ import annotations
 import numpy as np
 
 
-from ._common import CheckResult, Timer, mnist_or_none, pyplot, save_figure
+from ._common import (CheckResult, Timer, mnist_missing_note, mnist_or_none, pyplot,
+                      save_figure)
 
 NAME = "norm"
 TITLE = "Norm observation: Gabor features give lower error yet larger min-norm solution"
@@ -58,7 +59,7 @@ def check(quick=False, data_dir=None, seed=0, n=None, n_test=None, bandwidth="me
     m = mnist_or_none(data_dir)
     if m is None:
         res.status = "skipped"
-        res.notes.append("MNIST not found (give data_dir or set KERNELFIT_DATA)")
+        res.notes.append(mnist_missing_note(data_dir))
         return res
     _make_feature_map, apply_features = g
     n = n or (1000 if quick else 5000)

@@ -241,25 +241,28 @@ def run_randomization_exp(ctx) -> dict:
 EXPERIMENTS = {e.name: e for e in (
     Experiment("mnist-raw", ("mnist",), "MNIST n = 60,000, raw pixels: Gaussian and "
                "normalized quartic kernels, exact (paper 1.2%)", run_mnist_raw,
-               "about 13 min (two mixed-precision solves, measured 6 min each in "
-               "benchmarks/results/mnist_full_*.json)"),
+               "about 20-25 min (two mixed-precision solves: 583 s for the Gaussian on 2 "
+               "Zen 3 cores, 606 s for the quartic on 2 Xeon cores; README, Full-scale "
+               "results)"),
     Experiment("mnist-gabor", ("mnist",), "MNIST n = 60,000, Gabor features, Gaussian "
                "kernel, exact (paper 0.6%)", run_mnist_gabor,
-               "about 10 min (features about 1 min, solve 6-8 min)", ("gabor",)),
+               "about 20 min (features about 2 min, then a float64 solve: 1,090 s in all "
+               "on 2 Zen 4 cores)", ("gabor",)),
     Experiment("mnist-norms", ("mnist",), "RKHS norms of the minimum-norm interpolants, raw "
                "against Gabor, n = 60,000 (paper about 220 against 390)", run_mnist_norms,
                "0 when mnist-raw and mnist-gabor ran (their solves are reused), else 15 min",
                ("gabor",)),
     Experiment("mnist-ridge", ("mnist",), "ridge sweep (0 to 1), raw and Gabor, n = 10,000: "
                "regularization does not help", run_mnist_ridge,
-               "about 8 min (12 solves at n = 10,000)", ("gabor",)),
+               "about 2 min (12 solves at n = 10,000: 1.6 min with mnist-norms on 2 Zen 4 "
+               "cores)", ("gabor",)),
     Experiment("cifar-pixels", ("cifar",), "CIFAR-10 n = 50,000, Gaussian kernel on pixels, "
                "exact (paper 46%)", run_cifar_pixels,
                "20-40 min (decoding the JPEG set once, float32 tiles of K, float64 refinement "
                "products with d = 3,072)"),
     Experiment("randomization", ("mnist",), "random labels and random pixels, MNIST "
                "n = 10,000: exact fits at every corruption level", run_randomization_exp,
-               "about 8 min (12 solves at n = 10,000)"),
+               "about 4-5 min (12 solves at n = 10,000: 251 s measured)"),
     Experiment("cifar-random-conv", ("cifar",), "CIFAR-10 n = 50,000, random-conv features "
                "up to 32,000 filters (Gram accumulated over filter chunks), error against "
                "filters (paper 17%)", run_cifar_random_conv,

@@ -79,7 +79,8 @@ def _cells(r: dict) -> list:
     claim = r["claim"] + (" [lossy CIFAR-10 JPEG set, not the official files]"
                           if "JPEG" in str(r.get("data") or "") else "")
     return [claim, r.get("paper_text") or "-", _fmt_value(r, "kernelfit"), n, res_txt,
-            "-" if t is None else f"{t:,.0f} s", fmt_bytes(r.get("peak_memory_bytes")),
+            "-" if t is None else f"{t:,.0f} s" if t >= 10 else f"{t:.1f} s",
+            fmt_bytes(r.get("peak_memory_bytes")),
             r.get("machine", "-"), r["verdict"], r.get("reason") or ""]
 
 
@@ -96,7 +97,7 @@ def render_markdown(report: dict) -> str:
              "peak memory is the process's peak resident memory.", "",
              "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     for r in report["rows"]:
-        lines.append("| " + " | ".join(str(c).replace("|", "/") for c in _cells(r)) + " |")
+        lines.append("| " + " | ".join(str(c).replace("|", "\\|") for c in _cells(r)) + " |")
     lines += ["", "## Experiments", ""]
     for name, st in report["experiments"].items():
         msg = f": {st['message']}" if st.get("message") else ""

@@ -294,6 +294,10 @@ def run_reproduce(names=None, *, quick: bool = False, data_dir=None, out_dir="re
             res = exp.run(ctx)
         except DataError as exc:
             status[name] = {"status": "missing-data", "message": str(exc)}
+            found = {k: exc.facts[k] for k in ("missing", "directory", "dataset", "reason")
+                     if exc.facts.get(k)}
+            if found:  # what the command line words its way out from
+                status[name]["facts"] = found
         except MemoryPlanError as exc:
             status[name] = {"status": "refused", "message": f"not enough memory: {exc}"}
         except KernelfitError as exc:

@@ -43,8 +43,9 @@ def load_mnist(data_dir: Optional[str] = None, integer: bool = False):
     """
     d = find_data_dir(data_dir)
     if d is None:
-        raise DataError("MNIST not found (give data_dir or set KERNELFIT_DATA)",
-                        param="data_dir")
+        raise DataError(f"MNIST not found in {resolve_data_dir(data_dir)} (its four IDX "
+                        "files in mnist/; nothing is downloaded for the checks); give the "
+                        "folder holding mnist/, or set $KERNELFIT_DATA", param="data_dir")
     if integer:
         raw = load_raw("mnist", data_dir=d, download=False)
         return (raw.X_train.reshape(raw.X_train.shape[0], -1), raw.y_train.astype(np.int64),
