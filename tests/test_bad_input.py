@@ -104,6 +104,11 @@ CASES = [
       ("--n-train 5000", "1438 examples"), "ask for at most 1438"),
     C("solve-n-test-too-many", "solve --dataset digits --n-test 5000", 2,
       ("--n-test 5000", "359 examples"), "ask for at most 359"),
+    C("solve-option-of-another-map", "solve --dataset digits --rff-dim 1024", 2,
+      ("--rff-dim", "--features rff or relu", "not of --features raw"), "add --features rff"),
+    C("solve-option-of-another-map-gabor", "solve --dataset digits --features relu "
+      "--gabor-order 1", 2, ("--gabor-order", "not of --features relu"),
+      "leave --gabor-order out"),
     C("solve-dataset-npz-without-prefix", "solve --dataset {d}/good.npz", 2, "unknown dataset",
       "for your arrays, npz:"),
     C("solve-bandwidth-tiny", "solve --bandwidth 1e-300", 2, ("--bandwidth", "too small"),

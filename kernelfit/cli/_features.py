@@ -102,6 +102,9 @@ def add_feature_arguments(parser) -> None:
                         "command)")
     g.add_argument("--no-feature-cache", action="store_true",
                    help="recompute features instead of using the on-disk cache")
+    # each map option's default, to tell a value the user gave for a map not chosen
+    parser.set_defaults(_feature_option_defaults={
+        dest: parser.get_default(dest) for dest in _ARG_MAP})
 
 
 def feature_params_from_args(args) -> tuple:
@@ -110,8 +113,14 @@ def feature_params_from_args(args) -> tuple:
     if name not in FEATURE_NAMES:
         raise InputError(f"unknown feature map {name!r}; choose one of {', '.join(FEATURE_NAMES)}")
     params = {}
+    defaults = getattr(args, "_feature_option_defaults", None) or {}
     for dest, (owners, pname) in _ARG_MAP.items():
         owners = (owners,) if isinstance(owners, str) else owners
+        if name not in owners and dest in defaults and getattr(args, dest, None) != defaults[dest]:
+            flag = "--" + dest.replace("_", "-")
+            raise InputError(f"{flag} is an option of --features {' or '.join(owners)}, not of "
+                             f"--features {name}; add --features {owners[0]}, or leave "
+                             f"{flag} out")
         if name in owners:
             value = getattr(args, dest, None)
             if value is not None:
