@@ -93,6 +93,11 @@ def test_save_and_predict_roundtrip(tmp_path, capsys):
     _json(capsys, ["predict", "--model", str(model), "--input", str(tmp_path / "x.npy"),
                    "--output", str(tmp_path / "p.npy"), "--json"])
     assert np.load(tmp_path / "p.npy").shape == (5,)
+    # without --output: the first predictions shown, and how to save them all
+    shown = _json(capsys, ["predict", "--model", str(model), "--input", str(tmp_path / "x.npy"),
+                           "--json"])
+    assert shown["first_predictions"] == np.load(tmp_path / "p.npy").tolist()
+    assert "--output" in shown["note"] and "output" not in shown
 
 
 def test_user_arrays_npz(tmp_path, capsys):

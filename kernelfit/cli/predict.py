@@ -148,6 +148,9 @@ def run(args) -> int:
 
         atomic_save_npy(args.output, np.asarray(pred))
         rec["output"] = args.output
+    else:  # a look at them; all of them go to a file
+        rec["first_predictions"] = np.asarray(pred)[:10].tolist()
+        rec["note"] = f"give --output FILE.npy to save all {rec['n']:,} predictions"
     if args.json:
         print_json(rec)
     else:
