@@ -102,12 +102,13 @@ def run(args) -> int:
 
     check_output_paths(args)
     opts = config_from_args(args)  # --save is part of the options
-    final = staging = None
+    final = target = staging = None
     if opts.save:
         # the model is written beside its place and moved there only once the solve is
         # accepted: a solve that is not exact leaves no model file (nor replaces one)
         final = opts.save
-        head, tail = os.path.split(os.path.abspath(os.path.expanduser(final)))
+        target = os.path.abspath(os.path.expanduser(final))
+        head, tail = os.path.split(target)
         staging = os.path.join(head, f".{tail}.kernelfit-{os.getpid()}.tmp")
         opts = dataclasses.replace(opts, save=staging)
     try:
@@ -117,7 +118,7 @@ def run(args) -> int:
                 rec.pop("saved_model", None)
                 rec["model_not_saved"] = "the solve is not exact"
             else:
-                os.replace(staging, final)
+                os.replace(staging, target)
                 rec["saved_model"] = str(final)
     finally:
         if staging is not None and os.path.exists(staging):
