@@ -324,6 +324,9 @@ CASES = [
       ("--out", "not a folder"), "not a folder"),
     C("verify-out-unwritable", "verify --quick curvature --out {ro}/v", 2, "--out",
       "choose a folder"),
+    C("dask-timeout-not-a-number", "solve --dataset digits --n-train 60 --n-test 20 "
+      "--scheduler tcp://127.0.0.1:1", 2, ("KERNELFIT_DASK_TIMEOUT", "'abc'"), "unset it",
+      env={"KERNELFIT_DASK_TIMEOUT": "abc"}),
     C("reproduce-out-is-file", "reproduce --quick --data-dir {d} --out {d}/text.txt", 2,
       ("--out", "not a folder"), "not a folder"),
 ]

@@ -67,7 +67,7 @@ def test_solve_table_output(capsys):
     assert main(["solve", "--dataset", "digits", "--n-train", "300", "--n-test", "100",
                  "--bandwidth", "5", "--precision", "mixed", "--no-progress"]) == 0
     out = capsys.readouterr().out
-    assert "mixed (float32 factor, " in out and "float64 refinement passes)" in out
+    assert "mixed (float32 factor, " in out and "float64 products with K)" in out
     from kernelfit.cli.solve import _precision
 
     fell_back = {"precision": "float64", "dtype": "float64", "precision_fallback": {"r": 1}}
@@ -77,7 +77,8 @@ def test_solve_table_output(capsys):
     assert _precision(ruled_out).startswith("float64 (a sample of K ruled mixed precision out")
     probed = {"precision": "mixed", "dtype": "float64", "refinement_history": [1e-5, 1e-13],
               "conditioning_probe": {"verdict": "mixed", "passes_predicted": 3}}
-    assert _precision(probed) == "mixed (float32 factor, 2 float64 refinement passes; 3 expected)"
+    assert _precision(probed) == ("mixed (float32 factor, 1 refinement step; 3 expected, 2 "
+                                  "float64 products with K)")
 
 
 def test_save_and_predict_roundtrip(tmp_path, capsys):
@@ -276,3 +277,17 @@ def test_feature_maps_on_an_npz_file_are_cached_under_a_safe_folder(tmp_path, ca
     b = feature_cache_key("npz:/y/d.npz", 250, 50, 0, False)
     assert a != b and feature_cache_key("mnist", 250, 50, 0, False) == "mnist-n250-t50-seed0-bal0"
     assert len(feature_cache_key("imagefolder:/" + "a" * 300, 1, 1, 0, True)) < 100
+
+
+def test_ctrl_c_while_the_parser_is_built_is_one_line(monkeypatch, capsys):
+    """Ctrl-C in the first second (the parser imports each command's module) exits 130
+    with one line, as later."""
+    import kernelfit.cli as cli
+
+    def interrupted():
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "build_parser", interrupted)
+    assert main(["datasets", "list"]) == 130
+    err = capsys.readouterr().err
+    assert err.strip() == "kernelfit: interrupted"

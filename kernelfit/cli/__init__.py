@@ -107,8 +107,12 @@ def _one_line(text: str) -> str:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    try:  # the parser imports each command's module: Ctrl-C may come that early
+        parser = build_parser()
+        args = parser.parse_args(argv)
+    except KeyboardInterrupt:
+        print("kernelfit: interrupted", file=sys.stderr)
+        return 130
     if getattr(args, "_run", None) is None:
         names = ", ".join(name for name, _ in _available_subcommands())
         print(f"kernelfit: error: choose a command: {names} (see kernelfit --help)",

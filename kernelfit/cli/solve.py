@@ -77,16 +77,21 @@ def _memory(rec: dict) -> str:
 
 def _precision(rec: dict) -> str:
     """How the solve computed: its precision ('float64', 'float32'), 'mixed (float32
-    factor, N float64 refinement passes)', or the float64 a mixed attempt fell back to."""
+    factor, N refinement steps, N + 1 float64 products with K)', or the float64 a mixed
+    attempt fell back to."""
     precision = rec.get("precision") or rec["dtype"]
     if rec.get("precision_fallback"):
         return f"{precision} (fell back from mixed precision; see precision_reason in --json)"
     probe = rec.get("conditioning_probe") or {}
     if precision == "mixed":
-        passes = len(rec.get("refinement_history") or [])
+        # one residual after the first solve, then one per refinement step: each a float64
+        # product with K (the probe predicts steps)
+        products = len(rec.get("refinement_history") or [])
+        steps = max(products - 1, 0)
         expected = (f"; {probe['passes_predicted']} expected"
                     if probe.get("passes_predicted") is not None else "")
-        return f"mixed (float32 factor, {passes} float64 refinement passes{expected})"
+        return (f"mixed (float32 factor, {steps} refinement step{'s' * (steps != 1)}"
+                f"{expected}, {products} float64 products with K)")
     if probe.get("verdict") == "float64":
         return (f"{precision} (a sample of K ruled mixed precision out; see "
                 "precision_reason in --json)")

@@ -22,6 +22,7 @@ then just verifies the residual).
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from typing import Optional
@@ -52,7 +53,14 @@ def connect(scheduler: Optional[str] = None, local: bool = False, *, n_workers: 
     except ImportError:  # pragma: no cover - dask[distributed] is a dependency
         raise InputError("Dask solves need dask[distributed]: pip install 'dask[distributed]'")
     if timeout is None:
-        timeout = float(os.environ.get(CONNECT_TIMEOUT_ENV, "5"))
+        text = os.environ.get(CONNECT_TIMEOUT_ENV, "5")
+        try:
+            timeout = float(text)
+        except ValueError:
+            timeout = math.nan
+        if not (math.isfinite(timeout) and timeout > 0):
+            raise InputError(f"${CONNECT_TIMEOUT_ENV} must be a number of seconds above 0, "
+                             f"got {text!r}; set it to one (e.g. 5) or unset it")
     if local:
         cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=processes,
                                dashboard_address=None)
