@@ -116,10 +116,8 @@ def _mnist(data_dir, integer):
 
 def mnist_missing_note(data_dir=None) -> str:
     """The note of a check skipped for want of MNIST: the folder it looked in."""
-    from kernelfit.datasets import resolve_data_dir
-    return (f"MNIST not found in {resolve_data_dir(data_dir)} (its four IDX files in mnist/; "
-            "nothing is downloaded for the checks): give the folder holding mnist/, or set "
-            "$KERNELFIT_DATA")
+    from kernelfit.theory.data import mnist_missing_message
+    return mnist_missing_message(data_dir)
 
 
 def mnist_or_none(data_dir=None, integer=False):

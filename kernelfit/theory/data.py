@@ -18,7 +18,7 @@ from ..datasets import load_dataset, load_raw, resolve_data_dir
 from ..datasets.mnist import locate_idx_files
 from ..errors import DataError
 
-__all__ = ["find_data_dir", "load_mnist"]
+__all__ = ["find_data_dir", "load_mnist", "mnist_missing_message"]
 
 
 def _candidates(data_dir) -> Iterator[Path]:
@@ -36,6 +36,13 @@ def find_data_dir(data_dir: Optional[str] = None) -> Optional[Path]:
     return None
 
 
+def mnist_missing_message(data_dir: Optional[str] = None) -> str:
+    """What a check says when MNIST is not in the data directory: the folder it looked in."""
+    return (f"MNIST not found in {resolve_data_dir(data_dir)} (its four IDX files in mnist/; "
+            "nothing is downloaded for the checks); give the folder holding mnist/, or set "
+            "$KERNELFIT_DATA")
+
+
 def load_mnist(data_dir: Optional[str] = None, integer: bool = False):
     """``(X_train, y_train, X_test, y_test)``; pixels in [0, 1] float64 (or raw uint8 ints).
 
@@ -43,9 +50,7 @@ def load_mnist(data_dir: Optional[str] = None, integer: bool = False):
     """
     d = find_data_dir(data_dir)
     if d is None:
-        raise DataError(f"MNIST not found in {resolve_data_dir(data_dir)} (its four IDX "
-                        "files in mnist/; nothing is downloaded for the checks); give the "
-                        "folder holding mnist/, or set $KERNELFIT_DATA", param="data_dir")
+        raise DataError(mnist_missing_message(data_dir), param="data_dir")
     if integer:
         raw = load_raw("mnist", data_dir=d, download=False)
         return (raw.X_train.reshape(raw.X_train.shape[0], -1), raw.y_train.astype(np.int64),
