@@ -216,13 +216,13 @@ class SolverOptions(_Flat):
 
     The rules are the solvers' own (:class:`kernelfit.solvers.exact.SolveOptions`), checked
     here once when the options are made, with the one rule between options: K's storage
-    ``dtype`` and a float ``precision`` asked for must agree (``dtype`` None, not given:
-    the precision's float type, else float64); :meth:`solve_options` hands them to the
-    solver.
+    ``dtype`` and a float ``precision`` asked for must agree, and mixed precision factors K
+    in float32 (``dtype`` None, not given: the precision's float type, float32 for mixed,
+    else float64); :meth:`solve_options` hands them to the solver.
     """
 
     solver: str = "cholesky"
-    dtype: Optional[str] = None  # None: as precision 'float32'/'float64' says, else float64
+    dtype: Optional[str] = None  # None: precision 'float32'/'float64'; mixed: float32; else float64
     ridge: float = 0.0
     device: str = "cpu"
     tile_size: Optional[int] = None
@@ -240,7 +240,12 @@ class SolverOptions(_Flat):
     def __post_init__(self):
         if self.dtype is None:  # not given: K is stored in the float precision asked for
             _set(self, "dtype", self.precision if self.precision in _FLOAT_PRECISIONS
-                 else "float64")
+                 else "float32" if self.precision == "mixed" else "float64")
+        elif self.precision == "mixed" and str(self.dtype) == "float64":
+            raise InputError("dtype='float64' contradicts precision='mixed', which factors K "
+                             "in float32 (and refines the solution in float64); give one of "
+                             "them", param="dtype", dtype="float64", precision="mixed",
+                             conflicts_with="precision")
         # the device is checked where it is resolved (kernelfit.backend.get_backend)
         checked = self.solve_options()
         if checked.precision in _FLOAT_PRECISIONS and checked.dtype != checked.precision:

@@ -269,10 +269,13 @@ _PREFIXED = ("tol", "iterations", "note")
 
 
 def computed_dtype(est, requested: str) -> str:
-    """The dtype a fitted solve computed in: its precision when that is one dtype (the
-    minimum-norm solvers always compute in float64, a plain Cholesky in its storage dtype),
-    else ``requested`` (mixed precision: float32 factor, refined to the requested dtype)."""
+    """The dtype K was stored and factored in by a fitted solve: its precision when that is
+    one dtype (the minimum-norm solvers always compute in float64, a plain Cholesky in its
+    storage dtype), float32 for mixed precision (its ``precision`` says the solution was
+    refined in float64), else ``requested``."""
     precision = getattr(est, "precision_", None)
+    if precision == "mixed":
+        return "float32"
     return precision if precision in ("float32", "float64") else str(requested)
 
 

@@ -246,3 +246,62 @@ def test_the_least_budget_is_found_on_the_plans_mixed_precision_included():
     size, text = least_budget(small, 23 * GiB)
     assert text == f"{size >> 20}MiB" and size_arg(text) == size
     assert would_fit(small, size) and not would_fit(small, size - (1 << 20))
+
+
+def _plan(n, budget, **kw):
+    opts = SolveOptions(memory_budget=budget, **kw).validate()
+    return plan.plan_solve(n, 64, 10, opts, device="cpu", available=23 * GiB, n_test=500)
+
+
+def test_an_automatic_tile_size_is_halved_until_the_plan_fits():
+    whole = _plan(1438, None, precision="float64")
+    assert whole.tile_size == 1438  # one tile where memory allows
+    small = _plan(1438, 20 << 20, precision="float64")
+    assert small.tile_size < 1438 and small.memory.fits()
+    assert small.choice["tiles"]["tile_size"] == small.tile_size
+    assert "halved from 1438 rows" in small.choice["tiles"]["rule"]
+    # a tile size asked for is kept, and the plan refused
+    given = _plan(1438, 20 << 20, precision="float64", tile_size=1438)
+    assert given.tile_size == 1438 and not given.memory.fits()
+
+
+@pytest.mark.parametrize("placement", ["ooc", "local", "scheduler"])
+def test_beyond_memory_plans_hold_what_stays_in_this_process(placement):
+    """Out of core, the streamed panels count; a local Dask cluster's workers are threads
+    of this process, so K's tiles count; a scheduler's workers are elsewhere."""
+    kw = {"ooc": dict(ooc_dir="d"), "local": dict(distributed="local"),
+          "scheduler": dict(scheduler="tcp://h:1")}[placement]
+    budget = 25 << 20
+    sp = _plan(5000, budget, **kw)
+    assert sp.route == ("ooc" if placement == "ooc" else "dask")
+    items = sp.memory.items
+    assert "K tiles (float32)" not in items
+    assert any("panels" in k for k in items) == (placement == "ooc")
+    assert any("local Dask workers" in k for k in items) == (placement == "local")
+    if placement == "local":  # 5000 x 5000 float32 tiles do not fit 25 MiB
+        with pytest.raises(MemoryPlanError, match="memory budget is 25.0 MiB"):
+            plan.check(sp, SolveOptions(**kw).validate(), 5000, 64, 10, 500)
+        return
+    assert sp.memory.fits() and sp.tile_size < 5000  # tiles halved from one of 5000
+    with pytest.raises(MemoryPlanError, match="memory budget is 1.0 MiB"):
+        opts = SolveOptions(memory_budget=1 << 20, **kw).validate()
+        plan.check(_plan(5000, 1 << 20, **kw), opts, 5000, 64, 10, 500)
+
+
+def test_beyond_memory_auto_with_float32_asked_for_is_float32_as_in_memory():
+    assert _plan(2000, None, ooc_dir="d", dtype="float32").precision == "float32"
+    assert _plan(2000, None, ooc_dir="d").precision == "mixed"
+    assert _plan(2000, None, distributed="local", precision="float64").precision == "float64"
+
+
+def test_an_out_of_core_solve_within_a_small_budget_runs_on_its_halved_tiles(tmp_path):
+    X, Y = _problem(n=1200)
+    k = get_kernel("gaussian", bandwidth=0.3)
+    opts = SolveOptions(ooc_dir=str(tmp_path / "ooc"), memory_budget=6 << 20, tol=1e-11)
+    sp = plan.plan_solve(1200, 6, 3, opts.validate(), device="cpu", available=23 * GiB)
+    assert sp.tile_size < 1200 and sp.memory.fits()
+    sol = solve_exact(k, X, Y, opts)
+    assert sol.info["out_of_core"] and sol.info["converged"]
+    assert sol.info["tile_size"] == sp.tile_size
+    K = k(X, X)
+    assert np.linalg.norm(K @ sol.alpha - Y) / np.linalg.norm(Y) <= 1e-10

@@ -172,9 +172,12 @@ def test_cli_builds_the_same_tree():
 def test_dtype_and_precision_agree_or_are_refused_once():
     """The one rule between options, for every source (CLI, estimator, benchmarks)."""
     assert SolverOptions(precision="float32").dtype == "float32"  # dtype not given
-    assert SolverOptions(precision="mixed").dtype == "float64"
+    # mixed precision factors K in float32: that is its dtype, and float64 contradicts it
+    assert SolverOptions(precision="mixed").dtype == "float32"
+    assert SolverOptions(precision="mixed", dtype="float32").dtype == "float32"
     assert SolverOptions(dtype="float32").dtype == "float32"
-    for dtype, precision in (("float32", "float64"), ("float64", "float32")):
+    for dtype, precision in (("float32", "float64"), ("float64", "float32"),
+                             ("float64", "mixed")):
         with pytest.raises(InputError, match="contradicts") as info:
             SolverOptions(dtype=dtype, precision=precision)
         facts = info.value.facts
@@ -186,3 +189,4 @@ def test_dtype_and_precision_agree_or_are_refused_once():
     assert est._solver_options().dtype == "float32"
     with pytest.raises(InputError, match="contradicts"):
         KernelInterpolator(dtype="float32", precision="float64")._solver_options()
+    assert KernelInterpolator(precision="mixed")._solver_options().dtype == "float32"

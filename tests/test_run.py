@@ -162,9 +162,14 @@ def test_min_norm_solvers_record_the_float64_they_compute_in(solver):
 def test_record_dtype_is_the_cholesky_storage_dtype():
     X, y = _blobs(80)
     for flat, dtype in (({"dtype": "float32"}, "float32"), ({"precision": "float32"}, "float32"),
-                        ({}, "float64")):
+                        ({}, "float64"), ({"precision": "mixed"}, "float32")):
         opts = RunOptions.from_flat(bandwidth=0.7, show_progress=False, **flat)
-        assert run.solve_arrays(X, y, opts=opts)["dtype"] == dtype
+        rec = run.solve_arrays(X, y, opts=opts)
+        assert rec["dtype"] == dtype
+        # mixed precision: K factored in float32, the solution refined in float64
+        assert rec["precision"] == flat.get("precision", dtype)
+        if rec["precision"] == "mixed":
+            assert rec["relative_residual"] < 1e-9
 
 
 @pytest.mark.parametrize("precision", ["auto", "mixed", "float64"])

@@ -94,8 +94,9 @@ def memory_ways_out(request: dict, available: int, *, special: bool = False,
             offer(f"{flags} (halves K)", {"precision": "float32", "dtype": "float32"})
     in_memory = req.get("placement", "memory") == "memory"
     if solver == "cholesky" and precision != "mixed" and in_memory:
-        offer("--precision mixed (float32 K, solution refined to float64 accuracy)",
-              {"precision": "mixed"})
+        drop = " in place of --dtype float64" if given_dtype == "float64" else ""
+        offer(f"--precision mixed{drop} (float32 K, solution refined to float64 accuracy)",
+              {"precision": "mixed", "dtype": "float32"})
     if n > 1:
         n_max = max_n_that_fits(available, req)
         if 1 <= n_max < n and would_fit(dict(req, n=n_max), available):
@@ -349,8 +350,13 @@ def explain(exc: KernelfitError, args=None) -> str:
     other = exc.facts.get("conflicts_with")
     if flag and other == "precision" and param == "dtype":
         p = exc.facts.get("precision")
+        alone = ("factors K in float32 and refines the solution in float64" if p == "mixed"
+                 else f"stores K in {p}")
         return (f"{flag} {exc.facts.get('dtype')} contradicts {FLAGS[other]} {p}; give one of "
-                f"them ({FLAGS[other]} {p} alone stores K in {p})")
+                f"them ({FLAGS[other]} {p} alone {alone})")
+    if flag and other in FLAGS and exc.facts.get("why"):
+        return (f"{flag} and {FLAGS[other]} cannot be combined: {exc.facts['why']}; give one "
+                "of them")
     if isinstance(exc, InputError) and exc.facts.get("checkpoint"):
         msg = msg.replace("continue it with resume=True", "add --resume to continue it")
     if flag and msg.startswith(f"{param} "):

@@ -242,7 +242,7 @@ def solve_distributed(kernel: Kernel, X, Y, opts, be: Optional[Backend] = None,
     if Yh.ndim == 1:
         Yh = Yh[:, None]
     n = Xh.shape[0]
-    precision = "mixed" if opts.precision == "auto" else opts.precision
+    precision = splan.precision if splan is not None else opts.route_precision()
     dtype = np.float64 if precision == "float64" else np.float32
     ts = splan.tile_size if splan is not None else (opts.tile_size
                                                     or default_tile_size(n, "cpu"))

@@ -331,7 +331,7 @@ def solve_ooc(kernel: Kernel, X, Y, opts, be: Optional[Backend] = None,
     n = X.shape[0]
     if Y.ndim == 1:
         Y = Y[:, None]
-    precision = "mixed" if opts.precision == "auto" else opts.precision
+    precision = splan.precision if splan is not None else opts.route_precision()
     dtype = np.float64 if precision == "float64" else np.float32
     ts = splan.tile_size if splan is not None else (opts.tile_size
                                                     or default_tile_size(n, be.device))

@@ -50,6 +50,13 @@ class SolveOptions:
     # available, mixed precision's kept tiles fill it (kernelfit.solvers.plan.plan_solve)
     memory_budget: Optional[int] = None
 
+    def route_precision(self) -> str:
+        """The precision of an out-of-core or Dask solve: the one asked for; ``'auto'``:
+        mixed, or float32 alone where ``dtype`` float32 was asked for (as in memory)."""
+        if self.precision != "auto":
+            return self.precision
+        return "float32" if self.dtype == "float32" else "mixed"
+
     def validate(self) -> "SolveOptions":
         if self.solver not in SOLVERS:
             raise InputError(f"solver {self.solver!r} is unknown; choose one of "
@@ -76,6 +83,12 @@ class SolveOptions:
         _validate_beyond_memory(self)
         return self
 
+
+
+def _conflict(param: str, other: str, why: str) -> None:
+    """Refuse two options that cannot be combined (the facts name both, and why)."""
+    raise InputError(f"{param} and {other} cannot be combined: {why}; give one of them",
+                     param=param, conflicts_with=other, why=why)
 
 
 def _validate_beyond_memory(opts) -> None:
@@ -122,9 +135,12 @@ def _validate_beyond_memory(opts) -> None:
                                        not opts.scheduler.strip()):
         raise InputError(f"scheduler must be an address such as tcp://host:8786, got "
                          f"{opts.scheduler!r}")
+    if opts.ooc_dir and (opts.scheduler or opts.distributed):
+        _conflict("ooc_dir", "scheduler" if opts.scheduler else "distributed",
+                  "K's tiles live either on disk (out of core) or on the Dask workers")
     if opts.scheduler and opts.distributed:
-        raise InputError("give either a Dask scheduler address or distributed='local', not both",
-                         param="scheduler")
+        _conflict("scheduler", "distributed", "the Dask workers are either a scheduler's "
+                  "(at its address) or a local cluster's")
     special = opts.precision == "mixed" or opts.ooc_dir or opts.scheduler or opts.distributed
     if special and opts.solver != "cholesky":
         raise InputError(f"mixed precision, out-of-core and Dask solves use the Cholesky "

@@ -64,6 +64,9 @@ EXPECTED_PASSES = 6
 #: back gives up early (see :func:`kernelfit.solvers.refine.refine`'s ``give_up_after``)
 FEWEST_PASSES = 3
 WORST_PASSES = 14
+#: the smallest tile an automatic tile size is halved to where a plan does not fit (smaller
+#: tiles leave BLAS far from its rate and multiply the out-of-core files and Dask tasks)
+MIN_AUTO_TILE = 256
 
 
 @dataclass
@@ -293,8 +296,27 @@ def plan_solve(n: int, d: int, m: int, opts: SolveOptions, *, device: str,
 
 
 def _plan_solve(n, d, m, opts, device, available, check, n_test, backend, grid) -> SolvePlan:
-    """:func:`plan_solve` within ``available`` bytes (the device's, or the budget)."""
-    ts = opts.tile_size or default_tile_size(n, device)
+    """:func:`plan_solve` within ``available`` bytes (the device's, or the budget). With an
+    automatic tile size, a plan that does not fit is made again with tiles of half the
+    rows (down to :data:`MIN_AUTO_TILE`): the tile buffers shrink with the square of the
+    tile, and the plan most often fits at a rate close to the first tile's."""
+    first = opts.tile_size or default_tile_size(n, device)
+    splan = _plan_at(first, n, d, m, opts, device, available, check, n_test, backend, grid)
+    if opts.tile_size is not None or not check or available is None:
+        return splan
+    ts = first
+    while not splan.memory.fits() and ts > MIN_AUTO_TILE:
+        ts = max(MIN_AUTO_TILE, ts // 2)
+        splan = _plan_at(ts, n, d, m, opts, device, available, check, n_test, backend, grid)
+    if ts != first:
+        splan.choice["tiles"] = dict(splan.choice["tiles"], rule=(
+            f"halved from {first} rows until the plan fits in {fmt_bytes(available)}"))
+    return splan
+
+
+def _plan_at(ts, n, d, m, opts, device, available, check, n_test, backend,
+             grid) -> SolvePlan:
+    """:func:`_plan_solve` with tiles of ``ts`` rows."""
     avail = available if check else None
     choice = {"tiles": tile_choice(n, ts, device)}
     if opts.solver != "cholesky":
@@ -302,12 +324,7 @@ def _plan_solve(n, d, m, opts, device, available, check, n_test, backend, grid) 
         return SolvePlan("in_core", opts.dtype, f"solver {opts.solver}", ts, plan,
                          choice=choice, n=n)
     if opts.scheduler or opts.distributed or opts.ooc_dir:
-        route = "dask" if (opts.scheduler or opts.distributed) else "ooc"
-        precision = "mixed" if opts.precision == "auto" else opts.precision
-        plan = plan_mixed(n, d, m, min(ts, n), device=device, available=avail)
-        plan.items.pop("K tiles (float32)", None)  # on disk / on the workers
-        return SolvePlan(route, precision, f"{route}: precision {opts.precision}", ts,
-                         _add_predictions(plan, n_test, m), tol=opts.tol, choice=choice, n=n)
+        return _beyond_plan(n, d, m, n_test, ts, opts, device, avail, choice)
     precision, reason = opts.precision, f"asked for precision {opts.precision}"
     if precision == "auto" and opts.dtype == "float32":
         precision, reason = "float32", "auto: dtype float32 asked for"
@@ -324,6 +341,36 @@ def _plan_solve(n, d, m, opts, device, available, check, n_test, backend, grid) 
         splan.alternative = _mixed_plan(n, d, m, n_test, "auto: mixed precision", ts, opts,
                                         device, available, check, choice)
     return splan
+
+
+def _beyond_plan(n, d, m, n_test, ts, opts, device, avail, choice) -> SolvePlan:
+    """The out-of-core or Dask plan: what stays in this process's memory. Out of core: the
+    tile buffers, the refinement's vectors and the panels the factorization streams (a
+    column of tiles and a column of the factor, :mod:`kernelfit.solvers.ooc`); K's tiles
+    are on disk. Dask: K's tiles count where the workers are threads of this process
+    (``distributed='local'``), not on a scheduler's workers."""
+    route = "dask" if (opts.scheduler or opts.distributed) else "ooc"
+    precision = opts.route_precision()
+    storage = np.dtype(np.float64 if precision == "float64" else np.float32)
+
+    plan = plan_mixed(n, d, m, ts, device=device, available=avail)
+    del plan.items["K tiles (float32)"]
+    if route == "ooc":
+        plan.add("panels (a column of K's tiles and one of L's)",
+                 2.0 * n * min(ts, n) * storage.itemsize)
+    elif opts.distributed == "local":
+        plan.add(f"K tiles ({storage.name}) on the local Dask workers",
+                 TiledSymmetric.storage_bytes(n, ts, storage))
+    plan = _add_predictions(plan, n_test, m)
+    where = "on disk" if route == "ooc" else "on the Dask workers"
+    if opts.precision != "auto":
+        reason = f"{route}: asked for precision {opts.precision}"
+    elif precision == "float32":
+        reason = f"{route}: auto: dtype float32 asked for (float32 tiles, no refinement)"
+    else:
+        reason = (f"{route}: auto: mixed precision (float32 tiles {where}, half the bytes of "
+                  "float64 to write and read, the solution refined to float64 accuracy)")
+    return SolvePlan(route, precision, reason, ts, plan, tol=opts.tol, choice=choice, n=n)
 
 
 def _mixed_plan(n, d, m, n_test, reason, ts, opts, device, available, check,
@@ -416,8 +463,6 @@ def request_of(opts: SolveOptions, n: int, d: int, m: int, n_test: int = 0) -> d
 def check(splan: SolvePlan, opts, n: int, d: int, m: int, n_test: int = 0) -> None:
     """Raise :class:`~kernelfit.errors.MemoryPlanError` (carrying the request) when the plan
     does not fit."""
-    if splan.route in ("ooc", "dask"):
-        return  # K lives on disk or on the workers; their own checks refuse
     splan.memory.check(request=request_of(opts, n, d, m, n_test))
 
 
