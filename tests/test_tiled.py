@@ -473,3 +473,28 @@ def test_gemm_rates_measure_this_process_once():
     assert set(r["thin_seconds_per_entry"]) == {"float64", "float32"}
     assert r["thin_columns"] == machine.THIN_COLUMNS and r["finish_entries_per_s"] > 1e6
     assert machine.gemm_rates(get_backend("cpu"), size=128) is r
+
+
+@settings(max_examples=300, deadline=None)
+@given(n=st.integers(1, 3000), ts=st.integers(1, 700), diagonal=st.booleans(),
+       item_bytes=st.sampled_from([4, 8]), budget=st.one_of(st.none(), st.integers(-5, 10 ** 8)))
+def test_kept_copy_bytes_counts_the_kept_tiles_without_listing_them(n, ts, diagonal,
+                                                                     item_bytes, budget):
+    from kernelfit.solvers.tiles import tile_bounds
+
+    b = tile_bounds(n, ts)
+    listed = sum(item_bytes * (b[i][1] - b[i][0]) * (b[j][1] - b[j][0])
+                 for i, j in kept_pairs(n, ts, budget, diagonal=diagonal,
+                                        item_bytes=item_bytes))
+    extra = 0 if diagonal else 8 * n
+    assert kept_copy_bytes(n, ts, budget, diagonal=diagonal,
+                           item_bytes=item_bytes) == listed + extra
+
+
+def test_plans_of_sizes_far_beyond_memory_are_made_without_listing_tiles():
+    """bench --n 100000000: 10^9 tile pairs, which a list would need tens of GB for."""
+    from kernelfit.solvers.plan import would_fit
+
+    req = {"n": 10 ** 8, "d": 784, "n_outputs": 10, "n_test": 1000, "precision": "float64"}
+    assert not would_fit(req, 24 << 30)
+    assert kept_copy_bytes(10 ** 8, 2000, None) > 10 ** 16

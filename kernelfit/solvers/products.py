@@ -332,9 +332,29 @@ def kept_copy_bytes(n: int, tile_size: int, budget: Optional[int] = None, *,
                     diagonal: bool = False, item_bytes: int = 8) -> int:
     """Extra bytes that ``build_gram(keep_copy=True)`` holds: the kept tiles (+ the
     float64 diagonal of K when the diagonal tiles themselves are not copied)."""
-    kept = sum(size for _, _, size in _kept_tiles(n, tile_size, budget, diagonal,
-                                                  item_bytes))
-    return kept + (0 if diagonal else 8 * n)
+    return _kept_total(n, tile_size, budget, diagonal, item_bytes) + (0 if diagonal else 8 * n)
+
+
+def _kept_total(n: int, tile_size: int, budget: Optional[int], diagonal: bool,
+                item_bytes: int) -> int:
+    """The bytes of :func:`_kept_tiles`, counted by runs of equal tiles: the plans ask
+    this of sizes (n = 10^8: 10^9 tile pairs) no list of tiles could hold."""
+    bounds_n = len(tile_bounds(n, tile_size)) if n > 0 else 0
+    ts = int(tile_size)
+    last = n - (bounds_n - 1) * ts  # rows of the last tile row
+    # the tiles in _kept_tiles's order, as runs (count, bytes of each)
+    runs = [(bounds_n - 1, ts * ts), (1, last * last)] if diagonal else []
+    runs += [((bounds_n - 1) * (bounds_n - 2) // 2, ts * ts), (bounds_n - 1, last * ts)]
+    total = 0
+    for count, entries in runs:
+        size = item_bytes * entries
+        if count <= 0 or size <= 0:
+            continue
+        take = count if budget is None else max(0, min(count, (budget - total) // size))
+        total += take * size
+        if take < count:
+            break
+    return int(total)
 
 
 def kernel_matvec(kernel: Kernel, X, V, *, tile_size: Optional[int] = None,
