@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from kernelfit.backend import CPUBackend
 from kernelfit.cli import main
 from kernelfit.cli._advice import memory_ways_out, ridge_that_factors
-from kernelfit.errors import MemoryPlanError
+from kernelfit.errors import InputError, MemoryPlanError
 from kernelfit.solvers.plan import would_fit
 from kernelfit.options import SolverOptions
 from kernelfit.run import preflight
@@ -247,3 +247,17 @@ def test_dtype_precision_conflict_names_both_flags():
         SolverOptions(dtype="float32", precision="float64")
     assert explain(info.value) == ("--dtype float32 contradicts --precision float64; give one "
                                    "of them (--precision float64 alone stores K in float64)")
+
+
+def test_library_option_names_read_as_flags_on_the_command_line():
+    from kernelfit.cli._advice import explain, flags_for_names
+
+    assert flags_for_names("Is it up? (distributed='local' starts a cluster here)") == \
+        "Is it up? (--distributed local starts a cluster here)"
+    assert flags_for_names("give its folder (ooc_dir)") == "give its folder (--out-of-core)"
+    assert flags_for_names("continue it with resume=True") == "continue it with --resume"
+    assert flags_for_names("K is 5 x 5, tol 1e-10") == "K is 5 x 5, tol 1e-10"
+    exc = InputError("resume continues an out-of-core run: give its folder (ooc_dir)",
+                     param="resume")
+    assert explain(exc) == ("--resume continues an out-of-core run: give its folder "
+                            "(--out-of-core)")

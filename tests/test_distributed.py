@@ -58,3 +58,57 @@ def test_unreachable_scheduler_fails_fast(monkeypatch):
     with pytest.raises(InputError, match="could not reach the Dask scheduler"):
         solve_exact(get_kernel("gaussian"), X, Y, SolveOptions(scheduler="tcp://127.0.0.1:9"))
     assert time.perf_counter() - t0 < 15
+
+
+@pytest.fixture
+def not_dask():
+    """Two TCP servers that are not Dask schedulers: one silent (as an HTTP server waits for
+    a request), one greeting in text (as an SSH server does). Yields their addresses."""
+    import socket
+    import threading
+
+    servers, conns = [], []
+
+    def serve(sock, greeting):
+        while True:
+            try:
+                c, _ = sock.accept()
+            except OSError:
+                return
+            conns.append(c)
+            if greeting:
+                c.sendall(greeting)
+
+    for greeting in (b"", b"SSH-2.0-OpenSSH_9.6\r\n"):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        servers.append(s)
+        threading.Thread(target=serve, args=(s, greeting), daemon=True).start()
+    yield [f"tcp://127.0.0.1:{s.getsockname()[1]}" for s in servers]
+    for s in servers + conns:
+        s.close()
+
+
+def test_a_server_that_is_not_a_dask_scheduler_is_refused_in_time(monkeypatch, not_dask):
+    """It used to make the Client wait without limit (silent) or read its text as a frame
+    length of exabytes (MemoryError)."""
+    monkeypatch.setenv("KERNELFIT_DASK_TIMEOUT", "1")
+    X, Y = _problem(n=50)
+    silent, texty = not_dask
+    for addr, what in ((silent, "said nothing within 1 s"), (texty, "began with b'SSH-2.0-'")):
+        t0 = time.perf_counter()
+        with pytest.raises(InputError, match="is not a Dask scheduler") as exc:
+            solve_exact(get_kernel("gaussian"), X, Y, SolveOptions(scheduler=addr))
+        assert what in str(exc.value) and exc.value.facts["param"] == "scheduler"
+        assert time.perf_counter() - t0 < 15
+
+
+def test_a_scheduler_without_workers_is_refused_not_waited_on():
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=0, processes=False, dashboard_address=None) as cluster:
+        X, Y = _problem(n=50)
+        with pytest.raises(InputError, match="has no workers; start some"):
+            solve_exact(get_kernel("gaussian"), X, Y,
+                        SolveOptions(scheduler=cluster.scheduler_address))

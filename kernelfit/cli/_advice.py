@@ -363,7 +363,23 @@ def explain(exc: KernelfitError, args=None) -> str:
         msg = flag + msg[len(param):]
     elif flag and not msg.startswith(flag):
         msg = f"{flag}: {msg}"
-    return msg
+    return flags_for_names(msg)
+
+
+def flags_for_names(msg: str) -> str:
+    """A library message's option names as the command line's flags: ``name='value'`` and
+    ``name=value`` as ``--flag value``, ``name=True`` as ``--flag``, ``(name)`` as
+    ``(--flag)``."""
+    import re
+
+    names = "|".join(sorted(FLAGS, key=len, reverse=True))
+
+    def one(m):
+        flag, value = FLAGS[m.group(1)], m.group(3)
+        return flag if value == "True" else f"{flag} {value}"
+
+    msg = re.sub(rf"\b({names})=(['\"]?)([^'\"\s,;)]+)\2", one, msg)
+    return re.sub(rf"\(({names})\)", lambda m: f"({FLAGS[m.group(1)]})", msg)
 
 
 def explain_os_error(exc: OSError) -> str:

@@ -69,15 +69,64 @@ def connect(scheduler: Optional[str] = None, local: bool = False, *, n_workers: 
     if "://" not in addr:
         addr = "tcp://" + addr
     try:
+        if addr.startswith("tcp://"):
+            _greeting(scheduler, addr, timeout)
+    except OSError as exc:
+        raise _unreachable(scheduler, timeout, exc) from None
+    try:
         client = Client(addr, timeout=timeout)
     except (OSError, TimeoutError) as exc:
-        raise InputError(f"could not reach the Dask scheduler at {scheduler} within "
-                         f"{timeout:g} s ({exc.__class__.__name__}: {exc}). Is it running "
-                         "and reachable? (distributed='local' starts a cluster here)",
-                         param="scheduler") from None
+        raise _unreachable(scheduler, timeout, exc) from None
     except ValueError as exc:
         raise InputError(f"bad Dask scheduler address {scheduler!r}: {exc}") from None
     return client, None
+
+
+def _unreachable(scheduler: str, timeout: float, exc: BaseException) -> InputError:
+    return InputError(f"could not reach the Dask scheduler at {scheduler} within {timeout:g} s "
+                      f"({exc.__class__.__name__}: {exc}). Is it running and reachable? "
+                      "(distributed='local' starts a cluster here)", param="scheduler")
+
+
+#: the most bytes a Dask scheduler's greeting (its handshake message) can plausibly take
+GREETING_MAX_BYTES = 1 << 24
+
+
+def _greeting(scheduler: str, addr: str, timeout: float) -> None:
+    """Check that a Dask scheduler listens at the TCP address ``addr`` before a Client
+    connects (raises :class:`InputError`): a Dask listener greets every connection with its
+    handshake, a message whose first 8 bytes give its length. Without this a server of
+    another kind made the Client wait without limit (an HTTP server, which waits for a
+    request) or read a text greeting as a length of exabytes (MemoryError)."""
+    import socket
+    import struct
+
+    from distributed.comm.addressing import parse_address, parse_host_port
+
+    try:
+        host, port = parse_host_port(parse_address(addr)[1])
+    except (ValueError, TypeError) as exc:
+        raise InputError(f"bad Dask scheduler address {scheduler!r}: {exc}",
+                         param="scheduler") from None
+    head = b""
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as sock:
+            sock.settimeout(timeout)
+            while len(head) < 8:
+                chunk = sock.recv(8 - len(head))
+                if not chunk:
+                    break
+                head += chunk
+    except socket.timeout:
+        pass  # connected, but nothing greeted: below
+    if len(head) == 8 and 0 < struct.unpack("Q", head)[0] <= GREETING_MAX_BYTES:
+        return
+    said = (f"it said nothing within {timeout:g} s, where a Dask scheduler greets every "
+            "connection at once" if not head else f"it began with {head!r}, which is not how "
+            "a Dask scheduler greets a connection")
+    raise InputError(f"the server at {scheduler} is not a Dask scheduler: {said} (is this the "
+                     "scheduler's port, 8786 by default, not its dashboard's?)",
+                     param="scheduler")
 
 
 # ---------------------------------------------------------------- worker tasks
@@ -252,6 +301,10 @@ def solve_distributed(kernel: Kernel, X, Y, opts, be: Optional[Backend] = None,
     log: list = []
     try:
         workers = list(client.scheduler_info().get("workers", {}))
+        if not workers:  # the tasks would wait for one without limit
+            raise InputError(f"the Dask scheduler at {opts.scheduler} has no workers; start "
+                             f"some (dask worker {opts.scheduler}) and try again",
+                             param="scheduler")
         Xf = client.scatter(Xh, broadcast=True)
         U, deflation = mean_landmark(kernel, Xh, None, get_backend("cpu"), tiles=dtype)
         Uf = None if U is None else client.scatter(U, broadcast=True)
@@ -296,6 +349,15 @@ def solve_distributed(kernel: Kernel, X, Y, opts, be: Optional[Backend] = None,
         if U is not None:
             deflation["sherman_morrison_c"] = precond.c
         F.release()
+    except (RuntimeError, ImportError) as exc:
+        text = str(exc)
+        if not (isinstance(exc, ImportError) or "deserializ" in text):
+            raise
+        raise InputError(f"the Dask cluster at {opts.scheduler or 'local'} could not load "
+                         f"kernelfit's tasks ({exc.__class__.__name__}: "
+                         f"{text.split('. ')[0].strip()}): its scheduler and workers "
+                         "need kernelfit and the same packages as this process; install "
+                         "them there", param="scheduler") from None
     finally:
         client.close()
         if cluster is not None:
