@@ -504,3 +504,51 @@ def test_markdown_does_not_call_a_run_without_a_successful_solve_exact(monkeypat
     md = rz.render_markdown(res)
     assert "All solves exact" in md and "exact (float64 relative residual at most 1e-08): yes" \
         not in md
+
+
+def test_out_of_core_gives_each_solve_its_own_checkpoint(tmp_path, monkeypatch):
+    """Every solve (pixel modes: its own K) has its own folder inside the one asked for,
+    removed once done; an interrupted solve's folder is what --resume continues."""
+    top = tmp_path / "ooc"
+    res = rz.run_randomization(_cfg(n_train=120, n_test=30, ooc_dir=str(top)),
+                               "labels,shuffled-pixels", (0.0, 1.0), 1,
+                               estimate_condition=False, reuse_clean=False)
+    assert res["n_failed"] == 0 and res["all_exact"]
+    assert "mixed" in res["precisions"] and "mixed precision" in rz.describe(res)
+    assert not top.exists()  # each folder removed when its solve was done, then the top
+    # interrupted in the second solve: its checkpoint stays for --resume
+    from kernelfit.solvers import ooc
+
+    real, calls = ooc.ooc_factor, []
+
+    def stop_in_second(*a, **kw):
+        calls.append(a[2])
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*a, **kw)
+
+    monkeypatch.setattr(ooc, "ooc_factor", stop_in_second)
+    with pytest.raises(KeyboardInterrupt):
+        rz.run_randomization(_cfg(n_train=120, n_test=30, ooc_dir=str(top)),
+                             "shuffled-pixels", (0.0, 1.0), 1, estimate_condition=False,
+                             reuse_clean=False)
+    assert [p.name for p in map(type(top), calls)] == ["shuffled-pixels-0-r0",
+                                                       "shuffled-pixels-1-r0"]
+    monkeypatch.setattr(ooc, "ooc_factor", real)
+    res = rz.run_randomization(_cfg(n_train=120, n_test=30, ooc_dir=str(top), resume=True),
+                               "shuffled-pixels", (0.0, 1.0), 1, estimate_condition=False,
+                               reuse_clean=False)
+    assert res["n_failed"] == 0 and not top.exists()
+
+
+def test_a_condition_number_not_estimated_is_explained():
+    res = rz.run_randomization(_cfg(n_train=120, n_test=30, precision="mixed"), "labels",
+                               (0.0, 1.0), 1, estimate_condition=True)
+    assert all(r["condition_number"] is None for r in res["records"])
+    assert "cond(K) was not estimated for 2 solve(s)" in res["condition_note"]
+    assert res["condition_note"] in rz.render_text(res)
+    assert res["condition_note"] in rz.render_markdown(res)
+    res = rz.run_randomization(_cfg(n_train=120, n_test=30, precision="float64"), "labels",
+                               (0.0, 1.0), 1, estimate_condition=True)
+    assert res["condition_note"] is None and "mixed" not in rz.describe(res)
+    assert all(r["condition_number"] > 1 for r in res["records"])

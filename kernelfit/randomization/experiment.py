@@ -5,8 +5,10 @@ summaries and files are :mod:`.report`'s."""
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from dataclasses import replace
+from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
@@ -180,6 +182,7 @@ def run_randomization(cfg: Optional[RunOptions] = None, modes="labels", levels=D
     clean: Optional[dict] = None
     # labels leave K unchanged: its condition number is estimated once and shared
     clean_cond: Dict[str, Optional[float]] = {}
+    no_cond = 0
     bar = progress(total=len(jobs), desc="randomize", enabled=show_progress, unit="solve")
     try:
         for mode, level, rep in jobs:
@@ -203,7 +206,10 @@ def run_randomization(cfg: Optional[RunOptions] = None, modes="labels", levels=D
                                   {"bandwidth_rule": bandwidth_facts,
                                    "condition_number": clean_cond.get("value")
                                    if shared_cond else None}, plan=plan)
-                if rec["status"] == "ok" and wants_cond:
+                if (rec["status"] == "ok" and wants_cond and not shared_cond
+                        and rec["condition_number"] is None):
+                    no_cond += 1  # a solve that keeps no Cholesky factor of K itself
+                elif rec["status"] == "ok" and wants_cond:
                     if shared_cond:
                         rec["condition_number"] = clean_cond["value"]
                         rec["condition_shared"] = True
@@ -224,6 +230,7 @@ def run_randomization(cfg: Optional[RunOptions] = None, modes="labels", levels=D
     # the dtype the solves computed in (the minimum-norm solvers: float64 whatever was asked)
     dtypes = {r["dtype"] for r in ok}
     dtype = dtypes.pop() if len(dtypes) == 1 else opts.solver.dtype
+    precisions = sorted({r["precision"] for r in ok if r.get("precision")})
     return {
         "dataset": ds.name,
         "data_source": ds.source,
@@ -248,6 +255,12 @@ def run_randomization(cfg: Optional[RunOptions] = None, modes="labels", levels=D
         "pixel_mean": pixel_mean,
         "pixel_std": pixel_std,
         "dtype": dtype,
+        "precisions": precisions,
+        "condition_note": None if not no_cond else (
+            f"cond(K) was not estimated for {no_cond} solve(s): the estimate reads a Cholesky "
+            "factor of K itself kept in memory, which mixed-precision, out-of-core and Dask "
+            "solves do not have (their factor is of a float32, deflated or shifted K); "
+            "precision float64 in memory estimates it"),
         "solver": opts.solver.solver,
         "ridge": float(opts.solver.ridge),
         "device": opts.solver.device,
@@ -286,6 +299,29 @@ def _config_dict(opts: RunOptions) -> dict:
     return json.loads(json.dumps(d, default=str))
 
 
+def _solve_folder(opts: RunOptions, mode: str, level: float, repeat: int) -> Optional[Path]:
+    """An out-of-core run's folder for one solve, inside the folder asked for: each solve
+    has its own K (pixel modes) or targets, so its own checkpoint, which ``resume``
+    continues after an interruption; removed once the solve is done."""
+    if not opts.solver.ooc_dir:
+        return None
+    top = Path(opts.solver.ooc_dir).expanduser()
+    top.mkdir(exist_ok=True)  # its parent exists (checked with the options)
+    return top / f"{mode}-{level:g}-r{repeat}"
+
+
+def _done_with(folder: Optional[Path]) -> None:
+    """Remove a finished solve's out-of-core folder (its tiles make room for the next
+    solve's), and the folder around it once that is empty."""
+    if folder is None:
+        return
+    shutil.rmtree(folder, ignore_errors=True)
+    try:
+        folder.parent.rmdir()  # only when empty: the caller's other files stay
+    except OSError:
+        pass
+
+
 def _one_record(opts, base, mode, level, seed, X_train, y_train, X_test, y_test, F_train,
                 F_test, image_shape, n_classes, estimate_condition, corrupt_test,
                 pixel_mean, pixel_std, on_error, facts=None, *, plan=None) -> dict:
@@ -306,10 +342,14 @@ def _one_record(opts, base, mode, level, seed, X_train, y_train, X_test, y_test,
     t_feat = time.perf_counter() - t0
     rec.update(n_train=int(Ftr.shape[0]), n_test=int(Fte.shape[0]),
                n_features=int(Ftr.shape[1]), clean_reused=False, condition_shared=False)
+    ooc = _solve_folder(opts, mode, level, base["repeat"])
+    if ooc is not None:
+        opts = replace(opts, solver=replace(opts.solver, ooc_dir=str(ooc)))
     try:
         out = _solve_one(opts, Ftr, ytr, Fte, y_test, estimate_condition, seed, facts,
                          plan=plan)
     except NotPositiveDefiniteError as exc:
+        _done_with(ooc)
         if on_error == "raise":
             where = f"{mode} level {level:g} repeat {base['repeat']} (seed {seed})"
             facts = dict(exc.facts)
@@ -320,6 +360,7 @@ def _one_record(opts, base, mode, level, seed, X_train, y_train, X_test, y_test,
                    exact=False, exact_threshold=EXACT_RESIDUAL,
                    inexact_reason="the solve failed (see error)", cause="failed")
     else:
+        _done_with(ooc)
         out.update(status="ok", error=None)
     out["timings"] = dict(out.get("timings") or {}, corrupt=t_corrupt, features=t_feat)
     rec.update(out)

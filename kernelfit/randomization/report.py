@@ -95,10 +95,13 @@ def describe(result: dict) -> str:
                    for k, v in result["kernel_params"].items() if k != "name")
     feats = result["features"] + (f" {result['feature_params']}" if result["feature_params"]
                                   else "")
+    mixed = ("mixed" in (result.get("precisions") or ())
+             and " (mixed precision: float32 factor, refined in float64)" or "")
     return (f"{result['dataset']}, n_train={result['n_train']}, n_test={result['n_test']}, "
             f"d={result['n_features']}, features={feats}, kernel={result['kernel']}"
             f"{' (' + kp + ')' if kp else ''}, {result['solver']}/{result['dtype']}/"
-            f"{result['device']}, repeats={result['repeats']}, base seed={result['base_seed']}")
+            f"{result['device']}{mixed}, repeats={result['repeats']}, "
+            f"base seed={result['base_seed']}")
 
 
 def render_markdown(result: dict, note: Optional[str] = None) -> str:
@@ -124,6 +127,8 @@ def render_markdown(result: dict, note: Optional[str] = None) -> str:
                  else "yes" if result.get("all_exact", True) else "NO, no solve succeeded"),
               ""]
     lines += markdown_table(table_rows(result))
+    if result.get("condition_note"):
+        lines += ["", f"Note: {result['condition_note']}."]
     fails = [r for r in result["records"] if r["status"] != "ok"]
     if fails:
         lines += ["", "## Failed solves", ""]
@@ -142,7 +147,8 @@ def _where(r: dict) -> str:
 
 def render_text(result: dict) -> str:
     """The summary as an aligned plain-text table (for the terminal)."""
-    return "\n".join([describe(result)] + text_table(table_rows(result))) + "\n"
+    note = [f"note: {result['condition_note']}"] if result.get("condition_note") else []
+    return "\n".join([describe(result)] + text_table(table_rows(result)) + note) + "\n"
 
 
 _PANELS = (("test_error", "test error", "linear"), ("rkhs_norm", "RKHS norm of the interpolant",
