@@ -152,11 +152,13 @@ def refinement_of(fit_info: dict) -> Optional[dict]:
 
 def exactness(residual: Optional[float], *, kernel_params: Optional[dict] = None,
               bandwidth_rule: Optional[dict] = None, condition_number: Optional[float] = None,
-              ridge: float = 0.0, refinement: Optional[dict] = None) -> dict:
+              ridge: float = 0.0, refinement: Optional[dict] = None,
+              precision: Optional[str] = None) -> dict:
     """``{"exact": bool, "exact_threshold": 1e-8[, "inexact_reason": ...]}`` for a solve.
 
     A missing or non-finite residual is not exact. The reason names the likely cause
-    (a ridge, a refinement target ``tol`` above the threshold, ill-conditioning, a bandwidth
+    (a ridge, a refinement target ``tol`` above the threshold, a plain float32 solve
+    (``precision`` 'float32': its rounding, not the kernel), ill-conditioning, a bandwidth
     large against the data's distances) as facts (``cause``, and ``refinement_tol`` /
     ``refinement_converged`` for a refined solve, see :func:`refinement_of`); the CLI turns
     them into advice.
@@ -182,6 +184,14 @@ def exactness(residual: Optional[float], *, kernel_params: Optional[dict] = None
                                      f"tol {tol:g}, which is above {EXACT_RESIDUAL:.0e}")
             out["cause"] = "tol"
             return out
+    if precision == "float32" and refinement is None:
+        # float32 rounding (2^-24 relative) times cond(K): the kernel need not be at fault
+        parts = [head + "K was stored and factored in float32, whose rounding (6e-8 "
+                 "relative) limits the residual to about cond(K) x 6e-8"]
+        if condition_number:
+            parts.append(f"estimated condition number {condition_number:.1e}")
+        out.update(inexact_reason="; ".join(parts), cause="float32")
+        return out
     parts = [head + "K is too ill-conditioned for this solve"]
     if refinement is not None and not refinement["converged"]:
         parts[0] += (f" (the refinement from its float32 factor did not reach its target "

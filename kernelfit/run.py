@@ -381,7 +381,8 @@ def solve_arrays(X_train, y_train, X_test=None, y_test=None, opts: Optional[RunO
     rec.update(exactness(rec["relative_residual"], kernel_params=rec["kernel_params"],
                          bandwidth_rule=bw_rule, condition_number=est.condition_number_,
                          ridge=float(rec.get("ridge") or 0.0),
-                         refinement=refinement_of(est.fit_info_)))
+                         refinement=refinement_of(est.fit_info_),
+                         precision=rec.get("precision")))
     if on_fitted is not None:
         on_fitted(est)
     return rec

@@ -93,6 +93,17 @@ def test_exactness_and_exit_codes():
     assert exit_code_for({"relative_residual": 1e-12, "exact": True}) == 0
 
 
+def test_a_plain_float32_solve_blames_float32_not_the_bandwidth():
+    r = exactness(8e-3, kernel_params={"bandwidth": 5.0}, precision="float32",
+                  condition_number=2e6)
+    assert r["cause"] == "float32" and "stored and factored in float32" in r["inexact_reason"]
+    assert "bandwidth" not in r["inexact_reason"] and "2.0e+06" in r["inexact_reason"]
+    # a refined solve that stops short is judged as before
+    r = exactness(8e-3, kernel_params={"bandwidth": 5.0}, precision="float32",
+                  refinement={"tol": 1e-10, "converged": False})
+    assert r["cause"] == "bandwidth"
+
+
 def _solve(capsys, args):
     rc = main(["solve", "--dataset", "digits", "--n-train", "300", "--n-test", "100",
                "--json"] + args)

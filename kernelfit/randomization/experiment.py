@@ -63,7 +63,8 @@ def _solve_one(opts: RunOptions, X_train, y_train, X_test, y_test, estimate_cond
                          bandwidth_rule=facts.get("bandwidth_rule"),
                          condition_number=facts.get("condition_number") if cond is None
                          else cond,
-                         ridge=float(opts.solver.ridge), refinement=refinement_of(info)))
+                         ridge=float(opts.solver.ridge), refinement=refinement_of(info),
+                         precision=out.get("precision")))
     return out
 
 
