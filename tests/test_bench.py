@@ -417,3 +417,25 @@ def test_budget_projection_scales_the_timed_work_not_the_process_start():
     slow = {"n": 5000, "wall_s": 10.0, "times": {"total": [4.0, 4.0]}}  # work-bound
     assert suite.projected_seconds(slow, 10000) == pytest.approx(2.0 + 64.0)
     assert suite.projected_seconds({"n": 1000, "wall_s": 3.0}, 2000) == pytest.approx(3.0)
+
+
+def test_a_solve_that_is_not_exact_is_flagged(tmp_path):
+    """The bench records `kernelfit solve`'s verdict on each median residual (peers too),
+    the table and the terminal line say NOT exact, and the plot rings those points."""
+    cfg = suite.BenchConfig(n_list=[500], devices=("cpu",), peers=("scipy",), repeats=1,
+                            d=10, n_test=10, measure_peaks=False, dtype="float32")
+    child = {"status": "ok", "result": {"repeats": [
+        {"gram": 0.01, "factor": 0.01, "solve": 0.01, "total": 0.05, "relative_residual": 5e-7,
+         "precision": "float32", "test_error": 0.1}]}}
+    row = {"label": "kernelfit-cpu", "impl": "kernelfit", "device": "cpu"}
+    loose = suite._record(row, 500, cfg, {}, child)
+    assert loose["exact"] is False and "float32" in loose["inexact_reason"]
+    child["result"]["repeats"][0]["relative_residual"] = 1e-12
+    assert suite._record(row, 500, cfg, {}, child)["exact"] is True
+    from kernelfit.cli.bench import _line
+
+    assert _line(loose).endswith("NOT exact")
+    res = {"machine": {"host": "h", "host_tag": "h"}, "records": [loose], "config": {}}
+    assert "5.0e-07 (NOT exact)" in report.render_markdown(res)
+    paths = report.write_report(res, tmp_path)
+    assert "peak_plot" not in paths and not (tmp_path / "bench_h_peak.png").exists()

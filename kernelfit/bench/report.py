@@ -150,7 +150,8 @@ def render_markdown(results: dict, figures: Optional[Dict[str, str]] = None) -> 
                                                       "predict", "total")]
         cells += [_num(r.get("factor_gflops"), "{:.3g}"), _pct(r.get("fraction_of_peak")),
                   fmt_bytes(r.get("peak_rss_bytes")), _num(r.get("relative_residual"),
-                                                            "{:.1e}"),
+                                                            "{:.1e}")
+                  + (" (NOT exact)" if r.get("exact") is False else ""),
                   _pct(r.get("test_error"), 2)]
         rows.append(cells)
     w("\n".join(markdown_table(rows)) + "\n")
@@ -265,6 +266,10 @@ def plot_time(results: dict, path) -> Path:
         pts = [(r["n"], r[key]) for r in ok if r.get(key)]
         if pts:
             ax.plot(*zip(*pts), "o-", color=col, label=f"{label} {key}")
+            loose = [(r["n"], r[key]) for r in ok if r.get(key) and r.get("exact") is False]
+            if loose:  # hollow rings around the points whose solve is not exact
+                ax.plot(*zip(*loose), "o", color=col, mfc="none", markersize=13,
+                        label=f"{label}: not exact (residual above 1e-8)")
             if label == "kernelfit-cpu" or anchor is None:
                 anchor = pts[-1]
         tot = [(r["n"], r["total"]) for r in ok if r.get("total")]
@@ -295,7 +300,7 @@ def plot_time(results: dict, path) -> Path:
     ax.set_yscale("log")
     ax.set_xlabel("n (training points)")
     ax.set_ylabel("time (s)")
-    ax.set_title(f"Exact solve time vs n ({results['machine'].get('host')})")
+    ax.set_title(f"Solve time vs n ({results['machine'].get('host')})")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7)
     _save(fig, path)
@@ -376,21 +381,27 @@ def plot_peers(results: dict, path) -> Path:
 
 
 def write_report(results: dict, out_dir, stem: Optional[str] = None) -> Dict[str, Path]:
-    """Write JSON, markdown and the three plots into ``out_dir``; returns their paths."""
+    """Write JSON, markdown and the plots into ``out_dir`` (the fraction-of-peak plot only
+    where peaks were measured); returns their paths."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     stem = stem or f"bench_{results['machine'].get('host_tag', 'host')}"
     paths = {"json": out / f"{stem}.json", "markdown": out / f"{stem}.md",
              "time_plot": out / f"{stem}_time.png", "peak_plot": out / f"{stem}_peak.png",
              "peers_plot": out / f"{stem}_peers.png"}
+    if not any(r.get("fraction_of_peak") for r in results["records"]):
+        del paths["peak_plot"]  # peaks not measured (--no-peaks): nothing to draw
     plot_time(results, paths["time_plot"])
-    plot_peak(results, paths["peak_plot"])
+    if "peak_plot" in paths:
+        plot_peak(results, paths["peak_plot"])
     plot_peers(results, paths["peers_plot"])
     results = dict(results)
     results["files"] = {k: p.name for k, p in paths.items()}
     write_json(results, paths["json"])
-    figs = {"time vs n": paths["time_plot"].name, "fraction of peak": paths["peak_plot"].name,
-            "kernelfit vs peers": paths["peers_plot"].name}
+    figs = {"time vs n": paths["time_plot"].name, "kernelfit vs peers":
+            paths["peers_plot"].name}
+    if "peak_plot" in paths:
+        figs["fraction of peak"] = paths["peak_plot"].name
     from .._io import atomic_write_text
 
     atomic_write_text(paths["markdown"], render_markdown(results, figs))

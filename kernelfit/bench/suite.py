@@ -33,6 +33,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 import numpy as np
 
 from ..errors import InputError
+from ..kernel_defaults import exactness
 from .runner import PEERS, dense_bytes_needed, peer_unavailable_reason, \
     run_child
 
@@ -291,6 +292,12 @@ def _record(row: dict, n: int, cfg: BenchConfig, machine: dict, child: Optional[
             if reps[-1].get(key) is not None:
                 rec[key] = reps[-1][key]
     precision = rec.get("precision") or cfg.dtype
+    if reps:  # the verdict of `kernelfit solve` on the median residual (the peers' too)
+        verdict = exactness(rec["relative_residual"], precision=precision if
+                            row["impl"] == "kernelfit" and precision != "mixed" else None)
+        rec["exact"] = verdict["exact"]
+        if not verdict["exact"]:
+            rec["inexact_reason"] = verdict.get("inexact_reason")
     if rec["factor"]:
         flops = float(n) ** 3 / 3.0
         rec["factor_gflops"] = flops / rec["factor"] / 1e9

@@ -134,7 +134,8 @@ def _line(rec: dict) -> str:
     mem = fmt_bytes(rec.get("peak_rss_bytes"))
     res = rec.get("relative_residual")
     return (f"{head} total {fmt_seconds(rec['total'])}{rate}  peak {mem}"
-            + (f"  residual {res:.1e}" if res is not None else ""))
+            + (f"  residual {res:.1e}" if res is not None else "")
+            + ("  NOT exact" if rec.get("exact") is False else ""))
 
 
 def _check_some_n_fits(cfg, d: int) -> None:
