@@ -6,6 +6,7 @@ A reader never sees a half-written file, and an interrupted write leaves nothing
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import os
 import tempfile
 from pathlib import Path
@@ -15,25 +16,58 @@ import numpy as np
 
 from .errors import InputError
 
-__all__ = ["check_format", "atomic_writer", "atomic_save_npy", "atomic_write_text", "json_default",
+__all__ = ["check_format", "atomic_writer", "atomic_batch", "atomic_save_npy", "atomic_write_text", "json_default",
            "check_writable_file", "check_writable_folder"]
+
+
+#: the writes of the innermost :func:`atomic_batch`: (temporary, final path) pairs
+_BATCH: contextvars.ContextVar = contextvars.ContextVar("kernelfit_atomic_batch", default=None)
 
 
 @contextlib.contextmanager
 def atomic_writer(path, mode: str = "wb"):
-    """Context manager yielding a file object; the file appears at ``path`` on success."""
+    """Context manager yielding a file object; the file appears at ``path`` on success
+    (inside :func:`atomic_batch`: when the whole batch succeeds). An error of the file
+    system names ``path`` (a full disk's error names no file by itself)."""
     p = Path(path)
     parent = p.parent if str(p.parent) else Path(".")
     fd, tmp = tempfile.mkstemp(prefix="." + p.name + ".", suffix=".tmp", dir=parent)
+    batch = _BATCH.get()
     try:
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
         with os.fdopen(fd, mode) as fh:
             yield fh
-        os.replace(tmp, p)
-    except BaseException:
+        if batch is None:
+            os.replace(tmp, p)
+        else:
+            batch.append((tmp, p))
+    except BaseException as exc:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and exc.filename is None:
+            exc.filename = str(p)
         raise
+
+
+@contextlib.contextmanager
+def atomic_batch():
+    """All the :func:`atomic_writer` writes inside appear together, or none does: each goes
+    to a temporary file beside its path, and they are renamed into place when the block
+    ends without an error; after an error (a full disk at the fourth of six report files)
+    the temporaries are removed and the files already there are left as they were."""
+    batch: list = []
+    token = _BATCH.set(batch)
+    try:
+        yield
+    except BaseException:
+        for tmp, _ in batch:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+        raise
+    finally:
+        _BATCH.reset(token)
+    for tmp, p in batch:
+        os.replace(tmp, p)
 
 
 def _umask() -> int:

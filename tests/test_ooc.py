@@ -147,3 +147,25 @@ def test_bad_folders(tmp_path):
         solve_exact(K, X, Y, SolveOptions(ooc_dir=str(f)))
     with pytest.raises(InputError, match="does not exist"):
         solve_exact(K, X, Y, SolveOptions(ooc_dir=str(tmp_path / "no" / "such")))
+
+
+@pytest.mark.parametrize("precision", ["float64", "mixed"])
+def test_too_little_disk_is_refused_leaving_no_folder(tmp_path, monkeypatch, precision):
+    from kernelfit.solvers import ooc
+
+    Usage = namedtuple("Usage", "total used free")
+    monkeypatch.setattr(ooc.shutil, "disk_usage", lambda p: Usage(1 << 30, 1 << 30, 1 << 10))
+    X, Y = _problem(n=200)
+    folder = tmp_path / "kf"
+    with pytest.raises(InputError, match="not enough disk space") as exc:
+        solve_exact(get_kernel("gaussian", bandwidth=0.5), X, Y,
+                    SolveOptions(ooc_dir=str(folder), precision=precision, tile_size=64))
+    assert not folder.exists()  # made for the run, removed with the refusal
+    # the float32 tiles are offered only where the tiles are float64
+    assert ("half the disk" in str(exc.value)) == (precision == "float64")
+    # a folder that was there stays
+    folder.mkdir()
+    with pytest.raises(InputError, match="not enough disk space"):
+        solve_exact(get_kernel("gaussian", bandwidth=0.5), X, Y,
+                    SolveOptions(ooc_dir=str(folder), precision=precision, tile_size=64))
+    assert folder.is_dir() and not any(folder.iterdir())

@@ -552,3 +552,38 @@ def test_a_condition_number_not_estimated_is_explained():
                                (0.0, 1.0), 1, estimate_condition=True)
     assert res["condition_note"] is None and "mixed" not in rz.describe(res)
     assert all(r["condition_number"] > 1 for r in res["records"])
+
+
+def test_a_full_disk_leaves_no_part_of_the_report_and_names_the_file(tmp_path, monkeypatch):
+    """All the report files or none; the error names the file being written."""
+    import errno
+
+    from matplotlib.figure import Figure
+
+    res = rz.run_randomization(_cfg(n_train=60, n_test=20), "labels", (0.0, 1.0), 1,
+                               estimate_condition=False)
+    out = tmp_path / "old"
+    rz.write_outputs(res, out)  # an earlier report, left as it was
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    real, calls = Figure.savefig, []
+
+    def full_at_second(self, fh, **kw):
+        calls.append(1)
+        if len(calls) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(self, fh, **kw)
+
+    monkeypatch.setattr(Figure, "savefig", full_at_second)
+    with pytest.raises(OSError) as exc:
+        rz.write_outputs(res, out)
+    assert exc.value.filename.endswith(".png")
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # no temporaries
+    calls.clear()
+    fresh = tmp_path / "fresh"
+    with pytest.raises(OSError):
+        rz.write_outputs(res, fresh)
+    assert not fresh.exists()
+    from kernelfit.cli._advice import explain_os_error
+
+    assert "No space left on device" in explain_os_error(exc.value)
+    assert exc.value.filename in explain_os_error(exc.value)

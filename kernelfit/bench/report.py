@@ -391,18 +391,19 @@ def write_report(results: dict, out_dir, stem: Optional[str] = None) -> Dict[str
              "peers_plot": out / f"{stem}_peers.png"}
     if not any(r.get("fraction_of_peak") for r in results["records"]):
         del paths["peak_plot"]  # peaks not measured (--no-peaks): nothing to draw
-    plot_time(results, paths["time_plot"])
-    if "peak_plot" in paths:
-        plot_peak(results, paths["peak_plot"])
-    plot_peers(results, paths["peers_plot"])
-    results = dict(results)
-    results["files"] = {k: p.name for k, p in paths.items()}
-    write_json(results, paths["json"])
     figs = {"time vs n": paths["time_plot"].name, "kernelfit vs peers":
             paths["peers_plot"].name}
     if "peak_plot" in paths:
         figs["fraction of peak"] = paths["peak_plot"].name
-    from .._io import atomic_write_text
+    from .._io import atomic_batch, atomic_write_text
 
-    atomic_write_text(paths["markdown"], render_markdown(results, figs))
+    with atomic_batch():  # all the files, or none (a full disk at the fourth)
+        plot_time(results, paths["time_plot"])
+        if "peak_plot" in paths:
+            plot_peak(results, paths["peak_plot"])
+        plot_peers(results, paths["peers_plot"])
+        results = dict(results)
+        results["files"] = {k: p.name for k, p in paths.items()}
+        write_json(results, paths["json"])
+        atomic_write_text(paths["markdown"], render_markdown(results, figs))
     return paths

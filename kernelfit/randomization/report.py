@@ -3,6 +3,7 @@ figures (the kernel analogue of Zhang et al.'s Figure 1) and the output files.""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -258,28 +259,37 @@ def write_outputs(result: dict, out_dir, prefix: str = "randomize_",
     (``{prefix}overview.png``, ``{prefix}test_error.png``, ``{prefix}rkhs_norm.png``,
     ``{prefix}solve_seconds.png``) into ``out_dir`` (created if missing), each atomically.
     Returns the paths written."""
-    from .._io import atomic_write_text, atomic_writer
+    from .._io import atomic_batch, atomic_write_text, atomic_writer
 
     d = check_out_dir(out_dir)
     if not isinstance(prefix, str) or "/" in prefix or "\\" in prefix:
         raise InputError(f"prefix must be a plain file-name prefix, got {prefix!r}")
-    d.mkdir(parents=True, exist_ok=True)
+    figures = plot_results(result, note) if plots else {}
     payload = dict(result)
     if note:
         payload["note"] = note
+    made = not d.exists()
+    d.mkdir(parents=True, exist_ok=True)
     written = []
-    path = d / f"{prefix}records.json"
-    atomic_write_text(path, json.dumps(payload, indent=2, default=_json_default) + "\n")
-    written.append(str(path))
-    path = d / f"{prefix}table.md"
-    atomic_write_text(path, render_markdown(result, note))
-    written.append(str(path))
-    if plots:
-        for name, fig in plot_results(result, note).items():
-            path = d / f"{prefix}{name}.png"
-            with atomic_writer(path, "wb") as fh:
-                fig.savefig(fh, format="png", dpi=110)
+    try:
+        with atomic_batch():  # all the files, or none (a full disk at the fourth)
+            path = d / f"{prefix}records.json"
+            atomic_write_text(path, json.dumps(payload, indent=2, default=_json_default)
+                              + "\n")
             written.append(str(path))
+            path = d / f"{prefix}table.md"
+            atomic_write_text(path, render_markdown(result, note))
+            written.append(str(path))
+            for name, fig in figures.items():
+                path = d / f"{prefix}{name}.png"
+                with atomic_writer(path, "wb") as fh:
+                    fig.savefig(fh, format="png", dpi=110)
+                written.append(str(path))
+    except BaseException:
+        if made:
+            with contextlib.suppress(OSError):
+                d.rmdir()  # made for these files: not left behind empty
+        raise
     return written
 
 

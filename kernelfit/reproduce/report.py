@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import Dict, Optional
 
-from .._io import atomic_write_text, atomic_writer, json_default
+from .._io import atomic_batch, atomic_write_text, atomic_writer, json_default
 from ..report import fmt_blas, fmt_bytes
 
 __all__ = ["save_line_plot", "write_report", "render_markdown", "COLUMNS"]
@@ -164,9 +164,10 @@ def write_report(ctx, status: Dict[str, dict], machine: dict,
     if ctx.quick:
         report["notes"].append("quick run: tiny n; it checks that every experiment runs and "
                                "that the report is written, not the accuracy figures")
-    atomic_write_text(ctx.out / "report.json", json.dumps(report, indent=2,
-                                                          default=json_default) + "\n")
-    atomic_write_text(ctx.out / "report.md", render_markdown(report))
-    _summary_png(ctx.out / "report.png", rows)
+    with atomic_batch():  # the three together, or none
+        atomic_write_text(ctx.out / "report.json", json.dumps(report, indent=2,
+                                                              default=json_default) + "\n")
+        atomic_write_text(ctx.out / "report.md", render_markdown(report))
+        _summary_png(ctx.out / "report.png", rows)
     report["paths"] = {k: str(ctx.out / f"report.{k}") for k in ("md", "json", "png")}
     return report

@@ -140,52 +140,63 @@ def ooc_factor(kernel: Kernel, X, directory, *, tile_size: int, dtype=np.float32
                          param="ooc_dir", path=str(directory))
     if low_rank is not None and dtype != np.float32:
         raise InputError("low_rank applies to float32 tiles only")
+    created = not directory.exists()
     directory.mkdir(exist_ok=True)
-    fp = {"X_sha256": fingerprint_X(X), "n": int(n), "d": int(d),
-          "kernel": kernel.params(), "tile_size": int(tile_size), "dtype": dtype.name,
-          "ridge": float(ridge), "deflation_rank": 0 if low_rank is None else 1}
-    store = DiskTiles(directory, n, tile_size, dtype)
-    nt = store.nt
-    manifest = _read_manifest(directory)
-    resumed_from = None
-    if manifest is not None:
-        if not resume:
-            raise InputError(f"{directory} already holds an out-of-core checkpoint "
-                             f"({manifest['state'].get('panels_done', 0)} of "
-                             f"{manifest['state'].get('n_panels', '?')} tile columns done); "
-                             "continue it with resume=True, or choose an empty folder",
-                             param="ooc_dir",
-                             path=str(directory), checkpoint=True)
-        old = dict(manifest.get("fingerprint", {}))
-        old.setdefault("deflation_rank", 0)  # older checkpoints: tiles of K itself
-        diff = sorted(k for k in set(fp) | set(old) if fp.get(k) != old.get(k))
-        if diff:
-            raise InputError(f"the checkpoint in {directory} was made from different data or "
-                             f"parameters (differs in: {', '.join(diff)}); refusing to resume. "
-                             "Use a new folder, or delete this one to start over")
-        state = dict(manifest["state"])
-        resumed_from = int(state.get("panels_done", 0))
-    else:
-        if any(directory.glob("[AL]_*_*.npy")):
-            raise InputError(f"{directory} holds tile files but no manifest; use an empty "
-                             "folder")
-        state = {"n_panels": nt, "panels_done": 0, "gram_done": False, "shift": 0.0,
-                 "factored": False}
-    # disk pre-flight: K's tiles + one panel of L written before its A tiles go away
-    total = TiledSymmetric.storage_bytes(n, tile_size, dtype)
-    memory_budget = 0.5 * (available_host_memory() if memory is None else memory)
-    w0 = _panel_tiles(store, state["panels_done"] if state["panels_done"] < nt else 0,
-                      memory_budget)
-    panel_bytes = min(w0 * tile_size, n) * n * dtype.itemsize
-    need = total + panel_bytes + (1 << 20) - store.bytes_on_disk()
-    free = shutil.disk_usage(directory).free
-    if not state.get("factored") and need > free:
-        raise InputError(f"not enough disk space in {directory}: the out-of-core factor needs "
-                         f"about {fmt_bytes(need)} more, {fmt_bytes(free)} is free; nothing "
-                         "was written. Free space, choose another folder, or store the tiles "
-                         "in float32 (mixed precision: half the disk)", param="ooc_dir",
-                         path=str(directory), required_bytes=int(need),
-                         available_bytes=int(free))
+    try:
+        fp = {"X_sha256": fingerprint_X(X), "n": int(n), "d": int(d),
+              "kernel": kernel.params(), "tile_size": int(tile_size), "dtype": dtype.name,
+              "ridge": float(ridge), "deflation_rank": 0 if low_rank is None else 1}
+        store = DiskTiles(directory, n, tile_size, dtype)
+        nt = store.nt
+        manifest = _read_manifest(directory)
+        resumed_from = None
+        if manifest is not None:
+            if not resume:
+                st = manifest["state"]
+                raise InputError(f"{directory} already holds an out-of-core checkpoint "
+                                 f"({st.get('panels_done', 0)} of {st.get('n_panels', '?')} "
+                                 "tile columns done); continue it with resume=True, or choose "
+                                 "an empty folder", param="ooc_dir", path=str(directory),
+                                 checkpoint=True)
+            old = dict(manifest.get("fingerprint", {}))
+            old.setdefault("deflation_rank", 0)  # older checkpoints: tiles of K itself
+            diff = sorted(k for k in set(fp) | set(old) if fp.get(k) != old.get(k))
+            if diff:
+                raise InputError(f"the checkpoint in {directory} was made from different "
+                                 f"data or parameters (differs in: {', '.join(diff)}); "
+                                 "refusing to resume. Use a new folder, or delete this one to "
+                                 "start over")
+            state = dict(manifest["state"])
+            resumed_from = int(state.get("panels_done", 0))
+        else:
+            if any(directory.glob("[AL]_*_*.npy")):
+                raise InputError(f"{directory} holds tile files but no manifest; use an empty "
+                                 "folder")
+            state = {"n_panels": nt, "panels_done": 0, "gram_done": False, "shift": 0.0,
+                     "factored": False}
+        # disk pre-flight: K's tiles + one panel of L written before its A tiles go away
+        total = TiledSymmetric.storage_bytes(n, tile_size, dtype)
+        memory_budget = 0.5 * (available_host_memory() if memory is None else memory)
+        w0 = _panel_tiles(store, state["panels_done"] if state["panels_done"] < nt else 0,
+                          memory_budget)
+        panel_bytes = min(w0 * tile_size, n) * n * dtype.itemsize
+        need = total + panel_bytes + (1 << 20) - store.bytes_on_disk()
+        free = shutil.disk_usage(directory).free
+        if not state.get("factored") and need > free:
+            half = (", or store the tiles in float32 (mixed precision: half the disk)"
+                    if dtype.itemsize == 8 else "")
+            raise InputError(f"not enough disk space in {directory}: the out-of-core factor "
+                             f"needs about {fmt_bytes(need)} more, {fmt_bytes(free)} is free; "
+                             f"nothing was written. Free space, choose another folder{half}",
+                             param="ooc_dir", path=str(directory), required_bytes=int(need),
+                             available_bytes=int(free))
+    except InputError:  # refused before anything was written: no folder left behind
+        if created:
+            try:
+                directory.rmdir()
+            except OSError:
+                pass
+        raise
     if manifest is None:
         _write_manifest(directory, fp, state)
     stats = kernel.prepare(X)
