@@ -717,7 +717,7 @@ def test_probe_runs_the_libraries_kernelfit_calls(monkeypatch, fresh_backends, b
     _install(monkeypatch, fake)
     assert backend.gpu_available() is False
     reason = backend.gpu_unavailable_reason()
-    assert "cuBLAS" in reason and "kernelfit[cuda12]" in reason and "kernelfit[cuda13]" in reason
+    assert "cuBLAS" in reason and "cupy-cuda12x[ctk]" in reason and "cupy-cuda13x[ctk]" in reason
     assert "\n" not in reason
     with pytest.raises(BackendUnavailableError, match="cuBLAS"):
         get_backend("gpu")
@@ -761,7 +761,7 @@ def test_cli_device_gpu_with_missing_cuda_libraries_is_one_line(monkeypatch, fre
     err = capsys.readouterr().err.strip()
     assert code != 0
     assert len(err.splitlines()) == 1, err
-    assert "cuBLAS" in err and "kernelfit[cuda12]" in err and "Traceback" not in err
+    assert "cuBLAS" in err and "cupy-cuda12x[ctk]" in err and "Traceback" not in err
 
 
 def test_cli_auto_falls_back_and_says_so_in_one_line(monkeypatch, fresh_backends, capsys):

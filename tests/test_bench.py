@@ -439,3 +439,35 @@ def test_a_solve_that_is_not_exact_is_flagged(tmp_path):
     assert "5.0e-07 (NOT exact)" in report.render_markdown(res)
     paths = report.write_report(res, tmp_path)
     assert "peak_plot" not in paths and not (tmp_path / "bench_h_peak.png").exists()
+
+
+def test_the_default_test_set_fits_a_small_dataset_and_a_larger_one_is_refused(tmp_path,
+                                                                               capsys):
+    """digits has 359 test points: the default (1000) takes them all; an --n-test above
+    them is refused once, before any child runs (each child failed with it before)."""
+    from kernelfit.cli import main
+
+    rc = main(["bench", "--dataset", "digits", "--n", "200", "--repeats", "1",
+               "--peers", "none", "--device", "cpu", "--no-peaks", "--no-progress",
+               "--out", str(tmp_path / "a"), "--json"])
+    out = capsys.readouterr().out
+    assert rc == 0
+    data = json.loads(out[out.index("{"):])
+    assert {r["n_test"] for r in data["records"]} == {359}
+    assert all(r["status"] == "ok" for r in data["records"])
+    rc = main(["bench", "--dataset", "digits", "--n", "200", "--n-test", "2000",
+               "--out", str(tmp_path / "b")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "--n-test 359 or less" in err and not (tmp_path / "b").exists()
+
+
+def test_nothing_measured_because_the_gpu_is_missing_points_to_the_cpu(tmp_path, capsys):
+    from kernelfit.cli import main
+
+    rc = main(["bench", "--n", "200", "--device", "gpu", "--peers", "none", "--no-peaks",
+               "--no-progress", "--out", str(tmp_path / "g")])
+    err = capsys.readouterr().err
+    if rc == 0:
+        pytest.skip("a GPU is usable here")
+    assert rc == 2 and "nothing was measured" in err and "--device cpu" in err
+    assert "smaller sizes" not in err

@@ -24,8 +24,9 @@ __all__ = ["GPUBackend", "probe_gpu", "SUPPORTED_CUPY", "FUSED_FINISH"]
 #: CuPy releases whose cuBLAS/cuSOLVER binding signatures GPUBackend was checked against.
 SUPPORTED_CUPY = (13, 14)
 
-_INSTALL = ("pip install 'kernelfit[cuda12]' (CUDA 12 driver) or 'kernelfit[cuda13]' "
-            "(CUDA 13 driver)")
+# CuPy itself (kernelfit is installed from its checkout, where '.[cuda12]' says the same)
+_INSTALL = ("pip install 'cupy-cuda12x[ctk]>=14,<15' (CUDA 12 driver) or "
+            "'cupy-cuda13x[ctk]>=14,<15' (CUDA 13 driver)")
 
 
 def _first_line(exc: BaseException) -> str:
@@ -497,7 +498,7 @@ def _import_cupy():
     if major is not None and major < SUPPORTED_CUPY[0]:
         raise BackendUnavailableError(
             f"the GPU backend needs CuPy {SUPPORTED_CUPY[0]} or newer (its cuBLAS/cuSOLVER "
-            f"bindings), found {cupy.__version__}: pip install -U 'kernelfit[cuda12]'")
+            f"bindings), found {cupy.__version__}: {_INSTALL}")
     if major is not None and major > SUPPORTED_CUPY[-1]:
         warnings.warn(f"kernelfit's GPU backend was checked against CuPy "
                       f"{SUPPORTED_CUPY[0]}-{SUPPORTED_CUPY[-1]}; CuPy {cupy.__version__} may "

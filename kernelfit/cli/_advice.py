@@ -87,11 +87,13 @@ def memory_ways_out(request: dict, available: int, *, special: bool = False,
     if solver != "cholesky" and not special:
         offer("--solver cholesky (stores half of K, in tiles)", {"solver": "cholesky"})
     if solver == "cholesky" and storage == "float64" and precision != "mixed":
+        # float32 alone: its residual is float32's, rarely exact (exit 6 without --tolerance)
+        loose = "halves K, but its residual is float32's: add --tolerance R to accept it"
         if precision == "auto":
-            offer("--dtype float32 (halves K)", {"dtype": "float32"})
+            offer(f"--dtype float32 ({loose})", {"dtype": "float32"})
         else:
             flags = "--precision float32" + (" --dtype float32" if given_dtype else "")
-            offer(f"{flags} (halves K)", {"precision": "float32", "dtype": "float32"})
+            offer(f"{flags} ({loose})", {"precision": "float32", "dtype": "float32"})
     in_memory = req.get("placement", "memory") == "memory"
     if solver == "cholesky" and precision != "mixed" and in_memory:
         drop = " in place of --dtype float64" if given_dtype == "float64" else ""
@@ -234,22 +236,36 @@ def tolerance_that_accepts(residual: Optional[float]) -> Optional[float]:
 
 
 def _float64_fits(rec: dict, args) -> bool:
-    """Whether the same solve factored in float64 passes the memory pre-flight."""
+    """Whether the same solve factored in float64 passes the memory pre-flight (within the
+    memory budget, where one was given)."""
+    return _fits(rec, args, "float64") == ""
+
+
+def _fits(rec: dict, args, precision: str) -> Optional[str]:
+    """Whether the same solve in ``precision`` passes the memory pre-flight: ``""`` where
+    it fits as asked, ``" --memory-budget SIZE"`` where it fits only a larger memory budget
+    than the one given, None where it does not fit."""
     n = int(rec.get("n_train") or 0)
     req = {"n": n, "d": int(rec.get("n_features") or 0),
            "n_outputs": int(rec.get("n_classes") or 1),
-           "n_test": int(rec.get("n_test") or 0), "precision": "float64",
+           "n_test": int(rec.get("n_test") or 0), "precision": precision,
+           "dtype": "float32" if precision == "mixed" else precision,
            "solver": "cholesky", "device": rec.get("device") or getattr(args, "device", "cpu"),
+           "tile_size": getattr(args, "tile_size", None),
            "placement": ("dask" if getattr(args, "scheduler", None)
                          or getattr(args, "distributed", None)
                          else "disk" if getattr(args, "ooc_dir", None) else "memory")}
     try:
         from ..backend import get_backend
 
-        available = get_backend(req["device"]).free_memory()
-        return would_fit(req, available)
+        machine = get_backend(req["device"]).free_memory()
+        budget = getattr(args, "memory_budget", None)
+        if would_fit(req, min(budget, machine) if budget else machine):
+            return ""
+        least = least_budget(req, machine) if budget else None
+        return None if least is None else f" {FLAGS['memory_budget']} {least[1]}"
     except KernelfitError:
-        return False
+        return None
 
 
 def inexact_ways_out(recs, args, *, bandwidth_given: bool) -> List[str]:
@@ -291,8 +307,10 @@ def inexact_ways_out(recs, args, *, bandwidth_given: bool) -> List[str]:
                 add(f"--precision float64 (a float64 factorization: the refinement from the "
                     f"float32 factor did not reach --tol {given:g} on this K)")
         if rec.get("precision") == "float32":  # no refinement of the float32 factor
-            add("--precision mixed" + (f" --tol {target:g}" if target != tol else "")
-                + f" (refines the solution to a relative residual of {target:g})")
+            more = _fits(rec, args, "mixed")
+            if more is not None:
+                add("--precision mixed" + (f" --tol {target:g}" if target != tol else "")
+                    + more + f" (refines the solution to a relative residual of {target:g})")
     worst = max((r.get("relative_residual") for r in recs
                  if r.get("relative_residual") is not None
                  and math.isfinite(r["relative_residual"])), default=None)

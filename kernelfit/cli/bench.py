@@ -14,10 +14,13 @@ recorded, not fatal. Writes ``bench_<host>.json``, ``.md`` and three PNG plots t
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 
 from ..errors import InputError
 from ._common import bandwidth_arg, check_output_paths, positive_int
+
+DEFAULT_N_TEST = 1000
 
 HELP = "benchmark exact solves on this machine: kernelfit (CPU/GPU) vs scikit-learn and SciPy"
 DESCRIPTION = (
@@ -81,7 +84,9 @@ def add_arguments(p) -> None:
                         "kernelfit dataset name such as mnist")
     d.add_argument("--data-dir", default=None, help="folder of the dataset files")
     d.add_argument("--d", type=positive_int, default=784, help="features of random data")
-    d.add_argument("--n-test", type=int, default=1000, help="test points (predict time)")
+    d.add_argument("--n-test", type=int, default=None,
+                   help="test points (predict time); default 1000, or all a dataset has "
+                        "where that is fewer")
     d.add_argument("--seed", type=int, default=0, help="seed of the data")
     d.add_argument("--kernel", default="gaussian", choices=KERNEL_NAMES)
     d.add_argument("--bandwidth", type=bandwidth_arg, default=5.0)
@@ -110,10 +115,10 @@ def _config(args):
 
     if args.bandwidth == "median":
         raise InputError("bench needs a numeric --bandwidth")
-    if args.n_test < 0:
+    if args.n_test is not None and args.n_test < 0:
         raise InputError("--n-test must be >= 0")
     flat = {f.name: getattr(args, f.name) for f in fields(BenchConfig) if hasattr(args, f.name)}
-    flat.update(n_list=args.n, bandwidth=float(args.bandwidth),
+    flat.update(n_test=DEFAULT_N_TEST if args.n_test is None else args.n_test, n_list=args.n, bandwidth=float(args.bandwidth),
                 devices=parse_devices(args.device), peers=parse_peers(args.peers),
                 timeout_s=args.timeout, budget_s=args.budget,
                 measure_peaks=not args.no_peaks, peer_env=dict(args.peer_env))
@@ -177,10 +182,16 @@ def run(args) -> int:
         except InputError as exc:  # bench also knows its own random data
             raise InputError(exc.message.replace("; known: ", "; known: random (the "
                                                  "default), ", 1), **exc.facts) from None
-        # a missing or corrupt dataset fails once, here, not in every child
-        ds = load_dataset(cfg.dataset, data_dir=cfg.data_dir, n_train=10,
-                          n_test=min(cfg.n_test, 10))
+        # a missing or corrupt dataset fails once, here, not in every child; so does an
+        # --n-test beyond its test set (the default takes what there is, up to 1000)
+        ds = load_dataset(cfg.dataset, data_dir=cfg.data_dir, n_train=10)
         d = ds.X_train.shape[1]
+        has = int(ds.X_test.shape[0])
+        if cfg.n_test > has:
+            if args.n_test is not None:
+                raise InputError(f"--n-test {cfg.n_test} is more than the {has} test points "
+                                 f"{cfg.dataset} has; give --n-test {has} or less")
+            cfg = dataclasses.replace(cfg, n_test=has)
     _check_some_n_fits(cfg, d)
 
     def on_event(kind, payload):
@@ -193,11 +204,17 @@ def run(args) -> int:
     results = run_bench(cfg, on_event=on_event,
                         show_progress=False if args.no_progress else None)
     if not any(r.get("status") == "ok" for r in results.get("records", [])):
-        reasons = sorted({f"{r.get('status')}: {r.get('reason')}"
-                          for r in results.get("records", [])})
+        recs = results.get("records", [])
+        reasons = sorted({f"{r.get('status')}: {r.get('reason')}" for r in recs})
+        statuses = {r.get("status") for r in recs}
+        if statuses == {"unavailable"}:  # what was asked for cannot run here at all
+            way = "--device cpu (or all) to measure what this machine has"
+        elif statuses <= {"unavailable", "error"}:
+            way = "mend what the error says, then run again"
+        else:
+            way = "ask for smaller sizes with --n or a longer --timeout / --budget"
         raise InputError("nothing was measured, so no report was written ("
-                         + ("; ".join(reasons[:3]) or "no run") + "); ask for smaller sizes "
-                         "with --n or a longer --timeout / --budget")
+                         + ("; ".join(reasons[:3]) or "no run") + f"); {way}")
     paths = write_report(results, args.out)
     for c in results.get("comparisons", []):
         bits = [f"n={c['n']}"]
