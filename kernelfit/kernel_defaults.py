@@ -146,7 +146,12 @@ def refinement_of(fit_info: dict) -> Optional[dict]:
     factor (mixed precision, in memory, out of core or on Dask); None for any other."""
     if (fit_info.get("precision") == "mixed" and "tol" in fit_info
             and "converged" in fit_info):
-        return {"tol": float(fit_info["tol"]), "converged": bool(fit_info["converged"])}
+        out = {"tol": float(fit_info["tol"]), "converged": bool(fit_info["converged"])}
+        steps, most = fit_info.get("iterations"), fit_info.get("max_iter")
+        if (not out["converged"] and steps is not None and most is not None
+                and int(steps) >= int(most) and "note_stalled" not in fit_info):
+            out["max_iter"] = int(most)  # it ran out of steps, still falling
+        return out
     return None
 
 
@@ -191,6 +196,12 @@ def exactness(residual: Optional[float], *, kernel_params: Optional[dict] = None
         if condition_number:
             parts.append(f"estimated condition number {condition_number:.1e}")
         out.update(inexact_reason="; ".join(parts), cause="float32")
+        return out
+    if refinement is not None and refinement.get("max_iter") is not None:
+        out["inexact_reason"] = (head + f"the refinement used all {refinement['max_iter']} "
+                                 "steps it was allowed (max_iter) before reaching its target "
+                                 f"tol {float(refinement['tol']):g}")
+        out.update(cause="max_iter", refinement_max_iter=refinement["max_iter"])
         return out
     parts = [head + "K is too ill-conditioned for this solve"]
     if refinement is not None and not refinement["converged"]:

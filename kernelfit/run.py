@@ -257,15 +257,15 @@ def versions() -> dict:
             "blas": blas_info()}
 
 
-#: fit_info keys copied into the record; these three get a ``solve_`` prefix
+#: fit_info keys copied into the record; those in _PREFIXED get a ``solve_`` prefix
 _INFO_KEYS = ("precision", "precision_reason", "refinement", "tol", "iterations", "matvecs",
               "refinement_history", "refinement_step_seconds", "preconditioner_application",
               "converged", "shift", "preconditioner_only", "note",
               "checkpoint", "out_of_core", "distributed", "precision_fallback", "plan_choice",
               "inner_products", "kept_tiles", "n_tiles_lower", "kept_off_diagonal_tiles",
               "kept_storage", "kept_bytes", "kept_diagonal_in_tiles", "deflation",
-              "conditioning_probe")
-_PREFIXED = ("tol", "iterations", "note")
+              "conditioning_probe", "max_iter", "note_stalled")
+_PREFIXED = ("tol", "iterations", "note", "max_iter", "note_stalled")
 
 
 def computed_dtype(est, requested: str) -> str:

@@ -240,7 +240,18 @@ def test_corrupt_gzip(tmp_path, monkeypatch):
     bad = stored["train_labels"][:15]
     (tmp_path / "mnist" / IDX_NAMES["train_labels"]).write_bytes(bad)
     register_sources(monkeypatch, "mnist", {**stored, "train_labels": bad})
-    with pytest.raises(DataError, match="gzip"):
+    with pytest.raises(DataError, match="gzip.*delete it to download it again, or replace"):
+        load_dataset("mnist", data_dir=tmp_path)
+
+
+def test_a_damaged_uncompressed_idx_file_names_the_way_out(tmp_path, monkeypatch):
+    stored = write_idx_dataset(tmp_path)
+    good = gzip.decompress(stored["train_labels"])
+    (tmp_path / "mnist" / IDX_NAMES["train_labels"]).unlink()
+    raw = tmp_path / "mnist" / IDX_NAMES["train_labels"].removesuffix(".gz")
+    raw.write_bytes(good[:-3])  # truncated
+    register_sources(monkeypatch, "mnist", stored)
+    with pytest.raises(DataError, match="truncated IDX file.*delete it to download it again"):
         load_dataset("mnist", data_dir=tmp_path)
 
 

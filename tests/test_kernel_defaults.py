@@ -11,7 +11,7 @@ from hypothesis import given, settings, strategies as st
 from kernelfit.cli import main
 from kernelfit.kernel_defaults import (EXACT_RESIDUAL, FEATURE_MEDIAN_FACTOR, INEXACT_EXIT_CODE,
                                        RAW_BANDWIDTH, choose_bandwidth, exactness, exit_code_for,
-                                       median_factor)
+                                       median_factor, refinement_of)
 from kernelfit.kernels import median_distance
 
 
@@ -237,3 +237,22 @@ def test_cli_mixed_exact_but_short_of_tol_names_float64(capsys):
     rc, rec, err = _mixed(capsys, ["--bandwidth", "8", "--tol", "1e-14"])
     assert rc == 0 and rec["exact"] is True and rec["converged"] is False
     assert "note:" in err and "--precision float64" in err and "--tol 1e-14" in err
+
+
+def test_a_refinement_out_of_steps_names_max_iter_not_precision(capsys):
+    """--max-iter 1 stops the refinement while its residual still falls: the cause and the
+    way out are the step limit, not the float32 factor or the bandwidth."""
+    rc, rec, err = _solve(capsys, ["--precision", "mixed", "--max-iter", "1"])
+    assert rc == 6 and rec["cause"] == "max_iter" and rec["refinement_max_iter"] == 1
+    assert "used all 1 steps it was allowed (max_iter)" in rec["inexact_reason"]
+    assert "--max-iter 30 (the refinement ran out of steps at --max-iter 1" in err
+    assert "--precision float64" not in err and "bandwidth" not in err
+    # exact, but short of --tol because of the step limit: the note says so
+    rc, rec, err = _solve(capsys, ["--precision", "mixed", "--max-iter", "3",
+                                   "--tol", "1e-14"])
+    assert rec["exact"] and not rec["converged"]
+    assert rc == 0 and "ran out of steps: --max-iter 30 lets it go on" in err
+    # a stalled refinement is not out of steps
+    r = refinement_of({"precision": "mixed", "tol": 1e-10, "converged": False,
+                       "iterations": 5, "max_iter": 5, "note_stalled": "..."})
+    assert "max_iter" not in r

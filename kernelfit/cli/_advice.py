@@ -297,7 +297,11 @@ def inexact_ways_out(recs, args, *, bandwidth_given: bool) -> List[str]:
                 and getattr(args, "bandwidth", None) != "median"):
             add("leave out --bandwidth (default chosen for the features) or "
                 "--bandwidth median")
-        if cause == "tol":
+        if cause == "max_iter":
+            most = int(rec.get("refinement_max_iter") or 1)
+            add(f"--max-iter {max(30, 4 * most)} (the refinement ran out of steps at "
+                f"--max-iter {most}, its residual still falling)")
+        elif cause == "tol":
             given = rec.get("refinement_tol", tol)
             add(f"--tol {target:g} (the refinement stops at --tol, and --tol {given:g} is "
                 f"above the {EXACT_RESIDUAL:.0e} that exact needs)")
@@ -326,10 +330,18 @@ def short_of_tol_note(recs, args) -> Optional[str]:
     on (a float64 factorization, when it fits; never a looser ``--tol``), else None."""
     short = [r for r in recs if r.get("exact") and r.get("precision") == "mixed"
              and r.get("converged") is False]
-    if not short or not _float64_fits(short[0], args):
+    if not short:
         return None
     tol = short[0].get("solve_tol", getattr(args, "tol", None))
     worst = max(float(r.get("relative_residual") or 0.0) for r in short)
+    most = short[0].get("solve_max_iter")
+    if (most is not None and short[0].get("solve_iterations", 0) >= most
+            and not short[0].get("solve_note_stalled")):  # out of steps, still falling
+        return (f"the refinement stopped at a relative residual of {worst:.1e}, above --tol "
+                f"{tol:g} (still exact), when it ran out of steps: --max-iter "
+                f"{max(30, 4 * int(most))} lets it go on")
+    if not _float64_fits(short[0], args):
+        return None
     return (f"the refinement stopped at a relative residual of {worst:.1e}, above --tol "
             f"{tol:g} (still exact); --precision float64 (a float64 factorization) may reach "
             "--tol on this K")

@@ -66,7 +66,8 @@ def gunzip(data: bytes, name: str) -> bytes:
     try:
         return gzip.decompress(data)
     except (OSError, EOFError, zlib.error) as exc:
-        raise DataError(f"{name}: corrupt or truncated gzip data ({exc})") from None
+        raise DataError(f"{name}: corrupt or truncated gzip data ({exc}); delete it to "
+                        "download it again, or replace it with the official file") from None
 
 
 def verify_bytes(data: bytes, remote: Optional[RemoteFile], name: str,

@@ -80,7 +80,12 @@ def _read_checked(path: Path, role: str, remote, expect_magic: int,
         _check_other_dataset(name, role, path, stored)
         if unverified is not None:
             unverified.append(path.name)
-    return parse_idx(stored if uncompressed else content, str(path), expect_magic=expect_magic)
+    try:
+        return parse_idx(stored if uncompressed else content, str(path),
+                         expect_magic=expect_magic)
+    except DataError as exc:  # a damaged copy: the way out is a good one
+        raise DataError(f"{exc.message}; delete it to download it again, or replace it with "
+                        "the official file", **exc.facts) from None
 
 
 def _read_split(paths: Dict[str, Path], split: str, remotes, n_classes: int, name: str = "",
