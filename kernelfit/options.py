@@ -8,6 +8,8 @@
                                  options: precision, refinement, out-of-core, Dask
       seed                       the one base seed (subsets, feature maps, median sample)
       save                       where ``kernelfit solve`` stores the fitted model
+      tolerance                  the largest relative residual accepted beyond exact (None:
+                                 exact only); a solve not accepted saves no model
 
 Each class is defined and validated once, here, in its ``__post_init__`` (bad values raise
 :class:`~kernelfit.errors.InputError`); an instance is never changed afterwards: derived
@@ -25,6 +27,7 @@ none of the three lists the options again.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, fields, replace
 from types import MappingProxyType
 from typing import Any, ClassVar, Dict, Iterator, Mapping, Optional, Tuple
@@ -277,6 +280,7 @@ class RunOptions:
     solver: SolverOptions = field(default_factory=SolverOptions)
     seed: int = 0
     save: Optional[str] = None
+    tolerance: Optional[float] = None
 
     _PARTS: ClassVar[Tuple[Tuple[str, type], ...]] = (
         ("data", DataOptions), ("features", FeatureOptions), ("kernel", KernelOptions),
@@ -294,11 +298,21 @@ class RunOptions:
         if not ok:
             raise InputError(f"seed must be an integer, got {self.seed!r}")
         _set(self, "seed", int(self.seed))
+        if self.tolerance is not None:
+            try:
+                tol = float(self.tolerance)
+            except (TypeError, ValueError):
+                tol = math.nan
+            if isinstance(self.tolerance, bool) or not (math.isfinite(tol) and tol >= 0):
+                raise InputError(f"tolerance must be a relative residual >= 0 (or None: "
+                                 f"exact only), got {self.tolerance!r}", param="tolerance")
+            _set(self, "tolerance", tol)
 
     @classmethod
     def flat_names(cls) -> Tuple[str, ...]:
         """Every flat option name (the leaves of the tree)."""
-        return sum((part.flat_names() for _, part in cls._PARTS), ()) + ("seed", "save")
+        return sum((part.flat_names() for _, part in cls._PARTS), ()) + ("seed", "save",
+                                                                          "tolerance")
 
     @classmethod
     def from_flat(cls, **flat) -> "RunOptions":
@@ -308,14 +322,15 @@ class RunOptions:
         if unknown:
             raise InputError(f"unknown option(s): {', '.join(unknown)}")
         parts = {name: part.from_params(flat) for name, part in cls._PARTS}
-        return cls(**parts, seed=flat.get("seed", 0), save=flat.get("save"))
+        return cls(**parts, seed=flat.get("seed", 0), save=flat.get("save"),
+                   tolerance=flat.get("tolerance"))
 
     def to_flat(self) -> Dict[str, Any]:
         """The flat ``{name: value}`` form (as recorded in JSON results)."""
         out: Dict[str, Any] = {}
         for name, _ in self._PARTS:
             out.update(getattr(self, name).to_flat())
-        out.update(seed=self.seed, save=self.save)
+        out.update(seed=self.seed, save=self.save, tolerance=self.tolerance)
         return out
 
 

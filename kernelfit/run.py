@@ -43,6 +43,7 @@ import numpy as np
 from . import __version__
 from .errors import InputError
 from .grid import INT_GRID_KERNELS, grid_expected
+from .kernel_defaults import exit_code_for
 from .kernels import active_columns, check_array
 from .memory import fmt_bytes, peak_rss_bytes
 from .options import FeatureOptions, KernelOptions, RunOptions, SolverOptions
@@ -393,13 +394,16 @@ def _jsonable(v) -> bool:
 
 
 def run_solve(opts: RunOptions) -> dict:
-    """Load, featurize, solve exactly, evaluate; one JSON-ready record (``opts.save``:
-    also store the fitted model)."""
+    """Load, featurize, solve exactly, evaluate; one JSON-ready record. ``opts.save``: also
+    store the fitted model, when the solve is accepted: exact, or within ``opts.tolerance``
+    (the record's ``saved_model``); a solve that is not accepted writes no model and leaves
+    a file already at that path as it was (the record's ``model_not_saved`` says why)."""
     t_total = time.perf_counter()
     opts, be = resolve_device(opts)
     if opts.save:
         from .modelfile import check_save_path
 
+        opts = replace(opts, save=os.path.expanduser(opts.save))
         check_save_path(opts.save)
     timings = {}
     t0 = time.perf_counter()
@@ -443,7 +447,12 @@ def run_solve(opts: RunOptions) -> dict:
     if be_peak is not None:
         out["peak_gpu_memory_bytes"] = int(be_peak)
     out["versions"] = versions()
-    if opts.save:
+    if opts.save and exit_code_for(out, opts.tolerance) != 0:
+        out["model_not_saved"] = (f"the solve is not exact (relative residual "
+                                  f"{out['relative_residual']:.1e})" if opts.tolerance is None
+                                  else f"the relative residual {out['relative_residual']:.1e} "
+                                  f"is above the tolerance {opts.tolerance:g}")
+    elif opts.save:
         from .datasets import dataset_location
         from .modelfile import save_model
 

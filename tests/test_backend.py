@@ -100,7 +100,7 @@ def test_cpu_path_never_touches_cupy(monkeypatch, fresh_backends):
 
 def test_gpu_without_cupy_is_a_clear_error(monkeypatch, fresh_backends):
     monkeypatch.setitem(sys.modules, "cupy", None)  # makes `import cupy` fail
-    with pytest.raises(BackendUnavailableError, match=r"needs CuPy.*kernelfit\[cuda12\]"):
+    with pytest.raises(BackendUnavailableError, match=r"needs CuPy.*cupy-cuda12x\[ctk\]"):
         get_backend("gpu")
     assert backend.gpu_available() is False
     assert get_backend("auto").device == "cpu"

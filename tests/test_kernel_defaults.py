@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from kernelfit.cli import main
+from kernelfit.errors import InputError
 from kernelfit.kernel_defaults import (EXACT_RESIDUAL, FEATURE_MEDIAN_FACTOR, INEXACT_EXIT_CODE,
                                        RAW_BANDWIDTH, choose_bandwidth, exactness, exit_code_for,
                                        median_factor, refinement_of)
@@ -131,7 +132,7 @@ def test_cli_inexact_solve_saves_no_model_unless_a_tolerance_accepts_it(capsys, 
     model.write_bytes(b"an earlier model")
     rc, rec, err = _solve(capsys, ["--bandwidth", "200", "--save", str(model)])
     assert rc == 6 and rec["exact"] is False and "saved_model" not in rec
-    assert rec["model_not_saved"] == "the solve is not exact"
+    assert rec["model_not_saved"].startswith("the solve is not exact (relative residual")
     assert f"the model was not saved to {model}" in err and "--tolerance" in err
     assert model.read_bytes() == b"an earlier model"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.pkl"]
@@ -142,6 +143,27 @@ def test_cli_inexact_solve_saves_no_model_unless_a_tolerance_accepts_it(capsys, 
     assert main(["predict", "--model", str(model), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["n"] > 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.pkl"]
+
+
+def test_the_run_layer_saves_only_an_accepted_solve(tmp_path, monkeypatch):
+    """run_solve from Python, as the CLI: a solve that is not exact writes no model; a
+    tolerance that accepts its residual saves it; a ~ in the path is the home folder."""
+    from kernelfit.options import RunOptions
+    from kernelfit.run import run_solve
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    flat = dict(dataset="digits", n_train=300, n_test=50, bandwidth=200.0,
+                show_progress=False, save="~/m.pkl")
+    rec = run_solve(RunOptions.from_flat(**flat))
+    assert rec["exact"] is False and "saved_model" not in rec
+    assert "not exact" in rec["model_not_saved"] and not (tmp_path / "m.pkl").exists()
+    rec = run_solve(RunOptions.from_flat(**flat, tolerance=1e-2))
+    assert rec["saved_model"] == str(tmp_path / "m.pkl") and (tmp_path / "m.pkl").is_file()
+    rec = run_solve(RunOptions.from_flat(**dict(flat, save=str(tmp_path / "e.pkl"),
+                                                bandwidth=5.0)))
+    assert rec["exact"] and (tmp_path / "e.pkl").is_file()
+    with pytest.raises(InputError, match="tolerance must be a relative residual"):
+        RunOptions.from_flat(tolerance=-1)
 
 
 def test_cli_default_bandwidth_follows_features(capsys):

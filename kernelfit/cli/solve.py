@@ -99,35 +99,12 @@ def _precision(rec: dict) -> str:
 
 
 def run(args) -> int:
-    import dataclasses
-    import os
-
-    from ..kernel_defaults import INEXACT_EXIT_CODE, exit_code_for
     from ..run import run_solve
 
     check_output_paths(args)
-    opts = config_from_args(args)  # --save is part of the options
-    final = target = staging = None
-    if opts.save:
-        # the model is written beside its place and moved there only once the solve is
-        # accepted: a solve that is not exact leaves no model file (nor replaces one)
-        final = opts.save
-        target = os.path.abspath(os.path.expanduser(final))
-        head, tail = os.path.split(target)
-        staging = os.path.join(head, f".{tail}.kernelfit-{os.getpid()}.tmp")
-        opts = dataclasses.replace(opts, save=staging)
-    try:
-        rec = run_solve(opts)
-        if final is not None:
-            if exit_code_for(rec, args.tolerance) == INEXACT_EXIT_CODE:
-                rec.pop("saved_model", None)
-                rec["model_not_saved"] = "the solve is not exact"
-            else:
-                os.replace(staging, target)
-                rec["saved_model"] = str(final)
-    finally:
-        if staging is not None and os.path.exists(staging):
-            os.unlink(staging)
+    # --save and --tolerance are part of the options: the run layer saves an accepted
+    # solve only (one that is not exact leaves no model file, nor replaces one)
+    rec = run_solve(config_from_args(args))
     if args.json:
         print_json(rec)
     else:
