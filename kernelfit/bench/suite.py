@@ -129,8 +129,15 @@ class BenchConfig:
         self.peers = parse_peers(list(self.peers))
         if self.repeats < 1 or self.peer_repeats < 1:
             raise InputError("repeats must be at least 1")
-        if self.timeout_s <= 0:
-            raise InputError("timeout must be positive")
+        if not self.timeout_s > 0:
+            raise InputError(f"timeout_s must be a positive number of seconds, got "
+                             f"{self.timeout_s!r}", param="timeout_s")
+        if not self.budget_s >= 0:
+            raise InputError(f"budget_s must be seconds >= 0 (0: no budget), got "
+                             f"{self.budget_s!r}", param="budget_s")
+        if not self.sklearn_alpha >= 0:
+            raise InputError(f"sklearn_alpha must be >= 0 (scikit-learn's KernelRidge alpha), "
+                             f"got {self.sklearn_alpha!r}", param="sklearn_alpha")
         return self
 
     def implementations(self) -> List[dict]:

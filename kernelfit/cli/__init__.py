@@ -13,6 +13,7 @@ import argparse
 import importlib
 import importlib.util
 import os
+import re
 import sys
 import warnings
 from typing import Optional, Sequence
@@ -57,10 +58,20 @@ class _HelpFormatter(argparse.HelpFormatter):
         return text + " (default: %(default)s)"
 
 
+#: an option followed by a negative value (``--n-train -5``, ``--memory-budget -5G``)
+_NEGATIVE = re.compile(r"--[a-z-]+\s+-\d")
+#: the arguments being parsed (for the message of a parse error)
+_ARGV: Optional[Sequence[str]] = None
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with errors as one line (the problem, and where to read the options)."""
 
     def error(self, message):  # pragma: no cover - exercised through main()
+        if message.endswith("expected one argument") and _NEGATIVE.search(
+                " ".join(_ARGV or ())):
+            # `--memory-budget -5G`: argparse reads the value as an option
+            message += " (a value that starts with '-' reads as an option; these are positive)"
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
@@ -107,6 +118,8 @@ def _one_line(text: str) -> str:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    global _ARGV
+    _ARGV = list(sys.argv[1:] if argv is None else argv)
     try:  # the parser imports each command's module: Ctrl-C may come that early
         parser = build_parser()
         args = parser.parse_args(argv)

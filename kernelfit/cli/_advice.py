@@ -42,6 +42,7 @@ FLAGS = {
     "degree": "--degree", "gamma": "--gamma", "coef0": "--coef0", "device": "--device",
     "features": "--features", "dataset": "--dataset", "repeats": "--repeats",
     "prefix": "--prefix", "n": "--n", "budget": "--budget", "memory_budget": "--memory-budget",
+    "timeout_s": "--timeout", "budget_s": "--budget", "sklearn_alpha": "--sklearn-alpha",
 }
 
 #: kernels whose Gram matrix is positive semi-definite for every parameter kernelfit accepts

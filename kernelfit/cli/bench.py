@@ -21,6 +21,7 @@ from ..errors import InputError
 from ._common import bandwidth_arg, check_output_paths, positive_int
 
 DEFAULT_N_TEST = 1000
+D_RANDOM = 784  # the width of random data (MNIST's)
 
 HELP = "benchmark exact solves on this machine: kernelfit (CPU/GPU) vs scikit-learn and SciPy"
 DESCRIPTION = (
@@ -83,7 +84,8 @@ def add_arguments(p) -> None:
                    help="random (seeded, uniform in [0,1], --d features, 10 classes) or a "
                         "kernelfit dataset name such as mnist")
     d.add_argument("--data-dir", default=None, help="folder of the dataset files")
-    d.add_argument("--d", type=positive_int, default=784, help="features of random data")
+    d.add_argument("--d", type=positive_int, default=D_RANDOM,
+                   help="features of random data (a dataset has its own)")
     d.add_argument("--n-test", type=int, default=None,
                    help="test points (predict time); default 1000, or all a dataset has "
                         "where that is fewer")
@@ -182,6 +184,9 @@ def run(args) -> int:
         except InputError as exc:  # bench also knows its own random data
             raise InputError(exc.message.replace("; known: ", "; known: random (the "
                                                  "default), ", 1), **exc.facts) from None
+        if args.d != D_RANDOM:
+            raise InputError(f"--d sets the width of random data; --dataset {cfg.dataset} has "
+                             "its own: leave --d out")
         # a missing or corrupt dataset fails once, here, not in every child; so does an
         # --n-test beyond its test set (the default takes what there is, up to 1000)
         ds = load_dataset(cfg.dataset, data_dir=cfg.data_dir, n_train=10)

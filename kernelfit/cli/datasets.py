@@ -55,11 +55,14 @@ def _print_info(info: dict, out) -> None:
               f"({info['n_features']} features)\n")
     out.write(f"  train        {info['n_train']} examples\n")
     out.write(f"  test         {info['n_test']} examples\n")
-    width = max(len(str(c)) for c in info["class_names"])
-    out.write(f"  {'class':<{width + 6}} train   test\n")
-    for i, c in enumerate(info["class_names"]):
-        out.write(f"  {i:>2}  {str(c):<{width}}  {info['train_counts'][i]:>6} "
-                  f"{info['test_counts'][i]:>6}\n")
+    names = [str(c) for c in info["class_names"]]
+    # a class named by its own index (digits, MNIST: '0'..'9') is shown once
+    named = any(c != str(i) for i, c in enumerate(names))
+    width = max(len(c) for c in names) if named else 0
+    out.write(f"  {'class':<{width + 6 if named else 5}}  train   test\n")
+    for i, c in enumerate(names):
+        label = f"{i:>2}  {c:<{width}}" if named else f"{i:>5}"
+        out.write(f"  {label}  {info['train_counts'][i]:>6} {info['test_counts'][i]:>6}\n")
 
 
 def _print_not_fetched(args, exc, out) -> int:

@@ -10,6 +10,8 @@ from ._types import nonneg_float
 from ._common import (add_data_arguments, add_kernel_arguments, add_solver_arguments,
                       check_output_paths, config_from_args, print_json)
 
+PREFIX = "randomize_"  # the files' default prefix inside --out
+
 HELP = ("randomization tests: corrupt labels or pixels at several levels, interpolate "
         "exactly, report train/test error, RKHS norm, time and cond(K)")
 DESCRIPTION = (
@@ -58,7 +60,7 @@ def add_arguments(p) -> None:
     o.add_argument("--out", default=None, metavar="DIR",
                    help="write randomize_records.json, randomize_table.md and PNG plots "
                         "to DIR (created if missing; each file written atomically)")
-    o.add_argument("--prefix", default="randomize_", help="file-name prefix inside --out")
+    o.add_argument("--prefix", default=PREFIX, help="file-name prefix inside --out")
     o.add_argument("--note", default=None,
                    help="a note printed in the table and plots (e.g. the data's provenance)")
     o.add_argument("--tolerance", type=nonneg_float, default=None, metavar="R",
@@ -81,6 +83,9 @@ def run(args) -> int:
         check_out_dir(args.out)
         if "/" in args.prefix or "\\" in args.prefix:
             raise InputError(f"--prefix must be a file-name prefix, got {args.prefix!r}")
+    elif args.prefix != PREFIX:
+        raise InputError("--prefix names the files written to --out; add --out DIR, or leave "
+                         "--prefix out")
     check_output_paths(args)
     cfg = config_from_args(args)
     condition = {"all": True, "endpoints": "endpoints", "none": False}[args.condition]

@@ -51,5 +51,6 @@ def resolve_data_dir(data_dir: Optional[PathLike] = None) -> Path:
             path = default_cache_dir()
             origin = "the default cache directory"
     if path.exists() and not path.is_dir():
-        raise InputError(f"{origin} {str(path)!r} exists but is not a directory")
+        raise InputError(f"{origin} {str(path)!r} exists but is not a directory",
+                         **({"param": "data_dir"} if origin == "data_dir" else {}))
     return path
