@@ -587,3 +587,20 @@ def test_a_full_disk_leaves_no_part_of_the_report_and_names_the_file(tmp_path, m
 
     assert "No space left on device" in explain_os_error(exc.value)
     assert exc.value.filename in explain_os_error(exc.value)
+
+
+def test_plots_of_a_run_whose_solves_all_failed_warn_nothing(monkeypatch):
+    import warnings
+
+    def fail(*a, **kw):
+        raise NotPositiveDefiniteError("K is not numerically positive definite (test)")
+
+    monkeypatch.setattr(experiment, "_solve_one", fail)
+    res = rz.run_randomization(_cfg(n_train=60, n_test=20), "labels", (0.0, 1.0), 1,
+                               estimate_condition=False)
+    assert res["n_failed"] == 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        figs = rz.plot_results(res)
+    texts = [t.get_text() for t in figs["rkhs_norm"].axes[0].texts]
+    assert "no successful solve" in texts

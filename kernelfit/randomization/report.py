@@ -196,6 +196,15 @@ def _draw(ax, result: dict, metric: str, label: str, scale: str) -> None:
     ax.grid(True, alpha=0.3)
 
 
+def _legend(ax) -> None:
+    """The legend of the lines drawn; a panel with none says that no solve gave a value
+    (matplotlib warns on a legend of nothing)."""
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
+    if not ax.lines and not ax.collections:
+        ax.text(0.5, 0.5, "no successful solve", transform=ax.transAxes, ha="center")
+
+
 def _title(result: dict, note: Optional[str], width: int = 90) -> str:
     import textwrap
 
@@ -222,14 +231,14 @@ def plot_results(result: dict, note: Optional[str] = None) -> Dict[str, object]:
     axes = fig.subplots(2, 2).ravel()
     for ax, (metric, label, scale) in zip(axes, _PANELS):
         _draw(ax, result, metric, label, scale)
-    axes[0].legend(fontsize=8)
+    _legend(axes[0])
     fig.suptitle(_title(result, note, width=120), fontsize=9)
     figs["overview"] = fig
     for metric, label, scale in _PANELS[:3]:
         f = Figure(figsize=(6, 4.2), layout="constrained")
         ax = f.subplots()
         _draw(ax, result, metric, label, scale)
-        ax.legend(fontsize=8)
+        _legend(ax)
         f.suptitle(_title(result, note, width=85), fontsize=7)
         figs[metric] = f
     return figs
