@@ -22,6 +22,7 @@ then just verifies the residual).
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import time
@@ -349,6 +350,12 @@ def solve_distributed(kernel: Kernel, X, Y, opts, be: Optional[Backend] = None,
         if U is not None:
             deflation["sherman_morrison_c"] = precond.c
         F.release()
+    except KeyboardInterrupt:
+        # the tasks cancelled by the interruption end in the client's event loop; their
+        # "Task exception was never retrieved" and workers' warnings are noise then
+        for name in ("asyncio", "distributed"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
+        raise
     except (RuntimeError, ImportError) as exc:
         text = str(exc)
         if not (isinstance(exc, ImportError) or "deserializ" in text):
