@@ -305,3 +305,21 @@ def test_an_out_of_core_solve_within_a_small_budget_runs_on_its_halved_tiles(tmp
     assert sol.info["tile_size"] == sp.tile_size
     K = k(X, X)
     assert np.linalg.norm(K @ sol.alpha - Y) / np.linalg.norm(Y) <= 1e-10
+
+
+def test_a_resumed_out_of_core_run_plans_with_its_checkpoints_tiles(tmp_path):
+    """Tiles halved to fit a budget are the checkpoint's: resuming without that budget (or
+    with more memory free) plans with them, not with the one tile it would choose now."""
+    X, Y = _problem(n=1200)
+    k = get_kernel("gaussian", bandwidth=0.3)
+    folder = str(tmp_path / "ooc")
+    first = solve_exact(k, X, Y, SolveOptions(ooc_dir=folder, memory_budget=6 << 20,
+                                              tol=1e-11))
+    assert first.info["tile_size"] < 1200
+    again = SolveOptions(ooc_dir=folder, resume=True, tol=1e-11)
+    sp = plan.plan_solve(1200, 6, 3, again.validate(), device="cpu", available=23 * GiB)
+    assert sp.tile_size == first.info["tile_size"]
+    sol = solve_exact(k, X, Y, again)  # refused before: the tile size differed
+    assert sol.info["converged"] and sol.info["tile_size"] == first.info["tile_size"]
+    np.testing.assert_allclose(sol.alpha, first.alpha, rtol=0, atol=1e-8 * np.abs(
+        first.alpha).max())

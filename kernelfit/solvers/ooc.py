@@ -90,6 +90,16 @@ def _panel_tiles(store: DiskTiles, k0: int, budget: float) -> int:
     return max(1, min(w, store.nt - k0))
 
 
+def checkpoint_tile_size(directory) -> Optional[int]:
+    """The tile size of the checkpoint in ``directory`` (None: none there, or unreadable):
+    the one a resumed run must plan with."""
+    try:
+        doc = json.loads((Path(directory).expanduser() / MANIFEST).read_text())
+        return int(doc["fingerprint"]["tile_size"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def _read_manifest(directory: Path) -> Optional[dict]:
     p = directory / MANIFEST
     if not p.is_file():

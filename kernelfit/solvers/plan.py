@@ -28,6 +28,7 @@ from ..backend import get_backend
 from ..errors import InputError
 from ..memory import SAFETY, MemoryPlan, fmt_bytes, largest_n, plan_exact_solve
 from .machine import gemm_rates, n_threads_default, tile_choice
+from .ooc import checkpoint_tile_size
 from .options import SolveOptions
 from .products import kept_copy_bytes, values_fit
 from .tiles import TiledSymmetric, default_tile_size
@@ -299,10 +300,14 @@ def _plan_solve(n, d, m, opts, device, available, check, n_test, backend, grid) 
     """:func:`plan_solve` within ``available`` bytes (the device's, or the budget). With an
     automatic tile size, a plan that does not fit is made again with tiles of half the
     rows (down to :data:`MIN_AUTO_TILE`): the tile buffers shrink with the square of the
-    tile, and the plan most often fits at a rate close to the first tile's."""
-    first = opts.tile_size or default_tile_size(n, device)
+    tile, and the plan most often fits at a rate close to the first tile's. An out-of-core
+    run that resumes plans with its checkpoint's tiles."""
+    given = opts.tile_size
+    if given is None and opts.ooc_dir and opts.resume:  # a checkpoint's tiles are fixed
+        given = checkpoint_tile_size(opts.ooc_dir)
+    first = given or default_tile_size(n, device)
     splan = _plan_at(first, n, d, m, opts, device, available, check, n_test, backend, grid)
-    if opts.tile_size is not None or not check or available is None:
+    if given is not None or not check or available is None:
         return splan
     ts = first
     while not splan.memory.fits() and ts > MIN_AUTO_TILE:
