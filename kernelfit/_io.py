@@ -16,8 +16,8 @@ import numpy as np
 
 from .errors import InputError
 
-__all__ = ["check_format", "atomic_writer", "atomic_batch", "atomic_save_npy", "atomic_write_text", "json_default",
-           "check_writable_file", "check_writable_folder"]
+__all__ = ["check_format", "atomic_writer", "atomic_batch", "atomic_save_npy",
+           "atomic_write_text", "json_default", "check_writable_file", "check_writable_folder"]
 
 
 #: the writes of the innermost :func:`atomic_batch`: (temporary, final path) pairs
