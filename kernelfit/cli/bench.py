@@ -120,7 +120,8 @@ def _config(args):
     if args.n_test is not None and args.n_test < 0:
         raise InputError("--n-test must be >= 0")
     flat = {f.name: getattr(args, f.name) for f in fields(BenchConfig) if hasattr(args, f.name)}
-    flat.update(n_test=DEFAULT_N_TEST if args.n_test is None else args.n_test, n_list=args.n, bandwidth=float(args.bandwidth),
+    flat.update(n_test=DEFAULT_N_TEST if args.n_test is None else args.n_test,
+                n_list=args.n, bandwidth=float(args.bandwidth),
                 devices=parse_devices(args.device), peers=parse_peers(args.peers),
                 timeout_s=args.timeout, budget_s=args.budget,
                 measure_peaks=not args.no_peaks, peer_env=dict(args.peer_env))
