@@ -86,8 +86,9 @@ def _precision(rec: dict) -> str:
     if precision == "mixed":
         # one residual after the first solve, then one per refinement step: each a float64
         # product with K (the probe predicts steps)
-        products = len(rec.get("refinement_history") or [])
-        steps = max(products - 1, 0)
+        steps = max(len(rec.get("refinement_history") or []) - 1, 0)
+        # the products: the first residual's, one per step, and the certifying one
+        products = rec.get("matvecs") or steps + 1
         expected = (f"; {probe['passes_predicted']} expected"
                     if probe.get("passes_predicted") is not None else "")
         return (f"mixed (float32 factor, {steps} refinement step{'s' * (steps != 1)}"

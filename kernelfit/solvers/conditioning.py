@@ -48,7 +48,7 @@ import scipy.linalg
 from ..backend import Backend
 from ..backend._host import BlasOneThread
 from ..kernels import Kernel
-from .refine import FAST_GAIN
+from .refine import CERTIFY_PASSES, FAST_GAIN
 
 __all__ = ["probe_rows", "sample_pivots", "extrapolate_min_pivot", "predicted_rate",
            "predicted_passes", "conditioning_probe", "PROBE_SHARE", "PROBE_MIN_ROWS",
@@ -147,7 +147,8 @@ def predicted_passes(rate: float, tol: float) -> Optional[int]:
 def _expect(rate: float, tol: float, once: float, pass_s: float) -> dict:
     passes = predicted_passes(rate, tol)
     return {"rate_predicted": rate, "passes_predicted": passes,
-            "mixed_s_predicted": None if passes is None else once + passes * pass_s}
+            "mixed_s_predicted": None if passes is None
+            else once + (passes + CERTIFY_PASSES) * pass_s}
 
 
 def conditioning_probe(kernel: Kernel, X, be: Backend, times: dict, tol: float, *,

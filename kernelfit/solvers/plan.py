@@ -31,6 +31,7 @@ from .machine import gemm_rates, n_threads_default, tile_choice
 from .ooc import checkpoint_tile_size
 from .options import SolveOptions
 from .products import kept_copy_bytes, values_fit
+from .refine import CERTIFY_PASSES
 from .tiles import TiledSymmetric, default_tile_size
 
 __all__ = ["SolvePlan", "plan_solve", "plan_mixed", "plan_gram_solve", "preflight",
@@ -200,9 +201,10 @@ def expected_times(n: int, d: int, m: int, ts: int, rates: dict, keep_fraction: 
     t64 = n ** 3 / 3.0 / r64 + product(f64_keep_fraction, 0.0, m)  # kept: float64 values
     per_pass = product(keep_fraction, exact, 2 * m) + thin_s(per32, m, 2)
     once = n ** 3 / 3.0 / r32 + keep_fraction * entries * (4.0 if kept_exact else 8.0) / bw
-    return {"float64_s": t64, "mixed_s": once + EXPECTED_PASSES * per_pass,
-            "mixed_best_s": once + FEWEST_PASSES * per_pass,
-            "mixed_worst_s": once + WORST_PASSES * per_pass,
+    cert = CERTIFY_PASSES * per_pass  # the product that certifies the answer
+    return {"float64_s": t64, "mixed_s": once + EXPECTED_PASSES * per_pass + cert,
+            "mixed_best_s": once + FEWEST_PASSES * per_pass + cert,
+            "mixed_worst_s": once + WORST_PASSES * per_pass + cert,
             "pass_s": per_pass, "once_s": once, "passes_assumed": EXPECTED_PASSES,
             "passes_range": [FEWEST_PASSES, WORST_PASSES], "integer_grid": bool(grid),
             "kept_exact": kept_exact,
