@@ -312,6 +312,32 @@ def test_the_returned_residual_is_a_direct_product_not_the_steps_recurrence(meth
     assert out["converged"] == (true <= 1e-13)
 
 
+def test_where_only_the_recurrence_reached_tol_the_refinement_goes_on_once():
+    """A float32 factor's preconditioner: the steps' residual reaches tol, the certified
+    one does not; the refinement goes on from the certified iterate, and where that does
+    not help (the floor) it keeps the better certified iterate."""
+    import scipy.linalg as sl
+
+    from kernelfit.solvers.refine import refine
+
+    rng = np.random.default_rng(0)
+    n = 300
+    Q = np.linalg.qr(rng.standard_normal((n, n)))[0]
+    K = (Q * np.logspace(0, -3, n)) @ Q.T
+    L32 = np.linalg.cholesky(K.astype(np.float32)).astype(np.float64)
+    Y = rng.standard_normal((n, 3))
+    log = []
+    out = refine(lambda V: K @ V, lambda R: sl.cho_solve((L32, True), R), Y, tol=3.38e-14,
+                 max_iter=30, method="cg", log=log)
+    certified = [ln for ln in log if ln.startswith("certified")]
+    assert len(certified) == 2  # the first certification, and the one after going on
+    true = np.linalg.norm(K @ out["alpha"] - Y) / np.linalg.norm(Y)
+    assert out["relative_residual"] == pytest.approx(true, rel=1e-9)
+    first = float(certified[0].split("residual ")[1].split()[0])
+    assert out["relative_residual"] <= first * (1 + 1e-3)  # never the worse of the two
+    assert out["matvecs"] == len(out["history"]) + 2
+
+
 @pytest.mark.parametrize("method", ["cg", "ir"])
 def test_refinement_stops_soon_after_its_floor_and_keeps_the_best(method):
     """Products with an error floor (as float64 rounding gives a badly conditioned K): the
