@@ -257,6 +257,23 @@ class SolverOptions(_Flat):
                              f"of them (precision={p!r} alone stores K in {p})",
                              param="dtype", dtype=checked.dtype, precision=p,
                              conflicts_with="precision")
+        beyond = self.ooc_dir or self.scheduler or self.distributed
+        plain = (self.precision if self.precision in _FLOAT_PRECISIONS else "float32"
+                 if self.precision == "auto" and self.dtype == "float32" else None)
+        if plain and not beyond:
+            # in memory a float precision factors once and does not refine
+            given = [name for name, default in (("tol", 1e-10), ("max_iter", None),
+                                                ("refinement", "cg"))
+                     if getattr(self, name) != default]
+            if given:
+                asked = (f"precision={plain!r}" if plain == self.precision
+                         else "dtype='float32' (a float32 solve)")
+                raise InputError(
+                    f"{given[0]} does not apply with {asked}, which factors K once in "
+                    "memory and does not refine; leave it out, or use precision 'mixed' "
+                    "(or 'auto' without dtype float32, which may choose it)",
+                    param=given[0], not_with_precision=plain,
+                    via_dtype=plain != self.precision)
         # the solvers' normal forms (a dtype name, a float ridge, an int tile size); the
         # refinement default (max_iter None) stays None so records show what was asked
         for name in ("dtype", "ridge", "tile_size", "tol", "memory_budget"):

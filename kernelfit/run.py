@@ -52,7 +52,7 @@ __all__ = ["run_solve", "solve_arrays", "resolve_device", "load", "featurize",
            "feature_cache_dir", "feature_cache_key", "feature_plan", "choose_kernel",
            "make_plan", "grid_inputs", "preflight",
            "solve_width", "make_estimator", "fit", "evaluate", "computed_dtype",
-           "solve_record", "relative_residual", "versions"]
+           "solve_record", "relative_residual", "versions", "save_if_accepted"]
 
 
 # ---------------------------------------------------------------- steps
@@ -357,6 +357,8 @@ def solve_arrays(X_train, y_train, X_test=None, y_test=None, opts: Optional[RunO
     (None: made here, the one plan of the solve).
     """
     opts = opts or RunOptions()
+    if opts.save:  # refused before the solve, not after it
+        opts = _checked_save(opts)
     timings = dict(timings or {})
     X_train, y_train, X_test = _check_arrays(X_train, y_train, X_test, y_test)
     n_classes = int(np.unique(y_train).shape[0])
@@ -384,9 +386,38 @@ def solve_arrays(X_train, y_train, X_test=None, y_test=None, opts: Optional[RunO
                          ridge=float(rec.get("ridge") or 0.0),
                          refinement=refinement_of(est.fit_info_),
                          precision=rec.get("precision")))
+    if opts.save:  # the arrays as given are the model's inputs (no feature map)
+        save_if_accepted(rec, opts, est, meta={"dataset": None, "features": "raw",
+                                               "seed": opts.seed})
     if on_fitted is not None:
         on_fitted(est)
     return rec
+
+
+def _checked_save(opts: RunOptions) -> RunOptions:
+    """``opts`` with ``save`` expanded (``~``), refused unless it can be written."""
+    from .modelfile import check_save_path
+
+    opts = replace(opts, save=os.path.expanduser(opts.save))
+    check_save_path(opts.save)
+    return opts
+
+
+def save_if_accepted(rec: dict, opts: RunOptions, est, *, feature_map=None,
+                     meta: Optional[dict] = None) -> None:
+    """Store the fitted ``est`` at ``opts.save`` when the solve of record ``rec`` is
+    accepted: exact, or within ``opts.tolerance`` (``rec['saved_model']``); otherwise write
+    nothing, leave a file already there as it was, and say why (``rec['model_not_saved']``)."""
+    if exit_code_for(rec, opts.tolerance) != 0:
+        res = rec["relative_residual"]
+        rec["model_not_saved"] = (f"the solve is not exact (relative residual {res:.1e})"
+                                  if opts.tolerance is None else f"the relative residual "
+                                  f"{res:.1e} is above the tolerance {opts.tolerance:g}")
+        return
+    from .modelfile import save_model
+
+    save_model(opts.save, est, feature_map=feature_map, meta=meta)
+    rec["saved_model"] = str(opts.save)
 
 
 def _jsonable(v) -> bool:
@@ -401,10 +432,7 @@ def run_solve(opts: RunOptions) -> dict:
     t_total = time.perf_counter()
     opts, be = resolve_device(opts)
     if opts.save:
-        from .modelfile import check_save_path
-
-        opts = replace(opts, save=os.path.expanduser(opts.save))
-        check_save_path(opts.save)
+        opts = _checked_save(opts)
     timings = {}
     t0 = time.perf_counter()
     ds = load(opts)
@@ -428,9 +456,9 @@ def run_solve(opts: RunOptions) -> dict:
     timings["features"] = time.perf_counter() - t0
 
     fitted = {}
-    rec = solve_arrays(X_train, ds.y_train, X_test, ds.y_test, opts, timings,
-                       on_fitted=lambda est: fitted.setdefault("est", est), plan=plan,
-                       dataset=opts.data.dataset)
+    rec = solve_arrays(X_train, ds.y_train, X_test, ds.y_test, replace(opts, save=None),
+                       timings, on_fitted=lambda est: fitted.setdefault("est", est),
+                       plan=plan, dataset=opts.data.dataset)
     rec["timings"]["total"] = time.perf_counter() - t_total
     out = {
         "dataset": ds.name,
@@ -447,14 +475,8 @@ def run_solve(opts: RunOptions) -> dict:
     if be_peak is not None:
         out["peak_gpu_memory_bytes"] = int(be_peak)
     out["versions"] = versions()
-    if opts.save and exit_code_for(out, opts.tolerance) != 0:
-        out["model_not_saved"] = (f"the solve is not exact (relative residual "
-                                  f"{out['relative_residual']:.1e})" if opts.tolerance is None
-                                  else f"the relative residual {out['relative_residual']:.1e} "
-                                  f"is above the tolerance {opts.tolerance:g}")
-    elif opts.save:
+    if opts.save:
         from .datasets import dataset_location
-        from .modelfile import save_model
 
         meta = {"dataset": ds.name, "features": opts.features.name,
                 "feature_params": dict(opts.features.params), "seed": opts.seed,
@@ -462,6 +484,5 @@ def run_solve(opts: RunOptions) -> dict:
         location = dataset_location(opts.data.dataset)
         if location is not None:  # found from any folder; the name stays for display
             meta["dataset_path"] = location
-        save_model(opts.save, fitted["est"], feature_map=fmap, meta=meta)
-        out["saved_model"] = str(opts.save)
+        save_if_accepted(out, opts, fitted["est"], feature_map=fmap, meta=meta)
     return out

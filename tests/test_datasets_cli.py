@@ -106,3 +106,17 @@ def test_info_npz_counts_columns(tmp_path, capsys):
     assert cli.main(["datasets", "info", f"npz:{tmp_path / 'd.npz'}"]) == 0
     out = capsys.readouterr().out
     assert "(20 features)" in out and "none (not images)" in out
+
+
+def test_list_says_which_datasets_have_their_files_in_the_folder(tmp_path, capsys):
+    from kernelfit.cli import main
+
+    (tmp_path / "mnist").mkdir()
+    (tmp_path / "mnist" / "train-images-idx3-ubyte.gz").write_bytes(b"x")
+    assert main(["datasets", "list", "--data-dir", str(tmp_path), "--json"]) == 0
+    rows = {r["name"]: r["files"] for r in json.loads(capsys.readouterr().out)["datasets"]}
+    assert rows["mnist"] == "partial" and rows["cifar10"] == "not downloaded"
+    assert rows["digits"] == ""
+    assert main(["datasets", "list", "--data-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert f"files in {tmp_path}" in out and "[partial]" in out

@@ -278,3 +278,25 @@ def test_a_refinement_out_of_steps_names_max_iter_not_precision(capsys):
     r = refinement_of({"precision": "mixed", "tol": 1e-10, "converged": False,
                        "iterations": 5, "max_iter": 5, "note_stalled": "..."})
     assert "max_iter" not in r
+
+
+def test_solve_arrays_saves_an_accepted_solve_too(tmp_path):
+    from sklearn.datasets import load_digits
+
+    from kernelfit.options import RunOptions
+    from kernelfit.run import solve_arrays
+
+    X, y = load_digits(return_X_y=True)
+    X = X / 16.0
+    model = tmp_path / "a.pkl"
+    rec = solve_arrays(X[:300], y[:300], X[300:400], y[300:400],
+                       RunOptions.from_flat(save=str(model), show_progress=False))
+    assert rec["exact"] and rec["saved_model"] == str(model) and model.is_file()
+    assert main(["predict", "--model", str(model), "--json"]) == 2  # no data of its own
+    np.save(tmp_path / "x.npy", X[400:410])
+    assert main(["predict", "--model", str(model), "--input", str(tmp_path / "x.npy"),
+                 "--json"]) == 0
+    loose = tmp_path / "b.pkl"
+    rec = solve_arrays(X[:300], y[:300], opts=RunOptions.from_flat(
+        save=str(loose), bandwidth=200.0, show_progress=False))
+    assert not rec["exact"] and "model_not_saved" in rec and not loose.exists()

@@ -153,18 +153,31 @@ def test_one_spelling_shared_with_the_estimator():
                                                                      "float32", 0.5)
 
 
+@pytest.mark.parametrize("flat", [dict(precision="float64", tol=1e-6),
+                                  dict(precision="float32", max_iter=3),
+                                  dict(dtype="float32", refinement="ir")])
+def test_refinement_options_are_refused_where_nothing_refines(flat):
+    with pytest.raises(InputError, match="does not apply with") as exc:
+        SolverOptions(**flat)
+    assert exc.value.facts["not_with_precision"] in ("float32", "float64")
+    # out of core, mixed precision and auto may refine: accepted there
+    SolverOptions(**flat, ooc_dir="d")
+    SolverOptions(**dict(flat, precision="mixed", dtype=None))
+    SolverOptions(**{k: v for k, v in flat.items() if k not in ("precision", "dtype")})
+
+
 def test_cli_builds_the_same_tree():
     from kernelfit.cli import build_parser
     from kernelfit.cli._common import config_from_args
 
     args = build_parser().parse_args(
         ["solve", "--dataset", "digits", "--n-train", "100", "--kernel", "laplacian",
-         "--bandwidth", "median", "--dtype", "float32", "--refine", "ir", "--seed", "4",
+         "--bandwidth", "median", "--precision", "mixed", "--refine", "ir", "--seed", "4",
          "--features", "rff", "--rff-dim", "32", "--save", "m.pkl", "--no-progress"])
     opts = config_from_args(args)
     assert opts == RunOptions.from_flat(
         dataset="digits", n_train=100, kernel="laplacian", bandwidth="median",
-        dtype="float32", refinement="ir", seed=4, features="rff",
+        precision="mixed", refinement="ir", seed=4, features="rff",
         feature_params={"n_components": 32, "bandwidth": "median"}, save="m.pkl",
         show_progress=False)
 

@@ -122,10 +122,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     _ARGV = list(sys.argv[1:] if argv is None else argv)
     try:  # the parser imports each command's module: Ctrl-C may come that early
         parser = build_parser()
-        args = parser.parse_args(argv)
+        args, extra = parser.parse_known_args(argv)
     except KeyboardInterrupt:
         print("kernelfit: interrupted", file=sys.stderr)
         return 130
+    if extra:  # named by the (sub)command that was given them, not by `kernelfit`
+        where = " ".join(["kernelfit"] + [w for w in (getattr(args, "command", None),
+                                                      getattr(args, "action", None)) if w])
+        print(f"{where}: error: unrecognized arguments: {' '.join(extra)} (see {where} "
+              "--help)", file=sys.stderr)
+        return 2
     if getattr(args, "_run", None) is None:
         names = ", ".join(name for name, _ in _available_subcommands())
         print(f"kernelfit: error: choose a command: {names} (see kernelfit --help)",

@@ -43,6 +43,7 @@ FLAGS = {
     "features": "--features", "dataset": "--dataset", "repeats": "--repeats",
     "prefix": "--prefix", "n": "--n", "budget": "--budget", "memory_budget": "--memory-budget",
     "timeout_s": "--timeout", "budget_s": "--budget", "sklearn_alpha": "--sklearn-alpha",
+    "refinement": "--refine",
 }
 
 #: kernels whose Gram matrix is positive semi-definite for every parameter kernelfit accepts
@@ -304,8 +305,11 @@ def inexact_ways_out(recs, args, *, bandwidth_given: bool) -> List[str]:
                 f"--max-iter {most}, its residual still falling)")
         elif cause == "tol":
             given = rec.get("refinement_tol", tol)
-            add(f"--tol {target:g} (the refinement stops at --tol, and --tol {given:g} is "
-                f"above the {EXACT_RESIDUAL:.0e} that exact needs)")
+            # a tighter target needs the steps to reach it: a small --max-iter goes too
+            most = getattr(args, "max_iter", None)
+            steps = f" --max-iter {max(30, 4 * most)}" if most is not None and most < 30 else ""
+            add(f"--tol {target:g}{steps} (the refinement stops at --tol, and --tol {given:g} "
+                f"is above the {EXACT_RESIDUAL:.0e} that exact needs)")
         elif rec.get("refinement_converged") is False:
             if _float64_fits(rec, args):
                 given = rec.get("refinement_tol", tol)
@@ -385,6 +389,13 @@ def explain(exc: KernelfitError, args=None) -> str:
                  else f"stores K in {p}")
         return (f"{flag} {exc.facts.get('dtype')} contradicts {FLAGS[other]} {p}; give one of "
                 f"them ({FLAGS[other]} {p} alone {alone})")
+    if flag and exc.facts.get("not_with_precision"):
+        p = exc.facts["not_with_precision"]
+        asked = "--dtype float32" if exc.facts.get("via_dtype") else f"--precision {p}"
+        return (f"{flag} does not apply with {asked}, which factors K once in memory and "
+                f"does not refine; leave {flag} out, or use --precision mixed (or auto"
+                f"{' without --dtype float32' if exc.facts.get('via_dtype') else ''}, which "
+                "may choose it)")
     if flag and other in FLAGS and exc.facts.get("why"):
         return (f"{flag} and {FLAGS[other]} cannot be combined: {exc.facts['why']}; give one "
                 "of them")

@@ -17,6 +17,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="action", metavar="ACTION",
                                 parser_class=type(parser))
     p_list = sub.add_parser("list", help="list the dataset names")
+    p_list.add_argument("--data-dir", default=None,
+                        help="also say which datasets have their files in this folder "
+                             "(default: $KERNELFIT_DATA, else the user cache)")
     p_list.add_argument("--json", action="store_true", help="print JSON")
     for action, text in (("info", "shapes, counts per class and source of a dataset"),
                          ("fetch", "download (when missing) and verify a dataset's files")):
@@ -28,6 +31,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         if action == "info":
             p.add_argument("--no-download", action="store_true",
                            help="accepted for compatibility: info never downloads (use fetch)")
+
+
+def _files_state(name: str, folder) -> str:
+    """Whether a downloadable dataset's files are in ``folder``: 'present', 'partial' or
+    'not downloaded' (its published files, or their uncompressed copies); '' for the
+    others (bundled, or a path of your own)."""
+    from ..datasets.sources import SOURCES
+
+    remotes = SOURCES.get(name)
+    if not remotes:
+        return ""
+    where = folder / name
+    have = [any((where / f).is_file() for f in (r.filename, r.filename.removesuffix(".gz")))
+            for r in remotes.values()]
+    return "present" if all(have) else "partial" if any(have) else "not downloaded"
 
 
 def _describe(raw) -> dict:
@@ -96,14 +114,17 @@ def run(args: argparse.Namespace) -> int:
     if args.action == "list":
         from ..datasets import resolve_data_dir
 
-        rows = [{"name": n, "description": registry.DATASET_DESCRIPTIONS[n]}
-                for n in registry.DATASET_NAMES]
+        folder = resolve_data_dir(args.data_dir)
+        rows = [{"name": n, "description": registry.DATASET_DESCRIPTIONS[n],
+                 "files": _files_state(n, folder)} for n in registry.DATASET_NAMES]
         if args.json:
-            json.dump({"datasets": rows, "data_dir": str(resolve_data_dir())}, out, indent=2)
+            json.dump({"datasets": rows, "data_dir": str(folder)}, out, indent=2)
             out.write("\n")
         else:
+            out.write(f"datasets (files in {folder}):\n")
             for r in rows:
-                out.write(f"{r['name']:<14} {r['description']}\n")
+                state = f" [{r['files']}]" if r["files"] else ""
+                out.write(f"{r['name']:<14} {r['description']}{state}\n")
         return 0
     if args.action == "info":
         from ..errors import DownloadError
