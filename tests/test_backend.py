@@ -1006,3 +1006,17 @@ def test_bench_gpu_runs_pay_the_first_solve_untimed_on_a_slice(fake_gpu, monkeyp
     cpu = runner.run_solve_task({"task": "solve", "impl": "kernelfit", "device": "cpu",
                                  "n": 150, "n_test": 40, "d": 20, "repeats": 1})
     assert cpu["warmup_s"] is None and sizes[3:] == [150]
+
+
+def test_blas_info_names_numpys_blas_whatever_the_load_order(monkeypatch):
+    import threadpoolctl
+
+    from kernelfit.backend._host import blas_info
+
+    pools = [{"user_api": "blas", "internal_api": "openblas", "version": "0.3.30",
+              "filepath": "/x/scipy.libs/libscipy_openblas.so"},
+             {"user_api": "blas", "internal_api": "openblas", "version": "0.3.31",
+              "filepath": "/x/numpy.libs/libscipy_openblas64_.so"}]
+    for order in (pools, pools[::-1]):
+        monkeypatch.setattr(threadpoolctl, "threadpool_info", lambda o=order: list(o))
+        assert blas_info()["version"] == "0.3.31"

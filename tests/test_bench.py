@@ -469,5 +469,6 @@ def test_nothing_measured_because_the_gpu_is_missing_points_to_the_cpu(tmp_path,
     err = capsys.readouterr().err
     if rc == 0:
         pytest.skip("a GPU is usable here")
-    assert rc == 2 and "nothing was measured" in err and "--device cpu" in err
-    assert "smaller sizes" not in err
+    # refused before anything runs: kernelfit itself would not be measured at all
+    assert rc == 2 and "--device gpu: no usable GPU here" in err and "--device cpu" in err
+    assert not (tmp_path / "g").exists()

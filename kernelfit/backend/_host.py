@@ -122,7 +122,8 @@ def _cgroup_usage():
 
 
 def blas_info() -> dict:
-    """The BLAS/LAPACK library NumPy and SciPy use, with version and thread count."""
+    """The BLAS library NumPy uses (its GEMM runs the products), with version and thread
+    count; the same one whatever order NumPy and SciPy loaded theirs in."""
     try:
         from threadpoolctl import threadpool_info
 
@@ -131,6 +132,10 @@ def blas_info() -> dict:
         pools = []
     if not pools:
         return {"library": "unknown"}
+    # NumPy's own BLAS first (its GEMM is the products' and the peaks'), whatever order
+    # the libraries were loaded in (SciPy's OpenBLAS may be another build)
+    pools.sort(key=lambda q: ("numpy" not in str(q.get("filepath", "")).lower(),
+                              str(q.get("filepath", ""))))
     p = pools[0]
     return {
         "library": p.get("internal_api"),

@@ -175,6 +175,13 @@ def run(args) -> int:
 
     cfg = _config(args)  # bad input (unknown peer, bad n) fails here, before anything runs
     check_output_paths(args)
+    if args.device == "gpu":  # asked for by name: kernelfit would not be measured at all
+        from ..backend import gpu_unavailable_reason
+
+        reason = gpu_unavailable_reason()
+        if reason:
+            raise InputError(f"--device gpu: no usable GPU here ({reason}); --device cpu "
+                             "measures this machine's CPU")
     d = cfg.d
     if cfg.dataset != "random":
         from ..datasets import load_dataset
