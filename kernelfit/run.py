@@ -409,10 +409,11 @@ def save_if_accepted(rec: dict, opts: RunOptions, est, *, feature_map=None,
     accepted: exact, or within ``opts.tolerance`` (``rec['saved_model']``); otherwise write
     nothing, leave a file already there as it was, and say why (``rec['model_not_saved']``)."""
     if exit_code_for(rec, opts.tolerance) != 0:
-        res = rec["relative_residual"]
-        rec["model_not_saved"] = (f"the solve is not exact (relative residual {res:.1e})"
+        res = rec.get("relative_residual")
+        res = "none computed" if res is None else f"{res:.1e}"
+        rec["model_not_saved"] = (f"the solve is not exact (relative residual {res})"
                                   if opts.tolerance is None else f"the relative residual "
-                                  f"{res:.1e} is above the tolerance {opts.tolerance:g}")
+                                  f"{res} is above the tolerance {opts.tolerance:g}")
         return
     from .modelfile import save_model
 
