@@ -265,7 +265,7 @@ _INFO_KEYS = ("precision", "precision_reason", "refinement", "tol", "iterations"
               "checkpoint", "out_of_core", "distributed", "precision_fallback", "plan_choice",
               "inner_products", "kept_tiles", "n_tiles_lower", "kept_off_diagonal_tiles",
               "kept_storage", "kept_bytes", "kept_diagonal_in_tiles", "deflation",
-              "conditioning_probe", "max_iter", "note_stalled")
+              "conditioning_probe", "max_iter", "note_stalled", "tracked_residual")
 _PREFIXED = ("tol", "iterations", "note", "max_iter", "note_stalled")
 
 
