@@ -104,8 +104,13 @@ def refine(matvec: Callable, precond: Callable, Y, *, tol: float = 1e-10,
     ``precond`` for good (CG restarts from the current iterate): the float64 products and
     the float64 residual are the same either way, so the answer is certified alike.
     Returns a dict with ``alpha``, ``K_alpha``, ``history`` (relative residual after each
-    pass), ``iterations`` (updates of alpha after the initial solve), ``matvecs`` (passes
-    over K), ``converged``, ``fast_passes`` (passes whose step came from ``fast_precond``).
+    pass, as the steps track it: by recurrence after the first), ``iterations`` (updates of
+    alpha after the initial solve), ``matvecs`` (passes over K), ``converged``,
+    ``fast_passes`` (passes whose step came from ``fast_precond``), ``relative_residual``
+    (of the iterate returned, from a direct product with K: where its K x came from the
+    recurrence one more pass certifies it, ``certify_seconds``) and ``tracked_residual``
+    (the steps' figure for it). ``x0`` with ``Kx0``: start from x0 whose direct product is
+    Kx0 (no pass spent on it).
     ``give_up_slow``: stop as soon as the last three steps' rate of decrease cannot reach
     ``tol`` within ``max_iter`` steps (the caller then has a better way), or, with
     ``give_up_after`` (seconds: what that better way is expected to cost), as soon as the
