@@ -255,7 +255,9 @@ class KernelInterpolator(BaseEstimator):
                 KA = kernel_matvec(kernel, Xb, sol.alpha, tile_size=sol.info.get("tile_size"),
                                    backend=be, show_progress=self.show_progress)
             be.synchronize()
-            Yb = xp.asarray(Y)
+            # a 1-D regression target against the solver's (n, 1) columns: compared as
+            # columns (broadcasting them gave an n x n difference and a residual of ~10)
+            Yb = xp.asarray(Y).reshape(KA.shape)
             self.relative_residual_ = float(xp.linalg.norm(KA - Yb) / xp.linalg.norm(Yb))
             quad = float(xp.sum(sol.alpha * KA))
             self.rkhs_norm_ = float(np.sqrt(max(quad, 0.0)))

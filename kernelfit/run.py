@@ -228,11 +228,15 @@ def fit(opts: RunOptions, X_train, y_train, *, plan=None, **params):
 
 
 def evaluate(est, X_test, y_test) -> Tuple[Optional[float], float]:
-    """``(test_error, predict_seconds)``; the error is None without test points."""
+    """``(test_error, predict_seconds)``: the share of misclassified test points, or for a
+    regression (``est.task_``) the root mean squared error; None without test points."""
     t0 = time.perf_counter()
     if X_test is None or not X_test.shape[0]:
         return None, time.perf_counter() - t0
     pred = est.predict(X_test)
+    if getattr(est, "task_", "classification") == "regression":  # root mean squared error
+        err = np.asarray(pred, dtype=np.float64) - np.asarray(y_test, dtype=np.float64)
+        return float(np.sqrt(np.mean(err ** 2))), time.perf_counter() - t0
     return float(np.mean(pred != np.asarray(y_test))), time.perf_counter() - t0
 
 
@@ -288,7 +292,8 @@ def solve_record(est, opts: RunOptions, *, n_test: int, n_classes: int,
         "n_train": int(X_fit.shape[0]),
         "n_test": int(n_test),
         "n_features": int(est.n_features_in_),
-        "n_classes": n_classes,
+        "n_classes": n_classes if est.task_ == "classification" else None,
+        "task": est.task_,
         "kernel": est.kernel_.name,
         "kernel_params": est.kernel_.params(),
         "dtype": computed_dtype(est, opts.solver.dtype),

@@ -215,3 +215,25 @@ def test_library_error_facts_are_data(digits):
     assert exc.causes == ["low_rank_linear"] and exc.index >= 0
     assert exc.facts["n"] == 300 and exc.facts["dtype"] == "float64"
     assert "--" not in str(exc)
+
+
+def test_a_1d_regression_target_gets_its_true_residual_and_an_rmse():
+    """y of shape (n,) against the solver's (n, 1) columns: the residual and the training
+    RMSE were taken over an n x n broadcast (a residual of about 10 for an exact solve)."""
+    import warnings
+
+    from kernelfit.options import RunOptions
+    from kernelfit.run import solve_arrays
+
+    rng = np.random.default_rng(0)
+    X, Xt = rng.random((300, 20)), rng.random((50, 20))
+    y, yt = X.sum(1), Xt.sum(1)
+    m = KernelInterpolator(bandwidth=1.0, task="regression").fit(X, y)
+    true = np.linalg.norm(m.decision_function(X).ravel() - y) / np.linalg.norm(y)
+    assert m.relative_residual_ == pytest.approx(true, abs=1e-14) and true < 1e-12
+    assert m.train_error_ < 1e-10
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "y looks continuous"
+        rec = solve_arrays(X, y, Xt, yt, RunOptions.from_flat(bandwidth=1.0))
+    assert rec["exact"] and rec["task"] == "regression" and rec["n_classes"] is None
+    assert rec["test_error"] == pytest.approx(np.sqrt(np.mean((m.predict(Xt) - yt) ** 2)))
