@@ -291,3 +291,30 @@ def test_ctrl_c_while_the_parser_is_built_is_one_line(monkeypatch, capsys):
     assert main(["datasets", "list"]) == 130
     err = capsys.readouterr().err
     assert err.strip() == "kernelfit: interrupted"
+
+
+def test_predict_gives_the_datasets_own_labels(tmp_path, capsys):
+    """A dataset with string labels is fitted on class indices; predict maps them back
+    to the labels the model file keeps (digits' and MNIST's indices are their labels)."""
+    from sklearn.datasets import load_digits
+
+    from kernelfit.cli import main
+
+    X, y = load_digits(return_X_y=True)
+    X = X / 16.0
+    lab = np.array(list("abcdefghij"))
+    np.savez(tmp_path / "s.npz", X_train=X[:400], y_train=lab[y[:400]], X_test=X[400:450],
+             y_test=lab[y[400:450]])
+    model = tmp_path / "m.pkl"
+    assert main(["solve", "--dataset", f"npz:{tmp_path / 's.npz'}", "--save", str(model),
+                 "--json"]) == 0
+    capsys.readouterr()
+    assert main(["predict", "--model", str(model), "--output", str(tmp_path / "p.npy"),
+                 "--json"]) == 0
+    rec = json.loads(capsys.readouterr().out)
+    pred = np.load(tmp_path / "p.npy")
+    assert pred.dtype.kind == "U" and set(pred) <= set(lab)
+    assert np.mean(pred != lab[y[400:450]]) == pytest.approx(rec["test_error"])
+    assert main(["predict", "--model", str(model), "--json"]) == 0
+    first = json.loads(capsys.readouterr().out)["first_predictions"]
+    assert all(p in lab for p in first)

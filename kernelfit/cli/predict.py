@@ -93,6 +93,20 @@ def model_dataset(meta: dict, model: str):
     return f"{kind}:{where}"
 
 
+def class_labels(pred, names):
+    """The predictions as the dataset's own labels: a dataset loaded by kernelfit (npz
+    string labels, imagefolder folders, CIFAR-10) is fitted on class indices, whose names
+    the model file keeps; indices that are their own names (digits, MNIST) stay numbers."""
+    pred = np.asarray(pred)
+    if not names or pred.dtype.kind not in "iu":
+        return pred
+    names = [str(c) for c in names]
+    if all(c == str(i) for i, c in enumerate(names)) or pred.size and (
+            pred.min() < 0 or pred.max() >= len(names)):
+        return pred
+    return np.asarray(names)[pred]
+
+
 def run(args) -> int:
     from ..modelfile import load_model
 
@@ -143,6 +157,7 @@ def run(args) -> int:
     rec["seconds"] = time.perf_counter() - t0
     if y is not None and not args.input:
         rec["test_error"] = float(np.mean(pred != y))
+    pred = class_labels(pred, meta.get("class_names"))
     if args.output:
         from .._io import atomic_save_npy
 
