@@ -331,6 +331,10 @@ CASES = [
     C("datasets-info-unknown-option", "datasets info digits --bogus", 2,
       "kernelfit datasets info: error: unrecognized arguments: --bogus",
       "see kernelfit datasets info --help"),
+    C("solve-gabor-pool-too-large", "solve --n-train 60 --n-test 20 --features gabor "
+      "--gabor-pool 100", 2, "--gabor-pool must be at most", "got 100"),
+    C("solve-conv-power-zero", "solve --n-train 60 --n-test 20 --features random-conv "
+      "--conv-power 0", 2, "--conv-power must be greater than", "got 0"),
     C("solve-tol-with-float64", S + " --precision float64 --tol 1e-6", 2,
       "--tol does not apply with --precision float64", ("leave --tol out",)),
     C("solve-refine-with-float32", S + " --dtype float32 --refine ir", 2,

@@ -405,6 +405,17 @@ def explain(exc: KernelfitError, args=None) -> str:
         msg = flag + msg[len(param):]
     elif flag and not msg.startswith(flag):
         msg = f"{flag}: {msg}"
+    features = getattr(args, "features", None)
+    if features and features != "raw":  # the map's own parameter names, as its flags
+        import re
+
+        from ._features import feature_flags
+
+        for pname, fl in sorted(feature_flags(features).items(), key=lambda kv: -len(kv[0])):
+            msg = re.sub(rf"(?<![\w-]){re.escape(pname)}(=| must| is)",
+                         lambda m, fl=fl: fl + (" " if m.group(1) == "=" else m.group(1)), msg)
+        msg = msg.replace("pass image_shape=(H, W) or (H, W, C)", "store an image_shape "
+                          "array (H, W) or (H, W, C) in the .npz")
     return flags_for_names(msg)
 
 

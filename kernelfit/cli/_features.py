@@ -128,3 +128,14 @@ def feature_params_from_args(args) -> tuple:
                 off = dest in _NONE_IS_OFF and value == "none"
                 params[pname] = None if off else value
     return name, params
+
+
+def feature_flags(name: str) -> dict:
+    """The feature map ``name``'s parameter names -> their command-line flags (``power`` ->
+    ``--conv-power`` for random-conv), for its messages on the command line."""
+    out = {}
+    for dest, (owners, pname) in _ARG_MAP.items():
+        owners = (owners,) if isinstance(owners, str) else owners
+        if name in owners:
+            out[pname] = "--" + dest.replace("_", "-")
+    return out
