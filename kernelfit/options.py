@@ -148,6 +148,9 @@ class FeatureOptions(_Flat):
         if not isinstance(self.params, Mapping):
             raise InputError(f"feature parameters must be a mapping, got "
                              f"{type(self.params).__name__}")
+        from .features import check_param_names
+
+        check_param_names(self.name, self.params)  # another map's parameter: refused
         # a private, read-only copy: the caller's dict may change, these options may not
         _set(self, "params", FrozenParams(self.params))
         _set(self, "cache", bool(self.cache))

@@ -351,7 +351,9 @@ def _plan_that_ran(plan, est) -> dict:
 def solve_arrays(X_train, y_train, X_test=None, y_test=None, opts: Optional[RunOptions] = None,
                  timings: Optional[dict] = None, on_fitted: Optional[Callable] = None,
                  plan=None, dataset: Optional[str] = None) -> dict:
-    """Plan, fit, evaluate and record an exact solve on given arrays.
+    """Plan, fit, evaluate and record an exact solve on given arrays, as they are:
+    ``opts.features`` names the map that made them (for the default bandwidth), it does not
+    apply one (:func:`featurize` does).
 
     Returns the record (errors, residual, norm, timings); ``on_fitted(estimator)`` is called
     with the fitted estimator (e.g. to save it). Without a bandwidth, the default is chosen

@@ -221,3 +221,13 @@ def test_readme_names_every_option_whose_python_name_is_not_the_flag():
     assert odd, "every name matches: the README's table can go"
     for name in odd:
         assert f"`{name}=" in readme, name
+
+
+def test_feature_parameters_of_another_map_are_refused_in_python_too():
+    """The CLI refuses --rff-dim without --features rff; the options tree as well."""
+    with pytest.raises(InputError, match="given with features 'raw', which has none"):
+        RunOptions.from_flat(feature_params={"n_components": 10})
+    with pytest.raises(InputError, match="unknown parameter.*'rff' features: n_filters"):
+        RunOptions.from_flat(features="rff", feature_params={"n_filters": 10})
+    assert RunOptions.from_flat(features="rff", feature_params={"n_components": 10}
+                                ).features.params == {"n_components": 10}

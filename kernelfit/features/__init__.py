@@ -38,6 +38,7 @@ __all__ = [
     "RandomReLUFeatures",
     "RandomConvFeatures",
     "default_params",
+    "check_param_names",
 ]
 
 FEATURE_NAMES = ("raw", "gabor", "rff", "relu", "random-conv")
@@ -67,6 +68,22 @@ def _feature_class(name: str):
     return getattr(importlib.import_module(modname), cls)
 
 
+def check_param_names(name: str, params) -> None:
+    """Raise :class:`InputError` for a parameter that feature map ``name`` does not have
+    (``'raw'`` has none): one of another map is refused, not ignored."""
+    if name == "raw":
+        if params:
+            raise InputError(f"feature parameters {', '.join(sorted(params))} given with "
+                             "features 'raw', which has none; choose the feature map they "
+                             "belong to, or leave them out", param="feature_params")
+        return
+    valid = set(_feature_class(name)._get_param_names()) - {"image_shape", "seed", "device"}
+    unknown = sorted(set(params) - valid)
+    if unknown:
+        raise InputError(f"unknown parameter(s) for {name!r} features: {', '.join(unknown)}; "
+                         f"valid: {', '.join(sorted(valid))}", param="feature_params")
+
+
 def default_params(name: str) -> dict:
     """The defaults of the parameters of feature map ``name`` that decide what it computes
     (not how: seed, device, batch sizes...); ``{}`` for ``'raw'``."""
@@ -87,14 +104,10 @@ def make_feature_map(name: str, *, image_shape, seed: int = 0, device: str = "cp
     Raises :class:`InputError` for an unknown name or parameter, an out-of-range value, or
     a map that needs images (gabor, random-conv) given ``image_shape=()``.
     """
+    check_param_names(name, params)
     if name == "raw":
         return None
     cls = _feature_class(name)
-    valid = set(cls._get_param_names()) - {"image_shape", "seed", "device"}
-    unknown = sorted(set(params) - valid)
-    if unknown:
-        raise InputError(f"unknown parameter(s) for {name!r} features: {', '.join(unknown)}; "
-                         f"valid: {', '.join(sorted(valid))}")
     shape = tuple(image_shape) if image_shape is not None else ()
     est = cls(image_shape=shape, seed=seed, device=device, **params)
     est.check_params()
