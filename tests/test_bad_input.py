@@ -335,6 +335,10 @@ CASES = [
       "--gabor-pool 100", 2, "--gabor-pool must be at most", "got 100"),
     C("solve-conv-power-zero", "solve --n-train 60 --n-test 20 --features random-conv "
       "--conv-power 0", 2, "--conv-power must be greater than", "got 0"),
+    C("solve-cache-dir-with-raw", S + " --feature-cache-dir {out}/fc", 2,
+      "--feature-cache-dir", "--features raw has none"),
+    C("solve-cache-dir-and-no-cache", S + " --features rff --feature-cache-dir {out}/fc "
+      "--no-feature-cache", 2, "cannot be combined", "give one of them"),
     C("solve-tol-with-float64", S + " --precision float64 --tol 1e-6", 2,
       "--tol does not apply with --precision float64", ("leave --tol out",)),
     C("solve-refine-with-float32", S + " --dtype float32 --refine ir", 2,

@@ -8,6 +8,7 @@ from typing import Iterable
 
 
 from .._io import json_default
+from ..errors import InputError
 from ._types import bandwidth_arg, finite_float, nonneg_float, nonneg_int, positive_int, size_arg
 
 __all__ = ["add_data_arguments", "add_kernel_arguments", "add_solver_arguments",
@@ -129,6 +130,14 @@ def config_from_args(args):
         flat.pop("features", None)
     flat["feature_cache"] = not getattr(args, "no_feature_cache", False)
     flat["cache_dir"] = getattr(args, "feature_cache_dir", None)
+    if flat["cache_dir"] is not None:  # a folder for a cache that would not be used
+        if flat.get("features", "raw") == "raw":
+            raise InputError("--feature-cache-dir is the folder of a feature map's cache; "
+                             "--features raw has none: add --features NAME, or leave "
+                             "--feature-cache-dir out")
+        if not flat["feature_cache"]:
+            raise InputError("--feature-cache-dir and --no-feature-cache cannot be combined: "
+                             "give one of them")
     flat["show_progress"] = (False if (args.no_progress or getattr(args, "json", False))
                              else None)
     return RunOptions.from_flat(**flat)
