@@ -104,7 +104,10 @@ def class_labels(pred, names):
     if all(c == str(i) for i, c in enumerate(names)) or pred.size and (
             pred.min() < 0 or pred.max() >= len(names)):
         return pred
-    return np.asarray(names)[pred]
+    labels = np.asarray(names)
+    if all(c.lstrip("-").isdigit() for c in names):  # integer labels (3, 7, 9) stay integers
+        labels = labels.astype(np.int64)
+    return labels[pred]
 
 
 def run(args) -> int:
