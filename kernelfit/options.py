@@ -33,6 +33,7 @@ from types import MappingProxyType
 from typing import Any, ClassVar, Dict, Iterator, Mapping, Optional, Tuple
 
 from .errors import InputError
+from .solvers.options import real_or_nan
 
 __all__ = ["DataOptions", "FeatureOptions", "FrozenParams", "KernelOptions", "SolverOptions",
            "RunOptions"]
@@ -319,11 +320,8 @@ class RunOptions:
             raise InputError(f"seed must be an integer, got {self.seed!r}")
         _set(self, "seed", int(self.seed))
         if self.tolerance is not None:
-            try:
-                tol = float(self.tolerance)
-            except (TypeError, ValueError):
-                tol = math.nan
-            if isinstance(self.tolerance, bool) or not (math.isfinite(tol) and tol >= 0):
+            tol = real_or_nan(self.tolerance)
+            if not (math.isfinite(tol) and tol >= 0):
                 raise InputError(f"tolerance must be a relative residual >= 0 (or None: "
                                  f"exact only), got {self.tolerance!r}", param="tolerance")
             _set(self, "tolerance", tol)

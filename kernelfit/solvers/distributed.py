@@ -35,6 +35,7 @@ from ..errors import InputError, NotPositiveDefiniteError
 from ..kernels import Kernel
 from .cholesky import backward_row, factor_columns, forward_row, substitute
 from .deflate import Deflated, mean_landmark
+from .options import real_or_nan
 from .products import cross_kernel_matmul, gram_tile, kernel_diagonal
 from .refine import (ExactSolution, breakdown_facts, refine, refined_solution,
                      retry_with_shift)
@@ -55,10 +56,7 @@ def connect(scheduler: Optional[str] = None, local: bool = False, *, n_workers: 
         raise InputError("Dask solves need dask[distributed]: pip install 'dask[distributed]'")
     if timeout is None:
         text = os.environ.get(CONNECT_TIMEOUT_ENV, "5")
-        try:
-            timeout = float(text)
-        except ValueError:
-            timeout = math.nan
+        timeout = real_or_nan(text)
         if not (math.isfinite(timeout) and timeout > 0):
             raise InputError(f"${CONNECT_TIMEOUT_ENV} must be a number of seconds above 0, "
                              f"got {text!r}; set it to one (e.g. 5) or unset it")

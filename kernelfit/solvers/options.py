@@ -11,7 +11,7 @@ import numpy as np
 from ..errors import InputError
 
 __all__ = ["SolveOptions", "SOLVERS", "DTYPES", "PRECISIONS", "REFINEMENTS",
-           "DEFAULT_MAX_ITER"]
+           "DEFAULT_MAX_ITER", "real_or_nan"]
 
 SOLVERS = ("cholesky", "eigh", "lstsq")
 DTYPES = ("float64", "float32")
@@ -85,6 +85,17 @@ class SolveOptions:
 
 
 
+def real_or_nan(value) -> float:
+    """``value`` as a float, or NaN where it is not a number (a bool, a word, None), so
+    that one finiteness and range test refuses every bad value alike."""
+    if isinstance(value, bool):
+        return math.nan
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
 def _conflict(param: str, other: str, why: str) -> None:
     """Refuse two options that cannot be combined (the facts name both, and why)."""
     raise InputError(f"{param} and {other} cannot be combined: {why}; give one of them",
@@ -115,11 +126,8 @@ def _validate_beyond_memory(opts) -> None:
         raise InputError(f"refinement must be one of {', '.join(REFINEMENTS)}, got "
                          f"{opts.refinement!r}", param="refinement")
     if opts.memory_budget is not None:
-        try:
-            budget = float(opts.memory_budget)
-        except (TypeError, ValueError):
-            budget = math.nan
-        if isinstance(opts.memory_budget, bool) or not (math.isfinite(budget) and budget >= 1):
+        budget = real_or_nan(opts.memory_budget)
+        if not (math.isfinite(budget) and budget >= 1):
             raise InputError(f"memory_budget must be a positive number of bytes, got "
                              f"{opts.memory_budget!r}", param="memory_budget")
         opts.memory_budget = int(budget)
