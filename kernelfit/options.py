@@ -262,8 +262,7 @@ class SolverOptions(_Flat):
                              param="dtype", dtype=checked.dtype, precision=p,
                              conflicts_with="precision")
         beyond = self.ooc_dir or self.scheduler or self.distributed
-        plain = (self.precision if self.precision in _FLOAT_PRECISIONS else "float32"
-                 if self.precision == "auto" and self.dtype == "float32" else None)
+        plain = checked.fixed_precision()
         if plain and not beyond:
             # in memory a float precision factors once and does not refine
             given = [name for name, default in (("tol", 1e-10), ("max_iter", None),

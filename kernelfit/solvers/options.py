@@ -50,12 +50,18 @@ class SolveOptions:
     # available, mixed precision's kept tiles fill it (kernelfit.solvers.plan.plan_solve)
     memory_budget: Optional[int] = None
 
-    def route_precision(self) -> str:
-        """The precision of an out-of-core or Dask solve: the one asked for; ``'auto'``:
-        mixed, or float32 alone where ``dtype`` float32 was asked for (as in memory)."""
-        if self.precision != "auto":
+    def fixed_precision(self) -> Optional[str]:
+        """The one float precision these options fix: ``precision`` 'float32'/'float64',
+        or float32 for ``'auto'`` with ``dtype`` float32 (a plain float32 solve); None
+        where ``'auto'`` or mixed precision decide."""
+        if self.precision in DTYPES:
             return self.precision
-        return "float32" if self.dtype == "float32" else "mixed"
+        return "float32" if self.precision == "auto" and self.dtype == "float32" else None
+
+    def route_precision(self) -> str:
+        """The precision of an out-of-core or Dask solve: the one fixed
+        (:meth:`fixed_precision`), else mixed."""
+        return self.fixed_precision() or "mixed"
 
     def validate(self) -> "SolveOptions":
         if self.solver not in SOLVERS:

@@ -333,8 +333,8 @@ def _plan_at(ts, n, d, m, opts, device, available, check, n_test, backend,
     if opts.scheduler or opts.distributed or opts.ooc_dir:
         return _beyond_plan(n, d, m, n_test, ts, opts, device, avail, choice)
     precision, reason = opts.precision, f"asked for precision {opts.precision}"
-    if precision == "auto" and opts.dtype == "float32":
-        precision, reason = "float32", "auto: dtype float32 asked for"
+    if precision == "auto" and opts.fixed_precision():
+        precision, reason = opts.fixed_precision(), "auto: dtype float32 asked for"
     elif precision == "auto":
         precision, reason = _auto(n, d, m, n_test, ts, opts, device, avail, backend, choice,
                                   grid and device == "cpu")
