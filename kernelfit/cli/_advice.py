@@ -20,7 +20,7 @@ from typing import List, Optional, Tuple
 
 import numpy as np
 
-from ..errors import (DownloadError, InputError, KernelfitError, MemoryPlanError,
+from ..errors import (DownloadError, KernelfitError, MemoryPlanError,
                       NotPositiveDefiniteError)
 from ..memory import fmt_bytes, largest_n
 from ..solvers.plan import max_n_that_fits, would_fit
@@ -399,8 +399,6 @@ def explain(exc: KernelfitError, args=None) -> str:
     if flag and other in FLAGS and exc.facts.get("why"):
         return (f"{flag} and {FLAGS[other]} cannot be combined: {exc.facts['why']}; give one "
                 "of them")
-    if isinstance(exc, InputError) and exc.facts.get("checkpoint"):
-        msg = msg.replace("continue it with resume=True", "add --resume to continue it")
     if flag and msg.startswith(f"{param} "):
         msg = flag + msg[len(param):]
     elif flag and not msg.startswith(flag):
