@@ -145,6 +145,9 @@ CASES = [
       "gabor", ("image", "image_shape")),
     C("solve-gabor-scales-too-big", S + " --features gabor --gabor-scales 5", 2, "scales",
       ("2^", "image", "at most")),
+    C("solve-gabor-grid-too-coarse", S + " --features gabor --gabor-grid-bits 0 "
+      "--no-feature-cache", 2, ("--gabor-grid-bits 0", "of their norm"),
+      "--gabor-grid-bits auto"),
     C("solve-seed-negative", "solve --seed -1", 2, "seed", "non-negative"),
     C("solve-polynomial-gamma-negative", S + " --kernel polynomial --gamma -1", 2, "gamma",
       "positive"),

@@ -135,6 +135,21 @@ def test_gabor_unit_features_rounded_to_the_feature_grid(order):
     assert np.array_equal(R * 16.0, np.rint(R * 16.0)) and raw.output_grid() is None
 
 
+def test_gabor_grid_too_coarse_is_refused_before_it_merges_images():
+    """A grid so coarse that rounding moves an image's unit features by more than half
+    their norm (all zero at 2^-0, duplicates a little finer) is refused with the figure and
+    the grid that works, instead of a later diagnosis of identical points; a fine grid and
+    an all-zero image pass."""
+    X = _imgs(6, (12, 12), seed=5)
+    X[3] = 0.0
+    for bits in (0, 1):
+        with pytest.raises(InputError, match=rf"grid_bits={bits} rounds .* by \d+% of their "
+                                             r"norm .*grid_bits=auto \(2\^-11"):
+            GaborFeatures((12, 12), pool=3, grid_bits=bits).fit_transform(X)
+    F = GaborFeatures((12, 12), pool=3, grid_bits=11).fit_transform(X)
+    assert not F[3].any() and F[0].any()
+
+
 def test_gabor_map_pickled_before_the_grid_keeps_its_unrounded_features():
     """A model file or cache entry made before ``grid_bits`` existed holds a map without
     it: loaded, it computes the unrounded features it was fitted with."""

@@ -90,6 +90,25 @@ NORMALIZE_CHOICES = ("unit", "none")
 #: image). 2-core EPYC, 2,048 MNIST-sized images, groups of 4: 570-800 images/s, of 8:
 #: 500-580, of 32: 430-490; all 128 of a batch on one core with NumPy's FFT: 150-210
 HOST_IMAGES_PER_TASK = 4
+#: the most that rounding to the grid of ``grid_bits`` may move an image's features,
+#: relative to their norm (see :func:`_check_rounding`)
+MAX_ROUNDING = 0.5
+
+
+def _check_rounding(out, rounded, bits: int, xp) -> None:
+    """Refuse a grid so coarse that rounding moves some image's features by more than
+    ``MAX_ROUNDING`` of their norm: the map would then hand on points that are all zero or
+    duplicates of each other (MNIST: 2^-4 moves them by up to 58%, 2^-3 merges images;
+    the default 2^-11 by under 1%)."""
+    norms = xp.sqrt((out * out).sum(axis=1))
+    moved = xp.sqrt(((rounded - out) ** 2).sum(axis=1))
+    worst = float(xp.max(moved / xp.where(norms > 0, norms, 1.0))) if out.shape[0] else 0.0
+    if worst > MAX_ROUNDING:
+        raise InputError(
+            f"grid_bits={bits} rounds the features of some images to multiples of 2^-{bits}, "
+            f"which moves them by {worst:.0%} of their norm (more than "
+            f"{MAX_ROUNDING:.0%}: images become all zero or identical); grid_bits=auto "
+            f"(2^-{FEATURE_GRID_BITS}, under 1% on MNIST) or a larger value keeps them apart")
 
 
 def _rot(theta: float, u1: np.ndarray, u2: np.ndarray):
@@ -254,8 +273,9 @@ class GaborFeatures(FeatureMap):
         if int(self.order) == 2 and J < 2:
             raise InputError("order 2 needs scales >= 2")
         if 2 ** J > min(H, W):
-            raise InputError(f"scales={J} is too many for {H}x{W} images (need 2^scales <= "
-                             f"{min(H, W)})")
+            raise InputError(f"scales={J} is too many for {H}x{W} images: the coarsest "
+                             f"wavelet, 2^{J} pixels wide, must fit, so at most "
+                             f"{int(math.log2(min(H, W)))}")
         check_int("pool", self.pool, 1, min(H, W))
         if self.normalize not in NORMALIZE_CHOICES:
             raise InputError(f"normalize must be one of {', '.join(NORMALIZE_CHOICES)}, got "
@@ -349,5 +369,7 @@ class GaborFeatures(FeatureMap):
             out = out / xp.where(norms > 0, norms, 1)
         bits = self.rounding_bits()
         if bits is not None:  # multiplying by powers of two: exact, in float32 too
-            out = xp.rint(out * float(2 ** bits)) * (1.0 / 2 ** bits)
+            rounded = xp.rint(out * float(2 ** bits)) * (1.0 / 2 ** bits)
+            _check_rounding(out, rounded, bits, xp)
+            out = rounded
         return out
