@@ -331,7 +331,9 @@ def _check_arrays(X_train, y_train, X_test, y_test):
             raise InputError(f"X_test has {X_test.shape[1]} features, X_train has "
                              f"{X_train.shape[1]}")
         if y_test is None or np.asarray(y_test).shape[0] != X_test.shape[0]:
-            raise InputError("y_test must have one label per row of X_test")
+            raise InputError("y_test must have one label per row of X_test (the record's "
+                             "test error); to predict unlabelled rows, keep the estimator "
+                             "with on_fitted= and call its predict")
     return X_train, y_train, X_test
 
 

@@ -95,6 +95,13 @@ def test_solve_arrays_refuses_mismatched_input():
         run.solve_arrays(X, y[:-1])
     with pytest.raises(InputError, match="features"):
         run.solve_arrays(X, y, X[:5, :3], y[:5])
+    # test rows without labels: the way out the message gives (on_fitted, predict) works
+    with pytest.raises(InputError, match="y_test .*on_fitted= and call its predict"):
+        run.solve_arrays(X, y, X[:5])
+    kept = []
+    run.solve_arrays(X, y, opts=RunOptions.from_flat(show_progress=False),
+                     on_fitted=kept.append)
+    assert kept[0].predict(X[:5]).shape == (5,)
 
 
 def test_relative_residual_against_a_dense_solve():
