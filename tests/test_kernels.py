@@ -124,6 +124,18 @@ def test_all_kernel_names_construct():
     for name in KERNEL_NAMES:
         assert get_kernel(name).name == name
     assert get_kernel("rbf").name == "gaussian"
+    assert get_kernel("poly").name == "polynomial"
+
+
+def test_estimator_takes_scikit_learns_kernel_names_as_the_readme_says():
+    """``rbf``/``poly`` fit as gaussian/polynomial; get_params keeps the name given."""
+    from kernelfit import KernelInterpolator
+
+    X = np.random.default_rng(1).random((30, 3))
+    y = np.arange(30) % 2
+    for given, name in (("rbf", "gaussian"), ("poly", "polynomial")):
+        m = KernelInterpolator(kernel=given, bandwidth=1.0, show_progress=False).fit(X, y)
+        assert m.get_params()["kernel"] == given and m.kernel_.name == name
 
 
 def test_block_times_accumulates_the_product():
