@@ -46,6 +46,7 @@ from .grid import INT_GRID_KERNELS, grid_expected
 from .kernel_defaults import exit_code_for
 from .kernels import active_columns, check_array
 from .memory import fmt_bytes, peak_rss_bytes
+from .modelfile import input_range
 from .options import FeatureOptions, KernelOptions, RunOptions, SolverOptions
 
 __all__ = ["run_solve", "solve_arrays", "resolve_device", "load", "featurize",
@@ -397,7 +398,8 @@ def solve_arrays(X_train, y_train, X_test=None, y_test=None, opts: Optional[RunO
                          precision=rec.get("precision")))
     if opts.save:  # the arrays as given are the model's inputs (no feature map)
         save_if_accepted(rec, opts, est, meta={"dataset": None, "features": "raw",
-                                               "seed": opts.seed})
+                                               "seed": opts.seed,
+                                               "input_range": input_range(X_train)})
     if on_fitted is not None:
         on_fitted(est)
     return rec
@@ -490,7 +492,8 @@ def run_solve(opts: RunOptions) -> dict:
 
         meta = {"dataset": ds.name, "features": opts.features.name,
                 "feature_params": dict(opts.features.params), "seed": opts.seed,
-                "image_shape": list(ds.image_shape), "class_names": list(ds.class_names)}
+                "image_shape": list(ds.image_shape), "class_names": list(ds.class_names),
+                "input_range": input_range(ds.X_train)}
         location = dataset_location(opts.data.dataset)
         if location is not None:  # found from any folder; the name stays for display
             meta["dataset_path"] = location

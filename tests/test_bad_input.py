@@ -236,7 +236,13 @@ CASES = [
       "model file"),
     C("predict-model-garbage", "predict --model {d}/text.txt", 2, "not a readable",
       "kernelfit model"),
-    C("predict-model-is-dir", "predict --model {d}", 2, "does not exist", "model file"),
+    C("predict-model-is-dir", "predict --model {d}", 2, "is a folder", "model file inside"),
+    C("predict-model-damaged", "predict --model {d}/damaged.pkl", 2, ("--model", "damaged"),
+      "save the model again"),
+    C("predict-model-without-estimator", "predict --model {d}/noest.pkl", 2,
+      "no fitted estimator", "--save FILE"),
+    C("predict-input-unscaled-pixels", "predict --model {model} --input {d}/x64_raw.npy", 2,
+      ("--input", "values up to 16", "from 0 to 1"), "digits / 16"),
     C("predict-no-model", "predict", 2, "--model", HELP),
     C("predict-model-other-pickle", "predict --model {d}/other.pkl", 2, "not a kernelfit model",
       "model file"),
@@ -448,6 +454,10 @@ def inputs(tmp_path_factory):
     np.save(d / "objects.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
     (d / "other.pkl").write_bytes(pickle.dumps({"hello": 1}))
     (d / "old.pkl").write_bytes(pickle.dumps({"format": "kernelfit-model", "version": 0}))
+    (d / "noest.pkl").write_bytes(pickle.dumps({"format": "kernelfit-model", "version": 1,
+                                                "estimator": None, "feature_map": None,
+                                                "meta": {}}))
+    np.save(d / "x64_raw.npy", np.full((2, 64), 16.0))  # digits as scikit-learn gives them
     (d / "flat").mkdir()
     (d / "flat" / "a.png").write_bytes(b"")
     # MNIST-format files under fashion-mnist/, recognized by MNIST's (test) checksums
@@ -464,6 +474,10 @@ def inputs(tmp_path_factory):
     model = d / "model.pkl"
     assert cli.main(["solve", "--dataset", "digits", "--n-train", "60", "--n-test", "10",
                      "--save", str(model), "--json"]) == 0
+    # a copy changed after it was saved: its checksum no longer matches
+    body = bytearray(model.read_bytes())
+    body[len(body) // 2] ^= 0xFF
+    (d / "damaged.pkl").write_bytes(bytes(body))
     return {"d": d, "contents": contents, "model": model,
             "ro": _unwritable_folder(tmp_path_factory.mktemp("ro"))}
 

@@ -152,6 +152,37 @@ def test_save_model_keeps_the_fitted_gpu_estimator(tmp_path, monkeypatch):
     assert np.array_equal(saved.alpha_, alpha) and np.array_equal(saved.X_fit_, X_fit)
 
 
+def test_model_file_checksum_version_1_files_and_the_training_input_range(tmp_path):
+    """A model file holds its model as bytes with their SHA-256: a changed byte is refused
+    as damaged; a version-1 file (the model pickled directly, no checksum) still loads;
+    solve_arrays stores the training inputs' range for predict's scale check."""
+    import pickle
+
+    X, y = _blobs(40)
+    kept = []
+    run.solve_arrays(X, y, opts=RunOptions.from_flat(show_progress=False,
+                                                     save=str(tmp_path / "m.pkl")),
+                     on_fitted=kept.append)
+    loaded = load_model(tmp_path / "m.pkl")
+    assert loaded["meta"]["input_range"] == [float(X.min()), float(X.max())]
+    np.testing.assert_array_equal(loaded["estimator"].predict(X), kept[0].predict(X))
+    outer = pickle.loads((tmp_path / "m.pkl").read_bytes())
+    assert outer["version"] == 2 and set(outer) >= {"sha256", "body"}
+    body = bytearray(outer["body"])
+    body[len(body) // 3] ^= 1
+    (tmp_path / "bad.pkl").write_bytes(pickle.dumps(dict(outer, body=bytes(body))))
+    with pytest.raises(InputError, match="damaged") as info:
+        load_model(tmp_path / "bad.pkl")
+    assert info.value.facts["cause"] == "damaged"
+    v1 = {"format": "kernelfit-model", "version": 1, "kernelfit": "0.1.0",
+          "estimator": kept[0], "feature_map": None, "meta": {"dataset": None}}
+    (tmp_path / "v1.pkl").write_bytes(pickle.dumps(v1))
+    assert load_model(tmp_path / "v1.pkl")["estimator"].predict(X[:3]).shape == (3,)
+    (tmp_path / "v1.pkl").write_bytes(pickle.dumps(dict(v1, estimator="not one")))
+    with pytest.raises(InputError, match="no fitted estimator"):
+        load_model(tmp_path / "v1.pkl")
+
+
 @pytest.mark.parametrize("solver", ["eigh", "lstsq"])
 def test_min_norm_solvers_record_the_float64_they_compute_in(solver):
     # eigh and lstsq hold K in float64 whatever dtype asks for: the record says float64

@@ -110,11 +110,52 @@ def class_labels(pred, names):
     return labels[pred]
 
 
-def run(args) -> int:
+#: ways out of a model file that cannot be used, by the error's cause
+_MODEL_WAYS = {
+    "missing": "check the path; `kernelfit solve ... --save FILE` makes a model file",
+    "folder": "give the model file inside it (`kernelfit solve ... --save FILE` makes one)",
+    "damaged": "save the model again with `kernelfit solve ... --save FILE` (or restore an "
+               "intact copy)",
+}
+_MODEL_WAY = "give a file written by `kernelfit solve ... --save FILE`"
+#: inputs whose largest magnitude is this many times the training inputs' (or less than
+#: its inverse cubed) are on another scale: 0-255 or 0-16 pixels against [0, 1]
+SCALE_FACTOR = 4.0
+
+
+def load_checked_model(path: str) -> dict:
+    """:func:`kernelfit.modelfile.load_model`, its refusals with the way out."""
     from ..modelfile import load_model
 
+    try:
+        return load_model(path)
+    except InputError as exc:
+        way = _MODEL_WAYS.get(exc.facts.get("cause"), _MODEL_WAY)
+        raise InputError(f"{exc.message}. Way out: {way}", param="model") from None
+
+
+def check_scale(X, meta: dict, what: str, param) -> None:
+    """Refuse inputs on another scale than the model's training inputs (``meta``'s
+    ``input_range``, stored since model files have it): unscaled 8-bit pixels given to a
+    model fitted on [0, 1] would otherwise all get wrong labels, silently."""
+    rng = meta.get("input_range")
+    if not rng or X.size == 0:
+        return
+    lo, hi = float(rng[0]), float(rng[1])
+    span = max(abs(lo), abs(hi))
+    top = float(np.max(np.abs(X)))
+    if span <= 0 or SCALE_FACTOR ** -3 * span <= top <= SCALE_FACTOR * span:
+        return
+    raise InputError(
+        f"{what}: values up to {top:g}, but the model was fitted on inputs from {lo:g} to "
+        f"{hi:g}: give inputs on the training data's scale (kernelfit's loaders scale 8-bit "
+        "pixels to [0, 1]: scikit-learn's digits / 16, MNIST and CIFAR-10 / 255)",
+        param=param)
+
+
+def run(args) -> int:
     check_output_paths(args)
-    payload = load_model(args.model)
+    payload = load_checked_model(args.model)
     est = payload["estimator"]
     fmap = payload.get("feature_map")
     meta = payload.get("meta", {})
@@ -153,6 +194,7 @@ def run(args) -> int:
     if not np.isfinite(X).all():
         raise InputError(f"{what}: {int((~np.isfinite(X)).sum())} NaN or infinite "
                          "value(s)", param=param)
+    check_scale(X, meta, what, param)
     if fmap is not None:
         X = np.asarray(fmap.transform(X), dtype=np.float64)
     pred = est.predict(X)
