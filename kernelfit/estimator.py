@@ -178,6 +178,10 @@ class KernelInterpolator(BaseEstimator):
             if y.ndim != 1:
                 raise InputError(f"class labels must be 1-D, got shape {y.shape}")
             classes, codes = np.unique(y, return_inverse=True)
+            if classes.shape[0] < 2:
+                raise InputError(f"y has only one class ({classes[0]!r}): a classifier "
+                                 "needs at least two; task='regression' interpolates a "
+                                 "constant target")
             Y = np.zeros((y.shape[0], classes.shape[0]), dtype=np.float64)
             Y[np.arange(y.shape[0]), codes] = 1.0
             return task, classes, Y

@@ -25,10 +25,19 @@ def label_kind(y) -> str:
     if kind in "biuUS":
         return "classes"
     if kind == "O":
-        if all(isinstance(v, (str, bool, int, np.integer, np.str_)) for v in y.ravel()):
-            return "classes"
-        raise InputError(f"labels must be numbers or strings, got objects of type "
-                         f"{type(y.ravel()[0]).__name__}" if y.size else "labels are empty")
+        if not y.size:
+            raise InputError("labels are empty")
+        flat = y.ravel()
+        text = [isinstance(v, (str, np.str_)) for v in flat]
+        ints = [isinstance(v, (bool, int, np.integer)) and not t for v, t in zip(flat, text)]
+        bad = [v for v, t, i in zip(flat, text, ints) if not (t or i)][:1]
+        if bad or any(text) and not all(text):
+            which = (f"objects of type {type(bad[0]).__name__}" if bad else
+                     "strings mixed with numbers")
+            raise InputError(f"labels must be all integers or all strings (class names), "
+                             f"got {which}; convert them to one type, e.g. "
+                             "y.astype(str)")
+        return "classes"
     if kind != "f":
         raise InputError(f"labels must be integers, strings or real numbers, got dtype {y.dtype}")
     if not np.isfinite(y).all():

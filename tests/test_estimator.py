@@ -200,6 +200,22 @@ def test_one_label_rule_continuous_targets_warn_unless_regression_asked(digits):
     assert r.task_ == "regression" and c.task_ == "classification"
 
 
+def test_labels_of_one_type_and_at_least_two_classes(digits):
+    """Mixed strings and numbers, or other objects, are refused naming what was found
+    (np.unique raised a bare TypeError); one class is refused with the regression way out,
+    which works."""
+    X, _ = digits
+    for y, found in (([1, "a", 2, "b", 1, "a"], "strings mixed with numbers"),
+                     (["a", None, "b", "a", "b", "a"], "objects of type NoneType"),
+                     ([1.5, "a", 1, 2, 3, 4], "objects of type float")):
+        with pytest.raises(InputError, match=found):
+            KernelInterpolator(bandwidth=2.0).fit(X[:6], np.array(y, dtype=object))
+    with pytest.raises(InputError, match="only one class"):
+        KernelInterpolator(bandwidth=2.0).fit(X[:6], np.full(6, 3))
+    m = KernelInterpolator(bandwidth=2.0, task="regression").fit(X[:6], np.full(6, 3.0))
+    np.testing.assert_allclose(m.predict(X[:6]), 3.0)
+
+
 def test_dtype_precision_contradiction_refused(digits):
     X, y = digits
     with pytest.raises(InputError, match="contradicts") as info:
