@@ -293,6 +293,49 @@ def test_ctrl_c_while_the_parser_is_built_is_one_line(monkeypatch, capsys):
     assert err.strip() == "kernelfit: interrupted"
 
 
+def test_sigterm_is_handled_like_ctrl_c_and_an_ooc_checkpoint_names_resume(
+        tmp_path, monkeypatch, capsys):
+    """SIGTERM (kill, a batch system's limit) runs the clean-up Ctrl-C runs and exits 143
+    with one line (it was Python's default: no message, temporary files left); an
+    interrupted out-of-core solve's line names --resume, which continues it; the SIGTERM
+    handler that was there before comes back."""
+    import signal
+
+    from kernelfit import run
+
+    before = signal.getsignal(signal.SIGTERM)
+    real = run.evaluate
+    monkeypatch.setattr(run, "evaluate", lambda *a, **k: signal.raise_signal(signal.SIGTERM))
+    argv = ["solve", "--dataset", "digits", "--n-train", "300", "--n-test", "20", "--json",
+            "--save", str(tmp_path / "m.pkl")]
+    assert main(argv) == 143
+    err = capsys.readouterr().err
+    assert err.strip() == "kernelfit solve: terminated"
+    assert signal.getsignal(signal.SIGTERM) == before
+    assert not list(tmp_path.iterdir())  # no model, no temporary file
+    # out of core: stopped after its first panel, the checkpoint stays and --resume works
+    from kernelfit.solvers import ooc
+
+    monkeypatch.setattr(run, "evaluate", real)
+    real_panels = ooc._factor_panels
+
+    def one_panel_then_ctrl_c(store, state, *a, **k):
+        def stop(k1):
+            raise KeyboardInterrupt
+        return real_panels(store, state, *a[:-1], stop)
+
+    monkeypatch.setattr(ooc, "_factor_panels", one_panel_then_ctrl_c)
+    ck = tmp_path / "ck"
+    argv = ["solve", "--dataset", "digits", "--n-train", "300", "--n-test", "20",
+            "--out-of-core", str(ck), "--tile-size", "100", "--precision", "float64"]
+    assert main(argv) == 130
+    err = capsys.readouterr().err.strip()
+    assert err == (f"kernelfit solve: interrupted; the checkpoint in {ck} stays: the same "
+                   "command with --resume continues it")
+    monkeypatch.setattr(ooc, "_factor_panels", real_panels)
+    assert main(argv + ["--resume"]) == 0
+
+
 def test_predict_gives_the_datasets_own_labels(tmp_path, capsys):
     """A dataset with string labels is fitted on class indices; predict maps them back
     to the labels the model file keeps (digits' and MNIST's indices are their labels)."""

@@ -80,6 +80,8 @@ def test_killed_run_resumes_without_redoing_panels(tmp_path):
     sol = solve_exact(K, X, Y, opts)
     ck = sol.info["checkpoint"]
     assert ck["resumed_from_panel"] == 3 and ck["panels_computed_this_run"] == 5
+    # part of the factorization came from the checkpoint: its time gives no rate
+    assert "factor_gflops_per_s" not in sol.info
     assert {p: (d / p).stat().st_mtime_ns for p in done} == done  # finished panels untouched
     ref = solve_exact(K, X, Y, SolveOptions(precision="mixed", tile_size=40,
                                             ooc_dir=str(tmp_path / "fresh")))
@@ -87,6 +89,8 @@ def test_killed_run_resumes_without_redoing_panels(tmp_path):
     # resuming a finished run does no factor work at all
     again = solve_exact(K, X, Y, opts)
     assert again.info["checkpoint"]["panels_computed_this_run"] == 0
+    assert "factor_gflops_per_s" not in again.info  # (was 10^13 GFLOP/s from 0 s)
+    assert "factor_gflops_per_s" in ref.info
 
 
 def test_mismatched_checkpoint_is_refused(tmp_path):

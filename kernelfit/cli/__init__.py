@@ -10,11 +10,14 @@ help, with the exit code of :data:`EXIT_CODES`; never a traceback. Warnings are 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import importlib.util
 import os
 import re
+import signal
 import sys
+import threading
 import warnings
 from typing import Optional, Sequence
 
@@ -26,7 +29,8 @@ __all__ = ["main", "build_parser", "SUBCOMMANDS", "EXIT_CODES", "exit_code_for"]
 #: 0 success, 1 a bug (an unexpected exception) or a failed check, 2 bad input or usage,
 #: 3 missing or corrupt data, 4 the memory plan does not fit, 5 K not positive definite,
 #: 6 the solve is not exact (``kernelfit solve``, see kernelfit.kernel_defaults), 7 the
-#: file system refused (permission, disk full), 130 interrupted.
+#: file system refused (permission, disk full), 130 interrupted (Ctrl-C), 143 terminated
+#: (SIGTERM, e.g. ``kill`` or a batch system's time limit).
 EXIT_CODES = (
     (MemoryPlanError, 4),
     (NotPositiveDefiniteError, 5),
@@ -117,15 +121,54 @@ def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread as Ctrl-C is: the same clean-up runs (temporary
+    files removed, checkpoints kept), then exit 143 instead of 130."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated()
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """SIGTERM handled like Ctrl-C while a command runs (main thread only; the handler
+    that was there before comes back after)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    before = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
+
+def _stopped(prefix: str, exc: KeyboardInterrupt, args=None) -> int:
+    """One line for Ctrl-C or SIGTERM (naming ``--resume`` where a checkpoint stays); the
+    exit code."""
+    word = "terminated" if isinstance(exc, Terminated) else "interrupted"
+    ooc = getattr(args, "ooc_dir", None)
+    more = (f"; the checkpoint in {ooc} stays: the same command with --resume continues it"
+            if ooc and args.command in ("solve", "randomize") and os.path.isdir(ooc)
+            and os.listdir(ooc) else "")
+    print(f"{prefix}: {word}{more}", file=sys.stderr)
+    return 143 if isinstance(exc, Terminated) else 130
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    with _sigterm_as_interrupt():
+        return _main(argv)
+
+
+def _main(argv: Optional[Sequence[str]] = None) -> int:
     global _ARGV
     _ARGV = list(sys.argv[1:] if argv is None else argv)
     try:  # the parser imports each command's module: Ctrl-C may come that early
         parser = build_parser()
         args, extra = parser.parse_known_args(argv)
-    except KeyboardInterrupt:
-        print("kernelfit: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        return _stopped("kernelfit", exc)
     if extra:  # named by the (sub)command that was given them, not by `kernelfit`
         where = " ".join(["kernelfit"] + [w for w in (getattr(args, "command", None),
                                                       getattr(args, "action", None)) if w])
@@ -154,9 +197,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except KernelfitError as exc:
         print(f"{prefix}: error: {_one_line(explain(exc, args))}", file=sys.stderr)
         return exit_code_for(exc)
-    except KeyboardInterrupt:
-        print(f"{prefix}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        return _stopped(prefix, exc, args)
     except BrokenPipeError:  # pragma: no cover - e.g. `kernelfit solve --json | head`
         try:
             sys.stdout = open(os.devnull, "w")

@@ -390,4 +390,5 @@ def solve_ooc(kernel: Kernel, X, Y, opts, be: Optional[Backend] = None,
                             tile_size=ts, timings=timings, shift=ck["shift"],
                             log=ck.pop("log"),
                             extra={"out_of_core": True, "checkpoint": ck,
-                                   "deflation": deflation})
+                                   "deflation": deflation},
+                            factor_rate=ck["panels_computed_this_run"] == ck["n_panels"])

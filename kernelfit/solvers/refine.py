@@ -370,13 +370,15 @@ def refined_solution(out: dict, opts, be: Backend, *, n: int, precision: str,
                      storage_dtype, tile_size: int, timings: dict, shift: float = 0.0,
                      attempts=None, log=None, memory_plan: Optional[dict] = None,
                      residual_method: str = RECOMPUTED,
-                     extra: Optional[dict] = None) -> ExactSolution:
-    """The solution record of a refined solve (mixed precision, out of core, Dask)."""
+                     extra: Optional[dict] = None, factor_rate: bool = True) -> ExactSolution:
+    """The solution record of a refined solve (mixed precision, out of core, Dask).
+    ``factor_rate=False``: the factorization was not all done in this run (a resumed
+    checkpoint), so its time gives no rate."""
     info = refinement_info(out, opts, shift=shift, attempts=attempts, log=log,
                            residual_method=residual_method)
     info.update({"tile_size": tile_size, "ridge": opts.ridge, "precision": precision,
                  "storage_dtype": np.dtype(storage_dtype).name})
-    if "factor" in timings:
+    if "factor" in timings and factor_rate:
         info["factor_flops"] = n ** 3 / 3.0
         info["factor_gflops_per_s"] = n ** 3 / 3.0 / max(timings["factor"], 1e-12) / 1e9
     if precision == "float32":
