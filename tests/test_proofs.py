@@ -107,6 +107,42 @@ def test_cli_json_one_check(tmp_path, capsys):
     assert (tmp_path / "report.md").is_file() and (tmp_path / "curvature.png").is_file()
 
 
+def test_cli_report_is_all_or_nothing_and_replaces_its_own_only(tmp_path, capsys,
+                                                                 monkeypatch):
+    """An interruption leaves no folder (or the earlier report as it was) and no partial
+    figures; a narrower run removes the earlier run's figures it does not make again; a
+    folder holding another command's report.json is refused, unchanged."""
+    from kernelfit.cli import main
+    out = tmp_path / "v"
+    assert main(["verify", "curvature", "kernel_trick", "--quick", "--out", str(out)]) == 0
+    assert {p.name for p in out.iterdir()} == {"report.json", "report.md", "curvature.png",
+                                               "kernel_trick.png"}
+    report = json.loads((out / "report.json").read_text())
+    assert report["command"] == "verify"
+    assert report["checks"][0]["plots"] == [str(out / "curvature.png")]
+    assert main(["verify", "curvature", "--quick", "--out", str(out)]) == 0
+    assert {p.name for p in out.iterdir()} == {"report.json", "report.md", "curvature.png"}
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    mod = proofs.get("kernel_trick")
+
+    def interrupted(**kw):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(mod, "check", interrupted)
+    for where in (out, tmp_path / "new"):
+        assert main(["verify", "curvature", "kernel_trick", "--quick",
+                     "--out", str(where)]) == 130
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert not (tmp_path / "new").exists()
+    other = tmp_path / "r"
+    other.mkdir()
+    (other / "report.json").write_text('{"rows": []}')
+    capsys.readouterr()
+    assert main(["verify", "curvature", "--quick", "--out", str(other)]) == 2
+    assert "holds another report" in capsys.readouterr().err
+    assert [p.name for p in other.iterdir()] == ["report.json"]
+
+
 def test_cli_unknown_check(tmp_path, capsys):
     from kernelfit.cli import main
     assert main(["verify", "nope", "--out", str(tmp_path)]) != 0

@@ -12,11 +12,15 @@ when any check fails; skipped or waiting checks do not fail the run.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
+import shutil
+import tempfile
 import time
 from pathlib import Path
 
+from .._io import atomic_batch, atomic_write_text, atomic_writer
 from ..errors import InputError
 from ._common import check_output_paths
 from ._types import nonneg_int
@@ -88,11 +92,70 @@ def run(args) -> int:
                          f"{', '.join(proofs.names())}")
     check_output_paths(args)
     out = Path(args.out)
+    earlier = _earlier_report(out)
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
+    # the figures go to a folder of their own inside --out, moved into place with the
+    # report once every check has run: an interruption or an error leaves --out as it was
+    stage = Path(tempfile.mkdtemp(prefix=".verify-partial-", dir=out))
+    try:
+        report = _run_checks(args, proofs, names, stage, out)
+        plots = [Path(p).name for d in report["checks"] for p in d["plots"]]
+        for d in report["checks"]:
+            d["plots"] = [str(out / Path(p).name) for p in d["plots"]]
+        with atomic_batch():
+            for name in plots:
+                with atomic_writer(out / name, "wb") as fh:
+                    fh.write((stage / name).read_bytes())
+            atomic_write_text(out / "report.json", json.dumps(report, indent=1))
+            atomic_write_text(out / "report.md", _markdown(report["checks"], report))
+        for name in set(earlier) - set(plots):  # the earlier report's figures not made now
+            with contextlib.suppress(OSError):
+                (out / name).unlink()
+    except BaseException:
+        if created:
+            shutil.rmtree(stage, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                out.rmdir()
+        raise
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    if args.json:
+        print(json.dumps(report))
+    else:
+        results = report["checks"]
+        print(f"{sum(d['status'] == 'passed' for d in results)} passed, "
+              f"{sum(d['status'] == 'failed' for d in results)} failed, "
+              f"{sum(d['status'] in ('skipped', 'waiting') for d in results)} skipped/waiting "
+              f"in {report['seconds']:.1f} s; report in {out}/report.md")
+    return 0 if report["passed"] else 1
+
+
+def _earlier_report(out: Path) -> list:
+    """The figures of the verify report already in ``out`` (to remove those this run does
+    not make again); refuses a folder whose report.json is another command's."""
+    path = out / "report.json"
+    if not path.is_file():
+        return []
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, ValueError):
+        old = None
+    if not (isinstance(old, dict) and old.get("command", "verify") == "verify"
+            and isinstance(old.get("checks"), list)):
+        raise InputError(f"{out} holds another report ({path} is not kernelfit verify's); "
+                         "choose another folder", param="out")
+    return [Path(p).name for d in old["checks"] if isinstance(d, dict)
+            for p in d.get("plots", []) if isinstance(p, str)]
+
+
+def _run_checks(args, proofs, names, stage: Path, out: Path) -> dict:
+    """Run the checks (figures into ``stage``, named by where they will be in ``out``),
+    printing each verdict; the report."""
     t0 = time.perf_counter()
     results = []
     for name in names:
-        res = proofs.run(name, out_dir=out, quick=args.quick, data_dir=args.data_dir,
+        res = proofs.run(name, out_dir=stage, quick=args.quick, data_dir=args.data_dir,
                          seed=args.seed)
         d = res.to_dict()
         results.append(d)
@@ -106,18 +169,8 @@ def run(args) -> int:
             for note in d["notes"]:
                 print(f"    note: {note}")
             for p in d["plots"]:
-                print(f"    figure: {p}")
-    meta = {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "quick": bool(args.quick),
-            "seed": args.seed, "seconds": time.perf_counter() - t0}
+                print(f"    figure: {out / Path(p).name}")
+    meta = {"command": "verify", "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "quick": bool(args.quick), "seed": args.seed, "seconds": time.perf_counter() - t0}
     any_failed = any(d["status"] == "failed" for d in results)
-    report = dict(meta, passed=not any_failed, checks=results)
-    (out / "report.json").write_text(json.dumps(report, indent=1))
-    (out / "report.md").write_text(_markdown(results, meta))
-    if args.json:
-        print(json.dumps(report))
-    else:
-        print(f"{sum(d['status'] == 'passed' for d in results)} passed, "
-              f"{sum(d['status'] == 'failed' for d in results)} failed, "
-              f"{sum(d['status'] in ('skipped', 'waiting') for d in results)} skipped/waiting "
-              f"in {meta['seconds']:.1f} s; report in {out}/report.md")
-    return 1 if any_failed else 0
+    return dict(meta, passed=not any_failed, checks=results)
