@@ -19,15 +19,30 @@ import numpy as np
 from .errors import MemoryPlanError
 from .report import fmt_bytes  # the one byte formatter, kept importable from here
 
-__all__ = ["MemoryPlan", "fmt_bytes", "peak_rss_bytes", "plan_exact_solve", "largest_n"]
+__all__ = ["MemoryPlan", "fmt_bytes", "peak_rss_bytes", "reset_peak_rss", "plan_exact_solve",
+           "largest_n"]
 
 #: fraction of the available memory a plan may use (the rest is headroom for the
 #: interpreter, BLAS buffers and allocator fragmentation)
 SAFETY = 0.9
 
 
+def reset_peak_rss() -> bool:
+    """Start a new peak: the process's peak resident memory becomes its current one, so
+    that :func:`peak_rss_bytes` measures from now (Linux ``/proc/self/clear_refs``; each
+    solve of ``kernelfit reproduce`` runs in one process, after larger ones). False where
+    the system has no such reset (the peak then stays the process's)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+        return True
+    except OSError:
+        return False
+
+
 def peak_rss_bytes() -> int:
-    """Peak resident memory of this process so far (bytes)."""
+    """Peak resident memory of this process since it started, or since the last
+    :func:`reset_peak_rss` (bytes)."""
     ru = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return int(ru if sys.platform == "darwin" else ru * 1024)
 

@@ -45,7 +45,7 @@ from .errors import InputError
 from .grid import INT_GRID_KERNELS, grid_expected
 from .kernel_defaults import exit_code_for
 from .kernels import active_columns, check_array
-from .memory import fmt_bytes, peak_rss_bytes
+from .memory import fmt_bytes, peak_rss_bytes, reset_peak_rss
 from .modelfile import input_range
 from .options import FeatureOptions, KernelOptions, RunOptions, SolverOptions
 
@@ -442,6 +442,8 @@ def run_solve(opts: RunOptions) -> dict:
     (the record's ``saved_model``); a solve that is not accepted writes no model and leaves
     a file already at that path as it was (the record's ``model_not_saved`` says why)."""
     t_total = time.perf_counter()
+    # the record's peak is this solve's, also after larger ones in the same process
+    per_solve = reset_peak_rss()
     opts, be = resolve_device(opts)
     if opts.save:
         opts = _checked_save(opts)
@@ -484,6 +486,7 @@ def run_solve(opts: RunOptions) -> dict:
     be_peak = be.peak_memory()
     out["peak_memory_bytes"] = peak_rss_bytes()
     out["peak_memory"] = fmt_bytes(out["peak_memory_bytes"])
+    out["peak_memory_scope"] = "this solve" if per_solve else "the process so far"
     if be_peak is not None:
         out["peak_gpu_memory_bytes"] = int(be_peak)
     out["versions"] = versions()

@@ -183,6 +183,22 @@ def test_model_file_checksum_version_1_files_and_the_training_input_range(tmp_pa
         load_model(tmp_path / "v1.pkl")
 
 
+def test_run_solve_records_its_own_peak_memory_after_a_larger_one():
+    """Solves in one process (kernelfit reproduce) each record their own peak: 800 MB
+    touched before a small solve is not its peak (it was: the process's lifetime peak)."""
+    from kernelfit.memory import peak_rss_bytes
+
+    big = np.ones(100_000_000)
+    assert peak_rss_bytes() > 8e8
+    del big
+    rec = run.run_solve(RunOptions.from_flat(dataset="digits", n_train=200, n_test=50,
+                                             show_progress=False))
+    if rec["peak_memory_scope"] == "this solve":
+        assert rec["peak_memory_bytes"] < 6e8
+    else:  # no /proc/self/clear_refs here: the process's peak, said so
+        assert rec["peak_memory_bytes"] > 8e8
+
+
 @pytest.mark.parametrize("solver", ["eigh", "lstsq"])
 def test_min_norm_solvers_record_the_float64_they_compute_in(solver):
     # eigh and lstsq hold K in float64 whatever dtype asks for: the record says float64

@@ -114,11 +114,15 @@ def run_mnist_norms(ctx) -> dict:
     how = ("norm = sqrt(trace(alpha^T K alpha)) over the 10 one-hot outputs, on the exact "
            "minimum-norm interpolant; both kernels have k(x, x) = 1, so the norms share a "
            "scale; they depend on the bandwidths (shown in the details)")
+    # the paper's values depend on its bandwidths, which it does not give: the values are
+    # reported, the direction (Gabor's norm larger while its error is lower) is the claim
     pair = (("not compared", "quick run: checks that it runs only") if ctx.quick else
-            ("reproduced" if claim_holds else "worse",
-             "" if claim_holds else "the Gabor norm is not larger while the error drops"))
+            ("direction reproduced" if claim_holds else "worse",
+             "values differ from the paper's (they depend on the bandwidths)" if claim_holds
+             else "the Gabor norm is not larger while the error drops"))
     rows = [row(ctx, "RKHS norm, raw pixels (Gaussian)", None, raw, value=nr, metric="norm",
-                paper_text="~220", verdict_pair=(pair[0], how)),
+                paper_text="~220", verdict_pair=(pair[0] if ctx.quick else "reported",
+                                                 how)),
             row(ctx, "RKHS norm, Gabor features (Gaussian): larger, while the error halves",
                 None, gabor, value=ng, metric="norm", paper_text="~390", verdict_pair=pair)]
     return {"rows": rows, "details": {
@@ -148,12 +152,19 @@ def run_mnist_ridge(ctx) -> dict:
         best = min(recs[1:], key=lambda x: x["test_error"])
         se = math.sqrt(max(e0 * (1 - e0), 1e-12) / max(m, 1))
         helps = best["test_error"] < e0 - 2 * se
+        # the row is the ridge-0 solve's (error, residual, time, memory); the best ridge
+        # is named in the reason: a ridge > 0 does not interpolate, its residual against K
+        # is not the row's
+        r_best = ridges[1 + recs[1:].index(best)]
+        said = (f"best ridge {r_best:g}: {100 * best['test_error']:.2f}% (a regularized "
+                f"solve, residual against K {best['relative_residual']:.1e}) against "
+                f"{100 * e0:.2f}% at ridge 0")
         pair = (("not compared", "quick run: checks that it runs only") if ctx.quick else
                 ("worse" if helps else "reproduced",
-                 f"ridge {best['ridge']:g} gives {100 * best['test_error']:.2f}% against "
-                 f"{100 * e0:.2f}% at 0" if helps else ""))
-        rows.append(row(ctx, f"MNIST {feats}: regularization does not improve (best ridge > 0 "
-                        "vs ridge 0)", None, recs[0], value=best["test_error"],
+                 said + (" (more than 2 standard errors)" if helps else
+                         " (within 2 standard errors)")))
+        rows.append(row(ctx, f"MNIST {feats}: regularization does not improve (ridge 0; "
+                        "the best ridge > 0 in the reason)", None, recs[0], value=e0,
                         paper_text="no gain", verdict_pair=pair))
     fig = ctx.plot_lines("mnist_ridge", {f: ([c["ridge"] for c in cs],
                                              [c["test_error"] for c in cs])
