@@ -269,6 +269,19 @@ CASES = [
     C("predict-output-no-folder", "predict --model {model} --output /nonexistent/p.npy", 2,
       "--output", "does not exist"),
     C("predict-n-test-negative", "predict --model {model} --n-test -1", 2, "--n-test", HELP),
+    C("predict-input-and-dataset", "predict --model {model} --input {d}/x64_raw.npy "
+      "--dataset digits", 2, "--input and --dataset cannot be combined", "give one of them"),
+    C("predict-input-and-n-test", "predict --model {model} --input {d}/x64_raw.npy "
+      "--n-test 3", 2, "--input and --n-test cannot be combined", "give one of them"),
+    C("predict-output-not-npy", "predict --model {model} --output {out}/p.txt", 2,
+      ("--output", ".npy array"), "ending in .npy"),
+    C("randomize-levels-empty-item", "randomize --levels 0,,1", 2, ("--levels", "empty item"),
+      "0,0.5,1"),
+    C("randomize-no-condition-and-condition", "randomize --no-condition --condition all", 2,
+      "--no-condition contradicts --condition all", "give one of them"),
+    C("reproduce-only-empty", ["reproduce", "--only", ""], 2, "empty name", "--list"),
+    C("reproduce-max-filters-without-conv", "reproduce --only mnist-raw --max-filters 8000", 2,
+      ("--max-filters", "leaves out"), "leave --max-filters out"),
     # the test split the model's own dataset gives: the flag named is the one typed
     C("predict-n-test-zero", "predict --model {model} --n-test 0", 2,
       ("--n-test", "test split of digits has 0 rows"), "no inputs"),

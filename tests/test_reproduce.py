@@ -67,6 +67,9 @@ def test_list(capsys):
         assert name in text
     assert set(EXPERIMENTS) == {"mnist-raw", "mnist-gabor", "mnist-norms", "mnist-ridge",
                                 "cifar-pixels", "cifar-random-conv", "randomization"}
+    assert _run(["--list", "--json"]) == 0  # one JSON object (it printed the text list)
+    listed = json.loads(capsys.readouterr().out)["experiments"]
+    assert [e["name"] for e in listed] == [name for name, *_ in list_experiments()]
 
 
 def test_quick_runs_every_experiment(tmp_path, monkeypatch, capsys):

@@ -25,6 +25,7 @@ def add_arguments(p) -> None:
                         "a .npz with X_test (or X, or X_train), as `kernelfit solve` reads")
     p.add_argument("--output", default=None, help="write predicted labels to this .npy file")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 #: array names tried in an .npz given to --input, in order (those `solve` reads first)
@@ -154,7 +155,14 @@ def check_scale(X, meta: dict, what: str, param) -> None:
 
 
 def run(args) -> int:
+    if args.input and (args.dataset or args.n_test is not None):
+        flag = "--dataset" if args.dataset else "--n-test"
+        raise InputError(f"--input and {flag} cannot be combined: --input predicts every row "
+                         f"of its file, {flag} picks a dataset's test split; give one of them")
     check_output_paths(args)
+    if args.output and not args.output.lower().endswith(".npy"):
+        raise InputError(f"--output {args.output!r}: predictions are written as a NumPy .npy "
+                         "array; give a file name ending in .npy")
     payload = load_checked_model(args.model)
     est = payload["estimator"]
     fmap = payload.get("feature_map")
@@ -197,6 +205,8 @@ def run(args) -> int:
     check_scale(X, meta, what, param)
     if fmap is not None:
         X = np.asarray(fmap.transform(X), dtype=np.float64)
+    if args.no_progress:
+        est.show_progress = False
     pred = est.predict(X)
     rec["n"] = int(X.shape[0])
     rec["seconds"] = time.perf_counter() - t0

@@ -39,12 +39,11 @@ def add_arguments(p) -> None:
     r.add_argument("--train-only", action="store_true",
                    help="input modes corrupt training images only (default: the same fraction "
                         "of test images too, as in the paper)")
-    r.add_argument("--condition", choices=("all", "endpoints", "none"), default="all",
-                   help="estimate cond(K) for every record, only at levels 0 and 1 (labels "
-                        "share the clean K's value), or never; the estimate (60 one-vector "
-                        "triangular solves) can take longer than the solve")
-    r.add_argument("--no-condition", dest="condition", action="store_const", const="none",
-                   help="same as --condition none")
+    r.add_argument("--condition", choices=("all", "endpoints", "none"), default=None,
+                   help="estimate cond(K) for every record (all, the default), only at levels "
+                        "0 and 1 (labels share the clean K's value), or never; the estimate "
+                        "(60 one-vector triangular solves) can take longer than the solve")
+    r.add_argument("--no-condition", action="store_true", help="same as --condition none")
     r.add_argument("--stop-on-error", action="store_true",
                    help="stop at the first failed solve (default: record it as a failed "
                         "record with its message, finish, and exit with code 5)")
@@ -88,7 +87,11 @@ def run(args) -> int:
                          "--prefix out")
     check_output_paths(args)
     cfg = config_from_args(args)
-    condition = {"all": True, "endpoints": "endpoints", "none": False}[args.condition]
+    if args.no_condition and args.condition not in (None, "none"):
+        raise InputError(f"--no-condition contradicts --condition {args.condition}; give one "
+                         "of them")
+    which = "none" if args.no_condition else (args.condition or "all")
+    condition = {"all": True, "endpoints": "endpoints", "none": False}[which]
     result = run_randomization(
         cfg, modes, levels, args.repeats, estimate_condition=condition,
         corrupt_test=not args.train_only,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 
+from ..errors import InputError
 from ._types import positive_int
 
 HELP = "run the paper's kernel experiments (resumable) and write the report (md, JSON, PNG)"
@@ -45,13 +46,26 @@ def run(args) -> int:
     from ._common import check_output_paths, print_json
 
     if args.list:
-        for name, needs, summary, estimate in list_experiments():
+        found = list_experiments()
+        if args.json:
+            print_json({"experiments": [{"name": name, "needs": list(needs), "summary": summary,
+                                         "full_scale": estimate}
+                                        for name, needs, summary, estimate in found]})
+            return 0
+        for name, needs, summary, estimate in found:
             print(f"{name:18s} [{', '.join(needs)}] {summary}\n{'':18s} full scale: {estimate}")
         return 0
     check_output_paths(args)
     names = None
     if args.only:
-        names = [n for item in args.only for n in item.split(",")]
+        names = [n.strip() for item in args.only for n in item.split(",")]
+        if not all(names):
+            raise InputError(f"--only {','.join(args.only)!r} has an empty name; give "
+                             "experiment names (see --list)")
+        if args.max_filters is not None and "cifar-random-conv" not in names:
+            raise InputError("--max-filters cuts cifar-random-conv's curve, which --only "
+                             "leaves out; leave --max-filters out, or add cifar-random-conv "
+                             "to --only")
     log = None if args.json else (lambda msg: print(msg, file=sys.stderr, flush=True))
     report = run_reproduce(names, quick=args.quick, data_dir=args.data_dir, out_dir=args.out,
                            progress=False if args.no_progress else None, log=log,

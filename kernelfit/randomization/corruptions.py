@@ -69,7 +69,11 @@ def parse_levels(levels) -> Tuple[float, ...]:
     """Levels as sorted unique floats in ``[0, 1]``, from a comma-separated string or a
     sequence of numbers. Raises :class:`InputError` otherwise."""
     if isinstance(levels, str):
-        texts = [t.strip() for t in levels.split(",") if t.strip()]
+        texts = [t.strip() for t in levels.split(",")]
+        if len(texts) > 1 and not all(texts):
+            raise InputError(f"levels {levels!r} has an empty item between commas; e.g. "
+                             "0,0.5,1", param="levels")
+        texts = [t for t in texts if t]
         vals = []
         for t in texts:
             try:
