@@ -114,19 +114,32 @@ def _probe(folder: Path) -> Optional[str]:
     return None
 
 
+def _why_not(folder: Path):
+    """Why files cannot be written in the existing ``folder`` (None: they can)."""
+    if not folder.is_dir():
+        return "not a folder"
+    why = _probe(folder)
+    if why and "No such file" in why:  # /proc, /sys: the folder is there, files cannot be
+        return "files cannot be created there"
+    return why
+
+
 def check_writable_file(path, param: str = "path") -> None:
     """Raise :class:`~kernelfit.errors.InputError` (facts ``param``, ``path``) unless a
     file can be written at ``path``. Nothing is left behind."""
     from .errors import InputError
 
+    facts = {"param": param, "path": str(path)}
+    if not str(path).strip():
+        raise InputError(f"{param} is empty; give a file name", **facts)
     p = Path(path).expanduser()
     parent = p.parent if str(p.parent) else Path(".")
-    facts = {"param": param, "path": str(path)}
     if p.is_dir():
         raise InputError(f"{path} is a folder; give a file name", **facts)
     if not parent.exists():
-        raise InputError(f"cannot write {path}: folder {parent} does not exist", **facts)
-    why = _probe(parent) if parent.is_dir() else "not a folder"
+        raise InputError(f"cannot write {path}: folder {parent} does not exist; create it "
+                         "first (mkdir -p), or give a path in a folder that exists", **facts)
+    why = _why_not(parent)
     if why:
         raise InputError(f"cannot write {path}: folder {parent}: {why}; choose a folder you "
                          "can write to", **facts)
@@ -137,13 +150,16 @@ def check_writable_folder(folder, param: str = "path") -> None:
     in (probed in its nearest existing ancestor). Creates nothing."""
     from .errors import InputError
 
+    if not str(folder).strip():
+        raise InputError(f"{param} is empty; give a folder", param=param, path=str(folder))
     p = Path(folder).expanduser()
     if p.exists() and not p.is_dir():
-        raise InputError(f"{folder} exists and is not a folder", param=param, path=str(folder))
+        raise InputError(f"{folder} exists and is not a folder; give another name (a folder "
+                         "is made there)", param=param, path=str(folder))
     anc = p
     while not anc.exists() and anc.parent != anc:
         anc = anc.parent
-    why = _probe(anc) if anc.is_dir() else "not a folder"
+    why = _why_not(anc)
     if why:
         raise InputError(f"cannot write in {folder}: {anc}: {why}; choose a folder you can "
                          "write to", param=param, path=str(folder))

@@ -382,6 +382,8 @@ def explain(exc: KernelfitError, args=None) -> str:
     msg = exc.message
     param = exc.facts.get("param")
     flag = FLAGS.get(param) if param else None
+    if param == "dataset" and getattr(args, "command", None) == "datasets":
+        flag = None  # there the dataset is the positional NAME, not a flag
     other = exc.facts.get("conflicts_with")
     if flag and other == "precision" and param == "dtype":
         p = exc.facts.get("precision")

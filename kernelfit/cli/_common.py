@@ -103,15 +103,17 @@ def check_output_paths(args) -> None:
     """Refuse unwritable output paths before any work (nothing is created)."""
     from .._io import check_writable_file, check_writable_folder
 
+    # an empty path ('') is refused too: it would write nothing, or into the current folder
     for param in ("save", "output"):
-        if getattr(args, param, None):
+        if getattr(args, param, None) is not None:
             check_writable_file(getattr(args, param), param=param)
     folders = [("ooc_dir", getattr(args, "ooc_dir", None)), ("out", getattr(args, "out", None))]
-    if getattr(args, "feature_cache_dir", None) and not getattr(args, "no_feature_cache", False) \
+    if getattr(args, "feature_cache_dir", None) is not None \
+            and not getattr(args, "no_feature_cache", False) \
             and getattr(args, "features", "raw") != "raw":
         folders.append(("cache_dir", args.feature_cache_dir))
     for param, folder in folders:
-        if folder:
+        if folder is not None:
             check_writable_folder(folder, param=param)
 
 

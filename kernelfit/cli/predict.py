@@ -197,7 +197,7 @@ def run(args) -> int:
                          f"{n_in}", param=param)
     if X.shape[0] == 0:
         zero = not args.input and args.n_test == 0
-        raise InputError(f"no inputs to predict: {what} has 0 rows",
+        raise InputError(f"no inputs to predict: 0 rows in {what}",
                          param="n_test" if zero else param)
     if not np.isfinite(X).all():
         raise InputError(f"{what}: {int((~np.isfinite(X)).sum())} NaN or infinite "
