@@ -311,6 +311,19 @@ def _randomize(capsys, args):
     return code, json.loads(cap.out), cap.err
 
 
+def test_cli_failed_solve_warning_names_the_failure_and_how_to_see_it(capsys):
+    """Without --out or --json there are no records to look in: the warning names the first
+    failure's message (in flags) and the flags that show the records or the ways out."""
+    code = main(["randomize", "--dataset", "digits", "--n-train", "200", "--n-test", "40",
+                 "--mode", "labels", "--levels", "1", "--no-condition", "--kernel", "linear"])
+    err = capsys.readouterr().err.strip()
+    assert code == 5 and len(err.splitlines()) == 1
+    assert "1 solve(s) failed; the first, labels level 1 repeat 0: K is not numerically" in err
+    assert "--out DIR or --json writes the records" in err
+    assert "--stop-on-error stops at the first failure and gives the ways out" in err
+    assert "solver='" not in err and "on_error" not in err
+
+
 def test_cli_inexact_points_exit_6_with_the_ways_out_unless_a_tolerance_accepts(capsys):
     import re
 

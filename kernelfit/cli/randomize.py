@@ -111,7 +111,14 @@ def run(args) -> int:
             print(f"wrote {f}")
     warn = failure_message(result)
     if warn:
-        print(f"kernelfit randomize: warning: {warn}", file=sys.stderr)
+        warn = warn.replace("stopping at the first failure, on_error='raise',",
+                            "--stop-on-error stops at the first failure and")
+        if args.out is None and not args.json:
+            warn = warn.replace("each record's 'error' holds its message", "--out DIR or "
+                                "--json writes the records, each with its 'error'")
+        from ._advice import flags_for_names
+
+        print(f"kernelfit randomize: warning: {flags_for_names(warn)}", file=sys.stderr)
     from . import exit_code_for
 
     if result["n_failed"]:

@@ -306,7 +306,14 @@ def failure_message(result: dict) -> Optional[str]:
     """A one-line warning when a solve failed or a training error was not 0, else None."""
     parts = []
     if result["n_failed"]:
-        parts.append(f"{result['n_failed']} solve(s) failed (see records' 'error')")
+        first = next(r for r in result["records"] if r["status"] != "ok")
+        where = f"{first['mode']} level {first['level']:g} repeat {first['repeat']}"
+        # its cause (the ways out it names are what stopping at it gives)
+        error = (first.get("error") or "").split(": ", 1)[-1].split(" Ways out:")[0]
+        cut = error if len(error) <= 240 else error[:237] + "..."
+        parts.append(f"{result['n_failed']} solve(s) failed; the first, {where}: {cut} "
+                     "(each record's 'error' holds its message; stopping at the first "
+                     "failure, on_error='raise', gives the ways out)")
     nonzero = [r for r in result["records"]
                if r["status"] == "ok" and r["train_error"] not in (0, 0.0)]
     if nonzero:
