@@ -98,6 +98,20 @@ def test_info_describes_without_downloading(capsys, isolated_data_env, monkeypat
     assert not (isolated_data_env / "mnist").exists()
 
 
+def test_info_cifar10_names_the_jpeg_set_reproduce_would_use(tmp_path, capsys):
+    """Without the official files, info says where the JPEG re-encoding is and how solve
+    takes it (reproduce uses it from the same --data-dir)."""
+    (tmp_path / "cifar10-jpeg").mkdir()
+    tarball = tmp_path / "cifar10-jpeg" / "cifar10-jpeg.tar.gz"
+    tarball.write_bytes(b"")
+    assert cli.main(["datasets", "info", "cifar10", "--data-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "not downloaded" in out and f"--dataset imagefolder:{tarball}" in out
+    tarball.unlink()
+    assert cli.main(["datasets", "info", "cifar10", "--data-dir", str(tmp_path)]) == 0
+    assert "found instead" not in capsys.readouterr().out
+
+
 def test_info_npz_counts_columns(tmp_path, capsys):
     import numpy as np
 
