@@ -203,6 +203,13 @@ def exactness(residual: Optional[float], *, kernel_params: Optional[dict] = None
                                  f"tol {float(refinement['tol']):g}")
         out.update(cause="max_iter", refinement_max_iter=refinement["max_iter"])
         return out
+    if condition_number is not None and not math.isfinite(condition_number):
+        # eigh/lstsq on a singular K (duplicates, a low-rank kernel): no coefficients fit
+        # every label, and the minimum-norm least-squares ones are what the solve returned
+        out.update(inexact_reason=head + "K is singular (estimated condition number inf): "
+                   "no coefficients interpolate every label, the solve returned the "
+                   "minimum-norm least-squares ones", cause="singular")
+        return out
     parts = [head + "K is too ill-conditioned for this solve"]
     if refinement is not None and not refinement["converged"]:
         parts[0] += (f" (the refinement from its float32 factor did not reach its target "

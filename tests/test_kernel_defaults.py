@@ -94,6 +94,14 @@ def test_exactness_and_exit_codes():
     assert exit_code_for({"relative_residual": 1e-12, "exact": True}) == 0
 
 
+def test_a_singular_k_is_named_as_such_not_ill_conditioning():
+    """eigh on a rank-deficient K (condition number inf) says singular: no interpolation
+    exists, the min-norm least-squares coefficients were returned."""
+    r = exactness(0.4, kernel_params={"bandwidth": 5.0}, condition_number=float("inf"))
+    assert r["exact"] is False and r["cause"] == "singular"
+    assert "K is singular" in r["inexact_reason"] and "ill-conditioned" not in r["inexact_reason"]
+
+
 def test_a_plain_float32_solve_blames_float32_not_the_bandwidth():
     r = exactness(8e-3, kernel_params={"bandwidth": 5.0}, precision="float32",
                   condition_number=2e6)
