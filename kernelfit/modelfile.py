@@ -111,7 +111,11 @@ def load_model(path) -> dict:
             raise InputError(f"{path} is damaged: its contents do not match the checksum "
                              "stored when it was saved (changed or truncated since)",
                              cause="damaged")
-        payload = dict(payload, **_unpickled(body, path))
+        inner = _unpickled(body, path)
+        if not isinstance(inner, dict):
+            raise InputError(f"{path} is not a kernelfit model file: its body is not a "
+                             "model", cause="not_a_model")
+        payload = dict(payload, **inner)
     return _checked_model(payload, path)
 
 

@@ -133,9 +133,9 @@ def test_estimator_takes_scikit_learns_kernel_names_as_the_readme_says():
 
     X = np.random.default_rng(1).random((30, 3))
     y = np.arange(30) % 2
-    for given, name in (("rbf", "gaussian"), ("poly", "polynomial")):
-        m = KernelInterpolator(kernel=given, bandwidth=1.0, show_progress=False).fit(X, y)
-        assert m.get_params()["kernel"] == given and m.kernel_.name == name
+    for alias, name in (("rbf", "gaussian"), ("poly", "polynomial")):
+        m = KernelInterpolator(kernel=alias, bandwidth=1.0, show_progress=False).fit(X, y)
+        assert m.get_params()["kernel"] == alias and m.kernel_.name == name
 
 
 def test_block_times_accumulates_the_product():

@@ -203,10 +203,12 @@ def run(args) -> int:
         raise InputError(f"{what}: {int((~np.isfinite(X)).sum())} NaN or infinite "
                          "value(s)", param=param)
     check_scale(X, meta, what, param)
-    if fmap is not None:
-        X = np.asarray(fmap.transform(X), dtype=np.float64)
     if args.no_progress:
         est.show_progress = False
+        if fmap is not None and hasattr(fmap, "progress"):
+            fmap.progress = False
+    if fmap is not None:
+        X = np.asarray(fmap.transform(X), dtype=np.float64)
     pred = est.predict(X)
     rec["n"] = int(X.shape[0])
     rec["seconds"] = time.perf_counter() - t0
