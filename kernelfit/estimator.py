@@ -25,7 +25,7 @@ from .backend import get_backend, is_device_array, to_host
 from .errors import InputError, InputTypeError
 from .grid import lookup_exp_faster
 from .kernels import active_columns, check_array, to_integer_grid
-from .labels import continuous_summary, label_kind
+from .labels import check_label_types, continuous_summary, label_kind
 from .options import KernelOptions, SolverOptions
 from .solvers.exact import solve_exact
 from .solvers.products import cross_kernel_matmul, kernel_matvec
@@ -177,17 +177,24 @@ class KernelInterpolator(BaseEstimator):
         if task == "classification":
             if y.ndim != 1:
                 raise InputError(f"class labels must be 1-D, got shape {y.shape}")
+            if y.dtype.kind == "O":
+                label_kind(y)  # objects that are not class labels: refused, named
             classes, codes = np.unique(y, return_inverse=True)
             if classes.shape[0] < 2:
-                raise InputError(f"y has only one class ({classes[0]!r}): a classifier "
-                                 "needs at least two; task='regression' interpolates a "
-                                 "constant target")
+                numeric = classes.dtype.kind in "biuf"
+                raise InputError(f"y has only one class ({classes[0]}): a classifier "
+                                 "needs at least two" + ("; task='regression' interpolates "
+                                                         "a constant target" if numeric else ""))
             Y = np.zeros((y.shape[0], classes.shape[0]), dtype=np.float64)
             Y[np.arange(y.shape[0]), codes] = 1.0
             return task, classes, Y
-        Y = y.astype(np.float64)
+        try:
+            Y = y.astype(np.float64)
+        except (TypeError, ValueError):
+            raise InputError(f"regression targets must be numbers, got dtype {y.dtype} "
+                             f"(e.g. {str(y.ravel()[0])!r})") from None
         if not np.isfinite(Y).all():
-            raise InputError("y contains NaN or infinite values")
+            raise InputError("y contains NaN, infinite or missing (None) values")
         return task, None, Y
 
     # ------------------------------------------------------------ API
@@ -203,6 +210,7 @@ class KernelInterpolator(BaseEstimator):
         if y is None:
             raise InputError(f"{type(self).__name__} requires y to be passed, but the target y "
                              "is None")
+        check_label_types(y)  # before NumPy turns ['a', 1] into ['a', '1']
         y = to_host(y)  # CuPy forbids np.asarray on its arrays; the targets live on the host
         if is_device_array(X):  # device arrays: kernelfit's own checks
             X = check_array(X, "X")

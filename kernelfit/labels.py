@@ -14,7 +14,26 @@ import numpy as np
 
 from .errors import InputError
 
-__all__ = ["label_kind", "continuous_summary"]
+__all__ = ["label_kind", "continuous_summary", "check_label_types"]
+
+
+def check_label_types(y) -> None:
+    """Refuse labels that mix strings with other values, or bytes with str, in a list or
+    an object array: NumPy would silently turn them all into strings (``['a', 1]``
+    becomes ``['a', '1']``, ``[b'a', 'a']`` one class). Other inputs pass unchanged."""
+    if isinstance(y, (list, tuple)):
+        flat = np.asarray(y, dtype=object).ravel()
+    elif getattr(getattr(y, "dtype", None), "kind", None) == "O":  # (never a device array)
+        flat = np.asarray(y, dtype=object).ravel()
+    else:
+        return
+    kinds = {"str" if isinstance(v, (str, np.str_)) else
+             "bytes" if isinstance(v, (bytes, np.bytes_)) else "other" for v in flat}
+    if len(kinds) > 1 and kinds & {"str", "bytes"}:
+        which = ("bytes mixed with str" if kinds == {"str", "bytes"} else
+                 "strings mixed with other values")
+        raise InputError(f"labels must be all numbers or all strings (class names), got "
+                         f"{which}; convert them to one type, e.g. y.astype(str)")
 
 
 def label_kind(y) -> str:

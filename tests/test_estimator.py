@@ -205,15 +205,28 @@ def test_labels_of_one_type_and_at_least_two_classes(digits):
     (np.unique raised a bare TypeError); one class is refused with the regression way out,
     which works."""
     X, _ = digits
-    for y, found in (([1, "a", 2, "b", 1, "a"], "strings mixed with numbers"),
-                     (["a", None, "b", "a", "b", "a"], "objects of type NoneType"),
-                     ([1.5, "a", 1, 2, 3, 4], "objects of type float")):
+    for y, found in (([1, "a", 2, "b", 1, "a"], "strings mixed with other values"),
+                     (["a", None, "b", "a", "b", "a"], "strings mixed with other values"),
+                     ([1.5, None, 1, 2, 3, 4], "objects of type float")):
         with pytest.raises(InputError, match=found):
             KernelInterpolator(bandwidth=2.0).fit(X[:6], np.array(y, dtype=object))
     with pytest.raises(InputError, match="only one class"):
         KernelInterpolator(bandwidth=2.0).fit(X[:6], np.full(6, 3))
     m = KernelInterpolator(bandwidth=2.0, task="regression").fit(X[:6], np.full(6, 3.0))
     np.testing.assert_allclose(m.predict(X[:6]), 3.0)
+    # lists are checked before NumPy turns them into strings; task='classification' too;
+    # one string class gets no regression advice, string targets no bare ValueError
+    for y, task, found in ((["a", 1] * 3, "auto", "strings mixed"),
+                           ([b"a", "a"] * 3, "auto", "bytes mixed with str"),
+                           (np.array(["a", 1] * 3, dtype=object), "classification",
+                            "strings mixed"),
+                           (np.array(["a"] * 6), "auto", r"only one class \(a\): a "
+                                                         r"classifier needs at least two$"),
+                           (np.array(["a"] * 6), "regression", "regression targets must be "
+                                                               "numbers"),
+                           ([None] * 6, "regression", "missing \\(None\\)")):
+        with pytest.raises(InputError, match=found):
+            KernelInterpolator(bandwidth=2.0, task=task).fit(X[:6], y)
 
 
 def test_dtype_precision_contradiction_refused(digits):

@@ -119,9 +119,12 @@ _MODEL_WAYS = {
                "intact copy)",
 }
 _MODEL_WAY = "give a file written by `kernelfit solve ... --save FILE`"
-#: inputs whose largest magnitude is this many times the training inputs' (or less than
-#: its inverse cubed) are on another scale: 0-255 or 0-16 pixels against [0, 1]
+#: inputs whose largest magnitude is more than this many times the training inputs' are
+#: on another scale (0-255 or 0-16 pixels against [0, 1]) and refused
 SCALE_FACTOR = 4.0
+#: ... more than this many times, or less than 1 / SCALE_FACTOR of it (but not all zero:
+#: blank images are inputs too), they may be: a warning
+SCALE_WARN = 1.5
 
 
 def load_checked_model(path: str) -> dict:
@@ -136,22 +139,29 @@ def load_checked_model(path: str) -> dict:
 
 
 def check_scale(X, meta: dict, what: str, param) -> None:
-    """Refuse inputs on another scale than the model's training inputs (``meta``'s
-    ``input_range``, stored since model files have it): unscaled 8-bit pixels given to a
-    model fitted on [0, 1] would otherwise all get wrong labels, silently."""
+    """Refuse inputs far above the scale of the model's training inputs (``meta``'s
+    ``input_range``, stored since model files have it), warn about inputs somewhat above
+    it or far below it: unscaled 8-bit pixels given to a model fitted on [0, 1] (or [0, 1]
+    pixels to one fitted on 0-16) would otherwise get wrong labels, silently."""
+    import warnings
+
     rng = meta.get("input_range")
     if not rng or X.size == 0:
         return
     lo, hi = float(rng[0]), float(rng[1])
     span = max(abs(lo), abs(hi))
     top = float(np.max(np.abs(X)))
-    if span <= 0 or SCALE_FACTOR ** -3 * span <= top <= SCALE_FACTOR * span:
+    if span <= 0:
         return
-    raise InputError(
-        f"{what}: values up to {top:g}, but the model was fitted on inputs from {lo:g} to "
-        f"{hi:g}: give inputs on the training data's scale (kernelfit's loaders scale 8-bit "
-        "pixels to [0, 1]: scikit-learn's digits / 16, MNIST and CIFAR-10 / 255)",
-        param=param)
+    said = (f"{what}: values up to {top:g}, but the model was fitted on inputs from {lo:g} "
+            f"to {hi:g}")
+    how = ("give inputs on the training data's scale (kernelfit's loaders scale 8-bit pixels "
+           "to [0, 1]: scikit-learn's digits / 16, MNIST and CIFAR-10 / 255)")
+    if top > SCALE_FACTOR * span:
+        raise InputError(f"{said}: {how}", param=param)
+    if top > SCALE_WARN * span or 0 < top < span / SCALE_FACTOR:
+        warnings.warn(f"{said}: if they are on another scale the predictions are wrong; "
+                      f"{how}", UserWarning, stacklevel=2)
 
 
 def run(args) -> int:
@@ -185,7 +195,7 @@ def run(args) -> int:
     # the flag the inputs came from: --input, or the dataset's test split (--dataset, or
     # the model's own dataset: no flag the user typed)
     param = "input" if args.input else ("dataset" if args.dataset else None)
-    what = "the inputs" if args.input else f"the test split of {rec['dataset']}"
+    what = args.input if args.input else f"the test split of {rec['dataset']}"
     if X.dtype.kind not in "fiub":
         raise InputError(f"{what}: values must be numeric, got dtype {X.dtype}", param=param)
     X = np.asarray(X, dtype=np.float64)
