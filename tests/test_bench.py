@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -52,6 +53,35 @@ def test_runner_records_timeout():
     rec = runner.run_child({"task": "selftest", "mode": "sleep", "seconds": 30}, timeout=1.0)
     assert rec["status"] == "timeout"
     assert rec["wall_s"] < 20
+
+
+def test_runner_kills_its_child_when_interrupted(monkeypatch):
+    """Ctrl-C or SIGTERM reach the parent only (the child has its own session): the child
+    is killed, not left busy after kernelfit bench stops."""
+    import subprocess
+
+    started = []
+    real_popen = subprocess.Popen
+
+    def popen(*a, **k):
+        started.append(real_popen(*a, **k))
+        return started[-1]
+
+    calls = []
+
+    def sleep(seconds):
+        calls.append(seconds)
+        if len(calls) == 5:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner.subprocess, "Popen", popen)
+    monkeypatch.setattr(runner.time, "sleep", sleep)
+    with pytest.raises(KeyboardInterrupt):
+        runner.run_child({"task": "selftest", "mode": "sleep", "seconds": 60}, timeout=120)
+    child = started[0]
+    assert child.returncode is not None
+    with pytest.raises(ProcessLookupError):
+        os.kill(child.pid, 0)  # gone (and reaped)
 
 
 def test_runner_memory_guard():

@@ -336,6 +336,30 @@ def test_sigterm_is_handled_like_ctrl_c_and_an_ooc_checkpoint_names_resume(
     assert main(argv + ["--resume"]) == 0
 
 
+def test_console_entry_ends_at_once_after_an_interruption(monkeypatch):
+    """The console script exits with os._exit after Ctrl-C/SIGTERM (interpreter shutdown
+    with native threads still running aborted with exit 134), normally through sys.exit."""
+    import kernelfit.cli as cli
+
+    class HardExit(BaseException):
+        pass
+
+    def hard_exit(code):
+        raise HardExit(code)
+
+    ended = []
+    monkeypatch.setattr(cli.os, "_exit", hard_exit)
+    for rc in (130, 143, 0, 2):
+        monkeypatch.setattr(cli, "main", lambda rc=rc: rc)
+        try:
+            cli.console_main()
+        except HardExit as exc:
+            ended.append(("os._exit", exc.args[0]))
+        except SystemExit as exc:
+            ended.append(("sys.exit", exc.code))
+    assert ended == [("os._exit", 130), ("os._exit", 143), ("sys.exit", 0), ("sys.exit", 2)]
+
+
 def test_predict_gives_the_datasets_own_labels(tmp_path, capsys):
     """A dataset with string labels is fitted on class indices; predict maps them back
     to the labels the model file keeps (digits' and MNIST's indices are their labels)."""

@@ -34,6 +34,7 @@ Tasks a child runs (``spec['task']``):
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -471,22 +472,31 @@ def run_child(spec: dict, *, timeout: float = 600.0, env: Optional[dict] = None,
     guard_rss = 0
     status = 0
     rusage = None
-    while True:
-        pid, status, rusage = os.wait4(proc.pid, os.WNOHANG)
-        if pid == proc.pid:
-            break
-        elapsed = time.perf_counter() - t0
-        if killed_for is None:
-            if elapsed > timeout:
-                killed_for = "timeout"
-                _kill_group(proc.pid)
-            elif memory_limit:
-                rss = _rss_of(proc.pid)
-                guard_rss = max(guard_rss, rss)
-                if rss > memory_limit:
-                    killed_for = "memory"
+    try:
+        while True:
+            pid, status, rusage = os.wait4(proc.pid, os.WNOHANG)
+            if pid == proc.pid:
+                break
+            elapsed = time.perf_counter() - t0
+            if killed_for is None:
+                if elapsed > timeout:
+                    killed_for = "timeout"
                     _kill_group(proc.pid)
-        time.sleep(poll if elapsed > 1.0 else poll / 5)
+                elif memory_limit:
+                    rss = _rss_of(proc.pid)
+                    guard_rss = max(guard_rss, rss)
+                    if rss > memory_limit:
+                        killed_for = "memory"
+                        _kill_group(proc.pid)
+            time.sleep(poll if elapsed > 1.0 else poll / 5)
+    except BaseException:
+        # Ctrl-C or SIGTERM reach this process only (the child has its own session, so
+        # that a crash or a kill takes its whole group): it must not keep the cores busy
+        _kill_group(proc.pid)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(proc.pid, 0)
+        proc.returncode = -9
+        raise
     wall = time.perf_counter() - t0
     rc = os.waitstatus_to_exitcode(status)
     proc.returncode = rc  # os.wait4 reaped the child: tell Popen
