@@ -261,3 +261,18 @@ def test_library_option_names_read_as_flags_on_the_command_line():
                      param="resume")
     assert explain(exc) == ("--resume continues an out-of-core run: give its folder "
                             "(--out-of-core)")
+
+
+def test_a_ridge_solve_is_offered_only_the_tolerance():
+    """A ridge solve does not interpolate in any precision: refining a float32 factor
+    (--precision mixed) cannot make it exact, so only --tolerance is offered."""
+    from types import SimpleNamespace
+
+    from kernelfit.cli._advice import inexact_ways_out
+
+    rec = {"exact": False, "relative_residual": 0.11, "cause": "ridge",
+           "precision": "float32", "n_train": 100, "n_features": 5, "n_classes": 3,
+           "device": "cpu"}
+    ways = inexact_ways_out([rec], SimpleNamespace(tol=None, bandwidth=None, device="cpu"),
+                            bandwidth_given=False)
+    assert ways == ["--tolerance 1.1e-01 to accept this residual"]

@@ -122,6 +122,22 @@ def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
+#: options naming a file, folder, dataset or address: an empty value ('') is a mistake (it
+#: was ignored, or meant the current folder)
+_NOT_EMPTY = ("input", "dataset", "data_dir", "model", "scheduler", "ooc_dir", "out", "save",
+              "output", "feature_cache_dir")
+
+
+def _check_not_empty(args) -> None:
+    from ..errors import InputError
+
+    for dest in _NOT_EMPTY:
+        value = getattr(args, dest, None)
+        if isinstance(value, str) and not value.strip():
+            raise InputError(f"{dest} is empty; give a value (see kernelfit {args.command} "
+                             "--help)", param=dest)
+
+
 class Terminated(KeyboardInterrupt):
     """SIGTERM, raised in the main thread as Ctrl-C is: the same clean-up runs (temporary
     files removed, checkpoints kept), then exit 143 instead of 130."""
@@ -209,6 +225,7 @@ def _main(argv: Optional[Sequence[str]] = None) -> int:
             # the device fallback of --device auto is said every time, in one line
             warnings.simplefilter("always", DeviceFallbackWarning)
             warnings.showwarning = show_warning
+            _check_not_empty(args)
             return int(args._run(args) or 0)
     except KernelfitError as exc:
         print(f"{prefix}: error: {_one_line(explain(exc, args))}", file=sys.stderr)

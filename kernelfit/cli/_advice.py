@@ -315,7 +315,9 @@ def inexact_ways_out(recs, args, *, bandwidth_given: bool) -> List[str]:
                 given = rec.get("refinement_tol", tol)
                 add(f"--precision float64 (a float64 factorization: the refinement from the "
                     f"float32 factor did not reach --tol {given:g} on this K)")
-        if rec.get("precision") == "float32":  # no refinement of the float32 factor
+        # no refinement of the float32 factor (with a ridge no precision interpolates:
+        # refining cannot help)
+        if rec.get("precision") == "float32" and cause != "ridge":
             more = _fits(rec, args, "mixed")
             if more is not None:
                 add("--precision mixed" + (f" --tol {target:g}" if target != tol else "")
