@@ -124,8 +124,8 @@ def _one_line(text: str) -> str:
 
 #: options naming a file, folder, dataset or address: an empty value ('') is a mistake (it
 #: was ignored, or meant the current folder)
-_NOT_EMPTY = ("input", "dataset", "data_dir", "model", "scheduler", "ooc_dir", "out", "save",
-              "output", "feature_cache_dir")
+_NOT_EMPTY = ("input", "data_dir", "model", "ooc_dir", "out", "save", "output",
+              "feature_cache_dir")
 
 
 def _check_not_empty(args) -> None:

@@ -165,6 +165,9 @@ def check_scale(X, meta: dict, what: str, param) -> None:
 
 
 def run(args) -> int:
+    if args.dataset is not None and not args.dataset.strip():
+        raise InputError("--dataset is empty; give a dataset name (see kernelfit datasets "
+                         "list), or leave it out for the model's own dataset")
     if args.input and (args.dataset or args.n_test is not None):
         flag = "--dataset" if args.dataset else "--n-test"
         raise InputError(f"--input and {flag} cannot be combined: --input predicts every row "
