@@ -276,3 +276,18 @@ def test_a_ridge_solve_is_offered_only_the_tolerance():
     ways = inexact_ways_out([rec], SimpleNamespace(tol=None, bandwidth=None, device="cpu"),
                             bandwidth_given=False)
     assert ways == ["--tolerance 1.1e-01 to accept this residual"]
+
+
+def test_missing_cifar10_names_the_jpeg_set_beside_it(tmp_path):
+    """solve's missing-files line offers the JPEG re-encoding beside the official folder
+    (as `datasets info cifar10` does), and says nothing of it when there is none."""
+    from kernelfit.cli._advice import missing_data_message
+
+    facts = {"missing": ["cifar-10-python.tar.gz"], "directory": str(tmp_path / "cifar10"),
+             "dataset": "cifar10"}
+    assert "imagefolder" not in missing_data_message(facts, "")
+    (tmp_path / "cifar10-jpeg").mkdir()
+    (tmp_path / "cifar10-jpeg" / "cifar10-jpeg.tar.gz").write_bytes(b"")
+    line = missing_data_message(facts, "")
+    assert line.endswith("or the JPEG re-encoding found beside them: --dataset imagefolder:"
+                         f"{tmp_path / 'cifar10-jpeg' / 'cifar10-jpeg.tar.gz'}")

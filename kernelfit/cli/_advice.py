@@ -368,9 +368,16 @@ def missing_data_message(facts: dict, fallback: str) -> str:
         return fallback
     dataset = facts.get("dataset") or "the dataset"
     reason = f" ({facts['reason']})" if facts.get("reason") else ""
+    jpeg = ""
+    if dataset == "cifar10":
+        from ..datasets.cifar import jpeg_set_beside
+
+        found = jpeg_set_beside(directory)
+        if found is not None:
+            jpeg = f"; or the JPEG re-encoding found beside them: --dataset imagefolder:{found}"
     return (f"{dataset}: missing {', '.join(missing)} in {directory}{reason}. Ways "
             f"out: put the files in {directory}, or point --data-dir (or $KERNELFIT_DATA) "
-            f"at a folder holding {dataset}/ with them")
+            f"at a folder holding {dataset}/ with them{jpeg}")
 
 
 def explain(exc: KernelfitError, args=None) -> str:

@@ -97,26 +97,14 @@ def _print_not_fetched(args, exc, out) -> int:
     out.write(f"  not downloaded: {', '.join(info['missing'])} missing in {info['folder']}\n")
     out.write(f"  fetch it with: kernelfit datasets fetch {args.name}"
               + (f" --data-dir {args.data_dir}" if args.data_dir else "") + "\n")
-    jpeg = _cifar_jpeg(exc.directory) if kind == "cifar10" else None
+    from ..datasets.cifar import jpeg_set_beside
+
+    jpeg = jpeg_set_beside(exc.directory) if kind == "cifar10" else None
     if jpeg is not None:
         out.write(f"  found instead: a JPEG re-encoding of CIFAR-10 ({jpeg}); `kernelfit "
                   f"reproduce` uses it when the official files are missing, `solve` takes it "
                   f"as --dataset imagefolder:{jpeg}\n")
     return 0
-
-
-def _cifar_jpeg(folder):
-    """The JPEG re-encoding of CIFAR-10 beside the official files' folder (where
-    ``kernelfit reproduce`` looks for it), or None."""
-    from pathlib import Path
-
-    if not folder:
-        return None
-    base = Path(folder).parent
-    for p in (base / "cifar10-jpeg" / "cifar10-jpeg.tar.gz", base / "cifar10-jpeg.tar.gz"):
-        if p.is_file():
-            return p
-    return None
 
 
 def run(args: argparse.Namespace) -> int:

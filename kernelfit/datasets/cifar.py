@@ -26,7 +26,7 @@ from . import sources
 from ._fetch import download, missing_files_error, verify_file
 from ._types import RawData
 
-__all__ = ["CIFAR10_CLASSES", "BATCH_DIR", "TRAIN_BATCHES", "TEST_BATCH", "BATCH_ROWS",
+__all__ = ["jpeg_set_beside", "JPEG_SET", "CIFAR10_CLASSES", "BATCH_DIR", "TRAIN_BATCHES", "TEST_BATCH", "BATCH_ROWS",
            "parse_batch", "load_cifar10"]
 
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
@@ -58,6 +58,21 @@ class _SafeUnpickler(pickle.Unpickler):
         if (module, name) not in _ALLOWED_GLOBALS:
             raise pickle.UnpicklingError(f"global {module}.{name} is not allowed")
         return super().find_class(module, name)
+
+
+#: where a JPEG re-encoding of CIFAR-10 is looked for, relative to the folder holding the
+#: official files' folder (``kernelfit reproduce`` uses it when those are missing)
+JPEG_SET = ("cifar10-jpeg/cifar10-jpeg.tar.gz", "cifar10-jpeg.tar.gz")
+
+
+def jpeg_set_beside(folder) -> Optional[Path]:
+    """The JPEG re-encoding of CIFAR-10 beside the official files' ``folder``
+    (``DATA/cifar10``: ``DATA/cifar10-jpeg/cifar10-jpeg.tar.gz``), or None; readable as
+    ``imagefolder:PATH``."""
+    if not folder:
+        return None
+    base = Path(folder).parent
+    return next((base / p for p in JPEG_SET if (base / p).is_file()), None)
 
 
 def _unpickle(data: bytes, name: str) -> dict:
