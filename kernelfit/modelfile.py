@@ -79,8 +79,9 @@ def _unpickled(data: bytes, path):
     try:
         return pickle.loads(data)
     except Exception as exc:  # unpickling garbage raises many exception types
-        raise InputError(f"{path} is not a readable kernelfit model file "
-                         f"({exc.__class__.__name__})", cause="unreadable") from None
+        raise InputError(f"{path} cannot be read as a kernelfit model file "
+                         f"({exc.__class__.__name__}): damaged, truncated, or not a model "
+                         "file", cause="unreadable") from None
 
 
 def load_model(path) -> dict:
@@ -90,6 +91,8 @@ def load_model(path) -> dict:
     p = Path(path)
     if p.is_dir():
         raise InputError(f"{path} is a folder, not a model file", cause="folder")
+    if p.exists() and not p.is_file():
+        raise InputError(f"{path} is not a regular file", cause="not_a_model")
     if not p.is_file():
         raise InputError(f"model file {path} does not exist", cause="missing")
     try:
@@ -99,8 +102,11 @@ def load_model(path) -> dict:
                          ) from None
     payload = _unpickled(data, path)
     if isinstance(payload, dict) and payload.get("format") == MODEL_FORMAT:
-        v = payload.get("version")
-        version = v if v in READ_VERSIONS else MODEL_VERSION  # others: refused below
+        version = payload.get("version")
+        if version not in READ_VERSIONS:
+            raise InputError(f"{path} has model file version {version!r}, this kernelfit "
+                             f"reads versions {', '.join(map(str, READ_VERSIONS))}",
+                             cause="version")
     else:
         version = MODEL_VERSION
     check_format(payload, path, MODEL_FORMAT, version, "model file")

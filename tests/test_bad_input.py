@@ -234,8 +234,12 @@ CASES = [
     # ---------------------------------------------------------------- predict
     C("predict-model-missing", "predict --model /nonexistent/m.pkl", 2, "does not exist",
       "model file"),
-    C("predict-model-garbage", "predict --model {d}/text.txt", 2, "not a readable",
-      "kernelfit model"),
+    C("predict-model-garbage", "predict --model {d}/text.txt", 2,
+      ("cannot be read as a kernelfit model file", "truncated"), "save the model again"),
+    C("predict-model-truncated", "predict --model {d}/truncated.pkl", 2,
+      ("cannot be read as a kernelfit model file", "truncated"), "save the model again"),
+    C("predict-model-dev-null", "predict --model /dev/null", 2, "not a regular file",
+      "--save FILE"),
     C("predict-model-is-dir", "predict --model {d}", 2, "is a folder", "model file inside"),
     C("predict-model-damaged", "predict --model {d}/damaged.pkl", 2, ("--model", "damaged"),
       "save the model again"),
@@ -246,8 +250,8 @@ CASES = [
     C("predict-no-model", "predict", 2, "--model", HELP),
     C("predict-model-other-pickle", "predict --model {d}/other.pkl", 2, "not a kernelfit model",
       "model file"),
-    C("predict-model-old-version", "predict --model {d}/old.pkl", 2, "version",
-      "reads version"),
+    C("predict-model-old-version", "predict --model {d}/old.pkl", 2, "version 0",
+      "reads versions 1, 2"),
     C("predict-input-missing", "predict --model {model} --input /nonexistent/x.npy", 2,
       ("--input", "no such file"), "no such file"),
     C("predict-input-text", "predict --model {model} --input {d}/text.txt", 2,
@@ -507,6 +511,7 @@ def inputs(tmp_path_factory):
     body = bytearray(model.read_bytes())
     body[len(body) // 2] ^= 0xFF
     (d / "damaged.pkl").write_bytes(bytes(body))
+    (d / "truncated.pkl").write_bytes(model.read_bytes()[:-100])
     return {"d": d, "contents": contents, "model": model,
             "ro": _unwritable_folder(tmp_path_factory.mktemp("ro"))}
 

@@ -227,7 +227,7 @@ def test_zero_rows_with_normalized_kernel(tmp_path, capsys):
 def test_corrupt_model_file(tmp_path, capsys):
     bad = tmp_path / "bad.pkl"
     bad.write_bytes(b"not a pickle at all")
-    _bad(capsys, ["predict", "--model", str(bad)], match="not a readable kernelfit model")
+    _bad(capsys, ["predict", "--model", str(bad)], match="cannot be read as a kernelfit model")
 
 
 def test_console_script_and_module_entry_points():

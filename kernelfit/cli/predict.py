@@ -117,6 +117,9 @@ _MODEL_WAYS = {
     "folder": "give the model file inside it (`kernelfit solve ... --save FILE` makes one)",
     "damaged": "save the model again with `kernelfit solve ... --save FILE` (or restore an "
                "intact copy)",
+    "unreadable": "save the model again with `kernelfit solve ... --save FILE`, or give a "
+                  "file it wrote",
+    "version": "save the model again with this kernelfit (`kernelfit solve ... --save FILE`)",
 }
 _MODEL_WAY = "give a file written by `kernelfit solve ... --save FILE`"
 #: inputs whose largest magnitude is more than this many times the training inputs' are
