@@ -336,6 +336,32 @@ def test_sigterm_is_handled_like_ctrl_c_and_an_ooc_checkpoint_names_resume(
     assert main(argv + ["--resume"]) == 0
 
 
+def test_predict_scale_check_refuses_far_above_warns_near_and_below(tmp_path, capsys):
+    """A model of 0-16 digits: inputs / 16 (16x too small) get a warning, a blank image
+    none, inputs x 5 a refusal; all in the training range pass quietly."""
+    from sklearn.datasets import load_digits
+
+    X, y = load_digits(return_X_y=True)
+    np.savez(tmp_path / "d.npz", X_train=X[:300], y_train=y[:300], X_test=X[300:360],
+             y_test=y[300:360])
+    model = tmp_path / "m.pkl"
+    assert main(["solve", "--dataset", f"npz:{tmp_path / 'd.npz'}", "--save", str(model),
+                 "--json", "--no-progress"]) == 0
+    capsys.readouterr()
+    cases = {"same": (X[:5], ""), "small": (X[:5] / 16, "warning: "),
+             "blank": (np.zeros((1, 64)), ""), "large": (X[:5] * 5, "error: ")}
+    for name, (inputs, said) in cases.items():
+        np.save(tmp_path / f"{name}.npy", inputs)
+        rc = main(["predict", "--model", str(model), "--input", str(tmp_path / f"{name}.npy"),
+                   "--json"])
+        err = capsys.readouterr().err
+        assert rc == (2 if name == "large" else 0), (name, err)
+        if said:
+            assert f"kernelfit predict: {said}" in err and "from 0 to 16" in err, err
+        else:
+            assert err == "", (name, err)
+
+
 def test_console_entry_ends_at_once_after_an_interruption(monkeypatch):
     """The console script exits with os._exit after Ctrl-C/SIGTERM (interpreter shutdown
     with native threads still running aborted with exit 134), normally through sys.exit."""

@@ -311,7 +311,7 @@ def _randomize(capsys, args):
     return code, json.loads(cap.out), cap.err
 
 
-def test_cli_failed_solve_warning_names_the_failure_and_how_to_see_it(capsys):
+def test_cli_failed_solve_warning_names_the_failure_and_how_to_see_it(capsys, tmp_path):
     """Without --out or --json there are no records to look in: the warning names the first
     failure's message (in flags) and the flags that show the records or the ways out."""
     code = main(["randomize", "--dataset", "digits", "--n-train", "200", "--n-test", "40",
@@ -322,6 +322,13 @@ def test_cli_failed_solve_warning_names_the_failure_and_how_to_see_it(capsys):
     assert "--out DIR or --json writes the records" in err
     assert "--stop-on-error stops at the first failure and gives the ways out" in err
     assert "solver='" not in err and "on_error" not in err
+    # with --out: the records file is named
+    out = tmp_path / "r"
+    code = main(["randomize", "--dataset", "digits", "--n-train", "200", "--n-test", "40",
+                 "--mode", "labels", "--levels", "1", "--no-condition", "--kernel", "linear",
+                 "--out", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert code == 5 and f"each record in {out / 'randomize_records.json'} holds" in err
 
 
 def test_cli_inexact_points_exit_6_with_the_ways_out_unless_a_tolerance_accepts(capsys):

@@ -31,7 +31,8 @@ __all__ = ["main", "console_main", "build_parser", "SUBCOMMANDS", "EXIT_CODES",
 #: 3 missing or corrupt data, 4 the memory plan does not fit, 5 K not positive definite,
 #: 6 the solve is not exact (``kernelfit solve``, see kernelfit.kernel_defaults), 7 the
 #: file system refused (permission, disk full), 130 interrupted (Ctrl-C), 143 terminated
-#: (SIGTERM, e.g. ``kill`` or a batch system's time limit).
+#: (SIGTERM, e.g. ``kill`` or a batch system's time limit), 141 the output's reader went
+#: away (``| head``).
 EXIT_CODES = (
     (MemoryPlanError, 4),
     (NotPositiveDefiniteError, 5),
@@ -237,7 +238,7 @@ def _main(argv: Optional[Sequence[str]] = None) -> int:
             sys.stdout = open(os.devnull, "w")
         except OSError:
             pass
-        return 1
+        return 141  # as a shell reports SIGPIPE (128 + 13); 1 means a bug
     except OSError as exc:  # the file system said no: one line, not a traceback
         print(f"{prefix}: error: {_one_line(explain_os_error(exc))}", file=sys.stderr)
         return exit_code_for(exc)

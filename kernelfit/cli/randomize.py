@@ -116,6 +116,11 @@ def run(args) -> int:
         if args.out is None and not args.json:
             warn = warn.replace("each record's 'error' holds its message", "--out DIR or "
                                 "--json writes the records, each with its 'error'")
+        else:
+            records = next((f for f in result.get("files", []) if f.endswith(".json")), None)
+            if records is not None:
+                warn = warn.replace("each record's 'error' holds its message",
+                                    f"each record in {records} holds its 'error'")
         from ._advice import flags_for_names
 
         print(f"kernelfit randomize: warning: {flags_for_names(warn)}", file=sys.stderr)

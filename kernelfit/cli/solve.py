@@ -31,7 +31,8 @@ def add_arguments(p) -> None:
 
 def render(rec: dict) -> None:
     t = rec["timings"]
-    kp = ", ".join(f"{k}={v}" for k, v in rec["kernel_params"].items() if k != "name")
+    kp = ", ".join(f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v}"
+                   for k, v in rec["kernel_params"].items() if k != "name")
     rows = [
         ("dataset", f"{rec['dataset']} ({rec['data_source']})"),
         ("features", rec["features"] + (f" {rec['feature_params']}" if rec["feature_params"]

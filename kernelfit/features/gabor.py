@@ -104,11 +104,13 @@ def _check_rounding(out, rounded, bits: int, xp) -> None:
     moved = xp.sqrt(((rounded - out) ** 2).sum(axis=1))
     worst = float(xp.max(moved / xp.where(norms > 0, norms, 1.0))) if out.shape[0] else 0.0
     if worst > MAX_ROUNDING:
+        grid = "integers" if bits == 0 else f"multiples of 2^-{bits}"
         raise InputError(
-            f"grid_bits={bits} rounds the features of some images to multiples of 2^-{bits}, "
-            f"which moves them by {worst:.0%} of their norm (more than "
-            f"{MAX_ROUNDING:.0%}: images become all zero or identical); grid_bits=auto "
-            f"(2^-{FEATURE_GRID_BITS}, under 1% on MNIST) or a larger value keeps them apart")
+            f"grid_bits={bits} rounds the features of some images to {grid}, which moves "
+            f"them by {worst:.1%} of their norm (more than {MAX_ROUNDING:.0%}: images become "
+            f"all zero or identical); a larger value keeps them apart (grid_bits=auto: "
+            f"2^-{FEATURE_GRID_BITS} for unit-norm features, under 1% on MNIST; no rounding "
+            "without the unit norm)")
 
 
 def _rot(theta: float, u1: np.ndarray, u2: np.ndarray):

@@ -144,7 +144,8 @@ def ooc_factor(kernel: Kernel, X, directory, *, tile_size: int, dtype=np.float32
                          param="ooc_dir", path=str(directory))
     if not directory.parent.exists():
         raise InputError(f"out-of-core folder {directory}: parent folder {directory.parent} "
-                         "does not exist", param="ooc_dir", path=str(directory))
+                         "does not exist; create it first (mkdir -p), or give a folder "
+                         "whose parent exists", param="ooc_dir", path=str(directory))
     if not os.access(directory if directory.exists() else directory.parent, os.W_OK | os.X_OK):
         raise InputError(f"out-of-core folder {directory} is not writable",
                          param="ooc_dir", path=str(directory))
