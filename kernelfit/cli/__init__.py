@@ -144,22 +144,44 @@ class Terminated(KeyboardInterrupt):
     files removed, checkpoints kept), then exit 143 instead of 130."""
 
 
-def _raise_terminated(signum, frame):
-    raise Terminated()
+#: the signals received while a command runs (an interruption raised inside a finalizer,
+#: a weakref callback during garbage collection, is printed and dropped by Python: the
+#: command would go on to the end and exit 0 as if never interrupted)
+_RECEIVED: list = []
+
+
+def _raise_interrupt(signum, frame):
+    _RECEIVED.append(signum)
+    raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
 
 
 @contextlib.contextmanager
-def _sigterm_as_interrupt():
-    """SIGTERM handled like Ctrl-C while a command runs (main thread only; the handler
-    that was there before comes back after)."""
+def _signals_as_interrupt():
+    """Ctrl-C and SIGTERM raise in the main thread while a command runs, and are
+    remembered (main thread only; the handlers that were there before come back after)."""
+    _RECEIVED.clear()
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    before = signal.signal(signal.SIGTERM, _raise_terminated)
+    before = {sig: signal.signal(sig, _raise_interrupt)
+              for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, before)
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
+
+
+def _lost_interrupt(prefix: str, rc: int) -> int:
+    """The exit code of a command that returned ``rc``: an interruption it never saw (lost
+    inside a finalizer) is still one, said in one line."""
+    if not _RECEIVED:
+        return rc
+    term = _RECEIVED[0] == signal.SIGTERM
+    print(f"{prefix}: {'terminated' if term else 'interrupted'} (the signal came while Python "
+          "was finishing an object and did not stop the command, which ran to its end: its "
+          "output is complete)", file=sys.stderr)
+    return 143 if term else 130
 
 
 def _stopped(prefix: str, exc: KeyboardInterrupt, args=None) -> int:
@@ -175,7 +197,7 @@ def _stopped(prefix: str, exc: KeyboardInterrupt, args=None) -> int:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    with _sigterm_as_interrupt():
+    with _signals_as_interrupt():
         return _main(argv)
 
 
@@ -227,7 +249,7 @@ def _main(argv: Optional[Sequence[str]] = None) -> int:
             warnings.simplefilter("always", DeviceFallbackWarning)
             warnings.showwarning = show_warning
             _check_not_empty(args)
-            return int(args._run(args) or 0)
+            return _lost_interrupt(prefix, int(args._run(args) or 0))
     except KernelfitError as exc:
         print(f"{prefix}: error: {_one_line(explain(exc, args))}", file=sys.stderr)
         return exit_code_for(exc)
