@@ -93,6 +93,48 @@ def test_killed_run_resumes_without_redoing_panels(tmp_path):
     assert "factor_gflops_per_s" in ref.info
 
 
+def test_damaged_checkpoint_is_refused_with_the_way_out(tmp_path):
+    """A tile file truncated or deleted, or a manifest state edited by hand, is refused as
+    a damaged checkpoint naming the file and the way out (they gave tracebacks, or exit 7
+    with 'check the path'); the folder is left as it was."""
+    import shutil
+
+    X, Y = _problem(n=120)
+    good = tmp_path / "ck"
+    solve_exact(K, X, Y, SolveOptions(tile_size=40, ooc_dir=str(good)))
+    opts = lambda d: SolveOptions(tile_size=40, ooc_dir=str(d), resume=True)  # noqa: E731
+
+    def damaged(name, edit, found):
+        d = tmp_path / name
+        shutil.copytree(good, d)
+        edit(d)
+        before = sorted(p.name for p in d.iterdir())
+        with pytest.raises(InputError, match=found) as info:
+            solve_exact(K, X, Y, opts(d))
+        assert "delete the folder to start over" in str(info.value)
+        assert info.value.facts["cause"] == "damaged_checkpoint"
+        assert sorted(p.name for p in d.iterdir()) == before
+
+    def truncate(d):
+        with open(d / "L_2_1.npy", "r+b") as fh:
+            fh.truncate(1000)
+
+    def manifest(change):
+        def edit(d):
+            m = json.loads((d / "manifest.json").read_text())
+            change(m)
+            (d / "manifest.json").write_text(json.dumps(m))
+        return edit
+
+    damaged("trunc", truncate, "L_2_1.npy is truncated")
+    damaged("gone", lambda d: (d / "L_1_0.npy").unlink(), "L_1_0.npy is missing")
+    damaged("nostate", manifest(lambda m: m.pop("state")), "has no state")
+    damaged("badshift", manifest(lambda m: m["state"].update(shift="abc")), "state is not")
+    damaged("badpanels", manifest(lambda m: m["state"].update(panels_done=99)), "state is not")
+    damaged("factored", manifest(lambda m: m["state"].update(panels_done=1)), "state is not")
+    solve_exact(K, X, Y, opts(good))  # the intact one resumes
+
+
 def test_mismatched_checkpoint_is_refused(tmp_path):
     X, Y = _problem(n=120)
     d = tmp_path / "ck"

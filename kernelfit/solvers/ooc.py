@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shutil
 import time
@@ -112,6 +113,48 @@ def _read_manifest(directory: Path) -> Optional[dict]:
     return check_format(m, p, OOC_FORMAT, OOC_VERSION, "out-of-core checkpoint")
 
 
+def _damaged(directory: Path, what: str) -> InputError:
+    return InputError(f"the checkpoint in {directory} is damaged ({what}); it cannot be "
+                      "resumed: delete the folder to start over, or use a new one",
+                      param="ooc_dir", path=str(directory), cause="damaged_checkpoint")
+
+
+def _checked_state(state, nt: int, directory: Path) -> dict:
+    """A checkpoint's resume state, refused as damaged unless its fields are what this
+    module writes (a hand-edited manifest gave KeyError/ValueError tracebacks)."""
+    if not isinstance(state, dict):
+        raise _damaged(directory, "its manifest has no state")
+    done = state.get("panels_done")
+    shift = state.get("shift", 0.0)
+    if (isinstance(done, bool) or not isinstance(done, int) or not 0 <= done <= nt
+            or not all(isinstance(state.get(k, False), bool) for k in ("gram_done", "factored"))
+            or isinstance(shift, bool) or not isinstance(shift, (int, float))
+            or not math.isfinite(shift) or shift < 0
+            or (state.get("factored") and done != nt)):
+        raise _damaged(directory, "its manifest's state is not one kernelfit writes")
+    return dict(state)
+
+
+def _check_tiles(store: DiskTiles, state: dict, directory: Path) -> None:
+    """Refuse a checkpoint whose tile files the state needs are missing or not of their
+    tile's size (a truncated or deleted file gave a traceback, or 'check the path')."""
+    nt, done = store.nt, int(state["panels_done"])
+    need = [("L", i, c) for c in range(done) for i in range(c, nt)]
+    if state.get("gram_done") and not state.get("factored"):
+        need += [("A", i, c) for c in range(done, nt) for i in range(c, nt)]
+    else:  # the Gram in progress: the tiles written so far must be whole
+        need += [("A", i, c) for c in range(done, nt) for i in range(c, nt)
+                 if store.exists("A", i, c)]
+    for kind, i, c in need:
+        path = store.path(kind, i, c)
+        if not path.is_file():
+            raise _damaged(directory, f"{path.name} is missing")
+        expected = store.tile_nbytes(i, c)
+        if path.stat().st_size < expected:
+            raise _damaged(directory, f"{path.name} is truncated: {path.stat().st_size} "
+                                      f"bytes, a tile needs {expected}")
+
+
 def _write_manifest(directory: Path, fp: dict, state: dict) -> None:
     doc = {"format": OOC_FORMAT, "version": OOC_VERSION, "fingerprint": fp, "state": state,
            "updated": time.strftime("%Y-%m-%dT%H:%M:%S")}
@@ -177,7 +220,8 @@ def ooc_factor(kernel: Kernel, X, directory, *, tile_size: int, dtype=np.float32
                                  f"data or parameters (differs in: {', '.join(diff)}); "
                                  "refusing to resume. Use a new folder, or delete this one to "
                                  "start over")
-            state = dict(manifest["state"])
+            state = _checked_state(manifest.get("state"), nt, directory)
+            _check_tiles(store, state, directory)
             resumed_from = int(state.get("panels_done", 0))
         else:
             if any(directory.glob("[AL]_*_*.npy")):

@@ -180,6 +180,11 @@ class DiskTiles:
     def exists(self, kind, i, j) -> bool:
         return self.path(kind, i, j).is_file()
 
+    def tile_nbytes(self, i: int, j: int) -> int:
+        """The bytes of tile (i, j)'s values (its ``.npy`` file holds a header more)."""
+        (si, ei), (sj, ej) = self.bounds[i], self.bounds[j]
+        return (ei - si) * (ej - sj) * self.dtype.itemsize
+
     def write(self, kind, i, j, arr) -> None:
         arr = np.asfortranarray(arr, dtype=self.dtype)
         with atomic_writer(self.path(kind, i, j), "wb") as fh:
