@@ -21,7 +21,7 @@ from sklearn.base import BaseEstimator
 from sklearn.utils.multiclass import type_of_target
 from sklearn.utils.validation import check_is_fitted
 
-from .backend import get_backend, is_device_array, to_host
+from .backend import array_namespace, get_backend, is_device_array, to_host
 from .errors import InputError, InputTypeError
 from .grid import lookup_exp_faster
 from .kernels import active_columns, check_array, to_integer_grid
@@ -30,7 +30,8 @@ from .options import KernelOptions, SolverOptions
 from .solvers.exact import solve_exact
 from .solvers.products import cross_kernel_matmul, kernel_matvec
 
-__all__ = ["KernelInterpolator", "sklearn_expected_failed_checks", "EXPECTED_FAILED_CHECKS"]
+__all__ = ["KernelInterpolator", "sklearn_expected_failed_checks", "EXPECTED_FAILED_CHECKS",
+           "check_magnitude"]
 
 
 class KernelInterpolator(BaseEstimator):
@@ -217,6 +218,7 @@ class KernelInterpolator(BaseEstimator):
             self.n_features_in_ = X.shape[1]
         else:
             X, y = _validate(self, X, y, reset=True)
+        check_magnitude(X)
         if X.shape[0] != np.asarray(y).shape[0]:
             raise InputError(f"X has {X.shape[0]} rows but y has {np.asarray(y).shape[0]}")
         task, classes, Y = self._targets(y)
@@ -346,6 +348,23 @@ def _inner_products_note(kernel, info: dict) -> str:
         return (f"float64 GEMM for K (its tiles are built from a float64 copy); {stored}, "
                 f"predictions by exact float32 GEMM{lookup and ' (and lookups)'}")
     return f"float32 GEMM, exact: {stored}{lookup}"
+
+
+#: inputs whose magnitude reaches this overflow the float64 squared distances and inner
+#: products (1e150^2 times a few thousand features is near float64's 1.8e308)
+MAX_MAGNITUDE = 1e150
+
+
+def check_magnitude(X, name: str = "X") -> None:
+    """Refuse finite inputs too large for float64 kernel arithmetic: their squared norms
+    overflow, and the bandwidth rule then saw 'identical points', the solve NaN."""
+    if X.size == 0:
+        return
+    xp = array_namespace(X)
+    top = float(xp.max(xp.abs(X)))
+    if top >= MAX_MAGNITUDE:
+        raise InputError(f"{name} has values up to {top:.3g}: their squares overflow float64 "
+                         f"kernel arithmetic; rescale the inputs (e.g. divide by {top:.0e})")
 
 
 def _validate(est, X, y=None, *, reset: bool):

@@ -321,7 +321,10 @@ def solve_record(est, opts: RunOptions, *, n_test: int, n_classes: int,
 
 # ---------------------------------------------------------------- whole runs
 def _check_arrays(X_train, y_train, X_test, y_test):
+    from .estimator import check_magnitude
+
     X_train = check_array(np.asarray(X_train), "X_train")
+    check_magnitude(X_train, "X_train")
     y_train = np.asarray(y_train)
     if y_train.ndim != 1 or y_train.shape[0] != X_train.shape[0]:
         raise InputError(f"y_train must be 1-D with {X_train.shape[0]} labels, got shape "

@@ -290,6 +290,8 @@ CASES = [
       "--save is empty", "give a value"),
     C("predict-input-empty-path", ["predict", "--model", "{model}", "--input", ""], 2,
       "--input is empty", "give a value"),
+    C("solve-npz-huge-values", NPZ.format(d="{d}", f="huge.npz"), 2,
+      ("X_train has values up to 9.97e+159", "overflow"), "rescale the inputs"),
     C("predict-dataset-empty", ["predict", "--model", "{model}", "--dataset", ""], 2,
       "--dataset is empty", "give a dataset name"),
     C("solve-data-dir-empty", ["solve", "--data-dir", ""], 2, "--data-dir is empty",
@@ -487,6 +489,8 @@ def inputs(tmp_path_factory):
     np.save(d / "objects.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
     (d / "other.pkl").write_bytes(pickle.dumps({"hello": 1}))
     (d / "old.pkl").write_bytes(pickle.dumps({"format": "kernelfit-model", "version": 0}))
+    np.savez(d / "huge.npz", X_train=np.random.default_rng(0).random((40, 4)) * 1e160,
+             y_train=np.arange(40) % 2)
     (d / "noest.pkl").write_bytes(pickle.dumps({"format": "kernelfit-model", "version": 1,
                                                 "estimator": None, "feature_map": None,
                                                 "meta": {}}))

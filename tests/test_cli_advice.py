@@ -291,3 +291,19 @@ def test_missing_cifar10_names_the_jpeg_set_beside_it(tmp_path):
     line = missing_data_message(facts, "")
     assert line.endswith("or the JPEG re-encoding found beside them: --dataset imagefolder:"
                          f"{tmp_path / 'cifar10-jpeg' / 'cifar10-jpeg.tar.gz'}")
+
+
+def test_no_finite_residual_still_gets_a_way_out(capsys):
+    """A NaN residual matches no way out (nothing accepts or refines it): the line names
+    the inputs instead of ending in 'ways out: .'."""
+    from types import SimpleNamespace
+
+    from kernelfit.cli.solve import _exactness_exit
+
+    rec = {"exact": False, "relative_residual": float("nan"),
+           "inexact_reason": "no finite float64 residual was computed", "n_train": 10,
+           "n_features": 2, "n_classes": 2, "device": "cpu"}
+    args = SimpleNamespace(tolerance=None, tol=None, bandwidth=None, device="cpu", save=None)
+    assert _exactness_exit(rec, args) == 6
+    err = capsys.readouterr().err.strip()
+    assert "ways out: ." not in err and err.endswith("rescale them.")

@@ -270,6 +270,11 @@ def _fits(rec: dict, args, precision: str) -> Optional[str]:
         return None
 
 
+#: the way out where no residual is finite (nothing accepts or refines a NaN)
+NO_FINITE_RESIDUAL = ("check the inputs: values so large or so small that K or the "
+                      "coefficients overflow give no finite residual; rescale them")
+
+
 def inexact_ways_out(recs, args, *, bandwidth_given: bool) -> List[str]:
     """Ways out of solves that are not exact (records with ``exact`` false and the facts of
     :func:`kernelfit.kernel_defaults.exactness`, and ``n_train``, ``n_features``,

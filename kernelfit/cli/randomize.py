@@ -136,7 +136,7 @@ def _exactness_exit(result: dict, args) -> int:
     ``--tolerance`` does not accept its residual (as ``kernelfit solve``)."""
     from ..kernel_defaults import exit_code_for
     from ..randomization import inexact_records
-    from ._advice import inexact_ways_out, short_of_tol_note
+    from ._advice import NO_FINITE_RESIDUAL, inexact_ways_out, short_of_tol_note
 
     # the facts the advice's memory check needs, which the result holds once for all
     shared = {"n_classes": result["n_classes"], "device": result["device"]}
@@ -161,7 +161,7 @@ def _exactness_exit(result: dict, args) -> int:
     if code:
         ways = inexact_ways_out(inexact, args,
                                 bandwidth_given=result.get("bandwidth_rule") == "given")
-        msg += "; ways out: " + "; ".join(ways) + "."
+        msg += "; ways out: " + "; ".join(ways or [NO_FINITE_RESIDUAL]) + "."
     print(msg, file=sys.stderr)
     return code
 

@@ -119,7 +119,7 @@ def _exactness_exit(rec: dict, args) -> int:
     import sys
 
     from ..kernel_defaults import exit_code_for
-    from ._advice import inexact_ways_out, short_of_tol_note
+    from ._advice import NO_FINITE_RESIDUAL, inexact_ways_out, short_of_tol_note
 
     code = exit_code_for(rec, args.tolerance)
     if rec.get("exact", True):
@@ -133,5 +133,7 @@ def _exactness_exit(rec: dict, args) -> int:
            f"({rec.get('inexact_reason')})")
     if code != 0 and rec.get("model_not_saved"):
         msg += f"; the model was not saved to {args.save}"
+    if not ways:  # no finite residual: nothing above accepts or refines it
+        ways = [NO_FINITE_RESIDUAL]
     print(msg + ("" if code == 0 else "; ways out: " + "; ".join(ways) + "."), file=sys.stderr)
     return code
