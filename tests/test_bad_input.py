@@ -292,6 +292,9 @@ CASES = [
       "--input is empty", "give a value"),
     C("solve-npz-huge-values", NPZ.format(d="{d}", f="huge.npz"), 2,
       ("X_train has values up to 9.97e+159", "overflow"), "rescale the inputs"),
+    C("bench-n-beyond-the-dataset", "bench --dataset digits --n 2000 --peers none "
+      "--no-peaks --out {out}/b", 2, ("--n 2000 is more than the 1438 training points",),
+      "give --n values up to 1438"),
     C("predict-dataset-empty", ["predict", "--model", "{model}", "--dataset", ""], 2,
       "--dataset is empty", "give a dataset name"),
     C("solve-data-dir-empty", ["solve", "--data-dir", ""], 2, "--data-dir is empty",

@@ -84,6 +84,20 @@ def test_runner_kills_its_child_when_interrupted(monkeypatch):
         os.kill(child.pid, 0)  # gone (and reaped)
 
 
+def test_bench_json_is_one_json_object_on_stdout(tmp_path, capsys):
+    """--json: standard output is the JSON object alone (the comparison lines and file
+    names went before it, so json.load failed); they go to standard error."""
+    from kernelfit.cli import main
+
+    rc = main(["bench", "--n", "150", "--repeats", "1", "--peers", "scipy", "--no-peaks",
+               "--d", "20", "--n-test", "30", "--out", str(tmp_path / "b"), "--json",
+               "--no-progress"])
+    cap = capsys.readouterr()
+    assert rc == 0
+    assert json.loads(cap.out)["schema"] == suite.SCHEMA
+    assert "factor rate / scipy dpotrf" in cap.err and "json: " in cap.err
+
+
 def test_runner_memory_guard():
     rec = runner.run_child({"task": "selftest", "mode": "alloc", "bytes": 400 << 20,
                             "seconds": 5}, timeout=60, memory_limit=150 << 20)

@@ -197,7 +197,14 @@ def run(args) -> int:
                              "its own: leave --d out")
         # a missing or corrupt dataset fails once, here, not in every child; so does an
         # --n-test beyond its test set (the default takes what there is, up to 1000)
-        ds = load_dataset(cfg.dataset, data_dir=cfg.data_dir, n_train=10)
+        try:  # the largest --n must be there too (it failed in every child otherwise)
+            ds = load_dataset(cfg.dataset, data_dir=cfg.data_dir, n_train=max(cfg.n_list))
+        except InputError as exc:
+            if exc.facts.get("param") != "n_train":
+                raise
+            has = exc.facts.get("available")
+            raise InputError(f"--n {max(cfg.n_list)} is more than the {has} training points "
+                             f"{cfg.dataset} has; give --n values up to {has}") from None
         d = ds.X_train.shape[1]
         has = int(ds.X_test.shape[0])
         if cfg.n_test > has:
@@ -229,6 +236,8 @@ def run(args) -> int:
         raise InputError("nothing was measured, so no report was written ("
                          + ("; ".join(reasons[:3]) or "no run") + f"); {way}")
     paths = write_report(results, args.out)
+    # with --json, standard output holds the JSON object only; the summary goes to stderr
+    say = (lambda text: print(text, file=sys.stderr)) if args.json else print
     for c in results.get("comparisons", []):
         bits = [f"n={c['n']}"]
         if "factor_rate_vs_scipy" in c:
@@ -236,13 +245,13 @@ def run(args) -> int:
         for peer in ("sklearn", "scipy"):
             if f"time_vs_{peer}" in c:
                 bits.append(f"time / {peer} {c[f'time_vs_{peer}']:.2f}")
-        print("  ".join(bits))
+        say("  ".join(bits))
     skipped = results.get("skipped") or []
     if skipped:
-        print(f"{len(skipped)} run(s) not measured (see the report): " +
-              "; ".join(f"{s['label']} n={s['n']} {s['status']}" for s in skipped))
+        say(f"{len(skipped)} run(s) not measured (see the report): " +
+            "; ".join(f"{s['label']} n={s['n']} {s['status']}" for s in skipped))
     for kind, path in paths.items():
-        print(f"{kind}: {path}")
+        say(f"{kind}: {path}")
     if args.json:
         print_json(results)
     return 0

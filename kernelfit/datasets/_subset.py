@@ -23,7 +23,7 @@ def check_count(n, available: int, what: str) -> Optional[int]:
         raise InputError(f"{what} must be non-negative, got {n}")
     if n > available:
         raise InputError(f"{what} {n} is more than the {available} examples available; ask "
-                         f"for at most {available}", param=what)
+                         f"for at most {available}", param=what, available=int(available))
     return n
 
 
