@@ -263,8 +263,9 @@ class SolverOptions(_Flat):
                              conflicts_with="precision")
         beyond = self.ooc_dir or self.scheduler or self.distributed
         plain = checked.fixed_precision()
-        if plain and not beyond:
-            # in memory a float precision factors once and does not refine
+        if plain and (not beyond or plain == "float32"):
+            # in memory a float precision factors once and does not refine; out of core and
+            # on Dask float32 does not either (float64 there refines from its factor)
             given = [name for name, default in (("tol", 1e-10), ("max_iter", None),
                                                 ("refinement", "cg"))
                      if getattr(self, name) != default]
@@ -272,8 +273,8 @@ class SolverOptions(_Flat):
                 asked = (f"precision={plain!r}" if plain == self.precision
                          else "dtype='float32' (a float32 solve)")
                 raise InputError(
-                    f"{given[0]} does not apply with {asked}, which factors K once in "
-                    "memory and does not refine; leave it out, or use precision 'mixed' "
+                    f"{given[0]} does not apply with {asked}, which factors K once and "
+                    "does not refine; leave it out, or use precision 'mixed' "
                     "(or 'auto' without dtype float32, which may choose it)",
                     param=given[0], not_with_precision=plain,
                     via_dtype=plain != self.precision)

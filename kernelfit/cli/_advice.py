@@ -408,8 +408,8 @@ def explain(exc: KernelfitError, args=None) -> str:
     if flag and exc.facts.get("not_with_precision"):
         p = exc.facts["not_with_precision"]
         asked = "--dtype float32" if exc.facts.get("via_dtype") else f"--precision {p}"
-        return (f"{flag} does not apply with {asked}, which factors K once in memory and "
-                f"does not refine; leave {flag} out, or use --precision mixed (or auto"
+        return (f"{flag} does not apply with {asked}, which factors K once and does not "
+                f"refine; leave {flag} out, or use --precision mixed (or auto"
                 f"{' without --dtype float32' if exc.facts.get('via_dtype') else ''}, which "
                 "may choose it)")
     if flag and other in FLAGS and exc.facts.get("why"):

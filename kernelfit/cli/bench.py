@@ -197,14 +197,18 @@ def run(args) -> int:
                              "its own: leave --d out")
         # a missing or corrupt dataset fails once, here, not in every child; so does an
         # --n-test beyond its test set (the default takes what there is, up to 1000)
-        try:  # the largest --n must be there too (it failed in every child otherwise)
+        # the largest --n must be there too (it failed in every child otherwise); said
+        # after --n-test's check, which the user typed where --n may be the default
+        too_many = None
+        try:
             ds = load_dataset(cfg.dataset, data_dir=cfg.data_dir, n_train=max(cfg.n_list))
         except InputError as exc:
             if exc.facts.get("param") != "n_train":
                 raise
             has = exc.facts.get("available")
-            raise InputError(f"--n {max(cfg.n_list)} is more than the {has} training points "
-                             f"{cfg.dataset} has; give --n values up to {has}") from None
+            too_many = InputError(f"--n {max(cfg.n_list)} is more than the {has} training "
+                                  f"points {cfg.dataset} has; give --n values up to {has}")
+            ds = load_dataset(cfg.dataset, data_dir=cfg.data_dir, n_train=10)
         d = ds.X_train.shape[1]
         has = int(ds.X_test.shape[0])
         if cfg.n_test > has:
@@ -212,6 +216,8 @@ def run(args) -> int:
                 raise InputError(f"--n-test {cfg.n_test} is more than the {has} test points "
                                  f"{cfg.dataset} has; give --n-test {has} or less")
             cfg = dataclasses.replace(cfg, n_test=has)
+        if too_many is not None:
+            raise too_many
     _check_some_n_fits(cfg, d)
 
     def on_event(kind, payload):
