@@ -140,7 +140,8 @@ CASES = [
       ("--save", "does not exist"), "does not exist"),
     C("solve-save-unwritable", S + " --save {ro}/m.pkl", 2, "--save", "choose a folder"),
     C("solve-cache-dir-unwritable", S + " --features rff --rff-dim 64 --feature-cache-dir "
-      "{ro}/cache", 2, "--feature-cache-dir", "choose a folder"),
+      "{ro}/cache", 2, ("--feature-cache-dir", "choose a folder"),
+      "leave --feature-cache-dir out and give --no-feature-cache"),
     C("solve-gabor-on-flat-npz", NPZ.format(d="{d}", f="good.npz") + " --features gabor", 2,
       "gabor", ("image", "image_shape")),
     C("solve-gabor-scales-too-big", S + " --features gabor --gabor-scales 5", 2, "scales",

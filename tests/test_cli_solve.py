@@ -379,6 +379,35 @@ def test_predict_scale_check_refuses_far_above_warns_near_and_below(tmp_path, ca
             assert err == "", (name, err)
 
 
+def test_a_full_disk_out_of_core_names_the_checkpoint_and_resume(tmp_path, monkeypatch,
+                                                                 capsys):
+    """The disk filling up during an out-of-core solve: the line names the file system's
+    refusal (exit 7) and that the checkpoint stays for --resume, which then continues."""
+    import errno
+
+    from kernelfit.solvers.tiles import DiskTiles
+
+    real, written = DiskTiles.write, []
+
+    def write(self, kind, i, j, arr):
+        if len(written) == 3:
+            raise OSError(errno.ENOSPC, "No space left on device", str(self.path(kind, i, j)))
+        written.append((kind, i, j))
+        return real(self, kind, i, j, arr)
+
+    monkeypatch.setattr(DiskTiles, "write", write)
+    ck = tmp_path / "ck"
+    argv = ["solve", "--dataset", "digits", "--n-train", "300", "--n-test", "20",
+            "--out-of-core", str(ck), "--tile-size", "100", "--precision", "float64"]
+    assert main(argv) == 7
+    err = capsys.readouterr().err.strip()
+    assert "No space left on device" in err and err.endswith(
+        f"the checkpoint in {ck} stays: once that is mended, the same command with --resume "
+        "continues it")
+    monkeypatch.setattr(DiskTiles, "write", real)
+    assert main(argv + ["--resume"]) == 0
+
+
 def test_console_entry_ends_at_once_after_an_interruption(monkeypatch):
     """The console script exits with os._exit after Ctrl-C/SIGTERM (interpreter shutdown
     with native threads still running aborted with exit 134), normally through sys.exit."""

@@ -188,12 +188,18 @@ def _stopped(prefix: str, exc: KeyboardInterrupt, args=None) -> int:
     """One line for Ctrl-C or SIGTERM (naming ``--resume`` where a checkpoint stays); the
     exit code."""
     word = "terminated" if isinstance(exc, Terminated) else "interrupted"
-    ooc = getattr(args, "ooc_dir", None)
-    more = (f"; the checkpoint in {ooc} stays: the same command with --resume continues it"
-            if ooc and args.command in ("solve", "randomize") and os.path.isdir(ooc)
-            and os.listdir(ooc) else "")
-    print(f"{prefix}: {word}{more}", file=sys.stderr)
+    print(f"{prefix}: {word}{_resume_hint(args)}", file=sys.stderr)
     return 143 if isinstance(exc, Terminated) else 130
+
+
+def _resume_hint(args, when: str = "") -> str:
+    """'; the checkpoint ... stays: ... --resume continues it' where an out-of-core solve or
+    randomize stopped with its checkpoint folder holding something, else ''."""
+    ooc = getattr(args, "ooc_dir", None)
+    if not (ooc and getattr(args, "command", None) in ("solve", "randomize")
+            and os.path.isdir(ooc) and os.listdir(ooc)):
+        return ""
+    return f"; the checkpoint in {ooc} stays: {when}the same command with --resume continues it"
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -262,7 +268,8 @@ def _main(argv: Optional[Sequence[str]] = None) -> int:
             pass
         return 141  # as a shell reports SIGPIPE (128 + 13); 1 means a bug
     except OSError as exc:  # the file system said no: one line, not a traceback
-        print(f"{prefix}: error: {_one_line(explain_os_error(exc))}", file=sys.stderr)
+        hint = _resume_hint(args, "once that is mended, ")
+        print(f"{prefix}: error: {_one_line(explain_os_error(exc))}{hint}", file=sys.stderr)
         return exit_code_for(exc)
     except MemoryError:
         print(f"{prefix}: error: ran out of memory although the memory plan fitted (other "

@@ -113,8 +113,18 @@ def check_output_paths(args) -> None:
             and getattr(args, "features", "raw") != "raw":
         folders.append(("cache_dir", args.feature_cache_dir))
     for param, folder in folders:
-        if folder is not None:
+        if folder is None:
+            continue
+        try:
             check_writable_folder(folder, param=param)
+        except InputError as exc:
+            if param != "cache_dir":
+                raise
+            # a cache already filled elsewhere is still written to (new entries, rebuilt
+            # damaged ones): the way out is computing the features without it
+            raise InputError(f"{exc.message}; or leave --feature-cache-dir out and give "
+                             "--no-feature-cache (the features are then computed, not "
+                             "stored)", **exc.facts) from None
 
 
 def config_from_args(args):
