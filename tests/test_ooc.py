@@ -135,6 +135,18 @@ def test_damaged_checkpoint_is_refused_with_the_way_out(tmp_path):
     solve_exact(K, X, Y, opts(good))  # the intact one resumes
 
 
+def test_a_checkpoint_of_another_precision_names_the_one_that_resumes_it(tmp_path):
+    """Out of core 'auto' is mixed: a float64 checkpoint resumed under it names
+    precision='float64' (the way that keeps the work) before deleting the folder."""
+    X, Y = _problem(n=120)
+    d = tmp_path / "ck"
+    solve_exact(K, X, Y, SolveOptions(tile_size=40, ooc_dir=str(d), precision="float64"))
+    with pytest.raises(InputError, match="made with precision='float64': give that"):
+        solve_exact(K, X, Y, SolveOptions(tile_size=40, ooc_dir=str(d), resume=True))
+    solve_exact(K, X, Y, SolveOptions(tile_size=40, ooc_dir=str(d), resume=True,
+                                      precision="float64"))
+
+
 def test_mismatched_checkpoint_is_refused(tmp_path):
     X, Y = _problem(n=120)
     d = tmp_path / "ck"

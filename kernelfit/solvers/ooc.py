@@ -216,10 +216,19 @@ def ooc_factor(kernel: Kernel, X, directory, *, tile_size: int, dtype=np.float32
             old.setdefault("deflation_rank", 0)  # older checkpoints: tiles of K itself
             diff = sorted(k for k in set(fp) | set(old) if fp.get(k) != old.get(k))
             if diff:
+                # only the precision differs (auto picks mixed out of core): name the one
+                # that resumes it before offering to throw the work away
+                same = set(diff) <= {"dtype", "deflation_rank"} and old.get("dtype") in (
+                    "float32", "float64")
+                was = "float64" if old.get("dtype") == "float64" else (
+                    "mixed" if old.get("deflation_rank") else "float32")
+                how = (f"It was made with precision={was!r}: give that to resume it; or use "
+                       "a new folder, or delete this one to start over" if same else
+                       "Use a new folder, or delete this one to start over")
                 raise InputError(f"the checkpoint in {directory} was made from different "
                                  f"data or parameters (differs in: {', '.join(diff)}); "
-                                 "refusing to resume. Use a new folder, or delete this one to "
-                                 "start over")
+                                 f"refusing to resume. {how}", param="ooc_dir",
+                                 path=str(directory))
             state = _checked_state(manifest.get("state"), nt, directory)
             _check_tiles(store, state, directory)
             resumed_from = int(state.get("panels_done", 0))
