@@ -1,5 +1,6 @@
 """Dask: a LocalCluster of 2 workers gives the single-machine answer; bad schedulers fail fast."""
 
+import json
 import time
 
 import numpy as np
@@ -31,6 +32,21 @@ def test_local_cluster_equals_single_machine(precision):
     # the workers' float32 tiles hold K minus the rank-one part (kernelfit.solvers.deflate)
     assert sol.info["deflation"]["rank"] == (1 if precision == "mixed" else 0)
     np.testing.assert_allclose(sol.alpha, ref.alpha, atol=1e-7 * np.abs(ref.alpha).max())
+
+
+def test_a_dask_solve_records_its_timings_and_says_it_ran_on_the_cluster(capsys):
+    """The run layer keeps the Dask solve's "connect" and "gram_and_factor" timings (it
+    kept only gram/factor, so the main cost was missing) and the table names the cluster."""
+    from kernelfit.cli import main
+
+    assert main(["solve", "--dataset", "digits", "--n-train", "200", "--n-test", "20",
+                 "--distributed", "local", "--tile-size", "100", "--json"]) == 0
+    rec = json.loads(capsys.readouterr().out)
+    assert {"connect", "gram_and_factor", "solve"} <= set(rec["timings"])
+    assert main(["solve", "--dataset", "digits", "--n-train", "200", "--n-test", "20",
+                 "--distributed", "local", "--tile-size", "100"]) == 0
+    out = capsys.readouterr().out
+    assert "Dask cluster" in out and "gram_and_factor" in out
 
 
 def test_distributed_predict_and_breakdown_shift():

@@ -58,6 +58,10 @@ def render(rec: dict) -> None:
                                                f"{rec['n_tiles_lower']} tiles"))
     if "rank" in rec:
         rows.append(("numerical rank", rec["rank"]))
+    dist = rec.get("distributed")
+    if isinstance(dist, dict):  # the Gram and its factor were one graph on the cluster
+        rows.append(("Dask cluster", f"{dist.get('scheduler')} ({dist.get('n_workers')} "
+                                     "workers); gram and factor timed together"))
     print_table(rows, title="kernelfit solve")
     print_table([(k, f"{v:.3f} s") for k, v in t.items()], title="time per stage")
     if rec.get("saved_model"):
