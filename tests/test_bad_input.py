@@ -296,6 +296,8 @@ CASES = [
     C("bench-n-beyond-the-dataset", "bench --dataset digits --n 2000 --peers none "
       "--no-peaks --out {out}/b", 2, ("--n 2000 is more than the 1438 training points",),
       "give --n values up to 1438"),
+    C("solve-one-class", NPZ.format(d="{d}", f="one_class.npz"), 2,
+      "the training labels have only one class (0)", "two or more classes"),
     C("predict-dataset-empty", ["predict", "--model", "{model}", "--dataset", ""], 2,
       "--dataset is empty", "give a dataset name"),
     C("solve-data-dir-empty", ["solve", "--data-dir", ""], 2, "--data-dir is empty",
@@ -493,6 +495,8 @@ def inputs(tmp_path_factory):
     np.save(d / "objects.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
     (d / "other.pkl").write_bytes(pickle.dumps({"hello": 1}))
     (d / "old.pkl").write_bytes(pickle.dumps({"format": "kernelfit-model", "version": 0}))
+    np.savez(d / "one_class.npz", X_train=np.random.default_rng(1).random((30, 4)),
+             y_train=np.zeros(30, dtype=int))
     np.savez(d / "huge.npz", X_train=np.random.default_rng(0).random((40, 4)) * 1e160,
              y_train=np.arange(40) % 2)
     (d / "noest.pkl").write_bytes(pickle.dumps({"format": "kernelfit-model", "version": 1,

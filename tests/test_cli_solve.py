@@ -290,7 +290,9 @@ def test_ctrl_c_while_the_parser_is_built_is_one_line(monkeypatch, capsys):
     monkeypatch.setattr(cli, "build_parser", interrupted)
     assert main(["datasets", "list"]) == 130
     err = capsys.readouterr().err
-    assert err.strip() == "kernelfit: interrupted"
+    assert err.strip() == "kernelfit datasets: interrupted"  # the command, as typed
+    assert main(["--bogus"]) == 130
+    assert capsys.readouterr().err.strip() == "kernelfit: interrupted"
 
 
 def test_sigterm_is_handled_like_ctrl_c_and_an_ooc_checkpoint_names_resume(

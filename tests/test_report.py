@@ -9,8 +9,8 @@ from kernelfit import memory, report
 
 
 @pytest.mark.parametrize("n, text", [(0, "0 B"), (1023, "1023 B"), (1536, "1.5 KiB"),
-                                     (3 * 2 ** 30, "3.0 GiB"), (2 ** 50, "1024.0 TiB"),
-                                     (None, "-")])
+                                     (3 * 2 ** 30, "3.0 GiB"), (2 ** 50, "1.0 PiB"),
+                                     (1e30, "8.9e+14 PiB"), (None, "-")])
 def test_fmt_bytes(n, text):
     assert report.fmt_bytes(n) == text
 
@@ -19,7 +19,7 @@ def test_fmt_bytes(n, text):
 def test_fmt_bytes_is_the_one_formatter(n):
     assert memory.fmt_bytes is report.fmt_bytes
     value, unit = report.fmt_bytes(n).split()
-    scale = 1024 ** ["B", "KiB", "MiB", "GiB", "TiB"].index(unit)
+    scale = 1024 ** ["B", "KiB", "MiB", "GiB", "TiB", "PiB"].index(unit)
     assert abs(float(value) * scale - n) <= 0.05 * scale + 1e-9 * n
 
 

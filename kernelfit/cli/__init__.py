@@ -228,8 +228,9 @@ def _main(argv: Optional[Sequence[str]] = None) -> int:
     try:  # the parser imports each command's module: Ctrl-C may come that early
         parser = build_parser()
         args, extra = parser.parse_known_args(argv)
-    except KeyboardInterrupt as exc:
-        return _stopped("kernelfit", exc)
+    except KeyboardInterrupt as exc:  # the command, as typed, where it is one
+        typed = next((a for a in _ARGV if not a.startswith("-")), None)
+        return _stopped(f"kernelfit {typed}" if typed in SUBCOMMANDS else "kernelfit", exc)
     if extra:  # named by the (sub)command that was given them, not by `kernelfit`
         where = " ".join(["kernelfit"] + [w for w in (getattr(args, "command", None),
                                                       getattr(args, "action", None)) if w])

@@ -394,6 +394,10 @@ def explain(exc: KernelfitError, args=None) -> str:
     if isinstance(exc, DownloadError):
         return _download_message(exc)
     msg = exc.message
+    if msg.startswith("y has only one class"):  # the command line classifies only
+        return (msg.split(";")[0].replace("y has", "the training labels have", 1)
+                + "; give a dataset (or --n-train) whose training split has two or more "
+                  "classes")
     param = exc.facts.get("param")
     flag = FLAGS.get(param) if param else None
     if param == "dataset" and getattr(args, "command", None) == "datasets":
