@@ -218,10 +218,12 @@ def ooc_factor(kernel: Kernel, X, directory, *, tile_size: int, dtype=np.float32
             if diff:
                 # only the precision differs (auto picks mixed out of core): name the one
                 # that resumes it before offering to throw the work away
-                same = set(diff) <= {"dtype", "deflation_rank"} and old.get("dtype") in (
-                    "float32", "float64")
+                # (a float32 checkpoint without the deflation may be a plain float32 one
+                # or an older mixed one: no guess then)
                 was = "float64" if old.get("dtype") == "float64" else (
-                    "mixed" if old.get("deflation_rank") else "float32")
+                    "mixed" if old.get("dtype") == "float32" and old.get("deflation_rank")
+                    else None)
+                same = "dtype" in diff and set(diff) <= {"dtype", "deflation_rank"} and was
                 how = (f"It was made with precision={was!r}: give that to resume it; or use "
                        "a new folder, or delete this one to start over" if same else
                        "Use a new folder, or delete this one to start over")
