@@ -167,6 +167,13 @@ class KernelInterpolator(BaseEstimator):
         if task not in ("auto", "classification", "regression"):
             raise InputError(f"task must be 'auto', 'classification' or 'regression', got {task!r}",
                              param="task")
+        if y.ndim == 2 and y.shape[1] == 1 and task != "regression" and (
+                task == "classification" or label_kind(y.ravel()) == "classes"):
+            # a column of class labels is the labels (it fell through to a regression,
+            # silently): used as 1-D, as scikit-learn's classifiers do, with its warning
+            warnings.warn("a column-vector y was passed where 1-D class labels were "
+                          "expected; it is used as y.ravel()", UserWarning, stacklevel=3)
+            y = y.ravel()
         if task == "auto":
             # the one label rule (kernelfit.labels): whole numbers and strings are classes
             kind = label_kind(y) if y.ndim == 1 else type_of_target(y)
@@ -298,6 +305,7 @@ class KernelInterpolator(BaseEstimator):
         if X.shape[1] != self.n_features_in_:
             raise InputError(f"X has {X.shape[1]} features, but {type(self).__name__} is "
                              f"expecting {self.n_features_in_} features as input")
+        check_magnitude(X)
         xp = be.xp
         # the kernel in X_fit_'s units (grid integers for 8-bit pixels; files saved before
         # the grid storage have only kernel_)
@@ -308,7 +316,12 @@ class KernelInterpolator(BaseEstimator):
         P = cross_kernel_matmul(kernel, Xb, self.X_fit_, self.alpha_,
                                 tile_size=self.fit_info_.get("tile_size"), backend=be,
                                 show_progress=self.show_progress, a_stats=a_stats)
-        return be.to_numpy(P)
+        P = be.to_numpy(P)
+        if not np.isfinite(P).all():  # (NaN predictions became class 0, silently)
+            raise InputError(f"the kernel values of X against the training points overflow "
+                             f"float64 (X's largest magnitude {float(np.max(np.abs(X))):.3g}); "
+                             "rescale X as the training inputs were")
+        return P
 
     def predict(self, X):
         """Class labels (argmax of the decision function) or real predictions."""

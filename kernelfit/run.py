@@ -374,7 +374,12 @@ def solve_arrays(X_train, y_train, X_test=None, y_test=None, opts: Optional[RunO
         opts = _checked_save(opts)
     timings = dict(timings or {})
     X_train, y_train, X_test = _check_arrays(X_train, y_train, X_test, y_test)
-    n_classes = int(np.unique(y_train).shape[0])
+    from .labels import label_kind
+
+    # the solve's target columns: one per class, one for a (1-D) regression target (each
+    # distinct real value was planned as a class: 3,000 of them refused a solve that fits)
+    classes = label_kind(y_train) == "classes"
+    n_classes = int(np.unique(y_train).shape[0]) if classes else 1
     n_test = 0 if X_test is None else int(X_test.shape[0])
     if plan is None:
         plan = make_plan(opts.solver, X_train.shape[0], solve_width(X_train), n_classes,

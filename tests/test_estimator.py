@@ -266,3 +266,26 @@ def test_a_1d_regression_target_gets_its_true_residual_and_an_rmse():
         rec = solve_arrays(X, y, Xt, yt, RunOptions.from_flat(bandwidth=1.0))
     assert rec["exact"] and rec["task"] == "regression" and rec["n_classes"] is None
     assert rec["test_error"] == pytest.approx(np.sqrt(np.mean((m.predict(Xt) - yt) ** 2)))
+
+
+def test_min_norm_solvers_agree_and_predictions_never_overflow_silently(digits):
+    """lstsq cuts the singular values where eigh does (LAPACK's default cutoff kept
+    rounding directions: coefficients 1e11, alpha^T K alpha < 0, a norm of 0); a column
+    of class labels is classified; inputs whose kernel values overflow are refused at
+    predict instead of NaN becoming class 0."""
+    import warnings
+
+    X, y = digits
+    fits = {s: KernelInterpolator(kernel="linear", solver=s).fit(X[:200], y[:200])
+            for s in ("eigh", "lstsq")}
+    np.testing.assert_allclose(fits["lstsq"].alpha_, fits["eigh"].alpha_, rtol=1e-6,
+                               atol=1e-6 * np.abs(fits["eigh"].alpha_).max())
+    assert fits["lstsq"].rkhs_norm_ == pytest.approx(fits["eigh"].rkhs_norm_, rel=1e-6)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        m = KernelInterpolator(bandwidth=2.0).fit(X[:300], y[:300].reshape(-1, 1))
+    assert m.task_ == "classification" and any("y.ravel()" in str(w.message) for w in caught)
+    assert m.predict(X[300:305]).shape == (5,)
+    p = KernelInterpolator(kernel="polynomial", gamma=1 / 64).fit(X[:200], y[:200])
+    with pytest.raises(InputError, match="overflow"):
+        p.predict(X[:2] * 1e100)

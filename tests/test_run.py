@@ -365,3 +365,15 @@ def test_solve_arrays_takes_arrays_for_unknown_data_unless_named():
     assert solved["bandwidth_rule"] == named["bandwidth_rule"]
     assert solved["kernel_params"] == named["kernel_params"]
     assert solved["test_error"] == named["test_error"]
+
+
+def test_solve_arrays_plans_one_target_column_for_a_regression():
+    """A continuous target is one column: it was planned as one column per distinct value
+    (3,000 here) and refused within a budget the solve fits in."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(3000, 20))
+    yr = X[:, 0] + 0.01 * rng.normal(size=3000)
+    opts = RunOptions.from_flat(ridge=1e-6, tolerance=1, memory_budget=300 * 2 ** 20,
+                                precision="float64", show_progress=False)
+    rec = run.solve_arrays(X, yr, opts=opts)
+    assert rec["task"] == "regression" and rec["memory_plan"]["estimated_peak_bytes"] < 2e8

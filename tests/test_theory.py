@@ -87,3 +87,14 @@ def test_kernel_sgd_sweep_equals_loop():
     a1, _ = S.kernel_sgd(K, y, eta=0.7, epochs=3)
     a2 = S.kernel_sgd_loop(K, y, eta=0.7, epochs=3)
     assert np.allclose(a1, a2, atol=1e-12)
+
+
+def test_null_projection_with_dependent_rows():
+    """Rows of X that are dependent (duplicates, rank 5 of 10): the projection onto the
+    null space is exact (a QR of X^T spanned spurious directions: off by 1.8 of 7)."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(10, 5)) @ rng.normal(size=(5, 50))
+    v = rng.normal(size=50)
+    Q = np.linalg.svd(X)[2][:5].T
+    np.testing.assert_allclose(S.null_projection(X, v), v - Q @ (Q.T @ v), atol=1e-12)
+    assert S.row_space_distance(X, Q @ rng.normal(size=5)) < 1e-12

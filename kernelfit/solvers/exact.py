@@ -328,9 +328,13 @@ def _min_norm_solve(K, Y, opts: SolveOptions, be: Backend):
     if be.device == "cpu":
         from scipy.linalg import lstsq
 
-        rcond = opts.rcond if opts.rcond is not None else None
+        # the cutoff eigh uses (n eps of the largest): LAPACK's default (eps) kept
+        # directions of pure rounding, and gave coefficients of 1e11 and a negative
+        # alpha^T K alpha where eigh's minimum-norm solution has 156
+        rcond = opts.rcond if opts.rcond is not None else n * np.finfo(np.float64).eps
         alpha, _res, rank, _sv = lstsq(K, be.to_numpy(Y), cond=rcond, overwrite_a=True,
                                        check_finite=False, lapack_driver="gelsd")
         return alpha, int(rank), None
-    alpha, _res, rank, _sv = xp.linalg.lstsq(K, Y, rcond=opts.rcond)
+    rcond = opts.rcond if opts.rcond is not None else n * np.finfo(np.float64).eps
+    alpha, _res, rank, _sv = xp.linalg.lstsq(K, Y, rcond=rcond)
     return alpha, int(rank), None

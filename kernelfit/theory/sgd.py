@@ -50,8 +50,14 @@ def min_norm_solution(X, y):
 
 
 def _row_basis(X):
-    Q, R = np.linalg.qr(X.T)  # X^T = Q R, Q spans the row space (X full row rank)
-    return Q
+    """An orthonormal basis of the row space of ``X``, also where its rows are dependent
+    (duplicate images): the right singular vectors above the rank cutoff (a QR of X^T
+    spanned spurious directions then)."""
+    _, s, Vt = np.linalg.svd(X, full_matrices=False)
+    if s.size == 0:
+        return np.zeros((X.shape[1], 0))
+    keep = s > max(X.shape) * np.finfo(np.float64).eps * s[0]
+    return Vt[keep].T
 
 
 def null_projection(X, v):
