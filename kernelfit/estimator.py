@@ -230,7 +230,12 @@ class KernelInterpolator(BaseEstimator):
             raise InputError(f"X has {X.shape[0]} rows but y has {np.asarray(y).shape[0]}")
         task, classes, Y = self._targets(y)
         kernel_opts = KernelOptions.from_params(self.get_params(deep=False))
-        kernel = kernel_opts.resolve(X, seed=self.random_state)
+        seed = self.random_state
+        if seed is not None and (isinstance(seed, bool) or not isinstance(
+                seed, (int, np.integer)) or seed < 0):
+            raise InputError(f"random_state must be a non-negative integer or None, got "
+                             f"{seed!r}", param="random_state")
+        kernel = kernel_opts.resolve(X, seed=seed)
         be = get_backend(self.device)
         Xf = np.ascontiguousarray(X, dtype=np.float64) if be.device == "cpu" else X
         opts = replace(solver_opts, device=be.device).solve_options(
@@ -313,9 +318,10 @@ class KernelInterpolator(BaseEstimator):
         # the fitted columns, with the norms over all of the query's columns
         Xb, a_stats = kernel.query(xp.asarray(X, dtype=xp.float64),
                                    columns=getattr(self, "support_", None))
-        P = cross_kernel_matmul(kernel, Xb, self.X_fit_, self.alpha_,
-                                tile_size=self.fit_info_.get("tile_size"), backend=be,
-                                show_progress=self.show_progress, a_stats=a_stats)
+        with np.errstate(over="ignore", invalid="ignore"):  # non-finite: refused below
+            P = cross_kernel_matmul(kernel, Xb, self.X_fit_, self.alpha_,
+                                    tile_size=self.fit_info_.get("tile_size"), backend=be,
+                                    show_progress=self.show_progress, a_stats=a_stats)
         P = be.to_numpy(P)
         if not np.isfinite(P).all():  # (NaN predictions became class 0, silently)
             raise InputError(f"the kernel values of X against the training points overflow "

@@ -287,5 +287,10 @@ def test_min_norm_solvers_agree_and_predictions_never_overflow_silently(digits):
     assert m.task_ == "classification" and any("y.ravel()" in str(w.message) for w in caught)
     assert m.predict(X[300:305]).shape == (5,)
     p = KernelInterpolator(kernel="polynomial", gamma=1 / 64).fit(X[:200], y[:200])
-    with pytest.raises(InputError, match="overflow"):
-        p.predict(X[:2] * 1e100)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no RuntimeWarning before the refusal
+        with pytest.raises(InputError, match="overflow"):
+            p.predict(X[:2] * 1e100)
+    for bad in ("x", -1, 1.5, True):
+        with pytest.raises(InputError, match="random_state must be"):
+            KernelInterpolator(bandwidth="median", random_state=bad).fit(X[:20], y[:20])

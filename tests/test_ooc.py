@@ -147,6 +147,15 @@ def test_a_checkpoint_of_another_precision_names_the_one_that_resumes_it(tmp_pat
                                       precision="float64"))
 
 
+def test_an_out_of_core_folder_that_cannot_be_made_is_an_input_error():
+    """/proc's parent exists but no folder can be made in it: one InputError naming the
+    parameter, not pathlib's FileNotFoundError."""
+    X, Y = _problem(n=60)
+    with pytest.raises(InputError, match="cannot be made") as info:
+        solve_exact(K, X, Y, SolveOptions(tile_size=40, ooc_dir="/proc/kernelfit-nope"))
+    assert info.value.param == "ooc_dir"
+
+
 def test_mismatched_checkpoint_is_refused(tmp_path):
     X, Y = _problem(n=120)
     d = tmp_path / "ck"

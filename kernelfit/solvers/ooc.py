@@ -195,7 +195,12 @@ def ooc_factor(kernel: Kernel, X, directory, *, tile_size: int, dtype=np.float32
     if low_rank is not None and dtype != np.float32:
         raise InputError("low_rank applies to float32 tiles only")
     created = not directory.exists()
-    directory.mkdir(exist_ok=True)
+    try:
+        directory.mkdir(exist_ok=True)
+    except OSError as exc:  # /proc, /sys: the parent is there, a folder cannot be made
+        raise InputError(f"out-of-core folder {directory} cannot be made "
+                         f"({exc.strerror or exc}); choose a folder you can write to",
+                         param="ooc_dir", path=str(directory)) from None
     try:
         fp = {"X_sha256": fingerprint_X(X), "n": int(n), "d": int(d),
               "kernel": kernel.params(), "tile_size": int(tile_size), "dtype": dtype.name,
