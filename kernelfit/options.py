@@ -28,6 +28,8 @@ none of the three lists the options again.
 from __future__ import annotations
 
 import math
+import numbers
+import os
 from dataclasses import dataclass, field, fields, replace
 from types import MappingProxyType
 from typing import Any, ClassVar, Dict, Iterator, Mapping, Optional, Tuple
@@ -62,6 +64,17 @@ class _Flat:
 
 def _set(obj, name: str, value) -> None:
     object.__setattr__(obj, name, value)
+
+
+def _flag(name: str, value, *, none: bool = False):
+    """``value`` as a bool (True/False, NumPy's bools, 0/1); None kept where ``none``;
+    anything else refused (bool("no") was True)."""
+    if value is None and none:
+        return None
+    if (isinstance(value, bool) or getattr(getattr(value, "dtype", None), "kind", "") == "b"
+            or (isinstance(value, numbers.Integral) and value in (0, 1))):
+        return bool(value)
+    raise InputError(f"{name} must be True or False, got {value!r}", param=name)
 
 
 class FrozenParams(Mapping):
@@ -122,7 +135,7 @@ class DataOptions(_Flat):
             if not ok:
                 raise InputError(f"{name} must be an integer >= {low}, got {v!r}")
             _set(self, name, int(v))
-        _set(self, "balanced", bool(self.balanced))
+        _set(self, "balanced", _flag("balanced", self.balanced))
 
 
 @dataclass(frozen=True)
@@ -154,7 +167,10 @@ class FeatureOptions(_Flat):
         check_param_names(self.name, self.params)  # another map's parameter: refused
         # a private, read-only copy: the caller's dict may change, these options may not
         _set(self, "params", FrozenParams(self.params))
-        _set(self, "cache", bool(self.cache))
+        _set(self, "cache", _flag("feature_cache", self.cache))
+        if self.cache_dir is not None and not isinstance(self.cache_dir, (str, os.PathLike)):
+            raise InputError(f"cache_dir must be a folder path, got {self.cache_dir!r}",
+                             param="cache_dir")
 
     def to_flat(self) -> Dict[str, Any]:
         out = super().to_flat()
@@ -253,6 +269,8 @@ class SolverOptions(_Flat):
                              "in float32 (and refines the solution in float64); give one of "
                              "them", param="dtype", dtype="float64", precision="mixed",
                              conflicts_with="precision")
+        _set(self, "show_progress", _flag("show_progress", self.show_progress, none=True))
+        _set(self, "resume", _flag("resume", self.resume))
         # the device is checked where it is resolved (kernelfit.backend.get_backend)
         checked = self.solve_options()
         if checked.precision in _FLOAT_PRECISIONS and checked.dtype != checked.precision:
@@ -325,6 +343,8 @@ class RunOptions:
                 raise InputError(f"tolerance must be a relative residual >= 0 (or None: "
                                  f"exact only), got {self.tolerance!r}", param="tolerance")
             _set(self, "tolerance", tol)
+        if self.save is not None and not isinstance(self.save, (str, os.PathLike)):
+            raise InputError(f"save must be a file path, got {self.save!r}", param="save")
 
     @classmethod
     def flat_names(cls) -> Tuple[str, ...]:

@@ -236,3 +236,18 @@ def test_feature_parameters_of_another_map_are_refused_in_python_too():
         RunOptions.from_flat(features="rff", feature_params={"n_filters": 10})
     assert RunOptions.from_flat(features="rff", feature_params={"n_components": 10}
                                 ).features.params == {"n_components": 10}
+
+
+@pytest.mark.parametrize("flat, name", [(dict(balanced="no"), "balanced"),
+                                        (dict(feature_cache="false"), "feature_cache"),
+                                        (dict(show_progress="no"), "show_progress"),
+                                        (dict(resume="yes", ooc_dir="d"), "resume"),
+                                        (dict(save=123), "save"),
+                                        (dict(features="rff", cache_dir=5), "cache_dir")])
+def test_switches_and_paths_of_the_wrong_type_are_refused(flat, name):
+    """bool('no') is True: a string switch was silently on; a number as a path failed
+    deep in pathlib. Both refused naming the parameter; True/False, 0/1 and None pass."""
+    with pytest.raises(InputError, match=f"{name} must be") as info:
+        RunOptions.from_flat(**flat)
+    assert info.value.param == name
+    assert RunOptions.from_flat(balanced=1, show_progress=None).data.balanced is True
