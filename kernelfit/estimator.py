@@ -324,8 +324,9 @@ class KernelInterpolator(BaseEstimator):
                                     show_progress=self.show_progress, a_stats=a_stats)
         P = be.to_numpy(P)
         if not np.isfinite(P).all():  # (NaN predictions became class 0, silently)
+            ax = array_namespace(X)  # (a device array: its own namespace)
             raise InputError(f"the kernel values of X against the training points overflow "
-                             f"float64 (X's largest magnitude {float(np.max(np.abs(X))):.3g}); "
+                             f"float64 (X's largest magnitude {float(ax.max(ax.abs(X))):.3g}); "
                              "rescale X as the training inputs were")
         return P
 
