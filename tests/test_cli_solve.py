@@ -295,6 +295,12 @@ def test_ctrl_c_while_the_parser_is_built_is_one_line(monkeypatch, capsys):
     assert capsys.readouterr().err.strip() == "kernelfit: interrupted"
 
 
+def _ooc_solve_argv(ck) -> list:
+    """A small float64 out-of-core solve of digits into ``ck`` (three tile columns)."""
+    return ["solve", "--dataset", "digits", "--n-train", "300", "--n-test", "20",
+            "--out-of-core", str(ck), "--tile-size", "100", "--precision", "float64"]
+
+
 def test_sigterm_is_handled_like_ctrl_c_and_an_ooc_checkpoint_names_resume(
         tmp_path, monkeypatch, capsys):
     """SIGTERM (kill, a batch system's limit) runs the clean-up Ctrl-C runs and exits 143
@@ -328,8 +334,7 @@ def test_sigterm_is_handled_like_ctrl_c_and_an_ooc_checkpoint_names_resume(
 
     monkeypatch.setattr(ooc, "_factor_panels", one_panel_then_ctrl_c)
     ck = tmp_path / "ck"
-    argv = ["solve", "--dataset", "digits", "--n-train", "300", "--n-test", "20",
-            "--out-of-core", str(ck), "--tile-size", "100", "--precision", "float64"]
+    argv = _ooc_solve_argv(ck)
     assert main(argv) == 130
     err = capsys.readouterr().err.strip()
     assert err == (f"kernelfit solve: interrupted; the checkpoint in {ck} stays: the same "
@@ -399,8 +404,7 @@ def test_a_full_disk_out_of_core_names_the_checkpoint_and_resume(tmp_path, monke
 
     monkeypatch.setattr(DiskTiles, "write", write)
     ck = tmp_path / "ck"
-    argv = ["solve", "--dataset", "digits", "--n-train", "300", "--n-test", "20",
-            "--out-of-core", str(ck), "--tile-size", "100", "--precision", "float64"]
+    argv = _ooc_solve_argv(ck)
     assert main(argv) == 7
     err = capsys.readouterr().err.strip()
     assert "No space left on device" in err and err.endswith(

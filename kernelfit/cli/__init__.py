@@ -177,19 +177,21 @@ def _lost_interrupt(prefix: str, rc: int) -> int:
     inside a finalizer) is still one, said in one line."""
     if not _RECEIVED:
         return rc
-    term = _RECEIVED[0] == signal.SIGTERM
-    print(f"{prefix}: {'terminated' if term else 'interrupted'} (the signal came while Python "
-          "was finishing an object and did not stop the command, which ran to its end: its "
-          "output is complete)", file=sys.stderr)
-    return 143 if term else 130
+    return _stop_line(prefix, _RECEIVED[0] == signal.SIGTERM, " (the signal came while "
+                      "Python was finishing an object and did not stop the command, which "
+                      "ran to its end: its output is complete)")
 
 
 def _stopped(prefix: str, exc: KeyboardInterrupt, args=None) -> int:
     """One line for Ctrl-C or SIGTERM (naming ``--resume`` where a checkpoint stays); the
     exit code."""
-    word = "terminated" if isinstance(exc, Terminated) else "interrupted"
-    print(f"{prefix}: {word}{_resume_hint(args)}", file=sys.stderr)
-    return 143 if isinstance(exc, Terminated) else 130
+    return _stop_line(prefix, isinstance(exc, Terminated), _resume_hint(args))
+
+
+def _stop_line(prefix: str, term: bool, more: str) -> int:
+    """Print ``<prefix>: interrupted|terminated<more>``; the exit code, 130 or 143."""
+    print(f"{prefix}: {'terminated' if term else 'interrupted'}{more}", file=sys.stderr)
+    return 143 if term else 130
 
 
 def _resume_hint(args, when: str = "") -> str:
