@@ -314,10 +314,11 @@ def test_solve_gram_on_a_ready_tile_store(refinement):
 
 @pytest.mark.parametrize("method", ["cg", "ir"])
 def test_the_returned_residual_is_a_direct_product_not_the_steps_recurrence(method):
-    """A float64 preconditioner (the Dask and out-of-core float64 paths): the steps' own
+    """A float64 preconditioner (the Dask and out-of-core float64 paths): CG's own
     residual, updated by recurrence, falls to 1e-20 after one step while the true one sits
     at the rounding floor of x (about cond(K) x 1e-16). The answer's residual is the true
-    one, from a direct product of the iterate returned."""
+    one, from a direct product of the iterate returned (iterative refinement makes each
+    pass that product)."""
     from kernelfit.solvers.refine import refine
 
     rng = np.random.default_rng(0)
@@ -330,18 +331,112 @@ def test_the_returned_residual_is_a_direct_product_not_the_steps_recurrence(meth
                  tol=1e-13, max_iter=5, method=method)
     true = np.linalg.norm(K @ out["alpha"] - Y) / np.linalg.norm(Y)
     assert out["relative_residual"] == pytest.approx(true, rel=1e-6)
-    assert out["tracked_residual"] < out["relative_residual"]  # the recurrence's illusion
+    if method == "cg":
+        assert out["tracked_residual"] < out["relative_residual"]  # the recurrence's illusion
+    else:  # each iterative-refinement pass is the direct product of its iterate
+        assert out["tracked_residual"] == out["relative_residual"]
     assert out["converged"] == (true <= 1e-13)
 
 
-def test_where_only_the_recurrence_reached_tol_the_refinement_goes_on_once():
-    """A float32 factor's preconditioner: the steps' residual reaches tol, the certified
-    one does not; the refinement goes on from the certified iterate, and where that does
-    not help (the floor) it keeps the better certified iterate."""
+def _float32_factor_problem(n=300):
+    """K with cond 1e3, a float32 Cholesky factor's solve as its preconditioner, Y."""
     import scipy.linalg as sl
 
+    rng = np.random.default_rng(0)
+    Q = np.linalg.qr(rng.standard_normal((n, n)))[0]
+    K = (Q * np.logspace(0, -3, n)) @ Q.T
+    L32 = np.linalg.cholesky(K.astype(np.float32)).astype(np.float64)
+    return K, (lambda R: sl.cho_solve((L32, True), R)), rng.standard_normal((n, 3))
+
+
+def test_cg_takes_its_last_step_as_a_refinement_step_certified_in_its_own_pass(monkeypatch):
+    """Where one more step is expected to reach tol (the residual within the smallest gain
+    so far), CG's last step is alpha += M^-1 r with a direct product of the new iterate:
+    one pass fewer than a CG step plus the product that certifies it, the same residual
+    target, and the residual returned is the true one."""
+    import kernelfit.solvers.refine as rf
+
+    K, precond, Y = _float32_factor_problem()
+    log = []
+    out = rf.refine(lambda V: K @ V, precond, Y, tol=1e-13, method="cg", log=log)
+    true = np.linalg.norm(K @ out["alpha"] - Y) / np.linalg.norm(Y)
+    assert out["converged"] and true <= 1e-13
+    assert out["relative_residual"] == pytest.approx(true, rel=1e-9)
+    assert log[-1].startswith("closing ir step") and not any("certified" in ln for ln in log)
+    assert out["certify_seconds"] == 0.0 and out["matvecs"] == len(out["history"])
+    monkeypatch.setattr(rf, "closing_step_enough", lambda history, tol: False)
+    plain = rf.refine(lambda V: K @ V, precond, Y, tol=1e-13, method="cg")
+    assert plain["converged"] and plain["matvecs"] == out["matvecs"] + 1
+
+
+def test_a_closing_step_that_falls_short_restarts_cg_from_its_certified_iterate(monkeypatch):
+    """The closing step is a guess: where it does not reach tol, CG goes on (restarted from
+    that certified iterate) and still converges; the closing step is tried once a solve."""
+    import kernelfit.solvers.refine as rf
+
+    K, precond, Y = _float32_factor_problem()
+    asked = []
+
+    def always(history, tol):
+        asked.append(len(history))
+        return True
+
+    monkeypatch.setattr(rf, "closing_step_enough", always)
+    log = []
+    out = rf.refine(lambda V: K @ V, precond, Y, tol=1e-15, method="cg", log=log,
+                    max_iter=30)
+    closing = [ln for ln in log if ln.startswith("closing ir step")]
+    assert len(closing) == 1 and asked == [2]
+    true = np.linalg.norm(K @ out["alpha"] - Y) / np.linalg.norm(Y)
+    assert out["relative_residual"] == pytest.approx(true, rel=1e-9)
+    assert out["relative_residual"] <= float(closing[0].split("residual ")[1])
+
+
+def test_a_closing_step_that_loses_ground_restarts_cg_from_the_best_iterate(monkeypatch):
+    """A closing step that raises the residual (here: a preconditioner that overshoots
+    on the closing step only) is not where CG goes on from: it restarts from the best
+    iterate before it, and converges."""
+    import kernelfit.solvers.refine as rf
+
+    K, precond, Y = _float32_factor_problem()
+    monkeypatch.setattr(rf, "closing_step_enough", lambda history, tol: len(history) == 2)
+    calls = []
+
+    def overshooting(R):  # the third application is the closing step's (initial, z0, z1)
+        calls.append(1)
+        return precond(R) * (40.0 if len(calls) == 3 else 1.0)
+
+    log = []
+    out = rf.refine(lambda V: K @ V, overshooting, Y, tol=1e-13, method="cg", log=log)
+    h = out["history"]
+    assert log[1].startswith("closing ir step") and h[2] > h[1]  # it lost ground
+    assert h[3] < h[1] / 10  # the restart went on from the best iterate, not the worse one
+    assert out["converged"]
+    true = np.linalg.norm(K @ out["alpha"] - Y) / np.linalg.norm(Y)
+    assert out["relative_residual"] == pytest.approx(true, rel=1e-9) and true <= 1e-13
+
+
+def test_closing_step_rule_needs_every_step_so_far_to_have_gained_enough():
+    from kernelfit.solvers.refine import closing_step_enough
+
+    assert closing_step_enough([1e-4, 1e-6, 5e-11], 1e-12)  # gains 100, 2e4: 50 needed
+    assert not closing_step_enough([1e-4, 1e-6, 2e-10], 1e-12)  # 200 needed
+    assert not closing_step_enough([1e-4, 2e-4, 1e-12 * 1.5], 1e-12)  # a step that rose
+    assert not closing_step_enough([1e-4], 1e-12)  # no step yet
+    assert closing_step_enough([1e-4, 0.0], 1e-12)
+
+
+def test_where_only_the_recurrence_reached_tol_the_refinement_goes_on_once(monkeypatch):
+    """A float32 factor's preconditioner: the steps' residual reaches tol, the certified
+    one does not; the refinement goes on from the certified iterate, and where that does
+    not help (the floor) it keeps the better certified iterate. (CG's closing step, which
+    would reach tol first here, is left out.)"""
+    import scipy.linalg as sl
+
+    import kernelfit.solvers.refine as rf
     from kernelfit.solvers.refine import refine
 
+    monkeypatch.setattr(rf, "closing_step_enough", lambda history, tol: False)
     rng = np.random.default_rng(0)
     n = 300
     Q = np.linalg.qr(rng.standard_normal((n, n)))[0]
@@ -388,7 +483,9 @@ def test_refinement_stops_soon_after_its_floor_and_keeps_the_best(method):
     assert out["tracked_residual"] == min(h)
     assert out["relative_residual"] == pytest.approx(
         np.linalg.norm(out["K_alpha"] - Y) / np.linalg.norm(Y), rel=1e-12)
-    assert out["matvecs"] == len(h) + 1
+    # CG's best iterate came from the recurrence: one more pass certifies it; each
+    # iterative-refinement pass is already the direct product of its iterate
+    assert out["matvecs"] == len(h) + (method == "cg")
     assert len(h) - 1 - best_at <= 4  # DRIFT_STEPS (3) rises, or PATIENCE["ir"] (3)
     assert out["iterations"] < 30
     assert min(h) < 1e-6  # it did converge down to near the floor first

@@ -8,12 +8,15 @@ preconditioner M = L L^T; the float64 system K alpha = Y is then solved by
 ``refinement='ir'``            classic iterative refinement alpha += M^-1 (Y - K alpha)
                                (LAPACK's dsposv scheme).
 
-Each pass over K multiplies several columns at once: the search directions of all
+A CG pass over K multiplies several columns at once: the search directions of all
 classes *and* the current iterate, so the residual of every iterate is formed from
-freshly computed float64 products (residual replacement: the reported residual is
+freshly computed float64 products (residual replacement: the steps track
 ``Y - (K x_k + a_k K p_k)``, one rounding away from ``Y - K x_{k+1}``, never a
-recurrence that drifts). The iteration stops at a relative residual
-``||Y - K alpha||_F / ||Y||_F <= tol``.
+recurrence that drifts), and the iterate returned is certified by a direct product. An
+iterative-refinement pass is the direct product of the new iterate itself, certified as
+it is made; CG takes its last step that way (the closing step) where one more step is
+expected to reach tol, saving the pass a CG step's own K p would take. The iteration
+stops at a relative residual ``||Y - K alpha||_F / ||Y||_F <= tol``.
 
 When a factorization breaks down (K too ill-conditioned for its precision),
 :func:`retry_with_shift` rebuilds it with a diagonal shift that grows from
@@ -86,6 +89,13 @@ def _rel(R, ynorm: float) -> float:
     return float(np.linalg.norm(R) / ynorm) if ynorm > 0 else float(np.linalg.norm(R))
 
 
+def closing_step_enough(history: List[float], tol: float) -> bool:
+    """Whether one more step is expected to reach ``tol``: the residual is within the
+    smallest gain any step so far has made (a step that did not gain makes it False)."""
+    gains = [a / b if b > 0 else math.inf for a, b in zip(history, history[1:])]
+    return bool(gains) and history[-1] <= tol * min(gains)
+
+
 def refine(matvec: Callable, precond: Callable, Y, *, tol: float = 1e-10,
            max_iter: int = 30, method: str = "cg", x0=None, show_progress=None,
            log: Optional[list] = None, give_up_slow: bool = False,
@@ -109,7 +119,10 @@ def refine(matvec: Callable, precond: Callable, Y, *, tol: float = 1e-10,
     ``fast_passes`` (passes whose step came from ``fast_precond``), ``relative_residual``
     (of the iterate returned, from a direct product with K: where its K x came from the
     recurrence one more pass certifies it, ``certify_seconds``) and ``tracked_residual``
-    (the steps' figure for it). ``x0`` with ``Kx0``: start from x0 whose direct product is
+    (the steps' figure for it). CG's closing step (see :func:`closing_step_enough`):
+    alpha += M^-1 R with the direct product of the new iterate, so a closing step that
+    reaches tol needs no pass to certify it; one that falls short restarts CG from its
+    certified iterate (once a solve). ``x0`` with ``Kx0``: start from x0 whose direct product is
     Kx0 (no pass spent on it).
     ``give_up_slow``: stop as soon as the last three steps' rate of decrease cannot reach
     ``tol`` within ``max_iter`` steps (the caller then has a better way), or, with
@@ -145,13 +158,22 @@ def refine(matvec: Callable, precond: Callable, Y, *, tol: float = 1e-10,
     gave_up = None
     fresh = True  # KX is a direct product of x
     R_prev = R
+    closing = closing_tried = False  # CG's last step as an iterative-refinement step
     if not converged and method == "cg":
         Z = apply(R)
         P = Z.copy()
         rz = np.einsum("ij,ij->j", R, Z)
     while not converged and iterations < max_iter:
         t1 = time.perf_counter()
-        if method == "cg":
+        if method == "ir" or closing:
+            # alpha += M^-1 R, and the pass is a direct product of the new iterate: its
+            # residual is certified in the same pass (no recurrence, no pass to certify it)
+            x = x + (Z if closing else apply(R))
+            KX = matvec(x)
+            matvecs += 1
+            fresh = True
+            R = Y - KX
+        else:
             if fresh:
                 KP = matvec(P)
             else:  # refresh K x in the same pass (nearly free: the tiles are the cost)
@@ -164,24 +186,13 @@ def refine(matvec: Callable, precond: Callable, Y, *, tol: float = 1e-10,
             KX = KX + KP * a
             fresh = False
             R = Y - KX
-        else:
-            D = apply(R)
-            if fresh:
-                KD = matvec(D)
-            else:
-                both = matvec(np.concatenate([D, x], axis=1))
-                KD, KX = both[:, :m], both[:, m:]
-            matvecs += 1
-            x = x + D
-            KX = KX + KD
-            fresh = False
-            R = Y - KX
         iterations += 1
         fast_passes += fast
         history.append(_rel(R, ynorm))
         times.append(time.perf_counter() - t1)
         if log is not None:
-            log.append(f"{method} step {iterations}: relative residual {history[-1]:.3e}"
+            step = "closing ir" if closing else method
+            log.append(f"{step} step {iterations}: relative residual {history[-1]:.3e}"
                        + (" (float32 preconditioner)" if fast else ""))
         restart = False
         if fast and history[-1] > history[-2] / FAST_GAIN:
@@ -207,16 +218,27 @@ def refine(matvec: Callable, precond: Callable, Y, *, tol: float = 1e-10,
         if converged or stalled >= PATIENCE[method]:
             break
         if method == "cg":
+            if closing:  # the closing step fell short: CG again, from its certified
+                closing, restart = False, True  # iterate or, had it lost ground, the best
+                if best[1] is not x:
+                    _, x, KX = best
+                    fresh, R = best_direct, Y - KX
             Z = apply(R)
-            rz_new = np.einsum("ij,ij->j", R, Z)
-            if restart:
-                P = Z
-            else:
-                # flexible (Polak-Ribiere) beta while the preconditioner varies
-                num = rz_new - np.einsum("ij,ij->j", R_prev, Z) if fast else rz_new
-                beta = np.where(rz > 0, num / np.where(rz > 0, rz, 1.0), 0.0)
-                P = Z + P * beta
-            rz = rz_new
+            if not closing_tried and closing_step_enough(history, tol):
+                # one more step gains enough: take it as an iterative-refinement step
+                # (x + Z), whose pass certifies it; a CG step needs a pass for its K p
+                # and then one more for the direct product of the iterate it returns
+                closing = closing_tried = True
+            if not closing:
+                rz_new = np.einsum("ij,ij->j", R, Z)
+                if restart:
+                    P = Z
+                else:
+                    # flexible (Polak-Ribiere) beta while the preconditioner varies
+                    num = rz_new - np.einsum("ij,ij->j", R_prev, Z) if fast else rz_new
+                    beta = np.where(rz > 0, num / np.where(rz > 0, rz, 1.0), 0.0)
+                    P = Z + P * beta
+                rz = rz_new
         R_prev = R
     res, x, KX = best
     tracked = res
