@@ -109,6 +109,7 @@ class NotPositiveDefiniteError(KernelfitError, np.linalg.LinAlgError):
     reasons (``'low_rank_linear'``, ``'low_rank_polynomial'``, ``'duplicates'``,
     ``'ill_conditioned'``, ``'shift_failed'``); further facts: ``dtype`` (the precision
     that failed), ``ridge``, ``n``, ``d``, ``n_outputs``, ``n_duplicates``,
+    ``n_conflicting`` (duplicates whose target differs from their copy's),
     ``mean_diagonal``.
     """
 

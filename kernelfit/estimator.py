@@ -49,8 +49,10 @@ class KernelInterpolator(BaseEstimator):
         Added to the diagonal of K (0 = exact interpolation).
     solver : {'cholesky', 'eigh', 'lstsq'}
         Tiled in-place Cholesky, or an explicit minimum-norm fallback for singular K.
-    dtype : {'float64', 'float32'}
-        Storage and factorization precision of K.
+    dtype : {'float64', 'float32'} or None, default None
+        Storage and factorization precision of K (None: float64, or the float type a
+        ``precision`` of 'float32' or 'float64' names; a dtype that contradicts the
+        precision is refused).
     device : {'cpu', 'gpu', 'auto'}
     tile_size : int or None
         Tile edge of the blocked Gram matrix and factorization (None: automatic).
@@ -67,8 +69,10 @@ class KernelInterpolator(BaseEstimator):
     estimate_condition : bool, default False
         Estimate cond(K) from the factor (power and inverse iteration);
         sets ``condition_number_``.
-    random_state : int
-        Seed of the sample used by ``bandwidth='median'`` and of the condition estimate.
+    random_state : int or None, default 0
+        Seed of the sample used by ``bandwidth='median'`` (None: a fresh sample each fit;
+        the bandwidth it gives is kept in ``kernel_``). The condition estimate starts from
+        seed 0 whatever this is (recorded in ``fit_info_['condition']``).
     show_progress : bool or None
         Progress bars (None: only on a terminal).
     precision : {'auto', 'float64', 'float32', 'mixed'}, default 'auto'
@@ -115,7 +119,7 @@ class KernelInterpolator(BaseEstimator):
     """
 
     def __init__(self, kernel="gaussian", bandwidth=5.0, degree=4, gamma=1.0, coef0=1.0,
-                 ridge=0.0, solver="cholesky", dtype="float64", device="cpu",
+                 ridge=0.0, solver="cholesky", dtype=None, device="cpu",
                  tile_size=None, task="auto", compute_residual=True, estimate_condition=False,
                  random_state=0, show_progress=None, precision="auto", tol=1e-10,
                  max_iter=None, refinement="cg", ooc_dir=None, resume=False, scheduler=None,
@@ -152,12 +156,9 @@ class KernelInterpolator(BaseEstimator):
 
     # ------------------------------------------------------------ helpers
     def _solver_options(self) -> SolverOptions:
-        """The solver options of these parameters (validated once, by the options tree).
-        ``dtype='float64'``, the default, leaves K's storage to a float ``precision``."""
-        params = self.get_params(deep=False)
-        if str(params.get("dtype")) == "float64":
-            params["dtype"] = None
-        return SolverOptions.from_params(params)
+        """The solver options of these parameters (validated once, by the options tree:
+        ``dtype`` None, the default, leaves K's storage to a float ``precision``)."""
+        return SolverOptions.from_params(self.get_params(deep=False))
 
     def _targets(self, y):
         y = np.asarray(y)

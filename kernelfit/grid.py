@@ -24,7 +24,7 @@ from .backend import array_namespace
 from .errors import InputError
 
 __all__ = ["integer_grid", "grid_float32", "grid_expected", "to_integer_grid",
-           "gaussian_of_exact", "lookup_exp_faster", "INT_GRID_KERNELS",
+           "gaussian_of_exact", "lookup_exp_faster", "exact_products", "INT_GRID_KERNELS",
            "FEATURE_GRID_BITS", "FEATURE_GRID"]
 
 #: float32 represents every integer of magnitude below 2^24 exactly
@@ -262,3 +262,15 @@ def _lookup_measured() -> bool:
             times.append(time.perf_counter() - t0)
         best[way] = min(times)
     return best[True] < best[False]
+
+
+def exact_products(P, Q, rows: int) -> np.ndarray:
+    """``P @ Q.T`` in float64 for a few rows ``P`` of integer-grid float32 inputs (those
+    past float32's exact range), ``Q`` cast ``rows`` rows at a time: exact while the
+    integer partial sums stay below 2^53 (8-bit pixels: always; as the float64 GEMM
+    otherwise)."""
+    out = np.empty((P.shape[0], Q.shape[0]))
+    P64 = P.astype(np.float64)
+    for s in range(0, Q.shape[0], rows):
+        out[:, s:s + rows] = P64 @ Q[s:s + rows].astype(np.float64).T
+    return out

@@ -46,8 +46,8 @@ import numpy as np
 
 from .backend import array_namespace, fused_finish, to_host
 from .errors import InputError
-from .grid import (_F32_EXACT, INT_GRID_KERNELS, _grid_float32, gaussian_of_exact,
-                   integer_grid, to_integer_grid)
+from .grid import (_F32_EXACT, INT_GRID_KERNELS, _grid_float32, exact_products,
+                   gaussian_of_exact, integer_grid, to_integer_grid)
 
 __all__ = ["Kernel", "KERNEL_NAMES", "get_kernel", "row_norms_sq", "squared_distances",
            "check_array", "median_distance", "integer_grid", "to_integer_grid",
@@ -177,8 +177,11 @@ class Kernel:
                 raise InputError(f"bandwidth {bw!r} is too small: 1/(2 h^2) overflows; use a "
                                  "bandwidth of at least 1e-150 (or 'median')", param="bandwidth")
         if name in ("polynomial", "normalized"):
-            if isinstance(self.degree, bool) or int(self.degree) != self.degree or self.degree < 1:
-                raise InputError(f"degree must be a positive integer, got {self.degree!r}")
+            deg = self.degree
+            if (isinstance(deg, bool) or not isinstance(deg, (int, float, np.integer, np.floating))
+                    or not math.isfinite(deg) or int(deg) != deg or deg < 1):
+                raise InputError(f"degree must be a positive integer, got {deg!r}",
+                                 param="degree")
             object.__setattr__(self, "degree", int(self.degree))
         if self.int_scale is not None:
             sc = self.int_scale
@@ -289,8 +292,8 @@ class Kernel:
             # and columns, made again exactly in float64); cast chunk by chunk below
             K32 = xp.matmul(A, B.T, out=None if scratch is None else scratch.product(m, ncols))
             hr, hc = heavy
-            Hr = _exact_products(A[hr], B) if hr.size else None
-            Hc = _exact_products(B[hc], A) if hc.size else None  # (columns, rows)
+            Hr = exact_products(A[hr], B, _chunk_rows(B.shape[1])) if hr.size else None
+            Hc = exact_products(B[hc], A, _chunk_rows(A.shape[1])) if hc.size else None
             A64 = A
             K = out if out is not None or not whole else (
                 scratch.view(m, ncols) if scratch is not None
@@ -526,20 +529,12 @@ class Kernel:
     def __call__(self, A, B=None):
         """The full kernel matrix k(A, B) (small inputs; use tiles for large ones)."""
         same = B is None
-        B = A if B is None else B
+        A = check_array(A, "A", allow_empty=True)
+        B = A if same else check_array(B, "B", allow_empty=True)
+        if A.shape[1] != B.shape[1]:
+            raise InputError(f"A and B must have the same number of features, got "
+                             f"{A.shape[1]} and {B.shape[1]}", param="B")
         return self.block(A, B, same=same)
-
-
-def _exact_products(P, Q) -> np.ndarray:
-    """``P @ Q.T`` in float64 for a few rows ``P`` of integer-grid float32 inputs, ``Q``
-    cast in row chunks of about 2 MiB: exact while the integer partial sums stay below 2^53
-    (8-bit pixels: always; as the float64 GEMM otherwise)."""
-    out = np.empty((P.shape[0], Q.shape[0]))
-    P64 = P.astype(np.float64)
-    rows = _chunk_rows(Q.shape[1])
-    for s in range(0, Q.shape[0], rows):
-        out[:, s:s + rows] = P64 @ Q[s:s + rows].astype(np.float64).T
-    return out
 
 
 @functools.lru_cache(maxsize=8)

@@ -131,7 +131,10 @@ def plan_exact_solve(n: int, d: int, n_outputs: int, *, n_test: int = 0, dtype=n
         plan.add("tile buffers", (in_flight + 1) * 8.0 * ts * ts)
     elif solver in ("eigh", "lstsq"):
         plan.add("dense K", 8.0 * n * n)
-        plan.add("eigenvectors/workspace", 8.0 * n * n + 8.0 * 64 * n)
+        # eigh ('evr', K overwritten in place): the eigenvectors and O(n) workspace;
+        # lstsq: SciPy's copy of K for gelsd and its workspace (about 150 n doubles at
+        # n = 20,000: 12 + 2 * 25 + 8 * log2(n / 26) + columns, per row)
+        plan.add("eigenvectors/workspace", 8.0 * n * n + 8.0 * 256 * n)
     else:
         plan.add("K tiles", item * n * n / 2)
     plan.add("targets and coefficients", 4 * 8.0 * n * max(n_outputs, 1))

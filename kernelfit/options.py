@@ -303,9 +303,12 @@ class SolverOptions(_Flat):
 
     def solve_options(self, **extra):
         """The validated :class:`~kernelfit.solvers.exact.SolveOptions` of these options;
-        ``extra`` sets the per-fit fields (``residual``, ``estimate_condition``)."""
+        ``extra`` sets the per-fit switches (``residual``, the estimator's
+        ``compute_residual``, and ``estimate_condition``)."""
         from .solvers.exact import SolveOptions
 
+        names = {"residual": "compute_residual"}
+        extra = {k: _flag(names.get(k, k), v) for k, v in extra.items()}
         return SolveOptions(**self.to_flat(), **extra).validate()
 
 

@@ -246,8 +246,15 @@ def relative_residual(kernel, X, alpha, Y) -> float:
     the certificate of a solve that did not form K alpha itself (e.g. a peer's)."""
     from .solvers.products import kernel_matvec
 
-    KA = kernel_matvec(kernel, X, alpha, show_progress=False)
-    return float(np.linalg.norm(KA - Y) / np.linalg.norm(Y))
+    KA = np.asarray(kernel_matvec(kernel, X, alpha, show_progress=False), dtype=np.float64)
+    Y = np.asarray(Y, dtype=np.float64)
+    if KA.size != Y.size or KA.shape[0] != Y.shape[0]:
+        raise InputError(f"alpha {np.shape(alpha)} and Y {Y.shape} do not match: one "
+                         "coefficient column per target column, one row per training point",
+                         param="alpha")
+    # a 1-D target against (n, 1) coefficients (the estimator's alpha_ for a regression):
+    # compared as columns (broadcasting them gave an n x n difference)
+    return float(np.linalg.norm(KA.reshape(Y.shape) - Y) / np.linalg.norm(Y))
 
 
 def versions() -> dict:

@@ -647,3 +647,77 @@ def test_any_os_error_is_one_clear_line(capsys, monkeypatch):
     err = capsys.readouterr().err
     assert code == 7 and len(err.strip().splitlines()) == 1
     assert "/some/where" in err and "Permission denied" in err and "Way out" in err
+
+
+@pytest.mark.parametrize("params, param", [
+    ({"tile_size": "x"}, "tile_size"),
+    ({"tile_size": 31.5}, "tile_size"),
+    ({"kernel": "polynomial", "degree": "four"}, "degree"),
+    ({"kernel": "polynomial", "degree": float("nan")}, "degree"),
+    ({"ooc_dir": 5}, "ooc_dir"),
+    ({"compute_residual": "no"}, "compute_residual"),
+    ({"estimate_condition": "no"}, "estimate_condition"),
+    # the estimator's dtype default was 'float64', which could not be told from one given
+    ({"precision": "float32", "dtype": "float64"}, "dtype"),
+    ({"precision": "mixed", "dtype": "float64"}, "dtype"),
+])
+def test_estimator_parameters_of_the_wrong_type_are_one_input_error(params, param):
+    """Each was a builtin ValueError/TypeError traceback, or silently taken: the two
+    switches as True (bool('no') is True), the dtypes as the precision's."""
+    from kernelfit import KernelInterpolator
+    from kernelfit.errors import InputError
+
+    X = np.random.default_rng(0).random((30, 4))
+    y = np.arange(30) % 3
+    with pytest.raises(InputError) as err:
+        KernelInterpolator(**params).fit(X, y)
+    assert err.value.param == param and type(err.value).__name__ == "InputError"
+
+
+def test_library_refusals_of_unknown_names_and_types_are_input_errors():
+    from kernelfit import proofs
+    from kernelfit.errors import InputError
+
+    from kernelfit.solvers.exact import SolveOptions
+
+    with pytest.raises(InputError, match="rcond must be a number") as err:
+        SolveOptions(solver="eigh", rcond="x").validate()
+    assert err.value.param == "rcond"
+    with pytest.raises(InputError, match="unknown check 'nope'; known: "):
+        proofs.get("nope")
+    with pytest.raises(InputError, match="no IDX type code"):
+        encode_idx(np.zeros(3, np.complex64))
+    with pytest.raises(InputError, match="1 to 255 dimensions, got 0"):
+        encode_idx(np.float32(1.0))
+
+
+def test_a_float32_factorization_that_breaks_down_offers_float64_first():
+    """The cheapest exact way out of an ill-conditioned K in float32 is a float64 solve."""
+    from kernelfit import KernelInterpolator
+    from kernelfit.errors import NotPositiveDefiniteError
+
+    X = np.random.default_rng(0).random((200, 3))
+    y = np.arange(200) % 2
+    with pytest.raises(NotPositiveDefiniteError) as err:
+        KernelInterpolator(bandwidth=100.0, precision="float32", dtype="float32").fit(X, y)
+    ways = str(err.value).split("Ways out: ")[1]
+    assert ways.startswith("precision='float64'")
+    assert "--" not in str(err.value)
+
+
+def test_low_level_kernel_calls_refuse_shapes_that_do_not_match():
+    """Each gave a NumPy broadcasting or matmul error from deep inside."""
+    from kernelfit.errors import InputError
+    from kernelfit.kernels import get_kernel
+    from kernelfit.solvers.products import kernel_matvec
+
+    k = get_kernel("gaussian", bandwidth=1.0)
+    X = np.random.default_rng(0).random((5, 3))
+    with pytest.raises(InputError, match="same number of features, got 3 and 2"):
+        k(X, X[:, :2])
+    with pytest.raises(InputError, match="must be 2-D"):
+        k(X[0])
+    with pytest.raises(InputError, match=r"one row per row of X \(5\).*\(4,\)"):
+        kernel_matvec(k, X, np.ones(4))
+    assert kernel_matvec(k, X, np.ones(5)).shape == (5,)
+    np.testing.assert_allclose(k(X) @ np.ones(5), kernel_matvec(k, X, np.ones(5)))

@@ -87,8 +87,16 @@ def test_duplicate_points_are_named(digits):
     X, y = digits
     Xd = np.vstack([X[:50], X[:1]])
     yd = np.concatenate([y[:50], [(y[0] + 1) % 10]])
-    with pytest.raises(NotPositiveDefiniteError, match="duplicates"):
+    with pytest.raises(NotPositiveDefiniteError, match="duplicates") as err:
         KernelInterpolator(bandwidth=2.0).fit(Xd, yd)
+    # the copy's label differs: no function interpolates both, whatever the solver
+    assert err.value.facts["n_duplicates"] == 1 and err.value.facts["n_conflicting"] == 1
+    assert "1 of them with another target than their copy" in str(err.value)
+    assert "removing the duplicate points (one target per point)" in str(err.value)
+    yd[-1] = y[0]  # the same label: removing the copy changes nothing the fit needs
+    with pytest.raises(NotPositiveDefiniteError, match="duplicates") as err:
+        KernelInterpolator(bandwidth=2.0).fit(Xd, yd)
+    assert err.value.facts["n_conflicting"] == 0 and "another target" not in str(err.value)
 
 
 def test_median_bandwidth(digits):
@@ -294,3 +302,35 @@ def test_min_norm_solvers_agree_and_predictions_never_overflow_silently(digits):
     for bad in ("x", -1, 1.5, True):
         with pytest.raises(InputError, match="random_state must be"):
             KernelInterpolator(bandwidth="median", random_state=bad).fit(X[:20], y[:20])
+
+
+@pytest.mark.parametrize("solver", ["eigh", "lstsq"])
+def test_minimum_norm_solvers_factor_the_dense_k_in_place(solver):
+    """Their memory beside the dense K stays within what the plan counts for it: eigh's
+    eigenvectors (a C-ordered K was copied by SciPy before LAPACK overwrote it, and 'evd'
+    took 2 n^2 of workspace besides: 24 n^2 bytes on top of K), lstsq's copy of K."""
+    import tracemalloc
+
+    from kernelfit import memory
+    from kernelfit.backend import get_backend
+    from kernelfit.solvers.exact import SolveOptions, _min_norm_solve
+
+    n = 600
+    rng = np.random.default_rng(0)
+    A = rng.standard_normal((n, n))
+    K = A @ A.T + n * np.eye(n)
+    Y = rng.standard_normal((n, 2))
+    want = np.linalg.solve(K, Y)
+    opts = SolveOptions(solver=solver).validate()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        alpha, rank, _ = _min_norm_solve(K, Y, opts, get_backend("cpu"))
+        extra = tracemalloc.get_traced_memory()[1] - before
+    finally:
+        tracemalloc.stop()
+    assert rank == n
+    np.testing.assert_allclose(alpha, want, rtol=1e-8, atol=1e-12)
+    # the plan's "eigenvectors/workspace": eigh's eigenvectors (evd on a C-ordered K had
+    # 24 n^2), lstsq's copy of K (SciPy makes one for gelsd) and O(n) workspace
+    assert extra <= memory.plan_exact_solve(n, 4, 2, solver=solver).items["eigenvectors/workspace"]

@@ -377,3 +377,18 @@ def test_solve_arrays_plans_one_target_column_for_a_regression():
                                 precision="float64", show_progress=False)
     rec = run.solve_arrays(X, yr, opts=opts)
     assert rec["task"] == "regression" and rec["memory_plan"]["estimated_peak_bytes"] < 2e8
+
+
+def test_relative_residual_compares_a_1d_target_with_column_coefficients():
+    """The estimator's alpha_ for a regression is (n, 1): against a 1-D y the difference
+    broadcast to n x n (3.7 where the solve's residual was 1e-13)."""
+    from kernelfit.run import relative_residual
+
+    rng = np.random.default_rng(0)
+    X, y = rng.random((30, 3)), rng.random(30)
+    est = KernelInterpolator(bandwidth=1.0, task="regression").fit(X, y)
+    assert est.alpha_.shape == (30, 1)
+    res = relative_residual(est.kernel_, X, est.alpha_, y)
+    assert res < 1e-8 and est.relative_residual_ < 1e-8  # 3.7 when broadcast
+    with pytest.raises(InputError, match="do not match"):
+        relative_residual(est.kernel_, X, np.hstack([est.alpha_, est.alpha_]), y)

@@ -326,7 +326,7 @@ def _record(row: dict, n: int, cfg: BenchConfig, machine: dict, child: Optional[
 # ---------------------------------------------------------------- the run
 def _gpu_info(cfg: BenchConfig, peaks_child: Optional[dict]) -> dict:
     if "gpu" not in cfg.devices:
-        return {"available": False, "reason": "not requested (--device cpu)"}
+        return {"available": False, "reason": "not requested (devices: cpu only)"}
     res = (peaks_child or {}).get("result") or {}
     if "gpu" in res:
         return res["gpu"]

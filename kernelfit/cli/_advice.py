@@ -210,7 +210,9 @@ def not_pd_ways_out(facts: dict, args, available: Optional[int] = None) -> List[
         ways.append(f"--ridge {ridge_that_factors(facts):g}{accept} (a regularized solve: no "
                     "longer exact interpolation)")
     if causes == ["duplicates"] and facts.get("n_duplicates"):
-        ways.append(f"remove the {facts['n_duplicates']} duplicate training point(s)")
+        ways.append(f"remove the {facts['n_duplicates']} duplicate training point(s)" + (
+            f" (keep one label per point: {facts['n_conflicting']} carry another label than "
+            "their copy)" if facts.get("n_conflicting") else ""))
     return ways
 
 

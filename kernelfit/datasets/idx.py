@@ -13,7 +13,7 @@ from typing import Optional, Tuple
 
 import numpy as np
 
-from ..errors import DataError
+from ..errors import DataError, InputError
 from ._fetch import gunzip, is_gzip
 
 __all__ = ["IDX_TYPES", "IMAGES_MAGIC", "LABELS_MAGIC", "parse_idx", "encode_idx",
@@ -73,9 +73,11 @@ def encode_idx(array: np.ndarray) -> bytes:
         if np.dtype(spec).newbyteorder("=") == arr.dtype.newbyteorder("="):
             break
     else:
-        raise ValueError(f"dtype {arr.dtype} has no IDX type code")
+        raise InputError(f"dtype {arr.dtype} has no IDX type code (IDX holds "
+                         f"{', '.join(sorted({np.dtype(t).name for t in IDX_TYPES.values()}))})",
+                         param="array")
     if not 1 <= arr.ndim <= 255:
-        raise ValueError("IDX arrays have 1 to 255 dimensions")
+        raise InputError(f"IDX arrays have 1 to 255 dimensions, got {arr.ndim}", param="array")
     header = bytes([0, 0, code, arr.ndim]) + struct.pack(f">{arr.ndim}I", *arr.shape)
     return header + np.ascontiguousarray(arr, dtype=IDX_TYPES[code]).tobytes()
 

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import importlib
 
+from ..errors import InputError
+
 __all__ = ["REGISTRY", "names", "get", "run"]
 
 #: check name -> module (run in this order)
@@ -31,9 +33,9 @@ def names():
 
 
 def get(name):
-    """The module of check ``name`` (``KeyError`` with the known names otherwise)."""
+    """The module of check ``name`` (an InputError naming the known ones otherwise)."""
     if name not in REGISTRY:
-        raise KeyError(f"unknown check {name!r}; known: {', '.join(REGISTRY)}")
+        raise InputError(f"unknown check {name!r}; known: {', '.join(REGISTRY)}", param="name")
     return importlib.import_module(REGISTRY[name])
 
 

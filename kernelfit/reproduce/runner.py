@@ -18,6 +18,7 @@ import hashlib
 import json
 import numbers
 import time
+import traceback
 from pathlib import Path
 from typing import Callable, Dict, Iterable, Optional, Tuple
 
@@ -304,7 +305,8 @@ def run_reproduce(names=None, *, quick: bool = False, data_dir=None, out_dir="re
             status[name] = {"status": "failed", "message": str(exc)}
         except Exception as exc:  # a bug must not cost the other experiments
             status[name] = {"status": "failed",
-                            "message": f"{exc.__class__.__name__}: {exc}"}
+                            "message": f"{exc.__class__.__name__}: {exc}",
+                            "traceback": traceback.format_exc(limit=8)}
         else:
             used = res.pop("scope", scope)  # the limits the experiment really applied
             res.update({"name": name, "quick": ctx.quick, "summary": exp.summary,

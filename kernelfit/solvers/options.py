@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 from typing import Optional
 
@@ -80,12 +81,16 @@ class SolveOptions:
             raise InputError(f"ridge must be a non-negative finite number, got {self.ridge!r}",
                              param="ridge")
         if self.tile_size is not None:
-            if int(self.tile_size) != self.tile_size or self.tile_size < 16:
+            ts = real_or_nan(self.tile_size)
+            if not (math.isfinite(ts) and ts == int(ts) and ts >= 16):
                 raise InputError(f"tile_size must be an integer of at least 16, got "
                                  f"{self.tile_size!r}", param="tile_size")
-            self.tile_size = int(self.tile_size)
-        if self.rcond is not None and not (0 <= float(self.rcond) < 1):
-            raise InputError(f"rcond must be in [0, 1), got {self.rcond!r}")
+            self.tile_size = int(ts)
+        if self.rcond is not None and not (0 <= real_or_nan(self.rcond) < 1):
+            raise InputError(f"rcond must be a number in [0, 1), got {self.rcond!r}",
+                             param="rcond")
+        if self.rcond is not None:
+            self.rcond = float(self.rcond)
         _validate_beyond_memory(self)
         return self
 
@@ -140,6 +145,9 @@ def _validate_beyond_memory(opts) -> None:
     if opts.resume and not opts.ooc_dir:
         raise InputError("resume continues an out-of-core run: give its folder (ooc_dir)",
                          param="resume")
+    if opts.ooc_dir is not None and not isinstance(opts.ooc_dir, (str, os.PathLike)):
+        raise InputError(f"ooc_dir must be a folder path, got {opts.ooc_dir!r}",
+                         param="ooc_dir")
     if opts.ooc_dir is not None and not str(opts.ooc_dir).strip():
         raise InputError("the out-of-core folder is empty")
     if opts.distributed not in (None, "local"):

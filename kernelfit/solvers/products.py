@@ -371,6 +371,9 @@ def kernel_matvec(kernel: Kernel, X, V, *, tile_size: Optional[int] = None,
     xp = be.xp
     n = X.shape[0]
     V = xp.asarray(V, dtype=xp.float64)
+    if V.ndim not in (1, 2) or V.shape[0] != n:
+        raise InputError(f"V must have one row per row of X ({n}), as (n,) or (n, m); got "
+                         f"shape {tuple(V.shape)}", param="V")
     squeeze = V.ndim == 1
     if squeeze:
         V = V[:, None]
