@@ -76,6 +76,14 @@ def test_unreachable_scheduler_fails_fast(monkeypatch):
     assert time.perf_counter() - t0 < 15
 
 
+def test_an_address_of_another_scheme_names_the_parameter_and_a_good_address():
+    X, Y = _problem(n=50)
+    with pytest.raises(InputError, match=r"bad Dask scheduler address 'http://[^']*' \(unknown "
+                                         r"address scheme.*give one such as tcp://") as exc:
+        solve_exact(get_kernel("gaussian"), X, Y, SolveOptions(scheduler="http://127.0.0.1:9"))
+    assert exc.value.param == "scheduler"
+
+
 @pytest.fixture
 def not_dask():
     """Two TCP servers that are not Dask schedulers: one silent (as an HTTP server waits for

@@ -77,7 +77,8 @@ def connect(scheduler: Optional[str] = None, local: bool = False, *, n_workers: 
     except (OSError, TimeoutError) as exc:
         raise _unreachable(scheduler, timeout, exc) from None
     except ValueError as exc:
-        raise InputError(f"bad Dask scheduler address {scheduler!r}: {exc}") from None
+        raise InputError(f"bad Dask scheduler address {scheduler!r} ({exc}): give one such as "
+                         "tcp://host:8786", param="scheduler") from None
     return client, None
 
 
