@@ -34,6 +34,7 @@ import os
 import platform
 import re
 import time
+import warnings
 from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Optional, Tuple
@@ -238,7 +239,14 @@ def evaluate(est, X_test, y_test) -> Tuple[Optional[float], float]:
     if getattr(est, "task_", "classification") == "regression":  # root mean squared error
         err = np.asarray(pred, dtype=np.float64) - np.asarray(y_test, dtype=np.float64)
         return float(np.sqrt(np.mean(err ** 2))), time.perf_counter() - t0
-    return float(np.mean(pred != np.asarray(y_test))), time.perf_counter() - t0
+    y_test = np.asarray(y_test)
+    unseen = ~np.isin(y_test, est.classes_)
+    if unseen.any():  # no prediction can be right there: say so, as scikit-learn's scores do not
+        labels = ", ".join(map(str, np.unique(y_test[unseen])[:5]))
+        warnings.warn(f"{int(unseen.sum())} test point(s) carry labels the training split has "
+                      f"none of ({labels}): each counts as an error; train on more points (or "
+                      "balanced subsets) so that every class appears", UserWarning, stacklevel=2)
+    return float(np.mean(pred != y_test)), time.perf_counter() - t0
 
 
 def relative_residual(kernel, X, alpha, Y) -> float:

@@ -392,3 +392,14 @@ def test_relative_residual_compares_a_1d_target_with_column_coefficients():
     assert res < 1e-8 and est.relative_residual_ < 1e-8  # 3.7 when broadcast
     with pytest.raises(InputError, match="do not match"):
         relative_residual(est.kernel_, X, np.hstack([est.alpha_, est.alpha_]), y)
+
+
+def test_test_labels_the_training_split_lacks_are_counted_and_named():
+    """No prediction can be right for a class the training split does not have."""
+    rng = np.random.default_rng(0)
+    X, Xt = rng.random((20, 3)), rng.random((6, 3))
+    est = KernelInterpolator(bandwidth=1.0).fit(X, np.arange(20) % 2)
+    with pytest.warns(UserWarning, match=r"2 test point\(s\) carry labels the training split "
+                                         r"has none of \(7\): each counts as an error"):
+        err, _ = run.evaluate(est, Xt, np.array([0, 1, 7, 7, 0, 1]))
+    assert err >= 2 / 6
