@@ -114,7 +114,8 @@ class KernelInterpolator(BaseEstimator):
     ``classes_``, ``kernel_`` and ``n_features_in_``.
 
     Fitted attributes of the beyond-memory solvers: ``precision_`` (what was used),
-    ``refinement_history_`` (relative residual after each pass over K),
+    ``refinement_history_`` (relative residual after each step, as the steps track it: by
+    recurrence after a CG step, so below the certified ``relative_residual_`` at the end),
     ``refinement_iterations_`` and ``fit_info_`` (shift, checkpoint state, cluster).
     """
 
@@ -153,6 +154,11 @@ class KernelInterpolator(BaseEstimator):
         super().__setstate__(state)
         # model files saved before memory_budget existed load with its default
         self.__dict__.setdefault("memory_budget", None)
+        # ... and before dtype's default became None with its old default, 'float64', which
+        # then left K's storage to a float32 or mixed precision (now a contradiction)
+        if self.__dict__.get("dtype") == "float64" and self.__dict__.get("precision") in (
+                "mixed", "float32"):
+            self.dtype = None
 
     # ------------------------------------------------------------ helpers
     def _solver_options(self) -> SolverOptions:
@@ -285,7 +291,9 @@ class KernelInterpolator(BaseEstimator):
             # a 1-D regression target against the solver's (n, 1) columns: compared as
             # columns (broadcasting them gave an n x n difference and a residual of ~10)
             Yb = xp.asarray(Y).reshape(KA.shape)
-            self.relative_residual_ = float(xp.linalg.norm(KA - Yb) / xp.linalg.norm(Yb))
+            ynorm = float(xp.linalg.norm(Yb))  # all-zero targets: the residual's own norm
+            rnorm = float(xp.linalg.norm(KA - Yb))
+            self.relative_residual_ = rnorm / ynorm if ynorm > 0 else rnorm
             quad = float(xp.sum(sol.alpha * KA))
             self.rkhs_norm_ = float(np.sqrt(max(quad, 0.0)))
             if task == "classification":

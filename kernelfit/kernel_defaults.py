@@ -158,13 +158,14 @@ def refinement_of(fit_info: dict) -> Optional[dict]:
 def exactness(residual: Optional[float], *, kernel_params: Optional[dict] = None,
               bandwidth_rule: Optional[dict] = None, condition_number: Optional[float] = None,
               ridge: float = 0.0, refinement: Optional[dict] = None,
-              precision: Optional[str] = None) -> dict:
+              precision: Optional[str] = None, conflicting: int = 0) -> dict:
     """``{"exact": bool, "exact_threshold": 1e-8[, "inexact_reason": ...]}`` for a solve.
 
     A missing or non-finite residual is not exact. The reason names the likely cause
     (a ridge, a refinement target ``tol`` above the threshold, a plain float32 solve
-    (``precision`` 'float32': its rounding, not the kernel), ill-conditioning, a bandwidth
-    large against the data's distances) as facts (``cause``, and ``refinement_tol`` /
+    (``precision`` 'float32': its rounding, not the kernel), training points that repeat
+    others with another target (``conflicting`` of them: no function interpolates both),
+    ill-conditioning, a bandwidth large against the data's distances) as facts (``cause``, and ``refinement_tol`` /
     ``refinement_converged`` for a refined solve, see :func:`refinement_of`); the CLI turns
     them into advice.
     """
@@ -189,6 +190,12 @@ def exactness(residual: Optional[float], *, kernel_params: Optional[dict] = None
                                      f"tol {tol:g}, which is above {EXACT_RESIDUAL:.0e}")
             out["cause"] = "tol"
             return out
+    if conflicting:
+        out.update(inexact_reason=head + f"{conflicting} training point(s) repeat others with "
+                   "another target, which no function interpolates both: no solve, bandwidth or "
+                   "precision reaches a residual below what those pairs leave",
+                   cause="conflicting_labels", n_conflicting=int(conflicting))
+        return out
     if precision == "float32" and refinement is None:
         # float32 rounding (2^-24 relative) times cond(K): the kernel need not be at fault
         parts = [head + "K was stored and factored in float32, whose rounding (6e-8 "

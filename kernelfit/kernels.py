@@ -168,11 +168,12 @@ class Kernel:
         object.__setattr__(self, "name", name)
         if name not in KERNEL_NAMES:
             raise InputError(f"unknown kernel {self.name!r}; choose one of "
-                             f"{', '.join(KERNEL_NAMES)}")
+                             f"{', '.join(KERNEL_NAMES)}", param="kernel")
         if name in ("gaussian", "laplacian"):
             bw = self.bandwidth
             if not (isinstance(bw, (int, float)) and math.isfinite(bw) and bw > 0):
-                raise InputError(f"bandwidth must be a positive finite number, got {bw!r}")
+                raise InputError(f"bandwidth must be a positive finite number, got {bw!r}",
+                                 param="bandwidth")
             if bw * bw == 0.0 or not math.isfinite(0.5 / (bw * bw)):
                 raise InputError(f"bandwidth {bw!r} is too small: 1/(2 h^2) overflows; use a "
                                  "bandwidth of at least 1e-150 (or 'median')", param="bandwidth")
@@ -193,9 +194,11 @@ class Kernel:
                                  param="int_scale")
         if name == "polynomial":
             if not (math.isfinite(self.gamma) and self.gamma > 0):
-                raise InputError(f"gamma must be positive and finite, got {self.gamma!r}")
+                raise InputError(f"gamma must be positive and finite, got {self.gamma!r}",
+                                 param="gamma")
             if not (math.isfinite(self.coef0) and self.coef0 >= 0):
-                raise InputError(f"coef0 must be non-negative and finite, got {self.coef0!r}")
+                raise InputError(f"coef0 must be non-negative and finite, got {self.coef0!r}",
+                                 param="coef0")
 
     # ------------------------------------------------------------------ info
     @property
@@ -591,5 +594,6 @@ def get_kernel(name: str = "gaussian", **params) -> Kernel:
             try:
                 clean[key] = float(clean[key])
             except (TypeError, ValueError):
-                raise InputError(f"{key} must be a number, got {clean[key]!r}") from None
+                raise InputError(f"{key} must be a number, got {clean[key]!r}",
+                                 param=key) from None
     return Kernel(name=name, **clean)

@@ -35,7 +35,7 @@ from types import MappingProxyType
 from typing import Any, ClassVar, Dict, Iterator, Mapping, Optional, Tuple
 
 from .errors import InputError
-from .solvers.options import real_or_nan
+from .solvers.options import dtype_name, real_or_nan
 
 __all__ = ["DataOptions", "FeatureOptions", "FrozenParams", "KernelOptions", "SolverOptions",
            "RunOptions"]
@@ -133,7 +133,7 @@ class DataOptions(_Flat):
             except (TypeError, ValueError):
                 ok = False
             if not ok:
-                raise InputError(f"{name} must be an integer >= {low}, got {v!r}")
+                raise InputError(f"{name} must be an integer >= {low}, got {v!r}", param=name)
             _set(self, name, int(v))
         _set(self, "balanced", _flag("balanced", self.balanced))
 
@@ -194,7 +194,8 @@ class KernelOptions(_Flat):
     def __post_init__(self):
         bw = self.bandwidth
         if isinstance(bw, str) and bw != "median":
-            raise InputError(f"bandwidth must be a positive number or 'median', got {bw!r}")
+            raise InputError(f"bandwidth must be a positive number or 'median', got {bw!r}",
+                             param="bandwidth")
         self._kernel(1.0 if bw in ("median", None) else bw)  # InputError on a bad parameter
 
     @property
@@ -261,6 +262,7 @@ class SolverOptions(_Flat):
     memory_budget: Optional[int] = None  # bytes; None: what the device has available
 
     def __post_init__(self):
+        _set(self, "dtype", dtype_name(self.dtype))  # np.float32 -> 'float32'
         if self.dtype is None:  # not given: K is stored in the float precision asked for
             _set(self, "dtype", self.precision if self.precision in _FLOAT_PRECISIONS
                  else "float32" if self.precision == "mixed" else "float64")
@@ -338,7 +340,7 @@ class RunOptions:
         except (TypeError, ValueError):
             ok = False
         if not ok:
-            raise InputError(f"seed must be an integer, got {self.seed!r}")
+            raise InputError(f"seed must be an integer, got {self.seed!r}", param="seed")
         _set(self, "seed", int(self.seed))
         if self.tolerance is not None:
             tol = real_or_nan(self.tolerance)

@@ -254,8 +254,14 @@ def relative_residual(kernel, X, alpha, Y) -> float:
     the certificate of a solve that did not form K alpha itself (e.g. a peer's)."""
     from .solvers.products import kernel_matvec
 
-    KA = np.asarray(kernel_matvec(kernel, X, alpha, show_progress=False), dtype=np.float64)
     Y = np.asarray(Y, dtype=np.float64)
+    if np.shape(alpha)[0] != np.shape(X)[0]:
+        raise InputError(f"alpha has {np.shape(alpha)[0]} rows, X {np.shape(X)[0]}: one "
+                         "coefficient per training point", param="alpha")
+    if not np.linalg.norm(Y) > 0:
+        raise InputError("Y is all zeros: a relative residual ||K alpha - Y|| / ||Y|| has no "
+                         "meaning; take ||K alpha|| itself", param="Y")
+    KA = np.asarray(kernel_matvec(kernel, X, alpha, show_progress=False), dtype=np.float64)
     if KA.size != Y.size or KA.shape[0] != Y.shape[0]:
         raise InputError(f"alpha {np.shape(alpha)} and Y {Y.shape} do not match: one "
                          "coefficient column per target column, one row per training point",
@@ -285,8 +291,9 @@ _INFO_KEYS = ("precision", "precision_reason", "refinement", "tol", "iterations"
               "checkpoint", "out_of_core", "distributed", "precision_fallback", "plan_choice",
               "inner_products", "kept_tiles", "n_tiles_lower", "kept_off_diagonal_tiles",
               "kept_storage", "kept_bytes", "kept_diagonal_in_tiles", "deflation",
-              "conditioning_probe", "max_iter", "note_stalled", "tracked_residual")
-_PREFIXED = ("tol", "iterations", "note", "max_iter", "note_stalled")
+              "conditioning_probe", "max_iter", "note_stalled", "tracked_residual",
+              "float64_floor", "note_target")
+_PREFIXED = ("tol", "iterations", "note", "max_iter", "note_stalled", "note_target")
 
 
 def computed_dtype(est, requested: str) -> str:
@@ -371,7 +378,7 @@ def _plan_that_ran(plan, est) -> dict:
 
 def solve_arrays(X_train, y_train, X_test=None, y_test=None, opts: Optional[RunOptions] = None,
                  timings: Optional[dict] = None, on_fitted: Optional[Callable] = None,
-                 plan=None, dataset: Optional[str] = None) -> dict:
+                 plan=None, dataset: Optional[str] = None, task: str = "auto") -> dict:
     """Plan, fit, evaluate and record an exact solve on given arrays, as they are:
     ``opts.features`` names the map that made them (for the default bandwidth), it does not
     apply one (:func:`featurize` does).
@@ -382,7 +389,8 @@ def solve_arrays(X_train, y_train, X_test=None, y_test=None, opts: Optional[RunO
     the dataset the arrays are (e.g. ``'mnist'``: raw [0, 1] pixels get h = 5); None, the
     default: arrays of unknown origin, whatever ``opts.data.dataset`` says (the median
     rule). ``plan``: the solve's plan made already by :func:`make_plan` for these sizes
-    (None: made here, the one plan of the solve).
+    (None: made here, the one plan of the solve). ``task``: the estimator's
+    (``'auto'``, ``'classification'`` or ``'regression'``).
     """
     opts = opts or RunOptions()
     if opts.save:  # refused before the solve, not after it
@@ -393,17 +401,19 @@ def solve_arrays(X_train, y_train, X_test=None, y_test=None, opts: Optional[RunO
 
     # the solve's target columns: one per class, one for a (1-D) regression target (each
     # distinct real value was planned as a class: 3,000 of them refused a solve that fits)
-    classes = label_kind(y_train) == "classes"
+    classes = (task == "classification" if task != "auto"
+               else label_kind(y_train) == "classes")
     n_classes = int(np.unique(y_train).shape[0]) if classes else 1
     n_test = 0 if X_test is None else int(X_test.shape[0])
     if plan is None:
         plan = make_plan(opts.solver, X_train.shape[0], solve_width(X_train), n_classes,
                          n_test, grid=grid_expected(opts.kernel.name, X_train))
-    from .kernel_defaults import exactness, refinement_of
+    from .kernel_defaults import EXACT_RESIDUAL, exactness, refinement_of
+    from .solvers.exact import duplicate_points
 
     kernel, bw_rule = choose_kernel(opts, X_train, dataset)
     opts = replace(opts, kernel=kernel)
-    est = fit(opts, X_train, y_train, plan=plan)
+    est = fit(opts, X_train, y_train, plan=plan, task=task)
     # (a Dask solve makes the Gram and its factor in one graph: "gram_and_factor", after
     # "connect"ing to the cluster)
     for k in ("probe", "connect", "gram", "factor", "gram_and_factor", "solve", "residual"):
@@ -416,11 +426,14 @@ def solve_arrays(X_train, y_train, X_test=None, y_test=None, opts: Optional[RunO
                        plan=_plan_that_ran(plan, est), timings=timings)
     if bw_rule is not None:
         rec["bandwidth_rule"] = bw_rule
-    rec.update(exactness(rec["relative_residual"], kernel_params=rec["kernel_params"],
+    residual = rec["relative_residual"]
+    conflicting = (duplicate_points(X_train, y_train)[1]
+                   if residual is not None and residual > EXACT_RESIDUAL else 0)
+    rec.update(exactness(residual, kernel_params=rec["kernel_params"],
                          bandwidth_rule=bw_rule, condition_number=est.condition_number_,
                          ridge=float(rec.get("ridge") or 0.0),
                          refinement=refinement_of(est.fit_info_),
-                         precision=rec.get("precision")))
+                         precision=rec.get("precision"), conflicting=conflicting))
     if opts.save:  # the arrays as given are the model's inputs (no feature map)
         save_if_accepted(rec, opts, est, meta={"dataset": None, "features": "raw",
                                                "seed": opts.seed,

@@ -655,6 +655,11 @@ def test_any_os_error_is_one_clear_line(capsys, monkeypatch):
     ({"kernel": "polynomial", "degree": "four"}, "degree"),
     ({"kernel": "polynomial", "degree": float("nan")}, "degree"),
     ({"ooc_dir": 5}, "ooc_dir"),
+    ({"ooc_dir": " "}, "ooc_dir"),
+    ({"bandwidth": "x"}, "bandwidth"),
+    ({"kernel": "cosine"}, "kernel"),
+    ({"kernel": "polynomial", "gamma": "x"}, "gamma"),
+    ({"device": "tpu"}, "device"),
     ({"compute_residual": "no"}, "compute_residual"),
     ({"estimate_condition": "no"}, "estimate_condition"),
     # the estimator's dtype default was 'float64', which could not be told from one given

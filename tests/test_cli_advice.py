@@ -307,3 +307,28 @@ def test_no_finite_residual_still_gets_a_way_out(capsys):
     assert _exactness_exit(rec, args) == 6
     err = capsys.readouterr().err.strip()
     assert "ways out: ." not in err and err.endswith("rescale them.")
+
+
+@pytest.mark.parametrize("extra", [["--solver", "eigh"], ["--precision", "mixed"],
+                                   ["--solver", "eigh", "--bandwidth", "0.3"]])
+def test_duplicates_with_other_labels_are_the_cause_of_every_inexact_solve(tmp_path, capsys,
+                                                                            extra):
+    """After the not-positive-definite refusal, each way out ended in a line that blamed
+    the bandwidth (or offered a float64 factorization): no solve fits two labels at one
+    point, and the ways out now say so and work."""
+    rng = np.random.default_rng(0)
+    X = rng.random((60, 5))
+    y = np.arange(60) % 3
+    Xd, yd = np.vstack([X, X[:4]]), np.concatenate([y, (y[:4] + 1) % 3])
+    argv = ["solve", "--dataset", _npz(tmp_path, Xd, yd), "--bandwidth", "1"] + extra
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert code == 6 and "4 training point(s) repeat others with another target" in err
+    ways = err.split("ways out: ")[1].rstrip().rstrip(".").split("; ")
+    assert ways[0].startswith("remove the 4 training point(s) that repeat others")
+    assert not any("bandwidth" in w or "float64" in w for w in ways)
+    dedup = tmp_path / "dedup.npz"
+    np.savez(dedup, X_train=X, y_train=y)
+    assert main(argv[:2] + [f"npz:{dedup}"] + argv[3:] + ["--json"]) == 0
+    accept = next(w for w in ways if w.startswith("--tolerance"))
+    assert main(argv + accept.split()[:2] + ["--json"]) == 0

@@ -334,3 +334,20 @@ def test_minimum_norm_solvers_factor_the_dense_k_in_place(solver):
     # the plan's "eigenvectors/workspace": eigh's eigenvectors (evd on a C-ordered K had
     # 24 n^2), lstsq's copy of K (SciPy makes one for gelsd) and O(n) workspace
     assert extra <= memory.plan_exact_solve(n, 4, 2, solver=solver).items["eigenvectors/workspace"]
+
+
+def test_dtype_as_numpy_types_and_old_pickles_of_mixed_estimators():
+    """dtype=np.float32 is NumPy's usual spelling (it was refused as "<class ...>"); an
+    estimator pickled when dtype's default was 'float64' with precision='mixed' refits."""
+    import pickle
+
+    rng = np.random.default_rng(0)
+    X, y = rng.random((40, 3)), np.arange(40) % 2
+    est = KernelInterpolator(dtype=np.float32, precision="float32", bandwidth=0.3).fit(X, y)
+    assert est.precision_ == "float32"
+    est = KernelInterpolator(dtype=np.dtype("float64"), bandwidth=0.3).fit(X, y)
+    assert est.precision_ == "float64"
+    old = KernelInterpolator(precision="mixed", bandwidth=0.3)
+    old.dtype = "float64"  # the old default, as an older pickle holds it
+    new = pickle.loads(pickle.dumps(old))
+    assert new.dtype is None and new.fit(X, y).precision_ in ("mixed", "float64")

@@ -308,3 +308,33 @@ def test_solve_arrays_saves_an_accepted_solve_too(tmp_path):
     rec = solve_arrays(X[:300], y[:300], opts=RunOptions.from_flat(
         save=str(loose), bandwidth=200.0, show_progress=False))
     assert not rec["exact"] and "model_not_saved" in rec and not loose.exists()
+
+
+def test_a_stop_within_the_float64_bound_that_auto_counts_as_converged_is_noted():
+    """auto counts a refinement that stopped above --tol but within the backward-error
+    bound of a float64 solve as converged: the record keeps the bound, the note says so
+    (the record said converged with a residual above --tol and nothing more)."""
+    from types import SimpleNamespace
+
+    from kernelfit.cli._advice import short_of_tol_note
+    from kernelfit.run import _INFO_KEYS
+
+    assert "float64_floor" in _INFO_KEYS and "note_target" in _INFO_KEYS
+    rec = {"exact": True, "precision": "mixed", "converged": True, "relative_residual": 2.84e-14,
+           "solve_tol": 1e-14, "float64_floor": 3.6e-12}
+    note = short_of_tol_note([rec], SimpleNamespace(tol=1e-14))
+    assert "2.8e-14, above --tol 1e-14 (still exact), within the backward-error bound of a " \
+           "float64 solve (3.6e-12" in note and "counts as converged" in note
+    assert short_of_tol_note([dict(rec, relative_residual=9e-15)], SimpleNamespace()) is None
+
+
+def test_refinement_flags_without_a_refinement_are_noted(capsys):
+    """Under --precision auto a float64 factorization (digits: small) does not refine:
+    --tol, --max-iter and --refine had no effect, and the note says so."""
+    argv = ["solve", "--dataset", "digits", "--n-train", "300", "--n-test", "20", "--json"]
+    assert main(argv + ["--tol", "1e-14", "--max-iter", "3"]) == 0
+    err = capsys.readouterr().err
+    assert "note: --tol, --max-iter had no effect: --precision auto chose a float64" in err
+    assert main(argv) == 0 and "had no effect" not in capsys.readouterr().err
+    assert main(argv + ["--precision", "mixed", "--tol", "1e-12"]) == 0
+    assert "had no effect" not in capsys.readouterr().err

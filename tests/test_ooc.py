@@ -168,6 +168,11 @@ def test_mismatched_checkpoint_is_refused(tmp_path):
         with pytest.raises(InputError, match=what):
             solve_exact(kern, Xb, Y, SolveOptions(tile_size=ts, ooc_dir=str(d), resume=True))
     assert (d / "manifest.json").read_text() == before
+    # another tile size alone: the way out names the checkpoint's, and leaving it out works
+    with pytest.raises(InputError, match="made with tile_size=40: leave tile_size out"):
+        solve_exact(K, X, Y, SolveOptions(tile_size=30, ooc_dir=str(d), resume=True))
+    sol = solve_exact(K, X, Y, SolveOptions(ooc_dir=str(d), resume=True))
+    assert sol.info["tile_size"] == 40
 
 
 def test_checkpoint_with_other_deflation_is_refused(tmp_path, monkeypatch):

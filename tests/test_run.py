@@ -403,3 +403,32 @@ def test_test_labels_the_training_split_lacks_are_counted_and_named():
                                          r"has none of \(7\): each counts as an error"):
         err, _ = run.evaluate(est, Xt, np.array([0, 1, 7, 7, 0, 1]))
     assert err >= 2 / 6
+
+
+def test_relative_residual_names_mismatched_coefficients_and_refuses_zero_targets():
+    from kernelfit.run import relative_residual
+
+    rng = np.random.default_rng(0)
+    X, y = rng.random((30, 3)), rng.random(30)
+    k = get_kernel("gaussian", bandwidth=1.0)
+    with pytest.raises(InputError, match="alpha has 10 rows, X 30") as err:
+        relative_residual(k, X, np.ones(10), y)
+    assert err.value.param == "alpha"
+    with pytest.raises(InputError, match="Y is all zeros"):
+        relative_residual(k, X, np.zeros(30), np.zeros(30))
+    # the estimator on all-zero targets: alpha = 0 and a residual of 0 (was nan)
+    est = KernelInterpolator(bandwidth=1.0, task="regression").fit(X, np.zeros(30))
+    assert est.relative_residual_ == 0.0
+
+
+def test_solve_arrays_takes_the_task():
+    """Its warning on continuous-looking labels says to pass task='regression'."""
+    import warnings
+
+    rng = np.random.default_rng(0)
+    X, y = rng.random((40, 3)), rng.random(40)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        rec = run.solve_arrays(X, y, opts=RunOptions.from_flat(bandwidth=1.0),
+                               task="regression")
+    assert rec["task"] == "regression"

@@ -171,7 +171,8 @@ def get_backend(device: str = "cpu") -> Backend:
     if isinstance(device, Backend):
         return device
     if device not in _DEVICES:
-        raise InputError(f"unknown device {device!r}; choose one of {', '.join(_DEVICES)}")
+        raise InputError(f"unknown device {device!r}; choose one of {', '.join(_DEVICES)}",
+                         param="device")
     if device == "auto":
         if gpu_available():
             device = "gpu"

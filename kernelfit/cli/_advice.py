@@ -306,7 +306,10 @@ def inexact_ways_out(recs, args, *, bandwidth_given: bool) -> List[str]:
                 and getattr(args, "bandwidth", None) != "median"):
             add("leave out --bandwidth (default chosen for the features) or "
                 "--bandwidth median")
-        if cause == "max_iter":
+        if cause == "conflicting_labels":
+            add(f"remove the {rec['n_conflicting']} training point(s) that repeat others with "
+                "another label (one label per point)")
+        elif cause == "max_iter":
             most = int(rec.get("refinement_max_iter") or 1)
             add(f"--max-iter {max(30, 4 * most)} (the refinement ran out of steps at "
                 f"--max-iter {most}, its residual still falling)")
@@ -317,7 +320,7 @@ def inexact_ways_out(recs, args, *, bandwidth_given: bool) -> List[str]:
             steps = f" --max-iter {max(30, 4 * most)}" if most is not None and most < 30 else ""
             add(f"--tol {target:g}{steps} (the refinement stops at --tol, and --tol {given:g} "
                 f"is above the {EXACT_RESIDUAL:.0e} that exact needs)")
-        elif rec.get("refinement_converged") is False:
+        elif rec.get("refinement_converged") is False and cause != "conflicting_labels":
             if _float64_fits(rec, args):
                 given = rec.get("refinement_tol", tol)
                 add(f"--precision float64 (a float64 factorization: the refinement from the "
@@ -342,8 +345,18 @@ def inexact_ways_out(recs, args, *, bandwidth_given: bool) -> List[str]:
 def short_of_tol_note(recs, args) -> Optional[str]:
     """For exact mixed-precision solves whose refinement stopped above ``--tol``: the way
     on (a float64 factorization, when it fits; never a looser ``--tol``), else None."""
-    short = [r for r in recs if r.get("exact") and r.get("precision") == "mixed"
-             and r.get("converged") is False]
+    def above(r):
+        return float(r.get("relative_residual") or 0.0) > float(r.get("solve_tol") or math.inf)
+
+    mixed = [r for r in recs if r.get("exact") and r.get("precision") == "mixed"]
+    short = [r for r in mixed if r.get("converged") is False]
+    bounded = [r for r in mixed if r.get("converged") and above(r) and r.get("float64_floor")]
+    if bounded and not short:  # auto counts a stop within float64's own bound as converged
+        worst = max(float(r["relative_residual"]) for r in bounded)
+        return (f"the refinement stopped at a relative residual of {worst:.1e}, above --tol "
+                f"{float(bounded[0]['solve_tol']):g} (still exact), within the backward-error "
+                f"bound of a float64 solve ({max(r['float64_floor'] for r in bounded):.1e}, "
+                "u trace(K) |alpha| / |Y|), which --precision auto counts as converged")
     if not short:
         return None
     tol = short[0].get("solve_tol", getattr(args, "tol", None))
@@ -357,8 +370,8 @@ def short_of_tol_note(recs, args) -> Optional[str]:
     if not _float64_fits(short[0], args):
         return None
     return (f"the refinement stopped at a relative residual of {worst:.1e}, above --tol "
-            f"{tol:g} (still exact); --precision float64 (a float64 factorization) may reach "
-            "--tol on this K")
+            f"{tol:g} (still exact); --precision float64 (a float64 factorization; it takes "
+            "no --tol) may do better on this K")
 
 
 # ---------------------------------------------------------------- the rest

@@ -115,7 +115,24 @@ def run(args) -> int:
         print_json(rec)
     else:
         render(rec)
+    _unused_refinement_note(rec, args)
     return _exactness_exit(rec, args)
+
+
+def _unused_refinement_note(rec: dict, args) -> None:
+    """--tol, --max-iter and --refine shape a refinement: where --precision auto chose a
+    float64 factorization (no refinement), say that they had no effect."""
+    import sys
+
+    given = [flag for flag, name, default in (("--tol", "tol", 1e-10),
+                                              ("--max-iter", "max_iter", None),
+                                              ("--refine", "refinement", "cg"))
+             if getattr(args, name, default) != default]
+    if (given and getattr(args, "precision", None) == "auto" and rec.get("refinement") is None
+            and rec.get("precision") == "float64"):
+        print(f"kernelfit solve: note: {', '.join(given)} had no effect: --precision auto chose "
+              "a float64 factorization, which does not refine (precision_reason in --json); "
+              "--precision mixed refines", file=sys.stderr)
 
 
 def _exactness_exit(rec: dict, args) -> int:

@@ -19,7 +19,7 @@ import copy
 import dataclasses
 import logging
 import time
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
 import numpy as np
 
@@ -38,9 +38,27 @@ from .refine import ExactSolution
 from .tiles import TiledSymmetric
 
 __all__ = ["SolveOptions", "ExactSolution", "solve_exact", "solve_in_core", "SOLVERS",
-           "DTYPES", "diagnose_not_pd"]
+           "DTYPES", "diagnose_not_pd", "duplicate_points"]
 
 log = logging.getLogger(__name__)
+
+
+def duplicate_points(X, Y=None) -> Tuple[int, int]:
+    """``(duplicates, conflicting)``: rows of ``X`` that repeat an earlier row, and those of
+    them whose target (a row of ``Y``: a label or values) differs from that row's, which no
+    function interpolates both of (0 without ``Y``)."""
+    Xn = np.ascontiguousarray(X)
+    n = Xn.shape[0]
+    try:
+        _, first, group = np.unique(Xn.view(np.dtype((np.void, Xn.dtype.itemsize * Xn.shape[1])))
+                                    .ravel(), return_index=True, return_inverse=True)
+    except (TypeError, ValueError):  # pragma: no cover - exotic dtypes
+        return 0, 0
+    dup = n - first.shape[0]
+    if not dup or Y is None:
+        return dup, 0
+    Yn = np.asarray(Y).reshape(n, -1)
+    return dup, int(np.any(Yn != Yn[first[group.ravel()]], axis=1).sum())
 
 
 def diagnose_not_pd(kernel: Kernel, X, ridge: float = 0.0, index: int = -1,
@@ -68,17 +86,7 @@ def diagnose_not_pd(kernel: Kernel, X, ridge: float = 0.0, index: int = -1,
             causes.append("low_rank_polynomial")
             reasons.append(f"a degree-{kernel.degree} polynomial kernel in {dims} "
                            f"has rank at most {r} < n = {n}")
-    conflicting = 0
-    try:
-        _, first, group = np.unique(np.ascontiguousarray(Xn).view(
-            np.dtype((np.void, Xn.dtype.itemsize * Xn.shape[1]))).ravel(),
-            return_index=True, return_inverse=True)
-        dup = n - first.shape[0]
-    except (TypeError, ValueError):  # pragma: no cover - non-contiguous exotic dtypes
-        dup = 0
-    if dup and Y is not None:
-        Yn = np.asarray(Y).reshape(n, -1)
-        conflicting = int(np.any(Yn != Yn[first[group.ravel()]], axis=1).sum())
+    dup, conflicting = duplicate_points(Xn, Y)
     if dup:
         causes.append("duplicates")
         reasons.append(f"{dup} training point(s) are exact duplicates of others, which makes "

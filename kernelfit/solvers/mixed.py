@@ -238,13 +238,14 @@ def solve_mixed(kernel: Kernel, X, Y, opts, be: Backend, splan) -> ExactSolution
     storage, stored_bytes = kept_storage(T), kept_bytes(T)
     diag_in_tiles = bool(T.diagonal_in_tiles)
     floor = None
-    if opts.precision == "auto" and not out["converged"]:
+    if not out["converged"]:
         # a residual as small as float64 arithmetic allows: within the backward-error bound
-        # of a float64 solve, u * trace(K) * ||alpha|| / ||Y|| (trace(K) >= ||K||_2)
+        # of a float64 solve, u * trace(K) * ||alpha|| / ||Y|| (trace(K) >= ||K||_2); auto
+        # counts a refinement that stopped within it as converged (its tol is auto's own)
         trace = float(np.sum(be.to_numpy(kernel_diagonal(kernel, Xb)))) + n * opts.ridge
         ynorm = float(np.linalg.norm(Yh))
         floor = F64_EPS * trace * float(np.linalg.norm(out["alpha"])) / max(ynorm, 1e-300)
-        if out["relative_residual"] <= floor:
+        if opts.precision == "auto" and out["relative_residual"] <= floor:
             out["converged"] = True
     gram = _float64_gram(T, opts.ridge) if auto and not out["converged"] else None
     T.free()
@@ -255,8 +256,10 @@ def solve_mixed(kernel: Kernel, X, Y, opts, be: Backend, splan) -> ExactSolution
                f"{out['relative_residual']:.3e} > tol {splan.tol:g} after "
                f"{out['iterations']} steps")
         if auto:
-            because = out.get("gave_up") or ("cond(K) times the float32 rounding unit is "
-                                             "too large")
+            because = out.get("gave_up") or (
+                f"it used all {out['iterations']} steps max_iter allows"
+                if out["iterations"] >= opts.max_iter and not out.get("stalled") else
+                "cond(K) times the float32 rounding unit is too large")
             raise Fallback(f"{why}: {because}", timings, gram)
         warnings.warn(why, RuntimeWarning, stacklevel=2)
     what = ("float64 K" if storage == "float64" else
@@ -275,6 +278,7 @@ def solve_mixed(kernel: Kernel, X, Y, opts, be: Backend, splan) -> ExactSolution
              "deflation": deflation}
     if floor is not None:
         extra["float64_floor"] = floor
+    if floor is not None and out["converged"]:
         extra["note_target"] = ("the refinement stopped below tol's reach but within the "
                                 "float64 backward-error bound u * trace(K) * |alpha| / |Y| "
                                 "(what a float64 factorization reaches at best)")

@@ -231,6 +231,9 @@ def ooc_factor(kernel: Kernel, X, directory, *, tile_size: int, dtype=np.float32
                 same = "dtype" in diff and set(diff) <= {"dtype", "deflation_rank"} and was
                 how = (f"It was made with precision={was!r}: give that to resume it; or use "
                        "a new folder, or delete this one to start over" if same else
+                       f"It was made with tile_size={old['tile_size']}: leave tile_size out "
+                       "(the checkpoint's is then used) to resume it; or use a new folder, or "
+                       "delete this one to start over" if diff == ["tile_size"] else
                        "Use a new folder, or delete this one to start over")
                 raise InputError(f"the checkpoint in {directory} was made from different "
                                  f"data or parameters (differs in: {', '.join(diff)}); "

@@ -68,10 +68,10 @@ class SolveOptions:
         if self.solver not in SOLVERS:
             raise InputError(f"solver {self.solver!r} is unknown; choose one of "
                              f"{', '.join(SOLVERS)}", param="solver")
-        if str(self.dtype) not in DTYPES:
+        if dtype_name(self.dtype) not in DTYPES:
             raise InputError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}",
                              param="dtype")
-        self.dtype = str(self.dtype)
+        self.dtype = dtype_name(self.dtype)
         try:
             self.ridge = float(self.ridge)
         except (TypeError, ValueError):
@@ -94,6 +94,17 @@ class SolveOptions:
         _validate_beyond_memory(self)
         return self
 
+
+
+def dtype_name(value):
+    """A dtype given as NumPy's type or dtype (``np.float32``, ``np.dtype('f4')``) by its
+    name, as the options spell it; a string or None as it is."""
+    if value is None or isinstance(value, str):
+        return value
+    try:
+        return np.dtype(value).name
+    except TypeError:
+        return value
 
 
 def real_or_nan(value) -> float:
@@ -149,7 +160,8 @@ def _validate_beyond_memory(opts) -> None:
         raise InputError(f"ooc_dir must be a folder path, got {opts.ooc_dir!r}",
                          param="ooc_dir")
     if opts.ooc_dir is not None and not str(opts.ooc_dir).strip():
-        raise InputError("the out-of-core folder is empty")
+        raise InputError("ooc_dir is an empty path: give the folder for the out-of-core "
+                         "tiles (or None for a solve in memory)", param="ooc_dir")
     if opts.distributed not in (None, "local"):
         raise InputError(f"distributed must be 'local' (or give a scheduler address), got "
                          f"{opts.distributed!r}", param="distributed")
