@@ -165,9 +165,9 @@ def exactness(residual: Optional[float], *, kernel_params: Optional[dict] = None
     (a ridge, a refinement target ``tol`` above the threshold, a plain float32 solve
     (``precision`` 'float32': its rounding, not the kernel), training points that repeat
     others with another target (``conflicting`` of them: no function interpolates both),
-    ill-conditioning, a bandwidth large against the data's distances) as facts (``cause``, and ``refinement_tol`` /
-    ``refinement_converged`` for a refined solve, see :func:`refinement_of`); the CLI turns
-    them into advice.
+    ill-conditioning, a bandwidth large against the data's distances) as facts (``cause``,
+    and ``refinement_tol`` / ``refinement_converged`` for a refined solve, see
+    :func:`refinement_of`); the CLI turns them into advice.
     """
     out = {"exact": False, "exact_threshold": EXACT_RESIDUAL}
     if residual is None or not math.isfinite(residual):
