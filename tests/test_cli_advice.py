@@ -80,6 +80,15 @@ def test_float32_is_not_offered_when_in_use_and_mixed_not_when_it_would_not_shri
     assert "--n-train" in texts and "--out-of-core" in texts
 
 
+def test_a_smaller_n_for_the_minimum_norm_solvers_says_what_it_costs():
+    """The largest n whose dense K fits takes hours in one LAPACK call Ctrl-C waits for."""
+    req = {"n": 60_000, "d": 784, "n_outputs": 10, "n_test": 0, "solver": "eigh"}
+    (text,) = [t for t, change in memory_ways_out(req, 24 * GiB) if "n" in change]
+    assert "one call of order n^3 that Ctrl-C waits for" in text
+    small = dict(req, n=9_000)
+    assert not any("Ctrl-C" in t for t, _ in memory_ways_out(small, 1 * GiB))
+
+
 def test_no_n_train_offered_when_nothing_fits():
     req = {"n": 1000, "d": 10, "n_outputs": 2}
     ways = memory_ways_out(req, 0, dask_installed=True)

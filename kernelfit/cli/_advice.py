@@ -104,7 +104,12 @@ def memory_ways_out(request: dict, available: int, *, special: bool = False,
     if n > 1:
         n_max = max_n_that_fits(available, req)
         if 1 <= n_max < n and would_fit(dict(req, n=n_max), available):
-            out.append((f"--n-train {n_max} or less", {"n": n_max}))
+            # the minimum-norm solvers are one LAPACK call of order n^3 that an interruption
+            # waits for (n = 5,000: 32 s on 2 Zen 3 cores): say so where that is long
+            slow = (f" (--solver {solver} is one call of order n^3 that Ctrl-C waits for: "
+                    f"about {n_max / 5000:.0f}^3 times its time at n = 5,000)"
+                    if solver in ("eigh", "lstsq") and n_max >= 10_000 else "")
+            out.append((f"--n-train {n_max} or less{slow}", {"n": n_max}))
     if solver == "cholesky" and in_memory:
         ooc_dtype = np.float64 if precision == "float64" else np.float32
         ts = req.get("tile_size") or default_tile_size(max(n, 1), req.get("device") or "cpu")
