@@ -309,7 +309,8 @@ def factor_matvec(T: TiledSymmetric, V):
     """K V = L (L^T V) from the tiled factor L (used for eigenvalue estimates).
 
     Diagonal tiles are applied as triangular products (their upper parts hold stale data),
-    off-diagonal tiles as plain products; nothing is copied.
+    off-diagonal tiles as plain products: float64 tiles as they are, a float32 factor's
+    each upcast to a float64 copy of one tile while it is applied.
     """
     if not T.factored:
         raise InputError("factor the matrix first (cholesky_inplace)")
