@@ -268,3 +268,27 @@ def test_imagefolder_errors(tmp_path):
     bad_tar.write_bytes(b"\x1f\x8b garbage")
     with pytest.raises(DataError, match="not a readable tar"):
         load_dataset(f"imagefolder:{bad_tar}")
+
+
+@pytest.mark.parametrize("layout", ["numpy._core", "numpy.core"])
+def test_cifar_batches_load_under_either_numpy_core_layout(monkeypatch, layout):
+    """The official batches name numpy.core (pickled under NumPy 1); NumPy 2 calls it
+    numpy._core. The loader resolved only numpy._core, so under NumPy 1 every official
+    batch was refused as unreadable; it now asks the installed NumPy (here both names
+    resolve: NumPy 2 keeps numpy.core as an alias)."""
+    import warnings
+
+    import kernelfit.datasets.cifar as cifar
+
+    monkeypatch.setattr(cifar, "_numpy_core", lambda: layout)
+    monkeypatch.setattr(cifar, "BATCH_ROWS", 2)
+    data = (np.arange(2 * 3072) % 251).astype(np.uint8).reshape(2, 3072)
+    raw = pickle.dumps({b"data": data, b"labels": [3, 7]}, protocol=2)
+    # as NumPy 1 pickles it: its globals under numpy.core
+    raw = raw.replace(b"numpy._core", b"numpy.core")
+    assert b"numpy.core.multiarray" in raw
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # NumPy 2's numpy.core alias
+        X, y = cifar.parse_batch(raw, "data_batch_1")
+    assert X.shape == (2, 32, 32, 3) and list(y) == [3, 7]
+    assert np.array_equal(X[..., 0].reshape(2, -1), data[:, :1024])  # the red plane

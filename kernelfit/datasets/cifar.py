@@ -12,6 +12,8 @@ constructors the official files use, so a hostile file cannot run code.
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import io
 import pickle
 import tarfile
@@ -49,14 +51,24 @@ _ALLOWED_GLOBALS = {
 }
 
 
+@functools.lru_cache(maxsize=1)
+def _numpy_core() -> str:
+    """The installed NumPy's name for its core package: ``numpy._core`` from NumPy 2,
+    ``numpy.core`` before (the batches name the latter, pickled under NumPy 1)."""
+    return "numpy._core" if importlib.util.find_spec("numpy._core") else "numpy.core"
+
+
 class _SafeUnpickler(pickle.Unpickler):
     """An unpickler that resolves only the NumPy globals found in CIFAR batches."""
 
     def find_class(self, module, name):
-        if module.startswith("numpy.core"):
-            module = "numpy._core" + module[len("numpy.core"):]
+        for core in ("numpy.core", "numpy._core"):  # checked by one name, either layout
+            if module == core or module.startswith(core + "."):
+                module = "numpy._core" + module[len(core):]
         if (module, name) not in _ALLOWED_GLOBALS:
             raise pickle.UnpicklingError(f"global {module}.{name} is not allowed")
+        if module.startswith("numpy._core"):
+            module = _numpy_core() + module[len("numpy._core"):]
         return super().find_class(module, name)
 
 
