@@ -15,6 +15,7 @@ recorded, not fatal. Writes ``bench_<host>.json``, ``.md`` and three PNG plots t
 from __future__ import annotations
 
 import dataclasses
+import math
 import sys
 
 from ..errors import InputError
@@ -184,8 +185,7 @@ def run(args) -> int:
                              "measures this machine's CPU")
     d = cfg.d
     if cfg.dataset != "random":
-        from ..datasets import load_dataset
-        from ..datasets.registry import parse_name
+        from ..datasets.registry import load_raw, parse_name
 
         try:
             parse_name(cfg.dataset)
@@ -198,26 +198,20 @@ def run(args) -> int:
         # a missing or corrupt dataset fails once, here, not in every child; so does an
         # --n-test beyond its test set (the default takes what there is, up to 1000)
         # the largest --n must be there too (it failed in every child otherwise); said
-        # after --n-test's check, which the user typed where --n may be the default
-        too_many = None
-        try:
-            ds = load_dataset(cfg.dataset, data_dir=cfg.data_dir, n_train=max(cfg.n_list))
-        except InputError as exc:
-            if exc.facts.get("param") != "n_train":
-                raise
-            has = exc.facts.get("available")
-            too_many = InputError(f"--n {max(cfg.n_list)} is more than the {has} training "
-                                  f"points {cfg.dataset} has; give --n values up to {has}")
-            ds = load_dataset(cfg.dataset, data_dir=cfg.data_dir, n_train=10)
-        d = ds.X_train.shape[1]
-        has = int(ds.X_test.shape[0])
+        # after --n-test's check, which the user typed where --n may be the default. The
+        # stored arrays give both counts and the width (no subset turned into floats)
+        raw = load_raw(cfg.dataset, data_dir=cfg.data_dir)
+        d = math.prod(raw.X_train.shape[1:])
+        has = int(raw.y_test.shape[0])
         if cfg.n_test > has:
             if args.n_test is not None:
                 raise InputError(f"--n-test {cfg.n_test} is more than the {has} test points "
                                  f"{cfg.dataset} has; give --n-test {has} or less")
             cfg = dataclasses.replace(cfg, n_test=has)
-        if too_many is not None:
-            raise too_many
+        n_train = int(raw.y_train.shape[0])
+        if max(cfg.n_list) > n_train:
+            raise InputError(f"--n {max(cfg.n_list)} is more than the {n_train} training "
+                             f"points {cfg.dataset} has; give --n values up to {n_train}")
     _check_some_n_fits(cfg, d)
 
     def on_event(kind, payload):
