@@ -21,12 +21,10 @@ def check_label_types(y) -> None:
     """Refuse labels that mix strings with other values, or bytes with str, in a list or
     an object array: NumPy would silently turn them all into strings (``['a', 1]``
     becomes ``['a', '1']``, ``[b'a', 'a']`` one class). Other inputs pass unchanged."""
-    if isinstance(y, (list, tuple)):
-        flat = np.asarray(y, dtype=object).ravel()
-    elif getattr(getattr(y, "dtype", None), "kind", None) == "O":  # (never a device array)
-        flat = np.asarray(y, dtype=object).ravel()
-    else:
+    if not (isinstance(y, (list, tuple))  # an object array is never a device array
+            or getattr(getattr(y, "dtype", None), "kind", None) == "O"):
         return
+    flat = np.asarray(y, dtype=object).ravel()
     kinds = {"str" if isinstance(v, (str, np.str_)) else
              "bytes" if isinstance(v, (bytes, np.bytes_)) else "other" for v in flat}
     if len(kinds) > 1 and kinds & {"str", "bytes"}:

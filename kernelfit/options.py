@@ -286,9 +286,7 @@ class SolverOptions(_Flat):
         if plain and (not beyond or plain == "float32"):
             # in memory a float precision factors once and does not refine; out of core and
             # on Dask float32 does not either (float64 there refines from its factor)
-            given = [name for name, default in (("tol", 1e-10), ("max_iter", None),
-                                                ("refinement", "cg"))
-                     if getattr(self, name) != default]
+            given = self.refinement_given()
             if given:
                 asked = (f"precision={plain!r}" if plain == self.precision
                          else "dtype='float32' (a float32 solve)")
@@ -302,6 +300,13 @@ class SolverOptions(_Flat):
         # refinement default (max_iter None) stays None so records show what was asked
         for name in ("dtype", "ridge", "tile_size", "tol", "memory_budget"):
             _set(self, name, getattr(checked, name))
+
+    def refinement_given(self) -> list:
+        """The options that shape a refinement (``tol``, ``max_iter``, ``refinement``) set to
+        other than their defaults."""
+        default = {f.name: f.default for f in fields(self)}
+        return [name for name in ("tol", "max_iter", "refinement")
+                if getattr(self, name) != default[name]]
 
     def solve_options(self, **extra):
         """The validated :class:`~kernelfit.solvers.exact.SolveOptions` of these options;

@@ -325,7 +325,7 @@ def inexact_ways_out(recs, args, *, bandwidth_given: bool) -> List[str]:
             steps = f" --max-iter {max(30, 4 * most)}" if most is not None and most < 30 else ""
             add(f"--tol {target:g}{steps} (the refinement stops at --tol, and --tol {given:g} "
                 f"is above the {EXACT_RESIDUAL:.0e} that exact needs)")
-        elif rec.get("refinement_converged") is False and cause != "conflicting_labels":
+        elif rec.get("refinement_converged") is False:
             if _float64_fits(rec, args):
                 given = rec.get("refinement_tol", tol)
                 add(f"--precision float64 (a float64 factorization: the refinement from the "

@@ -110,25 +110,25 @@ def run(args) -> int:
     check_output_paths(args)
     # --save and --tolerance are part of the options: the run layer saves an accepted
     # solve only (one that is not exact leaves no model file, nor replaces one)
-    rec = run_solve(config_from_args(args))
+    opts = config_from_args(args)
+    rec = run_solve(opts)
     if args.json:
         print_json(rec)
     else:
         render(rec)
-    _unused_refinement_note(rec, args)
+    _unused_refinement_note(rec, opts.solver)
     return _exactness_exit(rec, args)
 
 
-def _unused_refinement_note(rec: dict, args) -> None:
+def _unused_refinement_note(rec: dict, solver) -> None:
     """--tol, --max-iter and --refine shape a refinement: where --precision auto chose a
     float64 factorization (no refinement), say that they had no effect."""
     import sys
 
-    given = [flag for flag, name, default in (("--tol", "tol", 1e-10),
-                                              ("--max-iter", "max_iter", None),
-                                              ("--refine", "refinement", "cg"))
-             if getattr(args, name, default) != default]
-    if (given and getattr(args, "precision", None) == "auto" and rec.get("refinement") is None
+    from ._advice import FLAGS
+
+    given = [FLAGS[name] for name in solver.refinement_given()]
+    if (given and solver.precision == "auto" and rec.get("refinement") is None
             and rec.get("precision") == "float64"):
         print(f"kernelfit solve: note: {', '.join(given)} had no effect: --precision auto chose "
               "a float64 factorization, which does not refine (precision_reason in --json); "

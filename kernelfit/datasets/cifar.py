@@ -28,8 +28,8 @@ from . import sources
 from ._fetch import download, missing_files_error, verify_file
 from ._types import RawData
 
-__all__ = ["jpeg_set_beside", "JPEG_SET", "CIFAR10_CLASSES", "BATCH_DIR", "TRAIN_BATCHES", "TEST_BATCH", "BATCH_ROWS",
-           "parse_batch", "load_cifar10"]
+__all__ = ["jpeg_set_beside", "JPEG_SET", "CIFAR10_CLASSES", "BATCH_DIR", "TRAIN_BATCHES",
+           "TEST_BATCH", "BATCH_ROWS", "parse_batch", "load_cifar10"]
 
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
                    "ship", "truck"]

@@ -336,6 +336,10 @@ def _min_norm_solve(K, Y, opts: SolveOptions, be: Backend):
     """Minimum-norm solution of K alpha = Y for a symmetric, possibly singular K."""
     xp = be.xp
     n = K.shape[0]
+    # one spectral cutoff for both, n eps of the largest: lstsq's LAPACK default (eps) kept
+    # directions of pure rounding, and gave coefficients of 1e11 and a negative
+    # alpha^T K alpha where eigh's minimum-norm solution has 156
+    rcond = opts.rcond if opts.rcond is not None else n * np.finfo(np.float64).eps
     if opts.solver == "eigh":
         if be.device == "cpu":
             from scipy.linalg import eigh
@@ -349,7 +353,6 @@ def _min_norm_solve(K, Y, opts: SolveOptions, be: Backend):
         else:
             w, V = xp.linalg.eigh(K)
         wmax = float(xp.abs(w).max()) if n else 0.0
-        rcond = opts.rcond if opts.rcond is not None else n * np.finfo(np.float64).eps
         keep = w > rcond * wmax
         rank = int(keep.sum())
         inv = xp.where(keep, 1.0 / xp.where(keep, w, 1.0), 0.0)
@@ -358,14 +361,10 @@ def _min_norm_solve(K, Y, opts: SolveOptions, be: Backend):
     if be.device == "cpu":
         from scipy.linalg import lstsq
 
-        # the cutoff eigh uses (n eps of the largest): LAPACK's default (eps) kept
-        # directions of pure rounding, and gave coefficients of 1e11 and a negative
-        # alpha^T K alpha where eigh's minimum-norm solution has 156. SciPy hands gelsd a
-        # copy of K whatever overwrite_a says (SciPy 1.17): the memory plan counts it
-        rcond = opts.rcond if opts.rcond is not None else n * np.finfo(np.float64).eps
+        # SciPy hands gelsd a copy of K whatever overwrite_a says (SciPy 1.17): the memory
+        # plan counts it
         alpha, _res, rank, _sv = lstsq(K, be.to_numpy(Y), cond=rcond, overwrite_a=True,
                                        check_finite=False, lapack_driver="gelsd")
         return alpha, int(rank), None
-    rcond = opts.rcond if opts.rcond is not None else n * np.finfo(np.float64).eps
     alpha, _res, rank, _sv = xp.linalg.lstsq(K, Y, rcond=rcond)
     return alpha, int(rank), None

@@ -139,12 +139,12 @@ def _check_tiles(store: DiskTiles, state: dict, directory: Path) -> None:
     """Refuse a checkpoint whose tile files the state needs are missing or not of their
     tile's size (a truncated or deleted file gave a traceback, or 'check the path')."""
     nt, done = store.nt, int(state["panels_done"])
+    # the Gram's tiles still to factor: all of them once it is done, else (the Gram in
+    # progress) the ones written so far, which must be whole
+    gram = bool(state.get("gram_done")) and not state.get("factored")
     need = [("L", i, c) for c in range(done) for i in range(c, nt)]
-    if state.get("gram_done") and not state.get("factored"):
-        need += [("A", i, c) for c in range(done, nt) for i in range(c, nt)]
-    else:  # the Gram in progress: the tiles written so far must be whole
-        need += [("A", i, c) for c in range(done, nt) for i in range(c, nt)
-                 if store.exists("A", i, c)]
+    need += [("A", i, c) for c in range(done, nt) for i in range(c, nt)
+             if gram or store.exists("A", i, c)]
     for kind, i, c in need:
         path = store.path(kind, i, c)
         if not path.is_file():
@@ -229,12 +229,12 @@ def ooc_factor(kernel: Kernel, X, directory, *, tile_size: int, dtype=np.float32
                     "mixed" if old.get("dtype") == "float32" and old.get("deflation_rank")
                     else None)
                 same = "dtype" in diff and set(diff) <= {"dtype", "deflation_rank"} and was
-                how = (f"It was made with precision={was!r}: give that to resume it; or use "
-                       "a new folder, or delete this one to start over" if same else
-                       f"It was made with tile_size={old['tile_size']}: leave tile_size out "
-                       "(the checkpoint's is then used) to resume it; or use a new folder, or "
-                       "delete this one to start over" if diff == ["tile_size"] else
-                       "Use a new folder, or delete this one to start over")
+                keep = (f"It was made with precision={was!r}: give that to resume it; or use"
+                        if same else
+                        f"It was made with tile_size={old['tile_size']}: leave tile_size out "
+                        "(the checkpoint's is then used) to resume it; or use"
+                        if diff == ["tile_size"] else "Use")
+                how = f"{keep} a new folder, or delete this one to start over"
                 raise InputError(f"the checkpoint in {directory} was made from different "
                                  f"data or parameters (differs in: {', '.join(diff)}); "
                                  f"refusing to resume. {how}", param="ooc_dir",

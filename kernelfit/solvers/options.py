@@ -86,10 +86,10 @@ class SolveOptions:
                 raise InputError(f"tile_size must be an integer of at least 16, got "
                                  f"{self.tile_size!r}", param="tile_size")
             self.tile_size = int(ts)
-        if self.rcond is not None and not (0 <= real_or_nan(self.rcond) < 1):
-            raise InputError(f"rcond must be a number in [0, 1), got {self.rcond!r}",
-                             param="rcond")
         if self.rcond is not None:
+            if not 0 <= real_or_nan(self.rcond) < 1:
+                raise InputError(f"rcond must be a number in [0, 1), got {self.rcond!r}",
+                                 param="rcond")
             self.rcond = float(self.rcond)
         _validate_beyond_memory(self)
         return self
