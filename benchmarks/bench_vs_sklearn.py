@@ -25,7 +25,9 @@ Options (defaults in brackets):
     --timeout S                 seconds before a run is killed [1800]
     --keep-blas-env             keep OPENBLAS_CORETYPE from this shell in the children
                                 (default: removed, so plain runs use OpenBLAS's own choice
-                                of kernels, as a user's would; --haswell sets it explicitly)
+                                of kernels, as a user's would; --haswell sets it explicitly).
+                                The machine block and the GEMM peaks come from a child in
+                                the plain runs' environment: its BLAS kernel is theirs
     --out DIR                   where vs_sklearn_<host>.json/.png go [benchmarks/results]
 
 What each child measures (the MNIST load is excluded for both):
@@ -294,12 +296,14 @@ def main(argv=None) -> int:
     # fail early (before any child) when MNIST is not at hand
     load_dataset("mnist", data_dir=args.data_dir, n_train=10, n_test=10)
     t0 = time.perf_counter()
-    machine = describe_machine()
     base_env = {} if args.keep_blas_env else {"OPENBLAS_CORETYPE": None}
     from kernelfit.bench.runner import run_child
 
+    # the machine and its peaks as the children see them (their environment, so their
+    # BLAS kernel: this process may run with OPENBLAS_CORETYPE set, the children without)
     peaks = run_child({"task": "peaks", "cpu": True, "gpu": False, "size": args.peak_size,
-                       "repeats": 3}, timeout=600, env=base_env)
+                       "repeats": 3, "describe": True}, timeout=600, env=base_env)
+    machine = (peaks.get("result") or {}).get("machine") or describe_machine()
     machine["peaks"] = {"cpu": (peaks.get("result") or {}).get("cpu")
                         or {"error": peaks.get("reason")}}
     runs = []

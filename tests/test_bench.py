@@ -34,6 +34,48 @@ def test_machine_description_keys():
     json.dumps(m)  # JSON-ready
 
 
+def test_cpu_id_from_cpuinfo(monkeypatch, tmp_path):
+    """Family and model numbers tell apart CPUs whose model name is only "AMD EPYC"; the
+    first processor's block is read, a missing file gives nothing."""
+    import builtins
+
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 26\n"
+                    "model\t\t: 2\nmodel name\t: AMD EPYC\n\nprocessor\t: 1\n"
+                    "cpu family\t: 25\n")
+    real_open = builtins.open
+
+    def fake_open(path, *a, **k):
+        return real_open(info if path == "/proc/cpuinfo" else path, *a, **k)
+
+    monkeypatch.setattr(builtins, "open", fake_open)
+    assert machine.cpu_id() == {"vendor": "AuthenticAMD", "family": 26, "model_number": 2}
+    from kernelfit.bench.report import machine_lines
+
+    line = machine_lines({"cpu": {"model": "AMD EPYC", "arch": "x86_64", "family": 26,
+                                  "model_number": 2, "usable": 2, "logical": 2,
+                                  "physical": 2}})[0]
+    assert line.startswith("CPU: AMD EPYC (x86_64, family 26 model 2), 2 usable")
+    info.unlink()
+    assert machine.cpu_id() == {}
+
+
+def test_peaks_child_describes_its_own_machine():
+    """The peaks task describes the machine as the child sees it: a child started without
+    OPENBLAS_CORETYPE reports no such setting (and its own BLAS kernel), whatever the
+    parent's environment (bench_vs_sklearn's children run without it)."""
+    from kernelfit.bench.runner import run_child
+
+    for env, want in (({"OPENBLAS_CORETYPE": "Haswell"}, {"OPENBLAS_CORETYPE": "Haswell"}),
+                      ({"OPENBLAS_CORETYPE": None}, {})):
+        out = run_child({"task": "peaks", "cpu": True, "gpu": False, "size": 64,
+                         "repeats": 1, "describe": True}, timeout=120, env=env)
+        assert out["status"] == "ok", out
+        m = out["result"]["machine"]
+        assert {k: v for k, v in m["blas_env"].items() if k == "OPENBLAS_CORETYPE"} == want
+        assert out["result"]["cpu"]["sgemm_gflops"] > 0
+
+
 def test_cpu_peaks_small():
     p = machine.measure_cpu_peaks(size=128, repeats=2)
     assert p["dgemm_gflops"] > 0 and p["sgemm_gflops"] > 0
@@ -336,6 +378,24 @@ def _benchmark_dry_run(name: str, benchmark: str, tmp_path):
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     return root, script, json.loads((tmp_path / f"{benchmark}_dry_run.json").read_text())
+
+
+def test_factor_ops_benchmark_dry_run(tmp_path):
+    """benchmarks/bench_factor_ops.py --dry-run: each tile operation of the tiled Cholesky
+    timed and counted (n = 1,500 in 3 tiles: 3 potrf, 3 trsm, 3 syrk, 1 GEMM), rates
+    against an SGEMM peak measured in the same run; bad sizes refused in one line."""
+    root, script, out = _benchmark_dry_run("bench_factor_ops.py", "factor_ops", tmp_path)
+    (run,) = out["runs"]
+    assert (run["n"], run["tile_size"], run["n_tiles"]) == (1500, 500, 3)
+    assert {k: v["count"] for k, v in run["ops"].items()} == \
+        {"potrf": 3, "trsm": 3, "syrk": 3, "gemm": 1}
+    assert run["gflops"] > 0 and run["sgemm_peak_gflops"] > 0
+    assert run["fraction_of_sgemm_peak"] == pytest.approx(run["gflops"] / run["sgemm_peak_gflops"])
+    assert out["machine"]["cpu"]["model"]
+    bad = subprocess.run([sys.executable, str(script), "--tile-sizes", "x", "--out",
+                          str(tmp_path / "x")], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "x").exists()
 
 
 def test_code_ab_benchmark_dry_run(tmp_path):

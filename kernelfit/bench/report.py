@@ -48,7 +48,10 @@ def machine_lines(machine: dict) -> List[str]:
     cpu = machine.get("cpu", {})
     mem = machine.get("memory", {})
     blas = machine.get("blas", {})
-    lines = [f"CPU: {cpu.get('model')} ({cpu.get('arch')}), {cpu.get('usable')} usable cores "
+    ident = " ".join(f"{label} {cpu[k]}" for k, label in (("family", "family"),
+                                                          ("model_number", "model")) if k in cpu)
+    lines = [f"CPU: {cpu.get('model')} ({cpu.get('arch')}{', ' + ident if ident else ''}), "
+             f"{cpu.get('usable')} usable cores "
              f"({cpu.get('logical')} logical, {cpu.get('physical')} physical)",
              f"memory: {fmt_bytes(mem.get('total_bytes'))} total, "
              f"{fmt_bytes(mem.get('available_bytes'))} available at start",

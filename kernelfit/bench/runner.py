@@ -356,6 +356,12 @@ def _peaks(spec: dict) -> dict:
     from .machine import measure_cpu_peaks, measure_gpu_peaks
 
     out = {"status": "ok"}
+    if spec.get("describe", False):
+        # the machine as this child sees it: its environment (OPENBLAS_CORETYPE, threads)
+        # may differ from the parent's, and with it the BLAS kernel the peaks measure
+        from .machine import describe_machine
+
+        out["machine"] = describe_machine()
     if spec.get("cpu", True):
         out["cpu"] = measure_cpu_peaks(int(spec.get("size", 4096)), int(spec.get("repeats", 3)))
     if spec.get("gpu", False):
