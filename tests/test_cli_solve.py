@@ -463,3 +463,35 @@ def test_predict_gives_the_datasets_own_labels(tmp_path, capsys):
     assert main(["predict", "--model", str(model), "--json"]) == 0
     first = json.loads(capsys.readouterr().out)["first_predictions"]
     assert all(p in lab for p in first)
+
+
+def test_auto_fallback_is_said_as_a_warning(tmp_path, capsys, monkeypatch):
+    """The library logs auto's fallback to float64 (logger kernelfit.solvers.exact); the
+    command says it once, as its other warnings: ``kernelfit solve: warning: ...``."""
+    from kernelfit.solvers import plan
+
+    # auto measures nothing and sees float32 twice as fast (300 rows are too few for the
+    # conditioning probe): it tries mixed precision, whose float32 factor breaks down
+    monkeypatch.setattr(plan, "MEASURE_MIN_RATIO", 0)
+    monkeypatch.setattr(plan, "gemm_rates", lambda be: {
+        "float64": 1e7, "float32": 2e7, "memory_bytes_per_s": 1e8,
+        "thin_seconds_per_entry": {"float64": 1e-8, "float32": 5e-9},
+        "finish_entries_per_s": 1e10})
+    rng = np.random.default_rng(0)
+    X = rng.random((320, 3))
+    y = (np.sin(3 * X.sum(1)) > 0).astype(int)
+    np.savez(tmp_path / "d.npz", X_train=X[:300], y_train=y[:300], X_test=X[300:],
+             y_test=y[300:])
+    rc = main(["solve", "--dataset", f"npz:{tmp_path / 'd.npz'}", "--bandwidth", "0.3",
+               "--tile-size", "64", "--json"])
+    cap = capsys.readouterr()
+    rec = json.loads(cap.out)
+    assert rec["precision"] == "float64" and rec["precision_fallback"]["reason"], rec
+    lines = [ln for ln in cap.err.splitlines() if "falling back" in ln]
+    assert len(lines) == 1, cap.err
+    assert lines[0].startswith("kernelfit solve: warning: precision auto: falling back to a "
+                               "float64 factorization: ")
+    assert rc in (0, 6)
+    import logging
+
+    assert not logging.getLogger("kernelfit").handlers  # the command's handler is gone

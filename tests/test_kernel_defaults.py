@@ -249,18 +249,25 @@ def test_cli_mixed_with_a_loose_tol_is_told_to_tighten_it(capsys):
 
 
 def test_cli_mixed_that_does_not_reach_tol_is_offered_float64_not_a_looser_tol(capsys):
-    # (bandwidth 20 broke the float32 factor before the deflation of mixed precision's
-    # factor; now it refines to 7e-10, and 30 stops at 2e-8: tests/test_deflate.py)
-    rc, rec, err = _mixed(capsys, ["--bandwidth", "30"])
-    assert rc == INEXACT_EXIT_CODE and rec["converged"] is False
-    assert rec["refinement_converged"] is False
+    # where the float32 factor's refinement stalls, K is nearly too ill-conditioned for
+    # float64 too (its residual then lies within a few times of the exact threshold), and
+    # where the line falls depends on the CPU's rounding: bandwidth 30 stopped at 2e-8 on a
+    # Zen 3 and a Zen 4, at 3.7e-9 (exact) on a Zen 5 with the Haswell kernel, 1.7e-8 with
+    # its own. So the bandwidth is the first of a few where mixed precision is inexact
+    # (bandwidth 20 broke the float32 factor before the deflation; tests/test_deflate.py)
+    for bw in ("28", "30", "32", "34", "35", "36"):
+        rc, rec, err = _mixed(capsys, ["--bandwidth", bw])
+        if rc == INEXACT_EXIT_CODE:
+            break
+    assert rc == INEXACT_EXIT_CODE and rec["converged"] is False, bw
+    assert rec["refinement_converged"] is False and rec["shift"] == 0.0
     ways = err.split("ways out: ")[1].strip().rstrip(".").split("; ")
     assert any(w.startswith("--precision float64 (") for w in ways)
     assert not any(w.startswith("--tol ") for w in ways)
     # the way out offered works: float64 interpolates this K
-    rc, rec, _ = _solve(capsys, ["--n-train", "500", "--bandwidth", "30",
+    rc, rec, _ = _solve(capsys, ["--n-train", "500", "--bandwidth", bw,
                                  "--precision", "float64"])
-    assert rc == 0 and rec["exact"] is True
+    assert rc == 0 and rec["exact"] is True, bw
 
 
 def test_cli_mixed_exact_but_short_of_tol_names_float64(capsys):

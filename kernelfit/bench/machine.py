@@ -18,8 +18,8 @@ from typing import Optional
 
 import numpy as np
 
-__all__ = ["describe_machine", "cpu_model", "cpu_id", "cpu_counts", "memory_info", "library_versions",
-           "lapack_info", "nvidia_smi_gpus", "gpu_status", "measure_cpu_peaks",
+__all__ = ["describe_machine", "cpu_model", "cpu_id", "cpu_counts", "memory_info",
+           "library_versions", "lapack_info", "nvidia_smi_gpus", "gpu_status", "measure_cpu_peaks",
            "measure_gpu_peaks", "host_tag"]
 
 

@@ -13,6 +13,7 @@ import argparse
 import contextlib
 import importlib
 import importlib.util
+import logging
 import os
 import re
 import signal
@@ -252,6 +253,11 @@ def _main(argv: Optional[Sequence[str]] = None) -> int:
     from ..backend import DeviceFallbackWarning
     from ._advice import explain, explain_os_error
 
+    # the library's warning log lines (auto's fallback to float64, for one) in the same
+    # form as its warnings; without a handler Python would print the bare message
+    said = _SayWarnings(show_warning)
+    logger = logging.getLogger("kernelfit")
+    logger.addHandler(said)
     try:
         with warnings.catch_warnings():
             # the device fallback of --device auto is said every time, in one line
@@ -279,6 +285,23 @@ def _main(argv: Optional[Sequence[str]] = None) -> int:
               "processes took memory meanwhile?); free memory or ask for less (a smaller "
               "--n-train)", file=sys.stderr)
         return exit_code_for(MemoryPlanError())
+    finally:
+        logger.removeHandler(said)
+
+
+class _SayWarnings(logging.Handler):
+    """Hands the ``kernelfit`` logger's warnings (and worse) to ``show``, as the command's
+    other warnings are said."""
+
+    def __init__(self, show):
+        super().__init__(logging.WARNING)
+        self.show = show
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.show(record.getMessage(), None, "", 0)
+        except Exception:  # pragma: no cover - never let a log line end the command
+            self.handleError(record)
 
 
 if __name__ == "__main__":  # pragma: no cover
