@@ -390,7 +390,8 @@ def test_a_closing_step_that_falls_short_restarts_cg_from_its_certified_iterate(
     assert len(closing) == 1 and asked == [2]
     true = np.linalg.norm(K @ out["alpha"] - Y) / np.linalg.norm(Y)
     assert out["relative_residual"] == pytest.approx(true, rel=1e-9)
-    assert out["relative_residual"] <= float(closing[0].split("residual ")[1])
+    # never worse than the closing step's iterate (its log line has 4 significant digits)
+    assert out["relative_residual"] <= float(closing[0].split("residual ")[1]) * (1 + 1e-3)
 
 
 def test_a_closing_step_that_loses_ground_restarts_cg_from_the_best_iterate(monkeypatch):
@@ -429,9 +430,9 @@ def test_closing_step_rule_needs_every_step_so_far_to_have_gained_enough():
 
 def test_where_only_the_recurrence_reached_tol_the_refinement_goes_on_once(monkeypatch):
     """A float32 factor's preconditioner: the steps' residual reaches tol, the certified
-    one does not; the refinement goes on from the certified iterate, and where that does
-    not help (the floor) it keeps the better certified iterate. (CG's closing step, which
-    would reach tol first here, is left out.)"""
+    one does not; the refinement goes on, once, from the certified iterate, and returns the
+    better certified iterate. (CG's closing step, which would reach tol first here, is
+    left out.)"""
     import scipy.linalg as sl
 
     import kernelfit.solvers.refine as rf
@@ -439,23 +440,28 @@ def test_where_only_the_recurrence_reached_tol_the_refinement_goes_on_once(monke
 
     monkeypatch.setattr(rf, "closing_step_enough", lambda history, tol: False)
     rng = np.random.default_rng(0)
-    n = 300
+    n, m = 300, 3
     Q = np.linalg.qr(rng.standard_normal((n, n)))[0]
     K = (Q * np.logspace(0, -3, n)) @ Q.T
     L32 = np.linalg.cholesky(K.astype(np.float32)).astype(np.float64)
-    Y = rng.standard_normal((n, 3))
+    Y = rng.standard_normal((n, m))
+    # a recurrence that drifts, made on purpose: the steps' products of [P, x] (2 m
+    # columns) come from K + E, E symmetric of norm 1e-14, while every direct product of an
+    # iterate alone (m columns: the first, the certifications, the steps' P alone) is K's
+    # own. The steps then track K + E's residual, which falls below K's (where the two
+    # part by rounding alone, which is the smaller depends on the CPU's BLAS kernel:
+    # 3.38e-14 lay between them on a Zen 3, not on a Zen 5)
+    E = rng.standard_normal((n, n))
+    E = 1e-14 * (E + E.T) / np.linalg.norm(E + E.T, 2)
 
     def matvec(V):
-        return K @ V
+        return K @ V if V.shape[1] == m else (K + E) @ V
 
     def precond(R):
         return sl.cho_solve((L32, True), R)
 
-    # where the steps' residual and the certified one part depends on the machine's
-    # rounding (3.38e-14 lay between them on a Zen 3, not on a Zen 5): a first run to no
-    # tol finds both at the floor, and tol goes between them
     floor = refine(matvec, precond, Y, tol=0.0, max_iter=30, method="cg")
-    assert floor["tracked_residual"] < floor["relative_residual"]
+    assert floor["tracked_residual"] < 0.1 * floor["relative_residual"]
     tol = math.sqrt(floor["tracked_residual"] * floor["relative_residual"])
     log = []
     out = refine(matvec, precond, Y, tol=tol, max_iter=30, method="cg", log=log)
