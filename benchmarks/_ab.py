@@ -92,7 +92,22 @@ def run_ab(args, argv, *, script: str, benchmark: str, what: str, variants: tupl
     ``args.rounds`` rounds of both ``variants``; print ``line(rec)`` after each run; write
     ``<args.out>/<benchmark>_<tag>.json`` (``args.tag``, else the CPU's name; ``dry_run``)
     with ``medians(runs)`` and ``extra``. Returns 0 when every run was ok, else 1."""
-    ns = [1500] if args.dry_run else [int(v) for v in args.n.split(",") if v.strip()]
+    if no_data(args):
+        return 2
+    ns = [1500] if args.dry_run else sizes_of(args.n)
+    if not ns or min(ns) < 2:
+        print(f"--n takes whole numbers of at least 2, comma-separated (got {args.n!r})",
+              file=sys.stderr)
+        return 2
+    if not args.dry_run:  # MNIST must be there: say so once, before any measurement
+        from kernelfit.datasets.registry import load_raw
+        from kernelfit.errors import KernelfitError
+
+        try:
+            load_raw("mnist", data_dir=args.data_dir, download=False)
+        except KernelfitError as exc:
+            print(f"--data-dir {args.data_dir}: {exc}", file=sys.stderr)
+            return 2
     rounds = 1 if args.dry_run else max(1, args.rounds)
     peaks = run_child({"task": "peaks", "cpu": True, "gpu": False,
                        "size": 1024 if args.dry_run else 4096, "repeats": 3}, timeout=600)

@@ -62,7 +62,7 @@ def main(argv=None) -> int:
         choices = [("fixed 5", 5.0)] + [(f"{f:g} x median", f * med) for f in factors]
         for label, h in choices:
             cfg = RunOptions.from_flat(kernel="gaussian", bandwidth=float(h),
-                                       show_progress=False)
+                                       precision="float64", show_progress=False)
             t0 = time.perf_counter()
             rec = solve_arrays(Xf, ya[: args.n_fit], Xh, ya[args.n_fit:], cfg)
             row = {"features": name, "rule": label, "bandwidth": float(h),

@@ -50,7 +50,7 @@ def gaussian_interpolation(F_train, y_train, F_test, y_test, *, bandwidth=None, 
     if bandwidth is None:
         bandwidth = median_heuristic(F_train, seed=seed)
     opts = RunOptions.from_flat(kernel="gaussian", bandwidth=float(bandwidth), seed=seed,
-                                show_progress=False)
+                                precision="float64", show_progress=False)
     t0 = time.perf_counter()
     est = run.fit(opts, F_train, y_train)
     t1 = time.perf_counter()

@@ -86,8 +86,9 @@ def _gpu_run(be, ds, kcfg, tile_size) -> dict:
     X = xp.asarray(np.asarray(ds.X_train, dtype=np.float64))
     Xt = xp.asarray(np.asarray(ds.X_test, dtype=np.float64))
     be.synchronize()
-    est = KernelInterpolator(**kcfg, device=be.device, dtype="float64", tile_size=tile_size,
-                             compute_residual=False, show_progress=False)
+    est = KernelInterpolator(**kcfg, device=be.device, dtype="float64", precision="float64",
+                             tile_size=tile_size, compute_residual=False,
+                             show_progress=False)
     t0 = time.perf_counter()
     est.fit(X, ds.y_train)
     be.synchronize()
@@ -100,6 +101,7 @@ def _gpu_run(be, ds, kcfg, tile_size) -> dict:
     rec = {"n": int(n), "n_test": int(Xt.shape[0]), "tile_size": est.fit_info_.get("tile_size"),
            "gram_s": t.get("gram"), "factor_s": t.get("factor"), "solve_s": t.get("solve"),
            "fit_s": t1 - t0, "predict_s": t2 - t1, "end_to_end_s": t2 - t0,
+           "precision": est.fit_info_.get("precision"),
            "factor_tflops": n ** 3 / 3.0 / max(t.get("factor") or 0.0, 1e-12) / 1e12,
            "test_error": float(np.mean(pred != np.asarray(ds.y_test)))}
     rec["peak_gpu_memory_bytes"] = int(be.peak_memory() or 0)

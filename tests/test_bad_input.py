@@ -362,6 +362,8 @@ CASES = [
       ("fits in memory", "200000"), "--n "),
     C("bench-n-one", "bench --n 1", 2, "--n", HELP),
     C("bench-n-text", "bench --n abc", 2, "--n", HELP),
+    C("bench-n-infinite", "bench --n inf", 2, "whole numbers", HELP),
+    C("bench-n-fraction", "bench --n 150.9,200", 2, "whole numbers", HELP),
     C("bench-peers-unknown", "bench --peers bogus --out {out}/b", 2, "bogus",
       ("sklearn", "scipy")),
     C("bench-bandwidth-median", "bench --bandwidth median --out {out}/b", 2, "--bandwidth",

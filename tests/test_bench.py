@@ -7,6 +7,7 @@ import math
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -118,8 +119,12 @@ def test_runner_kills_its_child_when_interrupted(monkeypatch):
 
     monkeypatch.setattr(runner.subprocess, "Popen", popen)
     monkeypatch.setattr(runner.time, "sleep", sleep)
+    t0 = time.monotonic()
     with pytest.raises(KeyboardInterrupt):
         runner.run_child({"task": "selftest", "mode": "sleep", "seconds": 60}, timeout=120)
+    # killed, not waited for: the child would sleep 60 s (run_child reaps it either way,
+    # so only the time tells a kill from a wait)
+    assert time.monotonic() - t0 < 30
     child = started[0]
     assert child.returncode is not None
     with pytest.raises(ProcessLookupError):
@@ -312,7 +317,8 @@ def test_stage_flops_and_limit_use_the_precisions_peak():
     m = {"peaks": {"cpu": {"dgemm_gflops": 100.0, "sgemm_gflops": 200.0}}}
     f = suite.stage_flops("kernelfit", 1000, 50, 200)
     assert f == {"gram": 1000 * 1000 * 50, "factor": 1000 ** 3 / 3, "predict": 2 * 200 * 1000 * 50}
-    assert suite.stage_flops("sklearn", 1000, 50, 200)["gram"] == 2 * f["gram"]
+    # a peer's dense K = k(X, X) comes from NumPy's X @ X.T, a syrk: the lower half too
+    assert suite.stage_flops("sklearn", 1000, 50, 200)["gram"] == f["gram"]
     f64 = suite.limit_seconds("kernelfit", 1000, 50, 200, m, precision="float64")
     mixed = suite.limit_seconds("kernelfit", 1000, 50, 200, m, precision="mixed")
     other = (f["gram"] + f["predict"]) / 100e9
@@ -559,6 +565,9 @@ def test_the_default_test_set_fits_a_small_dataset_and_a_larger_one_is_refused(t
     data = json.loads(out[out.index("{"):])
     assert {r["n_test"] for r in data["records"]} == {359}
     assert all(r["status"] == "ok" for r in data["records"])
+    # its own width (64 pixels), in the records and their flop counts, not random data's
+    assert data["config"]["d"] == 64 and {r["d"] for r in data["records"]} == {64}
+    assert data["records"][0]["stage_rates"]["gram"]["flops"] == 200 * 200 * 64
     rc = main(["bench", "--dataset", "digits", "--n", "200", "--n-test", "2000",
                "--out", str(tmp_path / "b")])
     err = capsys.readouterr().err
@@ -576,3 +585,62 @@ def test_nothing_measured_because_the_gpu_is_missing_points_to_the_cpu(tmp_path,
     # refused before anything runs: kernelfit itself would not be measured at all
     assert rc == 2 and "--device gpu: no usable GPU here" in err and "--device cpu" in err
     assert not (tmp_path / "g").exists()
+
+
+def test_budget_counts_the_runs_already_taken_at_the_same_n(monkeypatch):
+    """--budget bounds the whole benchmark: at each n the projections of the rows already
+    taken add up (three rows of 242 s projected each after 96 s, budget 600: two run, the
+    third is skipped, where each alone fitted and all three ran past the budget)."""
+    import types
+
+    clock = [0.0]
+    monkeypatch.setattr(suite, "time", types.SimpleNamespace(perf_counter=lambda: clock[0]))
+
+    def fake_child(spec, timeout=None, env=None, memory_limit=None):
+        work = 30.0 * (spec["n"] / 1000) ** 3  # 30 s at n = 1000, 240 s at 2000
+        clock[0] += work + 2.0
+        rep = {"gram": 0.1 * work, "factor": 0.8 * work, "solve": 0.1 * work, "predict": 0.0,
+               "fit": work, "total": work, "relative_residual": 1e-14, "test_error": 0.1}
+        return {"status": "ok", "wall_s": work + 2.0, "max_rss_bytes": 1 << 20,
+                "result": {"repeats": [rep]}}
+
+    monkeypatch.setattr(suite, "run_child", fake_child)
+    cfg = suite.BenchConfig(n_list=[1000, 2000], devices=("cpu",), peers=("sklearn", "scipy"),
+                            repeats=1, peer_repeats=1, d=10, n_test=10, measure_peaks=False,
+                            budget_s=600)
+    res = suite.run_bench(cfg, show_progress=False)
+    status = {(r["label"], r["n"]): r["status"] for r in res["records"]}
+    assert [status[(lab, 1000)] for lab in ("kernelfit-cpu", "sklearn", "scipy")] == ["ok"] * 3
+    assert [status[(lab, 2000)] for lab in ("kernelfit-cpu", "sklearn", "scipy")] == \
+        ["ok", "ok", "skipped"]
+    skipped = next(r for r in res["records"] if r["status"] == "skipped")
+    assert "484 s projected for the runs already taken at n = 2000" in skipped["reason"]
+    assert clock[0] <= 600
+
+
+def test_no_peaks_keeps_the_gpu_probes_rate_out_of_the_figures(monkeypatch):
+    """--no-peaks: the GPU probe (a 256^2 GEMM) says the GPU works; its rate is no peak, so
+    no fraction of peak, no limit and no "GPU peaks" line come of it (fake children)."""
+    def fake_child(spec, timeout=None, env=None, memory_limit=None):
+        if spec["task"] == "peaks":
+            assert spec["gpu_size"] == 256
+            return {"status": "ok", "result": {"status": "ok", "gpu": {
+                "available": True, "gpu_name": "fake", "gpu_memory_bytes": 80 << 30,
+                "fp64_gflops": 3355.0, "fp32_gflops": 4194.0, "fp64": {"size": 256}}}}
+        rep = {"gram": 0.05, "factor": 0.1, "solve": 0.01, "predict": 0.02, "fit": 0.2,
+               "total": 0.22, "relative_residual": 1e-14, "test_error": 0.1,
+               "precision": "float64"}
+        return {"status": "ok", "wall_s": 5.0, "max_rss_bytes": 1 << 30,
+                "result": {"repeats": [rep]}}
+
+    monkeypatch.setattr(suite, "run_child", fake_child)
+    cfg = suite.BenchConfig(n_list=[2000], devices=("gpu",), peers=(), repeats=1,
+                            measure_peaks=False, budget_s=0, d=10, n_test=10)
+    res = suite.run_bench(cfg, show_progress=False)
+    rec = res["records"][0]
+    assert rec["status"] == "ok" and rec["factor_gflops"] > 0
+    assert rec["fraction_of_peak"] is None and rec["limit_s"] is None
+    lines = report.machine_lines(res["machine"])
+    assert "GPU: fake (peaks not measured)" in lines
+    assert not any("GPU peaks" in ln for ln in lines)
+

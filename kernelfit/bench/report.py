@@ -70,7 +70,9 @@ def machine_lines(machine: dict) -> List[str]:
                      f"DGEMM {c['dgemm_gflops']:.1f} GFLOP/s, SGEMM {c['sgemm_gflops']:.1f} "
                      f"GFLOP/s")
     g = peaks.get("gpu") or {}
-    if g.get("available"):
+    if g.get("available") and g.get("fp64_gflops") is None:
+        lines.append(f"GPU: {g.get('gpu_name')} (peaks not measured)")
+    elif g.get("available"):
         lines.append(f"GPU peaks ({g.get('gpu_name')}): FP64 {_num(g.get('fp64_gflops'), '{:.0f}')}"
                      f" GFLOP/s, FP32 {_num(g.get('fp32_gflops'), '{:.0f}')} GFLOP/s")
     else:
@@ -328,10 +330,12 @@ def plot_peak(results: dict, path) -> Path:
     ax.set_ylim(bottom=0)
     ax.set_xlabel("n (training points)")
     ax.set_ylabel("factor GFLOP/s / GEMM peak")
+    # each point is against the peak of the precision its factorization ran in
     peaks = (results["machine"].get("peaks") or {}).get("cpu") or {}
-    sub = f"DGEMM peak {peaks['dgemm_gflops']:.0f} GFLOP/s" if peaks.get("dgemm_gflops") else \
-        "peak not measured"
-    ax.set_title(f"Cholesky rate as a fraction of peak ({sub})")
+    sub = (f"CPU peaks: DGEMM {peaks['dgemm_gflops']:.0f}, SGEMM "
+           f"{peaks.get('sgemm_gflops') or 0:.0f} GFLOP/s, each point against its "
+           "precision's" if peaks.get("dgemm_gflops") else "peak not measured")
+    ax.set_title(f"Cholesky rate as a fraction of peak\n({sub})")
     ax.grid(True, which="both", alpha=0.3)
     if any_pts:
         ax.legend(fontsize=8)

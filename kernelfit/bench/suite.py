@@ -208,11 +208,13 @@ def _peak_rate(machine: dict, device: str, dtype: str) -> Optional[float]:
 def stage_flops(impl: str, n: int, d: int, n_test: int) -> Dict[str, float]:
     """Flop counts of the GEMM-bound stages of one solve.
 
-    Gram: the inner products of the lower half of K (n^2 d for kernelfit, which uses
-    symmetry; 2 n^2 d for a dense K); factor: n^3 / 3; predict: 2 n_test n d (the
-    cross-kernel inner products).
+    Gram: the inner products of the lower half of K, n^2 d: kernelfit's tiles use the
+    symmetry, and the peers' dense K = k(X, X) comes from NumPy's ``X @ X.T``, which BLAS
+    computes as a syrk (the lower half, then mirrored; measured 2.2x faster than the same
+    product of two distinct arrays); factor: n^3 / 3; predict: 2 n_test n d (the
+    cross-kernel inner products). ``impl`` names the implementation (all count alike).
     """
-    gram = float(n) * n * d * (1.0 if impl == "kernelfit" else 2.0)
+    gram = float(n) * n * d
     return {"gram": gram, "factor": float(n) ** 3 / 3.0,
             "predict": 2.0 * float(n_test) * n * d}
 
@@ -262,8 +264,10 @@ def stage_rates(rec: dict, impl: str, d: int, machine: dict, device: str = "cpu"
 
 def _record(row: dict, n: int, cfg: BenchConfig, machine: dict, child: Optional[dict] = None,
             status: Optional[str] = None, reason: Optional[str] = None) -> dict:
+    res = (child or {}).get("result") or {}
+    d = int(res.get("d") or cfg.d)  # the width the child solved with (a dataset's own)
     rec = {"label": row["label"], "impl": row["impl"], "device": row["device"], "n": int(n),
-           "n_test": cfg.n_test, "d": cfg.d, "dataset": cfg.dataset, "kernel": cfg.kernel,
+           "n_test": cfg.n_test, "d": d, "dataset": cfg.dataset, "kernel": cfg.kernel,
            "dtype": cfg.dtype, "status": status, "reason": reason}
     for s in STAGES:
         rec[s] = None
@@ -278,7 +282,6 @@ def _record(row: dict, n: int, cfg: BenchConfig, machine: dict, child: Optional[
     rec["returncode"] = child.get("returncode")
     rec["signal"] = child.get("signal")
     rec["peak_rss_bytes"] = child.get("max_rss_bytes") or None
-    res = child.get("result") or {}
     reps = res.get("repeats") or []
     if reps:
         rec["repeats"] = len(reps)
@@ -313,8 +316,8 @@ def _record(row: dict, n: int, cfg: BenchConfig, machine: dict, child: Optional[
         if peak:
             rec["fraction_of_peak"] = rec["factor_gflops"] / peak
     if reps:
-        rec["stage_rates"] = stage_rates(rec, row["impl"], cfg.d, machine, row["device"])
-        rec["limit_s"] = limit_seconds(row["impl"], n, cfg.d, cfg.n_test, machine,
+        rec["stage_rates"] = stage_rates(rec, row["impl"], d, machine, row["device"])
+        rec["limit_s"] = limit_seconds(row["impl"], n, d, cfg.n_test, machine,
                                        row["device"], precision, rec.get("inner_products"))
     if rec["status"] != "ok":
         rec["stderr_tail"] = (child.get("stderr_tail") or "")[-1500:]
@@ -329,7 +332,12 @@ def _gpu_info(cfg: BenchConfig, peaks_child: Optional[dict]) -> dict:
         return {"available": False, "reason": "not requested (devices: cpu only)"}
     res = (peaks_child or {}).get("result") or {}
     if "gpu" in res:
-        return res["gpu"]
+        if cfg.measure_peaks or not res["gpu"].get("available"):
+            return res["gpu"]
+        # --no-peaks: the probe's small GEMM says the GPU works, its rate is no peak
+        info = {k: v for k, v in res["gpu"].items() if not k.startswith("fp")}
+        info["peaks"] = "not measured (--no-peaks)"
+        return info
     if peaks_child is not None and peaks_child.get("status") != "ok":
         return {"available": False, "reason": f"GPU probe failed: {peaks_child.get('reason')}"}
     return {"available": False, "reason": "GPU status unknown"}
@@ -385,6 +393,7 @@ def run_bench(cfg: BenchConfig, on_event: Optional[Callable[[str, dict], None]] 
         for n in cfg.n_list:
             this_n.clear()
             active = []
+            planned = 0.0  # projected seconds of the runs taken at this n so far
             for row in rows:
                 label, impl, dev = row["label"], row["impl"], row["device"]
                 bar.set_description(f"{label} n={n}")
@@ -407,17 +416,22 @@ def run_bench(cfg: BenchConfig, on_event: Optional[Callable[[str, dict], None]] 
                                f"{fmt_bytes(avail)} available (90% usable)")
                         rec = _record(row, n, cfg, machine, status="skipped", reason=why)
                         blocked[label] = f"memory: n = {n} already did not fit"
+                projected = 0.0
                 if rec is None and cfg.budget_s and label in last_ok:
-                    prev = last_ok[label]
-                    projected = projected_seconds(prev, n)
+                    # the rows already taken at this n run too: their projections count
+                    projected = projected_seconds(last_ok[label], n)
                     elapsed = time.perf_counter() - t_start
-                    if elapsed + projected > cfg.budget_s:
+                    if elapsed + planned + projected > cfg.budget_s:
+                        taken = (f" and {planned:.0f} s projected for the runs already "
+                                 f"taken at n = {n}" if planned else "")
                         rec = _record(row, n, cfg, machine, status="skipped",
                                       reason=f"time budget: projected {projected:.0f} s after "
-                                             f"{elapsed:.0f} s of a {cfg.budget_s:.0f} s budget")
+                                             f"{elapsed:.0f} s{taken} of a "
+                                             f"{cfg.budget_s:.0f} s budget")
                 if rec is not None:
                     finish(rec)
                     continue
+                planned += projected
                 spec = {"task": "solve", "impl": impl, "n": n, "d": cfg.d,
                         "sklearn_alpha": cfg.sklearn_alpha, "repeats": 1,
                         **cfg.run_options(n, dev).to_flat()}

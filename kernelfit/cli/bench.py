@@ -34,12 +34,15 @@ DESCRIPTION = (
 def _n_list(text: str):
     import argparse
 
-    try:
-        vals = [int(float(t)) for t in text.split(",") if t.strip()]
+    try:  # whole numbers, written as 20000 or 2e4 (not 150.9, inf or nan)
+        floats = [float(t) for t in text.split(",") if t.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a comma-separated list of n, got {text!r}"
-                                         ) from None
-    if not vals or any(v < 2 for v in vals):
+        floats = None
+    if not floats or not all(math.isfinite(v) and v == int(v) for v in floats):
+        raise argparse.ArgumentTypeError(f"expected a comma-separated list of whole numbers "
+                                         f"n, got {text!r}")
+    vals = [int(v) for v in floats]
+    if any(v < 2 for v in vals):
         raise argparse.ArgumentTypeError(f"every n must be an integer >= 2, got {text!r}")
     return vals
 
@@ -72,7 +75,7 @@ def add_arguments(p) -> None:
                    help="repetitions of each peer run (medians; equal to --repeats keeps the "
                         "ratios fair at small n, where single runs are noisy)")
     g.add_argument("--timeout", type=float, default=600.0, metavar="S",
-                   help="seconds before one run (all its repetitions) is killed")
+                   help="seconds before one run is killed (each repetition is its own run)")
     g.add_argument("--budget", type=float, default=600.0, metavar="S",
                    help="skip runs whose projected time (n^3 scaling of the previous n) "
                         "would end the whole benchmark after S seconds (0: no budget)")
@@ -212,6 +215,8 @@ def run(args) -> int:
         if max(cfg.n_list) > n_train:
             raise InputError(f"--n {max(cfg.n_list)} is more than the {n_train} training "
                              f"points {cfg.dataset} has; give --n values up to {n_train}")
+        # the records, flop counts, pre-flight and extrapolation use the dataset's width
+        cfg = dataclasses.replace(cfg, d=int(d))
     _check_some_n_fits(cfg, d)
 
     def on_event(kind, payload):
