@@ -644,3 +644,19 @@ def test_no_peaks_keeps_the_gpu_probes_rate_out_of_the_figures(monkeypatch):
     assert "GPU: fake (peaks not measured)" in lines
     assert not any("GPU peaks" in ln for ln in lines)
 
+
+def test_gpu_preflight_plans_the_gpu_solve():
+    """The GPU row's memory pre-flight and its "largest n that fits" plan kernelfit's GPU
+    solve (one dense call where it fits: a whole n x n K), not the CPU's lower tiles."""
+    from kernelfit.memory import plan_exact_solve
+
+    gib = 1 << 30
+    cpu = runner.dense_bytes_needed("kernelfit", 40000, 784, 1000)
+    gpu = runner.dense_bytes_needed("kernelfit", 40000, 784, 1000, device="gpu",
+                                    device_bytes=79 * gib)
+    assert gpu == plan_exact_solve(40000, 784, 10, n_test=1000, tile_size=40000,
+                                   device="gpu").total
+    assert gpu > 4 * cpu
+    assert suite.largest_fitting_n("kernelfit", 79 * gib, d=784, n_test=1000, device="gpu") < \
+        suite.largest_fitting_n("kernelfit", 79 * gib, d=784, n_test=1000)
+

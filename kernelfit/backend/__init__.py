@@ -144,11 +144,13 @@ def gpu_unavailable_reason():
 gpu_available.cache_clear = _probe.cache_clear  # tests forget the probe through this
 
 
-def gpu_tile_size(n: int, itemsize: int = 8) -> int:
+def gpu_tile_size(n: int, itemsize: int = 8, free_bytes: int | None = None) -> int:
     """Tile size of a GPU solve of n points by the dense/tiles rule
-    (:func:`dense_single_call`) with the GPU backend's free memory (tiles when unknown)."""
-    free = _cache.gpu.free_memory() if _cache.gpu is not None else None
-    return _gpu_tile_size(n, itemsize, free)
+    (:func:`dense_single_call`) with ``free_bytes`` of GPU memory (default: the GPU
+    backend's free memory; tiles when unknown)."""
+    if free_bytes is None:
+        free_bytes = _cache.gpu.free_memory() if _cache.gpu is not None else None
+    return _gpu_tile_size(n, itemsize, free_bytes)
 
 
 @dataclass

@@ -106,21 +106,30 @@ def sklearn_kernel_params(kernel: str, bandwidth: float = 5.0, degree: int = 4,
 
 
 def dense_bytes_needed(impl: str, n: int, d: int, n_test: int, n_outputs: int = 10,
-                       dtype=np.float64, tile_size: Optional[int] = None) -> int:
+                       dtype=np.float64, tile_size: Optional[int] = None,
+                       device: str = "cpu", device_bytes: Optional[int] = None) -> int:
     """Peak bytes an implementation needs at n (the memory pre-flight of one run).
 
-    kernelfit: its own plan (:func:`kernelfit.memory.plan_exact_solve`, lower tiles of K).
-    sklearn: a dense float64 K plus the copy ``scipy.linalg.solve`` makes, plus the test
-    kernel. scipy: one dense K (factored in place) plus a test-kernel chunk.
+    kernelfit: its own plan (:func:`kernelfit.memory.plan_exact_solve`, lower tiles of K)
+    on ``device``: on the GPU with the GPU's tile rule for ``device_bytes`` of free memory
+    (one dense call where it fits, a whole n x n K). sklearn: a dense float64 K plus the
+    copy ``scipy.linalg.solve`` makes, plus the test kernel. scipy: one dense K (factored
+    in place) plus a test-kernel chunk.
     """
     data = 8.0 * (n + n_test) * d + 8.0 * 4 * n * n_outputs
     if impl == "kernelfit":
         from ..memory import plan_exact_solve
-        from ..solvers.tiles import default_tile_size
 
-        ts = tile_size or default_tile_size(n, "cpu")
+        if device == "gpu":
+            from ..backend import gpu_tile_size
+
+            ts = tile_size or gpu_tile_size(n, np.dtype(dtype).itemsize, device_bytes)
+        else:
+            from ..solvers.tiles import default_tile_size
+
+            ts = tile_size or default_tile_size(n, "cpu")
         return plan_exact_solve(n, d, n_outputs, n_test=n_test, dtype=dtype,
-                                tile_size=ts).total
+                                tile_size=ts, device=device).total
     if impl == "sklearn":
         return int(data + 2 * 8.0 * n * n + 8.0 * n_test * n)
     if impl == "scipy":

@@ -179,13 +179,14 @@ def predict_time(fit: dict, n: float, cubic: bool = False) -> Optional[float]:
 
 
 def largest_fitting_n(impl: str, available: int, *, d: int, n_test: int,
-                      dtype="float64") -> int:
-    """The largest n whose run of ``impl`` fits in ``available`` bytes (with kernelfit's
-    10% headroom), by bisection over :func:`dense_bytes_needed`."""
+                      dtype="float64", device: str = "cpu") -> int:
+    """The largest n whose run of ``impl`` on ``device`` fits in ``available`` bytes (with
+    kernelfit's 10% headroom), by bisection over :func:`dense_bytes_needed`."""
     from ..memory import SAFETY, largest_n
 
     def fits(n):
-        return dense_bytes_needed(impl, n, d, n_test, dtype=np.dtype(dtype)) <= SAFETY * available
+        return dense_bytes_needed(impl, n, d, n_test, dtype=np.dtype(dtype), device=device,
+                                  device_bytes=available) <= SAFETY * available
 
     return largest_n(fits, limit=1 << 24)
 
@@ -410,7 +411,8 @@ def run_bench(cfg: BenchConfig, on_event: Optional[Callable[[str, dict], None]] 
                     avail = gpu_mem if dev == "gpu" else available_host_memory()
                     need = dense_bytes_needed(impl, n, cfg.d, cfg.n_test,
                                               dtype=np.dtype(cfg.dtype),
-                                              tile_size=cfg.tile_size)
+                                              tile_size=cfg.tile_size, device=dev,
+                                              device_bytes=avail)
                     if avail is not None and need > SAFETY * avail:
                         why = (f"memory: needs about {fmt_bytes(need)}, "
                                f"{fmt_bytes(avail)} available (90% usable)")
@@ -556,7 +558,7 @@ def extrapolate(records: List[dict], cfg: BenchConfig, machine: dict) -> Dict[st
         fit_t = fit_power_law(ns, [r.get("total") for r in ok])
         mem = gpu.get("gpu_memory_bytes") if row["device"] == "gpu" else avail
         n_max = largest_fitting_n(row["impl"], mem or 0, d=cfg.d, n_test=cfg.n_test,
-                                  dtype=cfg.dtype) if mem else None
+                                  dtype=cfg.dtype, device=row["device"]) if mem else None
         entry = {"stage": key, "stage_fit": fit_f, "total_fit": fit_t, "n_max_fits": n_max,
                  "available_bytes": mem}
         if n_max:
