@@ -363,6 +363,7 @@ CASES = [
     C("bench-n-one", "bench --n 1", 2, "--n", HELP),
     C("bench-n-text", "bench --n abc", 2, "--n", HELP),
     C("bench-n-infinite", "bench --n inf", 2, "whole numbers", HELP),
+    C("bench-seed-negative", "bench --seed -1 --out {out}/b", 2, "--seed", HELP),
     C("bench-n-fraction", "bench --n 150.9,200", 2, "whole numbers", HELP),
     C("bench-peers-unknown", "bench --peers bogus --out {out}/b", 2, "bogus",
       ("sklearn", "scipy")),

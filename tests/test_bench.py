@@ -136,6 +136,9 @@ def test_bench_json_is_one_json_object_on_stdout(tmp_path, capsys):
     names went before it, so json.load failed); they go to standard error."""
     from kernelfit.cli import main
 
+    (tmp_path / "b").mkdir()
+    stale = tmp_path / "b" / f"bench_{machine.host_tag()}_peak.png"
+    stale.write_bytes(b"an earlier run's figure")
     rc = main(["bench", "--n", "150", "--repeats", "1", "--peers", "scipy", "--no-peaks",
                "--d", "20", "--n-test", "30", "--out", str(tmp_path / "b"), "--json",
                "--no-progress"])
@@ -143,6 +146,8 @@ def test_bench_json_is_one_json_object_on_stdout(tmp_path, capsys):
     assert rc == 0
     assert json.loads(cap.out)["schema"] == suite.SCHEMA
     assert "factor rate / scipy dpotrf" in cap.err and "json: " in cap.err
+    # no peaks, no peak plot: an earlier run's is not left beside this report
+    assert not stale.exists()
 
 
 def test_runner_memory_guard():
@@ -659,4 +664,57 @@ def test_gpu_preflight_plans_the_gpu_solve():
     assert gpu > 4 * cpu
     assert suite.largest_fitting_n("kernelfit", 79 * gib, d=784, n_test=1000, device="gpu") < \
         suite.largest_fitting_n("kernelfit", 79 * gib, d=784, n_test=1000)
+
+
+def test_peer_env_is_in_the_peers_records(monkeypatch):
+    """--peer-env: the peers' children run with it, and their records say so (the machine
+    block and the peaks are bench's own environment's); kernelfit's runs keep bench's."""
+    envs = {}
+
+    def fake_child(spec, timeout=None, env=None, memory_limit=None):
+        envs[spec["impl"]] = env
+        rep = {"gram": 0.1, "factor": 0.1, "solve": 0.1, "predict": 0.0, "fit": 0.3,
+               "total": 0.3, "relative_residual": 1e-14, "test_error": 0.1}
+        return {"status": "ok", "wall_s": 1.0, "max_rss_bytes": 1 << 20,
+                "result": {"repeats": [rep]}}
+
+    monkeypatch.setattr(suite, "run_child", fake_child)
+    cfg = suite.BenchConfig(n_list=[300], devices=("cpu",), peers=("scipy",), repeats=1,
+                            peer_repeats=1, d=10, n_test=10, measure_peaks=False,
+                            budget_s=0, peer_env={"OPENBLAS_CORETYPE": "Haswell"})
+    res = suite.run_bench(cfg, show_progress=False)
+    recs = {r["label"]: r for r in res["records"]}
+    assert recs["scipy"]["env"] == {"OPENBLAS_CORETYPE": "Haswell"} == envs["scipy"]
+    assert "env" not in recs["kernelfit-cpu"] and envs["kernelfit"] is None
+    assert "the peers ran with it" in report.render_markdown(res)
+
+
+def test_a_mixed_factor_against_scipys_dpotrf_is_labelled():
+    """kernelfit's factor rate over SciPy's float64 dpotrf: where auto chose mixed
+    precision (a float32 factor) the ratio says so, in the table."""
+    res = {"config": {}, "machine": {}, "records": [], "comparisons": [
+        {"n": 10000, "kernelfit_s": 2.0, "limit_s": 1.0, "precision": "mixed",
+         "factor_rate_vs_scipy": 2.1},
+        {"n": 20000, "kernelfit_s": 9.0, "limit_s": 5.0, "precision": "float64",
+         "factor_rate_vs_scipy": 1.05}]}
+    md = report.render_markdown(res)
+    assert "| 2.10 (mixed: float32 factor) |" in md
+    assert "| 1.05 |" in md
+
+
+def test_machine_names_both_blas_libraries_and_what_runs_in_each():
+    """NumPy and SciPy bring their own OpenBLAS: the machine block lists each with its
+    owner, and the report says the tiled Cholesky runs in SciPy's, the Gram, products and
+    GEMM peaks in NumPy's."""
+    loaded = machine.describe_machine()["blas_loaded"]
+    owners = {b["owner"] for b in loaded}
+    assert "scipy" in owners  # SciPy's is loaded for the description (pip wheels: its own)
+    m = {"cpu": {}, "memory": {}, "blas": {}, "blas_loaded": [
+        {"owner": "scipy", "internal_api": "openblas", "version": "0.3.30",
+         "architecture": "SkylakeX"},
+        {"owner": "numpy", "internal_api": "openblas", "version": "0.3.31",
+         "architecture": "SkylakeX"}]}
+    line = next(ln for ln in report.machine_lines(m) if ln.startswith("BLAS libraries"))
+    assert "scipy's openblas 0.3.30 (SkylakeX kernel) (tiled Cholesky)" in line
+    assert "numpy's openblas 0.3.31 (SkylakeX kernel) (Gram, products, GEMM peaks)" in line
 

@@ -351,3 +351,14 @@ def test_dtype_as_numpy_types_and_old_pickles_of_mixed_estimators():
     old.dtype = "float64"  # the old default, as an older pickle holds it
     new = pickle.loads(pickle.dumps(old))
     assert new.dtype is None and new.fit(X, y).precision_ in ("mixed", "float64")
+
+
+def test_a_tile_size_above_n_sizes_no_buffer_beyond_n():
+    """tile_size larger than the rows (10^6 for 200 points): every buffer is sized by the
+    rows there are (predict's block buffer asked for 7.3 TiB and raised MemoryError)."""
+    rng = np.random.default_rng(0)
+    X = rng.random((200, 5))
+    y = (X[:, 0] > 0.5).astype(int)
+    est = KernelInterpolator(bandwidth=0.5, tile_size=10 ** 6, show_progress=False).fit(X, y)
+    assert (est.predict(X) == y).all()
+

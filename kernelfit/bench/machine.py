@@ -16,6 +16,8 @@ import subprocess
 import time
 from typing import Optional
 
+from pathlib import Path
+
 import numpy as np
 
 __all__ = ["describe_machine", "cpu_model", "cpu_id", "cpu_counts", "memory_info",
@@ -161,8 +163,12 @@ def _dep(d) -> Optional[dict]:
 
 
 def _blas_runtime() -> list:
-    """Every BLAS loaded in this process (threadpoolctl), e.g. NumPy's and SciPy's OpenBLAS."""
+    """Every BLAS loaded in this process (threadpoolctl), e.g. NumPy's and SciPy's OpenBLAS,
+    each with ``owner``: the package whose wheel bundles it (``numpy``, ``scipy``) where its
+    path says. SciPy's is loaded first: the tiled Cholesky (potrf, trsm, syrk, GEMM on the
+    tiles) runs in it, the Gram and kernel products in NumPy's."""
     try:
+        import scipy.linalg  # noqa: F401  (loads SciPy's BLAS/LAPACK, the factorization's)
         from threadpoolctl import threadpool_info
 
         pools = [p for p in threadpool_info() if p.get("user_api") == "blas"]
@@ -170,7 +176,14 @@ def _blas_runtime() -> list:
         return []
     keys = ("internal_api", "version", "architecture", "threading_layer", "num_threads",
             "filepath")
-    return [{k: p.get(k) for k in keys} for p in pools]
+    out = []
+    for p in pools:
+        rec = {k: p.get(k) for k in keys}
+        parts = Path(str(p.get("filepath") or "")).parts
+        rec["owner"] = next((name for name in ("numpy", "scipy")
+                             if f"{name}.libs" in parts or name in parts), None)
+        out.append(rec)
+    return out
 
 
 def nvidia_smi_gpus() -> list:

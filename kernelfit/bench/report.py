@@ -56,6 +56,16 @@ def machine_lines(machine: dict) -> List[str]:
              f"memory: {fmt_bytes(mem.get('total_bytes'))} total, "
              f"{fmt_bytes(mem.get('available_bytes'))} available at start",
              f"BLAS/LAPACK: {fmt_blas(blas)}"]
+    loaded = [b for b in machine.get("blas_loaded") or [] if b.get("owner")]
+    if len({(b.get("owner"), b.get("version")) for b in loaded}) > 1:
+        # NumPy and SciPy each bring their own: the Gram and products run in NumPy's, the
+        # tiled Cholesky in SciPy's (the GEMM peaks are measured with NumPy's)
+        lines.append("BLAS libraries: " + "; ".join(
+            f"{b['owner']}'s {b.get('internal_api') or 'blas'} {b.get('version') or ''}"
+            f" ({b.get('architecture')} kernel)"
+            + (" (tiled Cholesky)" if b["owner"] == "scipy" else
+               " (Gram, products, GEMM peaks)" if b["owner"] == "numpy" else "")
+            for b in loaded))
     if machine.get("blas_env"):
         lines.append("BLAS environment: " + ", ".join(f"{k}={v}" for k, v in
                                                     machine["blas_env"].items()))
@@ -121,7 +131,9 @@ def render_markdown(results: dict, figures: Optional[Dict[str, str]] = None) -> 
       f" (scikit-learn KernelRidge alpha = {cfg.get('sklearn_alpha')}; scipy cho_factor/"
       f"cho_solve on a dense K)\n")
     if cfg.get("peer_env"):
-        w(f"- peer environment: {cfg['peer_env']}\n")
+        w(f"- peer environment: {cfg['peer_env']} (the peers ran with it; the machine "
+          "block and the GEMM peaks, the peers' fractions of peak included, are this "
+          "process's own)\n")
     w("\n## Summary\n\n")
     w("End-to-end time (fit + predict; kernelfit includes its residual check), median; "
       "in brackets the factorization rate and its fraction of the measured GEMM peak.\n\n")
@@ -190,7 +202,11 @@ def render_markdown(results: dict, figures: Optional[Dict[str, str]] = None) -> 
         for c in comps:
             def cell(key, peer):
                 if key in c:
-                    return f"{c[key]:.2f}"
+                    # a float32 (mixed-precision) factor against SciPy's float64 dpotrf
+                    mixed = key == "factor_rate_vs_scipy" and \
+                        c.get("precision") not in (None, "float64")
+                    return f"{c[key]:.2f}" + (f" ({c['precision']}: float32 factor)"
+                                              if mixed else "")
                 return c.get(f"{peer}_status", "-")
 
             w(f"| {c['n']} | {fmt_seconds(c.get('kernelfit_s'))} | "
@@ -413,4 +429,7 @@ def write_report(results: dict, out_dir, stem: Optional[str] = None) -> Dict[str
         results["files"] = {k: p.name for k, p in paths.items()}
         write_json(results, paths["json"])
         atomic_write_text(paths["markdown"], render_markdown(results, figs))
+    if "peak_plot" not in paths:
+        # an earlier run's fraction-of-peak plot would sit beside this report as if of it
+        (out / f"{stem}_peak.png").unlink(missing_ok=True)
     return paths

@@ -270,6 +270,10 @@ def _record(row: dict, n: int, cfg: BenchConfig, machine: dict, child: Optional[
     rec = {"label": row["label"], "impl": row["impl"], "device": row["device"], "n": int(n),
            "n_test": cfg.n_test, "d": d, "dataset": cfg.dataset, "kernel": cfg.kernel,
            "dtype": cfg.dtype, "status": status, "reason": reason}
+    if row["impl"] != "kernelfit" and cfg.peer_env:
+        # what the peer's child ran with (e.g. another BLAS kernel than the machine block's
+        # and the peaks' own)
+        rec["env"] = dict(cfg.peer_env)
     for s in STAGES:
         rec[s] = None
     rec.update({"repeats": 0, "factor_gflops": None, "fraction_of_peak": None,

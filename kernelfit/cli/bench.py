@@ -20,6 +20,7 @@ import sys
 
 from ..errors import InputError
 from ._common import bandwidth_arg, check_output_paths, positive_int
+from ._types import nonneg_int
 
 DEFAULT_N_TEST = 1000
 D_RANDOM = 784  # the width of random data (MNIST's)
@@ -93,11 +94,14 @@ def add_arguments(p) -> None:
     d.add_argument("--n-test", type=int, default=None,
                    help="test points (predict time); default 1000, or all a dataset has "
                         "where that is fewer")
-    d.add_argument("--seed", type=int, default=0, help="seed of the data")
+    d.add_argument("--seed", type=nonneg_int, default=0, help="seed of the data")
     d.add_argument("--kernel", default="gaussian", choices=KERNEL_NAMES)
     d.add_argument("--bandwidth", type=bandwidth_arg, default=5.0)
     d.add_argument("--degree", type=positive_int, default=4)
-    d.add_argument("--dtype", default="float64", choices=("float64", "float32"))
+    d.add_argument("--dtype", default="float64", choices=("float64", "float32"),
+                   help="float32: plain float32 solves; float64 (default): kernelfit's "
+                        "--precision auto, which may factor in float32 and refine in "
+                        "float64 (mixed; the records say which ran)")
     d.add_argument("--tile-size", type=positive_int, default=None)
     d.add_argument("--sklearn-alpha", type=float, default=1e-10,
                    help="KernelRidge alpha (near 0: interpolation)")
@@ -246,7 +250,9 @@ def run(args) -> int:
     for c in results.get("comparisons", []):
         bits = [f"n={c['n']}"]
         if "factor_rate_vs_scipy" in c:
-            bits.append(f"factor rate / scipy dpotrf {c['factor_rate_vs_scipy']:.2f}")
+            bits.append(f"factor rate / scipy dpotrf {c['factor_rate_vs_scipy']:.2f}"
+                        + (f" (kernelfit {c['precision']}: a float32 factor)"
+                           if c.get("precision") not in (None, "float64") else ""))
         for peer in ("sklearn", "scipy"):
             if f"time_vs_{peer}" in c:
                 bits.append(f"time / {peer} {c[f'time_vs_{peer}']:.2f}")

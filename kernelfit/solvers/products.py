@@ -208,7 +208,7 @@ def build_gram(kernel: Kernel, X, *, tile_size: Optional[int] = None, dtype=np.f
     be = backend if backend is not None else get_backend("cpu")
     xp = be.xp
     n = X.shape[0]
-    tile_size = tile_size or default_tile_size(n, be.device)
+    tile_size = max(1, min(tile_size or default_tile_size(n, be.device), n))
     T = TiledSymmetric(n, tile_size, dtype, be)
     f64 = T.dtype == np.float64
     if low_rank is not None and f64:
@@ -377,7 +377,7 @@ def kernel_matvec(kernel: Kernel, X, V, *, tile_size: Optional[int] = None,
     squeeze = V.ndim == 1
     if squeeze:
         V = V[:, None]
-    tile_size = tile_size or default_tile_size(n, be.device)
+    tile_size = max(1, min(tile_size or default_tile_size(n, be.device), n))
     bounds = tile_bounds(n, tile_size)
     if stats is None:
         stats = kernel.prepare(X)
@@ -445,6 +445,9 @@ def cross_kernel_matmul(kernel: Kernel, A, B, V, *, tile_size: Optional[int] = N
     if squeeze:
         V = V[:, None]
     ts = tile_size or default_tile_size(max(A.shape[0], B.shape[0]), be.device)
+    # no block is larger than the rows there are (a tile size above them, given by the
+    # user, would size the block buffers for nothing: 74.5 GiB at 100,000)
+    ts = max(1, min(ts, max(A.shape[0], B.shape[0])))
     bb = tile_bounds(B.shape[0], ts)
     # query rows in blocks small enough that the threads get several tasks each (at least
     # 8 per thread on the CPU, where a 5-to-4 split of 9 tiles left a core idle a tenth of
