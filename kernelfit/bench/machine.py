@@ -14,15 +14,14 @@ import platform
 import shutil
 import subprocess
 import time
-from typing import Optional
-
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
 __all__ = ["describe_machine", "cpu_model", "cpu_id", "cpu_counts", "memory_info",
-           "library_versions", "lapack_info", "nvidia_smi_gpus", "gpu_status", "measure_cpu_peaks",
-           "measure_gpu_peaks", "host_tag"]
+           "library_versions", "lapack_info", "nvidia_smi_gpus", "gpu_status",
+           "measure_cpu_peaks", "measure_gpu_peaks", "host_tag"]
 
 
 def cpu_model() -> str:
