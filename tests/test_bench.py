@@ -402,6 +402,8 @@ def test_factor_ops_benchmark_dry_run(tmp_path):
         {"potrf": 3, "trsm": 3, "syrk": 3, "gemm": 1}
     assert run["gflops"] > 0 and run["sgemm_peak_gflops"] > 0
     assert run["fraction_of_sgemm_peak"] == pytest.approx(run["gflops"] / run["sgemm_peak_gflops"])
+    solves = run["as_solves_run"]
+    assert solves["how"] == "task graph" and solves["gflops"] > 0
     assert out["machine"]["cpu"]["model"]
     bad = subprocess.run([sys.executable, str(script), "--tile-sizes", "x", "--out",
                           str(tmp_path / "x")], capture_output=True, text=True, timeout=60)

@@ -70,6 +70,67 @@ def test_not_positive_definite_reports_global_row():
     assert 20 <= err.value.index <= 37
 
 
+def test_task_graph_equals_the_column_loop_and_reports_columns_in_order(monkeypatch):
+    """On the CPU the factorization runs as a task graph on several threads, one tile
+    operation each (GIL-free kernels): the same factor as the column-by-column loop, the
+    columns reported in order, and the first pivot that fails reported alike."""
+    from kernelfit.solvers import cholesky as ch
+
+    used = []
+    real = ch.factor_tasks
+    monkeypatch.setattr(ch, "n_threads_default", lambda: 3)  # more threads than cores: fine
+    monkeypatch.setattr(ch, "factor_tasks",
+                        lambda *a, **k: (used.append(a[2]), real(*a, **k))[1])
+    for dtype, tol in ((np.float64, 1e-12), (np.float32, 1e-5)):
+        A = _spd(257, seed=3, dtype=dtype)
+        T, ref = TiledSymmetric.from_dense(A, 40), TiledSymmetric.from_dense(A, 40)
+        cols = []
+        ch.cholesky_inplace(T, on_panel=cols.append)
+        ch.factor_columns(ch.MemoryTileOps(ref), ref.bounds)
+        assert cols == list(range(T.n_tiles))
+        L, L_ref = T.to_dense(lower_only=True), ref.to_dense(lower_only=True)
+        assert np.abs(L - L_ref).max() <= tol * np.abs(L_ref).max()
+    assert used == [3, 3]
+    A = _spd(200)
+    A[150, 150] = -5.0
+    rows = []
+    for factor in (lambda T: ch.cholesky_inplace(T),
+                   lambda T: ch.factor_columns(ch.MemoryTileOps(T), T.bounds)):
+        with pytest.raises(NotPositiveDefiniteError) as err:
+            factor(TiledSymmetric.from_dense(A, 30))
+        rows.append(err.value.index)
+    assert rows[0] == rows[1] and 150 <= rows[0] < 180 and len(used) == 3
+
+
+def test_task_graph_stops_and_raises_when_a_tile_operation_fails():
+    """An exception inside one thread's tile operation (here the third GEMM update) stops
+    the handing out of tasks and is raised in the caller; no thread is left behind."""
+    import threading
+
+    from kernelfit.solvers import cholesky as ch
+
+    kernels = get_backend("cpu").gil_free_tile_kernels()
+    assert kernels is not None  # SciPy exposes its BLAS: the CPU path uses it
+
+    class Failing:
+        calls = 0
+
+        def __getattr__(self, name):
+            return getattr(kernels, name)
+
+        def gemm_nt_sub(self, a, b, c):
+            Failing.calls += 1
+            if Failing.calls == 3:
+                raise KeyboardInterrupt
+            kernels.gemm_nt_sub(a, b, c)
+
+    before = threading.active_count()
+    T = TiledSymmetric.from_dense(_spd(200), 25)
+    with pytest.raises(KeyboardInterrupt):
+        ch.factor_tasks(T, Failing(), 2)
+    assert threading.active_count() == before
+
+
 def test_storage_is_lower_triangle_only():
     n, t = 1000, 250
     assert TiledSymmetric.storage_bytes(n, t) == 8 * 250 * 250 * 10

@@ -55,6 +55,11 @@ class Backend(abc.ABC):
         """Return cached device memory (no-op on the CPU)."""
         return None
 
+    def gil_free_tile_kernels(self):
+        """Tile kernels several threads may run at once (the CPU's; None elsewhere: a GPU
+        is parallel within one call)."""
+        return None
+
     @abc.abstractmethod
     def free_memory(self, reserve: int = 0) -> int:
         """Bytes a new allocation on this backend can use; ``reserve``: host bytes that

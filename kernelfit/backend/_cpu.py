@@ -59,6 +59,13 @@ class CPUBackend(Backend):
             "symm": getattr(blas, p + "symm"),
         }
 
+    def gil_free_tile_kernels(self):
+        """The Cholesky's tile kernels callable from several threads at once (GIL released:
+        :mod:`kernelfit.backend._rawblas`), or None where SciPy does not expose them."""
+        from ._rawblas import tile_kernels
+
+        return tile_kernels()
+
     def _f(self, a, name):
         ch = a.dtype.char
         if ch not in ("d", "f"):

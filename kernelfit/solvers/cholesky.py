@@ -34,7 +34,7 @@ from ..progress import progress
 from .machine import cache_block_edge, n_threads_default
 from .tiles import BlasOneThread, BlockBuffer, TiledSymmetric
 
-__all__ = ["factor_columns", "substitute", "forward_row", "backward_row", "MemoryTileOps",
+__all__ = ["factor_columns", "factor_tasks", "substitute", "forward_row", "backward_row", "MemoryTileOps",
            "CacheBlockOps",
            "cholesky_inplace", "cholesky_solve", "factor_matvec",
            "estimate_condition"]
@@ -258,12 +258,172 @@ def cholesky_inplace(T: TiledSymmetric, *, show_progress=None,
             on_panel(k)
         bar.update(weights[k])
 
+    kernels = T.backend.gil_free_tile_kernels() if nt > 1 else None
+    threads = n_threads_default()
+    # tiles of their own (not views into one dense matrix), in place: the GIL-free kernels
+    # take Fortran-ordered writeable arrays only
+    own = kernels is not None and all(
+        a.flags.f_contiguous and a.flags.writeable for row in T.tiles for a in row)
     try:
-        factor_columns(MemoryTileOps(T), T.bounds, on_column=done)
+        if own and threads > 1:
+            factor_tasks(T, kernels, threads, on_column=done)
+        else:
+            factor_columns(MemoryTileOps(T), T.bounds, on_column=done)
     finally:
         bar.close()
     T.factored = True
     return T
+
+
+def factor_tasks(T: TiledSymmetric, kernels, threads: int, *,
+                 on_column: Optional[Callable[[int], None]] = None) -> None:
+    """The tiled Cholesky of :func:`factor_columns` as a task graph on ``threads`` threads,
+    one tile operation per thread on one BLAS thread each (``kernels``: GIL-free tile
+    kernels, :mod:`kernelfit.backend._rawblas`).
+
+    Tasks: potrf(k); trsm(i, k) once potrf(k) and tile (i, k)'s updates are done; the
+    update of tile (i, c) by column k once trsm(i, k), trsm(c, k) and its update by column
+    k - 1 are done (a tile's updates run in column order, so the arithmetic is
+    :func:`factor_columns`'s). Ready tasks go by the column they feed, then potrf, trsm,
+    update: the next column's factorization overlaps the rest of this one's updates
+    (lookahead). ``on_column(k)`` once columns 0..k are final, in order. A pivot that is
+    not positive stops the handing out of tasks and raises
+    :class:`NotPositiveDefiniteError` (T is then partly overwritten).
+    """
+    import heapq
+    import itertools
+    import threading
+
+    from .tiles import BlasOneThread
+
+    nt, t, bounds = T.n_tiles, T.tiles, T.bounds
+    total = nt + nt * (nt - 1) // 2 + sum(m * (m + 1) // 2 for m in range(nt))
+    version = {(i, c): 0 for i in range(nt) for c in range(i + 1)}  # updates applied
+    trsm_done: set = set()
+    potrf_done = [False] * nt
+    left = [nt - k - 1 for k in range(nt)]  # trsm still to do in column k
+    ready: list = []
+    seq = itertools.count()
+    cond = threading.Condition()
+    state = {"done": 0, "error": None, "stop": False, "final": -1, "running": 0}
+
+    def push(col: int, kind: int, task: tuple) -> None:
+        heapq.heappush(ready, (col, kind, next(seq), task))
+
+    def column_final(k: int) -> None:
+        left[k] = -1
+        while state["final"] + 1 < nt and left[state["final"] + 1] == -1:
+            state["final"] += 1
+            if on_column is not None:
+                on_column(state["final"])
+
+    def finished(task: tuple) -> None:  # under the lock
+        kind = task[0]
+        if kind == "potrf":
+            k = task[1]
+            potrf_done[k] = True
+            for i in range(k + 1, nt):
+                if version[(i, k)] == k:
+                    push(k, 1, ("trsm", i, k))
+            if left[k] == 0:
+                column_final(k)
+        elif kind == "trsm":
+            _, i, k = task
+            trsm_done.add((i, k))
+            left[k] -= 1
+            if left[k] == 0 and potrf_done[k]:
+                column_final(k)
+            for j in range(k + 1, nt):
+                if (j, k) in trsm_done:
+                    r, c = max(i, j), min(i, j)
+                    if version[(r, c)] == k:
+                        push(c, 2, ("update", r, c, k))
+        else:
+            _, i, c, k = task
+            version[(i, c)] = k + 1
+            if c == k + 1:  # tile (i, c) has all its updates: column c may go on
+                if i == c:
+                    push(c, 0, ("potrf", c))
+                elif potrf_done[c]:
+                    push(c, 1, ("trsm", i, c))
+            elif (i, k + 1) in trsm_done and (c, k + 1) in trsm_done:
+                push(c, 2, ("update", i, c, k + 1))
+
+    def run(task: tuple) -> int:
+        if task[0] == "potrf":
+            return kernels.potrf(t[task[1]][task[1]])
+        if task[0] == "trsm":
+            _, i, k = task
+            kernels.trsm_rlt(t[k][k], t[i][k])
+        else:
+            _, i, c, k = task
+            if i == c:
+                kernels.syrk_sub(t[i][k], t[i][i])
+            else:
+                kernels.gemm_nt_sub(t[i][k], t[c][k], t[i][c])
+        return 0
+
+    def worker() -> None:
+        while True:
+            with cond:
+                while not ready and not state["stop"] and state["done"] < total:
+                    if state["running"] == 0:  # nothing running, nothing ready: a bug
+                        state["error"] = RuntimeError(
+                            f"the Cholesky task graph stalled after {state['done']} of "
+                            f"{total} tasks")
+                        state["stop"] = True
+                        cond.notify_all()
+                        break
+                    cond.wait()
+                if state["stop"] or not ready:
+                    return
+                task = heapq.heappop(ready)[3]
+                state["running"] += 1
+            try:
+                info = run(task)
+            except BaseException as exc:  # a kernel's own failure, or Ctrl-C raised in it
+                info, failure = 0, exc
+            else:
+                failure = None
+            with cond:
+                state["running"] -= 1
+                if failure is not None or info:
+                    if state["error"] is None:
+                        state["error"] = failure or (task[1], info)
+                    state["stop"] = True
+                else:
+                    finished(task)
+                    state["done"] += 1
+                    if state["done"] == total:
+                        state["stop"] = True
+                cond.notify_all()
+
+    push(0, 0, ("potrf", 0))
+    workers = [threading.Thread(target=worker, name=f"kernelfit-cholesky-{w}", daemon=True)
+               for w in range(max(1, int(threads)))]
+    with BlasOneThread(True):
+        try:
+            for w in workers:
+                w.start()
+            for w in workers:
+                while w.is_alive():
+                    w.join(0.1)  # the main thread stays free to take Ctrl-C
+        except BaseException:
+            with cond:
+                state["stop"] = True
+                cond.notify_all()
+            for w in workers:
+                w.join()  # each finishes the tile operation it is in (a fraction of a second)
+            raise
+    error = state["error"]
+    if isinstance(error, BaseException):
+        raise error
+    if error is not None:
+        k, info = error
+        row = bounds[k][0] + info - 1
+        raise NotPositiveDefiniteError(
+            f"K is not numerically positive definite: the Cholesky pivot at row {row} (of "
+            f"{bounds[-1][1]}) is not positive", index=row)
 
 
 def cholesky_solve(T: TiledSymmetric, B, work_dtype=None) -> object:
