@@ -3,8 +3,9 @@
 SciPy's wrappers (``scipy.linalg.blas``/``lapack``) hold the GIL for the whole call, so two
 Python threads cannot factor two tiles at once: each call then has to use every core
 through the BLAS's own threads, and the small ones (potrf, trsm and syrk of one tile) do
-that badly (2,500-row float32 tiles on 2 Zen 5 cores: syrk 408 GFLOP/s on two BLAS
-threads, 470 as two single-threaded calls side by side). Here the same BLAS/LAPACK
+that badly (2,500-row float32 tiles on 2 Zen 5 cores: the factorization at n = 20,000 ran
+at 87% of the SGEMM peak that way, 93% with one operation per thread;
+``benchmarks/results/factor_ops_zen5_tasks.json``). Here the same BLAS/LAPACK
 routines, the very ones SciPy's wrappers call (its ``cython_blas``/``cython_lapack``
 function pointers), are called through :mod:`ctypes`, which releases the GIL: a task
 scheduler can then run one tile operation per core, each on one BLAS thread.
