@@ -23,6 +23,9 @@ the Dask tasks.
 
 from __future__ import annotations
 
+import heapq
+import itertools
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Optional
 
@@ -290,12 +293,6 @@ def factor_tasks(T: TiledSymmetric, kernels, threads: int, *,
     not positive stops the handing out of tasks and raises
     :class:`NotPositiveDefiniteError` (T is then partly overwritten).
     """
-    import heapq
-    import itertools
-    import threading
-
-    from .tiles import BlasOneThread
-
     nt, t, bounds = T.n_tiles, T.tiles, T.bounds
     total = nt + nt * (nt - 1) // 2 + sum(m * (m + 1) // 2 for m in range(nt))
     version = {(i, c): 0 for i in range(nt) for c in range(i + 1)}  # updates applied
