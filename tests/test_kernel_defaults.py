@@ -251,9 +251,9 @@ def test_cli_mixed_with_a_loose_tol_is_told_to_tighten_it(capsys):
 def test_cli_mixed_that_does_not_reach_tol_is_offered_float64_not_a_looser_tol(capsys):
     # where the float32 factor's refinement stalls, K is nearly too ill-conditioned for
     # float64 too (its residual then lies within a few times of the exact threshold), and
-    # where the line falls depends on the CPU's rounding: bandwidth 30 stopped at 2e-8 on a
-    # Zen 3 and a Zen 4, at 3.7e-9 (exact) on a Zen 5 with the Haswell kernel, 1.7e-8 with
-    # its own. So the bandwidth is the first of a few where mixed precision is inexact
+    # where the line falls depends on the CPU's rounding: bandwidth 30 stopped at 2e-8 where
+    # this test was written, at 3.7e-9 (exact) on a Zen 5 with the Haswell kernel, 1.7e-8
+    # with its own. So the bandwidth is the first of a few where mixed precision is inexact
     # (bandwidth 20 broke the float32 factor before the deflation; tests/test_deflate.py)
     for bw in ("28", "30", "32", "34", "35", "36"):
         rc, rec, err = _mixed(capsys, ["--bandwidth", bw])
