@@ -127,7 +127,7 @@ def test_task_graph_stops_and_raises_when_a_tile_operation_fails():
     before = threading.active_count()
     T = TiledSymmetric.from_dense(_spd(200), 25)
     with pytest.raises(KeyboardInterrupt):
-        ch.factor_tasks(T, Failing(), 2)
+        ch.factor_tasks(ch.MemoryTileOps(T, kernels=Failing()), T.bounds, 2)
     assert threading.active_count() == before
 
 

@@ -37,8 +37,8 @@ from ..progress import progress
 from .machine import cache_block_edge, n_threads_default
 from .tiles import BlasOneThread, BlockBuffer, TiledSymmetric
 
-__all__ = ["factor_columns", "factor_tasks", "substitute", "forward_row", "backward_row", "MemoryTileOps",
-           "CacheBlockOps",
+__all__ = ["factor_columns", "factor_tasks", "substitute", "forward_row", "backward_row",
+           "MemoryTileOps", "CacheBlockOps",
            "cholesky_inplace", "cholesky_solve", "factor_matvec",
            "estimate_condition"]
 
@@ -60,15 +60,20 @@ def factor_columns(ops, bounds: list, k0: int = 0, k1: Optional[int] = None, *,
     for k in range(k0, k1):                   # right-looking inside the window
         info = ops.potrf(k)
         if info != 0:
-            row = bounds[k][0] + info - 1
-            raise NotPositiveDefiniteError(
-                f"{what} is not numerically positive definite: the Cholesky pivot at row "
-                f"{row} (of {bounds[-1][1]}) is not positive", index=row)
+            raise _not_positive(bounds, k, info, what)
         for i in range(k + 1, nt):
             ops.trsm(i, k)
         _updates(ops, k, k + 1, k1, nt)
         if on_column is not None:
             on_column(k)
+
+
+def _not_positive(bounds: list, k: int, info: int, what: str) -> NotPositiveDefiniteError:
+    """The error of potrf's ``info`` on tile column ``k``: the pivot's global row."""
+    row = bounds[k][0] + info - 1
+    return NotPositiveDefiniteError(
+        f"{what} is not numerically positive definite: the Cholesky pivot at row {row} (of "
+        f"{bounds[-1][1]}) is not positive", index=row)
 
 
 def _updates(ops, k: int, c_lo: int, c_hi: int, nt: int) -> None:
@@ -114,9 +119,12 @@ class MemoryTileOps:
     definite operator (the preconditioner of mixed precision).
     """
 
-    def __init__(self, T: TiledSymmetric, work_dtype=None):
+    def __init__(self, T: TiledSymmetric, work_dtype=None, kernels=None):
         self.T = T
         self.be = T.backend
+        # potrf, trsm_rlt, syrk_sub, gemm_nt_sub: the backend's, or GIL-free ones
+        # (Backend.gil_free_tile_kernels) for several threads at once (factor_tasks)
+        self.kernels = kernels if kernels is not None else self.be
         self.wd = np.dtype(work_dtype or T.dtype)
         self.bounds = T.bounds
 
@@ -132,17 +140,17 @@ class MemoryTileOps:
         return out
 
     def potrf(self, k: int) -> int:
-        return self.be.potrf(self.T.tiles[k][k])
+        return self.kernels.potrf(self.T.tiles[k][k])
 
     def trsm(self, i: int, k: int) -> None:
-        self.be.trsm_rlt(self.T.tiles[k][k], self.T.tiles[i][k])
+        self.kernels.trsm_rlt(self.T.tiles[k][k], self.T.tiles[i][k])
 
     def update(self, i: int, c: int, k: int) -> None:
         t = self.T.tiles
         if i == c:
-            self.be.syrk_sub(t[i][k], t[i][i])
+            self.kernels.syrk_sub(t[i][k], t[i][i])
         else:
-            self.be.gemm_nt_sub(t[i][k], t[c][k], t[i][c])
+            self.kernels.gemm_nt_sub(t[i][k], t[c][k], t[i][c])
 
     def forward(self, i: int, Bi, Ys):
         t = self.T.tiles
@@ -269,7 +277,7 @@ def cholesky_inplace(T: TiledSymmetric, *, show_progress=None,
         a.flags.f_contiguous and a.flags.writeable for row in T.tiles for a in row)
     try:
         if own and threads > 1:
-            factor_tasks(T, kernels, threads, on_column=done)
+            factor_tasks(MemoryTileOps(T, kernels=kernels), T.bounds, threads, on_column=done)
         else:
             factor_columns(MemoryTileOps(T), T.bounds, on_column=done)
     finally:
@@ -278,11 +286,12 @@ def cholesky_inplace(T: TiledSymmetric, *, show_progress=None,
     return T
 
 
-def factor_tasks(T: TiledSymmetric, kernels, threads: int, *,
-                 on_column: Optional[Callable[[int], None]] = None) -> None:
-    """The tiled Cholesky of :func:`factor_columns` as a task graph on ``threads`` threads,
-    one tile operation per thread on one BLAS thread each (``kernels``: GIL-free tile
-    kernels, :mod:`kernelfit.backend._rawblas`).
+def factor_tasks(ops, bounds: list, threads: int, *,
+                 on_column: Optional[Callable[[int], None]] = None, what: str = "K") -> None:
+    """The tiled Cholesky of :func:`factor_columns` (the same tile-ops ``ops``, whose
+    operations must be callable from several threads at once: :class:`MemoryTileOps` with
+    GIL-free kernels, :mod:`kernelfit.backend._rawblas`) as a task graph on ``threads``
+    threads, one tile operation per thread on one BLAS thread each.
 
     Tasks: potrf(k); trsm(i, k) once potrf(k) and tile (i, k)'s updates are done; the
     update of tile (i, c) by column k once trsm(i, k), trsm(c, k) and its update by column
@@ -293,7 +302,7 @@ def factor_tasks(T: TiledSymmetric, kernels, threads: int, *,
     not positive stops the handing out of tasks and raises
     :class:`NotPositiveDefiniteError` (T is then partly overwritten).
     """
-    nt, t, bounds = T.n_tiles, T.tiles, T.bounds
+    nt = len(bounds)
     total = nt + nt * (nt - 1) // 2 + sum(m * (m + 1) // 2 for m in range(nt))
     version = {(i, c): 0 for i in range(nt) for c in range(i + 1)}  # updates applied
     trsm_done: set = set()
@@ -347,18 +356,8 @@ def factor_tasks(T: TiledSymmetric, kernels, threads: int, *,
                 push(c, 2, ("update", i, c, k + 1))
 
     def run(task: tuple) -> int:
-        if task[0] == "potrf":
-            return kernels.potrf(t[task[1]][task[1]])
-        if task[0] == "trsm":
-            _, i, k = task
-            kernels.trsm_rlt(t[k][k], t[i][k])
-        else:
-            _, i, c, k = task
-            if i == c:
-                kernels.syrk_sub(t[i][k], t[i][i])
-            else:
-                kernels.gemm_nt_sub(t[i][k], t[c][k], t[i][c])
-        return 0
+        kind, *where = task
+        return getattr(ops, kind)(*where) or 0  # potrf's info; trsm and update: None
 
     def worker() -> None:
         while True:
@@ -416,11 +415,7 @@ def factor_tasks(T: TiledSymmetric, kernels, threads: int, *,
     if isinstance(error, BaseException):
         raise error
     if error is not None:
-        k, info = error
-        row = bounds[k][0] + info - 1
-        raise NotPositiveDefiniteError(
-            f"K is not numerically positive definite: the Cholesky pivot at row {row} (of "
-            f"{bounds[-1][1]}) is not positive", index=row)
+        raise _not_positive(bounds, *error, what)
 
 
 def cholesky_solve(T: TiledSymmetric, B, work_dtype=None) -> object:
