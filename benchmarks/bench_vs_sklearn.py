@@ -130,7 +130,7 @@ def run_one(label, impl, n, args, *, kernel="gaussian", env=None):
         return rec
     spec = {"task": "solve", "impl": impl, "n": n, "n_test": args.n_test, "dataset": "mnist",
             "data_dir": args.data_dir, "seed": 0, "kernel": kernel,
-            "bandwidth": args.bandwidth, "degree": 4, "dtype": "float64",
+            "bandwidth": args.bandwidth, "degree": 4,
             "sklearn_alpha": args.sklearn_alpha, "repeats": 1}
     child = run_child(spec, timeout=args.timeout, env=env,
                       memory_limit=int(0.98 * available_host_memory()))

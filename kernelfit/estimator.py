@@ -50,9 +50,10 @@ class KernelInterpolator(BaseEstimator):
     solver : {'cholesky', 'eigh', 'lstsq'}
         Tiled in-place Cholesky, or an explicit minimum-norm fallback for singular K.
     dtype : {'float64', 'float32'} or None, default None
-        Storage and factorization precision of K (None: float64, or the float type a
-        ``precision`` of 'float32' or 'float64' names; a dtype that contradicts the
-        precision is refused).
+        Storage and factorization precision of K (None: what ``precision`` says, under
+        'auto' float64 or mixed precision's float32; a dtype given with 'auto' fixes that
+        precision, a plain float32 or float64 solve; a dtype that contradicts a
+        ``precision`` given is refused).
     device : {'cpu', 'gpu', 'auto'}
     tile_size : int or None
         Tile edge of the blocked Gram matrix and factorization (None: automatic).

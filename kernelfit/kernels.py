@@ -177,12 +177,12 @@ class Kernel:
             if bw * bw == 0.0 or not math.isfinite(0.5 / (bw * bw)):
                 raise InputError(f"bandwidth {bw!r} is too small: 1/(2 h^2) overflows; use a "
                                  "bandwidth of at least 1e-150 (or 'median')", param="bandwidth")
+        deg = self.degree  # checked whatever the kernel (degree='four' passed unseen)
+        if (isinstance(deg, bool) or not isinstance(deg, (int, float, np.integer, np.floating))
+                or not math.isfinite(deg) or int(deg) != deg or deg < 1):
+            raise InputError(f"degree must be a positive integer, got {deg!r}",
+                             param="degree")
         if name in ("polynomial", "normalized"):
-            deg = self.degree
-            if (isinstance(deg, bool) or not isinstance(deg, (int, float, np.integer, np.floating))
-                    or not math.isfinite(deg) or int(deg) != deg or deg < 1):
-                raise InputError(f"degree must be a positive integer, got {deg!r}",
-                                 param="degree")
             object.__setattr__(self, "degree", int(self.degree))
         if self.int_scale is not None:
             sc = self.int_scale

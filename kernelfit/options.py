@@ -241,12 +241,16 @@ class SolverOptions(_Flat):
     The rules are the solvers' own (:class:`kernelfit.solvers.exact.SolveOptions`), checked
     here once when the options are made, with the one rule between options: K's storage
     ``dtype`` and a float ``precision`` asked for must agree, and mixed precision factors K
-    in float32 (``dtype`` None, not given: the precision's float type, float32 for mixed,
-    else float64); :meth:`solve_options` hands them to the solver.
+    in float32 (``dtype`` None, not given: the precision's float type, float32 for mixed;
+    under 'auto' it stays None, and a dtype given there fixes that precision);
+    :meth:`solve_options` hands them to the solver.
     """
 
     solver: str = "cholesky"
-    dtype: Optional[str] = None  # None: precision 'float32'/'float64'; mixed: float32; else float64
+    # None: the float type precision 'float32'/'float64' names, float32 for mixed; under
+    # 'auto' it stays None (K in float64, or float32 where auto picks mixed); 'float64' given
+    # with 'auto' fixes precision 'float64'
+    dtype: Optional[str] = None
     ridge: float = 0.0
     device: str = "cpu"
     tile_size: Optional[int] = None
@@ -263,9 +267,18 @@ class SolverOptions(_Flat):
 
     def __post_init__(self):
         _set(self, "dtype", dtype_name(self.dtype))  # np.float32 -> 'float32'
+        by_dtype = False  # precision fixed by the dtype given
         if self.dtype is None:  # not given: K is stored in the float precision asked for
-            _set(self, "dtype", self.precision if self.precision in _FLOAT_PRECISIONS
-                 else "float32" if self.precision == "mixed" else "float64")
+            # ('auto' keeps None: it stores K in float64, or in float32 where it chooses
+            # mixed precision; a dtype given fixes it, so None must stay told apart)
+            if self.precision in _FLOAT_PRECISIONS or self.precision == "mixed":
+                _set(self, "dtype", "float32" if self.precision == "mixed"
+                     else self.precision)
+        elif self.precision == "auto" and str(self.dtype) == "float64":
+            # float64 asked for by name: a float64 factorization, as dtype float32 under
+            # 'auto' is a plain float32 solve (auto would otherwise pick mixed precision)
+            _set(self, "precision", "float64")
+            by_dtype = True
         elif self.precision == "mixed" and str(self.dtype) == "float64":
             raise InputError("dtype='float64' contradicts precision='mixed', which factors K "
                              "in float32 (and refines the solution in float64); give one of "
@@ -288,18 +301,19 @@ class SolverOptions(_Flat):
             # on Dask float32 does not either (float64 there refines from its factor)
             given = self.refinement_given()
             if given:
-                asked = (f"precision={plain!r}" if plain == self.precision
-                         else "dtype='float32' (a float32 solve)")
+                asked = (f"precision={plain!r}" if plain == self.precision and not by_dtype
+                         else f"dtype={plain!r} (a {plain} solve)")
                 raise InputError(
                     f"{given[0]} does not apply with {asked}, which factors K once and "
                     "does not refine; leave it out, or use precision 'mixed' "
-                    "(or 'auto' without dtype float32, which may choose it)",
+                    "(or 'auto' without a dtype, which may choose it)",
                     param=given[0], not_with_precision=plain,
-                    via_dtype=plain != self.precision)
+                    via_dtype=plain != self.precision or by_dtype)
         # the solvers' normal forms (a dtype name, a float ridge, an int tile size); the
         # refinement default (max_iter None) stays None so records show what was asked
         for name in ("dtype", "ridge", "tile_size", "tol", "memory_budget"):
-            _set(self, name, getattr(checked, name))
+            if name != "dtype" or self.dtype is not None:
+                _set(self, name, getattr(checked, name))
 
     def refinement_given(self) -> list:
         """The options that shape a refinement (``tol``, ``max_iter``, ``refinement``) set to
@@ -316,7 +330,10 @@ class SolverOptions(_Flat):
 
         names = {"residual": "compute_residual"}
         extra = {k: _flag(names.get(k, k), v) for k, v in extra.items()}
-        return SolveOptions(**self.to_flat(), **extra).validate()
+        flat = self.to_flat()
+        if flat["dtype"] is None:  # 'auto' with no dtype: the solver's float64 storage
+            del flat["dtype"]
+        return SolveOptions(**flat, **extra).validate()
 
 
 @dataclass(frozen=True)

@@ -304,7 +304,7 @@ def computed_dtype(est, requested: str) -> str:
     precision = getattr(est, "precision_", None)
     if precision == "mixed":
         return "float32"
-    return precision if precision in ("float32", "float64") else str(requested)
+    return precision if precision in ("float32", "float64") else str(requested or "float64")
 
 
 def solve_record(est, opts: RunOptions, *, n_test: int, n_classes: int,
@@ -538,5 +538,7 @@ def run_solve(opts: RunOptions) -> dict:
         location = dataset_location(opts.data.dataset)
         if location is not None:  # found from any folder; the name stays for display
             meta["dataset_path"] = location
+        if opts.data.data_dir:  # predict reads the model's dataset from the same folder
+            meta["data_dir"] = os.path.abspath(os.path.expanduser(opts.data.data_dir))
         save_if_accepted(out, opts, fitted["est"], feature_map=fmap, meta=meta)
     return out

@@ -252,7 +252,7 @@ def test_cli_end_to_end_tiny(tmp_path, capsys):
 
     out = tmp_path / "res"
     rc = main(["bench", "--n", "200,400", "--repeats", "1", "--out", str(out), "--d", "30",
-               "--n-test", "50", "--peak-size", "128", "--device", "all", "--no-progress"])
+               "--n-test", "50", "--peak-size", "256", "--device", "all", "--no-progress"])
     assert rc == 0
     files = sorted(p.name for p in out.iterdir())
     tag = machine.host_tag()
@@ -579,6 +579,39 @@ def test_the_default_test_set_fits_a_small_dataset_and_a_larger_one_is_refused(t
                "--out", str(tmp_path / "b")])
     err = capsys.readouterr().err
     assert rc == 2 and "--n-test 359 or less" in err and not (tmp_path / "b").exists()
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["--bandwidth", "median"], "bench gives every implementation the same bandwidth"),
+    (["--peak-size", "8"], "at least 256"),
+    (["--data-dir", "somewhere"], "give --dataset too"),
+])
+def test_bench_refuses_what_it_cannot_do_in_one_line_that_offers_no_dead_end(
+        tmp_path, capsys, argv, says):
+    """A bandwidth rule (each n and peer would get its own h), a peak GEMM too small to
+    measure a rate, a data folder for random data: one line, nothing written, and no way
+    out that bench refuses too (the bandwidth's message named 'median')."""
+    from kernelfit.cli import main
+
+    try:
+        rc = main(["bench", "--n", "100", *argv, "--out", str(tmp_path / "o")])
+    except SystemExit as exc:  # argparse's refusals exit with 2
+        rc = exc.code
+    assert rc == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0, err
+    assert says in err and "median" not in err.replace(argv[1], "")
+    assert not (tmp_path / "o").exists()
+
+
+def test_bench_float64_leaves_the_precision_to_auto_and_float32_fixes_it():
+    """bench's --dtype float64 (its default) measures kernelfit's default, --precision auto
+    (which may choose mixed precision), while a dtype named to solve fixes the precision."""
+    from kernelfit.bench.suite import BenchConfig
+
+    assert BenchConfig().run_options(1000).solver.precision == "auto"
+    solver = BenchConfig(dtype="float32").run_options(1000).solver
+    assert solver.solve_options().fixed_precision() == "float32"
 
 
 def test_nothing_measured_because_the_gpu_is_missing_points_to_the_cpu(tmp_path, capsys):

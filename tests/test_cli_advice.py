@@ -31,7 +31,10 @@ GiB = 1 << 30
 def _preflight(req: dict, available: int) -> None:
     """The solve's own pre-flight for ``req`` with ``available`` bytes of memory."""
     placement = req.get("placement")
-    cfg = SolverOptions(dtype=req.get("dtype", "float64"), precision=req.get("precision", "auto"),
+    dtype, precision = req.get("dtype", "float64"), req.get("precision", "auto")
+    if precision == "auto" and dtype == "float64":
+        dtype = None  # a request's float64 under auto is auto's (the tree: a dtype not named)
+    cfg = SolverOptions(dtype=dtype, precision=precision,
                       solver=req.get("solver", "cholesky"), tile_size=req.get("tile_size"),
                       ooc_dir="/nonexistent/ooc" if placement == "disk" else None,
                       scheduler="tcp://nowhere:1" if placement == "dask" else None)
@@ -256,6 +259,18 @@ def test_dtype_precision_conflict_names_both_flags():
         SolverOptions(dtype="float32", precision="float64")
     assert explain(info.value) == ("--dtype float32 contradicts --precision float64; give one "
                                    "of them (--precision float64 alone stores K in float64)")
+
+
+def test_refinement_flags_with_a_dtype_alone_name_that_dtype(capsys):
+    """--dtype float64 fixes a float64 factor, so --tol is refused naming --dtype float64
+    (not a --precision the user did not type), and the way out it offers works."""
+    assert main(["solve", "--dataset", "digits", "--n-train", "200", "--dtype", "float64",
+                 "--tol", "1e-9"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "--tol does not apply with --dtype float64" in err
+    assert "auto without --dtype" in err
+    assert main(["solve", "--dataset", "digits", "--n-train", "200", "--tol", "1e-9",
+                 "--json"]) == 0
 
 
 def test_library_option_names_read_as_flags_on_the_command_line():

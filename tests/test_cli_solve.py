@@ -29,6 +29,11 @@ def test_solve_digits_json(capsys):
     assert rec["relative_residual"] < 1e-10
     assert {"load", "features", "gram", "factor", "solve", "predict", "total"} <= set(rec["timings"])
     assert rec["peak_memory_bytes"] > 0 and rec["seed"] == 0 and rec["device"] == "cpu"
+    # the times come with the machine that made them: CPU, cores, BLAS and its kernel
+    machine = rec["machine"]
+    assert machine["cpu"]["model"] and machine["cpu"]["usable"] >= 1
+    assert machine["memory"]["total_bytes"] > 0 and "versions" in machine
+    assert "blas" in machine and "blas_loaded" in machine
 
 
 def test_solve_record_says_how_k_was_kept(tmp_path, capsys, keep_values):
@@ -246,6 +251,35 @@ def test_real_mnist_subset(shared_data_dir, capsys):
     assert rec["n_train"] == 1000 and rec["train_error"] == 0.0
     assert rec["test_error"] < 0.12
     assert rec["relative_residual"] < 1e-10
+
+
+@pytest.mark.data
+def test_predict_reads_the_models_dataset_from_the_data_dir_it_was_fitted_with(
+        shared_data_dir, tmp_path, capsys, isolated_data_env, monkeypatch):
+    """`solve --dataset mnist --data-dir D --save m.pkl` then `predict --model m.pkl`: the
+    MNIST files are read from D again (predict looked in the default places only, and
+    tried to download what was in D all along); --data-dir still says otherwise."""
+    if not (shared_data_dir / "mnist" / "train-images-idx3-ubyte.gz").is_file():
+        pytest.skip("no MNIST in the shared data folder")
+    model = tmp_path / "m.pkl"
+    _json(capsys, ["solve", "--dataset", "mnist", "--data-dir", str(shared_data_dir),
+                   "--n-train", "300", "--n-test", "50", "--save", str(model), "--json"])
+    from kernelfit.datasets import _fetch
+
+    tried = []
+
+    def no_network(url, timeout):
+        tried.append(url)
+        raise OSError("no network in this test")
+
+    monkeypatch.setattr(_fetch, "_urlopen", no_network)
+    monkeypatch.chdir(tmp_path)
+    rec = _json(capsys, ["predict", "--model", str(model), "--n-test", "50", "--json"])
+    assert rec["dataset"] == "mnist" and rec["n"] == 50 and rec["test_error"] < 0.3
+    assert tried == []
+    code = main(["predict", "--model", str(model), "--n-test", "50", "--data-dir",
+                 str(tmp_path / "empty"), "--json"])
+    assert code == 3 and tried, capsys.readouterr().err  # the folder named wins
 
 
 def test_feature_maps_on_an_npz_file_are_cached_under_a_safe_folder(tmp_path, capsys):

@@ -335,6 +335,24 @@ def test_a_stop_within_the_float64_bound_that_auto_counts_as_converged_is_noted(
     assert short_of_tol_note([dict(rec, relative_residual=9e-15)], SimpleNamespace()) is None
 
 
+@pytest.mark.parametrize("precision, says", [
+    ("float64", "the refinement of the float64 factor stopped at a relative residual of"),
+    ("mixed", "--precision float64 (a float64 factor, refined here too) may do better"),
+])
+def test_an_out_of_core_refinement_short_of_tol_is_noted(tmp_path, capsys, precision, says):
+    """Out of core a float64 factor is refined too: one that stopped above --tol got no
+    note, and a mixed one was told that float64 'takes no --tol' (it does there)."""
+    argv = ["solve", "--dataset", "digits", "--n-train", "600", "--n-test", "20",
+            "--bandwidth", "30", "--out-of-core", str(tmp_path / "ooc"), "--precision",
+            precision, "--tol", "1e-15", "--json"]
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    rec = json.loads(captured.out)
+    assert rec["exact"] and rec["converged"] is False and rec["relative_residual"] > 1e-15
+    assert "kernelfit solve: note: " in captured.err and says in captured.err
+    assert "takes no --tol" not in captured.err
+
+
 def test_refinement_flags_without_a_refinement_are_noted(capsys):
     """Under --precision auto a float64 factorization (digits: small) does not refine:
     --tol, --max-iter and --refine had no effect, and the note says so."""

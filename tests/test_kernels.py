@@ -90,6 +90,7 @@ def test_gaussian_gram_is_symmetric_with_unit_diagonal(X, h):
     dict(name="nope"), dict(name="gaussian", bandwidth=0.0), dict(name="gaussian", bandwidth=-1.0),
     dict(name="laplacian", bandwidth=float("nan")), dict(name="polynomial", degree=0),
     dict(name="normalized", degree=2.5), dict(name="polynomial", gamma=-1.0),
+    dict(name="gaussian", bandwidth=1.0, degree="four"),  # unused by the kernel, still typed
 ])
 def test_bad_kernel_parameters(bad):
     with pytest.raises(InputError):

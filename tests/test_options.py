@@ -210,6 +210,35 @@ def test_dtype_and_precision_agree_or_are_refused_once():
     assert KernelInterpolator(precision="mixed")._solver_options().dtype == "float32"
 
 
+def test_a_dtype_named_fixes_the_precision_and_auto_stays_auto():
+    """--dtype float64 asks for a float64 factorization: under 'auto' it fixes precision
+    float64 (auto picked mixed precision, a float32 factor, when float64 was typed), as
+    float32 fixes a float32 solve; a dtype not given stays unfixed through replace() and
+    the flat round trip that the run layer and bench's children make."""
+    from dataclasses import replace
+
+    named = SolverOptions(dtype="float64")
+    assert (named.precision, named.dtype) == ("float64", "float64")
+    assert named.solve_options().fixed_precision() == "float64"
+    assert replace(named, tol=1e-10).precision == "float64"
+    auto = SolverOptions()
+    assert (auto.precision, auto.dtype) == ("auto", None)
+    assert auto.solve_options().fixed_precision() is None  # auto may pick mixed
+    assert auto.solve_options().dtype == "float64"
+    for again in (replace(auto, device="cpu"), replace(auto, tol=1e-9),
+                  RunOptions.from_flat(**RunOptions().to_flat()).solver):
+        assert (again.precision, again.dtype) == ("auto", None)
+    est = KernelInterpolator(dtype="float64")
+    assert est._solver_options().precision == "float64"
+    assert est.get_params()["precision"] == "auto"  # the estimator's parameters untouched
+    # refinement options with the dtype alone are refused naming the dtype, not a
+    # precision the user did not type
+    with pytest.raises(InputError, match=r"dtype='float64' \(a float64 solve\)") as exc:
+        SolverOptions(dtype="float64", tol=1e-9)
+    assert exc.value.facts["via_dtype"] is True
+    SolverOptions(dtype="float64", tol=1e-9, ooc_dir="d")  # out of core float64 refines
+
+
 def test_readme_names_every_option_whose_python_name_is_not_the_flag():
     """The README's table of the options named otherwise in Python covers every leaf of
     the tree that `kernelfit solve` does not spell as --name-with-dashes."""

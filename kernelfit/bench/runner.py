@@ -243,7 +243,7 @@ def _repeat_scipy(opts, kernel, X, y, Xt, yt, residual: bool = True) -> dict:
 
     from ..run import relative_residual
 
-    dtype = np.dtype(opts.solver.dtype)
+    dtype = np.dtype(opts.solver.dtype or "float64")  # None: kernelfit's auto; here float64
     Y = _one_hot(y, int(max(y.max(), yt.max() if yt.shape[0] else 0)) + 1)
     t0 = time.perf_counter()
     K = kernel(X)                      # one dense n x n block (X @ X.T inside)

@@ -112,6 +112,8 @@ class BenchConfig:
         from ..options import RunOptions
 
         flat = {k: v for k, v in asdict(self).items() if k in RunOptions.flat_names()}
+        if flat["dtype"] == "float64":  # bench's float64: kernelfit's default, --precision
+            flat["dtype"] = None        # auto (a dtype named fixes the factor's precision)
         return RunOptions.from_flat(**flat, n_train=int(n), device=device)
 
     def validate(self) -> "BenchConfig":

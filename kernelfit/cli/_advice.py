@@ -355,6 +355,11 @@ def short_of_tol_note(recs, args) -> Optional[str]:
 
     mixed = [r for r in recs if r.get("exact") and r.get("precision") == "mixed"]
     short = [r for r in mixed if r.get("converged") is False]
+    # out of core and on Dask a float64 factor is refined too, and may stop short the same
+    stuck64 = [r for r in recs if r.get("exact") and r.get("precision") == "float64"
+               and r.get("converged") is False]
+    if stuck64 and not short:
+        short = stuck64
     bounded = [r for r in mixed if r.get("converged") and above(r) and r.get("float64_floor")]
     if bounded and not short:  # auto counts a stop within float64's own bound as converged
         worst = max(float(r["relative_residual"]) for r in bounded)
@@ -372,11 +377,18 @@ def short_of_tol_note(recs, args) -> Optional[str]:
         return (f"the refinement stopped at a relative residual of {worst:.1e}, above --tol "
                 f"{tol:g} (still exact), when it ran out of steps: --max-iter "
                 f"{max(30, 4 * int(most))} lets it go on")
-    if not _float64_fits(short[0], args):
+    if short[0].get("precision") == "float64":
+        return (f"the refinement of the float64 factor stopped at a relative residual of "
+                f"{worst:.1e}, above --tol {tol:g} (still exact): it stopped decreasing "
+                "there, as far as float64 goes on this K")
+    beyond = bool(short[0].get("out_of_core") or short[0].get("distributed"))
+    if not beyond and not _float64_fits(short[0], args):
         return None
     return (f"the refinement stopped at a relative residual of {worst:.1e}, above --tol "
-            f"{tol:g} (still exact); --precision float64 (a float64 factorization; it takes "
-            "no --tol) may do better on this K")
+            f"{tol:g} (still exact); --precision float64 ("
+            + ("a float64 factor, refined here too" if beyond
+               else "a float64 factorization; it takes no --tol")
+            + ") may do better on this K")
 
 
 # ---------------------------------------------------------------- the rest
@@ -431,10 +443,10 @@ def explain(exc: KernelfitError, args=None) -> str:
                 f"them ({FLAGS[other]} {p} alone {alone})")
     if flag and exc.facts.get("not_with_precision"):
         p = exc.facts["not_with_precision"]
-        asked = "--dtype float32" if exc.facts.get("via_dtype") else f"--precision {p}"
+        asked = f"--dtype {p}" if exc.facts.get("via_dtype") else f"--precision {p}"
         return (f"{flag} does not apply with {asked}, which factors K once and does not "
                 f"refine; leave {flag} out, or use --precision mixed (or auto"
-                f"{' without --dtype float32' if exc.facts.get('via_dtype') else ''}, which "
+                f"{' without --dtype' if exc.facts.get('via_dtype') else ''}, which "
                 "may choose it)")
     if flag and other in FLAGS and exc.facts.get("why"):
         return (f"{flag} and {FLAGS[other]} cannot be combined: {exc.facts['why']}; give one "

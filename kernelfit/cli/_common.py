@@ -60,9 +60,11 @@ def add_solver_arguments(p) -> None:
                         "eigh/lstsq: explicit minimum-norm solution for singular K, computed "
                         "in float64")
     g.add_argument("--dtype", default=None, choices=DTYPES,
-                   help="precision in which the Cholesky solver stores and factors K "
-                        "(default: float64, or what --precision float32/float64 says; eigh "
-                        "and lstsq always compute in float64)")
+                   help="precision in which the Cholesky solver stores and factors K; "
+                        "naming one fixes it, as --precision float32/float64 does (default: "
+                        "what --precision says; auto: float64, or a float32 factor refined "
+                        "in float64 where that is faster; eigh and lstsq always compute in "
+                        "float64)")
     g.add_argument("--ridge", type=nonneg_float, default=0.0,
                    help="added to K's diagonal (0: exact interpolation)")
     g.add_argument("--device", default="cpu", choices=("auto", "cpu", "gpu"),

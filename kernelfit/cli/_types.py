@@ -6,7 +6,10 @@ import argparse
 import math
 
 __all__ = ["positive_int", "nonneg_int", "nonneg_float", "finite_float", "bandwidth_arg",
-           "positive_float_or_none", "grid_bits_arg", "size_arg"]
+           "fixed_bandwidth_arg", "peak_size_arg", "positive_float_or_none", "grid_bits_arg",
+           "size_arg"]
+
+MIN_PEAK_SIZE = 256  # smaller GEMMs measure the call's overhead, not the BLAS's rate
 
 
 def _parse(text: str, conv, ok, what: str):
@@ -37,6 +40,20 @@ def bandwidth_arg(text: str):
         return "median"
     return _parse(text, float, lambda v: math.isfinite(v) and v > 0,
                   "a positive finite number or 'median'")
+
+
+def fixed_bandwidth_arg(text: str) -> float:
+    """bench's bandwidth: one number for every implementation and size (no median rule:
+    the peers get the same h, and every n would have its own median)."""
+    return _parse(text, float, lambda v: math.isfinite(v) and v > 0,
+                  "a positive finite number (bench gives every implementation the same "
+                  "bandwidth)")
+
+
+def peak_size_arg(text: str) -> int:
+    return _parse(text, int, lambda v: v >= MIN_PEAK_SIZE,
+                  f"an integer of at least {MIN_PEAK_SIZE} (smaller products measure the "
+                  "call, not the BLAS's rate)")
 
 
 def finite_float(text: str) -> float:

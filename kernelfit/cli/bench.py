@@ -19,8 +19,8 @@ import math
 import sys
 
 from ..errors import InputError
-from ._common import bandwidth_arg, check_output_paths, positive_int
-from ._types import nonneg_int
+from ._common import check_output_paths, positive_int
+from ._types import MIN_PEAK_SIZE, fixed_bandwidth_arg, nonneg_int, peak_size_arg
 
 DEFAULT_N_TEST = 1000
 D_RANDOM = 784  # the width of random data (MNIST's)
@@ -96,7 +96,9 @@ def add_arguments(p) -> None:
                         "where that is fewer")
     d.add_argument("--seed", type=nonneg_int, default=0, help="seed of the data")
     d.add_argument("--kernel", default="gaussian", choices=KERNEL_NAMES)
-    d.add_argument("--bandwidth", type=bandwidth_arg, default=5.0)
+    d.add_argument("--bandwidth", type=fixed_bandwidth_arg, default=5.0,
+                   help="Gaussian/Laplacian bandwidth h, the same for every implementation "
+                        "and n (default 5: kernelfit's for pixels in [0, 1])")
     d.add_argument("--degree", type=positive_int, default=4)
     d.add_argument("--dtype", default="float64", choices=("float64", "float32"),
                    help="float32: plain float32 solves; float64 (default): kernelfit's "
@@ -106,8 +108,8 @@ def add_arguments(p) -> None:
     d.add_argument("--sklearn-alpha", type=float, default=1e-10,
                    help="KernelRidge alpha (near 0: interpolation)")
     m = p.add_argument_group("peaks and output")
-    m.add_argument("--peak-size", type=positive_int, default=4096,
-                   help="matrix size of the GEMM peak measurement")
+    m.add_argument("--peak-size", type=peak_size_arg, default=4096,
+                   help=f"matrix size of the GEMM peak measurement (at least {MIN_PEAK_SIZE})")
     m.add_argument("--no-peaks", action="store_true",
                    help="skip the GEMM peak measurement (no fraction-of-peak figures)")
     m.add_argument("--out", default="kernelfit-bench", metavar="DIR",
@@ -123,8 +125,9 @@ def _config(args):
 
     from ..bench.suite import BenchConfig, parse_devices, parse_peers
 
-    if args.bandwidth == "median":
-        raise InputError("bench needs a numeric --bandwidth")
+    if args.data_dir is not None and args.dataset == "random":
+        raise InputError("--data-dir names the folder of a dataset, and random data has none: "
+                         "give --dataset too (e.g. --dataset mnist), or leave --data-dir out")
     if args.n_test is not None and args.n_test < 0:
         raise InputError("--n-test must be >= 0")
     flat = {f.name: getattr(args, f.name) for f in fields(BenchConfig) if hasattr(args, f.name)}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 
 import numpy as np
@@ -18,7 +19,9 @@ def add_arguments(p) -> None:
     p.add_argument("--model", required=True, help="model file from `kernelfit solve --save`")
     p.add_argument("--dataset", default=None,
                    help="evaluate on this dataset's test split (default: the model's dataset)")
-    p.add_argument("--data-dir", default=None, help="dataset folder (see `kernelfit solve`)")
+    p.add_argument("--data-dir", default=None,
+                   help="dataset folder (see `kernelfit solve`; default for the model's own "
+                        "dataset: the --data-dir it was fitted with)")
     p.add_argument("--n-test", type=nonneg_int, default=None, help="number of test points")
     p.add_argument("--input", default=None,
                    help="raw inputs to predict instead of a dataset: a .npy array (n, d), or "
@@ -193,7 +196,13 @@ def run(args) -> int:
         name = args.dataset or model_dataset(meta, args.model)
         if not name:
             raise InputError("give --dataset or --input")
-        ds = load_dataset(name, data_dir=args.data_dir, n_train=1, n_test=args.n_test)
+        data_dir = args.data_dir
+        if data_dir is None and args.dataset in (None, meta.get("dataset")):
+            # the model's own dataset: from the --data-dir it was fitted with, while that
+            # folder is there (else the usual places: $KERNELFIT_DATA, the cache)
+            kept = meta.get("data_dir")
+            data_dir = kept if kept and os.path.isdir(kept) else None
+        ds = load_dataset(name, data_dir=data_dir, n_train=1, n_test=args.n_test)
         X, y = ds.X_test, ds.y_test
         rec["dataset"] = ds.name
         if not args.dataset and meta.get("dataset_path"):

@@ -112,8 +112,10 @@ def run(args) -> int:
     # solve only (one that is not exact leaves no model file, nor replaces one)
     opts = config_from_args(args)
     rec = run_solve(opts)
-    if args.json:
-        print_json(rec)
+    if args.json:  # the times mean little without the machine (CPU, BLAS and its kernel)
+        from ..bench.machine import describe_machine
+
+        print_json(dict(rec, machine=describe_machine()))
     else:
         render(rec)
     _unused_refinement_note(rec, opts.solver)

@@ -49,7 +49,7 @@ def _solve_one(opts: RunOptions, X_train, y_train, X_test, y_test, estimate_cond
            "solve_seconds": float(solve_seconds),
            "condition_number": est.condition_number_,
            "factor_gflops_per_s": info.get("factor_gflops_per_s"),
-           "precision": info.get("precision", opts.solver.dtype),
+           "precision": info.get("precision", opts.solver.dtype or "float64"),
            "dtype": run.computed_dtype(est, opts.solver.dtype),
            "timings": {k: float(v) for k, v in t.items()}}
     for key in ("tol", "converged"):  # a refined solve's target: part of the verdict
@@ -230,7 +230,7 @@ def run_randomization(cfg: Optional[RunOptions] = None, modes="labels", levels=D
     n_inexact = sum(not r["exact"] for r in ok)
     # the dtype the solves computed in (the minimum-norm solvers: float64 whatever was asked)
     dtypes = {r["dtype"] for r in ok}
-    dtype = dtypes.pop() if len(dtypes) == 1 else opts.solver.dtype
+    dtype = dtypes.pop() if len(dtypes) == 1 else (opts.solver.dtype or "float64")
     precisions = sorted({r["precision"] for r in ok if r.get("precision")})
     return {
         "dataset": ds.name,
