@@ -128,6 +128,46 @@ def test_probe_verdicts(monkeypatch):
     assert small["verdict"] == "mixed" and small["rows"] == 0 and "not probed" in small["why"]
 
 
+def test_a_slow_rate_is_costed_in_float64_passes_at_its_error_and_a_breakdown_ruled_out(
+        monkeypatch):
+    """From RISKY_RATE the probe does not rule mixed precision out by the rate alone: it
+    costs the passes as the refinement runs them then (float64 preconditioner solves,
+    pass64_s) at RATE_ERROR times the rate, within the refinement's steps; from
+    BREAKDOWN_RATE, where the true rate may reach the float32 breakdown, float64."""
+    monkeypatch.setattr(cond, "PROBE_MIN_ROWS", 64)
+    monkeypatch.setattr(cond, "PROBE_SHARE", 1.0)
+    X, _ = _data(600, 6)
+    k = get_kernel("gaussian", bandwidth=0.3)
+    said = {}
+    monkeypatch.setattr(cond, "predicted_rate", lambda pivot: said["rate"])
+    assert cond.RISKY_RATE < cond.BREAKDOWN_RATE < 0.4 and cond.RATE_ERROR > 1.0
+    # the measured case: Gabor features at n = 60,000, every tile kept (pass64_s 3.9 s)
+    cheap = dict(_times(2.3, 392.0), once_s=178.0, pass64_s=3.9)
+    said["rate"] = 0.098
+    rec = cond.conditioning_probe(k, X, CPU, cheap, 1e-12)
+    pess = cond.predicted_passes(cond.RATE_ERROR * 0.098, 1e-12)
+    assert rec["verdict"] == "mixed" and f"{pess} passes (at" in rec["why"]
+    assert rec["samples"][-1]["pessimistic"]["mixed_s_predicted"] == pytest.approx(
+        178.0 + (pess + 1) * 3.9)
+    # the same rate with passes that recompute K (26 s each): float64, by time
+    dear = dict(cheap, pass64_s=27.6)
+    rec = cond.conditioning_probe(k, X, CPU, dear, 1e-12)
+    assert rec["verdict"] == "float64" and "against 392 s float64" in rec["why"]
+    # a plan without the float64 pass time (older callers): ruled out as before
+    rec = cond.conditioning_probe(k, X, CPU, _times(2.3, 392.0), 1e-12)
+    assert rec["verdict"] == "float64" and "too ill-conditioned" in rec["why"]
+    # a rate that may reach the breakdown, however cheap the passes
+    said["rate"] = cond.BREAKDOWN_RATE * 1.01
+    rec = cond.conditioning_probe(k, X, CPU, cheap, 1e-12)
+    assert rec["verdict"] == "float64" and "too ill-conditioned" in rec["why"]
+    # below RISKY_RATE nothing changed: the predicted rate and the float32 pass
+    said["rate"] = 0.01
+    rec = cond.conditioning_probe(k, X, CPU, cheap, 1e-12)
+    assert rec["verdict"] == "mixed" and "pessimistic" not in rec["samples"][-1]
+    assert rec["mixed_s_predicted"] == pytest.approx(
+        178.0 + (cond.predicted_passes(0.01, 1e-12) + 1) * 2.3)
+
+
 def test_auto_skips_mixed_without_trying_where_the_probe_predicts_a_breakdown(monkeypatch,
                                                                               caplog):
     _fast_float32(monkeypatch)

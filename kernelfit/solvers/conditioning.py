@@ -24,9 +24,15 @@ with :data:`RATE_CONSTANT` = 100 rather than 60, and a quarter sample's with a m
 
 Where ``precision='auto'`` chose mixed precision by time
 (:func:`kernelfit.solvers.plan.plan_solve`, before the features exist) and the probe
-predicts a rate of :data:`RISKY_RATE` or worse, or passes that make mixed precision slower
-than a float64 factorization by the plan's own time model, the solve factors in float64
-instead, without trying mixed precision. Where auto chose float64 by time only because it
+predicts passes that make mixed precision slower than a float64 factorization by the
+plan's own time model, the solve factors in float64 instead, without trying mixed
+precision. From a predicted rate of :data:`RISKY_RATE` the passes are costed as the
+refinement then runs them (its preconditioner solves in float64) at :data:`RATE_ERROR`
+times the rate, the far end of the prediction's measured error; from
+:data:`BREAKDOWN_RATE`, where the true rate may reach the float32 factorization's
+breakdown, or where those passes exceed the refinement's steps, float64 without trying.
+(The refit Gabor map, 2^-11 grid, median bandwidth, at n = 60,000: predicted 0.098,
+measured about 0.3 a pass, no breakdown.) Where auto chose float64 by time only because it
 hedges on the pass count (its worst case, :data:`~kernelfit.solvers.plan.WORST_PASSES`,
 weighed against its best), the same prediction picks mixed precision when it is expected
 faster (MNIST pixels at n = 10,000 on 2 Zen 3 cores: the plan expected 4.7 s for float64,
@@ -48,11 +54,13 @@ import scipy.linalg
 from ..backend import Backend
 from ..backend._host import BlasOneThread
 from ..kernels import Kernel
+from .options import DEFAULT_MAX_ITER
 from .refine import CERTIFY_PASSES, FAST_GAIN
 
 __all__ = ["probe_rows", "sample_pivots", "extrapolate_min_pivot", "predicted_rate",
            "predicted_passes", "conditioning_probe", "PROBE_SHARE", "PROBE_MIN_ROWS",
            "PROBE_MAX_ROWS", "ONE_THREAD_ROWS", "PROBE_SEED", "RATE_CONSTANT", "RISKY_RATE",
+           "RATE_ERROR", "BREAKDOWN_RATE",
            "FIRST_MIN_ROWS", "FIRST_MARGIN"]
 
 U32 = float(np.finfo(np.float32).eps) / 2.0
@@ -78,12 +86,21 @@ FIRST_MARGIN = 10.0
 #: rate = RATE_CONSTANT * u32 / smallest pivot (about 60 measured; 100 covers the
 #: extrapolation's usual optimism)
 RATE_CONSTANT = 100.0
-#: a predicted rate this poor or worse rules mixed precision out: half of 1 / FAST_GAIN,
-#: the rate from which the refinement applies its factor in float64, at more than the time
-#: model's cost a pass (Gabor features at n = 10,000, predicted 0.098: 14 passes of 0.26 s
-#: against the model's 0.16 s, 12.6 s in all against 9.3 s for float64); the float32
-#: factorization broke down at about 0.4
+#: from a predicted rate this poor (half of 1 / FAST_GAIN, the rate from which the
+#: refinement applies its factor in float64) the passes are costed as float64 ones
+#: (``pass64_s`` of :func:`kernelfit.solvers.plan.expected_times`) at RATE_ERROR times the
+#: rate, no more than DEFAULT_MAX_ITER of them (Gabor features at n = 10,000, predicted
+#: 0.098: 14 passes of 0.26 s against the model's float32 0.16 s, 12.6 s in all against 9.3
+#: s for float64; at n = 60,000 with every tile kept, predicted 0.098 and 0.3 measured: 17
+#: passes of 4.1 s to 1e-10, 282 s in all against 425 s for float64, 2 Zen 5 cores)
 RISKY_RATE = 0.5 / FAST_GAIN
+#: how much worse than predicted a rate may come out: the extrapolated pivot was up to 4.3
+#: times the true one, of which RATE_CONSTANT (100 against about 60 measured) covers 1.7
+RATE_ERROR = 4.3 * 60.0 / RATE_CONSTANT
+#: the float32 factorization broke down near a rate of 0.4 (the unrounded Gabor kernel at
+#: n = 20,000): a predicted rate that may be that poor (0.4 / RATE_ERROR) rules mixed
+#: precision out without trying it
+BREAKDOWN_RATE = 0.4 / RATE_ERROR
 
 
 def probe_rows(n: int, d: int) -> int:
@@ -199,13 +216,24 @@ def conditioning_probe(kernel: Kernel, X, be: Backend, times: dict, tol: float, 
                  f"pivot of {sample['min_pivot_predicted']:.2g} of the diagonal at n = {n:,}, "
                  f"a refinement rate of {raw:.2g} a pass"
                  + (f" ({rate:.2g} with a {margin:g}x margin)" if margin != 1.0 else ""))
-        if rate >= RISKY_RATE:  # passes and mixed_s may be None (a rate of 1)
+        slow = None
+        if RISKY_RATE <= rate < BREAKDOWN_RATE and times.get("pass64_s"):
+            # passes in float64, at the far end of the prediction's error, within the
+            # refinement's steps (beyond them it falls back: no gain)
+            slow = _expect(min(1.0, RATE_ERROR * rate), tol, once, times["pass64_s"])
+            decide["pessimistic"] = slow
+            if slow["passes_predicted"] is None or slow["passes_predicted"] > DEFAULT_MAX_ITER:
+                slow = None
+        if rate >= RISKY_RATE and slow is None:  # passes and mixed_s may be None (rate 1)
             if size == m:
                 rec.update(verdict="float64", why=(
                     f"{facts}: K is too ill-conditioned for a float32 factorization to pay"))
             continue
-        versus = (f"{passes} passes: {mixed_s:.3g} s mixed against "
-                  f"{times['float64_s']:.3g} s float64")
+        if slow is not None:
+            passes, mixed_s = slow["passes_predicted"], slow["mixed_s_predicted"]
+        versus = (f"{passes} passes"
+                  + (f" (at {RATE_ERROR:.2g}x that rate, in float64)" if slow else "")
+                  + f": {mixed_s:.3g} s mixed against {times['float64_s']:.3g} s float64")
         if mixed_s < times["float64_s"]:
             rec.update(verdict="mixed", why=f"{facts}, {versus}")
             break

@@ -200,12 +200,18 @@ def expected_times(n: int, d: int, m: int, ts: int, rates: dict, keep_fraction: 
 
     t64 = n ** 3 / 3.0 / r64 + product(f64_keep_fraction, 0.0, m)  # kept: float64 values
     per_pass = product(keep_fraction, exact, 2 * m) + thin_s(per32, m, 2)
+    # a pass whose preconditioner solve runs in float64 (the refinement's rule once a pass
+    # gains less than FAST_GAIN): each float32 tile upcast, then read in float64 thin
+    # products, about twice their time (Gabor features, n = 60,000, every tile kept, 2 Zen 5
+    # cores: 2.2 s a solve beside 1.9 s for the K product)
+    per_pass64 = product(keep_fraction, exact, 2 * m) + 2.0 * thin_s(per64, m, 2)
     once = n ** 3 / 3.0 / r32 + keep_fraction * entries * (4.0 if kept_exact else 8.0) / bw
     cert = CERTIFY_PASSES * per_pass  # the product that certifies the answer
     return {"float64_s": t64, "mixed_s": once + EXPECTED_PASSES * per_pass + cert,
             "mixed_best_s": once + FEWEST_PASSES * per_pass + cert,
             "mixed_worst_s": once + WORST_PASSES * per_pass + cert,
-            "pass_s": per_pass, "once_s": once, "passes_assumed": EXPECTED_PASSES,
+            "pass_s": per_pass, "pass64_s": per_pass64, "once_s": once,
+            "passes_assumed": EXPECTED_PASSES,
             "passes_range": [FEWEST_PASSES, WORST_PASSES], "integer_grid": bool(grid),
             "kept_exact": kept_exact,
             "gemm_flops_per_s": {"float64": r64, "float32": r32},
@@ -387,7 +393,8 @@ def _mixed_plan(n, d, m, n_test, reason, ts, opts, device, available, check,
     avail = available if check else None
     plan = _add_predictions(plan_mixed(n, d, m, ts, device=device, available=avail),
                             n_test, m)
-    budget, _, _ = _mixed_keep(n, ts, plan, available, share=keep_share(opts))
+    budget, _, _ = _mixed_keep(n, ts, plan, available,
+                               share=choice.get("keep_share", keep_share(opts)))
     tol = min(opts.tol, AUTO_TOL) if opts.precision == "auto" else opts.tol
     may_fall_back = "expected_time" in choice
     fallback = None
@@ -454,8 +461,46 @@ def _auto(n, d, m, n_test, ts, opts, device, avail, backend, choice, grid):
     if tb * tw < t64 * t64:
         return "mixed", (f"auto: mixed precision expected faster ({tm:.3g} s, {span}, "
                          f"against {t64:.3g} s for a float64 factorization)")
+    wider = _wider_keep(n, d, m, n_test, ts, opts, device, avail, grid, p64, rates,
+                        f64_kept, times)
+    if wider is not None:
+        share, wide = wider
+        choice.update(expected_time=wide, keep_share=share)
+        tm, tb, tw = wide["mixed_s"], wide["mixed_best_s"], wide["mixed_worst_s"]
+        return "mixed", (
+            f"auto: mixed precision expected faster ({tm:.3g} s, {tb:.3g}-{tw:.3g} s at "
+            f"{FEWEST_PASSES}-{WORST_PASSES} refinement passes of {wide['pass_s']:.3g} s, "
+            f"against {t64:.3g} s for a float64 factorization) when it keeps K's tiles within "
+            f"the float64 plan's memory ({fmt_bytes(p64.total)}; within "
+            f"{keep_share(opts):.0%} of the memory: {times['mixed_s']:.3g} s, passes of "
+            f"{times['pass_s']:.3g} s)")
     return "float64", (f"auto: a float64 factorization expected faster ({t64:.3g} s against "
                        f"{tm:.3g} s mixed; {span})")
+
+
+def _wider_keep(n, d, m, n_test, ts, opts, device, avail, grid, p64, rates, f64_kept,
+                times):
+    """Where mixed precision within :data:`KEEP_F64_SHARE` of the memory is not expected
+    faster than float64 (its passes recompute most of K: Gabor features at n = 60,000,
+    d = 3,969), the same mixed plan keeping K's tiles up to the memory the float64 plan
+    needs (no more than the solve it replaces would take): ``(share, times)`` where that
+    one is expected faster by the same rule, else None. Only without a memory budget (a
+    budget given is filled anyway) and where the float64 plan takes more than the share."""
+    if opts.memory_budget is not None or avail is None or avail <= 0:
+        return None
+    share = min(SAFETY, p64.total / avail)
+    if share <= keep_share(opts):
+        return None
+    wide_plan = _add_predictions(plan_mixed(n, d, m, ts, device=device, available=avail),
+                                 n_test, m)
+    _, kept, exact = _mixed_keep(n, ts, wide_plan, avail, grid, share=share)
+    if kept <= times["kept_fraction"]:
+        return None
+    wide = expected_times(n, d, m, ts, rates, kept, f64_kept, grid=grid, kept_exact=exact)
+    wide["by_time"] = True
+    if wide["mixed_best_s"] * wide["mixed_worst_s"] < wide["float64_s"] ** 2:
+        return share, wide
+    return None
 
 
 def request_of(opts: SolveOptions, n: int, d: int, m: int, n_test: int = 0) -> dict:
