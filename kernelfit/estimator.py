@@ -100,8 +100,9 @@ class KernelInterpolator(BaseEstimator):
     memory_budget : int or None
         The most bytes the solve plans for on its device, at most what is available
         (None: what is available, mixed precision keeping tiles of K for its refinement
-        within 40% of it). Mixed precision's kept tiles fill a larger budget: a faster
-        refinement, the same answer.
+        within 40% of it, or up to the float64 solve's memory where ``precision='auto'``
+        takes mixed precision only so). Mixed precision's kept tiles fill a larger budget:
+        a faster refinement, the same answer.
 
     Fitted attributes: ``alpha_`` (coefficients, one column per class or target),
     ``X_fit_`` (the training inputs restricted to ``support_``, the columns that are
@@ -151,14 +152,27 @@ class KernelInterpolator(BaseEstimator):
         self.random_state = random_state
         self.show_progress = show_progress
 
+    #: the meaning of ``dtype`` this class pickles with: 2, a dtype given fixes the
+    #: precision (before 2026-12-06 'float64' under 'auto' still let auto choose, and the
+    #: command line saved every model so)
+    _DTYPE_RULE = 2
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        state["_kernelfit_dtype_rule"] = self._DTYPE_RULE
+        return state
+
     def __setstate__(self, state):
+        state = dict(state)
+        rule = state.pop("_kernelfit_dtype_rule", 1)
         super().__setstate__(state)
         # model files saved before memory_budget existed load with its default
         self.__dict__.setdefault("memory_budget", None)
         # ... and before dtype's default became None with its old default, 'float64', which
-        # then left K's storage to a float32 or mixed precision (now a contradiction)
-        if self.__dict__.get("dtype") == "float64" and self.__dict__.get("precision") in (
-                "mixed", "float32"):
+        # then left K's storage to a float32 or mixed precision (now a contradiction), or,
+        # before the dtype rule 2, to auto (now: a float64 factorization)
+        old = ("mixed", "float32") + (("auto",) if rule < 2 else ())
+        if self.__dict__.get("dtype") == "float64" and self.__dict__.get("precision") in old:
             self.dtype = None
 
     # ------------------------------------------------------------ helpers

@@ -303,9 +303,11 @@ class SolverOptions(_Flat):
             if given:
                 asked = (f"precision={plain!r}" if plain == self.precision and not by_dtype
                          else f"dtype={plain!r} (a {plain} solve)")
+                instead = (" in place of dtype='float64'" if plain == "float64" and by_dtype
+                           else "")
                 raise InputError(
                     f"{given[0]} does not apply with {asked}, which factors K once and "
-                    "does not refine; leave it out, or use precision 'mixed' "
+                    f"does not refine; leave it out, or use precision 'mixed'{instead} "
                     "(or 'auto' without a dtype, which may choose it)",
                     param=given[0], not_with_precision=plain,
                     via_dtype=plain != self.precision or by_dtype)

@@ -370,7 +370,7 @@ CASES = [
     C("bench-bandwidth-median", "bench --bandwidth median --out {out}/b", 2, "--bandwidth",
       "the same bandwidth"),
     C("bench-data-dir-random", "bench --data-dir {out} --out {out}/b", 2, "--data-dir",
-      "give --dataset too"),
+      "name a dataset with --dataset"),
     C("bench-peak-size-tiny", "bench --peak-size 8 --out {out}/b", 2, "--peak-size",
       "at least 256"),
     C("bench-n-test-negative", "bench --n-test -1 --out {out}/b", 2, "--n-test", ">= 0"),

@@ -316,6 +316,11 @@ def test_report_from_synthetic_results_with_crash(tmp_path):
     assert "n = 2000: 2.5 s on 1,024 points" in md and "n = 1000:" not in md
     assert all(p.exists() for p in paths.values())
     assert not math.isnan(json.loads(paths["json"].read_text())["records"][0]["factor"])
+    assert "Rough:" not in md  # an exponent of 3: the n^3 work leads
+    # times still led by overheads (an exponent of 1.3): the prediction gets its caveat
+    e["stage_fit"] = dict(e["stage_fit"], exponent=1.3)
+    md = report.render_markdown(res)
+    assert "Rough: the free exponent of kernelfit-cpu factor (1.30) is outside 2-4" in md
 
 
 def test_stage_flops_and_limit_use_the_precisions_peak():
@@ -584,7 +589,7 @@ def test_the_default_test_set_fits_a_small_dataset_and_a_larger_one_is_refused(t
 @pytest.mark.parametrize("argv, says", [
     (["--bandwidth", "median"], "bench gives every implementation the same bandwidth"),
     (["--peak-size", "8"], "at least 256"),
-    (["--data-dir", "somewhere"], "give --dataset too"),
+    (["--data-dir", "somewhere"], "name a dataset with --dataset"),
 ])
 def test_bench_refuses_what_it_cannot_do_in_one_line_that_offers_no_dead_end(
         tmp_path, capsys, argv, says):

@@ -268,9 +268,13 @@ def test_refinement_flags_with_a_dtype_alone_name_that_dtype(capsys):
                  "--tol", "1e-9"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "--tol does not apply with --dtype float64" in err
+    assert "--precision mixed in place of --dtype float64" in err
     assert "auto without --dtype" in err
-    assert main(["solve", "--dataset", "digits", "--n-train", "200", "--tol", "1e-9",
-                 "--json"]) == 0
+    # both ways out work: mixed precision in its place, or auto without the dtype
+    for way in (["--precision", "mixed"], []):
+        assert main(["solve", "--dataset", "digits", "--n-train", "200", "--tol", "1e-9",
+                     *way, "--json"]) == 0
+        capsys.readouterr()
 
 
 def test_library_option_names_read_as_flags_on_the_command_line():

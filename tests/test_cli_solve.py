@@ -261,8 +261,12 @@ def test_predict_reads_the_models_dataset_from_the_data_dir_it_was_fitted_with(
     tried to download what was in D all along); --data-dir still says otherwise."""
     if not (shared_data_dir / "mnist" / "train-images-idx3-ubyte.gz").is_file():
         pytest.skip("no MNIST in the shared data folder")
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(shared_data_dir / "mnist", data / "mnist")
     model = tmp_path / "m.pkl"
-    _json(capsys, ["solve", "--dataset", "mnist", "--data-dir", str(shared_data_dir),
+    _json(capsys, ["solve", "--dataset", "mnist", "--data-dir", str(data),
                    "--n-train", "300", "--n-test", "50", "--save", str(model), "--json"])
     from kernelfit.datasets import _fetch
 
@@ -276,10 +280,18 @@ def test_predict_reads_the_models_dataset_from_the_data_dir_it_was_fitted_with(
     monkeypatch.chdir(tmp_path)
     rec = _json(capsys, ["predict", "--model", str(model), "--n-test", "50", "--json"])
     assert rec["dataset"] == "mnist" and rec["n"] == 50 and rec["test_error"] < 0.3
-    assert tried == []
+    # the model's dataset under another spelling the loaders read alike
+    rec = _json(capsys, ["predict", "--model", str(model), "--dataset", "MNIST",
+                         "--n-test", "50", "--json"])
+    assert rec["n"] == 50 and tried == []
     code = main(["predict", "--model", str(model), "--n-test", "50", "--data-dir",
                  str(tmp_path / "empty"), "--json"])
     assert code == 3 and tried, capsys.readouterr().err  # the folder named wins
+    # the folder it was fitted with is gone: said, then the usual places
+    shutil.rmtree(data)
+    code = main(["predict", "--model", str(model), "--n-test", "50", "--json"])
+    err = capsys.readouterr().err
+    assert code == 3 and f"fitted with --data-dir {data}, which no longer exists" in err
 
 
 def test_feature_maps_on_an_npz_file_are_cached_under_a_safe_folder(tmp_path, capsys):

@@ -141,7 +141,11 @@ def test_a_slow_rate_is_costed_in_float64_passes_at_its_error_and_a_breakdown_ru
     said = {}
     monkeypatch.setattr(cond, "predicted_rate", lambda pivot: said["rate"])
     assert cond.RISKY_RATE < cond.BREAKDOWN_RATE < 0.4 and cond.RATE_ERROR > 1.0
-    # the measured case: Gabor features at n = 60,000, every tile kept (pass64_s 3.9 s)
+    # the README quotes them: 2.6 times the rate, ruled out from 0.155
+    assert cond.RATE_ERROR == pytest.approx(2.58) and cond.BREAKDOWN_RATE == pytest.approx(
+        0.155, abs=5e-4)
+    # the measured case: Gabor features at n = 60,000, every tile kept (the model's
+    # pass64_s 3.9 s; 4.1 s measured)
     cheap = dict(_times(2.3, 392.0), once_s=178.0, pass64_s=3.9)
     said["rate"] = 0.098
     rec = cond.conditioning_probe(k, X, CPU, cheap, 1e-12)
@@ -149,6 +153,22 @@ def test_a_slow_rate_is_costed_in_float64_passes_at_its_error_and_a_breakdown_ru
     assert rec["verdict"] == "mixed" and f"{pess} passes (at" in rec["why"]
     assert rec["samples"][-1]["pessimistic"]["mixed_s_predicted"] == pytest.approx(
         178.0 + (pess + 1) * 3.9)
+    # the record's passes are those the verdict was weighed on; its rate the sample's own
+    assert rec["passes_predicted"] == pess and rec["rate_predicted"] == pytest.approx(0.098)
+    assert rec["mixed_s_predicted"] == pytest.approx(178.0 + (pess + 1) * 3.9)
+    # the refinement's own steps bound the passes: fewer steps (--max-iter 10) than the
+    # pessimistic passes, and mixed precision would only fall back
+    assert pess > 10
+    rec = cond.conditioning_probe(k, X, CPU, cheap, 1e-12, max_iter=10)
+    assert rec["verdict"] == "float64" and "too ill-conditioned" in rec["why"]
+    # with steps enough, a rate just under BREAKDOWN_RATE is weighed by time, one just
+    # over it is ruled out (at 30 steps the cap stops it at about the same rate)
+    said["rate"] = cond.BREAKDOWN_RATE * 0.99
+    assert cond.conditioning_probe(k, X, CPU, cheap, 1e-12, max_iter=100)["verdict"] == "mixed"
+    said["rate"] = cond.BREAKDOWN_RATE * 1.01
+    rec = cond.conditioning_probe(k, X, CPU, cheap, 1e-12, max_iter=100)
+    assert rec["verdict"] == "float64" and "too ill-conditioned" in rec["why"]
+    said["rate"] = 0.098
     # the same rate with passes that recompute K (26 s each): float64, by time
     dear = dict(cheap, pass64_s=27.6)
     rec = cond.conditioning_probe(k, X, CPU, dear, 1e-12)
@@ -166,6 +186,27 @@ def test_a_slow_rate_is_costed_in_float64_passes_at_its_error_and_a_breakdown_ru
     assert rec["verdict"] == "mixed" and "pessimistic" not in rec["samples"][-1]
     assert rec["mixed_s_predicted"] == pytest.approx(
         178.0 + (cond.predicted_passes(0.01, 1e-12) + 1) * 2.3)
+    # the other direction: auto planned float64 (hedging), the float64-costed passes say
+    # mixed precision is faster
+    said["rate"] = 0.06
+    rec = cond.conditioning_probe(k, X, CPU, cheap, 1e-12, planned="float64")
+    assert rec["verdict"] == "mixed" and "in float64" in rec["why"]
+
+
+def test_a_quarter_sample_weighs_float64_passes_at_its_margin_times_the_error(monkeypatch):
+    """The first quarter of the sample decides alone where its rate, taken FIRST_MARGIN
+    times worse and then RATE_ERROR times worse again in float64 passes, still favours
+    mixed precision."""
+    monkeypatch.setattr(cond, "PROBE_SHARE", 1.0)
+    X, _ = _data(2400, 6)
+    k = get_kernel("gaussian", bandwidth=0.3)
+    monkeypatch.setattr(cond, "predicted_rate", lambda pivot: 0.01)
+    cheap = dict(_times(2.3, 392.0), once_s=178.0, pass64_s=3.9)
+    rec = cond.conditioning_probe(k, X, CPU, cheap, 1e-12)
+    assert len(rec["samples"]) == 1 and rec["samples"][0]["margin"] == cond.FIRST_MARGIN
+    costed = rec["samples"][0]["with_margin"]["pessimistic"]
+    assert costed["rate_predicted"] == pytest.approx(cond.RATE_ERROR * cond.FIRST_MARGIN * 0.01)
+    assert rec["verdict"] == "mixed" and rec["passes_predicted"] == costed["passes_predicted"]
 
 
 def test_auto_skips_mixed_without_trying_where_the_probe_predicts_a_breakdown(monkeypatch,

@@ -351,6 +351,18 @@ def test_dtype_as_numpy_types_and_old_pickles_of_mixed_estimators():
     old.dtype = "float64"  # the old default, as an older pickle holds it
     new = pickle.loads(pickle.dumps(old))
     assert new.dtype is None and new.fit(X, y).precision_ in ("mixed", "float64")
+    # a model saved before 2026-12-06 (no dtype rule in its state) by `kernelfit solve`
+    # holds dtype 'float64' under auto, which meant auto: it loads as auto; one saved now
+    # with dtype 'float64' named keeps its float64 factorization
+    saved = KernelInterpolator(dtype="float64", bandwidth=0.3)
+    state = saved.__getstate__()
+    assert state.pop("_kernelfit_dtype_rule") == 2
+    before = KernelInterpolator.__new__(KernelInterpolator)
+    before.__setstate__(state)
+    assert before.dtype is None and before._solver_options().precision == "auto"
+    now = pickle.loads(pickle.dumps(saved))
+    assert now.dtype == "float64" and now._solver_options().precision == "float64"
+    assert "_kernelfit_dtype_rule" not in now.__dict__
 
 
 def test_a_tile_size_above_n_sizes_no_buffer_beyond_n():

@@ -353,6 +353,24 @@ def test_an_out_of_core_refinement_short_of_tol_is_noted(tmp_path, capsys, preci
     assert "takes no --tol" not in captured.err
 
 
+def test_out_of_steps_is_said_only_where_more_steps_would_go_on():
+    """--max-iter is offered where the refinement ran out of steps still falling, not
+    where its own (tracked) residual had reached --tol and only the certified one is above
+    it: more steps stop at the same place (out of core, --max-iter 1: 6.9e-12 either way)."""
+    from types import SimpleNamespace
+
+    from kernelfit.cli._advice import short_of_tol_note
+
+    rec = {"exact": True, "precision": "float64", "converged": False,
+           "relative_residual": 6.9e-12, "solve_tol": 1e-14, "solve_iterations": 1,
+           "solve_max_iter": 1, "tracked_residual": 5.4e-22}
+    note = short_of_tol_note([rec], SimpleNamespace(tol=1e-14))
+    assert "--max-iter" not in note and "as far as float64 goes" in note
+    falling = dict(rec, tracked_residual=3e-13)
+    assert "--max-iter 30 lets it go on" in short_of_tol_note([falling],
+                                                              SimpleNamespace(tol=1e-14))
+
+
 def test_refinement_flags_without_a_refinement_are_noted(capsys):
     """Under --precision auto a float64 factorization (digits: small) does not refine:
     --tol, --max-iter and --refine had no effect, and the note says so."""

@@ -789,6 +789,26 @@ def test_auto_keeps_more_of_k_up_to_the_float64_plans_memory_where_that_wins(mon
     assert t["kept_fraction"] == 1.0 and t["mixed_worst_s"] < t["float64_s"]
     assert sp.memory.total <= sp.fallback.memory.total  # no more than float64 would take
     assert sp.keep_budget > 0 and sp.fallback.precision == "float64"
+    # the plan that runs keeps them: more than the 40% plan could hold
+    avail = int(21.5 * 2 ** 30)
+    assert sp.memory.total > plan.KEEP_F64_SHARE * avail
+    assert sp.memory.items["K tiles kept (refinement)"] > 0.9 * (share * avail - (
+        sp.memory.total - sp.memory.items["K tiles kept (refinement)"]))
+    # a pass whose preconditioner solve runs in float64: two float64 sweeps in its place
+    e, w = 60000 * 60000 / 2.0, max(1.0, 10 / 16)
+    assert t["pass64_s"] - t["pass_s"] == pytest.approx(
+        2 * 2 * e * 1.2e-9 * w - 2 * e * 0.5e-9 * w)
+    # not on a GPU, where the float64 passes were not measured: the same case asked there
+    opts = SolveOptions(residual=True).validate()
+    p64 = plan._in_core(60000, 3969, 10, 10000, np.float64, 2500, "cholesky", "cpu", avail)
+    pm = plan._add_predictions(plan.plan_mixed(60000, 3969, 10, 2500, device="cpu",
+                                               available=avail), 10000, 10)
+    _, kept, _ = plan._mixed_keep(60000, 2500, pm, avail, True)
+    narrow = plan.expected_times(60000, 3969, 10, 2500, _ZEN4, kept, 0.0, grid=True)
+    args = (60000, 3969, 10, 10000, 2500, opts)
+    rest = (avail, True, p64, _ZEN4, 0.0, narrow)
+    assert plan._wider_keep(*args, "cpu", *rest)[0] > plan.KEEP_F64_SHARE
+    assert plan._wider_keep(*args, "gpu", *rest) is None
     # a memory budget given: filled as before, no wider share
     opts = SolveOptions(residual=True, memory_budget=int(21.5 * 2 ** 30)).validate()
     given = plan.plan_solve(60000, 3969, 10, opts, device="cpu",

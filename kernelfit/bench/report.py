@@ -26,6 +26,10 @@ from ..report import fmt_blas, fmt_bytes, fmt_pct, fmt_seconds, markdown_table
 __all__ = ["write_json", "render_markdown", "plot_time", "plot_peak", "plot_peers",
            "write_report", "fmt_seconds", "machine_lines"]
 
+#: free exponents of the factorization's time outside this range get a caveat under the
+#: extrapolation (benchmarks/results/bench_vm.json, n = 1,000-20,000 on 2 cores: kernelfit
+#: 2.5, scikit-learn 2.3, SciPy 1.8, whose small n are overhead)
+EXPONENT_OK = (2.0, 4.0)
 _COLORS = {"kernelfit-cpu": "tab:blue", "kernelfit-gpu": "tab:purple", "sklearn": "tab:orange",
            "scipy": "tab:green"}
 
@@ -231,6 +235,16 @@ def render_markdown(results: dict, figures: Optional[Dict[str, str]] = None) -> 
               f"{_num(None if c3 is None else c3 * 1e12, '{:.3g}')} | "
               f"{e.get('n_max_fits') or '-'} | {fmt_seconds(e.get('predicted_stage_s'))} | "
               f"{fmt_seconds(e.get('predicted_total_s'))} |\n")
+        off = sorted({f"{label} {e['stage']} ({e['stage_fit']['exponent']:.2f})"
+                      for label, e in ext.items()
+                      if e["stage_fit"].get("exponent") is not None
+                      and not EXPONENT_OK[0] <= e["stage_fit"]["exponent"] <= EXPONENT_OK[1]})
+        if off:
+            w(f"\nRough: the free exponent of {', '.join(off)} is outside "
+              f"{EXPONENT_OK[0]:g}-{EXPONENT_OK[1]:g}, so the measured times are not yet "
+              "dominated by the n^3 work (small n, where overheads lead) or the machine was "
+              "busy; the c n^3 prediction rests on the largest n alone. A larger --n makes "
+              "it firmer.\n")
     skipped = results.get("skipped") or []
     if skipped:
         w("\n## Not measured\n\n")

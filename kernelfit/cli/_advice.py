@@ -372,8 +372,12 @@ def short_of_tol_note(recs, args) -> Optional[str]:
     tol = short[0].get("solve_tol", getattr(args, "tol", None))
     worst = max(float(r.get("relative_residual") or 0.0) for r in short)
     most = short[0].get("solve_max_iter")
+    tracked = short[0].get("tracked_residual")
     if (most is not None and short[0].get("solve_iterations", 0) >= most
-            and not short[0].get("solve_note_stalled")):  # out of steps, still falling
+            and not short[0].get("solve_note_stalled")
+            and not (tracked is not None and tol is not None and tracked <= tol)):
+        # out of steps, still falling (not where the steps' own residual had reached tol:
+        # more steps would stop at the same place)
         return (f"the refinement stopped at a relative residual of {worst:.1e}, above --tol "
                 f"{tol:g} (still exact), when it ran out of steps: --max-iter "
                 f"{max(30, 4 * int(most))} lets it go on")
@@ -443,11 +447,12 @@ def explain(exc: KernelfitError, args=None) -> str:
                 f"them ({FLAGS[other]} {p} alone {alone})")
     if flag and exc.facts.get("not_with_precision"):
         p = exc.facts["not_with_precision"]
-        asked = f"--dtype {p}" if exc.facts.get("via_dtype") else f"--precision {p}"
+        via = exc.facts.get("via_dtype")
+        asked = f"--dtype {p}" if via else f"--precision {p}"
+        instead = " in place of --dtype float64" if via and p == "float64" else ""
         return (f"{flag} does not apply with {asked}, which factors K once and does not "
-                f"refine; leave {flag} out, or use --precision mixed (or auto"
-                f"{' without --dtype' if exc.facts.get('via_dtype') else ''}, which "
-                "may choose it)")
+                f"refine; leave {flag} out, or use --precision mixed{instead} (or auto"
+                f"{' without --dtype' if via else ''}, which may choose it)")
     if flag and other in FLAGS and exc.facts.get("why"):
         return (f"{flag} and {FLAGS[other]} cannot be combined: {exc.facts['why']}; give one "
                 "of them")

@@ -82,7 +82,9 @@ def add_solver_arguments(p) -> None:
     b.add_argument("--memory-budget", type=size_arg, default=None, metavar="SIZE",
                    help="the most memory the solve plans for, e.g. 16GiB (at most what is "
                         "available; default: what is available, mixed precision keeping "
-                        "tiles of K for its refinement within 40%% of it); a larger budget "
+                        "tiles of K for its refinement within 40%% of it, or up to the "
+                        "float64 solve's memory where --precision auto takes mixed only so); "
+                        "a larger budget "
                         "keeps more of K: a faster refinement, the same answer")
     b.add_argument("--tol", type=finite_float, default=1e-10,
                    help="relative residual at which mixed-precision refinement stops")

@@ -126,8 +126,9 @@ def _config(args):
     from ..bench.suite import BenchConfig, parse_devices, parse_peers
 
     if args.data_dir is not None and args.dataset == "random":
-        raise InputError("--data-dir names the folder of a dataset, and random data has none: "
-                         "give --dataset too (e.g. --dataset mnist), or leave --data-dir out")
+        raise InputError("--data-dir names the folder of a dataset, and random data (the "
+                         "default --dataset) has none: name a dataset with --dataset (e.g. "
+                         "--dataset mnist), or leave --data-dir out")
     if args.n_test is not None and args.n_test < 0:
         raise InputError("--n-test must be >= 0")
     flat = {f.name: getattr(args, f.name) for f in fields(BenchConfig) if hasattr(args, f.name)}

@@ -97,6 +97,19 @@ def model_dataset(meta: dict, model: str):
     return f"{kind}:{where}"
 
 
+def _same_dataset(asked, fitted) -> bool:
+    """Whether ``--dataset`` (None: not given) names the model's own dataset, as the
+    loaders read names (``MNIST`` is ``mnist``)."""
+    if asked is None:
+        return True
+    from ..datasets.registry import parse_name
+
+    try:
+        return fitted is not None and parse_name(asked) == parse_name(fitted)
+    except InputError:
+        return False
+
+
 def class_labels(pred, names):
     """The predictions as the dataset's own labels: a dataset loaded by kernelfit (npz
     string labels, imagefolder folders, CIFAR-10) is fitted on class indices, whose names
@@ -197,11 +210,19 @@ def run(args) -> int:
         if not name:
             raise InputError("give --dataset or --input")
         data_dir = args.data_dir
-        if data_dir is None and args.dataset in (None, meta.get("dataset")):
+        kept = meta.get("data_dir")
+        if data_dir is None and kept and _same_dataset(args.dataset, meta.get("dataset")):
             # the model's own dataset: from the --data-dir it was fitted with, while that
             # folder is there (else the usual places: $KERNELFIT_DATA, the cache)
-            kept = meta.get("data_dir")
-            data_dir = kept if kept and os.path.isdir(kept) else None
+            if os.path.isdir(kept):
+                data_dir = kept
+            else:
+                import warnings
+
+                warnings.warn(f"the model was fitted with --data-dir {kept}, which no longer "
+                              "exists: looking in the usual places ($KERNELFIT_DATA, the "
+                              "cache); --data-dir DIR names the folder", UserWarning,
+                              stacklevel=2)
         ds = load_dataset(name, data_dir=data_dir, n_train=1, n_test=args.n_test)
         X, y = ds.X_test, ds.y_test
         rec["dataset"] = ds.name

@@ -169,21 +169,27 @@ def _expect(rate: float, tol: float, once: float, pass_s: float) -> dict:
 
 
 def conditioning_probe(kernel: Kernel, X, be: Backend, times: dict, tol: float, *,
-                       planned: str = "mixed") -> dict:
+                       planned: str = "mixed", max_iter: Optional[int] = None) -> dict:
     """The probe's record for a solve of ``X`` (kernel input units, on ``be``) that
     ``precision='auto'`` planned by time in ``planned`` precision ('mixed', or 'float64'
     where mixed precision's fewest passes would beat it): ``verdict`` ('mixed' or
     'float64'; ``planned`` where the solve is too small to probe), ``why`` (one line) and
     the facts. ``times``: the plan's expected times
-    (:func:`kernelfit.solvers.plan.expected_times`); ``tol``: the refinement's target.
+    (:func:`kernelfit.solvers.plan.expected_times`); ``tol``: the refinement's target;
+    ``max_iter``: its steps (None: :data:`DEFAULT_MAX_ITER`). The record's
+    ``passes_predicted`` and ``mixed_s_predicted`` are those the verdict was weighed on
+    (the float64-costed ones, ``pessimistic``, where they decided), ``rate_predicted`` the
+    sample's own.
 
     A first sample of a quarter of the rows (a sixteenth of the cost) decides alone where
     its rate, taken :data:`FIRST_MARGIN` times worse, still favours mixed precision; the
     full sample (the same rows and more, in the same order) decides otherwise."""
     n, d = X.shape
     m = probe_rows(n, d)
+    most = DEFAULT_MAX_ITER if max_iter is None else int(max_iter)
     rec = {"rows": m, "seed": PROBE_SEED, "rate_constant": RATE_CONSTANT,
-           "risky_rate": RISKY_RATE, "samples": []}
+           "risky_rate": RISKY_RATE, "rate_error": RATE_ERROR,
+           "breakdown_rate": BREAKDOWN_RATE, "max_iter": most, "samples": []}
     if not m:
         rec.update(verdict=planned, why=f"not probed: n = {n:,} too small for a sample of "
                                         f"{PROBE_MIN_ROWS:,} rows to cost under "
@@ -192,7 +198,9 @@ def conditioning_probe(kernel: Kernel, X, be: Backend, times: dict, tol: float, 
     rows = np.random.default_rng(PROBE_SEED).choice(n, size=m, replace=False)
     once = times["once_s"]
     sizes = [m // 4, m] if m // 4 >= FIRST_MIN_ROWS else [m]
+    decided = None
     for size in sizes:
+        decided = None  # this sample's figures, where it weighs passes
         margin = FIRST_MARGIN if size < m else 1.0
         t0 = time.perf_counter()
         with BlasOneThread(be.device == "cpu" and size <= ONE_THREAD_ROWS):
@@ -222,7 +230,7 @@ def conditioning_probe(kernel: Kernel, X, be: Backend, times: dict, tol: float, 
             # refinement's steps (beyond them it falls back: no gain)
             slow = _expect(min(1.0, RATE_ERROR * rate), tol, once, times["pass64_s"])
             decide["pessimistic"] = slow
-            if slow["passes_predicted"] is None or slow["passes_predicted"] > DEFAULT_MAX_ITER:
+            if slow["passes_predicted"] is None or slow["passes_predicted"] > most:
                 slow = None
         if rate >= RISKY_RATE and slow is None:  # passes and mixed_s may be None (rate 1)
             if size == m:
@@ -231,6 +239,7 @@ def conditioning_probe(kernel: Kernel, X, be: Backend, times: dict, tol: float, 
             continue
         if slow is not None:
             passes, mixed_s = slow["passes_predicted"], slow["mixed_s_predicted"]
+        decided = {"passes_predicted": passes, "mixed_s_predicted": mixed_s}
         versus = (f"{passes} passes"
                   + (f" (at {RATE_ERROR:.2g}x that rate, in float64)" if slow else "")
                   + f": {mixed_s:.3g} s mixed against {times['float64_s']:.3g} s float64")
@@ -244,4 +253,6 @@ def conditioning_probe(kernel: Kernel, X, be: Backend, times: dict, tol: float, 
     for key in ("min_pivot_predicted", "rate_predicted", "passes_predicted",
                 "mixed_s_predicted"):
         rec[key] = last.get(key)
+    if decided is not None:  # the figures the verdict was weighed on
+        rec.update(decided)
     return rec

@@ -154,7 +154,8 @@ def solve_exact(kernel: Kernel, X, Y, options: Optional[SolveOptions] = None,
     probe = None
     if splan.route == "mixed" and splan.may_fall_back:
         # auto chose mixed by time before seeing the data: a sample of K may say otherwise
-        probe = conditioning_probe(kernel, X, be, splan.choice["expected_time"], splan.tol)
+        probe = conditioning_probe(kernel, X, be, splan.choice["expected_time"], splan.tol,
+                                   max_iter=opts.max_iter)
         if probe["verdict"] == "float64":
             log.info("precision auto: float64: %s", probe["why"])
             splan = dataclasses.replace(splan.fallback, choice=splan.choice, reason=(
@@ -164,7 +165,7 @@ def solve_exact(kernel: Kernel, X, Y, options: Optional[SolveOptions] = None,
         # K may predict passes few enough for mixed precision to be the faster
         alt = splan.alternative
         probe = conditioning_probe(kernel, X, be, splan.choice["expected_time"], alt.tol,
-                                   planned="float64")
+                                   planned="float64", max_iter=opts.max_iter)
         if probe["verdict"] == "mixed":
             log.info("precision auto: mixed: %s", probe["why"])
             splan = dataclasses.replace(alt, reason=(

@@ -47,7 +47,8 @@ class SolveOptions:
     scheduler: Optional[str] = None    # Dask scheduler address
     distributed: Optional[str] = None  # 'local': a local Dask cluster
     # the most bytes the solve plans for on its device (None: what the device has available,
-    # mixed precision keeping tiles of K within KEEP_F64_SHARE of it); at most what is
+    # mixed precision keeping tiles of K within KEEP_F64_SHARE of it, or up to the float64
+    # plan's memory where auto takes mixed only so: plan._wider_keep); at most what is
     # available, mixed precision's kept tiles fill it (kernelfit.solvers.plan.plan_solve)
     memory_budget: Optional[int] = None
 

@@ -175,7 +175,9 @@ def expected_times(n: int, d: int, m: int, ts: int, rates: dict, keep_fraction: 
     columns). ``keep_fraction``: the share of K's lower entries mixed precision keeps
     (exact integers on the grid: twice the tiles of the same bytes), ``f64_keep_fraction``:
     the float64 path's, for its residual. Writing the kept tiles: their bytes at the memory
-    bandwidth.
+    bandwidth. ``pass64_s``: a pass whose preconditioner solve runs in float64 (what the
+    refinement does once a pass gains less than its FAST_GAIN; the conditioning probe costs
+    poor rates so).
     (n = 60,000, MNIST pixels, 2 Zen 4 cores: 19 s a pass expected, 15-18 s measured.)
     """
     r64, r32 = rates["float64"], rates["float32"]
@@ -484,9 +486,12 @@ def _wider_keep(n, d, m, n_test, ts, opts, device, avail, grid, p64, rates, f64_
     faster than float64 (its passes recompute most of K: Gabor features at n = 60,000,
     d = 3,969), the same mixed plan keeping K's tiles up to the memory the float64 plan
     needs (no more than the solve it replaces would take): ``(share, times)`` where that
-    one is expected faster by the same rule, else None. Only without a memory budget (a
-    budget given is filled anyway) and where the float64 plan takes more than the share."""
-    if opts.memory_budget is not None or avail is None or avail <= 0:
+    one is expected faster by the same rule, else None. Only where the float64 plan takes
+    more than the share the kept tiles have already (a memory budget given is filled
+    anyway: its share, SAFETY, is the most this one can be), and on the CPU, where its
+    float64 preconditioner passes were measured (a GPU's few-column triangular solves may
+    be slower than the model; unmeasured)."""
+    if device != "cpu" or avail is None or avail <= 0:
         return None
     share = min(SAFETY, p64.total / avail)
     if share <= keep_share(opts):
