@@ -609,6 +609,23 @@ def test_bench_refuses_what_it_cannot_do_in_one_line_that_offers_no_dead_end(
     assert not (tmp_path / "o").exists()
 
 
+def test_bench_sizes_kernelfit_by_the_plan_auto_would_run():
+    """bench's float64 runs --precision auto, which takes mixed precision where float64
+    does not fit: full MNIST on 16 GiB is measured, not skipped as the float64 plan's
+    15 GB would have it (the peers' dense K stays as it was)."""
+    from kernelfit.bench.runner import dense_bytes_needed
+    from kernelfit.bench.suite import largest_fitting_n
+    from kernelfit.memory import SAFETY
+
+    GiB = 2 ** 30
+    f64 = dense_bytes_needed("kernelfit", 60000, 784, 1000, device_bytes=16 * GiB)
+    auto = dense_bytes_needed("kernelfit", 60000, 784, 1000, device_bytes=16 * GiB, auto=True)
+    assert auto <= SAFETY * 16 * GiB < f64
+    assert largest_fitting_n("kernelfit", 16 * GiB, d=784, n_test=1000) >= 60000
+    assert dense_bytes_needed("sklearn", 60000, 784, 1000, device_bytes=16 * GiB,
+                              auto=True) > 16 * GiB
+
+
 def test_bench_float64_leaves_the_precision_to_auto_and_float32_fixes_it():
     """bench's --dtype float64 (its default) measures kernelfit's default, --precision auto
     (which may choose mixed precision), while a dtype named to solve fixes the precision."""
@@ -702,8 +719,10 @@ def test_gpu_preflight_plans_the_gpu_solve():
     assert gpu == plan_exact_solve(40000, 784, 10, n_test=1000, tile_size=40000,
                                    device="gpu").total
     assert gpu > 4 * cpu
-    assert suite.largest_fitting_n("kernelfit", 79 * gib, d=784, n_test=1000, device="gpu") < \
-        suite.largest_fitting_n("kernelfit", 79 * gib, d=784, n_test=1000)
+    # the float64 plans (auto's mixed one, where float64 does not fit, tiles both)
+    assert suite.largest_fitting_n("kernelfit", 79 * gib, d=784, n_test=1000, device="gpu",
+                                   auto=False) < \
+        suite.largest_fitting_n("kernelfit", 79 * gib, d=784, n_test=1000, auto=False)
 
 
 def test_peer_env_is_in_the_peers_records(monkeypatch):

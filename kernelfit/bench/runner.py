@@ -107,16 +107,26 @@ def sklearn_kernel_params(kernel: str, bandwidth: float = 5.0, degree: int = 4,
 
 def dense_bytes_needed(impl: str, n: int, d: int, n_test: int, n_outputs: int = 10,
                        dtype=np.float64, tile_size: Optional[int] = None,
-                       device: str = "cpu", device_bytes: Optional[int] = None) -> int:
+                       device: str = "cpu", device_bytes: Optional[int] = None,
+                       auto: bool = False) -> int:
     """Peak bytes an implementation needs at n (the memory pre-flight of one run).
 
     kernelfit: its own plan (:func:`kernelfit.memory.plan_exact_solve`, lower tiles of K)
     on ``device``: on the GPU with the GPU's tile rule for ``device_bytes`` of free memory
-    (one dense call where it fits, a whole n x n K). sklearn: a dense float64 K plus the
+    (one dense call where it fits, a whole n x n K); with ``auto`` (bench's float64, which
+    runs ``precision='auto'``) the plan its pre-flight makes within ``device_bytes``
+    (:func:`kernelfit.solvers.plan.plan_request`: mixed precision where float64 does not
+    fit). sklearn: a dense float64 K plus the
     copy ``scipy.linalg.solve`` makes, plus the test kernel. scipy: one dense K (factored
     in place) plus a test-kernel chunk.
     """
     data = 8.0 * (n + n_test) * d + 8.0 * 4 * n * n_outputs
+    if impl == "kernelfit" and auto and device_bytes is not None:
+        from ..solvers.plan import plan_request
+
+        return int(plan_request({"n": n, "d": d, "n_outputs": n_outputs, "n_test": n_test,
+                                 "precision": "auto", "device": device,
+                                 "tile_size": tile_size}, device_bytes).memory.total)
     if impl == "kernelfit":
         from ..memory import plan_exact_solve
 

@@ -181,14 +181,18 @@ def predict_time(fit: dict, n: float, cubic: bool = False) -> Optional[float]:
 
 
 def largest_fitting_n(impl: str, available: int, *, d: int, n_test: int,
-                      dtype="float64", device: str = "cpu") -> int:
+                      dtype="float64", device: str = "cpu",
+                      auto: Optional[bool] = None) -> int:
     """The largest n whose run of ``impl`` on ``device`` fits in ``available`` bytes (with
-    kernelfit's 10% headroom), by bisection over :func:`dense_bytes_needed`."""
+    kernelfit's 10% headroom), by bisection over :func:`dense_bytes_needed`; ``auto``
+    (default: ``dtype`` float64, bench's precision auto) sizes kernelfit by auto's plan."""
+    if auto is None:
+        auto = str(dtype) == "float64"
     from ..memory import SAFETY, largest_n
 
     def fits(n):
         return dense_bytes_needed(impl, n, d, n_test, dtype=np.dtype(dtype), device=device,
-                                  device_bytes=available) <= SAFETY * available
+                                  device_bytes=available, auto=auto) <= SAFETY * available
 
     return largest_n(fits, limit=1 << 24)
 
@@ -418,7 +422,8 @@ def run_bench(cfg: BenchConfig, on_event: Optional[Callable[[str, dict], None]] 
                     need = dense_bytes_needed(impl, n, cfg.d, cfg.n_test,
                                               dtype=np.dtype(cfg.dtype),
                                               tile_size=cfg.tile_size, device=dev,
-                                              device_bytes=avail)
+                                              device_bytes=avail,
+                                              auto=cfg.dtype == "float64")
                     if avail is not None and need > SAFETY * avail:
                         why = (f"memory: needs about {fmt_bytes(need)}, "
                                f"{fmt_bytes(avail)} available (90% usable)")

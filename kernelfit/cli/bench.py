@@ -166,7 +166,8 @@ def _check_some_n_fits(cfg, d: int) -> None:
 
     avail = available_host_memory()
     req = {"d": d, "n_outputs": 10, "n_test": cfg.n_test, "dtype": cfg.dtype,
-           "precision": cfg.dtype, "tile_size": cfg.tile_size}
+           "precision": "auto" if cfg.dtype == "float64" else cfg.dtype,  # float64: auto
+           "tile_size": cfg.tile_size}
     if any(would_fit(dict(req, n=n), avail) for n in cfg.n_list):
         return
     n0 = min(cfg.n_list)

@@ -340,7 +340,10 @@ def _plan_at(ts, n, d, m, opts, device, available, check, n_test, backend,
                          choice=choice, n=n)
     if opts.scheduler or opts.distributed or opts.ooc_dir:
         return _beyond_plan(n, d, m, n_test, ts, opts, device, avail, choice)
-    precision, reason = opts.precision, f"asked for precision {opts.precision}"
+    precision, reason = opts.precision, (
+        f"asked for precision {opts.precision}" + (f" (or dtype {opts.precision})"
+                                                  if opts.precision in ("float32", "float64")
+                                                  else ""))
     if precision == "auto" and opts.fixed_precision():
         precision, reason = opts.fixed_precision(), "auto: dtype float32 asked for"
     elif precision == "auto":
