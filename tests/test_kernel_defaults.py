@@ -333,6 +333,11 @@ def test_a_stop_within_the_float64_bound_that_auto_counts_as_converged_is_noted(
     assert "2.8e-14, above --tol 1e-14 (still exact), within the backward-error bound of a " \
            "float64 solve (3.6e-12" in note and "counts as converged" in note
     assert short_of_tol_note([dict(rec, relative_residual=9e-15)], SimpleNamespace()) is None
+    # auto's own target (1e-12) missed but the --tol asked for (1e-10, the default) met:
+    # no note (the design card's Gabor solve said "above --tol 1e-12" at 9.3e-11)
+    met = dict(rec, relative_residual=9.3e-11, solve_tol=1e-12, float64_floor=6.9e-9)
+    assert short_of_tol_note([met], SimpleNamespace(tol=1e-10)) is None
+    assert "9.3e-11, above --tol 1e-12" in short_of_tol_note([met], SimpleNamespace(tol=1e-11))
 
 
 @pytest.mark.parametrize("precision, says", [
