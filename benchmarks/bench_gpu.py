@@ -147,7 +147,8 @@ def _cpu_peer(impl, args, kcfg, n_candidates) -> dict:
     tried = []
     best = None
     for n in sorted(n_candidates, reverse=True):
-        need = dense_bytes_needed(impl, n, 784, args.n_test)
+        need = dense_bytes_needed(impl, n, 784, args.n_test, device_bytes=avail,
+                                  auto=True)  # kernelfit's child runs precision auto
         if need > 0.85 * avail:
             tried.append({"n": n, "status": "skipped", "reason":
                           f"needs {need / 2**30:.1f} GiB of {avail / 2**30:.1f} GiB"})

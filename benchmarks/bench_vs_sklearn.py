@@ -123,7 +123,8 @@ def run_one(label, impl, n, args, *, kernel="gaussian", env=None):
            "degree": 4 if kernel == "normalized" else None,
            "env": {k: v for k, v in (env or {}).items()}}
     avail = available_host_memory()
-    need = dense_bytes_needed(impl, n, 784, args.n_test)
+    need = dense_bytes_needed(impl, n, 784, args.n_test, device_bytes=avail,
+                              auto=True)  # kernelfit's child runs precision auto
     if need > SAFETY * avail:
         rec.update(status="skipped", reason=f"memory: needs about {fmt_bytes(need)}, "
                                             f"{fmt_bytes(avail)} available")

@@ -158,7 +158,7 @@ class KernelInterpolator(BaseEstimator):
     _DTYPE_RULE = 2
 
     def __getstate__(self):
-        state = super().__getstate__()
+        state = dict(super().__getstate__())  # a copy: BaseEstimator's may be __dict__ itself
         state["_kernelfit_dtype_rule"] = self._DTYPE_RULE
         return state
 
@@ -171,8 +171,8 @@ class KernelInterpolator(BaseEstimator):
         # ... and before dtype's default became None with its old default, 'float64', which
         # then left K's storage to a float32 or mixed precision (now a contradiction), or,
         # before the dtype rule 2, to auto (now: a float64 factorization)
-        old = ("mixed", "float32") + (("auto",) if rule < 2 else ())
-        if self.__dict__.get("dtype") == "float64" and self.__dict__.get("precision") in old:
+        if rule < 2 and self.__dict__.get("dtype") == "float64" and self.__dict__.get(
+                "precision") in ("mixed", "float32", "auto"):
             self.dtype = None
 
     # ------------------------------------------------------------ helpers

@@ -321,6 +321,10 @@ def test_report_from_synthetic_results_with_crash(tmp_path):
     e["stage_fit"] = dict(e["stage_fit"], exponent=1.3)
     md = report.render_markdown(res)
     assert "Rough: the free exponent of kernelfit-cpu factor (1.30) is outside 2-4" in md
+    # the largest n that fits would run another precision than the runs fitted
+    e.update(precision_at_n_max="mixed", precisions_fitted=["float64"])
+    md = report.render_markdown(res)
+    assert f"kernelfit-cpu (n = {e['n_max_fits']:,}: mixed; fitted on float64)" in md
 
 
 def test_stage_flops_and_limit_use_the_precisions_peak():
@@ -618,9 +622,15 @@ def test_bench_sizes_kernelfit_by_the_plan_auto_would_run():
     from kernelfit.memory import SAFETY
 
     GiB = 2 ** 30
-    f64 = dense_bytes_needed("kernelfit", 60000, 784, 1000, device_bytes=16 * GiB)
-    auto = dense_bytes_needed("kernelfit", 60000, 784, 1000, device_bytes=16 * GiB, auto=True)
-    assert auto <= SAFETY * 16 * GiB < f64
+    from kernelfit.solvers.plan import plan_request
+
+    f64 = dense_bytes_needed("kernelfit", 60000, 784, 1000, device_bytes=15 * GiB)
+    auto = dense_bytes_needed("kernelfit", 60000, 784, 1000, device_bytes=15 * GiB, auto=True)
+    assert auto <= SAFETY * 15 * GiB < f64
+    # the child's data come first (the pre-flight's plan leaves them out)
+    data = 8.0 * (60000 + 1000) * 784 + 8.0 * 4 * 60000 * 10
+    req = {"n": 60000, "d": 784, "n_outputs": 10, "n_test": 1000, "precision": "auto"}
+    assert auto == int(data + plan_request(req, int(15 * GiB - data)).memory.total)
     assert largest_fitting_n("kernelfit", 16 * GiB, d=784, n_test=1000) >= 60000
     assert dense_bytes_needed("sklearn", 60000, 784, 1000, device_bytes=16 * GiB,
                               auto=True) > 16 * GiB

@@ -348,8 +348,11 @@ def test_dtype_as_numpy_types_and_old_pickles_of_mixed_estimators():
     est = KernelInterpolator(dtype=np.dtype("float64"), bandwidth=0.3).fit(X, y)
     assert est.precision_ == "float64"
     old = KernelInterpolator(precision="mixed", bandwidth=0.3)
-    old.dtype = "float64"  # the old default, as an older pickle holds it
-    new = pickle.loads(pickle.dumps(old))
+    old.dtype = "float64"  # the old default, as an older pickle holds it (no dtype rule)
+    state = old.__getstate__()
+    del state["_kernelfit_dtype_rule"]
+    new = KernelInterpolator.__new__(KernelInterpolator)
+    new.__setstate__(state)
     assert new.dtype is None and new.fit(X, y).precision_ in ("mixed", "float64")
     # a model saved before 2026-12-06 (no dtype rule in its state) by `kernelfit solve`
     # holds dtype 'float64' under auto, which meant auto: it loads as auto; one saved now
@@ -363,6 +366,13 @@ def test_dtype_as_numpy_types_and_old_pickles_of_mixed_estimators():
     now = pickle.loads(pickle.dumps(saved))
     assert now.dtype == "float64" and now._solver_options().precision == "float64"
     assert "_kernelfit_dtype_rule" not in now.__dict__
+    assert "_kernelfit_dtype_rule" not in saved.__dict__  # pickling leaves the original be
+    # a new pickle keeps even a contradicting pair as given (fit refuses it, as before)
+    import copy
+
+    pair = KernelInterpolator(dtype="float64", precision="mixed")
+    for twin in (pickle.loads(pickle.dumps(pair)), copy.deepcopy(pair), copy.copy(pair)):
+        assert twin.get_params() == pair.get_params()
 
 
 def test_a_tile_size_above_n_sizes_no_buffer_beyond_n():

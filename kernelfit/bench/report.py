@@ -27,7 +27,7 @@ __all__ = ["write_json", "render_markdown", "plot_time", "plot_peak", "plot_peer
            "write_report", "fmt_seconds", "machine_lines"]
 
 #: free exponents of the factorization's time outside this range get a caveat under the
-#: extrapolation (benchmarks/results/bench_vm.json, n = 1,000-20,000 on 2 cores: kernelfit
+#: extrapolation (benchmarks/results/bench_vm.json, n = 2,000-20,000 on 2 cores: kernelfit
 #: 2.5, scikit-learn 2.3, SciPy 1.8, whose small n are overhead)
 EXPONENT_OK = (2.0, 4.0)
 _COLORS = {"kernelfit-cpu": "tab:blue", "kernelfit-gpu": "tab:purple", "sklearn": "tab:orange",
@@ -235,6 +235,15 @@ def render_markdown(results: dict, figures: Optional[Dict[str, str]] = None) -> 
               f"{_num(None if c3 is None else c3 * 1e12, '{:.3g}')} | "
               f"{e.get('n_max_fits') or '-'} | {fmt_seconds(e.get('predicted_stage_s'))} | "
               f"{fmt_seconds(e.get('predicted_total_s'))} |\n")
+        apart = sorted(f"{label} (n = {e['n_max_fits']:,}: {e['precision_at_n_max']}; "
+                       f"fitted on {', '.join(e['precisions_fitted'])})"
+                       for label, e in ext.items()
+                       if e.get("precision_at_n_max") and e.get("precisions_fitted")
+                       and [e["precision_at_n_max"]] != e["precisions_fitted"])
+        if apart:
+            w(f"\nAnother precision there: {'; '.join(apart)}. The prediction is that of the "
+              "runs fitted (a float64 time where mixed precision would factor in float32, "
+              "about half as long).\n")
         off = sorted({f"{label} {e['stage']} ({e['stage_fit']['exponent']:.2f})"
                       for label, e in ext.items()
                       if e["stage_fit"].get("exponent") is not None

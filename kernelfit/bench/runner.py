@@ -51,7 +51,7 @@ from .._io import json_default as _json_default
 
 __all__ = ["RESULT_PREFIX", "IMPLEMENTATIONS", "PEERS", "run_child", "child_main",
            "run_solve_task", "sklearn_kernel_params", "peer_unavailable_reason",
-           "dense_bytes_needed", "make_random_data"]
+           "dense_bytes_needed", "auto_plan", "make_random_data"]
 
 #: marks the child's one result line on standard output
 RESULT_PREFIX = "@@kernelfit-bench@@ "
@@ -105,6 +105,19 @@ def sklearn_kernel_params(kernel: str, bandwidth: float = 5.0, degree: int = 4,
     raise InputError(f"no scikit-learn equivalent of kernelfit's {kernel!r} kernel")
 
 
+def auto_plan(n: int, d: int, n_test: int, n_outputs: int = 10, *, device: str = "cpu",
+              tile_size: Optional[int] = None, device_bytes: int):
+    """The plan a kernelfit child's pre-flight makes under ``precision='auto'``: the child
+    loads its data first and plans within what ``device_bytes`` leaves (the pre-flight's
+    plan leaves the data out: the command line has them loaded already)."""
+    from ..solvers.plan import plan_request
+
+    data = 8.0 * (n + n_test) * d + 8.0 * 4 * n * n_outputs
+    return plan_request({"n": n, "d": d, "n_outputs": n_outputs, "n_test": n_test,
+                         "precision": "auto", "device": device, "tile_size": tile_size},
+                        max(int(device_bytes - data), 0))
+
+
 def dense_bytes_needed(impl: str, n: int, d: int, n_test: int, n_outputs: int = 10,
                        dtype=np.float64, tile_size: Optional[int] = None,
                        device: str = "cpu", device_bytes: Optional[int] = None,
@@ -114,19 +127,17 @@ def dense_bytes_needed(impl: str, n: int, d: int, n_test: int, n_outputs: int = 
     kernelfit: its own plan (:func:`kernelfit.memory.plan_exact_solve`, lower tiles of K)
     on ``device``: on the GPU with the GPU's tile rule for ``device_bytes`` of free memory
     (one dense call where it fits, a whole n x n K); with ``auto`` (bench's float64, which
-    runs ``precision='auto'``) the plan its pre-flight makes within ``device_bytes``
-    (:func:`kernelfit.solvers.plan.plan_request`: mixed precision where float64 does not
-    fit). sklearn: a dense float64 K plus the
+    runs ``precision='auto'``) the data plus the plan its pre-flight makes within what
+    ``device_bytes`` leaves beside them (:func:`kernelfit.solvers.plan.plan_request`: mixed
+    precision where float64 does not fit; tiles on a GPU too, where the child may take one
+    dense call). sklearn: a dense float64 K plus the
     copy ``scipy.linalg.solve`` makes, plus the test kernel. scipy: one dense K (factored
     in place) plus a test-kernel chunk.
     """
     data = 8.0 * (n + n_test) * d + 8.0 * 4 * n * n_outputs
     if impl == "kernelfit" and auto and device_bytes is not None:
-        from ..solvers.plan import plan_request
-
-        return int(plan_request({"n": n, "d": d, "n_outputs": n_outputs, "n_test": n_test,
-                                 "precision": "auto", "device": device,
-                                 "tile_size": tile_size}, device_bytes).memory.total)
+        return int(data + auto_plan(n, d, n_test, n_outputs, device=device,
+                                    tile_size=tile_size, device_bytes=device_bytes).memory.total)
     if impl == "kernelfit":
         from ..memory import plan_exact_solve
 

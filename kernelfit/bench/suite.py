@@ -34,7 +34,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..kernel_defaults import exactness
-from .runner import PEERS, dense_bytes_needed, peer_unavailable_reason, \
+from .runner import PEERS, auto_plan, dense_bytes_needed, peer_unavailable_reason, \
     run_child
 
 __all__ = ["BenchConfig", "parse_peers", "parse_devices", "fit_power_law", "run_bench",
@@ -580,5 +580,13 @@ def extrapolate(records: List[dict], cfg: BenchConfig, machine: dict) -> Dict[st
             entry["predicted_total_s"] = predict_time(fit_t, n_max, cubic=True)
             if fit_f.get("exponent") is not None:
                 entry["predicted_stage_s_power_law"] = predict_time(fit_f, n_max)
+            if row["impl"] == "kernelfit":
+                # the precision auto would run there, beside those of the runs fitted: a
+                # fit on float64 runs predicts a float64 time, which mixed precision beats
+                entry["precision_at_n_max"] = cfg.dtype if cfg.dtype != "float64" else \
+                    auto_plan(n_max, cfg.d, cfg.n_test, device=row["device"],
+                              tile_size=cfg.tile_size, device_bytes=mem).precision
+                entry["precisions_fitted"] = sorted({r.get("precision") or cfg.dtype
+                                                     for r in ok})
         out[row["label"]] = entry
     return out

@@ -96,6 +96,8 @@ RATE_CONSTANT = 100.0
 RISKY_RATE = 0.5 / FAST_GAIN
 #: how much worse than predicted a rate may come out: the extrapolated pivot was up to 4.3
 #: times the true one, of which RATE_CONSTANT (100 against about 60 measured) covers 1.7
+#: (the Gabor kernel at n = 60,000 came out about 3 times its predicted 0.098, and still
+#: converged in 17 passes)
 RATE_ERROR = 4.3 * 60.0 / RATE_CONSTANT
 #: the float32 factorization broke down near a rate of 0.4 (the unrounded Gabor kernel at
 #: n = 20,000): a predicted rate that may be that poor (0.4 / RATE_ERROR) rules mixed
