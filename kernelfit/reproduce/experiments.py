@@ -257,8 +257,9 @@ EXPERIMENTS = {e.name: e for e in (
                "results)"),
     Experiment("mnist-gabor", ("mnist",), "MNIST n = 60,000, Gabor features, Gaussian "
                "kernel, exact (paper 0.6%)", run_mnist_gabor,
-               "about 20 min (features about 2 min, then a float64 solve: 1,090 s in all "
-               "on 2 Zen 4 cores)", ("gabor",)),
+               "about 6-20 min (features 1-2 min, then the solve: on 2 Zen 5 cores 48 s "
+               "and 290 s, mixed precision with K kept; a float64 solve, 1,090 s in all on "
+               "2 Zen 4 cores, before 2026-12-06)", ("gabor",)),
     Experiment("mnist-norms", ("mnist",), "RKHS norms of the minimum-norm interpolants, raw "
                "against Gabor, n = 60,000 (paper about 220 against 390)", run_mnist_norms,
                "0 when mnist-raw and mnist-gabor ran (their solves are reused), else 15 min",
