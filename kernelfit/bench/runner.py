@@ -105,6 +105,12 @@ def sklearn_kernel_params(kernel: str, bandwidth: float = 5.0, degree: int = 4,
     raise InputError(f"no scikit-learn equivalent of kernelfit's {kernel!r} kernel")
 
 
+def _data_bytes(n: int, d: int, n_test: int, n_outputs: int) -> float:
+    """The bytes of a child's data: training and test inputs (float64), targets and their
+    buffers."""
+    return 8.0 * (n + n_test) * d + 8.0 * 4 * n * n_outputs
+
+
 def auto_plan(n: int, d: int, n_test: int, n_outputs: int = 10, *, device: str = "cpu",
               tile_size: Optional[int] = None, device_bytes: int):
     """The plan a kernelfit child's pre-flight makes under ``precision='auto'``: the child
@@ -112,7 +118,7 @@ def auto_plan(n: int, d: int, n_test: int, n_outputs: int = 10, *, device: str =
     plan leaves the data out: the command line has them loaded already)."""
     from ..solvers.plan import plan_request
 
-    data = 8.0 * (n + n_test) * d + 8.0 * 4 * n * n_outputs
+    data = _data_bytes(n, d, n_test, n_outputs)
     return plan_request({"n": n, "d": d, "n_outputs": n_outputs, "n_test": n_test,
                          "precision": "auto", "device": device, "tile_size": tile_size},
                         max(int(device_bytes - data), 0))
@@ -134,7 +140,7 @@ def dense_bytes_needed(impl: str, n: int, d: int, n_test: int, n_outputs: int = 
     copy ``scipy.linalg.solve`` makes, plus the test kernel. scipy: one dense K (factored
     in place) plus a test-kernel chunk.
     """
-    data = 8.0 * (n + n_test) * d + 8.0 * 4 * n * n_outputs
+    data = _data_bytes(n, d, n_test, n_outputs)
     if impl == "kernelfit" and auto and device_bytes is not None:
         return int(data + auto_plan(n, d, n_test, n_outputs, device=device,
                                     tile_size=tile_size, device_bytes=device_bytes).memory.total)

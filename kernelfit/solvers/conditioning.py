@@ -200,7 +200,6 @@ def conditioning_probe(kernel: Kernel, X, be: Backend, times: dict, tol: float, 
     rows = np.random.default_rng(PROBE_SEED).choice(n, size=m, replace=False)
     once = times["once_s"]
     sizes = [m // 4, m] if m // 4 >= FIRST_MIN_ROWS else [m]
-    decided = None
     for size in sizes:
         decided = None  # this sample's figures, where it weighs passes
         margin = FIRST_MARGIN if size < m else 1.0

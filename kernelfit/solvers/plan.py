@@ -149,6 +149,12 @@ def _add_predictions(plan: MemoryPlan, n_test: int, m: int) -> MemoryPlan:
     return plan
 
 
+def _mixed_memory(n, d, m, n_test, ts, device, avail) -> MemoryPlan:
+    """A fresh mixed-precision memory plan with its predictions (kept tiles are added to it
+    by :func:`_mixed_keep`)."""
+    return _add_predictions(plan_mixed(n, d, m, ts, device=device, available=avail), n_test, m)
+
+
 def expected_times(n: int, d: int, m: int, ts: int, rates: dict, keep_fraction: float,
                    f64_keep_fraction: float, *, grid: bool = False,
                    kept_exact: Optional[bool] = None) -> dict:
@@ -396,8 +402,7 @@ def _mixed_plan(n, d, m, n_test, reason, ts, opts, device, available, check,
     """The mixed-precision plan; where auto chose it by time (``choice`` has the expected
     times), with the float64 in-core plan it may fall back to."""
     avail = available if check else None
-    plan = _add_predictions(plan_mixed(n, d, m, ts, device=device, available=avail),
-                            n_test, m)
+    plan = _mixed_memory(n, d, m, n_test, ts, device, avail)
     budget, _, _ = _mixed_keep(n, ts, plan, available,
                                share=choice.get("keep_share", keep_share(opts)))
     tol = min(opts.tol, AUTO_TOL) if opts.precision == "auto" else opts.tol
@@ -426,8 +431,7 @@ def _auto(n, d, m, n_test, ts, opts, device, avail, backend, choice, grid):
     worst case (``WORST_PASSES``) less slow against a float64 factorization than that is
     against mixed precision's best case (``FEWEST_PASSES``)."""
     p64 = _in_core(n, d, m, n_test, np.float64, ts, "cholesky", device, avail)
-    pm = _add_predictions(plan_mixed(n, d, m, ts, device=device, available=avail),
-                          n_test, m)
+    pm = _mixed_memory(n, d, m, n_test, ts, device, avail)
     where = "the available memory" if opts.memory_budget is None else "the memory budget"
     if not pm.fits():
         if p64.fits():
@@ -499,8 +503,7 @@ def _wider_keep(n, d, m, n_test, ts, opts, device, avail, grid, p64, rates, f64_
     share = min(SAFETY, p64.total / avail)
     if share <= keep_share(opts):
         return None
-    wide_plan = _add_predictions(plan_mixed(n, d, m, ts, device=device, available=avail),
-                                 n_test, m)
+    wide_plan = _mixed_memory(n, d, m, n_test, ts, device, avail)
     _, kept, exact = _mixed_keep(n, ts, wide_plan, avail, grid, share=share)
     if kept <= times["kept_fraction"]:
         return None
