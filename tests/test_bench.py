@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from kernelfit.bench import machine, report, runner, suite
@@ -634,6 +636,29 @@ def test_bench_sizes_kernelfit_by_the_plan_auto_would_run():
     assert largest_fitting_n("kernelfit", 16 * GiB, d=784, n_test=1000) >= 60000
     assert dense_bytes_needed("sklearn", 60000, 784, 1000, device_bytes=16 * GiB,
                               auto=True) > 16 * GiB
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_no_size_fits_offers_an_n_that_bench_then_runs(monkeypatch, dtype):
+    """The up-front refusal sizes kernelfit as the skip decision does (the child's data
+    counted): the --n it offers passes it and is not skipped (float32 on 2 GiB offered
+    30,865, which the skip decision then refused: 'nothing was measured')."""
+    import kernelfit.backend as backend
+    from kernelfit.bench.runner import dense_bytes_needed
+    from kernelfit.bench.suite import BenchConfig
+    from kernelfit.cli.bench import _check_some_n_fits
+    from kernelfit.memory import SAFETY
+
+    avail = 2 * 2 ** 30
+    monkeypatch.setattr(backend, "available_host_memory", lambda *a, **k: avail)
+    cfg = BenchConfig(n_list=[40000], dtype=dtype)
+    with pytest.raises(InputError, match=r"Way out: --n \d+ or less") as exc:
+        _check_some_n_fits(cfg, 784)
+    offered = int(re.search(r"--n (\d+) or less", str(exc.value)).group(1))
+    _check_some_n_fits(BenchConfig(n_list=[offered], dtype=dtype), 784)  # passes
+    fits = dense_bytes_needed("kernelfit", offered, 784, cfg.n_test, dtype=np.dtype(dtype),
+                              device_bytes=avail, auto=dtype == "float64")
+    assert fits <= SAFETY * avail  # the skip decision's criterion
 
 
 def test_bench_float64_leaves_the_precision_to_auto_and_float32_fixes_it():

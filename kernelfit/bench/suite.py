@@ -182,7 +182,7 @@ def predict_time(fit: dict, n: float, cubic: bool = False) -> Optional[float]:
 
 def largest_fitting_n(impl: str, available: int, *, d: int, n_test: int,
                       dtype="float64", device: str = "cpu",
-                      auto: Optional[bool] = None) -> int:
+                      auto: Optional[bool] = None, tile_size: Optional[int] = None) -> int:
     """The largest n whose run of ``impl`` on ``device`` fits in ``available`` bytes (with
     kernelfit's 10% headroom), by bisection over :func:`dense_bytes_needed`; ``auto``
     (default: ``dtype`` float64, bench's precision auto) sizes kernelfit by auto's plan."""
@@ -192,7 +192,8 @@ def largest_fitting_n(impl: str, available: int, *, d: int, n_test: int,
 
     def fits(n):
         return dense_bytes_needed(impl, n, d, n_test, dtype=np.dtype(dtype), device=device,
-                                  device_bytes=available, auto=auto) <= SAFETY * available
+                                  device_bytes=available, auto=auto,
+                                  tile_size=tile_size) <= SAFETY * available
 
     return largest_n(fits, limit=1 << 24)
 
@@ -569,7 +570,8 @@ def extrapolate(records: List[dict], cfg: BenchConfig, machine: dict) -> Dict[st
         fit_t = fit_power_law(ns, [r.get("total") for r in ok])
         mem = gpu.get("gpu_memory_bytes") if row["device"] == "gpu" else avail
         n_max = largest_fitting_n(row["impl"], mem or 0, d=cfg.d, n_test=cfg.n_test,
-                                  dtype=cfg.dtype, device=row["device"]) if mem else None
+                                  dtype=cfg.dtype, device=row["device"],
+                                  tile_size=cfg.tile_size) if mem else None
         entry = {"stage": key, "stage_fit": fit_f, "total_fit": fit_t, "n_max_fits": n_max,
                  "available_bytes": mem}
         if n_max:

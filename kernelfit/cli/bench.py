@@ -159,23 +159,32 @@ def _line(rec: dict) -> str:
 
 
 def _check_some_n_fits(cfg, d: int) -> None:
-    """Refuse before running anything when no requested n fits in memory."""
+    """Refuse before running anything when no requested n fits in memory: by the sizing
+    that decides which runs are skipped (:func:`kernelfit.bench.runner.dense_bytes_needed`,
+    the child's data counted), so the size it offers is one bench runs."""
+    import numpy as np
+
     from ..backend import available_host_memory
-    from ..memory import fmt_bytes
-    from ..solvers.plan import max_n_that_fits, plan_request, would_fit
+    from ..bench.runner import dense_bytes_needed
+    from ..bench.suite import largest_fitting_n
+    from ..memory import SAFETY, fmt_bytes
 
     avail = available_host_memory()
-    req = {"d": d, "n_outputs": 10, "n_test": cfg.n_test, "dtype": cfg.dtype,
-           "precision": "auto" if cfg.dtype == "float64" else cfg.dtype,  # float64: auto
-           "tile_size": cfg.tile_size}
-    if any(would_fit(dict(req, n=n), avail) for n in cfg.n_list):
+
+    def need(n):
+        return dense_bytes_needed("kernelfit", n, d, cfg.n_test, dtype=np.dtype(cfg.dtype),
+                                  tile_size=cfg.tile_size, device_bytes=avail,
+                                  auto=cfg.dtype == "float64")
+
+    if any(need(n) <= SAFETY * avail for n in cfg.n_list):
         return
     n0 = min(cfg.n_list)
-    need = plan_request(dict(req, n=n0), avail).memory.total
-    n_max = max_n_that_fits(avail, req)
+    n_max = largest_fitting_n("kernelfit", avail, d=d, n_test=cfg.n_test, dtype=cfg.dtype,
+                              tile_size=cfg.tile_size)
     way = (f"--n {n_max} or less" if n_max >= 2 else
            "free memory or run on a machine with more")
-    raise InputError(f"no size in --n fits in memory: n = {n0} needs about {fmt_bytes(need)}, "
+    raise InputError(f"no size in --n fits in memory: n = {n0} needs about "
+                     f"{fmt_bytes(need(n0))}, "
                      f"{fmt_bytes(avail)} is available; nothing was run. Way out: {way}")
 
 
