@@ -577,12 +577,8 @@ def preflight_plan(cfg, n: int, d: int, n_classes: int, n_test: int, *,
     solve runs (features not computed yet), not available to it. ``grid``: the solve's
     inputs will be stored on the integer grid (see :func:`plan_solve`)."""
     be = get_backend(cfg.device)
-    opts = SolveOptions(solver=cfg.solver, ridge=cfg.ridge, dtype=cfg.dtype or "float64",
-                        tile_size=cfg.tile_size, device=be.device, precision=cfg.precision,
-                        tol=cfg.tol, max_iter=cfg.max_iter, refinement=cfg.refinement,
-                        ooc_dir=cfg.ooc_dir, resume=cfg.resume, scheduler=cfg.scheduler,
-                        distributed=cfg.distributed, memory_budget=cfg.memory_budget,
-                        residual=True).validate()
+    opts = cfg.solve_options(residual=True)  # the tree's own translation ('auto': dtype None)
+    opts.device = be.device  # the device resolved ('auto' -> 'cpu' or 'gpu')
     available = be.free_memory(reserve=reserve) if reserve else be.free_memory()
     splan = plan_solve(n, d, n_classes, opts, device=be.device, available=available,
                        n_test=n_test, backend=be, grid=grid)
