@@ -1,5 +1,5 @@
-"""Mixed precision's rank-one deflation: the landmark column, the deflated float32 tiles,
-the Sherman-Morrison preconditioner, and what a solve records."""
+"""Mixed precision's low-rank deflation: the landmarks' Nystrom part, the deflated float32
+tiles, the Woodbury preconditioner, and what a solve records."""
 
 import numpy as np
 import pytest
@@ -8,7 +8,7 @@ import kernelfit.solvers.deflate as deflate
 from kernelfit.backend import get_backend
 from kernelfit.errors import InputError
 from kernelfit.kernels import get_kernel, to_integer_grid
-from kernelfit.solvers.deflate import NEAR, Deflated, mean_landmark
+from kernelfit.solvers.deflate import NEAR, Deflated, nystrom_landmarks
 from kernelfit.solvers.exact import SolveOptions, solve_exact
 from kernelfit.solvers.products import build_gram, stored_kernel_matvec
 
@@ -30,10 +30,11 @@ def _dense(T):
 
 
 @pytest.mark.parametrize("name,h", [("gaussian", 0.8), ("laplacian", 2.0)])
-def test_landmark_column_is_the_nystrom_part_of_the_mean(name, h):
+def test_landmark_column_is_the_nystrom_part_of_the_mean(name, h, monkeypatch):
+    monkeypatch.setattr(deflate, "RANK", 1)  # the mean alone
     X, _ = _problem()
     k = get_kernel(name, bandwidth=h)
-    u, rec = mean_landmark(k, X, k.prepare(X), CPU)
+    u, rec = nystrom_landmarks(k, X, k.prepare(X), CPU)
     z = X.mean(0, keepdims=True)
     # k(z) (not k(z, z)): the exact diagonal value, as the landmark takes it; k(z, z) forms
     # |z|^2 + |z|^2 - 2 <z, z>, whose rounding (which depends on the BLAS kernel and the
@@ -41,25 +42,91 @@ def test_landmark_column_is_the_nystrom_part_of_the_mean(name, h):
     np.testing.assert_allclose(u, k(X, z) / np.sqrt(k(z)[0, 0]), rtol=1e-13, atol=0)
     assert rec["rank"] == 1 and rec["landmark"] == "mean of the training rows"
     assert 0 < rec["max_k_row_landmark"] < NEAR
+    assert rec["mean_entry_removed"] == pytest.approx(np.mean(u @ u.T), rel=1e-12)
     # K - u u^T is the Schur complement of the landmark: positive definite
     assert np.linalg.eigvalsh(k(X) - u @ u.T).min() > 0
+
+
+@pytest.mark.parametrize("name,h", [("gaussian", 0.8), ("laplacian", 2.0)])
+def test_landmarks_are_the_nystrom_part_of_the_mean_and_kmeans_centres(name, h):
+    X, _ = _problem(n=640)
+    k = get_kernel(name, bandwidth=h)
+    U, rec = nystrom_landmarks(k, X, k.prepare(X), CPU)
+    # at most one landmark per SAMPLE_PER_LANDMARK rows: 10 candidates here
+    assert rec["candidates"] == 640 // deflate.SAMPLE_PER_LANDMARK == 10
+    assert 2 <= rec["rank"] == U.shape[1] <= 10 and U.shape[0] == 640
+    assert rec["rank"] + rec["near_a_row"] + rec["dependent"] == rec["candidates"]
+    assert rec["seed"] == deflate.LANDMARK_SEED and rec["sample_rows"] == 640
+    assert rec["landmark"].startswith("the mean of the training rows and k-means centres")
+    K = k(X)
+    # U U^T is the Nystrom approximation of its landmarks: K - U U^T stays positive
+    # definite (a Schur complement), and it is smaller than the rank-one part leaves
+    assert np.linalg.eigvalsh(K - U @ U.T).min() > 0
+    u1 = U[:, :1]  # the mean comes first: its column is the rank-one part
+    z = X.mean(0, keepdims=True)
+    np.testing.assert_allclose(u1, k(X, z) / np.sqrt(k(z)[0, 0]), rtol=1e-12, atol=0)
+    assert np.linalg.norm(K - U @ U.T) < 0.9 * np.linalg.norm(K - u1 @ u1.T)
+    # seeded: the same landmarks again
+    U2, rec2 = nystrom_landmarks(k, X, k.prepare(X), CPU)
+    np.testing.assert_array_equal(U, U2)
+    assert rec2 == rec
+
+
+def test_landmarks_near_a_row_or_dependent_are_left_out(monkeypatch):
+    k = get_kernel("gaussian", bandwidth=1.0)
+    rng = np.random.default_rng(5)
+    # 8 clusters of 16 rows, far apart: the k-means centres sit among their rows, the mean
+    # of all rows far from every row
+    centres = rng.normal(scale=20.0, size=(8, 3))
+    X = np.repeat(centres, 16, axis=0) + rng.normal(scale=0.5, size=(128, 3))
+    monkeypatch.setattr(deflate, "SAMPLE_PER_LANDMARK", 4)
+    monkeypatch.setattr(deflate, "RANK", 9)
+    U, rec = nystrom_landmarks(k, X, k.prepare(X), CPU)
+    assert rec["candidates"] == 9 and rec["rank"] >= 5
+    assert rec["rank"] + rec["near_a_row"] + rec["dependent"] == 9
+    assert np.linalg.eigvalsh(k(X) - U @ U.T).min() > 0
+    # a landmark as near a row as NEAR says is left out (here: every centre)
+    monkeypatch.setattr(deflate, "NEAR", 0.5)
+    U, rec = nystrom_landmarks(k, X, k.prepare(X), CPU)
+    assert rec["near_a_row"] >= 6 and rec["rank"] == U.shape[1]
+    assert rec["rank"] + rec["near_a_row"] + rec["dependent"] == 9
+    assert rec["landmark"].startswith("the mean of the training rows")  # far from any row
+    # a landmark that adds little to those before it (a pivot below PIVOT_MIN) is left out
+    # (one cluster: the centres and the mean close together)
+    monkeypatch.setattr(deflate, "NEAR", 0.999)
+    monkeypatch.setattr(deflate, "PIVOT_MIN", 0.5)
+    X = rng.normal(scale=0.3, size=(128, 3))
+    U, rec = nystrom_landmarks(k, X, k.prepare(X), CPU)
+    assert rec["dependent"] >= 1 and rec["rank"] + rec["near_a_row"] + rec["dependent"] == 9
+
+
+def test_pivoted_selection_factors_the_chosen_landmarks():
+    rng = np.random.default_rng(7)
+    B = rng.standard_normal((6, 3))
+    G = B @ B.T + 1e-9 * np.eye(6)  # rank 3, and three tiny pivots after
+    chosen, L = deflate._pivoted_selection(G, 0, 1e-3)
+    assert chosen[0] == 0 and len(chosen) == 3  # the first given, then the largest pivots
+    assert np.allclose(L, np.tril(L))
+    np.testing.assert_allclose(L @ L.T, G[np.ix_(chosen, chosen)], rtol=1e-12, atol=1e-12)
+    chosen, L = deflate._pivoted_selection(G, None, 1e-3)
+    assert chosen[0] == int(np.argmax(np.diag(G)))
 
 
 def test_landmark_is_refused_where_it_would_not_be_positive_definite():
     X, _ = _problem(n=50)
     for k in (get_kernel("linear"), get_kernel("polynomial", degree=2),
               get_kernel("normalized", degree=2)):
-        u, rec = mean_landmark(k, X, k.prepare(X), CPU)
+        u, rec = nystrom_landmarks(k, X, k.prepare(X), CPU)
         assert u is None and rec["rank"] == 0 and k.name in rec["why"]
     k = get_kernel("gaussian", bandwidth=1.0)
     Xm = np.array([[0.0, 0.0], [1.0, 1.0], [2.0, 2.0]])  # the mean is the middle row
-    u, rec = mean_landmark(k, Xm, k.prepare(Xm), CPU)
+    u, rec = nystrom_landmarks(k, Xm, k.prepare(Xm), CPU)
     assert u is None and "one of them" in rec["why"]
-    u, rec = mean_landmark(k, X, None, CPU, tiles=np.float64)
+    u, rec = nystrom_landmarks(k, X, None, CPU, tiles=np.float64)
     assert u is None and rec == {"rank": 0, "why": "float64 tiles"}
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(deflate, "ENABLED", False)
-        u, rec = mean_landmark(k, X, k.prepare(X), CPU)
+        u, rec = nystrom_landmarks(k, X, k.prepare(X), CPU)
     assert u is None and rec["why"] == "turned off"
 
 
@@ -67,7 +134,8 @@ def test_deflated_float32_tiles_hold_k_minus_the_part_and_the_kept_copy_stays_k(
     X, _ = _problem(n=200)
     k = get_kernel("gaussian", bandwidth=0.8)
     stats = k.prepare(X)
-    u, _ = mean_landmark(k, X, stats, CPU)
+    u, rec = nystrom_landmarks(k, X, stats, CPU, rank=3)
+    assert rec["rank"] == u.shape[1] == 3
     T = build_gram(k, X, tile_size=64, dtype=np.float32, ridge=1e-3, keep_copy=True,
                    low_rank=u)
     K = k(X)
@@ -86,11 +154,11 @@ def test_deflated_tiles_on_the_integer_grid_keep_the_exact_integers(keep_values)
     X = rng.integers(0, 256, size=(150, 8)) / 255.0
     k, G = to_integer_grid(get_kernel("gaussian", bandwidth=0.6), X)
     stats = k.prepare(G)
-    u, rec = mean_landmark(k, G, stats, CPU)
-    assert rec["rank"] == 1
+    u, rec = nystrom_landmarks(k, G, stats, CPU, rank=2)
+    assert rec["rank"] == 2
     z = X.mean(0, keepdims=True)
     k01 = get_kernel("gaussian", bandwidth=0.6)
-    np.testing.assert_allclose(u, k01(X, z), rtol=1e-12, atol=0)
+    np.testing.assert_allclose(u[:, :1], k01(X, z), rtol=1e-12, atol=0)
     keep_values(False)
     T = build_gram(k, G, tile_size=64, dtype=np.float32, keep_copy=True, low_rank=u,
                    stats=stats)
@@ -99,13 +167,14 @@ def test_deflated_tiles_on_the_integer_grid_keep_the_exact_integers(keep_values)
                                atol=2e-7)
 
 
+@pytest.mark.parametrize("rank", [1, 3])
 @pytest.mark.parametrize("joint_c", [1e300, 0.0])  # first solve: joint sweep / its own
-def test_deflated_applies_the_inverse_of_the_updated_matrix(monkeypatch, joint_c):
+def test_deflated_applies_the_inverse_of_the_updated_matrix(monkeypatch, joint_c, rank):
     monkeypatch.setattr(deflate, "JOINT_C", joint_c)
     rng = np.random.default_rng(2)
     B = rng.standard_normal((40, 40))
     A = B @ B.T + 40 * np.eye(40)
-    u = rng.standard_normal((40, 1))
+    u = rng.standard_normal((40, rank))
     calls = []
 
     def S(R):
@@ -113,13 +182,45 @@ def test_deflated_applies_the_inverse_of_the_updated_matrix(monkeypatch, joint_c
         return np.linalg.solve(A, R)
 
     M = Deflated(u, S)
-    assert M.c is None  # w and c come with the first application
+    assert M.c is None  # W and c come with the first application
     want = np.linalg.solve(A + u @ u.T, np.eye(40)[:, :3])
     for _ in range(2):
         np.testing.assert_allclose(M(np.eye(40)[:, :3]), want, rtol=1e-10, atol=1e-12)
-    assert M.c == pytest.approx(1 + float(u[:, 0] @ np.linalg.solve(A, u)[:, 0]))
-    # one sweep with u appended, then (past JOINT_C) one more; then one per application
-    assert calls == ([4, 3] if joint_c == 1e300 else [4, 3, 3])
+    C = np.eye(rank) + u.T @ np.linalg.solve(A, u)
+    assert M.c == pytest.approx(np.linalg.eigvalsh(C)[-1])
+    # one sweep with U appended, then (past JOINT_C) one more; then one per application
+    assert calls == ([3 + rank, 3] if joint_c == 1e300 else [3 + rank, 3, 3])
+
+
+def test_deflated_takes_w_from_the_exact_application():
+    # the float32 application's Woodbury part comes from the float64 one: one sweep of
+    # the exact solve over U (and no joint sweep in the inexact one)
+    rng = np.random.default_rng(4)
+    B = rng.standard_normal((30, 30))
+    A = B @ B.T + 30 * np.eye(30)
+    u = rng.standard_normal((30, 4))
+    exact_calls, rough_calls = [], []
+
+    def S(R):
+        exact_calls.append(R.shape[1])
+        return np.linalg.solve(A, R)
+
+    def S_rough(R):  # another operator: what the inexact application does is its own
+        rough_calls.append(R.shape[1])
+        return np.linalg.solve(A + 0.01 * np.eye(30), R)
+
+    exact = Deflated(u, S)
+    rough = Deflated(u, S_rough, exact=exact)
+    R = rng.standard_normal((30, 2))
+    W = np.linalg.solve(A, u)
+    Cinv = np.linalg.inv(np.eye(4) + u.T @ W)
+    want = np.linalg.solve(A + 0.01 * np.eye(30), R - u @ (Cinv @ (W.T @ R)))
+    np.testing.assert_allclose(rough(R), want, rtol=1e-10, atol=1e-12)
+    assert exact_calls == [4] and rough_calls == [2]
+    assert rough.c == exact.c and np.array_equal(rough.w, exact.w)
+    # the exact one then needs no sweep of its own for W
+    np.testing.assert_allclose(exact(R), np.linalg.solve(A + u @ u.T, R), rtol=1e-10)
+    assert exact_calls == [4, 2]
 
 
 def test_mixed_solve_deflates_and_records_it(monkeypatch):
@@ -129,7 +230,8 @@ def test_mixed_solve_deflates_and_records_it(monkeypatch):
     opts = dict(precision="mixed", tile_size=64, tol=1e-10)
     sol = solve_exact(k, X, Y, SolveOptions(**opts))
     d = sol.info["deflation"]
-    assert d["rank"] == 1 and d["sherman_morrison_c"] >= 1
+    # 300 rows: one landmark per 64 rows at most (4: the mean and three centres)
+    assert 2 <= d["rank"] <= 4 and d["woodbury_c"] >= 1
     assert d["landmark_seconds"] >= 0
     assert sol.info["converged"] and sol.info["relative_residual"] <= 1e-10
     K = k(X)
@@ -155,19 +257,18 @@ def _digits_histories(monkeypatch, h, tol):
 
 
 def test_deflated_factor_is_the_better_preconditioner(monkeypatch):
-    # digits, h = 3 (c = 257: the first solve makes w in its own sweep): after the first
-    # solve (about the same residual either way: 8.3e-5 and 8.5e-5 on a Zen 3, OpenBLAS
-    # Haswell kernel) a residual several times smaller each pass (the pass count may tie:
-    # 1.02e-12 after three passes against a target of 1e-12, in one run);
-    # h = 8 (c ~ 2e4: w in a sweep of its own), far fewer passes
+    # digits (500 rows: the mean and six k-means centres), h = 3: after the first solve
+    # (about the same residual either way) a residual several times smaller each pass
+    # (rank one, on a Zen 3: 8.3e-5 and 8.5e-5 first); h = 8 (C's largest eigenvalue
+    # ~ 2e4), far fewer passes
     info = _digits_histories(monkeypatch, 3.0, 1e-12)
     h1, h0 = info[True]["refinement_history"], info[False]["refinement_history"]
-    assert info[True]["deflation"]["sherman_morrison_c"] <= deflate.JOINT_C
+    assert info[True]["deflation"]["rank"] >= 2 and info[True]["deflation"]["woodbury_c"] > 1
     assert h1[0] < 1.5 * h0[0], (h1, h0)
     assert all(3 * a < b for a, b in zip(h1[1:3], h0[1:3])), (h1, h0)
     assert info[True]["converged"] and info[False]["converged"]
     info = _digits_histories(monkeypatch, 8.0, 1e-10)
-    assert info[True]["deflation"]["sherman_morrison_c"] > deflate.JOINT_C
+    assert info[True]["deflation"]["woodbury_c"] > deflate.JOINT_C
     assert info[True]["converged"] and info[False]["converged"]
     assert info[True]["iterations"] + 2 <= info[False]["iterations"]
 
@@ -175,7 +276,7 @@ def test_deflated_factor_is_the_better_preconditioner(monkeypatch):
 def test_wide_gaussian_that_broke_the_float32_factor_now_refines(monkeypatch):
     # digits in [0, 1], Gaussian h = 20: K's entries sit near a common level, the float32
     # Cholesky of K broke down (shift 1e-5, refinement stalled at 0.13); that of
-    # K - u u^T needs no shift and the refinement reaches 1e-9
+    # K - U U^T needs no shift and the refinement reaches 1e-9
     from sklearn.datasets import load_digits
 
     Xd, yd = load_digits(return_X_y=True)
@@ -183,7 +284,7 @@ def test_wide_gaussian_that_broke_the_float32_factor_now_refines(monkeypatch):
     k = get_kernel("gaussian", bandwidth=20.0)
     opts = dict(precision="mixed", tol=1e-8)
     sol = solve_exact(k, X, Y, SolveOptions(**opts))
-    assert sol.info["deflation"]["rank"] == 1 and sol.info["shift"] == 0.0
+    assert sol.info["deflation"]["rank"] >= 1 and sol.info["shift"] == 0.0
     assert sol.info["converged"] and sol.info["relative_residual"] <= 1e-8
     K = k(X)
     assert np.linalg.norm(K @ sol.alpha - Y) / np.linalg.norm(Y) <= 1e-8
@@ -209,7 +310,7 @@ def test_deflation_benchmark_dry_run(tmp_path):
     out = json.loads((tmp_path / "deflation_ab_dry_run.json").read_text())
     runs = {r["deflate"]: r for r in out["runs"]}
     assert set(runs) == {True, False} and all(r["status"] == "ok" for r in runs.values())
-    assert runs[True]["deflation"]["rank"] == 1
+    assert runs[True]["deflation"]["rank"] >= 2  # the mean and k-means centres
     assert runs[False]["deflation"] == {"rank": 0, "why": "turned off"}
     assert runs[True]["precision"] == "mixed" and runs[True]["iterations"] >= 1
     assert out["machine"]["peaks"]["cpu"]["sgemm_gflops"] > 0

@@ -29,8 +29,10 @@ def test_local_cluster_equals_single_machine(precision):
                                             distributed="local"))
     assert sol.info["distributed"]["n_workers"] == 2
     assert sol.info["relative_residual"] <= 1e-10 and sol.info["precision"] == precision
-    # the workers' float32 tiles hold K minus the rank-one part (kernelfit.solvers.deflate)
-    assert sol.info["deflation"]["rank"] == (1 if precision == "mixed" else 0)
+    # the workers' float32 tiles hold K minus the landmarks' low-rank part
+    # (kernelfit.solvers.deflate)
+    rank = sol.info["deflation"]["rank"]
+    assert rank >= 2 if precision == "mixed" else rank == 0
     np.testing.assert_allclose(sol.alpha, ref.alpha, atol=1e-7 * np.abs(ref.alpha).max())
 
 

@@ -37,9 +37,12 @@ def test_ooc_equals_in_core(tmp_path, monkeypatch, precision, panel):
     np.testing.assert_allclose(sol.alpha, ref.alpha, atol=1e-7 * np.abs(ref.alpha).max())
     man = json.loads((tmp_path / "ck" / "manifest.json").read_text())
     assert man["state"]["factored"] and man["fingerprint"]["n"] == 300
-    # float32 tiles hold K minus the rank-one part (kernelfit.solvers.deflate)
-    rank = 1 if precision == "mixed" else 0
-    assert sol.info["deflation"]["rank"] == man["fingerprint"]["deflation_rank"] == rank
+    # float32 tiles hold K minus the landmarks' low-rank part (kernelfit.solvers.deflate),
+    # kept with the checkpoint
+    rank = sol.info["deflation"]["rank"]
+    assert man["fingerprint"]["deflation_rank"] == rank
+    assert rank >= 2 if precision == "mixed" else rank == 0
+    assert (tmp_path / "ck" / "U.npy").is_file() == (precision == "mixed")
     assert not list((tmp_path / "ck").glob("A_*.npy"))  # A tiles go once factored
     json.dumps(sol.as_dict())
 
@@ -197,6 +200,37 @@ def test_checkpoint_with_other_deflation_is_refused(tmp_path, monkeypatch):
     sol = solve_exact(K, X, Y, SolveOptions(precision="float64", tile_size=40,
                                             ooc_dir=str(d64), resume=True))
     assert sol.info["checkpoint"]["panels_computed_this_run"] == 0
+
+
+def test_resume_reads_the_deflation_back_from_the_checkpoint(tmp_path, monkeypatch):
+    # the factor is of K - U U^T: a resumed run takes U from the folder (U.npy), not made
+    # again; a checkpoint from before that file (rank one: the rows' mean) resumes with
+    # the mean alone, as it was made
+    import kernelfit.solvers.deflate as deflate
+
+    X, Y = _problem(n=320)
+    opts = dict(precision="mixed", tile_size=40)
+    d = tmp_path / "ck"
+    first = solve_exact(K, X, Y, SolveOptions(**opts, ooc_dir=str(d)))
+    U = np.load(d / "U.npy")
+    assert U.shape == (320, first.info["deflation"]["rank"]) and U.shape[1] >= 2
+    sol = solve_exact(K, X, Y, SolveOptions(**opts, ooc_dir=str(d), resume=True))
+    assert sol.info["deflation"] == {"rank": U.shape[1], "landmark": "the checkpoint's (U.npy)",
+                                     "woodbury_c": sol.info["deflation"]["woodbury_c"]}
+    assert sol.info["checkpoint"]["panels_computed_this_run"] == 0
+    assert sol.info["relative_residual"] <= 1e-10
+    np.save(d / "U.npy", U[:, :1])  # not the part the fingerprint names
+    with pytest.raises(InputError, match="damaged"):
+        solve_exact(K, X, Y, SolveOptions(**opts, ooc_dir=str(d), resume=True))
+    d1 = tmp_path / "ck1"
+    with monkeypatch.context() as mp:
+        mp.setattr(deflate, "RANK", 1)
+        solve_exact(K, X, Y, SolveOptions(**opts, ooc_dir=str(d1)))
+    (d1 / "U.npy").unlink()
+    sol = solve_exact(K, X, Y, SolveOptions(**opts, ooc_dir=str(d1), resume=True))
+    assert sol.info["deflation"]["rank"] == 1
+    assert sol.info["deflation"]["landmark"] == "mean of the training rows"
+    assert sol.info["relative_residual"] <= 1e-10
 
 
 def test_no_disk_room_is_refused_before_writing(tmp_path, monkeypatch):

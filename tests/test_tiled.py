@@ -471,11 +471,11 @@ def test_diagonal_tiles_keep_their_integers_in_their_free_triangles(n, tile, kna
 
     from kernelfit.kernels import to_integer_grid
     from kernelfit.solvers import products
-    from kernelfit.solvers.deflate import mean_landmark
+    from kernelfit.solvers.deflate import nystrom_landmarks
 
     k, G = to_integer_grid(get_kernel(kname, bandwidth=0.9), _grid(n, 5, seed))
     stats = k.prepare(G)
-    U = mean_landmark(k, G, stats, get_backend("cpu"))[0] if deflate else None
+    U = nystrom_landmarks(k, G, stats, get_backend("cpu"))[0] if deflate else None
     if U is None and deflate:
         return  # the mean is (nearly) a row: no deflation for these points
     budget = _ints_budget(n, tile, True)

@@ -34,7 +34,7 @@ from ..backend import Backend, get_backend
 from ..errors import InputError, NotPositiveDefiniteError
 from ..kernels import Kernel
 from .cholesky import backward_row, factor_columns, forward_row, substitute
-from .deflate import Deflated, mean_landmark
+from .deflate import Deflated, nystrom_landmarks
 from .options import real_or_nan
 from .products import cross_kernel_matmul, gram_tile, kernel_diagonal
 from .refine import (ExactSolution, breakdown_facts, refine, refined_solution,
@@ -232,7 +232,7 @@ class DistributedFactor:
         self.client = client
         self.kernel = kernel
         self.X = X_future
-        self.low_rank = low_rank  # a future of u (n, 1) or None (kernelfit.solvers.deflate)
+        self.low_rank = low_rank  # a future of U (n, r) or None (kernelfit.solvers.deflate)
         self.n = n
         self.tile_size = tile_size
         self.dtype = np.dtype(dtype)
@@ -306,7 +306,7 @@ def solve_distributed(kernel: Kernel, X, Y, opts, be: Optional[Backend] = None,
                              f"some (dask worker {opts.scheduler}) and try again",
                              param="scheduler")
         Xf = client.scatter(Xh, broadcast=True)
-        U, deflation = mean_landmark(kernel, Xh, None, get_backend("cpu"), tiles=dtype)
+        U, deflation = nystrom_landmarks(kernel, Xh, None, get_backend("cpu"), tiles=dtype)
         Uf = None if U is None else client.scatter(U, broadcast=True)
         F = DistributedFactor(client, kernel, Xf, n, ts, dtype, low_rank=Uf)
 
@@ -340,14 +340,14 @@ def solve_distributed(kernel: Kernel, X, Y, opts, be: Optional[Backend] = None,
 
         t1 = time.perf_counter()
         precond = F.solve
-        if U is not None:  # the factor is of K - u u^T: M = L L^T + u u^T
+        if U is not None:  # the factor is of K - U U^T: M = L L^T + U U^T
             precond = Deflated(U, precond)
         out = refine(matvec, precond, Yh, tol=opts.tol,
                      max_iter=0 if precision == "float32" else opts.max_iter,
                      method=opts.refinement, log=log)
         timings["solve"] = time.perf_counter() - t1
         if U is not None:
-            deflation["sherman_morrison_c"] = precond.c
+            deflation["woodbury_c"] = precond.c
         F.release()
     except KeyboardInterrupt:
         # the tasks cancelled by the interruption end in the client's event loop; their

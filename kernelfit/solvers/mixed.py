@@ -32,7 +32,7 @@ from ..backend import Backend
 from ..errors import NotPositiveDefiniteError
 from ..kernels import Kernel
 from .cholesky import cholesky_inplace, cholesky_solve
-from .deflate import Deflated, mean_landmark
+from .deflate import Deflated, nystrom_landmarks
 from .products import (build_gram, kept_bytes, kept_storage, kernel_diagonal, kernel_matvec,
                        stored_kernel_matvec)
 from .refine import (ExactSolution, breakdown_facts, refine, refined_solution,
@@ -168,7 +168,7 @@ def solve_mixed(kernel: Kernel, X, Y, opts, be: Backend, splan) -> ExactSolution
     log: List[str] = []
     timings = {"gram": 0.0, "factor": 0.0}
     t0 = time.perf_counter()
-    U, deflation = mean_landmark(kernel, Xb, stats, be)
+    U, deflation = nystrom_landmarks(kernel, Xb, stats, be)
     be.synchronize()
     if U is not None:
         deflation["landmark_seconds"] = time.perf_counter() - t0
@@ -206,9 +206,11 @@ def solve_mixed(kernel: Kernel, X, Y, opts, be: Backend, splan) -> ExactSolution
                                                                 Y.shape[1]))
 
     precond, fast = _preconditioner(T), _fast_preconditioner(T)
-    if U is not None:  # the factor is of K - u u^T: M = L L^T + u u^T
+    if U is not None:  # the factor is of K - U U^T: M = L L^T + U U^T
         u = be.to_numpy(U)
-        precond, fast = Deflated(u, precond), (None if fast is None else Deflated(u, fast))
+        precond = Deflated(u, precond)
+        # the float32 application takes W from the float64 one (one float64 sweep over U)
+        fast = None if fast is None else Deflated(u, fast, exact=precond)
 
     def matvec(V):
         Vb = xp.asarray(V)
@@ -231,8 +233,8 @@ def solve_mixed(kernel: Kernel, X, Y, opts, be: Backend, splan) -> ExactSolution
                      method=opts.refinement, log=log, give_up_slow=auto, fast_precond=fast,
                      give_up_after=_fallback_seconds(splan, T, timings) if auto else None)
     timings["solve"] = time.perf_counter() - t0
-    if U is not None:  # c of the application the refinement started with
-        deflation["sherman_morrison_c"] = fast.c if fast is not None else precond.c
+    if U is not None:  # C's largest eigenvalue (both applications share W and C)
+        deflation["woodbury_c"] = fast.c if fast is not None else precond.c
     nt = T.n_tiles
     kept = len(T.kept) if T.kept else 0
     storage, stored_bytes = kept_storage(T), kept_bytes(T)

@@ -4,7 +4,9 @@ Layout of the folder (``--out-of-core DIR``)::
 
     manifest.json     fingerprint (sha256 of X, kernel, n, tile size, dtype, ridge,
                       deflation rank) + state
-    A_i_j.npy         tile (i, j) of K (- u u^T in float32: the deflation of
+    U.npy             the deflation's low-rank part U (float32 tiles), which a resumed
+                      run reads back rather than making again
+    A_i_j.npy         tile (i, j) of K (- U U^T in float32: the deflation of
                       :mod:`kernelfit.solvers.deflate`) (+ ridge + shift) I, Fortran
                       order, not yet factored
     L_i_j.npy         tile (i, j) of the Cholesky factor, Fortran order
@@ -40,14 +42,14 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from .._io import atomic_write_text, check_format
+from .._io import atomic_save_npy, atomic_write_text, check_format
 from ..backend import Backend, available_host_memory, get_backend
 from ..errors import InputError
 from ..kernels import Kernel
 from ..memory import fmt_bytes
 from ..progress import progress
 from .cholesky import cholesky_solve, factor_columns
-from .deflate import Deflated, mean_landmark
+from .deflate import Deflated, nystrom_landmarks
 from .products import gram_tile, kernel_diagonal, kernel_matvec
 from .refine import (ExactSolution, breakdown_facts, refine, refined_solution,
                      retry_with_shift)
@@ -56,6 +58,8 @@ from .tiles import BlockBuffer, DiskTiles, TiledSymmetric, default_tile_size, ru
 __all__ = ["solve_ooc", "ooc_factor", "fingerprint_X", "MANIFEST", "OOC_FORMAT"]
 
 MANIFEST = "manifest.json"
+#: the deflation's U, kept with the checkpoint
+LOW_RANK_FILE = "U.npy"
 OOC_FORMAT = "kernelfit-ooc"
 OOC_VERSION = 1
 PANEL_ENV = "KERNELFIT_OOC_PANEL_TILES"
@@ -171,8 +175,8 @@ def ooc_factor(kernel: Kernel, X, directory, *, tile_size: int, dtype=np.float32
     ``memory``: the bytes the factorization plans in (None: the available host memory;
     :func:`solve_ooc` gives a memory budget set in its options); a panel of tiles takes half.
 
-    ``low_rank`` (float32 tiles only): a host (n, 1) float64 column u; the factor is then
-    of ``K - u u^T + ridge I`` (mixed precision's deflation, :mod:`kernelfit.solvers.deflate`),
+    ``low_rank`` (float32 tiles only): a host (n, r) float64 array U; the factor is then
+    of ``K - U U^T + ridge I`` (mixed precision's deflation, :mod:`kernelfit.solvers.deflate`),
     and the fingerprint says so. Returns ``(T, info)`` where ``T`` is a factored
     :class:`TiledSymmetric` whose tiles are read-only memory maps of the L files, and
     ``info`` the checkpoint report.
@@ -204,7 +208,8 @@ def ooc_factor(kernel: Kernel, X, directory, *, tile_size: int, dtype=np.float32
     try:
         fp = {"X_sha256": fingerprint_X(X), "n": int(n), "d": int(d),
               "kernel": kernel.params(), "tile_size": int(tile_size), "dtype": dtype.name,
-              "ridge": float(ridge), "deflation_rank": 0 if low_rank is None else 1}
+              "ridge": float(ridge),
+              "deflation_rank": 0 if low_rank is None else int(low_rank.shape[1])}
         store = DiskTiles(directory, n, tile_size, dtype)
         nt = store.nt
         manifest = _read_manifest(directory)
@@ -272,6 +277,8 @@ def ooc_factor(kernel: Kernel, X, directory, *, tile_size: int, dtype=np.float32
                 pass
         raise
     if manifest is None:
+        if low_rank is not None:  # before the manifest: a resumed run reads it back
+            atomic_save_npy(directory / LOW_RANK_FILE, np.asarray(low_rank, dtype=np.float64))
         _write_manifest(directory, fp, state)
     stats = kernel.prepare(X)
     log: list = []
@@ -409,6 +416,29 @@ def _factor_panels(store: DiskTiles, state: dict, fp: dict, be: Backend, budget:
     return done_here
 
 
+def _landmarks(kernel: Kernel, Xh, dtype, opts):
+    """The deflation's U and record (:func:`kernelfit.solvers.deflate.nystrom_landmarks`):
+    a resumed checkpoint's own (``U.npy``), or, for a checkpoint made before that file
+    (rank one), the rows' mean alone, as then; else made afresh."""
+    rank = None
+    folder = Path(opts.ooc_dir).expanduser() if opts.ooc_dir else None
+    if opts.resume and folder is not None and folder.is_dir() and np.dtype(dtype) == np.float32:
+        manifest = _read_manifest(folder)
+        r = int((manifest or {}).get("fingerprint", {}).get("deflation_rank", 0) or 0)
+        path = folder / LOW_RANK_FILE
+        if r and path.is_file():
+            try:
+                U = np.load(path, allow_pickle=False)
+            except (OSError, ValueError) as exc:
+                raise _damaged(folder, f"{LOW_RANK_FILE} unreadable: {exc}") from None
+            if U.shape != (Xh.shape[0], r) or not np.isfinite(U).all():
+                raise _damaged(folder, f"{LOW_RANK_FILE} is not the rank-{r} part of "
+                                       f"{Xh.shape[0]} rows")
+            return U, {"rank": r, "landmark": f"the checkpoint's ({LOW_RANK_FILE})"}
+        rank = r or None
+    return nystrom_landmarks(kernel, Xh, None, get_backend("cpu"), tiles=dtype, rank=rank)
+
+
 def solve_ooc(kernel: Kernel, X, Y, opts, be: Optional[Backend] = None,
               splan=None) -> ExactSolution:
     """Out-of-core exact solve (float32 tiles + float64 refinement unless float64 asked)."""
@@ -422,7 +452,7 @@ def solve_ooc(kernel: Kernel, X, Y, opts, be: Optional[Backend] = None,
                                                     or default_tile_size(n, be.device))
     Xh = np.ascontiguousarray(be.to_numpy(X), dtype=np.float64)
     Yh = np.asarray(be.to_numpy(Y), dtype=np.float64)
-    U, deflation = mean_landmark(kernel, Xh, None, get_backend("cpu"), tiles=dtype)
+    U, deflation = _landmarks(kernel, Xh, dtype, opts)
     T, ck = ooc_factor(kernel, Xh, opts.ooc_dir, tile_size=ts, dtype=dtype, ridge=opts.ridge,
                        resume=opts.resume, backend=be, allow_shift=(precision != "float64"),
                        show_progress=opts.show_progress, low_rank=U, memory=opts.memory_budget)
@@ -440,7 +470,7 @@ def solve_ooc(kernel: Kernel, X, Y, opts, be: Optional[Backend] = None,
         return cholesky_solve(T, R, np.float64)
 
     t0 = time.perf_counter()
-    if U is not None:  # the factor is of K - u u^T: M = L L^T + u u^T
+    if U is not None:  # the factor is of K - U U^T: M = L L^T + U U^T
         precond = Deflated(U, precond)
     max_iter = 0 if precision == "float32" else opts.max_iter
     out = refine(matvec, precond, Yh, tol=opts.tol, max_iter=max_iter,
@@ -448,7 +478,7 @@ def solve_ooc(kernel: Kernel, X, Y, opts, be: Optional[Backend] = None,
     timings = dict(ck.pop("timings"))
     timings["solve"] = time.perf_counter() - t0
     if U is not None:
-        deflation["sherman_morrison_c"] = precond.c
+        deflation["woodbury_c"] = precond.c
     T.free()
     return refined_solution(out, opts, be, n=n, precision=precision, storage_dtype=dtype,
                             tile_size=ts, timings=timings, shift=ck["shift"],
