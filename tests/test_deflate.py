@@ -308,10 +308,55 @@ def test_deflation_benchmark_dry_run(tmp_path):
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = json.loads((tmp_path / "deflation_ab_dry_run.json").read_text())
-    runs = {r["deflate"]: r for r in out["runs"]}
-    assert set(runs) == {True, False} and all(r["status"] == "ok" for r in runs.values())
-    assert runs[True]["deflation"]["rank"] >= 2  # the mean and k-means centres
-    assert runs[False]["deflation"] == {"rank": 0, "why": "turned off"}
-    assert runs[True]["precision"] == "mixed" and runs[True]["iterations"] >= 1
+    runs = {r["rank"]: r for r in out["runs"]}  # default: at most 32 landmarks against 1
+    assert set(runs) == {32, 1} and all(r["status"] == "ok" for r in runs.values())
+    assert runs[32]["deflation"]["rank"] >= 2  # the mean and k-means centres
+    assert runs[1]["deflation"]["rank"] == 1
+    assert runs[1]["deflation"]["landmark"] == "mean of the training rows"
+    assert runs[32]["precision"] == "mixed" and runs[32]["iterations"] >= 1
     assert out["machine"]["peaks"]["cpu"]["sgemm_gflops"] > 0
-    assert set(out["medians"]) == {"deflated_1500", "plain_1500"}
+    assert set(out["medians"]) == {"rank32_1500", "rank1_1500"}
+    bad = subprocess.run([sys.executable, str(root / "benchmarks" / "bench_deflation.py"),
+                          "--dry-run", "--ranks", "32", "--out", str(tmp_path)],
+                         capture_output=True, text=True, timeout=600)
+    assert bad.returncode == 2 and "--ranks takes two" in bad.stderr
+
+
+def test_bench_child_sets_the_deflation_rank_or_turns_it_off():
+    from kernelfit.bench.runner import run_child
+
+    spec = {"task": "solve", "impl": "kernelfit", "n": 400, "n_test": 20, "d": 8,
+            "dataset": "random", "kernel": "gaussian", "bandwidth": 1.0,
+            "precision": "mixed", "repeats": 1}
+    got = {}
+    for rank in (0, 3):
+        child = run_child({**spec, "deflate": rank}, timeout=300)
+        assert child["status"] == "ok", child.get("stderr_tail")
+        got[rank] = child["result"]["repeats"][0]["deflation"]
+    assert got[0] == {"rank": 0, "why": "turned off"}
+    assert got[3]["candidates"] == 3 and 1 <= got[3]["rank"] <= 3
+
+
+def test_deflation_rank_benchmark_dry_run(tmp_path):
+    # benchmarks/bench_deflation_rank.py --dry-run: digits, ranks 1 and 4, each in a fresh
+    # process with deflate.RANK set there (the records say so), the JSON with the machine
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_deflation_rank.py"
+    proc = subprocess.run([sys.executable, str(script), "--dry-run", "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads((tmp_path / "deflation_rank_dry_run.json").read_text())
+    runs = {r["rank"]: r for r in out["runs"]}
+    assert set(runs) == {1, 4} and all(r["status"] == "ok" for r in runs.values())
+    assert runs[1]["deflation"]["rank"] == 1
+    assert runs[4]["deflation"]["candidates"] == 4 and runs[4]["deflation"]["rank"] >= 2
+    assert all(r["precision"] == "mixed" and r["solve_iterations"] >= 1
+               for r in runs.values())
+    assert out["machine"]["cpu"]
+    bad = subprocess.run([sys.executable, str(script), "--ranks", "x", "--data-dir", "."],
+                         capture_output=True, text=True, timeout=600)
+    assert bad.returncode == 2 and "--ranks take" in bad.stderr

@@ -25,8 +25,8 @@ Tasks a child runs (``spec['task']``):
               ``scipy``), ``repeats`` times in the same process, on seeded random data
               (``dataset='random'``, ``d`` features in [0, 1], 10 classes) or a real
               dataset (``dataset='mnist'``, ``data_dir``); loading is not timed.
-              ``deflate`` (kernelfit, optional): mixed precision's rank-one deflation on
-              or off (:data:`kernelfit.solvers.deflate.ENABLED`), for before/after runs.
+              ``deflate`` (kernelfit, optional): mixed precision's deflation off (False,
+              0), on (True) or with at most this many landmarks (``deflate.RANK``).
 ``peaks``     GEMM peak rates (:mod:`kernelfit.bench.machine`), CPU and optionally GPU.
 ``selftest``  ``mode``: ``ok``, ``segv`` (kill itself with SIGSEGV), ``sleep`` (``seconds``),
               ``alloc`` (touch ``bytes`` of memory), ``exit`` (``code``): used by the tests.
@@ -345,6 +345,7 @@ def run_solve_task(spec: dict, on_repeat: Optional[Callable[[dict], None]] = Non
             from ..solvers import deflate
 
             deflate.ENABLED = bool(spec["deflate"])
+            deflate.RANK = deflate.RANK if spec["deflate"] is True else int(spec["deflate"])
     warmup_s = m = None
     if impl == "kernelfit" and spec.get("device", "cpu") == "gpu":
         # a fresh process's first GPU solve pays one-off costs (CuPy compiling or loading

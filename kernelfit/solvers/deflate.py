@@ -38,7 +38,7 @@ import numpy as np
 from ..backend import Backend
 from ..kernels import Kernel
 
-__all__ = ["nystrom_landmarks", "Deflated", "LANDMARK_KERNELS", "NEAR", "JOINT_C", "ENABLED",
+__all__ = ["nystrom_landmarks", "planned_rank", "Deflated", "LANDMARK_KERNELS", "NEAR", "JOINT_C", "ENABLED",
            "RANK", "PIVOT_MIN", "LANDMARK_SEED"]
 
 #: deflate the float32 factors of mixed precision (in memory, out of core, on Dask); False only
@@ -72,6 +72,12 @@ JOINT_C = 1e3
 #: rows of X per chunk of the landmarks' kernel columns (a float64 copy of about 4 MiB,
 #: reused: fresh memory is costly to touch on some VMs)
 _CHUNK_BYTES = 1 << 22
+
+
+def planned_rank(n: int, rank: Optional[int] = None) -> int:
+    """The landmarks asked for with ``n`` rows: ``rank`` (default :data:`RANK`), at most one
+    per :data:`SAMPLE_PER_LANDMARK` rows, at least one (the mean)."""
+    return max(1, min(RANK if rank is None else int(rank), n // SAMPLE_PER_LANDMARK))
 
 
 def _kmeans_centres(S: np.ndarray, k: int, rng) -> np.ndarray:
@@ -140,7 +146,7 @@ def nystrom_landmarks(kernel: Kernel, X, stats, be: Backend, tiles=np.float32,
     xp = be.xp
     if stats is None:
         stats = kernel.prepare(X)
-    want = max(1, min(RANK if rank is None else int(rank), n // SAMPLE_PER_LANDMARK))
+    want = planned_rank(n, rank)
     Zc = [be.to_numpy(xp.mean(X, axis=0, dtype=xp.float64))[None, :]]
     sample = 0
     if want > 1:

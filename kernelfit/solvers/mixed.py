@@ -3,8 +3,8 @@ accuracy by refinement (:mod:`kernelfit.solvers.refine`) against float64 kernel 
 
 The float32 factor L32 (half the memory and, on CPUs, about twice the GEMM rate of
 float64) is a preconditioner M = L32 L32^T of the float64 system K alpha = Y; for the
-Gaussian and Laplacian kernels L32 factors K minus a rank-one Nystrom part u u^T, and
-M = L32 L32^T + u u^T (:mod:`kernelfit.solvers.deflate`: smaller entries to round, a
+Gaussian and Laplacian kernels L32 factors K minus a low-rank Nystrom part U U^T, and
+M = L32 L32^T + U U^T (:mod:`kernelfit.solvers.deflate`: smaller entries to round, a
 better preconditioner). The float64
 products K V come from tiles of K kept while the Gram matrix was built, as many as
 the plan's budget allows (:func:`kernelfit.solvers.plan.plan_solve`), and from tiles
@@ -225,7 +225,7 @@ def solve_mixed(kernel: Kernel, X, Y, opts, be: Backend, splan) -> ExactSolution
     t0 = time.perf_counter()
     # one BLAS thread through the refinement on the CPU: its K products and triangular
     # solves run on the tile threads with one BLAS thread each already, and the small
-    # products between them (norms, Sherman-Morrison's rank-one part) would otherwise wake
+    # products between them (norms, the Woodbury low-rank part) would otherwise wake
     # the BLAS libraries' own threads, which keep spinning beside the tile threads for a
     # while after each call (MNIST n = 10,000 on 2 Zen 3 cores: 0.71-0.78 s -> 0.60 s)
     with BlasOneThread(be.device == "cpu" and T.n_tiles > 1):

@@ -27,6 +27,7 @@ import numpy as np
 from ..backend import get_backend
 from ..errors import InputError
 from ..memory import SAFETY, MemoryPlan, fmt_bytes, largest_n, plan_exact_solve
+from . import deflate
 from .machine import gemm_rates, n_threads_default, tile_choice
 from .ooc import checkpoint_tile_size
 from .options import SolveOptions
@@ -116,6 +117,9 @@ def plan_mixed(n: int, d: int, m: int, tile_size: int, *, device="cpu", availabl
     plan.add("K tiles (float32)", TiledSymmetric.storage_bytes(n, tile_size, np.float32))
     plan.add("tile buffers", (nth + 2) * 8.0 * ts * ts)
     plan.add("refinement vectors", 8.0 * n * m * (14 + 2 * nth))
+    # the deflation's U and W, and k(X, Z) or the first sweep's columns (Gaussian and
+    # Laplacian kernels only, counted for every kernel: 2.3 MiB per 10^4 rows at rank 32)
+    plan.add("deflation (landmarks)", 3 * 8.0 * n * deflate.planned_rank(n))
     return plan
 
 
@@ -125,7 +129,8 @@ def plan_gram_solve(n: int, m: int, tile_size: int, *, n_test: int = 0, device="
     outside the solvers and held as one dense n x n float32 matrix whose tiles are views
     (the factor in one triangle, K kept in the other), and its float32 n_test x n cross
     kernel for the predictions; the tile buffers and refinement vectors as in
-    :func:`plan_mixed`. The caller adds its own items before checking it."""
+    :func:`plan_mixed` (no deflation: :func:`~kernelfit.solvers.mixed.solve_gram` factors
+    the Gram matrix as given). The caller adds its own items before checking it."""
     mixed = plan_mixed(n, 0, m, tile_size, device=device, n_threads=n_threads)
     plan = MemoryPlan(device=device, available=available)
     plan.add("K and its factor (n x n float32)", 4.0 * n * n)
