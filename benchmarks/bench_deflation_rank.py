@@ -29,6 +29,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from _ab import add_output_args, file_tag, sizes_of  # noqa: E402  (benchmarks/_ab.py)
+from bench_code_ab import commit_of  # noqa: E402  (benchmarks/bench_code_ab.py)
 
 KEYS = ("precision", "solve_iterations", "matvecs", "refinement_history",
         "preconditioner_application", "deflation", "relative_residual", "test_error",
@@ -121,7 +122,7 @@ def main(argv=None) -> int:
            "what": ("refinement passes of kernelfit's mixed-precision solve (every other "
                     "option default) with the float32 factor deflated by at most `rank` "
                     "landmarks (0: not deflated); one fresh process per run"),
-           "machine": machine, "runs": runs}
+           "commit": commit_of(str(HERE.parent)), "machine": machine, "runs": runs}
     path = Path(args.out) / f"deflation_rank_{tag}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out, indent=1, default=str))

@@ -85,12 +85,14 @@ def _kmeans_centres(S: np.ndarray, k: int, rng) -> np.ndarray:
     distinct rows drawn with ``rng``; a centre left without rows keeps its place."""
     Z = S[rng.choice(S.shape[0], size=k, replace=False)].copy()
     s_sq = np.einsum("ij,ij->i", S, S)
+    member = np.zeros((S.shape[0], k))
     for _ in range(KMEANS_ITERATIONS):
         d = s_sq[:, None] + np.einsum("ij,ij->i", Z, Z)[None, :] - 2.0 * (S @ Z.T)
         near = np.argmin(d, axis=1)
         counts = np.bincount(near, minlength=k)
-        sums = np.zeros_like(Z)
-        np.add.at(sums, near, S)
+        member[...] = 0.0
+        member[np.arange(S.shape[0]), near] = 1.0
+        sums = member.T @ S  # one GEMM (np.add.at took 10 ms a call on 2,048 x 784)
         have = counts > 0
         Z[have] = sums[have] / counts[have, None]
     return Z
