@@ -192,35 +192,57 @@ def test_deflated_applies_the_inverse_of_the_updated_matrix(monkeypatch, joint_c
     assert calls == ([3 + rank, 3] if joint_c == 1e300 else [3 + rank, 3, 3])
 
 
-def test_deflated_takes_w_from_the_exact_application():
-    # the float32 application's Woodbury part comes from the float64 one: one sweep of
-    # the exact solve over U (and no joint sweep in the inexact one)
+def test_deflated_makes_its_own_w_or_takes_the_fallbacks(monkeypatch):
+    # the float32 application makes W in its own first sweep (U's columns appended); where
+    # the C that W gives is not at least C_MIN I (a W too far off), W and C come from the
+    # float64 application (one sweep of it over U)
     rng = np.random.default_rng(4)
     B = rng.standard_normal((30, 30))
     A = B @ B.T + 30 * np.eye(30)
-    u = rng.standard_normal((30, 4))
-    exact_calls, rough_calls = [], []
+    u = 3.0 * rng.standard_normal((30, 4))
+    R = rng.standard_normal((30, 2))
+    calls = {"exact": [], "rough": []}
 
     def S(R):
-        exact_calls.append(R.shape[1])
+        calls["exact"].append(R.shape[1])
         return np.linalg.solve(A, R)
 
-    def S_rough(R):  # another operator: what the inexact application does is its own
-        rough_calls.append(R.shape[1])
-        return np.linalg.solve(A + 0.01 * np.eye(30), R)
+    def rough_of(shift):
+        def p(R):
+            calls["rough"].append(R.shape[1])
+            return np.linalg.solve(A + shift * np.eye(30), R)
+        return p
 
+    # a near solve: its own W, the joint form (c <= JOINT_C), the float64 one not called
     exact = Deflated(u, S)
-    rough = Deflated(u, S_rough, exact=exact)
-    R = rng.standard_normal((30, 2))
+    rough = Deflated(u, rough_of(0.01), fallback=exact)
+    np.testing.assert_allclose(rough(R), np.linalg.solve(A + 0.01 * np.eye(30) + u @ u.T, R),
+                               rtol=1e-10)
+    assert rough.w_from == "own" and calls == {"exact": [], "rough": [2 + 4]}
+    assert exact.w is None
+    # a solve far off (here: of a matrix that is not positive definite): C is not >= I/2,
+    # so W and C are the float64 one's, made by one sweep over U
+    calls = {"exact": [], "rough": []}
+    bad = -np.linalg.eigvalsh(A)[-1] * 2
+    exact = Deflated(u, S)
+    rough = Deflated(u, rough_of(bad), fallback=exact)
     W = np.linalg.solve(A, u)
     Cinv = np.linalg.inv(np.eye(4) + u.T @ W)
-    want = np.linalg.solve(A + 0.01 * np.eye(30), R - u @ (Cinv @ (W.T @ R)))
+    want = np.linalg.solve(A + bad * np.eye(30), R - u @ (Cinv @ (W.T @ R)))
     np.testing.assert_allclose(rough(R), want, rtol=1e-10, atol=1e-12)
-    assert exact_calls == [4] and rough_calls == [2]
-    assert rough.c == exact.c and np.array_equal(rough.w, exact.w)
-    # the exact one then needs no sweep of its own for W
+    assert rough.w_from == "fallback" and rough.c == exact.c
+    assert calls == {"exact": [4], "rough": [2 + 4, 2]}
+    # the float64 one then needs no sweep of its own for W
     np.testing.assert_allclose(exact(R), np.linalg.solve(A + u @ u.T, R), rtol=1e-10)
-    assert exact_calls == [4, 2]
+    assert calls["exact"] == [4, 2]
+    # a near solve, but c above JOINT_C (the part would cancel its W's error by about c):
+    # the float64 one's W as well
+    monkeypatch.setattr(deflate, "JOINT_C", 1.0)
+    calls = {"exact": [], "rough": []}
+    exact = Deflated(u, S)
+    rough = Deflated(u, rough_of(0.01), fallback=exact)
+    rough(R)
+    assert rough.w_from == "fallback" and calls == {"exact": [4], "rough": [2 + 4, 2]}
 
 
 def test_mixed_solve_deflates_and_records_it(monkeypatch):

@@ -38,8 +38,8 @@ import numpy as np
 from ..backend import Backend
 from ..kernels import Kernel
 
-__all__ = ["nystrom_landmarks", "planned_rank", "Deflated", "LANDMARK_KERNELS", "NEAR", "JOINT_C", "ENABLED",
-           "RANK", "PIVOT_MIN", "LANDMARK_SEED"]
+__all__ = ["nystrom_landmarks", "planned_rank", "Deflated", "LANDMARK_KERNELS", "NEAR",
+           "JOINT_C", "C_MIN", "ENABLED", "RANK", "PIVOT_MIN", "LANDMARK_SEED"]
 
 #: deflate the float32 factors of mixed precision (in memory, out of core, on Dask); False only
 #: for before/after comparisons (``benchmarks/bench_deflation.py``)
@@ -69,6 +69,10 @@ NEAR = 0.999
 #: c = 72, n = 20,000) the first residual was the same either way (2.0e-5 and 2.2e-5); at
 #: c ~ 1e5 (a shifted factor) it lost the gain
 JOINT_C = 1e3
+#: C = I + U^T S U is at least I for a positive definite S: a computed C whose smallest
+#: eigenvalue is below this came from a W too far off (a float32 solve's), and the float64
+#: application's W is used instead
+C_MIN = 0.5
 #: rows of X per chunk of the landmarks' kernel columns (a float64 copy of about 4 MiB,
 #: reused: fresh memory is costly to touch on some VMs)
 _CHUNK_BYTES = 1 << 22
@@ -203,32 +207,41 @@ class Deflated:
     The low-rank part leaves R in float64 before the solve. Subtracting it after,
     ``S R - W C^-1 W^T R``, cancels two terms that each carry the solve's error, by about
     c, C's largest eigenvalue: in float32 that lost the whole gain where K is nearly
-    singular (c ~ 1e5). W comes from ``exact``, a :class:`Deflated` with a float64 ``p``,
-    when given (a float32 ``p`` makes a W whose C need not be positive definite), else from
-    ``p``: its first application makes W in the same sweep as S R (columns appended) and
-    uses that form when c <= ``JOINT_C``; else it sweeps again. ``c`` is None until then.
+    singular (c ~ 1e5). The first application makes W with ``p`` in the same sweep as
+    S R (U's columns appended) and uses that form when c <= ``JOINT_C``; else it sweeps
+    again. With a ``fallback`` (a :class:`Deflated` whose ``p`` is the float64 solve, for a
+    float32 ``p``), W and C come from it instead (one sweep of its ``p`` over U) where the
+    C that ``p`` made is not at least ``C_MIN`` I (C >= I when S is positive definite: a
+    W too far off) or c > JOINT_C (the Woodbury part then cancels that W's error by about
+    c: digits with a wide Gaussian, c ~ 3e6, refined no further than 1e-7 with a float32
+    W). ``c`` is None until the first application; ``w_from`` says which made W.
     """
 
-    def __init__(self, U, p: Callable, exact: Optional["Deflated"] = None):
+    def __init__(self, U, p: Callable, fallback: Optional["Deflated"] = None):
         U = np.asarray(U, dtype=np.float64)
         self.u = U[:, None] if U.ndim == 1 else U
         self.p = p
-        self.exact = exact
+        self.fallback = fallback
         self.w: Optional[np.ndarray] = None
         self.c: Optional[float] = None
+        self.w_from: Optional[str] = None
         self._cinv: Optional[np.ndarray] = None
 
     def _make(self, R=None):
-        """W, C^-1 and c from one sweep of ``p`` over U (and ``R`` before it: returns S R)."""
+        """W, C^-1 and c from one sweep of ``p`` over U (and ``R`` before it): returns
+        ``(S R or None, whether C is at least C_MIN I with c <= JOINT_C)``."""
         r = self.u.shape[1]
         Z = np.asarray(self.p(self.u if R is None else np.hstack([R, self.u])),
                        dtype=np.float64)
         self.w = Z[:, -r:].copy()
         C = np.eye(r) + self.u.T @ self.w
         C = 0.5 * (C + C.T)
-        self.c = float(np.linalg.eigvalsh(C)[-1])
+        eig = np.linalg.eigvalsh(C)
+        self.c = float(eig[-1])
         self._cinv = np.linalg.inv(C)
-        return None if R is None else Z[:, :-r]
+        self.w_from = "own"
+        ok = bool(np.isfinite(eig).all() and eig[0] >= C_MIN and self.c <= JOINT_C)
+        return (None if R is None else Z[:, :-r]), ok
 
     def _part(self, R):
         return self._cinv @ (self.w.T @ R)
@@ -236,12 +249,13 @@ class Deflated:
     def __call__(self, R):
         R = np.asarray(R, dtype=np.float64)
         if self.w is None:
-            if self.exact is not None:
-                if self.exact.w is None:
-                    self.exact._make()
-                self.w, self.c, self._cinv = self.exact.w, self.exact.c, self.exact._cinv
-            else:
-                SR = self._make(R)
-                if self.c <= JOINT_C:
-                    return SR - self.w @ self._part(R)
+            SR, ok = self._make(R)
+            if not ok and self.fallback is not None:
+                fb = self.fallback
+                if fb.w is None:
+                    fb._make()
+                self.w, self.c, self._cinv = fb.w, fb.c, fb._cinv
+                self.w_from = "fallback"
+            elif self.c <= JOINT_C:
+                return SR - self.w @ self._part(R)
         return np.asarray(self.p(R - self.u @ self._part(R)), dtype=np.float64)

@@ -209,8 +209,9 @@ def solve_mixed(kernel: Kernel, X, Y, opts, be: Backend, splan) -> ExactSolution
     if U is not None:  # the factor is of K - U U^T: M = L L^T + U U^T
         u = be.to_numpy(U)
         precond = Deflated(u, precond)
-        # the float32 application takes W from the float64 one (one float64 sweep over U)
-        fast = None if fast is None else Deflated(u, fast, exact=precond)
+        # the float32 application makes its own W in its first sweep; where that W is too
+        # far off (C not >= C_MIN I), it takes the float64 one's (one float64 sweep over U)
+        fast = None if fast is None else Deflated(u, fast, fallback=precond)
 
     def matvec(V):
         Vb = xp.asarray(V)
@@ -233,8 +234,12 @@ def solve_mixed(kernel: Kernel, X, Y, opts, be: Backend, splan) -> ExactSolution
                      method=opts.refinement, log=log, give_up_slow=auto, fast_precond=fast,
                      give_up_after=_fallback_seconds(splan, T, timings) if auto else None)
     timings["solve"] = time.perf_counter() - t0
-    if U is not None:  # C's largest eigenvalue (both applications share W and C)
-        deflation["woodbury_c"] = fast.c if fast is not None else precond.c
+    if U is not None:  # C's largest eigenvalue, of the application the refinement began with
+        first = fast if fast is not None else precond
+        deflation["woodbury_c"] = first.c
+        deflation["woodbury_w"] = {"own": "the first application's own sweep",
+                                   "fallback": "the float64 application's sweep"}.get(
+                                       first.w_from, "not made")
     nt = T.n_tiles
     kept = len(T.kept) if T.kept else 0
     storage, stored_bytes = kept_storage(T), kept_bytes(T)
