@@ -245,6 +245,25 @@ def test_deflated_makes_its_own_w_or_takes_the_fallbacks(monkeypatch):
     assert rough.w_from == "fallback" and calls == {"exact": [4], "rough": [2 + 4, 2]}
 
 
+def test_deflated_without_a_finite_w_applies_the_solve_alone():
+    # a solve that returns non-finite values for U's columns: no low-rank part (S alone),
+    # c recorded as NaN, no exception from the eigenvalues of a NaN C
+    A = np.diag(np.arange(1.0, 7.0))
+    u = np.ones((6, 2))
+    R = np.arange(12.0).reshape(6, 2)
+
+    def S(V):
+        out = np.linalg.solve(A, V)
+        if V.shape[1] > 2:
+            out[0, 2:] = np.nan
+        return out
+
+    M = Deflated(u, S)
+    np.testing.assert_allclose(M(R), np.linalg.solve(A, R))
+    assert np.isnan(M.c) and M.w_from == "own"
+    np.testing.assert_allclose(M(R), np.linalg.solve(A, R))
+
+
 def test_mixed_solve_deflates_and_records_it(monkeypatch):
     X, Y = _problem()
     k = get_kernel("gaussian", bandwidth=0.8)  # cond(K) ~ 1e7

@@ -291,8 +291,10 @@ def test_mixed_precision_agrees_with_float64(be, refinement):
                                 refinement=refinement)
     assert sol.device == be.device and sol.info["precision"] == "mixed"
     assert sol.info["relative_residual"] <= 1e-10
-    # the low-rank part (the mean and a k-means centre at n = 150) left the device's tiles
-    assert sol.info["deflation"]["rank"] == 2
+    # the low-rank part (the mean and a k-means centre at n = 150, the centre's pivot near
+    # PIVOT_MIN: it may be left out) left the device's tiles
+    d = sol.info["deflation"]
+    assert d["candidates"] == 2 and 1 <= d["rank"] <= 2
     # both solutions have relative residual <= 1e-10 and cond(K) is about 1e6 here, so
     # they may differ by up to about 1e-4 relative; a wrong GPU path differs by O(1)
     got = _host(be, sol.alpha)

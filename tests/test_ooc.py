@@ -215,13 +215,28 @@ def test_resume_reads_the_deflation_back_from_the_checkpoint(tmp_path, monkeypat
     U = np.load(d / "U.npy")
     assert U.shape == (320, first.info["deflation"]["rank"]) and U.shape[1] >= 2
     sol = solve_exact(K, X, Y, SolveOptions(**opts, ooc_dir=str(d), resume=True))
-    assert sol.info["deflation"] == {"rank": U.shape[1], "landmark": "the checkpoint's (U.npy)",
-                                     "woodbury_c": sol.info["deflation"]["woodbury_c"]}
+    rec = sol.info["deflation"]
+    assert rec["rank"] == U.shape[1] and rec["landmark"] == "the checkpoint's (U.npy)"
+    assert rec["woodbury_c"] >= 1  # C = I + U^T S U
     assert sol.info["checkpoint"]["panels_computed_this_run"] == 0
     assert sol.info["relative_residual"] <= 1e-10
+    # other rows: the fingerprint's refusal (not "damaged": the checkpoint is fine)
+    with pytest.raises(InputError, match="different data") as err:
+        solve_exact(K, X[:300], Y[:300], SolveOptions(**opts, ooc_dir=str(d), resume=True))
+    assert "damaged" not in str(err.value)
     np.save(d / "U.npy", U[:, :1])  # not the part the fingerprint names
     with pytest.raises(InputError, match="damaged"):
         solve_exact(K, X, Y, SolveOptions(**opts, ooc_dir=str(d), resume=True))
+    (d / "U.npy").unlink()  # made again it would not be the U the tiles hold
+    with pytest.raises(InputError, match="U.npy, the deflation of its tiles, is missing"):
+        solve_exact(K, X, Y, SolveOptions(**opts, ooc_dir=str(d), resume=True))
+    np.save(d / "U.npy", U)
+    man = json.loads((d / "manifest.json").read_text())
+    for bad in ({**man, "fingerprint": [1]},
+                {**man, "fingerprint": {**man["fingerprint"], "deflation_rank": "x"}}):
+        (d / "manifest.json").write_text(json.dumps(bad))
+        with pytest.raises(InputError, match="damaged"):
+            solve_exact(K, X, Y, SolveOptions(**opts, ooc_dir=str(d), resume=True))
     d1 = tmp_path / "ck1"
     with monkeypatch.context() as mp:
         mp.setattr(deflate, "RANK", 1)

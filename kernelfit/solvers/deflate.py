@@ -17,15 +17,16 @@ mixed precision factors K minus that part instead, and adds it back exactly:
   products and the residual stay those of K itself;
 - the preconditioner is ``M = L L^T + U U^T``, applied by the Woodbury identity
   (:class:`Deflated`): ``M^-1 R = S (R - U C^-1 W^T R)`` with ``S = (L L^T)^-1``,
-  ``W = S U`` and ``C = I + U^T W`` (W made once, in float64). It is symmetric, so CG's
-  theory holds.
+  ``W = S U`` and ``C = I + U^T W`` (W made by each application's first sweep; the
+  float32 one takes the float64 one's where its own is too far off). It is symmetric, so
+  CG's theory holds.
 
-Measured on Gabor features of MNIST (Gaussian at the default bandwidth; a 2-core Zen 5,
-the refinement's own rule for float32 and float64 triangular solves): the mean alone
-(rank one) needed 17 passes to 6e-11 at n = 60,000, 32 landmarks 6, a residual about 100
-times smaller each pass at first instead of 3 to 4 times; at n = 20,000 ranks 1, 8, 32 and
-64 took 7, 5, 4 and 4 passes, and MNIST's pixels (h = 5) 4, 3, 3 and 3. End to end: see
-``benchmarks/results/deflation_rank_zen5.json`` and the README.
+Measured on a 2-core Zen 5 (``benchmarks/results/mnist_full_deflation_rank_zen5.json``,
+``deflation_rank_zen5.json``): the design card's command (Gabor features of MNIST,
+n = 60,000) refines in 7 passes instead of 18 with the mean alone, the residual falling 35
+to 190 times a pass instead of 2 to 15 times (238-249 s against 288 s end to end); at
+n = 20,000 ranks 1, 8, 32 and 64 took 7, 4, 4 and 3 passes on Gabor features and 3, 2, 2
+and 2 on MNIST's pixels.
 """
 
 from __future__ import annotations
@@ -234,14 +235,19 @@ class Deflated:
         Z = np.asarray(self.p(self.u if R is None else np.hstack([R, self.u])),
                        dtype=np.float64)
         self.w = Z[:, -r:].copy()
+        self.w_from = "own"
+        SR = None if R is None else Z[:, :-r]
+        if not np.isfinite(self.w).all():  # a solve gone wrong: no low-rank part then
+            self.w[...] = 0.0
+            self.c, self._cinv = float("nan"), np.zeros((r, r))
+            return SR, False
         C = np.eye(r) + self.u.T @ self.w
         C = 0.5 * (C + C.T)
         eig = np.linalg.eigvalsh(C)
         self.c = float(eig[-1])
         self._cinv = np.linalg.inv(C)
-        self.w_from = "own"
-        ok = bool(np.isfinite(eig).all() and eig[0] >= C_MIN and self.c <= JOINT_C)
-        return (None if R is None else Z[:, :-r]), ok
+        ok = bool(eig[0] >= C_MIN and self.c <= JOINT_C)
+        return SR, ok
 
     def _part(self, R):
         return self._cinv @ (self.w.T @ R)

@@ -222,7 +222,11 @@ def ooc_factor(kernel: Kernel, X, directory, *, tile_size: int, dtype=np.float32
                                  "tile columns done); continue it with resume=True, or choose "
                                  "an empty folder", param="ooc_dir", path=str(directory),
                                  checkpoint=True)
-            old = dict(manifest.get("fingerprint", {}))
+            old = manifest.get("fingerprint", {})
+            if not isinstance(old, dict):
+                raise _damaged(directory, "its manifest's fingerprint is not what kernelfit "
+                                          "writes")
+            old = dict(old)
             old.setdefault("deflation_rank", 0)  # older checkpoints: tiles of K itself
             diff = sorted(k for k in set(fp) | set(old) if fp.get(k) != old.get(k))
             if diff:
@@ -419,23 +423,38 @@ def _factor_panels(store: DiskTiles, state: dict, fp: dict, be: Backend, budget:
 def _landmarks(kernel: Kernel, Xh, dtype, opts):
     """The deflation's U and record (:func:`kernelfit.solvers.deflate.nystrom_landmarks`):
     a resumed checkpoint's own (``U.npy``), or, for a checkpoint made before that file
-    (rank one), the rows' mean alone, as then; else made afresh."""
+    (rank one), the rows' mean alone, as then; else made afresh. A checkpoint of other
+    rows gets a fresh U here: :func:`ooc_factor`'s fingerprint check then refuses it."""
     rank = None
     folder = Path(opts.ooc_dir).expanduser() if opts.ooc_dir else None
     if opts.resume and folder is not None and folder.is_dir() and np.dtype(dtype) == np.float32:
-        manifest = _read_manifest(folder)
-        r = int((manifest or {}).get("fingerprint", {}).get("deflation_rank", 0) or 0)
+        manifest = _read_manifest(folder) or {}
+        fp = manifest.get("fingerprint", {})
+        try:
+            r = int(fp.get("deflation_rank", 0) or 0) if isinstance(fp, dict) else -1
+        except (TypeError, ValueError):
+            r = -1
+        if r < 0:
+            raise _damaged(folder, "its manifest's fingerprint or deflation_rank is not "
+                                   "what kernelfit writes")
+        n = Xh.shape[0]
         path = folder / LOW_RANK_FILE
-        if r and path.is_file():
+        if r and fp.get("n") == n:
+            if not path.is_file():
+                if r > 1:  # made again it would be another U than the tiles hold
+                    raise _damaged(folder, f"{LOW_RANK_FILE}, the deflation of its tiles, "
+                                           "is missing")
+                return nystrom_landmarks(kernel, Xh, None, get_backend("cpu"), tiles=dtype,
+                                         rank=1)
             try:
                 U = np.load(path, allow_pickle=False)
             except (OSError, ValueError) as exc:
                 raise _damaged(folder, f"{LOW_RANK_FILE} unreadable: {exc}") from None
-            if U.shape != (Xh.shape[0], r) or not np.isfinite(U).all():
-                raise _damaged(folder, f"{LOW_RANK_FILE} is not the rank-{r} part of "
-                                       f"{Xh.shape[0]} rows")
+            if (U.dtype != np.float64 or U.shape != (n, r)
+                    or not np.isfinite(U).all()):
+                raise _damaged(folder, f"{LOW_RANK_FILE} is not the float64 rank-{r} part "
+                                       f"of {n} rows")
             return U, {"rank": r, "landmark": f"the checkpoint's ({LOW_RANK_FILE})"}
-        rank = r or None
     return nystrom_landmarks(kernel, Xh, None, get_backend("cpu"), tiles=dtype, rank=rank)
 
 

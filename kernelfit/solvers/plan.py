@@ -118,7 +118,7 @@ def plan_mixed(n: int, d: int, m: int, tile_size: int, *, device="cpu", availabl
     plan.add("tile buffers", (nth + 2) * 8.0 * ts * ts)
     plan.add("refinement vectors", 8.0 * n * m * (14 + 2 * nth))
     # the deflation's U and W, and k(X, Z) or the first sweep's columns (Gaussian and
-    # Laplacian kernels only, counted for every kernel: 2.3 MiB per 10^4 rows at rank 32)
+    # Laplacian kernels only, counted for every kernel: 7.3 MiB per 10^4 rows at rank 32)
     plan.add("deflation (landmarks)", 3 * 8.0 * n * deflate.planned_rank(n))
     return plan
 
