@@ -86,6 +86,22 @@ def file_tag(args, machine: dict) -> str:
     return args.tag or "".join(c if c.isalnum() else "_" for c in cpu.lower()).strip("_")
 
 
+def write_result(args, argv, *, script: str, benchmark: str, what: str, machine: dict,
+                 body: dict) -> Path:
+    """Write ``<args.out>/<benchmark>_<tag>.json`` (:func:`file_tag`): the benchmark's name,
+    issue, time, command line (``script`` and ``argv``, else ``sys.argv``) and ``what``,
+    then ``body``; say so on stdout. Returns the path."""
+    out = {"benchmark": benchmark, "issues": [14],
+           "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+           "command": f"{script} " + " ".join(argv if argv is not None else sys.argv[1:]),
+           "what": what, **body}
+    path = Path(args.out) / f"{benchmark}_{file_tag(args, machine)}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(out, indent=1, default=str) + "\n")
+    print(f"wrote {path}")
+    return path
+
+
 def run_ab(args, argv, *, script: str, benchmark: str, what: str, variants: tuple,
            one_run, line, medians, extra: dict = None) -> int:
     """Run ``one_run(args, n, variant)`` for each n of ``args.n`` (1,500 for a dry run),
@@ -120,15 +136,8 @@ def run_ab(args, argv, *, script: str, benchmark: str, what: str, variants: tupl
             rec["round"] = r
             runs.append(rec)
             print(f"n={n} round {r} {line(rec)}", flush=True)
-    tag = file_tag(args, machine)
-    out = {"benchmark": benchmark, "issues": [14],
-           "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-           "command": f"{script} " + " ".join(argv if argv is not None else sys.argv[1:]),
-           "what": what, **(extra or {}),
-           "machine": machine, "runs": runs, "medians": medians(runs)}
-    path = Path(args.out) / f"{benchmark}_{tag}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(out, indent=1, default=str) + "\n")
-    print(f"wrote {path}")
-    print(json.dumps(out["medians"], indent=1))
+    meds = medians(runs)
+    write_result(args, argv, script=script, benchmark=benchmark, what=what, machine=machine,
+                 body={**(extra or {}), "machine": machine, "runs": runs, "medians": meds})
+    print(json.dumps(meds, indent=1))
     return 0 if all(r["status"] == "ok" for r in runs) else 1

@@ -19,7 +19,6 @@ error and the peak memory; the machine. Gabor features come from the feature cac
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import json
 import subprocess
 import sys
@@ -28,7 +27,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from _ab import add_output_args, file_tag, sizes_of  # noqa: E402  (benchmarks/_ab.py)
+from _ab import add_output_args, sizes_of, write_result  # noqa: E402  (benchmarks/_ab.py)
 from bench_code_ab import commit_of  # noqa: E402  (benchmarks/bench_code_ab.py)
 
 KEYS = ("precision", "solve_iterations", "matvecs", "refinement_history",
@@ -114,19 +113,12 @@ def main(argv=None) -> int:
                       f"{rec.get('solve_iterations')} passes, solve "
                       f"{(rec.get('timings') or {}).get('solve')} s, history "
                       f"{rec.get('refinement_history')}", flush=True)
-    tag = file_tag(args, machine)
-    out = {"benchmark": "deflation_rank", "issues": [14],
-           "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-           "command": "bench_deflation_rank.py " + " ".join(
-               argv if argv is not None else sys.argv[1:]),
-           "what": ("refinement passes of kernelfit's mixed-precision solve (every other "
-                    "option default) with the float32 factor deflated by at most `rank` "
-                    "landmarks (0: not deflated); one fresh process per run"),
-           "commit": commit_of(str(HERE.parent)), "machine": machine, "runs": runs}
-    path = Path(args.out) / f"deflation_rank_{tag}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(out, indent=1, default=str))
-    print(f"wrote {path}")
+    write_result(args, argv, script="bench_deflation_rank.py", benchmark="deflation_rank",
+                 what=("refinement passes of kernelfit's mixed-precision solve (every other "
+                       "option default) with the float32 factor deflated by at most `rank` "
+                       "landmarks (0: not deflated); one fresh process per run"),
+                 machine=machine, body={"commit": commit_of(str(HERE.parent)),
+                                        "machine": machine, "runs": runs})
     return 0 if all(r["status"] == "ok" for r in runs) else 1
 
 

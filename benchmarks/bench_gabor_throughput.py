@@ -17,7 +17,6 @@ Output: ``benchmarks/results/gabor_throughput_ab_<tag>.json``.
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import json
 import os
 import statistics
@@ -28,7 +27,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from _ab import add_output_args, alternating, file_tag  # noqa: E402  (benchmarks/_ab.py)
+from _ab import add_output_args, alternating, write_result  # noqa: E402  (benchmarks/_ab.py)
 from bench_code_ab import commit_of  # noqa: E402  (benchmarks/bench_code_ab.py)
 from kernelfit.bench.machine import describe_machine  # noqa: E402
 
@@ -121,21 +120,16 @@ def main(argv=None) -> int:
                for w in ("before", "after")
                if any(r["code"] == w and r["status"] == "ok" for r in runs)}
     machine = describe_machine()
-    tag = file_tag(args, machine)
-    out = {"benchmark": "gabor_throughput_ab", "issues": [14],
-           "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-           "command": "bench_gabor_throughput.py " + " ".join(
-               argv if argv is not None else sys.argv[1:]),
-           "what": ("Gabor features (MNIST defaults, 3,969 features) of the first n MNIST "
-                    "training images, fit_transform in a fresh process per run, alternating "
-                    "checkouts; images per second"),
-           "n": args.n, "code": {"before": commit_of(args.before),
-                                 "after": commit_of(args.after)},
-           "max_abs_feature_difference_first_256": diff,
-           "machine": machine, "runs": runs, "medians_images_per_second": medians}
-    path = out_dir / f"gabor_throughput_ab_{tag}.json"
-    path.write_text(json.dumps(out, indent=1, default=str) + "\n")
-    print(f"wrote {path}")
+    write_result(args, argv, script="bench_gabor_throughput.py",
+                 benchmark="gabor_throughput_ab",
+                 what=("Gabor features (MNIST defaults, 3,969 features) of the first n MNIST "
+                       "training images, fit_transform in a fresh process per run, "
+                       "alternating checkouts; images per second"),
+                 machine=machine,
+                 body={"n": args.n, "code": {"before": commit_of(args.before),
+                                             "after": commit_of(args.after)},
+                       "max_abs_feature_difference_first_256": diff,
+                       "machine": machine, "runs": runs, "medians_images_per_second": medians})
     print(json.dumps({"medians_images_per_second": medians,
                       "max_abs_feature_difference_first_256": diff}, indent=1))
     return 0 if all(r["status"] == "ok" for r in runs) else 1
