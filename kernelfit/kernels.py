@@ -192,13 +192,13 @@ class Kernel:
             if not (isinstance(sc, (int, float)) and math.isfinite(sc) and sc > 0):
                 raise InputError(f"int_scale must be a positive finite number, got {sc!r}",
                                  param="int_scale")
-        if name == "polynomial":
-            if not (math.isfinite(self.gamma) and self.gamma > 0):
-                raise InputError(f"gamma must be positive and finite, got {self.gamma!r}",
-                                 param="gamma")
-            if not (math.isfinite(self.coef0) and self.coef0 >= 0):
-                raise InputError(f"coef0 must be non-negative and finite, got {self.coef0!r}",
-                                 param="coef0")
+        # checked whatever the kernel, as degree is (gamma=nan passed unseen elsewhere)
+        for key, lowest in (("gamma", None), ("coef0", 0.0)):
+            v = getattr(self, key)
+            if (isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating))
+                    or not math.isfinite(v) or (v <= 0 if lowest is None else v < lowest)):
+                what = "positive" if lowest is None else "non-negative"
+                raise InputError(f"{key} must be {what} and finite, got {v!r}", param=key)
 
     # ------------------------------------------------------------------ info
     @property

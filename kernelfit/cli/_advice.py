@@ -208,9 +208,10 @@ def not_pd_ways_out(facts: dict, args, available: Optional[int] = None) -> List[
             ways.append(f"--solver eigh{accept} (the explicit minimum-norm solution, or "
                         "lstsq" + (", which need not interpolate: --tolerance 1 accepts its "
                                    "residual)" if accept else ")"))
+    gamma, coef0 = (getattr(args, key, None) for key in ("gamma", "coef0"))
     psd = kernel in PSD_KERNELS or (kernel == "polynomial"
-                                    and float(getattr(args, "gamma", 1.0)) > 0
-                                    and float(getattr(args, "coef0", 1.0)) >= 0)
+                                    and (gamma is None or float(gamma) > 0)
+                                    and (coef0 is None or float(coef0) >= 0))
     if psd and solver == "cholesky":
         ways.append(f"--ridge {ridge_that_factors(facts):g}{accept} (a regularized solve: no "
                     "longer exact interpolation)")

@@ -45,10 +45,38 @@ def add_kernel_arguments(p) -> None:
                         "distance of a seeded sample); default: chosen for the features "
                         "(pixels of the image datasets 5, gabor 1 x median, other feature "
                         "maps and npz arrays 0.75 x median; see README)")
-    g.add_argument("--degree", type=positive_int, default=4,
-                   help="degree of the polynomial and normalized kernels")
-    g.add_argument("--gamma", type=finite_float, default=1.0, help="polynomial kernel scale")
-    g.add_argument("--coef0", type=finite_float, default=1.0, help="polynomial kernel offset")
+    g.add_argument("--degree", type=positive_int, default=None,
+                   help="degree of the polynomial and normalized kernels (default: 4)")
+    g.add_argument("--gamma", type=finite_float, default=None,
+                   help="polynomial kernel scale (default: 1)")
+    g.add_argument("--coef0", type=finite_float, default=None,
+                   help="polynomial kernel offset (default: 1)")
+
+
+#: the kernels each kernel flag applies to (the others have no such parameter)
+KERNEL_FLAGS = {"bandwidth": ("gaussian", "laplacian"), "degree": ("polynomial", "normalized"),
+                "gamma": ("polynomial",), "coef0": ("polynomial",)}
+
+
+def check_kernel_flags(args) -> None:
+    """Refuse a kernel flag the chosen kernel has no parameter for (it would be ignored):
+    ``--kernel gaussian --gamma 0.02``, typed as scikit-learn's RBF gamma, names the width
+    by --bandwidth instead."""
+    kernel = getattr(args, "kernel", None)
+    for key, kernels in KERNEL_FLAGS.items():
+        if kernel is None or kernel in kernels or getattr(args, key, None) is None:
+            continue
+        flag = f"--{key}"
+        which = " and ".join(kernels)
+        way = "leave it out"
+        if key == "gamma" and kernel == "gaussian":
+            way = (f"give the width as --bandwidth h instead (scikit-learn's RBF gamma is "
+                   f"1/(2 h^2): gamma {args.gamma:g} is --bandwidth "
+                   f"{(0.5 / args.gamma) ** 0.5:.4g})" if args.gamma > 0 else
+                   "give the width as --bandwidth h instead")
+        raise InputError(f"{flag} applies to the {which} kernel{'s' if len(kernels) > 1 else ''}"
+                         f", not --kernel {kernel}: {way}, or choose --kernel "
+                         f"{kernels[0]}", param=key)
 
 
 def add_solver_arguments(p) -> None:
@@ -136,8 +164,12 @@ def config_from_args(args):
     destinations carry the options' flat names)."""
     from ..options import RunOptions
 
+    check_kernel_flags(args)
     names = RunOptions.flat_names()
     flat = {k: v for k, v in vars(args).items() if k in names}
+    for key in ("degree", "gamma", "coef0"):  # not given: the options' defaults
+        if key in flat and flat[key] is None:
+            del flat[key]
     if getattr(args, "features", None) is not None:
         from ._features import feature_params_from_args
 
