@@ -405,7 +405,9 @@ def check_magnitude(X, name: str = "X") -> None:
     if X.size == 0:
         return
     xp = array_namespace(X)
-    top = float(xp.max(xp.abs(X)))
+    # the largest magnitude from the extremes: no |X| copy (a whole X of new memory each
+    # fit and predict)
+    top = max(float(xp.max(X)), -float(xp.min(X)))
     if top >= MAX_MAGNITUDE:
         raise InputError(f"{name} has values up to {top:.3g}: their squares overflow float64 "
                          f"kernel arithmetic; rescale the inputs (e.g. divide by {top:.0e})")

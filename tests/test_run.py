@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -188,15 +190,25 @@ def test_run_solve_records_its_own_peak_memory_after_a_larger_one():
     touched before a small solve is not its peak (it was: the process's lifetime peak)."""
     from kernelfit.memory import peak_rss_bytes
 
+    def resident():  # the process's resident memory now (what earlier tests left held)
+        try:
+            with open("/proc/self/statm") as fh:
+                return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        except OSError:
+            return 0
+
+    base = resident()
     big = np.ones(100_000_000)
-    assert peak_rss_bytes() > 8e8
+    assert peak_rss_bytes() > base + 7e8
     del big
     rec = run.run_solve(RunOptions.from_flat(dataset="digits", n_train=200, n_test=50,
                                              show_progress=False))
     if rec["peak_memory_scope"] == "this solve":
-        assert rec["peak_memory_bytes"] < 6e8
+        # measured from the solve's start: what the process holds, not the 800 MB before
+        # (the bound is against what is held now, as the suite's earlier tests leave more)
+        assert rec["peak_memory_bytes"] < max(resident(), base) + 3e8
     else:  # no /proc/self/clear_refs here: the process's peak, said so
-        assert rec["peak_memory_bytes"] > 8e8
+        assert rec["peak_memory_bytes"] > base + 7e8
 
 
 @pytest.mark.parametrize("solver", ["eigh", "lstsq"])
