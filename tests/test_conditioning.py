@@ -80,6 +80,50 @@ def test_sample_pivots_are_those_of_a_float64_cholesky_of_the_sampled_rows():
     assert piv[0] == pytest.approx(1.0) and np.all((piv > 0) & (piv <= 1 + 1e-12))
 
 
+def test_the_rate_constant_of_a_deflated_factor(monkeypatch):
+    """Mixed precision's float32 factor is of K less its Nystrom part on RANK landmarks
+    (Gaussian and Laplacian kernels, n >= RANK * 64): its refinement came out 5-60 times
+    faster than RATE_CONSTANT's rate, and the probe takes DEFLATED_RATE_CONSTANT there;
+    elsewhere (no landmarks, fewer of them, deflation off) RATE_CONSTANT."""
+    from kernelfit.solvers import deflate
+
+    big = deflate.RANK * deflate.SAMPLE_PER_LANDMARK
+    assert cond.DEFLATED_RATE_CONSTANT < cond.RATE_CONSTANT
+    for name in ("gaussian", "laplacian"):
+        assert cond.rate_constant(get_kernel(name), big) == cond.DEFLATED_RATE_CONSTANT
+        assert cond.rate_constant(get_kernel(name), big - 1) == cond.RATE_CONSTANT
+    for name in ("polynomial", "linear", "normalized"):
+        assert cond.rate_constant(get_kernel(name), 10 * big) == cond.RATE_CONSTANT
+    assert cond.predicted_rate(1e-3, cond.DEFLATED_RATE_CONSTANT) == pytest.approx(
+        cond.DEFLATED_RATE_CONSTANT * 2.0 ** -24 / 1e-3)
+    monkeypatch.setattr(deflate, "ENABLED", False)
+    assert cond.rate_constant(get_kernel("gaussian"), big) == cond.RATE_CONSTANT
+
+
+def test_the_probe_records_and_uses_the_deflated_constant(monkeypatch):
+    """A probed Gaussian solve of n >= RANK * 64 rows predicts its rate with the deflated
+    constant (the record says which); with deflation off, the same sample with
+    RATE_CONSTANT."""
+    monkeypatch.setattr(cond, "PROBE_MIN_ROWS", 64)
+    monkeypatch.setattr(cond, "PROBE_SHARE", 1.0)
+    X, _ = _data(2100, 6)
+    k = get_kernel("gaussian", bandwidth=0.3)
+    times = _times(2.3, 392.0)
+    rec = cond.conditioning_probe(k, X, CPU, times, 1e-12)
+    assert rec["rate_constant"] == cond.DEFLATED_RATE_CONSTANT
+    pivot = rec["samples"][-1]["min_pivot_predicted"]
+    assert cond.RATE_CONSTANT * cond.U32 / pivot < 1.0  # neither rate capped at 1
+    assert rec["samples"][-1]["rate_predicted"] == pytest.approx(
+        cond.predicted_rate(pivot, cond.DEFLATED_RATE_CONSTANT))
+    from kernelfit.solvers import deflate
+
+    monkeypatch.setattr(deflate, "ENABLED", False)
+    off = cond.conditioning_probe(k, X, CPU, times, 1e-12)
+    assert off["rate_constant"] == cond.RATE_CONSTANT
+    assert off["samples"][-1]["rate_predicted"] == pytest.approx(
+        cond.predicted_rate(pivot, cond.RATE_CONSTANT))
+
+
 def test_sample_with_duplicate_rows_is_not_positive_definite():
     X = np.repeat(np.random.default_rng(0).random((50, 4)), 4, axis=0)
     assert cond.sample_pivots(get_kernel("gaussian", bandwidth=1.0), X, np.arange(0, 200, 2),
@@ -139,7 +183,7 @@ def test_a_slow_rate_is_costed_in_float64_passes_at_its_error_and_a_breakdown_ru
     X, _ = _data(600, 6)
     k = get_kernel("gaussian", bandwidth=0.3)
     said = {}
-    monkeypatch.setattr(cond, "predicted_rate", lambda pivot: said["rate"])
+    monkeypatch.setattr(cond, "predicted_rate", lambda pivot, constant: said["rate"])
     assert cond.RISKY_RATE < cond.BREAKDOWN_RATE < 0.4 and cond.RATE_ERROR > 1.0
     # the README quotes them: 2.6 times the rate, ruled out from 0.155
     assert cond.RATE_ERROR == pytest.approx(2.58) and cond.BREAKDOWN_RATE == pytest.approx(
@@ -200,7 +244,7 @@ def test_a_quarter_sample_weighs_float64_passes_at_its_margin_times_the_error(mo
     monkeypatch.setattr(cond, "PROBE_SHARE", 1.0)
     X, _ = _data(2400, 6)
     k = get_kernel("gaussian", bandwidth=0.3)
-    monkeypatch.setattr(cond, "predicted_rate", lambda pivot: 0.01)
+    monkeypatch.setattr(cond, "predicted_rate", lambda pivot, constant: 0.01)
     cheap = dict(_times(2.3, 392.0), once_s=178.0, pass64_s=3.9)
     rec = cond.conditioning_probe(k, X, CPU, cheap, 1e-12)
     assert len(rec["samples"]) == 1 and rec["samples"][0]["margin"] == cond.FIRST_MARGIN

@@ -21,6 +21,9 @@ extrapolates to n. On both kernels at n = 10,000-40,000 (samples of 639-4,096 ro
 seeds) that fit came out 0.8 to 4.3 times the true smallest pivot, from the first quarter
 of the sample 0.6 to 15 times (the running minimum steepens with j): the rate is taken
 with :data:`RATE_CONSTANT` = 100 rather than 60, and a quarter sample's with a margin.
+Mixed precision now factors K less its Nystrom part on 32 landmarks
+(:mod:`kernelfit.solvers.deflate`), whose refinement is 5 to 60 times faster than that
+rate: those solves take :data:`DEFLATED_RATE_CONSTANT` = 25 (:func:`rate_constant`).
 
 Where ``precision='auto'`` chose mixed precision by time
 (:func:`kernelfit.solvers.plan.plan_solve`, before the features exist) and the probe
@@ -54,12 +57,14 @@ import scipy.linalg
 from ..backend import Backend
 from ..backend._host import BlasOneThread
 from ..kernels import Kernel
+from . import deflate
 from .options import DEFAULT_MAX_ITER
 from .refine import CERTIFY_PASSES, FAST_GAIN
 
 __all__ = ["probe_rows", "sample_pivots", "extrapolate_min_pivot", "predicted_rate",
            "predicted_passes", "conditioning_probe", "PROBE_SHARE", "PROBE_MIN_ROWS",
            "PROBE_MAX_ROWS", "ONE_THREAD_ROWS", "PROBE_SEED", "RATE_CONSTANT", "RISKY_RATE",
+           "DEFLATED_RATE_CONSTANT", "rate_constant",
            "RATE_ERROR", "BREAKDOWN_RATE",
            "FIRST_MIN_ROWS", "FIRST_MARGIN"]
 
@@ -84,8 +89,18 @@ PROBE_SEED = 0
 FIRST_MIN_ROWS = 256
 FIRST_MARGIN = 10.0
 #: rate = RATE_CONSTANT * u32 / smallest pivot (about 60 measured; 100 covers the
-#: extrapolation's usual optimism)
+#: extrapolation's usual optimism), for a float32 factor of K itself (or of K less its
+#: mean alone: rank-one deflation, small n)
 RATE_CONSTANT = 100.0
+#: the same for the factor mixed precision makes of K less its Nystrom part on
+#: :data:`~kernelfit.solvers.deflate.RANK` landmarks (:mod:`kernelfit.solvers.deflate`):
+#: there the first pass cut the residual by 0.017 to 0.21 times RATE_CONSTANT's rate
+#: (MNIST, n = 10,000-60,000: pixels at h = 5 and 10, the Laplacian kernel, random Fourier
+#: features, Gabor features; 0.21 the Gabor features at 60,000, 2 Zen 5 cores,
+#: ``benchmarks/results/auto_choice_zen5_s29.json``); 25 covers the largest. With 100 the
+#: probe costed Gabor features at n = 20,000 as 17 float64 passes and factored in float64:
+#: 19.9 s against mixed precision's 14.2 s (5 passes)
+DEFLATED_RATE_CONSTANT = 25.0
 #: from a predicted rate this poor (half of 1 / FAST_GAIN, the rate from which the
 #: refinement applies its factor in float64) the passes are costed as float64 ones
 #: (``pass64_s`` of :func:`kernelfit.solvers.plan.expected_times`) at RATE_ERROR times the
@@ -150,9 +165,20 @@ def extrapolate_min_pivot(pivots: np.ndarray, n: int) -> dict:
             "min_pivot_predicted": min(at_n, float(running[-1]))}
 
 
-def predicted_rate(min_pivot: float) -> float:
-    """The residual's reduction a pass, ``RATE_CONSTANT * u32 / min_pivot`` (at most 1)."""
-    return 1.0 if min_pivot <= 0 else min(1.0, RATE_CONSTANT * U32 / min_pivot)
+def rate_constant(kernel: Kernel, n: int) -> float:
+    """The rate's constant for a mixed-precision solve of ``n`` rows with ``kernel``:
+    :data:`DEFLATED_RATE_CONSTANT` where its float32 factor is of K less a full-rank
+    Nystrom part (:data:`~kernelfit.solvers.deflate.RANK` landmarks), else
+    :data:`RATE_CONSTANT`."""
+    deflated = (deflate.ENABLED and kernel.name in deflate.LANDMARK_KERNELS
+                and deflate.planned_rank(n) >= deflate.RANK)
+    return DEFLATED_RATE_CONSTANT if deflated else RATE_CONSTANT
+
+
+def predicted_rate(min_pivot: float, constant: float = RATE_CONSTANT) -> float:
+    """The residual's reduction a pass, ``constant * u32 / min_pivot`` (at most 1;
+    ``constant``: :func:`rate_constant`)."""
+    return 1.0 if min_pivot <= 0 else min(1.0, constant * U32 / min_pivot)
 
 
 def predicted_passes(rate: float, tol: float) -> Optional[int]:
@@ -189,7 +215,8 @@ def conditioning_probe(kernel: Kernel, X, be: Backend, times: dict, tol: float, 
     n, d = X.shape
     m = probe_rows(n, d)
     most = DEFAULT_MAX_ITER if max_iter is None else int(max_iter)
-    rec = {"rows": m, "seed": PROBE_SEED, "rate_constant": RATE_CONSTANT,
+    constant = rate_constant(kernel, n)
+    rec = {"rows": m, "seed": PROBE_SEED, "rate_constant": constant,
            "risky_rate": RISKY_RATE, "rate_error": RATE_ERROR,
            "breakdown_rate": BREAKDOWN_RATE, "max_iter": most, "samples": []}
     if not m:
@@ -214,7 +241,7 @@ def conditioning_probe(kernel: Kernel, X, be: Backend, times: dict, tol: float, 
                 "float32"))
             break
         sample.update(extrapolate_min_pivot(piv, n))
-        raw = predicted_rate(sample["min_pivot_predicted"])
+        raw = predicted_rate(sample["min_pivot_predicted"], constant)
         sample.update(_expect(raw, tol, once, times["pass_s"]))
         rate = min(1.0, margin * raw)  # what decides: the rate taken margin times worse
         decide = sample
