@@ -263,7 +263,7 @@ def solve_mixed(kernel: Kernel, X, Y, opts, be: Backend, splan) -> ExactSolution
             out["converged"] = True
     gram = _float64_gram(T, opts.ridge) if auto and not out["converged"] else None
     T.free()
-    del T
+    T = None  # the tiles are freed: no reference left (matvec, above, is done with them)
     be.free_pool()
     if not out["converged"]:
         why = (f"mixed-precision refinement stopped at relative residual "
