@@ -376,6 +376,33 @@ def test_refinement_stops_at_a_certified_residual_within_the_float64_floor():
     assert true <= 1.5 * plain["relative_residual"]  # the passes after it certified no less
 
 
+def test_a_float32_application_stalling_is_not_taken_for_the_float64_floor():
+    """The cheap (float32) application stops at a floor of its own (Gabor features at n =
+    60,000: 4.1e-10, well within the float64 bound of 6.9e-9); the floor check then waits
+    for a step in float64, taken as a certified iterative-refinement step, which went on
+    to 7.1e-11 there. Emulated: a fast application whose error is fixed (1e-9 of |Y|)."""
+    from kernelfit.solvers.refine import refine
+
+    K, precond, Y = _float32_factor_problem(n=200, decades=6)
+    noise = 1e-9 * np.linalg.norm(Y) * np.random.default_rng(1).standard_normal(Y.shape) \
+        / np.sqrt(Y.size)
+    fast = lambda R: precond(R + noise)  # noqa: E731
+    scale = 1e3 * np.finfo(np.float64).eps * np.trace(K)  # a bound far above both floors
+    log = []
+    out = refine(lambda V: K @ V, precond, Y, tol=1e-20, max_iter=40, floor_scale=scale,
+                 fast_precond=fast, log=log)
+    true = np.linalg.norm(K @ out["alpha"] - Y) / np.linalg.norm(Y)
+    switched = [i for i, ln in enumerate(log) if "applied in float64 from here" in ln]
+    assert switched and log[switched[0] + 1].startswith("closing ir step")  # certified
+    assert out["at_floor"] and true < 1e-10  # below the float32 application's 1e-9
+    assert out["relative_residual"] == pytest.approx(true, rel=1e-6)
+    # where the recurrence's figure fell below the floor (a best it could not certify),
+    # the floor is still seen, and no later than the plain refinement's drift rule
+    plain = refine(lambda V: K @ V, precond, Y, tol=1e-20, max_iter=40, fast_precond=fast)
+    assert out["matvecs"] < plain["matvecs"]
+    assert true <= 1.5 * plain["relative_residual"]
+
+
 def test_auto_gives_its_refinement_the_float64_floor_and_mixed_does_not(monkeypatch):
     """Only auto counts the floor as reached (its tol is its own); an explicit --precision
     mixed keeps its tol."""
