@@ -671,6 +671,25 @@ def test_bench_float64_leaves_the_precision_to_auto_and_float32_fixes_it():
     assert solver.solve_options().fixed_precision() == "float32"
 
 
+def test_a_kernelfit_record_says_the_dtype_k_was_factored_in():
+    """bench's --dtype float64 is --precision auto: where auto ran mixed precision the
+    record's dtype is float32 (K stored and factored in float32), as `kernelfit solve`'s
+    record says, not the configuration's float64; a peer's stays the configuration's."""
+    cfg = suite.BenchConfig(n_list=[500], devices=("cpu",), peers=("scipy",), repeats=1,
+                            d=10, n_test=10, measure_peaks=False)
+    rows = {"kernelfit": {"label": "kernelfit-cpu", "impl": "kernelfit", "device": "cpu"},
+            "scipy": {"label": "scipy", "impl": "scipy", "device": "cpu"}}
+    for precision, dtype in (("mixed", "float32"), ("float64", "float64"),
+                             ("float32", "float32")):
+        child = {"status": "ok", "result": {"repeats": [
+            {"gram": 0.01, "factor": 0.01, "solve": 0.01, "total": 0.05,
+             "relative_residual": 1e-13, "precision": precision, "test_error": 0.1}]}}
+        rec = suite._record(rows["kernelfit"], 500, cfg, {}, child)
+        assert rec["dtype"] == dtype and rec["precision"] == precision
+    child["result"]["repeats"][0].pop("precision")
+    assert suite._record(rows["scipy"], 500, cfg, {}, child)["dtype"] == "float64"
+
+
 def test_nothing_measured_because_the_gpu_is_missing_points_to_the_cpu(tmp_path, capsys):
     from kernelfit.cli import main
 

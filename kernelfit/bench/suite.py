@@ -314,6 +314,10 @@ def _record(row: dict, n: int, cfg: BenchConfig, machine: dict, child: Optional[
             if reps[-1].get(key) is not None:
                 rec[key] = reps[-1][key]
     precision = rec.get("precision") or cfg.dtype
+    if row["impl"] == "kernelfit" and rec.get("precision"):
+        # what K was stored and factored in, as `kernelfit solve`'s record says: bench's
+        # float64 is --precision auto, which may run mixed precision (a float32 factor)
+        rec["dtype"] = "float64" if rec["precision"] == "float64" else "float32"
     if reps:  # the verdict of `kernelfit solve` on the median residual (the peers' too)
         verdict = exactness(rec["relative_residual"], precision=precision if
                             row["impl"] == "kernelfit" and precision != "mixed" else None)
