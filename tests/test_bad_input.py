@@ -369,6 +369,11 @@ CASES = [
     # ---------------------------------------------------------------- bench
     C("bench-n-too-large", "bench --n 200000 --no-peaks --out {out}/b", 2,
       ("fits in memory", "200000"), "--n "),
+    C("bench-linear-bandwidth", "bench --kernel linear --bandwidth 3 --n 200 --no-peaks "
+      "--out {out}/b", 2, ("--bandwidth", "gaussian and laplacian"),
+      ("leave it out", "--kernel gaussian")),
+    C("bench-gaussian-degree", "bench --degree 3 --n 200 --no-peaks --out {out}/b", 2,
+      ("--degree", "polynomial and normalized"), ("leave it out", "--kernel polynomial")),
     C("bench-n-one", "bench --n 1", 2, "--n", HELP),
     C("bench-n-text", "bench --n abc", 2, "--n", HELP),
     C("bench-n-infinite", "bench --n inf", 2, "whole numbers", HELP),

@@ -178,7 +178,9 @@ def test_low_rank_ways_out_solve(tmp_path, capsys, kernel, d, seed):
     rng = np.random.default_rng(seed)
     X = rng.random((60, d))
     y = rng.integers(0, 2, 60)
-    argv = ["solve", "--dataset", _npz(tmp_path, X, y), "--kernel", kernel, "--degree", "2"]
+    # --degree is the polynomial kernel's (the linear kernel has none: refused)
+    argv = (["solve", "--dataset", _npz(tmp_path, X, y), "--kernel", kernel]
+            + (["--degree", "2"] if kernel == "polynomial" else []))
     _check_every_way(tmp_path, capsys, argv)
 
 

@@ -19,7 +19,7 @@ import math
 import sys
 
 from ..errors import InputError
-from ._common import check_output_paths, positive_int
+from ._common import check_kernel_flags, check_output_paths, positive_int
 from ._types import MIN_PEAK_SIZE, fixed_bandwidth_arg, nonneg_int, peak_size_arg
 
 DEFAULT_N_TEST = 1000
@@ -96,10 +96,11 @@ def add_arguments(p) -> None:
                         "where that is fewer")
     d.add_argument("--seed", type=nonneg_int, default=0, help="seed of the data")
     d.add_argument("--kernel", default="gaussian", choices=KERNEL_NAMES)
-    d.add_argument("--bandwidth", type=fixed_bandwidth_arg, default=5.0,
+    d.add_argument("--bandwidth", type=fixed_bandwidth_arg, default=None,
                    help="Gaussian/Laplacian bandwidth h, the same for every implementation "
                         "and n (default 5: kernelfit's for pixels in [0, 1])")
-    d.add_argument("--degree", type=positive_int, default=4)
+    d.add_argument("--degree", type=positive_int, default=None,
+                   help="degree of the polynomial and normalized kernels (default: 4)")
     d.add_argument("--dtype", default="float64", choices=("float64", "float32"),
                    help="float32: plain float32 solves; float64 (default): kernelfit's "
                         "--precision auto, which may factor in float32 and refine in "
@@ -131,9 +132,12 @@ def _config(args):
                          "--dataset mnist), or leave --data-dir out")
     if args.n_test is not None and args.n_test < 0:
         raise InputError("--n-test must be >= 0")
+    check_kernel_flags(args)  # a flag the kernel has no parameter for: refused, not ignored
     flat = {f.name: getattr(args, f.name) for f in fields(BenchConfig) if hasattr(args, f.name)}
+    if flat.get("degree") is None:
+        flat.pop("degree", None)  # BenchConfig's own default
     flat.update(n_test=DEFAULT_N_TEST if args.n_test is None else args.n_test,
-                n_list=args.n, bandwidth=float(args.bandwidth),
+                n_list=args.n, bandwidth=5.0 if args.bandwidth is None else float(args.bandwidth),
                 devices=parse_devices(args.device), peers=parse_peers(args.peers),
                 timeout_s=args.timeout, budget_s=args.budget,
                 measure_peaks=not args.no_peaks, peer_env=dict(args.peer_env))

@@ -22,8 +22,8 @@ seeds) that fit came out 0.8 to 4.3 times the true smallest pivot, from the firs
 of the sample 0.6 to 15 times (the running minimum steepens with j): the rate is taken
 with :data:`RATE_CONSTANT` = 100 rather than 60, and a quarter sample's with a margin.
 Mixed precision now factors K less its Nystrom part on 32 landmarks
-(:mod:`kernelfit.solvers.deflate`), whose refinement is 5 to 60 times faster than that
-rate: those solves take :data:`DEFLATED_RATE_CONSTANT` = 25 (:func:`rate_constant`).
+(:mod:`kernelfit.solvers.deflate`), whose refinement converges faster than that rate:
+those solves take :data:`DEFLATED_RATE_CONSTANT` = 25 (:func:`rate_constant`).
 
 Where ``precision='auto'`` chose mixed precision by time
 (:func:`kernelfit.solvers.plan.plan_solve`, before the features exist) and the probe
@@ -93,13 +93,18 @@ FIRST_MARGIN = 10.0
 #: mean alone: rank-one deflation, small n)
 RATE_CONSTANT = 100.0
 #: the same for the factor mixed precision makes of K less its Nystrom part on
-#: :data:`~kernelfit.solvers.deflate.RANK` landmarks (:mod:`kernelfit.solvers.deflate`):
-#: there the first pass cut the residual by 0.017 to 0.21 times RATE_CONSTANT's rate
-#: (MNIST, n = 10,000-60,000: pixels at h = 5 and 10, the Laplacian kernel, random Fourier
-#: features, Gabor features; 0.21 the Gabor features at 60,000, 2 Zen 5 cores,
-#: ``benchmarks/results/auto_choice_zen5_s29.json``); 25 covers the largest. With 100 the
+#: :data:`~kernelfit.solvers.deflate.RANK` landmarks (:mod:`kernelfit.solvers.deflate`).
+#: MNIST on 2 Zen 5 cores (``benchmarks/results/auto_choice_zen5_s29_after.json``: pixels
+#: at h = 5 and 10, the Laplacian kernel, random Fourier and Gabor features, n = 10,000 and
+#: 20,000): the first pass's residual 0.002-0.1 times RATE_CONSTANT's rate, later passes
+#: at most 0.56 times it (the Laplacian kernel, rates near 1e-5), and the pass counts this
+#: constant predicts within 2 of the measured 3-7 (RATE_CONSTANT's: up to 4 too many);
+#: Gabor features at n = 60,000: passes at most 0.3 times the predicted 0.098. With 100 the
 #: probe costed Gabor features at n = 20,000 as 17 float64 passes and factored in float64:
-#: 19.9 s against mixed precision's 14.2 s (5 passes)
+#: 19.9 s against mixed precision's 14.2 s (5 passes; ``auto_choice_zen5_s29_before.json``).
+#: It assumes the landmarks planned (:func:`rate_constant`); fewer (left out at a row, or
+#: dependent) make the refinement slower than predicted, which then gives up and falls
+#: back where that would not pay
 DEFLATED_RATE_CONSTANT = 25.0
 #: from a predicted rate this poor (half of 1 / FAST_GAIN, the rate from which the
 #: refinement applies its factor in float64) the passes are costed as float64 ones

@@ -223,13 +223,7 @@ def solve_mixed(kernel: Kernel, X, Y, opts, be: Backend, splan) -> ExactSolution
         KV = be.to_numpy(KV)
         return KV + opts.ridge * np.asarray(V) if opts.ridge else KV
 
-    def trace_k():  # trace(K) >= ||K||_2, for the float64 backward-error bound
-        return float(np.sum(be.to_numpy(kernel_diagonal(kernel, Xb)))) + n * opts.ridge
-
     t0 = time.perf_counter()
-    # auto counts a residual within u * trace(K) * |alpha| / |Y| as reached (see below): the
-    # refinement stops at a certified one instead of passes that cannot certify less
-    floor_scale = F64_EPS * trace_k() if opts.precision == "auto" else None
     # one BLAS thread through the refinement on the CPU: its K products and triangular
     # solves run on the tile threads with one BLAS thread each already, and the small
     # products between them (norms, the Woodbury low-rank part) would otherwise wake
@@ -238,8 +232,7 @@ def solve_mixed(kernel: Kernel, X, Y, opts, be: Backend, splan) -> ExactSolution
     with BlasOneThread(be.device == "cpu" and T.n_tiles > 1):
         out = refine(matvec, precond, Yh, tol=splan.tol, max_iter=opts.max_iter,
                      method=opts.refinement, log=log, give_up_slow=auto, fast_precond=fast,
-                     give_up_after=_fallback_seconds(splan, T, timings) if auto else None,
-                     floor_scale=floor_scale)
+                     give_up_after=_fallback_seconds(splan, T, timings) if auto else None)
     timings["solve"] = time.perf_counter() - t0
     if U is not None:  # C's largest eigenvalue, of the application the refinement began with
         first = fast if fast is not None else precond
@@ -256,9 +249,9 @@ def solve_mixed(kernel: Kernel, X, Y, opts, be: Backend, splan) -> ExactSolution
         # a residual as small as float64 arithmetic allows: within the backward-error bound
         # of a float64 solve, u * trace(K) * ||alpha|| / ||Y|| (trace(K) >= ||K||_2); auto
         # counts a refinement that stopped within it as converged (its tol is auto's own)
+        trace = float(np.sum(be.to_numpy(kernel_diagonal(kernel, Xb)))) + n * opts.ridge
         ynorm = float(np.linalg.norm(Yh))
-        scale = floor_scale if floor_scale is not None else F64_EPS * trace_k()
-        floor = scale * float(np.linalg.norm(out["alpha"])) / max(ynorm, 1e-300)
+        floor = F64_EPS * trace * float(np.linalg.norm(out["alpha"])) / max(ynorm, 1e-300)
         if opts.precision == "auto" and out["relative_residual"] <= floor:
             out["converged"] = True
     gram = _float64_gram(T, opts.ridge) if auto and not out["converged"] else None

@@ -102,8 +102,7 @@ def refine(matvec: Callable, precond: Callable, Y, *, tol: float = 1e-10,
            max_iter: int = 30, method: str = "cg", x0=None, show_progress=None,
            log: Optional[list] = None, give_up_slow: bool = False,
            fast_precond: Optional[Callable] = None,
-           give_up_after: Optional[float] = None, Kx0=None, floor_scale: Optional[float] = None,
-           _go_on: bool = True) -> dict:
+           give_up_after: Optional[float] = None, Kx0=None, _go_on: bool = True) -> dict:
     """Solve K X = Y to ``||Y - K X||_F <= tol ||Y||_F`` with K products from ``matvec``.
 
     ``matvec(V)`` returns K V in float64 (V is (n, c)); ``precond(R)`` applies M^-1 (the
@@ -132,12 +131,6 @@ def refine(matvec: Callable, precond: Callable, Y, *, tol: float = 1e-10,
     ``give_up_after`` (seconds: what that better way is expected to cost), as soon as the
     passes still needed at that rate would take longer, at the seconds a pass has taken so
     far (its K product and preconditioner solve); ``gave_up`` then says why (else None).
-    ``floor_scale``: ``u * trace(K)``, where the caller counts a residual within the float64
-    backward-error bound ``floor_scale * ||X|| / ||Y||`` as reached (``precision='auto'``:
-    what a float64 factorization reaches at best): the steps stop at a certified residual
-    (a direct product) within it, where further passes only track a recurrence below it
-    (MNIST at h = 10, n = 10,000: 2.0e-12 certified against a bound of 7e-11, and four more
-    passes over K that ended at 2.0e-12 again); ``at_floor`` then says so.
     """
     if method not in REFINEMENTS:
         raise InputError(f"refinement must be one of {', '.join(REFINEMENTS)}, got {method!r}")
@@ -168,9 +161,6 @@ def refine(matvec: Callable, precond: Callable, Y, *, tol: float = 1e-10,
     fresh = True  # KX is a direct product of x
     R_prev = R
     closing = closing_tried = False  # CG's last step as an iterative-refinement step
-    at_floor = False
-    tracked_at_floor = None  # (iterate, the recurrence's figure) the floor check certified
-    certify_loop = 0.0  # seconds of those certifications
     if not converged and method == "cg":
         Z = apply(R)
         P = Z.copy()
@@ -199,7 +189,6 @@ def refine(matvec: Callable, precond: Callable, Y, *, tol: float = 1e-10,
             fresh = False
             R = Y - KX
         iterations += 1
-        step_fast = fast  # this step applied M^-1 in float32
         fast_passes += fast
         history.append(_rel(R, ynorm))
         times.append(time.perf_counter() - t1)
@@ -207,9 +196,9 @@ def refine(matvec: Callable, precond: Callable, Y, *, tol: float = 1e-10,
             step = "closing ir" if closing else method
             log.append(f"{step} step {iterations}: relative residual {history[-1]:.3e}"
                        + (" (float32 preconditioner)" if fast else ""))
-        restart = switched = False
+        restart = False
         if fast and history[-1] > history[-2] / FAST_GAIN:
-            fast, apply, restart, switched = False, precond, True, True
+            fast, apply, restart = False, precond, True
             if log is not None:
                 log.append(f"step {iterations} gained less than {FAST_GAIN:g}x: the "
                            "preconditioner is applied in float64 from here")
@@ -222,39 +211,6 @@ def refine(matvec: Callable, precond: Callable, Y, *, tol: float = 1e-10,
         if rising >= DRIFT_STEPS and history[-1] >= DRIFT * best[0]:
             stalled = PATIENCE[method]
         converged = history[-1] <= tol
-        # at the float64 floor: the last step applied M^-1 in float64 and gained little,
-        # and its residual is within the bound (a step that still gains a lot may certify
-        # less on the next pass; a float32 application stops at its own floor first: Gabor
-        # features at n = 60,000 stalled at 4.1e-10 in float32, 7.1e-11 in float64)
-        if (not converged and floor_scale is not None and not step_fast
-                and history[-1] > history[-2] / FAST_GAIN):
-            bound = floor_scale * float(np.linalg.norm(x)) / max(ynorm, 1e-300)
-            direct = history[-1] if fresh else None
-            if direct is None and history[-1] <= bound and tracked_at_floor is None:
-                # the steps' recurrence figure is within the bound: certify it now by a
-                # direct product (the pass the end would spend on it anyway; once a solve)
-                t2 = time.perf_counter()
-                KX = matvec(x)
-                matvecs += 1
-                fresh, R = True, Y - KX
-                tracked_at_floor = (x, history[-1])
-                direct = _rel(R, ynorm)
-                certify_loop += time.perf_counter() - t2
-                if best[1] is x:  # its figure is now the true one
-                    best, best_direct = (direct, x, KX), True
-                restart = restart or direct > bound  # CG goes on from the certified iterate
-            if direct is not None and direct <= bound:
-                # return this certified iterate, or a certified best that is no worse (a
-                # best by recurrence figure alone is no better: its figure was below the
-                # floor it could not certify)
-                if not (best_direct and best[0] <= direct):
-                    best, best_direct = (direct, x, KX), True
-                at_floor = True
-                if log is not None:
-                    log.append(f"step {iterations}: relative residual {direct:.3e} (a direct "
-                               f"product) within the float64 backward-error bound {bound:.1e}:"
-                               " no pass can certify less")
-                break
         if give_up_slow and not converged and iterations >= 3:
             gave_up = _too_slow(history, (time.perf_counter() - t0) / len(history), tol,
                                 max_iter - iterations, give_up_after)
@@ -270,12 +226,7 @@ def refine(matvec: Callable, precond: Callable, Y, *, tol: float = 1e-10,
                     _, x, KX = best
                     fresh, R = best_direct, Y - KX
             Z = apply(R)
-            if switched and floor_scale is not None:
-                # the float64 application's first step as an iterative-refinement step:
-                # certified in its own pass, so a floor it reaches is seen at once (a CG
-                # step's recurrence figure falls far below the true residual there)
-                closing = True
-            elif not closing_tried and closing_step_enough(history, tol):
+            if not closing_tried and closing_step_enough(history, tol):
                 # one more step gains enough: take it as an iterative-refinement step
                 # (x + Z), whose pass certifies it; a CG step needs a pass for its K p
                 # and then one more for the direct product of the iterate it returns
@@ -292,8 +243,7 @@ def refine(matvec: Callable, precond: Callable, Y, *, tol: float = 1e-10,
                 rz = rz_new
         R_prev = R
     res, x, KX = best
-    tracked = (tracked_at_floor[1] if tracked_at_floor is not None
-               and tracked_at_floor[0] is x else res)
+    tracked = res
     if not best_direct:
         # the residual the steps track is updated by recurrence (K x + a K p): it drifts
         # from the true one by the rounding of x itself, about cond(K) times the float64
@@ -306,7 +256,7 @@ def refine(matvec: Callable, precond: Callable, Y, *, tol: float = 1e-10,
         if log is not None:
             log.append(f"certified: relative residual {res:.3e} from a direct product "
                        f"(the steps tracked {tracked:.3e})")
-        certify_s = certify_loop + time.perf_counter() - t1
+        certify_s = time.perf_counter() - t1
         if (_go_on and res > tol >= tracked and iterations < max_iter and not gave_up
                 and res <= 0.1 * history[0]):
             # only the recurrence had reached tol, and the steps did cut the true residual
@@ -315,8 +265,7 @@ def refine(matvec: Callable, precond: Callable, Y, *, tol: float = 1e-10,
             # new start's)
             more = refine(matvec, precond, Y, tol=tol, max_iter=max_iter - iterations,
                           method=method, x0=x, Kx0=KX, log=log, give_up_slow=give_up_slow,
-                          give_up_after=give_up_after, floor_scale=floor_scale,
-                          _go_on=False)
+                          give_up_after=give_up_after, _go_on=False)
             more["history"] = history + more["history"][1:]
             more["step_seconds"] = times + more["step_seconds"][1:]
             more["iterations"] += iterations
@@ -329,12 +278,12 @@ def refine(matvec: Callable, precond: Callable, Y, *, tol: float = 1e-10,
                             converged=False)
             return more
     else:
-        certify_s = certify_loop
+        certify_s = 0.0
     return {"alpha": x, "K_alpha": KX, "history": history, "step_seconds": times,
             "certify_seconds": certify_s,
             "iterations": iterations, "matvecs": matvecs, "converged": bool(res <= tol),
             "fast_passes": fast_passes, "fast_precond": fast_precond is not None,
-            "relative_residual": res, "tracked_residual": tracked, "at_floor": at_floor,
+            "relative_residual": res, "tracked_residual": tracked,
             "stalled": stalled >= PATIENCE[method] and res > tol, "gave_up": gave_up}
 
 
