@@ -9,7 +9,12 @@ solved twice, each time in a fresh ``kernelfit solve --json`` process: once with
 ``--precision auto``, once the other way: ``mixed`` where auto factored in float64,
 ``float64`` where it chose mixed (kept it, or fell back to float64: its fit then counts
 the attempt at mixed precision, ``precision_fallback.mixed_timings``). A forced mixed run
-stops after ``MIXED_PASSES`` passes, converged or not (``--tolerance 1``), and says which.
+refines to auto's own target (``--tol 1e-12``; until 2026-12-06 to mixed precision's
+default 1e-10, in ``auto_choice_zen5_s29_before*.json`` and earlier files) and stops after
+``MIXED_PASSES`` passes, converged or not (``--tolerance 1``), and says which. Beyond the
+default six configurations (pixels and Gabor features), others solve MNIST pixels with
+the Laplacian kernel, a wider Gaussian (h = 10) and random Fourier features
+(``--configs``; each row records its extra arguments and the kernel's parameters).
 Recorded per run: the precision, auto's reason and expected times (its model:
 factorization, refinement passes, kept share), its conditioning probe (samples, predicted
 rate and passes, verdict; :mod:`kernelfit.solvers.conditioning`), the stage times, the
@@ -38,6 +43,7 @@ sys.path.insert(0, str(HERE.parent))
 from _ab import add_output_args, file_tag, no_data  # noqa: E402  (benchmarks/_ab.py)
 from bench_code_ab import commit_of  # noqa: E402  (benchmarks/bench_code_ab.py)
 from kernelfit.bench.machine import describe_machine  # noqa: E402
+from kernelfit.solvers.plan import AUTO_TOL  # noqa: E402
 
 #: (name, features, n, memory limit in bytes or None): all of K kept; a part of it kept,
 #: on the integer grid (pixels) and off it (Gabor features, 3,969 columns); Gabor features
@@ -91,7 +97,9 @@ def solve(args, cfg, precision: str, workdir: Path) -> dict:
     env = dict(os.environ, KERNELFIT_PROGRESS="0", PYTHONPATH=str(HERE.parent))
     if limit:
         env["KERNELFIT_MEMORY_LIMIT"] = str(int(limit))
-    bound = (["--max-iter", str(MIXED_PASSES - 1), "--tolerance", "1"]
+    # a forced mixed run refines to auto's own target (1e-12), not mixed precision's
+    # default 1e-10: the same answer auto's mixed run gives
+    bound = (["--max-iter", str(MIXED_PASSES - 1), "--tolerance", "1", "--tol", repr(AUTO_TOL)]
              if precision == "mixed" else [])
     cmd = [sys.executable, "-m", "kernelfit", "solve", *data, *extra, "--precision", precision,
            *bound, "--json", "--no-progress"]
@@ -116,6 +124,7 @@ def solve(args, cfg, precision: str, workdir: Path) -> dict:
             "fit_s": sum(t.get(k, 0.0) for k in FIT_STAGES) + attempt,
             "passes": len(steps), "step_s": steps,
             "refinement_history": rec.get("refinement_history"),
+            "kernel_params": rec.get("kernel_params"),
             "deflation": rec.get("deflation"),
             # a pass: its K product and its preconditioner solve (the steps' seconds leave
             # the solve out), so the refinement's seconds over its passes
@@ -184,7 +193,9 @@ def main(argv=None) -> int:
             other = solve(args, cfg, "mixed" if picked == "float64" and not fell_back
                           else "float64", work)
             row = {"config": cfg[0], "features": cfg[1], "n": cfg[2],
-                   "memory_limit_bytes": cfg[3], "auto": auto, "other": other,
+                   "memory_limit_bytes": cfg[3],
+                   "extra_args": list(cfg[4]) if len(cfg) > 4 else [],
+                   "auto": auto, "other": other,
                    "comparison": compare(auto, other)}
             ok &= auto.get("status") == "ok" and other.get("status") == "ok"
             results.append(row)

@@ -103,8 +103,12 @@ def predictions(kernel, X, n: int, seeds: int, tol: float) -> dict:
         if piv is not None:
             for key, part in (("whole", piv), ("quarter", piv[:m // 4])):
                 ext = cond.extrapolate_min_pivot(part, n)
-                rate = cond.predicted_rate(ext["min_pivot_predicted"])
-                s[key] = {**ext, "rate": rate, "passes": cond.predicted_passes(rate, tol)}
+                # the product's constant for this solve (25 where its factor is deflated
+                # by 32 landmarks; the risk gates' own-factor rate beside it)
+                rate = cond.predicted_rate(ext["min_pivot_predicted"],
+                                           cond.rate_constant(kernel, n))
+                s[key] = {**ext, "rate": rate, "passes": cond.predicted_passes(rate, tol),
+                          "gate_rate": cond.predicted_rate(ext["min_pivot_predicted"])}
         out["samples"].append(s)
     return out
 
@@ -142,8 +146,10 @@ def main(argv=None) -> int:
         factor_s = time.perf_counter() - t0
         for n in sizes:
             truth = float(piv[:n].min())
-            rate = cond.predicted_rate(truth)
+            constant = cond.rate_constant(kernel, n)
+            rate = cond.predicted_rate(truth, constant)
             row = {"config": config, "inputs": what, "n": n, "d": int(X.shape[1]),
+                   "rate_constant": constant,
                    "true_min_pivot": truth, "rate_at_true_pivot": rate,
                    "passes_at_true_pivot": cond.predicted_passes(rate, args.tol),
                    "probe": predictions(kernel, X, n, args.seeds, args.tol)}
@@ -163,7 +169,9 @@ def main(argv=None) -> int:
            "argv": list(argv if argv is not None else sys.argv[1:]),
            "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
            "commit": commit_of(str(HERE.parent)), "machine": machine,
-           "constants": {"rate_constant": cond.RATE_CONSTANT, "risky_rate": cond.RISKY_RATE,
+           "constants": {"rate_constant": cond.RATE_CONSTANT,
+                         "deflated_rate_constant": cond.DEFLATED_RATE_CONSTANT,
+                         "risky_rate": cond.RISKY_RATE,
                          "probe_share": cond.PROBE_SHARE, "min_rows": cond.PROBE_MIN_ROWS,
                          "max_rows": cond.PROBE_MAX_ROWS, "first_margin": cond.FIRST_MARGIN,
                          "tol": args.tol},

@@ -82,9 +82,11 @@ def test_sample_pivots_are_those_of_a_float64_cholesky_of_the_sampled_rows():
 
 def test_the_rate_constant_of_a_deflated_factor(monkeypatch):
     """Mixed precision's float32 factor is of K less its Nystrom part on RANK landmarks
-    (Gaussian and Laplacian kernels, n >= RANK * 64): its refinement came out 5-60 times
-    faster than RATE_CONSTANT's rate, and the probe takes DEFLATED_RATE_CONSTANT there;
-    elsewhere (no landmarks, fewer of them, deflation off) RATE_CONSTANT."""
+    (Gaussian and Laplacian kernels, n >= RANK * 64): its refinement came out faster than
+    RATE_CONSTANT's rate, and the probe counts passes with DEFLATED_RATE_CONSTANT there;
+    elsewhere (no landmarks, fewer of them, deflation off) RATE_CONSTANT. The landmarks
+    the solve plans at that n are RANK (where the data leave them: none at a row or
+    dependent)."""
     from kernelfit.solvers import deflate
 
     big = deflate.RANK * deflate.SAMPLE_PER_LANDMARK
@@ -96,6 +98,13 @@ def test_the_rate_constant_of_a_deflated_factor(monkeypatch):
         assert cond.rate_constant(get_kernel(name), 10 * big) == cond.RATE_CONSTANT
     assert cond.predicted_rate(1e-3, cond.DEFLATED_RATE_CONSTANT) == pytest.approx(
         cond.DEFLATED_RATE_CONSTANT * 2.0 ** -24 / 1e-3)
+    # what solve_mixed deflates with at that n, on rows that leave every landmark in (40
+    # separated clusters; uniform random rows leave centres near each other: dependent)
+    rng = np.random.default_rng(0)
+    X = (10 * rng.standard_normal((40, 6)))[rng.integers(0, 40, big)]
+    X += 0.5 * rng.standard_normal(X.shape)
+    U, rec = deflate.nystrom_landmarks(get_kernel("gaussian", bandwidth=3.0), X, None, CPU)
+    assert rec["rank"] == deflate.RANK == U.shape[1]
     monkeypatch.setattr(deflate, "ENABLED", False)
     assert cond.rate_constant(get_kernel("gaussian"), big) == cond.RATE_CONSTANT
 
@@ -122,6 +131,34 @@ def test_the_probe_records_and_uses_the_deflated_constant(monkeypatch):
     assert off["rate_constant"] == cond.RATE_CONSTANT
     assert off["samples"][-1]["rate_predicted"] == pytest.approx(
         cond.predicted_rate(pivot, cond.RATE_CONSTANT))
+
+
+def test_a_deflated_solve_keeps_the_risk_gates_on_k_s_own_rate(monkeypatch):
+    """The deflated constant counts passes only: RISKY_RATE and BREAKDOWN_RATE stay on the
+    rate RATE_CONSTANT predicts (K's own factor, for which they were measured; MNIST
+    pixels at n = 60,000 passed up to 3.4 times that rate). A sample whose own-factor rate
+    is past the breakdown rate is float64 even where the deflated rate would pass."""
+    monkeypatch.setattr(cond, "PROBE_MIN_ROWS", 64)
+    monkeypatch.setattr(cond, "PROBE_SHARE", 1.0)
+    X, _ = _data(2100, 6)
+    k = get_kernel("gaussian", bandwidth=0.3)
+    own = cond.BREAKDOWN_RATE * 1.2
+    monkeypatch.setattr(cond, "predicted_rate", lambda pivot, constant: own * constant
+                        / cond.RATE_CONSTANT)
+    cheap = dict(_times(0.01, 1e6), pass64_s=0.01)  # mixed would win by time at any rate
+    rec = cond.conditioning_probe(k, X, CPU, cheap, 1e-12)
+    assert rec["rate_constant"] == cond.DEFLATED_RATE_CONSTANT
+    last = rec["samples"][-1]
+    assert last["rate_predicted"] < cond.BREAKDOWN_RATE <= last["gate_rate"]
+    assert rec["verdict"] == "float64" and "too ill-conditioned" in rec["why"]
+    assert "which the risk gates take" in rec["why"]
+    # a risky own-factor rate costs the passes in float64 (at RATE_ERROR times the
+    # deflated rate), as for K's own factor
+    own = cond.RISKY_RATE * 1.5
+    rec = cond.conditioning_probe(k, X, CPU, cheap, 1e-12)
+    assert "pessimistic" in rec["samples"][-1] and rec["verdict"] == "mixed"
+    assert rec["samples"][-1]["pessimistic"]["rate_predicted"] == pytest.approx(
+        cond.RATE_ERROR * own * cond.DEFLATED_RATE_CONSTANT / cond.RATE_CONSTANT)
 
 
 def test_sample_with_duplicate_rows_is_not_positive_definite():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 from typing import Iterable
 
@@ -70,10 +71,10 @@ def check_kernel_flags(args) -> None:
         which = " and ".join(kernels)
         way = "leave it out"
         if key == "gamma" and kernel == "gaussian":
+            h = (0.5 / args.gamma) ** 0.5 if args.gamma > 0 else math.inf
             way = (f"give the width as --bandwidth h instead (scikit-learn's RBF gamma is "
-                   f"1/(2 h^2): gamma {args.gamma:g} is --bandwidth "
-                   f"{(0.5 / args.gamma) ** 0.5:.4g})" if args.gamma > 0 else
-                   "give the width as --bandwidth h instead")
+                   f"1/(2 h^2): gamma {args.gamma:g} is --bandwidth {h:.4g})"
+                   if math.isfinite(h) else "give the width as --bandwidth h instead")
         raise InputError(f"{flag} applies to the {which} kernel{'s' if len(kernels) > 1 else ''}"
                          f", not --kernel {kernel}: {way}, or choose --kernel "
                          f"{kernels[0]}", param=key)

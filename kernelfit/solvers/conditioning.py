@@ -23,7 +23,10 @@ of the sample 0.6 to 15 times (the running minimum steepens with j): the rate is
 with :data:`RATE_CONSTANT` = 100 rather than 60, and a quarter sample's with a margin.
 Mixed precision now factors K less its Nystrom part on 32 landmarks
 (:mod:`kernelfit.solvers.deflate`), whose refinement converges faster than that rate:
-those solves take :data:`DEFLATED_RATE_CONSTANT` = 25 (:func:`rate_constant`).
+those solves count their passes at :data:`DEFLATED_RATE_CONSTANT` = 25
+(:func:`rate_constant`), while the risk gates below (:data:`RISKY_RATE`,
+:data:`BREAKDOWN_RATE`) stay on the rate with :data:`RATE_CONSTANT`, K's own factor's, for
+which they were measured.
 
 Where ``precision='auto'`` chose mixed precision by time
 (:func:`kernelfit.solvers.plan.plan_solve`, before the features exist) and the probe
@@ -34,15 +37,16 @@ refinement then runs them (its preconditioner solves in float64) at :data:`RATE_
 times the rate, the far end of the prediction's measured error; from
 :data:`BREAKDOWN_RATE`, where the true rate may reach the float32 factorization's
 breakdown, or where those passes exceed the refinement's steps, float64 without trying.
-(The refit Gabor map, 2^-11 grid, median bandwidth, at n = 60,000: predicted 0.098,
-measured about 0.3 a pass, no breakdown.) Where auto chose float64 by time only because it
-hedges on the pass count (its worst case, :data:`~kernelfit.solvers.plan.WORST_PASSES`,
-weighed against its best), the same prediction picks mixed precision when it is expected
-faster (MNIST pixels at n = 10,000 on 2 Zen 3 cores: the plan expected 4.7 s for float64,
-3.3-7.3 s mixed, and kept float64; mixed took 3 s, float64 4.8 s). The sample costs at
-most :data:`PROBE_SHARE` of the float64 factorization's flops (at most
-:data:`PROBE_MAX_ROWS` rows); smaller solves are not probed, and a refinement the probe
-let through still gives up and falls back when it stalls (:mod:`kernelfit.solvers.mixed`).
+(The refit Gabor map, 2^-11 grid, median bandwidth, at n = 60,000, its factor deflated by
+the mean alone: predicted 0.098, measured about 0.3 a pass, no breakdown.) Where auto
+chose float64 by time only because it hedges on the pass count (its worst case,
+:data:`~kernelfit.solvers.plan.WORST_PASSES`, weighed against its best), the same
+prediction picks mixed precision when it is expected faster (MNIST pixels at n = 10,000
+on 2 Zen 3 cores: the plan expected 4.7 s for float64, 3.3-7.3 s mixed, and kept float64;
+mixed took 3 s, float64 4.8 s). The sample costs at most :data:`PROBE_SHARE` of the
+float64 factorization's flops (at most :data:`PROBE_MAX_ROWS` rows); smaller solves are not
+probed, and a refinement the probe let through still gives up and falls back when it
+stalls (:mod:`kernelfit.solvers.mixed`).
 """
 
 from __future__ import annotations
@@ -97,11 +101,16 @@ RATE_CONSTANT = 100.0
 #: MNIST on 2 Zen 5 cores (``benchmarks/results/auto_choice_zen5_s29_after.json``: pixels
 #: at h = 5 and 10, the Laplacian kernel, random Fourier and Gabor features, n = 10,000 and
 #: 20,000): the first pass's residual 0.002-0.1 times RATE_CONSTANT's rate, later passes
-#: at most 0.56 times it (the Laplacian kernel, rates near 1e-5), and the pass counts this
-#: constant predicts within 2 of the measured 3-7 (RATE_CONSTANT's: up to 4 too many);
-#: Gabor features at n = 60,000: passes at most 0.3 times the predicted 0.098. With 100 the
-#: probe costed Gabor features at n = 20,000 as 17 float64 passes and factored in float64:
-#: 19.9 s against mixed precision's 14.2 s (5 passes; ``auto_choice_zen5_s29_before.json``).
+#: to a residual of 1e-11 at most 0.56 times it (the Laplacian kernel; below about 1e-11
+#: the passes stall at the float32 application's and float64's floors), and the pass counts this
+#: constant predicts at the sample's own rate within 2 of the measured 3-7 (RATE_CONSTANT's:
+#: up to 4 too many); Gabor features at n = 60,000: passes at most 0.3 times the predicted
+#: 0.098. Not every pass is that fast: MNIST pixels at n = 60,000
+#: (``mnist_full_deflation_rank_zen5.json``) passed 1.6e-3 to 6.9e-3 after a first pass to
+#: 2.9e-5, 0.8-3.4 times the rate 100 predicts (3-4 passes all told): so the risk gates stay
+#: on RATE_CONSTANT's rate. With 100 the probe costed Gabor features at n = 20,000 as 17
+#: float64 passes and factored in float64 in one run (19.9 s; mixed precision to 1e-12, in
+#: the other run's auto: 14.8 s against 19.2 s; ``auto_choice_zen5_s29_before*.json``).
 #: It assumes the landmarks planned (:func:`rate_constant`); fewer (left out at a row, or
 #: dependent) make the refinement slower than predicted, which then gives up and falls
 #: back where that would not pay
@@ -247,8 +256,15 @@ def conditioning_probe(kernel: Kernel, X, be: Backend, times: dict, tol: float, 
             break
         sample.update(extrapolate_min_pivot(piv, n))
         raw = predicted_rate(sample["min_pivot_predicted"], constant)
+        # the risk gates (RISKY_RATE, BREAKDOWN_RATE) stay on the rate of K's own factor,
+        # for which they were measured: a deflated factor's smaller rate counts passes only
+        gate_raw = (raw if constant == RATE_CONSTANT
+                    else predicted_rate(sample["min_pivot_predicted"], RATE_CONSTANT))
         sample.update(_expect(raw, tol, once, times["pass_s"]))
+        if gate_raw != raw:
+            sample["gate_rate"] = gate_raw
         rate = min(1.0, margin * raw)  # what decides: the rate taken margin times worse
+        gate = min(1.0, margin * gate_raw)
         decide = sample
         if margin != 1.0:
             decide = sample["with_margin"] = _expect(rate, tol, once, times["pass_s"])
@@ -256,16 +272,18 @@ def conditioning_probe(kernel: Kernel, X, be: Backend, times: dict, tol: float, 
         facts = (f"a float64 Cholesky of K on {size:,} sampled rows predicts a smallest "
                  f"pivot of {sample['min_pivot_predicted']:.2g} of the diagonal at n = {n:,}, "
                  f"a refinement rate of {raw:.2g} a pass"
-                 + (f" ({rate:.2g} with a {margin:g}x margin)" if margin != 1.0 else ""))
+                 + (f" ({rate:.2g} with a {margin:g}x margin)" if margin != 1.0 else "")
+                 + (f" (K's own factor: {gate:.2g}, which the risk gates take)"
+                    if gate_raw != raw else ""))
         slow = None
-        if RISKY_RATE <= rate < BREAKDOWN_RATE and times.get("pass64_s"):
+        if RISKY_RATE <= gate < BREAKDOWN_RATE and times.get("pass64_s"):
             # passes in float64, at the far end of the prediction's error, within the
             # refinement's steps (beyond them it falls back: no gain)
             slow = _expect(min(1.0, RATE_ERROR * rate), tol, once, times["pass64_s"])
             decide["pessimistic"] = slow
             if slow["passes_predicted"] is None or slow["passes_predicted"] > most:
                 slow = None
-        if rate >= RISKY_RATE and slow is None:  # passes and mixed_s may be None (rate 1)
+        if gate >= RISKY_RATE and slow is None:  # passes and mixed_s may be None (rate 1)
             if size == m:
                 rec.update(verdict="float64", why=(
                     f"{facts}: K is too ill-conditioned for a float32 factorization to pay"))
