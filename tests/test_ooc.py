@@ -290,3 +290,36 @@ def test_too_little_disk_is_refused_leaving_no_folder(tmp_path, monkeypatch, pre
         solve_exact(get_kernel("gaussian", bandwidth=0.5), X, Y,
                     SolveOptions(ooc_dir=str(folder), precision=precision, tile_size=64))
     assert folder.is_dir() and not any(folder.iterdir())
+
+
+@pytest.mark.skipif(os.name != "posix", reason="advisory locks (fcntl) are POSIX's")
+def test_a_folder_in_use_by_another_process_is_refused(tmp_path):
+    """Two solves into one checkpoint folder at once would overwrite each other's tiles and
+    manifest: while one process holds the folder, another is refused with one line naming
+    the holder, and nothing there changes; a finished or refused solve leaves no lock."""
+    from kernelfit.solvers import ooc
+
+    X, Y = _problem(n=120)
+    d = tmp_path / "ck"
+    solve_exact(K, X, Y, SolveOptions(tile_size=40, ooc_dir=str(d)))
+    assert not (d / ooc.LOCK_FILE).exists()  # released after the refinement
+    files = sorted(p.name for p in d.iterdir())
+    manifest = (d / "manifest.json").read_text()
+    held = ooc._lock(d)  # another holder (flock: another open file, even in this process)
+    try:
+        with pytest.raises(InputError, match=f"in use by another kernelfit process "
+                                             f"\\(pid {os.getpid()}\\)") as err:
+            solve_exact(K, X, Y, SolveOptions(tile_size=40, ooc_dir=str(d), resume=True))
+        assert err.value.param == "ooc_dir" and "choose another folder" in str(err.value)
+        assert sorted(p.name for p in d.iterdir()) == sorted(files + [ooc.LOCK_FILE])
+        assert (d / "manifest.json").read_text() == manifest
+    finally:
+        ooc._unlock(held)
+    assert sorted(p.name for p in d.iterdir()) == files
+    # free again: the resume runs (and a refused run, here without resume, leaves no lock)
+    sol = solve_exact(K, X, Y, SolveOptions(tile_size=40, ooc_dir=str(d), resume=True))
+    assert sol.info["converged"] and "lock" not in sol.info["checkpoint"]
+    json.dumps(sol.as_dict())
+    with pytest.raises(InputError, match="already holds"):
+        solve_exact(K, X, Y, SolveOptions(tile_size=40, ooc_dir=str(d)))
+    assert sorted(p.name for p in d.iterdir()) == files

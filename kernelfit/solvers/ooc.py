@@ -63,6 +63,55 @@ LOW_RANK_FILE = "U.npy"
 OOC_FORMAT = "kernelfit-ooc"
 OOC_VERSION = 1
 PANEL_ENV = "KERNELFIT_OOC_PANEL_TILES"
+#: the file whose advisory lock holds a checkpoint folder for one process at a time
+LOCK_FILE = ".kernelfit-lock"
+
+
+def _lock(directory: Path):
+    """Hold ``directory`` for this process: an advisory lock on :data:`LOCK_FILE` in it (its
+    text: this process's id), released by :func:`_unlock`. A second process solving into the
+    same folder meanwhile is refused (the two would overwrite each other's tiles and
+    manifest). None where the system has no advisory locks (not POSIX)."""
+    try:
+        import fcntl
+    except ImportError:
+        return None
+    path = directory / LOCK_FILE
+    while True:
+        fh = open(path, "a+")
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            fh.seek(0)
+            holder = fh.read().strip()
+            fh.close()
+            raise InputError(f"out-of-core folder {directory} is in use by another kernelfit "
+                             "process" + (f" (pid {holder})" if holder.isdigit() else "")
+                             + ": wait for it to finish, or choose another folder",
+                             param="ooc_dir", path=str(directory)) from None
+        try:  # the file locked is still the one named (its holder may have removed it)
+            same = os.stat(path).st_ino == os.fstat(fh.fileno()).st_ino
+        except OSError:
+            same = False
+        if same:
+            break
+        fh.close()
+    fh.seek(0)
+    fh.truncate()
+    fh.write(f"{os.getpid()}\n")
+    fh.flush()
+    return fh
+
+
+def _unlock(fh) -> None:
+    """Release a folder :func:`_lock` held: the lock file goes, then the lock."""
+    if fh is None or fh.closed:
+        return
+    try:
+        os.unlink(fh.name)
+    except OSError:
+        pass
+    fh.close()
 
 
 def fingerprint_X(X) -> str:
@@ -179,7 +228,9 @@ def ooc_factor(kernel: Kernel, X, directory, *, tile_size: int, dtype=np.float32
     of ``K - U U^T + ridge I`` (mixed precision's deflation, :mod:`kernelfit.solvers.deflate`),
     and the fingerprint says so. Returns ``(T, info)`` where ``T`` is a factored
     :class:`TiledSymmetric` whose tiles are read-only memory maps of the L files, and
-    ``info`` the checkpoint report.
+    ``info`` the checkpoint report, whose ``lock`` holds the folder for this process until
+    :func:`_unlock` (:func:`solve_ooc` releases it after the refinement; another process
+    solving into the folder meanwhile is refused: :func:`_lock`).
     """
     be = backend if backend is not None else get_backend("cpu")
     X = np.ascontiguousarray(be.to_numpy(X), dtype=np.float64)
@@ -205,6 +256,7 @@ def ooc_factor(kernel: Kernel, X, directory, *, tile_size: int, dtype=np.float32
         raise InputError(f"out-of-core folder {directory} cannot be made "
                          f"({exc.strerror or exc}); choose a folder you can write to",
                          param="ooc_dir", path=str(directory)) from None
+    lock = _lock(directory)  # before anything there is read or written
     try:
         fp = {"X_sha256": fingerprint_X(X), "n": int(n), "d": int(d),
               "kernel": kernel.params(), "tile_size": int(tile_size), "dtype": dtype.name,
@@ -273,59 +325,64 @@ def ooc_factor(kernel: Kernel, X, directory, *, tile_size: int, dtype=np.float32
                              f"nothing was written. Free space, choose another folder{half}",
                              param="ooc_dir", path=str(directory), required_bytes=int(need),
                              available_bytes=int(free))
-    except InputError:  # refused before anything was written: no folder left behind
+    except BaseException:  # refused before anything was written: no folder left behind
+        _unlock(lock)
         if created:
             try:
                 directory.rmdir()
             except OSError:
                 pass
         raise
-    if manifest is None:
-        if low_rank is not None:  # before the manifest: a resumed run reads it back
-            atomic_save_npy(directory / LOW_RANK_FILE, np.asarray(low_rank, dtype=np.float64))
-        _write_manifest(directory, fp, state)
-    stats = kernel.prepare(X)
-    log: list = []
-    timings = {"gram": 0.0, "factor": 0.0}
-    computed = [0]
-
-    def attempt(shift):
-        if shift != float(state.get("shift", 0.0)):  # a breakdown: start over, shifted
-            store.clear()
-            state.update({"panels_done": 0, "gram_done": False, "shift": shift})
+    try:
+        if manifest is None:
+            if low_rank is not None:  # before the manifest: a resumed run reads it back
+                atomic_save_npy(directory / LOW_RANK_FILE, np.asarray(low_rank, dtype=np.float64))
             _write_manifest(directory, fp, state)
-        if state.get("factored"):
+        stats = kernel.prepare(X)
+        log: list = []
+        timings = {"gram": 0.0, "factor": 0.0}
+        computed = [0]
+
+        def attempt(shift):
+            if shift != float(state.get("shift", 0.0)):  # a breakdown: start over, shifted
+                store.clear()
+                state.update({"panels_done": 0, "gram_done": False, "shift": shift})
+                _write_manifest(directory, fp, state)
+            if state.get("factored"):
+                return None
+            t0 = time.perf_counter()
+            if not state.get("gram_done"):
+                _gram_to_disk(kernel, X, stats, store, state, float(ridge) + shift,
+                              show_progress, low_rank)
+                state["gram_done"] = True
+                _write_manifest(directory, fp, state)
+            t1 = time.perf_counter()
+            timings["gram"] += t1 - t0
+            try:
+                computed[0] += _factor_panels(store, state, fp, be, memory_budget, show_progress,
+                                              on_panel)
+            finally:
+                timings["factor"] += time.perf_counter() - t1
+            state["factored"] = True
+            _write_manifest(directory, fp, state)
             return None
-        t0 = time.perf_counter()
-        if not state.get("gram_done"):
-            _gram_to_disk(kernel, X, stats, store, state, float(ridge) + shift,
-                          show_progress, low_rank)
-            state["gram_done"] = True
-            _write_manifest(directory, fp, state)
-        t1 = time.perf_counter()
-        timings["gram"] += t1 - t0
-        try:
-            computed[0] += _factor_panels(store, state, fp, be, memory_budget, show_progress,
-                                          on_panel)
-        finally:
-            timings["factor"] += time.perf_counter() - t1
-        state["factored"] = True
-        _write_manifest(directory, fp, state)
-        return None
 
-    def mean_diagonal():
-        return float(np.mean(kernel_diagonal(kernel, X))) + ridge
+        def mean_diagonal():
+            return float(np.mean(kernel_diagonal(kernel, X))) + ridge
 
-    _, shift, _ = retry_with_shift(attempt, mean_diagonal, allow_shift=allow_shift,
-                                   dtype_name=dtype.name, start=float(state.get("shift", 0.0)),
-                                   log=log, facts=breakdown_facts(kernel, X, ridge))
-    T = store.factor_in_memory_maps(get_backend("cpu"))
-    info = {"directory": str(directory), "n_panels": nt, "panels_done": state["panels_done"],
-            "resumed_from_panel": resumed_from, "panels_computed_this_run": computed[0],
-            "shift": float(state.get("shift", 0.0)), "bytes_on_disk": store.bytes_on_disk(),
-            "manifest": str(directory / MANIFEST), "fingerprint": fp, "log": log,
-            "timings": timings}
-    return T, info
+        _, shift, _ = retry_with_shift(attempt, mean_diagonal, allow_shift=allow_shift,
+                                       dtype_name=dtype.name, start=float(state.get("shift", 0.0)),
+                                       log=log, facts=breakdown_facts(kernel, X, ridge))
+        T = store.factor_in_memory_maps(get_backend("cpu"))
+        info = {"directory": str(directory), "n_panels": nt, "panels_done": state["panels_done"],
+                "resumed_from_panel": resumed_from, "panels_computed_this_run": computed[0],
+                "shift": float(state.get("shift", 0.0)), "bytes_on_disk": store.bytes_on_disk(),
+                "manifest": str(directory / MANIFEST), "fingerprint": fp, "log": log,
+                "timings": timings, "lock": lock}
+        return T, info
+    except BaseException:  # the folder is free again for a later run (or a resume)
+        _unlock(lock)
+        raise
 
 
 def _gram_to_disk(kernel, X, stats, store: DiskTiles, state: dict, shift: float,
@@ -470,11 +527,21 @@ def solve_ooc(kernel: Kernel, X, Y, opts, be: Optional[Backend] = None,
     ts = splan.tile_size if splan is not None else (opts.tile_size
                                                     or default_tile_size(n, be.device))
     Xh = np.ascontiguousarray(be.to_numpy(X), dtype=np.float64)
-    Yh = np.asarray(be.to_numpy(Y), dtype=np.float64)
     U, deflation = _landmarks(kernel, Xh, dtype, opts)
     T, ck = ooc_factor(kernel, Xh, opts.ooc_dir, tile_size=ts, dtype=dtype, ridge=opts.ridge,
                        resume=opts.resume, backend=be, allow_shift=(precision != "float64"),
                        show_progress=opts.show_progress, low_rank=U, memory=opts.memory_budget)
+    lock = ck.pop("lock")
+    try:
+        return _refine_ooc(kernel, Xh, Y, T, ck, U, deflation, opts, be, ts, precision, dtype)
+    finally:  # the tiles are read to the end: the folder is free for the next run
+        _unlock(lock)
+
+
+def _refine_ooc(kernel, Xh, Y, T, ck, U, deflation, opts, be, ts, precision, dtype):
+    """:func:`solve_ooc`'s refinement against the factor on disk, while it holds the folder."""
+    n = Xh.shape[0]
+    Yh = np.asarray(be.to_numpy(Y), dtype=np.float64)
     xp = be.xp
     Xb = xp.asarray(Xh)
     stats = kernel.prepare(Xb)
