@@ -297,7 +297,7 @@ def test_a_folder_in_use_by_another_process_is_refused(tmp_path):
     """Two solves into one checkpoint folder at once would overwrite each other's tiles and
     manifest: while one process holds the folder, another is refused with one line naming
     the holder, and nothing there changes; a finished or refused solve leaves no lock."""
-    from kernelfit.solvers import ooc
+    from kernelfit.solvers import checkpoint_lock as ooc
 
     X, Y = _problem(n=120)
     d = tmp_path / "ck"
@@ -305,7 +305,7 @@ def test_a_folder_in_use_by_another_process_is_refused(tmp_path):
     assert not (d / ooc.LOCK_FILE).exists()  # released after the refinement
     files = sorted(p.name for p in d.iterdir())
     manifest = (d / "manifest.json").read_text()
-    held = ooc._lock(d)  # another holder (flock: another open file, even in this process)
+    held = ooc.hold_folder(d)  # another holder (flock: another open file, same process)
     try:
         with pytest.raises(InputError, match=f"in use by another kernelfit process "
                                              f"\\(pid {os.getpid()}\\)") as err:
@@ -314,7 +314,7 @@ def test_a_folder_in_use_by_another_process_is_refused(tmp_path):
         assert sorted(p.name for p in d.iterdir()) == sorted(files + [ooc.LOCK_FILE])
         assert (d / "manifest.json").read_text() == manifest
     finally:
-        ooc._unlock(held)
+        ooc.release_folder(held)
     assert sorted(p.name for p in d.iterdir()) == files
     # free again: the resume runs (and a refused run, here without resume, leaves no lock)
     sol = solve_exact(K, X, Y, SolveOptions(tile_size=40, ooc_dir=str(d), resume=True))
@@ -323,3 +323,40 @@ def test_a_folder_in_use_by_another_process_is_refused(tmp_path):
     with pytest.raises(InputError, match="already holds"):
         solve_exact(K, X, Y, SolveOptions(tile_size=40, ooc_dir=str(d)))
     assert sorted(p.name for p in d.iterdir()) == files
+
+
+@pytest.mark.skipif(os.name != "posix", reason="advisory locks (fcntl) are POSIX's")
+def test_the_folder_lock_never_refuses_for_its_own_failures(tmp_path, monkeypatch):
+    """Only another holder refuses: a file system without advisory locks (flock fails
+    with ENOSYS) solves unheld, leaving no lock file; a link where the lock file goes is
+    refused, its target untouched; a direct ooc_factor call keeps nothing held and a
+    JSON report."""
+    import errno
+    import fcntl
+
+    from kernelfit.solvers import checkpoint_lock, ooc
+
+    X, Y = _problem(n=120)
+    real = fcntl.flock
+
+    def no_locks(fd, op):
+        raise OSError(errno.ENOSYS, "Function not implemented")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    d = tmp_path / "nolocks"
+    sol = solve_exact(K, X, Y, SolveOptions(tile_size=40, ooc_dir=str(d)))
+    assert sol.info["converged"] and not (d / checkpoint_lock.LOCK_FILE).exists()
+    monkeypatch.setattr(fcntl, "flock", real)
+    link = tmp_path / "linked"
+    link.mkdir()
+    target = tmp_path / "precious.txt"
+    target.write_text("precious")
+    (link / checkpoint_lock.LOCK_FILE).symlink_to(target)
+    with pytest.raises(InputError, match="lock file"):
+        solve_exact(K, X, Y, SolveOptions(tile_size=40, ooc_dir=str(link)))
+    assert target.read_text() == "precious"
+    T, info = ooc.ooc_factor(K, X, tmp_path / "direct", tile_size=40)
+    json.dumps(info)
+    assert "lock" not in info
+    assert not (tmp_path / "direct" / checkpoint_lock.LOCK_FILE).exists()
+    T.free()

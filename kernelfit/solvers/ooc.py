@@ -48,6 +48,7 @@ from ..errors import InputError
 from ..kernels import Kernel
 from ..memory import fmt_bytes
 from ..progress import progress
+from .checkpoint_lock import hold_folder, release_folder
 from .cholesky import cholesky_solve, factor_columns
 from .deflate import Deflated, nystrom_landmarks
 from .products import gram_tile, kernel_diagonal, kernel_matvec
@@ -63,57 +64,6 @@ LOW_RANK_FILE = "U.npy"
 OOC_FORMAT = "kernelfit-ooc"
 OOC_VERSION = 1
 PANEL_ENV = "KERNELFIT_OOC_PANEL_TILES"
-#: the file whose advisory lock holds a checkpoint folder for one process at a time
-LOCK_FILE = ".kernelfit-lock"
-
-
-def _lock(directory: Path):
-    """Hold ``directory`` for this process: an advisory lock on :data:`LOCK_FILE` in it (its
-    text: this process's id), released by :func:`_unlock`. A second process solving into the
-    same folder meanwhile is refused (the two would overwrite each other's tiles and
-    manifest). None where the system has no advisory locks (not POSIX)."""
-    try:
-        import fcntl
-    except ImportError:
-        return None
-    path = directory / LOCK_FILE
-    while True:
-        fh = open(path, "a+")
-        try:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            fh.seek(0)
-            holder = fh.read().strip()
-            fh.close()
-            raise InputError(f"out-of-core folder {directory} is in use by another kernelfit "
-                             "process" + (f" (pid {holder})" if holder.isdigit() else "")
-                             + ": wait for it to finish, or choose another folder",
-                             param="ooc_dir", path=str(directory)) from None
-        try:  # the file locked is still the one named (its holder may have removed it)
-            same = os.stat(path).st_ino == os.fstat(fh.fileno()).st_ino
-        except OSError:
-            same = False
-        if same:
-            break
-        fh.close()
-    fh.seek(0)
-    fh.truncate()
-    fh.write(f"{os.getpid()}\n")
-    fh.flush()
-    return fh
-
-
-def _unlock(fh) -> None:
-    """Release a folder :func:`_lock` held: the lock file goes, then the lock."""
-    if fh is None or fh.closed:
-        return
-    try:
-        os.unlink(fh.name)
-    except OSError:
-        pass
-    fh.close()
-
-
 def fingerprint_X(X) -> str:
     """sha256 of X's float64 bytes (C order) with its shape."""
     A = np.ascontiguousarray(np.asarray(X), dtype=np.float64)
@@ -218,7 +168,7 @@ def ooc_factor(kernel: Kernel, X, directory, *, tile_size: int, dtype=np.float32
                ridge: float = 0.0, resume: bool = False, backend: Backend = None,
                allow_shift: bool = True, memory: Optional[float] = None,
                show_progress=None, on_panel: Optional[Callable[[int], None]] = None,
-               low_rank=None):
+               low_rank=None, keep_lock: bool = False):
     """Factor K = k(X, X) + ridge I out of core into ``directory``.
 
     ``memory``: the bytes the factorization plans in (None: the available host memory;
@@ -228,9 +178,11 @@ def ooc_factor(kernel: Kernel, X, directory, *, tile_size: int, dtype=np.float32
     of ``K - U U^T + ridge I`` (mixed precision's deflation, :mod:`kernelfit.solvers.deflate`),
     and the fingerprint says so. Returns ``(T, info)`` where ``T`` is a factored
     :class:`TiledSymmetric` whose tiles are read-only memory maps of the L files, and
-    ``info`` the checkpoint report, whose ``lock`` holds the folder for this process until
-    :func:`_unlock` (:func:`solve_ooc` releases it after the refinement; another process
-    solving into the folder meanwhile is refused: :func:`_lock`).
+    ``info`` the checkpoint report. The folder is held for this process while it factors
+    (:func:`~kernelfit.solvers.checkpoint_lock.hold_folder`: another process solving into
+    it meanwhile is refused); with ``keep_lock`` also after, ``info['lock']`` holding it
+    until :func:`~kernelfit.solvers.checkpoint_lock.release_folder`
+    (:func:`solve_ooc`: through its refinement).
     """
     be = backend if backend is not None else get_backend("cpu")
     X = np.ascontiguousarray(be.to_numpy(X), dtype=np.float64)
@@ -256,8 +208,9 @@ def ooc_factor(kernel: Kernel, X, directory, *, tile_size: int, dtype=np.float32
         raise InputError(f"out-of-core folder {directory} cannot be made "
                          f"({exc.strerror or exc}); choose a folder you can write to",
                          param="ooc_dir", path=str(directory)) from None
-    lock = _lock(directory)  # before anything there is read or written
+    lock = None
     try:
+        lock = hold_folder(directory)  # before anything there is read or written
         fp = {"X_sha256": fingerprint_X(X), "n": int(n), "d": int(d),
               "kernel": kernel.params(), "tile_size": int(tile_size), "dtype": dtype.name,
               "ridge": float(ridge),
@@ -326,7 +279,7 @@ def ooc_factor(kernel: Kernel, X, directory, *, tile_size: int, dtype=np.float32
                              param="ooc_dir", path=str(directory), required_bytes=int(need),
                              available_bytes=int(free))
     except BaseException:  # refused before anything was written: no folder left behind
-        _unlock(lock)
+        release_folder(lock)
         if created:
             try:
                 directory.rmdir()
@@ -378,10 +331,14 @@ def ooc_factor(kernel: Kernel, X, directory, *, tile_size: int, dtype=np.float32
                 "resumed_from_panel": resumed_from, "panels_computed_this_run": computed[0],
                 "shift": float(state.get("shift", 0.0)), "bytes_on_disk": store.bytes_on_disk(),
                 "manifest": str(directory / MANIFEST), "fingerprint": fp, "log": log,
-                "timings": timings, "lock": lock}
+                "timings": timings}
+        if keep_lock:  # solve_ooc holds the folder through its refinement
+            info["lock"] = lock
+        else:
+            release_folder(lock)
         return T, info
     except BaseException:  # the folder is free again for a later run (or a resume)
-        _unlock(lock)
+        release_folder(lock)
         raise
 
 
@@ -530,12 +487,13 @@ def solve_ooc(kernel: Kernel, X, Y, opts, be: Optional[Backend] = None,
     U, deflation = _landmarks(kernel, Xh, dtype, opts)
     T, ck = ooc_factor(kernel, Xh, opts.ooc_dir, tile_size=ts, dtype=dtype, ridge=opts.ridge,
                        resume=opts.resume, backend=be, allow_shift=(precision != "float64"),
-                       show_progress=opts.show_progress, low_rank=U, memory=opts.memory_budget)
+                       show_progress=opts.show_progress, low_rank=U, memory=opts.memory_budget,
+                       keep_lock=True)
     lock = ck.pop("lock")
     try:
         return _refine_ooc(kernel, Xh, Y, T, ck, U, deflation, opts, be, ts, precision, dtype)
     finally:  # the tiles are read to the end: the folder is free for the next run
-        _unlock(lock)
+        release_folder(lock)
 
 
 def _refine_ooc(kernel, Xh, Y, T, ck, U, deflation, opts, be, ts, precision, dtype):

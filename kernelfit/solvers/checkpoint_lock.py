@@ -1,0 +1,87 @@
+"""One process at a time in an out-of-core checkpoint folder (:mod:`kernelfit.solvers.ooc`):
+an advisory lock (``fcntl.flock``) on a file in the folder, which names its holder."""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from pathlib import Path
+
+from ..errors import InputError
+
+__all__ = ["LOCK_FILE", "hold_folder", "release_folder"]
+
+#: the file whose advisory lock holds a checkpoint folder for one process at a time
+LOCK_FILE = ".kernelfit-lock"
+
+
+def hold_folder(directory: Path):
+    """Hold ``directory`` for this process: an advisory lock on :data:`LOCK_FILE` in it (its
+    text: this process's id), as ``(path, file)``, released by :func:`release_folder`. A
+    second process solving into the same folder meanwhile is refused (the two would
+    overwrite each other's tiles and manifest). None where the system or the folder's file
+    system has no advisory locks."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX
+        return None
+    path = directory / LOCK_FILE
+    while True:
+        try:  # never through a link: a link there would have its target overwritten
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
+                         | getattr(os, "O_CLOEXEC", 0), 0o644)
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+                return None  # no room for it: the disk check that follows says so
+            raise InputError(f"cannot open the lock file {path} of out-of-core folder "
+                             f"{directory} ({exc.strerror or exc}); remove it if no kernelfit "
+                             "solve is using the folder, or choose another folder",
+                             param="ooc_dir", path=str(directory)) from None
+        fh = os.fdopen(fd, "r+")
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            fh.close()
+            raise InputError(f"{path} in out-of-core folder {directory} is not a file; remove "
+                             "it, or choose another folder", param="ooc_dir",
+                             path=str(directory))
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                release_folder((path, fh))  # a file system without advisory locks: solve unheld
+                return None
+            fh.seek(0)
+            holder = fh.read().strip()
+            fh.close()
+            raise InputError(f"out-of-core folder {directory} is in use by another kernelfit "
+                             "process" + (f" (pid {holder})" if holder.isdigit() else "")
+                             + ": wait for it to finish, or choose another folder",
+                             param="ooc_dir", path=str(directory)) from None
+        try:  # the file locked is still the one named (its holder may have removed it)
+            same = os.stat(path).st_ino == os.fstat(fd).st_ino
+        except OSError:
+            same = False
+        if same:
+            break
+        fh.close()
+    try:  # the holder's id, for the refusal's message only (unbuffered: nothing to flush)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    except OSError:
+        pass
+    return path, fh
+
+
+def release_folder(held) -> None:
+    """Release a folder :func:`hold_folder` held (its ``(path, file)``; None: nothing held): the
+    lock file goes, then the lock."""
+    if held is None or held[1].closed:
+        return
+    try:
+        os.unlink(held[0])
+    except OSError:
+        pass
+    try:
+        held[1].close()
+    except OSError:
+        pass
