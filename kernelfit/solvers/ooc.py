@@ -64,6 +64,8 @@ LOW_RANK_FILE = "U.npy"
 OOC_FORMAT = "kernelfit-ooc"
 OOC_VERSION = 1
 PANEL_ENV = "KERNELFIT_OOC_PANEL_TILES"
+
+
 def fingerprint_X(X) -> str:
     """sha256 of X's float64 bytes (C order) with its shape."""
     A = np.ascontiguousarray(np.asarray(X), dtype=np.float64)
