@@ -297,24 +297,24 @@ def test_a_folder_in_use_by_another_process_is_refused(tmp_path):
     """Two solves into one checkpoint folder at once would overwrite each other's tiles and
     manifest: while one process holds the folder, another is refused with one line naming
     the holder, and nothing there changes; a finished or refused solve leaves no lock."""
-    from kernelfit.solvers import checkpoint_lock as ooc
+    from kernelfit.solvers import checkpoint_lock
 
     X, Y = _problem(n=120)
     d = tmp_path / "ck"
     solve_exact(K, X, Y, SolveOptions(tile_size=40, ooc_dir=str(d)))
-    assert not (d / ooc.LOCK_FILE).exists()  # released after the refinement
+    assert not (d / checkpoint_lock.LOCK_FILE).exists()  # released after the refinement
     files = sorted(p.name for p in d.iterdir())
     manifest = (d / "manifest.json").read_text()
-    held = ooc.hold_folder(d)  # another holder (flock: another open file, same process)
+    held = checkpoint_lock.hold_folder(d)  # another holder (flock: another open file, same process)
     try:
         with pytest.raises(InputError, match=f"in use by another kernelfit process "
                                              f"\\(pid {os.getpid()}\\)") as err:
             solve_exact(K, X, Y, SolveOptions(tile_size=40, ooc_dir=str(d), resume=True))
         assert err.value.param == "ooc_dir" and "choose another folder" in str(err.value)
-        assert sorted(p.name for p in d.iterdir()) == sorted(files + [ooc.LOCK_FILE])
+        assert sorted(p.name for p in d.iterdir()) == sorted(files + [checkpoint_lock.LOCK_FILE])
         assert (d / "manifest.json").read_text() == manifest
     finally:
-        ooc.release_folder(held)
+        checkpoint_lock.release_folder(held)
     assert sorted(p.name for p in d.iterdir()) == files
     # free again: the resume runs (and a refused run, here without resume, leaves no lock)
     sol = solve_exact(K, X, Y, SolveOptions(tile_size=40, ooc_dir=str(d), resume=True))
