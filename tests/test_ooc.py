@@ -305,7 +305,7 @@ def test_a_folder_in_use_by_another_process_is_refused(tmp_path):
     assert not (d / checkpoint_lock.LOCK_FILE).exists()  # released after the refinement
     files = sorted(p.name for p in d.iterdir())
     manifest = (d / "manifest.json").read_text()
-    held = checkpoint_lock.hold_folder(d)  # another holder (flock: another open file, same process)
+    held = checkpoint_lock.hold_folder(d)  # another holder (flock: another open file)
     try:
         with pytest.raises(InputError, match=f"in use by another kernelfit process "
                                              f"\\(pid {os.getpid()}\\)") as err:
