@@ -258,8 +258,7 @@ def conditioning_probe(kernel: Kernel, X, be: Backend, times: dict, tol: float, 
         raw = predicted_rate(sample["min_pivot_predicted"], constant)
         # the risk gates (RISKY_RATE, BREAKDOWN_RATE) stay on the rate of K's own factor,
         # for which they were measured: a deflated factor's smaller rate counts passes only
-        gate_raw = (raw if constant == RATE_CONSTANT
-                    else predicted_rate(sample["min_pivot_predicted"], RATE_CONSTANT))
+        gate_raw = predicted_rate(sample["min_pivot_predicted"], RATE_CONSTANT)
         sample.update(_expect(raw, tol, once, times["pass_s"]))
         if gate_raw != raw:
             sample["gate_rate"] = gate_raw

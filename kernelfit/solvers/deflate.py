@@ -194,10 +194,10 @@ def nystrom_landmarks(kernel: Kernel, X, stats, be: Backend, tiles=np.float32,
     what = ("mean of the training rows" if len(sel) == 1 and sel[0] == 0 else
             ("the mean of the training rows and " if sel[0] == 0 else "")
             + f"k-means centres of {sample:,} seeded rows")
-    record.update(rank=len(sel), landmark=what, dependent=int(len(keep) - len(sel)),
-                  max_k_row_landmark=float(np.max(top[sel] / diag[sel])),
-                  mean_entry_removed=float(colsum @ colsum) / float(n) ** 2)
-    return U, {"rank": record.pop("rank"), "landmark": record.pop("landmark"), **record}
+    return U, {"rank": len(sel), "landmark": what, **record,
+               "dependent": int(len(keep) - len(sel)),
+               "max_k_row_landmark": float(np.max(top[sel] / diag[sel])),
+               "mean_entry_removed": float(colsum @ colsum) / float(n) ** 2}
 
 
 class Deflated:

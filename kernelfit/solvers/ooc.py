@@ -441,7 +441,6 @@ def _landmarks(kernel: Kernel, Xh, dtype, opts):
     a resumed checkpoint's own (``U.npy``), or, for a checkpoint made before that file
     (rank one), the rows' mean alone, as then; else made afresh. A checkpoint of other
     rows gets a fresh U here: :func:`ooc_factor`'s fingerprint check then refuses it."""
-    rank = None
     folder = Path(opts.ooc_dir).expanduser() if opts.ooc_dir else None
     if opts.resume and folder is not None and folder.is_dir() and np.dtype(dtype) == np.float32:
         manifest = _read_manifest(folder) or {}
@@ -471,7 +470,7 @@ def _landmarks(kernel: Kernel, Xh, dtype, opts):
                 raise _damaged(folder, f"{LOW_RANK_FILE} is not the float64 rank-{r} part "
                                        f"of {n} rows")
             return U, {"rank": r, "landmark": f"the checkpoint's ({LOW_RANK_FILE})"}
-    return nystrom_landmarks(kernel, Xh, None, get_backend("cpu"), tiles=dtype, rank=rank)
+    return nystrom_landmarks(kernel, Xh, None, get_backend("cpu"), tiles=dtype)
 
 
 def solve_ooc(kernel: Kernel, X, Y, opts, be: Optional[Backend] = None,
