@@ -21,7 +21,7 @@ from sklearn.base import BaseEstimator
 from sklearn.utils.multiclass import type_of_target
 from sklearn.utils.validation import check_is_fitted
 
-from .backend import array_namespace, get_backend, is_device_array, to_host
+from .backend import BlasOneThread, array_namespace, get_backend, is_device_array, to_host
 from .errors import InputError, InputTypeError
 from .grid import lookup_exp_faster
 from .kernels import active_columns, check_array, to_integer_grid
@@ -187,8 +187,8 @@ class KernelInterpolator(BaseEstimator):
             raise InputError("y is empty")
         task = self.task
         if task not in ("auto", "classification", "regression"):
-            raise InputError(f"task must be 'auto', 'classification' or 'regression', got {task!r}",
-                             param="task")
+            raise InputError("task must be 'auto', 'classification' or 'regression', got "
+                             f"{task!r}", param="task")
         if y.ndim == 2 and y.shape[1] == 1 and task != "regression" and (
                 task == "classification" or label_kind(y.ravel()) == "classes"):
             # a column of class labels is the labels (it fell through to a regression,
@@ -303,25 +303,32 @@ class KernelInterpolator(BaseEstimator):
                 KA = kernel_matvec(kernel, Xb, sol.alpha, tile_size=sol.info.get("tile_size"),
                                    backend=be, show_progress=self.show_progress)
             be.synchronize()
-            # a 1-D regression target against the solver's (n, 1) columns: compared as
-            # columns (broadcasting them gave an n x n difference and a residual of ~10)
-            Yb = xp.asarray(Y).reshape(KA.shape)
-            ynorm = float(xp.linalg.norm(Yb))  # all-zero targets: the residual's own norm
-            rnorm = float(xp.linalg.norm(KA - Yb))
-            self.relative_residual_ = rnorm / ynorm if ynorm > 0 else rnorm
-            quad = float(xp.sum(sol.alpha * KA))
-            self.rkhs_norm_ = float(np.sqrt(max(quad, 0.0)))
-            if task == "classification":
-                pred = be.to_numpy(xp.argmax(KA, axis=1))
-                true = np.argmax(Y, axis=1)
-                self.train_error_ = float(np.mean(pred != true))
-            else:
-                self.train_error_ = float(xp.sqrt(xp.mean((KA - Yb) ** 2)))
+            # norms on one BLAS thread: a (threaded) dot product here would leave BLAS
+            # threads spinning beside the tile threads of a prediction that follows
+            with BlasOneThread(be.device == "cpu"):
+                self._certify(KA, Y, sol.alpha, task, xp, be)
             timings["residual"] = timings.get("residual", 0.0) + time.perf_counter() - t0
             del KA
         timings["fit_total"] = time.perf_counter() - t_start
         self.timings_ = timings
         return self
+
+    def _certify(self, KA, Y, alpha, task: str, xp, be) -> None:
+        """The relative residual, RKHS norm and training error from ``KA`` = K alpha."""
+        # a 1-D regression target against the solver's (n, 1) columns: compared as
+        # columns (broadcasting them gave an n x n difference and a residual of ~10)
+        Yb = xp.asarray(Y).reshape(KA.shape)
+        ynorm = float(xp.linalg.norm(Yb))  # all-zero targets: the residual's own norm
+        rnorm = float(xp.linalg.norm(KA - Yb))
+        self.relative_residual_ = rnorm / ynorm if ynorm > 0 else rnorm
+        quad = float(xp.sum(alpha * KA))
+        self.rkhs_norm_ = float(np.sqrt(max(quad, 0.0)))
+        if task == "classification":
+            pred = be.to_numpy(xp.argmax(KA, axis=1))
+            true = np.argmax(Y, axis=1)
+            self.train_error_ = float(np.mean(pred != true))
+        else:
+            self.train_error_ = float(xp.sqrt(xp.mean((KA - Yb) ** 2)))
 
     def decision_function(self, X):
         """k(X, X_fit) alpha: one column per class (or target), as a NumPy array."""

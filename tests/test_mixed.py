@@ -836,6 +836,22 @@ def _blas_threads(threadpoolctl) -> set:
     return {p["num_threads"] for p in threadpoolctl.threadpool_info() if p["user_api"] == "blas"}
 
 
+def _spy_blas_threads(monkeypatch, threadpoolctl, owner, name: str) -> list:
+    """Replace ``owner.name`` by a spy that records the BLAS thread counts it is called
+    under (skips where threadpoolctl sees no BLAS); returns the list it fills."""
+    if not _blas_threads(threadpoolctl):
+        pytest.skip("no BLAS that threadpoolctl sees")
+    seen = []
+    real = getattr(owner, name)
+
+    def spy(*args, **kwargs):
+        seen.append(_blas_threads(threadpoolctl))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, spy)
+    return seen
+
+
 def test_refinement_over_several_tiles_runs_on_one_blas_thread(monkeypatch):
     """Over several tiles the refinement runs with every BLAS library limited to one
     thread (its products and solves use the tile threads, and a library's own threads,
@@ -844,16 +860,7 @@ def test_refinement_over_several_tiles_runs_on_one_blas_thread(monkeypatch):
     threadpoolctl = pytest.importorskip("threadpoolctl")
     from kernelfit.solvers import mixed
 
-    if not _blas_threads(threadpoolctl):
-        pytest.skip("no BLAS that threadpoolctl sees")
-    seen = []
-    real = mixed.refine
-
-    def spy(*args, **kwargs):
-        seen.append(_blas_threads(threadpoolctl))
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(mixed, "refine", spy)
+    seen = _spy_blas_threads(monkeypatch, threadpoolctl, mixed, "refine")
     X, Y = _problem()
     k = get_kernel("gaussian", bandwidth=0.8)
     with threadpoolctl.threadpool_limits(limits=2, user_api="blas"):
@@ -861,3 +868,34 @@ def test_refinement_over_several_tiles_runs_on_one_blas_thread(monkeypatch):
             sol = solve_exact(k, X, Y, SolveOptions(precision="mixed", tile_size=tile_size))
             assert sol.info["converged"] and sol.info["relative_residual"] <= 1e-10
         assert seen == [{1}, {2}] and _blas_threads(threadpoolctl) == {2}
+
+
+
+@pytest.mark.parametrize("tile_size, threads", [(64, {1}), (300, {2})])
+def test_landmarks_run_on_one_blas_thread_where_tile_threads_follow(monkeypatch, tile_size,
+                                                                     threads):
+    """The landmarks' products run on one BLAS thread where the Gram's tile threads follow
+    (BLAS threads they woke would spin beside those); a single-tile solve, whose Gram and
+    factor are BLAS calls of their own, keeps BLAS's threads."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    from kernelfit.solvers import mixed
+
+    seen = _spy_blas_threads(monkeypatch, threadpoolctl, mixed, "nystrom_landmarks")
+    X, Y = _problem()
+    with threadpoolctl.threadpool_limits(limits=2, user_api="blas"):
+        sol = solve_exact(get_kernel("gaussian", bandwidth=0.8), X, Y,
+                          SolveOptions(precision="mixed", tile_size=tile_size))
+        assert sol.info["converged"] and sol.info["relative_residual"] <= 1e-10
+        assert seen == [threads] and _blas_threads(threadpoolctl) == {2}
+
+
+def test_the_fits_certification_runs_on_one_blas_thread(monkeypatch):
+    """The fit's residual and training error (norms: threaded dot products) run on one
+    BLAS thread, whose threads would otherwise spin into a prediction's tile threads."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    seen = _spy_blas_threads(monkeypatch, threadpoolctl, KernelInterpolator, "_certify")
+    X, Y = _problem()
+    with threadpoolctl.threadpool_limits(limits=2, user_api="blas"):
+        m = KernelInterpolator(bandwidth=0.8).fit(X, Y.argmax(axis=1))
+        assert seen == [{1}] and _blas_threads(threadpoolctl) == {2}
+    assert m.relative_residual_ <= 1e-10 and m.train_error_ == 0.0

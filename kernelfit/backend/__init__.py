@@ -27,8 +27,8 @@ from ._cpu import CPUBackend
 from ._gpu import FUSED_FINISH, SUPPORTED_CUPY, GPUBackend, _import_cupy, probe_gpu
 from ._rules import DENSE_MAX_FRACTION, GPU_TILE, LEGACY_MAX_ELEMENTS, dense_single_call
 from ._rules import gpu_tile_size as _gpu_tile_size
-from ._host import (_HOST_MAP_MIN_BYTES, available_host_memory, blas_info, host_empty,
-                    usable_cores)
+from ._host import (_HOST_MAP_MIN_BYTES, BlasOneThread, available_host_memory, blas_info,
+                    host_empty, usable_cores)
 
 __all__ = [
     "Backend",
@@ -49,6 +49,7 @@ __all__ = [
     "blas_info",
     "host_empty",
     "usable_cores",
+    "BlasOneThread",
     "DENSE_MAX_FRACTION",
     "FUSED_FINISH",
     "GPU_TILE",

@@ -39,7 +39,11 @@ def _blas_controller():
 
 
 class BlasOneThread:
-    """Limit BLAS to one thread while our own threads run pieces of work in parallel."""
+    """Limit BLAS to one thread while our own threads run pieces of work in parallel.
+
+    Also around small BLAS calls made just before such threads start: a call on several
+    BLAS threads leaves them spinning for a while after it returns (OpenBLAS: until its
+    OPENBLAS_THREAD_TIMEOUT), taking a core from the threads that follow."""
 
     def __init__(self, active: bool):
         self.active = active
