@@ -177,3 +177,26 @@ def test_top_level_readme_lists_every_check():
     text = readme.read_text()
     for name in proofs.names():
         assert f"`{name}`" in text and f"kernelfit/proofs/{name}.py" in text
+
+
+def test_cli_says_which_checks_ran_on_synthetic_stand_ins(tmp_path, capsys, monkeypatch):
+    """Without MNIST the checks that can run on synthetic points say so (line, note,
+    summary, JSON); a --data-dir that does not exist is refused before any check runs."""
+    from kernelfit.cli import main
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    monkeypatch.setenv("KERNELFIT_DATA", str(empty))
+    assert main(["verify", "kernel_trick", "curvature", "--quick",
+                 "--out", str(tmp_path / "v")]) == 0
+    text = capsys.readouterr().out
+    assert "2 passed (1 on synthetic data: MNIST not found)" in text
+    assert f"not on MNIST: MNIST not found in {empty}" in text
+    report = json.loads((tmp_path / "v" / "report.json").read_text())
+    stand_in = {c["name"]: c["stand_in"] for c in report["checks"]}
+    assert stand_in["kernel_trick"].startswith("synthetic") and stand_in["curvature"] is None
+    md = (tmp_path / "v" / "report.md").read_text()
+    assert "## kernel_trick: PASSED (on synthetic" in md
+    assert main(["verify", "--quick", "--data-dir", str(tmp_path / "nope"),
+                 "--out", str(tmp_path / "w")]) == 2
+    assert "is not a folder" in capsys.readouterr().err
+    assert not (tmp_path / "w").exists()

@@ -181,12 +181,20 @@ def test_interrupted_run_resumes(tmp_path, monkeypatch):
     assert not (out / "results" / "mnist-gabor.json").exists()
     assert len(list((out / "runs").glob("*.json"))) == 2
     # a write killed half-way leaves a temporary file only; the next run removes it
-    (out / "results" / ".mnist-gabor.json.x1.tmp").write_text('{"rows": [')
+    (out / "results" / ".mnist-gabor.json.k3x9_q2a.tmp").write_text('{"rows": [')
+    # ... and a user's own temporary files under the folder stay
+    mine = [out / ".draft.tmp", out / "notes" / ".draft.tmp", out / "results" / ".keep.tmp"]
+    for p in mine:
+        p.parent.mkdir(exist_ok=True)
+        p.write_text("mine")
     again = []
     monkeypatch.setattr(adapter, "solve", lambda spec: again.append(spec) or real(spec))
     assert _run(["--quick", "--data-dir", data, "--out", out, "--only",
                  "mnist-raw,mnist-gabor,mnist-norms"]) == 0
     assert len(again) == 1  # only the Gabor solve; mnist-norms reuses both stored solves
+    assert all(p.read_text() == "mine" for p in mine)
+    for p in mine:
+        p.unlink()
     assert _no_tmp_files(out)
     json.loads((out / "results" / "mnist-gabor.json").read_text())
 
@@ -737,3 +745,39 @@ def test_random_conv_feature_chunk_grows_with_free_memory(monkeypatch):
     monkeypatch.setattr(adapter, "available_memory", lambda device="cpu": base // 2)
     with pytest.raises(MemoryPlanError):
         conv_run._refuse_unless_fits(n, m, "x", "y")
+
+
+@pytest.mark.parametrize("stored_quick", [False, True])
+def test_a_folder_holds_one_size_of_run(tmp_path, monkeypatch, capsys, stored_quick):
+    """Quick and full-scale runs share file names (and the random-conv curve's resume
+    points): a run into a folder holding the other size's results is refused, exit 2,
+    before anything is written."""
+    data = _fake_data(tmp_path, monkeypatch, cifar=False)
+    out = tmp_path / "out"
+    (out / "results").mkdir(parents=True)
+    stored = {"name": "mnist-raw", "quick": stored_quick, "rows": []}
+    (out / "results" / "mnist-raw.json").write_text(json.dumps(stored))
+    before = sorted(p.relative_to(out) for p in out.rglob("*"))
+    args = ["--data-dir", data, "--out", out, "--only", "mnist-raw"]
+    assert _run(args if stored_quick else ["--quick"] + args) == 2
+    err = capsys.readouterr().err
+    assert ("full-scale results" if not stored_quick else "quick-run results") in err
+    assert "folder of its own" in err and err.count("\n") == 1
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == before
+    assert json.loads((out / "results" / "mnist-raw.json").read_text()) == stored
+
+
+def test_another_commands_report_is_refused_and_ours_names_itself(tmp_path, monkeypatch,
+                                                                 capsys):
+    data = _fake_data(tmp_path, monkeypatch, cifar=False)
+    out = tmp_path / "v"
+    out.mkdir()
+    (out / "report.json").write_text(json.dumps({"command": "verify", "checks": []}))
+    assert _run(["--quick", "--data-dir", data, "--out", out, "--only", "mnist-raw"]) == 2
+    assert "not kernelfit reproduce's" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == ["report.json"]
+    mine = tmp_path / "r"
+    assert _run(["--quick", "--data-dir", data, "--out", mine, "--only", "mnist-raw"]) == 0
+    report = json.loads((mine / "report.json").read_text())
+    assert report["command"] == "reproduce" and report["seed"] == 0 and report["quick"]
+    assert "seed 0" in (mine / "report.md").read_text()

@@ -63,7 +63,8 @@ def _markdown(results, meta):
     lines = ["# kernelfit verify", "", f"- date: {meta['date']}", f"- quick: {meta['quick']}",
              f"- seed: {meta['seed']}", f"- total seconds: {meta['seconds']:.1f}", ""]
     for r in results:
-        lines += [f"## {r['name']}: {r['status'].upper()}", "", f"**{r['title']}**", "",
+        on = f" (on {r['stand_in']}: MNIST not found)" if r.get("stand_in") else ""
+        lines += [f"## {r['name']}: {r['status'].upper()}{on}", "", f"**{r['title']}**", "",
                   f"Statement: `{r['statement']}`", ""]
         for k, ok in r["criteria"].items():
             lines.append(f"- [{'x' if ok else ' '}] {k}")
@@ -90,6 +91,10 @@ def run(args) -> int:
     if unknown:
         raise InputError(f"unknown check(s) {', '.join(unknown)}; known: "
                          f"{', '.join(proofs.names())}")
+    if args.data_dir is not None and not Path(args.data_dir).is_dir():
+        raise InputError(f"--data-dir {args.data_dir} is not a folder; give the folder holding "
+                         "mnist/ (or leave --data-dir out: $KERNELFIT_DATA, else the per-user "
+                         "data cache)", param="data_dir")
     check_output_paths(args)
     out = Path(args.out)
     earlier = _earlier_report(out)
@@ -124,8 +129,10 @@ def run(args) -> int:
         print(json.dumps(report))
     else:
         results = report["checks"]
-        print(f"{sum(d['status'] == 'passed' for d in results)} passed, "
-              f"{sum(d['status'] == 'failed' for d in results)} failed, "
+        stand_in = sum(d['status'] == 'passed' and bool(d.get('stand_in')) for d in results)
+        print(f"{sum(d['status'] == 'passed' for d in results)} passed"
+              + (f" ({stand_in} on synthetic data: MNIST not found)" if stand_in else "")
+              + f", {sum(d['status'] == 'failed' for d in results)} failed, "
               f"{sum(d['status'] in ('skipped', 'waiting') for d in results)} skipped/waiting "
               f"in {report['seconds']:.1f} s; report in {out}/report.md")
     return 0 if report["passed"] else 1
@@ -160,7 +167,8 @@ def _run_checks(args, proofs, names, stage: Path, out: Path) -> dict:
         d = res.to_dict()
         results.append(d)
         if not args.json:
-            print(f"[{d['status'].upper():7s}] {name}: {d['title']}  ({d['seconds']:.1f} s)")
+            on = f", on {d['stand_in']}" if d.get("stand_in") else ""
+            print(f"[{d['status'].upper():7s}] {name}: {d['title']}  ({d['seconds']:.1f} s{on})")
             print(f"    claim: {d['statement']}")
             for k, ok in d["criteria"].items():
                 print(f"    {'ok  ' if ok else 'FAIL'} {k}")

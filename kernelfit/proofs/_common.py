@@ -11,7 +11,7 @@ from typing import Optional
 import numpy as np
 
 __all__ = ["CheckResult", "pyplot", "save_figure", "scatter_figure", "mnist_or_none",
-           "mnist_missing_note", "Timer", "random_grid_points"]
+           "mnist_missing_note", "note_stand_in", "Timer", "random_grid_points"]
 
 
 @dataclass
@@ -34,6 +34,9 @@ class CheckResult:
     plots: list = field(default_factory=list)
     seconds: float = 0.0
     data: dict = field(default_factory=dict, repr=False)  # arrays for the plot, not reported
+    #: the synthetic data checked instead of MNIST, which was not found (None: MNIST or
+    #: the caller's own data); said in the notes, the report and the summary line
+    stand_in: Optional[str] = None
 
     @property
     def passed(self) -> Optional[bool]:
@@ -49,7 +52,7 @@ class CheckResult:
                 "status": self.status, "passed": self.passed, "figures": _plain(self.figures),
                 "criteria": {k: bool(v) for k, v in self.criteria.items()},
                 "notes": list(self.notes), "plots": [str(p) for p in self.plots],
-                "seconds": round(self.seconds, 3)}
+                "seconds": round(self.seconds, 3), "stand_in": self.stand_in}
 
 
 def _plain(obj):
@@ -118,6 +121,13 @@ def mnist_missing_note(data_dir=None) -> str:
     """The note of a check skipped for want of MNIST: the folder it looked in."""
     from kernelfit.theory.data import mnist_missing_message
     return mnist_missing_message(data_dir)
+
+
+def note_stand_in(res: CheckResult, data_dir, what: str) -> None:
+    """Record that ``res`` checks ``what`` (synthetic data) because MNIST was not found."""
+    if res.stand_in is None:
+        res.stand_in = what
+        res.notes.append(f"checked on {what}, not on MNIST: {mnist_missing_note(data_dir)}")
 
 
 def mnist_or_none(data_dir=None, integer=False):

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._common import CheckResult, Timer, mnist_or_none, scatter_figure
+from ._common import CheckResult, Timer, mnist_or_none, note_stand_in, scatter_figure
 
 NAME = "kernel_trick"
 TITLE = "Min-norm solution = Phi^T (Phi Phi^T)^{-1} y; predictions = kernel solution's"
@@ -53,6 +53,7 @@ def check(quick=False, data_dir=None, seed=0, n=None, D=None, null_perturbation=
         X, Xt, src = m[0][:n], m[2][:200], f"MNIST train[:{n}], test[:200]"
     else:
         X, Xt, src = rng.random((n, 784)), rng.random((200, 784)), "synthetic uniform"
+        note_stand_in(res, data_dir, f"synthetic uniform [0,1]^784, n={n}")
     G = rng.standard_normal((X.shape[1], D)) / np.sqrt(X.shape[1])
     feat = lambda A: np.maximum(A @ G, 0.0) / np.sqrt(D)  # noqa: E731
     Phi, Phit = feat(X), feat(Xt)

@@ -34,8 +34,8 @@ import numpy as np
 from kernelfit.errors import InputError
 from kernelfit.theory import construction as C
 
-from ._common import (CheckResult, Timer, mnist_or_none, pyplot, random_grid_points,
-                      save_figure)
+from ._common import (CheckResult, Timer, mnist_or_none, note_stand_in, pyplot,
+                      random_grid_points, save_figure)
 
 NAME = "theorem1"
 TITLE = "Theorem 1: a 2n+d ReLU network fits any labels on n distinct points"
@@ -87,7 +87,7 @@ def symbolic_check(n_max=6, assume_interleaved=True):
     return ok
 
 
-def _data(n, d_synth, data_dir, X_int, seed):
+def _data(n, d_synth, data_dir, X_int, seed, res):
     if X_int is not None:
         X_int = np.asarray(X_int, dtype=np.int64)
         return X_int, 255, "given"
@@ -97,7 +97,9 @@ def _data(n, d_synth, data_dir, X_int, seed):
         n = Xtr.shape[0] if n is None else min(n, Xtr.shape[0])
         return Xtr[:n].astype(np.int64), 255, f"MNIST train[:{n}]"
     n = 2000 if n is None else n
-    return random_grid_points(n, d_synth, seed), 255, f"synthetic integers/255, {n} x {d_synth}"
+    source = f"synthetic integers/255, {n} x {d_synth}"
+    note_stand_in(res, data_dir, source)
+    return random_grid_points(n, d_synth, seed), 255, source
 
 
 def check(quick=False, data_dir=None, seed=0, n=None, X_int=None, labels=None, corrupt=None,
@@ -109,7 +111,7 @@ def check(quick=False, data_dir=None, seed=0, n=None, X_int=None, labels=None, c
         n = 2000
     if symbolic_n is None:
         symbolic_n = 4 if quick else 6
-    X_int, q, source = _data(n, 784 if not quick else 64, data_dir, X_int, seed)
+    X_int, q, source = _data(n, 784 if not quick else 64, data_dir, X_int, seed, res)
     n, d = X_int.shape
     rng = np.random.default_rng(seed)
     y = rng.integers(0, 10, size=n).astype(np.float64) if labels is None else \

@@ -50,7 +50,7 @@ def check(quick=False, data_dir=None, seed=0, n=None, k=None, X_int=None, corrup
     res = CheckResult(NAME, TITLE, STATEMENT)
     if n is None and quick:
         n = 2000
-    X_int, q, source = _data(n, 784 if not quick else 64, data_dir, X_int, seed)
+    X_int, q, source = _data(n, 784 if not quick else 64, data_dir, X_int, seed, res)
     n, d = X_int.shape
     k = k or (4 if quick else 10)
     rng = np.random.default_rng(seed)

@@ -22,6 +22,7 @@ import numpy as np
 
 from ..errors import DataError, MemoryPlanError
 from ..memory import SAFETY, fmt_bytes
+from .rows import SEED
 
 __all__ = ["run_conv_curve", "run_conv_point", "conv_memory_plan"]
 
@@ -174,7 +175,7 @@ def _solve_point(ctx, st: dict, ds, note, name, t_load, peaks, fmap, chunk: int)
     n, m = G.shape[0], st["C"].shape[0]
     symmetrize_lower(G)
     h, rule = choose_bandwidth("gaussian", "random-conv", None, None,
-                               median=median_from_gram(G, sq, seed=0))
+                               median=median_from_gram(G, sq, seed=SEED))
     gaussian_in_place(G, sq, sq, h, same=True)
     classes = np.unique(ds.y_train)
     Y = (ds.y_train[:, None] == classes[None, :]).astype(np.float64)
@@ -231,7 +232,7 @@ def _load_and_fit(fmap, name: str, data_dir, n: int, m: int):
     from ..datasets import load_dataset
 
     t_load = time.perf_counter()
-    ds = load_dataset(name, data_dir=data_dir, n_train=n, n_test=m, seed=0, download=False,
+    ds = load_dataset(name, data_dir=data_dir, n_train=n, n_test=m, seed=SEED, download=False,
                       dtype=np.float32)
     t_load = time.perf_counter() - t_load
     fmap.fit(ds.X_train)
@@ -259,7 +260,7 @@ def run_conv_point(cifar: tuple, data_dir, sizes, n_filters: int, *,
     chunk = _refuse_unless_fits(n, m, "a random-conv point",
                                 "use a smaller n or a machine with more memory")
     fmap = RandomConvFeatures((32, 32, 3), **dict(map_params or {}), n_filters=int(n_filters),
-                              standardize=False, dtype="float32", seed=0, progress=progress,
+                              standardize=False, dtype="float32", seed=SEED, progress=progress,
                               device=device)
     ds, t_load = _load_and_fit(fmap, name, data_dir, n, m)
     p = measure_cpu_peaks(size=4096 if n >= 4096 else 1024, repeats=2)
@@ -291,7 +292,7 @@ def run_conv_curve(ctx, sizes, filters, full_curve: bool = True) -> dict:
                               f"disk under {work} for its resume points, {fmt_bytes(disk)} free",
                               required_bytes=2 * ckpt_bytes, available_bytes=disk)
     fmap = RandomConvFeatures((32, 32, 3), n_filters=max(filters), standardize=False,
-                              dtype="float32", seed=0, progress=ctx.progress,
+                              dtype="float32", seed=SEED, progress=ctx.progress,
                               device=ctx.device)
     params = feature_params(fmap)
     parts = {}

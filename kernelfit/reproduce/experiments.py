@@ -15,7 +15,7 @@ import math
 from dataclasses import dataclass
 from typing import Callable, Tuple
 
-from .rows import row
+from .rows import SEED, row
 
 __all__ = ["Experiment", "EXPERIMENTS", "SIZES", "conv_filters", "defaults_fingerprint"]
 
@@ -50,7 +50,7 @@ def _size(ctx, key):
 # ------------------------------------------------------------------ MNIST
 def _mnist_spec(ctx, n, m, **kw):
     spec = {"dataset": "mnist", "data_dir": ctx.data_dir, "n_train": n, "n_test": m,
-            "seed": 0, "kernel": "gaussian", "bandwidth": None, "precision": "auto",
+            "seed": SEED, "kernel": "gaussian", "bandwidth": None, "precision": "auto",
             "show_progress": ctx.progress}
     spec.update(kw)
     return spec
@@ -178,7 +178,7 @@ def run_mnist_ridge(ctx) -> dict:
 def run_cifar_pixels(ctx) -> dict:
     name, note = ctx.cifar()
     n, m = _size(ctx, "cifar")
-    spec = {"dataset": name, "data_dir": ctx.data_dir, "n_train": n, "n_test": m, "seed": 0,
+    spec = {"dataset": name, "data_dir": ctx.data_dir, "n_train": n, "n_test": m, "seed": SEED,
             "kernel": "gaussian", "bandwidth": None, "precision": "auto",
             "show_progress": ctx.progress}
     ctx.plan(spec, n, 3072, 10, m)

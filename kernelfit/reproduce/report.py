@@ -9,6 +9,7 @@ from typing import Dict, Optional
 
 from .._io import atomic_batch, atomic_write_text, atomic_writer, json_default
 from ..report import fmt_blas, fmt_bytes
+from .rows import SEED
 
 __all__ = ["save_line_plot", "write_report", "render_markdown", "COLUMNS"]
 
@@ -91,7 +92,8 @@ def render_markdown(report: dict) -> str:
              f"{report['machine']['memory'].get('total_bytes', 0) / 2 ** 30:.0f} GiB, "
              f"BLAS {fmt_blas(report['machine'].get('blas'))}, "
              f"{report['generated']}. Each row's machine column names the machine that "
-             "made that row's result.", "",
+             f"made that row's result. Every subset, feature map and sample is drawn with "
+             f"seed {report.get('seed', SEED)}.", "",
              "n is training/test points; residual is the float64 relative residual "
              "|K alpha - Y| / |Y| (exact: at most 1e-8); time is the solve's wall time; "
              "peak memory is the process's peak resident memory.", "",
@@ -158,7 +160,8 @@ def write_report(ctx, status: Dict[str, dict], machine: dict,
             st["seconds"] = res.get("seconds")
             st["details"] = res.get("details")
         exps[name] = st
-    report = {"quick": ctx.quick, "generated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    report = {"command": "reproduce", "quick": ctx.quick, "seed": SEED,
+              "generated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
               "machine": machine, "sgemm_peak": ctx._peaks, "rows": rows, "experiments": exps,
               "data_dir": ctx.data_dir, "notes": list(notes or [])}
     if ctx.quick:

@@ -10,6 +10,9 @@ Layout of the output folder (``--out``)::
 
 A result is either complete on disk or absent: an interrupted run leaves only finished
 results (and temporary files that the next run removes) and restarts where it stopped.
+A folder holds one size of run: quick runs and full-scale ones share file names (and the
+random-conv curve's resume points), so a run into a folder holding the other size's
+results, or another command's report, is refused before anything is written.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import numbers
+import re
 import time
 import traceback
 from pathlib import Path
@@ -76,9 +80,10 @@ class Context:
         self._log = log
         self._peaks = None
         self._machine = None
+        claim_folder(self.out, self.quick)
         for sub in ("results", "runs", "parts", "figures"):
             (self.out / sub).mkdir(parents=True, exist_ok=True)
-        for stale in self.out.rglob(".*.tmp"):  # left by a killed atomic write
+        for stale in _stale_temporaries(self.out):  # left by a killed atomic write
             stale.unlink(missing_ok=True)
 
     # -- messages, scratch --------------------------------------------------------
@@ -215,6 +220,47 @@ class Context:
         if res.get("defaults") != defaults_fingerprint(exp):
             return res, "stale"
         return res, "current" if _covers(res.get("scope", {}), self.scope(exp)) else "partial"
+
+
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def claim_folder(out: Path, quick: bool) -> None:
+    """Refuse ``out`` (an InputError, before anything is written) when it holds another
+    command's report.json or results of the other size (quick or full scale): their files
+    share names, and the random-conv curve's resume points would be taken for this run's."""
+    report = out / "report.json"
+    rep = _read_json(report) if report.is_file() else None
+    if report.is_file() and not (isinstance(rep, dict) and "experiments" in rep
+                                 and rep.get("command", "reproduce") == "reproduce"):
+        raise InputError(f"{out} holds another report ({report} is not kernelfit "
+                         "reproduce's); choose another folder", param="out")
+    found = [rep] + [_read_json(p) for p in sorted((out / "results").glob("*.json"))]
+    if any(isinstance(r, dict) and r.get("quick") is (not quick) for r in found):
+        what = ("full-scale results, which a quick run would overwrite" if quick else
+                "quick-run results (tiny n), whose stored work a full-scale run would reuse")
+        raise InputError(f"{out} holds {what}; give this run a folder of its own",
+                         param="out")
+
+
+#: a temporary file of :func:`kernelfit._io.atomic_writer` for a file this run writes
+_TEMPORARY = re.compile(r"\..+\.(json|md|png)\.[a-z0-9_]{8}\.tmp")
+
+
+def _stale_temporaries(out: Path) -> list:
+    """The temporaries of killed atomic writes in the folders a run writes to (report.*
+    in ``out``; results/, runs/, figures/, parts/<experiment>/), nothing else under
+    ``out``: a user's own files stay."""
+    folders = [out / "results", out / "runs", out / "figures"]
+    folders += [p for p in sorted((out / "parts").glob("*")) if p.is_dir()]
+    found = [p for p in out.glob(".report.*.tmp") if _TEMPORARY.fullmatch(p.name)]
+    for d in folders:
+        found += [p for p in d.glob(".*.tmp") if _TEMPORARY.fullmatch(p.name)]
+    return [p for p in found if p.is_file()]
 
 
 def _covers(made: dict, wanted: dict) -> bool:
