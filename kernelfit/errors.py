@@ -26,6 +26,7 @@ __all__ = [
     "MemoryPlanError",
     "NotPositiveDefiniteError",
     "BackendUnavailableError",
+    "InexactFitWarning",
 ]
 
 
@@ -122,3 +123,9 @@ class NotPositiveDefiniteError(KernelfitError, np.linalg.LinAlgError):
 
 class BackendUnavailableError(KernelfitError):
     """The requested device (for example a GPU) is not usable on this machine."""
+
+
+class InexactFitWarning(UserWarning):
+    """A fit whose certified float64 residual is above the exactness threshold although
+    nothing asked for an inexact one (no ridge, no refinement target above the threshold):
+    its coefficients do not interpolate the labels. The message names the likely cause."""

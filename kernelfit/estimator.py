@@ -22,16 +22,20 @@ from sklearn.utils.multiclass import type_of_target
 from sklearn.utils.validation import check_is_fitted
 
 from .backend import BlasOneThread, array_namespace, get_backend, is_device_array, to_host
-from .errors import InputError, InputTypeError
+from .errors import InexactFitWarning, InputError, InputTypeError
 from .grid import lookup_exp_faster
+from .kernel_defaults import EXACT_RESIDUAL, exactness, refinement_of
 from .kernels import active_columns, check_array, to_integer_grid
 from .labels import check_label_types, continuous_summary, label_kind
 from .options import KernelOptions, SolverOptions
-from .solvers.exact import solve_exact
-from .solvers.products import cross_kernel_matmul, kernel_matvec
+from .solvers.exact import duplicate_points, solve_exact
+from .solvers.products import cross_kernel_matmul, kernel_diagonal, kernel_matvec
 
 __all__ = ["KernelInterpolator", "sklearn_expected_failed_checks", "EXPECTED_FAILED_CHECKS",
            "check_magnitude"]
+
+#: float64's unit roundoff
+_EPS = float(np.finfo(np.float64).eps)
 
 
 class KernelInterpolator(BaseEstimator):
@@ -113,7 +117,10 @@ class KernelInterpolator(BaseEstimator):
     on such a grid, else ``kernel_`` itself); ``kernel_`` is in the units of the inputs,
     so ``kernel_(X)`` is the Gram matrix of ``X``,
     ``relative_residual_``, ``rkhs_norm_``, ``train_error_``, ``timings_``,
-    ``classes_``, ``kernel_`` and ``n_features_in_``.
+    ``classes_``, ``kernel_`` and ``n_features_in_``; ``exact_`` (the certified residual
+    is at most 1e-8) and ``inexact_reason_`` (the likely cause when it is not; a fit
+    that does not interpolate although no ``ridge`` or ``tol`` asked for that also warns,
+    :class:`kernelfit.errors.InexactFitWarning`); both None with ``compute_residual=False``.
 
     Fitted attributes of the beyond-memory solvers: ``precision_`` (what was used),
     ``refinement_history_`` (relative residual after each step, as the steps track it: by
@@ -296,6 +303,8 @@ class KernelInterpolator(BaseEstimator):
         self.relative_residual_ = None
         self.rkhs_norm_ = None
         self.train_error_ = None
+        self.exact_ = None
+        self.inexact_reason_ = None
         if self.compute_residual:
             t0 = time.perf_counter()
             KA = sol.K_alpha  # formed by the solver (kept copy of K, or refinement), float64
@@ -306,15 +315,23 @@ class KernelInterpolator(BaseEstimator):
             # norms on one BLAS thread: a (threaded) dot product here would leave BLAS
             # threads spinning beside the tile threads of a prediction that follows
             with BlasOneThread(be.device == "cpu"):
-                self._certify(KA, Y, sol.alpha, task, xp, be)
+                self._certify(KA, Y, sol.alpha, task, xp, be,
+                              kmax=float(xp.max(kernel_diagonal(kernel, Xb))))
             timings["residual"] = timings.get("residual", 0.0) + time.perf_counter() - t0
             del KA
+            self._judge(X, Y)
         timings["fit_total"] = time.perf_counter() - t_start
         self.timings_ = timings
         return self
 
-    def _certify(self, KA, Y, alpha, task: str, xp, be) -> None:
-        """The relative residual, RKHS norm and training error from ``KA`` = K alpha."""
+    def _certify(self, KA, Y, alpha, task: str, xp, be, kmax: float) -> None:
+        """The relative residual, RKHS norm and training error from ``KA`` = K alpha.
+
+        The norm sqrt(alpha^T K alpha) is None where the rounding of that sum could be as
+        large as the sum itself: about u * max|K_ij| * ||alpha||_1^2 per column, with
+        ``kmax`` = max diag K (>= every |K_ij| of a positive semi-definite K). Huge
+        coefficients (a tiny ridge on a singular K) had given a sum that cancelled to
+        below zero, reported as a norm of 0."""
         # a 1-D regression target against the solver's (n, 1) columns: compared as
         # columns (broadcasting them gave an n x n difference and a residual of ~10)
         Yb = xp.asarray(Y).reshape(KA.shape)
@@ -322,13 +339,32 @@ class KernelInterpolator(BaseEstimator):
         rnorm = float(xp.linalg.norm(KA - Yb))
         self.relative_residual_ = rnorm / ynorm if ynorm > 0 else rnorm
         quad = float(xp.sum(alpha * KA))
-        self.rkhs_norm_ = float(np.sqrt(max(quad, 0.0)))
+        noise = _EPS * kmax * float(xp.sum(xp.sum(xp.abs(alpha), axis=0) ** 2))
+        self.rkhs_norm_ = float(np.sqrt(quad)) if quad > noise else None
         if task == "classification":
             pred = be.to_numpy(xp.argmax(KA, axis=1))
             true = np.argmax(Y, axis=1)
             self.train_error_ = float(np.mean(pred != true))
         else:
             self.train_error_ = float(xp.sqrt(xp.mean((KA - Yb) ** 2)))
+
+    def _judge(self, X, Y) -> None:
+        """``exact_`` and ``inexact_reason_`` from the certified residual
+        (:func:`kernelfit.kernel_defaults.exactness`); an :class:`InexactFitWarning` where
+        the fit does not interpolate and nothing asked for that (a ridge, a refinement
+        target ``tol`` above the threshold)."""
+        residual = self.relative_residual_
+        conflicting = (duplicate_points(to_host(X), Y)[1] if residual is None or not
+                       residual <= EXACT_RESIDUAL else 0)
+        facts = exactness(residual, kernel_params=self.kernel_.params(),
+                          condition_number=self.condition_number_,
+                          ridge=float(self.ridge or 0.0), refinement=refinement_of(self.fit_info_),
+                          precision=self.precision_, conflicting=conflicting)
+        self.exact_ = bool(facts["exact"])
+        self.inexact_reason_ = facts.get("inexact_reason")
+        if not self.exact_ and facts.get("cause") not in ("ridge", "tol"):
+            warnings.warn(f"the fit does not interpolate the labels: {self.inexact_reason_}",
+                          InexactFitWarning, stacklevel=3)
 
     def decision_function(self, X):
         """k(X, X_fit) alpha: one column per class (or target), as a NumPy array."""

@@ -10,6 +10,8 @@ own module:
   (``bandwidth_rule``). It is the one place that rule lives.
 * :func:`exactness`: ``exact`` is true only when the float64 relative residual is at most
   :data:`EXACT_RESIDUAL` (1e-8); otherwise the record says why it is not.
+* :data:`KERNEL_PARAMS` and :func:`gamma_as_width`: which kernel takes which parameter, and
+  the refusal of scikit-learn's RBF ``gamma`` given as a width.
 
 The rules were measured, not assumed (``benchmarks/results/bandwidth_defaults.json``):
 MNIST, 10,000 training images fitted, 5,000 other TRAINING images held out, Gaussian kernel,
@@ -66,7 +68,7 @@ from typing import Optional, Tuple
 
 __all__ = ["EXACT_RESIDUAL", "INEXACT_EXIT_CODE", "RAW_BANDWIDTH", "FEATURE_MEDIAN_FACTOR",
            "MEDIAN_FACTORS", "median_factor", "choose_bandwidth", "exactness", "refinement_of",
-           "exit_code_for"]
+           "exit_code_for", "KERNEL_PARAMS", "gamma_as_width"]
 
 EXACT_RESIDUAL = 1e-8
 INEXACT_EXIT_CODE = 6  # 2 input, 3 data, 4 memory, 5 not positive definite, 6 not exact
@@ -243,3 +245,25 @@ def exit_code_for(rec: dict, tolerance: Optional[float] = None) -> int:
     if tolerance is not None and res is not None and math.isfinite(res) and res <= tolerance:
         return 0
     return INEXACT_EXIT_CODE
+
+
+#: the kernels each parameter applies to (the others have no such parameter)
+KERNEL_PARAMS = {"bandwidth": ("gaussian", "laplacian"), "degree": ("polynomial", "normalized"),
+                 "gamma": ("polynomial",), "coef0": ("polynomial",)}
+
+
+def gamma_as_width(name, gamma) -> Optional[str]:
+    """The refusal of a ``gamma`` (away from its default 1) given to a kernel whose width is
+    its bandwidth (gaussian or scikit-learn's 'rbf', laplacian): scikit-learn's habit
+    ``kernel='rbf', gamma=...``, which kernelfit would ignore (gamma scales the polynomial
+    kernel only), leaving the width at its default. None where gamma is the default or the
+    kernel has it. (degree and coef0 are ignored by the kernels without them, as in
+    scikit-learn: they set no width, and a grid over kernels may share them.)"""
+    kernel = "gaussian" if name == "rbf" else name
+    if kernel not in KERNEL_PARAMS["bandwidth"] or gamma == 1.0:
+        return None
+    h = (0.5 / gamma) ** 0.5 if isinstance(gamma, (int, float)) and gamma > 0 else None
+    what = (f" (scikit-learn's RBF gamma is 1/(2 h^2): gamma {gamma:g} is bandwidth {h:.4g})"
+            if h is not None and kernel == "gaussian" and math.isfinite(h) else "")
+    return (f"gamma applies to the polynomial kernel, not {name!r}, which would ignore it: "
+            f"give the width as bandwidth h instead{what}")

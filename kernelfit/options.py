@@ -197,6 +197,11 @@ class KernelOptions(_Flat):
             raise InputError(f"bandwidth must be a positive number or 'median', got {bw!r}",
                              param="bandwidth")
         self._kernel(1.0 if bw in ("median", None) else bw)  # InputError on a bad parameter
+        from .kernel_defaults import gamma_as_width
+
+        why = gamma_as_width(self.name, self.gamma)
+        if why is not None:
+            raise InputError(why, param="gamma")
 
     @property
     def median(self) -> bool:

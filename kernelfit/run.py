@@ -42,7 +42,7 @@ from typing import Callable, Optional, Tuple
 import numpy as np
 
 from . import __version__
-from .errors import InputError
+from .errors import InexactFitWarning, InputError
 from .grid import INT_GRID_KERNELS, grid_expected
 from .kernel_defaults import exit_code_for
 from .kernels import active_columns, check_array
@@ -225,8 +225,12 @@ def make_estimator(opts: RunOptions, **params):
 
 def fit(opts: RunOptions, X_train, y_train, *, plan=None, **params):
     """The exact solve: a fitted estimator (see :func:`make_estimator` for ``params``);
-    ``plan``: the solve's plan from :func:`make_plan` (None: the solve plans itself)."""
-    return make_estimator(opts, **params).fit(X_train, y_train, plan=plan)
+    ``plan``: the solve's plan from :func:`make_plan` (None: the solve plans itself). The
+    estimator's :class:`~kernelfit.errors.InexactFitWarning` is left out: this layer's
+    records say how exact a solve was (:func:`kernelfit.kernel_defaults.exactness`)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", InexactFitWarning)
+        return make_estimator(opts, **params).fit(X_train, y_train, plan=plan)
 
 
 def evaluate(est, X_test, y_test) -> Tuple[Optional[float], float]:

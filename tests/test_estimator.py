@@ -384,3 +384,70 @@ def test_a_tile_size_above_n_sizes_no_buffer_beyond_n():
     est = KernelInterpolator(bandwidth=0.5, tile_size=10 ** 6, show_progress=False).fit(X, y)
     assert (est.predict(X) == y).all()
 
+
+
+def test_a_fit_that_does_not_interpolate_says_so():
+    """exact_ and inexact_reason_ from the certified residual; an InexactFitWarning where
+    nothing asked for an inexact fit (a ridge does: exact_ False, no warning); the run
+    layer, whose records say it, leaves the warning out."""
+    import warnings
+
+    from kernelfit import run
+    from kernelfit.errors import InexactFitWarning
+    from kernelfit.options import RunOptions
+
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(60, 3)), rng.integers(0, 3, 60)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", InexactFitWarning)
+        good = KernelInterpolator(bandwidth=0.5).fit(X, y)
+        assert good.exact_ is True and good.inexact_reason_ is None
+        ridged = KernelInterpolator(bandwidth=0.5, ridge=1e-3).fit(X, y)
+        assert ridged.exact_ is False and "ridge" in ridged.inexact_reason_
+        opts = RunOptions.from_flat(bandwidth=5.0, show_progress=False)
+        assert run.fit(opts, X, y).exact_ is False  # no warning from the run layer
+    with pytest.warns(InexactFitWarning, match="does not interpolate the labels: float64 "
+                                               "relative residual .* bandwidth 5"):
+        wide = KernelInterpolator(bandwidth=5.0).fit(X, y)
+    assert wide.exact_ is False and wide.relative_residual_ > 1e-8
+    assert "K is too ill-conditioned" in wide.inexact_reason_
+    quiet = KernelInterpolator(bandwidth=5.0, compute_residual=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", InexactFitWarning)
+        assert quiet.fit(X, y).exact_ is None
+
+
+@pytest.mark.parametrize("kw, words", [
+    (dict(kernel="rbf", gamma=0.001), "gamma 0.001 is bandwidth 22.36"),
+    (dict(kernel="gaussian", gamma=0.02), "gamma 0.02 is bandwidth 5"),
+    (dict(kernel="laplacian", gamma=2.0), "give the width as bandwidth h instead"),
+])
+def test_gamma_as_the_width_is_refused(kw, words):
+    """scikit-learn's habit kernel='rbf', gamma=... would leave the width at its default
+    silently: refused, in the estimator and in the run layer's options, with the width
+    that gamma means. degree and coef0 stay ignored by the kernels without them, as in
+    scikit-learn (they set no width; a grid over kernels may share them)."""
+    from kernelfit.options import RunOptions
+
+    X, y = np.random.default_rng(0).normal(size=(30, 3)), np.arange(30) % 2
+    with pytest.raises(InputError, match=words):
+        KernelInterpolator(**kw).fit(X, y)
+    with pytest.raises(InputError, match=words):
+        RunOptions.from_flat(**kw)
+    fine = KernelInterpolator(kernel="poly", gamma=0.5, degree=2, coef0=2.0, bandwidth=None)
+    assert fine.fit(X[:8], y[:8]).kernel_.gamma == 0.5
+    assert KernelInterpolator(kernel="rbf", degree=3, coef0=0.5).fit(X, y).exact_
+
+
+def test_an_rkhs_norm_lost_to_rounding_is_none_not_zero():
+    """alpha^T K alpha summed with huge coefficients (a tiny ridge on a singular K) cancels
+    to rounding noise, once below zero and reported as a norm of 0: None now; a
+    well-conditioned fit's norm is the direct sum's."""
+    rng = np.random.default_rng(0)
+    X, y = rng.random((200, 50)), rng.integers(0, 10, 200)
+    tiny = KernelInterpolator(kernel="linear", ridge=1e-10).fit(X, y)
+    assert tiny.rkhs_norm_ is None
+    good = KernelInterpolator(bandwidth=1.0).fit(X, y)
+    K = good.kernel_(X)
+    direct = np.sqrt(np.sum(good.alpha_ * (K @ good.alpha_)))
+    assert good.rkhs_norm_ == pytest.approx(direct, rel=1e-10)

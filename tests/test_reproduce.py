@@ -541,6 +541,15 @@ def test_randomization_verdict_uses_each_solves_exact_flag():
     row = _randomization_verdict([rec(0.0, True, 1e-12), rec(1.0, False, 2e-7)], quick=True)
     assert row["verdict"] == "not compared" and "not exact" in row["reason"]
     assert row["exact"] is False
+    # a solve that failed is no exact fit either, quick or not
+    gone = {"status": "failed", "mode": "random-pixels", "level": 0.5, "repeat": 0,
+            "error": "MemoryPlanError: not enough memory"}
+    for quick in (False, True):
+        row = _randomization_verdict([rec(0.0, True, 1e-12), rec(1.0, True, 1e-11), gone],
+                                     quick=quick)
+        assert row["verdict"] == "failed" and row["exact"] is False
+        assert "1 of 3 solves failed (the first: random-pixels level 0.5: MemoryPlanError"\
+            in row["reason"]
 
 
 def test_random_conv_memory_check_is_the_planners(monkeypatch):

@@ -54,17 +54,14 @@ def add_kernel_arguments(p) -> None:
                    help="polynomial kernel offset (default: 1)")
 
 
-#: the kernels each kernel flag applies to (the others have no such parameter)
-KERNEL_FLAGS = {"bandwidth": ("gaussian", "laplacian"), "degree": ("polynomial", "normalized"),
-                "gamma": ("polynomial",), "coef0": ("polynomial",)}
-
-
 def check_kernel_flags(args) -> None:
     """Refuse a kernel flag the chosen kernel has no parameter for (it would be ignored):
     ``--kernel gaussian --gamma 0.02``, typed as scikit-learn's RBF gamma, names the width
     by --bandwidth instead."""
+    from ..kernel_defaults import KERNEL_PARAMS  # the kernels each flag's parameter applies to
+
     kernel = getattr(args, "kernel", None)
-    for key, kernels in KERNEL_FLAGS.items():
+    for key, kernels in KERNEL_PARAMS.items():
         if kernel is None or kernel in kernels or getattr(args, key, None) is None:
             continue
         flag = f"--{key}"

@@ -218,12 +218,17 @@ def run_randomization_exp(ctx) -> dict:
     ctx.plan(spec, n, 784, 10, m)
     result = ctx.randomize(config(spec), levels)
     recs = [r for r in result["records"] if r.get("status") == "ok"]
+    failed = [r for r in result["records"] if r.get("status") != "ok"]
     train0 = all(r["train_error"] == 0 for r in recs) and bool(recs)
     top = [r["test_error"] for r in recs if r["mode"] == "labels" and r["level"] == 1.0]
     full = top[0] if top else None
     # the claim is exact fits: every solve's exact flag (residual at most 1e-8) counts
     inexact = [r for r in recs if r.get("exact") is False]
     problems = []
+    if failed:  # a solve that did not finish is no exact fit
+        problems.append(f"{len(failed)} of {len(result['records'])} solves failed (the "
+                        f"first: {failed[0].get('mode')} level {failed[0].get('level'):g}: "
+                        f"{failed[0].get('error')})")
     if not train0:
         problems.append("a training error was not 0")
     if full is None or full < 0.8:
@@ -232,12 +237,16 @@ def run_randomization_exp(ctx) -> dict:
         f"{len(inexact)} of {len(recs)} solves not exact (relative residual above 1e-8; the "
         f"first: {inexact[0]['mode']} level {inexact[0]['level']:g}: "
         f"{inexact[0].get('inexact_reason')})"]
-    pair = (("not compared", "; ".join(["quick run: checks that it runs only"] + not_exact))
-            if ctx.quick else
-            ("worse" if problems or not_exact else "reproduced",
-             "; ".join(problems + not_exact)))
+    if failed:  # quick or not: some fits were never made
+        pair = ("failed", "; ".join(problems + not_exact))
+    elif ctx.quick:
+        pair = ("not compared", "; ".join(["quick run: checks that it runs only"] + not_exact))
+    else:
+        pair = ("worse" if problems or not_exact else "reproduced",
+                "; ".join(problems + not_exact))
     fake = {"n_train": result["n_train"], "n_test": result["n_test"],
-            "seconds": result["seconds"], "exact": (not inexact) if recs else None,
+            "seconds": result["seconds"],
+            "exact": (not inexact and not failed) if recs else None,
             "relative_residual": max((r.get("relative_residual") or 0.0) for r in recs)
             if recs else None}
     return {"rows": [row(ctx, "random labels / random pixels: training error 0 at every "
@@ -246,7 +255,7 @@ def run_randomization_exp(ctx) -> dict:
             "figures": result.get("_figures", []),
             "details": {"summary": result["summary"],
                         "all_train_errors_zero": result["all_train_errors_zero"],
-                        "n_inexact": len(inexact)}}
+                        "n_inexact": len(inexact), "n_failed": len(failed)}}
 
 
 EXPERIMENTS = {e.name: e for e in (
