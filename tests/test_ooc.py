@@ -360,3 +360,51 @@ def test_the_folder_lock_never_refuses_for_its_own_failures(tmp_path, monkeypatc
     assert "lock" not in info
     assert not (tmp_path / "direct" / checkpoint_lock.LOCK_FILE).exists()
     T.free()
+
+
+def test_auto_falls_back_to_float64_out_of_core_when_float32_breaks_down(tmp_path, caplog):
+    """auto's mixed precision out of core: a float32 factor that breaks down is no longer
+    shifted and refined (which diverged: residual 0.5) but solved again with float64
+    tiles in the same folder, its float32 checkpoint removed, with one warning line."""
+    import logging
+
+    rng = np.random.default_rng(0)
+    X, Y = rng.normal(size=(50, 3)), np.eye(3)[rng.integers(0, 3, 50)]
+    k = get_kernel("gaussian", bandwidth=5.0)  # cond(K) far beyond float32's reach
+    folder = tmp_path / "ck"
+    with caplog.at_level(logging.WARNING, logger="kernelfit.solvers.exact"):
+        sol = solve_exact(k, X, Y, SolveOptions(ooc_dir=str(folder), tile_size=16))
+    assert sol.info["precision"] == "float64" and sol.info["shift"] == 0.0
+    assert "the float32 factorization broke down" in sol.info["precision_fallback"]["reason"]
+    assert "falling back to a float64 factorization out of core" in caplog.text
+    ref = solve_exact(k, X, Y, SolveOptions(precision="float64"))
+
+    def residual(alpha):
+        return np.linalg.norm(k(X) @ alpha - Y) / np.linalg.norm(Y)
+
+    assert residual(sol.alpha) <= 10 * residual(ref.alpha) < 1e-4
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["fingerprint"]["dtype"] == "float64" and not (folder / "U.npy").exists()
+
+
+def test_auto_falls_back_out_of_core_when_the_refinement_ends_above_its_target(tmp_path,
+                                                                               monkeypatch):
+    import kernelfit.solvers.ooc as ooc
+
+    real = ooc._refine_ooc
+
+    def stalled(*args):
+        sol = real(*args)
+        if sol.info.get("precision") == "mixed":
+            sol.info.update(converged=False, relative_residual=3e-4)
+        return sol
+
+    monkeypatch.setattr(ooc, "_refine_ooc", stalled)
+    X, Y = _problem(120, 4)
+    sol = solve_exact(K, X, Y, SolveOptions(ooc_dir=str(tmp_path / "ck"), tile_size=32))
+    assert sol.info["precision"] == "float64" and sol.info["converged"]
+    assert "ended at a relative residual of 3.0e-04" in sol.info["precision_reason"]
+    # asked for by name, mixed precision keeps its answer (and says it did not converge)
+    sol = solve_exact(K, X, Y, SolveOptions(ooc_dir=str(tmp_path / "ck2"), tile_size=32,
+                                            precision="mixed"))
+    assert sol.info["precision"] == "mixed" and not sol.info["converged"]

@@ -176,7 +176,17 @@ def solve_exact(kernel: Kernel, X, Y, options: Optional[SolveOptions] = None,
     if splan.route == "dask":
         sol = solve_distributed(kernel, X, Y, opts, be, splan)
     elif splan.route == "ooc":
-        sol = solve_ooc(kernel, X, Y, opts, be, splan)
+        try:
+            sol = solve_ooc(kernel, X, Y, opts, be, splan)
+        except Fallback as fb:  # auto's mixed precision out of core: float64 tiles instead
+            log.warning("precision auto: falling back to a float64 factorization out of "
+                        "core: %s", fb.reason)
+            sub = copy.copy(opts)
+            sub.precision = "float64"
+            sol = solve_ooc(kernel, X, Y, sub, be,
+                            dataclasses.replace(splan, precision="float64"))
+            _fell_back(sol, splan, fb, reused=False)
+            fell_back = True
     elif splan.route == "mixed":
         try:
             sol = solve_mixed(kernel, X, Y, opts, be, splan)
@@ -188,12 +198,7 @@ def solve_exact(kernel: Kernel, X, Y, options: Optional[SolveOptions] = None,
             # the float64 plan was made with the mixed one (fb.gram: K in float64 tiles
             # already, factored in place)
             sol = solve_in_core(kernel, X, Y, sub, be, splan.fallback, gram=fb.gram)
-            sol.info["precision"] = "float64"
-            sol.info["precision_reason"] = (f"{splan.reason}; fell back to float64: "
-                                            f"{fb.reason}")
-            sol.info["precision_fallback"] = {"reason": fb.reason,
-                                              "mixed_timings": dict(fb.timings),
-                                              "reused_float64_tiles": fb.gram is not None}
+            _fell_back(sol, splan, fb, reused=fb.gram is not None)
             fell_back = True
     else:
         sol = solve_in_core(kernel, X, Y, opts, be, splan)
@@ -206,6 +211,14 @@ def solve_exact(kernel: Kernel, X, Y, options: Optional[SolveOptions] = None,
         if probe.get("seconds"):
             sol.timings["probe"] = probe["seconds"]
     return sol
+
+
+def _fell_back(sol: ExactSolution, splan: SolvePlan, fb: Fallback, *, reused: bool) -> None:
+    """Record on ``sol`` that auto's mixed precision fell back to float64, and why."""
+    sol.info["precision"] = "float64"
+    sol.info["precision_reason"] = f"{splan.reason}; fell back to float64: {fb.reason}"
+    sol.info["precision_fallback"] = {"reason": fb.reason, "mixed_timings": dict(fb.timings),
+                                      "reused_float64_tiles": reused}
 
 
 def _plan(n: int, d: int, m: int, opts: SolveOptions, be: Backend, *,

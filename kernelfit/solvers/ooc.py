@@ -31,6 +31,7 @@ default) the solution is refined to float64 accuracy by :mod:`kernelfit.solvers.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -44,13 +45,14 @@ import numpy as np
 
 from .._io import atomic_save_npy, atomic_write_text, check_format
 from ..backend import Backend, available_host_memory, get_backend
-from ..errors import InputError
+from ..errors import InputError, NotPositiveDefiniteError
 from ..kernels import Kernel
 from ..memory import fmt_bytes
 from ..progress import progress
 from .checkpoint_lock import hold_folder, release_folder
 from .cholesky import cholesky_solve, factor_columns
 from .deflate import Deflated, nystrom_landmarks
+from .mixed import Fallback
 from .products import gram_tile, kernel_diagonal, kernel_matvec
 from .refine import (ExactSolution, breakdown_facts, refine, refined_solution,
                      retry_with_shift)
@@ -475,26 +477,61 @@ def _landmarks(kernel: Kernel, Xh, dtype, opts):
 
 def solve_ooc(kernel: Kernel, X, Y, opts, be: Optional[Backend] = None,
               splan=None) -> ExactSolution:
-    """Out-of-core exact solve (float32 tiles + float64 refinement unless float64 asked)."""
+    """Out-of-core exact solve (float32 tiles + float64 refinement unless float64 asked).
+
+    Where ``precision='auto'`` took mixed precision, a float32 factorization that breaks
+    down, or a refinement that ends above its target, raises :class:`~.mixed.Fallback`
+    with the reason, its float32 checkpoint removed from the folder: the caller solves
+    again in float64 (:func:`kernelfit.solvers.exact.solve_exact`), as in memory. (A
+    shifted float32 factor had been refined instead, and could diverge: residual 0.5.)"""
     be = be if be is not None else get_backend(opts.device)
     n = X.shape[0]
     if Y.ndim == 1:
         Y = Y[:, None]
     precision = splan.precision if splan is not None else opts.route_precision()
+    auto = opts.precision == "auto" and precision == "mixed"
     dtype = np.float64 if precision == "float64" else np.float32
     ts = splan.tile_size if splan is not None else (opts.tile_size
                                                     or default_tile_size(n, be.device))
     Xh = np.ascontiguousarray(be.to_numpy(X), dtype=np.float64)
     U, deflation = _landmarks(kernel, Xh, dtype, opts)
-    T, ck = ooc_factor(kernel, Xh, opts.ooc_dir, tile_size=ts, dtype=dtype, ridge=opts.ridge,
-                       resume=opts.resume, backend=be, allow_shift=(precision != "float64"),
-                       show_progress=opts.show_progress, low_rank=U, memory=opts.memory_budget,
-                       keep_lock=True)
+    try:
+        T, ck = ooc_factor(kernel, Xh, opts.ooc_dir, tile_size=ts, dtype=dtype,
+                           ridge=opts.ridge, resume=opts.resume, backend=be,
+                           allow_shift=precision != "float64" and not auto,
+                           show_progress=opts.show_progress, low_rank=U,
+                           memory=opts.memory_budget, keep_lock=True)
+    except NotPositiveDefiniteError as exc:
+        if not auto:
+            raise
+        lock = hold_folder(Path(opts.ooc_dir).expanduser())
+        try:
+            discard_checkpoint(Path(opts.ooc_dir).expanduser())
+        finally:
+            release_folder(lock)
+        raise Fallback(f"the float32 factorization broke down at row {exc.index} (K is too "
+                       "ill-conditioned for float32)", {}) from None
     lock = ck.pop("lock")
     try:
-        return _refine_ooc(kernel, Xh, Y, T, ck, U, deflation, opts, be, ts, precision, dtype)
+        sol = _refine_ooc(kernel, Xh, Y, T, ck, U, deflation, opts, be, ts, precision, dtype)
+        if auto and not sol.info.get("converged"):
+            discard_checkpoint(Path(opts.ooc_dir).expanduser())
+            raise Fallback(f"the refinement from the float32 factor ended at a relative "
+                           f"residual of {sol.info.get('relative_residual', math.nan):.1e}, "
+                           f"above its target {opts.tol:g} (cond(K) times float32's "
+                           "rounding unit too large)", dict(sol.timings))
+        return sol
     finally:  # the tiles are read to the end: the folder is free for the next run
         release_folder(lock)
+
+
+def discard_checkpoint(directory: Path) -> None:
+    """Remove an out-of-core checkpoint's own files from ``directory`` (the manifest, the
+    tiles, the low-rank part); the folder and anything else in it stay."""
+    for p in [directory / MANIFEST, directory / LOW_RANK_FILE,
+              *directory.glob("[AL]_*_*.npy")]:
+        with contextlib.suppress(FileNotFoundError):
+            p.unlink()
 
 
 def _refine_ooc(kernel, Xh, Y, T, ck, U, deflation, opts, be, ts, precision, dtype):
