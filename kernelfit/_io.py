@@ -17,7 +17,8 @@ import numpy as np
 from .errors import InputError
 
 __all__ = ["check_format", "atomic_writer", "atomic_batch", "atomic_save_npy",
-           "atomic_write_text", "json_default", "check_writable_file", "check_writable_folder"]
+           "atomic_write_text", "json_default", "check_writable_file", "check_writable_folder",
+           "same_file", "check_not_overwriting"]
 
 
 #: the writes of the innermost :func:`atomic_batch`: (temporary, final path) pairs
@@ -143,6 +144,30 @@ def check_writable_file(path, param: str = "path") -> None:
     if why:
         raise InputError(f"cannot write {path}: folder {parent}: {why}; choose a folder you "
                          "can write to", **facts)
+
+
+def same_file(a, b) -> bool:
+    """Whether the paths ``a`` and ``b`` name one existing file (:func:`os.path.samefile`:
+    links, hard links and ``..`` seen through); a path that does not exist yet (an output
+    to be made) is no existing file, and a missing input has nothing to lose."""
+    if not str(a).strip() or not str(b).strip():
+        return False
+    pa, pb = Path(a).expanduser(), Path(b).expanduser()
+    try:
+        return pa.exists() and pb.exists() and os.path.samefile(pa, pb)
+    except OSError:  # unreadable: not known to be one
+        return False
+
+
+def check_not_overwriting(path, inputs, param: str = "path") -> None:
+    """Raise :class:`~kernelfit.errors.InputError` (facts ``param``, ``path``,
+    ``overwrites``) when writing ``path`` would replace one of ``inputs``: ``(what, file)``
+    pairs, ``what`` saying in words which input ``file`` is (None files are skipped)."""
+    for what, src in inputs:
+        if src is not None and same_file(path, src):
+            raise InputError(f"{param} {path} is {what}: writing there would overwrite it; "
+                             "give another file name", param=param, path=str(path),
+                             overwrites=str(src))
 
 
 def check_writable_folder(folder, param: str = "path") -> None:

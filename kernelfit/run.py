@@ -489,6 +489,12 @@ def run_solve(opts: RunOptions) -> dict:
     opts, be = resolve_device(opts)
     if opts.save:
         opts = _checked_save(opts)
+        from ._io import check_not_overwriting
+        from .datasets import dataset_location
+
+        # the model written over the data it is fitted on (npz:PATH saved at PATH)
+        check_not_overwriting(opts.save, [(f"the file of the dataset {opts.data.dataset}",
+                                           dataset_location(opts.data.dataset))], "save")
     timings = {}
     t0 = time.perf_counter()
     ds = load(opts)
@@ -539,6 +545,9 @@ def run_solve(opts: RunOptions) -> dict:
                 "feature_params": dict(opts.features.params), "seed": opts.seed,
                 "image_shape": list(ds.image_shape), "class_names": list(ds.class_names),
                 "input_range": input_range(ds.X_train)}
+        if ds.class_labels is not None:  # typed labels (npz): predictions come back as them
+            meta["class_labels"] = np.asarray(ds.class_labels).tolist()
+            meta["class_label_dtype"] = np.asarray(ds.class_labels).dtype.str
         location = dataset_location(opts.data.dataset)
         if location is not None:  # found from any folder; the name stays for display
             meta["dataset_path"] = location

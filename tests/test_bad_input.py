@@ -289,6 +289,17 @@ CASES = [
       "--n-test 3", 2, "--input and --n-test cannot be combined", "give one of them"),
     C("predict-output-not-npy", "predict --model {model} --output {out}/p.txt", 2,
       ("--output", ".npy array"), "ending in .npy"),
+    # an output path that is one of the command's own input files (its data destroyed)
+    C("solve-save-is-npz-dataset", NPZ.format(d="{d}", f="good.npz") + " --save {d}/good.npz",
+      2, ("--save", "is the file of --dataset npz:"), "give another file name"),
+    C("solve-save-is-imagefolder-archive", "solve --dataset imagefolder:{d}/text.txt --save "
+      "{d}/text.txt", 2, ("--save", "is the file of --dataset imagefolder:"),
+      "give another file name"),
+    C("predict-output-is-input", "predict --model {model} --input {d}/x64.npy --output "
+      "{d}/x64.npy", 2, ("--output", "is the --input file"), "give another file name"),
+    C("predict-output-is-npz-dataset", "predict --model {model} --dataset npz:{d}/x.npy "
+      "--output {d}/x.npy", 2, ("--output", "is the file of --dataset npz:"),
+      "give another file name"),
     C("randomize-levels-empty-item", "randomize --levels 0,,1", 2, ("--levels", "empty item"),
       "0,0.5,1"),
     C("randomize-no-condition-and-condition", "randomize --no-condition --condition all", 2,
@@ -524,6 +535,7 @@ def inputs(tmp_path_factory):
                                                 "estimator": None, "feature_map": None,
                                                 "meta": {}}))
     np.save(d / "x64_raw.npy", np.full((2, 64), 16.0))  # digits as scikit-learn gives them
+    np.save(d / "x64.npy", np.full((2, 64), 0.5))  # inputs the digits model takes
     (d / "flat").mkdir()
     (d / "flat" / "a.png").write_bytes(b"")
     # MNIST-format files under fashion-mnist/, recognized by MNIST's (test) checksums

@@ -131,12 +131,13 @@ def add_solver_arguments(p) -> None:
 
 def check_output_paths(args) -> None:
     """Refuse unwritable output paths before any work (nothing is created)."""
-    from .._io import check_writable_file, check_writable_folder
+    from .._io import check_not_overwriting, check_writable_file, check_writable_folder
 
     # an empty path ('') is refused too: it would write nothing, or into the current folder
     for param in ("save", "output"):
         if getattr(args, param, None) is not None:
             check_writable_file(getattr(args, param), param=param)
+            check_not_overwriting(getattr(args, param), input_files(args), param=param)
     folders = [("ooc_dir", getattr(args, "ooc_dir", None)), ("out", getattr(args, "out", None))]
     if getattr(args, "feature_cache_dir", None) is not None \
             and not getattr(args, "no_feature_cache", False) \
@@ -155,6 +156,29 @@ def check_output_paths(args) -> None:
             raise InputError(f"{exc.message}; or leave --feature-cache-dir out and give "
                              "--no-feature-cache (the features are then computed, not "
                              "stored)", **exc.facts) from None
+
+
+def input_files(args) -> list:
+    """The files a command reads, as ``(what, path)`` pairs for
+    :func:`kernelfit._io.check_not_overwriting`: ``--input``, ``--model``, and the file of an
+    ``npz:PATH`` or ``imagefolder:PATH`` dataset (an archive; a folder is never a file)."""
+    out = [("the --input file", getattr(args, "input", None)),
+           ("the --model file", getattr(args, "model", None))]
+    dataset = getattr(args, "dataset", None)
+    if isinstance(dataset, str) and dataset.strip():
+        out.append((f"the file of --dataset {dataset.strip()}", dataset_file(dataset)))
+    return out
+
+
+def dataset_file(name):
+    """The absolute path of the file or folder of an ``npz:PATH`` or ``imagefolder:PATH``
+    dataset, else None (a dataset name, or one that is not valid: refused later)."""
+    from ..datasets import dataset_location
+
+    try:
+        return dataset_location(name)
+    except InputError:
+        return None
 
 
 def config_from_args(args):

@@ -8,7 +8,7 @@ import time
 import numpy as np
 
 from ..errors import InputError
-from ._common import check_output_paths, print_json, print_table
+from ._common import check_output_paths, dataset_file, print_json, print_table
 from ._types import nonneg_int
 
 
@@ -110,21 +110,89 @@ def _same_dataset(asked, fitted) -> bool:
         return False
 
 
-def class_labels(pred, names):
-    """The predictions as the dataset's own labels: a dataset loaded by kernelfit (npz
-    string labels, imagefolder folders, CIFAR-10) is fitted on class indices, whose names
-    the model file keeps; indices that are their own names (digits, MNIST) stay numbers."""
-    pred = np.asarray(pred)
-    if not names or pred.dtype.kind not in "iu":
-        return pred
+def typed_labels(names, labels=None, dtype=None):
+    """The labels of class indices ``0 .. k-1`` as one array (None without names): the
+    ``labels`` kept with their own type (an ``npz:`` file's integers, whole-number floats or
+    strings, in ``dtype``), else the class ``names``, whose digit-only names (digits',
+    MNIST's, image folders named 3, 7, 9) are integers."""
+    if labels is not None:
+        try:
+            return np.asarray(labels, dtype=dtype)
+        except (TypeError, ValueError):
+            return np.asarray(labels)
+    if not names:
+        return None
     names = [str(c) for c in names]
-    if all(c == str(i) for i, c in enumerate(names)) or pred.size and (
-            pred.min() < 0 or pred.max() >= len(names)):
-        return pred
-    labels = np.asarray(names)
     if all(c.lstrip("-").isdigit() for c in names):  # integer labels (3, 7, 9) stay integers
-        labels = labels.astype(np.int64)
-    return labels[pred]
+        return np.asarray(names).astype(np.int64)
+    return np.asarray(names)
+
+
+def model_labels(meta: dict):
+    """The labels of the class indices a model was fitted on (:func:`typed_labels` of what
+    its file keeps; models saved before ``class_labels`` was kept: of their names)."""
+    return typed_labels(meta.get("class_names"), meta.get("class_labels"),
+                        meta.get("class_label_dtype"))
+
+
+def class_labels(pred, labels):
+    """The predictions as the dataset's own labels: a dataset loaded by kernelfit (npz
+    labels, imagefolder folders, CIFAR-10) is fitted on class indices, whose labels
+    (:func:`model_labels`) the model file keeps, with their own type: floats stay floats,
+    integers integers, strings strings (digits' and MNIST's indices are their labels)."""
+    pred = np.asarray(pred)
+    if labels is None or not len(labels) or pred.dtype.kind not in "iu" or pred.size and (
+            pred.min() < 0 or pred.max() >= len(labels)):
+        return pred
+    return np.asarray(labels)[pred]
+
+
+def _comparable(a, b):
+    """``a`` and ``b`` as arrays ``==`` compares by label: numbers as numbers (3 is 3.0),
+    anything else by its text (an image folder's class 3 is an npz file's '3')."""
+    a, b = np.asarray(a), np.asarray(b)
+    if a.dtype.kind in "biuf" and b.dtype.kind in "biuf":
+        return a.astype(np.float64), b.astype(np.float64)
+    return a.astype(str), b.astype(str)
+
+
+def _shown(values, most: int = 5) -> str:
+    values = [str(v) for v in values]
+    return ", ".join(values[:most]) + (f" and {len(values) - most} more"
+                                        if len(values) > most else "")
+
+
+def score(est, pred, y, truth_labels, labels, what: str):
+    """The test error of predictions ``pred`` (the estimator's outputs) against the test
+    labels ``y`` (class indices of a dataset whose labels are ``truth_labels``), compared
+    by label, not by index: each dataset numbers its own classes. Test points of classes
+    the model was not fitted on count as errors, with one warning naming them. For a
+    regression model, the root mean squared error against the labels' values (None, with
+    a warning, where they are not numbers)."""
+    import warnings
+
+    truth = np.asarray(y) if truth_labels is None else np.asarray(truth_labels)[y]
+    pred = np.asarray(pred)
+    if getattr(est, "task_", "classification") == "regression":
+        if truth.dtype.kind not in "biuf" or pred.ndim != 1:
+            why = ("are class names, not numbers" if truth.dtype.kind not in "biuf" else
+                   f"are one number each, the model predicts {pred.shape[1]}")
+            warnings.warn(f"{what}: its labels ({_shown(np.unique(truth))}) {why}: a "
+                          "regression model has no test error on them", UserWarning,
+                          stacklevel=2)
+            return None
+        err = pred.astype(np.float64) - truth.astype(np.float64)
+        return float(np.sqrt(np.mean(err ** 2)))
+    predicted, truth_keys = _comparable(class_labels(pred, labels), truth)
+    seen = class_labels(np.asarray(est.classes_), labels)
+    seen_keys, _ = _comparable(seen, truth)
+    unseen = ~np.isin(truth_keys, seen_keys)
+    if unseen.any():  # no prediction can be right there: say so, as solve does
+        warnings.warn(f"{int(unseen.sum())} test point(s) of {what} carry labels the model "
+                      f"was not fitted on ({_shown(np.unique(truth[unseen]))}): each counts "
+                      f"as an error (the model's classes: {_shown(seen, 10)})", UserWarning,
+                      stacklevel=2)
+    return float(np.mean(predicted != truth_keys))
 
 
 #: ways out of a model file that cannot be used, by the error's cause
@@ -201,6 +269,7 @@ def run(args) -> int:
     meta = payload.get("meta", {})
     t0 = time.perf_counter()
     rec = {"model": args.model, "features": meta.get("features", "raw")}
+    ds_labels = None  # the labels of the dataset's class indices
     if args.input:
         X, y = read_inputs(args.input)
     else:
@@ -209,6 +278,11 @@ def run(args) -> int:
         name = args.dataset or model_dataset(meta, args.model)
         if not name:
             raise InputError("give --dataset or --input")
+        if args.output and not args.dataset:  # (--dataset's file: check_output_paths)
+            from .._io import check_not_overwriting
+
+            check_not_overwriting(args.output, [(f"the file of the model's dataset {name}",
+                                                 dataset_file(name))], param="output")
         data_dir = args.data_dir
         kept = meta.get("data_dir")
         if data_dir is None and kept and _same_dataset(args.dataset, meta.get("dataset")):
@@ -225,6 +299,7 @@ def run(args) -> int:
                               stacklevel=2)
         ds = load_dataset(name, data_dir=data_dir, n_train=1, n_test=args.n_test)
         X, y = ds.X_test, ds.y_test
+        ds_labels = typed_labels(ds.class_names, getattr(ds, "class_labels", None))
         rec["dataset"] = ds.name
         if not args.dataset and meta.get("dataset_path"):
             rec["dataset_path"] = meta["dataset_path"]
@@ -258,9 +333,16 @@ def run(args) -> int:
     pred = est.predict(X)
     rec["n"] = int(X.shape[0])
     rec["seconds"] = time.perf_counter() - t0
+    labels = model_labels(meta)
+    regression = getattr(est, "task_", "classification") == "regression"
+    rec["task"] = "regression" if regression else "classification"
     if y is not None and not args.input:
-        rec["test_error"] = float(np.mean(pred != y))
-    pred = class_labels(pred, meta.get("class_names"))
+        error = score(est, pred, y, ds_labels, labels, what)
+        if error is not None:  # None: a regression on class names (a warning said so)
+            rec["test_error"] = error
+            # a regression's test error is its RMSE, as in solve's record
+            rec["test_error_metric"] = "rmse" if regression else "misclassification rate"
+    pred = class_labels(pred, labels)
     if args.output:
         from .._io import atomic_save_npy
 
@@ -272,5 +354,7 @@ def run(args) -> int:
     if args.json:
         print_json(rec)
     else:
-        print_table(list(rec.items()), title="kernelfit predict")
+        rows = [("test_error (RMSE)" if k == "test_error" and rec["task"] == "regression"
+                 else k, v) for k, v in rec.items() if k != "test_error_metric"]
+        print_table(rows, title="kernelfit predict")
     return 0

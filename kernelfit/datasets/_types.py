@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -16,7 +16,10 @@ class Dataset:
 
     ``X_*`` are C-contiguous ``(n, d)`` float arrays with pixels scaled to ``[0, 1]`` and each
     image flattened in ``(H, W, C)`` order; ``y_*`` are int64 labels in
-    ``0 .. n_classes - 1``. ``source`` says where the data was read from.
+    ``0 .. n_classes - 1``. ``source`` says where the data was read from. ``class_labels``:
+    the labels of classes ``0 .. n_classes - 1`` with their own type where the data had typed
+    labels (an ``npz:`` file's integers, whole-number floats or strings), else None (the
+    labels are ``class_names``).
     """
 
     name: str
@@ -28,6 +31,7 @@ class Dataset:
     n_classes: int
     class_names: list
     source: str
+    class_labels: Optional[np.ndarray] = None
 
     def class_counts(self, split: str = "train") -> np.ndarray:
         """Number of examples of each class in ``split`` (``'train'`` or ``'test'``)."""
@@ -55,6 +59,7 @@ class RawData:
     """A dataset as stored: integer pixel arrays of shape ``(n, *image_shape)``.
 
     ``scale`` is the value that maps to 1.0 (255 for 8-bit images, 16 for ``digits``).
+    ``class_labels``: as :class:`Dataset`'s.
     """
 
     name: str
@@ -67,6 +72,7 @@ class RawData:
     source: str
     scale: float = 255.0
     extra: Dict[str, object] = field(default_factory=dict)
+    class_labels: Optional[np.ndarray] = None
 
     @property
     def n_classes(self) -> int:

@@ -197,4 +197,5 @@ def load_dataset(name: str, *, data_dir: Optional[PathLike] = None, n_train: Opt
         n_classes=raw.n_classes,
         class_names=list(raw.class_names),
         source=raw.source,
+        class_labels=raw.class_labels,
     )

@@ -3,7 +3,8 @@
 The ``.npz`` file (``numpy.savez``) holds ``X_train`` (n, d) and ``y_train`` (n,), and
 optionally ``X_test``/``y_test`` and ``image_shape`` (for image feature maps and pixel
 randomization). Values are used as given (no scaling); labels may be any integers or
-strings (or whole-number floats) and are mapped to ``0 .. k-1`` in sorted order. Labels
+strings (or whole-number floats) and are mapped to ``0 .. k-1`` in sorted order; the data's
+``class_labels`` keep them with their own type (``class_names`` are their strings). Labels
 that look continuous are refused (:mod:`kernelfit.labels`).
 """
 
@@ -94,4 +95,5 @@ def load_npz(path: str) -> RawData:
     return RawData(name=f"npz:{p.name}", X_train=np.asarray(X_train, dtype=np.float64),
                    y_train=codes[:n].astype(np.int64), X_test=np.asarray(X_test, np.float64),
                    y_test=codes[n:].astype(np.int64), image_shape=image_shape,
-                   class_names=[str(c) for c in classes], source=str(p.resolve()), scale=1.0)
+                   class_names=[str(c) for c in classes], source=str(p.resolve()), scale=1.0,
+                   class_labels=classes)
