@@ -22,7 +22,8 @@
 # and copy what comes back ($OUT/reproduce: parts, results, figures, report) over
 # benchmarks/results/reproduce/ (the work/ folder of resume points never comes back).
 #
-# DRY RUN on a CPU (the same command with --quick, seconds; tests/test_device_check.py):
+# DRY RUN on a CPU (the same command with --quick, into an empty folder, seconds;
+# tests/test_device_check.py):
 #     DEV=cpu OUT=/tmp/drc DATA=/work/shared/data bash benchmarks/device_random_conv.sh
 # Environment: DEV (gpu | cpu), OUT (default out/device_random_conv), DATA (default
 # .devdata), LIMIT (seconds for the reproduce command).
@@ -30,9 +31,11 @@ source "$(dirname "${BASH_SOURCE[0]}")/device_env.sh" device_random_conv
 LIMIT="${LIMIT:-540}"
 RUN="$(mktemp -d "${TMPDIR:-/tmp}/kernelfit-device-rc.XXXXXX")"  # resume points: not under $OUT
 trap 'rm -rf "$RUN"' EXIT
-cp -r "$ROOT/benchmarks/results/reproduce/." "$RUN/"
 ARGS=(--device gpu)
-if [ "$DEV" = "cpu" ]; then ARGS=(--device cpu --quick); fi
+# the dry run (--quick) starts from an empty folder: a reproduce folder holds one size of
+# run, and the committed results are full-scale
+if [ "$DEV" = "cpu" ]; then ARGS=(--device cpu --quick)
+else cp -r "$ROOT/benchmarks/results/reproduce/." "$RUN/"; fi
 machine_txt "device_random_conv: DEV=$DEV LIMIT=$LIMIT s" "$RUN"
 t0=$(date +%s)
 timeout --kill-after=10 "$LIMIT" "$PY" -m kernelfit reproduce --data-dir "$DATA" --out "$RUN" \
