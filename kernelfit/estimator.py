@@ -12,6 +12,7 @@ each stage. The estimator works in scikit-learn pipelines, ``clone`` and cross-v
 
 from __future__ import annotations
 
+import math
 import time
 import warnings
 from dataclasses import replace
@@ -25,10 +26,10 @@ from .backend import BlasOneThread, array_namespace, get_backend, is_device_arra
 from .errors import InexactFitWarning, InputError, InputTypeError
 from .grid import lookup_exp_faster
 from .kernel_defaults import EXACT_RESIDUAL, exactness, refinement_of
-from .kernels import active_columns, check_array, to_integer_grid
+from .kernels import active_columns, check_array, median_distance, to_integer_grid
 from .labels import check_label_types, continuous_summary, label_kind
 from .options import KernelOptions, SolverOptions
-from .solvers.exact import duplicate_points, solve_exact
+from .solvers.exact import duplicate_points, rank_deficiency, solve_exact
 from .solvers.products import cross_kernel_matmul, kernel_diagonal, kernel_matvec
 
 __all__ = ["KernelInterpolator", "sklearn_expected_failed_checks", "EXPECTED_FAILED_CHECKS",
@@ -265,6 +266,7 @@ class KernelInterpolator(BaseEstimator):
             raise InputError(f"random_state must be a non-negative integer or None, got "
                              f"{seed!r}", param="random_state")
         kernel = kernel_opts.resolve(X, seed=seed)
+        _warn_narrow(kernel, X, self.bandwidth, seed)
         be = get_backend(self.device)
         Xf = np.ascontiguousarray(X, dtype=np.float64) if be.device == "cpu" else X
         opts = replace(solver_opts, device=be.device).solve_options(
@@ -354,12 +356,14 @@ class KernelInterpolator(BaseEstimator):
         the fit does not interpolate and nothing asked for that (a ridge, a refinement
         target ``tol`` above the threshold)."""
         residual = self.relative_residual_
-        conflicting = (duplicate_points(to_host(X), Y)[1] if residual is None or not
-                       residual <= EXACT_RESIDUAL else 0)
+        inexact = residual is None or not residual <= EXACT_RESIDUAL
+        conflicting = duplicate_points(to_host(X), Y)[1] if inexact else 0
+        low = rank_deficiency(self.kernel_, to_host(X)) if inexact else None
         facts = exactness(residual, kernel_params=self.kernel_.params(),
                           condition_number=self.condition_number_,
                           ridge=float(self.ridge or 0.0), refinement=refinement_of(self.fit_info_),
-                          precision=self.precision_, conflicting=conflicting)
+                          precision=self.precision_, conflicting=conflicting,
+                          low_rank=None if low is None else low[1])
         self.exact_ = bool(facts["exact"])
         self.inexact_reason_ = facts.get("inexact_reason")
         if not self.exact_ and facts.get("cause") not in ("ridge", "tol"):
@@ -440,6 +444,37 @@ def _inner_products_note(kernel, info: dict) -> str:
 #: inputs whose magnitude reaches this overflow the float64 squared distances and inner
 #: products (1e150^2 times a few thousand features is near float64's 1.8e308)
 MAX_MAGNITUDE = 1e150
+
+
+#: below this kernel value at the median distance of the training points, K is the
+#: identity to float64's eye: a fixed bandwidth far too small for the data
+NARROW_KERNEL_VALUE = 1e-12
+
+
+def _warn_narrow(kernel, X, bandwidth, seed) -> None:
+    """Warn where a bandwidth given as a number is so small against the training points'
+    distances that K is the identity to float64 (the kernel at their median distance below
+    NARROW_KERNEL_VALUE): the fit interpolates trivially and predictions away from the
+    training points are about 0 (every class then scores alike: the first one wins).
+    The estimator's default 5 is for [0, 1] pixels: on 0-255 pixels it is 255 times too
+    small, and 10% accuracy came without a word."""
+    if (kernel.name not in ("gaussian", "laplacian") or isinstance(bandwidth, (str, bool))
+            or bandwidth is None or X.shape[0] < 2):
+        return
+    try:
+        med = median_distance(X, sample=200, seed=0 if seed is None else int(seed))
+    except InputError:  # all sampled rows identical: no distance to compare with
+        return
+    h = float(kernel.bandwidth)
+    value = (math.exp(-0.5 * (med / h) ** 2) if kernel.name == "gaussian"
+             else math.exp(-med / h))
+    if value < NARROW_KERNEL_VALUE:
+        warnings.warn(f"bandwidth {h:g} is {med / h:.3g} times below the median distance of "
+                      f"the training points ({med:.3g}): the kernel there is {value:.1e}, so "
+                      "K is the identity to float64, the fit interpolates trivially and "
+                      "predictions away from the training points are about 0; give "
+                      "bandwidth=None (chosen from the data) or 'median', or rescale X",
+                      UserWarning, stacklevel=3)
 
 
 def check_magnitude(X, name: str = "X") -> None:

@@ -160,13 +160,16 @@ def refinement_of(fit_info: dict) -> Optional[dict]:
 def exactness(residual: Optional[float], *, kernel_params: Optional[dict] = None,
               bandwidth_rule: Optional[dict] = None, condition_number: Optional[float] = None,
               ridge: float = 0.0, refinement: Optional[dict] = None,
-              precision: Optional[str] = None, conflicting: int = 0) -> dict:
+              precision: Optional[str] = None, conflicting: int = 0,
+              low_rank: Optional[str] = None) -> dict:
     """``{"exact": bool, "exact_threshold": 1e-8[, "inexact_reason": ...]}`` for a solve.
 
     A missing or non-finite residual is not exact. The reason names the likely cause
     (a ridge, a refinement target ``tol`` above the threshold, a plain float32 solve
     (``precision`` 'float32': its rounding, not the kernel), training points that repeat
     others with another target (``conflicting`` of them: no function interpolates both),
+    a kernel whose K has rank below n by construction (``low_rank``: the words of
+    :func:`kernelfit.solvers.exact.rank_deficiency`),
     ill-conditioning, a bandwidth large against the data's distances) as facts (``cause``,
     and ``refinement_tol`` / ``refinement_converged`` for a refined solve, see
     :func:`refinement_of`); the CLI turns them into advice.
@@ -211,6 +214,11 @@ def exactness(residual: Optional[float], *, kernel_params: Optional[dict] = None
                                  "steps it was allowed (max_iter) before reaching its target "
                                  f"tol {float(refinement['tol']):g}")
         out.update(cause="max_iter", refinement_max_iter=refinement["max_iter"])
+        return out
+    if low_rank:  # K singular by construction: no width or precision helps
+        out.update(inexact_reason=head + f"{low_rank}: no coefficients interpolate every "
+                   "label; the solve's are the best it found (eigh, lstsq: the minimum-norm "
+                   "least-squares ones)", cause="low_rank")
         return out
     if condition_number is not None and not math.isfinite(condition_number):
         # eigh/lstsq on a singular K (duplicates, a low-rank kernel): no coefficients fit

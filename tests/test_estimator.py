@@ -451,3 +451,45 @@ def test_an_rkhs_norm_lost_to_rounding_is_none_not_zero():
     K = good.kernel_(X)
     direct = np.sqrt(np.sum(good.alpha_ * (K @ good.alpha_)))
     assert good.rkhs_norm_ == pytest.approx(direct, rel=1e-10)
+
+
+def test_a_bandwidth_far_below_the_datas_distances_warns():
+    """The default bandwidth 5 (for [0, 1] pixels) on 0-255 data makes K the identity:
+    every prediction away from the training points about 0, 10% accuracy on digits,
+    which came without a word; now a warning names the median distance and the way out.
+    Data on the scale the bandwidth is for stays quiet."""
+    import warnings
+
+    X, y = load_digits(return_X_y=True)  # 0..16: the median distance is about 50
+    with pytest.warns(UserWarning, match=r"bandwidth 0.5 is .* times below the median "
+                                         r"distance .* bandwidth=None"):
+        KernelInterpolator(bandwidth=0.5).fit(X[:300], y[:300])
+    with pytest.warns(UserWarning, match="K is the identity to float64"):
+        KernelInterpolator(kernel="laplacian", bandwidth=0.05).fit(X[:300], y[:300])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        KernelInterpolator(bandwidth=None).fit(X[:300], y[:300])
+        KernelInterpolator(bandwidth=5.0).fit(X[:300] / 16, y[:300])
+
+
+def test_a_kernel_singular_by_construction_is_named_as_the_cause():
+    """The linear kernel on d < n columns (rank <= d): the cause is its rank, not
+    ill-conditioning, in the estimator and in the run layer's record (whose advice offers
+    a full-rank kernel or a ridge, not a bandwidth or a precision)."""
+    import warnings
+
+    from kernelfit.errors import InexactFitWarning
+    from kernelfit.options import RunOptions
+    from kernelfit.run import solve_arrays
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(120, 6))
+    y = (X @ rng.normal(size=6) > 0).astype(int)
+    with pytest.warns(InexactFitWarning, match="rank at most d = 6"):
+        m = KernelInterpolator(kernel="linear", solver="eigh").fit(X, y)
+    assert "no coefficients interpolate every label" in m.inexact_reason_
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        rec = solve_arrays(X, y, opts=RunOptions.from_flat(kernel="linear", solver="eigh",
+                                                            show_progress=False))
+    assert rec["exact"] is False and rec["cause"] == "low_rank"

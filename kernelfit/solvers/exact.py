@@ -61,6 +61,26 @@ def duplicate_points(X, Y=None) -> Tuple[int, int]:
     return dup, int(np.any(Yn != Yn[first[group.ravel()]], axis=1).sum())
 
 
+def rank_deficiency(kernel: Kernel, X) -> Optional[Tuple[str, str]]:
+    """``(cause, words)`` where K = k(X, X) has rank below n by construction, else None:
+    the linear kernel in d < n dimensions, a degree-p polynomial kernel in d dimensions (rank
+    at most C(d + p, p)); d counts the columns of X that are not zero in every row."""
+    from math import comb
+
+    Xn = np.asarray(X)
+    n = Xn.shape[0]
+    d = int(np.any(Xn != 0, axis=0).sum())
+    dims = f"d = {d} (the columns of X that are not zero in every row)"
+    if kernel.name == "linear" and d < n:
+        return ("low_rank_linear", f"the linear kernel K = X X^T has rank at most {dims} < "
+                                   f"n = {n}, so it is singular")
+    if kernel.name == "polynomial" and comb(d + kernel.degree, kernel.degree) < n:
+        r = comb(d + kernel.degree, kernel.degree)
+        return ("low_rank_polynomial", f"a degree-{kernel.degree} polynomial kernel in {dims} "
+                                       f"has rank at most {r} < n = {n}")
+    return None
+
+
 def diagnose_not_pd(kernel: Kernel, X, ridge: float = 0.0, index: int = -1,
                     dtype: str = "float64", n_outputs: int = 1,
                     Y=None) -> NotPositiveDefiniteError:
@@ -69,23 +89,11 @@ def diagnose_not_pd(kernel: Kernel, X, ridge: float = 0.0, index: int = -1,
     duplicates whose target ``Y`` differs from the first of their copies, ...) as data."""
     n, _ = X.shape
     Xn = np.asarray(X)
-    # the data span at most as many dimensions as X has columns that are not all zero
-    d = int(np.any(Xn != 0, axis=0).sum())
-    dims = f"d = {d} (the columns of X that are not zero in every row)"
     reasons, causes = [], []
-    if kernel.name == "linear" and d < n and not ridge:
-        causes.append("low_rank_linear")
-        reasons.append(f"the linear kernel K = X X^T has rank at most {dims} < n = {n}, so "
-                       "it is singular")
-    if kernel.name == "polynomial" and not ridge:
-        # rank of a degree-p polynomial kernel is at most C(d + p, p)
-        from math import comb
-
-        r = comb(d + kernel.degree, kernel.degree)
-        if r < n:
-            causes.append("low_rank_polynomial")
-            reasons.append(f"a degree-{kernel.degree} polynomial kernel in {dims} "
-                           f"has rank at most {r} < n = {n}")
+    low = None if ridge else rank_deficiency(kernel, Xn)
+    if low is not None:
+        causes.append(low[0])
+        reasons.append(low[1])
     dup, conflicting = duplicate_points(Xn, Y)
     if dup:
         causes.append("duplicates")
