@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -17,8 +19,8 @@ import numpy as np
 from .errors import InputError
 
 __all__ = ["check_format", "atomic_writer", "atomic_batch", "atomic_save_npy",
-           "atomic_write_text", "json_default", "check_writable_file", "check_writable_folder",
-           "same_file", "check_not_overwriting"]
+           "atomic_write_text", "json_default", "json_ready", "dumps_json", "check_writable_file",
+           "check_writable_folder", "same_file", "check_not_overwriting"]
 
 
 #: the writes of the innermost :func:`atomic_batch`: (temporary, final path) pairs
@@ -100,6 +102,38 @@ def json_default(o):
     if isinstance(o, (set, tuple)):
         return list(o)
     return str(o)
+
+
+def json_ready(o):
+    """``o`` as plain JSON values: every non-finite float (Python's, NumPy's, inside NumPy
+    arrays too) as ``None``, NumPy scalars and arrays as Python numbers and lists, tuples
+    and sets as lists, anything else as :func:`json_default` makes it."""
+    if o is None or isinstance(o, (str, bool, int)):
+        return o
+    if isinstance(o, (float, np.floating)):  # np.float64 is a float too
+        return float(o) if math.isfinite(o) else None
+    if isinstance(o, dict):
+        return {_json_key(k): json_ready(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple, set, frozenset)):
+        return [json_ready(v) for v in o]
+    if isinstance(o, np.ndarray):
+        return json_ready(o.tolist())
+    if isinstance(o, np.generic):  # NumPy integers and booleans
+        return json_ready(o.item())
+    return json_default(o)
+
+
+def _json_key(k):
+    """A dict key JSON takes: NumPy scalars as Python's, a non-finite float as its text."""
+    k = k.item() if isinstance(k, np.generic) else k
+    return str(k) if isinstance(k, float) and not math.isfinite(k) else k
+
+
+def dumps_json(obj, **kwargs) -> str:
+    """``obj`` as strictly valid JSON text (``json.dumps`` keywords apply): the non-finite
+    numbers, which JSON has no words for (``Infinity`` and ``NaN`` break strict parsers),
+    as ``null`` (:func:`json_ready`)."""
+    return json.dumps(json_ready(obj), allow_nan=False, **kwargs)
 
 
 def _probe(folder: Path) -> Optional[str]:

@@ -15,11 +15,10 @@ Files for a run on host ``H`` (stem ``bench_H``)::
 from __future__ import annotations
 
 import io
-import json
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from .._io import json_default as _json_default
+from .._io import dumps_json
 from ..report import fmt_num as _num
 from ..report import fmt_blas, fmt_bytes, fmt_pct, fmt_seconds, markdown_table
 
@@ -39,7 +38,7 @@ def write_json(results: dict, path) -> Path:
     from .._io import atomic_write_text
 
     path = Path(path)
-    atomic_write_text(path, json.dumps(results, indent=2, default=_json_default) + "\n")
+    atomic_write_text(path, dumps_json(results, indent=2) + "\n")
     return path
 
 
@@ -87,8 +86,9 @@ def machine_lines(machine: dict) -> List[str]:
     if g.get("available") and g.get("fp64_gflops") is None:
         lines.append(f"GPU: {g.get('gpu_name')} (peaks not measured)")
     elif g.get("available"):
-        lines.append(f"GPU peaks ({g.get('gpu_name')}): FP64 {_num(g.get('fp64_gflops'), '{:.0f}')}"
-                     f" GFLOP/s, FP32 {_num(g.get('fp32_gflops'), '{:.0f}')} GFLOP/s")
+        lines.append(f"GPU peaks ({g.get('gpu_name')}): FP64 "
+                     f"{_num(g.get('fp64_gflops'), '{:.0f}')} GFLOP/s, FP32 "
+                     f"{_num(g.get('fp32_gflops'), '{:.0f}')} GFLOP/s")
     else:
         lines.append(f"GPU: unavailable ({g.get('reason')})")
     v = machine.get("versions", {})

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 from typing import Iterable
 
 
-from .._io import json_default
+from .._io import dumps_json, json_default
 from ..errors import InputError
 from ._types import bandwidth_arg, finite_float, nonneg_float, nonneg_int, positive_int, size_arg
 
@@ -214,7 +213,8 @@ def config_from_args(args):
 
 
 def print_json(obj, file=None) -> None:
-    print(json.dumps(obj, indent=2, default=json_default), file=file or sys.stdout)
+    """``obj`` as strict JSON (a non-finite number as null, :func:`~kernelfit._io.dumps_json`)."""
+    print(dumps_json(obj, indent=2), file=file or sys.stdout)
 
 
 def print_table(rows: Iterable, title: str = "", file=None) -> None:

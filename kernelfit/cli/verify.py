@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from .._io import atomic_batch, atomic_write_text, atomic_writer
+from .._io import atomic_batch, atomic_write_text, atomic_writer, dumps_json
 from ..errors import InputError
 from ._common import check_output_paths
 from ._types import nonneg_int
@@ -112,7 +112,7 @@ def run(args) -> int:
             for name in plots:
                 with atomic_writer(out / name, "wb") as fh:
                     fh.write((stage / name).read_bytes())
-            atomic_write_text(out / "report.json", json.dumps(report, indent=1))
+            atomic_write_text(out / "report.json", dumps_json(report, indent=1))
             atomic_write_text(out / "report.md", _markdown(report["checks"], report))
         for name in set(earlier) - set(plots):  # the earlier report's figures not made now
             with contextlib.suppress(OSError):
@@ -126,7 +126,7 @@ def run(args) -> int:
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     if args.json:
-        print(json.dumps(report))
+        print(dumps_json(report))
     else:
         results = report["checks"]
         stand_in = sum(d['status'] == 'passed' and bool(d.get('stand_in')) for d in results)

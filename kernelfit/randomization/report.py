@@ -4,7 +4,6 @@ figures (the kernel analogue of Zhang et al.'s Figure 1) and the output files.""
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 from pathlib import Path
@@ -12,7 +11,7 @@ from typing import Dict, Iterable, List, Optional, Tuple
 
 import numpy as np
 
-from .._io import json_default as _json_default
+from .._io import dumps_json
 from ..errors import InputError
 from ..report import fmt_spread, markdown_table, text_table
 
@@ -283,8 +282,7 @@ def write_outputs(result: dict, out_dir, prefix: str = "randomize_",
     try:
         with atomic_batch():  # all the files, or none (a full disk at the fourth)
             path = d / f"{prefix}records.json"
-            atomic_write_text(path, json.dumps(payload, indent=2, default=_json_default)
-                              + "\n")
+            atomic_write_text(path, dumps_json(payload, indent=2) + "\n")
             written.append(str(path))
             path = d / f"{prefix}table.md"
             atomic_write_text(path, render_markdown(result, note))

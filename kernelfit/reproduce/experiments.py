@@ -156,9 +156,10 @@ def run_mnist_ridge(ctx) -> dict:
         # is named in the reason: a ridge > 0 does not interpolate, its residual against K
         # is not the row's
         r_best = ridges[1 + recs[1:].index(best)]
+        res = best["relative_residual"]  # None where it was not finite (stored as null)
+        res = "not finite" if res is None else f"{res:.1e}"
         said = (f"best ridge {r_best:g}: {100 * best['test_error']:.2f}% (a regularized "
-                f"solve, residual against K {best['relative_residual']:.1e}) against "
-                f"{100 * e0:.2f}% at ridge 0")
+                f"solve, residual against K {res}) against {100 * e0:.2f}% at ridge 0")
         pair = (("not compared", "quick run: checks that it runs only") if ctx.quick else
                 ("worse" if helps else "reproduced",
                  said + (" (more than 2 standard errors)" if helps else

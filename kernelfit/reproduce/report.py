@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Dict, Optional
 
-from .._io import atomic_batch, atomic_write_text, atomic_writer, json_default
+from .._io import atomic_batch, atomic_write_text, atomic_writer, dumps_json
 from ..report import fmt_blas, fmt_bytes
 from .rows import SEED
 
@@ -168,8 +167,7 @@ def write_report(ctx, status: Dict[str, dict], machine: dict,
         report["notes"].append("quick run: tiny n; it checks that every experiment runs and "
                                "that the report is written, not the accuracy figures")
     with atomic_batch():  # the three together, or none
-        atomic_write_text(ctx.out / "report.json", json.dumps(report, indent=2,
-                                                              default=json_default) + "\n")
+        atomic_write_text(ctx.out / "report.json", dumps_json(report, indent=2) + "\n")
         atomic_write_text(ctx.out / "report.md", render_markdown(report))
         _summary_png(ctx.out / "report.png", rows)
     report["paths"] = {k: str(ctx.out / f"report.{k}") for k in ("md", "json", "png")}

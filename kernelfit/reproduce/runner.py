@@ -26,7 +26,7 @@ import traceback
 from pathlib import Path
 from typing import Callable, Dict, Iterable, Optional, Tuple
 
-from .._io import atomic_write_text, json_default
+from .._io import atomic_write_text, dumps_json
 from ..errors import DataError, InputError, KernelfitError, MemoryPlanError
 
 __all__ = ["Context", "run_reproduce", "select", "STATUS_EXIT"]
@@ -51,7 +51,7 @@ def select(names: Optional[Iterable[str]]) -> list:
 
 
 def _dump(obj) -> str:
-    return json.dumps(obj, indent=2, default=json_default) + "\n"
+    return dumps_json(obj, indent=2) + "\n"
 
 
 class Context:
