@@ -16,6 +16,7 @@ from __future__ import annotations
 import errno
 import importlib.util
 import math
+import re
 from typing import List, Optional, Tuple
 
 import numpy as np
@@ -499,17 +500,40 @@ def flags_for_names(msg: str) -> str:
     return re.sub(rf"\(({names})\)", lambda m: f"({FLAGS[m.group(1)]})", msg)
 
 
+#: the text of a write cut short (NumPy's '20000 requested and 7152 written' carries no
+#: errno), or of a full disk said in words
+_SHORT_WRITE = r"\d+ requested and \d+ written|short write"
+_FULL_WORDS = r"no space left|disk full|disk quota exceeded"
+
+
+def _os_error_text(exc: OSError) -> str:
+    """What ``exc`` says: its ``strerror``, else its own words (``str(exc)`` would show
+    ``[Errno None] None: 'file'`` once a file name is attached), else its class's name."""
+    if exc.strerror:
+        return str(exc.strerror)
+    said = "; ".join(str(a) for a in exc.args if str(a).strip())
+    return said or exc.__class__.__name__
+
+
 def explain_os_error(exc: OSError) -> str:
-    """One line for an error of the file system (permission, disk full, missing file)."""
-    what = exc.strerror or exc.__class__.__name__
+    """One line for an error of the file system (permission, disk full, missing file): the
+    file when known, the error's own text, and the way out that fits it."""
+    what = _os_error_text(exc)
     where = f" {exc.filename}" if exc.filename else ""
     if exc.filename2:
         where += f" -> {exc.filename2}"
+    short = exc.errno is None and re.search(_SHORT_WRITE, what, re.I)
+    if short or exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)) or (
+            exc.errno is None and re.search(_FULL_WORDS, what, re.I)):
+        if short:
+            what += " (a short write: the disk is probably full)"
+        return (f"cannot write{where}: {what}. Way out: free disk space or choose a folder "
+                "on another disk")
     hint = {
         errno.EACCES: "choose a folder you can write to, or fix its permissions",
         errno.EPERM: "choose a folder you can write to, or fix its permissions",
         errno.EROFS: "choose a folder on a writable file system",
-        errno.ENOSPC: "free disk space or choose a folder on another disk",
+        errno.EFBIG: "choose a folder on a file system that takes larger files",
         errno.ENOENT: "check the path",
         errno.EISDIR: "give a file name, not a folder",
         errno.ENOTDIR: "check the path: a part of it is a file, not a folder",

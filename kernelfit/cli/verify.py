@@ -162,8 +162,13 @@ def _run_checks(args, proofs, names, stage: Path, out: Path) -> dict:
     t0 = time.perf_counter()
     results = []
     for name in names:
-        res = proofs.run(name, out_dir=stage, quick=args.quick, data_dir=args.data_dir,
-                         seed=args.seed)
+        try:
+            res = proofs.run(name, out_dir=stage, quick=args.quick, data_dir=args.data_dir,
+                             seed=args.seed)
+        except OSError as exc:  # a figure being written: named where it was going in --out
+            if exc.filename and Path(exc.filename).parent == stage:
+                exc.filename = str(out / Path(exc.filename).name)
+            raise
         d = res.to_dict()
         results.append(d)
         if not args.json:

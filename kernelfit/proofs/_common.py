@@ -82,13 +82,20 @@ def pyplot():
 
 
 def save_figure(fig, out_dir, name: str) -> list:
-    """Lay out ``fig``, write it to ``out_dir/name`` (folder created), close it; ``[path]``."""
+    """Lay out ``fig``, write it to ``out_dir/name`` (folder created), close it; ``[path]``.
+    An error of the file system names that path (Matplotlib's full-disk error names none)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     path = out_dir / name
-    fig.savefig(path, dpi=100)
-    pyplot().close(fig)
+    try:
+        fig.savefig(path, dpi=100)
+    except OSError as exc:
+        if exc.filename is None:
+            exc.filename = str(path)
+        raise
+    finally:
+        pyplot().close(fig)
     return [path]
 
 
