@@ -352,6 +352,8 @@ CASES = [
        "t10k-labels-idx1-ubyte.gz"), ("--data-dir", "put the files")),
     C("datasets-fetch-offline-cifar", "datasets fetch cifar10 --data-dir {out}", 3,
       "cifar-10-python.tar.gz", ("--data-dir", "put the files")),
+    C("datasets-fetch-data-dir-unwritable", "datasets fetch mnist --data-dir {ro}/data", 2,
+      ("--data-dir", "cannot write in"), "choose a folder you can write to"),
     C("datasets-fashion-with-mnist-files", "datasets info fashion-mnist --data-dir {d}", 3,
       "mnist's", "fashion-mnist's own files"),
     C("datasets-info-imagefolder-missing", "datasets info imagefolder:/nonexistent", 2,

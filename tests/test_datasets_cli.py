@@ -57,7 +57,8 @@ def test_fetch_downloads_and_verifies(tmp_path, monkeypatch, capsys, isolated_da
     assert cli.main(["datasets", "fetch", "mnist", "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["verified"] is True
-    assert sorted(p.name for p in (isolated_data_env / "mnist").iterdir()) == sorted(names.values())
+    fetched = sorted(p.name for p in (isolated_data_env / "mnist").iterdir())
+    assert fetched == sorted(names.values())
     assert cli.main(["datasets", "fetch", "mnist"]) == 0
     assert "verified" in capsys.readouterr().out
 
@@ -92,9 +93,10 @@ def test_info_describes_without_downloading(capsys, isolated_data_env, monkeypat
         raise AssertionError("info must not download")
 
     monkeypatch.setattr(_fetch, "_urlopen", no_network)
-    assert cli.main(["datasets", "info", "mnist", "--json"]) == 0
+    assert cli.main(["datasets", "info", "mnist", "--json"]) == 3  # missing data
     doc = json.loads(capsys.readouterr().out)
     assert doc["downloaded"] is False and len(doc["missing"]) == 4
+    assert doc["files"] == "not downloaded"
     assert not (isolated_data_env / "mnist").exists()
 
 
@@ -104,11 +106,11 @@ def test_info_cifar10_names_the_jpeg_set_reproduce_would_use(tmp_path, capsys):
     (tmp_path / "cifar10-jpeg").mkdir()
     tarball = tmp_path / "cifar10-jpeg" / "cifar10-jpeg.tar.gz"
     tarball.write_bytes(b"")
-    assert cli.main(["datasets", "info", "cifar10", "--data-dir", str(tmp_path)]) == 0
+    assert cli.main(["datasets", "info", "cifar10", "--data-dir", str(tmp_path)]) == 3
     out = capsys.readouterr().out
     assert "not downloaded" in out and f"--dataset imagefolder:{tarball}" in out
     tarball.unlink()
-    assert cli.main(["datasets", "info", "cifar10", "--data-dir", str(tmp_path)]) == 0
+    assert cli.main(["datasets", "info", "cifar10", "--data-dir", str(tmp_path)]) == 3
     assert "found instead" not in capsys.readouterr().out
 
 
@@ -134,3 +136,63 @@ def test_list_says_which_datasets_have_their_files_in_the_folder(tmp_path, capsy
     assert main(["datasets", "list", "--data-dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert f"files in {tmp_path}" in out and "[partial]" in out
+
+
+def test_info_on_missing_files_exits_3_and_names_their_state_as_list_does(tmp_path, capsys):
+    """list is an overview (exit 0 whatever is there); info asks about one dataset, and
+    files that are not there are missing data (exit 3), said as list says it."""
+    (tmp_path / "mnist").mkdir()
+    (tmp_path / "mnist" / "train-images-idx3-ubyte.gz").write_bytes(b"x")
+    assert cli.main(["datasets", "list", "--data-dir", str(tmp_path), "--json"]) == 0
+    rows = {r["name"]: r["files"] for r in json.loads(capsys.readouterr().out)["datasets"]}
+    for name in ("mnist", "fashion-mnist"):
+        assert cli.main(["datasets", "info", name, "--data-dir", str(tmp_path), "--json"]) == 3
+        doc = json.loads(capsys.readouterr().out)
+        assert doc["files"] == rows[name] and doc["downloaded"] is False
+        assert cli.main(["datasets", "info", name, "--data-dir", str(tmp_path)]) == 3
+        assert f"  {rows[name]}: " in capsys.readouterr().out
+    assert rows["mnist"] == "partial" and rows["fashion-mnist"] == "not downloaded"
+
+
+def _unwritable(base):
+    """A folder where files cannot be created (the permission bits for a user; root
+    ignores them, /proc then)."""
+    import os
+    import tempfile
+    from pathlib import Path
+
+    ro = base / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    for c in (ro, Path("/proc")):
+        try:
+            fd, p = tempfile.mkstemp(dir=c)
+        except OSError:
+            return c
+        os.close(fd)
+        os.unlink(p)
+    pytest.skip("no unwritable folder available")
+
+
+def test_fetch_into_a_folder_that_cannot_be_written_is_bad_input(tmp_path, capsys,
+                                                                 monkeypatch):
+    """Refused before any download, exit 2, with a way out that works (it said 'put the
+    files in /proc/foo/mnist' with exit 3)."""
+    from kernelfit.datasets import _fetch
+    from kernelfit.errors import InputError
+
+    def no_network(url, timeout):
+        raise AssertionError("no download into a folder that cannot be written")
+
+    monkeypatch.setattr(_fetch, "_urlopen", no_network)
+    folder = _unwritable(tmp_path) / "kernelfit-data"
+    for name in ("mnist", "cifar10"):
+        assert cli.main(["datasets", "fetch", name, "--data-dir", str(folder)]) == 2
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1 and "--data-dir" in err, err
+        assert f"cannot write in {folder / name}" in err
+        assert "choose a folder you can write to" in err and "put the files" not in err
+    assert not folder.exists()
+    with pytest.raises(InputError) as exc:  # the library says it in its words
+        _fetch.download(None, folder / "mnist", "mnist")
+    assert exc.value.facts["param"] == "data_dir" and "--" not in exc.value.message

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
+
+from .._io import dumps_json
 
 HELP = "list, describe or download the datasets"
 DESCRIPTION = ("List the datasets kernelfit knows (list), describe one: shapes, counts per "
                "class, where it was read from (info), or download and verify its files (fetch). "
-               "Files live in --data-dir, else $KERNELFIT_DATA, else the per-user cache.")
+               "Files live in --data-dir, else $KERNELFIT_DATA, else the per-user cache. "
+               "info on a dataset whose files are missing says what is missing and exits "
+               "with 3.")
+
+#: the exit code of ``info`` for a dataset whose files are missing (README: missing data)
+MISSING_DATA = 3
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -84,17 +90,22 @@ def _print_info(info: dict, out) -> None:
 
 
 def _print_not_fetched(args, exc, out) -> int:
+    """Describe a dataset whose files are not (all) there, as ``list`` names its state;
+    exit code 3 (missing data): what was asked about is absent."""
+    from pathlib import Path
+
     from ..datasets import registry
 
     kind, _ = registry.parse_name(args.name)
+    state = _files_state(kind, Path(exc.directory).parent) or "not downloaded"
     info = {"name": kind, "description": registry.DATASET_DESCRIPTIONS.get(kind, ""),
-            "downloaded": False, "folder": exc.directory, "missing": list(exc.missing)}
+            "downloaded": False, "files": state, "folder": exc.directory,
+            "missing": list(exc.missing)}
     if args.json:
-        json.dump(info, out, indent=2)
-        out.write("\n")
-        return 0
+        out.write(dumps_json(info, indent=2) + "\n")
+        return MISSING_DATA
     out.write(f"{kind}\n  {info['description']}\n")
-    out.write(f"  not downloaded: {', '.join(info['missing'])} missing in {info['folder']}\n")
+    out.write(f"  {state}: {', '.join(info['missing'])} missing in {info['folder']}\n")
     out.write(f"  fetch it with: kernelfit datasets fetch {args.name}"
               + (f" --data-dir {args.data_dir}" if args.data_dir else "") + "\n")
     from ..datasets.cifar import jpeg_set_beside
@@ -104,7 +115,7 @@ def _print_not_fetched(args, exc, out) -> int:
         out.write(f"  found instead: a JPEG re-encoding of CIFAR-10 ({jpeg}); `kernelfit "
                   f"reproduce` uses it when the official files are missing, `solve` takes it "
                   f"as --dataset imagefolder:{jpeg}\n")
-    return 0
+    return MISSING_DATA
 
 
 def run(args: argparse.Namespace) -> int:
@@ -125,8 +136,7 @@ def run(args: argparse.Namespace) -> int:
         rows = [{"name": n, "description": registry.DATASET_DESCRIPTIONS[n],
                  "files": _files_state(n, folder)} for n in registry.DATASET_NAMES]
         if args.json:
-            json.dump({"datasets": rows, "data_dir": str(folder)}, out, indent=2)
-            out.write("\n")
+            out.write(dumps_json({"datasets": rows, "data_dir": str(folder)}, indent=2) + "\n")
         else:
             out.write(f"datasets (files in {folder}):\n")
             for r in rows:
@@ -146,8 +156,7 @@ def run(args: argparse.Namespace) -> int:
     if args.action == "fetch":
         info["verified"] = True
     if args.json:
-        json.dump(info, out, indent=2)
-        out.write("\n")
+        out.write(dumps_json(info, indent=2) + "\n")
     elif args.action == "fetch":
         out.write(f"{info['name']}: {info['n_train']} training and {info['n_test']} test "
                   f"examples, verified, in {info['source']}\n")

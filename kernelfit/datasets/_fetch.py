@@ -17,6 +17,7 @@ import zlib
 from pathlib import Path
 from typing import Iterable, List, Optional, Sequence
 
+from .._io import check_writable_folder
 from ..errors import ChecksumError, DataError, DownloadError
 from ..progress import progress
 from ._paths import ENV_VAR
@@ -167,11 +168,14 @@ def download(remote: RemoteFile, directory: Path, dataset: str) -> Path:
 
     Mirrors are tried in order. Raises :class:`~kernelfit.errors.ChecksumError` when every
     mirror that answered served bytes with the wrong checksum, and
-    :class:`~kernelfit.errors.DownloadError` when none could be reached. The folders this
-    call created (``directory`` and any of its parents) are removed again when the download
-    fails or is interrupted.
+    :class:`~kernelfit.errors.DownloadError` when none could be reached. A ``directory``
+    where files cannot be created (``/proc/x``, a read-only folder) is an
+    :class:`~kernelfit.errors.InputError` (``param='data_dir'``), before any download. The
+    folders this call created (``directory`` and any of its parents) are removed again when
+    the download fails or is interrupted.
     """
     directory = Path(directory)
+    check_writable_folder(directory, param="data_dir")
     created = []  # the folders this call makes (the data folder too), deepest first
     for p in (directory, *directory.parents):
         if p.exists():
