@@ -200,3 +200,16 @@ def test_cli_says_which_checks_ran_on_synthetic_stand_ins(tmp_path, capsys, monk
                  "--out", str(tmp_path / "w")]) == 2
     assert "is not a folder" in capsys.readouterr().err
     assert not (tmp_path / "w").exists()
+
+
+def test_verify_runs_a_check_named_twice_once(tmp_path, capsys):
+    from kernelfit.cli import main
+    code = main(["verify", "--quick", "curvature", "curvature", "--json",
+                 "--out", str(tmp_path / "v")])
+    doc = json.loads(capsys.readouterr().out)
+    assert code == 0 and [c["name"] for c in doc["checks"]] == ["curvature"]
+    code = main(["verify", "--quick", "curvature", "kernel_trick", "curvature",
+                 "--out", str(tmp_path / "w")])
+    out = capsys.readouterr().out
+    assert code == 0 and "2 passed" in out
+    assert out.index("] curvature:") < out.index("] kernel_trick:")

@@ -86,7 +86,7 @@ def run(args) -> int:
         for name in proofs.names():
             print(f"{name:15s} {proofs.get(name).TITLE}")
         return 0
-    names = args.checks or proofs.names()
+    names = list(dict.fromkeys(args.checks)) or proofs.names()  # each once, in order given
     unknown = [n for n in names if n not in proofs.names()]
     if unknown:
         raise InputError(f"unknown check(s) {', '.join(unknown)}; known: "
