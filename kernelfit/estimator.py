@@ -25,7 +25,7 @@ from sklearn.utils.validation import check_is_fitted
 from .backend import BlasOneThread, array_namespace, get_backend, is_device_array, to_host
 from .errors import InexactFitWarning, InputError, InputTypeError
 from .grid import lookup_exp_faster
-from .kernel_defaults import EXACT_RESIDUAL, exactness, refinement_of
+from .kernel_defaults import exactness, refinement_of
 from .kernels import active_columns, check_array, median_distance, to_integer_grid
 from .labels import check_label_types, continuous_summary, label_kind
 from .options import KernelOptions, SolverOptions
@@ -37,6 +37,9 @@ __all__ = ["KernelInterpolator", "sklearn_expected_failed_checks", "EXPECTED_FAI
 
 #: float64's unit roundoff
 _EPS = float(np.finfo(np.float64).eps)
+#: causes of an inexact fit that its options asked for (a ridge, a refinement target above
+#: the threshold, float32 storage): no warning then
+_ASKED_INEXACT = ("ridge", "tol", "float32")
 
 
 class KernelInterpolator(BaseEstimator):
@@ -342,7 +345,8 @@ class KernelInterpolator(BaseEstimator):
         self.relative_residual_ = rnorm / ynorm if ynorm > 0 else rnorm
         quad = float(xp.sum(alpha * KA))
         noise = _EPS * kmax * float(xp.sum(xp.sum(xp.abs(alpha), axis=0) ** 2))
-        self.rkhs_norm_ = float(np.sqrt(quad)) if quad > noise else None
+        # (all-zero targets: alpha = 0, the norm exactly 0)
+        self.rkhs_norm_ = float(np.sqrt(quad)) if quad > noise or noise == 0 else None
         if task == "classification":
             pred = be.to_numpy(xp.argmax(KA, axis=1))
             true = np.argmax(Y, axis=1)
@@ -354,19 +358,25 @@ class KernelInterpolator(BaseEstimator):
         """``exact_`` and ``inexact_reason_`` from the certified residual
         (:func:`kernelfit.kernel_defaults.exactness`); an :class:`InexactFitWarning` where
         the fit does not interpolate and nothing asked for that (a ridge, a refinement
-        target ``tol`` above the threshold)."""
-        residual = self.relative_residual_
-        inexact = residual is None or not residual <= EXACT_RESIDUAL
-        conflicting = duplicate_points(to_host(X), Y)[1] if inexact else 0
-        low = rank_deficiency(self.kernel_, to_host(X)) if inexact else None
-        facts = exactness(residual, kernel_params=self.kernel_.params(),
-                          condition_number=self.condition_number_,
-                          ridge=float(self.ridge or 0.0), refinement=refinement_of(self.fit_info_),
-                          precision=self.precision_, conflicting=conflicting,
-                          low_rank=None if low is None else low[1])
+        target ``tol`` above the threshold, float32 storage). The facts that need the data
+        (training points repeated with another target, a kernel singular by construction)
+        are gathered only then, and kept (``_exactness_inputs``) for the run layer's and
+        the randomization test's verdicts."""
+        common = dict(kernel_params=self.kernel_.params(),
+                      condition_number=self.condition_number_,
+                      ridge=float(self.ridge or 0.0), refinement=refinement_of(self.fit_info_),
+                      precision=self.precision_)
+        facts = exactness(self.relative_residual_, **common)
+        self._exactness_inputs = {}
+        if not facts["exact"] and facts.get("cause") not in ("ridge", "tol"):
+            Xh = to_host(X)
+            low = rank_deficiency(self.kernel_, Xh)
+            self._exactness_inputs = {"conflicting": duplicate_points(Xh, Y)[1],
+                                      "low_rank": None if low is None else low[1]}
+            facts = exactness(self.relative_residual_, **common, **self._exactness_inputs)
         self.exact_ = bool(facts["exact"])
         self.inexact_reason_ = facts.get("inexact_reason")
-        if not self.exact_ and facts.get("cause") not in ("ridge", "tol"):
+        if not self.exact_ and facts.get("cause") not in _ASKED_INEXACT:
             warnings.warn(f"the fit does not interpolate the labels: {self.inexact_reason_}",
                           InexactFitWarning, stacklevel=3)
 
@@ -461,8 +471,9 @@ def _warn_narrow(kernel, X, bandwidth, seed) -> None:
     if (kernel.name not in ("gaussian", "laplacian") or isinstance(bandwidth, (str, bool))
             or bandwidth is None or X.shape[0] < 2):
         return
-    try:
-        med = median_distance(X, sample=200, seed=0 if seed is None else int(seed))
+    try:  # (on one BLAS thread: threads it woke would spin beside the Gram's tile threads)
+        with BlasOneThread(True):
+            med = median_distance(X, sample=200, seed=0 if seed is None else int(seed))
     except InputError:  # all sampled rows identical: no distance to compare with
         return
     h = float(kernel.bandwidth)
@@ -472,8 +483,8 @@ def _warn_narrow(kernel, X, bandwidth, seed) -> None:
         warnings.warn(f"bandwidth {h:g} is {med / h:.3g} times below the median distance of "
                       f"the training points ({med:.3g}): the kernel there is {value:.1e}, so "
                       "K is the identity to float64, the fit interpolates trivially and "
-                      "predictions away from the training points are about 0; give "
-                      "bandwidth=None (chosen from the data) or 'median', or rescale X",
+                      "predictions away from the training points are about 0; give no "
+                      "bandwidth (None: chosen from the data) or the median, or rescale X",
                       UserWarning, stacklevel=3)
 
 

@@ -64,6 +64,7 @@ Checked once on full MNIST after choosing (n = 60,000, the official 10,000 test 
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Optional, Tuple
 
 __all__ = ["EXACT_RESIDUAL", "INEXACT_EXIT_CODE", "RAW_BANDWIDTH", "FEATURE_MEDIAN_FACTOR",
@@ -268,9 +269,9 @@ def gamma_as_width(name, gamma) -> Optional[str]:
     kernel has it. (degree and coef0 are ignored by the kernels without them, as in
     scikit-learn: they set no width, and a grid over kernels may share them.)"""
     kernel = "gaussian" if name == "rbf" else name
-    if kernel not in KERNEL_PARAMS["bandwidth"] or gamma == 1.0:
-        return None
-    h = (0.5 / gamma) ** 0.5 if isinstance(gamma, (int, float)) and gamma > 0 else None
+    if kernel not in KERNEL_PARAMS["bandwidth"] or gamma is None or gamma == 1.0:
+        return None  # (None: scikit-learn's 'not given')
+    h = (0.5 / float(gamma)) ** 0.5 if isinstance(gamma, numbers.Real) and gamma > 0 else None
     what = (f" (scikit-learn's RBF gamma is 1/(2 h^2): gamma {gamma:g} is bandwidth {h:.4g})"
             if h is not None and kernel == "gaussian" and math.isfinite(h) else "")
     return (f"gamma applies to the polynomial kernel, not {name!r}, which would ignore it: "

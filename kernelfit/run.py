@@ -412,8 +412,7 @@ def solve_arrays(X_train, y_train, X_test=None, y_test=None, opts: Optional[RunO
     if plan is None:
         plan = make_plan(opts.solver, X_train.shape[0], solve_width(X_train), n_classes,
                          n_test, grid=grid_expected(opts.kernel.name, X_train))
-    from .kernel_defaults import EXACT_RESIDUAL, exactness, refinement_of
-    from .solvers.exact import duplicate_points, rank_deficiency
+    from .kernel_defaults import exactness, refinement_of
 
     kernel, bw_rule = choose_kernel(opts, X_train, dataset)
     opts = replace(opts, kernel=kernel)
@@ -431,15 +430,12 @@ def solve_arrays(X_train, y_train, X_test=None, y_test=None, opts: Optional[RunO
     if bw_rule is not None:
         rec["bandwidth_rule"] = bw_rule
     residual = rec["relative_residual"]
-    inexact = residual is not None and residual > EXACT_RESIDUAL
-    conflicting = duplicate_points(X_train, y_train)[1] if inexact else 0
-    low = rank_deficiency(est.kernel_, X_train) if inexact else None
     rec.update(exactness(residual, kernel_params=rec["kernel_params"],
                          bandwidth_rule=bw_rule, condition_number=est.condition_number_,
                          ridge=float(rec.get("ridge") or 0.0),
                          refinement=refinement_of(est.fit_info_),
-                         precision=rec.get("precision"), conflicting=conflicting,
-                         low_rank=None if low is None else low[1]))
+                         precision=rec.get("precision"),
+                         **getattr(est, "_exactness_inputs", {})))  # (the fit's own facts)
     if opts.save:  # the arrays as given are the model's inputs (no feature map)
         save_if_accepted(rec, opts, est, meta={"dataset": None, "features": "raw",
                                                "seed": opts.seed,

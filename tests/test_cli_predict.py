@@ -91,6 +91,10 @@ def test_integer_labels_of_another_file_are_compared_as_numbers(tmp_path, capsys
     pred = np.load(tmp_path / "p.npy")
     assert pred.dtype.kind == "i" and set(pred.tolist()) <= {3, 7, 9}
     assert rec["test_error"] == pytest.approx(np.mean(pred != yt)) and rec["test_error"] < 0.3
+    # ... and as names that are numbers: '7' is 7.0 (text had made every point an error)
+    _npz(tmp_path / "c.npz", ["dog", "ship"], 1, label=lambda y: as_int(y).astype(str))
+    named, err = _predict(capsys, model, "--dataset", f"npz:{tmp_path / 'c.npz'}")
+    assert named["test_error"] == pytest.approx(rec["test_error"]) and "warning" not in err
 
 
 @pytest.mark.parametrize("label, kind", [(lambda y: np.where(y == "cat", 0.0, 2.0), "f"),

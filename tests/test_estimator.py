@@ -434,6 +434,9 @@ def test_gamma_as_the_width_is_refused(kw, words):
         KernelInterpolator(**kw).fit(X, y)
     with pytest.raises(InputError, match=words):
         RunOptions.from_flat(**kw)
+    KernelInterpolator(kernel="rbf", gamma=None).fit(X, y)  # scikit-learn's 'not given'
+    with pytest.raises(InputError, match="gamma 0.02 is bandwidth 5"):
+        KernelInterpolator(kernel="rbf", gamma=np.float32(0.02)).fit(X, y)
     fine = KernelInterpolator(kernel="poly", gamma=0.5, degree=2, coef0=2.0, bandwidth=None)
     assert fine.fit(X[:8], y[:8]).kernel_.gamma == 0.5
     assert KernelInterpolator(kernel="rbf", degree=3, coef0=0.5).fit(X, y).exact_
@@ -451,6 +454,8 @@ def test_an_rkhs_norm_lost_to_rounding_is_none_not_zero():
     K = good.kernel_(X)
     direct = np.sqrt(np.sum(good.alpha_ * (K @ good.alpha_)))
     assert good.rkhs_norm_ == pytest.approx(direct, rel=1e-10)
+    zero = KernelInterpolator(task="regression").fit(X[:50], np.zeros(50))
+    assert zero.rkhs_norm_ == 0.0 and zero.exact_
 
 
 def test_a_bandwidth_far_below_the_datas_distances_warns():
@@ -462,7 +467,7 @@ def test_a_bandwidth_far_below_the_datas_distances_warns():
 
     X, y = load_digits(return_X_y=True)  # 0..16: the median distance is about 50
     with pytest.warns(UserWarning, match=r"bandwidth 0.5 is .* times below the median "
-                                         r"distance .* bandwidth=None"):
+                                         r"distance .* give no bandwidth \(None"):
         KernelInterpolator(bandwidth=0.5).fit(X[:300], y[:300])
     with pytest.warns(UserWarning, match="K is the identity to float64"):
         KernelInterpolator(kernel="laplacian", bandwidth=0.05).fit(X[:300], y[:300])

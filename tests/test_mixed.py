@@ -899,3 +899,24 @@ def test_the_fits_certification_runs_on_one_blas_thread(monkeypatch):
         m = KernelInterpolator(bandwidth=0.8).fit(X, Y.argmax(axis=1))
         assert seen == [{1}] and _blas_threads(threadpoolctl) == {2}
     assert m.relative_residual_ <= 1e-10 and m.train_error_ == 0.0
+
+
+def test_blas_limits_entered_at_once_are_undone_by_the_last_to_leave():
+    """Two scopes from two fits in threads, interleaved A in, B in, A out, B out: each had
+    restored its predecessor's limits, leaving BLAS on one thread for good."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    from kernelfit.backend import BlasOneThread
+
+    if not _blas_threads(threadpoolctl):
+        pytest.skip("no BLAS that threadpoolctl sees")
+    with threadpoolctl.threadpool_limits(limits=2, user_api="blas"):
+        a, b = BlasOneThread(True), BlasOneThread(True)
+        a.__enter__()
+        b.__enter__()
+        assert _blas_threads(threadpoolctl) == {1}
+        a.__exit__(None, None, None)
+        assert _blas_threads(threadpoolctl) == {1}  # b still works on one thread
+        b.__exit__(None, None, None)
+        assert _blas_threads(threadpoolctl) == {2}
+        with BlasOneThread(False):  # inactive: nothing changes
+            assert _blas_threads(threadpoolctl) == {2}

@@ -139,15 +139,20 @@ def test_damaged_checkpoint_is_refused_with_the_way_out(tmp_path):
 
 
 def test_a_checkpoint_of_another_precision_names_the_one_that_resumes_it(tmp_path):
-    """Out of core 'auto' is mixed: a float64 checkpoint resumed under it names
-    precision='float64' (the way that keeps the work) before deleting the folder."""
+    """Out of core 'auto' is mixed: a float64 checkpoint (an earlier fallback's, or one
+    asked for) is continued in float64 under it; a mixed checkpoint resumed with
+    precision='float64' names precision='mixed' (the way that keeps the work)."""
     X, Y = _problem(n=120)
     d = tmp_path / "ck"
     solve_exact(K, X, Y, SolveOptions(tile_size=40, ooc_dir=str(d), precision="float64"))
-    with pytest.raises(InputError, match="made with precision='float64': give that"):
-        solve_exact(K, X, Y, SolveOptions(tile_size=40, ooc_dir=str(d), resume=True))
-    solve_exact(K, X, Y, SolveOptions(tile_size=40, ooc_dir=str(d), resume=True,
-                                      precision="float64"))
+    sol = solve_exact(K, X, Y, SolveOptions(tile_size=40, ooc_dir=str(d), resume=True))
+    assert sol.info["precision"] == "float64"
+    assert sol.info["checkpoint"]["panels_computed_this_run"] == 0
+    d2 = tmp_path / "ck2"
+    solve_exact(K, X, Y, SolveOptions(tile_size=40, ooc_dir=str(d2)))
+    with pytest.raises(InputError, match="made with precision='mixed': give that"):
+        solve_exact(K, X, Y, SolveOptions(tile_size=40, ooc_dir=str(d2), resume=True,
+                                          precision="float64"))
 
 
 def test_an_out_of_core_folder_that_cannot_be_made_is_an_input_error():
@@ -408,3 +413,19 @@ def test_auto_falls_back_out_of_core_when_the_refinement_ends_above_its_target(t
     sol = solve_exact(K, X, Y, SolveOptions(ooc_dir=str(tmp_path / "ck2"), tile_size=32,
                                             precision="mixed"))
     assert sol.info["precision"] == "mixed" and not sol.info["converged"]
+
+
+def test_out_of_core_auto_keeps_mixed_where_float64_tiles_would_not_fit(tmp_path,
+                                                                        monkeypatch):
+    """No fallback without room for float64 tiles: mixed precision keeps its shifted
+    factor and answer (and its checkpoint) where float64's twice the bytes would not fit."""
+    import kernelfit.solvers.ooc as ooc
+
+    monkeypatch.setattr(ooc, "float64_fits", lambda *a: False)
+    rng = np.random.default_rng(0)
+    X, Y = rng.normal(size=(50, 3)), np.eye(3)[rng.integers(0, 3, 50)]
+    folder = tmp_path / "ck"
+    sol = solve_exact(get_kernel("gaussian", bandwidth=5.0), X, Y,
+                      SolveOptions(ooc_dir=str(folder), tile_size=16))
+    assert sol.info["precision"] == "mixed" and sol.info["shift"] > 0
+    assert "precision_fallback" not in sol.info and (folder / "manifest.json").is_file()

@@ -790,3 +790,30 @@ def test_another_commands_report_is_refused_and_ours_names_itself(tmp_path, monk
     report = json.loads((mine / "report.json").read_text())
     assert report["command"] == "reproduce" and report["seed"] == 0 and report["quick"]
     assert "seed 0" in (mine / "report.md").read_text()
+
+
+def test_a_result_with_failed_solves_is_not_stored_and_runs_again(tmp_path, monkeypatch,
+                                                                   capsys):
+    """A randomization run with a failed solve is no result: exit 1, nothing stored, and
+    the next run makes it again (it had been kept as finished, exit 1 ever after)."""
+    from kernelfit.reproduce.runner import Context
+
+    data = _fake_data(tmp_path, monkeypatch, cifar=False)
+    out = tmp_path / "out"
+    real = Context.randomize
+    calls = []
+
+    def once_failing(self, cfg, levels):
+        result = real(self, cfg, levels)
+        calls.append(1)
+        if len(calls) == 1:
+            result["records"][0].update(status="failed", error="MemoryPlanError: no room")
+        return result
+
+    monkeypatch.setattr(Context, "randomize", once_failing)
+    args = ["--quick", "--data-dir", data, "--out", out, "--only", "randomization"]
+    assert _run(args) == 1
+    assert "randomization      failed: " in capsys.readouterr().out
+    assert not (out / "results" / "randomization.json").exists()
+    assert _run(args) == 0 and len(calls) == 2
+    assert (out / "results" / "randomization.json").is_file()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import os
 import sys
+import threading
 
 import numpy as np
 
@@ -43,23 +44,43 @@ class BlasOneThread:
 
     Also around small BLAS calls made just before such threads start: a call on several
     BLAS threads leaves them spinning for a while after it returns (OpenBLAS: until its
-    OPENBLAS_THREAD_TIMEOUT), taking a core from the threads that follow."""
+    OPENBLAS_THREAD_TIMEOUT), taking a core from the threads that follow.
+
+    The limit is the process's (threadpoolctl's): scopes entered at once, nested or from
+    several threads (two fits in threads), count as one, set by the first to enter and
+    undone by the last to leave (each restoring its own predecessor's limits, the order
+    A in, B in, A out, B out had left BLAS on one thread for good)."""
+
+    _lock = threading.Lock()
+    _depth = 0
+    _ctx = None
 
     def __init__(self, active: bool):
         self.active = active
-        self._ctx = None
+        self._entered = False
 
     def __enter__(self):
         if self.active:
-            try:
-                self._ctx = _blas_controller().limit(limits=1, user_api="blas")
-            except Exception:  # pragma: no cover - threadpoolctl comes with scikit-learn
-                self._ctx = None
+            cls = type(self)
+            with cls._lock:
+                if cls._depth == 0:
+                    try:
+                        cls._ctx = _blas_controller().limit(limits=1, user_api="blas")
+                    except Exception:  # pragma: no cover - threadpoolctl comes with sklearn
+                        cls._ctx = None
+                cls._depth += 1
+                self._entered = True
         return self
 
     def __exit__(self, *exc):
-        if self._ctx is not None:
-            self._ctx.restore_original_limits()
+        if self._entered:
+            cls = type(self)
+            with cls._lock:
+                cls._depth -= 1
+                self._entered = False
+                if cls._depth == 0 and cls._ctx is not None:
+                    cls._ctx.restore_original_limits()
+                    cls._ctx = None
         return False
 
 

@@ -148,12 +148,13 @@ def class_labels(pred, labels):
 
 
 def _comparable(a, b):
-    """``a`` and ``b`` as arrays ``==`` compares by label: numbers as numbers (3 is 3.0),
-    anything else by its text (an image folder's class 3 is an npz file's '3')."""
+    """``a`` and ``b`` as arrays ``==`` compares by label: numbers as numbers (3 is 3.0, and
+    is the name '3' or '3.0'), anything else by its text."""
     a, b = np.asarray(a), np.asarray(b)
-    if a.dtype.kind in "biuf" and b.dtype.kind in "biuf":
+    try:  # numbers, or names that are all numbers ('1' is 1.0): compared as numbers
         return a.astype(np.float64), b.astype(np.float64)
-    return a.astype(str), b.astype(str)
+    except (TypeError, ValueError):
+        return a.astype(str), b.astype(str)
 
 
 def _shown(values, most: int = 5) -> str:

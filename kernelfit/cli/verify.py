@@ -91,7 +91,7 @@ def run(args) -> int:
     if unknown:
         raise InputError(f"unknown check(s) {', '.join(unknown)}; known: "
                          f"{', '.join(proofs.names())}")
-    if args.data_dir is not None and not Path(args.data_dir).is_dir():
+    if args.data_dir is not None and not Path(args.data_dir).expanduser().is_dir():
         raise InputError(f"--data-dir {args.data_dir} is not a folder; give the folder holding "
                          "mnist/ (or leave --data-dir out: $KERNELFIT_DATA, else the per-user "
                          "data cache)", param="data_dir")

@@ -64,7 +64,8 @@ def _solve_one(opts: RunOptions, X_train, y_train, X_test, y_test, estimate_cond
                          condition_number=facts.get("condition_number") if cond is None
                          else cond,
                          ridge=float(opts.solver.ridge), refinement=refinement_of(info),
-                         precision=out.get("precision")))
+                         precision=out.get("precision"),
+                         **getattr(est, "_exactness_inputs", {})))  # (the fit's own facts)
     return out
 
 

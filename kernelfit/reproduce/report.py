@@ -72,8 +72,8 @@ def _fmt_value(r: dict, key: str) -> str:
 
 def _cells(r: dict) -> list:
     res = r.get("relative_residual")
-    res_txt = "-" if res is None else f"{res:.1e}" + (" (NOT exact)" if r.get("exact") is False
-                                                      else "")
+    res_txt = (("-" if res is None else f"{res:.1e}")  # (a residual not finite: null)
+               + (" (NOT exact)" if r.get("exact") is False else ""))
     n = "-" if r.get("n_train") is None else f"{r['n_train']:,}/{r.get('n_test') or 0:,}"
     t = r.get("seconds")
     claim = r["claim"] + (" [lossy CIFAR-10 JPEG set, not the official files]"

@@ -34,12 +34,18 @@ def verdict(paper: Optional[float], value: Optional[float], *, n_test: int, quic
     return "reproduced", note.strip()
 
 
+#: ``row(value=)`` not given: the record's test error is the row's number
+_TEST_ERROR = object()
+
+
 def row(ctx, claim: str, paper: Optional[float], rec: Optional[dict], *, data_note=None,
-        why: str = "", value=None, paper_text: Optional[str] = None, metric="test error",
-        verdict_pair=None) -> dict:
-    """One line of the report: paper's number, kernelfit's, n, residual, time, memory."""
+        why: str = "", value=_TEST_ERROR, paper_text: Optional[str] = None,
+        metric="test error", verdict_pair=None) -> dict:
+    """One line of the report: paper's number, kernelfit's, n, residual, time, memory
+    (``value``: the row's number where it is not the record's test error; None: none,
+    e.g. an RKHS norm lost to rounding)."""
     rec = rec or {}
-    value = rec.get("test_error") if value is None else value
+    value = rec.get("test_error") if value is _TEST_ERROR else value
     n_test = int(rec.get("n_test") or 0)
     v = verdict_pair or verdict(paper, value, n_test=n_test, quick=ctx.quick,
                                 exact=rec.get("exact", True), why=why)

@@ -354,6 +354,12 @@ def run_reproduce(names=None, *, quick: bool = False, data_dir=None, out_dir="re
                             "message": f"{exc.__class__.__name__}: {exc}",
                             "traceback": traceback.format_exc(limit=8)}
         else:
+            failed = [r for r in res.get("rows", []) if r.get("verdict") == "failed"]
+            if failed:  # not stored: the next run makes it again
+                status[name] = {"status": "failed", "message": "; ".join(
+                    f"{r.get('claim')}: {r.get('reason') or 'no result'}" for r in failed)}
+                ctx.log(f"{name}: failed")
+                continue
             used = res.pop("scope", scope)  # the limits the experiment really applied
             res.update({"name": name, "quick": ctx.quick, "summary": exp.summary,
                         "defaults": defaults, "scope": used,

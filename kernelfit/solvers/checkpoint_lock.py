@@ -1,16 +1,27 @@
-"""One process at a time in an out-of-core checkpoint folder (:mod:`kernelfit.solvers.ooc`):
-an advisory lock (``fcntl.flock``) on a file in the folder, which names its holder."""
+"""An out-of-core checkpoint folder (:mod:`kernelfit.solvers.ooc`): one process at a time
+in it (an advisory lock, ``fcntl.flock``, on a file in the folder, which names its holder),
+its files' names, their removal, and whether float64 tiles would fit in it."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
+import shutil
 import stat
 from pathlib import Path
 
-from ..errors import InputError
+import numpy as np
 
-__all__ = ["LOCK_FILE", "hold_folder", "release_folder"]
+from ..errors import InputError
+from .tiles import TiledSymmetric
+
+__all__ = ["LOCK_FILE", "MANIFEST", "LOW_RANK_FILE", "hold_folder", "release_folder",
+           "discard_checkpoint", "float64_fits"]
+
+MANIFEST = "manifest.json"
+#: the deflation's U, kept with the checkpoint
+LOW_RANK_FILE = "U.npy"
 
 #: the file whose advisory lock holds a checkpoint folder for one process at a time
 LOCK_FILE = ".kernelfit-lock"
@@ -85,3 +96,28 @@ def release_folder(held) -> None:
         held[1].close()
     except OSError:
         pass
+
+
+def float64_fits(folder: Path, n: int, tile_size: int) -> bool:
+    """Whether float64 tiles would fit on the disk of ``folder`` in place of all the
+    float32 ones (written before a fallback, then removed)."""
+    try:
+        free = shutil.disk_usage(folder if folder.is_dir() else folder.parent).free
+    except OSError:
+        return False
+    held = sum(p.stat().st_size for p in folder.glob("[AL]_*_*.npy")) if folder.is_dir() else 0
+    return free + held >= TiledSymmetric.storage_bytes(n, tile_size, np.float64) + (1 << 20)
+
+
+def discard_checkpoint(directory: Path, *, hold: bool = False) -> None:
+    """Remove an out-of-core checkpoint's own files from ``directory`` (the manifest, the
+    tiles, the low-rank part; holding the folder while it does with ``hold``); the folder
+    and anything else in it stay."""
+    lock = hold_folder(directory) if hold else None
+    try:
+        for p in [directory / MANIFEST, directory / LOW_RANK_FILE,
+                  *directory.glob("[AL]_*_*.npy")]:
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
+    finally:
+        release_folder(lock)

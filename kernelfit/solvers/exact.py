@@ -67,6 +67,8 @@ def rank_deficiency(kernel: Kernel, X) -> Optional[Tuple[str, str]]:
     at most C(d + p, p)); d counts the columns of X that are not zero in every row."""
     from math import comb
 
+    if kernel.name not in ("linear", "polynomial"):
+        return None
     Xn = np.asarray(X)
     n = Xn.shape[0]
     d = int(np.any(Xn != 0, axis=0).sum())

@@ -31,7 +31,6 @@ default) the solution is refined to float64 accuracy by :mod:`kernelfit.solvers.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import math
@@ -49,7 +48,8 @@ from ..errors import InputError, NotPositiveDefiniteError
 from ..kernels import Kernel
 from ..memory import fmt_bytes
 from ..progress import progress
-from .checkpoint_lock import hold_folder, release_folder
+from .checkpoint_lock import (LOW_RANK_FILE, MANIFEST, discard_checkpoint,
+                              float64_fits, hold_folder, release_folder)
 from .cholesky import cholesky_solve, factor_columns
 from .deflate import Deflated, nystrom_landmarks
 from .mixed import Fallback
@@ -60,9 +60,6 @@ from .tiles import BlockBuffer, DiskTiles, TiledSymmetric, default_tile_size, ru
 
 __all__ = ["solve_ooc", "ooc_factor", "fingerprint_X", "MANIFEST", "OOC_FORMAT"]
 
-MANIFEST = "manifest.json"
-#: the deflation's U, kept with the checkpoint
-LOW_RANK_FILE = "U.npy"
 OOC_FORMAT = "kernelfit-ooc"
 OOC_VERSION = 1
 PANEL_ENV = "KERNELFIT_OOC_PANEL_TILES"
@@ -479,20 +476,24 @@ def solve_ooc(kernel: Kernel, X, Y, opts, be: Optional[Backend] = None,
               splan=None) -> ExactSolution:
     """Out-of-core exact solve (float32 tiles + float64 refinement unless float64 asked).
 
-    Where ``precision='auto'`` took mixed precision, a float32 factorization that breaks
-    down, or a refinement that ends above its target, raises :class:`~.mixed.Fallback`
-    with the reason, its float32 checkpoint removed from the folder: the caller solves
-    again in float64 (:func:`kernelfit.solvers.exact.solve_exact`), as in memory. (A
-    shifted float32 factor had been refined instead, and could diverge: residual 0.5.)"""
+    Where 'auto' took mixed precision and float64 tiles would fit on the disk, a float32
+    factor that breaks down or a refinement that ends above its target and float64's own
+    reach raises :class:`~.mixed.Fallback`, the float32 checkpoint removed: the caller
+    solves again in float64, as in memory; ``resume`` continues a float64 checkpoint."""
     be = be if be is not None else get_backend(opts.device)
     n = X.shape[0]
     if Y.ndim == 1:
         Y = Y[:, None]
     precision = splan.precision if splan is not None else opts.route_precision()
+    folder = Path(opts.ooc_dir).expanduser()
     auto = opts.precision == "auto" and precision == "mixed"
+    if auto and opts.resume and _checkpoint_dtype(folder) == "float64":
+        precision, auto = "float64", False  # the checkpoint of an earlier fallback
     dtype = np.float64 if precision == "float64" else np.float32
     ts = splan.tile_size if splan is not None else (opts.tile_size
                                                     or default_tile_size(n, be.device))
+    # float64 tiles must fit where the float32 ones are, or there is nothing to fall back to
+    auto = auto and float64_fits(folder, n, ts)
     Xh = np.ascontiguousarray(be.to_numpy(X), dtype=np.float64)
     U, deflation = _landmarks(kernel, Xh, dtype, opts)
     try:
@@ -504,34 +505,35 @@ def solve_ooc(kernel: Kernel, X, Y, opts, be: Optional[Backend] = None,
     except NotPositiveDefiniteError as exc:
         if not auto:
             raise
-        lock = hold_folder(Path(opts.ooc_dir).expanduser())
-        try:
-            discard_checkpoint(Path(opts.ooc_dir).expanduser())
-        finally:
-            release_folder(lock)
+        discard_checkpoint(folder, hold=True)  # (ooc_factor let go of the folder)
         raise Fallback(f"the float32 factorization broke down at row {exc.index} (K is too "
                        "ill-conditioned for float32)", {}) from None
     lock = ck.pop("lock")
     try:
         sol = _refine_ooc(kernel, Xh, Y, T, ck, U, deflation, opts, be, ts, precision, dtype)
         if auto and not sol.info.get("converged"):
-            discard_checkpoint(Path(opts.ooc_dir).expanduser())
+            discard_checkpoint(folder)
+            steps = sol.info.get("iterations") or 0
+            because = (f"it used all {steps} steps max_iter allows" if opts.max_iter and
+                       steps >= opts.max_iter else "cond(K) times float32's rounding unit "
+                       "is too large")
             raise Fallback(f"the refinement from the float32 factor ended at a relative "
                            f"residual of {sol.info.get('relative_residual', math.nan):.1e}, "
-                           f"above its target {opts.tol:g} (cond(K) times float32's "
-                           "rounding unit too large)", dict(sol.timings))
+                           f"above its target {opts.tol:g} and above float64's own reach: "
+                           f"{because}", dict(sol.timings))
         return sol
     finally:  # the tiles are read to the end: the folder is free for the next run
         release_folder(lock)
 
 
-def discard_checkpoint(directory: Path) -> None:
-    """Remove an out-of-core checkpoint's own files from ``directory`` (the manifest, the
-    tiles, the low-rank part); the folder and anything else in it stay."""
-    for p in [directory / MANIFEST, directory / LOW_RANK_FILE,
-              *directory.glob("[AL]_*_*.npy")]:
-        with contextlib.suppress(FileNotFoundError):
-            p.unlink()
+def _checkpoint_dtype(folder: Path) -> Optional[str]:
+    """The tile dtype of the checkpoint in ``folder`` (None: none, or unreadable)."""
+    try:
+        manifest = _read_manifest(folder) if folder.is_dir() else None
+    except InputError:
+        return None
+    fp = (manifest or {}).get("fingerprint")
+    return fp.get("dtype") if isinstance(fp, dict) else None
 
 
 def _refine_ooc(kernel, Xh, Y, T, ck, U, deflation, opts, be, ts, precision, dtype):
@@ -557,6 +559,14 @@ def _refine_ooc(kernel, Xh, Y, T, ck, U, deflation, opts, be, ts, precision, dty
     max_iter = 0 if precision == "float32" else opts.max_iter
     out = refine(matvec, precond, Yh, tol=opts.tol, max_iter=max_iter,
                  method=opts.refinement, show_progress=opts.show_progress)
+    extra = {"out_of_core": True, "checkpoint": ck, "deflation": deflation}
+    if not out["converged"] and precision == "mixed":  # auto: within float64's reach counts
+        trace = float(np.sum(be.to_numpy(kernel_diagonal(kernel, Xb)))) + n * opts.ridge
+        floor = (float(np.finfo(np.float64).eps) * trace * float(np.linalg.norm(out["alpha"]))
+                 / max(float(np.linalg.norm(Yh)), 1e-300))
+        extra["float64_floor"] = floor
+        if opts.precision == "auto" and out["relative_residual"] <= floor:
+            out["converged"] = True
     timings = dict(ck.pop("timings"))
     timings["solve"] = time.perf_counter() - t0
     if U is not None:
@@ -564,7 +574,5 @@ def _refine_ooc(kernel, Xh, Y, T, ck, U, deflation, opts, be, ts, precision, dty
     T.free()
     return refined_solution(out, opts, be, n=n, precision=precision, storage_dtype=dtype,
                             tile_size=ts, timings=timings, shift=ck["shift"],
-                            log=ck.pop("log"),
-                            extra={"out_of_core": True, "checkpoint": ck,
-                                   "deflation": deflation},
+                            log=ck.pop("log"), extra=extra,
                             factor_rate=ck["panels_computed_this_run"] == ck["n_panels"])
