@@ -296,7 +296,7 @@ _INFO_KEYS = ("precision", "precision_reason", "refinement", "tol", "iterations"
               "inner_products", "kept_tiles", "n_tiles_lower", "kept_off_diagonal_tiles",
               "kept_storage", "kept_bytes", "kept_diagonal_in_tiles", "deflation",
               "conditioning_probe", "max_iter", "note_stalled", "tracked_residual",
-              "float64_floor", "note_target")
+              "float64_floor", "note_target", "precision_note")
 _PREFIXED = ("tol", "iterations", "note", "max_iter", "note_stalled", "note_target")
 
 

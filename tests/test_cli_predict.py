@@ -97,6 +97,26 @@ def test_integer_labels_of_another_file_are_compared_as_numbers(tmp_path, capsys
     assert named["test_error"] == pytest.approx(rec["test_error"]) and "warning" not in err
 
 
+def test_labels_are_keyed_alike_for_predictions_classes_and_truth():
+    """One rule for all three (a model class 'cat' that neither the predictions nor the
+    test labels hold made the others text, the predictions numbers: every point 'unseen');
+    a class named 'nan' stays text (as a number it equals nothing)."""
+    import warnings
+    from types import SimpleNamespace
+
+    from kernelfit.cli.predict import score
+
+    est = SimpleNamespace(task_="classification", classes_=np.arange(3))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no 'labels the model was not fitted on'
+        err = score(est, np.array([0, 1, 0, 1]), np.array([0, 1, 0, 0]),
+                    np.array(["1", "2"]), np.array(["1", "2", "cat"]), "a test")
+        assert err == pytest.approx(0.25)
+        nan = score(est, np.array([0, 2]), np.array([0, 1]), np.array(["nan", "x"]),
+                    np.array(["nan", "y", "x"]), "a test")
+        assert nan == 0.0
+
+
 @pytest.mark.parametrize("label, kind", [(lambda y: np.where(y == "cat", 0.0, 2.0), "f"),
                                          (lambda y: np.where(y == "cat", 0, 2), "i"),
                                          (lambda y: y, "U")])

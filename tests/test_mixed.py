@@ -920,3 +920,8 @@ def test_blas_limits_entered_at_once_are_undone_by_the_last_to_leave():
         assert _blas_threads(threadpoolctl) == {2}
         with BlasOneThread(False):  # inactive: nothing changes
             assert _blas_threads(threadpoolctl) == {2}
+        one = BlasOneThread(True)
+        with one:  # one object nested in itself
+            with one:
+                assert _blas_threads(threadpoolctl) == {1}
+        assert _blas_threads(threadpoolctl) == {2}

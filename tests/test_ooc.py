@@ -146,7 +146,8 @@ def test_a_checkpoint_of_another_precision_names_the_one_that_resumes_it(tmp_pat
     d = tmp_path / "ck"
     solve_exact(K, X, Y, SolveOptions(tile_size=40, ooc_dir=str(d), precision="float64"))
     sol = solve_exact(K, X, Y, SolveOptions(tile_size=40, ooc_dir=str(d), resume=True))
-    assert sol.info["precision"] == "float64"
+    assert sol.info["precision"] == "float64" and "resumed the float64" in sol.info[
+        "precision_note"]
     assert sol.info["checkpoint"]["panels_computed_this_run"] == 0
     d2 = tmp_path / "ck2"
     solve_exact(K, X, Y, SolveOptions(tile_size=40, ooc_dir=str(d2)))
@@ -429,3 +430,27 @@ def test_out_of_core_auto_keeps_mixed_where_float64_tiles_would_not_fit(tmp_path
                       SolveOptions(ooc_dir=str(folder), tile_size=16))
     assert sol.info["precision"] == "mixed" and sol.info["shift"] > 0
     assert "precision_fallback" not in sol.info and (folder / "manifest.json").is_file()
+
+
+def test_the_fallback_is_judged_on_float64s_whole_disk_need(tmp_path, monkeypatch):
+    """Room for float64's tiles but not for its panel of L too: no fallback (it would
+    remove the float32 checkpoint, then be refused for disk); with room, it falls back."""
+    import collections
+    import shutil
+
+    from kernelfit.solvers.tiles import TiledSymmetric
+
+    monkeypatch.setenv("KERNELFIT_OOC_PANEL_TILES", "1")
+    rng = np.random.default_rng(0)
+    X, Y = rng.normal(size=(50, 3)), np.eye(3)[rng.integers(0, 3, 50)]
+    k = get_kernel("gaussian", bandwidth=5.0)
+    tiles64 = TiledSymmetric.storage_bytes(50, 16, np.float64)
+    usage = collections.namedtuple("usage", "total used free")
+    for free, fell_back in ((tiles64 + (1 << 20) + 100, False),
+                            (tiles64 + 16 * 50 * 8 + (1 << 20) + 100, True)):
+        monkeypatch.setattr(shutil, "disk_usage", lambda p, f=free: usage(1 << 40, 0, f))
+        folder = tmp_path / f"ck{int(fell_back)}"
+        sol = solve_exact(k, X, Y, SolveOptions(ooc_dir=str(folder), tile_size=16))
+        assert ("precision_fallback" in sol.info) is fell_back
+        assert sol.info["precision"] == ("float64" if fell_back else "mixed")
+        assert (folder / "manifest.json").is_file()

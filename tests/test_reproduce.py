@@ -817,3 +817,20 @@ def test_a_result_with_failed_solves_is_not_stored_and_runs_again(tmp_path, monk
     assert not (out / "results" / "randomization.json").exists()
     assert _run(args) == 0 and len(calls) == 2
     assert (out / "results" / "randomization.json").is_file()
+
+
+def test_a_stored_result_with_a_failed_row_is_made_again(tmp_path, monkeypatch, capsys):
+    """A result stored (by an earlier version) with a failed row is not 'finished': the
+    next run makes it again instead of keeping it (and exiting 0 over it)."""
+    data = _fake_data(tmp_path, monkeypatch, cifar=False)
+    out = tmp_path / "out"
+    args = ["--quick", "--data-dir", data, "--out", out, "--only", "mnist-raw"]
+    assert _run(args) == 0
+    path = out / "results" / "mnist-raw.json"
+    res = json.loads(path.read_text())
+    res["rows"][0]["verdict"] = "failed"
+    path.write_text(json.dumps(res))
+    capsys.readouterr()
+    assert _run(args) == 0
+    assert "stored: finished earlier; kept" not in capsys.readouterr().out
+    assert all(r["verdict"] != "failed" for r in json.loads(path.read_text())["rows"])

@@ -57,7 +57,7 @@ class BlasOneThread:
 
     def __init__(self, active: bool):
         self.active = active
-        self._entered = False
+        self._entered = 0  # times this scope is entered (one object may be nested)
 
     def __enter__(self):
         if self.active:
@@ -69,7 +69,7 @@ class BlasOneThread:
                     except Exception:  # pragma: no cover - threadpoolctl comes with sklearn
                         cls._ctx = None
                 cls._depth += 1
-                self._entered = True
+                self._entered += 1
         return self
 
     def __exit__(self, *exc):
@@ -77,7 +77,7 @@ class BlasOneThread:
             cls = type(self)
             with cls._lock:
                 cls._depth -= 1
-                self._entered = False
+                self._entered -= 1
                 if cls._depth == 0 and cls._ctx is not None:
                     cls._ctx.restore_original_limits()
                     cls._ctx = None

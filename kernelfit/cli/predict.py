@@ -147,14 +147,18 @@ def class_labels(pred, labels):
     return np.asarray(labels)[pred]
 
 
-def _comparable(a, b):
-    """``a`` and ``b`` as arrays ``==`` compares by label: numbers as numbers (3 is 3.0, and
-    is the name '3' or '3.0'), anything else by its text."""
-    a, b = np.asarray(a), np.asarray(b)
-    try:  # numbers, or names that are all numbers ('1' is 1.0): compared as numbers
-        return a.astype(np.float64), b.astype(np.float64)
+def _comparable(*arrays) -> list:
+    """The ``arrays`` as keys ``==`` compares by label, decided for all of them at once:
+    numbers when every value is a finite number or a name of one (3 is 3.0 and '3'), else
+    text (a class 'cat' anywhere, or one named 'nan', which as a number equals nothing)."""
+    arrays = [np.asarray(a) for a in arrays]
+    try:
+        keys = [a.astype(np.float64) for a in arrays]
     except (TypeError, ValueError):
-        return a.astype(str), b.astype(str)
+        keys = None
+    if keys is not None and all(np.isfinite(k).all() for k in keys):
+        return keys
+    return [a.astype(str) for a in arrays]
 
 
 def _shown(values, most: int = 5) -> str:
@@ -184,9 +188,8 @@ def score(est, pred, y, truth_labels, labels, what: str):
             return None
         err = pred.astype(np.float64) - truth.astype(np.float64)
         return float(np.sqrt(np.mean(err ** 2)))
-    predicted, truth_keys = _comparable(class_labels(pred, labels), truth)
     seen = class_labels(np.asarray(est.classes_), labels)
-    seen_keys, _ = _comparable(seen, truth)
+    predicted, truth_keys, seen_keys = _comparable(class_labels(pred, labels), truth, seen)
     unseen = ~np.isin(truth_keys, seen_keys)
     if unseen.any():  # no prediction can be right there: say so, as solve does
         warnings.warn(f"{int(unseen.sum())} test point(s) of {what} carry labels the model "

@@ -209,7 +209,7 @@ class Context:
                        this run's (:meth:`scope`, :func:`_covers`);
         ``"partial"``  as current but under other limits (e.g. a curve cut short);
         ``"stale"``    made under other defaults: kernelfit's defaults changed since;
-        ``"none"``     no result of this size.
+        ``"none"``     no result of this size (or one with a failed row: made again).
         """
         from .experiments import defaults_fingerprint
 
@@ -217,6 +217,8 @@ class Context:
         res = json.loads(p.read_text()) if p.is_file() else None
         if res is None or res.get("quick") != self.quick:
             return None, "none"
+        if any(r.get("verdict") == "failed" for r in res.get("rows", [])):
+            return None, "none"  # stored before failed rows were kept out: made again
         if res.get("defaults") != defaults_fingerprint(exp):
             return res, "stale"
         return res, "current" if _covers(res.get("scope", {}), self.scope(exp)) else "partial"

@@ -11,10 +11,7 @@ import shutil
 import stat
 from pathlib import Path
 
-import numpy as np
-
 from ..errors import InputError
-from .tiles import TiledSymmetric
 
 __all__ = ["LOCK_FILE", "MANIFEST", "LOW_RANK_FILE", "hold_folder", "release_folder",
            "discard_checkpoint", "float64_fits"]
@@ -98,15 +95,22 @@ def release_folder(held) -> None:
         pass
 
 
-def float64_fits(folder: Path, n: int, tile_size: int) -> bool:
-    """Whether float64 tiles would fit on the disk of ``folder`` in place of all the
-    float32 ones (written before a fallback, then removed)."""
+def float64_fits(folder: Path, need: int) -> bool:
+    """Whether ``need`` bytes (a float64 factor's disk pre-flight) fit on the disk of
+    ``folder`` once its float32 tiles (all written before a fallback) are removed."""
     try:
         free = shutil.disk_usage(folder if folder.is_dir() else folder.parent).free
-    except OSError:
+        held = sum(p.stat().st_size for p in _tile_files(folder)) if folder.is_dir() else 0
+    except OSError:  # (a tile removed meanwhile: another process's; the lock will say)
         return False
-    held = sum(p.stat().st_size for p in folder.glob("[AL]_*_*.npy")) if folder.is_dir() else 0
-    return free + held >= TiledSymmetric.storage_bytes(n, tile_size, np.float64) + (1 << 20)
+    return free + held >= need
+
+
+def _tile_files(directory: Path) -> list:
+    """The checkpoint's tile files: ``A_i_j.npy`` and ``L_i_j.npy`` with whole numbers i, j
+    (a user's ``A_train_x.npy`` is not one)."""
+    return [p for p in directory.glob("[AL]_*_*.npy")
+            if all(part.isdigit() for part in p.stem.split("_")[1:])]
 
 
 def discard_checkpoint(directory: Path, *, hold: bool = False) -> None:
@@ -115,8 +119,7 @@ def discard_checkpoint(directory: Path, *, hold: bool = False) -> None:
     and anything else in it stay."""
     lock = hold_folder(directory) if hold else None
     try:
-        for p in [directory / MANIFEST, directory / LOW_RANK_FILE,
-                  *directory.glob("[AL]_*_*.npy")]:
+        for p in [directory / MANIFEST, directory / LOW_RANK_FILE, *_tile_files(directory)]:
             with contextlib.suppress(FileNotFoundError):
                 p.unlink()
     finally:

@@ -44,6 +44,12 @@ __all__ = ["solve_mixed", "solve_gram", "Fallback"]
 F64_EPS = float(np.finfo(np.float64).eps)
 
 
+#: the record's note where auto counted a refinement within float64's reach as converged
+FLOOR_NOTE = ("the refinement stopped below tol's reach but within the float64 backward-"
+              "error bound u * trace(K) * |alpha| / |Y| (what a float64 factorization "
+              "reaches at best)")
+
+
 class Fallback(Exception):
     """precision='auto' gave up on mixed precision; ``reason`` says why (one line)."""
 
@@ -290,9 +296,7 @@ def solve_mixed(kernel: Kernel, X, Y, opts, be: Backend, splan) -> ExactSolution
     if floor is not None:
         extra["float64_floor"] = floor
     if floor is not None and out["converged"]:
-        extra["note_target"] = ("the refinement stopped below tol's reach but within the "
-                                "float64 backward-error bound u * trace(K) * |alpha| / |Y| "
-                                "(what a float64 factorization reaches at best)")
+        extra["note_target"] = FLOOR_NOTE
     kw = {"residual_method": method} if method else {}
     return refined_solution(out, opts, be, n=n, precision="mixed", storage_dtype=np.float32,
                             tile_size=ts, timings=timings, shift=shift, attempts=attempts,

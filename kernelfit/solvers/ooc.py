@@ -52,7 +52,7 @@ from .checkpoint_lock import (LOW_RANK_FILE, MANIFEST, discard_checkpoint,
                               float64_fits, hold_folder, release_folder)
 from .cholesky import cholesky_solve, factor_columns
 from .deflate import Deflated, nystrom_landmarks
-from .mixed import Fallback
+from .mixed import FLOOR_NOTE, Fallback
 from .products import gram_tile, kernel_diagonal, kernel_matvec
 from .refine import (ExactSolution, breakdown_facts, refine, refined_solution,
                      retry_with_shift)
@@ -93,6 +93,20 @@ def _panel_tiles(store: DiskTiles, k0: int, budget: float) -> int:
     # panel + one streamed column of L + a float64 copy of a tile
     w = int(max(1, (budget - per_col - 16.0 * b * b) // max(per_col, 1)))
     return max(1, min(w, store.nt - k0))
+
+
+def _panel_budget(memory: Optional[float]) -> float:
+    """The bytes a panel of tiles may take: half of ``memory`` (None: what is available)."""
+    return 0.5 * (available_host_memory() if memory is None else memory)
+
+
+def disk_needed(store: DiskTiles, k0: int, budget: float) -> int:
+    """The disk pre-flight of :func:`ooc_factor` from tile column ``k0``: K's tiles, one
+    panel of L (of ``budget`` bytes at most, :func:`_panel_budget`) written before its A
+    tiles go away, 1 MiB."""
+    w0 = _panel_tiles(store, k0, budget)
+    return (TiledSymmetric.storage_bytes(store.n, store.tile_size, store.dtype)
+            + min(w0 * store.tile_size, store.n) * store.n * store.dtype.itemsize + (1 << 20))
 
 
 def checkpoint_tile_size(directory) -> Optional[int]:
@@ -263,13 +277,9 @@ def ooc_factor(kernel: Kernel, X, directory, *, tile_size: int, dtype=np.float32
                                  "folder")
             state = {"n_panels": nt, "panels_done": 0, "gram_done": False, "shift": 0.0,
                      "factored": False}
-        # disk pre-flight: K's tiles + one panel of L written before its A tiles go away
-        total = TiledSymmetric.storage_bytes(n, tile_size, dtype)
-        memory_budget = 0.5 * (available_host_memory() if memory is None else memory)
-        w0 = _panel_tiles(store, state["panels_done"] if state["panels_done"] < nt else 0,
-                          memory_budget)
-        panel_bytes = min(w0 * tile_size, n) * n * dtype.itemsize
-        need = total + panel_bytes + (1 << 20) - store.bytes_on_disk()
+        budget = _panel_budget(memory)
+        need = disk_needed(store, state["panels_done"] if state["panels_done"] < nt else 0,
+                           budget) - store.bytes_on_disk()
         free = shutil.disk_usage(directory).free
         if not state.get("factored") and need > free:
             half = (", or store the tiles in float32 (mixed precision: half the disk)"
@@ -313,7 +323,7 @@ def ooc_factor(kernel: Kernel, X, directory, *, tile_size: int, dtype=np.float32
             t1 = time.perf_counter()
             timings["gram"] += t1 - t0
             try:
-                computed[0] += _factor_panels(store, state, fp, be, memory_budget, show_progress,
+                computed[0] += _factor_panels(store, state, fp, be, budget, show_progress,
                                               on_panel)
             finally:
                 timings["factor"] += time.perf_counter() - t1
@@ -487,13 +497,16 @@ def solve_ooc(kernel: Kernel, X, Y, opts, be: Optional[Backend] = None,
     precision = splan.precision if splan is not None else opts.route_precision()
     folder = Path(opts.ooc_dir).expanduser()
     auto = opts.precision == "auto" and precision == "mixed"
-    if auto and opts.resume and _checkpoint_dtype(folder) == "float64":
-        precision, auto = "float64", False  # the checkpoint of an earlier fallback
+    resumed64 = auto and opts.resume and _checkpoint_dtype(folder) == "float64"
+    if resumed64:  # the checkpoint of an earlier fallback (or a float64 solve)
+        precision, auto = "float64", False
     dtype = np.float64 if precision == "float64" else np.float32
     ts = splan.tile_size if splan is not None else (opts.tile_size
                                                     or default_tile_size(n, be.device))
     # float64 tiles must fit where the float32 ones are, or there is nothing to fall back to
-    auto = auto and float64_fits(folder, n, ts)
+    room = float64_fits(folder, disk_needed(DiskTiles(folder, n, ts, np.float64), 0,
+                                            _panel_budget(opts.memory_budget)))
+    no_room, auto = auto and not room, auto and room
     Xh = np.ascontiguousarray(be.to_numpy(X), dtype=np.float64)
     U, deflation = _landmarks(kernel, Xh, dtype, opts)
     try:
@@ -521,6 +534,12 @@ def solve_ooc(kernel: Kernel, X, Y, opts, be: Optional[Backend] = None,
                            f"residual of {sol.info.get('relative_residual', math.nan):.1e}, "
                            f"above its target {opts.tol:g} and above float64's own reach: "
                            f"{because}", dict(sol.timings))
+        if resumed64:
+            sol.info["precision_note"] = ("precision auto resumed the float64 checkpoint "
+                                          "in this folder (an earlier fallback's)")
+        elif no_room and not sol.info.get("converged"):
+            sol.info["precision_note"] = ("no float64 fallback: float64 tiles would not "
+                                          "fit on this folder's disk")
         return sol
     finally:  # the tiles are read to the end: the folder is free for the next run
         release_folder(lock)
@@ -566,7 +585,7 @@ def _refine_ooc(kernel, Xh, Y, T, ck, U, deflation, opts, be, ts, precision, dty
                  / max(float(np.linalg.norm(Yh)), 1e-300))
         extra["float64_floor"] = floor
         if opts.precision == "auto" and out["relative_residual"] <= floor:
-            out["converged"] = True
+            out["converged"], extra["note_target"] = True, FLOOR_NOTE
     timings = dict(ck.pop("timings"))
     timings["solve"] = time.perf_counter() - t0
     if U is not None:
