@@ -123,8 +123,9 @@ class KernelInterpolator(BaseEstimator):
     ``relative_residual_``, ``rkhs_norm_``, ``train_error_``, ``timings_``,
     ``classes_``, ``kernel_`` and ``n_features_in_``; ``exact_`` (the certified residual
     is at most 1e-8) and ``inexact_reason_`` (the likely cause when it is not; a fit
-    that does not interpolate although no ``ridge`` or ``tol`` asked for that also warns,
-    :class:`kernelfit.errors.InexactFitWarning`); both None with ``compute_residual=False``.
+    that does not interpolate although no ``ridge``, ``tol`` or ``dtype='float32'`` asked
+    for that also warns, :class:`kernelfit.errors.InexactFitWarning`); both None with
+    ``compute_residual=False``.
 
     Fitted attributes of the beyond-memory solvers: ``precision_`` (what was used),
     ``refinement_history_`` (relative residual after each step, as the steps track it: by

@@ -504,9 +504,9 @@ def solve_ooc(kernel: Kernel, X, Y, opts, be: Optional[Backend] = None,
     ts = splan.tile_size if splan is not None else (opts.tile_size
                                                     or default_tile_size(n, be.device))
     # float64 tiles must fit where the float32 ones are, or there is nothing to fall back to
-    room = float64_fits(folder, disk_needed(DiskTiles(folder, n, ts, np.float64), 0,
-                                            _panel_budget(opts.memory_budget)))
-    no_room, auto = auto and not room, auto and room
+    room = auto and float64_fits(folder, disk_needed(DiskTiles(folder, n, ts, np.float64),
+                                                     0, _panel_budget(opts.memory_budget)))
+    no_room, auto = auto and not room, room
     Xh = np.ascontiguousarray(be.to_numpy(X), dtype=np.float64)
     U, deflation = _landmarks(kernel, Xh, dtype, opts)
     try:
