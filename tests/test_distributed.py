@@ -138,3 +138,23 @@ def test_a_scheduler_without_workers_is_refused_not_waited_on():
         with pytest.raises(InputError, match="has no workers; start some"):
             solve_exact(get_kernel("gaussian"), X, Y,
                         SolveOptions(scheduler=cluster.scheduler_address))
+
+
+def test_a_worker_lost_mid_solve_is_one_input_error_not_a_traceback(monkeypatch):
+    """Dask's FutureCancelledError / CommClosedError / KilledWorker (a worker or the
+    scheduler gone with tasks of the solve) had fallen through as a traceback, exit 1."""
+    import kernelfit.solvers.distributed as dist
+
+    class FutureCancelledError(Exception):  # Dask's own class, by name
+        pass
+
+    def gone(self, shift):
+        raise FutureCancelledError("_t_potrf-0 cancelled for reason: already forgotten")
+
+    monkeypatch.setattr(dist.DistributedFactor, "factor", gone)
+    X, Y = _problem(120)
+    with pytest.raises(InputError, match="lost a worker or its scheduler during the solve "
+                                         r"\(FutureCancelledError: _t_potrf-0") as info:
+        solve_exact(get_kernel("gaussian", bandwidth=0.5), X, Y,
+                    SolveOptions(precision="float64", tile_size=64, distributed="local"))
+    assert info.value.param == "scheduler"

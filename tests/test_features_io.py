@@ -317,3 +317,28 @@ def test_fitted_transformer_returned_and_restored_from_cache(tmp_path, data, nam
     assert i4["cache_hit"] is True
     _, _, raw = apply_features("raw", {}, Xtr, Xte, image_shape=(8, 8))
     assert raw["transformer"] is None
+
+
+def test_a_full_disk_under_the_feature_cache_is_one_line_not_sigbus(tmp_path, monkeypatch,
+                                                                    capsys):
+    """The cache's memory-mapped files are reserved on the disk before the first write
+    (a sparse file on a full disk killed the process with SIGBUS, exit 135, its temporary
+    file left): a full disk is exit 7, one line naming the cache, nothing left there."""
+    import errno
+
+    import kernelfit.features.cache as cache
+    from kernelfit.cli import main
+
+    def full(path, size):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
+
+    monkeypatch.setattr(cache, "_reserve", full)
+    where = tmp_path / "fc"
+    rc = main(["solve", "--dataset", "digits", "--n-train", "200", "--n-test", "50",
+               "--features", "rff", "--rff-dim", "256", "--feature-cache-dir", str(where),
+               "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 7 and err.count("\n") == 1
+    assert "No space left on device (the feature cache needs" in err
+    assert "free disk space" in err and str(where) in err
+    assert not [p for p in where.rglob("*") if p.is_file()] and not any(where.iterdir())

@@ -146,8 +146,9 @@ def test_a_checkpoint_of_another_precision_names_the_one_that_resumes_it(tmp_pat
     d = tmp_path / "ck"
     solve_exact(K, X, Y, SolveOptions(tile_size=40, ooc_dir=str(d), precision="float64"))
     sol = solve_exact(K, X, Y, SolveOptions(tile_size=40, ooc_dir=str(d), resume=True))
-    assert sol.info["precision"] == "float64" and "resumed the float64" in sol.info[
-        "precision_note"]
+    assert sol.info["precision"] == "float64" and "continued the folder's float64" in \
+        sol.info["precision_note"]
+    assert sol.info["precision_reason"].endswith("; instead: " + sol.info["precision_note"])
     assert sol.info["checkpoint"]["panels_computed_this_run"] == 0
     d2 = tmp_path / "ck2"
     solve_exact(K, X, Y, SolveOptions(tile_size=40, ooc_dir=str(d2)))
@@ -454,3 +455,18 @@ def test_the_fallback_is_judged_on_float64s_whole_disk_need(tmp_path, monkeypatc
         assert ("precision_fallback" in sol.info) is fell_back
         assert sol.info["precision"] == ("float64" if fell_back else "mixed")
         assert (folder / "manifest.json").is_file()
+
+
+def test_a_folder_of_another_runs_checkpoint_does_not_offer_resume(tmp_path):
+    """Resuming is offered only where it would work (the same fingerprint): another run's
+    checkpoint is refused as such (its --resume was refused in turn)."""
+    X, Y = _problem(n=120)
+    d = tmp_path / "ck"
+    solve_exact(K, X, Y, SolveOptions(tile_size=40, ooc_dir=str(d)))
+    with pytest.raises(InputError, match="continue it with resume=True"):
+        solve_exact(K, X, Y, SolveOptions(tile_size=40, ooc_dir=str(d)))
+    X2, Y2 = _problem(n=150, seed=1)
+    with pytest.raises(InputError, match=r"differs in: .*X_sha256.*refusing to use it\. "
+                                         r"Use a new folder") as info:
+        solve_exact(K, X2, Y2, SolveOptions(tile_size=40, ooc_dir=str(d)))
+    assert "resume=True" not in str(info.value)

@@ -20,6 +20,8 @@ last, so a reader never sees a manifest describing half-written files.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -144,6 +146,22 @@ class FeatureCache:
         return _Writer(d, digest)
 
 
+def _reserve(path: str, size: int) -> None:
+    """Reserve ``size`` bytes of disk for the file ``path`` (posix_fallocate; where the file
+    system cannot, a free-space check): an OSError (ENOSPC) when they do not fit."""
+    try:
+        with open(path, "r+b") as fh:
+            os.posix_fallocate(fh.fileno(), 0, size)
+        return
+    except AttributeError:  # pragma: no cover - not POSIX
+        pass
+    except OSError as exc:
+        if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+            raise
+    if shutil.disk_usage(os.path.dirname(path)).free < size:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
+
+
 class _Writer:
     def __init__(self, d: str, digest: str):
         self.dir = d
@@ -151,10 +169,26 @@ class _Writer:
         self.tmp = {}
 
     def allocate(self, part: str, shape, dtype) -> np.memmap:
-        """A writable memory-mapped ``.npy`` under a temporary name."""
+        """A writable memory-mapped ``.npy`` under a temporary name, its blocks reserved on
+        the disk first: a map over a sparse file on a full disk died with SIGBUS at its
+        first write (exit 135, the temporary file left); now an OSError (ENOSPC) naming
+        the cache folder, and the file removed."""
         tmp = os.path.join(self.dir, f".{part}.npy.tmp-{os.getpid()}")
         self.tmp[part] = tmp
-        return np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=tuple(shape))
+        arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=tuple(shape))
+        size = os.path.getsize(tmp)
+        try:
+            _reserve(tmp, size)
+        except OSError as exc:  # (the map goes with arr; the file may go before it)
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            for d in (self.dir, os.path.dirname(self.dir)):  # the entry's folders, if empty
+                with contextlib.suppress(OSError):
+                    os.rmdir(d)
+            self.tmp.pop(part, None)
+            raise OSError(exc.errno, f"{exc.strerror or exc} (the feature cache needs "
+                          f"{size / 2 ** 20:.1f} MiB more there)", self.dir) from None
+        return arr
 
     def commit(self, arrays: dict, manifest: dict, files: Optional[dict] = None) -> dict:
         """Flush, move the arrays (and the byte strings in ``files``, by name) into place,

@@ -282,6 +282,16 @@ def distributed_predict(client, kernel: Kernel, X_test, X_train, alpha, *,
     return np.concatenate(client.gather(parts), axis=0)
 
 
+#: what Dask raises when a worker or the scheduler goes away with tasks of the solve
+_LOST = ("FutureCancelledError", "CancelledError", "CommClosedError", "KilledWorker",
+         "StreamClosedError")
+
+
+def _lost(exc: BaseException) -> bool:
+    """Whether ``exc`` is Dask's word for a worker or scheduler lost mid-solve."""
+    return any(cls.__name__ in _LOST for cls in type(exc).__mro__)
+
+
 def solve_distributed(kernel: Kernel, X, Y, opts, be: Optional[Backend] = None,
                       splan=None) -> ExactSolution:
     """Exact solve with Gram, factorization, substitutions and K products on Dask."""
@@ -355,9 +365,17 @@ def solve_distributed(kernel: Kernel, X, Y, opts, be: Optional[Backend] = None,
         for name in ("asyncio", "distributed"):
             logging.getLogger(name).setLevel(logging.CRITICAL)
         raise
-    except (RuntimeError, ImportError) as exc:
+    except Exception as exc:
+        if _lost(exc):  # a worker or the scheduler went away mid-solve
+            raise InputError(f"the Dask cluster at {opts.scheduler or 'local'} lost a worker "
+                             f"or its scheduler during the solve ({exc.__class__.__name__}: "
+                             f"{str(exc)[:160]}); nothing was returned. Run it again once "
+                             "the cluster is whole, or solve on a local cluster "
+                             "(distributed='local') or out of core (ooc_dir)",
+                             param="scheduler") from None
         text = str(exc)
-        if not (isinstance(exc, ImportError) or "deserializ" in text):
+        if not (isinstance(exc, ImportError)
+                or (isinstance(exc, RuntimeError) and "deserializ" in text)):
             raise
         raise InputError(f"the Dask cluster at {opts.scheduler or 'local'} could not load "
                          f"kernelfit's tasks ({exc.__class__.__name__}: "

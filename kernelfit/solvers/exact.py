@@ -214,7 +214,9 @@ def solve_exact(kernel: Kernel, X, Y, options: Optional[SolveOptions] = None,
         sol = solve_in_core(kernel, X, Y, opts, be, splan)
     if not fell_back and opts.solver == "cholesky":
         sol.info["precision"] = sol.info.get("precision", splan.precision)
-        sol.info["precision_reason"] = splan.reason
+        sol.info["precision_reason"] = (
+            splan.reason if sol.info["precision"] == splan.precision
+            else f"{splan.reason}; instead: {sol.info.get('precision_note', 'another')}")
     sol.info["plan_choice"] = splan.choice  # after a fallback: what auto expected of mixed
     if probe is not None:
         sol.info["conditioning_probe"] = probe

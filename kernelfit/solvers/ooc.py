@@ -235,13 +235,6 @@ def ooc_factor(kernel: Kernel, X, directory, *, tile_size: int, dtype=np.float32
         manifest = _read_manifest(directory)
         resumed_from = None
         if manifest is not None:
-            if not resume:
-                st = manifest["state"]
-                raise InputError(f"{directory} already holds an out-of-core checkpoint "
-                                 f"({st.get('panels_done', 0)} of {st.get('n_panels', '?')} "
-                                 "tile columns done); continue it with resume=True, or choose "
-                                 "an empty folder", param="ooc_dir", path=str(directory),
-                                 checkpoint=True)
             old = manifest.get("fingerprint", {})
             if not isinstance(old, dict):
                 raise _damaged(directory, "its manifest's fingerprint is not what kernelfit "
@@ -258,16 +251,24 @@ def ooc_factor(kernel: Kernel, X, directory, *, tile_size: int, dtype=np.float32
                     "mixed" if old.get("dtype") == "float32" and old.get("deflation_rank")
                     else None)
                 same = "dtype" in diff and set(diff) <= {"dtype", "deflation_rank"} and was
-                keep = (f"It was made with precision={was!r}: give that to resume it; or use"
-                        if same else
+                also = "" if resume else " and resume=True"
+                keep = (f"It was made with precision={was!r}: give that{also} to resume it; "
+                        "or use" if same else
                         f"It was made with tile_size={old['tile_size']}: leave tile_size out "
-                        "(the checkpoint's is then used) to resume it; or use"
+                        f"(the checkpoint's is then used){also} to resume it; or use"
                         if diff == ["tile_size"] else "Use")
                 how = f"{keep} a new folder, or delete this one to start over"
                 raise InputError(f"the checkpoint in {directory} was made from different "
                                  f"data or parameters (differs in: {', '.join(diff)}); "
-                                 f"refusing to resume. {how}", param="ooc_dir",
-                                 path=str(directory))
+                                 f"refusing to {'resume' if resume else 'use'} it. {how}",
+                                 param="ooc_dir", path=str(directory))
+            if not resume:  # (offered only where resuming would work: the same fingerprint)
+                st = manifest["state"]
+                raise InputError(f"{directory} already holds an out-of-core checkpoint "
+                                 f"({st.get('panels_done', 0)} of {st.get('n_panels', '?')} "
+                                 "tile columns done); continue it with resume=True, or choose "
+                                 "an empty folder", param="ooc_dir", path=str(directory),
+                                 checkpoint=True)
             state = _checked_state(manifest.get("state"), nt, directory)
             _check_tiles(store, state, directory)
             resumed_from = int(state.get("panels_done", 0))
@@ -535,8 +536,8 @@ def solve_ooc(kernel: Kernel, X, Y, opts, be: Optional[Backend] = None,
                            f"above its target {opts.tol:g} and above float64's own reach: "
                            f"{because}", dict(sol.timings))
         if resumed64:
-            sol.info["precision_note"] = ("precision auto resumed the float64 checkpoint "
-                                          "in this folder (an earlier fallback's)")
+            sol.info["precision_note"] = ("precision auto continued the folder's float64 "
+                                          "checkpoint (a float64 solve's or a fallback's)")
         elif no_room and not sol.info.get("converged"):
             sol.info["precision_note"] = ("no float64 fallback: float64 tiles would not "
                                           "fit on this folder's disk")
