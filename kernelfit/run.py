@@ -119,6 +119,16 @@ def featurize(features: FeatureOptions, X_train, X_test, image_shape, *, seed: i
     cache_dir = None
     if features.cache and cache_key is not None:
         cache_dir = str(feature_cache_dir(features.cache_dir))
+        if not features.cache_dir:  # the default folder, from the environment: said so
+            from ._io import check_writable_folder
+
+            try:
+                check_writable_folder(cache_dir, param="cache_dir")
+            except InputError as exc:
+                raise InputError(f"the feature cache's default folder (from "
+                                 "$KERNELFIT_CACHE, else $XDG_CACHE_HOME, else ~/.cache): "
+                                 f"{exc.message}, give another (cache_dir), or turn the "
+                                 "cache off (feature_cache)", **exc.facts) from None
     Ftr, Fte, info = apply_features(features.name, dict(features.params), X_train, X_test,
                                     image_shape=image_shape, seed=seed, device=device,
                                     cache_dir=cache_dir,

@@ -342,3 +342,22 @@ def test_a_full_disk_under_the_feature_cache_is_one_line_not_sigbus(tmp_path, mo
     assert "No space left on device (the feature cache needs" in err
     assert "free disk space" in err and str(where) in err
     assert not [p for p in where.rglob("*") if p.is_file()] and not any(where.iterdir())
+
+
+def test_an_unwritable_default_feature_cache_names_its_origin_and_ways_out(tmp_path,
+                                                                          monkeypatch, capsys):
+    """The default cache folder (from the environment) that cannot be written: exit 2,
+    naming the variables it comes from and both ways out, the second of which works."""
+    from kernelfit.cli import main
+
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    monkeypatch.delenv("KERNELFIT_CACHE", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocker / "x"))
+    args = ["solve", "--dataset", "digits", "--n-train", "200", "--n-test", "50",
+            "--features", "rff", "--rff-dim", "256", "--no-progress"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "default folder (from $KERNELFIT_CACHE, else $XDG_CACHE_HOME" in err
+    assert "(--feature-cache-dir)" in err and "(--no-feature-cache)" in err
+    assert main(args + ["--no-feature-cache"]) == 0

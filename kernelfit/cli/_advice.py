@@ -44,7 +44,7 @@ FLAGS = {
     "features": "--features", "dataset": "--dataset", "repeats": "--repeats",
     "prefix": "--prefix", "n": "--n", "budget": "--budget", "memory_budget": "--memory-budget",
     "timeout_s": "--timeout", "budget_s": "--budget", "sklearn_alpha": "--sklearn-alpha",
-    "refinement": "--refine",
+    "refinement": "--refine", "feature_cache": "--no-feature-cache",
 }
 
 #: kernels whose Gram matrix is positive semi-definite for every parameter kernelfit accepts
