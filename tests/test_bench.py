@@ -832,3 +832,17 @@ def test_machine_names_both_blas_libraries_and_what_runs_in_each():
     assert "scipy's openblas 0.3.30 (SkylakeX kernel) (tiled Cholesky)" in line
     assert "numpy's openblas 0.3.31 (SkylakeX kernel) (Gram, products, GEMM peaks)" in line
 
+
+
+def test_a_kernel_singular_at_these_sizes_gets_benchs_own_ways_out(tmp_path, capsys):
+    """The linear kernel on n > d points: nothing measured; the solver's ways out
+    (solver='eigh', a ridge) are not bench's flags, so bench names its own."""
+    from kernelfit.cli import main
+
+    rc = main(["bench", "--n", "60", "--repeats", "1", "--peers", "none", "--no-peaks",
+               "--d", "20", "--kernel", "linear", "--device", "cpu",
+               "--out", str(tmp_path / "b")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "rank at most d = 20" in err
+    assert "--solver" not in err and "ridge" not in err
+    assert "(--kernel gaussian), or --n values below the rank" in err

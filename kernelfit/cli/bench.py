@@ -144,12 +144,19 @@ def _config(args):
     return BenchConfig(**flat).validate()
 
 
+def _bench_words(reason):
+    """A run's error as bench says it: a K that is not positive definite without the
+    solver's ways out (solver='eigh', a ridge), which are not bench's flags."""
+    text = str(reason)
+    return text.split(". Ways out: ")[0] if "NotPositiveDefiniteError" in text else reason
+
+
 def _line(rec: dict) -> str:
     from ..report import fmt_bytes, fmt_seconds
 
     head = f"{rec['label']:>14}  n={rec['n']:<7}"
     if rec["status"] != "ok":
-        return f"{head} {rec['status'].upper()}: {rec.get('reason')}"
+        return f"{head} {rec['status'].upper()}: {_bench_words(rec.get('reason'))}"
     rate = ""
     if rec.get("factor_gflops"):
         rate = f"  factor {fmt_seconds(rec['factor'])} = {rec['factor_gflops']:.1f} GFLOP/s"
@@ -256,6 +263,13 @@ def run(args) -> int:
         statuses = {r.get("status") for r in recs}
         if statuses == {"unavailable"}:  # what was asked for cannot run here at all
             way = "--device cpu (or all) to measure what this machine has"
+        elif statuses <= {"unavailable", "error"} and any(
+                "NotPositiveDefiniteError" in str(r.get("reason")) for r in recs):
+            # (the solver's own ways out, --solver eigh or a ridge, are not bench's flags)
+            reasons = sorted({_bench_words(r) for r in reasons})
+            way = ("bench times Cholesky solves, which need K positive definite: a kernel "
+                   "whose K is (--kernel gaussian), or --n values below the rank the error "
+                   "names")
         elif statuses <= {"unavailable", "error"}:
             way = "mend what the error says, then run again"
         else:
