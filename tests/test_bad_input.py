@@ -14,7 +14,6 @@ import os
 import pickle
 import subprocess
 import sys
-import tempfile
 import urllib.error
 from pathlib import Path
 from typing import NamedTuple, Optional, Tuple
@@ -26,7 +25,8 @@ import kernelfit.cli as cli
 from kernelfit.datasets import _fetch
 from kernelfit.datasets.idx import encode_idx
 
-from test_datasets_support import IDX_NAMES, make_idx_arrays, register_sources
+from test_datasets_support import (IDX_NAMES, make_idx_arrays, register_sources,
+                                   unwritable_folder)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -458,23 +458,6 @@ CASES = [
 
 
 # ---------------------------------------------------------------- fixtures
-def _unwritable_folder(base: Path) -> Path:
-    """A folder nobody can create files in: permission bits for a normal user, a read-only
-    mount for root (which ignores the bits)."""
-    ro = base / "ro"
-    ro.mkdir()
-    ro.chmod(0o500)
-    candidates = [ro, Path("/sys/fs"), Path("/proc")]
-    for c in candidates:
-        try:
-            fd, p = tempfile.mkstemp(dir=c)
-        except OSError:
-            return c
-        os.close(fd)
-        os.unlink(p)
-    pytest.skip("no unwritable folder available")
-
-
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory):
     d = tmp_path_factory.mktemp("bad-input")
@@ -560,7 +543,7 @@ def inputs(tmp_path_factory):
     (d / "damaged.pkl").write_bytes(bytes(body))
     (d / "truncated.pkl").write_bytes(model.read_bytes()[:-100])
     return {"d": d, "contents": contents, "model": model,
-            "ro": _unwritable_folder(tmp_path_factory.mktemp("ro"))}
+            "ro": unwritable_folder(tmp_path_factory.mktemp("ro"))}
 
 
 def _listing(folder: Path):

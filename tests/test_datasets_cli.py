@@ -8,7 +8,7 @@ import pytest
 
 import kernelfit.cli as cli
 
-from test_datasets_support import register_sources, write_idx_dataset
+from test_datasets_support import register_sources, unwritable_folder, write_idx_dataset
 
 
 @pytest.fixture(autouse=True)
@@ -154,26 +154,6 @@ def test_info_on_missing_files_exits_3_and_names_their_state_as_list_does(tmp_pa
     assert rows["mnist"] == "partial" and rows["fashion-mnist"] == "not downloaded"
 
 
-def _unwritable(base):
-    """A folder where files cannot be created (the permission bits for a user; root
-    ignores them, /proc then)."""
-    import os
-    import tempfile
-    from pathlib import Path
-
-    ro = base / "ro"
-    ro.mkdir()
-    ro.chmod(0o500)
-    for c in (ro, Path("/proc")):
-        try:
-            fd, p = tempfile.mkstemp(dir=c)
-        except OSError:
-            return c
-        os.close(fd)
-        os.unlink(p)
-    pytest.skip("no unwritable folder available")
-
-
 def test_fetch_into_a_folder_that_cannot_be_written_is_bad_input(tmp_path, capsys,
                                                                  monkeypatch):
     """Refused before any download, exit 2, with a way out that works (it said 'put the
@@ -185,7 +165,7 @@ def test_fetch_into_a_folder_that_cannot_be_written_is_bad_input(tmp_path, capsy
         raise AssertionError("no download into a folder that cannot be written")
 
     monkeypatch.setattr(_fetch, "_urlopen", no_network)
-    folder = _unwritable(tmp_path) / "kernelfit-data"
+    folder = unwritable_folder(tmp_path) / "kernelfit-data"
     for name in ("mnist", "cifar10"):
         assert cli.main(["datasets", "fetch", name, "--data-dir", str(folder)]) == 2
         err = capsys.readouterr().err

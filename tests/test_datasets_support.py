@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import os
 import pickle
 import tarfile
+import tempfile
 from pathlib import Path
 from typing import Dict
 
 import numpy as np
+import pytest
 
 from kernelfit.datasets import sources
 from kernelfit.datasets.idx import encode_idx
@@ -116,3 +119,19 @@ def write_image_tree(root: Path, classes=("cat", "ant", "bee"), n_train=3, n_tes
                 Image.fromarray(arr).save(d / f"{i:04d}{ext}")
                 written[f"{split}/{c}/{i:04d}{ext}"] = arr
     return written
+
+
+def unwritable_folder(base: Path) -> Path:
+    """A folder nobody can create files in: permission bits for a normal user, a read-only
+    mount for root (which ignores the bits); skips the test where there is none."""
+    ro = base / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    for c in (ro, Path("/sys/fs"), Path("/proc")):
+        try:
+            fd, p = tempfile.mkstemp(dir=c)
+        except OSError:
+            return c
+        os.close(fd)
+        os.unlink(p)
+    pytest.skip("no unwritable folder available")
