@@ -109,13 +109,22 @@ def disk_needed(store: DiskTiles, k0: int, budget: float) -> int:
             + min(w0 * store.tile_size, store.n) * store.n * store.dtype.itemsize + (1 << 20))
 
 
+def _fingerprint_field(directory, key: str):
+    """A field of the fingerprint of the checkpoint in ``directory`` (None: no checkpoint
+    there, or unreadable: :func:`ooc_factor` says what is wrong with it)."""
+    try:
+        doc = json.loads((Path(directory).expanduser() / MANIFEST).read_text())
+        return doc["fingerprint"][key]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def checkpoint_tile_size(directory) -> Optional[int]:
     """The tile size of the checkpoint in ``directory`` (None: none there, or unreadable):
     the one a resumed run must plan with."""
     try:
-        doc = json.loads((Path(directory).expanduser() / MANIFEST).read_text())
-        return int(doc["fingerprint"]["tile_size"])
-    except (OSError, ValueError, KeyError, TypeError):
+        return int(_fingerprint_field(directory, "tile_size"))
+    except (ValueError, TypeError):
         return None
 
 
@@ -498,7 +507,7 @@ def solve_ooc(kernel: Kernel, X, Y, opts, be: Optional[Backend] = None,
     precision = splan.precision if splan is not None else opts.route_precision()
     folder = Path(opts.ooc_dir).expanduser()
     auto = opts.precision == "auto" and precision == "mixed"
-    resumed64 = auto and opts.resume and _checkpoint_dtype(folder) == "float64"
+    resumed64 = auto and opts.resume and _fingerprint_field(folder, "dtype") == "float64"
     if resumed64:  # the checkpoint of an earlier fallback (or a float64 solve)
         precision, auto = "float64", False
     dtype = np.float64 if precision == "float64" else np.float32
@@ -544,16 +553,6 @@ def solve_ooc(kernel: Kernel, X, Y, opts, be: Optional[Backend] = None,
         return sol
     finally:  # the tiles are read to the end: the folder is free for the next run
         release_folder(lock)
-
-
-def _checkpoint_dtype(folder: Path) -> Optional[str]:
-    """The tile dtype of the checkpoint in ``folder`` (None: none, or unreadable)."""
-    try:
-        manifest = _read_manifest(folder) if folder.is_dir() else None
-    except InputError:
-        return None
-    fp = (manifest or {}).get("fingerprint")
-    return fp.get("dtype") if isinstance(fp, dict) else None
 
 
 def _refine_ooc(kernel, Xh, Y, T, ck, U, deflation, opts, be, ts, precision, dtype):
