@@ -69,7 +69,7 @@ from typing import Optional, Tuple
 
 __all__ = ["EXACT_RESIDUAL", "INEXACT_EXIT_CODE", "RAW_BANDWIDTH", "FEATURE_MEDIAN_FACTOR",
            "MEDIAN_FACTORS", "median_factor", "choose_bandwidth", "exactness", "refinement_of",
-           "exit_code_for", "KERNEL_PARAMS", "gamma_as_width"]
+           "exit_code_for", "KERNEL_PARAMS", "gamma_as_width", "rbf_gamma_width"]
 
 EXACT_RESIDUAL = 1e-8
 INEXACT_EXIT_CODE = 6  # 2 input, 3 data, 4 memory, 5 not positive definite, 6 not exact
@@ -261,6 +261,15 @@ KERNEL_PARAMS = {"bandwidth": ("gaussian", "laplacian"), "degree": ("polynomial"
                  "gamma": ("polynomial",), "coef0": ("polynomial",)}
 
 
+def rbf_gamma_width(gamma) -> Optional[float]:
+    """The Gaussian bandwidth h that scikit-learn's RBF ``gamma`` means (gamma = 1/(2 h^2)),
+    or None where gamma is no positive number giving a finite h."""
+    if not isinstance(gamma, numbers.Real) or not gamma > 0:
+        return None
+    h = (0.5 / float(gamma)) ** 0.5
+    return h if math.isfinite(h) else None
+
+
 def gamma_as_width(name, gamma) -> Optional[str]:
     """The refusal of a ``gamma`` (away from its default 1) given to a kernel whose width is
     its bandwidth (gaussian or scikit-learn's 'rbf', laplacian): scikit-learn's habit
@@ -271,8 +280,8 @@ def gamma_as_width(name, gamma) -> Optional[str]:
     kernel = "gaussian" if name == "rbf" else name
     if kernel not in KERNEL_PARAMS["bandwidth"] or gamma is None or gamma == 1.0:
         return None  # (None: scikit-learn's 'not given')
-    h = (0.5 / float(gamma)) ** 0.5 if isinstance(gamma, numbers.Real) and gamma > 0 else None
+    h = rbf_gamma_width(gamma) if kernel == "gaussian" else None
     what = (f" (scikit-learn's RBF gamma is 1/(2 h^2): gamma {gamma:g} is bandwidth {h:.4g})"
-            if h is not None and kernel == "gaussian" and math.isfinite(h) else "")
+            if h is not None else "")
     return (f"gamma applies to the polynomial kernel, not {name!r}, which would ignore it: "
             f"give the width as bandwidth h instead{what}")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import sys
 from typing import Iterable
 
@@ -57,7 +56,8 @@ def check_kernel_flags(args) -> None:
     """Refuse a kernel flag the chosen kernel has no parameter for (it would be ignored):
     ``--kernel gaussian --gamma 0.02``, typed as scikit-learn's RBF gamma, names the width
     by --bandwidth instead."""
-    from ..kernel_defaults import KERNEL_PARAMS  # the kernels each flag's parameter applies to
+    # the kernels each flag's parameter applies to; the width scikit-learn's RBF gamma means
+    from ..kernel_defaults import KERNEL_PARAMS, rbf_gamma_width
 
     kernel = getattr(args, "kernel", None)
     for key, kernels in KERNEL_PARAMS.items():
@@ -67,10 +67,10 @@ def check_kernel_flags(args) -> None:
         which = " and ".join(kernels)
         way = "leave it out"
         if key == "gamma" and kernel == "gaussian":
-            h = (0.5 / args.gamma) ** 0.5 if args.gamma > 0 else math.inf
+            h = rbf_gamma_width(args.gamma)
             way = (f"give the width as --bandwidth h instead (scikit-learn's RBF gamma is "
                    f"1/(2 h^2): gamma {args.gamma:g} is --bandwidth {h:.4g})"
-                   if math.isfinite(h) else "give the width as --bandwidth h instead")
+                   if h is not None else "give the width as --bandwidth h instead")
         raise InputError(f"{flag} applies to the {which} kernel{'s' if len(kernels) > 1 else ''}"
                          f", not --kernel {kernel}: {way}, or choose --kernel "
                          f"{kernels[0]}", param=key)
