@@ -367,6 +367,30 @@ def test_tile_size_follows_the_l2_cache(monkeypatch, l2, target):
         machine.choose_tile_size.cache_clear()
 
 
+@pytest.mark.parametrize("cores,n,tiles", [(2, 10_000, 5), (2, 9_000, 5), (2, 20_000, 8),
+                                           (1, 10_000, 4), (16, 10_000, 19),
+                                           (16, 9_000, 17)])
+def test_split_matrices_get_tiles_for_every_core(monkeypatch, cores, n, tiles):
+    """A matrix split into tiles gets at least 2 per core plus one (the Cholesky's task
+    graph then has work for every core early on), never tiles under MIN_TILE rows; the
+    cache rule decides where it asks for more, and the JSON record says which."""
+    from kernelfit.solvers import machine
+    from kernelfit.solvers.tiles import default_tile_size
+
+    monkeypatch.setattr(machine, "cache_sizes", lambda: {"L2": 1 << 20})  # target 2560
+    monkeypatch.setattr(machine, "usable_cores", lambda: cores)
+    machine.choose_tile_size.cache_clear()
+    try:
+        ts = default_tile_size(n)
+        assert -(-n // ts) == tiles and ts >= machine.MIN_TILE
+        assert default_tile_size(8192) == 8192  # still one LAPACK call up to MAX_TILE
+        rec = machine.tile_choice(n, ts, "cpu")
+        assert rec["min_tiles"] == min(2 * cores + 1, n // machine.MIN_TILE)
+        assert "min_tiles" in rec["rule"]
+    finally:
+        machine.choose_tile_size.cache_clear()
+
+
 # ------------------------------------ K kept as the exact integers it is finished from
 def _grid(n, d, seed, high=256):
     rng = np.random.default_rng(seed)

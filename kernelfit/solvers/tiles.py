@@ -31,7 +31,7 @@ from .._io import atomic_writer
 from ..backend import Backend, get_backend, gpu_tile_size
 from ..backend._host import BlasOneThread
 from ..errors import InputError
-from .machine import choose_tile_size, n_threads_default
+from .machine import choose_tile_size, min_tiles, n_threads_default
 
 __all__ = ["TiledSymmetric", "DiskTiles", "default_tile_size", "tile_bounds",
            "n_threads_default", "run_tiles", "BlockBuffer", "BlasOneThread"]
@@ -43,16 +43,18 @@ def default_tile_size(n: int, device: str = "cpu") -> int:
     GPU: :func:`kernelfit.backend.gpu_tile_size` (one dense call when it fits). CPU: small
     matrices are one tile (one LAPACK call at the library's own rate). Larger ones
     are split into equal tiles no larger than :func:`kernelfit.solvers.machine.
-    choose_tile_size` gives for this machine's caches and cores; every BLAS/LAPACK call
-    then stays at or below one tile, far from the sizes (n of about 16,000) where
-    multithreaded OpenBLAS has crashed.
+    choose_tile_size` gives for this machine's caches and cores, and into at least
+    :func:`kernelfit.solvers.machine.min_tiles` of them (enough tile operations for every
+    core from the first columns of the Cholesky on); every BLAS/LAPACK call then stays at
+    or below one tile, far from the sizes (n of about 16,000) where multithreaded
+    OpenBLAS has crashed.
     """
     if device == "gpu":  # the backend's dense/tiles rule (dense single call when it fits)
         return gpu_tile_size(n)
     target, single = choose_tile_size(device)
     if n <= single:
         return max(int(n), 1)
-    n_tiles = math.ceil(n / target)
+    n_tiles = max(math.ceil(n / target), min_tiles(n))
     return int(math.ceil(n / n_tiles))
 
 
