@@ -326,3 +326,82 @@ def test_a_resumed_out_of_core_run_plans_with_its_checkpoints_tiles(tmp_path):
     assert sol.info["converged"] and sol.info["tile_size"] == first.info["tile_size"]
     np.testing.assert_allclose(sol.alpha, first.alpha, rtol=0, atol=1e-8 * np.abs(
         first.alpha).max())
+
+
+def _ways(err: str) -> str:
+    assert len(err.strip().splitlines()) == 1, err
+    return err.split("Ways out: ", 1)[1]
+
+
+def _state(folder):
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+@pytest.mark.parametrize("precision", ["mixed", "float64"])
+def test_a_resumed_run_refused_by_its_budget_gets_ways_out_that_keep_the_checkpoint(
+        tmp_path, capsys, precision):
+    """Resuming with a budget too small, the least budget offered is the checkpoint's (its
+    n, its tiles of 600 rows, its precision: under auto, a float64 checkpoint's float64
+    panels), and --resume with it runs; it was the least for tiles chosen afresh, and a
+    smaller --n-train or another precision, each of which the checkpoint refused. A way out
+    with other tiles starts over in a new folder, and that runs too. The refusals leave the
+    checkpoint as it was."""
+    ck = tmp_path / "ck"
+    argv = ["solve", "--dataset", "digits", "--n-train", "600", "--n-test", "20",
+            "--out-of-core", str(ck)]
+    assert main(argv + ["--tile-size", "600", "--precision", precision]) == 0
+    capsys.readouterr()
+    before = _state(ck)
+    resume = argv + ["--resume"]  # (precision auto: the checkpoint's tiles and precision)
+    assert main(resume + ["--memory-budget", "1MiB"]) == 4
+    ways = _ways(capsys.readouterr().err)
+    assert _state(ck) == before
+    for other in ("--n-train", "--dtype", "--precision", "--tile-size"):
+        assert other not in ways, ways
+    dtype = "float64" if precision == "float64" else "float32"
+    keep = re.match(r"--memory-budget (\d+MiB) or more \(up to the [\d.]+ GiB available: "
+                    rf"the least for the checkpoint's 600 points in {dtype} tiles of 600 "
+                    r"rows\); start over without --resume, in a new --out-of-core folder "
+                    rf"\(the checkpoint in {re.escape(str(ck))} stays\): --memory-budget "
+                    r"(\d+MiB) or more\.$", ways)
+    assert keep, ways
+    least = size_arg(keep.group(1)) >> 20
+    assert main(resume + ["--memory-budget", f"{least - 1}MiB"]) == 4  # the least
+    assert _ways(capsys.readouterr().err).startswith(f"--memory-budget {least}MiB or more")
+    assert main(resume + ["--memory-budget", keep.group(1), "--json"]) == 0
+    rec = json.loads(capsys.readouterr().out)
+    assert rec["checkpoint"]["resumed_from_panel"] == 1 and rec["exact"]
+    # starting over: a new folder, tiles of its own, without --resume
+    fresh = ["--out-of-core", str(tmp_path / "new"), "--memory-budget", keep.group(2)]
+    assert main(argv[:-2] + fresh) == 0
+    capsys.readouterr()
+
+
+def test_a_resumed_run_offered_the_checkpoints_n_runs_with_it(tmp_path, capsys):
+    """A --n-train other than the checkpoint's: the budget way out names the checkpoint's,
+    and with both it resumes."""
+    ck = tmp_path / "ck"
+    argv = ["solve", "--dataset", "digits", "--n-test", "20", "--out-of-core", str(ck)]
+    assert main(argv + ["--n-train", "600", "--tile-size", "600"]) == 0
+    capsys.readouterr()
+    assert main(argv + ["--n-train", "300", "--resume", "--memory-budget", "1MiB"]) == 4
+    ways = _ways(capsys.readouterr().err)
+    way = re.match(r"--memory-budget (\d+MiB) or more with --n-train 600 \(", ways)
+    assert way, ways
+    assert main(argv + ["--n-train", "600", "--resume", "--memory-budget", way.group(1)]) == 0
+    capsys.readouterr()
+
+
+def test_a_resumed_float64_checkpoint_plans_float64_panels_under_auto(tmp_path):
+    X, Y = _problem(n=300)
+    k = get_kernel("gaussian", bandwidth=0.3)
+    folder = str(tmp_path / "ooc")
+    solve_exact(k, X, Y, SolveOptions(ooc_dir=folder, precision="float64", tile_size=100))
+    again = SolveOptions(ooc_dir=folder, resume=True).validate()
+    sp = plan.plan_solve(300, 6, 3, again, device="cpu", available=23 * GiB)
+    assert sp.tile_size == 100
+    assert sp.memory.items["panels (a column of K's tiles and one of L's)"] == 2 * 300 * 100 * 8
+    req = plan.request_of(again, 300, 6, 3)
+    assert req["checkpoint"] == {"folder": folder, "n": 300, "tile_size": 100,
+                                 "dtype": "float64"}
+    assert plan.plan_request(req, None).memory.total == sp.memory.total

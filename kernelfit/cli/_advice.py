@@ -149,6 +149,9 @@ def _memory_message(exc: MemoryPlanError, args) -> str:
     req = exc.request
     if not req.get("n"):
         return msg + _ways(["free memory, or ask for less"])
+    ways = _resume_ways(exc, req, args) if req.get("checkpoint") else None
+    if ways:
+        return msg + _ways(ways)
     ways = [text for text, _ in memory_ways_out(req, exc.available_bytes,
                                                 special=_special(args),
                                                 given_dtype=getattr(args, "dtype", None))]
@@ -166,6 +169,37 @@ def _memory_message(exc: MemoryPlanError, args) -> str:
             ways.append("raise or unset KERNELFIT_MEMORY_LIMIT "
                         f"(now {os.environ['KERNELFIT_MEMORY_LIMIT']})")
     return msg + _ways(ways)
+
+
+def _resume_ways(exc: MemoryPlanError, req: dict, args) -> List[str]:
+    """Ways out of a refused plan of a run that resumes a checkpoint (``req['checkpoint']``,
+    :func:`kernelfit.solvers.checkpoint_facts.checkpoint_facts`). It fixes n, the tile size
+    and the precision: a memory budget planned with them keeps it; any other way out
+    starts over in a new folder (the checkpoint stays), and says so."""
+    ck, budget = req["checkpoint"], exc.facts.get("memory_budget")
+    machine = exc.facts.get("machine_available_bytes")
+    keep = (least_budget(dict(req, n=ck["n"], tile_size=None), machine)
+            if budget and machine else None)
+    ways = []
+    if keep is not None:  # (its n and tiles: the fingerprint refuses others)
+        n = f" with {FLAGS['n_train']} {ck['n']}" if ck["n"] != req["n"] else ""
+        n += (f" without {FLAGS['tile_size']}"
+              if req.get("tile_size") not in (None, ck["tile_size"]) else "")
+        ways.append(f"{FLAGS['memory_budget']} {keep[1]} or more{n} (up to the "
+                    f"{fmt_bytes(machine)} available: the least for the checkpoint's "
+                    f"{ck['n']} points in {ck['dtype']} tiles of {ck['tile_size']} rows)")
+    fresh = {k: v for k, v in req.items() if k != "checkpoint"}
+    least = least_budget(fresh, machine) if budget and machine else None
+    over = [f"{FLAGS['memory_budget']} {least[1]} or more" if least[0] > budget else
+            "the memory budget given fits it"] if least is not None and (
+        keep is None or least[0] < keep[0]) else []
+    if keep is None:
+        over += [text for text, _ in memory_ways_out(
+            fresh, exc.available_bytes, special=True, given_dtype=getattr(args, "dtype", None))]
+    if over:
+        ways.append(f"start over without {FLAGS['resume']}, in a new {FLAGS['ooc_dir']} "
+                    f"folder (the checkpoint in {ck['folder']} stays): " + " or ".join(over))
+    return ways
 
 
 # ---------------------------------------------------------------- not positive definite

@@ -48,6 +48,7 @@ from ..errors import InputError, NotPositiveDefiniteError
 from ..kernels import Kernel
 from ..memory import fmt_bytes
 from ..progress import progress
+from .checkpoint_facts import fingerprint_field
 from .checkpoint_lock import (LOW_RANK_FILE, MANIFEST, discard_checkpoint,
                               float64_fits, hold_folder, release_folder)
 from .cholesky import cholesky_solve, factor_columns
@@ -107,25 +108,6 @@ def disk_needed(store: DiskTiles, k0: int, budget: float) -> int:
     w0 = _panel_tiles(store, k0, budget)
     return (TiledSymmetric.storage_bytes(store.n, store.tile_size, store.dtype)
             + min(w0 * store.tile_size, store.n) * store.n * store.dtype.itemsize + (1 << 20))
-
-
-def _fingerprint_field(directory, key: str):
-    """A field of the fingerprint of the checkpoint in ``directory`` (None: no checkpoint
-    there, or unreadable: :func:`ooc_factor` says what is wrong with it)."""
-    try:
-        doc = json.loads((Path(directory).expanduser() / MANIFEST).read_text())
-        return doc["fingerprint"][key]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-
-
-def checkpoint_tile_size(directory) -> Optional[int]:
-    """The tile size of the checkpoint in ``directory`` (None: none there, or unreadable):
-    the one a resumed run must plan with."""
-    try:
-        return int(_fingerprint_field(directory, "tile_size"))
-    except (ValueError, TypeError):
-        return None
 
 
 def _read_manifest(directory: Path) -> Optional[dict]:
@@ -507,7 +489,7 @@ def solve_ooc(kernel: Kernel, X, Y, opts, be: Optional[Backend] = None,
     precision = splan.precision if splan is not None else opts.route_precision()
     folder = Path(opts.ooc_dir).expanduser()
     auto = opts.precision == "auto" and precision == "mixed"
-    resumed64 = auto and opts.resume and _fingerprint_field(folder, "dtype") == "float64"
+    resumed64 = auto and opts.resume and fingerprint_field(folder, "dtype") == "float64"
     if resumed64:  # the checkpoint of an earlier fallback (or a float64 solve)
         precision, auto = "float64", False
     dtype = np.float64 if precision == "float64" else np.float32

@@ -29,7 +29,7 @@ from ..errors import InputError
 from ..memory import SAFETY, MemoryPlan, fmt_bytes, largest_n, plan_exact_solve
 from . import deflate
 from .machine import gemm_rates, n_threads_default, tile_choice
-from .ooc import checkpoint_tile_size
+from .checkpoint_facts import resumed_facts
 from .options import SolveOptions
 from .products import kept_copy_bytes, values_fit
 from .refine import CERTIFY_PASSES
@@ -323,9 +323,7 @@ def _plan_solve(n, d, m, opts, device, available, check, n_test, backend, grid) 
     rows (down to :data:`MIN_AUTO_TILE`): the tile buffers shrink with the square of the
     tile, and the plan most often fits at a rate close to the first tile's. An out-of-core
     run that resumes plans with its checkpoint's tiles."""
-    given = opts.tile_size
-    if given is None and opts.ooc_dir and opts.resume:  # a checkpoint's tiles are fixed
-        given = checkpoint_tile_size(opts.ooc_dir)
+    given = opts.tile_size or (resumed_facts(opts) or {}).get("tile_size")  # (fixed)
     first = given or default_tile_size(n, device)
     splan = _plan_at(first, n, d, m, opts, device, available, check, n_test, backend, grid)
     if given is not None or not check or available is None:
@@ -379,8 +377,8 @@ def _beyond_plan(n, d, m, n_test, ts, opts, device, avail, choice) -> SolvePlan:
     are on disk. Dask: K's tiles count where the workers are threads of this process
     (``distributed='local'``), not on a scheduler's workers."""
     route = "dask" if (opts.scheduler or opts.distributed) else "ooc"
-    precision = opts.route_precision()
-    storage = np.dtype(np.float64 if precision == "float64" else np.float32)
+    precision, ck = opts.route_precision(), resumed_facts(opts)  # ck: a checkpoint resumed
+    storage = np.dtype(ck["dtype"] if ck else "float64" if precision == "float64" else "float32")
 
     plan = plan_mixed(n, d, m, ts, device=device, available=avail)
     del plan.items["K tiles (float32)"]
@@ -523,9 +521,11 @@ def request_of(opts: SolveOptions, n: int, d: int, m: int, n_test: int = 0) -> d
     """The facts of a planned solve that a refusal carries (see :func:`plan_request`)."""
     placement = ("dask" if (opts.scheduler or opts.distributed)
                  else "disk" if opts.ooc_dir else "memory")
-    return {"n": int(n), "d": int(d), "n_outputs": int(m), "n_test": int(n_test),
-            "dtype": opts.dtype, "precision": opts.precision, "solver": opts.solver,
-            "tile_size": opts.tile_size, "device": opts.device, "placement": placement}
+    req = {"n": int(n), "d": int(d), "n_outputs": int(m), "n_test": int(n_test),
+           "dtype": opts.dtype, "precision": opts.precision, "solver": opts.solver,
+           "tile_size": opts.tile_size, "device": opts.device, "placement": placement}
+    ck = resumed_facts(opts)  # what a checkpoint resumed fixes: its n, tiles and dtype
+    return dict(req, checkpoint=ck) if ck else req
 
 
 def check(splan: SolvePlan, opts, n: int, d: int, m: int, n_test: int = 0) -> None:
@@ -542,18 +542,19 @@ def plan_request(request: dict, available: Optional[int]) -> SolvePlan:
     ``precision`` ('auto'), ``solver`` ('cholesky'), ``device`` ('cpu'), ``tile_size``
     (None: automatic) and ``placement``: 'memory' (default), 'disk' (out of core: K's
     tiles on disk) or 'dask' (K's tiles on the workers). ``precision`` 'float64' or
-    'float32' overrides ``dtype``.
+    'float32' overrides ``dtype``. ``checkpoint``: a resumed one's (planned with its tiles).
     """
     precision = request.get("precision") or "auto"
     dtype = str(request.get("dtype") or "float64")
     if precision in ("float64", "float32"):
         dtype = precision
     placement = request.get("placement") or "memory"
-    device = request.get("device") or "cpu"
+    device, ck = request.get("device") or "cpu", request.get("checkpoint")
     opts = SolveOptions(solver=request.get("solver") or "cholesky", dtype=dtype,
                         precision=precision, tile_size=request.get("tile_size"),
                         device=device, residual=True,
-                        ooc_dir="planned" if placement == "disk" else None,
+                        ooc_dir=(ck or {}).get("folder", "planned") if placement == "disk"
+                        else None, resume=bool(ck and placement == "disk"),
                         distributed="local" if placement == "dask" else None).validate()
     n = int(request["n"])
     return plan_solve(n, int(request.get("d", 0)), max(int(request.get("n_outputs", 1)), 1),
