@@ -176,3 +176,47 @@ def test_fetch_into_a_folder_that_cannot_be_written_is_bad_input(tmp_path, capsy
     with pytest.raises(InputError) as exc:  # the library says it in its words
         _fetch.download(None, folder / "mnist", "mnist")
     assert exc.value.facts["param"] == "data_dir" and "--" not in exc.value.message
+
+
+def test_info_on_missing_files_says_one_line_on_stderr_with_a_fetch_that_works(
+        tmp_path, capsys, monkeypatch):
+    """info's report stays on stdout (JSON strict there); stderr gets one line naming the
+    missing files, where, and the exact fetch command (it said nothing on stderr)."""
+    import shlex
+
+    folder = tmp_path / "my data"
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path)
+    for extra in ([], ["--json"]):
+        assert cli.main(["datasets", "info", "mnist", "--data-dir", "my data", *extra]) == 3
+        out, err = capsys.readouterr()
+        if extra:
+            assert json.loads(out)["downloaded"] is False
+        else:
+            assert "fetch it with" in out
+        assert len(err.strip().splitlines()) == 1, err
+        assert err.startswith("kernelfit datasets: error: mnist: missing ")
+        assert "t10k-labels-idx1-ubyte.gz in my data/mnist (not downloaded)" in err
+        fetch = f"kernelfit datasets fetch mnist --data-dir {shlex.quote(str(folder))}"
+        assert f"`{fetch}`" in err and "--data-dir (or $KERNELFIT_DATA)" in err
+    # the command it names fetches them, from any folder (here from a local 'server')
+    stored = write_idx_dataset(tmp_path / "server")
+    urls = {r: ((tmp_path / "server" / "mnist" / n).as_uri(),) for r, n in (
+        ("train_images", "train-images-idx3-ubyte.gz"),
+        ("train_labels", "train-labels-idx1-ubyte.gz"),
+        ("test_images", "t10k-images-idx3-ubyte.gz"),
+        ("test_labels", "t10k-labels-idx1-ubyte.gz"))}
+    register_sources(monkeypatch, "mnist", stored, urls=urls)
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert cli.main(shlex.split(fetch)[1:]) == 0 and "verified" in capsys.readouterr().out
+    assert cli.main(["datasets", "info", "mnist", "--data-dir", str(folder)]) == 0
+    assert capsys.readouterr().err == ""
+
+
+def test_info_on_missing_files_in_a_folder_that_cannot_be_written(tmp_path, capsys):
+    """There fetch would refuse: the way out is fetch into another folder."""
+    folder = unwritable_folder(tmp_path) / "kernelfit-data"
+    assert cli.main(["datasets", "info", "mnist", "--data-dir", str(folder)]) == 3
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and f"{folder} cannot be written" in err
+    assert "kernelfit datasets fetch mnist --data-dir DIR" in err

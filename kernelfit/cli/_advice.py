@@ -453,10 +453,11 @@ def _download_message(exc: DownloadError) -> str:
     return missing_data_message(exc.facts, exc.message)
 
 
-def missing_data_message(facts: dict, fallback: str) -> str:
+def missing_data_message(facts: dict, fallback: str, fetch: str = "") -> str:
     """The command line's one line for data files that are missing (a
     :class:`~kernelfit.errors.DownloadError`'s facts: ``missing``, ``directory``,
-    ``dataset``, ``reason``), naming the flag; ``fallback`` where the facts do not say."""
+    ``dataset``, ``reason``), naming the flag; ``fallback`` where the facts do not say.
+    ``fetch``, when given, is the first way out (a command that fetches them)."""
     missing, directory = facts.get("missing"), facts.get("directory")
     if not missing or not directory:
         return fallback
@@ -469,9 +470,10 @@ def missing_data_message(facts: dict, fallback: str) -> str:
         found = jpeg_set_beside(directory)
         if found is not None:
             jpeg = f"; or the JPEG re-encoding found beside them: --dataset imagefolder:{found}"
+    first = f"{fetch}, or " if fetch else ""
     return (f"{dataset}: missing {', '.join(missing)} in {directory}{reason}. Ways "
-            f"out: put the files in {directory}, or point --data-dir (or $KERNELFIT_DATA) "
-            f"at a folder holding {dataset}/ with them{jpeg}")
+            f"out: {first}put the files in {directory}, or point --data-dir (or "
+            f"$KERNELFIT_DATA) at a folder holding {dataset}/ with them{jpeg}")
 
 
 def explain(exc: KernelfitError, args=None) -> str:

@@ -11,8 +11,8 @@ HELP = "list, describe or download the datasets"
 DESCRIPTION = ("List the datasets kernelfit knows (list), describe one: shapes, counts per "
                "class, where it was read from (info), or download and verify its files (fetch). "
                "Files live in --data-dir, else $KERNELFIT_DATA, else the per-user cache. "
-               "info on a dataset whose files are missing says what is missing and exits "
-               "with 3.")
+               "info on a dataset whose files are missing says what is missing (and, in "
+               "one line on stderr, how to fetch it) and exits with 3.")
 
 #: the exit code of ``info`` for a dataset whose files are missing (README: missing data)
 MISSING_DATA = 3
@@ -89,6 +89,31 @@ def _print_info(info: dict, out) -> None:
         out.write(f"  {label}  {info['train_counts'][i]:>6} {info['test_counts'][i]:>6}\n")
 
 
+def _say_missing(args, exc, state: str) -> None:
+    """One line on stderr, as the other commands say missing data: which files are missing
+    where, and ways out that work from anywhere (the fetch command with its folder spelled
+    out; another folder when that one cannot be written). The report stays on stdout."""
+    import shlex
+    from pathlib import Path
+
+    from .._io import check_writable_folder
+    from ..errors import InputError
+    from . import _one_line
+    from ._advice import missing_data_message
+
+    folder = Path(exc.directory).expanduser().absolute().parent
+    fetch = f"kernelfit datasets fetch {shlex.quote(args.name)} --data-dir "
+    try:
+        check_writable_folder(exc.directory, param="data_dir")
+        fetch = f"`{fetch}{shlex.quote(str(folder))}` (downloads and verifies them)"
+    except InputError:
+        fetch = (f"{folder} cannot be written: `{fetch}DIR` with a folder DIR you can write "
+                 "to (then give the same --data-dir to the other commands)")
+    reason = "partly downloaded" if state == "partial" else state
+    line = missing_data_message(dict(exc.facts, reason=reason), exc.message, fetch)
+    print(f"kernelfit datasets: error: {_one_line(line)}", file=sys.stderr)
+
+
 def _print_not_fetched(args, exc, out) -> int:
     """Describe a dataset whose files are not (all) there, as ``list`` names its state;
     exit code 3 (missing data): what was asked about is absent."""
@@ -101,6 +126,7 @@ def _print_not_fetched(args, exc, out) -> int:
     info = {"name": kind, "description": registry.DATASET_DESCRIPTIONS.get(kind, ""),
             "downloaded": False, "files": state, "folder": exc.directory,
             "missing": list(exc.missing)}
+    _say_missing(args, exc, state)
     if args.json:
         out.write(dumps_json(info, indent=2) + "\n")
         return MISSING_DATA
