@@ -470,3 +470,75 @@ def test_a_folder_of_another_runs_checkpoint_does_not_offer_resume(tmp_path):
                                          r"Use a new folder") as info:
         solve_exact(K, X2, Y2, SolveOptions(tile_size=40, ooc_dir=str(d)))
     assert "resume=True" not in str(info.value)
+
+
+#: what a refined solve records (and a deflated one); none of it applies to plain float32
+REFINEMENT_KEYS = {"refinement", "tol", "max_iter", "iterations", "matvecs",
+                   "refinement_history", "refinement_step_seconds", "tracked_residual",
+                   "converged", "preconditioner_only", "preconditioner_application",
+                   "deflation", "shift"}
+
+
+def test_float32_out_of_core_is_the_in_memory_float32_solve(tmp_path):
+    """precision='float32' out of core: K's own float32 factor, unrefined and undeflated,
+    as in memory (it recorded a one-entry refinement history, cg, converged False, 30
+    max_iter and a rank-5 deflation, and returned another solve's residual); the residual
+    is still that of a float64 product with K."""
+    from kernelfit.solvers.products import kernel_matvec
+
+    X, Y = _problem()
+    mem = solve_exact(K, X, Y, SolveOptions(precision="float32", tile_size=40))
+    sol = solve_exact(K, X, Y, SolveOptions(precision="float32", tile_size=40,
+                                            ooc_dir=str(tmp_path / "ck")))
+    assert not REFINEMENT_KEYS & set(mem.info) and not REFINEMENT_KEYS & set(sol.info)
+    assert sol.info["precision"] == "float32" and "no refinement" in sol.info["note_precision"]
+    man = json.loads((tmp_path / "ck" / "manifest.json").read_text())
+    assert man["fingerprint"]["deflation_rank"] == 0 and not (tmp_path / "ck" / "U.npy").exists()
+    res = [np.linalg.norm(Y - kernel_matvec(K, X, np.asarray(s.alpha), tile_size=40))
+           / np.linalg.norm(Y) for s in (mem, sol)]
+    assert sol.info["relative_residual"] == pytest.approx(res[1], rel=1e-6)
+    assert res[1] < 10 * res[0] + 1e-12  # the same float32 solve's residual
+    # its checkpoint is not a mixed one: resuming it in mixed precision is refused, and a
+    # mixed checkpoint resumed as float32 names the precision that resumes it
+    with pytest.raises(InputError, match="deflation_rank"):
+        solve_exact(K, X, Y, SolveOptions(precision="mixed", tile_size=40,
+                                          ooc_dir=str(tmp_path / "ck"), resume=True))
+    solve_exact(K, X, Y, SolveOptions(precision="mixed", tile_size=40,
+                                      ooc_dir=str(tmp_path / "mixed")))
+    with pytest.raises(InputError, match="made with precision='mixed': give that"):
+        solve_exact(K, X, Y, SolveOptions(precision="float32", tile_size=40,
+                                          ooc_dir=str(tmp_path / "mixed"), resume=True))
+
+
+def test_float32_out_of_core_records_what_in_memory_does(tmp_path, capsys):
+    """The solve command's --json record of a float32 out-of-core solve has the in-memory
+    float32 record's fields, plus the checkpoint's, and no refinement or deflation."""
+    from kernelfit.cli import main
+
+    base = ["solve", "--dataset", "digits", "--n-train", "300", "--n-test", "50",
+            "--precision", "float32", "--tile-size", "100", "--json"]
+    recs = []
+    for extra in ([], ["--out-of-core", str(tmp_path / "ck")]):
+        assert main(base + extra) in (0, 6)  # 6: float32's residual is not exact
+        recs.append(json.loads(capsys.readouterr().out))
+    mem, ooc = recs
+    assert set(ooc) - set(mem) == {"checkpoint", "out_of_core"} and set(mem) <= set(ooc)
+    assert not {"refinement vectors", "deflation (landmarks)"} & set(ooc["memory_plan"]["items"])
+    assert ooc["exact"] is mem["exact"] and ooc["precision"] == "float32"
+
+
+def test_float32_out_of_core_after_a_breakdown_says_its_shift(tmp_path):
+    """A float32 factor that breaks down out of core is shifted and its solution returned
+    unrefined: the record says so, and the residual (against K) is not called exact."""
+    from kernelfit.kernel_defaults import exactness
+
+    rng = np.random.default_rng(0)
+    X = rng.random((200, 3))  # at this width float32 potrf breaks down
+    Y = np.eye(2)[rng.integers(0, 2, 200)]
+    sol = solve_exact(get_kernel("gaussian", bandwidth=0.5), X, Y,
+                      SolveOptions(precision="float32", tile_size=40,
+                                   ooc_dir=str(tmp_path / "ck")))
+    assert sol.info["shift"] > 0 and "returned unrefined" in sol.info["note"]
+    assert not {"refinement", "preconditioner_only", "converged"} & set(sol.info)
+    res = sol.info["relative_residual"]
+    assert not exactness(res, precision="float32")["exact"]

@@ -37,7 +37,7 @@ from .cholesky import backward_row, factor_columns, forward_row, substitute
 from .deflate import Deflated, nystrom_landmarks
 from .options import real_or_nan
 from .products import cross_kernel_matmul, gram_tile, kernel_diagonal
-from .refine import (ExactSolution, breakdown_facts, refine, refined_solution,
+from .refine import (ExactSolution, breakdown_facts, direct_solve, refine, refined_solution,
                      retry_with_shift)
 from .tiles import default_tile_size, tile_bounds
 
@@ -316,7 +316,9 @@ def solve_distributed(kernel: Kernel, X, Y, opts, be: Optional[Backend] = None,
                              f"some (dask worker {opts.scheduler}) and try again",
                              param="scheduler")
         Xf = client.scatter(Xh, broadcast=True)
-        U, deflation = nystrom_landmarks(kernel, Xh, None, get_backend("cpu"), tiles=dtype)
+        # plain float32: K's own factor, unrefined, as in memory (nothing to deflate)
+        U, deflation = (None, None) if precision == "float32" else nystrom_landmarks(
+            kernel, Xh, None, get_backend("cpu"), tiles=dtype)
         Uf = None if U is None else client.scatter(U, broadcast=True)
         F = DistributedFactor(client, kernel, Xf, n, ts, dtype, low_rank=Uf)
 
@@ -352,9 +354,9 @@ def solve_distributed(kernel: Kernel, X, Y, opts, be: Optional[Backend] = None,
         precond = F.solve
         if U is not None:  # the factor is of K - U U^T: M = L L^T + U U^T
             precond = Deflated(U, precond)
-        out = refine(matvec, precond, Yh, tol=opts.tol,
-                     max_iter=0 if precision == "float32" else opts.max_iter,
-                     method=opts.refinement, log=log)
+        out = direct_solve(matvec, precond, Yh) if precision == "float32" else refine(
+            matvec, precond, Yh, tol=opts.tol, max_iter=opts.max_iter,
+            method=opts.refinement, log=log)
         timings["solve"] = time.perf_counter() - t1
         if U is not None:
             deflation["woodbury_c"] = precond.c
@@ -390,4 +392,5 @@ def solve_distributed(kernel: Kernel, X, Y, opts, be: Optional[Backend] = None,
             "workers": workers}
     return refined_solution(out, opts, be, n=n, precision=precision, storage_dtype=dtype,
                             tile_size=ts, timings=timings, shift=shift, attempts=attempts,
-                            log=log, extra={"distributed": dist, "deflation": deflation})
+                            log=log, extra={"distributed": dist, **(
+                                {} if deflation is None else {"deflation": deflation})})

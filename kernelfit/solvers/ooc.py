@@ -55,7 +55,7 @@ from .cholesky import cholesky_solve, factor_columns
 from .deflate import Deflated, nystrom_landmarks
 from .mixed import FLOOR_NOTE, Fallback
 from .products import gram_tile, kernel_diagonal, kernel_matvec
-from .refine import (ExactSolution, breakdown_facts, refine, refined_solution,
+from .refine import (ExactSolution, breakdown_facts, direct_solve, refine, refined_solution,
                      retry_with_shift)
 from .tiles import BlockBuffer, DiskTiles, TiledSymmetric, default_tile_size, run_tiles
 
@@ -235,13 +235,13 @@ def ooc_factor(kernel: Kernel, X, directory, *, tile_size: int, dtype=np.float32
             diff = sorted(k for k in set(fp) | set(old) if fp.get(k) != old.get(k))
             if diff:
                 # only the precision differs (auto picks mixed out of core): name the one
-                # that resumes it before offering to throw the work away
-                # (a float32 checkpoint without the deflation may be a plain float32 one
-                # or an older mixed one: no guess then)
+                # that resumes it first (a float32 checkpoint without the deflation: a
+                # plain float32 one or an older mixed one, no guess)
                 was = "float64" if old.get("dtype") == "float64" else (
                     "mixed" if old.get("dtype") == "float32" and old.get("deflation_rank")
                     else None)
-                same = "dtype" in diff and set(diff) <= {"dtype", "deflation_rank"} and was
+                now = "float64" if dtype == np.float64 else "mixed" if low_rank is not None else 0
+                same = set(diff) <= {"dtype", "deflation_rank"} and was not in (None, now)
                 also = "" if resume else " and resume=True"
                 keep = (f"It was made with precision={was!r}: give that{also} to resume it; "
                         "or use" if same else
@@ -500,7 +500,8 @@ def solve_ooc(kernel: Kernel, X, Y, opts, be: Optional[Backend] = None,
                                                      0, _panel_budget(opts.memory_budget)))
     no_room, auto = auto and not room, room
     Xh = np.ascontiguousarray(be.to_numpy(X), dtype=np.float64)
-    U, deflation = _landmarks(kernel, Xh, dtype, opts)
+    U, deflation = (None, None) if precision == "float32" else (  # float32: K's own factor
+        _landmarks(kernel, Xh, dtype, opts))  # unrefined, as in memory: nothing to deflate
     try:
         T, ck = ooc_factor(kernel, Xh, opts.ooc_dir, tile_size=ts, dtype=dtype,
                            ridge=opts.ridge, resume=opts.resume, backend=be,
@@ -557,11 +558,12 @@ def _refine_ooc(kernel, Xh, Y, T, ck, U, deflation, opts, be, ts, precision, dty
     t0 = time.perf_counter()
     if U is not None:  # the factor is of K - U U^T: M = L L^T + U U^T
         precond = Deflated(U, precond)
-    max_iter = 0 if precision == "float32" else opts.max_iter
-    out = refine(matvec, precond, Yh, tol=opts.tol, max_iter=max_iter,
-                 method=opts.refinement, show_progress=opts.show_progress)
-    extra = {"out_of_core": True, "checkpoint": ck, "deflation": deflation}
-    if not out["converged"] and precision == "mixed":  # auto: within float64's reach counts
+    out = direct_solve(matvec, precond, Yh) if precision == "float32" else refine(
+        matvec, precond, Yh, tol=opts.tol, max_iter=opts.max_iter, method=opts.refinement,
+        show_progress=opts.show_progress)
+    extra = {"out_of_core": True, "checkpoint": ck,
+             **({} if deflation is None else {"deflation": deflation})}
+    if precision == "mixed" and not out["converged"]:  # auto: within float64's reach counts
         trace = float(np.sum(be.to_numpy(kernel_diagonal(kernel, Xb)))) + n * opts.ridge
         floor = (float(np.finfo(np.float64).eps) * trace * float(np.linalg.norm(out["alpha"]))
                  / max(float(np.linalg.norm(Yh)), 1e-300))

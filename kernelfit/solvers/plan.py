@@ -371,17 +371,20 @@ def _plan_at(ts, n, d, m, opts, device, available, check, n_test, backend,
 
 
 def _beyond_plan(n, d, m, n_test, ts, opts, device, avail, choice) -> SolvePlan:
-    """The out-of-core or Dask plan: what stays in this process's memory. Out of core: the
-    tile buffers, the refinement's vectors and the panels the factorization streams (a
-    column of tiles and a column of the factor, :mod:`kernelfit.solvers.ooc`); K's tiles
-    are on disk. Dask: K's tiles count where the workers are threads of this process
-    (``distributed='local'``), not on a scheduler's workers."""
+    """What an out-of-core or Dask solve holds in this process's memory: tile buffers, the
+    solve's vectors (the deflation's in mixed precision); out of core the panels it streams
+    (a column of tiles and one of the factor; K's tiles on disk); Dask K's tiles where the
+    workers are threads of this process (``distributed='local'``), not remote workers'."""
     route = "dask" if (opts.scheduler or opts.distributed) else "ooc"
     precision, ck = opts.route_precision(), resumed_facts(opts)  # ck: a checkpoint resumed
     storage = np.dtype(ck["dtype"] if ck else "float64" if precision == "float64" else "float32")
 
     plan = plan_mixed(n, d, m, ts, device=device, available=avail)
     del plan.items["K tiles (float32)"]
+    if precision != "mixed":  # float64 refines undeflated; float32 does neither (one pass)
+        del plan.items["deflation (landmarks)"]
+        plan.items[f"{'refinement' if precision == 'float64' else 'solve'} vectors"] = (
+            plan.items.pop("refinement vectors"))
     if route == "ooc":
         plan.add("panels (a column of K's tiles and one of L's)",
                  2.0 * n * min(ts, n) * storage.itemsize)

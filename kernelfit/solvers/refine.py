@@ -38,6 +38,7 @@ from ..errors import InputError, NotPositiveDefiniteError
 from .options import REFINEMENTS
 
 __all__ = ["ExactSolution", "refine", "refinement_info", "retry_with_shift", "refined_solution",
+           "direct_solve", "unrefined_info",
            "PATIENCE", "DRIFT_STEPS", "DRIFT", "FAST_GAIN", "SHIFT_START", "SHIFT_GROWTH",
            "SHIFT_MAX_TRIES"]
 
@@ -287,6 +288,35 @@ def refine(matvec: Callable, precond: Callable, Y, *, tol: float = 1e-10,
             "stalled": stalled >= PATIENCE[method] and res > tol, "gave_up": gave_up}
 
 
+def direct_solve(matvec: Callable, solve: Callable, Y) -> dict:
+    """A float32 factor's own solution, unrefined: ``alpha = solve(Y)`` and one direct
+    float64 product with K (``matvec``) that certifies its residual (the residual a plain
+    float32 solve in memory reports). The keys :func:`refined_solution` reads."""
+    Y = np.asarray(Y, dtype=np.float64)
+    t0 = time.perf_counter()
+    x = np.asarray(solve(Y), dtype=np.float64)
+    KX = matvec(x)
+    return {"alpha": x, "K_alpha": KX, "relative_residual": _rel(Y - KX, float(np.linalg.norm(Y))),
+            "seconds": time.perf_counter() - t0}
+
+
+def unrefined_info(out: dict, *, shift: float = 0.0, attempts=None, log=None) -> dict:
+    """The JSON-ready part of :func:`direct_solve`'s result (precision float32): its
+    residual and how it was computed, and no refinement field (none ran)."""
+    info = {"relative_residual": float(out["relative_residual"]),
+            "factor_attempts": attempts or [],
+            "residual_method": ("one float64 product of the solution with K, recomputed "
+                                "from X tile by tile (K never stored in float64)"),
+            "note_precision": "float32: no refinement (the residual is reported)"}
+    if shift > 0:  # a plain float32 solve in memory would have stopped at the breakdown
+        info["shift"] = float(shift)
+        info["note"] = (f"float32 Cholesky broke down; K + {shift:.3e} I was factored and its "
+                        "solution is returned unrefined: the residual is against K")
+    if log:
+        info["log"] = list(log)
+    return info
+
+
 def _too_slow(history, pass_s, tol, steps_left, seconds_left) -> Optional[str]:
     """Why the refinement should give up (see :func:`refine`'s ``give_up_slow``), or None:
     at the last three passes' rate of decrease, reaching ``tol`` takes more than
@@ -395,18 +425,20 @@ def refined_solution(out: dict, opts, be: Backend, *, n: int, precision: str,
                      attempts=None, log=None, memory_plan: Optional[dict] = None,
                      residual_method: str = RECOMPUTED,
                      extra: Optional[dict] = None, factor_rate: bool = True) -> ExactSolution:
-    """The solution record of a refined solve (mixed precision, out of core, Dask).
+    """The solution record of a refined solve (mixed precision, out of core, Dask); for
+    ``precision='float32'`` that of :func:`direct_solve` (``out``), without refinement.
     ``factor_rate=False``: the factorization was not all done in this run (a resumed
     checkpoint), so its time gives no rate."""
-    info = refinement_info(out, opts, shift=shift, attempts=attempts, log=log,
-                           residual_method=residual_method)
+    if precision == "float32":  # out of core or on Dask: no refinement ran
+        info = unrefined_info(out, shift=shift, attempts=attempts, log=log)
+    else:
+        info = refinement_info(out, opts, shift=shift, attempts=attempts, log=log,
+                               residual_method=residual_method)
     info.update({"tile_size": tile_size, "ridge": opts.ridge, "precision": precision,
                  "storage_dtype": np.dtype(storage_dtype).name})
     if "factor" in timings and factor_rate:
         info["factor_flops"] = n ** 3 / 3.0
         info["factor_gflops_per_s"] = n ** 3 / 3.0 / max(timings["factor"], 1e-12) / 1e9
-    if precision == "float32":
-        info["note_precision"] = "float32: no refinement (the residual is reported)"
     info.update(extra or {})
     xp = be.xp
     # the refinement's products are of K + ridge I (the system it solves); K_alpha is K's
