@@ -542,3 +542,19 @@ def test_float32_out_of_core_after_a_breakdown_says_its_shift(tmp_path):
     assert not {"refinement", "preconditioner_only", "converged"} & set(sol.info)
     res = sol.info["relative_residual"]
     assert not exactness(res, precision="float32")["exact"]
+
+
+def test_a_resumed_checkpoints_tiles_are_recorded_as_its_not_the_rules(tmp_path):
+    """plan_choice.tiles.rule of a resumed out-of-core solve says the tile size is the
+    checkpoint's (it gave the machine's rule, which had not chosen it); a tile_size given
+    says so too; without either the rule stays."""
+    X, Y = _problem(n=120)
+    d = tmp_path / "ck"
+    first = solve_exact(K, X, Y, SolveOptions(tile_size=40, ooc_dir=str(d)))
+    assert first.info["plan_choice"]["tiles"]["rule"].startswith("given (tile_size)")
+    sol = solve_exact(K, X, Y, SolveOptions(ooc_dir=str(d), resume=True))
+    tiles = sol.info["plan_choice"]["tiles"]
+    assert sol.info["tile_size"] == tiles["tile_size"] == 40
+    assert tiles["rule"].startswith("the checkpoint's") and str(d) in tiles["rule"]
+    fresh = solve_exact(K, X, Y, SolveOptions(ooc_dir=str(tmp_path / "new")))
+    assert "target_tile" in fresh.info["plan_choice"]["tiles"]["rule"]

@@ -21,7 +21,7 @@ from ..backend._host import usable_cores
 from ..grid import gaussian_of_exact
 
 __all__ = ["n_threads_default", "cache_sizes", "choose_tile_size", "min_tiles", "tile_choice",
-           "gemm_rates", "blas_threads", "cache_block_edge"]
+           "given_tiles_rule", "gemm_rates", "blas_threads", "cache_block_edge"]
 
 #: every BLAS/LAPACK call stays at or below one tile of this many rows: far from the
 #: sizes (n of about 16,000) where multithreaded OpenBLAS dsyrk/dpotrf crashed
@@ -128,6 +128,15 @@ def tile_choice(n: int, tile_size: int, device: str) -> dict:
                      "thread plus one, tiles of at least 512 rows); target = "
                      "8 * sqrt(L2 / 8 B) rounded to 256"
                      if device == "cpu" else "the GPU backend's dense/tiles rule")}
+
+
+def given_tiles_rule(opts) -> str:
+    """:func:`tile_choice`'s ``rule`` where the tile size was not the rule's: ``tile_size``
+    given in ``opts``, or else the checkpoint's that a resumed out-of-core solve keeps."""
+    if opts.tile_size is not None:
+        return "given (tile_size); the machine's rule, for a solve without one, is not applied"
+    return ("the checkpoint's: a resumed out-of-core solve keeps the tile size its checkpoint "
+            f"in {opts.ooc_dir} was made with, whatever the machine's rule would choose now")
 
 
 _RATES: dict = {}

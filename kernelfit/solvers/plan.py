@@ -28,8 +28,8 @@ from ..backend import get_backend
 from ..errors import InputError
 from ..memory import SAFETY, MemoryPlan, fmt_bytes, largest_n, plan_exact_solve
 from . import deflate
-from .machine import gemm_rates, n_threads_default, tile_choice
 from .checkpoint_facts import resumed_facts
+from .machine import gemm_rates, given_tiles_rule, n_threads_default, tile_choice
 from .options import SolveOptions
 from .products import kept_copy_bytes, values_fit
 from .refine import CERTIFY_PASSES
@@ -319,13 +319,14 @@ def plan_solve(n: int, d: int, m: int, opts: SolveOptions, *, device: str,
 
 def _plan_solve(n, d, m, opts, device, available, check, n_test, backend, grid) -> SolvePlan:
     """:func:`plan_solve` within ``available`` bytes (the device's, or the budget). With an
-    automatic tile size, a plan that does not fit is made again with tiles of half the
-    rows (down to :data:`MIN_AUTO_TILE`): the tile buffers shrink with the square of the
-    tile, and the plan most often fits at a rate close to the first tile's. An out-of-core
-    run that resumes plans with its checkpoint's tiles."""
+    automatic tile size, a plan that does not fit is made again with tiles of half the rows
+    (down to :data:`MIN_AUTO_TILE`: the buffers shrink with the tile's square, the rate
+    hardly); a resumed out-of-core run plans with its checkpoint's tiles."""
     given = opts.tile_size or (resumed_facts(opts) or {}).get("tile_size")  # (fixed)
     first = given or default_tile_size(n, device)
     splan = _plan_at(first, n, d, m, opts, device, available, check, n_test, backend, grid)
+    if given is not None:  # not the machine's rule: asked for, or the checkpoint's
+        splan.choice["tiles"]["rule"] = given_tiles_rule(opts)
     if given is not None or not check or available is None:
         return splan
     ts = first
@@ -532,8 +533,7 @@ def request_of(opts: SolveOptions, n: int, d: int, m: int, n_test: int = 0) -> d
 
 
 def check(splan: SolvePlan, opts, n: int, d: int, m: int, n_test: int = 0) -> None:
-    """Raise :class:`~kernelfit.errors.MemoryPlanError` (carrying the request) when the plan
-    does not fit."""
+    """Raise :class:`~kernelfit.errors.MemoryPlanError` (with the request) where it fails."""
     splan.memory.check(request=request_of(opts, n, d, m, n_test))
 
 
