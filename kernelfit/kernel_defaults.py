@@ -29,7 +29,8 @@ gabor      median        0.98%              1.7e-10
 gabor      2 x median    1.08%              8.1e-09
 =========  ============  =================  ============================================
 
-(Gabor here: first order, coefficients not normalized, the map's defaults then.) So raw pixels keep h = 5 (pixels in [0, 1]); every feature map gets 0.75 x the median
+(Gabor here: first order, coefficients not normalized, the map's defaults then.) So raw
+pixels keep h = 5 (pixels in [0, 1]); every feature map gets 0.75 x the median
 pairwise distance of a seeded sample of its training features: the best held-out error
 (tied with the median within one image of 5,000) and a 7x smaller residual than the median,
 which matters more as n grows. On random-conv features (CIFAR-10 JPEG set, 2,000 fitted, 500

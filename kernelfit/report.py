@@ -1,6 +1,6 @@
 """Number and table formatters shared by every report: the CLI's tables, the randomization
-report, the benchmark report and the reproduce report. Pure functions of their arguments (strings out, nothing
-printed); ``'-'`` stands for a missing value everywhere.
+report, the benchmark report and the reproduce report. Pure functions of their arguments
+(strings out, nothing printed); ``'-'`` stands for a missing value everywhere.
 """
 
 from __future__ import annotations

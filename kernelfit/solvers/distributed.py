@@ -337,13 +337,15 @@ def solve_distributed(kernel: Kernel, X, Y, opts, be: Optional[Backend] = None,
             _, shift, attempts = retry_with_shift(attempt, mean_diagonal,
                                                   allow_shift=precision != "float64",
                                                   dtype_name=np.dtype(dtype).name, log=log,
-                                                  facts=breakdown_facts(kernel, Xh, opts.ridge, Y.shape[1]))
+                                                  facts=breakdown_facts(kernel, Xh, opts.ridge,
+                                                                        Y.shape[1]))
         except NotPositiveDefiniteError as exc:
             raise NotPositiveDefiniteError(
                 f"K is not numerically positive definite in {np.dtype(dtype).name} "
                 f"(Dask factorization: {exc}); a ridge > 0 regularizes the solve",
                 index=exc.index, causes=exc.causes or ["ill_conditioned"],
-                **dict(breakdown_facts(kernel, Xh, opts.ridge, Y.shape[1]), dtype=np.dtype(dtype).name)) from None
+                **dict(breakdown_facts(kernel, Xh, opts.ridge, Y.shape[1]),
+                       dtype=np.dtype(dtype).name)) from None
         timings["gram_and_factor"] = time.perf_counter() - t0
 
         def matvec(V):
