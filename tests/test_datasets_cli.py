@@ -217,6 +217,8 @@ def test_info_on_missing_files_in_a_folder_that_cannot_be_written(tmp_path, caps
     """There fetch would refuse: the way out is fetch into another folder."""
     folder = unwritable_folder(tmp_path) / "kernelfit-data"
     assert cli.main(["datasets", "info", "mnist", "--data-dir", str(folder)]) == 3
-    err = capsys.readouterr().err
+    out, err = capsys.readouterr()
     assert len(err.strip().splitlines()) == 1 and f"{folder} cannot be written" in err
     assert "kernelfit datasets fetch mnist --data-dir DIR" in err
+    # the report on stdout gives the same way out (it offered a fetch into that folder)
+    assert f"--data-dir {folder}" not in out and f"{folder} cannot be written" in out

@@ -403,5 +403,47 @@ def test_a_resumed_float64_checkpoint_plans_float64_panels_under_auto(tmp_path):
     assert sp.memory.items["panels (a column of K's tiles and one of L's)"] == 2 * 300 * 100 * 8
     req = plan.request_of(again, 300, 6, 3)
     assert req["checkpoint"] == {"folder": folder, "n": 300, "tile_size": 100,
-                                 "dtype": "float64"}
+                                 "dtype": "float64", "precision": "float64"}
     assert plan.plan_request(req, None).memory.total == sp.memory.total
+
+
+@pytest.mark.parametrize("made, asked", [("mixed", "float64"), ("mixed", "float32"),
+                                         ("float32", "auto")])
+def test_a_resumed_run_asking_another_precision_is_offered_the_checkpoints(
+        tmp_path, capsys, made, asked):
+    """Resuming with a precision the checkpoint was not made with and a budget too small,
+    the budget way out kept the precision asked for, which the checkpoint then refused
+    (mixed resumed as float64 or float32; a plain float32 checkpoint under auto): it now
+    names the checkpoint's precision, is planned with it, and runs."""
+    ck = tmp_path / "ck"
+    argv = ["solve", "--dataset", "digits", "--n-train", "600", "--n-test", "20",
+            "--out-of-core", str(ck)]
+    main(argv + ["--tile-size", "300", "--precision", made])  # (float32: inexact, exit 6)
+    capsys.readouterr()
+    before = _state(ck)
+    resume = argv + ["--resume"] + ([] if asked == "auto" else ["--precision", asked])
+    assert main(resume + ["--memory-budget", "1MiB"]) == 4
+    ways = _ways(capsys.readouterr().err)
+    assert _state(ck) == before
+    way = re.match(rf"--memory-budget (\d+MiB) or more with --precision {made} \(", ways)
+    assert way, ways
+    follow = argv + ["--resume", "--precision", made, "--memory-budget", way.group(1), "--json"]
+    assert main(follow) == (0 if made == "mixed" else 6)
+    rec = json.loads(capsys.readouterr().out)
+    assert rec["checkpoint"]["resumed_from_panel"] >= 1
+
+
+def test_a_plain_float32_checkpoint_resumed_under_auto_names_float32(tmp_path, capsys):
+    """float32 checkpoints are K's own tiles (no deflation rank): resumed under auto
+    (mixed, which deflates) the refusal said only 'differs in: deflation_rank' and to delete
+    the folder; it names float32, and with that it resumes."""
+    ck = tmp_path / "ck"
+    argv = ["solve", "--dataset", "digits", "--n-train", "600", "--n-test", "20",
+            "--out-of-core", str(ck)]
+    assert main(argv + ["--tile-size", "300", "--precision", "float32"]) == 6  # inexact
+    capsys.readouterr()
+    assert main(argv + ["--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "It was made with --precision float32: give that to resume it" in err, err
+    assert main(argv + ["--resume", "--precision", "float32", "--json"]) == 6
+    assert json.loads(capsys.readouterr().out)["checkpoint"]["resumed_from_panel"] >= 1

@@ -178,11 +178,18 @@ def _resume_ways(exc: MemoryPlanError, req: dict, args) -> List[str]:
     starts over in a new folder (the checkpoint stays), and says so."""
     ck, budget = req["checkpoint"], exc.facts.get("memory_budget")
     machine = exc.facts.get("machine_available_bytes")
-    keep = (least_budget(dict(req, n=ck["n"], tile_size=None), machine)
+    asked = req.get("precision") or "auto"
+    if asked == "auto":  # auto resumes a float64 checkpoint; else mixed, or float32 by dtype
+        asked = ("float64" if ck["dtype"] == "float64" else
+                 "float32" if req.get("dtype") == "float32" else "mixed")
+    prec = ({} if asked == ck["precision"] else
+            {"precision": ck["precision"], "dtype": ck["dtype"]})
+    keep = (least_budget(dict(req, n=ck["n"], tile_size=None, **prec), machine)
             if budget and machine else None)
     ways = []
-    if keep is not None:  # (its n and tiles: the fingerprint refuses others)
+    if keep is not None:  # (its n, tiles and precision: the fingerprint refuses others)
         n = f" with {FLAGS['n_train']} {ck['n']}" if ck["n"] != req["n"] else ""
+        n += f" with {FLAGS['precision']} {ck['precision']}" if prec else ""
         n += (f" without {FLAGS['tile_size']}"
               if req.get("tile_size") not in (None, ck["tile_size"]) else "")
         ways.append(f"{FLAGS['memory_budget']} {keep[1]} or more{n} (up to the "

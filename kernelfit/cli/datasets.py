@@ -89,26 +89,32 @@ def _print_info(info: dict, out) -> None:
         out.write(f"  {label}  {info['train_counts'][i]:>6} {info['test_counts'][i]:>6}\n")
 
 
-def _say_missing(args, exc, state: str) -> None:
-    """One line on stderr, as the other commands say missing data: which files are missing
-    where, and ways out that work from anywhere (the fetch command with its folder spelled
-    out; another folder when that one cannot be written). The report stays on stdout."""
+def _fetch_way(args, exc) -> str:
+    """The way to fetch a dataset whose files are missing, that works from anywhere: the
+    fetch command with its folder spelled out (quoted), or, where that folder cannot be
+    written, the command into another folder."""
     import shlex
     from pathlib import Path
 
     from .._io import check_writable_folder
     from ..errors import InputError
-    from . import _one_line
-    from ._advice import missing_data_message
 
     folder = Path(exc.directory).expanduser().absolute().parent
     fetch = f"kernelfit datasets fetch {shlex.quote(args.name)} --data-dir "
     try:
         check_writable_folder(exc.directory, param="data_dir")
-        fetch = f"`{fetch}{shlex.quote(str(folder))}` (downloads and verifies them)"
     except InputError:
-        fetch = (f"{folder} cannot be written: `{fetch}DIR` with a folder DIR you can write "
-                 "to (then give the same --data-dir to the other commands)")
+        return (f"{folder} cannot be written: `{fetch}DIR` with a folder DIR you can write "
+                "to (then give the same --data-dir to the other commands)")
+    return f"`{fetch}{shlex.quote(str(folder))}` (downloads and verifies them)"
+
+
+def _say_missing(exc, state: str, fetch: str) -> None:
+    """One line on stderr, as the other commands say missing data: which files are missing
+    where, and ways out (``fetch`` first: :func:`_fetch_way`). The report stays on stdout."""
+    from . import _one_line
+    from ._advice import missing_data_message
+
     reason = "partly downloaded" if state == "partial" else state
     line = missing_data_message(dict(exc.facts, reason=reason), exc.message, fetch)
     print(f"kernelfit datasets: error: {_one_line(line)}", file=sys.stderr)
@@ -126,14 +132,15 @@ def _print_not_fetched(args, exc, out) -> int:
     info = {"name": kind, "description": registry.DATASET_DESCRIPTIONS.get(kind, ""),
             "downloaded": False, "files": state, "folder": exc.directory,
             "missing": list(exc.missing)}
-    _say_missing(args, exc, state)
+    fetch = _fetch_way(args, exc)
+    _say_missing(exc, state, fetch)
     if args.json:
         out.write(dumps_json(info, indent=2) + "\n")
         return MISSING_DATA
     out.write(f"{kind}\n  {info['description']}\n")
     out.write(f"  {state}: {', '.join(info['missing'])} missing in {info['folder']}\n")
-    out.write(f"  fetch it with: kernelfit datasets fetch {args.name}"
-              + (f" --data-dir {args.data_dir}" if args.data_dir else "") + "\n")
+    # (the same way out as stderr's line)
+    out.write(f"  fetch it with: {fetch}\n" if fetch.startswith("`") else f"  {fetch}\n")
     from ..datasets.cifar import jpeg_set_beside
 
     jpeg = jpeg_set_beside(exc.directory) if kind == "cifar10" else None

@@ -36,7 +36,8 @@ def checkpoint_tile_size(directory) -> Optional[int]:
 
 def checkpoint_facts(directory) -> Optional[dict]:
     """What the checkpoint in ``directory`` fixes for a run that resumes it: ``folder``,
-    ``n``, ``tile_size`` and ``dtype`` ('float32' or 'float64', its tiles'); None where
+    ``n``, ``tile_size``, ``dtype`` ('float32' or 'float64', its tiles') and ``precision``
+    (float64, mixed: float32 tiles of a deflated K, or float32: K's own); None where
     there is none, or its fingerprint is unreadable (the solve then says what is wrong)."""
     ts, dtype = checkpoint_tile_size(directory), fingerprint_field(directory, "dtype")
     try:
@@ -45,7 +46,10 @@ def checkpoint_facts(directory) -> Optional[dict]:
         return None
     if ts is None or ts < 1 or n < 1 or dtype not in ("float32", "float64"):
         return None
-    return {"folder": str(directory), "n": n, "tile_size": ts, "dtype": dtype}
+    rank = fingerprint_field(directory, "deflation_rank") or 0  # (mixed deflates, float32 not)
+    precision = "float64" if dtype == "float64" else "mixed" if rank else "float32"
+    return {"folder": str(directory), "n": n, "tile_size": ts, "dtype": dtype,
+            "precision": precision}
 
 
 def resumed_facts(opts) -> Optional[dict]:

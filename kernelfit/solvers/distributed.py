@@ -35,6 +35,7 @@ from ..errors import InputError, NotPositiveDefiniteError
 from ..kernels import Kernel
 from .cholesky import backward_row, factor_columns, forward_row, substitute
 from .deflate import Deflated, nystrom_landmarks
+from .mixed import FLOOR_NOTE, float64_floor
 from .options import real_or_nan
 from .products import cross_kernel_matmul, gram_tile, kernel_diagonal
 from .refine import (ExactSolution, breakdown_facts, direct_solve, refine, refined_solution,
@@ -392,7 +393,12 @@ def solve_distributed(kernel: Kernel, X, Y, opts, be: Optional[Backend] = None,
             cluster.close()
     dist = {"scheduler": opts.scheduler or "local", "n_workers": len(workers),
             "workers": workers}
+    extra = {"distributed": dist, **({} if deflation is None else {"deflation": deflation})}
+    if precision == "mixed" and not out["converged"]:  # as in memory and out of core
+        extra["float64_floor"] = floor = float64_floor(kernel, Xh, opts.ridge, out["alpha"],
+                                                       Yh, get_backend("cpu"))
+        if opts.precision == "auto" and out["relative_residual"] <= floor:
+            out["converged"], extra["note_target"] = True, FLOOR_NOTE
     return refined_solution(out, opts, be, n=n, precision=precision, storage_dtype=dtype,
                             tile_size=ts, timings=timings, shift=shift, attempts=attempts,
-                            log=log, extra={"distributed": dist, **(
-                                {} if deflation is None else {"deflation": deflation})})
+                            log=log, extra=extra)

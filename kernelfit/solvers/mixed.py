@@ -50,6 +50,16 @@ FLOOR_NOTE = ("the refinement stopped below tol's reach but within the float64 b
               "reaches at best)")
 
 
+def float64_floor(kernel: Kernel, X, ridge: float, alpha, Y, be: Backend) -> float:
+    """A residual as small as float64 arithmetic allows: the backward-error bound of a
+    float64 solve, u * trace(K + ridge I) * ||alpha|| / ||Y|| (trace(K) >= ||K||_2), for
+    the rows ``X`` on ``be``. ``precision='auto'`` counts a mixed refinement that stopped
+    within it as converged (in memory, out of core and on Dask alike)."""
+    trace = float(np.sum(be.to_numpy(kernel_diagonal(kernel, X)))) + X.shape[0] * ridge
+    return (F64_EPS * trace * float(np.linalg.norm(alpha))
+            / max(float(np.linalg.norm(Y)), 1e-300))
+
+
 class Fallback(Exception):
     """precision='auto' gave up on mixed precision; ``reason`` says why (one line)."""
 
@@ -255,13 +265,8 @@ def solve_mixed(kernel: Kernel, X, Y, opts, be: Backend, splan) -> ExactSolution
     storage, stored_bytes = kept_storage(T), kept_bytes(T)
     diag_in_tiles = bool(T.diagonal_in_tiles)
     floor = None
-    if not out["converged"]:
-        # a residual as small as float64 arithmetic allows: within the backward-error bound
-        # of a float64 solve, u * trace(K) * ||alpha|| / ||Y|| (trace(K) >= ||K||_2); auto
-        # counts a refinement that stopped within it as converged (its tol is auto's own)
-        trace = float(np.sum(be.to_numpy(kernel_diagonal(kernel, Xb)))) + n * opts.ridge
-        ynorm = float(np.linalg.norm(Yh))
-        floor = F64_EPS * trace * float(np.linalg.norm(out["alpha"])) / max(ynorm, 1e-300)
+    if not out["converged"]:  # (auto's tol is its own: within float64's reach counts)
+        floor = float64_floor(kernel, Xb, opts.ridge, out["alpha"], Yh, be)
         if opts.precision == "auto" and out["relative_residual"] <= floor:
             out["converged"] = True
     gram = _float64_gram(T, opts.ridge) if auto and not out["converged"] else None

@@ -53,7 +53,7 @@ from .checkpoint_lock import (LOW_RANK_FILE, MANIFEST, discard_checkpoint,
                               float64_fits, hold_folder, release_folder)
 from .cholesky import cholesky_solve, factor_columns
 from .deflate import Deflated, nystrom_landmarks
-from .mixed import FLOOR_NOTE, Fallback
+from .mixed import FLOOR_NOTE, Fallback, float64_floor
 from .products import gram_tile, kernel_diagonal, kernel_matvec
 from .refine import (ExactSolution, breakdown_facts, direct_solve, refine, refined_solution,
                      retry_with_shift)
@@ -230,16 +230,16 @@ def ooc_factor(kernel: Kernel, X, directory, *, tile_size: int, dtype=np.float32
             if not isinstance(old, dict):
                 raise _damaged(directory, "its manifest's fingerprint is not what kernelfit "
                                           "writes")
-            old = dict(old)
+            old, ranked = dict(old), "deflation_rank" in old  # (older ones: no rank field)
             old.setdefault("deflation_rank", 0)  # older checkpoints: tiles of K itself
             diff = sorted(k for k in set(fp) | set(old) if fp.get(k) != old.get(k))
             if diff:
                 # only the precision differs (auto picks mixed out of core): name the one
-                # that resumes it first (a float32 checkpoint without the deflation: a
-                # plain float32 one or an older mixed one, no guess)
+                # that resumes it first (float32 tiles with no rank field: a plain float32
+                # checkpoint or an older mixed one, no guess)
                 was = "float64" if old.get("dtype") == "float64" else (
-                    "mixed" if old.get("dtype") == "float32" and old.get("deflation_rank")
-                    else None)
+                    ("mixed" if old["deflation_rank"] else "float32" if ranked else None)
+                    if old.get("dtype") == "float32" else None)
                 now = "float64" if dtype == np.float64 else "mixed" if low_rank is not None else 0
                 same = set(diff) <= {"dtype", "deflation_rank"} and was not in (None, now)
                 also = "" if resume else " and resume=True"
@@ -564,9 +564,7 @@ def _refine_ooc(kernel, Xh, Y, T, ck, U, deflation, opts, be, ts, precision, dty
     extra = {"out_of_core": True, "checkpoint": ck,
              **({} if deflation is None else {"deflation": deflation})}
     if precision == "mixed" and not out["converged"]:  # auto: within float64's reach counts
-        trace = float(np.sum(be.to_numpy(kernel_diagonal(kernel, Xb)))) + n * opts.ridge
-        floor = (float(np.finfo(np.float64).eps) * trace * float(np.linalg.norm(out["alpha"]))
-                 / max(float(np.linalg.norm(Yh)), 1e-300))
+        floor = float64_floor(kernel, Xb, opts.ridge, out["alpha"], Yh, be)
         extra["float64_floor"] = floor
         if opts.precision == "auto" and out["relative_residual"] <= floor:
             out["converged"], extra["note_target"] = True, FLOOR_NOTE
