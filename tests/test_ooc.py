@@ -135,6 +135,11 @@ def test_damaged_checkpoint_is_refused_with_the_way_out(tmp_path):
     damaged("badshift", manifest(lambda m: m["state"].update(shift="abc")), "state is not")
     damaged("badpanels", manifest(lambda m: m["state"].update(panels_done=99)), "state is not")
     damaged("factored", manifest(lambda m: m["state"].update(panels_done=1)), "state is not")
+    # a fingerprint whose n, tile size or dtype is not kernelfit's: it was refused as made
+    # 'with tile_size=abc: leave tile_size out ... to resume it', a way out that repeated
+    for field, bad in (("tile_size", "abc"), ("n", -3), ("dtype", "float16")):
+        damaged(f"bad_{field}", manifest(lambda m, f=field, b=bad: m["fingerprint"].update(
+            {f: b})), "fingerprint is not what kernelfit writes")
     solve_exact(K, X, Y, opts(good))  # the intact one resumes
 
 

@@ -48,7 +48,7 @@ from ..errors import InputError, NotPositiveDefiniteError
 from ..kernels import Kernel
 from ..memory import fmt_bytes
 from ..progress import progress
-from .checkpoint_facts import fingerprint_field
+from .checkpoint_facts import fingerprint_facts, fingerprint_field
 from .checkpoint_lock import (LOW_RANK_FILE, MANIFEST, discard_checkpoint,
                               float64_fits, hold_folder, release_folder)
 from .cholesky import cholesky_solve, factor_columns
@@ -227,7 +227,8 @@ def ooc_factor(kernel: Kernel, X, directory, *, tile_size: int, dtype=np.float32
         resumed_from = None
         if manifest is not None:
             old = manifest.get("fingerprint", {})
-            if not isinstance(old, dict):
+            if not isinstance(old, dict) or fingerprint_facts(old, directory) is None:
+                # (n, tile_size, dtype unreadable: a way out naming them would not work)
                 raise _damaged(directory, "its manifest's fingerprint is not what kernelfit "
                                           "writes")
             old, ranked = dict(old), "deflation_rank" in old  # (older ones: no rank field)
