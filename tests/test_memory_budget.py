@@ -401,6 +401,9 @@ def test_a_resumed_float64_checkpoint_plans_float64_panels_under_auto(tmp_path):
     sp = plan.plan_solve(300, 6, 3, again, device="cpu", available=23 * GiB)
     assert sp.tile_size == 100
     assert sp.memory.items["panels (a column of K's tiles and one of L's)"] == 2 * 300 * 100 * 8
+    # it continues in float64 (no deflation): no landmarks planned
+    assert "deflation (landmarks)" not in sp.memory.items
+    assert "refinement vectors" in sp.memory.items
     req = plan.request_of(again, 300, 6, 3)
     assert req["checkpoint"] == {"folder": folder, "n": 300, "tile_size": 100,
                                  "dtype": "float64", "precision": "float64"}

@@ -374,17 +374,17 @@ def _plan_at(ts, n, d, m, opts, device, available, check, n_test, backend,
 def _beyond_plan(n, d, m, n_test, ts, opts, device, avail, choice) -> SolvePlan:
     """What an out-of-core or Dask solve holds in this process's memory: tile buffers, the
     solve's vectors (the deflation's in mixed precision); out of core the panels it streams
-    (a column of tiles and one of the factor; K's tiles on disk); Dask K's tiles where the
-    workers are threads of this process (``distributed='local'``), not remote workers'."""
+    (K's tiles on disk); Dask K's tiles where its workers are this process's threads."""
     route = "dask" if (opts.scheduler or opts.distributed) else "ooc"
     precision, ck = opts.route_precision(), resumed_facts(opts)  # ck: a checkpoint resumed
+    # what runs: auto continues a float64 checkpoint in float64 (solve_ooc's resumed64)
+    runs = ck["precision"] if ck and precision == "mixed" else precision
     storage = np.dtype(ck["dtype"] if ck else "float64" if precision == "float64" else "float32")
-
     plan = plan_mixed(n, d, m, ts, device=device, available=avail)
     del plan.items["K tiles (float32)"]
-    if precision != "mixed":  # float64 refines undeflated; float32 does neither (one pass)
+    if runs != "mixed":  # float64 refines undeflated; float32 does neither (one pass)
         del plan.items["deflation (landmarks)"]
-        plan.items[f"{'refinement' if precision == 'float64' else 'solve'} vectors"] = (
+        plan.items[f"{'refinement' if runs == 'float64' else 'solve'} vectors"] = (
             plan.items.pop("refinement vectors"))
     if route == "ooc":
         plan.add("panels (a column of K's tiles and one of L's)",
