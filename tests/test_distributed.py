@@ -194,3 +194,17 @@ def test_a_dask_refinement_short_of_tol_records_the_float64_bound(capsys):
     assert rec["float64_floor"] >= rec["relative_residual"] > 1e-15
     assert "within the backward-error bound of a float64 solve (" in captured.err
     assert "may do better" not in captured.err
+
+
+def test_float32_on_dask_that_breaks_down_stops_as_in_memory():
+    """float32 on Dask was shifted after a breakdown and returned unrefined (residual 0.56,
+    not exact): it stops as in memory, naming the precision that failed."""
+    from kernelfit.errors import NotPositiveDefiniteError
+
+    rng = np.random.default_rng(0)
+    X = rng.random((200, 3))
+    Y = np.eye(2)[rng.integers(0, 2, 200)]
+    with pytest.raises(NotPositiveDefiniteError) as info:
+        solve_exact(get_kernel("gaussian", bandwidth=0.5), X, Y,
+                    SolveOptions(precision="float32", tile_size=40, distributed="local"))
+    assert info.value.facts["dtype"] == "float32"

@@ -336,7 +336,7 @@ def solve_distributed(kernel: Kernel, X, Y, opts, be: Optional[Backend] = None,
         t0 = time.perf_counter()
         try:
             _, shift, attempts = retry_with_shift(attempt, mean_diagonal,
-                                                  allow_shift=precision != "float64",
+                                                  allow_shift=precision == "mixed",
                                                   dtype_name=np.dtype(dtype).name, log=log,
                                                   facts=breakdown_facts(kernel, Xh, opts.ridge,
                                                                         Y.shape[1]))

@@ -506,13 +506,15 @@ def solve_ooc(kernel: Kernel, X, Y, opts, be: Optional[Backend] = None,
     try:
         T, ck = ooc_factor(kernel, Xh, opts.ooc_dir, tile_size=ts, dtype=dtype,
                            ridge=opts.ridge, resume=opts.resume, backend=be,
-                           allow_shift=precision != "float64" and not auto,
+                           allow_shift=precision == "mixed" and not auto,  # (as in memory)
                            show_progress=opts.show_progress, low_rank=U,
                            memory=opts.memory_budget, keep_lock=True)
     except NotPositiveDefiniteError as exc:
+        # a factor that broke down (no shift taken) is of no use to any run, and its
+        # fingerprint would refuse the ways out (a ridge) in this folder: removed
+        discard_checkpoint(folder, hold=True)  # (ooc_factor let go of the folder)
         if not auto:
             raise
-        discard_checkpoint(folder, hold=True)  # (ooc_factor let go of the folder)
         raise Fallback(f"the float32 factorization broke down at row {exc.index} (K is too "
                        "ill-conditioned for float32)", {}) from None
     lock = ck.pop("lock")

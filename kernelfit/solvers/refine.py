@@ -400,7 +400,10 @@ def retry_with_shift(attempt: Callable[[float], object], mean_diagonal: Callable
             result = attempt(shift)
         except NotPositiveDefiniteError as exc:
             attempts.append({"shift": shift, "ok": False, "pivot": exc.index})
-            if not allow_shift:
+            if not allow_shift:  # (with the precision that failed and the caller's facts:
+                # the ridge offered is sized for it, 3e-14 for a float32 factor otherwise)
+                for key, value in dict(facts or {}, dtype=dtype_name).items():
+                    exc.facts.setdefault(key, value)
                 raise
             if mean is None:
                 mean = float(mean_diagonal())
