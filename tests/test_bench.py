@@ -846,3 +846,70 @@ def test_a_kernel_singular_at_these_sizes_gets_benchs_own_ways_out(tmp_path, cap
     assert rc == 2 and "rank at most d = 20" in err
     assert "--solver" not in err and "ridge" not in err
     assert "(--kernel gaussian), or --n values below the rank" in err
+
+
+def test_a_peers_float32_factor_is_rated_at_the_float32_peak():
+    """scipy's float32 factor was rated against the DGEMM peak in the stage rates (the
+    record's own fraction_of_peak used the SGEMM one): the bench's dtype now counts."""
+    m = {"peaks": {"cpu": {"dgemm_gflops": 100.0, "sgemm_gflops": 200.0}}}
+    rec = {"n": 1000, "n_test": 200, "gram": 1.0, "factor": 2.0}
+    assert suite.stage_rates(rec, "scipy", 50, m)["factor"]["dtype"] == "float64"
+    rates = suite.stage_rates(rec, "scipy", 50, m, dtype="float32")
+    assert rates["factor"]["dtype"] == "float32" and rates["factor"]["peak_gflops"] == 200.0
+
+
+def test_a_busy_start_and_a_rate_above_the_peak_are_said():
+    """The load average was recorded and never shown, and a factorization at 175% (920%)
+    of an under-measured peak passed without a word: both are said, in the machine lines
+    (terminal and markdown) and under the summary table."""
+    from kernelfit.bench.report import busy_note, machine_lines, peak_caveat
+
+    base = {"cpu": {"model": "x", "arch": "x86_64", "usable": 2}, "memory": {}, "blas": {}}
+    quiet = dict(base, load_average=[0.4, 1.2, 1.3])
+    busy = dict(base, load_average=[1.97, 1.52, 1.31])
+    assert busy_note(quiet) is None and busy_note(base) is None
+    assert "BUSY: a load of 1.97 on 2 usable cores" in busy_note(busy)
+    assert any(line.startswith("load average at start: 0.40") and "BUSY" not in line
+               for line in machine_lines(quiet))
+    assert any("BUSY" in line for line in machine_lines(busy))
+    ok = {"status": "ok", "label": "scipy", "n": 800, "total": 0.02, "limit_s": 0.01}
+    assert peak_caveat([dict(ok, fraction_of_peak=0.9)]) is None
+    assert "under-measured" in peak_caveat([dict(ok, fraction_of_peak=1.75)])
+    assert "scipy n=800" in peak_caveat([dict(ok, total=0.005)])  # faster than its limit
+    assert peak_caveat([dict(ok, status="crashed", fraction_of_peak=9.0)]) is None
+
+
+def test_bench_takes_a_bandwidth_for_the_data_and_says_which(tmp_path, capsys):
+    """--dataset npz used MNIST's h = 5 whatever the data (at a scale of 1,000, K was the
+    identity: residual 0, chance test error), and random data at a small --d made K all but
+    ones (NOT exact): the data's own default now, the same for every implementation and
+    n, printed and recorded (config.bandwidth_rule); --bandwidth still sets it."""
+    from types import SimpleNamespace
+
+    from kernelfit.cli import main
+    from kernelfit.cli.bench import _default_bandwidth
+
+    rng = np.random.default_rng(0)
+    centres = rng.normal(0, 1000, (3, 20))
+    y = rng.integers(0, 3, 500)
+    X = centres[y] + rng.normal(0, 600, (500, 20))
+    data = tmp_path / "user.npz"
+    np.savez(data, X_train=X[:400], y_train=y[:400], X_test=X[400:], y_test=y[400:])
+    out = tmp_path / "res"
+    argv = ["bench", "--dataset", f"npz:{data}", "--n", "300", "--repeats", "1", "--peers",
+            "none", "--no-peaks", "--device", "cpu", "--no-progress", "--out", str(out)]
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    res = json.loads((out / f"bench_{machine.host_tag()}.json").read_text())
+    cfg, rec = res["config"], res["records"][0]
+    assert cfg["bandwidth_rule"]["rule"] == "0.75 x median" and cfg["bandwidth"] > 100
+    assert f"bandwidth h = {cfg['bandwidth']:.4g}" in err
+    assert rec["status"] == "ok" and rec["exact"] and rec["test_error"] < 0.2
+    assert main(argv + ["--bandwidth", "7"]) == 0
+    res = json.loads((out / f"bench_{machine.host_tag()}.json").read_text())
+    assert res["config"]["bandwidth"] == 7 and "bandwidth_rule" not in res["config"]
+    capsys.readouterr()
+    h, rule = _default_bandwidth(SimpleNamespace(d=784), None)
+    assert h == 5.0 and rule["rule"] == "random-data default"  # MNIST's width: as before
+    assert _default_bandwidth(SimpleNamespace(d=20), None)[0] == pytest.approx(
+        5.0 * (20 / 784) ** 0.5)

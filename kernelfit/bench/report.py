@@ -23,7 +23,7 @@ from ..report import fmt_num as _num
 from ..report import fmt_blas, fmt_bytes, fmt_pct, fmt_seconds, markdown_table
 
 __all__ = ["write_json", "render_markdown", "plot_time", "plot_peak", "plot_peers",
-           "write_report", "fmt_seconds", "machine_lines"]
+           "write_report", "fmt_seconds", "machine_lines", "busy_note", "peak_caveat"]
 
 #: free exponents of the factorization's time outside this range get a caveat under the
 #: extrapolation (benchmarks/results/bench_vm.json, n = 2,000-20,000 on 2 cores: kernelfit
@@ -93,7 +93,44 @@ def machine_lines(machine: dict) -> List[str]:
         lines.append(f"GPU: unavailable ({g.get('reason')})")
     v = machine.get("versions", {})
     lines.append("versions: " + ", ".join(f"{k} {val}" for k, val in v.items() if val))
+    load = machine.get("load_average")
+    if load:
+        lines.append(f"load average at start: {load[0]:.2f}, {load[1]:.2f}, {load[2]:.2f} "
+                     "(1, 5, 15 min)" + (f"; {busy_note(machine)}" if busy_note(machine)
+                                         else ""))
     return lines
+
+
+#: a 1-minute load average at the start of at least this share of the usable cores: busy
+BUSY_SHARE = 0.5
+
+
+def busy_note(machine: dict) -> Optional[str]:
+    """What a busy machine means for the figures, or None: other work was running, or had
+    just run, when the bench started (its 1-minute load average is at least
+    :data:`BUSY_SHARE` of the usable cores)."""
+    load = machine.get("load_average") or []
+    cores = (machine.get("cpu") or {}).get("usable") or 0
+    if not load or not cores or load[0] < BUSY_SHARE * cores:
+        return None
+    return (f"BUSY: a load of {load[0]:.2f} on {cores} usable cores when the bench started "
+            "(other work running, or just ended): the times may be slower, and the peaks "
+            "lower, than this machine gives on its own; run again on a quiet machine")
+
+
+def peak_caveat(records: list) -> Optional[str]:
+    """A caveat where a figure beats the measured GEMM peak (a factorization above 100% of
+    it, or a run faster than its 'limit'): the peak was under-measured, by a busy machine
+    or a small --peak-size; else None."""
+    over = [r for r in records if r.get("status") == "ok" and (
+        (r.get("fraction_of_peak") or 0) > 1.0
+        or (r.get("limit_s") and r.get("total") and r["total"] < r["limit_s"]))]
+    if not over:
+        return None
+    who = ", ".join(f"{r['label']} n={r['n']}" for r in over[:4])
+    return (f"above the measured GEMM peak ({who}): the peak was under-measured (a busy "
+            "machine, or a small --peak-size); the fractions of peak and the limits are "
+            "then too high and too low: run again with --peak-size 4096 on a quiet machine")
 
 
 def _summary_cell(r: Optional[dict]) -> str:
@@ -124,7 +161,9 @@ def render_markdown(results: dict, figures: Optional[Dict[str, str]] = None) -> 
     w("\n## Configuration\n\n")
     kp = cfg.get("kernel")
     if kp in ("gaussian", "laplacian"):
-        kp += f" (bandwidth {cfg.get('bandwidth')})"
+        rule = cfg.get("bandwidth_rule") or {}
+        kp += f" (bandwidth {_num(cfg.get('bandwidth'), '{:.4g}')}" + (
+            f": {rule['why']}" if rule.get("why") else "") + ")"
     elif kp in ("polynomial", "normalized"):
         kp += f" (degree {cfg.get('degree')})"
     w(f"- data: {cfg.get('dataset')}, d = {cfg.get('d')}, {cfg.get('n_test')} test points, "
@@ -147,6 +186,9 @@ def render_markdown(results: dict, figures: Optional[Dict[str, str]] = None) -> 
     for n in sorted({r["n"] for r in results["records"]}):
         rows.append([str(n)] + [_summary_cell(by.get((lab, n))) for lab in labels])
     w("\n".join(markdown_table(rows)) + "\n")
+    caveat = peak_caveat(results["records"])
+    if caveat:
+        w(f"\nNote: {caveat}.\n")
     w("\n## Details\n\n")
     w("Times are medians. Factor rate: n^3/3 flops over the factorization time; % peak: of "
       "the measured GEMM peak. Peak memory: the child process's maximum resident set.\n\n")

@@ -7,10 +7,8 @@ scikit-learn, scipy, kernelfit, ...), so that a slow spell of a shared machine f
 all of them alike; medians are reported. Two checks skip an implementation at n with the
 reason instead of starting it:
 
-- memory pre-flight: kernelfit's own plan (:func:`kernelfit.memory.plan_exact_solve`), a
-  peer's dense n x n needs (:func:`kernelfit.bench.runner.dense_bytes_needed`), against
-  the memory available now; an implementation that does not fit at n is not tried at
-  larger n either;
+- memory pre-flight: kernelfit's own plan, a peer's dense n x n needs, against the memory
+  available now; an implementation that does not fit at n is not tried at larger n either;
 - time budget: the run's wall time so far plus the projected time of this run (the
   previous n's timed work scaled by (n / n_prev)^3, plus its fixed costs: process start,
   imports, data, a GPU's warm-up) must stay within ``budget_s``.
@@ -252,12 +250,13 @@ def limit_seconds(impl: str, n: int, d: int, n_test: int, machine: dict, device:
     return total
 
 
-def stage_rates(rec: dict, impl: str, d: int, machine: dict, device: str = "cpu"
-                ) -> Dict[str, dict]:
+def stage_rates(rec: dict, impl: str, d: int, machine: dict, device: str = "cpu",
+                dtype: str = "float64") -> Dict[str, dict]:
     """Each GEMM-bound stage's achieved rate (its flop count over its time in ``rec``) and
-    its fraction of the measured peak of the arithmetic it ran in."""
+    its fraction of the measured peak of the arithmetic it ran in (``rec``'s precision,
+    else ``dtype``: the bench's, which a peer factors in)."""
     flops = stage_flops(impl, rec["n"], d, rec["n_test"])
-    dtypes = stage_dtypes(rec.get("precision") or "float64", rec.get("inner_products"))
+    dtypes = stage_dtypes(rec.get("precision") or dtype, rec.get("inner_products"))
     out = {}
     for s in RATED_STAGES:
         t = rec.get(s)
@@ -334,7 +333,8 @@ def _record(row: dict, n: int, cfg: BenchConfig, machine: dict, child: Optional[
         if peak:
             rec["fraction_of_peak"] = rec["factor_gflops"] / peak
     if reps:
-        rec["stage_rates"] = stage_rates(rec, row["impl"], d, machine, row["device"])
+        rec["stage_rates"] = stage_rates(rec, row["impl"], d, machine, row["device"],
+                                         precision)
         rec["limit_s"] = limit_seconds(row["impl"], n, d, cfg.n_test, machine,
                                        row["device"], precision, rec.get("inner_products"))
     if rec["status"] != "ok":

@@ -98,7 +98,9 @@ def add_arguments(p) -> None:
     d.add_argument("--kernel", default="gaussian", choices=KERNEL_NAMES)
     d.add_argument("--bandwidth", type=fixed_bandwidth_arg, default=None,
                    help="Gaussian/Laplacian bandwidth h, the same for every implementation "
-                        "and n (default 5: kernelfit's for pixels in [0, 1])")
+                        "and n (default: the data's, printed and recorded: 5 for pixels in "
+                        "[0, 1], 0.75 x the median distance for npz arrays, "
+                        "5 x sqrt(d / 784) for random data)")
     d.add_argument("--degree", type=positive_int, default=None,
                    help="degree of the polynomial and normalized kernels (default: 4)")
     d.add_argument("--dtype", default="float64", choices=("float64", "float32"),
@@ -144,6 +146,31 @@ def _config(args):
     return BenchConfig(**flat).validate()
 
 
+def _default_bandwidth(cfg, raw) -> tuple:
+    """``(h, rule)``: the one bandwidth every implementation and n gets where none was
+    given. A dataset's: :func:`kernelfit.kernel_defaults.choose_bandwidth` on its training
+    rows (h = 5 for pixels in [0, 1], else 0.75 x the median distance of a seeded sample of
+    the largest n's rows, as ``kernelfit solve`` takes); random data (uniform in [0, 1]):
+    h = 5 scaled by sqrt(d / 784), which keeps h over the median distance (about
+    sqrt(d / 6)) what it is at MNIST's width, where h = 5 (h = 5 at d = 20 made K all but
+    a matrix of ones, too ill-conditioned to solve)."""
+    import numpy as np
+
+    from ..datasets import scaled_pixels
+    from ..kernel_defaults import RAW_BANDWIDTH, choose_bandwidth
+
+    if raw is None:
+        h = RAW_BANDWIDTH * math.sqrt(cfg.d / 784.0)
+        return h, {"rule": "random-data default", "value": h,
+                   "why": f"random data in [0, 1]: h = 5 x sqrt(d / 784), d = {cfg.d}"}
+    X = None  # (pixels in [0, 1] are not read: h = 5)
+    if not scaled_pixels(cfg.dataset):
+        rows = raw.X_train[:max(cfg.n_list)]
+        X = np.asarray(rows, dtype=np.float64).reshape(len(rows), -1)
+    h, rule = choose_bandwidth(cfg.kernel, "raw", None, X, dataset=cfg.dataset, seed=cfg.seed)
+    return float(h), rule
+
+
 def _bench_words(reason):
     """A run's error as bench says it: a K that is not positive definite without the
     solver's ways out (solver='eigh', a ridge), which are not bench's flags."""
@@ -161,7 +188,8 @@ def _line(rec: dict) -> str:
     if rec.get("factor_gflops"):
         rate = f"  factor {fmt_seconds(rec['factor'])} = {rec['factor_gflops']:.1f} GFLOP/s"
         if rec.get("fraction_of_peak"):
-            rate += f" ({100 * rec['fraction_of_peak']:.0f}% of peak)"
+            rate += f" ({100 * rec['fraction_of_peak']:.0f}% of peak" + (
+                ": above it, see the note" if rec["fraction_of_peak"] > 1 else "") + ")"
     mem = fmt_bytes(rec.get("peak_rss_bytes"))
     res = rec.get("relative_residual")
     return (f"{head} total {fmt_seconds(rec['total'])}{rate}  peak {mem}"
@@ -202,7 +230,7 @@ def _check_some_n_fits(cfg, d: int) -> None:
 def run(args) -> int:
     from tqdm.auto import tqdm
 
-    from ..bench.report import machine_lines, write_report
+    from ..bench.report import machine_lines, peak_caveat, write_report
     from ..bench.suite import run_bench
     from ._common import print_json
 
@@ -246,6 +274,12 @@ def run(args) -> int:
                              f"points {cfg.dataset} has; give --n values up to {n_train}")
         # the records, flop counts, pre-flight and extrapolation use the dataset's width
         cfg = dataclasses.replace(cfg, d=int(d))
+    rule = None
+    if args.bandwidth is None and cfg.kernel in ("gaussian", "laplacian"):
+        h, rule = _default_bandwidth(cfg, raw if cfg.dataset != "random" else None)
+        cfg = dataclasses.replace(cfg, bandwidth=h)
+        print(f"kernelfit bench: bandwidth h = {h:.4g} ({rule['why']}); --bandwidth sets "
+              "another", file=sys.stderr)
     _check_some_n_fits(cfg, d)
 
     def on_event(kind, payload):
@@ -257,6 +291,8 @@ def run(args) -> int:
 
     results = run_bench(cfg, on_event=on_event,
                         show_progress=False if args.no_progress else None)
+    if rule is not None:  # (the JSON's and the markdown's configuration say why)
+        results.setdefault("config", {})["bandwidth_rule"] = rule
     if not any(r.get("status") == "ok" for r in results.get("records", [])):
         recs = results.get("records", [])
         reasons = sorted({f"{r.get('status')}: {r.get('reason')}" for r in recs})
@@ -290,6 +326,9 @@ def run(args) -> int:
             if f"time_vs_{peer}" in c:
                 bits.append(f"time / {peer} {c[f'time_vs_{peer}']:.2f}")
         say("  ".join(bits))
+    caveat = peak_caveat(results.get("records") or [])
+    if caveat:
+        say(f"note: {caveat}")
     skipped = results.get("skipped") or []
     if skipped:
         say(f"{len(skipped)} run(s) not measured (see the report): " +
