@@ -34,8 +34,9 @@ def test_sizes_parse_in_binary_and_decimal_units(text, value):
 @pytest.mark.parametrize("text", ["lots", "0", "-1GiB", "1000", "16XB", "GiB", "nan", "inf",
                                   "16GiBB", ""])
 def test_sizes_that_are_not_sizes_are_refused(text):
-    with pytest.raises(argparse.ArgumentTypeError, match="a size such as 16GiB"):
+    with pytest.raises(argparse.ArgumentTypeError, match="a size such as 16GiB") as info:
         size_arg(text)
+    assert f"got {text!r}" in str(info.value)  # what was typed ('16XB' had said '16x')
 
 
 @pytest.mark.parametrize("bad", [0, -5, 0.5, float("nan"), float("inf"), "lots", True])

@@ -91,7 +91,10 @@ def size_arg(text: str) -> int:
     what = "a size such as 16GiB, 500MiB or a number of bytes"
     if unit not in _UNITS:
         raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
-    value = _parse(num, float, lambda v: math.isfinite(v) and v > 0, what) * _UNITS[unit]
+    try:
+        value = _parse(num, float, lambda v: math.isfinite(v) and v > 0, what) * _UNITS[unit]
+    except argparse.ArgumentTypeError:  # (say what was typed: '16XB', not its number '16x')
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
     if value < 1 << 20:
         raise argparse.ArgumentTypeError(f"expected {what} of at least 1MiB, got {text!r}")
     return int(value)
