@@ -276,7 +276,7 @@ def solve_mixed(kernel: Kernel, X, Y, opts, be: Backend, splan) -> ExactSolution
     if not out["converged"]:
         why = (f"mixed-precision refinement stopped at relative residual "
                f"{out['relative_residual']:.3e} > tol {splan.tol:g} after "
-               f"{out['iterations']} steps")
+               f"{out['iterations']} step{'' if out['iterations'] == 1 else 's'}")
         if auto:
             because = out.get("gave_up") or (
                 f"it used all {out['iterations']} steps max_iter allows"
