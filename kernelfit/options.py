@@ -299,28 +299,35 @@ class SolverOptions(_Flat):
                              f"of them (precision={p!r} alone stores K in {p})",
                              param="dtype", dtype=checked.dtype, precision=p,
                              conflicts_with="precision")
-        beyond = self.ooc_dir or self.scheduler or self.distributed
-        plain = checked.fixed_precision()
-        if plain and (not beyond or plain == "float32"):
-            # in memory a float precision factors once and does not refine; out of core and
-            # on Dask float32 does not either (float64 there refines from its factor)
-            given = self.refinement_given()
-            if given:
-                asked = (f"precision={plain!r}" if plain == self.precision and not by_dtype
-                         else f"dtype={plain!r} (a {plain} solve)")
-                instead = (" in place of dtype='float64'" if plain == "float64" and by_dtype
-                           else "")
-                raise InputError(
-                    f"{given[0]} does not apply with {asked}, which factors K once and "
-                    f"does not refine; leave it out, or use precision 'mixed'{instead} "
-                    "(or 'auto' without a dtype, which may choose it)",
-                    param=given[0], not_with_precision=plain,
-                    via_dtype=plain != self.precision or by_dtype)
+        _set(self, "_by_dtype", by_dtype)  # (check_refinement_given's wording)
+        self.check_refinement_given(self.refinement_given())
         # the solvers' normal forms (a dtype name, a float ridge, an int tile size); the
         # refinement default (max_iter None) stays None so records show what was asked
         for name in ("dtype", "ridge", "tile_size", "tol", "memory_budget"):
             if name != "dtype" or self.dtype is not None:
                 _set(self, name, getattr(checked, name))
+
+    def check_refinement_given(self, given) -> None:
+        """Refuse refinement options ``given`` (names among ``tol``, ``max_iter``,
+        ``refinement``: those set to other than their defaults, or a caller's own list, e.g.
+        the command line's flags typed at their default values) where no refinement runs:
+        in memory a float precision factors once; out of core and on Dask float32 does not
+        refine either (float64 there refines from its factor)."""
+        given = list(given)
+        checked = self.solve_options()
+        plain = checked.fixed_precision()
+        beyond = self.ooc_dir or self.scheduler or self.distributed
+        if not given or not plain or (beyond and plain != "float32"):
+            return
+        by_dtype = getattr(self, "_by_dtype", False)
+        asked = (f"precision={plain!r}" if plain == self.precision and not by_dtype
+                 else f"dtype={plain!r} (a {plain} solve)")
+        instead = " in place of dtype='float64'" if plain == "float64" and by_dtype else ""
+        raise InputError(
+            f"{given[0]} does not apply with {asked}, which factors K once and does not "
+            f"refine; leave it out, or use precision 'mixed'{instead} (or 'auto' without a "
+            "dtype, which may choose it)", param=given[0], not_with_precision=plain,
+            via_dtype=plain != self.precision or by_dtype)
 
     def refinement_given(self) -> list:
         """The options that shape a refinement (``tol``, ``max_iter``, ``refinement``) set to

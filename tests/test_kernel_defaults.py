@@ -399,6 +399,22 @@ def test_out_of_steps_is_said_only_where_more_steps_would_go_on():
                                                               SimpleNamespace(tol=1e-14))
 
 
+@pytest.mark.parametrize("typed", [["--tol", "1e-10"], ["--refine", "cg"]])
+def test_refinement_flags_typed_at_their_defaults_count_as_given(capsys, typed):
+    """--tol 1e-10 and --refine cg (their default values) were taken as not given: accepted
+    in silence with --precision float64 or float32, where other values are refused, and
+    no 'had no effect' note under auto; typed, they are given."""
+    argv = ["solve", "--dataset", "digits", "--n-train", "300", "--n-test", "20"]
+    for plain in (["--precision", "float64"], ["--precision", "float32"],
+                  ["--dtype", "float64"]):
+        assert main(argv + plain + typed) == 2
+        assert f"{typed[0]} does not apply with" in capsys.readouterr().err
+    assert main(argv + typed + ["--json"]) == 0  # auto: float64 on digits
+    assert f"note: {typed[0]} had no effect" in capsys.readouterr().err
+    assert main(argv + ["--json"]) == 0  # not typed: nothing said
+    assert "had no effect" not in capsys.readouterr().err
+
+
 def test_refinement_flags_without_a_refinement_are_noted(capsys):
     """Under --precision auto a float64 factorization (digits: small) does not refine:
     --tol, --max-iter and --refine had no effect, and the note says so."""

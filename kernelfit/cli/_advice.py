@@ -409,6 +409,10 @@ def short_of_tol_note(recs, args) -> Optional[str]:
         short = stuck64
     bounded = [r for r in mixed if r.get("converged") and above(r) and r.get("float64_floor")]
     typed = getattr(args, "tol", None)
+    if typed is None and hasattr(args, "tol"):  # --tol left at its default
+        from ..options import SolverOptions
+
+        typed = SolverOptions.tol
     if bounded and typed is not None:  # met the --tol asked for (auto's own target is
         # 1e-12 below it): nothing to say (the design card's command said "above --tol 1e-12")
         bounded = [r for r in bounded if float(r["relative_residual"]) > float(typed)]
@@ -420,7 +424,7 @@ def short_of_tol_note(recs, args) -> Optional[str]:
                 "u trace(K) |alpha| / |Y|), which --precision auto counts as converged")
     if not short:
         return None
-    tol = short[0].get("solve_tol", getattr(args, "tol", None))
+    tol = short[0].get("solve_tol", getattr(args, "tol", None) or 1e-10)
     worst = max(float(r.get("relative_residual") or 0.0) for r in short)
     most = short[0].get("solve_max_iter")
     tracked = short[0].get("tracked_residual")

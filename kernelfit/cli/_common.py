@@ -111,13 +111,14 @@ def add_solver_arguments(p) -> None:
                         "float64 solve's memory where --precision auto takes mixed only so); "
                         "a larger budget "
                         "keeps more of K: a faster refinement, the same answer")
-    b.add_argument("--tol", type=finite_float, default=1e-10,
-                   help="relative residual at which mixed-precision refinement stops")
+    b.add_argument("--tol", type=finite_float, default=None,
+                   help="relative residual at which mixed-precision refinement stops "
+                        "(default 1e-10)")
     b.add_argument("--max-iter", type=positive_int, default=None,
                    help="refinement steps at most (default 30)")
-    b.add_argument("--refine", dest="refinement", default="cg", choices=("cg", "ir"),
-                   help="cg: CG preconditioned by the low-precision factor; ir: iterative "
-                        "refinement")
+    b.add_argument("--refine", dest="refinement", default=None, choices=("cg", "ir"),
+                   help="cg (default): CG preconditioned by the low-precision factor; ir: "
+                        "iterative refinement")
     b.add_argument("--out-of-core", dest="ooc_dir", default=None, metavar="DIR",
                    help="out-of-core Cholesky: tiles and checkpoints in DIR")
     b.add_argument("--resume", action="store_true",
@@ -188,8 +189,8 @@ def config_from_args(args):
     check_kernel_flags(args)
     names = RunOptions.flat_names()
     flat = {k: v for k, v in vars(args).items() if k in names}
-    for key in ("degree", "gamma", "coef0"):  # not given: the options' defaults
-        if key in flat and flat[key] is None:
+    for key in ("degree", "gamma", "coef0", "tol", "refinement"):  # not given: the options'
+        if key in flat and flat[key] is None:                         # defaults
             del flat[key]
     if getattr(args, "features", None) is not None:
         from ._features import feature_params_from_args
@@ -209,7 +210,17 @@ def config_from_args(args):
                              "give one of them")
     flat["show_progress"] = (False if (args.no_progress or getattr(args, "json", False))
                              else None)
-    return RunOptions.from_flat(**flat)
+    opts = RunOptions.from_flat(**flat)
+    # refinement flags typed at their default values (--tol 1e-10, --refine cg) are given
+    # too: refused where nothing refines, as other values are (the options tree sees values)
+    opts.solver.check_refinement_given(typed_refinement_flags(args))
+    return opts
+
+
+def typed_refinement_flags(args) -> list:
+    """The refinement options typed on the command line (``tol``, ``max_iter``,
+    ``refinement``), whatever their values."""
+    return [k for k in ("tol", "max_iter", "refinement") if getattr(args, k, None) is not None]
 
 
 def print_json(obj, file=None) -> None:

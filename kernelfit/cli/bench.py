@@ -278,9 +278,10 @@ def run(args) -> int:
     if args.bandwidth is None and cfg.kernel in ("gaussian", "laplacian"):
         h, rule = _default_bandwidth(cfg, raw if cfg.dataset != "random" else None)
         cfg = dataclasses.replace(cfg, bandwidth=h)
-        print(f"kernelfit bench: bandwidth h = {h:.4g} ({rule['why']}); --bandwidth sets "
-              "another", file=sys.stderr)
     _check_some_n_fits(cfg, d)
+    if rule is not None:  # (after the refusals: bad input gets one line)
+        print(f"kernelfit bench: bandwidth h = {cfg.bandwidth:.4g} ({rule['why']}); "
+              "--bandwidth sets another", file=sys.stderr)
 
     def on_event(kind, payload):
         if kind == "machine":

@@ -118,18 +118,20 @@ def run(args) -> int:
         print_json(dict(rec, machine=describe_machine()))
     else:
         render(rec)
-    _unused_refinement_note(rec, opts.solver)
+    _unused_refinement_note(rec, opts.solver, args)
     return _exactness_exit(rec, args)
 
 
-def _unused_refinement_note(rec: dict, solver) -> None:
+def _unused_refinement_note(rec: dict, solver, args) -> None:
     """--tol, --max-iter and --refine shape a refinement: where --precision auto chose a
-    float64 factorization (no refinement), say that they had no effect."""
+    float64 factorization (no refinement), say that they had no effect (typed at their
+    default values too)."""
     import sys
 
     from ._advice import FLAGS
+    from ._common import typed_refinement_flags
 
-    given = [FLAGS[name] for name in solver.refinement_given()]
+    given = [FLAGS[name] for name in typed_refinement_flags(args)]
     if (given and solver.precision == "auto" and rec.get("refinement") is None
             and rec.get("precision") == "float64"):
         print(f"kernelfit solve: note: {', '.join(given)} had no effect: --precision auto chose "
