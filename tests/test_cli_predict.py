@@ -173,6 +173,74 @@ def test_a_regression_model_reports_its_rmse(tmp_path, capsys):
     assert "are class names, not numbers" in err
 
 
+def _sine_npz(path, seed=0):
+    """Real-valued targets (sin of the first input): no whole numbers among them."""
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(120, 3))
+    y = np.sin(X[:, 0])
+    np.savez(path, X_train=X[:80], y_train=y[:80], X_test=X[80:], y_test=y[80:])
+    return X[:80], y[:80], X[80:], y[80:]
+
+
+def test_a_regression_model_is_scored_on_real_valued_npz_targets(tmp_path, capsys):
+    # the npz loader refused continuous labels for every caller: predict, which reads only
+    # the test split of a regression model's data, exited 2 pointing at task='regression'
+    from kernelfit.options import RunOptions
+    from kernelfit.run import solve_arrays
+
+    X, y, Xt, yt = _sine_npz(tmp_path / "reg.npz")
+    model = tmp_path / "reg.pkl"
+    fitted = solve_arrays(X, y, Xt, yt, RunOptions.from_flat(save=str(model)),
+                          task="regression")
+    data = f"npz:{tmp_path / 'reg.npz'}"
+    rec, _ = _predict(capsys, model, "--dataset", data, "--output", str(tmp_path / "p.npy"))
+    pred = np.load(tmp_path / "p.npy")
+    rmse = float(np.sqrt(np.mean((pred - yt) ** 2)))
+    assert rec["task"] == "regression" and rec["test_error_metric"] == "rmse"
+    assert rec["n"] == 40 and rec["test_error"] == pytest.approx(rmse, rel=1e-12)
+    assert rec["test_error"] == pytest.approx(fitted["test_error"], rel=1e-9)
+    some, _ = _predict(capsys, model, "--dataset", data, "--n-test", "15")
+    assert some["n"] == 15 and some["test_error_metric"] == "rmse"
+    assert main(["predict", "--model", str(model), "--dataset", data]) == 0
+    assert "test_error (RMSE)" in capsys.readouterr().out
+
+
+def test_a_classifier_on_real_valued_npz_targets_is_one_line_with_ways_out(tmp_path,
+                                                                          capsys):
+    X, y, Xt, yt = _sine_npz(tmp_path / "reg.npz")
+    np.savez(tmp_path / "cls.npz", X_train=X, y_train=(y > 0).astype(int), X_test=Xt,
+             y_test=(yt > 0).astype(int))
+    model = tmp_path / "cls.pkl"
+    _solve(capsys, tmp_path / "cls.npz", model)
+    code = main(["predict", "--model", str(model), "--dataset",
+                 f"npz:{tmp_path / 'reg.npz'}"])
+    cap = capsys.readouterr()
+    assert code == 2 and cap.out == ""
+    lines = [ln for ln in cap.err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and ": error: " in lines[0], cap.err
+    for w in ("looks continuous", "classification model", "task='regression'", "--input"):
+        assert w in lines[0], cap.err
+    # the way out it names works: the inputs alone
+    rec, _ = _predict(capsys, model, "--input", str(tmp_path / "reg.npz"))
+    assert rec["n"] == 40 and "test_error" not in rec
+
+
+def test_the_npz_loader_keeps_real_valued_targets_only_when_asked(tmp_path):
+    from kernelfit.datasets import load_dataset
+    from kernelfit.errors import InputError
+
+    _, y, _, yt = _sine_npz(tmp_path / "reg.npz")
+    name = f"npz:{tmp_path / 'reg.npz'}"
+    with pytest.raises(InputError, match="looks continuous") as info:
+        load_dataset(name)
+    assert info.value.facts["continuous_labels"] and info.value.facts["labels"] == "y_train"
+    assert "--" not in info.value.message  # the library names no flags
+    ds = load_dataset(name, continuous=True)
+    assert ds.class_labels.dtype == np.float64
+    np.testing.assert_array_equal(ds.class_labels[ds.y_train], y)
+    np.testing.assert_array_equal(ds.class_labels[ds.y_test], yt)
+
+
 # ---------------------------------------------------------------- outputs over inputs
 def _refused(capsys, argv, *words):
     code = main(argv)

@@ -255,6 +255,19 @@ def check_scale(X, meta: dict, what: str, param) -> None:
                       f"{how}", UserWarning, stacklevel=2)
 
 
+def continuous_refusal(exc: InputError, name: str, model: str) -> str:
+    """The one line for a classification model given a dataset whose labels (``exc``, the
+    loader's refusal) look continuous: what is wrong and the ways out that work."""
+    which = exc.facts.get("labels", "labels")
+    summary = exc.facts.get("summary")
+    return (f"{name}: {which} looks continuous{f' ({summary})' if summary else ''}, but "
+            f"{model} is a classification model: it predicts classes, and has no test error "
+            "on real values. Ways out: give class labels (integers or strings); score a "
+            "regression model on these targets (fitted in Python by kernelfit.run."
+            "solve_arrays(..., task='regression') with a save path in its RunOptions); or "
+            "predict the inputs alone with --input FILE")
+
+
 def run(args) -> int:
     if args.dataset is not None and not args.dataset.strip():
         raise InputError("--dataset is empty; give a dataset name (see kernelfit datasets "
@@ -274,6 +287,7 @@ def run(args) -> int:
     t0 = time.perf_counter()
     rec = {"model": args.model, "features": meta.get("features", "raw")}
     ds_labels = None  # the labels of the dataset's class indices
+    regression = getattr(est, "task_", "classification") == "regression"
     if args.input:
         X, y = read_inputs(args.input)
     else:
@@ -301,7 +315,13 @@ def run(args) -> int:
                               "exists: looking in the usual places ($KERNELFIT_DATA, the "
                               "cache); --data-dir DIR names the folder", UserWarning,
                               stacklevel=2)
-        ds = load_dataset(name, data_dir=data_dir, n_train=1, n_test=args.n_test)
+        try:  # a regression model is scored against the labels' values: real ones too
+            ds = load_dataset(name, data_dir=data_dir, n_train=1, n_test=args.n_test,
+                              continuous=regression)
+        except InputError as exc:
+            if not exc.facts.get("continuous_labels"):
+                raise
+            raise InputError(continuous_refusal(exc, name, args.model)) from None
         X, y = ds.X_test, ds.y_test
         ds_labels = typed_labels(ds.class_names, getattr(ds, "class_labels", None))
         rec["dataset"] = ds.name
@@ -338,7 +358,6 @@ def run(args) -> int:
     rec["n"] = int(X.shape[0])
     rec["seconds"] = time.perf_counter() - t0
     labels = model_labels(meta)
-    regression = getattr(est, "task_", "classification") == "regression"
     rec["task"] = "regression" if regression else "classification"
     if y is not None and not args.input:
         error = score(est, pred, y, ds_labels, labels, what)

@@ -103,15 +103,18 @@ def _imagefolder_cache_dirs(data_dir: Path) -> List[Path]:
     return [d for i, d in enumerate(dirs) if d not in dirs[:i]]
 
 
-def load_raw(name: str, *, data_dir: Optional[PathLike] = None, download: bool = True) -> RawData:
-    """Load a dataset as stored: integer images of shape ``(n, *image_shape)``, all examples."""
+def load_raw(name: str, *, data_dir: Optional[PathLike] = None, download: bool = True,
+             continuous: bool = False) -> RawData:
+    """Load a dataset as stored: integer images of shape ``(n, *image_shape)``, all examples.
+    ``continuous``: accept an ``npz:`` file's real-valued labels (regression targets; see
+    :func:`~kernelfit.datasets.userarrays.load_npz`), else refuse them."""
     kind, arg = parse_name(name)
     if kind == "digits":
         return _load_digits()
     if kind == "npz":
         from .userarrays import load_npz
 
-        return load_npz(arg)
+        return load_npz(arg, continuous=continuous)
     directory = resolve_data_dir(data_dir)
     if kind in ("mnist", "fashion-mnist"):
         from .mnist import load_idx_dataset
@@ -151,7 +154,7 @@ def _to_features(images: np.ndarray, idx: Optional[np.ndarray], scale: float,
 
 def load_dataset(name: str, *, data_dir: Optional[PathLike] = None, n_train: Optional[int] = None,
                  n_test: Optional[int] = None, balanced: bool = False, seed: int = 0,
-                 download: bool = True, dtype=np.float64) -> Dataset:
+                 download: bool = True, dtype=np.float64, continuous: bool = False) -> Dataset:
     """Load a dataset as ``(n, d)`` float arrays scaled to ``[0, 1]``.
 
     Parameters
@@ -173,11 +176,15 @@ def load_dataset(name: str, *, data_dir: Optional[PathLike] = None, n_train: Opt
         Fetch missing files; with ``False`` a missing file raises DownloadError.
     dtype:
         Floating-point dtype of ``X_train`` and ``X_test``.
+    continuous:
+        Accept an ``npz:`` file's real-valued labels (regression targets): ``y_*`` are then
+        indices of their distinct values, which ``class_labels`` holds as stored. Without
+        it they are refused (classes are integers or strings).
     """
     dt = _check_dtype(dtype)
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise InputError(f"seed must be a non-negative integer, got {seed!r}")
-    raw = load_raw(name, data_dir=data_dir, download=download)
+    raw = load_raw(name, data_dir=data_dir, download=download, continuous=continuous)
     k_train = check_count(n_train, len(raw.y_train), "n_train")
     k_test = check_count(n_test, len(raw.y_test), "n_test")
     train_seq, test_seq = np.random.SeedSequence(int(seed)).spawn(2)

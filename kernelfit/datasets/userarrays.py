@@ -5,7 +5,9 @@ optionally ``X_test``/``y_test`` and ``image_shape`` (for image feature maps and
 randomization). Values are used as given (no scaling); labels may be any integers or
 strings (or whole-number floats) and are mapped to ``0 .. k-1`` in sorted order; the data's
 ``class_labels`` keep them with their own type (``class_names`` are their strings). Labels
-that look continuous are refused (:mod:`kernelfit.labels`).
+that look continuous are refused (:mod:`kernelfit.labels`), unless the caller reads them as
+regression targets (``continuous=True``): then they are indices of their distinct values in
+the same way, and ``class_labels`` holds those values, exactly as stored.
 """
 
 from __future__ import annotations
@@ -22,7 +24,10 @@ from ._types import RawData
 __all__ = ["load_npz"]
 
 
-def load_npz(path: str) -> RawData:
+def load_npz(path: str, continuous: bool = False) -> RawData:
+    """The arrays of the ``.npz`` at ``path``. ``continuous``: accept real-valued labels
+    (regression targets, e.g. to score a regression model), else refuse them (a classifier
+    would make one class per value)."""
     p = Path(path).expanduser()
     if not p.is_file():
         raise InputError(f"npz:{path}: no such file ({p.resolve()}); give the path of a "
@@ -78,12 +83,13 @@ def load_npz(path: str) -> RawData:
             kind = label_kind(y)
         except InputError as exc:
             raise InputError(f"npz:{path}: {name}: {exc}") from None
-        if kind == "continuous":
-            raise InputError(f"npz:{path}: {name} looks continuous ({continuous_summary(y)}), "
+        if kind == "continuous" and not continuous:
+            summary = continuous_summary(y)
+            raise InputError(f"npz:{path}: {name} looks continuous ({summary}), "
                              "but dataset labels are classes (integers or strings). Give class "
                              "labels, or fit continuous targets with "
                              "KernelInterpolator(task='regression') in Python",
-                             continuous_labels=True)
+                             continuous_labels=True, labels=name, summary=summary)
     classes, codes = np.unique(np.concatenate([y_train, y_test]), return_inverse=True)
     image_shape = ()
     if "image_shape" in arrays:
