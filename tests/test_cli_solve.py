@@ -541,3 +541,34 @@ def test_auto_fallback_is_said_as_a_warning(tmp_path, capsys, monkeypatch):
     import logging
 
     assert not logging.getLogger("kernelfit").handlers  # the command's handler is gone
+
+
+def test_data_dir_that_is_the_dataset_folder_itself_names_its_parent(tmp_path, capsys,
+                                                                      monkeypatch):
+    """--data-dir pointed at mnist/ itself (its files directly there): the line says they
+    are there and offers --data-dir <the parent> first, which works; nothing is downloaded
+    (it said they were missing in mnist/mnist and tried the network)."""
+    from test_datasets_support import register_sources, write_idx_dataset
+
+    from kernelfit.datasets import _fetch, load_raw
+    from kernelfit.errors import DownloadError
+
+    data = tmp_path / "data"
+    register_sources(monkeypatch, "mnist", write_idx_dataset(data))
+    tried = []
+    monkeypatch.setattr(_fetch, "_urlopen", lambda url, timeout: tried.append(url))
+    args = ["solve", "--dataset", "mnist", "--n-train", "30", "--n-test", "10"]
+    assert main([*args, "--data-dir", str(data / "mnist")]) == 3
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and tried == []
+    assert (f"mnist: its files are in {data / 'mnist'} itself, not in {data / 'mnist' / 'mnist'}"
+            in err)
+    assert f"Ways out: --data-dir {data} " in err and "download" not in err
+    assert not (data / "mnist" / "mnist").exists()
+    assert main([*args, "--data-dir", str(data)]) == 0  # the way out offered works
+    # the library's error states the facts in its own words (no flags)
+    with pytest.raises(DownloadError) as exc:
+        load_raw("mnist", data_dir=data / "mnist", download=False)
+    facts = exc.value.facts
+    assert facts["found_in"] == str(data / "mnist") and facts["parent_data_dir"] == str(data)
+    assert "--" not in exc.value.message and f"point data_dir at {data}" in exc.value.message

@@ -222,3 +222,36 @@ def test_info_on_missing_files_in_a_folder_that_cannot_be_written(tmp_path, caps
     assert "kernelfit datasets fetch mnist --data-dir DIR" in err
     # the report on stdout gives the same way out (it offered a fetch into that folder)
     assert f"--data-dir {folder}" not in out and f"{folder} cannot be written" in out
+
+
+def test_info_with_data_dir_at_the_dataset_folder_itself_offers_its_parent(tmp_path, capsys,
+                                                                           monkeypatch):
+    """info mnist --data-dir D/mnist (the files directly there): stderr and the report say
+    so and give --data-dir D (it offered a fetch into D/mnist/mnist); fetch there downloads
+    nothing."""
+    from kernelfit.datasets import _fetch
+
+    register_sources(monkeypatch, "mnist", write_idx_dataset(tmp_path))
+    monkeypatch.setattr(_fetch, "_urlopen", lambda url, timeout: pytest.fail("downloaded"))
+    own = tmp_path / "mnist"
+    assert cli.main(["datasets", "info", "mnist", "--data-dir", str(own)]) == 3
+    out, err = capsys.readouterr()
+    assert len(err.strip().splitlines()) == 1 and "fetch" not in err + out
+    assert f"its files are in {own} itself, not in {own / 'mnist'}" in err
+    assert f"Ways out: --data-dir {tmp_path} " in err
+    assert f"found in {own} itself: give --data-dir {tmp_path}, the folder holding mnist/" in out
+    assert cli.main(["datasets", "info", "mnist", "--data-dir", str(own), "--json"]) == 3
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["found_in"] == str(own) and doc["parent_data_dir"] == str(tmp_path)
+    assert cli.main(["datasets", "fetch", "mnist", "--data-dir", str(own)]) == 3
+    assert f"--data-dir {tmp_path} " in capsys.readouterr().err
+    assert not (own / "mnist").exists()
+    assert cli.main(["datasets", "info", "mnist", "--data-dir", str(tmp_path)]) == 0
+
+
+def test_info_cifar10_with_data_dir_at_its_own_folder_offers_its_parent(tmp_path, capsys):
+    own = tmp_path / "cifar10"
+    (own / "cifar-10-batches-py").mkdir(parents=True)
+    assert cli.main(["datasets", "info", "cifar10", "--data-dir", str(own)]) == 3
+    err = capsys.readouterr().err
+    assert f"its files are in {own} itself" in err and f"--data-dir {tmp_path} " in err

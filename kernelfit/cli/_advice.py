@@ -17,6 +17,7 @@ import errno
 import importlib.util
 import math
 import re
+import shlex
 from typing import List, Optional, Tuple
 
 import numpy as np
@@ -460,19 +461,22 @@ def short_of_tol_note(recs, args) -> Optional[str]:
 
 
 # ---------------------------------------------------------------- the rest
-def _download_message(exc: DownloadError) -> str:
-    return missing_data_message(exc.facts, exc.message)
-
-
 def missing_data_message(facts: dict, fallback: str, fetch: str = "") -> str:
     """The command line's one line for data files that are missing (a
     :class:`~kernelfit.errors.DownloadError`'s facts: ``missing``, ``directory``,
     ``dataset``, ``reason``), naming the flag; ``fallback`` where the facts do not say.
-    ``fetch``, when given, is the first way out (a command that fetches them)."""
+    ``fetch``, when given, is the first way out (a command that fetches them); files found in
+    the data folder itself (``found_in``): ``--data-dir`` its parent first, and no fetch."""
     missing, directory = facts.get("missing"), facts.get("directory")
     if not missing or not directory:
         return fallback
     dataset = facts.get("dataset") or "the dataset"
+    parent = facts.get("parent_data_dir")
+    if parent and facts.get("found_in"):  # the data folder given is the dataset's own
+        return (f"{dataset}: its files are in {facts['found_in']} itself, not in {directory} "
+                f"(the data folder is the one holding {dataset}/). Ways out: --data-dir "
+                f"{shlex.quote(parent)} (or $KERNELFIT_DATA={shlex.quote(parent)}), or move "
+                f"the files into {directory}")
     reason = f" ({facts['reason']})" if facts.get("reason") else ""
     jpeg = ""
     if dataset == "cifar10":
@@ -494,7 +498,7 @@ def explain(exc: KernelfitError, args=None) -> str:
     if isinstance(exc, NotPositiveDefiniteError):
         return _not_pd_message(exc, args)
     if isinstance(exc, DownloadError):
-        return _download_message(exc)
+        return missing_data_message(exc.facts, exc.message)
     msg = exc.message
     if msg.startswith("y has only one class"):  # the command line classifies only
         return (msg.split(";")[0].replace("y has", "the training labels have", 1)

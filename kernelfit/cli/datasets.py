@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 
 from .._io import dumps_json
@@ -93,7 +94,6 @@ def _fetch_way(args, exc) -> str:
     """The way to fetch a dataset whose files are missing, that works from anywhere: the
     fetch command with its folder spelled out (quoted), or, where that folder cannot be
     written, the command into another folder."""
-    import shlex
     from pathlib import Path
 
     from .._io import check_writable_folder
@@ -132,7 +132,10 @@ def _print_not_fetched(args, exc, out) -> int:
     info = {"name": kind, "description": registry.DATASET_DESCRIPTIONS.get(kind, ""),
             "downloaded": False, "files": state, "folder": exc.directory,
             "missing": list(exc.missing)}
-    fetch = _fetch_way(args, exc)
+    parent = exc.facts.get("parent_data_dir")
+    if parent:  # the files are in --data-dir itself: no fetch (a second copy one level down)
+        info.update(found_in=exc.facts.get("found_in"), parent_data_dir=parent)
+    fetch = "" if parent else _fetch_way(args, exc)
     _say_missing(exc, state, fetch)
     if args.json:
         out.write(dumps_json(info, indent=2) + "\n")
@@ -140,7 +143,11 @@ def _print_not_fetched(args, exc, out) -> int:
     out.write(f"{kind}\n  {info['description']}\n")
     out.write(f"  {state}: {', '.join(info['missing'])} missing in {info['folder']}\n")
     # (the same way out as stderr's line)
-    out.write(f"  fetch it with: {fetch}\n" if fetch.startswith("`") else f"  {fetch}\n")
+    if parent:
+        out.write(f"  found in {info['found_in']} itself: give --data-dir "
+                  f"{shlex.quote(parent)}, the folder holding {kind}/\n")
+    else:
+        out.write(f"  fetch it with: {fetch}\n" if fetch.startswith("`") else f"  {fetch}\n")
     from ..datasets.cifar import jpeg_set_beside
 
     jpeg = jpeg_set_beside(exc.directory) if kind == "cifar10" else None

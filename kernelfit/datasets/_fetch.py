@@ -125,10 +125,21 @@ def verify_file(path: Path, remote: Optional[RemoteFile]) -> None:
 
 
 def missing_files_error(dataset: str, directory: Path, filenames: Iterable[str],
-                        reason: str) -> DownloadError:
-    """A DownloadError saying where kernelfit looked and how to supply the files."""
+                        reason: str, found_in: Optional[Path] = None) -> DownloadError:
+    """A DownloadError saying where kernelfit looked and how to supply the files.
+
+    ``found_in``: the data directory given, a folder named ``dataset`` that holds the files
+    itself (``directory`` is ``found_in/dataset``): facts ``found_in`` and
+    ``parent_data_dir`` (its parent, the data directory that reads them as they are)."""
     filenames = list(filenames)
     names = ", ".join(filenames)
+    if found_in is not None:
+        parent = Path(found_in).absolute().parent
+        return DownloadError(
+            f"{dataset}: missing {names} in {directory} ({reason}): the data directory is "
+            f"the folder holding {dataset}/; point data_dir at {parent}",
+            missing=filenames, directory=str(directory), dataset=dataset, reason=reason,
+            param="data_dir", found_in=str(found_in), parent_data_dir=str(parent))
     return DownloadError(
         f"{dataset}: missing {names} in {directory} ({reason}); put the files in {directory}, "
         f"or point data_dir or ${ENV_VAR} at a directory holding {dataset}/ with them",

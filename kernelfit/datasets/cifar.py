@@ -185,10 +185,16 @@ def load_cifar10(data_dir: Path, *, download_missing: bool = True) -> RawData:
     remote = sources.SOURCES["cifar10"]["archive"]
     folder = directory / BATCH_DIR
     archive = directory / remote.filename
+    given = Path(data_dir)
     if folder.is_dir():
         parts, classes = _read_folder(folder)
         source = folder
     else:
+        if not archive.is_file() and given.absolute().name == "cifar10" and (
+                (given / BATCH_DIR).is_dir() or (given / remote.filename).is_file()):
+            # data_dir is cifar10/ itself: not downloaded again into data_dir/cifar10/
+            raise missing_files_error("cifar10", directory, [remote.filename, BATCH_DIR + "/"],
+                                      f"they are in {given} itself", found_in=given)
         if archive.is_file():
             verify_file(archive, remote)
         elif download_missing:

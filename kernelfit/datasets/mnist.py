@@ -48,9 +48,15 @@ def locate_idx_files(name: str, data_dir: Path, *, download_missing: bool) -> Di
             found[role] = raw_path
         else:
             missing.append(role)
+    names = [files[r].filename for r in missing]
+    if missing and Path(data_dir).absolute().name == name and all(
+            any(p.is_file() for p in _candidates(Path(data_dir), f)) for f in names):
+        # data_dir is the dataset's own folder (data_dir/name/ expected): not downloaded
+        # again into data_dir/name/, the error says where the data directory is
+        raise missing_files_error(name, directory, names, f"they are in {data_dir} itself",
+                                  found_in=Path(data_dir))
     if missing and not download_missing:
-        raise missing_files_error(name, directory, [files[r].filename for r in missing],
-                                  "downloading is disabled")
+        raise missing_files_error(name, directory, names, "downloading is disabled")
     paths = download_all([files[r] for r in missing], directory, name)
     found.update(zip(missing, paths))
     return found
