@@ -213,3 +213,64 @@ def test_verify_runs_a_check_named_twice_once(tmp_path, capsys):
     out = capsys.readouterr().out
     assert code == 0 and "2 passed" in out
     assert out.index("] curvature:") < out.index("] kernel_trick:")
+
+
+def test_cli_run_with_nothing_checked_says_so_and_is_not_passed(tmp_path, capsys,
+                                                                monkeypatch):
+    """Every check asked for skipped (norm without MNIST): exit 0 as skips are (README),
+    but the JSON's top-level passed is null with nothing_checked, and the summary says
+    nothing was checked and how to get MNIST (it said 'passed': true and '0 passed, 0
+    failed, 1 skipped/waiting')."""
+    from kernelfit.cli import main
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    monkeypatch.setenv("KERNELFIT_DATA", str(empty))
+    assert main(["verify", "norm", "--quick", "--json", "--out", str(tmp_path / "v")]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["passed"] is None and doc["nothing_checked"] is True
+    assert doc["skipped"] == ["norm"] and "kernelfit datasets fetch mnist" in doc["get_data"]
+    assert json.loads((tmp_path / "v" / "report.json").read_text())["passed"] is None
+    assert "**Nothing checked**: norm skipped" in (tmp_path / "v" / "report.md").read_text()
+    assert main(["verify", "norm", "--quick", "--out", str(tmp_path / "v")]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last.startswith("nothing checked: norm skipped (MNIST not found: `kernelfit "
+                           "datasets fetch mnist` fetches it where verify looks, or give "
+                           "--data-dir D")
+    # a run with a check that ran is passed as before, its skips listed
+    assert main(["verify", "curvature", "norm", "--quick", "--json",
+                 "--out", str(tmp_path / "w")]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["passed"] is True and doc["nothing_checked"] is False
+    assert doc["skipped"] == ["norm"] and "get_data" not in doc
+
+
+def test_cli_explicit_data_dir_without_mnist_is_refused(tmp_path, capsys, monkeypatch):
+    """--data-dir D without D/mnist/ ran on synthetic stand-ins and replaced an earlier
+    report made on MNIST in the same --out: now one line with ways out that work, exit 3,
+    --out untouched; D/mnist itself given: --data-dir D first. Without --data-dir the
+    stand-ins stay (README); a check that reads no data does not look."""
+    from test_datasets_support import register_sources, write_idx_dataset
+
+    from kernelfit.cli import main
+    data = tmp_path / "data"
+    register_sources(monkeypatch, "mnist", write_idx_dataset(data))
+    out = tmp_path / "v"
+    out.mkdir()
+    (out / "report.json").write_text('{"command": "verify", "checks": []}')
+    for given in (tmp_path / "empty", data / "mnist"):
+        given.mkdir(exist_ok=True)
+        assert main(["verify", "kernel_trick", "--quick", "--data-dir", str(given),
+                     "--out", str(out)]) == 3
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1, err
+        assert [p.name for p in out.iterdir()] == ["report.json"]
+    assert f"its files are in {data / 'mnist'} itself" in err
+    assert f"Ways out: --data-dir {data} " in err
+    assert main(["verify", "kernel_trick", "--quick", "--data-dir", str(tmp_path / "empty"),
+                 "--out", str(out)]) == 3
+    err = capsys.readouterr().err
+    assert f"--data-dir {tmp_path / 'empty'} holds no MNIST (missing " in err
+    assert f"`kernelfit datasets fetch mnist --data-dir {tmp_path / 'empty'}`" in err
+    assert "leave --data-dir out to run without MNIST" in err
+    assert main(["verify", "curvature", "--quick", "--data-dir", str(tmp_path / "empty"),
+                 "--out", str(tmp_path / "c")]) == 0

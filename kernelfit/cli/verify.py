@@ -7,7 +7,9 @@ installed wheel.
 
 Output: each claim's verdict and figures on standard output (or one JSON object with
 ``--json``), and a report (``report.json``, ``report.md``, PNGs) in ``--out``. Exit code 1
-when any check fails; skipped or waiting checks do not fail the run.
+when any check fails; skipped or waiting checks do not fail the run. A run in which nothing
+was checked (every check skipped or waiting) exits with 0 too, but its top-level ``passed``
+is ``None`` (``nothing_checked``), and the summary line says so and how to get MNIST.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import json
+import shlex
 import shutil
 import tempfile
 import time
@@ -39,8 +42,9 @@ def add_arguments(parser):
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--data-dir", default=None,
                         help="directory holding mnist/ (else $KERNELFIT_DATA, else the per-user "
-                             "data cache); nothing is downloaded: checks without MNIST use "
-                             "synthetic data or are skipped")
+                             "data cache); nothing is downloaded: one given without mnist/ "
+                             "is refused; else checks without MNIST use synthetic data or "
+                             "are skipped")
     parser.add_argument("--seed", type=nonneg_int, default=0, help="random seed of every check")
 
 
@@ -59,9 +63,18 @@ def _fmt(v):
     return str(v)
 
 
+def _not_run(results) -> str:
+    """The checks that did not run, with their status: 'norm skipped'."""
+    return ", ".join(f"{d['name']} {d['status']}" for d in results
+                     if d["status"] not in ("passed", "failed"))
+
+
 def _markdown(results, meta):
     lines = ["# kernelfit verify", "", f"- date: {meta['date']}", f"- quick: {meta['quick']}",
              f"- seed: {meta['seed']}", f"- total seconds: {meta['seconds']:.1f}", ""]
+    if meta.get("nothing_checked"):
+        lines += [f"**Nothing checked**: {_not_run(results)}"
+                  + (f" ({meta['get_data']})" if meta.get("get_data") else ""), ""]
     for r in results:
         on = f" (on {r['stand_in']}: MNIST not found)" if r.get("stand_in") else ""
         lines += [f"## {r['name']}: {r['status'].upper()}{on}", "", f"**{r['title']}**", "",
@@ -95,6 +108,8 @@ def run(args) -> int:
         raise InputError(f"--data-dir {args.data_dir} is not a folder; give the folder holding "
                          "mnist/ (or leave --data-dir out: $KERNELFIT_DATA, else the per-user "
                          "data cache)", param="data_dir")
+    if args.data_dir is not None:
+        _check_data_dir(args.data_dir, [proofs.get(n) for n in names])
     check_output_paths(args)
     out = Path(args.out)
     earlier = _earlier_report(out)
@@ -130,12 +145,42 @@ def run(args) -> int:
     else:
         results = report["checks"]
         stand_in = sum(d['status'] == 'passed' and bool(d.get('stand_in')) for d in results)
-        print(f"{sum(d['status'] == 'passed' for d in results)} passed"
-              + (f" ({stand_in} on synthetic data: MNIST not found)" if stand_in else "")
-              + f", {sum(d['status'] == 'failed' for d in results)} failed, "
-              f"{sum(d['status'] in ('skipped', 'waiting') for d in results)} skipped/waiting "
-              f"in {report['seconds']:.1f} s; report in {out}/report.md")
-    return 0 if report["passed"] else 1
+        counts = (f"{sum(d['status'] == 'passed' for d in results)} passed"
+                  + (f" ({stand_in} on synthetic data: MNIST not found)" if stand_in else "")
+                  + f", {sum(d['status'] == 'failed' for d in results)} failed, "
+                  f"{len(report['skipped'])} skipped/waiting")
+        if report["nothing_checked"]:
+            counts = f"nothing checked: {_not_run(results)}"
+            if report.get("get_data"):
+                counts += f" ({report['get_data']})"
+        print(f"{counts} in {report['seconds']:.1f} s; report in {out}/report.md")
+    # skipped and waiting checks do not fail the run, nor does a run with nothing checked
+    return 1 if report["passed"] is False else 0
+
+
+def _check_data_dir(data_dir: str, modules) -> None:
+    """Refuse an explicit ``--data-dir`` without MNIST when a check asked for reads it (it
+    ran on synthetic stand-ins instead, over an earlier report made on MNIST): one line
+    with the ways out. Checks that take no data (``curvature``) do not look."""
+    import inspect
+
+    from ..datasets.mnist import locate_idx_files
+    from ..errors import DataError, DownloadError
+    from ._advice import missing_data_message
+
+    if not any("data_dir" in inspect.signature(m.check).parameters for m in modules):
+        return
+    try:
+        locate_idx_files("mnist", Path(data_dir).expanduser(), download_missing=False)
+    except DownloadError as exc:
+        if exc.facts.get("found_in"):  # --data-dir D/mnist: --data-dir D first
+            raise DataError(missing_data_message(exc.facts, exc.message)) from None
+        raise DataError(
+            f"--data-dir {data_dir} holds no MNIST (missing {', '.join(exc.missing)} in "
+            f"{exc.directory}; the checks download nothing). Ways out: `kernelfit datasets "
+            f"fetch mnist --data-dir {shlex.quote(data_dir)}`, or --data-dir the folder "
+            "holding mnist/, or leave --data-dir out to run without MNIST (norm skipped, "
+            "the others on synthetic stand-ins)", param="data_dir") from None
 
 
 def _earlier_report(out: Path) -> list:
@@ -185,5 +230,17 @@ def _run_checks(args, proofs, names, stage: Path, out: Path) -> dict:
                 print(f"    figure: {out / Path(p).name}")
     meta = {"command": "verify", "date": time.strftime("%Y-%m-%d %H:%M:%S"),
             "quick": bool(args.quick), "seed": args.seed, "seconds": time.perf_counter() - t0}
-    any_failed = any(d["status"] == "failed" for d in results)
-    return dict(meta, passed=not any_failed, checks=results)
+    # passed: True when every check that ran passed, False when one failed, None when
+    # none ran (all skipped or waiting): nothing was checked, said so, not passed
+    ran = [d["status"] == "passed" for d in results if d["status"] in ("passed", "failed")]
+    skipped = [d["name"] for d in results if d["status"] not in ("passed", "failed")]
+    extra = {}
+    if not ran and any(d["status"] == "skipped" for d in results):
+        from ..theory.data import find_data_dir
+
+        if find_data_dir(args.data_dir) is None:
+            extra["get_data"] = ("MNIST not found: `kernelfit datasets fetch mnist` fetches it "
+                                 "where verify looks, or give --data-dir D, D/mnist/ holding "
+                                 "its four files")
+    return dict(meta, passed=all(ran) if ran else None, nothing_checked=not ran,
+                skipped=skipped, **extra, checks=results)
