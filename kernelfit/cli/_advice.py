@@ -410,10 +410,8 @@ def short_of_tol_note(recs, args) -> Optional[str]:
         short = stuck64
     bounded = [r for r in mixed if r.get("converged") and above(r) and r.get("float64_floor")]
     typed = getattr(args, "tol", None)
-    if typed is None and hasattr(args, "tol"):  # --tol left at its default
-        from ..options import SolverOptions
-
-        typed = SolverOptions.tol
+    if typed is None and hasattr(args, "tol"):  # --tol left at its default (the options')
+        typed = 1e-10
     if bounded and typed is not None:  # met the --tol asked for (auto's own target is
         # 1e-12 below it): nothing to say (the design card's command said "above --tol 1e-12")
         bounded = [r for r in bounded if float(r["relative_residual"]) > float(typed)]

@@ -73,7 +73,8 @@ def _check_other_dataset(name: str, role: str, path: Path, content: bytes) -> No
         digest = digest or sha256_bytes(content)
         if digest == remote.content_sha256:
             raise ChecksumError(f"{path} is {other}'s {remote.filename} (its published "
-                                f"checksum), not {name}'s; put {name}'s own files in {path.parent}")
+                                f"checksum), not {name}'s; put {name}'s own files in "
+                                f"{path.parent}")
 
 
 def _read_checked(path: Path, role: str, remote, expect_magic: int,
