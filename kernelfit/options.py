@@ -314,10 +314,11 @@ class SolverOptions(_Flat):
         in memory a float precision factors once; out of core and on Dask float32 does not
         refine either (float64 there refines from its factor)."""
         given = list(given)
-        checked = self.solve_options()
-        plain = checked.fixed_precision()
+        if not given:
+            return
+        plain = self.solve_options().fixed_precision()
         beyond = self.ooc_dir or self.scheduler or self.distributed
-        if not given or not plain or (beyond and plain != "float32"):
+        if not plain or (beyond and plain != "float32"):
             return
         by_dtype = getattr(self, "_by_dtype", False)
         asked = (f"precision={plain!r}" if plain == self.precision and not by_dtype
