@@ -212,8 +212,10 @@ def exactness(residual: Optional[float], *, kernel_params: Optional[dict] = None
         out.update(inexact_reason="; ".join(parts), cause="float32")
         return out
     if refinement is not None and refinement.get("max_iter") is not None:
-        out["inexact_reason"] = (head + f"the refinement used all {refinement['max_iter']} "
-                                 "steps it was allowed (max_iter) before reaching its target "
+        most = refinement["max_iter"]
+        out["inexact_reason"] = (head + f"the refinement used all {most} "
+                                 f"step{'' if most == 1 else 's'} it was allowed (max_iter) "
+                                 "before reaching its target "
                                  f"tol {float(refinement['tol']):g}")
         out.update(cause="max_iter", refinement_max_iter=refinement["max_iter"])
         return out

@@ -858,6 +858,32 @@ def test_a_peers_float32_factor_is_rated_at_the_float32_peak():
     assert rates["factor"]["dtype"] == "float32" and rates["factor"]["peak_gflops"] == 200.0
 
 
+def test_a_float32_peer_run_is_rated_and_noted_as_its_record_says(monkeypatch):
+    """Through run_bench: scipy's factor in a --dtype float32 bench (its record has no
+    precision) is rated at the SGEMM peak in its stage rates as in its fraction of peak,
+    and a rate above the measured peak gets the note under the markdown's summary."""
+    def fake_child(spec, timeout=None, env=None, memory_limit=None):
+        if spec["task"] == "peaks":
+            return {"status": "ok", "result": {"cpu": {
+                "dgemm_gflops": 1.0, "sgemm_gflops": 2.0, "dgemm": {"size": 64, "repeats": 1}}}}
+        rep = {"gram": 0.1, "factor": 0.001, "predict": 0.1, "total": 0.3, "fit": 0.2,
+               "relative_residual": 1e-6, "test_error": 0.0}
+        return {"status": "ok", "wall_s": 1.0, "max_rss_bytes": 1 << 20,
+                "result": {"repeats": [rep]}}
+
+    monkeypatch.setattr(suite, "run_child", fake_child)
+    cfg = suite.BenchConfig(n_list=[300], devices=("cpu",), peers=("scipy",), repeats=1,
+                            peer_repeats=1, d=10, n_test=20, budget_s=0, dtype="float32")
+    res = suite.run_bench(cfg, show_progress=False)
+    sp = next(r for r in res["records"] if r["label"] == "scipy")
+    assert sp["stage_rates"]["factor"]["dtype"] == "float32"
+    assert sp["stage_rates"]["factor"]["fraction_of_peak"] == pytest.approx(
+        sp["fraction_of_peak"])
+    assert sp["fraction_of_peak"] > 1  # 9e6 flop in 1 ms against 2 GFLOP/s
+    md = report.render_markdown(res)
+    assert "Note: above the measured GEMM peak (" in md and "scipy n=300" in md
+
+
 def test_a_busy_start_and_a_rate_above_the_peak_are_said():
     """The load average was recorded and never shown, and a factorization at 175% (920%)
     of an under-measured peak passed without a word: both are said, in the machine lines

@@ -362,3 +362,14 @@ def test_duplicates_with_other_labels_are_the_cause_of_every_inexact_solve(tmp_p
     assert main(argv[:2] + [f"npz:{dedup}"] + argv[3:] + ["--json"]) == 0
     accept = next(w for w in ways if w.startswith("--tolerance"))
     assert main(argv + accept.split()[:2] + ["--json"]) == 0
+
+
+def test_a_float32_solve_is_offered_mixed_precision_without_a_tol_nobody_typed(capsys):
+    """With --tol's default no longer filled in by argparse, the way out of an inexact
+    float32 solve read '--precision mixed --tol 1e-10' (mixed takes 1e-10 anyway)."""
+    from kernelfit.cli import main
+
+    assert main(["solve", "--dataset", "digits", "--precision", "float32"]) == 6
+    err = capsys.readouterr().err
+    assert "ways out: --precision mixed (refines the solution to a relative residual of " \
+           "1e-10)" in err and "--tol " not in err

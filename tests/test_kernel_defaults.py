@@ -281,7 +281,7 @@ def test_a_refinement_out_of_steps_names_max_iter_not_precision(capsys):
     way out are the step limit, not the float32 factor or the bandwidth."""
     rc, rec, err = _solve(capsys, ["--precision", "mixed", "--max-iter", "1"])
     assert rc == 6 and rec["cause"] == "max_iter" and rec["refinement_max_iter"] == 1
-    assert "used all 1 steps it was allowed (max_iter)" in rec["inexact_reason"]
+    assert "used all 1 step it was allowed (max_iter)" in rec["inexact_reason"]
     assert "--max-iter 30 (the refinement ran out of steps at --max-iter 1" in err
     assert "--precision float64" not in err and "bandwidth" not in err
     # exact, but short of --tol because of the step limit: the note says so

@@ -348,7 +348,8 @@ def inexact_ways_out(recs, args, *, bandwidth_given: bool) -> List[str]:
             ways.append(text)
 
     tol = getattr(args, "tol", None)
-    target = 1e-10 if tol is None or tol > EXACT_RESIDUAL else tol  # --tol's default
+    tol = 1e-10 if tol is None else tol  # not typed: --tol's default, which mixed takes
+    target = 1e-10 if tol > EXACT_RESIDUAL else tol
     for rec in recs:
         cause = rec.get("cause")
         if (cause == "bandwidth" and bandwidth_given

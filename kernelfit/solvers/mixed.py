@@ -279,7 +279,8 @@ def solve_mixed(kernel: Kernel, X, Y, opts, be: Backend, splan) -> ExactSolution
                f"{out['iterations']} step{'' if out['iterations'] == 1 else 's'}")
         if auto:
             because = out.get("gave_up") or (
-                f"it used all {out['iterations']} steps max_iter allows"
+                f"it used all {out['iterations']} step"
+                f"{'' if out['iterations'] == 1 else 's'} max_iter allows"
                 if out["iterations"] >= opts.max_iter and not out.get("stalled") else
                 "cond(K) times the float32 rounding unit is too large")
             raise Fallback(f"{why}: {because}", timings, gram)

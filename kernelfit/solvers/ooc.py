@@ -523,7 +523,8 @@ def solve_ooc(kernel: Kernel, X, Y, opts, be: Optional[Backend] = None,
         if auto and not sol.info.get("converged"):
             discard_checkpoint(folder)
             steps = sol.info.get("iterations") or 0
-            because = (f"it used all {steps} steps max_iter allows" if opts.max_iter and
+            because = (f"it used all {steps} step{'' if steps == 1 else 's'} max_iter "
+                       "allows" if opts.max_iter and
                        steps >= opts.max_iter else "cond(K) times float32's rounding unit "
                        "is too large")
             raise Fallback(f"the refinement from the float32 factor ended at a relative "
