@@ -343,7 +343,8 @@ def run_reproduce(names=None, *, quick: bool = False, data_dir=None, out_dir="re
             res = exp.run(ctx)
         except DataError as exc:
             status[name] = {"status": "missing-data", "message": str(exc)}
-            found = {k: exc.facts[k] for k in ("missing", "directory", "dataset", "reason")
+            found = {k: exc.facts[k] for k in ("missing", "directory", "dataset", "reason",
+                                               "found_in", "parent_data_dir")
                      if exc.facts.get(k)}
             if found:  # what the command line words its way out from
                 status[name]["facts"] = found
