@@ -130,6 +130,12 @@ def test_missing_dataset_others_still_run(tmp_path, monkeypatch, capsys):
     assert "mnist-raw          missing-data: mnist: missing train-images-idx3-ubyte" in text
     assert "point --data-dir (or $KERNELFIT_DATA) at a folder holding mnist/" in text
     assert "data_dir" not in text
+    # --data-dir at the dataset's own folder: the way out names its parent first, as solve
+    assert _run(["--quick", "--data-dir", data / "mnist", "--out", tmp_path / "out3",
+                 "--only", "mnist-raw"]) == 3
+    text = capsys.readouterr().out
+    assert f"its files are in {data / 'mnist'} itself" in text, text
+    assert f"Ways out: --data-dir {data}" in text
     report = json.loads((out / "report.json").read_text())
     assert report["experiments"]["mnist-raw"]["status"] == "done"
     assert report["experiments"]["cifar-pixels"]["status"] == "missing-data"
