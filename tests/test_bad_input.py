@@ -97,7 +97,7 @@ CASES = [
     C("solve-dataset-npz-missing", "solve --dataset npz:/nonexistent/x.npz", 2,
       "no such file", "npz:"),
     C("solve-dataset-imagefolder-missing", "solve --dataset imagefolder:/nonexistent", 2,
-      "does not exist", "imagefolder"),
+      "does not exist", "train/<class>/"),
     C("solve-dataset-empty", ["solve", "--dataset", ""], 2, "dataset", ("non-empty", "such as")),
     C("solve-dataset-mnist-colon", "solve --dataset mnist:x", 2, "unknown dataset", "known:"),
     C("solve-n-train-too-many", "solve --dataset digits --n-train 5000", 2,
@@ -149,7 +149,7 @@ CASES = [
     C("solve-gabor-grid-too-coarse", S + " --features gabor --gabor-grid-bits 0 "
       "--no-feature-cache", 2, ("--gabor-grid-bits 0", "of their norm"),
       "--gabor-grid-bits auto"),
-    C("solve-seed-negative", "solve --seed -1", 2, "seed", "non-negative"),
+    C("solve-seed-negative", "solve --seed -1", 2, "--seed", "integer >= 0"),
     C("solve-polynomial-gamma-negative", S + " --kernel polynomial --gamma -1", 2, "gamma",
       "positive"),
     C("solve-polynomial-coef0-negative", S + " --kernel polynomial --coef0 -1", 2, "coef0",

@@ -168,6 +168,26 @@ def test_imagefolder_directory_png(tmp_path):
     np.testing.assert_allclose(ds.X_test[-1], written["test/cat/0001.png"].reshape(-1) / 255.0)
 
 
+def test_imagefolder_mistakes_get_a_way_out(tmp_path):
+    """A missing path and a test class without training images were refused without a
+    way out ('imagefolder: /x does not exist'); following the new one works."""
+    import shutil
+
+    from kernelfit.errors import DataError, InputError
+
+    with pytest.raises(InputError, match="does not exist; give the path of a folder holding "
+                                         "train/<class>/ and test/<class>/"):
+        load_dataset(f"imagefolder:{tmp_path / 'nowhere'}", data_dir=tmp_path / "cache")
+    write_image_tree(tmp_path / "tree", n_train=1, n_test=1)
+    shutil.rmtree(tmp_path / "tree" / "train" / "bee")
+    with pytest.raises(DataError, match=r"test classes \['bee'\] have no training folder; "
+                                        r"add train/bee/ .* or move test/bee/ out"):
+        load_dataset(f"imagefolder:{tmp_path / 'tree'}", data_dir=tmp_path / "cache")
+    shutil.rmtree(tmp_path / "tree" / "test" / "bee")  # the second way out
+    assert load_dataset(f"imagefolder:{tmp_path / 'tree'}",
+                        data_dir=tmp_path / "cache").class_names == ["ant", "cat"]
+
+
 def test_imagefolder_jpeg(tmp_path):
     write_image_tree(tmp_path / "jpg", ext=".jpg", n_train=2, n_test=1)
     ds = load_dataset(f"imagefolder:{tmp_path / 'jpg'}", data_dir=tmp_path / "cache")

@@ -164,7 +164,9 @@ def _build(entries: List[_Entry], where: str) -> Dict[str, object]:
         raise DataError(f"{where}: no training images (train/<class>/ is empty)")
     unknown = sorted({e[1] for e in entries if e[0] == "test"} - set(classes))
     if unknown:
-        raise DataError(f"{where}: test classes {unknown} have no training folder")
+        raise DataError(f"{where}: test classes {unknown} have no training folder; add "
+                        f"train/{unknown[0]}/ with its images, or move test/{unknown[0]}/ "
+                        "out of the tree (every test class must be one it is trained on)")
     index = {c: i for i, c in enumerate(classes)}
     names = [f"{where}:{e[0]}/{e[1]}/{e[2]}" for e in entries]
     images = _decode_all([(e[3], n) for e, n in zip(entries, names)])
@@ -276,7 +278,9 @@ def load_imagefolder(path: Union[str, Path], *, cache_dirs: Sequence[Path] = ())
     """
     path = Path(path).expanduser()
     if not path.exists():
-        raise InputError(f"imagefolder: {path} does not exist")
+        raise InputError(f"imagefolder: {path} does not exist; give the path of a folder "
+                         "holding train/<class>/ and test/<class>/ image folders, or of a tar "
+                         "archive of one")
     key = cache_key(path)
     entries_dirs = _cache_entries(cache_dirs, key)
     data = None
