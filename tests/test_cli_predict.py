@@ -319,3 +319,19 @@ def test_predict_output_over_an_input_file_is_refused(tmp_path, capsys):
     # another name is written as ever
     _predict(capsys, model, "--input", f"{d}/Xin.npy", "--output", f"{d}/p.npy")
     assert np.load(tmp_path / "p.npy").shape == (Xt.shape[0],)
+
+
+def test_inputs_of_images_are_told_how_to_flatten(tmp_path, capsys):
+    """An --input of images (n, h, w) was refused with 'must be 2-D (n, d)' alone: the line
+    says how to save it, and the array saved that way is predicted."""
+    _npz(tmp_path / "f.npz", ["cat", "dog"], 2)
+    model = tmp_path / "m.pkl"
+    _solve(capsys, tmp_path / "f.npz", model)
+    Xt = _points(["cat", "dog"], 12, 5)[0]
+    np.save(tmp_path / "img.npy", Xt.reshape(12, 2, 1))
+    assert main(["predict", "--model", str(model), "--input", str(tmp_path / "img.npy")]) == 2
+    err = capsys.readouterr().err
+    assert "must be 2-D (n, d), got shape (12, 2, 1); save it as X.reshape(12, -1)" in err
+    np.save(tmp_path / "flat.npy", np.load(tmp_path / "img.npy").reshape(12, -1))
+    out, _ = _predict(capsys, model, "--input", str(tmp_path / "flat.npy"))
+    assert out["n"] == 12

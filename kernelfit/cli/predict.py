@@ -335,7 +335,10 @@ def run(args) -> int:
         raise InputError(f"{what}: values must be numeric, got dtype {X.dtype}", param=param)
     X = np.asarray(X, dtype=np.float64)
     if X.ndim != 2:
-        raise InputError(f"{what}: must be 2-D (n, d), got shape {X.shape}", param=param)
+        how = (f"; save it as X.reshape({X.shape[0]}, -1) (one row per image, "
+               f"{int(np.prod(X.shape[1:]))} values)" if X.ndim > 2 and X.shape[0] else
+               "; one point is X.reshape(1, -1)" if X.ndim == 1 else "")
+        raise InputError(f"{what}: must be 2-D (n, d), got shape {X.shape}{how}", param=param)
     n_in = getattr(fmap, "n_features_in_", None) if fmap is not None else est.n_features_in_
     if n_in is not None and X.shape[1] != n_in:
         raise InputError(f"{what}: {X.shape[1]} features, the model was fitted with "
