@@ -319,6 +319,13 @@ def test_report_from_synthetic_results_with_crash(tmp_path):
     assert all(p.exists() for p in paths.values())
     assert not math.isnan(json.loads(paths["json"].read_text())["records"][0]["factor"])
     assert "Rough:" not in md  # an exponent of 3: the n^3 work leads
+    assert "Rough totals" not in md  # the factor is half of each total here
+    # a total led by overheads (the factor a quarter of it) was scaled by n^3 in silence
+    for r in recs[:2]:
+        r["total"] = 4 * r["factor"]
+    md = report.render_markdown(res)
+    assert "Rough totals: kernelfit-cpu (factor 25% of the total at n = 2,000)" in md
+    assert "c n^3 at n = 10,000 (s)" in md
     # times still led by overheads (an exponent of 1.3): the prediction gets its caveat
     e["stage_fit"] = dict(e["stage_fit"], exponent=1.3)
     md = report.render_markdown(res)

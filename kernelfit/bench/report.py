@@ -267,7 +267,7 @@ def render_markdown(results: dict, figures: Optional[Dict[str, str]] = None) -> 
           "n) predicts the time at the largest n that fits in the memory available now; the "
           "free exponent of log t vs log n is shown as a check (3 when the n^3 work "
           "dominates).\n\n")
-        w("| implementation | stage | fitted exponent | c n^3 at n = 10,000 | largest n "
+        w("| implementation | stage | fitted exponent | c n^3 at n = 10,000 (s) | largest n "
           "that fits | predicted stage time there | predicted total there |\n"
           "|---|---|---|---|---|---|---|\n")
         for label, e in ext.items():
@@ -290,6 +290,18 @@ def render_markdown(results: dict, figures: Optional[Dict[str, str]] = None) -> 
                       for label, e in ext.items()
                       if e["stage_fit"].get("exponent") is not None
                       and not EXPONENT_OK[0] <= e["stage_fit"]["exponent"] <= EXPONENT_OK[1]})
+        small = []  # the stage a small part of the total at the largest n measured
+        for label, e in ext.items():
+            done = [r for r in results["records"] if r.get("label") == label
+                    and r.get("status") == "ok" and r.get(e["stage"]) and r.get("total")]
+            top = max(done, key=lambda r: r["n"]) if done else None
+            if top is not None and top[e["stage"]] < 0.5 * top["total"]:
+                small.append(f"{label} ({e['stage']} {100 * top[e['stage']] / top['total']:.0f}%"
+                             f" of the total at n = {top['n']:,})")
+        if small:
+            w(f"\nRough totals: {', '.join(small)}: the rest of the total (process start, "
+              "data, Gram, predictions: fixed or n^2) is scaled by n^3 too, so the predicted "
+              "total overstates; the predicted stage time is the firmer figure.\n")
         if off:
             w(f"\nRough: the free exponent of {', '.join(off)} is outside "
               f"{EXPONENT_OK[0]:g}-{EXPONENT_OK[1]:g}, so the measured times are not yet "
