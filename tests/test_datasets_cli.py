@@ -247,6 +247,15 @@ def test_info_with_data_dir_at_the_dataset_folder_itself_offers_its_parent(tmp_p
     assert f"--data-dir {tmp_path} " in capsys.readouterr().err
     assert not (own / "mnist").exists()
     assert cli.main(["datasets", "info", "mnist", "--data-dir", str(tmp_path)]) == 0
+    capsys.readouterr()
+    # list said only '[not downloaded]' there
+    assert cli.main(["datasets", "list", "--data-dir", str(own)]) == 0
+    assert f"its files are in {own} itself: --data-dir {tmp_path}]" in capsys.readouterr().out
+    assert cli.main(["datasets", "list", "--data-dir", str(own), "--json"]) == 0
+    row = json.loads(capsys.readouterr().out)["datasets"][0]
+    assert row["name"] == "mnist" and row["parent_data_dir"] == str(tmp_path)
+    assert cli.main(["datasets", "list", "--data-dir", str(tmp_path)]) == 0
+    assert "itself" not in capsys.readouterr().out
 
 
 def test_info_cifar10_with_data_dir_at_its_own_folder_offers_its_parent(tmp_path, capsys):

@@ -175,12 +175,19 @@ def run(args: argparse.Namespace) -> int:
         folder = resolve_data_dir(args.data_dir)
         rows = [{"name": n, "description": registry.DATASET_DESCRIPTIONS[n],
                  "files": _files_state(n, folder)} for n in registry.DATASET_NAMES]
+        for r in rows:  # --data-dir at a dataset's own folder: its files are right there
+            if (r["files"] not in ("", "present") and folder.name == r["name"]
+                    and _files_state(r["name"], folder.parent) in ("present", "partial")):
+                r.update(found_in=str(folder), parent_data_dir=str(folder.parent))
         if args.json:
             out.write(dumps_json({"datasets": rows, "data_dir": str(folder)}, indent=2) + "\n")
         else:
             out.write(f"datasets (files in {folder}):\n")
             for r in rows:
                 state = f" [{r['files']}]" if r["files"] else ""
+                if r.get("found_in"):
+                    state = (f" [{r['files']} in {folder}/{r['name']}; its files are in "
+                             f"{folder} itself: --data-dir {r['parent_data_dir']}]")
                 out.write(f"{r['name']:<14} {r['description']}{state}\n")
         return 0
     if args.action == "info":
