@@ -196,7 +196,7 @@ def test_info_on_missing_files_says_one_line_on_stderr_with_a_fetch_that_works(
             assert "fetch it with" in out
         assert len(err.strip().splitlines()) == 1, err
         assert err.startswith("kernelfit datasets: error: mnist: missing ")
-        assert "t10k-labels-idx1-ubyte.gz in my data/mnist (not downloaded)" in err
+        assert f"t10k-labels-idx1-ubyte.gz in {folder}/mnist (not downloaded)" in err
         fetch = f"kernelfit datasets fetch mnist --data-dir {shlex.quote(str(folder))}"
         assert f"`{fetch}`" in err and "--data-dir (or $KERNELFIT_DATA)" in err
     # the command it names fetches them, from any folder (here from a local 'server')

@@ -37,15 +37,16 @@ def resolve_data_dir(data_dir: Optional[PathLike] = None) -> Path:
 
     ``data_dir`` wins when given, then ``KERNELFIT_DATA``, then :func:`default_cache_dir`.
     Raises :class:`~kernelfit.errors.InputError` when the chosen path exists but is not a
-    directory.
+    directory. A relative path is made absolute (messages name folders that make sense
+    from anywhere: 'in . itself, not in mnist' read oddly).
     """
     if data_dir is not None and str(data_dir).strip() != "":
-        path = Path(data_dir).expanduser()
+        path = Path(data_dir).expanduser().absolute()
         origin = "data_dir"
     else:
         env = os.environ.get(ENV_VAR, "").strip()
         if env:
-            path = Path(env).expanduser()
+            path = Path(env).expanduser().absolute()
             origin = f"${ENV_VAR}"
         else:
             path = default_cache_dir()
