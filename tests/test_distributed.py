@@ -208,3 +208,20 @@ def test_float32_on_dask_that_breaks_down_stops_as_in_memory():
         solve_exact(get_kernel("gaussian", bandwidth=0.5), X, Y,
                     SolveOptions(precision="float32", tile_size=40, distributed="local"))
     assert info.value.facts["dtype"] == "float32"
+
+
+def test_a_dask_breakdown_is_one_line_without_the_workers_traceback(tmp_path, capfd):
+    """A task's failure on the local cluster (a float32 factor that breaks down) printed
+    distributed's 'Compute Failed ... Traceback' log before kernelfit's own line."""
+    from kernelfit.cli import main
+
+    rng = np.random.default_rng(0)
+    X = rng.random((200, 3))
+    y = rng.integers(0, 3, 200)
+    np.savez(tmp_path / "pts.npz", X_train=X, y_train=y, X_test=X[:20], y_test=y[:20])
+    assert main(["solve", "--dataset", f"npz:{tmp_path / 'pts.npz'}", "--bandwidth", "0.5",
+                 "--precision", "float32", "--tile-size", "40", "--distributed", "local",
+                 "--no-progress"]) == 5
+    err = capfd.readouterr().err
+    assert "Compute Failed" not in err and "Traceback" not in err, err
+    assert len(err.strip().splitlines()) == 1 and "not numerically positive definite" in err

@@ -62,8 +62,11 @@ def connect(scheduler: Optional[str] = None, local: bool = False, *, n_workers: 
             raise InputError(f"${CONNECT_TIMEOUT_ENV} must be a number of seconds above 0, "
                              f"got {text!r}; set it to one (e.g. 5) or unset it")
     if local:
+        # its workers' own logs stay quiet (silence_logs, restored at close): a task's
+        # failure, e.g. a factor that breaks down, printed distributed's 'Compute Failed'
+        # traceback before kernelfit's one line about it
         cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=processes,
-                               dashboard_address=None)
+                               dashboard_address=None, silence_logs=logging.CRITICAL)
         return Client(cluster), cluster
     addr = scheduler.strip()
     if "://" not in addr:
