@@ -29,7 +29,8 @@ def add_data_arguments(p) -> None:
     g.add_argument("--n-test", type=nonneg_int, default=None,
                    help="number of test points (default: all)")
     g.add_argument("--balanced", action="store_true", help="class-balanced subsets")
-    g.add_argument("--seed", type=nonneg_int, default=0, help="seed of subsets and random features")
+    g.add_argument("--seed", type=nonneg_int, default=0,
+                   help="seed of subsets and random features")
 
 
 def add_kernel_arguments(p) -> None:
