@@ -90,19 +90,19 @@ def _print_info(info: dict, out) -> None:
         out.write(f"  {label}  {info['train_counts'][i]:>6} {info['test_counts'][i]:>6}\n")
 
 
-def _fetch_way(args, exc) -> str:
-    """The way to fetch a dataset whose files are missing, that works from anywhere: the
-    fetch command with its folder spelled out (quoted), or, where that folder cannot be
-    written, the command into another folder."""
+def fetch_way(name: str, directory) -> str:
+    """The way to fetch dataset ``name`` whose files are missing in ``directory`` (its own
+    folder, DIR/name), that works from anywhere: the fetch command with DIR spelled out
+    (quoted), or, where it cannot be written, the command into another folder."""
     from pathlib import Path
 
     from .._io import check_writable_folder
     from ..errors import InputError
 
-    folder = Path(exc.directory).expanduser().absolute().parent
-    fetch = f"kernelfit datasets fetch {shlex.quote(args.name)} --data-dir "
+    folder = Path(directory).expanduser().absolute().parent
+    fetch = f"kernelfit datasets fetch {shlex.quote(name)} --data-dir "
     try:
-        check_writable_folder(exc.directory, param="data_dir")
+        check_writable_folder(directory, param="data_dir")
     except InputError:
         return (f"{folder} cannot be written: `{fetch}DIR` with a folder DIR you can write "
                 "to (then give the same --data-dir to the other commands)")
@@ -111,7 +111,7 @@ def _fetch_way(args, exc) -> str:
 
 def _say_missing(exc, state: str, fetch: str) -> None:
     """One line on stderr, as the other commands say missing data: which files are missing
-    where, and ways out (``fetch`` first: :func:`_fetch_way`). The report stays on stdout."""
+    where, and ways out (``fetch`` first: :func:`fetch_way`). The report stays on stdout."""
     from . import _one_line
     from ._advice import missing_data_message
 
@@ -135,7 +135,7 @@ def _print_not_fetched(args, exc, out) -> int:
     parent = exc.facts.get("parent_data_dir")
     if parent:  # the files are in --data-dir itself: no fetch (a second copy one level down)
         info.update(found_in=exc.facts.get("found_in"), parent_data_dir=parent)
-    fetch = "" if parent else _fetch_way(args, exc)
+    fetch = "" if parent else fetch_way(args.name, exc.directory)
     _say_missing(exc, state, fetch)
     if args.json:
         out.write(dumps_json(info, indent=2) + "\n")

@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import importlib
 import json
-import shlex
 import shutil
 import tempfile
 import time
@@ -167,6 +166,7 @@ def _check_data_dir(data_dir: str, modules) -> None:
     from ..datasets.mnist import locate_idx_files
     from ..errors import DataError, DownloadError
     from ._advice import missing_data_message
+    from .datasets import fetch_way
 
     if not any("data_dir" in inspect.signature(m.check).parameters for m in modules):
         return
@@ -177,10 +177,10 @@ def _check_data_dir(data_dir: str, modules) -> None:
             raise DataError(missing_data_message(exc.facts, exc.message)) from None
         raise DataError(
             f"--data-dir {data_dir} holds no MNIST (missing {', '.join(exc.missing)} in "
-            f"{exc.directory}; the checks download nothing). Ways out: `kernelfit datasets "
-            f"fetch mnist --data-dir {shlex.quote(data_dir)}`, or --data-dir the folder "
-            "holding mnist/, or leave --data-dir out to run without MNIST (norm skipped, "
-            "the others on synthetic stand-ins)", param="data_dir") from None
+            f"{exc.directory}; the checks download nothing). Ways out: "
+            f"{fetch_way('mnist', exc.directory)}, or --data-dir the folder holding mnist/, "
+            "or leave --data-dir out to run without MNIST (norm skipped, the others on "
+            "synthetic stand-ins)", param="data_dir") from None
 
 
 def _earlier_report(out: Path) -> list:
