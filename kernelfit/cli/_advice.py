@@ -25,12 +25,12 @@ import numpy as np
 from ..errors import (DownloadError, KernelfitError, MemoryPlanError,
                       NotPositiveDefiniteError)
 from ..memory import fmt_bytes, largest_n
+from ..options import SolverOptions
 from ..solvers.plan import max_n_that_fits, would_fit
 
 __all__ = ["FLAGS", "explain", "explain_os_error", "memory_ways_out", "not_pd_ways_out",
-           "missing_data_message",
-           "ridge_that_factors", "inexact_ways_out", "least_budget", "short_of_tol_note",
-           "tolerance_that_accepts", "PSD_KERNELS"]
+           "missing_data_message", "ridge_that_factors", "inexact_ways_out", "least_budget",
+           "short_of_tol_note", "tolerance_that_accepts", "PSD_KERNELS"]
 
 #: Python parameter -> command-line flag
 FLAGS = {
@@ -348,8 +348,8 @@ def inexact_ways_out(recs, args, *, bandwidth_given: bool) -> List[str]:
             ways.append(text)
 
     tol = getattr(args, "tol", None)
-    tol = 1e-10 if tol is None else tol  # not typed: --tol's default, which mixed takes
-    target = 1e-10 if tol > EXACT_RESIDUAL else tol
+    tol = SolverOptions.tol if tol is None else tol  # not typed: the default mixed takes
+    target = SolverOptions.tol if tol > EXACT_RESIDUAL else tol
     for rec in recs:
         cause = rec.get("cause")
         if (cause == "bandwidth" and bandwidth_given
@@ -411,8 +411,8 @@ def short_of_tol_note(recs, args) -> Optional[str]:
         short = stuck64
     bounded = [r for r in mixed if r.get("converged") and above(r) and r.get("float64_floor")]
     typed = getattr(args, "tol", None)
-    if typed is None and hasattr(args, "tol"):  # --tol left at its default (the options')
-        typed = 1e-10
+    if typed is None and hasattr(args, "tol"):  # --tol left at its default
+        typed = SolverOptions.tol
     if bounded and typed is not None:  # met the --tol asked for (auto's own target is
         # 1e-12 below it): nothing to say (the design card's command said "above --tol 1e-12")
         bounded = [r for r in bounded if float(r["relative_residual"]) > float(typed)]
@@ -424,7 +424,7 @@ def short_of_tol_note(recs, args) -> Optional[str]:
                 "u trace(K) |alpha| / |Y|), which --precision auto counts as converged")
     if not short:
         return None
-    tol = short[0].get("solve_tol", getattr(args, "tol", None) or 1e-10)
+    tol = short[0].get("solve_tol", getattr(args, "tol", None) or SolverOptions.tol)
     worst = max(float(r.get("relative_residual") or 0.0) for r in short)
     most = short[0].get("solve_max_iter")
     tracked = short[0].get("tracked_residual")
